@@ -1,0 +1,1 @@
+"""sharewall egress sidecar: listener, recipient resolution, inspection, decisions, upstream."""

@@ -1,0 +1,120 @@
+"""Decision values: the facts of one call, the policy input built from them, the outcome."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from proxy.inspect.model import Finding, Inspection
+
+Action = Literal["allow", "deny"]
+
+
+def new_decision_id() -> str:
+    """A unique, time-sortable-enough decision id (uuid4 hex is enough: ids are never ordered)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the proxy knows about one outbound call before asking the policy."""
+
+    method: str
+    scheme: str  # scheme the app used: "http" or "https"
+    host: str
+    port: int
+    path: str
+    inspected: bool  # False for a spliced CONNECT tunnel
+    tls_upstream: bool  # the bytes leave the pod over TLS
+    recipient_id: str | None
+    purpose: str | None
+    source_workload: str | None = None
+    source_namespace: str | None = None
+    request_id: str = field(default_factory=new_decision_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: str
+    message: str
+    category: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"code": self.code, "message": self.message}
+        if self.category:
+            out["category"] = self.category
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one call. `unavailable` marks an engine fault: answered 503, never allowed."""
+
+    decision_id: str
+    action: Action
+    reasons: tuple[Reason, ...] = ()
+    recipient_id: str | None = None
+    purpose: str | None = None
+    categories: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    problems: tuple[str, ...] = ()
+    unavailable: bool = False
+
+    @property
+    def allow(self) -> bool:
+        return self.action == "allow" and not self.unavailable
+
+    @property
+    def reason_codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.reasons)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The decision JSON printed by `sharewall check` and shipped to the registry."""
+        return {
+            "decision_id": self.decision_id,
+            "allow": self.allow,
+            "action": self.action,
+            "reasons": [r.as_dict() for r in self.reasons],
+            "recipient_id": self.recipient_id,
+            "purpose": self.purpose,
+            "categories": list(self.categories),
+            "findings": [f.as_dict() for f in self.findings],
+            "inspection": {
+                "complete": not self.problems_incomplete,
+                "problems": list(self.problems),
+            },
+        }
+
+    @property
+    def problems_incomplete(self) -> bool:
+        return not Inspection(problems=self.problems).complete
+
+
+def policy_date(now: datetime | None = None) -> str:
+    """The UTC day the policy compares grant expiry dates with (part of the cache key)."""
+    return (now or datetime.now(UTC)).date().isoformat()
+
+
+def build_policy_input(call: Call, inspection: Inspection, *, date: str) -> dict[str, Any]:
+    """The policy input of DESIGN.md, plus `date` (UTC day) for grant expiry."""
+    return {
+        "request": {
+            "id": call.request_id,
+            "method": call.method,
+            "scheme": call.scheme,
+            "host": call.host,
+            "port": call.port,
+            "path": call.path,
+            "inspected": call.inspected,
+            "tls_upstream": call.tls_upstream,
+        },
+        "source": {"workload": call.source_workload, "namespace": call.source_namespace},
+        "purpose": call.purpose,
+        "recipient_id": call.recipient_id,
+        "categories": sorted(inspection.categories),
+        "findings": [f.as_dict() for f in inspection.findings],
+        "inspection": inspection.as_policy_input(),
+        "date": date,
+    }

@@ -1,0 +1,81 @@
+"""Values produced by payload inspection: findings, problems, limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Problem codes (stable; they travel in `input.inspection.problems` and in logs).
+BODY_TOO_LARGE = "body_too_large"
+DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
+TOO_DEEP = "too_deep"
+TOO_MANY_FIELDS = "too_many_fields"
+TIMED_OUT = "timed_out"
+UNSUPPORTED_ENCODING = "unsupported_encoding"  # unknown Content-Encoding
+UNDECODABLE = "undecodable"  # corrupt compressed stream or undecodable charset
+MALFORMED_JSON = "malformed_json"  # declared JSON, scanned as text instead
+MALFORMED_XML = "malformed_xml"
+MALFORMED_MULTIPART = "malformed_multipart"
+FORBIDDEN_XML = "forbidden_xml"  # DTD / entity declarations refused by defusedxml
+INSPECTOR_ERROR = "inspector_error"  # a bug in a detector: fail closed
+
+# Problems after which the scan did not see every byte: the decision sees `complete: false`.
+INCOMPLETE_PROBLEMS = frozenset(
+    {
+        BODY_TOO_LARGE,
+        DECOMPRESSED_TOO_LARGE,
+        TOO_DEEP,
+        TOO_MANY_FIELDS,
+        TIMED_OUT,
+        UNSUPPORTED_ENCODING,
+        UNDECODABLE,
+        FORBIDDEN_XML,
+        INSPECTOR_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One piece of personal data: its category, where it was (never its value), who found it."""
+
+    category: str
+    location: str  # e.g. "form:To", "json:$.recipients[3].phone", "header:x-msisdn"
+    detector: str  # e.g. "phone", "email", "key:sms_consent"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"category": self.category, "location": self.location, "detector": self.detector}
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """The result of inspecting one call: findings and whether every byte was inspected."""
+
+    findings: tuple[Finding, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not any(p in INCOMPLETE_PROBLEMS for p in self.problems)
+
+    @property
+    def categories(self) -> frozenset[str]:
+        return frozenset(f.category for f in self.findings)
+
+    def as_policy_input(self) -> dict[str, object]:
+        return {"complete": self.complete, "problems": sorted(set(self.problems))}
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionLimits:
+    """Bounds on the work spent on one payload; each one, when hit, is a problem code."""
+
+    max_body_bytes: int = 1 << 20  # bytes of (compressed) body read for inspection
+    max_decompressed_bytes: int = 4 << 20
+    max_depth: int = 32
+    max_fields: int = 20_000
+    max_seconds: float = 0.25
+    default_region: str = "SG"  # phonenumbers region for national-format numbers
+    extra_phone_regions: tuple[str, ...] = field(default=("HK", "US", "GB"))
+
+
+DEFAULT_LIMITS = InspectionLimits()

@@ -1,0 +1,1 @@
+"""sharewall registry: taxonomy, registry-as-code, snapshot schema and the registry service."""
