@@ -50,7 +50,7 @@ class Reason:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The outcome for one call. `unavailable` marks an engine fault: answered 503, never allowed."""
+    """The outcome for one call. A `fault` (engine down, timeout, no snapshot) is answered 503."""
 
     decision_id: str
     action: Action
@@ -60,11 +60,15 @@ class Decision:
     categories: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
     problems: tuple[str, ...] = ()
-    unavailable: bool = False
+    fault: str | None = None  # e.g. "engine_timeout", "engine_error", "snapshot_not_loaded"
+
+    @property
+    def unavailable(self) -> bool:
+        return self.fault is not None
 
     @property
     def allow(self) -> bool:
-        return self.action == "allow" and not self.unavailable
+        return self.action == "allow" and self.fault is None
 
     @property
     def reason_codes(self) -> tuple[str, ...]:
@@ -81,6 +85,7 @@ class Decision:
             "purpose": self.purpose,
             "categories": list(self.categories),
             "findings": [f.as_dict() for f in self.findings],
+            "fault": self.fault,
             "inspection": {
                 "complete": not self.problems_incomplete,
                 "problems": list(self.problems),
