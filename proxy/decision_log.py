@@ -1,0 +1,161 @@
+"""The canonical `egress.decision` line: one per call, stable field names, never a secret or value."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import structlog
+
+from proxy.decision import Decision
+
+EVENT = "egress.decision"
+
+# Field names of the log line and of the spooled record (the registry ingests these).
+DECISION_ID = "decision_id"
+ACTION = "action"
+WOULD_BLOCK = "would_block"
+MODE = "mode"
+REASON_CODES = "reason_codes"
+RECIPIENT_ID = "recipient_id"
+HOST = "host"
+PORT = "port"
+METHOD = "method"
+PATH = "path"
+PURPOSE = "purpose"
+CATEGORIES = "categories"
+FINDING_LOCATIONS = "finding_locations"
+SOURCE_WORKLOAD = "source_workload"
+SOURCE_NAMESPACE = "source_namespace"
+INSPECTED = "inspected"
+TUNNEL = "tunnel"
+STATUS = "status"
+FAULT = "fault"
+PROBLEMS = "problems"
+LATENCY_MS = "latency_ms"
+INSPECT_MS = "inspect_ms"
+POLICY_MS = "policy_ms"
+UPSTREAM_MS = "upstream_ms"
+# Only in the spooled record.
+TIME = "time"
+REASONS = "reasons"
+FINDINGS = "findings"
+
+# Query parameters whose values are credentials (compared case-insensitively).
+SECRET_PARAMS = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "key",
+        "token",
+        "signature",
+        "sig",
+        "password",
+        "secret",
+        "client_secret",
+        "auth",
+    }
+)
+REDACTED = "REDACTED"
+_USERINFO_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
+
+DecisionSink = Callable[[dict[str, Any]], None]
+
+log = structlog.get_logger("sharewall.proxy")
+
+
+def redact_path(path: str) -> str:
+    """The path with userinfo stripped and token-like query values replaced by `REDACTED`."""
+    path = _USERINFO_RE.sub(r"\1", path)
+    base, sep, query = path.partition("?")
+    if not sep:
+        return base
+    query, _, _fragment = query.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    redacted = [(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
+    return f"{base}?{urlencode(redacted, safe='/:,')}"
+
+
+def decision_record(
+    *,
+    decision: Decision,
+    mode: str,
+    method: str,
+    host: str,
+    port: int,
+    path: str,
+    inspected: bool,
+    tunnel: bool,
+    status: int | None,
+    source_workload: str | None,
+    source_namespace: str | None,
+    latency_ms: float,
+    inspect_ms: float | None = None,
+    policy_ms: float | None = None,
+    upstream_ms: float | None = None,
+) -> dict[str, Any]:
+    """The full record of one call (log line fields plus time, reasons and findings)."""
+    denied = not decision.allow
+    report = mode == "report"
+    return {
+        TIME: datetime.now(UTC).isoformat(timespec="milliseconds"),
+        DECISION_ID: decision.decision_id,
+        ACTION: "allow" if (report or not denied) else "deny",
+        WOULD_BLOCK: report and denied,
+        MODE: mode,
+        REASON_CODES: list(decision.reason_codes),
+        RECIPIENT_ID: decision.recipient_id,
+        HOST: host,
+        PORT: port,
+        METHOD: method,
+        PATH: redact_path(path),
+        PURPOSE: decision.purpose,
+        CATEGORIES: sorted(decision.categories),
+        FINDING_LOCATIONS: [f"{f.category}@{f.location}" for f in decision.findings],
+        SOURCE_WORKLOAD: source_workload,
+        SOURCE_NAMESPACE: source_namespace,
+        INSPECTED: inspected,
+        TUNNEL: tunnel,
+        STATUS: status,
+        FAULT: decision.fault,
+        PROBLEMS: list(decision.problems),
+        LATENCY_MS: round(latency_ms, 3),
+        INSPECT_MS: None if inspect_ms is None else round(inspect_ms, 3),
+        POLICY_MS: None if policy_ms is None else round(policy_ms, 3),
+        UPSTREAM_MS: None if upstream_ms is None else round(upstream_ms, 3),
+        REASONS: [r.as_dict() for r in decision.reasons],
+        FINDINGS: [f.as_dict() for f in decision.findings],
+    }
+
+
+# Record keys that stay out of the log line (they are in the spool; the line stays short).
+_RECORD_ONLY = frozenset({TIME, REASONS, FINDINGS})
+
+
+class DecisionLog:
+    """Writes the `egress.decision` line, spools blocked/would-block records, feeds the sinks."""
+
+    def __init__(self, spool: Any | None = None) -> None:
+        self.spool = spool
+        # Hooks called with every record (allowed too), e.g. a per-minute ledger counter.
+        self.sinks: list[DecisionSink] = []
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Log, spool (if blocked or would-block) and fan the record out; never raises."""
+        line = {k: v for k, v in record.items() if k not in _RECORD_ONLY}
+        log.info(EVENT, **line)
+        is_blocked = record[ACTION] == "deny" or record[WOULD_BLOCK]
+        if is_blocked and self.spool is not None:
+            try:
+                self.spool.append(record)
+            except Exception:
+                log.exception("spool.append_failed", decision_id=record[DECISION_ID])
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception:
+                log.exception("decision_sink.failed", sink=getattr(sink, "__name__", repr(sink)))

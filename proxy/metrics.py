@@ -1,0 +1,95 @@
+"""Prometheus metrics of the proxy, in their own registry (names are constants, in one place)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+# Latency buckets in seconds: the policy is sub-millisecond, upstreams take up to seconds.
+_FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_SLOW = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ProxyMetrics:
+    """The proxy's metrics; one instance per process, exposed by the admin listener."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.decisions = Counter(
+            "sharewall_decisions",
+            "Decisions by effective action and reason code (reason 'none' when allowed).",
+            ["action", "reason"],
+            registry=r,
+        )
+        self.inspect_seconds = Histogram(
+            "sharewall_inspection_seconds", "Payload inspection time.", buckets=_FAST, registry=r
+        )
+        self.policy_seconds = Histogram(
+            "sharewall_policy_seconds", "Policy decision time.", buckets=_FAST, registry=r
+        )
+        self.upstream_seconds = Histogram(
+            "sharewall_upstream_seconds",
+            "Time to the upstream's response head.",
+            buckets=_SLOW,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "sharewall_inflight_requests", "Calls being decided or streamed.", registry=r
+        )
+        self.open_tunnels = Gauge(
+            "sharewall_open_tunnels", "Spliced CONNECT tunnels open.", registry=r
+        )
+        self.open_connections = Gauge(
+            "sharewall_open_connections", "Client connections open.", registry=r
+        )
+        self.snapshot_reloads = Counter(
+            "sharewall_snapshot_reloads",
+            "Registry snapshot loads by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+
+    def watch_decider(self, decider: object) -> None:
+        """Expose the decider's cache counters (`cache_hits`, `cache_misses`) if it has them."""
+        self.registry.register(_DeciderCollector(decider))
+
+    def observe_record(self, record: dict[str, Any]) -> None:
+        """Count one decision record (a `DecisionLog` sink)."""
+        action = "would_block" if record.get("would_block") else record["action"]
+        codes = record.get("reason_codes") or []
+        if record.get("fault"):
+            codes = [f"fault:{record['fault']}"]
+        for code in codes or ["none"]:
+            self.decisions.labels(action=action, reason=code).inc()
+        for key, hist in (
+            ("inspect_ms", self.inspect_seconds),
+            ("policy_ms", self.policy_seconds),
+            ("upstream_ms", self.upstream_seconds),
+        ):
+            value = record.get(key)
+            if value is not None:
+                hist.observe(value / 1000.0)
+
+
+class _DeciderCollector(Collector):
+    """Reads the decider's own counters at scrape time (it owns them; we only expose them)."""
+
+    def __init__(self, decider: object) -> None:
+        self._decider = decider
+
+    def collect(self) -> Any:
+        for attr, name in (("cache_hits", "hits"), ("cache_misses", "misses")):
+            value = getattr(self._decider, attr, None)
+            if isinstance(value, int):
+                yield CounterMetricFamily(
+                    f"sharewall_decision_cache_{name}",
+                    f"Decision cache {name}.",
+                    value=value,
+                )
+
+    def describe(self) -> Any:
+        return []

@@ -1,0 +1,66 @@
+"""The proxy's own answers (403/503/502/504/400/431) as complete HTTP/1.1 responses in bytes."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import orjson
+
+from proxy.decision import Decision
+
+DECISION_ID_HEADER = "X-Sharewall-Decision-Id"
+
+# Error codes of the JSON bodies (stable; clients and dashboards match on them).
+EGRESS_BLOCKED = "egress_blocked"
+EGRESS_UNAVAILABLE = "egress_unavailable"
+UPSTREAM_UNREACHABLE = "upstream_unreachable"
+UPSTREAM_TIMEOUT = "upstream_timeout"
+BAD_REQUEST = "bad_request"
+HEADERS_TOO_LARGE = "headers_too_large"
+TOO_MANY_TUNNELS = "too_many_tunnels"
+UNSUPPORTED = "unsupported"
+
+
+def render(
+    status: int,
+    body: dict[str, object],
+    *,
+    decision_id: str | None = None,
+    keep_alive: bool = True,
+    head: bool = False,
+    version: str = "1.1",
+) -> bytes:
+    """One complete response with a JSON body; `head` omits the body but keeps its length."""
+    payload = orjson.dumps(body)
+    lines = [
+        f"HTTP/{version} {status} {HTTPStatus(status).phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        "Cache-Control: no-store",
+        f"Connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
+    if decision_id:
+        lines.append(f"{DECISION_ID_HEADER}: {decision_id}")
+    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head_bytes if head else head_bytes + payload
+
+
+def blocked(decision: Decision, **kw: object) -> bytes:
+    """403 of DESIGN.md: `{"error": "egress_blocked", "decision_id", "reasons": [{code, message}]}`."""
+    body = {
+        "error": EGRESS_BLOCKED,
+        "decision_id": decision.decision_id,
+        "reasons": [{"code": r.code, "message": r.message} for r in decision.reasons],
+    }
+    return render(403, body, decision_id=decision.decision_id, **kw)  # type: ignore[arg-type]
+
+
+def unavailable(decision_id: str, message: str = "egress is unavailable", **kw: object) -> bytes:
+    """503: a fault inside sharewall; the call fails closed."""
+    body = {"error": EGRESS_UNAVAILABLE, "decision_id": decision_id, "message": message}
+    return render(503, body, decision_id=decision_id, **kw)  # type: ignore[arg-type]
+
+
+def error(status: int, code: str, message: str, **kw: object) -> bytes:
+    """Any other proxy error (400, 431, 502, 504) as `{"error": code, "message": ...}`."""
+    return render(status, {"error": code, "message": message}, **kw)  # type: ignore[arg-type]

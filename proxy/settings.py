@@ -1,0 +1,85 @@
+"""Settings of the `sharewall proxy` process: one frozen value built from the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from proxy.inspect.model import InspectionLimits
+
+Mode = Literal["enforce", "report"]
+EngineName = Literal["embedded", "opa"]
+
+
+class SettingsError(ValueError):
+    """A flag value the proxy cannot run with (exit code 2)."""
+
+
+def parse_hostport(text: str, *, what: str = "address") -> tuple[str, int]:
+    """Parse `HOST:PORT` or `[V6]:PORT` of a listen flag; port 0 means an ephemeral port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"{what} {text!r}: expected HOST:PORT")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host:
+        raise SettingsError(f"{what} {text!r}: empty host")
+    return host, int(port)
+
+
+def default_spool_dir() -> Path:
+    """`$SHAREWALL_SPOOL_DIR`, else `./var/spool`."""
+    return Path(os.environ.get("SHAREWALL_SPOOL_DIR") or "var/spool")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the proxy process needs to run; defaults are the sidecar's production values."""
+
+    registry_file: Path | None = None
+    registry_url: str | None = None
+    token: str | None = None
+    listen: tuple[str, int] = ("127.0.0.1", 15080)
+    admin_listen: tuple[str, int] | None = ("127.0.0.1", 15081)
+    port_file: Path | None = None  # written with the bound listen/admin ports (tests, port 0)
+    mode: Mode = "enforce"
+    engine: EngineName = "embedded"
+    opa_url: str | None = None
+    engine_timeout: float = 0.5
+    default_purpose: str | None = None
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    upstream_ca: Path | None = None
+    resolve_pins: tuple[str, ...] = ()  # HOST:PORT:ADDR, parsed by proxy.destinations
+    source_workload: str | None = None
+    source_namespace: str | None = None
+    max_header_bytes: int = 32 * 1024
+    limits: InspectionLimits = field(default_factory=InspectionLimits)
+    max_tunnels: int = 512
+    max_connections: int = 4096
+    idle_timeout: float = 60.0  # keep-alive between requests, and idle spliced tunnels
+    header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
+    body_timeout: float = 30.0  # between two reads of a request body
+    upstream_connect_timeout: float = 5.0
+    upstream_timeout: float = 60.0  # until the upstream's response head
+    drain_timeout: float = 10.0
+    spool_dir: Path = field(default_factory=default_spool_dir)
+    reload_interval: float = 1.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("enforce", "report"):
+            raise SettingsError(f"mode must be enforce or report, not {self.mode!r}")
+        if self.engine not in ("embedded", "opa"):
+            raise SettingsError(f"engine must be embedded or opa, not {self.engine!r}")
+        if self.engine == "opa" and not self.opa_url:
+            raise SettingsError("--engine opa needs --opa-url")
+        if (self.ca_cert is None) != (self.ca_key is None):
+            raise SettingsError("--ca-cert and --ca-key go together")
+        if self.registry_file is None and self.registry_url is None:
+            raise SettingsError("one of --registry-file or --registry-url is required")
+
+    @property
+    def intercepts_tls(self) -> bool:
+        return self.ca_cert is not None
