@@ -1,0 +1,167 @@
+"""Recipient resolution: which registered recipient a (host, port) belongs to, for one snapshot."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+
+import idna
+import structlog
+import tldextract
+
+from registry.snapshot import Recipient, Snapshot
+
+log = structlog.get_logger("sharewall.recipients")
+
+# Real hostnames break IDNA 2008 rules that DNS does not care about ("r3---sn-x.googlevideo.com",
+# "_dmarc.example.com"), so ASCII names are only checked for DNS shape; only non-ASCII names go
+# through UTS 46 + IDNA 2008 (the `idna` package), as browsers do.
+_ASCII_LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_MAX_NAME_LENGTH = 253
+
+# The Public Suffix List bundled with tldextract, read offline (no URL fetch, no cache dir). Private
+# suffixes (github.io, s3.amazonaws.com) count too: a wildcard over them spans other people's names.
+_psl = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
+
+
+def normalise_host(host: str) -> str:
+    """Lower-case `host`, strip one trailing dot and encode IDN labels as punycode.
+
+    IP literals come back in their canonical form (IPv6 without brackets). Raises `ValueError`
+    for anything that is not a valid host name.
+    """
+    if host.startswith("[") and host.endswith("]"):
+        return str(ipaddress.IPv6Address(host[1:-1]))
+    if ":" in host:
+        return str(ipaddress.IPv6Address(host))
+    name = host[:-1] if host.endswith(".") else host
+    if not name:
+        raise ValueError("empty host name")
+    if name.isascii():
+        name = name.lower()
+    else:
+        try:
+            name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"invalid internationalised host name: {exc}") from None
+    if len(name) > _MAX_NAME_LENGTH:
+        raise ValueError("host name longer than 253 characters")
+    if not all(_ASCII_LABEL_RE.match(label) for label in name.split(".")):
+        raise ValueError("host name has an empty or invalid label")
+    return name
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_suffix(name: str) -> str:
+    """The longest public suffix of `name` (ICANN and private sections), "" when none applies."""
+    return _psl(name).suffix
+
+
+def is_public_suffix(name: str) -> bool:
+    """True when `name` is itself a public suffix ("com", "co.uk", "github.io") or a bare TLD."""
+    return "." not in name or _public_suffix(name) == name
+
+
+def _split_pattern(pattern: str) -> tuple[str, int | None]:
+    host, sep, port = pattern.rpartition(":")
+    if not sep:
+        return pattern, None
+    return host, int(port)
+
+
+# One name's patterns: port (None = any port) → recipient.
+_Entry = dict[int | None, Recipient]
+
+
+class RecipientIndex:
+    """Host → recipient for one snapshot; O(1)-ish for 10,000 recipients.
+
+    Exact names win over wildcards, a longer wildcard suffix over a shorter one, and at the
+    same name a port-specific pattern over an any-port one. A wildcard `*.example.com` matches
+    any depth below the suffix but never the apex, and never a host whose own public suffix
+    lies below the wildcard's suffix (`*.amazonaws.com` does not match `x.s3.amazonaws.com`).
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._exact: dict[str, _Entry] = {}
+        self._wildcard: dict[str, _Entry] = {}
+        for recipient in snapshot.recipients:
+            for pattern in recipient.hosts:
+                self._add(recipient, pattern)
+
+    def _add(self, recipient: Recipient, pattern: str) -> None:
+        try:
+            host, port = _split_pattern(pattern)
+            wildcard = host.startswith("*.")
+            name = normalise_host(host[2:] if wildcard else host)
+        except ValueError as exc:
+            log.warning(
+                "recipients.pattern_rejected",
+                recipient_id=recipient.id,
+                pattern=pattern,
+                why=str(exc),
+            )
+            return
+        if wildcard and is_public_suffix(name):
+            log.warning(
+                "recipients.pattern_rejected",
+                recipient_id=recipient.id,
+                pattern=pattern,
+                why="wildcard over a public suffix",
+            )
+            return
+        table = self._wildcard if wildcard else self._exact
+        entry = table.setdefault(name, {})
+        holder = entry.get(port)
+        if holder is not None and holder.id != recipient.id:
+            # First registration wins so that a later, conflicting claim cannot take a host over.
+            log.warning(
+                "recipients.host_conflict",
+                pattern=pattern,
+                recipient_id=recipient.id,
+                kept_recipient_id=holder.id,
+            )
+            return
+        entry[port] = recipient
+
+    def __len__(self) -> int:
+        return sum(len(e) for e in self._exact.values()) + sum(
+            len(e) for e in self._wildcard.values()
+        )
+
+    def resolve(self, host: str, port: int) -> Recipient | None:
+        """The recipient that `host:port` belongs to, or None when no pattern matches."""
+        try:
+            name = normalise_host(host)
+        except ValueError:
+            return None
+        entry = self._exact.get(name)
+        if entry is not None:
+            found = _by_port(entry, port)
+            if found is not None:
+                return found
+        if not self._wildcard:
+            return None
+        # Walk the suffixes from the longest: at most one dict lookup per label.
+        suffix = name
+        while "." in suffix:
+            suffix = suffix.split(".", 1)[1]
+            entry = self._wildcard.get(suffix)
+            if entry is None:
+                continue
+            found = _by_port(entry, port)
+            if found is not None and _within_one_owner(name, suffix):
+                return found
+        return None
+
+
+def _by_port(entry: _Entry, port: int) -> Recipient | None:
+    found = entry.get(port)
+    return found if found is not None else entry.get(None)
+
+
+def _within_one_owner(name: str, suffix: str) -> bool:
+    """False when a public suffix lies between the wildcard suffix and the host."""
+    public = _public_suffix(name)
+    return len(public) < len(suffix)
