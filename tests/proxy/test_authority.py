@@ -1,0 +1,114 @@
+"""Authority and absolute-URL parsing: what the proxy accepts and the 400s it answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.authority import BadAuthority, parse_authority, split_absolute_url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("api.example.com:8443", ("api.example.com", 8443), id="host and port"),
+        pytest.param("api.example.com", ("api.example.com", 443), id="default port"),
+        pytest.param("API.Example.COM.:443", ("api.example.com", 443), id="normalised host"),
+        pytest.param("bücher.de:443", ("xn--bcher-kva.de", 443), id="idn host"),
+        pytest.param("[2001:DB8::1]:8443", ("2001:db8::1", 8443), id="bracketed ipv6 and port"),
+        pytest.param("[::1]", ("::1", 443), id="bracketed ipv6 default port"),
+        pytest.param("127.0.0.1:80", ("127.0.0.1", 80), id="ipv4 literal"),
+        pytest.param("host:00443", ("host", 443), id="leading zeros in port"),
+        pytest.param("host:65535", ("host", 65535), id="highest port"),
+    ],
+)
+def test_parse_authority(text: str, expected: tuple[str, int]) -> None:
+    assert parse_authority(text, default_port=443) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param(":443", id="empty host"),
+        pytest.param("[]:443", id="empty brackets"),
+        pytest.param("host:", id="empty port"),
+        pytest.param("host:0", id="port zero"),
+        pytest.param("host:65536", id="port too large"),
+        pytest.param("host:123456", id="port too long"),
+        pytest.param("host:-1", id="negative port"),
+        pytest.param("host:+80", id="signed port"),
+        pytest.param("host:8o", id="non-digit port"),
+        pytest.param("host:80:80", id="two ports"),
+        pytest.param("[::1:443", id="unclosed bracket"),
+        pytest.param("::1]:443", id="unopened bracket"),
+        pytest.param("[::1]x", id="text after bracket"),
+        pytest.param("[example.com]:443", id="name in brackets"),
+        pytest.param("[::zz]:443", id="invalid ipv6"),
+        pytest.param("::1", id="ipv6 without brackets"),
+        pytest.param("[fe80::1%25eth0]:443", id="zone id"),
+        pytest.param("user:pass@host:443", id="userinfo"),
+        pytest.param("user@host", id="userinfo without password"),
+        pytest.param("ho st:443", id="space"),
+        pytest.param("host\t:443", id="tab"),
+        pytest.param("host\r\nx:443", id="crlf"),
+        pytest.param("host\x00:443", id="nul"),
+        pytest.param("host/path:443", id="slash"),
+        pytest.param("a..b:443", id="empty label"),
+        pytest.param("bad_%41:443", id="percent encoding"),
+    ],
+)
+def test_parse_authority_rejects(text: str) -> None:
+    with pytest.raises(BadAuthority):
+        parse_authority(text, default_port=443)
+
+
+def test_rejection_message_does_not_echo_the_credentials() -> None:
+    with pytest.raises(BadAuthority) as caught:
+        parse_authority("alice:s3cret@host", default_port=443)
+    assert "s3cret" not in str(caught.value)
+    assert "userinfo" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        pytest.param(
+            "http://api.example.com/v1/send?x=1",
+            ("http", "api.example.com", 80, "/v1/send?x=1"),
+            id="http default port",
+        ),
+        pytest.param(
+            "https://api.example.com:8443/v1",
+            ("https", "api.example.com", 8443, "/v1"),
+            id="https explicit port",
+        ),
+        pytest.param("HTTP://Example.com", ("http", "example.com", 80, "/"), id="empty path"),
+        pytest.param("http://example.com?q=1", ("http", "example.com", 80, "/?q=1"), id="query"),
+        pytest.param("http://example.com/a#frag", ("http", "example.com", 80, "/a"), id="fragment"),
+        pytest.param("http://[::1]:8080/x", ("http", "::1", 8080, "/x"), id="ipv6"),
+        pytest.param(
+            "http://example.com/a@b", ("http", "example.com", 80, "/a@b"), id="at sign in path"
+        ),
+    ],
+)
+def test_split_absolute_url(target: str, expected: tuple[str, str, int, str]) -> None:
+    assert split_absolute_url(target) == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/relative/path", id="origin form"),
+        pytest.param("ftp://example.com/", id="ftp"),
+        pytest.param("ws://example.com/", id="websocket scheme"),
+        pytest.param("http:///path", id="empty authority"),
+        pytest.param("http://user:pw@example.com/", id="userinfo"),
+        pytest.param("http://example.com:0/", id="port zero"),
+        pytest.param("http://[::1/", id="unbalanced bracket"),
+        pytest.param("http://example.com/a b", id="space in path"),
+        pytest.param("http://example.com/a\r\nX: y", id="crlf in path"),
+    ],
+)
+def test_split_absolute_url_rejects(target: str) -> None:
+    with pytest.raises(BadAuthority):
+        split_absolute_url(target)
