@@ -1,0 +1,153 @@
+"""Bearer-token authentication and role checks."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+import structlog
+from aiohttp import web
+from sqlmodel import select
+
+from registry.errors import ApiError
+from registry.models import ROLES, ApiToken, utcnow
+
+from . import keys
+
+log = structlog.get_logger("registry.auth")
+
+PRINCIPAL = "principal"
+TOKEN_PREFIX = "sw_"  # noqa: S105 - a marker for secret scanners, not a secret
+# last_used_at is a write; at most one per token per interval keeps reads read-only.
+_LAST_USED_EVERY = timedelta(minutes=1)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a token's id, name (the audit actor) and role."""
+
+    token_id: int
+    name: str
+    role: str
+
+
+def new_token_secret() -> str:
+    """A fresh bearer secret (256 bits, URL-safe)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(secret: str) -> str:
+    """The stored form of a secret: SHA-256 hex (secrets are random, so no salt is needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        detail,
+        headers={"WWW-Authenticate": 'Bearer realm="sharewall"'},
+    )
+
+
+def current_principal(request: web.Request) -> Principal | None:
+    """The authenticated caller of `request`, or None."""
+    return request.get(PRINCIPAL)
+
+
+def require_role(request: web.Request, *roles: str) -> Principal:
+    """Return the caller when their role is one of `roles`; else raise 401 (no token) or 403."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:  # a typo here would silently lock everyone out
+        raise ValueError(f"unknown roles {sorted(unknown)}")
+    principal = current_principal(request)
+    if principal is None:
+        raise unauthorized("a bearer token is required")
+    if principal.role not in roles:
+        raise ApiError(
+            403,
+            "forbidden-role",
+            "Forbidden",
+            f"role {principal.role!r} may not do this; needs one of {sorted(roles)}",
+        )
+    return principal
+
+
+def requires(*roles: str) -> Callable[[Handler], Handler]:
+    """Decorator form of `require_role` for a handler."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            require_role(request, *roles)
+            return await handler(request)
+
+        checked.roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI builder
+        return checked
+
+    return wrap
+
+
+def forget_token(app: web.Application, token_hash: str | None = None) -> None:
+    """Drop cached lookups (one token, or all) so a revocation takes effect at once."""
+    cache = app[keys.TOKEN_CACHE]
+    if token_hash is None:
+        cache.clear()
+    else:
+        cache.pop(token_hash, None)
+
+
+async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
+    ttl = app[keys.SETTINGS].token_cache_ttl_s
+    cache = app[keys.TOKEN_CACHE]
+    hit = cache.get(token_hash)
+    now = time.monotonic()
+    if hit is not None and now - hit[1] < ttl:
+        return hit[0]
+    async with app[keys.SESSIONS]() as session:
+        token = (
+            await session.exec(
+                select(ApiToken).where(
+                    ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None)
+                )
+            )
+        ).first()
+        if token is None:
+            cache.pop(token_hash, None)
+            return None
+        last_used = token.last_used_at
+        stamp = utcnow()
+        if last_used is None or stamp - last_used.replace(tzinfo=stamp.tzinfo) > _LAST_USED_EVERY:
+            await session.exec(
+                sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=stamp)
+            )
+            await session.commit()
+        principal = Principal(token_id=token.id, name=token.name, role=token.role)
+    cache[token_hash] = (principal, now)
+    return principal
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve `Authorization: Bearer …` to a `Principal`; a bad token is 401 at once."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise unauthorized("expected 'Authorization: Bearer <token>'")
+        principal = await _lookup(request.app, hash_token(secret.strip()))
+        if principal is None:
+            log.info("auth.rejected", path=request.path)
+            raise unauthorized("unknown or revoked token")
+        request[PRINCIPAL] = principal
+        structlog.contextvars.bind_contextvars(actor=principal.name, role=principal.role)
+    return await handler(request)

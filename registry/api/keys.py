@@ -1,0 +1,43 @@
+"""Typed application keys shared by the route modules, and accessors for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from registry.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker)
+OPENAPI = web.AppKey("openapi", dict)
+# Callbacks run with the new snapshot version after a committed change (long-poll wake-ups).
+SNAPSHOT_LISTENERS = web.AppKey("snapshot_listeners", list)
+TOKEN_CACHE = web.AppKey("token_cache", dict)
+
+SnapshotListener = Callable[[int], Any]
+
+
+def sessions(request: web.Request) -> async_sessionmaker[AsyncSession]:
+    """The session factory of the app serving `request`."""
+    return request.app[SESSIONS]
+
+
+def settings(request: web.Request) -> Settings:
+    """The settings of the app serving `request`."""
+    return request.app[SETTINGS]
+
+
+def add_snapshot_listener(app: web.Application, listener: SnapshotListener) -> None:
+    """Call `listener(version)` after every committed change to the snapshot's content."""
+    app[SNAPSHOT_LISTENERS].append(listener)
+
+
+def notify_snapshot_changed(app: web.Application, version: int) -> None:
+    """Tell the listeners that snapshot `version` is committed (called after the commit)."""
+    for listener in app[SNAPSHOT_LISTENERS]:
+        listener(version)

@@ -1,0 +1,92 @@
+"""Request-id binding and the one place where errors become problem+json responses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import orjson
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from registry.errors import PROBLEM_CONTENT_TYPE, ApiError
+
+from .bodies import validation_problem
+
+log = structlog.get_logger("registry.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
+
+
+def problem_response(error: ApiError, request: web.Request) -> web.Response:
+    """Render `error` as an RFC 9457 response."""
+    resp = web.Response(
+        status=error.status,
+        body=orjson.dumps(error.to_problem(instance=request.path)),
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
+    for name, value in error.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+def _from_http_exception(exc: web.HTTPException) -> ApiError:
+    slug = _HTTP_SLUGS.get(exc.status, f"http-{exc.status}")
+    headers = {}
+    if "Allow" in exc.headers:
+        headers["Allow"] = exc.headers["Allow"]
+    return ApiError(exc.status, slug, exc.reason, None, headers=headers)
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id (the client's `X-Request-Id` when sane) to every log line of the call."""
+    request_id = request.headers.get("X-Request-Id", "")
+    if not (0 < len(request_id) <= 64 and request_id.isascii() and request_id.isprintable()):
+        request_id = uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Translate every failure (ours, aiohttp's, pydantic's, SQLAlchemy's) into problem+json."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        error = exc
+    except ValidationError as exc:
+        error = validation_problem(exc)
+    except IntegrityError:
+        # A constraint the service did not pre-check (a concurrent insert won the race).
+        log.info("api.integrity_conflict", path=request.path)
+        error = ApiError(409, "conflict", "Conflict", "the change conflicts with existing data")
+    except OperationalError:
+        log.exception("api.database_error", path=request.path)
+        error = ApiError(503, "database-unavailable", "Database unavailable")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = _from_http_exception(exc)
+    except Exception:
+        log.exception("api.unhandled_error", path=request.path, method=request.method)
+        error = ApiError(500, "internal-error", "Internal server error")
+    if error.status >= 500:
+        log.warning("api.problem", status=error.status, type=error.type_slug)
+    return problem_response(error, request)

@@ -1,0 +1,90 @@
+"""Database access: the async engine, sessions, and Alembic migrations run from code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+DEFAULT_DB_URL = "sqlite+aiosqlite:///./var/registry.sqlite"
+
+# Sync drivers of the async URLs, for tools that need one (psql-like scripts, benchmarks).
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def is_sqlite(url: str | sa.URL) -> bool:
+    """True when the URL names a SQLite database."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _ensure_sqlite_dir(url: sa.URL) -> None:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (snapshot long-polls) run beside the writer; foreign keys are off by
+    # default in SQLite; busy_timeout waits for the write lock instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(url: str = DEFAULT_DB_URL, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine for `url` (`sqlite+aiosqlite:///…` or `postgresql+asyncpg://…`)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _ensure_sqlite_dir(parsed)
+        engine = create_async_engine(parsed, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(parsed, **kwargs)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit (handlers render them afterwards)."""
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """The Alembic configuration, built in code (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", "registry:migrations")
+    if url is not None:
+        # ConfigParser interpolation: a literal '%' in a password must be doubled.
+        cfg.set_main_option("sqlalchemy.url", str(url).replace("%", "%%"))
+    return cfg
+
+
+def _run_alembic(sync_connection: sa.Connection, cfg: Config, verb: str, revision: str) -> None:
+    cfg.attributes["connection"] = sync_connection
+    getattr(command, verb)(cfg, revision)
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head", *, downgrade: bool = False) -> None:
+    """Upgrade (or downgrade) the database behind `engine` to `revision`, in one transaction."""
+    cfg = alembic_config()
+    verb = "downgrade" if downgrade else "upgrade"
+    async with engine.begin() as conn:
+        await conn.run_sync(_run_alembic, cfg, verb, revision)
+
+
+async def run_migrations(url: str = DEFAULT_DB_URL, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision` (the newest by default)."""
+    engine = create_engine(url)
+    try:
+        await migrate(engine, revision)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,270 @@
+"""The registry's tables (sqlmodel): recipients, grants, approvals, tokens, audit, flows, ledger.
+
+Conventions every writer relies on:
+
+- Times are timezone-aware UTC (`utcnow()`); SQLite hands them back naive, so read them
+  through `as_utc()`.
+- JSON columns use `sqlalchemy.JSON`, portable between SQLite and PostgreSQL.
+- `registry_state` has exactly one row (id 1); its `version` goes up by one in the same
+  transaction as every change that alters what the snapshot holds.
+- Ledger key columns are NOT NULL (empty string for "unknown") because SQL treats NULLs as
+  distinct in a unique constraint, which would let a re-sent count add up twice.
+- `flow_reason` / `flow_category` repeat the flow's `time` so that "reason X, newest first"
+  is one index range scan on (code, time) instead of a join over every flow with that code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+# Stable constraint names make migrations (and SQLite batch rebuilds) reproducible.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RECIPIENT_STATUSES = ("proposed", "approved", "suspended", "revoked")
+GRANT_STATUSES = ("proposed", "approved", "revoked")
+APPROVAL_ACTIONS = ("approve", "suspend", "revoke")
+ROLES = ("engineer", "security", "proxy", "admin")
+TRIAGE_STATES = ("new", "acknowledged", "false_positive", "escalated")
+
+# A 64-bit id on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+UtcDateTime = sa.DateTime(timezone=True)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Read back a stored time as aware UTC (SQLite drops the zone)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Recipient(SQLModel, table=True):
+    """A registered third party; `version` increases on every edit (optimistic concurrency)."""
+
+    __tablename__ = "recipient"
+
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=32)
+    status: str = Field(default="proposed", max_length=16, index=True)
+    regions: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    tls_origination: bool = False
+    inspect_tls: bool = False
+    owner_team: str | None = Field(default=None, max_length=200)
+    contract_ref: str | None = Field(default=None, max_length=200)
+    notes: str | None = Field(default=None, sa_type=sa.Text)
+    proposed_by: str = Field(max_length=200)
+    updated_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    version: int = 1
+
+
+class RecipientHost(SQLModel, table=True):
+    """A host pattern (exact or `*.` wildcard, optional `:port`); one recipient owns a pattern."""
+
+    __tablename__ = "recipient_host"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    recipient_id: str = Field(
+        foreign_key="recipient.id",
+        ondelete="CASCADE",
+        max_length=63,
+        index=True,
+    )
+    pattern: str = Field(max_length=260, unique=True)
+
+
+class Grant(SQLModel, table=True):
+    """What a recipient may receive for one purpose; only `approved` grants reach the snapshot."""
+
+    __tablename__ = "grant"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    recipient_id: str = Field(
+        foreign_key="recipient.id",
+        ondelete="CASCADE",
+        max_length=63,
+        index=True,
+    )
+    purpose: str = Field(max_length=64)
+    categories: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    legal_basis: str | None = Field(default=None, max_length=64)
+    expires: date | None = None
+    status: str = Field(default="proposed", max_length=16)
+    proposed_by: str = Field(max_length=200)
+    approved_by: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class Approval(SQLModel, table=True):
+    """A reviewer's decision on a recipient or grant (approve, suspend, revoke)."""
+
+    __tablename__ = "approval"
+    __table_args__ = (sa.Index(None, "entity_type", "entity_id"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    entity_type: str = Field(max_length=32)
+    entity_id: str = Field(max_length=100)
+    action: str = Field(max_length=16)
+    actor: str = Field(max_length=200)
+    time: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    note: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token: only its SHA-256 is stored; `name` is the actor in audit events."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One change, append-only: who did what to which entity, with before/after images."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        sa.Index(None, "entity_type", "entity_id"),
+        sa.Index(None, "time"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    time: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    actor: str = Field(max_length=200, index=True)
+    action: str = Field(max_length=64)
+    entity_type: str = Field(max_length=32)
+    entity_id: str = Field(max_length=100)
+    before: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    after: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+
+
+class RegistryState(SQLModel, table=True):
+    """The single row (id 1) holding the snapshot version."""
+
+    __tablename__ = "registry_state"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = 0
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class BlockedFlow(SQLModel, table=True):
+    """A blocked (enforce) or would-block (report mode) decision shipped by a proxy."""
+
+    __tablename__ = "blocked_flow"
+    __table_args__ = (
+        sa.Index(None, "time"),
+        sa.Index(None, "recipient_id", "time"),
+        sa.Index(None, "triage_state", "time"),
+        sa.Index(None, "source_workload", "time"),
+    )
+
+    decision_id: str = Field(primary_key=True, max_length=64)
+    time: datetime = Field(sa_type=UtcDateTime)
+    action: str = Field(max_length=16)
+    would_block: bool = False
+    mode: str = Field(default="enforce", max_length=16)
+    recipient_id: str | None = Field(default=None, max_length=63)
+    host: str = Field(default="", max_length=260)
+    method: str = Field(default="", max_length=16)
+    path: str = Field(default="", sa_type=sa.Text)
+    purpose: str | None = Field(default=None, max_length=64)
+    categories: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    reason_codes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    source_workload: str | None = Field(default=None, max_length=200)
+    source_namespace: str | None = Field(default=None, max_length=200)
+    findings: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
+    latency_ms: float | None = None
+    proxy_id: str | None = Field(default=None, max_length=200)
+    triage_state: str = Field(default="new", max_length=16)
+    triage_note: str | None = Field(default=None, sa_type=sa.Text)
+    triaged_by: str | None = Field(default=None, max_length=200)
+    triaged_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class FlowReason(SQLModel, table=True):
+    """One reason code of a blocked flow (normalised for indexed filtering)."""
+
+    __tablename__ = "flow_reason"
+    __table_args__ = (sa.Index(None, "code", "time"),)
+
+    decision_id: str = Field(
+        primary_key=True,
+        max_length=64,
+        foreign_key="blocked_flow.decision_id",
+        ondelete="CASCADE",
+    )
+    code: str = Field(primary_key=True, max_length=64)
+    time: datetime = Field(sa_type=UtcDateTime)
+
+
+class FlowCategory(SQLModel, table=True):
+    """One data category of a blocked flow (normalised for indexed filtering)."""
+
+    __tablename__ = "flow_category"
+    __table_args__ = (sa.Index(None, "category", "time"),)
+
+    decision_id: str = Field(
+        primary_key=True,
+        max_length=64,
+        foreign_key="blocked_flow.decision_id",
+        ondelete="CASCADE",
+    )
+    category: str = Field(primary_key=True, max_length=64)
+    time: datetime = Field(sa_type=UtcDateTime)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Allowed calls counted per minute and key; a re-sent count replaces, never adds."""
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "proxy_id",
+            "minute",
+            "source_workload",
+            "source_namespace",
+            "recipient_id",
+            "purpose",
+            "category",
+            name="uq_ledger_entry_key",  # the generated name passes PostgreSQL's 63-byte limit
+        ),
+        sa.Index(None, "recipient_id", "minute"),
+        sa.Index(None, "minute"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    minute: datetime = Field(sa_type=UtcDateTime)
+    source_workload: str = Field(default="", max_length=200)
+    source_namespace: str = Field(default="", max_length=200)
+    recipient_id: str = Field(default="", max_length=63)
+    purpose: str = Field(default="", max_length=64)
+    category: str = Field(default="", max_length=64)
+    proxy_id: str = Field(default="", max_length=200)
+    count: int = 0
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,31 @@
+"""Settings of the registry service (one frozen dataclass, filled from the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.db import DEFAULT_DB_URL
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `create_app` needs; defaults are the embedded single-node setup."""
+
+    db_url: str = DEFAULT_DB_URL
+    host: str = "127.0.0.1"
+    port: int = 8700
+    # Request bodies of the management API (recipients, grants, apply).
+    max_body_bytes: int = 1 * MiB
+    # Upper bound aiohttp enforces for any body; decision and log uploads use up to this.
+    max_upload_bytes: int = 32 * MiB
+    # Bound on a decompressed gzip upload (a gzip bomb is answered 413).
+    max_decompressed_bytes: int = 64 * MiB
+    # Flows and ledger rows older than this are deleted by the retention job.
+    retention_days: int = 90
+    retention_interval_s: float = 3600.0
+    # How long a looked-up token is trusted before the database is asked again.
+    token_cache_ttl_s: float = 5.0
+    # Longest long-poll a snapshot/bundle client may ask for.
+    max_wait_s: float = 60.0
