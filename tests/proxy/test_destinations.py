@@ -1,0 +1,267 @@
+"""Destination safety: every forbidden address class, literal forms, pins and the proxy itself."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+from proxy.destinations import (
+    DestinationForbidden,
+    Resolver,
+    classify_address,
+    parse_ip_literal,
+    parse_pin,
+)
+
+FORBIDDEN = [
+    pytest.param("127.0.0.1", "loopback", id="v4 loopback"),
+    pytest.param("127.255.0.9", "loopback", id="v4 loopback range"),
+    pytest.param("10.1.2.3", "private", id="rfc1918 10/8"),
+    pytest.param("172.16.0.1", "private", id="rfc1918 172.16/12"),
+    pytest.param("172.31.255.255", "private", id="rfc1918 172.16/12 top"),
+    pytest.param("192.168.1.1", "private", id="rfc1918 192.168/16"),
+    pytest.param("100.64.0.1", "cgnat", id="cgnat"),
+    pytest.param("100.127.255.254", "cgnat", id="cgnat top"),
+    pytest.param("169.254.1.1", "link_local", id="v4 link-local"),
+    pytest.param("169.254.169.254", "metadata", id="aws gcp metadata"),
+    pytest.param("168.63.129.16", "metadata", id="azure wireserver"),
+    pytest.param("100.100.100.200", "metadata", id="alibaba metadata"),
+    pytest.param("0.0.0.0", "unspecified", id="v4 unspecified"),
+    pytest.param("0.1.2.3", "unspecified", id="this network 0/8"),
+    pytest.param("224.0.0.1", "multicast", id="v4 multicast"),
+    pytest.param("239.255.255.250", "multicast", id="v4 multicast ssdp"),
+    pytest.param("255.255.255.255", "broadcast", id="broadcast"),
+    pytest.param("240.0.0.1", "reserved", id="class e"),
+    pytest.param("192.0.0.192", "reserved", id="ietf protocol assignments"),
+    pytest.param("192.0.2.1", "reserved", id="documentation test-net-1"),
+    pytest.param("198.18.0.1", "reserved", id="benchmarking"),
+    pytest.param("::1", "loopback", id="v6 loopback"),
+    pytest.param("::", "unspecified", id="v6 unspecified"),
+    pytest.param("fe80::1", "link_local", id="v6 link-local"),
+    pytest.param("febf::1", "link_local", id="v6 link-local top"),
+    pytest.param("fec0::1", "site_local", id="v6 site-local"),
+    pytest.param("fc00::1", "ula", id="ula fc"),
+    pytest.param("fd12:3456::1", "ula", id="ula fd"),
+    pytest.param("fd00:ec2::254", "metadata", id="aws v6 metadata"),
+    pytest.param("ff02::1", "multicast", id="v6 multicast"),
+    pytest.param("2001:db8::1", "reserved", id="v6 documentation"),
+    pytest.param("::ffff:127.0.0.1", "ipv4_mapped", id="mapped loopback"),
+    pytest.param("::ffff:169.254.169.254", "ipv4_mapped", id="mapped metadata"),
+    pytest.param("::ffff:10.0.0.1", "ipv4_mapped", id="mapped private"),
+    pytest.param("64:ff9b::7f00:1", "nat64", id="nat64 loopback"),
+    pytest.param("64:ff9b::a9fe:a9fe", "nat64", id="nat64 metadata"),
+    pytest.param("64:ff9b:1::808:808", "nat64", id="local-use nat64"),
+    pytest.param("2002:7f00:1::", "6to4", id="6to4 loopback"),
+    pytest.param("2002:c0a8:101::1", "6to4", id="6to4 private"),
+    pytest.param("2001:0:4136:e378:8000:63bf:80ff:fffe", "teredo", id="teredo client loopback"),
+    pytest.param("::127.0.0.1", "reserved", id="deprecated ipv4-compatible"),
+]
+
+PUBLIC = [
+    pytest.param("8.8.8.8", id="v4 public"),
+    pytest.param("1.1.1.1", id="v4 public 2"),
+    pytest.param("172.32.0.1", id="just above 172.16/12"),
+    pytest.param("100.128.0.1", id="just above cgnat"),
+    pytest.param("2606:4700::1111", id="v6 public"),
+    pytest.param("::ffff:8.8.8.8", id="mapped public"),
+    pytest.param("64:ff9b::808:808", id="nat64 public"),
+    pytest.param("2002:808:808::1", id="6to4 public"),
+]
+
+
+@pytest.mark.parametrize(("address", "detail"), FORBIDDEN)
+def test_forbidden_address_class(address: str, detail: str) -> None:
+    assert classify_address(ipaddress.ip_address(address)) == detail
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public_address_is_allowed(address: str) -> None:
+    assert classify_address(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        pytest.param("127.0.0.1", "127.0.0.1", id="dotted"),
+        pytest.param("0177.0.0.1", "127.0.0.1", id="octal"),
+        pytest.param("0x7f.1", "127.0.0.1", id="hex short"),
+        pytest.param("0x7F000001", "127.0.0.1", id="hex integer"),
+        pytest.param("2130706433", "127.0.0.1", id="decimal integer"),
+        pytest.param("127.1", "127.0.0.1", id="two parts"),
+        pytest.param("10.1.1", "10.1.0.1", id="three parts"),
+        pytest.param("0251.0376.0251.0376", "169.254.169.254", id="octal metadata"),
+        pytest.param("0", "0.0.0.0", id="zero"),
+        pytest.param("127.0.0.1.", "127.0.0.1", id="trailing dot"),
+        pytest.param("[::1]", "::1", id="bracketed v6"),
+        pytest.param("::ffff:7f00:1", "::ffff:7f00:1", id="bare v6"),
+        pytest.param("api.example.com", None, id="name"),
+        pytest.param("1.2.3.example", None, id="numeric labels then a name"),
+        pytest.param("0x7f.example", None, id="hex label then a name"),
+    ],
+)
+def test_parse_ip_literal(host: str, expected: str | None) -> None:
+    parsed = parse_ip_literal(host)
+    assert (str(parsed) if parsed is not None else None) == expected
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("256.0.0.1", id="octet too large"),
+        pytest.param("1.2.3.4.5", id="five parts"),
+        pytest.param("08.0.0.1", id="invalid octal digit"),
+        pytest.param("4294967296", id="integer too large"),
+        pytest.param("127.16777216", id="last part too large"),
+        pytest.param("[fe80::1%eth0]", id="zone id"),
+        pytest.param("fe80::1%25eth0", id="encoded zone id"),
+        pytest.param("[::1", id="unbalanced bracket"),
+        pytest.param("[127.0.0.1]", id="v4 in brackets"),
+    ],
+)
+def test_parse_ip_literal_rejects(host: str) -> None:
+    with pytest.raises(ValueError):
+        parse_ip_literal(host)
+
+
+@pytest.mark.parametrize(
+    ("host", "detail"),
+    [
+        pytest.param("0177.0.0.1", "loopback", id="octal loopback"),
+        pytest.param("0x7f.1", "loopback", id="hex loopback"),
+        pytest.param("2130706433", "loopback", id="integer loopback"),
+        pytest.param("0xa9fea9fe", "metadata", id="hex metadata"),
+        pytest.param("[::ffff:127.0.0.1]", "ipv4_mapped", id="bracketed mapped loopback"),
+        pytest.param("localhost", "loopback", id="localhost"),
+        pytest.param("LocalHost.", "loopback", id="localhost with case and dot"),
+        pytest.param("api.localhost", "loopback", id="name under localhost"),
+        pytest.param("[fe80::1%eth0]", "invalid_host", id="zone id"),
+        pytest.param("bad host", "invalid_host", id="invalid name"),
+    ],
+)
+async def test_resolver_forbids_literals_and_localhost(host: str, detail: str) -> None:
+    with pytest.raises(DestinationForbidden) as caught:
+        await Resolver().resolve(host, 443)
+    assert caught.value.detail == detail
+    assert caught.value.code == "DESTINATION_FORBIDDEN"
+
+
+async def test_name_resolving_to_loopback_is_forbidden() -> None:
+    # localhost.localdomain / the machine's own name resolve through getaddrinfo to loopback;
+    # "ip6-localhost" is in Debian's /etc/hosts. Use whichever this machine resolves.
+    for name in ("localhost.localdomain", "ip6-localhost", "ip6-loopback", socket.gethostname()):
+        try:
+            socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        with pytest.raises(DestinationForbidden) as caught:
+            await Resolver().resolve(name, 443)
+        assert caught.value.address is not None
+        assert caught.value.detail in {"loopback", "private", "link_local", "ula"}
+        return
+    pytest.skip("no name on this machine resolves to a local address")
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+async def test_resolver_allows_public_literals(address: str) -> None:
+    destination = await Resolver().resolve(address, 443)
+    assert destination.address == str(ipaddress.ip_address(address))
+    assert destination.pinned is False
+    expected_family = socket.AF_INET if "." in address and ":" not in address else socket.AF_INET6
+    assert destination.family == expected_family
+
+
+async def test_pinned_name_passes_the_private_check() -> None:
+    resolver = Resolver({("upstream.test", 8080): "127.0.0.1"})
+    destination = await resolver.resolve("Upstream.Test.", 8080)
+    assert (destination.address, destination.port, destination.pinned) == ("127.0.0.1", 8080, True)
+    assert destination.family == socket.AF_INET
+
+
+async def test_pin_applies_to_its_port_only() -> None:
+    resolver = Resolver({("upstream.test", 8080): "127.0.0.1"})
+    with pytest.raises((DestinationForbidden, OSError)):
+        await resolver.resolve("upstream.test", 8081)
+
+
+@pytest.mark.parametrize(
+    ("pins", "self_addresses", "host", "port"),
+    [
+        pytest.param(
+            {("loop.test", 15080): "127.0.0.1"},
+            [("127.0.0.1", 15080)],
+            "loop.test",
+            15080,
+            id="pinned to the listener",
+        ),
+        pytest.param(
+            {("loop.test", 15080): "::ffff:127.0.0.1"},
+            [("127.0.0.1", 15080)],
+            "loop.test",
+            15080,
+            id="pinned to the listener via a mapped address",
+        ),
+        pytest.param(
+            {("loop.test", 15080): "127.0.0.1"},
+            [("0.0.0.0", 15080)],
+            "loop.test",
+            15080,
+            id="listener on every address",
+        ),
+        pytest.param(
+            {("127.0.0.1", 15080): "127.0.0.1"},
+            [("127.0.0.1", 15080)],
+            "127.0.0.1",
+            15080,
+            id="literal pinned to itself",
+        ),
+    ],
+)
+async def test_proxy_self_is_forbidden_even_when_pinned(
+    pins: dict[tuple[str, int], str], self_addresses: list[tuple[str, int]], host: str, port: int
+) -> None:
+    resolver = Resolver(pins, self_addresses=self_addresses)
+    with pytest.raises(DestinationForbidden) as caught:
+        await resolver.resolve(host, port)
+    assert caught.value.detail == "proxy_self"
+
+
+async def test_another_port_of_the_proxy_host_is_not_self() -> None:
+    resolver = Resolver({("up.test", 9000): "127.0.0.1"}, self_addresses=[("127.0.0.1", 15080)])
+    assert (await resolver.resolve("up.test", 9000)).address == "127.0.0.1"
+
+
+async def test_unresolvable_name_is_an_os_error() -> None:
+    with pytest.raises(OSError):
+        await Resolver(timeout=5).resolve("does-not-exist.invalid", 443)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("api.test:443:127.0.0.1", (("api.test", 443), "127.0.0.1"), id="v4"),
+        pytest.param("API.Test.:80:[::1]", (("api.test", 80), "::1"), id="bracketed v6"),
+        pytest.param("api.test:80:2001:DB8::1", (("api.test", 80), "2001:db8::1"), id="bare v6"),
+    ],
+)
+def test_parse_pin(text: str, expected: tuple[tuple[str, int], str]) -> None:
+    assert parse_pin(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("api.test:443", id="no address"),
+        pytest.param("api.test::127.0.0.1", id="no port"),
+        pytest.param(":443:127.0.0.1", id="no host"),
+        pytest.param("api.test:0:127.0.0.1", id="port zero"),
+        pytest.param("api.test:70000:127.0.0.1", id="port too large"),
+        pytest.param("api.test:443:not-an-ip", id="address is a name"),
+        pytest.param("api.test:443:[::1", id="unbalanced bracket"),
+        pytest.param("api.test:443:fe80::1%eth0", id="zone id"),
+    ],
+)
+def test_parse_pin_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_pin(text)
