@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,13 +15,12 @@ from sqlmodel import select
 
 from registry.errors import ApiError
 from registry.models import ROLES, ApiToken, utcnow
+from registry.tokens import hash_token
 
 from . import keys
 
 log = structlog.get_logger("registry.auth")
 
-PRINCIPAL = "principal"
-TOKEN_PREFIX = "sw_"  # noqa: S105 - a marker for secret scanners, not a secret
 # last_used_at is a write; at most one per token per interval keeps reads read-only.
 _LAST_USED_EVERY = timedelta(minutes=1)
 
@@ -39,14 +36,7 @@ class Principal:
     role: str
 
 
-def new_token_secret() -> str:
-    """A fresh bearer secret (256 bits, URL-safe)."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(secret: str) -> str:
-    """The stored form of a secret: SHA-256 hex (secrets are random, so no salt is needed)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def unauthorized(detail: str) -> ApiError:

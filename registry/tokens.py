@@ -1,0 +1,94 @@
+"""API tokens: create (the secret is shown once, only its hash is kept), list, revoke."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from registry.audit import record_audit
+from registry.errors import invalid_field, not_found
+from registry.models import ROLES, ApiToken, as_utc, utcnow
+
+TOKEN_PREFIX = "sw_"  # noqa: S105 - a marker for secret scanners, not a secret
+
+# The actor recorded for changes made from the command line with direct database access.
+CLI_ACTOR = "cli"
+
+
+def new_token_secret() -> str:
+    """A fresh bearer secret (256 bits, URL-safe)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(secret: str) -> str:
+    """The stored form of a secret: SHA-256 hex (secrets are random, so no salt is needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_view(token: ApiToken) -> dict[str, Any]:
+    """A token as the API and CLI show it (never the hash)."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role,
+        "created_at": as_utc(token.created_at),
+        "last_used_at": as_utc(token.last_used_at),
+        "revoked_at": as_utc(token.revoked_at),
+    }
+
+
+async def create_token(
+    session: AsyncSession, *, name: str, role: str, actor: str = CLI_ACTOR
+) -> tuple[ApiToken, str]:
+    """Create a token; return it with its secret (the only time the secret exists in clear)."""
+    if role not in ROLES:
+        raise invalid_field("role", f"unknown role {role!r}; one of {list(ROLES)}")
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise invalid_field("name", "must be 1-200 characters")
+    secret = new_token_secret()
+    token = ApiToken(name=name, role=role, token_hash=hash_token(secret), created_at=utcnow())
+    session.add(token)
+    await session.flush()
+    record_audit(
+        session,
+        actor=actor,
+        action="token.create",
+        entity_type="token",
+        entity_id=str(token.id),
+        after={"name": name, "role": role},
+    )
+    return token, secret
+
+
+async def list_tokens(session: AsyncSession, *, include_revoked: bool = True) -> list[ApiToken]:
+    """Every token, oldest first."""
+    query = select(ApiToken).order_by(ApiToken.id)
+    if not include_revoked:
+        query = query.where(ApiToken.revoked_at.is_(None))
+    return list((await session.exec(query)).all())
+
+
+async def revoke_token(session: AsyncSession, token_id: int, *, actor: str = CLI_ACTOR) -> ApiToken:
+    """Revoke a token (idempotent); returns it. The caller drops any cached lookup."""
+    token = await session.get(ApiToken, token_id)
+    if token is None:
+        raise not_found("token", token_id)
+    if token.revoked_at is None:
+        before = {"name": token.name, "role": token.role, "revoked": False}
+        token.revoked_at = utcnow()
+        session.add(token)
+        record_audit(
+            session,
+            actor=actor,
+            action="token.revoke",
+            entity_type="token",
+            entity_id=str(token.id),
+            before=before,
+            after={**before, "revoked": True},
+        )
+    return token
