@@ -1,0 +1,194 @@
+"""The one place a call becomes a decision: policy engine behind a cache, failing closed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from proxy.decision import Call, Decision, Reason, build_policy_input, new_decision_id, policy_date
+from proxy.decision_cache import DecisionCache, inspection_key
+from proxy.engines.base import (
+    ENGINE_ERROR,
+    ENGINE_UNDEFINED,
+    SNAPSHOT_NOT_LOADED,
+    EngineError,
+    PolicyEngine,
+)
+from proxy.inspect.model import Inspection
+from registry.snapshot import Snapshot
+from registry.taxonomy import load_taxonomy
+
+log = structlog.get_logger(__name__)
+
+DESTINATION_FORBIDDEN = "DESTINATION_FORBIDDEN"
+
+# What the cache holds: the policy's verdict, without anything specific to one call.
+Verdict = tuple[bool, tuple[Reason, ...]]
+
+
+class MalformedDecision(ValueError):
+    """The policy answered something that is not a decision document."""
+
+
+def parse_verdict(document: Any) -> Verdict:
+    """Validate a raw decision document; `allow` must agree with `action` and with no reasons."""
+    if not isinstance(document, dict):
+        raise MalformedDecision("decision is not an object")
+    allow, action, raw_reasons = (
+        document.get("allow"),
+        document.get("action"),
+        document.get("reasons"),
+    )
+    if not isinstance(allow, bool) or action not in ("allow", "deny"):
+        raise MalformedDecision("allow/action missing or invalid")
+    if not isinstance(raw_reasons, list):
+        raise MalformedDecision("reasons is not a list")
+    reasons = []
+    for item in raw_reasons:
+        if not isinstance(item, dict):
+            raise MalformedDecision("reason is not an object")
+        code, message, category = item.get("code"), item.get("message"), item.get("category")
+        if not isinstance(code, str) or not code or not isinstance(message, str):
+            raise MalformedDecision("reason without code or message")
+        if category is not None and not isinstance(category, str):
+            raise MalformedDecision("reason category is not a string")
+        reasons.append(Reason(code=code, message=message, category=category))
+    if allow != (action == "allow") or allow == bool(reasons):
+        raise MalformedDecision("allow, action and reasons disagree")
+    return allow, tuple(reasons)
+
+
+def destination_forbidden(call: Call, detail: str) -> Decision:
+    """The deny for a destination resolving to a private/loopback/link-local/metadata address.
+
+    Decided by the proxy before the policy runs; `detail` (e.g. the address) is logged, not
+    returned, so that apps learn the code but not our network layout.
+    """
+    log.info(
+        "egress.destination_forbidden",
+        recipient_id=call.recipient_id,
+        host=call.host,
+        port=call.port,
+        detail=detail,
+    )
+    return Decision(
+        decision_id=new_decision_id(),
+        action="deny",
+        reasons=(
+            Reason(DESTINATION_FORBIDDEN, load_taxonomy().reason_codes[DESTINATION_FORBIDDEN]),
+        ),
+        recipient_id=call.recipient_id,
+        purpose=call.purpose,
+    )
+
+
+class Decider:
+    """Turns (call, inspection) into a `Decision` with a policy engine and a decision cache.
+
+    `decide` never raises and never allows on error: an engine fault, a timeout, a missing
+    snapshot or an undefined/malformed policy result is a deny with `fault` set (answered 503).
+    """
+
+    def __init__(self, engine: PolicyEngine, *, cache_size: int = 4096) -> None:
+        self.engine = engine
+        self.cache: DecisionCache[Verdict] = DecisionCache(cache_size)
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The snapshot the engine accepted last (None until one was accepted)."""
+        return self._snapshot
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self._snapshot is not None
+
+    @property
+    def is_ready(self) -> bool:
+        """A snapshot is loaded and the engine is ready (what `/readyz` reports)."""
+        return self._snapshot is not None and self.engine.is_ready
+
+    @property
+    def cache_hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self.cache.misses
+
+    async def set_snapshot(self, snapshot: Snapshot) -> bool:
+        """Load `snapshot` into the engine; on failure keep the previous one and return False."""
+        try:
+            await self.engine.set_snapshot(snapshot)
+        except EngineError as exc:
+            log.error(
+                "engine.snapshot_rejected",
+                engine=getattr(self.engine, "name", None),
+                revision=snapshot.revision,
+                fault=exc.code,
+                detail=exc.detail,
+            )
+            return False
+        # After the engine swap: a verdict stored from now on belongs to the new snapshot.
+        self.cache.reset(snapshot.revision)
+        self._snapshot = snapshot
+        return True
+
+    async def decide(
+        self, call: Call, inspection: Inspection, *, now: datetime | None = None
+    ) -> Decision:
+        """Decide one call; always a `Decision`, a fresh decision id even on a cache hit."""
+        categories = inspection.categories
+        if self._snapshot is None:
+            return self._fault(call, inspection, categories, SNAPSHOT_NOT_LOADED)
+        day = policy_date(now)
+        key = inspection_key(call, inspection, day)
+        verdict = self.cache.get(key)
+        if verdict is None:
+            generation = self.cache.generation
+            try:
+                document = await self.engine.evaluate(
+                    build_policy_input(call, inspection, date=day)
+                )
+                verdict = parse_verdict(document)
+            except EngineError as exc:
+                log.warning(
+                    "engine.fault", fault=exc.code, detail=exc.detail, request_id=call.request_id
+                )
+                return self._fault(call, inspection, categories, exc.code)
+            except MalformedDecision as exc:
+                log.error("engine.malformed_decision", detail=str(exc), request_id=call.request_id)
+                return self._fault(call, inspection, categories, ENGINE_UNDEFINED)
+            except Exception:
+                # A bug of ours or of an engine: fail closed, keep the traceback in the log.
+                log.exception("engine.unexpected_error", request_id=call.request_id)
+                return self._fault(call, inspection, categories, ENGINE_ERROR)
+            self.cache.put(key, verdict, generation=generation)
+        allow, reasons = verdict
+        return Decision(
+            decision_id=new_decision_id(),
+            action="allow" if allow else "deny",
+            reasons=reasons,
+            recipient_id=call.recipient_id,
+            purpose=call.purpose,
+            categories=tuple(sorted(categories)),
+            findings=inspection.findings,
+            problems=inspection.problems,
+        )
+
+    @staticmethod
+    def _fault(
+        call: Call, inspection: Inspection, categories: frozenset[str], fault: str
+    ) -> Decision:
+        return Decision(
+            decision_id=new_decision_id(),
+            action="deny",
+            recipient_id=call.recipient_id,
+            purpose=call.purpose,
+            categories=tuple(sorted(categories)),
+            findings=inspection.findings,
+            problems=inspection.problems,
+            fault=fault,
+        )
