@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+
 import orjson
 import pytest
 import regorus
 
+from proxy.decision import Call, build_policy_input
+from proxy.engines import create_engine
+from proxy.inspect.model import Finding, Inspection
 from registry.bundle import build_bundle, bundle_etag, read_bundle
+from registry.registry_file import load_registry_file
 from registry.snapshot import Grant, Recipient, Snapshot
+from registry.state import bump_snapshot_version
 from registry.taxonomy import TAXONOMY_RELPATH, policy_dir
+
+EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry.yaml"
 
 
 def _snapshot(status: str = "approved") -> Snapshot:
@@ -114,3 +125,138 @@ def test_default_policy_dir_bundle_ships_the_taxonomy():
     files = read_bundle(build_bundle(_snapshot(), revision="r"))
     assert TAXONOMY_RELPATH.as_posix() in files
     assert not any(name.endswith("_test.rego") for name in files)
+
+
+# -- the bundle is the same policy as the embedded engine -----------------------------------
+
+
+def _policy_inputs(snapshot: Snapshot) -> list[dict]:
+    """A spread of calls: every recipient, several purposes, several data mixes, http and https."""
+    mixes = [
+        (),
+        (Finding("contact.phone_number", "form:To", "phone"),),
+        (Finding("mobile.sms_consent", "json:$.optin", "key:sms_consent"),),
+        (
+            Finding("contact.email", "json:$.email", "email"),
+            Finding("comms.content", "form:Body", "key"),
+        ),
+    ]
+    inputs = []
+    for recipient in (*snapshot.recipients, None):
+        host = (
+            recipient.hosts[0].removeprefix("*.")
+            if recipient and recipient.hosts
+            else "unknown.example"
+        )
+        for purpose in ("service_delivery", "marketing", "customer_support", "nonsense", None):
+            for findings in mixes:
+                for scheme in ("https", "http"):
+                    call = Call(
+                        method="POST",
+                        scheme=scheme,
+                        host=host,
+                        port=443 if scheme == "https" else 80,
+                        path="/v1/send",
+                        inspected=True,
+                        tls_upstream=scheme == "https",
+                        recipient_id=recipient.id if recipient else None,
+                        purpose=purpose,
+                        source_workload="sms-gateway",
+                        source_namespace="messaging",
+                        request_id="r1",
+                    )
+                    inputs.append(
+                        build_policy_input(call, Inspection(findings=findings), date="2026-11-28")
+                    )
+    return inputs
+
+
+async def test_bundle_gives_the_same_decisions_as_the_embedded_engine():
+    snapshot = load_registry_file(EXAMPLE_REGISTRY)
+    from_bundle = _load_into_regorus(read_bundle(build_bundle(snapshot, revision="r")))
+    embedded = create_engine("embedded")
+    await embedded.set_snapshot(snapshot)
+    seen_codes: set[str] = set()
+    allowed = 0
+    for policy_input in _policy_inputs(snapshot):
+        expected = await embedded.evaluate(policy_input)
+        from_bundle.set_input_json(orjson.dumps(policy_input).decode())
+        got = from_bundle.eval_rule("data.sharewall.egress.decision")
+        assert got == expected, policy_input
+        allowed += bool(expected["allow"])
+        seen_codes.update(r["code"] for r in expected["reasons"])
+    # The table must exercise both outcomes and many rules, or equality would prove little.
+    assert allowed > 0
+    assert len(seen_codes) >= 6, seen_codes
+
+
+# -- GET /v1/bundles/sharewall.tar.gz ----------------------------------------------------------
+
+BUNDLE_URL = "/v1/bundles/sharewall.tar.gz"
+
+
+async def _bump_version(sessions) -> int:
+    async with sessions() as session:
+        version = await bump_snapshot_version(session)
+        await session.commit()
+        return version
+
+
+async def test_bundle_endpoint_serves_gzip_with_etag_and_304(client, auth, sessions):
+    version = await _bump_version(sessions)
+    resp = await client.get(BUNDLE_URL, headers=auth("proxy"))
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "application/gzip"
+    files = read_bundle(await resp.read())
+    assert orjson.loads(files["sharewall/registry/data.json"])["version"] == version
+    assert orjson.loads(files[".manifest"])["revision"].startswith(f"{version}-")
+    etag = resp.headers["ETag"]
+    again = await client.get(BUNDLE_URL, headers={**auth("proxy"), "If-None-Match": etag})
+    assert again.status == 304
+    assert again.headers["ETag"] == etag
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [
+        pytest.param("proxy", 200, id="proxy (OPA sidecar credentials)"),
+        pytest.param("admin", 200, id="admin"),
+        pytest.param("security", 200, id="security"),
+        pytest.param("engineer", 403, id="engineer is refused"),
+        pytest.param(None, 401, id="no token"),
+    ],
+)
+async def test_bundle_roles(client, auth, role, status):
+    resp = await client.get(BUNDLE_URL, headers=auth(role) if role else {})
+    assert resp.status == status
+
+
+async def test_opa_long_poll_times_out_with_304_and_long_poll_content_type(client, auth):
+    etag = (await client.get(BUNDLE_URL, headers=auth("proxy"))).headers["ETag"]
+    started = time.monotonic()
+    resp = await client.get(
+        BUNDLE_URL, headers={**auth("proxy"), "If-None-Match": etag, "Prefer": "wait=1"}
+    )
+    assert resp.status == 304
+    assert resp.headers["Content-Type"] == "application/vnd.openpolicyagent.bundles"
+    assert 0.9 <= time.monotonic() - started < 3
+
+
+async def test_opa_long_poll_returns_the_new_bundle_within_a_second(client, auth, sessions):
+    etag = (await client.get(BUNDLE_URL, headers=auth("proxy"))).headers["ETag"]
+    poll = asyncio.create_task(
+        client.get(
+            BUNDLE_URL, headers={**auth("proxy"), "If-None-Match": etag, "Prefer": "wait=30"}
+        )
+    )
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    changed_at = time.monotonic()
+    version = await _bump_version(sessions)
+    resp = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - changed_at < 1.0
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "application/vnd.openpolicyagent.bundles"
+    assert resp.headers["ETag"] != etag
+    data = orjson.loads(read_bundle(await resp.read())["sharewall/registry/data.json"])
+    assert data["version"] == version

@@ -1,0 +1,119 @@
+"""Build the enforcement snapshot from the database: every recipient, its hosts, its approved grants."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry.models import Grant, Recipient, RecipientHost, RegistryState, as_utc, utcnow
+from registry.snapshot import Grant as SnapshotGrant
+from registry.snapshot import Recipient as SnapshotRecipient
+from registry.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class SnapshotRows:
+    """The rows a snapshot is made of, fetched in one go (assembled off the event loop)."""
+
+    version: int
+    generated_at: Any
+    recipients: Sequence[Any]
+    hosts: Sequence[Any]
+    grants: Sequence[Any]
+
+
+async def read_version(session: AsyncSession) -> int:
+    """The committed snapshot version (`registry_state.version`, 0 before any change)."""
+    conn = await session.connection()
+    result = await conn.execute(sa.select(RegistryState.version).where(RegistryState.id == 1))
+    return int(result.scalar_one_or_none() or 0)
+
+
+async def fetch_snapshot_rows(session: AsyncSession) -> SnapshotRows:
+    """Read the version first, then the content: the content is never older than its label.
+
+    (Under READ COMMITTED each statement sees the latest commits; a change landing between the
+    statements gives content newer than the version, which the next poll relabels. The reverse
+    order could label old content with a new version, and the proxy would keep it.)
+    """
+    # Core statements on the session's connection (sqlmodel's session.execute warns on them).
+    conn = await session.connection()
+    state = (
+        await conn.execute(
+            sa.select(RegistryState.version, RegistryState.updated_at).where(RegistryState.id == 1)
+        )
+    ).first()
+    version, generated_at = (int(state[0]), as_utc(state[1])) if state else (0, utcnow())
+    r, h, g = Recipient.__table__.c, RecipientHost.__table__.c, Grant.__table__.c
+    recipients = (
+        await conn.execute(
+            sa.select(
+                r.id,
+                r.name,
+                r.kind,
+                r.status,
+                r.regions,
+                r.tls_origination,
+                r.inspect_tls,
+                r.owner_team,
+                r.contract_ref,
+            ).order_by(r.id)
+        )
+    ).all()
+    hosts = (
+        await conn.execute(sa.select(h.recipient_id, h.pattern).order_by(h.recipient_id, h.pattern))
+    ).all()
+    # Only approved grants reach enforcement; a proposed or revoked grant grants nothing.
+    grants = (
+        await conn.execute(
+            sa.select(g.recipient_id, g.purpose, g.categories, g.legal_basis, g.expires)
+            .where(g.status == "approved")
+            .order_by(g.recipient_id, g.purpose, g.id)
+        )
+    ).all()
+    return SnapshotRows(version, generated_at, recipients, hosts, grants)
+
+
+def assemble_snapshot(rows: SnapshotRows) -> Snapshot:
+    """Turn fetched rows into a validated `Snapshot` with its content revision (CPU only)."""
+    hosts_of: dict[str, list[str]] = defaultdict(list)
+    for recipient_id, pattern in rows.hosts:
+        hosts_of[recipient_id].append(pattern)
+    grants_of: dict[str, list[SnapshotGrant]] = defaultdict(list)
+    for recipient_id, purpose, categories, legal_basis, expires in rows.grants:
+        grants_of[recipient_id].append(
+            SnapshotGrant(
+                purpose=purpose,
+                categories=tuple(categories or ()),
+                legal_basis=legal_basis,
+                expires=expires,
+            )
+        )
+    recipients = tuple(
+        SnapshotRecipient(
+            id=rid,
+            name=name,
+            kind=kind,
+            status=status,
+            regions=tuple(regions or ()),
+            hosts=tuple(hosts_of.get(rid, ())),
+            tls_origination=bool(tls_origination),
+            inspect_tls=bool(inspect_tls),
+            grants=tuple(grants_of.get(rid, ())),
+            owner_team=owner_team,
+            contract_ref=contract_ref,
+        )
+        for rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref in rows.recipients
+    )
+    snapshot = Snapshot(version=rows.version, generated_at=rows.generated_at, recipients=recipients)
+    return snapshot.with_revision()
+
+
+async def build_snapshot(session: AsyncSession) -> Snapshot:
+    """The snapshot of the registry as committed now (version = `registry_state.version`)."""
+    return assemble_snapshot(await fetch_snapshot_rows(session))

@@ -1,0 +1,147 @@
+"""`GET /v1/snapshot`: what proxies follow (approved grants only, ETag = version, 304, long poll)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from registry.models import Grant, Recipient, RecipientHost
+from registry.snapshot import Snapshot
+from registry.state import bump_snapshot_version
+
+
+async def seed_recipient(sessions, rid: str, *, status: str = "approved", grants=()) -> int:
+    """Insert a recipient with one host and `grants` [(purpose, categories, grant status)]."""
+    async with sessions() as session:
+        session.add(
+            Recipient(
+                id=rid,
+                name=rid.title(),
+                kind="ott_provider",
+                status=status,
+                regions=["SG"],
+                proposed_by="eng-alice",
+                updated_by="eng-alice",
+            )
+        )
+        await session.flush()
+        session.add(RecipientHost(recipient_id=rid, pattern=f"api.{rid}.example"))
+        for purpose, categories, grant_status in grants:
+            session.add(
+                Grant(
+                    recipient_id=rid,
+                    purpose=purpose,
+                    categories=list(categories),
+                    status=grant_status,
+                    proposed_by="eng-alice",
+                )
+            )
+        version = await bump_snapshot_version(session)
+        await session.commit()
+        return version
+
+
+async def set_status(sessions, rid: str, status: str) -> int:
+    async with sessions() as session:
+        await session.exec(sa.update(Recipient).where(Recipient.id == rid).values(status=status))
+        version = await bump_snapshot_version(session)
+        await session.commit()
+        return version
+
+
+async def test_snapshot_has_recipients_hosts_and_only_approved_grants(
+    client, auth, sessions, unique
+):
+    rid = unique("twilio")
+    version = await seed_recipient(
+        sessions,
+        rid,
+        grants=[
+            ("service_delivery", ["contact.phone_number"], "approved"),
+            ("marketing", ["contact.email"], "proposed"),
+        ],
+    )
+    resp = await client.get("/v1/snapshot", headers=auth("proxy"))
+    assert resp.status == 200
+    snapshot = Snapshot.model_validate(await resp.json())
+    assert snapshot.version == version
+    assert resp.headers["ETag"] == f'"{version}"'
+    recipient = snapshot.recipient(rid)
+    assert recipient is not None
+    assert recipient.hosts == (f"api.{rid}.example",)
+    assert [g.purpose for g in recipient.grants] == ["service_delivery"]
+    assert snapshot.revision
+
+
+async def test_unchanged_snapshot_is_304_on_if_none_match(client, auth):
+    first = await client.get("/v1/snapshot", headers=auth("proxy"))
+    etag = first.headers["ETag"]
+    again = await client.get("/v1/snapshot", headers={**auth("proxy"), "If-None-Match": etag})
+    assert again.status == 304
+    assert again.headers["ETag"] == etag
+    stale = await client.get("/v1/snapshot", headers={**auth("proxy"), "If-None-Match": '"-1"'})
+    assert stale.status == 200
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [
+        pytest.param("proxy", 200, id="proxy reads"),
+        pytest.param("security", 200, id="security reads"),
+        pytest.param("engineer", 200, id="engineer reads"),
+        pytest.param("admin", 200, id="admin reads"),
+        pytest.param(None, 401, id="no token is 401"),
+    ],
+)
+async def test_snapshot_roles(client, auth, role, status):
+    resp = await client.get("/v1/snapshot", headers=auth(role) if role else {})
+    assert resp.status == status
+
+
+async def test_long_poll_times_out_with_304(client, auth):
+    etag = (await client.get("/v1/snapshot", headers=auth("proxy"))).headers["ETag"]
+    started = time.monotonic()
+    resp = await client.get("/v1/snapshot?wait=1", headers={**auth("proxy"), "If-None-Match": etag})
+    assert resp.status == 304
+    assert 0.9 <= time.monotonic() - started < 3
+
+
+async def test_long_poll_wakes_within_a_second_of_a_change(client, auth, sessions, unique):
+    rid = unique("vonage")
+    await seed_recipient(
+        sessions, rid, grants=[("service_delivery", ["comms.content"], "approved")]
+    )
+    etag = (await client.get("/v1/snapshot", headers=auth("proxy"))).headers["ETag"]
+    poll = asyncio.create_task(
+        client.get("/v1/snapshot?wait=30", headers={**auth("proxy"), "If-None-Match": etag})
+    )
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    # A write by another process: only the version poller can see it.
+    changed_at = time.monotonic()
+    version = await set_status(sessions, rid, "suspended")
+    resp = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - changed_at < 1.0
+    assert resp.status == 200
+    snapshot = Snapshot.model_validate(await resp.json())
+    assert snapshot.version == version
+    assert snapshot.recipient(rid).status == "suspended"
+
+
+@pytest.mark.parametrize(
+    "query", [pytest.param("wait=abc", id="not a number"), pytest.param("wait=-1", id="negative")]
+)
+async def test_bad_wait_is_422(client, auth, query):
+    resp = await client.get(f"/v1/snapshot?{query}", headers=auth("proxy"))
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "wait"
+
+
+async def test_gzip_is_served_to_clients_that_accept_it(client, auth):
+    resp = await client.get("/v1/snapshot", headers={**auth("proxy"), "Accept-Encoding": "gzip"})
+    assert resp.status == 200
+    assert resp.headers["Content-Encoding"] == "gzip"
+    Snapshot.model_validate(await resp.json())  # the client decompresses transparently
