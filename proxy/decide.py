@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from proxy.decision import Call, Decision, Reason, build_policy_input, new_decision_id, policy_date
+from proxy.decision import (
+    Action,
+    Call,
+    Decision,
+    Reason,
+    build_policy_input,
+    new_decision_id,
+    policy_date,
+)
 from proxy.decision_cache import DecisionCache, inspection_key
 from proxy.engines.base import (
     ENGINE_ERROR,
+    ENGINE_TIMEOUT,
     ENGINE_UNDEFINED,
     SNAPSHOT_NOT_LOADED,
     EngineError,
@@ -24,8 +35,10 @@ log = structlog.get_logger(__name__)
 
 DESTINATION_FORBIDDEN = "DESTINATION_FORBIDDEN"
 
-# What the cache holds: the policy's verdict, without anything specific to one call.
+# The policy's verdict, without anything specific to one call.
 Verdict = tuple[bool, tuple[Reason, ...]]
+# What the cache holds: action, reasons and the sorted categories (part of the key anyway).
+_Entry = tuple[Action, tuple[Reason, ...], tuple[str, ...]]
 
 
 class MalformedDecision(ValueError):
@@ -91,10 +104,16 @@ class Decider:
     snapshot or an undefined/malformed policy result is a deny with `fault` set (answered 503).
     """
 
-    def __init__(self, engine: PolicyEngine, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self, engine: PolicyEngine, *, cache_size: int = 4096, timeout: float = 2.0
+    ) -> None:
         self.engine = engine
-        self.cache: DecisionCache[Verdict] = DecisionCache(cache_size)
+        # A backstop over the engine's own bound: whatever an engine does, decide() answers.
+        self.timeout = timeout
+        self.cache: DecisionCache[_Entry] = DecisionCache(cache_size)
         self._snapshot: Snapshot | None = None
+        self._day = ""
+        self._day_ends = 0.0  # time.time() at which `_day` stops being today (UTC)
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -131,6 +150,11 @@ class Decider:
                 detail=exc.detail,
             )
             return False
+        except Exception:
+            log.exception(
+                "engine.snapshot_rejected", revision=snapshot.revision, fault=ENGINE_ERROR
+            )
+            return False
         # After the engine swap: a verdict stored from now on belongs to the new snapshot.
         self.cache.reset(snapshot.revision)
         self._snapshot = snapshot
@@ -143,16 +167,20 @@ class Decider:
         categories = inspection.categories
         if self._snapshot is None:
             return self._fault(call, inspection, categories, SNAPSHOT_NOT_LOADED)
-        day = policy_date(now)
+        day = policy_date(now) if now is not None else self._today()
         key = inspection_key(call, inspection, day)
-        verdict = self.cache.get(key)
-        if verdict is None:
+        entry = self.cache.get(key)
+        if entry is None:
             generation = self.cache.generation
             try:
-                document = await self.engine.evaluate(
-                    build_policy_input(call, inspection, date=day)
-                )
+                async with asyncio.timeout(self.timeout):
+                    document = await self.engine.evaluate(
+                        build_policy_input(call, inspection, date=day)
+                    )
                 verdict = parse_verdict(document)
+            except TimeoutError:
+                log.warning("engine.fault", fault=ENGINE_TIMEOUT, request_id=call.request_id)
+                return self._fault(call, inspection, categories, ENGINE_TIMEOUT)
             except EngineError as exc:
                 log.warning(
                     "engine.fault", fault=exc.code, detail=exc.detail, request_id=call.request_id
@@ -165,18 +193,31 @@ class Decider:
                 # A bug of ours or of an engine: fail closed, keep the traceback in the log.
                 log.exception("engine.unexpected_error", request_id=call.request_id)
                 return self._fault(call, inspection, categories, ENGINE_ERROR)
-            self.cache.put(key, verdict, generation=generation)
-        allow, reasons = verdict
+            allow, reasons = verdict
+            action: Action = "allow" if allow else "deny"
+            entry = (action, reasons, tuple(sorted(categories)))
+            self.cache.put(key, entry, generation=generation)
+        action, reasons, sorted_categories = entry
         return Decision(
             decision_id=new_decision_id(),
-            action="allow" if allow else "deny",
+            action=action,
             reasons=reasons,
             recipient_id=call.recipient_id,
             purpose=call.purpose,
-            categories=tuple(sorted(categories)),
+            categories=sorted_categories,
             findings=inspection.findings,
             problems=inspection.problems,
         )
+
+    def _today(self) -> str:
+        """`policy_date()` for now, recomputed only when the UTC day rolls over (hot path)."""
+        wall = time.time()
+        if wall >= self._day_ends:
+            today = datetime.fromtimestamp(wall, UTC).date()
+            self._day = today.isoformat()
+            midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+            self._day_ends = midnight.timestamp()
+        return self._day
 
     @staticmethod
     def _fault(
