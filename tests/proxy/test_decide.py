@@ -1,0 +1,278 @@
+"""Decider: decisions through the real regorus engine, the decision cache, grant expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from proxy.decide import DESTINATION_FORBIDDEN, Decider, destination_forbidden
+from proxy.decision import Call
+from proxy.decision_cache import DecisionCache, inspection_key
+from proxy.engines.embedded import EmbeddedEngine
+from proxy.inspect.model import MALFORMED_JSON, TIMED_OUT, Finding, Inspection
+from registry.snapshot import Grant, Recipient, Snapshot
+from registry.taxonomy import load_taxonomy
+
+
+def make_snapshot(
+    *categories: str, expires: str | None = None, status: str = "approved"
+) -> Snapshot:
+    """One CPaaS recipient in Singapore with one service_delivery grant of `categories`."""
+    twilio = Recipient(
+        id="twilio",
+        name="Twilio Inc.",
+        kind="ott_provider",
+        status=status,
+        regions=("SG",),
+        hosts=("api.twilio.com",),
+        grants=(
+            Grant(
+                purpose="service_delivery",
+                categories=categories or ("contact.phone_number", "comms.content"),
+                expires=expires,
+            ),
+        ),
+    )
+    return Snapshot(version=1, recipients=(twilio,)).with_revision()
+
+
+def make_call(**overrides: Any) -> Call:
+    fields: dict[str, Any] = {
+        "method": "POST",
+        "scheme": "https",
+        "host": "api.twilio.com",
+        "port": 443,
+        "path": "/2010-04-01/Accounts/AC1/Messages.json",
+        "inspected": True,
+        "tls_upstream": True,
+        "recipient_id": "twilio",
+        "purpose": "service_delivery",
+        "source_workload": "sms-gateway",
+        "source_namespace": "messaging",
+    }
+    fields.update(overrides)
+    return Call(**fields)
+
+
+def make_inspection(*categories: str, location: str = "form:To", problems=()) -> Inspection:
+    return Inspection(
+        findings=tuple(Finding(c, f"{location}.{i}", "test") for i, c in enumerate(categories)),
+        problems=tuple(problems),
+    )
+
+
+@pytest.fixture
+async def decider() -> Decider:
+    decider = Decider(EmbeddedEngine())
+    assert await decider.set_snapshot(make_snapshot())
+    return decider
+
+
+async def test_allowed_call_carries_its_facts(decider: Decider) -> None:
+    inspection = make_inspection(
+        "contact.phone_number", "comms.content", "contact.phone_number", problems=[MALFORMED_JSON]
+    )
+    decision = await decider.decide(make_call(), inspection)
+
+    assert decision.allow and decision.action == "allow" and decision.fault is None
+    assert decision.reasons == ()
+    assert decision.categories == ("comms.content", "contact.phone_number")
+    assert decision.findings == inspection.findings
+    assert decision.problems == (MALFORMED_JSON,)
+    assert (decision.recipient_id, decision.purpose) == ("twilio", "service_delivery")
+    assert len(decision.decision_id) == 32
+
+
+async def test_denied_call_has_reasons_with_taxonomy_messages(decider: Decider) -> None:
+    decision = await decider.decide(
+        make_call(), make_inspection("contact.phone_number", problems=[TIMED_OUT])
+    )
+    assert decision.action == "deny" and not decision.allow and decision.fault is None
+    assert decision.reason_codes == ("INSPECTION_INCOMPLETE",)
+    assert decision.reasons[0].message == load_taxonomy().reason_codes["INSPECTION_INCOMPLETE"]
+
+
+async def test_same_facts_hit_the_cache_with_a_fresh_decision_id(decider: Decider) -> None:
+    first = await decider.decide(make_call(), make_inspection("contact.phone_number"))
+    # Different request id, host, path, method and finding locations: same decision facts.
+    second = await decider.decide(
+        make_call(host="eu.api.twilio.com", path="/other", method="PUT"),
+        make_inspection("contact.phone_number", location="json:$.to"),
+    )
+
+    assert (decider.cache_misses, decider.cache_hits) == (1, 1)
+    assert second.decision_id != first.decision_id
+    assert second.action == first.action and second.reasons == first.reasons
+    assert second.findings[0].location.startswith("json:$.to")
+
+
+@pytest.mark.parametrize(
+    ("call_overrides", "categories", "problems", "allowed"),
+    [
+        pytest.param({}, ("contact.email",), (), False, id="other categories"),
+        pytest.param(
+            {"purpose": "marketing"}, ("contact.phone_number",), (), False, id="other purpose"
+        ),
+        pytest.param(
+            {"recipient_id": None}, ("contact.phone_number",), (), False, id="other recipient"
+        ),
+        pytest.param(
+            {"source_workload": "billing"}, ("contact.phone_number",), (), True, id="other source"
+        ),
+        pytest.param(
+            {"tls_upstream": False}, ("contact.phone_number",), (), False, id="no tls upstream"
+        ),
+        pytest.param({"inspected": False}, ("contact.phone_number",), (), True, id="not inspected"),
+        pytest.param(
+            {}, ("contact.phone_number",), (TIMED_OUT,), False, id="incomplete inspection"
+        ),
+    ],
+)
+async def test_different_decision_facts_miss_the_cache(
+    decider: Decider,
+    call_overrides: dict[str, Any],
+    categories: tuple[str, ...],
+    problems: tuple[str, ...],
+    allowed: bool,
+) -> None:
+    first = await decider.decide(make_call(), make_inspection("contact.phone_number"))
+    other = await decider.decide(
+        make_call(**call_overrides), make_inspection(*categories, problems=problems)
+    )
+
+    assert (decider.cache_misses, decider.cache_hits) == (2, 0)
+    assert first.allow
+    assert other.allow is allowed
+
+
+async def test_new_snapshot_empties_the_cache_and_changes_the_decision(decider: Decider) -> None:
+    call, inspection = make_call(), make_inspection("contact.phone_number")
+    assert (await decider.decide(call, inspection)).allow
+    assert len(decider.cache) == 1
+
+    assert await decider.set_snapshot(make_snapshot(status="suspended"))
+
+    assert len(decider.cache) == 0
+    decision = await decider.decide(call, inspection)
+    assert decision.reason_codes == ("RECIPIENT_INACTIVE",)
+    assert decider.cache_hits == 0
+
+
+async def test_same_snapshot_revision_keeps_the_cache(decider: Decider) -> None:
+    call, inspection = make_call(), make_inspection("contact.phone_number")
+    await decider.decide(call, inspection)
+
+    assert await decider.set_snapshot(make_snapshot())  # same content, same revision
+
+    await decider.decide(call, inspection)
+    assert decider.cache_hits == 1
+
+
+@pytest.mark.parametrize(
+    ("now", "codes"),
+    [
+        pytest.param(datetime(2026, 6, 30, 23, 59, tzinfo=UTC), (), id="last valid day"),
+        pytest.param(
+            datetime(2026, 7, 1, 0, 0, tzinfo=UTC), ("PURPOSE_NOT_APPROVED",), id="day after"
+        ),
+    ],
+)
+async def test_grant_expiry_follows_now(now: datetime, codes: tuple[str, ...]) -> None:
+    decider = Decider(EmbeddedEngine())
+    await decider.set_snapshot(make_snapshot("contact.phone_number", expires="2026-06-30"))
+    call, inspection = make_call(), make_inspection("contact.phone_number")
+
+    decision = await decider.decide(call, inspection, now=now)
+
+    assert decision.reason_codes == codes
+
+
+async def test_cached_decision_does_not_outlive_its_day() -> None:
+    decider = Decider(EmbeddedEngine())
+    await decider.set_snapshot(make_snapshot("contact.phone_number", expires="2026-06-30"))
+    call, inspection = make_call(), make_inspection("contact.phone_number")
+
+    on_last_day = await decider.decide(call, inspection, now=datetime(2026, 6, 30, 12, tzinfo=UTC))
+    next_day = await decider.decide(call, inspection, now=datetime(2026, 7, 1, 12, tzinfo=UTC))
+
+    assert on_last_day.allow
+    assert next_day.reason_codes == ("PURPOSE_NOT_APPROVED",)
+
+
+async def test_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
+    decider = Decider(EmbeddedEngine(), cache_size=2)
+    await decider.set_snapshot(make_snapshot())
+    phone, content, email = (
+        make_inspection("contact.phone_number"),
+        make_inspection("comms.content"),
+        make_inspection("contact.email"),
+    )
+    call = make_call()
+    await decider.decide(call, phone)
+    await decider.decide(call, content)
+    await decider.decide(call, phone)  # phone is now the most recently used
+    await decider.decide(call, email)  # evicts content
+
+    assert len(decider.cache) == 2
+    await decider.decide(call, phone)
+    assert decider.cache_hits == 2
+    await decider.decide(call, content)
+    assert decider.cache_misses == 4
+
+
+class GatedEngine(EmbeddedEngine):
+    """The real engine, holding each evaluation until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def evaluate(self, policy_input: dict[str, Any]) -> dict[str, Any]:
+        result = await super().evaluate(policy_input)
+        await self.gate.wait()
+        return result
+
+
+async def test_verdict_computed_before_a_snapshot_change_is_not_cached() -> None:
+    engine = GatedEngine()
+    decider = Decider(engine)
+    await decider.set_snapshot(make_snapshot())
+    call, inspection = make_call(), make_inspection("contact.phone_number")
+
+    pending = asyncio.create_task(decider.decide(call, inspection))
+    await asyncio.sleep(0)
+    await decider.set_snapshot(make_snapshot(status="revoked"))
+    engine.gate.set()
+    await pending
+
+    assert len(decider.cache) == 0
+    assert (await decider.decide(call, inspection)).reason_codes == ("RECIPIENT_INACTIVE",)
+
+
+def test_destination_forbidden_is_a_deny_with_the_taxonomy_message() -> None:
+    call = make_call(host="metadata.internal", port=80)
+
+    decision = destination_forbidden(call, "169.254.169.254")
+
+    assert decision.action == "deny" and not decision.allow and decision.fault is None
+    assert decision.reason_codes == (DESTINATION_FORBIDDEN,)
+    assert decision.reasons[0].message == load_taxonomy().reason_codes[DESTINATION_FORBIDDEN]
+    assert "169.254" not in decision.reasons[0].message
+    assert decision.recipient_id == "twilio"
+    assert destination_forbidden(call, "x").decision_id != decision.decision_id
+
+
+def test_cache_reset_with_an_empty_revision_always_clears() -> None:
+    cache: DecisionCache[str] = DecisionCache(8)
+    key = inspection_key(make_call(), make_inspection(), "2026-06-01")
+    cache.reset("")
+    cache.put(key, "verdict")
+    cache.reset("")  # an unrevisioned snapshot may differ from the last one
+    assert cache.get(key) is None
+    cache.reset("abc")
+    cache.put(key, "verdict")
+    cache.reset("abc")
+    assert cache.get(key) == "verdict"
