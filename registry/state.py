@@ -7,6 +7,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry.models import RegistryState, utcnow
 
+# `session.info` key holding the version this session's transaction bumped to, so whoever
+# commits can wake long-polling clients afterwards (see `registry.api.keys.transaction`).
+BUMPED_VERSION = "sharewall.snapshot_version"
+
 
 async def current_version(session: AsyncSession) -> int:
     """The committed snapshot version (0 for an empty registry)."""
@@ -26,4 +30,6 @@ async def bump_snapshot_version(session: AsyncSession) -> int:
         .values(version=RegistryState.version + 1, updated_at=utcnow())
         .returning(RegistryState.version)
     )
-    return int(result.scalar_one())
+    version = int(result.scalar_one())
+    session.info[BUMPED_VERSION] = version
+    return version

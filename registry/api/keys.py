@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry.settings import Settings
+from registry.state import BUMPED_VERSION
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -41,3 +43,18 @@ def notify_snapshot_changed(app: web.Application, version: int) -> None:
     """Tell the listeners that snapshot `version` is committed (called after the commit)."""
     for listener in app[SNAPSHOT_LISTENERS]:
         listener(version)
+
+
+@contextlib.asynccontextmanager
+async def transaction(request: web.Request) -> AsyncIterator[AsyncSession]:
+    """One session and transaction for a write; commits at the end, rolls back on error.
+
+    When the transaction bumped the snapshot version, snapshot listeners are told after the
+    commit (never before: a woken proxy must be able to read the new version).
+    """
+    async with request.app[SESSIONS]() as session:
+        async with session.begin():
+            yield session
+        version = session.info.pop(BUMPED_VERSION, None)
+    if version is not None:
+        notify_snapshot_changed(request.app, version)

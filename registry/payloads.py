@@ -1,0 +1,72 @@
+"""Request bodies of the management API (pydantic, unknown fields rejected).
+
+Recipient and grant bodies reuse the validators of `registry.snapshot` (taxonomy ids, slugs,
+host patterns, regions), so the API, the YAML file and the proxy accept exactly the same data.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry import snapshot
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class GrantCreate(snapshot.Grant):
+    """A grant to propose: purpose, categories, legal basis, optional expiry (last valid day)."""
+
+
+class RecipientCreate(snapshot.Recipient):
+    """A recipient to propose; it starts `proposed` whatever the caller wishes."""
+
+    status: Literal["proposed"] = "proposed"
+    grants: tuple[GrantCreate, ...] = ()
+
+
+class RecipientPatch(_Body):
+    """Fields to change on a recipient; omitted fields keep their value."""
+
+    name: str | None = None
+    kind: str | None = None
+    regions: list[str] | None = None
+    hosts: list[str] | None = None
+    tls_origination: bool | None = None
+    inspect_tls: bool | None = None
+    owner_team: str | None = None
+    contract_ref: str | None = None
+    notes: str | None = None
+
+
+class GrantPatch(_Body):
+    """Fields to change on a grant; the grant goes back to `proposed` for review."""
+
+    purpose: str | None = None
+    categories: list[str] | None = None
+    legal_basis: str | None = None
+    expires: date | None = None
+
+
+class ReviewNote(_Body):
+    """An optional note kept with an approve / suspend / revoke decision."""
+
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class TokenCreate(_Body):
+    """A token to create: a name (the audit actor) and a role."""
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["engineer", "security", "proxy", "admin"]
+
+
+class ApplyRequest(_Body):
+    """`registry apply` over the API: the YAML document's recipients, and whether to only diff."""
+
+    recipients: list[dict]
+    dry_run: bool = False

@@ -1,0 +1,373 @@
+"""`/v1/recipients`: CRUD, roles, four-eyes review, grant re-review, validation, conflicts."""
+
+from __future__ import annotations
+
+import pytest
+
+PROBLEM = "application/problem+json"
+P = "https://sharewall.dev/problems/"
+
+
+def recipient_body(rid: str, **overrides):
+    body = {
+        "id": rid,
+        "name": "Twilio Inc.",
+        "kind": "ott_provider",
+        "regions": ["US", "SG"],
+        "hosts": [f"api.{rid}.example", f"*.{rid}.example"],
+        "grants": [
+            {
+                "purpose": "service_delivery",
+                "categories": ["contact.phone_number", "comms.content"],
+                "legal_basis": "contract",
+            }
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+async def propose(client, auth, rid, who="engineer", **overrides):
+    resp = await client.post(
+        "/v1/recipients", json=recipient_body(rid, **overrides), headers=auth(who)
+    )
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def approve(client, auth, rid, who="security"):
+    return await client.post(f"/v1/recipients/{rid}/approve", headers=auth(who))
+
+
+async def test_engineer_proposes_and_everyone_allowed_reads_it(client, auth, unique):
+    rid = unique("twilio")
+    created = await propose(client, auth, rid)
+    assert created["status"] == "proposed"
+    assert created["proposed_by"] == "eng-alice"
+    assert created["hosts"] == sorted([f"api.{rid}.example", f"*.{rid}.example"])
+    assert [g["status"] for g in created["grants"]] == ["proposed"]
+    for role in ("engineer", "security", "admin"):
+        resp = await client.get(f"/v1/recipients/{rid}", headers=auth(role))
+        assert resp.status == 200
+        assert resp.headers["ETag"] == f'"{created["version"]}"'
+        assert (await resp.json())["id"] == rid
+
+
+READERS = {"engineer", "security", "admin"}
+NEW = "new"  # placeholder: a fresh recipient body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed"),
+    [
+        pytest.param("post", "/v1/recipients", NEW, {"engineer"}, id="create"),
+        pytest.param("get", "/v1/recipients", None, READERS, id="list"),
+        pytest.param("get", "/v1/recipients/{rid}", None, READERS, id="read"),
+        pytest.param("patch", "/v1/recipients/{rid}", {"notes": "n"}, {"engineer"}, id="edit"),
+        pytest.param(
+            "post",
+            "/v1/recipients/{rid}/grants",
+            {"purpose": "billing", "categories": ["contact.name"]},
+            {"engineer"},
+            id="add grant",
+        ),
+        pytest.param("post", "/v1/recipients/{rid}/approve", None, {"security"}, id="approve"),
+        pytest.param("post", "/v1/recipients/{rid}/suspend", None, {"security"}, id="suspend"),
+        pytest.param("post", "/v1/recipients/{rid}/revoke", None, {"security"}, id="revoke"),
+        pytest.param("delete", "/v1/recipients/{rid}", None, {"engineer", "security"}, id="delete"),
+    ],
+)
+async def test_roles_are_enforced_per_endpoint(client, auth, unique, method, path, body, allowed):
+    rid = unique("roles")
+    await propose(client, auth, rid, who="engineer2")
+    url = path.format(rid=rid)
+    if body == NEW:
+        body = recipient_body(unique("other"))
+    resp = await client.request(method, url, json=body)
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    for role in ("engineer", "security", "proxy", "admin"):
+        resp = await client.request(method, url, json=body, headers=auth(role))
+        if role in allowed:
+            assert resp.status not in (401, 403), (role, await resp.text())
+        else:
+            assert resp.status == 403, (role, await resp.text())
+            assert (await resp.json())["type"] == P + "forbidden-role"
+
+
+async def test_four_eyes_the_proposer_cannot_approve_but_a_second_person_can(
+    client, auth, unique, sessions
+):
+    rid = unique("fe")
+    await propose(client, auth, rid)
+    # A security token named like the proposer is the same person: refused.
+    from registry.tokens import create_token
+
+    async with sessions() as session:
+        _, same_person = await create_token(session, name="eng-alice", role="security")
+        await session.commit()
+    resp = await client.post(
+        f"/v1/recipients/{rid}/approve", headers={"Authorization": f"Bearer {same_person}"}
+    )
+    assert resp.status == 403
+    assert (await resp.json())["type"] == P + "four-eyes"
+    resp = await approve(client, auth, rid)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "approved"
+    assert [(g["status"], g["approved_by"]) for g in body["grants"]] == [("approved", "sec-carol")]
+
+
+async def test_approve_refused_to_whoever_last_changed_it(client, auth, unique, sessions):
+    rid = unique("fe2")
+    await propose(client, auth, rid)
+    from registry.tokens import create_token
+
+    async with sessions() as session:
+        _, bob_sec = await create_token(session, name="eng-bob", role="security")
+        await session.commit()
+    resp = await client.patch(
+        f"/v1/recipients/{rid}", json={"notes": "DPA signed"}, headers=auth("engineer2")
+    )
+    assert resp.status == 200
+    resp = await client.post(
+        f"/v1/recipients/{rid}/approve", headers={"Authorization": f"Bearer {bob_sec}"}
+    )
+    assert resp.status == 403
+    assert (await resp.json())["type"] == P + "four-eyes"
+
+
+async def test_changing_a_grant_of_an_approved_recipient_reopens_only_that_grant(
+    client, auth, unique
+):
+    rid = unique("regrant")
+    await propose(
+        client,
+        auth,
+        rid,
+        grants=[
+            {"purpose": "service_delivery", "categories": ["contact.phone_number"]},
+            {"purpose": "billing", "categories": ["contact.name"]},
+        ],
+    )
+    assert (await approve(client, auth, rid)).status == 200
+    current = await (await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))).json()
+    billing = next(g for g in current["grants"] if g["purpose"] == "billing")
+    resp = await client.patch(
+        f"/v1/recipients/{rid}/grants/{billing['id']}",
+        json={"categories": ["contact.name", "contact.email"]},
+        headers=auth("engineer"),
+    )
+    assert resp.status == 200, await resp.text()
+    after = await (await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))).json()
+    statuses = {g["purpose"]: g["status"] for g in after["grants"]}
+    assert statuses == {"service_delivery": "approved", "billing": "proposed"}
+    assert after["status"] == "approved"
+    # Approving again approves the pending grant only, and the editor cannot do it.
+    resp = await approve(client, auth, rid)
+    assert resp.status == 200
+    assert {g["status"] for g in (await resp.json())["grants"]} == {"approved"}
+    resp = await approve(client, auth, rid)
+    assert resp.status == 409  # nothing left to approve
+
+
+async def test_material_edit_of_approved_recipient_returns_it_to_proposed(client, auth, unique):
+    rid = unique("material")
+    await propose(client, auth, rid)
+    await approve(client, auth, rid)
+    resp = await client.patch(
+        f"/v1/recipients/{rid}", json={"notes": "cosmetic"}, headers=auth("engineer")
+    )
+    assert (await resp.json())["status"] == "approved"
+    resp = await client.patch(
+        f"/v1/recipients/{rid}", json={"regions": ["US"]}, headers=auth("engineer")
+    )
+    assert (await resp.json())["status"] == "proposed"
+
+
+async def test_suspend_and_revoke_change_status(client, auth, unique):
+    rid = unique("susp")
+    await propose(client, auth, rid)
+    resp = await client.post(f"/v1/recipients/{rid}/suspend", headers=auth("security"))
+    assert resp.status == 409  # only approved can be suspended
+    await approve(client, auth, rid)
+    resp = await client.post(
+        f"/v1/recipients/{rid}/suspend", json={"note": "incident 42"}, headers=auth("security")
+    )
+    assert (await resp.json())["status"] == "suspended"
+    resp = await client.post(f"/v1/recipients/{rid}/revoke", headers=auth("security"))
+    assert (await resp.json())["status"] == "revoked"
+    resp = await approve(client, auth, rid, who="security2")
+    assert resp.status == 409
+
+
+async def test_grant_revoke_and_delete(client, auth, unique):
+    rid = unique("grev")
+    created = await propose(client, auth, rid)
+    gid = created["grants"][0]["id"]
+    resp = await client.post(f"/v1/recipients/{rid}/grants/{gid}/revoke", headers=auth("security"))
+    assert resp.status == 200
+    assert (await resp.json())["grants"][0]["status"] == "revoked"
+    resp = await client.delete(f"/v1/recipients/{rid}/grants/{gid}", headers=auth("engineer"))
+    assert resp.status == 204
+    resp = await client.delete(f"/v1/recipients/{rid}/grants/{gid}", headers=auth("engineer"))
+    assert resp.status == 404
+
+
+async def test_add_grant_then_delete_recipient(client, auth, unique):
+    rid = unique("del")
+    await propose(client, auth, rid, grants=[])
+    resp = await client.post(
+        f"/v1/recipients/{rid}/grants",
+        json={"purpose": "troubleshooting", "categories": ["network.ip_address"]},
+        headers=auth("engineer"),
+    )
+    assert resp.status == 201
+    grant = await resp.json()
+    assert grant["status"] == "proposed"
+    assert resp.headers["Location"].endswith(f"/grants/{grant['id']}")
+    assert (await client.delete(f"/v1/recipients/{rid}", headers=auth("engineer"))).status == 204
+    resp = await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))
+    assert resp.status == 404
+    assert resp.content_type == PROBLEM
+
+
+async def test_duplicate_id_and_taken_host_are_conflicts(client, auth, unique):
+    rid = unique("dup")
+    await propose(client, auth, rid)
+    resp = await client.post("/v1/recipients", json=recipient_body(rid), headers=auth("engineer"))
+    assert resp.status == 409
+    other = unique("dup")
+    resp = await client.post(
+        "/v1/recipients",
+        json=recipient_body(other, hosts=[f"API.{rid}.example."]),  # normalised to the same host
+        headers=auth("engineer"),
+    )
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["type"] == P + "conflict"
+    assert body["hosts"] == {f"api.{rid}.example": rid}
+
+
+async def test_if_match_guards_against_lost_updates(client, auth, unique):
+    rid = unique("etag")
+    created = await propose(client, auth, rid)
+    stale = f'"{created["version"]}"'
+    resp = await client.patch(
+        f"/v1/recipients/{rid}",
+        json={"notes": "a"},
+        headers={**auth("engineer"), "If-Match": stale},
+    )
+    assert resp.status == 200
+    resp = await client.patch(
+        f"/v1/recipients/{rid}",
+        json={"notes": "b"},
+        headers={**auth("engineer"), "If-Match": stale},
+    )
+    assert resp.status == 412
+    assert (await resp.json())["type"] == P + "version-mismatch"
+
+
+async def test_list_filters_and_paginates(client, auth, unique):
+    prefix = unique("page")
+    for i in range(3):
+        await propose(client, auth, f"{prefix}-{i}", hosts=[f"h{i}.{prefix}.example"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", "status": "proposed", "kind": "ott_provider"}
+        if cursor:
+            params["cursor"] = cursor
+        resp = await client.get("/v1/recipients", params=params, headers=auth("security"))
+        assert resp.status == 200
+        page = await resp.json()
+        seen += [r["id"] for r in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    mine = [s for s in seen if s.startswith(prefix)]
+    assert mine == [f"{prefix}-{i}" for i in range(3)]
+    assert seen == sorted(seen)
+
+
+@pytest.mark.parametrize(
+    ("body_change", "field"),
+    [
+        pytest.param({"kind": "spaceship"}, "kind", id="unknown kind"),
+        pytest.param(
+            {"grants": [{"purpose": "world_domination", "categories": []}]},
+            "grants.0.purpose",
+            id="unknown purpose",
+        ),
+        pytest.param(
+            {"grants": [{"purpose": "billing", "categories": ["contact.shoe_size"]}]},
+            "grants.0.categories",
+            id="unknown category",
+        ),
+        pytest.param({"status": "approved"}, "status", id="engineer cannot self-approve"),
+        pytest.param({"colour": "blue"}, "colour", id="unknown field"),
+        pytest.param({"hosts": ["bad host!"]}, "hosts", id="bad host pattern"),
+        pytest.param({"id": "Bad Id"}, "id", id="bad slug"),
+    ],
+)
+async def test_invalid_bodies_are_422_naming_the_field(client, auth, unique, body_change, field):
+    body = recipient_body(unique("bad"), **body_change)
+    resp = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
+    assert resp.status == 422, await resp.text()
+    problem = await resp.json()
+    assert problem["type"] == P + "validation-error"
+    assert problem["errors"][0]["field"] == field
+
+
+async def test_unknown_category_in_grant_patch_is_422(client, auth, unique):
+    rid = unique("gp")
+    created = await propose(client, auth, rid)
+    gid = created["grants"][0]["id"]
+    resp = await client.patch(
+        f"/v1/recipients/{rid}/grants/{gid}",
+        json={"categories": ["nope.nope"]},
+        headers=auth("engineer"),
+    )
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["field"] == "categories"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "slug"),
+    [
+        pytest.param(b"{not json", 400, "malformed-json", id="malformed json"),
+        pytest.param(b"", 400, "malformed-json", id="empty body"),
+        pytest.param(b"[1, 2]", 422, "validation-error", id="not an object"),
+        pytest.param(
+            b'{"id": "' + b"x" * (2 * 1024 * 1024) + b'"}', 413, "payload-too-large", id="huge"
+        ),
+    ],
+)
+async def test_bad_bodies_are_problems(client, auth, data, status, slug):
+    resp = await client.post(
+        "/v1/recipients",
+        data=data,
+        headers={**auth("engineer"), "Content-Type": "application/json"},
+    )
+    assert resp.status == status
+    assert resp.content_type == PROBLEM
+    assert (await resp.json())["type"] == P + slug
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("x' OR '1'='1", id="quote"),
+        pytest.param("%", id="percent"),
+        pytest.param("x; DROP TABLE recipient; --", id="statement"),
+    ],
+)
+async def test_sql_metacharacters_in_filters_and_ids_are_just_values(client, auth, value):
+    resp = await client.get("/v1/recipients", params={"kind": value}, headers=auth("engineer"))
+    assert resp.status == 422
+    resp = await client.get("/v1/recipients", params={"cursor": value}, headers=auth("engineer"))
+    assert resp.status == 400
+    resp = await client.get(f"/v1/recipients/{value}", headers=auth("engineer"))
+    assert resp.status == 404
+    resp = await client.get("/v1/recipients", headers=auth("engineer"))
+    assert resp.status == 200  # the table is still there
