@@ -1,0 +1,254 @@
+"""The `sharewall proxy` process: wires every resource, runs until SIGTERM, tears down in reverse.
+
+Each resource is owned by one cleanup context (aiohttp's idea): set up before its `yield`,
+torn down after it, in reverse order of setup. Another component (e.g. the decision shipper)
+adds itself by appending to `ProxyApp.cleanup_ctx` in `create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import structlog
+
+from proxy.admin import AdminServer, create_admin_app
+from proxy.decide import Decider, destination_forbidden
+from proxy.decision_log import DecisionLog, DecisionSink
+from proxy.destinations import Resolver, parse_pin
+from proxy.engines import create_engine
+from proxy.listener import ProxyContext, ProxyServer
+from proxy.metrics import ProxyMetrics
+from proxy.recipients import RecipientIndex
+from proxy.settings import Settings
+from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
+from proxy.spool import Spool
+from proxy.upstream import UpstreamPool
+from registry.registry_file import RegistryFileError
+from registry.snapshot import Snapshot
+
+log = structlog.get_logger("sharewall.proxy")
+
+CleanupContext = Callable[["ProxyApp"], contextlib.AbstractAsyncContextManager[None]]
+
+
+class StartupError(Exception):
+    """The proxy cannot start (exit code 2): bad registry file, unusable CA, port in use."""
+
+
+@dataclass
+class ProxyApp:
+    """Every long-lived resource of one proxy process."""
+
+    settings: Settings
+    metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
+    decision_log: DecisionLog = field(default_factory=DecisionLog)
+    spool: Spool | None = None
+    decider: Decider | None = None
+    upstream: UpstreamPool | None = None
+    server: ProxyServer | None = None
+    context: ProxyContext | None = None
+    source: SnapshotSource | None = None
+    listen_address: tuple[str, int] | None = None
+    admin_address: tuple[str, int] | None = None
+    cleanup_ctx: list[CleanupContext] = field(default_factory=list)
+
+    @property
+    def decision_sinks(self) -> list[DecisionSink]:
+        """Hooks called with every decision record (allowed ones too)."""
+        return self.decision_log.sinks
+
+    def is_ready(self) -> bool:
+        """A snapshot is loaded into a ready engine (what `/readyz` answers)."""
+        return bool(self.decider is not None and self.decider.is_ready)
+
+    async def on_snapshot(self, snapshot: Snapshot) -> None:
+        """Swap in a new snapshot: the engine first, then the host index (only if the engine took it)."""
+        index = await asyncio.to_thread(RecipientIndex, snapshot)
+        assert self.decider is not None and self.context is not None
+        if await self.decider.set_snapshot(snapshot):
+            self.context.index = index
+            self.metrics.snapshot_reloads.labels(result="ok").inc()
+        else:
+            self.metrics.snapshot_reloads.labels(result="failed").inc()
+
+
+@contextlib.asynccontextmanager
+async def _spool_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    app.spool = Spool(app.settings.spool_dir)
+    await app.spool.start()
+    app.decision_log.spool = app.spool
+    try:
+        yield
+    finally:
+        await app.spool.close()  # flush + fsync + seal: nothing blocked is lost on shutdown
+
+
+@contextlib.asynccontextmanager
+async def _engine_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    s = app.settings
+    engine = create_engine(s.engine, opa_url=s.opa_url, timeout=s.engine_timeout)
+    app.decider = Decider(engine)
+    app.metrics.watch_decider(app.decider)
+    try:
+        yield
+    finally:
+        await engine.close()
+
+
+@contextlib.asynccontextmanager
+async def _upstream_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    s = app.settings
+    app.upstream = UpstreamPool(
+        upstream_ca=s.upstream_ca,
+        connect_timeout=s.upstream_connect_timeout,
+        head_timeout=s.upstream_timeout,
+        read_timeout=s.idle_timeout,
+        limit=s.max_connections,
+    )
+    await app.upstream.start()
+    try:
+        yield
+    finally:
+        await app.upstream.close()
+
+
+@contextlib.asynccontextmanager
+async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    """Bind first (so the resolver knows our own addresses), wire the context, serve later."""
+    s = app.settings
+    ca = None
+    if s.ca_cert is not None and s.ca_key is not None:
+        from proxy.certs import CertificateAuthority
+
+        try:
+            ca = CertificateAuthority.load(s.ca_cert, s.ca_key)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot load the CA: {exc}") from None
+    try:
+        pins = dict(parse_pin(p) for p in s.resolve_pins)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    context = ProxyContext(
+        settings=s,
+        decider=app.decider,
+        resolver=Resolver(pins),
+        upstream=app.upstream,  # type: ignore[arg-type]
+        decision_log=app.decision_log,
+        metrics=app.metrics,
+        destination_forbidden=destination_forbidden,
+        certificate_authority=ca,
+    )
+    server = ProxyServer(context)
+    try:
+        app.listen_address = server.bind()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
+    own = [app.listen_address]
+    if s.admin_listen is not None:
+        own.append(s.admin_listen)
+    context.resolver = Resolver(pins, self_addresses=own, timeout=s.upstream_connect_timeout)
+    app.server, app.context = server, context
+    try:
+        yield
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def _snapshot_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    s = app.settings
+    if s.registry_file is None:
+        raise StartupError("registry-url not supported yet; use --registry-file")
+    source = FileSnapshotSource(s.registry_file, interval=s.reload_interval)
+    try:
+        await source.start(app.on_snapshot)
+    except RegistryFileError as exc:
+        raise StartupError(str(exc)) from None
+    app.source = source
+    try:
+        yield
+    finally:
+        await source.close()
+
+
+@contextlib.asynccontextmanager
+async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    s = app.settings
+    if s.admin_listen is None:
+        yield
+        return
+    admin = AdminServer(create_admin_app(app.metrics, app.is_ready), *s.admin_listen)
+    try:
+        app.admin_address = await admin.start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {s.admin_listen}: {exc}") from None
+    # The resolver must refuse the admin port too, now that we know it (port 0 in tests).
+    assert app.context is not None
+    pins = dict(parse_pin(p) for p in s.resolve_pins)
+    app.context.resolver = Resolver(
+        pins,
+        self_addresses=[a for a in (app.listen_address, app.admin_address) if a],
+        timeout=s.upstream_connect_timeout,
+    )
+    try:
+        yield
+    finally:
+        await admin.close()
+
+
+def create_app(settings: Settings) -> ProxyApp:
+    """The proxy with its resources in setup order (torn down in reverse)."""
+    app = ProxyApp(settings=settings)
+    app.decision_sinks.append(app.metrics.observe_record)
+    app.cleanup_ctx.extend(
+        [_spool_ctx, _engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _admin_ctx]
+    )
+    return app
+
+
+def _write_port_file(path: Path, app: ProxyApp) -> None:
+    """`{"listen": [host, port], "admin": [host, port]}`, written atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps({"listen": app.listen_address, "admin": app.admin_address}))
+    os.replace(tmp, path)
+
+
+async def run_proxy(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    """Run the proxy until SIGTERM/SIGINT (or `stop`); return the process exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    app = create_app(settings)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for ctx in app.cleanup_ctx:
+                await stack.enter_async_context(ctx(app))
+            assert app.server is not None and app.listen_address is not None
+            await app.server.start()
+            if settings.port_file is not None:
+                _write_port_file(settings.port_file, app)
+            log.info(
+                "proxy.listening",
+                host=app.listen_address[0],
+                port=app.listen_address[1],
+                admin_port=app.admin_address[1] if app.admin_address else None,
+                mode=settings.mode,
+                engine=settings.engine,
+                intercepts_tls=settings.intercepts_tls,
+            )
+            await stop.wait()
+            log.info("proxy.stopping", drain_timeout=settings.drain_timeout)
+    except StartupError as exc:
+        log.error("proxy.startup_failed", reason=str(exc))
+        return 2
+    log.info("proxy.stopped")
+    return 0

@@ -1,0 +1,793 @@
+"""The client side of the proxy: HTTP/1.x forward proxy, CONNECT tunnels and TLS interception.
+
+Every call is read (head, then body up to the inspection limit), resolved to a recipient and a
+checked destination, inspected, decided, and only then sent upstream. Any exception of ours on
+a call is answered 503 (fail closed), never a pass-through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httptools
+import structlog
+
+from proxy import responses
+from proxy.authority import BadAuthority, parse_authority, split_absolute_url
+from proxy.decision import Call, Decision, new_decision_id
+from proxy.decision_log import DecisionLog, decision_record
+from proxy.destinations import Destination, DestinationForbidden, Resolver
+from proxy.inspect import inspect_call
+from proxy.inspect.model import BODY_TOO_LARGE, Inspection
+from proxy.metrics import ProxyMetrics
+from proxy.recipients import RecipientIndex
+from proxy.settings import Settings
+from proxy.upstream import (
+    UpstreamError,
+    UpstreamPool,
+    filter_request_headers,
+    open_tunnel,
+    splice,
+    stream_response,
+)
+
+log = structlog.get_logger("sharewall.proxy")
+
+PURPOSE_HEADER = "x-sharewall-purpose"
+# Bodies above this are inspected in a worker thread so one big payload does not stall the loop.
+INSPECT_IN_THREAD_BYTES = 64 * 1024
+CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+
+
+class BadRequest(Exception):
+    """A request we cannot parse or accept: answered 400 (or `status`) and the connection closed."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = responses.BAD_REQUEST):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class _Message:
+    """One request as the parser delivers it: head fields, then body chunks."""
+
+    url: bytearray = field(default_factory=bytearray)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    head_done: bool = False
+    complete: bool = False
+    body: deque[bytes] = field(default_factory=deque)
+    method: str = ""
+    version: str = "1.1"
+    keep_alive: bool = True
+    head_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """The parsed head of one request."""
+
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    keep_alive: bool
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive)."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+class ClientConnection:
+    """HTTP/1.x request reader over one client stream (httptools/llhttp does the parsing)."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, settings: Settings
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.settings = settings
+        self._parser = httptools.HttpRequestParser(self)
+        self._messages: deque[_Message] = deque()
+        self._current: _Message | None = None
+        self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
+        self.eof = False
+
+    # -- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._current = _Message()
+        self._messages.append(self._current)
+
+    def on_url(self, url: bytes) -> None:
+        assert self._current is not None
+        self._current.url += url
+        self._current.head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._current is not None
+        self._current.head_size += len(name) + len(value) + 4
+        if self._current.head_size > self.settings.max_header_bytes:
+            raise _HeadTooLarge
+        self._current.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        m = self._current
+        assert m is not None
+        m.head_done = True
+        m.method = self._parser.get_method().decode("ascii", "replace")
+        m.version = self._parser.get_http_version()
+        m.keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        assert self._current is not None
+        self._current.body.append(bytes(body))
+
+    def on_message_complete(self) -> None:
+        assert self._current is not None
+        self._current.complete = True
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self.upgrade_rest = bytes(data[offset:])
+        except _HeadTooLarge:
+            raise BadRequest(
+                "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
+            ) from None
+        except httptools.HttpParserError as exc:
+            raise BadRequest(f"malformed request: {exc}") from None
+
+    async def _read(self, seconds: float) -> bytes:
+        async with asyncio.timeout(seconds):
+            data = await self.reader.read(65536)
+        if not data:
+            self.eof = True
+        return data
+
+    async def read_head(self, *, idle_timeout: float) -> RequestHead | None:
+        """The next request head; None when the client closed (or idled out) between requests."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while not (self._messages and self._messages[0].head_done):
+            if self.eof or self.upgrade_rest is not None:
+                return None
+            started = bool(self._messages) and (self._messages[0].url or self._messages[0].headers)
+            if deadline is None and started:
+                deadline = loop.time() + self.settings.header_timeout
+            if deadline is None:
+                try:
+                    data = await self._read(idle_timeout)
+                except TimeoutError:
+                    return None
+                deadline = loop.time() + self.settings.header_timeout
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                data = await self._read(remaining)
+            if not data:
+                if self._messages:
+                    raise BadRequest("connection closed inside a request head")
+                return None
+            self._feed(data)
+            m = self._messages[0] if self._messages else None
+            if m is not None and not m.head_done and m.head_size > self.settings.max_header_bytes:
+                raise BadRequest(
+                    "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
+                )
+        m = self._messages[0]
+        return RequestHead(
+            method=m.method,
+            target=m.url.decode("latin-1"),
+            version=m.version,
+            headers=m.headers,
+            keep_alive=m.keep_alive,
+        )
+
+    async def read_body(self, limit: int) -> tuple[bytes, bool]:
+        """Read the current request's body up to `limit` bytes: (prefix, is_truncated)."""
+        m = self._messages[0]
+        size = sum(len(c) for c in m.body)
+        while not m.complete and size <= limit:
+            data = await self._read(self.settings.body_timeout)
+            if not data:
+                raise BadRequest("connection closed inside a request body")
+            self._feed(data)
+            size = sum(len(c) for c in m.body)
+        body = b"".join(m.body)
+        m.body.clear()
+        if len(body) > limit:
+            # Keep what is past the limit for forwarding; inspect only the prefix.
+            m.body.append(body[limit:])
+            return body[:limit], True
+        return body, False
+
+    @property
+    def body_complete(self) -> bool:
+        return self._messages[0].complete and not self._messages[0].body
+
+    async def body_rest(self) -> AsyncIterator[bytes]:
+        """The rest of the current request's body (after `read_body`), as it arrives."""
+        m = self._messages[0]
+        while True:
+            while m.body:
+                yield m.body.popleft()
+            if m.complete:
+                return
+            data = await self._read(self.settings.body_timeout)
+            if not data:
+                raise BadRequest("connection closed inside a request body")
+            self._feed(data)
+
+    def finish_message(self) -> None:
+        """Forget the current request (its body fully consumed)."""
+        self._messages.popleft()
+
+    def reset_parser(self) -> None:
+        """A fresh parser for the same stream (after a TLS upgrade inside CONNECT)."""
+        self._parser = httptools.HttpRequestParser(self)
+        self._messages.clear()
+        self._current = None
+        self.upgrade_rest = None
+        self.eof = False
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+@dataclass
+class ProxyContext:
+    """What the listener needs from the app; `index` and `ready` change on snapshot reloads."""
+
+    settings: Settings
+    decider: Any  # proxy.decide.Decider
+    resolver: Resolver
+    upstream: UpstreamPool
+    decision_log: DecisionLog
+    metrics: ProxyMetrics
+    destination_forbidden: Callable[[Call, str], Decision]
+    certificate_authority: Any | None = None  # proxy.certs.CertificateAuthority
+    index: RecipientIndex | None = None
+    open_tunnels: int = 0
+
+
+@dataclass
+class _Timing:
+    start: float = field(default_factory=time.perf_counter)
+    inspect_ms: float | None = None
+    policy_ms: float | None = None
+    upstream_ms: float | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000.0
+
+
+class ProxyServer:
+    """Accepts client connections and serves each one until it closes, idles or errs."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._busy: dict[asyncio.Task[Any], bool] = {}
+        self._closing = False
+        self._slots = asyncio.Semaphore(self.settings.max_connections)
+
+    @property
+    def sockets(self) -> list[Any]:
+        return list(self._server.sockets) if self._server else []
+
+    def bind(self) -> tuple[str, int]:
+        """Bind the listening socket (before serving, so the resolver can know our address)."""
+        host, port = self.settings.listen
+        self._sock = socket.create_server(
+            (host, port),
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+            backlog=1024,
+            reuse_port=False,
+        )
+        bound = self._sock.getsockname()
+        return bound[0], bound[1]
+
+    async def start(self) -> None:
+        """Start accepting connections on the bound socket."""
+        assert self._sock is not None
+        self._server = await asyncio.start_server(self._on_client, sock=self._sock)
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight calls finish up to the drain timeout, then cut the rest."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for task, busy in list(self._busy.items()):
+            if not busy:
+                task.cancel()
+        pending = set(self._busy)
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=self.settings.drain_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+            log.warning("proxy.drain_timeout", cut=len(pending))
+
+    def _set_busy(self, busy: bool) -> None:
+        task = asyncio.current_task()
+        if task is not None and task in self._busy:
+            self._busy[task] = busy
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closing or self._slots.locked():
+            writer.close()
+            return
+        async with self._slots:
+            self._busy[task] = False
+            self.ctx.metrics.open_connections.inc()
+            conn = ClientConnection(reader, writer, self.settings)
+            try:
+                await self._serve(conn)
+            except asyncio.CancelledError:
+                pass
+            except (ConnectionError, TimeoutError, BadRequest):
+                pass
+            except Exception:
+                log.exception("proxy.connection_error")
+            finally:
+                self._busy.pop(task, None)
+                self.ctx.metrics.open_connections.dec()
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _serve(self, conn: ClientConnection, tunnel: tuple[str, int] | None = None) -> None:
+        """Serve requests on one connection (`tunnel`: inside an intercepted CONNECT)."""
+        while not self._closing:
+            try:
+                head = await conn.read_head(idle_timeout=self.settings.idle_timeout)
+            except BadRequest as exc:
+                await conn.send(responses.error(exc.status, exc.code, str(exc), keep_alive=False))
+                return
+            if head is None:
+                return
+            self._set_busy(True)
+            self.ctx.metrics.inflight.inc()
+            try:
+                if head.method == "CONNECT":
+                    if tunnel is not None:
+                        raise BadRequest("CONNECT inside a tunnel")
+                    await self._connect(conn, head)
+                    return
+                keep_alive = await self._request(conn, head, tunnel)
+            except BadRequest as exc:
+                await conn.send(responses.error(exc.status, exc.code, str(exc), keep_alive=False))
+                return
+            finally:
+                self.ctx.metrics.inflight.dec()
+                self._set_busy(False)
+            if not keep_alive:
+                return
+
+    # -- one plain (or intercepted) request ------------------------------------------------------
+
+    async def _request(
+        self, conn: ClientConnection, head: RequestHead, tunnel: tuple[str, int] | None
+    ) -> bool:
+        """Decide and forward one request; True when the connection may serve another one."""
+        if head.header("upgrade") is not None and head.method != "CONNECT":
+            raise BadRequest("protocol upgrades are not supported through the proxy")
+        try:
+            if tunnel is not None:
+                if not head.target.startswith("/"):
+                    raise BadAuthority("requests inside a tunnel must be in origin-form")
+                scheme, (host, port), path = "https", tunnel, head.target
+            else:
+                scheme, host, port, path = split_absolute_url(head.target)
+            host_header = head.header("host")
+            if host_header is not None:
+                default = 443 if scheme == "https" else 80
+                if parse_authority(host_header, default_port=default) != (host, port):
+                    raise BadAuthority("Host header disagrees with the request target")
+            elif head.version == "1.1":
+                raise BadAuthority("HTTP/1.1 request without a Host header")
+        except BadAuthority as exc:
+            raise BadRequest(str(exc)) from None
+
+        if (head.header("expect") or "").lower() == "100-continue" and not conn.body_complete:
+            await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        timing = _Timing()
+        decision_id = new_decision_id()
+        is_head = head.method == "HEAD"
+        keep_alive = head.keep_alive and not self._closing
+        version = "1.0" if head.version == "1.0" else "1.1"
+        record_args: dict[str, Any] = {
+            "method": head.method,
+            "host": host,
+            "port": port,
+            "path": path,
+            "inspected": True,
+            "tunnel": tunnel is not None,
+        }
+        status: int | None = None
+        decision: Decision | None = None
+        try:
+            body, truncated = await conn.read_body(self.settings.limits.max_body_bytes)
+            keep_alive = keep_alive and not truncated
+            purpose = head.header(PURPOSE_HEADER) or self.settings.default_purpose
+            index = self.ctx.index
+            recipient = index.resolve(host, port) if index is not None else None
+            tls_upstream = scheme == "https" or bool(recipient and recipient.tls_origination)
+            up_scheme = "https" if tls_upstream else "http"
+            up_port = 443 if (scheme == "http" and tls_upstream and port == 80) else port
+            call = Call(
+                method=head.method,
+                scheme=scheme,
+                host=host,
+                port=port,
+                path=path,
+                inspected=True,
+                tls_upstream=tls_upstream,
+                recipient_id=recipient.id if recipient else None,
+                purpose=purpose,
+                source_workload=self.settings.source_workload,
+                source_namespace=self.settings.source_namespace,
+                request_id=decision_id,
+            )
+            destination: Destination | None = None
+            unresolved: OSError | None = None
+            try:
+                destination = await self.ctx.resolver.resolve(host, up_port)
+            except DestinationForbidden as exc:
+                decision = self.ctx.destination_forbidden(call, exc.detail)
+            except OSError as exc:
+                unresolved = exc  # decided first: a blocked call is a 403 whatever DNS says
+            if decision is None:
+                decision = await self._decide(conn, head, call, body, truncated, timing)
+            status = await self._answer_or_forward(
+                conn,
+                head,
+                decision,
+                body,
+                truncated,
+                destination,
+                unresolved,
+                up_scheme=up_scheme,
+                up_port=up_port,
+                path=path,
+                timing=timing,
+                keep_alive=keep_alive,
+                version=version,
+            )
+            if status < 0:  # the response could not be completed: the stream is unusable
+                status = -status
+                keep_alive = False
+            if keep_alive and not conn.body_complete:
+                # An undrained body would be read as the next request.
+                keep_alive = False
+            if keep_alive:
+                conn.finish_message()
+            return keep_alive
+        except (BadRequest, asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("egress.internal_error", decision_id=decision_id)
+            decision = Decision(decision_id=decision_id, action="deny", fault="internal_error")
+            status = 503
+            with contextlib.suppress(Exception):
+                await conn.send(
+                    responses.unavailable(
+                        decision_id, keep_alive=False, head=is_head, version=version
+                    )
+                )
+            return False
+        finally:
+            if decision is not None:
+                self._log(decision, record_args, status, timing)
+
+    async def _decide(
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        call: Call,
+        body: bytes,
+        truncated: bool,
+        timing: _Timing,
+    ) -> Decision:
+        url = f"{call.scheme}://{_authority(call.host, call.port, call.scheme)}{call.path}"
+        t0 = time.perf_counter()
+        args = (head.method, url, head.headers, body)
+        kwargs = {"limits": self.settings.limits, "body_truncated": truncated}
+        if len(body) > INSPECT_IN_THREAD_BYTES:
+            inspection = await asyncio.to_thread(inspect_call, *args, **kwargs)
+        else:
+            inspection = inspect_call(*args, **kwargs)
+        if truncated and BODY_TOO_LARGE not in inspection.problems:
+            # Belt and braces: the policy must see that it did not get every byte.
+            inspection = Inspection(
+                findings=inspection.findings, problems=(*inspection.problems, BODY_TOO_LARGE)
+            )
+        t1 = time.perf_counter()
+        decision = await self.ctx.decider.decide(call, inspection)
+        timing.inspect_ms = (t1 - t0) * 1000.0
+        timing.policy_ms = (time.perf_counter() - t1) * 1000.0
+        return decision
+
+    async def _answer_or_forward(
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        decision: Decision,
+        body: bytes,
+        truncated: bool,
+        destination: Destination | None,
+        unresolved: OSError | None,
+        *,
+        up_scheme: str,
+        up_port: int,
+        path: str,
+        timing: _Timing,
+        keep_alive: bool,
+        version: str,
+    ) -> int:
+        """Answer a block/fault ourselves or stream the upstream's answer; the status sent."""
+        is_head = head.method == "HEAD"
+        report = self.settings.mode == "report"
+        forbidden = DestinationForbidden.code in decision.reason_codes
+        if decision.unavailable and not report:
+            await conn.send(
+                responses.unavailable(
+                    decision.decision_id,
+                    keep_alive=keep_alive and conn.body_complete,
+                    head=is_head,
+                    version=version,
+                )
+            )
+            return 503
+        if (not decision.allow and not report) or forbidden:
+            # A forbidden destination stays forbidden in report mode: there is no checked
+            # address to connect to.
+            await conn.send(
+                responses.blocked(
+                    decision,
+                    keep_alive=keep_alive and conn.body_complete,
+                    head=is_head,
+                    version=version,
+                )
+            )
+            return 403
+        if destination is None:
+            message = f"cannot resolve the destination ({type(unresolved).__name__})"
+            await conn.send(
+                responses.error(
+                    502,
+                    responses.UPSTREAM_UNREACHABLE,
+                    message,
+                    keep_alive=keep_alive and conn.body_complete,
+                    head=is_head,
+                    version=version,
+                )
+            )
+            return 502
+        headers = filter_request_headers(head.headers)
+        data: bytes | AsyncIterator[bytes] | None
+        if truncated:
+            data = _chain(body, conn.body_rest())
+        else:
+            data = body if (body or head.method in ("POST", "PUT", "PATCH")) else None
+        t0 = time.perf_counter()
+        try:
+            return await stream_response(
+                self.ctx.upstream,
+                conn.writer,
+                method=head.method,
+                scheme=up_scheme,
+                destination=destination,
+                port=up_port,
+                path=path,
+                headers=headers,
+                data=data,
+                client_version=version,
+                keep_alive=keep_alive,
+                on_head=lambda: _mark(timing, t0),
+            )
+        except UpstreamError as exc:
+            await conn.send(
+                responses.error(
+                    exc.status,
+                    exc.code,
+                    exc.message,
+                    keep_alive=False,
+                    head=is_head,
+                    version=version,
+                )
+            )
+            return -exc.status
+
+    # -- CONNECT -------------------------------------------------------------------------------
+
+    async def _connect(self, conn: ClientConnection, head: RequestHead) -> None:
+        try:
+            host, port = parse_authority(head.target, default_port=443)
+        except BadAuthority as exc:
+            raise BadRequest(str(exc)) from None
+        if conn.upgrade_rest:
+            raise BadRequest("data sent before the tunnel was established")
+        index = self.ctx.index
+        recipient = index.resolve(host, port) if index is not None else None
+        ca = self.ctx.certificate_authority
+        timing = _Timing()
+        decision_id = new_decision_id()
+        purpose = head.header(PURPOSE_HEADER) or self.settings.default_purpose
+        call = Call(
+            method="CONNECT",
+            scheme="https",
+            host=host,
+            port=port,
+            path="",
+            inspected=False,
+            tls_upstream=True,
+            recipient_id=recipient.id if recipient else None,
+            purpose=purpose,
+            source_workload=self.settings.source_workload,
+            source_namespace=self.settings.source_namespace,
+            request_id=decision_id,
+        )
+        record_args: dict[str, Any] = {
+            "method": "CONNECT",
+            "host": host,
+            "port": port,
+            "path": "",
+            "inspected": False,
+            "tunnel": True,
+        }
+        intercept = ca is not None and recipient is not None and recipient.inspect_tls
+        destination: Destination | None = None
+        try:
+            destination = await self.ctx.resolver.resolve(host, port)
+        except DestinationForbidden as exc:
+            decision = self.ctx.destination_forbidden(call, exc.detail)
+            await conn.send(responses.blocked(decision, keep_alive=False))
+            self._log(decision, record_args, 403, timing)
+            return
+        except OSError:
+            destination = None  # decided first: a blocked tunnel is a 403 whatever DNS says
+        if intercept and destination is not None:
+            await self._intercept(conn, host, port, ca)
+            return
+        decision = await self._decide_tunnel(call, timing)
+        report = self.settings.mode == "report"
+        if decision.unavailable and not report:
+            await conn.send(responses.unavailable(decision.decision_id, keep_alive=False))
+            self._log(decision, record_args, 503, timing)
+            return
+        if not decision.allow and not report:
+            await conn.send(responses.blocked(decision, keep_alive=False))
+            self._log(decision, record_args, 403, timing)
+            return
+        if destination is None:
+            await conn.send(
+                responses.error(
+                    502,
+                    responses.UPSTREAM_UNREACHABLE,
+                    f"cannot resolve {host}",
+                    keep_alive=False,
+                )
+            )
+            self._log(decision, record_args, 502, timing)
+            return
+        if self.ctx.open_tunnels >= self.settings.max_tunnels:
+            await conn.send(
+                responses.error(
+                    503, responses.TOO_MANY_TUNNELS, "too many open tunnels", keep_alive=False
+                )
+            )
+            self._log(decision, record_args, 503, timing)
+            return
+        t0 = time.perf_counter()
+        try:
+            up_reader, up_writer = await open_tunnel(
+                destination, connect_timeout=self.settings.upstream_connect_timeout
+            )
+        except UpstreamError as exc:
+            await conn.send(responses.error(exc.status, exc.code, exc.message, keep_alive=False))
+            self._log(decision, record_args, exc.status, timing)
+            return
+        timing.upstream_ms = (time.perf_counter() - t0) * 1000.0
+        await conn.send(CONNECT_OK)
+        self._log(decision, record_args, 200, timing)
+        self.ctx.open_tunnels += 1
+        self.ctx.metrics.open_tunnels.inc()
+        try:
+            sent, received = await splice(
+                conn.reader, conn.writer, up_reader, up_writer, idle=self.settings.idle_timeout
+            )
+            log.info(
+                "tunnel.closed",
+                decision_id=decision.decision_id,
+                host=host,
+                port=port,
+                bytes_out=sent,
+                bytes_in=received,
+            )
+        finally:
+            self.ctx.open_tunnels -= 1
+            self.ctx.metrics.open_tunnels.dec()
+
+    async def _decide_tunnel(self, call: Call, timing: _Timing) -> Decision:
+        t0 = time.perf_counter()
+        decision = await self.ctx.decider.decide(call, Inspection())
+        timing.policy_ms = (time.perf_counter() - t0) * 1000.0
+        return decision
+
+    async def _intercept(self, conn: ClientConnection, host: str, port: int, ca: Any) -> None:
+        """Terminate the client's TLS with a minted leaf, then serve requests inside it."""
+        context = await ca.ssl_context_for_async(host)
+        await conn.send(CONNECT_OK)
+        try:
+            await conn.writer.start_tls(context, ssl_handshake_timeout=self.settings.header_timeout)
+        except (OSError, TimeoutError) as exc:
+            log.info("tunnel.tls_failed", host=host, port=port, error=type(exc).__name__)
+            return
+        conn.reset_parser()
+        self.ctx.metrics.inflight.dec()
+        self._set_busy(False)
+        try:
+            await self._serve(conn, tunnel=(host, port))
+        finally:
+            self.ctx.metrics.inflight.inc()
+            self._set_busy(True)
+
+    # -- logging ---------------------------------------------------------------------------------
+
+    def _log(
+        self, decision: Decision, args: dict[str, Any], status: int | None, timing: _Timing
+    ) -> None:
+        record = decision_record(
+            decision=decision,
+            mode=self.settings.mode,
+            status=status,
+            source_workload=self.settings.source_workload,
+            source_namespace=self.settings.source_namespace,
+            latency_ms=timing.elapsed_ms(),
+            inspect_ms=timing.inspect_ms,
+            policy_ms=timing.policy_ms,
+            upstream_ms=timing.upstream_ms,
+            **args,
+        )
+        self.ctx.decision_log.emit(record)
+
+
+def _mark(timing: _Timing, t0: float) -> None:
+    timing.upstream_ms = (time.perf_counter() - t0) * 1000.0
+
+
+def _authority(host: str, port: int, scheme: str) -> str:
+    h = f"[{host}]" if ":" in host else host
+    return h if port == (443 if scheme == "https" else 80) else f"{h}:{port}"
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk

@@ -1,0 +1,135 @@
+"""`sharewall proxy`: the command-line flags of DESIGN.md, turned into `Settings`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from proxy.inspect.model import InspectionLimits
+from proxy.settings import Settings, SettingsError, default_spool_dir, parse_hostport
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the `proxy` subcommand."""
+    p = subparsers.add_parser(
+        "proxy",
+        help="run the egress enforcement proxy",
+        description="Run the egress proxy: inspect every outbound call and enforce the registry.",
+    )
+    src = p.add_argument_group("registry")
+    src.add_argument("--registry-file", type=Path, help="YAML registry file (watched, reloaded)")
+    src.add_argument("--registry-url", help="registry service URL (snapshot follower)")
+    src.add_argument("--token", default=os.environ.get("SHAREWALL_TOKEN"), help="proxy token")
+    net = p.add_argument_group("listeners")
+    net.add_argument("--listen", default="127.0.0.1:15080", help="HOST:PORT (port 0: ephemeral)")
+    net.add_argument("--admin-listen", default="127.0.0.1:15081", help="HOST:PORT or 'off'")
+    net.add_argument("--port-file", type=Path, help="write the bound ports here as JSON")
+    pol = p.add_argument_group("policy")
+    pol.add_argument("--mode", choices=("enforce", "report"), default="enforce")
+    pol.add_argument("--engine", choices=("embedded", "opa"), default="embedded")
+    pol.add_argument("--opa-url", help="OPA server URL (with --engine opa)")
+    pol.add_argument("--engine-timeout", type=float, default=0.5, help="seconds per decision")
+    pol.add_argument("--default-purpose", help="purpose when X-Sharewall-Purpose is absent")
+    pol.add_argument(
+        "--source",
+        default=os.environ.get("SHAREWALL_SOURCE"),
+        help="source workload name (default $SHAREWALL_SOURCE)",
+    )
+    pol.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="source namespace (default $POD_NAMESPACE)",
+    )
+    tls = p.add_argument_group("tls")
+    tls.add_argument("--ca-cert", type=Path, help="CA certificate for TLS interception")
+    tls.add_argument("--ca-key", type=Path, help="CA private key for TLS interception")
+    tls.add_argument("--upstream-ca", type=Path, help="CA bundle trusted for upstream TLS")
+    tls.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="HOST:PORT:ADDR",
+        help="pin a name to an address (passes the private-address check)",
+    )
+    lim = p.add_argument_group("limits")
+    d = Settings.__dataclass_fields__
+    lim.add_argument("--max-header-bytes", type=int, default=d["max_header_bytes"].default)
+    lim.add_argument("--max-body-bytes", type=int, default=InspectionLimits().max_body_bytes)
+    lim.add_argument("--max-tunnels", type=int, default=d["max_tunnels"].default)
+    lim.add_argument("--max-connections", type=int, default=d["max_connections"].default)
+    lim.add_argument("--idle-timeout", type=float, default=d["idle_timeout"].default)
+    lim.add_argument("--header-timeout", type=float, default=d["header_timeout"].default)
+    lim.add_argument("--connect-timeout", type=float, default=d["upstream_connect_timeout"].default)
+    lim.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=d["upstream_timeout"].default,
+        help="seconds until the upstream's response head (else 504)",
+    )
+    lim.add_argument("--drain-timeout", type=float, default=d["drain_timeout"].default)
+    lim.add_argument("--reload-interval", type=float, default=d["reload_interval"].default)
+    p.add_argument("--spool-dir", type=Path, default=None, help="default $SHAREWALL_SPOOL_DIR")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(handler=run)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Build `Settings` from parsed flags; raise `SettingsError` for unusable values."""
+    admin = None if args.admin_listen == "off" else parse_hostport(args.admin_listen, what="admin")
+    limits = replace(InspectionLimits(), max_body_bytes=args.max_body_bytes)
+    return Settings(
+        registry_file=args.registry_file,
+        registry_url=args.registry_url,
+        token=args.token,
+        listen=parse_hostport(args.listen, what="listen"),
+        admin_listen=admin,
+        port_file=args.port_file,
+        mode=args.mode,
+        engine=args.engine,
+        opa_url=args.opa_url,
+        engine_timeout=args.engine_timeout,
+        default_purpose=args.default_purpose,
+        ca_cert=args.ca_cert,
+        ca_key=args.ca_key,
+        upstream_ca=args.upstream_ca,
+        resolve_pins=tuple(args.resolve),
+        source_workload=args.source,
+        source_namespace=args.namespace,
+        max_header_bytes=args.max_header_bytes,
+        limits=limits,
+        max_tunnels=args.max_tunnels,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        header_timeout=args.header_timeout,
+        upstream_connect_timeout=args.connect_timeout,
+        upstream_timeout=args.upstream_timeout,
+        drain_timeout=args.drain_timeout,
+        spool_dir=args.spool_dir or default_spool_dir(),
+        reload_interval=args.reload_interval,
+        log_level=args.log_level,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of `sharewall proxy`: configure logging, run until SIGTERM; the exit code."""
+    from registry.logs import configure_logging
+
+    if args.registry_url and not args.registry_file:
+        print(
+            "sharewall proxy: registry-url not supported yet; use --registry-file", file=sys.stderr
+        )
+        return 2
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"sharewall proxy: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    from proxy.app import run_proxy
+
+    return asyncio.run(run_proxy(settings))

@@ -1,0 +1,107 @@
+"""Where the proxy's registry snapshot comes from: a watched YAML file (here) or the registry API.
+
+A source calls `on_snapshot(snapshot)` with every new snapshot it accepts; a snapshot that
+fails to load never replaces the last good one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from registry.registry_file import RegistryFileError, load_registry_file
+from registry.snapshot import Snapshot
+
+log = structlog.get_logger("sharewall.proxy.snapshot")
+
+OnSnapshot = Callable[[Snapshot], Awaitable[None] | None]
+
+
+class SnapshotSource(Protocol):
+    """Something that delivers registry snapshots (a file watcher, a registry follower)."""
+
+    async def start(self, on_snapshot: OnSnapshot) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """(inode, device, size, mtime_ns): changes on edit, on atomic rename and on truncation."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+class FileSnapshotSource:
+    """Loads a YAML registry file, then polls it and reloads it when it changes."""
+
+    def __init__(self, path: Path, *, interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self.snapshot: Snapshot | None = None
+        self._identity: tuple[int, int, int, int] | None = None
+        self._on_snapshot: OnSnapshot | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, on_snapshot: OnSnapshot) -> None:
+        """Load the file once (raising `RegistryFileError` if it is unusable), then watch it."""
+        self._on_snapshot = on_snapshot
+        self._identity = _file_identity(self.path)
+        snapshot = await asyncio.to_thread(load_registry_file, self.path)
+        await self._accept(snapshot)
+        self._task = asyncio.create_task(self._watch(), name="registry-file-watch")
+
+    async def close(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def reload(self) -> bool:
+        """Load the file now; True if a new snapshot was accepted, False if it failed to load."""
+        try:
+            snapshot = await asyncio.to_thread(load_registry_file, self.path)
+        except RegistryFileError as exc:
+            log.warning("snapshot.reload_failed", path=str(self.path), reason=str(exc))
+            return False
+        if self.snapshot is not None and snapshot.revision == self.snapshot.revision:
+            return False  # touched, not changed
+        await self._accept(snapshot)
+        return True
+
+    async def _accept(self, snapshot: Snapshot) -> None:
+        assert self._on_snapshot is not None
+        result = self._on_snapshot(snapshot)
+        if inspect.isawaitable(result):
+            await result
+        self.snapshot = snapshot
+        log.info(
+            "snapshot.loaded",
+            path=str(self.path),
+            revision=snapshot.revision,
+            recipients=len(snapshot.recipients),
+        )
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            identity = _file_identity(self.path)
+            if identity == self._identity:
+                continue
+            self._identity = identity
+            try:
+                await self.reload()
+            except Exception:
+                # A bug in a callback must not stop the watcher: the old snapshot stays.
+                log.exception("snapshot.reload_failed", path=str(self.path), reason="internal")
