@@ -1,0 +1,40 @@
+{{/* Name of the release's objects: <release>-sharewall-registry, at most 63 characters. */}}
+{{- define "sharewall-registry.fullname" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sharewall-registry.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "sharewall-registry.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* True (non-empty) when the registry runs on the embedded SQLite file. */}}
+{{- define "sharewall-registry.sqlite" -}}
+{{- if and (not .Values.database.url) (not .Values.database.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The SHAREWALL_DB_URL env entry: from a Secret, a literal URL, or the SQLite file on the PVC. */}}
+{{- define "sharewall-registry.dbEnv" -}}
+- name: SHAREWALL_DB_URL
+{{- if .Values.database.existingSecret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret }}
+      key: {{ .Values.database.existingSecretKey }}
+{{- else if .Values.database.url }}
+  value: {{ .Values.database.url | quote }}
+{{- else }}
+  value: "sqlite+aiosqlite:////data/registry.sqlite"
+{{- end }}
+{{- end -}}
+
+{{- define "sharewall-registry.tokenSecretName" -}}
+{{- .Values.tokens.existingSecret | default (printf "%s-tokens" (include "sharewall-registry.fullname" .)) -}}
+{{- end -}}

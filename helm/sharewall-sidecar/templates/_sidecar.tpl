@@ -1,0 +1,248 @@
+{{/*
+Named templates that inject sharewall into a pod. Each takes a context with `.Values` holding
+this chart's values (`registry`, `sidecar`) and `.release` naming the release that rendered this
+chart's ConfigMaps, e.g. from another chart that depends on this one:
+  {{- $sw := dict "Values" (index .Values "sharewall-sidecar") "release" .Release.Name }}
+  initContainers: {{- include "sharewall-sidecar.initContainers" $sw | nindent 8 }}
+*/}}
+
+{{/* Label that marks a pod as carrying an egress proxy (the registry admits these pods). */}}
+{{- define "sharewall-sidecar.podLabels" -}}
+sharewall.io/egress-proxy: "true"
+{{- end -}}
+
+{{/* The proxy container (without restartPolicy; see initContainers / containers below).
+     `.listenHost` (default 127.0.0.1) is set to 0.0.0.0 only by the gateway. */}}
+{{- define "sharewall-sidecar.proxyContainer" -}}
+{{- $p := .Values.sidecar.proxy -}}
+- name: sharewall-proxy
+  image: "{{ $p.image.repository }}:{{ $p.image.tag }}"
+  imagePullPolicy: {{ $p.image.pullPolicy }}
+  args:
+    - proxy
+    {{- if .Values.registry.file }}
+    - --registry-file=/etc/sharewall/registry/registry.yaml
+    {{- else }}
+    - --registry-url={{ .Values.registry.url }}
+    # Kubernetes expands $(VAR) from env; TODO(proxy): a --token-file would keep it off argv.
+    - --token=$(SHAREWALL_TOKEN)
+    {{- end }}
+    - --listen={{ .listenHost | default "127.0.0.1" }}:{{ $p.port }}
+    - --admin-listen=0.0.0.0:{{ $p.adminPort }}
+    - --mode={{ $p.mode }}
+    {{- with $p.defaultPurpose }}
+    - --default-purpose={{ . }}
+    {{- end }}
+    {{- if .Values.sidecar.opa.enabled }}
+    - --engine=opa
+    - --opa-url=http://127.0.0.1:{{ .Values.sidecar.opa.port }}
+    {{- end }}
+    {{- if .Values.sidecar.tls.caSecret }}
+    - --ca-cert=/etc/sharewall/ca/tls.crt
+    - --ca-key=/etc/sharewall/ca/tls.key
+    {{- end }}
+    {{- range $p.resolve }}
+    - --resolve={{ . }}
+    {{- end }}
+  env:
+    {{- if not .Values.registry.file }}
+    - name: SHAREWALL_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.registry.tokenSecret.name }}
+          key: {{ .Values.registry.tokenSecret.key }}
+    {{- end }}
+    - name: SHAREWALL_SOURCE
+      {{- if .Values.sidecar.source.workload }}
+      value: {{ .Values.sidecar.source.workload | quote }}
+      {{- else }}
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.labels['app.kubernetes.io/name']
+      {{- end }}
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    - name: SHAREWALL_SPOOL_DIR
+      value: /var/spool/sharewall
+  ports:
+    {{- if .listenHost }}
+    - name: proxy
+      containerPort: {{ $p.port }}
+      protocol: TCP
+    {{- end }}
+    - name: sw-admin
+      containerPort: {{ $p.adminPort }}
+      protocol: TCP
+  startupProbe:
+    httpGet:
+      path: /readyz
+      port: sw-admin
+    periodSeconds: 1
+    failureThreshold: 60
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: sw-admin
+    periodSeconds: 10
+  readinessProbe:
+    # Not ready until a snapshot is loaded and the engine answers: the proxy fails closed
+    # meanwhile, and the pod is kept out of Services.
+    httpGet:
+      path: /readyz
+      port: sw-admin
+    periodSeconds: 5
+  resources:
+    {{- toYaml $p.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.sidecar.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: sharewall-spool
+      mountPath: /var/spool/sharewall
+    - name: sharewall-tmp
+      mountPath: /tmp
+    {{- if .Values.registry.file }}
+    - name: sharewall-registry-file
+      mountPath: /etc/sharewall/registry
+      readOnly: true
+    {{- end }}
+    {{- if .Values.sidecar.tls.caSecret }}
+    - name: sharewall-ca
+      mountPath: /etc/sharewall/ca
+      readOnly: true
+    {{- end }}
+{{- end -}}
+
+{{/* The OPA container: bundle from the registry, API on loopback, /health on the pod IP. */}}
+{{- define "sharewall-sidecar.opaContainer" -}}
+{{- $o := .Values.sidecar.opa -}}
+- name: sharewall-opa
+  image: "{{ $o.image.repository }}:{{ $o.image.tag }}"
+  imagePullPolicy: {{ $o.image.pullPolicy }}
+  args:
+    - run
+    - --server
+    - --addr=127.0.0.1:{{ $o.port }}
+    - --diagnostic-addr=0.0.0.0:{{ $o.diagnosticPort }}
+    - --config-file=/etc/opa/config.yaml
+  env:
+    - name: SHAREWALL_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.registry.tokenSecret.name }}
+          key: {{ .Values.registry.tokenSecret.key }}
+  ports:
+    - name: opa-diag
+      containerPort: {{ $o.diagnosticPort }}
+      protocol: TCP
+  readinessProbe:
+    # ?bundles: ready only once the sharewall bundle is activated.
+    httpGet:
+      path: /health?bundles
+      port: opa-diag
+    periodSeconds: 5
+  livenessProbe:
+    httpGet:
+      path: /health
+      port: opa-diag
+    periodSeconds: 10
+  resources:
+    {{- toYaml $o.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.sidecar.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: sharewall-opa-config
+      mountPath: /etc/opa
+      readOnly: true
+{{- end -}}
+
+{{/* Native sidecars (k8s >= 1.29): put this under the pod's initContainers. Empty otherwise. */}}
+{{- define "sharewall-sidecar.initContainers" -}}
+{{- if .Values.sidecar.native }}
+{{- if .Values.sidecar.opa.enabled }}
+{{ include "sharewall-sidecar.opaContainer" . }}
+  restartPolicy: Always
+{{- end }}
+{{ include "sharewall-sidecar.proxyContainer" . }}
+  restartPolicy: Always
+{{- end }}
+{{- end -}}
+
+{{/* Classic sidecars: put this under the pod's containers. Empty when native is true. */}}
+{{- define "sharewall-sidecar.containers" -}}
+{{- if not .Values.sidecar.native }}
+{{ include "sharewall-sidecar.proxyContainer" . }}
+{{- if .Values.sidecar.opa.enabled }}
+{{ include "sharewall-sidecar.opaContainer" . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Env for the app container: proxy variables in both cases (curl reads only lower case). */}}
+{{- define "sharewall-sidecar.appEnv" -}}
+{{- $proxy := printf "http://127.0.0.1:%v" .Values.sidecar.proxy.port -}}
+{{- $noProxy := join "," .Values.sidecar.noProxy -}}
+- name: HTTP_PROXY
+  value: {{ $proxy | quote }}
+- name: HTTPS_PROXY
+  value: {{ $proxy | quote }}
+- name: http_proxy
+  value: {{ $proxy | quote }}
+- name: https_proxy
+  value: {{ $proxy | quote }}
+- name: NO_PROXY
+  value: {{ $noProxy | quote }}
+- name: no_proxy
+  value: {{ $noProxy | quote }}
+{{- if .Values.sidecar.tls.appTrustBundle.configMap }}
+{{- $bundle := printf "/etc/sharewall/trust/%s" .Values.sidecar.tls.appTrustBundle.key }}
+- name: SSL_CERT_FILE
+  value: {{ $bundle | quote }}
+- name: REQUESTS_CA_BUNDLE
+  value: {{ $bundle | quote }}
+- name: CURL_CA_BUNDLE
+  value: {{ $bundle | quote }}
+- name: NODE_EXTRA_CA_CERTS
+  value: {{ $bundle | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The app container's volumeMounts (the trust bundle), possibly empty. */}}
+{{- define "sharewall-sidecar.appVolumeMounts" -}}
+{{- if .Values.sidecar.tls.appTrustBundle.configMap }}
+- name: sharewall-trust
+  mountPath: /etc/sharewall/trust
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The pod volumes every sharewall container needs; `release` names the chart's ConfigMaps. */}}
+{{- define "sharewall-sidecar.volumes" -}}
+- name: sharewall-spool
+  emptyDir:
+    sizeLimit: {{ .Values.sidecar.proxy.spoolSizeLimit }}
+- name: sharewall-tmp
+  emptyDir: {}
+{{- if .Values.registry.file }}
+- name: sharewall-registry-file
+  configMap:
+    name: {{ .release }}-sharewall-registry-file
+{{- end }}
+{{- if .Values.sidecar.tls.caSecret }}
+- name: sharewall-ca
+  secret:
+    secretName: {{ .Values.sidecar.tls.caSecret }}
+    defaultMode: 0400
+{{- end }}
+{{- if .Values.sidecar.opa.enabled }}
+- name: sharewall-opa-config
+  configMap:
+    name: {{ .release }}-sharewall-opa
+{{- end }}
+{{- if .Values.sidecar.tls.appTrustBundle.configMap }}
+- name: sharewall-trust
+  configMap:
+    name: {{ .Values.sidecar.tls.appTrustBundle.configMap }}
+{{- end }}
+{{- end -}}
