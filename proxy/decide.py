@@ -18,7 +18,7 @@ from proxy.decision import (
     new_decision_id,
     policy_date,
 )
-from proxy.decision_cache import DecisionCache, inspection_key
+from proxy.decision_cache import DecisionCache, cache_key
 from proxy.engines.base import (
     ENGINE_ERROR,
     ENGINE_TIMEOUT,
@@ -168,7 +168,7 @@ class Decider:
         if self._snapshot is None:
             return self._fault(call, inspection, categories, SNAPSHOT_NOT_LOADED)
         day = policy_date(now) if now is not None else self._today()
-        key = inspection_key(call, inspection, day)
+        key = cache_key(call, categories, inspection.complete, day)
         entry = self.cache.get(key)
         if entry is None:
             generation = self.cache.generation

@@ -21,14 +21,19 @@ _recipient := _recipients[input.recipient_id]
 _categories := {c | some c in input.categories}
 
 decision := {
-	"allow": count(reasons) == 0,
-	"action": _action(count(reasons)),
+	"allow": _allows(reasons),
+	"action": _action(reasons),
 	"reasons": reasons,
 }
 
-_action(n) := "allow" if n == 0
+# Functions rather than a comparison inside the object literal, which not every engine parses.
+_allows(rs) := true if rs == []
 
-_action(n) := "deny" if n > 0
+_allows(rs) := false if rs != []
+
+_action(rs) := "allow" if rs == []
+
+_action(rs) := "deny" if rs != []
 
 # Sorted by (code, category) so that both engines return the same array.
 reasons := [entry[2] |
