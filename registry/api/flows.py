@@ -1,0 +1,295 @@
+"""Blocked flows: `GET /v1/flows` (filters, cursor pages), `GET /v1/flows/{id}`, triage.
+
+Pages are newest first and keyed on (time, decision_id), so a page never repeats or skips a
+flow while new ones arrive. A reason or category filter drives the query from the
+`flow_reason`/`flow_category` index on (code, time), one range scan in time order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry import retention
+from registry.audit import record_audit
+from registry.errors import ApiError, not_found
+from registry.models import TRIAGE_STATES, BlockedFlow, FlowCategory, FlowReason, as_utc, utcnow
+from registry.taxonomy import load_taxonomy
+
+from . import keys, openapi
+from .auth import require_role
+from .bodies import json_response, read_json
+
+log = structlog.get_logger("registry.flows")
+
+READ_ROLES = ("security", "engineer")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+_FLOW = BlockedFlow.__table__
+_REASON = FlowReason.__table__
+_CATEGORY = FlowCategory.__table__
+
+
+def query_error(field: str, message: str) -> ApiError:
+    """422 naming a query parameter."""
+    return ApiError(
+        422,
+        "validation-error",
+        "Invalid query parameter",
+        f"{field}: {message}",
+        {"errors": [{"field": field, "message": message}]},
+    )
+
+
+def parse_time(query: Any, name: str) -> datetime | None:
+    """An ISO 8601 query parameter as aware UTC (naive means UTC); 422 when unparseable."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise query_error(name, "expected an ISO 8601 time, e.g. 2026-11-28T10:00:00Z") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def parse_limit(query: Any) -> int:
+    """`limit` in 1..MAX_LIMIT (default DEFAULT_LIMIT)."""
+    raw = query.get("limit")
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise query_error("limit", f"expected an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def encode_cursor(time: datetime, decision_id: str) -> str:
+    """An opaque cursor after (time, decision_id)."""
+    raw = orjson.dumps([as_utc(time).isoformat(), decision_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of `encode_cursor`; 422 for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        time_text, decision_id = orjson.loads(raw)
+        return datetime.fromisoformat(time_text), str(decision_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise query_error("cursor", "not a cursor returned by this API") from None
+
+
+def flow_json(row: Any) -> dict[str, Any]:
+    """The API form of a `blocked_flow` row (with reason messages from the taxonomy)."""
+    codes = load_taxonomy().reason_codes
+    return {
+        "decision_id": row.decision_id,
+        "time": as_utc(row.time).isoformat(),
+        "action": row.action,
+        "would_block": row.would_block,
+        "mode": row.mode,
+        "recipient_id": row.recipient_id,
+        "host": row.host,
+        "method": row.method,
+        "path": row.path,
+        "purpose": row.purpose,
+        "categories": list(row.categories or ()),
+        "reasons": [{"code": c, "message": codes.get(c, "")} for c in row.reason_codes or ()],
+        "source": {"workload": row.source_workload, "namespace": row.source_namespace},
+        "findings": list(row.findings or ()),
+        "latency_ms": row.latency_ms,
+        "proxy_id": row.proxy_id,
+        "triage": {
+            "state": row.triage_state,
+            "note": row.triage_note,
+            "by": row.triaged_by,
+            "at": as_utc(row.triaged_at).isoformat() if row.triaged_at else None,
+        },
+    }
+
+
+def build_flows_query(query: Any) -> tuple[sa.Select, int]:
+    """The SELECT for `GET /v1/flows` from its query parameters (all values bound, never spliced)."""
+    taxonomy = load_taxonomy()
+    limit = parse_limit(query)
+    since, until = parse_time(query, "since"), parse_time(query, "until")
+    stmt = sa.select(_FLOW)
+    time_col = _FLOW.c.time
+    id_col = _FLOW.c.decision_id
+    reason = query.get("reason")
+    if reason:
+        if not taxonomy.is_reason_code(reason):
+            raise query_error("reason", f"unknown reason code {reason!r}")
+        stmt = stmt.join(
+            _REASON, sa.and_(_REASON.c.decision_id == id_col, _REASON.c.code == reason)
+        )
+        time_col, id_col = _REASON.c.time, _REASON.c.decision_id
+    category = query.get("category")
+    if category:
+        if not taxonomy.is_category(category):
+            raise query_error("category", f"unknown category {category!r}")
+        stmt = stmt.join(
+            _CATEGORY,
+            sa.and_(
+                _CATEGORY.c.decision_id == _FLOW.c.decision_id, _CATEGORY.c.category == category
+            ),
+        )
+        if not reason:
+            time_col, id_col = _CATEGORY.c.time, _CATEGORY.c.decision_id
+    triage_state = query.get("triage_state")
+    if triage_state:
+        if triage_state not in TRIAGE_STATES:
+            raise query_error("triage_state", f"expected one of {list(TRIAGE_STATES)}")
+        stmt = stmt.where(_FLOW.c.triage_state == triage_state)
+    if query.get("recipient_id"):
+        stmt = stmt.where(_FLOW.c.recipient_id == query["recipient_id"])
+    if query.get("source"):
+        stmt = stmt.where(_FLOW.c.source_workload == query["source"])
+    if since is not None:
+        stmt = stmt.where(time_col >= since)
+    if until is not None:
+        stmt = stmt.where(time_col < until)
+    if query.get("cursor"):
+        after_time, after_id = decode_cursor(query["cursor"])
+        # Typed binds: SQLite compares stored times as text, so the cursor must render the same way.
+        after = sa.tuple_(sa.literal(after_time, time_col.type), sa.literal(after_id, id_col.type))
+        stmt = stmt.where(sa.tuple_(time_col, id_col) < after)
+    stmt = stmt.order_by(time_col.desc(), id_col.desc()).limit(limit + 1)
+    return stmt, limit
+
+
+async def list_flows(request: web.Request) -> web.Response:
+    """Blocked and would-block flows, newest first, filtered, one page at a time."""
+    require_role(request, *READ_ROLES)
+    stmt, limit = build_flows_query(request.query)
+    async with request.app[keys.ENGINE].connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].time, page[-1].decision_id) if len(rows) > limit else None
+    return json_response({"flows": [flow_json(r) for r in page], "next_cursor": next_cursor})
+
+
+async def _load_flow(conn: Any, decision_id: str) -> Any:
+    row = (await conn.execute(sa.select(_FLOW).where(_FLOW.c.decision_id == decision_id))).first()
+    if row is None:
+        raise not_found("flow", decision_id)
+    return row
+
+
+async def get_flow(request: web.Request) -> web.Response:
+    """One flow by decision id."""
+    require_role(request, *READ_ROLES)
+    async with request.app[keys.ENGINE].connect() as conn:
+        row = await _load_flow(conn, request.match_info["decision_id"])
+    return json_response(flow_json(row))
+
+
+class TriageIn(BaseModel):
+    """A reviewer's triage of a blocked flow."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    state: Literal["new", "acknowledged", "false_positive", "escalated"]
+    note: str | None = Field(default=None, max_length=4000)
+
+
+def _triage_image(row: Any) -> dict[str, Any]:
+    return {
+        "state": row.triage_state,
+        "note": row.triage_note,
+        "by": row.triaged_by,
+        "at": as_utc(row.triaged_at).isoformat() if row.triaged_at else None,
+    }
+
+
+async def triage_flow(request: web.Request) -> web.Response:
+    """Set a flow's triage state and note (security only), with an audit event."""
+    principal = require_role(request, "security")
+    body = await read_json(request, TriageIn)
+    decision_id = request.match_info["decision_id"]
+    async with keys.sessions(request)() as session:
+        conn = await session.connection()
+        before = await _load_flow(conn, decision_id)
+        await conn.execute(
+            sa.update(_FLOW)
+            .where(_FLOW.c.decision_id == decision_id)
+            .values(
+                triage_state=body.state,
+                triage_note=body.note,
+                triaged_by=principal.name,
+                triaged_at=utcnow(),
+            )
+        )
+        after = await _load_flow(conn, decision_id)
+        record_audit(
+            session,
+            actor=principal.name,
+            action="flow.triage",
+            entity_type="flow",
+            entity_id=decision_id,
+            before=_triage_image(before),
+            after=_triage_image(after),
+        )
+        await session.commit()
+    log.info("flow.triaged", decision_id=decision_id, state=body.state)
+    return json_response(flow_json(after))
+
+
+_FLOW_QUERY = {
+    "since": ({"type": "string", "format": "date-time"}, "Flows at or after this time"),
+    "until": ({"type": "string", "format": "date-time"}, "Flows before this time"),
+    "recipient_id": ({"type": "string"}, "Recipient id"),
+    "reason": ({"type": "string"}, "Reason code (taxonomy); unknown → 422"),
+    "category": ({"type": "string"}, "Data category id (taxonomy); unknown → 422"),
+    "source": ({"type": "string"}, "Source workload"),
+    "triage_state": ({"type": "string", "enum": list(TRIAGE_STATES)}, "Triage state"),
+    "limit": ({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"),
+    "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
+}
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the flow routes and the retention job (it owns the flows' lifetime)."""
+    app.router.add_get("/v1/flows", list_flows)
+    app.router.add_get("/v1/flows/{decision_id}", get_flow)
+    app.router.add_post("/v1/flows/{decision_id}/triage", triage_flow)
+    app.cleanup_ctx.append(retention.retention_ctx)
+    openapi.add_path(
+        app,
+        "/v1/flows",
+        "get",
+        summary="Blocked and would-block flows, newest first (cursor pages)",
+        roles=READ_ROLES,
+        query=_FLOW_QUERY,
+        response={"type": "object", "properties": {"flows": {"type": "array"}, "next_cursor": {}}},
+        responses={422: "Unknown reason/category/triage state or bad time/cursor"},
+        tags=("flows",),
+    )
+    openapi.add_path(
+        app,
+        "/v1/flows/{decision_id}",
+        "get",
+        summary="One flow",
+        roles=READ_ROLES,
+        responses={404: "No such flow"},
+        tags=("flows",),
+    )
+    openapi.add_path(
+        app,
+        "/v1/flows/{decision_id}/triage",
+        "post",
+        summary="Triage a flow (state, note); audited",
+        roles=("security",),
+        request=TriageIn,
+        responses={404: "No such flow"},
+        tags=("flows",),
+    )
