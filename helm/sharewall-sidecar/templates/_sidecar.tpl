@@ -23,9 +23,8 @@ sharewall.io/egress-proxy: "true"
     {{- if .Values.registry.file }}
     - --registry-file=/etc/sharewall/registry/registry.yaml
     {{- else }}
+    # The token comes from $SHAREWALL_TOKEN (env, from the Secret), never from argv.
     - --registry-url={{ .Values.registry.url }}
-    # Kubernetes expands $(VAR) from env; TODO(proxy): a --token-file would keep it off argv.
-    - --token=$(SHAREWALL_TOKEN)
     {{- end }}
     - --listen={{ .listenHost | default "127.0.0.1" }}:{{ $p.port }}
     - --admin-listen=0.0.0.0:{{ $p.adminPort }}
