@@ -1,0 +1,344 @@
+"""The proxy end-to-end harness: test CAs, upstream servers, the proxy process, raw HTTP.
+
+Everything listens on 127.0.0.1 with ephemeral ports. The upstream servers (one HTTP, one
+HTTPS) run in a thread with their own event loop; the proxy runs as a subprocess exactly as
+`sharewall proxy` runs in a pod, and its JSON log lines are read back from its stdout file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiohttp import web
+
+from proxy.certs import generate_ca
+
+REPO = Path(__file__).resolve().parents[2]
+REGISTRY_YAML = REPO / "tests" / "data" / "proxy" / "registry.yaml"
+HOSTS = ("api.vendor.test", "origin.vendor.test", "tunnel.vendor.test", "partner.affiliate.test")
+# A valid Singapore mobile number and a credential: neither may ever appear in a log line.
+PHONE = "+6591234567"
+SECRET_TOKEN = "sk_live_abcdef0123456789SECRET"
+
+
+# -- certificates --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certs:
+    proxy_ca_cert: Path  # the proxy's interception CA (apps trust it)
+    proxy_ca_key: Path
+    upstream_ca: Path  # the CA the upstream servers' certificate chains to (--upstream-ca)
+    upstream_server: trustme.LeafCert
+
+    def upstream_server_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.upstream_server.configure_cert(ctx)
+        return ctx
+
+
+# -- upstream servers ----------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request as an upstream server received it."""
+
+    scheme: str
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+@dataclass
+class Upstreams:
+    http_port: int = 0
+    https_port: int = 0
+    closed_port: int = 0  # nothing listens there (upstream down)
+    seen: list[Seen] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def find(self, marker: str) -> list[Seen]:
+        """Requests whose path contains `marker` (each test uses its own marker)."""
+        return [s for s in list(self.seen) if marker in s.path]
+
+
+def _echo_app(upstreams: Upstreams, scheme: str) -> web.Application:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        upstreams.seen.append(
+            Seen(scheme, request.method, request.path_qs, list(request.headers.items()), body)
+        )
+        if request.path.startswith("/slow/"):
+            await asyncio.sleep(float(request.path.rsplit("/", 1)[1]))
+        if request.path.startswith("/nocontent"):
+            return web.Response(status=204)
+        if request.path.startswith("/stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            for i in range(5):
+                await resp.write(f"chunk-{i};".encode() * 1000)
+            await resp.write_eof()
+            return resp
+        payload = {
+            "scheme": scheme,
+            "method": request.method,
+            "path": request.path_qs,
+            "body_len": len(body),
+            "headers": [[k, v] for k, v in request.headers.items()],
+        }
+        return web.json_response(
+            payload,
+            headers={
+                "X-Upstream": "yes",
+                "X-Sharewall-Spoofed": "from-upstream",
+                "X-Hop": "drop-me",
+                "Connection": "keep-alive, X-Hop",
+                "Keep-Alive": "timeout=5",
+            },
+        )
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_certs(d: Path) -> Certs:
+    """A proxy interception CA and a trustme CA with a leaf for every test host, under `d`."""
+    generate_ca(d / "proxy-ca.pem", d / "proxy-ca.key")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "upstream-ca.pem"))
+    leaf = ca.issue_cert(*HOSTS, "127.0.0.1")
+    return Certs(d / "proxy-ca.pem", d / "proxy-ca.key", d / "upstream-ca.pem", leaf)
+
+
+@contextlib.contextmanager
+def run_upstreams(certs: Certs) -> Iterator[Upstreams]:
+    """The HTTP and HTTPS echo servers, in a thread with their own loop."""
+    ups = Upstreams()
+    ready = threading.Event()
+    runners: list[web.AppRunner] = []
+
+    async def setup() -> None:
+        for scheme, ctx in (("http", None), ("https", certs.upstream_server_context())):
+            runner = web.AppRunner(_echo_app(ups, scheme), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+            await site.start()
+            runners.append(runner)
+            port = runner.addresses[0][1]
+            if scheme == "http":
+                ups.http_port = port
+            else:
+                ups.https_port = port
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        ups._loop = loop
+        loop.run_until_complete(setup())
+        ready.set()
+        loop.run_forever()
+        for runner in runners:
+            loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="upstreams", daemon=True)
+    thread.start()
+    assert ready.wait(10), "upstream servers did not start"
+    ups.closed_port = free_port()
+    yield ups
+    assert ups._loop is not None
+    ups._loop.call_soon_threadsafe(ups._loop.stop)
+    thread.join(10)
+
+
+# -- the proxy process ---------------------------------------------------------------------------
+
+
+class ProxyProcess:
+    """A running `sharewall proxy` subprocess and its log."""
+
+    def __init__(self, workdir: Path, args: list[str]) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / "proxy.log"
+        self.spool_dir = workdir / "spool"
+        port_file = workdir / "ports.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
+            "--spool-dir",
+            str(self.spool_dir),
+            *args,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env["SHAREWALL_SOURCE"] = "test-workload"
+        env["POD_NAMESPACE"] = "test-ns"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+        )
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"proxy did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        ports = json.loads(port_file.read_text())
+        self.port = ports["listen"][1]
+        self.admin_port = ports["admin"][1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def decision(self, decision_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The `egress.decision` line of one decision id (waits for the log to be written)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.logs():
+                if (
+                    line.get("event") == "egress.decision"
+                    and line.get("decision_id") == decision_id
+                ):
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no decision line for {decision_id}")
+            time.sleep(0.05)
+
+    def decisions_for(self, marker: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The decision lines whose path contains `marker` (waits for at least one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [
+                line
+                for line in self.logs()
+                if line.get("event") == "egress.decision" and marker in (line.get("path") or "")
+            ]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def pins(upstreams: Upstreams) -> list[str]:
+    """`--resolve` flags pinning every test host, on both upstream ports, to 127.0.0.1."""
+    out = []
+    for host in HOSTS:
+        for port in (upstreams.http_port, upstreams.https_port, upstreams.closed_port, 80, 443):
+            out += ["--resolve", f"{host}:{port}:127.0.0.1"]
+    return out
+
+
+def start_proxy(
+    workdir: Path, certs: Certs, upstreams: Upstreams, *extra: str, registry: Path | None = None
+) -> ProxyProcess:
+    """Start a proxy on the test registry with interception, the upstream CA and the pins."""
+    return ProxyProcess(
+        workdir,
+        [
+            "--registry-file",
+            str(registry or REGISTRY_YAML),
+            "--default-purpose",
+            "service_delivery",
+            "--ca-cert",
+            str(certs.proxy_ca_cert),
+            "--ca-key",
+            str(certs.proxy_ca_key),
+            "--upstream-ca",
+            str(certs.upstream_ca),
+            *pins(upstreams),
+            *extra,
+        ],
+    )
+
+
+# -- raw HTTP ------------------------------------------------------------------------------------
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to the proxy and read until it closes the connection (or `timeout`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of the first response in `raw`."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body

@@ -1,0 +1,327 @@
+"""End-to-end: plain-HTTP forward proxying through the real `sharewall proxy` process."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import aiohttp
+import httpx
+import pytest
+import requests
+from proxy_harness import PHONE, SECRET_TOKEN, parse_response, raw_exchange
+
+
+def _marker(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _session(proxy) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    s.proxies = {"http": proxy.url, "https": proxy.url}
+    return s
+
+
+def test_allowed_call_is_forwarded_and_logged_once(proxy, upstreams):
+    m = _marker("allowed")
+    url = f"http://api.vendor.test:{upstreams.http_port}/{m}?page=2"
+    r = _session(proxy).get(url, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["path"] == f"/{m}?page=2"
+    [seen] = upstreams.find(m)
+    assert seen.method == "GET"
+    [line] = proxy.decisions_for(m)
+    assert line["action"] == "allow"
+    assert line["recipient_id"] == "vendor"
+    assert line["status"] == 200
+    assert line["source_workload"] == "test-workload"
+    assert line["source_namespace"] == "test-ns"
+    assert line["purpose"] == "service_delivery"
+    assert line["inspected"] is True and line["tunnel"] is False
+    assert line["latency_ms"] >= line["policy_ms"] > 0
+
+
+def test_blocked_call_gets_the_design_403_and_never_reaches_upstream(proxy, upstreams):
+    m = _marker("blocked")
+    url = f"http://api.vendor.test:{upstreams.http_port}/{m}"
+    r = _session(proxy).post(url, data={"To": PHONE, "Body": "hi"}, timeout=10)
+    assert r.status_code == 403
+    assert r.headers["Content-Type"] == "application/json"
+    body = r.json()
+    assert set(body) == {"error", "decision_id", "reasons"}
+    assert body["error"] == "egress_blocked"
+    assert r.headers["X-Sharewall-Decision-Id"] == body["decision_id"]
+    assert [x["code"] for x in body["reasons"]] == ["PERSONAL_DATA_IN_CLEARTEXT"]
+    assert all(set(x) == {"code", "message"} for x in body["reasons"])
+    assert upstreams.find(m) == []
+    line = proxy.decision(body["decision_id"])
+    assert line["action"] == "deny"
+    assert line["reason_codes"] == ["PERSONAL_DATA_IN_CLEARTEXT"]
+    assert line["categories"] == ["contact.phone_number"]
+    assert line["finding_locations"] and all(
+        loc.startswith("contact.phone_number@") for loc in line["finding_locations"]
+    )
+    assert line["status"] == 403
+
+
+@pytest.mark.parametrize(
+    ("host", "purpose", "form", "code"),
+    [
+        pytest.param("api.unknown.test", None, None, "UNKNOWN_RECIPIENT", id="deny: unknown host"),
+        pytest.param(
+            "origin.vendor.test", "marketing", None, "PURPOSE_NOT_APPROVED", id="deny: no grant"
+        ),
+        pytest.param(
+            "origin.vendor.test",
+            "marketing",
+            {"To": PHONE},
+            "MOBILE_INFO_FOR_MARKETING",
+            id="deny: phone for marketing",
+        ),
+        pytest.param(
+            "origin.vendor.test", "bogus", None, "PURPOSE_UNKNOWN", id="deny: bad purpose"
+        ),
+    ],
+)
+def test_blocked_calls_carry_the_policy_reason(proxy, upstreams, host, purpose, form, code):
+    m = _marker("reason")
+    headers = {"X-Sharewall-Purpose": purpose} if purpose else {}
+    url = f"http://{host}:{upstreams.https_port}/{m}"
+    r = _session(proxy).post(url, data=form or {"a": "b"}, headers=headers, timeout=10)
+    assert r.status_code == 403
+    assert code in [x["code"] for x in r.json()["reasons"]]
+    assert upstreams.find(m) == []
+
+
+def test_tls_origination_sends_plain_http_calls_upstream_over_https(proxy, upstreams):
+    m = _marker("origination")
+    url = f"http://origin.vendor.test:{upstreams.https_port}/{m}"
+    r = _session(proxy).post(url, data={"To": PHONE}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["scheme"] == "https"
+    [seen] = upstreams.find(m)
+    assert seen.scheme == "https" and PHONE.encode() in seen.body.replace(b"%2B", b"+")
+
+
+def test_hop_by_hop_and_sharewall_headers_are_stripped_both_ways(proxy, upstreams):
+    m = _marker("headers")
+    url = f"http://api.vendor.test:{upstreams.http_port}/{m}"
+    r = _session(proxy).get(
+        url,
+        headers={
+            "X-Sharewall-Purpose": "service_delivery",
+            "X-Sharewall-Debug": "internal",
+            "Proxy-Authorization": "Basic dXNlcjpwYXNz",
+            "Connection": "keep-alive, X-Private-Hop",
+            "X-Private-Hop": "pod-detail",
+            "Keep-Alive": "timeout=5",
+            "Via": "1.1 pod-7",
+            "X-Forwarded-For": "10.1.2.3",
+            "X-App": "kept",
+        },
+        timeout=10,
+    )
+    assert r.status_code == 200
+    [seen] = upstreams.find(m)
+    sent = {k.lower() for k, _ in seen.headers}
+    for name in (
+        "x-sharewall-purpose",
+        "x-sharewall-debug",
+        "proxy-authorization",
+        "x-private-hop",
+        "keep-alive",
+        "via",
+        "x-forwarded-for",
+    ):
+        assert name not in sent, name
+    assert seen.header("X-App") == "kept"
+    # Upstream response: its X-Sharewall-* and its hop-by-hop headers never reach the app.
+    assert r.headers["X-Upstream"] == "yes"
+    assert "X-Sharewall-Spoofed" not in r.headers
+    assert "X-Hop" not in r.headers
+    assert "Keep-Alive" not in r.headers
+
+
+def test_httpx_client_through_the_proxy(proxy, upstreams):
+    m = _marker("httpx")
+    with httpx.Client(proxy=proxy.url, trust_env=False, timeout=10) as client:
+        r = client.get(f"http://api.vendor.test:{upstreams.http_port}/{m}")
+    assert r.status_code == 200 and r.json()["path"] == f"/{m}"
+
+
+async def test_aiohttp_client_through_the_proxy(proxy, upstreams):
+    m = _marker("aiohttp")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://api.vendor.test:{upstreams.http_port}/{m}", proxy=proxy.url) as r,
+    ):
+        assert r.status == 200
+        assert (await r.json())["path"] == f"/{m}"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_allowed_and_blocked(proxy, upstreams):
+    m = _marker("curl")
+    base = ["curl", "-s", "-x", proxy.url, "--noproxy", ""]
+    ok = subprocess.run(
+        [*base, f"http://api.vendor.test:{upstreams.http_port}/{m}"],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+    assert json.loads(ok.stdout)["path"] == f"/{m}"
+    blocked = subprocess.run(
+        [*base, "-d", f"To={PHONE}", f"http://api.vendor.test:{upstreams.http_port}/{m}-b"],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+    assert json.loads(blocked.stdout)["error"] == "egress_blocked"
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(proxy, upstreams):
+    m = _marker("keepalive")
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        for i in range(3):
+            conn.request("GET", f"http://api.vendor.test:{upstreams.http_port}/{m}/{i}")
+            r = conn.getresponse()
+            assert r.status == 200
+            assert json.loads(r.read())["path"] == f"/{m}/{i}"
+        sock = conn.sock
+        conn.request("POST", f"http://api.vendor.test:{upstreams.http_port}/{m}/x", body=PHONE)
+        r = conn.getresponse()
+        assert r.status == 403
+        r.read()
+        conn.request("GET", f"http://api.vendor.test:{upstreams.http_port}/{m}/after")
+        assert conn.getresponse().status == 200
+        assert conn.sock is sock  # the same client connection all along
+    finally:
+        conn.close()
+
+
+def test_http10_client_gets_a_close_delimited_http10_answer(proxy, upstreams):
+    m = _marker("h10")
+    raw = raw_exchange(
+        proxy.port,
+        f"GET http://api.vendor.test:{upstreams.http_port}/{m} HTTP/1.0\r\n\r\n".encode(),
+    )
+    assert raw.startswith(b"HTTP/1.0 200")
+    _status, headers, body = parse_response(raw)
+    assert headers["connection"] == "close"
+    assert json.loads(body)["path"] == f"/{m}"
+
+
+def test_chunked_request_body_and_expect_continue(proxy, upstreams):
+    m = _marker("chunked")
+    head = (
+        f"POST http://api.vendor.test:{upstreams.http_port}/{m} HTTP/1.1\r\n"
+        f"Host: api.vendor.test:{upstreams.http_port}\r\n"
+        "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(head)
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status, _, _ = parse_response(raw)
+    assert status == 200
+    [seen] = upstreams.find(m)
+    assert seen.body == b"hello world"
+
+
+def test_head_204_and_streamed_chunked_responses_are_framed(proxy, upstreams):
+    m = _marker("framing")
+    s = _session(proxy)
+    base = f"http://api.vendor.test:{upstreams.http_port}"
+    head = s.head(f"{base}/{m}", timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    assert s.get(f"{base}/nocontent/{m}", timeout=10).status_code == 204
+    streamed = s.get(f"{base}/stream/{m}", timeout=10, stream=True)
+    assert streamed.headers.get("Transfer-Encoding") == "chunked"
+    body = b"".join(streamed.iter_content(None))
+    assert body == b"".join(f"chunk-{i};".encode() * 1000 for i in range(5))
+    # The connection is still usable after the chunked body.
+    assert s.get(f"{base}/{m}-after", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        pytest.param(b"x" * (1 << 20) + b"y" * 4096, {}, id="body over the inspection limit"),
+        pytest.param(
+            gzip.compress(b"0" * (64 << 20), compresslevel=9),
+            {"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+            id="gzip bomb",
+        ),
+    ],
+)
+def test_uninspectable_body_is_blocked_and_upstream_sees_nothing(proxy, upstreams, body, headers):
+    m = _marker("incomplete")
+    url = f"http://origin.vendor.test:{upstreams.https_port}/{m}"
+    r = _session(proxy).post(url, data=body, headers=headers, timeout=30)
+    assert r.status_code == 403
+    assert "INSPECTION_INCOMPLETE" in [x["code"] for x in r.json()["reasons"]]
+    assert upstreams.find(m) == []
+
+
+def test_logs_never_carry_secrets_or_finding_values(proxy, upstreams):
+    m = _marker("secrets")
+    url = (
+        f"http://api.vendor.test:{upstreams.http_port}/{m}"
+        f"?access_token={SECRET_TOKEN}&signature={SECRET_TOKEN}&page=1"
+    )
+    r = _session(proxy).post(
+        url,
+        data={"To": PHONE},
+        headers={"Authorization": f"Bearer {SECRET_TOKEN}", "X-Api-Key": SECRET_TOKEN},
+        timeout=10,
+    )
+    assert r.status_code == 403
+    line = proxy.decision(r.headers["X-Sharewall-Decision-Id"])
+    assert "access_token=REDACTED" in line["path"] and "page=1" in line["path"]
+    text = proxy.log_text()
+    assert SECRET_TOKEN not in text
+    assert PHONE not in text and PHONE[1:] not in text
+
+
+def test_blocked_decisions_are_spooled_for_shipping(proxy, upstreams):
+    m = _marker("spool")
+    r = _session(proxy).post(
+        f"http://api.vendor.test:{upstreams.http_port}/{m}", data={"To": PHONE}, timeout=10
+    )
+    decision_id = r.headers["X-Sharewall-Decision-Id"]
+    deadline = time.monotonic() + 5
+    records = []
+    while time.monotonic() < deadline and not records:
+        for path in sorted(proxy.spool_dir.glob("*.jsonl*")):
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                if rec["decision_id"] == decision_id:
+                    records.append(rec)
+        time.sleep(0.1)
+    [rec] = records
+    assert rec["reasons"][0]["code"] == "PERSONAL_DATA_IN_CLEARTEXT"
+    assert rec["findings"][0]["category"] == "contact.phone_number"
+    assert rec["time"].endswith("+00:00")
+    assert PHONE not in json.dumps(rec)
+
+
+def test_admin_endpoints_report_health_readiness_and_metrics(proxy):
+    s = requests.Session()
+    s.trust_env = False
+    assert s.get(f"{proxy.admin_url}/healthz", timeout=5).status_code == 200
+    assert s.get(f"{proxy.admin_url}/readyz", timeout=5).json() == {"status": "ready"}
+    metrics = s.get(f"{proxy.admin_url}/metrics", timeout=5).text
+    assert 'sharewall_decisions_total{action="deny",reason="PERSONAL_DATA_IN_CLEARTEXT"}' in metrics
+    assert "sharewall_policy_seconds_bucket" in metrics
+    assert "sharewall_inflight_requests" in metrics
