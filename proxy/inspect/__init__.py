@@ -1,0 +1,152 @@
+"""Payload inspection: find personal data in an outbound call (URL, headers, body), never its values.
+
+`inspect_call()` is the one entry point. It is synchronous, pure and CPU-bound, and never raises:
+a bug inside ends in the `inspector_error` problem, which makes the inspection incomplete so the
+call fails closed.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping, Sequence
+
+import structlog
+
+from proxy.inspect.decode import (
+    DecodeError,
+    charset_of,
+    decode_text,
+    decompress,
+    media_type_of,
+    param_of,
+)
+from proxy.inspect.form import scan_form
+from proxy.inspect.headers import scan_headers
+from proxy.inspect.json_body import scan_json
+from proxy.inspect.keys import Ctx
+from proxy.inspect.model import (
+    BODY_TOO_LARGE,
+    DEFAULT_LIMITS,
+    INSPECTOR_ERROR,
+    TOO_DEEP,
+    Finding,
+    Inspection,
+    InspectionLimits,
+)
+from proxy.inspect.multipart import scan_multipart
+from proxy.inspect.query import is_mobile_path, scan_url
+from proxy.inspect.scan import Scan, ScanStopped
+from proxy.inspect.text import scan_text
+from proxy.inspect.xml_body import scan_xml
+
+__all__ = ["DEFAULT_LIMITS", "Finding", "Inspection", "InspectionLimits", "inspect_call"]
+
+log = structlog.get_logger("sharewall.inspect")
+
+_UTF8_NAMES = frozenset({None, "utf-8", "utf8", "us-ascii", "ascii"})
+
+
+def inspect_call(
+    method: str,
+    url: str,
+    headers: Sequence[tuple[str, str]] | Mapping[str, str],
+    body: bytes,
+    *,
+    limits: InspectionLimits = DEFAULT_LIMITS,
+    body_truncated: bool = False,
+) -> Inspection:
+    """Inspect one call and return its findings (category, location, detector) and problems.
+
+    `body_truncated` says the proxy stopped reading the body at its limit (`body_too_large`).
+    """
+    scan: Scan | None = None
+    try:
+        scan = Scan(limits, mobile_call=is_mobile_path(url))
+        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        try:
+            _inspect(scan, url, pairs, body, body_truncated=body_truncated)
+        except ScanStopped:
+            pass  # the limit that stopped the scan is already a problem
+        except RecursionError:
+            scan.problem(TOO_DEEP)
+        return scan.result()
+    except Exception as error:
+        # The message of an exception may quote a value; log only where it happened.
+        frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        log.error(
+            "inspect.error",
+            error_type=type(error).__name__,
+            where=f"{frame.filename}:{frame.lineno}" if frame else None,
+            method=method,
+        )
+        findings = scan.result().findings if scan is not None else ()
+        return Inspection(findings=findings, problems=(INSPECTOR_ERROR,))
+
+
+def _inspect(
+    scan: Scan, url: str, headers: list[tuple[str, str]], body: bytes, *, body_truncated: bool
+) -> None:
+    root = Ctx.MOBILE if scan.mobile_call else Ctx.NONE
+    scan_url(scan, url, root)
+    scan_headers(scan, headers, root)
+    if not body:
+        if body_truncated:
+            scan.problem(BODY_TOO_LARGE)
+        return
+    if body_truncated or len(body) > scan.limits.max_body_bytes:
+        scan.problem(BODY_TOO_LARGE)
+        body = body[: scan.limits.max_body_bytes]
+    content_type = ""
+    content_encoding = ""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "content-type":
+            content_type = value
+        elif lower == "content-encoding":
+            content_encoding = f"{content_encoding},{value}" if content_encoding else value
+    if content_encoding:
+        try:
+            body = decompress(
+                body, content_encoding, scan.limits.max_decompressed_bytes, truncated=body_truncated
+            )
+        except DecodeError as error:
+            scan.problem(error.code)
+            return
+    _scan_body(scan, body, content_type, root, truncated=body_truncated)
+
+
+def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: Ctx, *, truncated: bool) -> None:
+    media = media_type_of(content_type)
+    charset = charset_of(content_type)
+    if media.endswith(("/json", "+json")) or media in ("application/x-ndjson", "application/jsonl"):
+        data: bytes | str = body
+        if charset not in _UTF8_NAMES or body.startswith((b"\xff\xfe", b"\xfe\xff")):
+            data = decode_text(body, charset, scan)
+        # A body cut at the size limit is not malformed, just short: scan what arrived as text.
+        if not scan_json(scan, data, ctx, declared=not truncated):
+            scan_text(scan, decode_text(body, charset, scan))
+    elif media == "application/x-www-form-urlencoded":
+        scan_form(scan, decode_text(body, charset or "utf-8", scan), ctx)
+    elif media == "multipart/form-data":
+        scan_multipart(scan, body, param_of(content_type, "boundary"), ctx)
+    elif media.endswith(("/xml", "+xml")):
+        scan_xml(scan, decode_text(body, charset, scan) if charset else body, ctx)
+    elif media.startswith("text/"):
+        scan_text(scan, decode_text(body, charset, scan))
+    else:
+        _scan_unlabelled(scan, body, charset, ctx)
+
+
+def _scan_unlabelled(scan: Scan, body: bytes, charset: str | None, ctx: Ctx) -> None:
+    # No (or an opaque) content type: try what the bytes look like; never trust the label alone.
+    head = body.lstrip()[:1]
+    if head in (b"{", b"[") and scan_json(scan, body, ctx, declared=False):
+        return
+    if head == b"<":
+        scan_xml(scan, decode_text(body, charset, scan), ctx)
+        return
+    text = body.decode(charset or "utf-8", "replace") if charset else body.decode("latin-1")
+    if "=" in text and " " not in text.strip() and "\n" not in text.strip():
+        scan_form(scan, text, ctx)
+        return
+    scan_text(scan, text, is_text=False)

@@ -1,0 +1,312 @@
+"""Classify one field: its key (what it is called, where it sits) and its value, together."""
+
+from __future__ import annotations
+
+import re
+
+from proxy.inspect import categories as cat
+from proxy.inspect.free_text import scan_string
+from proxy.inspect.identifiers import (
+    is_card_number,
+    is_email,
+    is_iban,
+    is_iccid,
+    is_imei,
+    is_imsi,
+    is_sha256,
+    is_us_ssn,
+)
+from proxy.inspect.keys import Ctx, KeyInfo, Rule
+from proxy.inspect.network import is_public_ip, public_ips_in
+from proxy.inspect.phone import is_phone_int, is_phone_value
+from proxy.inspect.scan import Scan
+
+Scalar = str | int | float | bool | None
+
+# Rules that hold on the key alone, for any non-empty value (a `false` opt-in is still a
+# consent record): rule → (category, the context it needs, or NONE).
+_KEY_ONLY: dict[str, tuple[str, Ctx]] = {
+    Rule.CONSENT: (cat.SMS_CONSENT, Ctx.NONE),
+    Rule.CONSENT_CTX: (cat.SMS_CONSENT, Ctx.SMS),
+    Rule.DEVICE_STATUS: (cat.DEVICE_STATUS, Ctx.NONE),
+    Rule.ROAMING: (cat.ROAMING, Ctx.NONE),
+    Rule.CARRIER: (cat.CARRIER, Ctx.NONE),
+    Rule.CARRIER_CTX: (cat.CARRIER, Ctx.MOBILE),
+    Rule.VALIDITY: (cat.NUMBER_VALIDITY, Ctx.NONE),
+    Rule.VALIDITY_CTX: (cat.NUMBER_VALIDITY, Ctx.MOBILE),
+    Rule.CDR: (cat.USAGE, Ctx.NONE),
+    Rule.CDR_CTX: (cat.USAGE, Ctx.CALL),
+    Rule.CELL: (cat.LOCATION_PRECISE, Ctx.NONE),
+    Rule.COUNTRY: (cat.LOCATION_COUNTRY, Ctx.NONE),
+}
+# Handset states an HLR / reachability API answers (`status` means this only in a mobile context).
+HANDSET_STATES = frozenset(
+    [
+        "DELIVERED",
+        "ABSENT",
+        "ABSENT_SUBSCRIBER",
+        "REACHABLE",
+        "UNREACHABLE",
+        "AVAILABLE",
+        "UNAVAILABLE",
+        "ONLINE",
+        "OFFLINE",
+        "CONNECTED",
+        "DETACHED",
+        "ATTACHED",
+        "IDLE",
+        "BUSY",
+        "UNKNOWN_SUBSCRIBER",
+        "SWITCHED_OFF",
+        "POWERED_OFF",
+        "ROAMING",
+        "NOT_REACHABLE",
+    ]
+)
+# SMS keywords that are opt-in / opt-out records (CTIA and carrier conventions).
+OPT_KEYWORDS = frozenset(
+    [
+        "START",
+        "STOP",
+        "YES",
+        "UNSTOP",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "JOIN",
+        "END",
+        "QUIT",
+        "CANCEL",
+        "STOPALL",
+        "OPTOUT",
+        "OPTIN",
+        "OPT-OUT",
+        "OPT-IN",
+        "REVOKE",
+    ]
+)
+_COORD_PAIR = re.compile(r"\s*(-?\d{1,3}\.\d+)\s*[,; ]\s*(-?\d{1,3}\.\d+)\s*")
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+
+
+def _is_present(value: object) -> bool:
+    return value is not None and value != "" and value != [] and value != {}
+
+
+def _key_only(scan: Scan, location: str, rule: str | None, ctx: Ctx) -> bool:
+    spec = _KEY_ONLY.get(rule or "")
+    if spec is None:
+        return False
+    category, needs = spec
+    if needs == Ctx.MOBILE and scan.mobile_call:
+        needs = Ctx.NONE
+    if needs and not ctx & needs:
+        return True  # the rule owns the key; out of context it means nothing
+    scan.add(category, location, "key:" + rule.removesuffix("_ctx"))
+    return True
+
+
+def scan_container_key(scan: Scan, location: str, info: KeyInfo | None, ctx: Ctx) -> None:
+    """Key-only rules on an object or array value (`"subscription_groups": [...]`, `"cdrs": {...}`)."""
+    if info is not None and info.rule in _KEY_ONLY:
+        _key_only(scan, location, info.rule, ctx)
+
+
+def is_lat_lng_pair(a: object, b: object) -> bool:
+    """Two numbers that are a plausible (latitude, longitude) or (longitude, latitude)."""
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b)):
+        return False
+    return (abs(a) <= 90 and abs(b) <= 180) or (abs(a) <= 180 and abs(b) <= 90)
+
+
+def _number(value: Scalar) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _looks_like_name(value: str) -> bool:
+    # A person's (or company's) name: short, has letters, few words, not an id, URL or address.
+    if not 1 <= len(value) <= 100 or "@" in value or "://" in value:
+        return False
+    if not _HAS_LETTER.search(value) or value.count(" ") > 5:
+        return False
+    digits = sum(ch.isdigit() for ch in value)
+    return digits * 3 < len(value)
+
+
+def _looks_like_address(value: str) -> bool:
+    if len(value) < 3 or "://" in value or is_email(value) or is_public_ip(value):
+        return False
+    return _HAS_LETTER.search(value) is not None
+
+
+def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, ctx: Ctx) -> None:
+    """Add the findings of one scalar field (`info` is None for a value without a key)."""
+    if not _is_present(value):
+        return
+    rule = info.rule if info is not None else None
+    if rule in (Rule.NEGATIVE, Rule.VENDOR_CREDENTIAL) or (info is not None and info.is_negative):
+        return
+    if _key_only(scan, location, rule, ctx):
+        return
+    if isinstance(value, str):
+        _scan_str(scan, location, rule, value, ctx)
+    elif not isinstance(value, bool):
+        _scan_number(scan, location, rule, value, ctx)
+    elif rule == Rule.DEVICE_STATUS_CTX and (ctx & Ctx.MOBILE or scan.mobile_call):
+        scan.add(cat.DEVICE_STATUS, location, "key:device_status")
+
+
+def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float, ctx: Ctx) -> None:
+    if rule == Rule.LAT_LNG:
+        if ctx & Ctx.LAT and ctx & Ctx.LNG and abs(value) <= 180:
+            scan.add(cat.LOCATION_PRECISE, location, "key:lat_lng")
+        return
+    if not isinstance(value, int) or rule is None:
+        return
+    if rule == Rule.PHONE:
+        if is_phone_int(value, scan.regions):
+            scan.add(cat.PHONE, location, "phone")
+    elif rule in (Rule.IMEI, Rule.IMSI, Rule.ICCID, Rule.CARD, Rule.BANK, Rule.SSN, Rule.GOV_ID):
+        _scan_str(scan, location, rule, str(value), ctx)
+
+
+def _scan_str(scan: Scan, location: str, rule: str | None, value: str, ctx: Ctx) -> None:
+    value_checked = _scan_str_rule(scan, location, rule, value, ctx)
+    if not value_checked and len(value) >= 6:
+        scan_string(scan, location, value, is_text=rule == Rule.CONTENT)
+        if ":" in value and len(value) <= 45 and is_public_ip(value):
+            scan.add(cat.IP_ADDRESS, location, "ip")
+
+
+def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx: Ctx) -> bool:
+    """Apply the key's rule; True when the value was fully judged (skip the generic scan)."""
+    if rule is None:
+        return False
+    if rule == Rule.PHONE:
+        if is_phone_value(value, scan.regions, keyed=True):
+            scan.add(cat.PHONE, location, "phone")
+            return True
+        if is_sha256(value):
+            scan.add(cat.PHONE, location, "sha256")
+            return True
+        if "," in value and any(
+            is_phone_value(part, scan.regions, keyed=True) for part in value.split(",")
+        ):
+            scan.add(cat.PHONE, location, "phone")  # MessageBird: "recipients": "316...,316..."
+            return True
+    elif rule == Rule.EMAIL:
+        if is_email(value):
+            scan.add(cat.EMAIL, location, "email")
+            return True
+        if is_sha256(value):
+            scan.add(cat.EMAIL, location, "sha256")
+            return True
+    elif rule == Rule.NAME:
+        if is_sha256(value):
+            scan.add(cat.NAME, location, "sha256")
+        elif _looks_like_name(value):
+            scan.add(cat.NAME, location, "key:name")
+        return True
+    elif rule == Rule.NAME_CTX:
+        if ctx & Ctx.EMPLOYER and _looks_like_name(value):
+            scan.add(cat.EMPLOYMENT, location, "key:employment")
+        elif ctx & Ctx.PERSON and not ctx & Ctx.NOT_PERSON and _looks_like_name(value):
+            scan.add(cat.NAME, location, "key:name")
+        return False
+    elif rule == Rule.ADDRESS:
+        if is_sha256(value) or _looks_like_address(value):
+            scan.add(cat.POSTAL_ADDRESS, location, "key:address")
+            return True
+    elif rule == Rule.ADDRESS_CTX:
+        if ctx & Ctx.ADDRESS and len(value) <= 100:
+            scan.add(cat.POSTAL_ADDRESS, location, "key:address")
+            return True
+        if is_sha256(value) and ctx & Ctx.PERSON:
+            scan.add(cat.POSTAL_ADDRESS, location, "sha256")
+            return True
+    elif rule == Rule.HASHED_ADDRESS:
+        if is_sha256(value):
+            scan.add(cat.POSTAL_ADDRESS, location, "sha256")
+        return True
+    elif rule == Rule.EMPLOYMENT:
+        if _looks_like_name(value):
+            scan.add(cat.EMPLOYMENT, location, "key:employment")
+        return True
+    elif rule == Rule.EMPLOYMENT_CTX:
+        if ctx & Ctx.PERSON and not ctx & Ctx.NOT_PERSON and _looks_like_name(value):
+            scan.add(cat.EMPLOYMENT, location, "key:employment")
+    elif rule == Rule.IP:
+        if public_ips_in(value):
+            scan.add(cat.IP_ADDRESS, location, "ip")
+        return True
+    elif rule in (Rule.IMEI, Rule.IMSI, Rule.ICCID, Rule.DEVICE_ID):
+        detector = _device_id_kind(rule, value.strip())
+        if detector:
+            scan.add(cat.DEVICE_ID, location, detector)
+            return True
+    elif rule == Rule.CARD:
+        if is_card_number(value):
+            scan.add(cat.PAYMENT, location, "card")
+            return True
+    elif rule == Rule.BANK:
+        if is_iban(value):
+            scan.add(cat.PAYMENT, location, "iban")
+        elif sum(ch.isdigit() for ch in value) >= 6:
+            scan.add(cat.PAYMENT, location, "key:bank")
+        return True
+    elif rule == Rule.SSN:
+        if is_us_ssn(value, formatted_only=False) or sum(ch.isdigit() for ch in value) >= 4:
+            scan.add(cat.GOVERNMENT_ID, location, "ssn")
+        return True
+    elif rule == Rule.GOV_ID:
+        if len(value.strip()) >= 4 and any(ch.isalnum() for ch in value):
+            scan.add(cat.GOVERNMENT_ID, location, "key:gov_id")
+        return True
+    elif rule == Rule.LAT_LNG:
+        number = _number(value)
+        if number is not None and ctx & Ctx.LAT and ctx & Ctx.LNG and abs(number) <= 180:
+            scan.add(cat.LOCATION_PRECISE, location, "key:lat_lng")
+        return True
+    elif rule == Rule.COORDINATES:
+        match = _COORD_PAIR.fullmatch(value)
+        if match and is_lat_lng_pair(float(match[1]), float(match[2])):
+            scan.add(cat.LOCATION_PRECISE, location, "latlng")
+            return True
+    elif rule == Rule.COUNTRY_CTX:
+        in_context = ctx & (Ctx.LOCATION | Ctx.PERSON | Ctx.ADDRESS) and not ctx & Ctx.NOT_PERSON
+        if in_context or ctx & Ctx.MOBILE or scan.mobile_call:
+            scan.add(cat.LOCATION_COUNTRY, location, "key:country")
+        return True
+    elif rule == Rule.KEYWORD:
+        if value.strip().upper() in OPT_KEYWORDS:
+            scan.add(cat.SMS_CONSENT, location, "key:keyword")
+        return True
+    elif rule == Rule.DEVICE_STATUS_CTX:
+        if (ctx & Ctx.MOBILE or scan.mobile_call) and value.strip().upper() in HANDSET_STATES:
+            scan.add(cat.DEVICE_STATUS, location, "key:device_status")
+            return True
+    elif rule == Rule.CONTENT:
+        if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
+            scan.add(cat.CONTENT, location, "key:content")
+        scan_string(scan, location, value, is_text=True)
+        return True
+    elif rule == Rule.SECRET:
+        scan.add(cat.SECRET, location, "key:secret")
+        return True
+    return False
+
+
+def _device_id_kind(rule: str, value: str) -> str | None:
+    if rule in (Rule.IMEI, Rule.DEVICE_ID) and is_imei(value):
+        return "imei"
+    if rule in (Rule.ICCID, Rule.DEVICE_ID) and is_iccid(value):
+        return "iccid"
+    if rule == Rule.IMSI and is_imsi(value):
+        return "imsi"
+    return None

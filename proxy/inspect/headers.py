@@ -1,0 +1,96 @@
+"""Request headers: personal data an app adds (`X-MSISDN`, `X-Forwarded-For`), not credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from proxy.inspect.fields import scan_scalar
+from proxy.inspect.keys import Ctx, Rule, header_key_info
+from proxy.inspect.scan import Scan
+
+# Protocol headers carry no personal data; skipping them saves work and false positives
+# (`Date`, `Content-Length`, trace ids).
+_PROTOCOL_HEADERS = frozenset(
+    [
+        "host",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "accept-charset",
+        "user-agent",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "date",
+        "cache-control",
+        "pragma",
+        "te",
+        "trailer",
+        "upgrade",
+        "via",
+        "expect",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        "range",
+        "origin",
+        "referer",
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "x-request-id",
+        "x-correlation-id",
+        "x-amzn-trace-id",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "b3",
+        "idempotency-key",
+        "x-idempotency-key",
+        "content-md5",
+        "content-language",
+        "x-sharewall-purpose",
+        "x-amz-date",
+        "x-amz-content-sha256",
+        "sec-fetch-mode",
+        "sec-fetch-site",
+        "sec-fetch-dest",
+    ]
+)
+# Header-name tokens of credentials meant for the vendor (the vendor's own auth, not our leak).
+_CREDENTIAL_TOKENS = frozenset(
+    [
+        "authorization",
+        "auth",
+        "token",
+        "key",
+        "apikey",
+        "secret",
+        "signature",
+        "session",
+        "cookie",
+        "password",
+        "csrf",
+        "xsrf",
+    ]
+)
+
+
+def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: Ctx) -> None:
+    """Scan header values; each finding is located as `header:<lowercase name>`."""
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _PROTOCOL_HEADERS or lower.startswith(("x-sharewall-", "sec-ch-")):
+            continue
+        info = header_key_info(name)
+        if info.rule == Rule.VENDOR_CREDENTIAL or _CREDENTIAL_TOKENS.intersection(info.tokens):
+            continue
+        scan.count_field()
+        scan_scalar(scan, f"header:{lower}", info, value, ctx)

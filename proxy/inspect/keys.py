@@ -1,0 +1,571 @@
+"""Key-name tables: which field names hint at which kind of personal data (data, not code).
+
+Keys are normalised once (camelCase → snake_case, lowercase, `-`/space/`.` → `_`) and looked up
+"squashed" (underscores removed) so `phoneNumber`, `phone_number`, `Phone-Number` are one key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntFlag
+from functools import lru_cache
+
+
+class Rule:
+    """What a key says about its value (names of the rules applied in `fields.py`)."""
+
+    PHONE = "phone"
+    EMAIL = "email"
+    NAME = "name"
+    NAME_CTX = "name_ctx"  # `name`: a person's name only in a person context
+    ADDRESS = "address"
+    ADDRESS_CTX = "address_ctx"  # `city`, `zip`: part of an address only in an address context
+    HASHED_ADDRESS = "hashed_address"  # CAPI `ct`, `st`, `zp`: only when hashed
+    EMPLOYMENT = "employment"
+    EMPLOYMENT_CTX = "employment_ctx"  # `title` only in a person context
+    IP = "ip"
+    IMEI = "imei"
+    IMSI = "imsi"
+    ICCID = "iccid"
+    DEVICE_ID = "device_id"  # generic device id: only when the value checks as IMEI/ICCID
+    CARD = "card"
+    BANK = "bank"
+    SSN = "ssn"
+    GOV_ID = "gov_id"
+    LAT_LNG = "lat_lng"  # one half of a pair: needs its partner beside it
+    COORDINATES = "coordinates"  # a pair in one value
+    CELL = "cell"
+    COUNTRY = "country"
+    COUNTRY_CTX = "country_ctx"
+    CONSENT = "consent"
+    CONSENT_CTX = "consent_ctx"  # generic opt-in keys: SMS consent only in an SMS context
+    KEYWORD = "keyword"
+    DEVICE_STATUS = "device_status"
+    DEVICE_STATUS_CTX = "device_status_ctx"
+    ROAMING = "roaming"
+    CARRIER = "carrier"
+    CARRIER_CTX = "carrier_ctx"
+    VALIDITY = "validity"
+    VALIDITY_CTX = "validity_ctx"
+    CONTENT = "content"
+    CDR = "cdr"
+    CDR_CTX = "cdr_ctx"
+    SECRET = "secret"  # noqa: S105 - a rule name, not a password
+    NEGATIVE = "negative"  # ids, amounts, timestamps, digests: never personal by value
+    VENDOR_CREDENTIAL = "vendor_credential"  # the vendor's own auth: skipped in headers/query
+
+
+def _table(*groups: tuple[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for rule, words in groups:
+        for word in words.split():
+            out[word.replace("_", "")] = rule
+    return out
+
+
+# Exact keys (snake_case as written here; looked up squashed).
+EXACT_RULES: dict[str, str] = _table(
+    (
+        Rule.PHONE,
+        "to from phone phone_number msisdn mobile mobile_number mobile_phone destination destinations "
+        "recipient recipients number numbers destination_number dst src receiver sender tel "
+        "telephone telephone_number cell_phone cellphone caller callee caller_id called calling "
+        "called_number calling_number originator source_addr destination_addr dest_addr a_number "
+        "b_number contact_number whatsapp_number to_number from_number msisdns phones phone_numbers "
+        "ani dnis home_phone work_phone landline fax customer_phone user_phone sms_number mdn "
+        "subscriber_number ph",
+    ),
+    (
+        Rule.EMAIL,
+        "email email_address e_mail mail emails email_addresses contact_email customer_email "
+        "user_email cc bcc em hashed_email email_sha256 sha256_email email_hash "
+        "sha256_email_address hashed_email_address hashed_emails",
+    ),
+    (
+        Rule.PHONE,
+        "hashed_phone_number hashed_phone phone_sha256 sha256_phone phone_hash hashed_msisdn "
+        "sha256_phone_number hashed_phone_numbers",
+    ),
+    (
+        Rule.NAME,
+        "first_name last_name full_name customer_name given_name family_name surname middle_name "
+        "contact_name recipient_name display_name nickname maiden_name legal_name cardholder_name "
+        "account_holder_name billing_name shipping_name patient_name sender_name fn ln "
+        "hashed_first_name hashed_last_name sha256_first_name sha256_last_name firstname lastname",
+    ),
+    (Rule.NAME_CTX, "name names"),
+    (
+        Rule.ADDRESS,
+        "address street street_address street1 street2 address_line1 address_line2 address_line_1 "
+        "address_line_2 address1 address2 line1 line2 postal_address home_address shipping_address "
+        "billing_address mailing_address residential_address street_name house_number addr "
+        "address_lines formatted_address hashed_street_address",
+    ),
+    (
+        Rule.ADDRESS_CTX,
+        "postal_code postcode zip zip_code zipcode city state region province locality district "
+        "unit building floor suburb town",
+    ),
+    (Rule.HASHED_ADDRESS, "ct st zp hashed_city hashed_zip hashed_postal_code"),
+    (
+        Rule.EMPLOYMENT,
+        "company company_name job_title employer employer_name occupation job job_role "
+        "organization_name workplace",
+    ),
+    (Rule.EMPLOYMENT_CTX, "title"),
+    (
+        Rule.IP,
+        "ip ip_address client_ip_address client_ip ipv4 ipv6 remote_addr remote_ip user_ip "
+        "source_ip device_ip last_ip x_forwarded_for forwarded_for real_ip x_real_ip "
+        "true_client_ip cf_connecting_ip origin_ip customer_ip ip_addr user_ip_address "
+        "forwarded x_client_ip",
+    ),
+    (Rule.IMEI, "imei imeisv device_imei meid"),
+    (Rule.IMSI, "imsi"),
+    (Rule.ICCID, "iccid sim_serial sim_serial_number"),
+    (Rule.DEVICE_ID, "device_id hardware_id equipment_id serial_number"),
+    (
+        Rule.CARD,
+        "card_number pan cc_number credit_card credit_card_number card_no cardnumber "
+        "primary_account_number debit_card",
+    ),
+    (
+        Rule.BANK,
+        "iban bank_account bank_account_number account_number acct_number account_no "
+        "routing_number sort_code bsb bank_number",
+    ),
+    (Rule.SSN, "ssn social_security_number social_security ssn_last4"),
+    (
+        Rule.GOV_ID,
+        "nric fin national_id national_id_number passport passport_number passport_no "
+        "driver_license drivers_license driving_licence driver_license_number tax_id tin "
+        "taxpayer_id nid hkid id_card id_card_number identity_number identity_card "
+        "national_identity_number aadhaar nino personal_number citizen_id voter_id government_id",
+    ),
+    (Rule.LAT_LNG, "lat lng lon latitude longitude"),
+    (Rule.COORDINATES, "coordinates coords latlng lat_lng lat_long geo geolocation location"),
+    (
+        Rule.CELL,
+        "cell_id cellid cgi ecgi ncgi cell_global_identity lac enb_id enodeb_id eci cell_tower "
+        "serving_cell",
+    ),
+    (
+        Rule.COUNTRY,
+        "country_of_location current_country visited_country location_country roaming_country "
+        "country_of_residence",
+    ),
+    (
+        Rule.COUNTRY_CTX,
+        "country country_code country_iso country_name iso_country iso_country_code",
+    ),
+    (
+        Rule.CONSENT,
+        "sms_opt_in sms_optin sms_consent sms_subscribed sms_subscription sms_subscription_status "
+        "sms_marketing_consent sms_opted_in sms_opt_out sms_unsubscribed",
+    ),
+    (
+        Rule.CONSENT_CTX,
+        "opt_in optin opted_in opted_in_at opt_in_at opt_in_date opt_in_source opt_in_method "
+        "opt_out opted_out optout consent consent_timestamp consent_date consented_at "
+        "consent_source consent_status subscribed subscription_status subscription_state "
+        "subscription_groups subscription_group_id unsubscribed marketing_consent",
+    ),
+    (Rule.KEYWORD, "keyword opt_in_keyword sms_keyword"),
+    (
+        Rule.DEVICE_STATUS,
+        "reachable is_reachable reachability device_status handset_status handset_state "
+        "subscriber_status presence device_state",
+    ),
+    (Rule.DEVICE_STATUS_CTX, "status state availability available online"),
+    (
+        Rule.ROAMING,
+        "roaming is_roaming roaming_status visited_network vlr vlr_number msc msc_number "
+        "serving_msc roaming_network serving_network",
+    ),
+    (
+        Rule.CARRIER,
+        "carrier_name mccmnc mcc_mnc ported is_ported porting porting_status original_network "
+        "original_carrier current_carrier original_operator home_network network_name "
+        "network_code mobile_country_code mobile_network_code operator_name hni plmn",
+    ),
+    (Rule.CARRIER_CTX, "carrier operator network mcc mnc provider"),
+    (
+        Rule.VALIDITY,
+        "line_type number_type number_status phone_type valid_number is_valid_number "
+        "line_type_intelligence number_validity phone_valid",
+    ),
+    (Rule.VALIDITY_CTX, "valid is_valid validity"),
+    (
+        Rule.CONTENT,
+        "body text message content msg sms_text sms_body message_body message_text transcript "
+        "transcription voicemail caption html html_body text_body plain_text html_content "
+        "text_content",
+    ),
+    (
+        Rule.CDR,
+        "cdr cdrs call_detail_record call_detail_records call_records call_record call_log "
+        "call_logs call_duration call_status completion_status hangup_cause billsec "
+        "billable_seconds",
+    ),
+    (
+        Rule.CDR_CTX,
+        "duration start_time end_time answer_time answered_at disconnect_reason call_start "
+        "call_end setup_time started_at ended_at",
+    ),
+    (
+        Rule.SECRET,
+        "password passwd pwd secret client_secret private_key api_secret secret_key "
+        "secret_access_key aws_secret_access_key passphrase auth_token",
+    ),
+    (
+        Rule.VENDOR_CREDENTIAL,
+        "authorization proxy_authorization cookie set_cookie api_key apikey x_api_key key "
+        "access_token token auth x_auth_token signature sig x_amz_security_token x_goog_api_key "
+        "ocp_apim_subscription_key x_twilio_signature x_sharewall_purpose client_id",
+    ),
+)
+
+# A key containing one of these tokens is an identifier, amount, time or digest: values under it
+# are never read as phone numbers, card numbers or ids (a 10-digit `order_id` is not a phone).
+NEGATIVE_TOKENS = frozenset(
+    [
+        "id",
+        "ids",
+        "uuid",
+        "guid",
+        "order",
+        "invoice",
+        "amount",
+        "price",
+        "total",
+        "count",
+        "qty",
+        "quantity",
+        "timestamp",
+        "ts",
+        "time",
+        "date",
+        "created",
+        "updated",
+        "at",
+        "seq",
+        "sequence",
+        "version",
+        "ver",
+        "build",
+        "ref",
+        "reference",
+        "sku",
+        "hash",
+        "sha",
+        "sha1",
+        "sha256",
+        "md5",
+        "checksum",
+        "digest",
+        "etag",
+        "signature",
+        "nonce",
+        "size",
+        "length",
+        "bytes",
+        "port",
+        "pin",
+        "otp",
+        "cost",
+        "balance",
+        "limit",
+        "offset",
+        "page",
+        "index",
+        "idx",
+        "num_segments",
+        "segments",
+        "code",
+        "currency",
+        "tracking",
+        "batch",
+        "job_id",
+        "template",
+        "campaign",
+        "product",
+        "item",
+    ]
+)
+
+# Token fallbacks for keys not in EXACT_RULES (`customer_phone`, `hashedPhoneNumber`, ...).
+_PHONE_TOKENS = frozenset({"phone", "msisdn", "mobile", "telephone", "cellphone", "whatsapp"})
+_PERSON_NAME_PREFIXES = frozenset(
+    [
+        "first",
+        "last",
+        "full",
+        "given",
+        "family",
+        "middle",
+        "customer",
+        "contact",
+        "recipient",
+        "user",
+        "person",
+        "holder",
+        "cardholder",
+        "patient",
+        "member",
+        "sender",
+        "legal",
+        "display",
+    ]
+)
+_VALIDITY_TOKENS = frozenset({"type", "status", "valid", "validity"})
+_HASH_TOKENS = frozenset({"hashed", "sha256", "hash"})
+_SECRET_TOKENS = frozenset({"password", "passwd", "secret", "passphrase"})
+_SECRET_VETO = frozenset({"at", "expires", "expiry", "name", "id", "type", "hint", "policy"})
+_CONSENT_TOKENS = frozenset(
+    [
+        "consent",
+        "opt",
+        "optin",
+        "opted",
+        "subscribe",
+        "subscribed",
+        "subscription",
+        "unsubscribed",
+        "marketing",
+    ]
+)
+_ADDRESS_VETO = frozenset(
+    {"ip", "email", "mac", "wallet", "web", "url", "callback", "ipv4", "ipv6"}
+)
+
+
+class Ctx(IntFlag):
+    """Context flags of an object (from its parent keys and its sibling keys)."""
+
+    NONE = 0
+    PERSON = 1
+    ADDRESS = 2
+    LOCATION = 4
+    MOBILE = 8
+    CALL = 16
+    SMS = 32
+    LAT = 64  # a latitude key is among the siblings
+    LNG = 128  # a longitude key is among the siblings
+    NOT_PERSON = 256  # the object is a product, campaign, template...: `name` is not a person's
+    EMPLOYER = 512  # the object is a company: its `name` is employment data
+    ERROR = 1024  # an error/status object: its `message` is not a message body
+
+
+# Flags a key gives the object it names (`"address": {...}` makes an address context).
+PARENT_FLAGS: dict[str, Ctx] = {}
+for _words, _flag in (
+    (
+        "user users customer customers contact contacts profile profiles person people "
+        "subscriber subscribers recipient recipients member members patient client traits "
+        "attributes user_data identity identities owner account_holder cardholder "
+        "billing_details shipping_details customer_information personal_info sender",
+        Ctx.PERSON,
+    ),
+    (
+        "address shipping_address billing_address postal_address home_address mailing_address "
+        "residential_address shipping billing",
+        Ctx.ADDRESS,
+    ),
+    (
+        "location geo geolocation position coordinates current_location last_location "
+        "device_location position_info",
+        Ctx.LOCATION,
+    ),
+    (
+        "hlr lookup number_lookup msisdn subscriber_info sim network carrier roaming "
+        "line_type_intelligence carrier_info hlr_lookup mnp portability",
+        Ctx.MOBILE,
+    ),
+    ("call calls cdr cdrs call_detail_records call_records voice call_log", Ctx.CALL),
+    ("sms mms text_message whatsapp sms_marketing sms_subscription", Ctx.SMS),
+    (
+        "product products item items campaign campaigns template templates event events list "
+        "lists segment segments app application plan price merchant file files attachment "
+        "attachments tag tags category categories channel audience audiences sku variant brand "
+        "store shop page ad ads ad_set adset creative collection project workspace team",
+        Ctx.NOT_PERSON,
+    ),
+    ("company employer organization organisation workplace", Ctx.EMPLOYER),
+    ("error errors status meta metadata exception fault result", Ctx.ERROR),
+):
+    for _w in _words.split():
+        PARENT_FLAGS[_w.replace("_", "")] = PARENT_FLAGS.get(_w.replace("_", ""), Ctx.NONE) | _flag
+
+# Flags a key gives its siblings' object (`{"email": ..., "name": ...}` is about a person).
+_SIBLING_FLAGS_BY_RULE: dict[str, Ctx] = {
+    Rule.EMAIL: Ctx.PERSON,
+    Rule.NAME: Ctx.PERSON,
+    Rule.ADDRESS: Ctx.PERSON | Ctx.ADDRESS,
+    Rule.PHONE: Ctx.MOBILE | Ctx.SMS,
+    Rule.IMSI: Ctx.MOBILE,
+    Rule.ICCID: Ctx.MOBILE,
+    Rule.IMEI: Ctx.MOBILE,
+    Rule.ROAMING: Ctx.MOBILE,
+    Rule.CARRIER: Ctx.MOBILE,
+    Rule.VALIDITY: Ctx.MOBILE,
+    Rule.DEVICE_STATUS: Ctx.MOBILE,
+    Rule.CONSENT: Ctx.SMS,
+    Rule.KEYWORD: Ctx.SMS,
+    Rule.CDR: Ctx.CALL,
+    Rule.GOV_ID: Ctx.PERSON,
+    Rule.SSN: Ctx.PERSON,
+    Rule.CELL: Ctx.LOCATION,
+}
+_CALL_SIBLINGS = frozenset(
+    w.replace("_", "")
+    for w in [
+        "call_sid",
+        "call_id",
+        "caller",
+        "callee",
+        "a_number",
+        "b_number",
+        "calling_number",
+        "called_number",
+        "call_uuid",
+        "call_type",
+        "direction_call",
+    ]
+)
+_PERSON_SIBLINGS = frozenset(
+    w.replace("_", "")
+    for w in [
+        "birthday",
+        "birthdate",
+        "date_of_birth",
+        "dob",
+        "gender",
+        "age",
+        "first_name",
+        "last_name",
+    ]
+)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NON_ALNUM = re.compile(r"[^0-9a-zA-Z]+")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What one key name means: its rule, its tokens, the context it gives."""
+
+    raw: str
+    tokens: tuple[str, ...]
+    squashed: str
+    rule: str | None
+    is_negative: bool
+    parent_flags: Ctx  # flags for the object this key names
+    sibling_flags: Ctx  # flags for the object this key is in
+
+
+def normalise_key(key: str) -> tuple[str, ...]:
+    """Split a key into lowercase tokens: `hashedPhoneNumber` → (`hashed`, `phone`, `number`)."""
+    key = _CAMEL.sub("_", key)
+    return tuple(t for t in _NON_ALNUM.split(key.lower()) if t)
+
+
+def _token_rule(tokens: tuple[str, ...], squashed: str) -> str | None:
+    token_set = frozenset(tokens)
+    if token_set & _HASH_TOKENS:
+        if token_set & {"phone", "msisdn", "mobile"}:
+            return Rule.PHONE
+        if token_set & {"email", "mail"}:
+            return Rule.EMAIL
+        if "name" in token_set:
+            return Rule.NAME
+        return Rule.NEGATIVE
+    if token_set & _SECRET_TOKENS and not token_set & _SECRET_VETO:
+        return Rule.SECRET
+    if "sms" in token_set and token_set & _CONSENT_TOKENS:
+        return Rule.CONSENT
+    if token_set & _PHONE_TOKENS:
+        if token_set & _VALIDITY_TOKENS:
+            return Rule.VALIDITY
+        if token_set & NEGATIVE_TOKENS:
+            return Rule.NEGATIVE
+        return Rule.PHONE
+    if token_set & {"email", "mail"} and not token_set & NEGATIVE_TOKENS:
+        return Rule.EMAIL
+    if token_set & {"imei"}:
+        return Rule.IMEI
+    if token_set & {"imsi"}:
+        return Rule.IMSI
+    if token_set & {"iccid"}:
+        return Rule.ICCID
+    if "ip" in token_set or "ipv4" in token_set or "ipv6" in token_set:
+        return Rule.IP
+    if "ssn" in token_set:
+        return Rule.SSN
+    if "iban" in token_set:
+        return Rule.BANK
+    if token_set & NEGATIVE_TOKENS:
+        return Rule.NEGATIVE
+    if tokens and tokens[-1] == "name" and len(tokens) > 1 and tokens[0] in _PERSON_NAME_PREFIXES:
+        return Rule.NAME
+    if tokens and tokens[-1] == "address" and not token_set & _ADDRESS_VETO:
+        return Rule.ADDRESS
+    if token_set & {"latitude", "longitude"}:
+        return Rule.LAT_LNG
+    if "roaming" in token_set:
+        return Rule.ROAMING
+    if "carrier" in token_set:
+        return Rule.CARRIER_CTX
+    if "duration" in token_set:
+        return Rule.CDR_CTX
+    if "country" in token_set:
+        return Rule.COUNTRY_CTX
+    return None
+
+
+@lru_cache(maxsize=8192)
+def key_info(key: str) -> KeyInfo:
+    """Classify a key name (cached: batches repeat the same few keys)."""
+    tokens = normalise_key(key)
+    squashed = "".join(tokens)
+    rule = EXACT_RULES.get(squashed)
+    if rule is None:
+        rule = _token_rule(tokens, squashed)
+    is_negative = rule == Rule.NEGATIVE or (rule is None and bool(set(tokens) & NEGATIVE_TOKENS))
+    sibling = _SIBLING_FLAGS_BY_RULE.get(rule or "", Ctx.NONE)
+    if squashed in _CALL_SIBLINGS:
+        sibling |= Ctx.CALL
+    if squashed in _PERSON_SIBLINGS:
+        sibling |= Ctx.PERSON
+    if squashed in ("lat", "latitude"):
+        sibling |= Ctx.LAT
+    if squashed in ("lng", "lon", "long", "longitude"):
+        sibling |= Ctx.LNG
+    parent = PARENT_FLAGS.get(squashed, Ctx.NONE)
+    if parent == Ctx.NONE and len(tokens) > 1:
+        # `customer_address`, `sms_subscription`: the last (or first) token decides.
+        parent = PARENT_FLAGS.get(tokens[-1], Ctx.NONE) | (
+            PARENT_FLAGS.get(tokens[0], Ctx.NONE) & (Ctx.SMS | Ctx.MOBILE | Ctx.CALL)
+        )
+    return KeyInfo(key, tokens, squashed, rule, is_negative, parent, sibling)
+
+
+def header_key_info(name: str) -> KeyInfo:
+    """Classify a header name: `X-MSISDN` is looked up as `msisdn` (the `x-` is convention)."""
+    info = key_info(name)
+    if info.rule is None and info.tokens[:1] == ("x",) and len(info.tokens) > 1:
+        return key_info("_".join(info.tokens[1:]))
+    return info
+
+
+@lru_cache(maxsize=4096)
+def sibling_context(keys: tuple[str, ...]) -> Ctx:
+    """Context flags an object gets from its own keys (cached on the key tuple)."""
+    flags = Ctx.NONE
+    for key in keys:
+        flags |= key_info(key).sibling_flags
+    return flags
+
+
+# Sticky flags flow from an ancestor to every descendant; the others apply one level down.
+STICKY = Ctx.MOBILE | Ctx.CALL | Ctx.SMS | Ctx.LOCATION | Ctx.PERSON

@@ -1,0 +1,38 @@
+"""IP addresses: only public (globally routable) addresses are a person's or device's data."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+IPV4_RE = re.compile(
+    r"(?<![\d.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?![\d.])"
+)
+
+
+def is_public_ip(value: str) -> bool:
+    """True for a global IPv4/IPv6 address (private, loopback, reserved, documentation are not)."""
+    value = value.strip().strip("[]")
+    if "%" in value:  # IPv6 zone id: link-local by definition
+        return False
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def public_ips_in(value: str) -> bool:
+    """True when a list-like value (`X-Forwarded-For: a, b`, `for=a;proto=https`) holds a public IP."""
+    for part in re.split(r"[,\s;]+", value):
+        if part.lower().startswith("for="):
+            part = part[4:].strip('"')
+        if part.startswith("[") and "]" in part:
+            part = part[1 : part.index("]")]
+        elif part.count(":") == 1:  # IPv4 with a port
+            part = part.split(":", 1)[0]
+        if part and is_public_ip(part):
+            return True
+    return False

@@ -1,0 +1,80 @@
+"""The state of one inspection: findings so far, problems, and the limits being spent."""
+
+from __future__ import annotations
+
+import time
+
+from proxy.inspect.model import (
+    TIMED_OUT,
+    TOO_DEEP,
+    TOO_MANY_FIELDS,
+    Finding,
+    Inspection,
+    InspectionLimits,
+)
+
+# Check the clock once every this many fields: `perf_counter()` is cheap, not free.
+_CLOCK_EVERY = 64
+
+
+class ScanStopped(Exception):
+    """Raised inside a scan when a limit ends it; the problem is already recorded."""
+
+
+class Scan:
+    """Collects findings (deduplicated by category and location) and problems for one call."""
+
+    __slots__ = (
+        "_deadline",
+        "_fields",
+        "_findings",
+        "_problems",
+        "limits",
+        "mobile_call",
+        "regions",
+    )
+
+    def __init__(self, limits: InspectionLimits, *, mobile_call: bool = False) -> None:
+        self.limits = limits
+        self.regions = (limits.default_region, *limits.extra_phone_regions)
+        self.mobile_call = mobile_call  # the URL is an HLR / number-lookup endpoint
+        self._deadline = time.perf_counter() + limits.max_seconds
+        self._fields = 0
+        self._findings: dict[tuple[str, str], Finding] = {}
+        self._problems: list[str] = []
+
+    def add(self, category: str, location: str, detector: str) -> None:
+        """Record a finding; the first detector to find a (category, location) wins."""
+        key = (category, location)
+        if key not in self._findings:
+            self._findings[key] = Finding(category, location, detector)
+
+    def problem(self, code: str) -> None:
+        """Record a problem code once."""
+        if code not in self._problems:
+            self._problems.append(code)
+
+    def count_field(self) -> None:
+        """Spend one field of the budget; stop the scan past the field limit or the deadline."""
+        self._fields += 1
+        if self._fields > self.limits.max_fields:
+            self.problem(TOO_MANY_FIELDS)
+            raise ScanStopped
+        if self._fields % _CLOCK_EVERY == 0:
+            self.check_time()
+
+    def check_time(self) -> None:
+        """Stop the scan once the time budget is spent."""
+        if time.perf_counter() > self._deadline:
+            self.problem(TIMED_OUT)
+            raise ScanStopped
+
+    def too_deep(self, depth: int) -> bool:
+        """True (and a `too_deep` problem) when `depth` is past the nesting limit."""
+        if depth > self.limits.max_depth:
+            self.problem(TOO_DEEP)
+            return True
+        return False
+
+    def result(self) -> Inspection:
+        return Inspection(findings=tuple(self._findings.values()), problems=tuple(self._problems))

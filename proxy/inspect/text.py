@@ -1,0 +1,19 @@
+"""`text/*` bodies (and anything scanned as text): identifiers in free text."""
+
+from __future__ import annotations
+
+from proxy.inspect.free_text import scan_string
+from proxy.inspect.scan import Scan
+
+# Free text is scanned in slices so the deadline is checked between them.
+_SLICE = 64 * 1024
+_OVERLAP = 128  # an identifier cut by a slice boundary is seen whole in the next slice
+
+
+def scan_text(scan: Scan, text: str, *, location: str = "text", is_text: bool = True) -> None:
+    """Add findings for identifiers in `text` (`is_text=False` for bytes of unknown format)."""
+    start = 0
+    while start < len(text):
+        scan.check_time()
+        scan_string(scan, location, text[start : start + _SLICE + _OVERLAP], is_text=is_text)
+        start += _SLICE

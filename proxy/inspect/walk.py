@@ -1,0 +1,80 @@
+"""Walk a decoded tree (JSON, or JSON found inside a string) field by field, keeping context."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from proxy.inspect import categories as cat
+from proxy.inspect.fields import is_lat_lng_pair, scan_container_key, scan_scalar
+from proxy.inspect.keys import STICKY, Ctx, KeyInfo, Rule, key_info, sibling_context
+from proxy.inspect.scan import Scan
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def child_location(location: str, key: str) -> str:
+    """`$.a` + `b` → `$.a.b`; keys that are not plain names are quoted: `$.a['b c']`."""
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{location}.{key}"
+    return f"{location}[{key!r}]"
+
+
+def child_context(ctx: Ctx, info: KeyInfo | None, keys: tuple[str, ...]) -> Ctx:
+    """The context of an object: sticky flags from above, its key's flags, its own keys' flags."""
+    flags = (ctx & STICKY) | sibling_context(keys)
+    if info is not None:
+        flags |= info.parent_flags
+        if info.parent_flags & (Ctx.NOT_PERSON | Ctx.EMPLOYER):
+            flags &= ~Ctx.PERSON  # `product.name`, `company.name` are not a person's name
+    return flags
+
+
+def walk(
+    scan: Scan,
+    node: object,
+    location: str,
+    info: KeyInfo | None,
+    ctx: Ctx,
+    depth: int,
+    *,
+    in_list: bool = False,
+) -> None:
+    """Scan `node` (dict, list or scalar) found at `location` under the key `info`."""
+    if isinstance(node, dict):
+        if scan.too_deep(depth):
+            return
+        if node and not in_list:
+            scan_container_key(scan, location, info, ctx)
+        inner = child_context(ctx, info, tuple(node))
+        for key, value in node.items():
+            walk(scan, value, child_location(location, key), key_info(key), inner, depth + 1)
+    elif isinstance(node, list):
+        if scan.too_deep(depth):
+            return
+        if not node:
+            return
+        if not in_list:
+            scan_container_key(scan, location, info, ctx)
+        if (
+            info is not None
+            and info.rule == Rule.COORDINATES
+            and len(node) == 2
+            and is_lat_lng_pair(node[0], node[1])
+        ):
+            scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]
+        for index, item in enumerate(node):
+            walk(scan, item, f"{location}[{index}]", info, ctx, depth + 1, in_list=True)
+    else:
+        scan.count_field()
+        if isinstance(node, str) and len(node) > 1 and node[0] in "{[" and node[-1] in "}]":
+            # JSON sent as a string field (webhook `payload`, Segment `properties` as text).
+            try:
+                nested = orjson.loads(node)
+            except orjson.JSONDecodeError:
+                nested = None
+            if isinstance(nested, dict | list):
+                walk(scan, nested, location, info, ctx, depth + 1)
+                return
+        scan_scalar(scan, location, info, node, ctx)  # type: ignore[arg-type]
