@@ -352,3 +352,13 @@ test_deny_many_reasons_sorted_by_code_then_category if {
 		_rc("SMS_CONSENT_TO_THIRD_PARTY", "mobile.sms_consent"),
 	])
 }
+
+test_deny_empty_input_fails_closed if {
+	d := data.sharewall.egress.decision with input as {} with data.sharewall.registry as _registry
+	d == _deny([_r("INSPECTION_INCOMPLETE"), _r("PURPOSE_UNDECLARED"), _r("UNKNOWN_RECIPIENT")])
+}
+
+test_deny_without_registry_data_every_recipient_is_unknown if {
+	d := data.sharewall.egress.decision with input as _base with data.sharewall.registry as {}
+	d == _deny([_r("UNKNOWN_RECIPIENT")])
+}
