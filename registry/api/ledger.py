@@ -1,0 +1,123 @@
+"""`GET /v1/ledger`: what categories went to which recipient, for which purpose, from which source.
+
+Sums of the per-minute allowed counts proxies ship, grouped by the dimensions asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from registry.models import LedgerEntry, as_utc
+from registry.taxonomy import load_taxonomy
+
+from . import keys, openapi
+from .auth import require_role
+from .bodies import json_response
+from .flows import parse_time, query_error
+
+READ_ROLES = ("security", "engineer")
+_LEDGER = LedgerEntry.__table__
+# API name → column; `source` is the workload and namespace together.
+DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "recipient_id": ("recipient_id",),
+    "purpose": ("purpose",),
+    "category": ("category",),
+    "source": ("source_workload", "source_namespace"),
+}
+MAX_GROUPS = 10_000
+
+
+def parse_group_by(raw: str | None) -> list[str]:
+    """`group_by=recipient_id,category` (default: every dimension); 422 on an unknown one."""
+    if not raw:
+        return list(DIMENSIONS)
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DIMENSIONS]
+    if unknown or not names:
+        raise query_error("group_by", f"expected a comma list of {list(DIMENSIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def build_ledger_query(query: Any) -> tuple[sa.Select, list[str]]:
+    """The grouped SELECT for `GET /v1/ledger` (values bound, never spliced)."""
+    taxonomy = load_taxonomy()
+    group_by = parse_group_by(query.get("group_by"))
+    columns = [_LEDGER.c[col] for name in group_by for col in DIMENSIONS[name]]
+    total = sa.func.sum(_LEDGER.c.count).label("count")
+    stmt = sa.select(*columns, total, sa.func.min(_LEDGER.c.minute).label("first_minute"))
+    stmt = stmt.add_columns(sa.func.max(_LEDGER.c.minute).label("last_minute"))
+    since, until = parse_time(query, "since"), parse_time(query, "until")
+    if since is not None:
+        stmt = stmt.where(_LEDGER.c.minute >= since)
+    if until is not None:
+        stmt = stmt.where(_LEDGER.c.minute < until)
+    if query.get("recipient_id"):
+        stmt = stmt.where(_LEDGER.c.recipient_id == query["recipient_id"])
+    if query.get("source"):
+        stmt = stmt.where(_LEDGER.c.source_workload == query["source"])
+    purpose = query.get("purpose")
+    if purpose:
+        if not taxonomy.is_purpose(purpose):
+            raise query_error("purpose", f"unknown purpose {purpose!r}")
+        stmt = stmt.where(_LEDGER.c.purpose == purpose)
+    category = query.get("category")
+    if category:
+        if not taxonomy.is_category(category):
+            raise query_error("category", f"unknown category {category!r}")
+        stmt = stmt.where(_LEDGER.c.category == category)
+    stmt = stmt.group_by(*columns).order_by(total.desc(), *columns).limit(MAX_GROUPS)
+    return stmt, group_by
+
+
+def _group_json(row: Any, group_by: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in group_by:
+        if name == "source":
+            out["source"] = {"workload": row.source_workload, "namespace": row.source_namespace}
+        else:
+            out[name] = getattr(row, name)
+    out["count"] = int(row.count)
+    out["first_minute"] = as_utc(row.first_minute).isoformat()
+    out["last_minute"] = as_utc(row.last_minute).isoformat()
+    return out
+
+
+async def get_ledger(request: web.Request) -> web.Response:
+    """Grouped sums of allowed calls over a time range."""
+    require_role(request, *READ_ROLES)
+    stmt, group_by = build_ledger_query(request.query)
+    async with request.app[keys.ENGINE].connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    groups = [_group_json(r, group_by) for r in rows]
+    return json_response(
+        {"group_by": group_by, "groups": groups, "total": sum(g["count"] for g in groups)}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register `GET /v1/ledger`."""
+    app.router.add_get("/v1/ledger", get_ledger)
+    openapi.add_path(
+        app,
+        "/v1/ledger",
+        "get",
+        summary="Allowed calls summed by recipient, purpose, category and source",
+        roles=READ_ROLES,
+        query={
+            "since": ({"type": "string", "format": "date-time"}, "Minutes at or after this time"),
+            "until": ({"type": "string", "format": "date-time"}, "Minutes before this time"),
+            "recipient_id": ({"type": "string"}, "Recipient id"),
+            "source": ({"type": "string"}, "Source workload"),
+            "purpose": ({"type": "string"}, "Purpose id (taxonomy); unknown → 422"),
+            "category": ({"type": "string"}, "Category id (taxonomy); unknown → 422"),
+            "group_by": (
+                {"type": "string"},
+                "Comma list of recipient_id, purpose, category, source (default: all)",
+            ),
+        },
+        responses={422: "Unknown purpose/category/dimension or bad time"},
+        tags=("flows",),
+    )

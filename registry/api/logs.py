@@ -1,0 +1,139 @@
+"""`POST /v1/logs`: OPA decision-log uploads, so an OPA sidecar's decisions land beside the proxy's.
+
+OPA's decision-log plugin POSTs a gzip JSON array of events (`decision_id`, `path`, `input`,
+`result`, `timestamp`, `labels`...). A denying `sharewall/egress/decision` result is stored
+as a blocked flow (idempotent by OPA's decision id); an allowing one is counted; any other
+event (another query, a malformed one) is counted as ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from registry.errors import ApiError
+
+from . import keys, openapi
+from .auth import require_role
+from .bodies import json_response
+from .decisions import DecisionIn, flow_row, read_upload, store_flows
+
+log = structlog.get_logger("registry.logs")
+
+DECISION_PATHS = frozenset({"sharewall/egress/decision", "sharewall/egress"})
+MAX_EVENTS = 10_000
+
+
+class LogsAccepted(BaseModel):
+    """What the registry did with an upload."""
+
+    accepted: int
+    duplicates: int
+    allowed: int
+    ignored: int
+
+
+def _decision_of(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The decision document of an event, or None when the event is not an egress decision."""
+    if str(event.get("path", "")).strip("/") not in DECISION_PATHS:
+        return None
+    result = event.get("result")
+    if isinstance(result, dict) and isinstance(result.get("decision"), dict):
+        result = result["decision"]  # the query was the package, not the rule
+    if not isinstance(result, dict) or "allow" not in result:
+        return None
+    return result
+
+
+def _is_denied(decision: dict[str, Any]) -> bool:
+    # Fail closed in reading, too: only an explicit allow counts as one.
+    return not (decision.get("allow") is True and decision.get("action", "allow") == "allow")
+
+
+def event_record(event: dict[str, Any], decision: dict[str, Any]) -> DecisionIn:
+    """Map an OPA event and its denying decision onto a proxy-style decision record."""
+    policy_input = event.get("input") if isinstance(event.get("input"), dict) else {}
+    request = policy_input.get("request") if isinstance(policy_input.get("request"), dict) else {}
+    source = policy_input.get("source") if isinstance(policy_input.get("source"), dict) else {}
+    reasons = decision.get("reasons") if isinstance(decision.get("reasons"), list) else []
+    return DecisionIn.model_validate(
+        {
+            "decision_id": event.get("decision_id"),
+            "time": event.get("timestamp") or datetime.now(UTC),
+            "action": "deny",
+            "mode": "enforce",
+            "reason_codes": [r.get("code") for r in reasons if isinstance(r, dict)],
+            "recipient_id": policy_input.get("recipient_id"),
+            "host": request.get("host") or "",
+            "method": request.get("method") or "",
+            "path": request.get("path") or "",
+            "purpose": policy_input.get("purpose"),
+            "categories": policy_input.get("categories") or [],
+            "source_workload": source.get("workload"),
+            "source_namespace": source.get("namespace"),
+            "findings": policy_input.get("findings") or [],
+        }
+    )
+
+
+def _proxy_id(event: dict[str, Any]) -> str:
+    labels = event.get("labels") if isinstance(event.get("labels"), dict) else {}
+    return f"opa:{labels.get('id', 'unknown')}"[:200]
+
+
+async def post_logs(request: web.Request) -> web.Response:
+    """Ingest an OPA decision-log upload."""
+    require_role(request, "proxy", "admin")
+    events = await read_upload(request)
+    if not isinstance(events, list):
+        raise ApiError(
+            422, "validation-error", "Request body is not valid", "expected a JSON array of events"
+        )
+    if len(events) > MAX_EVENTS:
+        raise ApiError(
+            413, "payload-too-large", "Payload too large", f"at most {MAX_EVENTS} events"
+        )
+    flows: dict[str, dict[str, Any]] = {}
+    allowed = ignored = 0
+    for event in events:
+        decision = _decision_of(event) if isinstance(event, dict) else None
+        if decision is None:
+            ignored += 1
+            continue
+        if not _is_denied(decision):
+            allowed += 1
+            continue
+        try:
+            record = event_record(event, decision)
+        except ValidationError as exc:
+            ignored += 1
+            log.info("logs.event_ignored", error=exc.errors()[0]["msg"])
+            continue
+        flows.setdefault(record.decision_id, flow_row(record, _proxy_id(event)))
+    async with request.app[keys.ENGINE].begin() as conn:
+        accepted = await store_flows(conn, list(flows.values()))
+    denied = len(events) - allowed - ignored
+    result = LogsAccepted(
+        accepted=accepted, duplicates=denied - accepted, allowed=allowed, ignored=ignored
+    )
+    log.info("logs.ingested", **result.model_dump())
+    return json_response(result)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register `POST /v1/logs`."""
+    app.router.add_post("/v1/logs", post_logs)
+    openapi.add_path(
+        app,
+        "/v1/logs",
+        "post",
+        summary="OPA decision-log upload (gzip JSON array of events); denials become flows",
+        roles=("proxy", "admin"),
+        request={"type": "array", "items": {"type": "object"}},
+        response=LogsAccepted,
+        tags=("flows",),
+    )
