@@ -99,6 +99,7 @@ class ClientConnection:
         self._messages: deque[_Message] = deque()
         self._current: _Message | None = None
         self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
+        self._head_too_large = False
         self.eof = False
 
     # -- httptools callbacks ------------------------------------------------------------------
@@ -116,7 +117,8 @@ class ClientConnection:
         assert self._current is not None
         self._current.head_size += len(name) + len(value) + 4
         if self._current.head_size > self.settings.max_header_bytes:
-            raise _HeadTooLarge
+            self._head_too_large = True
+            raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
         self._current.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -143,11 +145,11 @@ class ClientConnection:
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self.upgrade_rest = bytes(data[offset:])
-        except _HeadTooLarge:
-            raise BadRequest(
-                "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
-            ) from None
-        except httptools.HttpParserError as exc:
+        except (_HeadTooLarge, httptools.HttpParserError) as exc:
+            if self._head_too_large:
+                raise BadRequest(
+                    "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
+                ) from None
             raise BadRequest(f"malformed request: {exc}") from None
 
     async def _read(self, seconds: float) -> bytes:

@@ -1,0 +1,128 @@
+"""End-to-end: CONNECT tunnels, intercepted (inspected inside) or spliced (decided up front)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import uuid
+
+import httpx
+import pytest
+import requests
+from proxy_harness import PHONE, parse_response, raw_exchange
+
+
+def _marker(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _session(proxy, verify) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    s.proxies = {"http": proxy.url, "https": proxy.url}
+    s.verify = str(verify)
+    return s
+
+
+def test_intercepted_tunnel_inspects_and_forwards_each_request(proxy, upstreams, certs):
+    m = _marker("intercepted")
+    s = _session(proxy, certs.proxy_ca_cert)  # the app trusts the proxy's CA
+    url = f"https://api.vendor.test:{upstreams.https_port}/{m}"
+    first = s.post(url, data={"To": PHONE}, timeout=10)
+    second = s.get(f"{url}/again", timeout=10)
+    assert first.status_code == 200 and second.status_code == 200
+    assert first.json()["scheme"] == "https"
+    assert [x.method for x in upstreams.find(m)] == ["POST", "GET"]
+    lines = proxy.decisions_for(m)
+    assert len(lines) == 2
+    post = next(x for x in lines if x["method"] == "POST")
+    assert post["inspected"] is True and post["tunnel"] is True
+    assert post["categories"] == ["contact.phone_number"]
+    assert post["recipient_id"] == "vendor"
+
+
+def test_intercepted_tunnel_blocks_a_request_inside_it(proxy, upstreams, certs):
+    m = _marker("intercepted-blocked")
+    s = _session(proxy, certs.proxy_ca_cert)
+    r = s.post(
+        f"https://api.vendor.test:{upstreams.https_port}/{m}",
+        data={"To": PHONE},
+        headers={"X-Sharewall-Purpose": "marketing"},
+        timeout=10,
+    )
+    assert r.status_code == 403
+    codes = [x["code"] for x in r.json()["reasons"]]
+    assert "MOBILE_INFO_FOR_MARKETING" in codes
+    assert r.headers["X-Sharewall-Decision-Id"] == r.json()["decision_id"]
+    assert upstreams.find(m) == []
+
+
+def test_httpx_trusting_the_proxy_ca_through_an_intercepted_tunnel(proxy, upstreams, certs):
+    m = _marker("httpx-tls")
+    ctx = ssl.create_default_context(cafile=str(certs.proxy_ca_cert))
+    with httpx.Client(proxy=proxy.url, verify=ctx, trust_env=False, timeout=10) as client:
+        r = client.get(f"https://api.vendor.test:{upstreams.https_port}/{m}")
+    assert r.status_code == 200 and r.json()["path"] == f"/{m}"
+
+
+def test_spliced_tunnel_is_decided_on_recipient_and_purpose(proxy, upstreams, certs):
+    m = _marker("spliced")
+    # Not intercepted: the app sees the upstream's own certificate.
+    s = _session(proxy, certs.upstream_ca)
+    r = s.get(f"https://tunnel.vendor.test:{upstreams.https_port}/{m}", timeout=10)
+    assert r.status_code == 200
+    assert upstreams.find(m)
+    connects = [
+        x
+        for x in proxy.logs()
+        if x.get("event") == "egress.decision"
+        and x["method"] == "CONNECT"
+        and x["host"] == "tunnel.vendor.test"
+    ]
+    assert connects and connects[-1]["inspected"] is False
+    assert connects[-1]["action"] == "allow" and connects[-1]["status"] == 200
+
+
+def test_spliced_tunnel_to_an_affiliate_is_uninspected_high_risk(proxy, upstreams):
+    target = f"partner.affiliate.test:{upstreams.https_port}"
+    raw = raw_exchange(proxy.port, f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    status, headers, body = parse_response(raw)
+    assert status == 403
+    doc = json.loads(body)
+    assert [x["code"] for x in doc["reasons"]] == ["UNINSPECTED_HIGH_RISK"]
+    assert headers["x-sharewall-decision-id"] == doc["decision_id"]
+    line = proxy.decision(doc["decision_id"])
+    assert line["method"] == "CONNECT" and line["tunnel"] is True and line["inspected"] is False
+
+
+def test_connect_to_an_unknown_host_is_blocked_before_any_dns(proxy):
+    raw = raw_exchange(
+        proxy.port, b"CONNECT nowhere.invalid:443 HTTP/1.1\r\nHost: nowhere.invalid:443\r\n\r\n"
+    )
+    status, _, body = parse_response(raw)
+    assert status == 403
+    assert [x["code"] for x in json.loads(body)["reasons"]] == ["UNKNOWN_RECIPIENT"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_through_an_intercepted_tunnel(proxy, upstreams, certs):
+    m = _marker("curl-tls")
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "--noproxy",
+            "",
+            "-x",
+            proxy.url,
+            "--cacert",
+            str(certs.proxy_ca_cert),
+            f"https://api.vendor.test:{upstreams.https_port}/{m}",
+        ],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+    assert json.loads(out.stdout)["path"] == f"/{m}"

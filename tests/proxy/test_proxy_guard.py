@@ -1,0 +1,117 @@
+"""End-to-end: forbidden destinations (SSRF guard) and malformed requests, on raw sockets."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from proxy_harness import parse_response, raw_exchange
+
+
+def _get(target: str, host: str | None = None) -> bytes:
+    host = host if host is not None else target.split("/")[2]
+    return f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("http://127.0.0.1:{http}/{m}", id="loopback literal, not pinned"),
+        pytest.param("http://localhost:{http}/{m}", id="localhost"),
+        pytest.param("http://0177.0.0.1:{http}/{m}", id="octal loopback literal"),
+        pytest.param("http://2130706433:{http}/{m}", id="integer loopback literal"),
+        pytest.param("http://[::ffff:127.0.0.1]:{http}/{m}", id="v4-mapped v6 loopback"),
+        pytest.param("http://169.254.169.254/latest/meta-data/{m}", id="metadata address"),
+        pytest.param("http://10.1.2.3/{m}", id="rfc1918"),
+        pytest.param("http://100.64.0.1/{m}", id="cgnat"),
+        pytest.param("http://[fd00::1]/{m}", id="ipv6 ula"),
+    ],
+)
+def test_forbidden_destinations_are_refused_before_any_connection(proxy, upstreams, target):
+    m = f"guard-{uuid.uuid4().hex[:8]}"
+    url = target.format(http=upstreams.http_port, m=m)
+    status, headers, body = parse_response(raw_exchange(proxy.port, _get(url)))
+    assert status == 403
+    doc = json.loads(body)
+    assert doc["error"] == "egress_blocked"
+    assert [x["code"] for x in doc["reasons"]] == ["DESTINATION_FORBIDDEN"]
+    assert headers["x-sharewall-decision-id"] == doc["decision_id"]
+    assert upstreams.find(m) == []
+    line = proxy.decision(doc["decision_id"])
+    assert line["reason_codes"] == ["DESTINATION_FORBIDDEN"] and line["status"] == 403
+
+
+@pytest.mark.parametrize(
+    "authority",
+    [
+        pytest.param("169.254.169.254:443", id="metadata"),
+        pytest.param("127.0.0.1:22", id="loopback ssh"),
+        pytest.param("localhost:443", id="localhost"),
+    ],
+)
+def test_connect_to_a_forbidden_destination_is_refused(proxy, authority):
+    raw = raw_exchange(
+        proxy.port, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode()
+    )
+    status, _, body = parse_response(raw)
+    assert status == 403
+    assert [x["code"] for x in json.loads(body)["reasons"]] == ["DESTINATION_FORBIDDEN"]
+
+
+def test_the_proxy_itself_is_a_forbidden_destination(proxy):
+    raw = raw_exchange(proxy.port, _get(f"http://127.0.0.1:{proxy.port}/loop"))
+    status, _, body = parse_response(raw)
+    assert status == 403
+    assert [x["code"] for x in json.loads(body)["reasons"]] == ["DESTINATION_FORBIDDEN"]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        pytest.param(b"HELLO THERE\r\n\r\n", 400, id="garbage request line"),
+        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, id="tls to plain port"),
+        pytest.param(
+            b"GET http://api.vendor.test:99999/ HTTP/1.1\r\nHost: api.vendor.test:99999\r\n\r\n",
+            400,
+            id="port out of range",
+        ),
+        pytest.param(
+            b"GET http://api.vendor.test:8x/ HTTP/1.1\r\nHost: api.vendor.test\r\n\r\n",
+            400,
+            id="non-numeric port",
+        ),
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+            400,
+            id="host header disagrees",
+        ),
+        pytest.param(
+            b"GET http://user:pw@api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n\r\n",
+            400,
+            id="userinfo in authority",
+        ),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: api.vendor.test\r\n\r\n", 400, id="origin-form"),
+        pytest.param(
+            b"GET ftp://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n\r\n",
+            400,
+            id="unsupported scheme",
+        ),
+        pytest.param(b"CONNECT [::1:443 HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="unbalanced bracket"),
+        pytest.param(b"CONNECT :443 HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="empty host"),
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\nX-Big: "
+            + b"a" * (40 * 1024)
+            + b"\r\n\r\n",
+            431,
+            id="oversized header",
+        ),
+    ],
+)
+def test_malformed_requests_get_a_json_error(proxy, request_bytes, status):
+    got, headers, body = parse_response(raw_exchange(proxy.port, request_bytes))
+    assert got == status
+    assert headers["content-type"] == "application/json"
+    doc = json.loads(body)
+    assert doc["error"] == ("headers_too_large" if status == 431 else "bad_request")
+    assert doc["message"]
