@@ -168,7 +168,9 @@ class Decider:
         if self._snapshot is None:
             return self._fault(call, inspection, categories, SNAPSHOT_NOT_LOADED)
         day = policy_date(now) if now is not None else self._today()
-        key = cache_key(call, categories, inspection.complete, day)
+        # Most calls have no problems: skip the scan of `complete` on the hot path.
+        complete = not inspection.problems or inspection.complete
+        key = cache_key(call, categories, complete, day)
         entry = self.cache.get(key)
         if entry is None:
             generation = self.cache.generation
