@@ -31,7 +31,7 @@ _KEY_ONLY: dict[str, tuple[str, Ctx]] = {
     Rule.DEVICE_STATUS: (cat.DEVICE_STATUS, Ctx.NONE),
     Rule.ROAMING: (cat.ROAMING, Ctx.NONE),
     Rule.CARRIER: (cat.CARRIER, Ctx.NONE),
-    Rule.CARRIER_CTX: (cat.CARRIER, Ctx.MOBILE),
+    Rule.CARRIER_CTX: (cat.CARRIER, Ctx.MOBILE | Ctx.PHONE),
     Rule.VALIDITY: (cat.NUMBER_VALIDITY, Ctx.NONE),
     Rule.VALIDITY_CTX: (cat.NUMBER_VALIDITY, Ctx.MOBILE),
     Rule.CDR: (cat.USAGE, Ctx.NONE),
@@ -97,7 +97,7 @@ def _key_only(scan: Scan, location: str, rule: str | None, ctx: Ctx) -> bool:
     if spec is None:
         return False
     category, needs = spec
-    if needs == Ctx.MOBILE and scan.mobile_call:
+    if needs & Ctx.MOBILE and scan.mobile_call:
         needs = Ctx.NONE
     if needs and not ctx & needs:
         return True  # the rule owns the key; out of context it means nothing
@@ -158,7 +158,7 @@ def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, 
         _scan_str(scan, location, rule, value, ctx)
     elif not isinstance(value, bool):
         _scan_number(scan, location, rule, value, ctx)
-    elif rule == Rule.DEVICE_STATUS_CTX and (ctx & Ctx.MOBILE or scan.mobile_call):
+    elif rule == Rule.DEVICE_STATUS_CTX and (ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call):
         scan.add(cat.DEVICE_STATUS, location, "key:device_status")
 
 
@@ -288,7 +288,8 @@ def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx:
             scan.add(cat.SMS_CONSENT, location, "key:keyword")
         return True
     elif rule == Rule.DEVICE_STATUS_CTX:
-        if (ctx & Ctx.MOBILE or scan.mobile_call) and value.strip().upper() in HANDSET_STATES:
+        in_context = ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call
+        if in_context and value.strip().upper() in HANDSET_STATES:
             scan.add(cat.DEVICE_STATUS, location, "key:device_status")
             return True
     elif rule == Rule.CONTENT:

@@ -189,7 +189,7 @@ EXACT_RULES: dict[str, str] = _table(
         "original_carrier current_carrier original_operator home_network network_name "
         "network_code mobile_country_code mobile_network_code operator_name hni plmn",
     ),
-    (Rule.CARRIER_CTX, "carrier operator network mcc mnc provider"),
+    (Rule.CARRIER_CTX, "carrier operator network mcc mnc"),
     (
         Rule.VALIDITY,
         "line_type number_type number_status phone_type valid_number is_valid_number "
@@ -355,6 +355,7 @@ class Ctx(IntFlag):
     NOT_PERSON = 256  # the object is a product, campaign, template...: `name` is not a person's
     EMPLOYER = 512  # the object is a company: its `name` is employment data
     ERROR = 1024  # an error/status object: its `message` is not a message body
+    PHONE = 2048  # a phone-number key is among the siblings (weaker than MOBILE)
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -402,7 +403,7 @@ _SIBLING_FLAGS_BY_RULE: dict[str, Ctx] = {
     Rule.EMAIL: Ctx.PERSON,
     Rule.NAME: Ctx.PERSON,
     Rule.ADDRESS: Ctx.PERSON | Ctx.ADDRESS,
-    Rule.PHONE: Ctx.MOBILE | Ctx.SMS,
+    Rule.PHONE: Ctx.PHONE | Ctx.SMS,
     Rule.IMSI: Ctx.MOBILE,
     Rule.ICCID: Ctx.MOBILE,
     Rule.IMEI: Ctx.MOBILE,

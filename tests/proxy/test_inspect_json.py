@@ -1,0 +1,452 @@
+"""JSON payloads: real API shapes, key+value detection, and the traps that must stay clean."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from stdnum import luhn
+
+from proxy.inspect import inspect_call
+from proxy.inspect.model import MALFORMED_JSON
+
+JSON = {"Content-Type": "application/json"}
+ICCID = "896501234567890123" + luhn.calc_check_digit("896501234567890123")
+SHA = "254aa248acb47dd654ca3ea53f48c2c26d641d23d7e2e93a1ec56258df7674c4"
+
+
+def found(body: object, url: str = "https://api.example.com/v1/send", headers=JSON) -> set:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    inspection = inspect_call("POST", url, headers, raw)
+    assert inspection.complete, inspection.problems
+    return {(f.category, f.location) for f in inspection.findings}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            {
+                "messages": [
+                    {
+                        "destinations": [{"to": "41793026727"}, {"to": "+6591234567"}],
+                        "from": "InfoSMS",
+                        "text": "Your parcel is on its way",
+                    }
+                ]
+            },
+            {
+                ("contact.phone_number", "json:$.messages[0].destinations[0].to"),
+                ("contact.phone_number", "json:$.messages[0].destinations[1].to"),
+                ("comms.content", "json:$.messages[0].text"),
+            },
+            id="infobip advanced sms",
+        ),
+        pytest.param(
+            {"from": "12345", "to": ["+6591234567", "+85291234567"], "body": "Hi"},
+            {
+                ("contact.phone_number", "json:$.to[0]"),
+                ("contact.phone_number", "json:$.to[1]"),
+                ("comms.content", "json:$.body"),
+            },
+            id="sinch batch with a list of recipients",
+        ),
+        pytest.param(
+            {"recipients": "31612345678,31687654321", "originator": "Shop", "body": "Code 1234"},
+            {("contact.phone_number", "json:$.recipients"), ("comms.content", "json:$.body")},
+            id="messagebird comma separated recipients without plus",
+        ),
+        pytest.param(
+            {
+                "data": [
+                    {
+                        "event_name": "Purchase",
+                        "event_time": 1700000000,
+                        "user_data": {
+                            "em": [SHA],
+                            "ph": [SHA],
+                            "fn": SHA,
+                            "ln": SHA,
+                            "ct": SHA,
+                            "country": SHA,
+                            "client_ip_address": "93.184.216.34",
+                            "client_user_agent": "Mozilla/5.0",
+                        },
+                        "custom_data": {
+                            "currency": "USD",
+                            "value": 142.52,
+                            "order_id": "4155552671",
+                        },
+                    }
+                ]
+            },
+            {
+                ("contact.email", "json:$.data[0].user_data.em[0]"),
+                ("contact.phone_number", "json:$.data[0].user_data.ph[0]"),
+                ("contact.name", "json:$.data[0].user_data.fn"),
+                ("contact.name", "json:$.data[0].user_data.ln"),
+                ("contact.postal_address", "json:$.data[0].user_data.ct"),
+                ("location.country", "json:$.data[0].user_data.country"),
+                ("network.ip_address", "json:$.data[0].user_data.client_ip_address"),
+            },
+            id="facebook conversions api hashed user_data",
+        ),
+        pytest.param(
+            {
+                "operations": [
+                    {
+                        "create": {
+                            "userIdentifiers": [
+                                {"hashedEmail": SHA},
+                                {"hashedPhoneNumber": SHA},
+                                {"addressInfo": {"hashedFirstName": SHA, "countryCode": "US"}},
+                            ]
+                        }
+                    }
+                ]
+            },
+            {
+                ("contact.email", "json:$.operations[0].create.userIdentifiers[0].hashedEmail"),
+                (
+                    "contact.phone_number",
+                    "json:$.operations[0].create.userIdentifiers[1].hashedPhoneNumber",
+                ),
+                (
+                    "contact.name",
+                    "json:$.operations[0].create.userIdentifiers[2].addressInfo.hashedFirstName",
+                ),
+                (
+                    "location.country",
+                    "json:$.operations[0].create.userIdentifiers[2].addressInfo.countryCode",
+                ),
+            },
+            id="google ads customer match",
+        ),
+        pytest.param(
+            {
+                "attributes": [
+                    {
+                        "external_id": "u-1",
+                        "phone": "+6591234567",
+                        "first_name": "Mei",
+                        "subscription_groups": [
+                            {"subscription_group_id": "8c1e", "subscription_state": "subscribed"}
+                        ],
+                    }
+                ]
+            },
+            {
+                ("contact.phone_number", "json:$.attributes[0].phone"),
+                ("contact.name", "json:$.attributes[0].first_name"),
+                ("mobile.sms_consent", "json:$.attributes[0].subscription_groups"),
+                (
+                    "mobile.sms_consent",
+                    "json:$.attributes[0].subscription_groups[0].subscription_group_id",
+                ),
+                (
+                    "mobile.sms_consent",
+                    "json:$.attributes[0].subscription_groups[0].subscription_state",
+                ),
+            },
+            id="braze users track with sms subscription group",
+        ),
+        pytest.param(
+            {
+                "data": {
+                    "type": "profile",
+                    "attributes": {
+                        "email": "mei@example.com",
+                        "phone_number": "+6591234567",
+                        "subscriptions": {"sms": {"marketing": {"consent": "SUBSCRIBED"}}},
+                    },
+                }
+            },
+            {
+                ("contact.email", "json:$.data.attributes.email"),
+                ("contact.phone_number", "json:$.data.attributes.phone_number"),
+                (
+                    "mobile.sms_consent",
+                    "json:$.data.attributes.subscriptions.sms.marketing.consent",
+                ),
+            },
+            id="klaviyo profile with sms consent",
+        ),
+        pytest.param(
+            {
+                "userId": "u-1",
+                "traits": {
+                    "name": "Mei Tan",
+                    "email": "mei@example.com",
+                    "title": "CFO",
+                    "company": {"name": "Acme Pte Ltd"},
+                    "address": {
+                        "street": "1 Raffles Pl",
+                        "city": "Singapore",
+                        "postalCode": "048616",
+                    },
+                },
+            },
+            {
+                ("contact.name", "json:$.traits.name"),
+                ("contact.email", "json:$.traits.email"),
+                ("account.employment", "json:$.traits.title"),
+                ("account.employment", "json:$.traits.company.name"),
+                ("contact.postal_address", "json:$.traits.address.street"),
+                ("contact.postal_address", "json:$.traits.address.city"),
+                ("contact.postal_address", "json:$.traits.address.postalCode"),
+            },
+            id="segment identify traits",
+        ),
+        pytest.param(
+            {
+                "msisdn": "447911123456",
+                "imsi": "310150123456789",
+                "mccmnc": "23410",
+                "ported": False,
+                "roaming": False,
+                "status": "DELIVERED",
+                "country": "GB",
+            },
+            {
+                ("contact.phone_number", "json:$.msisdn"),
+                ("mobile.device_id", "json:$.imsi"),
+                ("mobile.carrier", "json:$.mccmnc"),
+                ("mobile.carrier", "json:$.ported"),
+                ("mobile.roaming_status", "json:$.roaming"),
+                ("mobile.device_status", "json:$.status"),
+                ("location.country", "json:$.country"),
+            },
+            id="hlr record forwarded to a partner",
+        ),
+        pytest.param(
+            {
+                "cdrs": [
+                    {
+                        "from": "+6591234567",
+                        "to": "+6598765432",
+                        "start_time": "2024-01-15T10:00:00Z",
+                        "duration": 125,
+                        "completion_status": "ANSWERED",
+                    }
+                ]
+            },
+            {
+                ("comms.usage", "json:$.cdrs"),
+                ("contact.phone_number", "json:$.cdrs[0].from"),
+                ("contact.phone_number", "json:$.cdrs[0].to"),
+                ("comms.usage", "json:$.cdrs[0].start_time"),
+                ("comms.usage", "json:$.cdrs[0].duration"),
+                ("comms.usage", "json:$.cdrs[0].completion_status"),
+            },
+            id="call detail records",
+        ),
+        pytest.param(
+            {
+                "device": {"imei": "490154203237518", "iccid": ICCID},
+                "location": {"lat": 1.2903, "lng": 103.8519},
+                "cell_id": "52501-1234-5678",
+            },
+            {
+                ("mobile.device_id", "json:$.device.imei"),
+                ("mobile.device_id", "json:$.device.iccid"),
+                ("location.precise", "json:$.location.lat"),
+                ("location.precise", "json:$.location.lng"),
+                ("location.precise", "json:$.cell_id"),
+            },
+            id="device ids and a position",
+        ),
+        pytest.param(
+            {
+                "ticket": {
+                    "requester": {"name": "Mei Tan", "email": "mei@example.com"},
+                    "comment": {"body": "My card 4111 1111 1111 1111 was charged twice"},
+                }
+            },
+            {
+                ("contact.name", "json:$.ticket.requester.name"),
+                ("contact.email", "json:$.ticket.requester.email"),
+                ("comms.content", "json:$.ticket.comment.body"),
+                ("payment.account_number", "json:$.ticket.comment.body"),
+            },
+            id="support ticket with a card number in the text",
+        ),
+        pytest.param(
+            {
+                "payout": {"iban": "GB82WEST12345698765432", "account_holder_name": "Mei Tan"},
+                "customer": {"ssn": "123-45-6789", "passport_number": "E1234567"},
+            },
+            {
+                ("payment.account_number", "json:$.payout.iban"),
+                ("contact.name", "json:$.payout.account_holder_name"),
+                ("government_id", "json:$.customer.ssn"),
+                ("government_id", "json:$.customer.passport_number"),
+            },
+            id="payments and ids",
+        ),
+        pytest.param(
+            {
+                "config": {
+                    "client_secret": "s3cr3t",
+                    "note": "key AKIAIOSFODNN7EXAMPLE",
+                    "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIE...\n",
+                }
+            },
+            {
+                ("credentials.secret", "json:$.config.client_secret"),
+                ("credentials.secret", "json:$.config.note"),
+                ("credentials.secret", "json:$.config.pem"),
+            },
+            id="our secrets leaking",
+        ),
+        pytest.param(
+            {"payload": orjson.dumps({"customer": {"phone": "+6591234567"}}).decode()},
+            {("contact.phone_number", "json:$.payload.customer.phone")},
+            id="json encoded inside a string field",
+        ),
+        pytest.param(
+            {"note": "reach me on +65 9123 4567 or mei@example.com", "ip": "8.8.8.8"},
+            {
+                ("contact.phone_number", "json:$.note"),
+                ("contact.email", "json:$.note"),
+                ("network.ip_address", "json:$.ip"),
+            },
+            id="identifiers by value under unrelated keys",
+        ),
+        pytest.param(
+            {
+                "to": "tel:+6591234567",
+                "alt": "\uff0b\uff16\uff15\uff19\uff11\uff12\uff13\uff14\uff15\uff16\uff17",
+                "ar": "+\u0666\u0665\u0669\u0661\u0662\u0663\u0664\u0665\u0666\u0667",
+            },
+            {
+                ("contact.phone_number", "json:$.to"),
+                ("contact.phone_number", "json:$.alt"),
+                ("contact.phone_number", "json:$.ar"),
+            },
+            id="tel uri and unicode digits",
+        ),
+    ],
+)
+def test_real_payloads_yield_their_categories_at_their_locations(body, expected):
+    assert found(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(
+            {"order_id": "4155552671", "invoice": 6591234567, "amount": "6591234567"},
+            id="10-digit order, invoice, amount",
+        ),
+        pytest.param(
+            {"timestamp": 1700000000000, "created_at": "1700000000000", "ts": 1700000000},
+            id="unix timestamps",
+        ),
+        pytest.param(
+            {"id": "550e8400-e29b-41d4-a716-446655440000", "count": 6591234567}, id="uuid and count"
+        ),
+        pytest.param(
+            {"sha256": SHA, "checksum": SHA, "digest": SHA, "etag": SHA, "hash": SHA},
+            id="hex digests of files",
+        ),
+        pytest.param(
+            {
+                "product": {"name": "Galaxy S24 Ultra"},
+                "campaign": {"name": "Black Friday"},
+                "template_name": "otp_v2",
+                "name": "welcome-flow",
+            },
+            id="product, campaign and template names",
+        ),
+        pytest.param(
+            {
+                "status": 200,
+                "code": 404,
+                "date": "2024-01-15",
+                "time": "10:30:00",
+                "version": "1.2.3.4",
+                "message_id": "SM123",
+            },
+            id="status codes, iso dates, versions",
+        ),
+        pytest.param(
+            {
+                "ip": "10.0.0.7",
+                "client_ip_address": "127.0.0.1",
+                "peer": "192.168.1.2",
+                "v6": "fe80::1",
+            },
+            id="private and loopback addresses",
+        ),
+        pytest.param(
+            {"email": "", "name": None, "opt_in": True},
+            id="empty fields and an e-mail newsletter opt-in",
+        ),
+        pytest.param(
+            {
+                "currency": "SGD",
+                "country": "SG",
+                "carrier": "DHL",
+                "tracking_number": "1Z999AA10123456784",
+            },
+            id="shipping carrier and billing country of a company",
+        ),
+        pytest.param(
+            {"reference": "4111111111111111", "card_last4": "1111"},
+            id="card-like reference under a reference key",
+        ),
+        pytest.param(
+            {"error": {"code": 21211, "message": "Invalid 'To' Phone Number"}},
+            id="error object message",
+        ),
+    ],
+)
+def test_traps_are_not_personal_data(body):
+    assert found(body) == set()
+
+
+def test_message_status_beside_a_phone_is_not_device_status():
+    body = {"to": "+6591234567", "status": "queued", "price": "0.0075", "valid": True}
+    assert found(body) == {("contact.phone_number", "json:$.to")}
+
+
+def test_ndjson_each_line_is_a_document():
+    body = b'{"to": "+6591234567"}\n{"event": "x"}\n{"email": "a@example.com"}\n'
+    headers = {"Content-Type": "application/x-ndjson"}
+    assert found(body, headers=headers) == {
+        ("contact.phone_number", "ndjson:0:$.to"),
+        ("contact.email", "ndjson:2:$.email"),
+    }
+
+
+def test_json_in_the_declared_charset_is_decoded():
+    body = '{"name_of_customer": "x", "phone": "+6591234567"}'.encode("utf-16")
+    headers = {"Content-Type": "application/json; charset=utf-16"}
+    assert ("contact.phone_number", "json:$.phone") in found(body, headers=headers)
+
+
+def test_malformed_json_is_scanned_as_text_and_reported():
+    body = (pathlib_data() / "malformed.json").read_bytes()
+    inspection = inspect_call("POST", "https://api.example.com/", JSON, body)
+    assert inspection.problems == (MALFORMED_JSON,)
+    assert inspection.complete  # scanned as text: every byte was seen
+    assert {(f.category, f.location) for f in inspection.findings} == {
+        ("contact.phone_number", "text"),
+        ("contact.email", "text"),
+    }
+
+
+def test_findings_never_carry_the_values():
+    inspection = inspect_call(
+        "POST",
+        "https://api.example.com/",
+        JSON,
+        b'{"to": "+6591234567", "email": "mei@example.com"}',
+    )
+    dumped = orjson.dumps([f.as_dict() for f in inspection.findings]).decode()
+    assert "91234567" not in dumped and "mei@" not in dumped
+
+
+def pathlib_data():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "data" / "inspect"
