@@ -24,7 +24,7 @@ from registry import snapshot as schema
 from registry.audit import record_audit
 from registry.errors import ApiError, forbidden
 from registry.models import Approval, Grant, Recipient, RecipientHost, utcnow
-from registry.service import Actor, Loaded, grants_by_purpose
+from registry.service import Actor, Loaded, forget, grants_by_purpose
 from registry.state import bump_snapshot_version
 
 REVIEWER_ROLES = frozenset({"security", "admin"})
@@ -296,6 +296,7 @@ async def apply_registry(
             before=current[rid].image(),
         )
         await session.exec(sa.delete(Recipient).where(Recipient.id == rid))
+        forget(session, current[rid].all_rows())
     for change in diff.changed:
         await _remove_parts(session, current[change.id], by_id[change.id], change)
     await session.flush()
@@ -327,10 +328,12 @@ async def _remove_parts(
     drop_hosts = [h.id for h in loaded.hosts if h.pattern in gone_hosts]
     if drop_hosts:
         await session.exec(sa.delete(RecipientHost).where(RecipientHost.id.in_(drop_hosts)))
+        forget(session, [h for h in loaded.hosts if h.pattern in gone_hosts])
     loaded.hosts = [h for h in loaded.hosts if h.pattern not in gone_hosts]
     _, _, removed = _pair_grants(loaded.grants, wanted.grants)
     if removed:
         await session.exec(sa.delete(Grant).where(Grant.id.in_([g.id for g in removed])))
+        forget(session, removed)
 
 
 async def _update_recipient(

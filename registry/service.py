@@ -108,6 +108,9 @@ class Loaded:
     def view(self) -> dict[str, Any]:
         return recipient_view(self.recipient, self.hosts, self.grants)
 
+    def all_rows(self) -> list[Any]:
+        return [self.recipient, *self.hosts, *self.grants]
+
     def image(self) -> dict[str, Any]:
         """The JSON image stored in audit events."""
         return _jsonable(self.view())
@@ -176,6 +179,13 @@ async def list_recipients(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def forget(session: AsyncSession, rows: Iterable[Any]) -> None:
+    """Drop rows deleted by a core DELETE from the session, so a reused id cannot collide."""
+    for row in rows:
+        if row in session:
+            session.expunge(row)
 
 
 def _check_version(loaded: Loaded, expected_version: int | None) -> None:
@@ -365,6 +375,7 @@ async def _replace_hosts(session: AsyncSession, loaded: Loaded, patterns: set[st
     if drop:
         # Core DELETE runs now, before the INSERTs below, so a host can move between rows.
         await session.exec(sa.delete(RecipientHost).where(RecipientHost.id.in_(drop)))
+        forget(session, [h for h in loaded.hosts if h.pattern not in patterns])
     have = {h.pattern for h in keep}
     added = [
         RecipientHost(recipient_id=loaded.recipient.id, pattern=p) for p in sorted(patterns - have)
@@ -382,6 +393,7 @@ async def delete_recipient(
     _check_version(loaded, expected_version)
     before = loaded.image()
     await session.exec(sa.delete(Recipient).where(Recipient.id == recipient_id))
+    forget(session, loaded.all_rows())
     record_audit(
         session,
         actor=actor.name,
@@ -495,6 +507,7 @@ async def delete_grant(
     grant = _find_grant(loaded, grant_id)
     before = {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
     await session.exec(sa.delete(Grant).where(Grant.id == grant_id))
+    forget(session, [grant])
     loaded.grants = [g for g in loaded.grants if g.id != grant_id]
     _touch(loaded.recipient, actor)
     session.add(loaded.recipient)
