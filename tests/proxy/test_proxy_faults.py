@@ -1,0 +1,186 @@
+"""End-to-end: faults fail closed, upstream errors, report mode, registry reload, SIGTERM drain."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from proxy_harness import PHONE, REGISTRY_YAML, free_port, start_proxy
+
+
+def _marker(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _session(proxy) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    s.proxies = {"http": proxy.url, "https": proxy.url}
+    return s
+
+
+def _direct() -> requests.Session:
+    """A session that ignores proxy environment variables (for the admin port)."""
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def _wait_for(predicate, timeout: float = 8.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def faulty_engine_proxy(tmp_path_factory, certs, upstreams):
+    """A proxy whose OPA engine is unreachable (nothing listens at its URL)."""
+    p = start_proxy(
+        tmp_path_factory.mktemp("opa-down"),
+        certs,
+        upstreams,
+        "--engine",
+        "opa",
+        "--opa-url",
+        f"http://127.0.0.1:{free_port()}",
+    )
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def report_proxy(tmp_path_factory, certs, upstreams):
+    p = start_proxy(tmp_path_factory.mktemp("report"), certs, upstreams, "--mode", "report")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def live_registry(tmp_path_factory):
+    path = tmp_path_factory.mktemp("registry") / "registry.yaml"
+    shutil.copy(REGISTRY_YAML, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tuned_proxy(tmp_path_factory, certs, upstreams, live_registry):
+    """A proxy on a registry file the tests edit, with a short upstream timeout."""
+    p = start_proxy(
+        tmp_path_factory.mktemp("tuned"),
+        certs,
+        upstreams,
+        "--upstream-timeout",
+        "1.5",
+        "--reload-interval",
+        "0.2",
+        "--drain-timeout",
+        "5",
+        registry=live_registry,
+    )
+    yield p
+    p.stop()
+
+
+def test_engine_fault_fails_closed_with_503(faulty_engine_proxy, upstreams):
+    p = faulty_engine_proxy
+    m = _marker("fault")
+    r = _session(p).get(f"http://api.vendor.test:{upstreams.http_port}/{m}", timeout=10)
+    assert r.status_code == 503
+    body = r.json()
+    assert body["error"] == "egress_unavailable"
+    assert r.headers["X-Sharewall-Decision-Id"] == body["decision_id"]
+    assert upstreams.find(m) == []
+    line = p.decision(body["decision_id"])
+    assert line["fault"] and line["action"] == "deny" and line["status"] == 503
+    ready = _direct().get(f"{p.admin_url}/readyz", timeout=5)
+    assert ready.status_code == 503
+
+
+def test_upstream_refusing_connections_is_502(proxy, upstreams):
+    m = _marker("down")
+    r = _session(proxy).get(f"http://api.vendor.test:{upstreams.closed_port}/{m}", timeout=10)
+    assert r.status_code == 502
+    assert r.json()["error"] == "upstream_unreachable"
+    [line] = proxy.decisions_for(m)
+    assert line["status"] == 502 and line["action"] == "allow"
+
+
+def test_upstream_too_slow_is_504(tuned_proxy, upstreams):
+    m = _marker("slow")
+    started = time.monotonic()
+    r = _session(tuned_proxy).get(
+        f"http://api.vendor.test:{upstreams.http_port}/slow/4?{m}", timeout=10
+    )
+    assert r.status_code == 504
+    assert r.json()["error"] == "upstream_timeout"
+    assert time.monotonic() - started < 3.5
+
+
+def test_report_mode_lets_blocked_calls_pass_and_logs_would_block(report_proxy, upstreams):
+    m = _marker("report")
+    r = _session(report_proxy).post(
+        f"http://api.vendor.test:{upstreams.http_port}/{m}", data={"To": PHONE}, timeout=10
+    )
+    assert r.status_code == 200
+    assert upstreams.find(m)
+    [line] = report_proxy.decisions_for(m)
+    assert line["would_block"] is True and line["action"] == "allow"
+    assert line["mode"] == "report"
+    assert line["reason_codes"] == ["PERSONAL_DATA_IN_CLEARTEXT"]
+
+
+def test_registry_file_reload_applies_to_the_next_call_and_a_broken_file_is_ignored(
+    tuned_proxy, upstreams, live_registry
+):
+    p = tuned_proxy
+    url = f"http://api.vendor.test:{upstreams.http_port}/reload"
+    s = _session(p)
+    assert s.get(url, timeout=10).status_code == 200
+    text = live_registry.read_text()
+    suspended = text.replace("status: approved", "status: suspended", 1)
+    live_registry.write_text(suspended)
+
+    def blocked_inactive() -> bool:
+        r = s.get(url, timeout=10)
+        return r.status_code == 403 and r.json()["reasons"][0]["code"] == "RECIPIENT_INACTIVE"
+
+    assert _wait_for(blocked_inactive)
+    live_registry.write_text("recipients: [this is: not valid")
+    assert _wait_for(lambda: any(x["event"] == "snapshot.reload_failed" for x in p.logs()))
+    # The last good snapshot (vendor suspended) stays in force.
+    assert blocked_inactive()
+    assert _direct().get(f"{p.admin_url}/readyz", timeout=5).status_code == 200
+    live_registry.write_text(text)
+    assert _wait_for(lambda: s.get(url, timeout=10).status_code == 200)
+
+
+def test_sigterm_drains_in_flight_calls_then_exits_zero(tuned_proxy, upstreams):
+    p = tuned_proxy
+    m = _marker("drain")
+    result: dict[str, object] = {}
+
+    def slow_call() -> None:
+        try:
+            r = _session(p).get(
+                f"http://api.vendor.test:{upstreams.http_port}/slow/1?{m}", timeout=10
+            )
+            result["status"] = r.status_code
+        except Exception as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=slow_call)
+    t.start()
+    assert _wait_for(lambda: bool(upstreams.find(m)), timeout=5)
+    assert p.stop() == 0
+    t.join(10)
+    assert result == {"status": 200}
+    assert any(x["event"] == "proxy.stopped" for x in p.logs())
+    # The spool was sealed on the way out: nothing is left half-written.
+    assert not list(p.spool_dir.glob("*.open"))
