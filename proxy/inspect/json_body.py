@@ -30,7 +30,7 @@ def scan_json(
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        if "recursion" in str(error):  # orjson refuses nesting past 1024 levels
+        if "depth limit" in str(error):  # orjson refuses nesting past 1024 levels
             scan.problem(TOO_DEEP)
             _as_text(scan, data, root, malformed=False)
             return True

@@ -1,0 +1,179 @@
+"""Form bodies, URL query and path, and request headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.inspect import inspect_call
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def found(url: str, headers=(), body: bytes = b"", method: str = "POST") -> set:
+    inspection = inspect_call(method, url, headers, body)
+    assert inspection.complete, inspection.problems
+    return {(f.category, f.location) for f in inspection.findings}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            b"To=%2B14155552671&From=%2B15005550006&Body=Your+code+is+482913",
+            {
+                ("contact.phone_number", "form:To"),
+                ("contact.phone_number", "form:From"),
+                ("comms.content", "form:Body"),
+            },
+            id="twilio messages",
+        ),
+        pytest.param(
+            b"api_key=abcd1234&api_secret=Xyz987&to=447911123456&from=Acme&text=Hello",
+            {
+                ("contact.phone_number", "form:to"),
+                ("comms.content", "form:text"),
+                ("credentials.secret", "form:api_secret"),
+            },
+            id="vonage sms (api_key is the vendor's, api_secret is flagged as the brief asks)",
+        ),
+        pytest.param(
+            b"to%5B0%5D=%2B6591234567&to%5B1%5D=%2B85291234567&user%5Bphone%5D=91234567"
+            b"&user%5Bfirst_name%5D=Mei",
+            {
+                ("contact.phone_number", "form:to[0]"),
+                ("contact.phone_number", "form:to[1]"),
+                ("contact.phone_number", "form:user[phone]"),
+                ("contact.name", "form:user[first_name]"),
+            },
+            id="bracket keys",
+        ),
+        pytest.param(
+            b"Body=Call+me+on+9123+4567+tomorrow&To=%2B6591234567",
+            {
+                ("comms.content", "form:Body"),
+                ("contact.phone_number", "form:Body"),
+                ("contact.phone_number", "form:To"),
+            },
+            id="national number inside the message text",
+        ),
+        pytest.param(
+            b"amount=2000&currency=sgd&card%5Bnumber%5D=4242424242424242&card%5Bexp_month%5D=12",
+            {("payment.account_number", "form:card[number]")},
+            id="stripe card number",
+        ),
+        pytest.param(
+            b"order_id=4155552671&amount=6591234567&timestamp=1700000000000&status=200",
+            set(),
+            id="trap: order id, amount, timestamp",
+        ),
+    ],
+)
+def test_form_bodies(body, expected):
+    assert found("https://api.example.com/send", FORM, body) == expected
+
+
+def test_form_in_a_declared_charset():
+    body = "To=%2B6591234567&Body=Grüße".encode("latin-1")
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=iso-8859-1"}
+    assert found("https://api.example.com/send", headers, body) == {
+        ("contact.phone_number", "form:To"),
+        ("comms.content", "form:Body"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param(
+            "https://lookups.twilio.com/v2/PhoneNumbers/+14155552671",
+            {("contact.phone_number", "path")},
+            id="twilio lookup path",
+        ),
+        pytest.param(
+            "https://lookups.twilio.com/v2/PhoneNumbers/%2B14155552671?Fields=line_type_intelligence",
+            {("contact.phone_number", "path")},
+            id="percent-encoded plus",
+        ),
+        pytest.param(
+            "https://hlr.example.com/hlr/447911123456",
+            {("contact.phone_number", "path")},
+            id="hlr path without plus",
+        ),
+        pytest.param(
+            "https://api.nexmo.com/ni/advanced/json?api_key=k&api_secret=s&number=447911123456",
+            {("contact.phone_number", "query:number"), ("credentials.secret", "query:api_secret")},
+            id="vonage number insight query",
+        ),
+        pytest.param(
+            "https://ipinfo.io/93.184.216.34/json",
+            {("network.ip_address", "path")},
+            id="ip in path",
+        ),
+        pytest.param(
+            "https://api.example.com/v1/users/mei@example.com",
+            {("contact.email", "path")},
+            id="e-mail in path",
+        ),
+        pytest.param(
+            "https://api.example.com/v1/orders/4155552671?page=2&id=6591234567",
+            set(),
+            id="trap: order number path, id query",
+        ),
+        pytest.param(
+            "https://maps.example.com/geocode?lat=1.2903&lng=103.8519&key=AIzaXYZ",
+            {("location.precise", "query:lat"), ("location.precise", "query:lng")},
+            id="lat lng query (api key skipped)",
+        ),
+    ],
+)
+def test_url_query_and_path(url, expected):
+    assert found(url, method="GET") == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param(
+            [("X-MSISDN", "6591234567")],
+            {("contact.phone_number", "header:x-msisdn")},
+            id="x-msisdn",
+        ),
+        pytest.param(
+            [("X-Forwarded-For", "93.184.216.34, 10.0.0.1")],
+            {("network.ip_address", "header:x-forwarded-for")},
+            id="forwarded client ip",
+        ),
+        pytest.param(
+            [("X-Forwarded-For", "10.0.0.1, 172.16.0.4")], set(), id="trap: private forwarded ips"
+        ),
+        pytest.param(
+            [
+                ("Authorization", "Basic KzY1OTEyMzQ1Njc="),
+                ("Cookie", "phone=+6591234567"),
+                ("X-Api-Key", "+6591234567"),
+                (
+                    "Proxy-Authorization",
+                    "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.x",
+                ),
+            ],
+            set(),
+            id="trap: credentials meant for the vendor",
+        ),
+        pytest.param(
+            [
+                ("Date", "Mon, 15 Jan 2024 10:00:00 GMT"),
+                ("X-Request-Id", "6591234567"),
+                ("Content-Length", "6591234567"),
+            ],
+            set(),
+            id="trap: protocol headers",
+        ),
+        pytest.param(
+            [("X-Customer-Email", "mei@example.com")],
+            {("contact.email", "header:x-customer-email")},
+            id="e-mail header",
+        ),
+    ],
+)
+def test_request_headers(headers, expected):
+    assert found("https://api.example.com/", headers, method="GET") == expected
