@@ -1,0 +1,196 @@
+"""A snapshot source that follows the registry's `GET /v1/snapshot` (ETag + long poll), cached on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import random
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import structlog
+from pydantic import ValidationError
+
+from registry.snapshot import Snapshot
+
+log = structlog.get_logger("sharewall.proxy.registry_follower")
+
+SNAPSHOT_FILE = "snapshot.json"
+OnSnapshot = Callable[[Snapshot], Awaitable[None] | None]
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog): uniform in [base/2, min(cap, base*2^n)]."""
+    ceiling = min(cap, base * (2**attempt))
+    return random.uniform(min(base / 2, ceiling), ceiling)
+
+
+def snapshot_etag(snapshot: Snapshot) -> str:
+    """The ETag the registry gives a snapshot: its quoted version."""
+    return f'"{snapshot.version}"'
+
+
+def write_file_atomically(path: Path, body: bytes) -> None:
+    """Write `body` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_snapshot_file(path: Path) -> Snapshot | None:
+    """The cached snapshot, or None when missing or unreadable (a corrupt cache is not fatal)."""
+    try:
+        return Snapshot.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError, ValueError) as exc:
+        log.warning("registry.snapshot_cache_unreadable", path=str(path), error=type(exc).__name__)
+        return None
+
+
+class RegistryFollower:
+    """Follow the registry's snapshot: the cache first, then long polls; `on_snapshot` gets each new one.
+
+    The last snapshot `on_snapshot` accepted is written to `<state_dir>/snapshot.json`, so a proxy
+    restarted while the registry is down still enforces the last approved registry.
+    """
+
+    def __init__(
+        self,
+        registry_url: str,
+        token: str | None,
+        state_dir: Path,
+        *,
+        wait: float = 30.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.url = registry_url.rstrip("/") + "/v1/snapshot"
+        self.token = token
+        self.path = Path(state_dir) / SNAPSHOT_FILE
+        self.wait = wait
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.connect_timeout = connect_timeout
+        self.snapshot: Snapshot | None = None
+        self._etag: str | None = None
+        self._on_snapshot: OnSnapshot | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self.snapshot is not None
+
+    async def start(self, on_snapshot: OnSnapshot) -> None:
+        """Load the cached snapshot (if any) into `on_snapshot`, then follow the registry in the background."""
+        self._on_snapshot = on_snapshot
+        cached = await asyncio.to_thread(read_snapshot_file, self.path)
+        if cached is not None:
+            log.info("registry.snapshot_cached", version=cached.version, path=str(self.path))
+            await self._accept(cached, None, persist=False)
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._session = aiohttp.ClientSession(headers=headers)
+        if cached is None:
+            # One quick try, so a proxy started beside a live registry starts ready.
+            try:
+                await asyncio.wait_for(self._poll_once(), self.connect_timeout)
+            except Exception as exc:
+                log.warning("registry.first_fetch_failed", error=type(exc).__name__)
+        self._task = asyncio.create_task(self._follow(), name="registry-follower")
+
+    async def close(self) -> None:
+        """Stop following and close the HTTP session."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _accept(self, snapshot: Snapshot, body: bytes | None, *, persist: bool) -> None:
+        assert self._on_snapshot is not None
+        result = self._on_snapshot(snapshot)
+        if inspect.isawaitable(result):
+            await result
+        # Only a snapshot the proxy took is "last good": persist after on_snapshot succeeded.
+        self.snapshot = snapshot
+        self._etag = snapshot_etag(snapshot)
+        if persist and body is not None:
+            await asyncio.to_thread(write_file_atomically, self.path, body)
+
+    async def _follow(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                changed = await self._poll_once()
+                attempt = 0
+                if not changed and self.wait <= 0:
+                    await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure is retried: the cache keeps enforcing meanwhile
+                delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+                attempt += 1
+                log.warning(
+                    "registry.follow_failed",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    async def _poll_once(self) -> bool:
+        """One GET (a long poll once we hold a version); True when a new snapshot was taken."""
+        assert self._session is not None
+        headers: dict[str, str] = {}
+        params: dict[str, str] = {}
+        if self._etag is not None:
+            headers["If-None-Match"] = self._etag
+            if self.wait > 0:
+                params["wait"] = str(int(self.wait))
+        timeout = aiohttp.ClientTimeout(total=self.wait + 15.0, sock_connect=self.connect_timeout)
+        async with self._session.get(
+            self.url, headers=headers, params=params, timeout=timeout
+        ) as resp:
+            if resp.status == 304:
+                return False
+            if resp.status != 200:
+                raise RegistryHTTPError(resp.status, (await resp.text())[:200])
+            body = await resp.read()
+        snapshot = Snapshot.model_validate_json(body)
+        log.info(
+            "registry.snapshot_received",
+            version=snapshot.version,
+            revision=snapshot.revision,
+            recipients=len(snapshot.recipients),
+        )
+        await self._accept(snapshot, body, persist=True)
+        return True
+
+
+class RegistryHTTPError(Exception):
+    """The registry answered something other than 200/304."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status

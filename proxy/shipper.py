@@ -1,0 +1,189 @@
+"""Ship spooled blocked/would-block decisions and ledger counts to the registry's `POST /v1/decisions`.
+
+A segment is removed only after the registry answered 2xx for every batch of it; a failed batch
+is retried (backoff with jitter) from the start of its segment. The registry keys decisions by
+id and ledger rows by (proxy, minute, key), so a retry never duplicates and a registry restart
+loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from proxy.ledger import Ledger
+from proxy.registry_follower import RegistryHTTPError, backoff_delay, write_file_atomically
+from proxy.spool import Spool
+
+log = structlog.get_logger("sharewall.proxy.shipper")
+
+# Ledger rows not yet acknowledged survive a proxy restart here (not `*.jsonl`: not a segment).
+LEDGER_PENDING_FILE = "ledger-pending.json"
+
+
+def default_proxy_id() -> str:
+    """`$SHAREWALL_PROXY_ID`, else `$HOSTNAME` (the pod name), else the host name."""
+    return (
+        os.environ.get("SHAREWALL_PROXY_ID") or os.environ.get("HOSTNAME") or socket.gethostname()
+    )
+
+
+def read_segment(segment: Path) -> list[dict[str, Any]]:
+    """The records of a sealed segment; a corrupt line is logged and skipped (it cannot be sent)."""
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(segment.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            log.warning("shipper.corrupt_line", segment=segment.name, line=number)
+    return records
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Shipper:
+    """Background task that empties the spool and the ledger into the registry."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        token: str | None,
+        spool: Spool,
+        ledger: Ledger | None = None,
+        *,
+        proxy_id: str | None = None,
+        batch_size: int = 1000,
+        interval: float = 1.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        self.url = registry_url.rstrip("/") + "/v1/decisions"
+        self.token = token
+        self.spool = spool
+        self.ledger = ledger
+        self.proxy_id = proxy_id or default_proxy_id()
+        self.batch_size = batch_size
+        self.interval = interval
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.request_timeout = request_timeout
+        self.shipped_decisions = 0
+        self.shipped_ledger_rows = 0
+        self._pending_ledger: list[dict[str, Any]] = []
+        self._pending_path = spool.directory / LEDGER_PENDING_FILE
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load ledger rows left by the last run, then ship in the background."""
+        self._pending_ledger = await asyncio.to_thread(self._load_pending)
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._session = aiohttp.ClientSession(headers=headers)
+        self._task = asyncio.create_task(self._run(), name="decision-shipper")
+
+    async def close(self, *, drain_timeout: float = 2.0) -> None:
+        """Stop; try one last shipment within `drain_timeout`, keep what is left for the next run."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.ledger is not None:
+            self._pending_ledger.extend(self.ledger.take_complete(everything=True))
+        if self._session is not None:
+            try:
+                await asyncio.wait_for(self.ship_once(), drain_timeout)
+            except Exception as exc:  # the registry may be down at shutdown: segments stay on disk
+                log.info("shipper.drain_incomplete", error=type(exc).__name__)
+            await self._session.close()
+            self._session = None
+        await asyncio.to_thread(self._save_pending)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.ship_once()
+                attempt = 0
+                await asyncio.sleep(self.interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+                attempt += 1
+                log.warning(
+                    "shipper.ship_failed",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    async def ship_once(self) -> int:
+        """Ship every sealed segment and the finished ledger minutes; return decisions shipped."""
+        if self.ledger is not None:
+            self._pending_ledger.extend(self.ledger.take_complete())
+        shipped = 0
+        for segment in self.spool.sealed_segments():
+            records = await asyncio.to_thread(read_segment, segment)
+            for batch in _batches(records, self.batch_size) if records else ():
+                await self._post(batch, self._pending_ledger)
+                self._ledger_acknowledged()
+            self.spool.remove(segment)
+            shipped += len(records)
+            self.shipped_decisions += len(records)
+            log.info("shipper.segment_shipped", segment=segment.name, decisions=len(records))
+        if self._pending_ledger:
+            await self._post([], self._pending_ledger)
+            self._ledger_acknowledged()
+        return shipped
+
+    def _ledger_acknowledged(self) -> None:
+        self.shipped_ledger_rows += len(self._pending_ledger)
+        self._pending_ledger = []
+
+    async def _post(self, decisions: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> None:
+        assert self._session is not None
+        payload = {"proxy_id": self.proxy_id, "decisions": decisions, "ledger": ledger}
+        body = gzip.compress(orjson.dumps(payload), compresslevel=5)
+        timeout = aiohttp.ClientTimeout(total=self.request_timeout)
+        async with self._session.post(self.url, data=body, timeout=timeout) as resp:
+            if resp.status // 100 != 2:
+                raise RegistryHTTPError(resp.status, (await resp.text())[:200])
+            await resp.read()
+
+    def _load_pending(self) -> list[dict[str, Any]]:
+        try:
+            rows = orjson.loads(self._pending_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, orjson.JSONDecodeError):
+            log.warning("shipper.ledger_pending_unreadable", path=str(self._pending_path))
+            return []
+        # Kept on disk until `close` rewrites it: a crash before then re-sends, which replaces.
+        return rows if isinstance(rows, list) else []
+
+    def _save_pending(self) -> None:
+        if self._pending_ledger:
+            write_file_atomically(self._pending_path, orjson.dumps(self._pending_ledger))
+        else:
+            self._pending_path.unlink(missing_ok=True)
