@@ -164,9 +164,14 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _snapshot_ctx(app: ProxyApp) -> AsyncIterator[None]:
     s = app.settings
+    source: SnapshotSource
     if s.registry_file is None:
-        raise StartupError("registry-url not supported yet; use --registry-file")
-    source = FileSnapshotSource(s.registry_file, interval=s.reload_interval)
+        from proxy.registry_follower import RegistryFollower
+
+        # The last good snapshot is kept beside the spool: the proxy's one state directory.
+        source = RegistryFollower(s.registry_url or "", s.token, s.spool_dir)
+    else:
+        source = FileSnapshotSource(s.registry_file, interval=s.reload_interval)
     try:
         await source.start(app.on_snapshot)
     except RegistryFileError as exc:
@@ -176,6 +181,25 @@ async def _snapshot_ctx(app: ProxyApp) -> AsyncIterator[None]:
         yield
     finally:
         await source.close()
+
+
+@contextlib.asynccontextmanager
+async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    """Ship spooled blocked decisions and per-minute allowed counts to the registry."""
+    from proxy.ledger import Ledger
+    from proxy.shipper import Shipper
+
+    assert app.spool is not None
+    ledger = Ledger()
+    app.decision_sinks.append(ledger.record)
+    shipper = Shipper(app.settings.registry_url or "", app.settings.token, app.spool, ledger)
+    await shipper.start()
+    try:
+        yield
+    finally:
+        # Listeners are closed by now: seal the last segment so the final drain can send it.
+        await app.spool.close()
+        await shipper.close()
 
 
 @contextlib.asynccontextmanager
@@ -207,9 +231,10 @@ def create_app(settings: Settings) -> ProxyApp:
     """The proxy with its resources in setup order (torn down in reverse)."""
     app = ProxyApp(settings=settings)
     app.decision_sinks.append(app.metrics.observe_record)
-    app.cleanup_ctx.extend(
-        [_spool_ctx, _engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _admin_ctx]
-    )
+    app.cleanup_ctx.append(_spool_ctx)
+    if settings.registry_url is not None:
+        app.cleanup_ctx.append(_shipper_ctx)
+    app.cleanup_ctx.extend([_engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _admin_ctx])
     return app
 
 

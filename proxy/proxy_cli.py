@@ -119,11 +119,6 @@ def run(args: argparse.Namespace) -> int:
     """Handler of `sharewall proxy`: configure logging, run until SIGTERM; the exit code."""
     from registry.logs import configure_logging
 
-    if args.registry_url and not args.registry_file:
-        print(
-            "sharewall proxy: registry-url not supported yet; use --registry-file", file=sys.stderr
-        )
-        return 2
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:
