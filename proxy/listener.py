@@ -100,6 +100,8 @@ class ClientConnection:
         self._current: _Message | None = None
         self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
         self._head_too_large = False
+        self.tunnel_established = False  # "200 Connection Established" was sent
+        self.tls = False  # the client stream was upgraded to TLS by us
         self.eof = False
 
     # -- httptools callbacks ------------------------------------------------------------------
@@ -368,7 +370,7 @@ class ProxyServer:
             try:
                 head = await conn.read_head(idle_timeout=self.settings.idle_timeout)
             except BadRequest as exc:
-                await conn.send(responses.error(exc.status, exc.code, str(exc), keep_alive=False))
+                await self._bad_request(conn, exc)
                 return
             if head is None:
                 return
@@ -378,17 +380,35 @@ class ProxyServer:
                 if head.method == "CONNECT":
                     if tunnel is not None:
                         raise BadRequest("CONNECT inside a tunnel")
-                    await self._connect(conn, head)
+                    await self._connect_failing_closed(conn, head)
                     return
                 keep_alive = await self._request(conn, head, tunnel)
             except BadRequest as exc:
-                await conn.send(responses.error(exc.status, exc.code, str(exc), keep_alive=False))
+                await self._bad_request(conn, exc)
                 return
             finally:
                 self.ctx.metrics.inflight.dec()
                 self._set_busy(False)
             if not keep_alive:
                 return
+
+    async def _bad_request(self, conn: ClientConnection, exc: BadRequest) -> None:
+        log.info("proxy.bad_request", status=exc.status, error=exc.code, reason=str(exc))
+        if not conn.tunnel_established or conn.tls:
+            await conn.send(responses.error(exc.status, exc.code, str(exc), keep_alive=False))
+
+    async def _connect_failing_closed(self, conn: ClientConnection, head: RequestHead) -> None:
+        """`_connect`, where a bug of ours before the tunnel exists is a 503, never a tunnel."""
+        try:
+            await self._connect(conn, head)
+        except (BadRequest, asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            decision_id = new_decision_id()
+            log.exception("egress.internal_error", decision_id=decision_id, method="CONNECT")
+            if not conn.tunnel_established:
+                with contextlib.suppress(Exception):
+                    await conn.send(responses.unavailable(decision_id, keep_alive=False))
 
     # -- one plain (or intercepted) request ------------------------------------------------------
 
@@ -716,6 +736,7 @@ class ProxyServer:
             return
         timing.upstream_ms = (time.perf_counter() - t0) * 1000.0
         await conn.send(CONNECT_OK)
+        conn.tunnel_established = True
         self._log(decision, record_args, 200, timing)
         self.ctx.open_tunnels += 1
         self.ctx.metrics.open_tunnels.inc()
@@ -745,12 +766,14 @@ class ProxyServer:
         """Terminate the client's TLS with a minted leaf, then serve requests inside it."""
         context = await ca.ssl_context_for_async(host)
         await conn.send(CONNECT_OK)
+        conn.tunnel_established = True
         try:
             await conn.writer.start_tls(context, ssl_handshake_timeout=self.settings.header_timeout)
         except (OSError, TimeoutError) as exc:
             log.info("tunnel.tls_failed", host=host, port=port, error=type(exc).__name__)
             return
         conn.reset_parser()
+        conn.tls = True
         self.ctx.metrics.inflight.dec()
         self._set_busy(False)
         try:

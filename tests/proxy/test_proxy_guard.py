@@ -93,6 +93,18 @@ def test_the_proxy_itself_is_a_forbidden_destination(proxy):
         ),
         pytest.param(b"GET / HTTP/1.1\r\nHost: api.vendor.test\r\n\r\n", 400, id="origin-form"),
         pytest.param(
+            b"POST http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n"
+            b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            id="content-length with chunked (smuggling)",
+        ),
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            400,
+            id="protocol upgrade",
+        ),
+        pytest.param(
             b"GET ftp://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n\r\n",
             400,
             id="unsupported scheme",
