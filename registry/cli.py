@@ -101,6 +101,7 @@ async def _with_session(url: str, work):
     engine = db.create_engine(url)
     try:
         async with db.create_sessionmaker(engine)() as session, session.begin():
+            await db.begin_write(session)
             return await work(session)
     finally:
         await engine.dispose()

@@ -15,7 +15,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///./var/registry.sqlite"
 
-# Sync drivers of the async URLs, for tools that need one (psql-like scripts, benchmarks).
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
@@ -30,7 +29,17 @@ def _ensure_sqlite_dir(url: sa.URL) -> None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
+# Execution option naming a transaction that will write: on SQLite it starts with
+# BEGIN IMMEDIATE, taking the write lock before its first read, so a read-modify-write
+# (version checks, four eyes) cannot interleave with another writer's and never fails with
+# "database is locked" on a lock upgrade. PostgreSQL ignores the option.
+WRITE_TRANSACTION = "sharewall_write"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # We emit BEGIN ourselves (see _sqlite_begin); the driver's implicit BEGIN would start
+    # transactions only at the first write, leaving reads before it unisolated.
+    dbapi_connection.isolation_level = None
     # WAL lets readers (snapshot long-polls) run beside the writer; foreign keys are off by
     # default in SQLite; busy_timeout waits for the write lock instead of failing at once.
     cursor = dbapi_connection.cursor()
@@ -41,6 +50,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: sa.Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get(WRITE_TRANSACTION) else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
 def create_engine(url: str = DEFAULT_DB_URL, **kwargs: Any) -> AsyncEngine:
     """Create the async engine for `url` (`sqlite+aiosqlite:///…` or `postgresql+asyncpg://…`)."""
     parsed = make_url(url)
@@ -48,6 +62,7 @@ def create_engine(url: str = DEFAULT_DB_URL, **kwargs: Any) -> AsyncEngine:
         _ensure_sqlite_dir(parsed)
         engine = create_async_engine(parsed, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(parsed, **kwargs)
@@ -56,6 +71,11 @@ def create_engine(url: str = DEFAULT_DB_URL, **kwargs: Any) -> AsyncEngine:
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit (handlers render them afterwards)."""
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """Mark the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); call it first."""
+    await session.connection(execution_options={WRITE_TRANSACTION: True})
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -77,8 +97,10 @@ async def migrate(engine: AsyncEngine, revision: str = "head", *, downgrade: boo
     """Upgrade (or downgrade) the database behind `engine` to `revision`, in one transaction."""
     cfg = alembic_config()
     verb = "downgrade" if downgrade else "upgrade"
-    async with engine.begin() as conn:
-        await conn.run_sync(_run_alembic, cfg, verb, revision)
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{WRITE_TRANSACTION: True})
+        async with conn.begin():
+            await conn.run_sync(_run_alembic, cfg, verb, revision)
 
 
 async def run_migrations(url: str = DEFAULT_DB_URL, revision: str = "head") -> None:

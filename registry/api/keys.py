@@ -10,6 +10,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from registry.db import begin_write
 from registry.settings import Settings
 from registry.state import BUMPED_VERSION
 
@@ -54,6 +55,7 @@ async def transaction(request: web.Request) -> AsyncIterator[AsyncSession]:
     """
     async with request.app[SESSIONS]() as session:
         async with session.begin():
+            await begin_write(session)
             yield session
         version = session.info.pop(BUMPED_VERSION, None)
     if version is not None:

@@ -371,3 +371,18 @@ async def test_sql_metacharacters_in_filters_and_ids_are_just_values(client, aut
     assert resp.status == 404
     resp = await client.get("/v1/recipients", headers=auth("engineer"))
     assert resp.status == 200  # the table is still there
+
+
+async def test_concurrent_edits_with_the_same_if_match_let_exactly_one_win(client, auth, unique):
+    import asyncio
+
+    rid = unique("race")
+    created = await propose(client, auth, rid)
+    headers = {**auth("engineer"), "If-Match": f'"{created["version"]}"'}
+
+    async def edit(i: int) -> int:
+        resp = await client.patch(f"/v1/recipients/{rid}", json={"notes": f"n{i}"}, headers=headers)
+        return resp.status
+
+    statuses = await asyncio.gather(*(edit(i) for i in range(8)))
+    assert sorted(statuses) == [200] + [412] * 7
