@@ -1,0 +1,218 @@
+"""The ledger sink and the decision shipper against a real registry app on loopback."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+from aiohttp import web
+from proxy_harness import free_port
+
+from proxy.ledger import Ledger
+from proxy.shipper import LEDGER_PENDING_FILE, Shipper
+from proxy.spool import Spool
+from registry import db
+from registry.api.app import create_app
+from registry.models import BlockedFlow, LedgerEntry
+from registry.settings import Settings
+from registry.tokens import create_token
+
+# -- the ledger sink ---------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def allowed(recipient: str = "twilio", categories=("contact.phone_number",), **over) -> dict:
+    rec = {
+        "action": "allow",
+        "would_block": False,
+        "recipient_id": recipient,
+        "purpose": "service_delivery",
+        "categories": list(categories),
+        "source_workload": "sms-gateway",
+        "source_namespace": "messaging",
+    }
+    return {**rec, **over}
+
+
+def test_ledger_counts_per_minute_key_and_category():
+    clock = Clock(1_800_000_000.0)  # 2027-01-15T08:00:00Z, a minute boundary
+    ledger = Ledger(clock)
+    ledger.record(allowed())
+    ledger.record(allowed(categories=("contact.phone_number", "comms.content")))
+    ledger.record(allowed(categories=()))
+    ledger.record(allowed(action="deny"))  # blocked: a flow, not a ledger count
+    ledger.record(allowed(action="allow", would_block=True))  # report mode: it did go out
+    assert ledger.take_complete() == []  # the minute is not over yet
+    clock.t += 60
+    rows = {(r["category"], r["count"]) for r in ledger.take_complete()}
+    assert rows == {("contact.phone_number", 3), ("comms.content", 1), ("", 1)}
+    assert len(ledger) == 0
+
+
+def test_ledger_rows_carry_the_minute_start():
+    clock = Clock(1_800_000_000.0 + 59.9)
+    ledger = Ledger(clock)
+    ledger.record(allowed())
+    [row] = ledger.take_complete(everything=True)
+    assert row["minute"] == "2027-01-15T08:00:00Z"
+
+
+# -- the shipper against a real registry ---------------------------------------------------------
+
+
+@dataclass
+class Registry:
+    url: str
+    token: str
+    db_url: str
+
+    def count(self, table, column, values) -> int:
+        engine = sa.create_engine(self.db_url.replace("+aiosqlite", ""))
+        try:
+            with engine.connect() as conn:
+                stmt = sa.select(sa.func.count()).select_from(table).where(column.in_(values))
+                return conn.execute(stmt).scalar_one()
+        finally:
+            engine.dispose()
+
+
+@pytest_asyncio.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'registry.sqlite'}"
+    await db.run_migrations(db_url)
+    engine = db.create_engine(db_url)
+    async with db.create_sessionmaker(engine)() as session:
+        _, secret = await create_token(session, name="proxy-1", role="proxy", actor="tests")
+        await session.commit()
+    await engine.dispose()
+    runner = web.AppRunner(create_app(Settings(db_url=db_url)), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield Registry(f"http://127.0.0.1:{port}", secret, db_url)
+    await runner.cleanup()
+
+
+def blocked_record() -> dict:
+    return {
+        "time": datetime.now(UTC).isoformat(),
+        "decision_id": uuid.uuid4().hex,
+        "action": "deny",
+        "would_block": False,
+        "mode": "enforce",
+        "reason_codes": ["UNKNOWN_RECIPIENT"],
+        "recipient_id": None,
+        "host": "api.unknown.test",
+        "method": "POST",
+        "path": "/x",
+        "purpose": "service_delivery",
+        "categories": [],
+        "source_workload": "sms-gateway",
+        "source_namespace": "messaging",
+        "findings": [],
+    }
+
+
+async def spooled(directory: Path, records: list[dict], per_segment: int = 7) -> Spool:
+    """A closed spool holding `records` in sealed segments of `per_segment` records."""
+    spool = Spool(directory)
+    for start in range(0, max(len(records), 1), per_segment):
+        spool = Spool(directory)
+        await spool.start()
+        for rec in records[start : start + per_segment]:
+            spool.append(rec)
+        await spool.close()
+    return spool
+
+
+async def test_shipper_ships_every_segment_then_removes_it(registry, tmp_path):
+    records = [blocked_record() for _ in range(25)]
+    spool = await spooled(tmp_path / "spool", records)
+    assert len(spool.sealed_segments()) >= 2
+    shipper = Shipper(registry.url, registry.token, spool, proxy_id="p1", batch_size=10)
+    await shipper.start()
+    try:
+        assert await shipper.ship_once() == 25
+    finally:
+        await shipper.close()
+    assert spool.sealed_segments() == []
+    ids = [r["decision_id"] for r in records]
+    assert registry.count(BlockedFlow, BlockedFlow.decision_id, ids) == 25
+
+
+async def test_resending_the_same_records_does_not_duplicate(registry, tmp_path):
+    records = [blocked_record() for _ in range(5)]
+    for attempt in range(2):  # e.g. a crash after the 2xx, before the segment was removed
+        spool = await spooled(tmp_path / f"spool-{attempt}", records)
+        shipper = Shipper(registry.url, registry.token, spool, proxy_id="p1")
+        await shipper.start()
+        await shipper.ship_once()
+        await shipper.close()
+    ids = [r["decision_id"] for r in records]
+    assert registry.count(BlockedFlow, BlockedFlow.decision_id, ids) == 5
+
+
+async def test_registry_down_keeps_segments_until_it_answers(registry, tmp_path):
+    records = [blocked_record() for _ in range(3)]
+    spool = await spooled(tmp_path / "spool", records)
+    down = Shipper(f"http://127.0.0.1:{free_port()}", registry.token, spool, proxy_id="p1")
+    await down.start()
+    with pytest.raises(OSError):
+        await down.ship_once()
+    await down.close(drain_timeout=0.5)
+    assert len(spool.sealed_segments()) == 1
+    wrong_token = Shipper(registry.url, "sw_wrong", spool, proxy_id="p1")
+    await wrong_token.start()
+    with pytest.raises(Exception, match="401"):
+        await wrong_token.ship_once()
+    await wrong_token.close(drain_timeout=0.5)
+    assert len(spool.sealed_segments()) == 1
+    up = Shipper(registry.url, registry.token, spool, proxy_id="p1")
+    await up.start()
+    assert await up.ship_once() == 3
+    await up.close()
+    assert spool.sealed_segments() == []
+
+
+async def test_unshipped_ledger_rows_survive_a_proxy_restart(registry, tmp_path):
+    spool = await spooled(tmp_path / "spool", [])
+    workload = f"w-{uuid.uuid4().hex[:6]}"
+    ledger = Ledger(Clock(1_800_000_000.0))
+    for _ in range(4):
+        ledger.record(allowed(source_workload=workload))
+    down = Shipper(f"http://127.0.0.1:{free_port()}", registry.token, spool, ledger, proxy_id="p1")
+    await down.start()
+    await down.close(drain_timeout=0.5)  # registry unreachable: rows go to disk
+    pending = orjson.loads((spool.directory / LEDGER_PENDING_FILE).read_bytes())
+    assert [r["count"] for r in pending] == [4]
+    restarted = Shipper(registry.url, registry.token, spool, Ledger(), proxy_id="p1")
+    await restarted.start()
+    await restarted.ship_once()
+    await restarted.close()
+    assert not (spool.directory / LEDGER_PENDING_FILE).exists()
+    engine = sa.create_engine(registry.db_url.replace("+aiosqlite", ""))
+    with engine.connect() as conn:
+        counts = (
+            conn.execute(
+                sa.select(LedgerEntry.count).where(LedgerEntry.source_workload == workload)
+            )
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert counts == [4]
