@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -59,8 +60,18 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         request_id = uuid.uuid4().hex
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
     response = await handler(request)
     response.headers["X-Request-Id"] = request_id
+    # One line per call (the canonical access log); the query string may carry filter values
+    # but never secrets, and bodies are never logged.
+    log.info(
+        "api.request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
     return response
 
 

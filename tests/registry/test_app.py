@@ -43,3 +43,32 @@ async def test_valid_token_passes_and_request_id_is_echoed(client, auth):
     resp = await client.get("/readyz", headers={**auth("admin"), "X-Request-Id": "abc-123"})
     assert resp.status == 200
     assert resp.headers["X-Request-Id"] == "abc-123"
+
+
+CORE_PREFIXES = ("/v1/recipients", "/v1/tokens", "/v1/audit", "/v1/apply", "/openapi", "/healthz")
+
+
+async def test_every_core_route_is_in_the_openapi_document(client):
+    doc = await (await client.get("/openapi.json")).json()
+    routes = {
+        (route.resource.canonical, route.method.lower())
+        for route in client.server.app.router.routes()
+        if route.method != "HEAD" and route.resource.canonical.startswith(CORE_PREFIXES)
+    }
+    assert len(routes) >= 15
+    missing = {(p, m) for p, m in routes if m not in doc["paths"].get(p, {})}
+    assert missing == set()
+    approve = doc["paths"]["/v1/recipients/{id}/approve"]["post"]
+    assert {"401", "403", "404"} <= set(approve["responses"])
+    assert "RecipientCreate" in doc["components"]["schemas"]
+
+
+async def test_each_request_is_logged_once_with_its_status(client, auth):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        await client.get("/v1/recipients/nope", headers=auth("engineer"))
+    lines = [e for e in logs if e["event"] == "api.request"]
+    assert [(e["method"], e["path"], e["status"]) for e in lines] == [
+        ("GET", "/v1/recipients/nope", 404)
+    ]
