@@ -11,10 +11,12 @@ from datetime import timedelta
 import sqlalchemy as sa
 import structlog
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
+from registry.db import begin_write
 from registry.errors import ApiError
-from registry.models import ROLES, ApiToken, utcnow
+from registry.models import ROLES, ApiToken, as_utc, utcnow
 from registry.tokens import hash_token
 
 from . import keys
@@ -111,19 +113,27 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
                 )
             )
         ).first()
-        if token is None:
-            cache.pop(token_hash, None)
-            return None
-        last_used = token.last_used_at
-        stamp = utcnow()
-        if last_used is None or stamp - last_used.replace(tzinfo=stamp.tzinfo) > _LAST_USED_EVERY:
-            await session.exec(
-                sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=stamp)
-            )
-            await session.commit()
-        principal = Principal(token_id=token.id, name=token.name, role=token.role)
+    if token is None:
+        cache.pop(token_hash, None)
+        return None
+    principal = Principal(token_id=token.id, name=token.name, role=token.role)
+    last_used = as_utc(token.last_used_at)
+    if last_used is None or utcnow() - last_used > _LAST_USED_EVERY:
+        await _mark_used(app, token.id)
     cache[token_hash] = (principal, now)
     return principal
+
+
+async def _mark_used(app: web.Application, token_id: int) -> None:
+    # Bookkeeping only: a busy database must not turn a read request into an error.
+    try:
+        async with app[keys.SESSIONS]() as session, session.begin():
+            await begin_write(session)
+            await session.exec(
+                sa.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow())
+            )
+    except SQLAlchemyError as exc:
+        log.warning("auth.last_used_not_recorded", token_id=token_id, error=type(exc).__name__)
 
 
 @web.middleware
