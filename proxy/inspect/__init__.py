@@ -115,7 +115,7 @@ def _inspect(
     _scan_body(scan, body, content_type, root, truncated=body_truncated)
 
 
-def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: Ctx, *, truncated: bool) -> None:
+def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: int, *, truncated: bool) -> None:
     media = media_type_of(content_type)
     charset = charset_of(content_type)
     if media.endswith(("/json", "+json")) or media in ("application/x-ndjson", "application/jsonl"):
@@ -137,7 +137,7 @@ def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: Ctx, *, truncate
         _scan_unlabelled(scan, body, charset, ctx)
 
 
-def _scan_unlabelled(scan: Scan, body: bytes, charset: str | None, ctx: Ctx) -> None:
+def _scan_unlabelled(scan: Scan, body: bytes, charset: str | None, ctx: int) -> None:
     # No (or an opaque) content type: try what the bytes look like; never trust the label alone.
     head = body.lstrip()[:1]
     if head in (b"{", b"[") and scan_json(scan, body, ctx, declared=False):

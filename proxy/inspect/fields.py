@@ -25,7 +25,7 @@ Scalar = str | int | float | bool | None
 
 # Rules that hold on the key alone, for any non-empty value (a `false` opt-in is still a
 # consent record): rule → (category, the context it needs, or NONE).
-_KEY_ONLY: dict[str, tuple[str, Ctx]] = {
+_KEY_ONLY: dict[str, tuple[str, int]] = {
     Rule.CONSENT: (cat.SMS_CONSENT, Ctx.NONE),
     Rule.CONSENT_CTX: (cat.SMS_CONSENT, Ctx.SMS),
     Rule.DEVICE_STATUS: (cat.DEVICE_STATUS, Ctx.NONE),
@@ -92,7 +92,7 @@ def _is_present(value: object) -> bool:
     return value is not None and value != "" and value != [] and value != {}
 
 
-def _key_only(scan: Scan, location: str, rule: str | None, ctx: Ctx) -> bool:
+def _key_only(scan: Scan, location: str, rule: str | None, ctx: int) -> bool:
     spec = _KEY_ONLY.get(rule or "")
     if spec is None:
         return False
@@ -105,7 +105,7 @@ def _key_only(scan: Scan, location: str, rule: str | None, ctx: Ctx) -> bool:
     return True
 
 
-def scan_container_key(scan: Scan, location: str, info: KeyInfo | None, ctx: Ctx) -> None:
+def scan_container_key(scan: Scan, location: str, info: KeyInfo | None, ctx: int) -> None:
     """Key-only rules on an object or array value (`"subscription_groups": [...]`, `"cdrs": {...}`)."""
     if info is not None and info.rule in _KEY_ONLY:
         _key_only(scan, location, info.rule, ctx)
@@ -145,7 +145,7 @@ def _looks_like_address(value: str) -> bool:
     return _HAS_LETTER.search(value) is not None
 
 
-def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, ctx: Ctx) -> None:
+def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, ctx: int) -> None:
     """Add the findings of one scalar field (`info` is None for a value without a key)."""
     if not _is_present(value):
         return
@@ -162,7 +162,7 @@ def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, 
         scan.add(cat.DEVICE_STATUS, location, "key:device_status")
 
 
-def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float, ctx: Ctx) -> None:
+def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float, ctx: int) -> None:
     if rule == Rule.LAT_LNG:
         if ctx & Ctx.LAT and ctx & Ctx.LNG and abs(value) <= 180:
             scan.add(cat.LOCATION_PRECISE, location, "key:lat_lng")
@@ -176,15 +176,15 @@ def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float
         _scan_str(scan, location, rule, str(value), ctx)
 
 
-def _scan_str(scan: Scan, location: str, rule: str | None, value: str, ctx: Ctx) -> None:
+def _scan_str(scan: Scan, location: str, rule: str | None, value: str, ctx: int) -> None:
     value_checked = _scan_str_rule(scan, location, rule, value, ctx)
-    if not value_checked and len(value) >= 6:
+    if not value_checked and (len(value) >= 7 or "@" in value):
         scan_string(scan, location, value, is_text=rule == Rule.CONTENT)
-        if ":" in value and len(value) <= 45 and is_public_ip(value):
+        if value.count(":") >= 2 and "/" not in value and len(value) <= 45 and is_public_ip(value):
             scan.add(cat.IP_ADDRESS, location, "ip")
 
 
-def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx: Ctx) -> bool:
+def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx: int) -> bool:
     """Apply the key's rule; True when the value was fully judged (skip the generic scan)."""
     if rule is None:
         return False

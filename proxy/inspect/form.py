@@ -18,7 +18,7 @@ def _segments(key: str) -> list[str]:
     return _SEGMENTS.findall(key) or [key]
 
 
-def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: Ctx) -> None:
+def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) -> None:
     """Scan decoded (key, value) pairs; a key's context is its bracket parents and all sibling keys."""
     names = []
     for key, _ in pairs:
@@ -43,6 +43,6 @@ def parse_pairs(text: str, scan: Scan) -> list[tuple[str, str]]:
     return pairs
 
 
-def scan_form(scan: Scan, text: str, ctx: Ctx) -> None:
+def scan_form(scan: Scan, text: str, ctx: int) -> None:
     """Scan a form body: each field is located as `form:<key as sent>`."""
     scan_pairs(scan, parse_pairs(text, scan), "form", ctx)

@@ -11,51 +11,74 @@ from proxy.inspect.network import IPV4_RE, is_public_ip
 from proxy.inspect.phone import compact, is_valid_international, phones_in_text
 from proxy.inspect.scan import Scan
 
-# One pass over the string finds every candidate; each is then confirmed by its check.
-_CANDIDATES = re.compile(
-    r"(?P<plus>(?<![\w+\uff0b])[+\uff0b]\d[\d \u00a0().\-\u2010\u2011\u2013\u2014]{5,20}\d)"
-    r"|(?P<tel>tel:[+\uff0b]?[\d().\-]{6,24})"
-    r"|(?P<digits>(?<![\w.\-])\d(?:[ \-]?\d){11,19}(?![\w]))"
-    r"|(?P<ssn>(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-]))"
-    rf"|(?P<ipv4>{IPV4_RE.pattern})"
-    r"|(?P<iban>(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9]))"
-)
-# Cheap test before running phonenumbers' matcher for national numbers in a message body.
-_NATIONAL_GATE = re.compile(r"\d(?:[\s().\-]?\d){6,}")
+# One cheap pass finds "numeric tokens" (digits with separators, maybe a leading plus); each is
+# then classified in Python. A single simple pattern is several times faster in `re` than an
+# alternation of lookbehind-guarded patterns, and most strings have no token at all.
+_NUMERIC_TOKEN = re.compile(r"[+\uff0b]?\d[\d \u00a0().\-\u2010\u2011\u2012\u2013\u2014]{5,28}\d")
+_SSN_IN = re.compile(r"(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-])")
+_IBAN_IN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_WINDOW = 24
+_MAX_WINDOWS = 32
+_KEEP_DIGITS = str.maketrans("", "", " \u00a0().-\u2010\u2011\u2012\u2013\u2014")
 
 
 def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None:
     """Add findings for identifiers inside `value`.
 
     `is_text` (a message body, a text/* body) also looks for national-format phone numbers with
-    phonenumbers' matcher, which rejects dates and times; elsewhere only `+…` numbers count.
+    phonenumbers' matcher, which rejects dates and times, and for IBANs inside sentences;
+    elsewhere only explicit `+…` numbers count as phones.
     """
     if "@" in value and EMAIL_RE.search(value):
         scan.add(cat.EMAIL, location, "email")
     kind = secret_kind(value)
     if kind:
         scan.add(cat.SECRET, location, kind)
-    for match in _CANDIDATES.finditer(value):
-        group = match.lastgroup
-        text = match.group()
-        if group in ("plus", "tel"):
-            number = compact(text)
-            if number.startswith("+") and is_valid_international(number[1:]):
+    national: list[tuple[int, int]] = []
+    for match in _NUMERIC_TOKEN.finditer(value):
+        start = match.start()
+        if start and (value[start - 1].isalnum() or value[start - 1] in "_+"):
+            continue  # inside a word or an id (`INV-2024…`, `a1b2…`)
+        token = match.group()
+        if token[0] in "+\uff0b":
+            number = compact(token)
+            if is_valid_international(number[1:]):
                 scan.add(cat.PHONE, location, "phone")
-        elif group == "digits":
-            if is_card_number(text):
+            continue
+        if "." in token and token.count(".") >= 3:
+            for ip in IPV4_RE.findall(token):
+                if is_public_ip(ip):
+                    scan.add(cat.IP_ADDRESS, location, "ip")
+                    break
+            continue
+        if (
+            "-" in token
+            and _SSN_IN.search(token)
+            and is_us_ssn(_SSN_IN.search(token)[0], formatted_only=True)
+        ):
+            scan.add(cat.GOVERNMENT_ID, location, "ssn")
+            continue
+        digits = token.translate(_KEEP_DIGITS)
+        if 12 <= len(digits) <= 20 and digits.isdigit():
+            if is_card_number(digits):
                 scan.add(cat.PAYMENT, location, "card")
-            elif is_iccid(text):
+                continue
+            if is_iccid(digits):
                 scan.add(cat.DEVICE_ID, location, "iccid")
-        elif group == "ssn":
-            if is_us_ssn(text, formatted_only=True):
-                scan.add(cat.GOVERNMENT_ID, location, "ssn")
-        elif group == "ipv4":
-            if is_public_ip(text):
-                scan.add(cat.IP_ADDRESS, location, "ip")
-        elif group == "iban" and is_iban(text):
-            scan.add(cat.PAYMENT, location, "iban")
-    if is_text and _NATIONAL_GATE.search(value):
-        for _offset in phones_in_text(value, scan.limits.default_region):
-            scan.add(cat.PHONE, location, "phone:text")
-            break
+                continue
+        if len(digits) >= 7:
+            national.append((start, match.end()))
+    if is_text:
+        # The matcher is run on a window around each candidate, not on the whole text: it costs
+        # ~50 µs per call on a short text, growing with its length.
+        for start, end in national[:_MAX_WINDOWS]:
+            window = value[max(0, start - _WINDOW) : end + _WINDOW]
+            if any(True for _ in phones_in_text(window, scan.limits.default_region)):
+                scan.add(cat.PHONE, location, "phone:text")
+                break
+        for match in _IBAN_IN.finditer(value):
+            if is_iban(match.group()):
+                scan.add(cat.PAYMENT, location, "iban")
+                break
+    elif 15 <= len(value) <= 42 and value[:2].isalpha() and value[2:4].isdigit() and is_iban(value):
+        scan.add(cat.PAYMENT, location, "iban")

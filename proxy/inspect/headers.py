@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from proxy.inspect.fields import scan_scalar
-from proxy.inspect.keys import Ctx, Rule, header_key_info
+from proxy.inspect.keys import Rule, header_key_info
 from proxy.inspect.scan import Scan
 
 # Protocol headers carry no personal data; skipping them saves work and false positives
@@ -83,7 +83,7 @@ _CREDENTIAL_TOKENS = frozenset(
 )
 
 
-def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: Ctx) -> None:
+def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: int) -> None:
     """Scan header values; each finding is located as `header:<lowercase name>`."""
     for name, value in headers:
         lower = name.lower()

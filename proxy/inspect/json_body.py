@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.inspect.keys import Ctx
 from proxy.inspect.model import MALFORMED_JSON, TOO_DEEP
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
@@ -16,7 +15,7 @@ _BOM = b"\xef\xbb\xbf"
 def scan_json(
     scan: Scan,
     data: bytes | str,
-    ctx: Ctx,
+    ctx: int,
     *,
     root: str = "json:$",
     declared: bool = True,
@@ -44,7 +43,7 @@ def scan_json(
     return True
 
 
-def _scan_ndjson(scan: Scan, data: bytes | str, ctx: Ctx, root: str) -> bool:
+def _scan_ndjson(scan: Scan, data: bytes | str, ctx: int, root: str) -> bool:
     lines = data.splitlines()
     if len(lines) < 2:
         return False

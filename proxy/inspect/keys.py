@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import IntFlag
 from functools import lru_cache
 
 
@@ -340,8 +339,12 @@ _ADDRESS_VETO = frozenset(
 )
 
 
-class Ctx(IntFlag):
-    """Context flags of an object (from its parent keys and its sibling keys)."""
+class Ctx:
+    """Context flags of an object (from its parent keys and its sibling keys).
+
+    Plain ints, not `enum.IntFlag`: flags are combined for every object of every payload and
+    IntFlag arithmetic costs a microsecond a time.
+    """
 
     NONE = 0
     PERSON = 1
@@ -359,7 +362,7 @@ class Ctx(IntFlag):
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
-PARENT_FLAGS: dict[str, Ctx] = {}
+PARENT_FLAGS: dict[str, int] = {}
 for _words, _flag in (
     (
         "user users customer customers contact contacts profile profiles person people "
@@ -399,7 +402,7 @@ for _words, _flag in (
         PARENT_FLAGS[_w.replace("_", "")] = PARENT_FLAGS.get(_w.replace("_", ""), Ctx.NONE) | _flag
 
 # Flags a key gives its siblings' object (`{"email": ..., "name": ...}` is about a person).
-_SIBLING_FLAGS_BY_RULE: dict[str, Ctx] = {
+_SIBLING_FLAGS_BY_RULE: dict[str, int] = {
     Rule.EMAIL: Ctx.PERSON,
     Rule.NAME: Ctx.PERSON,
     Rule.ADDRESS: Ctx.PERSON | Ctx.ADDRESS,
@@ -461,8 +464,8 @@ class KeyInfo:
     squashed: str
     rule: str | None
     is_negative: bool
-    parent_flags: Ctx  # flags for the object this key names
-    sibling_flags: Ctx  # flags for the object this key is in
+    parent_flags: int  # Ctx flags for the object this key names
+    sibling_flags: int  # Ctx flags for the object this key is in
 
 
 def normalise_key(key: str) -> tuple[str, ...]:
@@ -560,7 +563,7 @@ def header_key_info(name: str) -> KeyInfo:
 
 
 @lru_cache(maxsize=4096)
-def sibling_context(keys: tuple[str, ...]) -> Ctx:
+def sibling_context(keys: tuple[str, ...]) -> int:
     """Context flags an object gets from its own keys (cached on the key tuple)."""
     flags = Ctx.NONE
     for key in keys:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from proxy.inspect import categories as cat
 from proxy.inspect.decode import charset_of, decode_text, media_type_of
 from proxy.inspect.json_body import scan_json
-from proxy.inspect.keys import Ctx, key_info, sibling_context
+from proxy.inspect.keys import key_info, sibling_context
 from proxy.inspect.model import MALFORMED_MULTIPART
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
@@ -79,7 +79,7 @@ def split_parts(body: bytes, boundary: str) -> list[Part]:
     return parts
 
 
-def scan_multipart(scan: Scan, body: bytes, boundary: str | None, ctx: Ctx) -> None:
+def scan_multipart(scan: Scan, body: bytes, boundary: str | None, ctx: int) -> None:
     """Scan each part: located as `multipart:<name>` (structured parts add their own path)."""
     try:
         parts = split_parts(body, boundary or "")

@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 from proxy.inspect import categories as cat
 from proxy.inspect.form import parse_pairs, scan_pairs
 from proxy.inspect.identifiers import is_email
-from proxy.inspect.keys import Ctx, Rule, key_info
+from proxy.inspect.keys import Rule, key_info
 from proxy.inspect.network import is_public_ip
 from proxy.inspect.phone import is_phone_value
 from proxy.inspect.scan import Scan
@@ -67,7 +67,7 @@ def is_mobile_path(url: str) -> bool:
     )
 
 
-def scan_url(scan: Scan, url: str, ctx: Ctx) -> None:
+def scan_url(scan: Scan, url: str, ctx: int) -> None:
     """Scan the query string (`query:<key>`) and the path segments (`path`)."""
     parts = urlsplit(url)
     if parts.query:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import orjson
 
@@ -14,14 +15,17 @@ from proxy.inspect.scan import Scan
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
+@lru_cache(maxsize=8192)
+def _key_suffix(key: str) -> str:
+    return f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{key!r}]"
+
+
 def child_location(location: str, key: str) -> str:
     """`$.a` + `b` → `$.a.b`; keys that are not plain names are quoted: `$.a['b c']`."""
-    if _PLAIN_KEY.fullmatch(key):
-        return f"{location}.{key}"
-    return f"{location}[{key!r}]"
+    return location + _key_suffix(key)
 
 
-def child_context(ctx: Ctx, info: KeyInfo | None, keys: tuple[str, ...]) -> Ctx:
+def child_context(ctx: int, info: KeyInfo | None, keys: tuple[str, ...]) -> int:
     """The context of an object: sticky flags from above, its key's flags, its own keys' flags."""
     flags = (ctx & STICKY) | sibling_context(keys)
     if info is not None:
@@ -36,24 +40,34 @@ def walk(
     node: object,
     location: str,
     info: KeyInfo | None,
-    ctx: Ctx,
+    ctx: int,
     depth: int,
     *,
     in_list: bool = False,
 ) -> None:
     """Scan `node` (dict, list or scalar) found at `location` under the key `info`."""
-    if isinstance(node, dict):
+    if isinstance(node, str):
+        scan.count_field()
+        if len(node) > 1 and node[0] in "{[" and node[-1] in "}]":
+            # JSON sent as a string field (webhook `payload`, Segment `properties` as text).
+            try:
+                nested = orjson.loads(node)
+            except orjson.JSONDecodeError:
+                nested = None
+            if isinstance(nested, dict | list):
+                walk(scan, nested, location, info, ctx, depth + 1)
+                return
+        scan_scalar(scan, location, info, node, ctx)
+    elif isinstance(node, dict):
         if scan.too_deep(depth):
             return
         if node and not in_list:
             scan_container_key(scan, location, info, ctx)
         inner = child_context(ctx, info, tuple(node))
         for key, value in node.items():
-            walk(scan, value, child_location(location, key), key_info(key), inner, depth + 1)
+            walk(scan, value, location + _key_suffix(key), key_info(key), inner, depth + 1)
     elif isinstance(node, list):
-        if scan.too_deep(depth):
-            return
-        if not node:
+        if scan.too_deep(depth) or not node:
             return
         if not in_list:
             scan_container_key(scan, location, info, ctx)
@@ -68,13 +82,5 @@ def walk(
             walk(scan, item, f"{location}[{index}]", info, ctx, depth + 1, in_list=True)
     else:
         scan.count_field()
-        if isinstance(node, str) and len(node) > 1 and node[0] in "{[" and node[-1] in "}]":
-            # JSON sent as a string field (webhook `payload`, Segment `properties` as text).
-            try:
-                nested = orjson.loads(node)
-            except orjson.JSONDecodeError:
-                nested = None
-            if isinstance(nested, dict | list):
-                walk(scan, nested, location, info, ctx, depth + 1)
-                return
-        scan_scalar(scan, location, info, node, ctx)  # type: ignore[arg-type]
+        if node is not None and info is not None and info.rule is not None:
+            scan_scalar(scan, location, info, node, ctx)  # numbers and booleans need a key rule

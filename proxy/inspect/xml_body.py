@@ -8,7 +8,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from proxy.inspect.fields import scan_container_key
-from proxy.inspect.keys import Ctx, key_info
+from proxy.inspect.keys import key_info
 from proxy.inspect.model import FORBIDDEN_XML, MALFORMED_XML
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
@@ -23,7 +23,7 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
 
 
-def scan_xml(scan: Scan, text: str | bytes, ctx: Ctx, *, prefix: str = "xml:") -> None:
+def scan_xml(scan: Scan, text: str | bytes, ctx: int, *, prefix: str = "xml:") -> None:
     """Scan an XML document; each element is located by its path: `xml:/Envelope/Body/sendSms/msisdn`."""
     try:
         root = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
@@ -39,7 +39,7 @@ def scan_xml(scan: Scan, text: str | bytes, ctx: Ctx, *, prefix: str = "xml:") -
     _walk_element(scan, root, prefix, ctx, 0)
 
 
-def _walk_element(scan: Scan, element: ET.Element, parent: str, ctx: Ctx, depth: int) -> None:
+def _walk_element(scan: Scan, element: ET.Element, parent: str, ctx: int, depth: int) -> None:
     if scan.too_deep(depth):
         return
     name = _local(element.tag) if isinstance(element.tag, str) else "#"
