@@ -279,7 +279,11 @@ def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx:
             scan.add(cat.LOCATION_PRECISE, location, "latlng")
             return True
     elif rule == Rule.COUNTRY_CTX:
-        in_context = ctx & (Ctx.LOCATION | Ctx.PERSON | Ctx.ADDRESS) and not ctx & Ctx.NOT_PERSON
+        if ctx & Ctx.ADDRESS:
+            # The country line of a postal address is part of the address.
+            scan.add(cat.POSTAL_ADDRESS, location, "key:address")
+            return True
+        in_context = ctx & (Ctx.LOCATION | Ctx.PERSON) and not ctx & Ctx.NOT_PERSON
         if in_context or ctx & Ctx.MOBILE or scan.mobile_call:
             scan.add(cat.LOCATION_COUNTRY, location, "key:country")
         return True

@@ -90,7 +90,7 @@ EXACT_RULES: dict[str, str] = _table(
         Rule.NAME,
         "first_name last_name full_name customer_name given_name family_name surname middle_name "
         "contact_name recipient_name display_name nickname maiden_name legal_name cardholder_name "
-        "account_holder_name billing_name shipping_name patient_name sender_name fn ln "
+        "account_holder_name billing_name shipping_name patient_name owner_name beneficiary_name payee_name shopper_name holder_name fn ln "
         "hashed_first_name hashed_last_name sha256_first_name sha256_last_name firstname lastname",
     ),
     (Rule.NAME_CTX, "name names"),
@@ -312,9 +312,12 @@ _PERSON_NAME_PREFIXES = frozenset(
         "cardholder",
         "patient",
         "member",
-        "sender",
         "legal",
         "display",
+        "owner",
+        "beneficiary",
+        "payee",
+        "shopper",
     ]
 )
 _VALIDITY_TOKENS = frozenset({"type", "status", "valid", "validity"})
