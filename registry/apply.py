@@ -24,7 +24,7 @@ from registry import snapshot as schema
 from registry.audit import record_audit
 from registry.errors import ApiError, forbidden
 from registry.models import Approval, Grant, Recipient, RecipientHost, utcnow
-from registry.service import Actor, Loaded, forget, grants_by_purpose
+from registry.service import Actor, Loaded, check_storable, forget, grants_by_purpose
 from registry.state import bump_snapshot_version
 
 REVIEWER_ROLES = frozenset({"security", "admin"})
@@ -274,6 +274,8 @@ async def apply_registry(
 ) -> ApplyDiff:
     """Diff the registry against `wanted` and, unless `dry_run`, apply it (caller commits)."""
     _check_file_hosts(wanted)
+    for r in wanted.recipients:
+        check_storable(r, where=f"recipients.{r.id}.")
     current = await _load_all(session)
     diff = compute_diff(current, wanted)
     if _needs_reviewer(diff, wanted) and actor.role not in REVIEWER_ROLES:

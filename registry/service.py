@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry import snapshot as schema
 from registry.audit import record_audit
-from registry.errors import ApiError, conflict, forbidden, not_found
+from registry.errors import ApiError, conflict, forbidden, invalid_field, not_found
 from registry.models import Approval, Grant, Recipient, RecipientHost, as_utc, utcnow
 from registry.payloads import GrantCreate, GrantPatch, RecipientCreate, RecipientPatch
 from registry.state import bump_snapshot_version
@@ -222,9 +222,27 @@ async def _check_hosts_free(
         )
 
 
+# Column sizes (registry.models); the shared schema does not bound these strings.
+_MAX_LENGTHS = {"name": 200, "owner_team": 200, "contract_ref": 200, "notes": 10_000}
+_MAX_HOST_LENGTH = 260
+
+
+def check_storable(recipient: schema.Recipient, where: str = "") -> None:
+    """422 naming the field when a value exceeds what the database stores."""
+    for name, limit in _MAX_LENGTHS.items():
+        value = getattr(recipient, name)
+        if value is not None and len(value) > limit:
+            raise invalid_field(f"{where}{name}", f"at most {limit} characters")
+    for host in recipient.hosts:
+        if len(host) > _MAX_HOST_LENGTH:
+            raise invalid_field(f"{where}hosts", f"at most {_MAX_HOST_LENGTH} characters")
+
+
 def _validated_recipient(values: dict[str, Any]) -> schema.Recipient:
     """Validate merged recipient fields with the shared schema (422 naming the field)."""
-    return schema.Recipient.model_validate(values)
+    recipient = schema.Recipient.model_validate(values)
+    check_storable(recipient)
+    return recipient
 
 
 def _validated_grant(values: dict[str, Any]) -> schema.Grant:
@@ -246,6 +264,7 @@ async def _bump(session: AsyncSession) -> int:
 
 async def create_recipient(session: AsyncSession, body: RecipientCreate, actor: Actor) -> Loaded:
     """Propose a new recipient (status `proposed`) with its hosts and grants."""
+    check_storable(body)
     if await session.get(Recipient, body.id) is not None:
         raise conflict(f"recipient {body.id} already exists")
     await _check_hosts_free(session, body.id, body.hosts)

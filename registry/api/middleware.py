@@ -10,7 +10,7 @@ import orjson
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from registry.errors import PROBLEM_CONTENT_TYPE, ApiError
 
@@ -88,8 +88,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # A constraint the service did not pre-check (a concurrent insert won the race).
         log.info("api.integrity_conflict", path=request.path)
         error = ApiError(409, "conflict", "Conflict", "the change conflicts with existing data")
-    except OperationalError:
-        log.exception("api.database_error", path=request.path)
+    except DataError:
+        # A value the validation let through but the column cannot hold (a backstop).
+        log.warning("api.data_error", path=request.path)
+        error = ApiError(
+            422, "validation-error", "Request body is not valid", "a value is too large"
+        )
+    except (DBAPIError, ConnectionError) as exc:
+        log.exception("api.database_error", path=request.path, error=type(exc).__name__)
         error = ApiError(503, "database-unavailable", "Database unavailable")
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -308,6 +308,12 @@ async def test_list_filters_and_paginates(client, auth, unique):
         pytest.param({"colour": "blue"}, "colour", id="unknown field"),
         pytest.param({"hosts": ["bad host!"]}, "hosts", id="bad host pattern"),
         pytest.param({"id": "Bad Id"}, "id", id="bad slug"),
+        pytest.param({"name": "n" * 201}, "name", id="name longer than the column"),
+        pytest.param(
+            {"hosts": [".".join(["a" * 60] * 5) + ".example"]},
+            "hosts",
+            id="host longer than the column",
+        ),
     ],
 )
 async def test_invalid_bodies_are_422_naming_the_field(client, auth, unique, body_change, field):
@@ -344,6 +350,7 @@ async def test_unknown_category_in_grant_patch_is_422(client, auth, unique):
     ],
 )
 async def test_bad_bodies_are_problems(client, auth, data, status, slug):
+    """Malformed and oversized bodies get a problem document, never a 500."""
     resp = await client.post(
         "/v1/recipients",
         data=data,
@@ -386,3 +393,16 @@ async def test_concurrent_edits_with_the_same_if_match_let_exactly_one_win(clien
 
     statuses = await asyncio.gather(*(edit(i) for i in range(8)))
     assert sorted(statuses) == [200] + [412] * 7
+
+
+async def test_huge_chunked_body_without_length_is_413(client, auth):
+    async def chunks():
+        for _ in range(40):
+            yield b"x" * 65536
+
+    resp = await client.post(
+        "/v1/recipients",
+        data=chunks(),
+        headers={**auth("engineer"), "Content-Type": "application/json"},
+    )
+    assert resp.status == 413
