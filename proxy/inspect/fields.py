@@ -20,6 +20,7 @@ from proxy.inspect.keys import Ctx, KeyInfo, Rule
 from proxy.inspect.network import is_public_ip, public_ips_in
 from proxy.inspect.phone import is_phone_int, is_phone_value
 from proxy.inspect.scan import Scan
+from proxy.inspect.text import scan_text
 
 Scalar = str | int | float | bool | None
 
@@ -179,9 +180,17 @@ def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float
 def _scan_str(scan: Scan, location: str, rule: str | None, value: str, ctx: int) -> None:
     value_checked = _scan_str_rule(scan, location, rule, value, ctx)
     if not value_checked and (len(value) >= 7 or "@" in value):
-        scan_string(scan, location, value, is_text=rule == Rule.CONTENT)
+        _scan_long_or_short(scan, location, value, is_text=rule == Rule.CONTENT)
         if value.count(":") >= 2 and "/" not in value and len(value) <= 45 and is_public_ip(value):
             scan.add(cat.IP_ADDRESS, location, "ip")
+
+
+def _scan_long_or_short(scan: Scan, location: str, value: str, *, is_text: bool) -> None:
+    # A long string (a document in a field) is scanned in slices so the deadline is checked.
+    if len(value) > 16 * 1024:
+        scan_text(scan, value, location=location, is_text=is_text)
+    else:
+        scan_string(scan, location, value, is_text=is_text)
 
 
 def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx: int) -> bool:
@@ -299,7 +308,7 @@ def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx:
     elif rule == Rule.CONTENT:
         if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
             scan.add(cat.CONTENT, location, "key:content")
-        scan_string(scan, location, value, is_text=True)
+        _scan_long_or_short(scan, location, value, is_text=True)
         return True
     elif rule == Rule.SECRET:
         scan.add(cat.SECRET, location, "key:secret")

@@ -17,6 +17,10 @@ from proxy.inspect.scan import Scan
 _NUMERIC_TOKEN = re.compile(r"[+\uff0b]?\d[\d \u00a0().\-\u2010\u2011\u2012\u2013\u2014]{5,28}\d")
 _SSN_IN = re.compile(r"(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-])")
 _IBAN_IN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+# `icon@2x.png` is an image, not an address.
+_FILE_SUFFIXES = frozenset(
+    ["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "pdf", "mp3", "mp4", "wav"]
+)
 _WINDOW = 24
 _MAX_WINDOWS = 32
 _KEEP_DIGITS = str.maketrans("", "", " \u00a0().-\u2010\u2011\u2012\u2013\u2014")
@@ -29,7 +33,7 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
     phonenumbers' matcher, which rejects dates and times, and for IBANs inside sentences;
     elsewhere only explicit `+…` numbers count as phones.
     """
-    if "@" in value and EMAIL_RE.search(value):
+    if "@" in value and any(m[1].lower() not in _FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):
         scan.add(cat.EMAIL, location, "email")
     kind = secret_kind(value)
     if kind:

@@ -12,8 +12,9 @@ from stdnum import imsi as std_imsi
 from stdnum import luhn
 from stdnum.us import ssn as std_ssn
 
+# Group 1 is the top-level domain (to tell `icon@2x.png` from an address).
 EMAIL_RE = re.compile(
-    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
+    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.([A-Za-z]{2,24})(?![A-Za-z0-9\-])"
 )
 _EMAIL_FULL = re.compile(
     r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}"

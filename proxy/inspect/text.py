@@ -6,7 +6,7 @@ from proxy.inspect.free_text import scan_string
 from proxy.inspect.scan import Scan
 
 # Free text is scanned in slices so the deadline is checked between them.
-_SLICE = 64 * 1024
+_SLICE = 16 * 1024
 _OVERLAP = 128  # an identifier cut by a slice boundary is seen whole in the next slice
 
 

@@ -1,0 +1,249 @@
+"""Detectors one by one: each value under each key, with the traps next to the hits."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from stdnum import luhn
+
+from proxy.inspect import inspect_call
+from proxy.inspect.categories import EMITTED
+from registry.taxonomy import load_taxonomy
+
+ICCID = "896501234567890123" + luhn.calc_check_digit("896501234567890123")
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[str]:
+    inspection = inspect_call("POST", url, {"Content-Type": "application/json"}, orjson.dumps(doc))
+    assert inspection.complete
+    return {f.category for f in inspection.findings}
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        # phone numbers
+        pytest.param({"to": "+65 9123-4567"}, {"contact.phone_number"}, id="phone: separators"),
+        pytest.param(
+            {"to": "(+1) 415.555.2671"}, {"contact.phone_number"}, id="phone: dots and parens"
+        ),
+        pytest.param(
+            {"mobile": "91234567"},
+            {"contact.phone_number"},
+            id="phone: national SG under a phone key",
+        ),
+        pytest.param(
+            {"phone": "0065 9123 4567"},
+            {"contact.phone_number"},
+            id="phone: 00 international prefix",
+        ),
+        pytest.param(
+            {"dst": 447911123456},
+            {"contact.phone_number"},
+            id="phone: json number under a phone key",
+        ),
+        pytest.param(
+            {"note": "91234567"}, set(), id="trap: national digits under an unrelated key"
+        ),
+        pytest.param({"to": "+1234567890"}, set(), id="trap: plus but not a valid number"),
+        pytest.param({"to": "InfoSMS"}, set(), id="trap: alphanumeric sender id"),
+        pytest.param(
+            {"text": "Meeting on 2024-01-15 at 10:30, order 20240115"},
+            {"comms.content"},
+            id="trap: dates and times in a message",
+        ),
+        pytest.param(
+            {"text": "Your code is 482913"}, {"comms.content"}, id="trap: otp code in a message"
+        ),
+        pytest.param(
+            {"text": "Call us on 6123 4567 today"},
+            {"comms.content", "contact.phone_number"},
+            id="phone: national number in a message",
+        ),
+        # e-mail
+        pytest.param({"contact": "mailto:mei@example.com"}, {"contact.email"}, id="email: mailto"),
+        pytest.param({"url": "https://x.example/u@2x.png"}, set(), id="trap: @ in an url"),
+        # network
+        pytest.param(
+            {"client_ip": "2a00:1450:4001:80b::200e"}, {"network.ip_address"}, id="ip: public ipv6"
+        ),
+        pytest.param(
+            {"meta": "seen from 93.184.216.34"}, {"network.ip_address"}, id="ip: in free text"
+        ),
+        pytest.param(
+            {"server": "10.1.2.3", "dns": "192.0.2.1"},
+            set(),
+            id="trap: private and documentation ips",
+        ),
+        pytest.param({"version": "8.8.8.8"}, set(), id="trap: version-looking value under version"),
+        # device ids
+        pytest.param({"imei": "49-015420-323751-8"}, {"mobile.device_id"}, id="imei: formatted"),
+        pytest.param({"imei": "490154203237519"}, set(), id="trap: imei with a wrong check digit"),
+        pytest.param({"sim": {"iccid": ICCID}}, {"mobile.device_id"}, id="iccid under key"),
+        pytest.param({"value": ICCID}, {"mobile.device_id"}, id="iccid by value"),
+        pytest.param(
+            {"device_id": "3f1e2d4c-1111-4a4a-9b9b-123456789abc"},
+            set(),
+            id="trap: app install id is not a handset id",
+        ),
+        # payment
+        pytest.param({"pan": "4111111111111111"}, {"payment.account_number"}, id="card under key"),
+        pytest.param(
+            {"memo": "card 5500 0000 0000 0004"}, {"payment.account_number"}, id="card in text"
+        ),
+        pytest.param({"memo": "ref 4111111111111112"}, set(), id="trap: 16 digits failing luhn"),
+        pytest.param({"memo": "ref 9111111111111111"}, set(), id="trap: luhn-valid but no issuer"),
+        pytest.param(
+            {"to_account": "DE89 3704 0044 0532 0130 00"},
+            {"payment.account_number"},
+            id="iban by value",
+        ),
+        pytest.param(
+            {"account_number": "0123456789"}, {"payment.account_number"}, id="bank account key"
+        ),
+        # government ids
+        pytest.param({"memo": "SSN 536-90-4399"}, {"government_id"}, id="ssn formatted in text"),
+        pytest.param({"memo": "call 666-12-3456"}, set(), id="trap: invalid ssn area 666"),
+        pytest.param({"nric": "S1234567D"}, {"government_id"}, id="nric under key"),
+        # location
+        pytest.param({"lat": 1.29, "lng": 103.85}, {"location.precise"}, id="lat lng pair"),
+        pytest.param({"lat": 1.29}, set(), id="trap: latitude without its pair"),
+        pytest.param(
+            {"location": "1.2903,103.8519"}, {"location.precise"}, id="pair in one string"
+        ),
+        pytest.param(
+            {"geometry": {"coordinates": [103.85, 1.29]}},
+            {"location.precise"},
+            id="geojson coordinates",
+        ),
+        # mobile
+        pytest.param(
+            {"msisdn": "+6591234567", "reachable": True},
+            {"contact.phone_number", "mobile.device_status"},
+            id="device status",
+        ),
+        pytest.param(
+            {"msisdn": "+6591234567", "network": "SingTel", "mcc": "525", "mnc": "01"},
+            {"contact.phone_number", "mobile.carrier"},
+            id="carrier beside a number",
+        ),
+        pytest.param(
+            {"merchant": {"mcc": "5814", "network": "visa"}},
+            set(),
+            id="trap: merchant category code",
+        ),
+        pytest.param(
+            {"msisdn": "+6591234567", "line_type": "mobile", "valid": True},
+            {"contact.phone_number", "mobile.number_validity"},
+            id="number validity",
+        ),
+        pytest.param(
+            {"keyword": "STOP", "from": "+6591234567"},
+            {"mobile.sms_consent", "contact.phone_number"},
+            id="stop keyword",
+        ),
+        pytest.param({"keyword": "summer-sale"}, set(), id="trap: marketing keyword"),
+        pytest.param(
+            {
+                "phone": "+6591234567",
+                "consent_timestamp": "2024-01-15T10:00:00Z",
+                "opt_in_source": "web",
+            },
+            {"contact.phone_number", "mobile.sms_consent"},
+            id="consent record",
+        ),
+        pytest.param(
+            {"call": {"duration": 125, "status": "completed"}}, {"comms.usage"}, id="call duration"
+        ),
+        pytest.param({"video": {"duration": 125}}, set(), id="trap: video duration"),
+        # names, addresses, employment
+        pytest.param({"customer": {"name": "Mei Tan"}}, {"contact.name"}, id="name of a customer"),
+        pytest.param(
+            {"name": "Mei Tan", "email": "mei@example.com"},
+            {"contact.name", "contact.email"},
+            id="name beside an email",
+        ),
+        pytest.param(
+            {"template": {"name": "order_shipped"}, "name": "spring"},
+            set(),
+            id="trap: template and bare names",
+        ),
+        pytest.param(
+            {"user": {"job_title": "Engineer", "employer": "Acme"}},
+            {"account.employment"},
+            id="employment",
+        ),
+        pytest.param({"page": {"title": "Checkout"}}, set(), id="trap: page title"),
+        pytest.param(
+            {"shipping_address": "1 Raffles Place, Singapore 048616"},
+            {"contact.postal_address"},
+            id="address",
+        ),
+        pytest.param({"zip": "048616"}, set(), id="trap: zip outside an address"),
+        pytest.param(
+            {"email_address": "mei@example.com", "ip_address": "93.184.216.34"},
+            {"contact.email", "network.ip_address"},
+            id="trap: email/ip address are not postal",
+        ),
+        # secrets
+        pytest.param({"password": "hunter2"}, {"credentials.secret"}, id="password"),
+        pytest.param({"password": ""}, set(), id="trap: empty password field"),
+        pytest.param({"assertion": JWT}, {"credentials.secret"}, id="jwt in a body"),
+        pytest.param(
+            {"token_type": "bearer", "expires_in": 3600}, set(), id="trap: oauth metadata"
+        ),
+    ],
+)
+def test_detectors(doc, expected):
+    assert categories_of(doc) == expected
+
+
+def test_hlr_endpoint_makes_status_a_device_status():
+    doc = {"status": "ABSENT", "valid": True}
+    assert categories_of(doc, "https://hlr.example.com/v1/hlr/lookup") == {
+        "mobile.device_status",
+        "mobile.number_validity",
+    }
+    assert categories_of(doc) == set()
+
+
+def test_text_bodies_are_scanned_as_free_text():
+    body = b"Hello, reach me at +65 9123 4567 or mei@example.com. Card 4111 1111 1111 1111."
+    inspection = inspect_call("POST", "https://x.example/", {"Content-Type": "text/plain"}, body)
+    assert {(f.category, f.location) for f in inspection.findings} == {
+        ("contact.phone_number", "text"),
+        ("contact.email", "text"),
+        ("payment.account_number", "text"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(b'{"to": "+6591234567"}', {("contact.phone_number", "json:$.to")}, id="json"),
+        pytest.param(
+            b"<r><msisdn>+6591234567</msisdn></r>",
+            {("contact.phone_number", "xml:/r/msisdn")},
+            id="xml",
+        ),
+        pytest.param(
+            b"To=%2B6591234567&Body=hi",
+            {("contact.phone_number", "form:To"), ("comms.content", "form:Body")},
+            id="form",
+        ),
+        pytest.param(
+            b"\x08\x96\x01\x12\x0c+6591234567",
+            {("contact.phone_number", "text")},
+            id="binary with a number inside",
+        ),
+    ],
+)
+def test_unlabelled_bodies_are_sniffed(body, expected):
+    inspection = inspect_call("POST", "https://x.example/", {}, body)
+    assert {(f.category, f.location) for f in inspection.findings} == expected
+    assert inspection.problems == ()
+
+
+def test_every_emitted_category_is_in_the_taxonomy():
+    assert set(load_taxonomy().categories) >= EMITTED
