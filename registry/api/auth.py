@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -72,21 +71,6 @@ def require_role(request: web.Request, *roles: str) -> Principal:
             f"role {principal.role!r} may not do this; needs one of {sorted(roles)}",
         )
     return principal
-
-
-def requires(*roles: str) -> Callable[[Handler], Handler]:
-    """Decorator form of `require_role` for a handler."""
-
-    def wrap(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def checked(request: web.Request) -> web.StreamResponse:
-            require_role(request, *roles)
-            return await handler(request)
-
-        checked.roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI builder
-        return checked
-
-    return wrap
 
 
 def forget_token(app: web.Application, token_hash: str | None = None) -> None:

@@ -72,3 +72,22 @@ async def test_each_request_is_logged_once_with_its_status(client, auth):
     assert [(e["method"], e["path"], e["status"]) for e in lines] == [
         ("GET", "/v1/recipients/nope", 404)
     ]
+
+
+async def test_database_down_is_503_problem_not_500():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from registry.api.app import create_app
+    from registry.settings import Settings
+
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    settings = Settings(db_url="postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1", port=0)) as client:
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        resp = await client.get("/v1/recipients", headers={"Authorization": "Bearer sw_x"})
+        assert resp.status == 503
+        body = await resp.json()
+        assert body["type"] == "https://sharewall.dev/problems/database-unavailable"
+        assert "127.0.0.1" not in str(body)  # no internals leak
+        assert (await client.get("/healthz")).status == 200

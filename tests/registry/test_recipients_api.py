@@ -75,12 +75,29 @@ NEW = "new"  # placeholder: a fresh recipient body
         pytest.param("post", "/v1/recipients/{rid}/suspend", None, {"security"}, id="suspend"),
         pytest.param("post", "/v1/recipients/{rid}/revoke", None, {"security"}, id="revoke"),
         pytest.param("delete", "/v1/recipients/{rid}", None, {"engineer", "security"}, id="delete"),
+        pytest.param(
+            "patch",
+            "/v1/recipients/{rid}/grants/{gid}",
+            {"categories": ["contact.email"]},
+            {"engineer"},
+            id="edit grant",
+        ),
+        pytest.param(
+            "post",
+            "/v1/recipients/{rid}/grants/{gid}/revoke",
+            None,
+            {"security"},
+            id="revoke grant",
+        ),
+        pytest.param(
+            "delete", "/v1/recipients/{rid}/grants/{gid}", None, {"engineer"}, id="delete grant"
+        ),
     ],
 )
 async def test_roles_are_enforced_per_endpoint(client, auth, unique, method, path, body, allowed):
     rid = unique("roles")
-    await propose(client, auth, rid, who="engineer2")
-    url = path.format(rid=rid)
+    created = await propose(client, auth, rid, who="engineer2")
+    url = path.format(rid=rid, gid=created["grants"][0]["id"])
     if body == NEW:
         body = recipient_body(unique("other"))
     resp = await client.request(method, url, json=body)
