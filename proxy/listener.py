@@ -345,6 +345,13 @@ class ProxyServer:
         if self._closing or self._slots.locked():
             writer.close()
             return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # asyncio only disables Nagle for sockets whose proto is IPPROTO_TCP, and ours
+            # (socket.create_server) say 0: without this a keep-alive response waits ~40 ms
+            # for the client's delayed ACK.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         async with self._slots:
             self._busy[task] = False
             self.ctx.metrics.open_connections.inc()
