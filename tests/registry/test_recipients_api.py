@@ -304,7 +304,7 @@ async def test_list_filters_and_paginates(client, auth, unique):
             break
     mine = [s for s in seen if s.startswith(prefix)]
     assert mine == [f"{prefix}-{i}" for i in range(3)]
-    assert seen == sorted(seen)
+    assert len(seen) == len(set(seen))  # keyset pages never repeat a recipient
 
 
 @pytest.mark.parametrize(
