@@ -64,6 +64,7 @@ class SnapshotHub:
         self._lock = asyncio.Lock()
         self._known: int | None = None
         self._changed = asyncio.Event()
+        self._closing = False
         self.builds = 0
 
     @property
@@ -78,6 +79,11 @@ class SnapshotHub:
         self._known = version
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def close(self) -> None:
+        """Release every long poll now (they answer 304): shutdown must not wait out a `wait`."""
+        self._closing = True
+        self._changed.set()
 
     async def current_version(self) -> int:
         """The committed version, read from the database (one indexed single-row read)."""
@@ -114,7 +120,7 @@ class SnapshotHub:
         """Wait until a version other than `version` is known, or `seconds`; True if it changed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._known == version:
+        while self._known == version and not self._closing:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
@@ -123,7 +129,7 @@ class SnapshotHub:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 return False
-        return True
+        return self._known != version
 
     async def poll_versions(self, interval: float = VERSION_POLL_INTERVAL_S) -> None:
         """Fallback for writes made by other processes: notice a new version within `interval`."""
@@ -196,6 +202,10 @@ async def get_snapshot(request: web.Request) -> web.StreamResponse:
     return _snapshot_response(request, built)
 
 
+async def _release_long_polls(app: web.Application) -> None:
+    hub(app).close()
+
+
 async def _version_poller(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(hub(app).poll_versions(), name="snapshot-version-poller")
     yield
@@ -210,6 +220,8 @@ def add_routes(app: web.Application) -> None:
     app[SNAPSHOT_HUB] = snapshots
     keys.add_snapshot_listener(app, snapshots.notify)
     app.cleanup_ctx.append(_version_poller)
+    # on_shutdown runs before aiohttp waits for in-flight handlers to finish.
+    app.on_shutdown.append(_release_long_polls)
     app.router.add_get("/v1/snapshot", get_snapshot)
     openapi.add_path(
         app,

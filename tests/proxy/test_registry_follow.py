@@ -1,0 +1,246 @@
+"""End to end: a real `sharewall registry serve` and a real `sharewall proxy --registry-url`.
+
+The proxy follows the registry's snapshot (long poll), keeps it on disk for restarts while the
+registry is down, and ships its blocked decisions across a registry restart without loss or
+duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+from proxy_harness import REGISTRY_YAML, REPO, ProxyProcess, Upstreams, free_port, pins
+
+from registry.models import BlockedFlow
+
+SHAREWALL = [sys.executable, "-m", "proxy.cli"]
+
+
+def _run(*args: str) -> str:
+    out = subprocess.run(
+        [*SHAREWALL, *args], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stdout.strip()
+
+
+class RegistryProcess:
+    """`sharewall registry serve` on a fixed loopback port (kept across restarts)."""
+
+    def __init__(self, workdir: Path, db_url: str, port: int) -> None:
+        self.workdir, self.db_url, self.port = workdir, db_url, port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.workdir / "registry.log", "ab")  # noqa: SIM115 - closed with the process
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        self.proc = subprocess.Popen(
+            [
+                *SHAREWALL,
+                "registry",
+                "serve",
+                "--db",
+                self.db_url,
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.workdir / "registry.log").read_text())
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("registry did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryProcess, dict]]:
+    """A registry on SQLite, loaded with the proxy tests' registry file, with role tokens."""
+    workdir = tmp_path_factory.mktemp("registry")
+    db_url = f"sqlite+aiosqlite:///{workdir / 'registry.sqlite'}"
+    _run("registry", "apply", str(REGISTRY_YAML), "--db", db_url)
+    tokens = {
+        role: _run(
+            "registry", "tokens", "create", "--role", role, "--name", f"t-{role}", "--db", db_url
+        )
+        for role in ("proxy", "security", "engineer")
+    }
+    reg = RegistryProcess(workdir, db_url, free_port())
+    reg.start()
+    yield reg, tokens
+    reg.stop()
+
+
+def start_following_proxy(
+    workdir: Path, reg: RegistryProcess, token: str, upstreams: Upstreams
+) -> ProxyProcess:
+    (workdir / "ports.json").unlink(missing_ok=True)  # a restart must not read the old ports
+    return ProxyProcess(
+        workdir,
+        [
+            "--registry-url",
+            reg.url,
+            "--token",
+            token,
+            "--default-purpose",
+            "service_delivery",
+            *pins(upstreams),
+        ],
+    )
+
+
+def wait_ready(proxy: ProxyProcess, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{proxy.admin_url}/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"proxy not ready:\n{proxy.log_text()[-3000:]}")
+
+
+def call(proxy: ProxyProcess, upstreams: Upstreams, marker: str) -> requests.Response:
+    """A call without personal data to the approved `vendor` recipient."""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = {"http": proxy.url}
+    return session.get(f"http://api.vendor.test:{upstreams.http_port}/{marker}", timeout=10)
+
+
+def api(reg: RegistryProcess, token: str, method: str, path: str, **kw) -> requests.Response:
+    return requests.request(
+        method, reg.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10, **kw
+    )
+
+
+def stored_flows(db_url: str, ids: list[str]) -> int:
+    engine = sa.create_engine(db_url.replace("+aiosqlite", ""))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).where(BlockedFlow.decision_id.in_(ids))
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_revoked_grant_blocks_the_next_call_within_a_second_and_cache_survives_registry_down(
+    registry, upstreams, tmp_path
+):
+    reg, tokens = registry
+    proxy = start_following_proxy(tmp_path, reg, tokens["proxy"], upstreams)
+    try:
+        wait_ready(proxy)
+        assert call(proxy, upstreams, "before-revoke").status_code == 200
+        vendor = api(reg, tokens["engineer"], "GET", "/v1/recipients/vendor").json()
+        [grant] = [g for g in vendor["grants"] if g["purpose"] == "service_delivery"]
+        revoked = api(
+            reg, tokens["security"], "POST", f"/v1/recipients/vendor/grants/{grant['id']}/revoke"
+        )
+        assert revoked.status_code == 200, revoked.text
+        revoked_at = time.monotonic()
+        while True:
+            resp = call(proxy, upstreams, f"after-revoke-{uuid.uuid4().hex[:6]}")
+            if resp.status_code == 403:
+                break
+            assert time.monotonic() - revoked_at < 1.0, "the revocation took over a second"
+            time.sleep(0.02)
+        assert [r["code"] for r in resp.json()["reasons"]] == ["PURPOSE_NOT_APPROVED"]
+        assert (tmp_path / "spool" / "snapshot.json").is_file()
+    finally:
+        proxy.stop()
+
+    # Registry down, proxy restarted: it enforces the cached (revoked) snapshot at once.
+    reg.stop()
+    try:
+        proxy = start_following_proxy(tmp_path, reg, tokens["proxy"], upstreams)
+        try:
+            wait_ready(proxy)
+            resp = call(proxy, upstreams, "registry-down")
+            assert resp.status_code == 403
+            assert [r["code"] for r in resp.json()["reasons"]] == ["PURPOSE_NOT_APPROVED"]
+        finally:
+            proxy.stop()
+    finally:
+        reg.start()
+
+
+def test_decisions_are_shipped_across_a_registry_restart_without_loss_or_duplicates(
+    registry, upstreams, tmp_path
+):
+    reg, tokens = registry
+    proxy = start_following_proxy(tmp_path, reg, tokens["proxy"], upstreams)
+    ids: list[str] = []
+    try:
+        wait_ready(proxy)
+        session = requests.Session()
+        session.trust_env = False
+        session.proxies = {"http": proxy.url}
+
+        def blocked_calls(n: int) -> None:
+            for _ in range(n):
+                # The `tunnel` recipient grants no e-mail: CATEGORY_NOT_APPROVED (and cleartext).
+                resp = session.post(
+                    f"http://api.unknown.test:{upstreams.http_port}/ship-{uuid.uuid4().hex[:6]}",
+                    timeout=10,
+                )
+                assert resp.status_code == 403
+                ids.append(resp.json()["decision_id"])
+
+        blocked_calls(20)
+        reg.stop()
+        blocked_calls(20)  # spooled while the registry is down
+        time.sleep(3)  # segments seal and the shipper retries against a closed port
+        reg.start()
+        blocked_calls(10)
+        deadline = time.monotonic() + 30
+        while stored_flows(reg.db_url, ids) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert stored_flows(reg.db_url, ids) == len(ids) == 50
+    finally:
+        proxy.stop()
+    spool = tmp_path / "spool"
+    assert not list(spool.glob("*.jsonl")), "acknowledged segments are removed"
+    with sa.create_engine(reg.db_url.replace("+aiosqlite", "")).connect() as conn:
+        rows = (
+            conn.execute(sa.select(BlockedFlow.decision_id).where(BlockedFlow.decision_id.in_(ids)))
+            .scalars()
+            .all()
+        )
+    assert sorted(rows) == sorted(set(ids))
+    assert json.loads((spool / "snapshot.json").read_text())["version"] >= 1
