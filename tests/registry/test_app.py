@@ -91,3 +91,10 @@ async def test_database_down_is_503_problem_not_500():
         assert body["type"] == "https://sharewall.dev/problems/database-unavailable"
         assert "127.0.0.1" not in str(body)  # no internals leak
         assert (await client.get("/healthz")).status == 200
+
+
+async def test_openapi_document_is_valid_openapi_3_1(client):
+    from openapi_spec_validator import validate
+
+    doc = await (await client.get("/openapi.json")).json()
+    validate(doc)  # raises on any structural error, for every module's paths
