@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import threading
 import time
 import uuid
 
 import pytest
 import requests
-from proxy_harness import PHONE, REGISTRY_YAML, free_port, start_proxy
+from proxy_harness import (
+    PHONE,
+    REGISTRY_YAML,
+    free_port,
+    parse_response,
+    raw_exchange,
+    start_proxy,
+)
 
 
 def _marker(name: str) -> str:
@@ -82,6 +91,10 @@ def tuned_proxy(tmp_path_factory, certs, upstreams, live_registry):
         "0.2",
         "--drain-timeout",
         "5",
+        "--header-timeout",
+        "1",
+        "--max-tunnels",
+        "1",
         registry=live_registry,
     )
     yield p
@@ -134,6 +147,39 @@ def test_report_mode_lets_blocked_calls_pass_and_logs_would_block(report_proxy, 
     assert line["would_block"] is True and line["action"] == "allow"
     assert line["mode"] == "report"
     assert line["reason_codes"] == ["PERSONAL_DATA_IN_CLEARTEXT"]
+
+
+def test_report_mode_streams_an_oversized_body_upstream_in_full(report_proxy, upstreams):
+    m = _marker("report-big")
+    body = b"z" * ((1 << 20) + 12345)
+    r = _session(report_proxy).post(
+        f"http://api.vendor.test:{upstreams.http_port}/{m}", data=body, timeout=30
+    )
+    assert r.status_code == 200
+    [seen] = upstreams.find(m)
+    assert seen.body == body
+    [line] = report_proxy.decisions_for(m)
+    assert line["would_block"] is True
+    assert "INSPECTION_INCOMPLETE" in line["reason_codes"]
+
+
+def test_a_client_that_never_finishes_its_head_is_cut_off(tuned_proxy):
+    with socket.create_connection(("127.0.0.1", tuned_proxy.port), timeout=5) as s:
+        s.sendall(b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: api.vend")
+        started = time.monotonic()
+        assert s.recv(100) == b""  # closed by the proxy, not by us
+        assert time.monotonic() - started < 4
+
+
+def test_tunnels_beyond_the_limit_are_refused(tuned_proxy, upstreams):
+    target = f"tunnel.vendor.test:{upstreams.https_port}"
+    connect = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", tuned_proxy.port), timeout=5) as first:
+        first.sendall(connect)
+        assert first.recv(100).startswith(b"HTTP/1.1 200")
+        status, _, body = parse_response(raw_exchange(tuned_proxy.port, connect))
+        assert status == 503
+        assert json.loads(body)["error"] == "too_many_tunnels"
 
 
 def test_registry_file_reload_applies_to_the_next_call_and_a_broken_file_is_ignored(
