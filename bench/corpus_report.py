@@ -103,7 +103,10 @@ def load_cases(corpus_dir: Path = CORPUS_DIR) -> list[Case]:
 
 
 async def decide_cases(
-    cases: list[Case], registry_file: Path = SAMPLE_REGISTRY, engine_kind: str = "embedded"
+    cases: list[Case],
+    registry_file: Path = SAMPLE_REGISTRY,
+    engine_kind: str = "embedded",
+    opa_url: str | None = None,
 ) -> dict[str, Any]:
     """Decide every case with `check_call` on one engine; case id → `Decision`."""
     from proxy.check import check_call
@@ -113,7 +116,7 @@ async def decide_cases(
     from registry.registry_file import load_registry_file
 
     snapshot = load_registry_file(registry_file)
-    engine = create_engine(engine_kind)
+    engine = create_engine(engine_kind, opa_url=opa_url)
     try:
         decider = Decider(engine)
         if not await decider.set_snapshot(snapshot):
@@ -180,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry-file", type=Path, default=SAMPLE_REGISTRY)
     parser.add_argument("--corpus", type=Path, default=CORPUS_DIR)
     parser.add_argument("--engine", choices=("embedded", "opa"), default="embedded")
+    parser.add_argument("--opa-url", help="OPA server for --engine opa")
     args = parser.parse_args(argv)
 
     cases = load_cases(args.corpus)
-    decisions = asyncio.run(decide_cases(cases, args.registry_file, args.engine))
+    decisions = asyncio.run(decide_cases(cases, args.registry_file, args.engine, args.opa_url))
     found = {cid: frozenset(d.categories) for cid, d in decisions.items()}
     scores = score_categories(cases, found)
 
