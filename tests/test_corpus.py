@@ -74,6 +74,38 @@ def test_sample_registry_has_every_kind_and_status() -> None:
     )
 
 
+async def test_sample_registry_has_a_tunnel_only_high_risk_recipient() -> None:
+    # `check` always inspects, so the proxy's plain CONNECT tunnel is decided here directly.
+    from proxy.decide import Decider
+    from proxy.decision import Call
+    from proxy.engines import create_engine
+    from proxy.inspect.model import Inspection
+    from proxy.recipients import RecipientIndex
+
+    snapshot = load_registry_file(corpus.SAMPLE_REGISTRY)
+    recipient = RecipientIndex(snapshot).resolve("ingest.qwiqi-labs.example", 443)
+    assert recipient is not None and not recipient.inspect_tls
+    engine = create_engine("embedded")
+    try:
+        decider = Decider(engine)
+        assert await decider.set_snapshot(snapshot)
+        tunnel = Call(
+            method="CONNECT",
+            scheme="https",
+            host="ingest.qwiqi-labs.example",
+            port=443,
+            path="",
+            inspected=False,
+            tls_upstream=True,
+            recipient_id=recipient.id,
+            purpose="service_improvement",
+        )
+        decision = await decider.decide(tunnel, Inspection())
+    finally:
+        await engine.close()
+    assert (decision.action, decision.reason_codes) == ("deny", ("UNINSPECTED_HIGH_RISK",))
+
+
 _CASE_PARAMS = [pytest.param(c, id=c.id) for c in CASES]
 
 

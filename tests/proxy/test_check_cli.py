@@ -100,6 +100,25 @@ def test_body_is_read_from_a_data_file(tmp_path: Path) -> None:
     }
 
 
+def test_body_is_read_from_standard_input() -> None:
+    result = sharewall(
+        "check",
+        "--registry-file",
+        str(SAMPLE),
+        "--purpose",
+        "marketing",
+        "POST",
+        AFFILIATE_URL,
+        "--header",
+        "Content-Type: application/json",
+        "--data",
+        "@-",
+        stdin=b'{"email":"mei.tan@example.com","first_name":"Mei"}',
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(orjson.loads(result.stdout)["categories"]) == {"contact.email", "contact.name"}
+
+
 def test_plain_http_with_personal_data_exits_3_as_cleartext() -> None:
     result = check(
         "POST",
