@@ -550,8 +550,9 @@ def main() -> int:
         asyncio.run(_serve_upstream(args.serve_upstream, args.cert_dir, args.hold))
         return 0
     if shutil.which("wrk") is None:
-        print("wrk is not installed (apt-get install -y wrk): nothing to measure", file=sys.stderr)
-        return 2
+        # Skipped, not failed: `make bench` runs on machines without wrk too.
+        print("skip bench_proxy: wrk is not installed (apt-get install -y wrk)")
+        return 0
 
     wanted = set(args.only or ["direct", "tinyproxy", "mitmproxy", "sharewall"])
     body = payload()
