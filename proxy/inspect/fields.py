@@ -31,7 +31,8 @@ _KEY_ONLY: dict[str, tuple[str, int]] = {
     Rule.CONSENT_CTX: (cat.SMS_CONSENT, Ctx.SMS),
     Rule.DEVICE_STATUS: (cat.DEVICE_STATUS, Ctx.NONE),
     Rule.ROAMING: (cat.ROAMING, Ctx.NONE),
-    Rule.CARRIER: (cat.CARRIER, Ctx.NONE),
+    # Carrier data is personal when it is a subscriber's (an MCC-MNC rate table is not).
+    Rule.CARRIER: (cat.CARRIER, Ctx.MOBILE | Ctx.PHONE),
     Rule.CARRIER_CTX: (cat.CARRIER, Ctx.MOBILE | Ctx.PHONE),
     Rule.VALIDITY: (cat.NUMBER_VALIDITY, Ctx.NONE),
     Rule.VALIDITY_CTX: (cat.NUMBER_VALIDITY, Ctx.MOBILE),
@@ -85,6 +86,9 @@ OPT_KEYWORDS = frozenset(
         "REVOKE",
     ]
 )
+# Per-call memo of judged string values (it dies with the call's Scan).
+_MEMO_MAX_LENGTH = 512
+_MEMO_MAX_ENTRIES = 4096
 _COORD_PAIR = re.compile(r"\s*(-?\d{1,3}\.\d+)\s*[,; ]\s*(-?\d{1,3}\.\d+)\s*")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 
@@ -108,8 +112,13 @@ def _key_only(scan: Scan, location: str, rule: str | None, ctx: int) -> bool:
 
 def scan_container_key(scan: Scan, location: str, info: KeyInfo | None, ctx: int) -> None:
     """Key-only rules on an object or array value (`"subscription_groups": [...]`, `"cdrs": {...}`)."""
-    if info is not None and info.rule in _KEY_ONLY:
+    if info is None:
+        return
+    if info.rule in _KEY_ONLY:
         _key_only(scan, location, info.rule, ctx)
+    elif info.rule == Rule.CONTENT and not ctx & Ctx.ERROR:
+        # A structured message (WhatsApp template with placeholders, rich card) is a message.
+        scan.add(cat.CONTENT, location, "key:content")
 
 
 def is_lat_lng_pair(a: object, b: object) -> bool:
@@ -156,11 +165,26 @@ def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, 
     if _key_only(scan, location, rule, ctx):
         return
     if isinstance(value, str):
-        _scan_str(scan, location, rule, value, ctx)
+        if len(value) > _MEMO_MAX_LENGTH:
+            _scan_str(scan, location, rule, value, ctx)
+            return
+        # Batches repeat values (sender ids, callback URLs, templated texts): judge each
+        # (rule, context, value) once per call and replay its findings at the new location.
+        memo_key = (rule, ctx, value)
+        known = scan.memo.get(memo_key)
+        if known is None:
+            scan.recording = []
+            _scan_str(scan, location, rule, value, ctx)
+            known, scan.recording = tuple(scan.recording), None
+            if len(scan.memo) < _MEMO_MAX_ENTRIES:
+                scan.memo[memo_key] = known
+            return
+        for category, detector in known:
+            scan.add(category, location, detector)
     elif not isinstance(value, bool):
         _scan_number(scan, location, rule, value, ctx)
     elif rule == Rule.DEVICE_STATUS_CTX and (ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call):
-        scan.add(cat.DEVICE_STATUS, location, "key:device_status")
+        _device_status(scan, location, ctx)
 
 
 def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float, ctx: int) -> None:
@@ -303,7 +327,7 @@ def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx:
     elif rule == Rule.DEVICE_STATUS_CTX:
         in_context = ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call
         if in_context and value.strip().upper() in HANDSET_STATES:
-            scan.add(cat.DEVICE_STATUS, location, "key:device_status")
+            _device_status(scan, location, ctx)
             return True
     elif rule == Rule.CONTENT:
         if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
@@ -314,6 +338,14 @@ def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx:
         scan.add(cat.SECRET, location, "key:secret")
         return True
     return False
+
+
+def _device_status(scan: Scan, location: str, ctx: int) -> None:
+    # In a call record `status: BUSY` is how the call ended (usage), not the handset's state.
+    if ctx & Ctx.CALL:
+        scan.add(cat.USAGE, location, "key:cdr")
+    else:
+        scan.add(cat.DEVICE_STATUS, location, "key:device_status")
 
 
 def _device_id_kind(rule: str, value: str) -> str | None:

@@ -168,7 +168,7 @@ EXACT_RULES: dict[str, str] = _table(
         "opt_in optin opted_in opted_in_at opt_in_at opt_in_date opt_in_source opt_in_method "
         "opt_out opted_out optout consent consent_timestamp consent_date consented_at "
         "consent_source consent_status subscribed subscription_status subscription_state "
-        "subscription_groups subscription_group_id unsubscribed marketing_consent",
+        "subscription_groups unsubscribed marketing_consent",
     ),
     (Rule.KEYWORD, "keyword opt_in_keyword sms_keyword"),
     (
@@ -293,6 +293,30 @@ NEGATIVE_TOKENS = frozenset(
     ]
 )
 
+# Our own infrastructure: an `ip_allowlist` of egress NAT addresses is not anyone's IP address.
+INFRASTRUCTURE_TOKENS = frozenset(
+    [
+        "allowlist",
+        "whitelist",
+        "blocklist",
+        "blacklist",
+        "denylist",
+        "cidr",
+        "cidrs",
+        "subnet",
+        "subnets",
+        "egress",
+        "nat",
+        "server",
+        "servers",
+        "gateway",
+        "nameserver",
+        "dns",
+        "webhook",
+        "callback",
+    ]
+)
+
 # Token fallbacks for keys not in EXACT_RULES (`customer_phone`, `hashedPhoneNumber`, ...).
 _PHONE_TOKENS = frozenset({"phone", "msisdn", "mobile", "telephone", "cellphone", "whatsapp"})
 _PERSON_NAME_PREFIXES = frozenset(
@@ -370,7 +394,7 @@ for _words, _flag in (
     (
         "user users customer customers contact contacts profile profiles person people "
         "subscriber subscribers recipient recipients member members patient client traits "
-        "attributes user_data identity identities owner account_holder cardholder "
+        "user_data identity identities owner account_holder cardholder "
         "billing_details shipping_details customer_information personal_info sender",
         Ctx.PERSON,
     ),
@@ -395,7 +419,8 @@ for _words, _flag in (
         "product products item items campaign campaigns template templates event events list "
         "lists segment segments app application plan price merchant file files attachment "
         "attachments tag tags category categories channel audience audiences sku variant brand "
-        "store shop page ad ads ad_set adset creative collection project workspace team",
+        "store shop page ad ads ad_set adset creative collection project workspace team metric "
+        "metrics",
         Ctx.NOT_PERSON,
     ),
     ("company employer organization organisation workplace", Ctx.EMPLOYER),
@@ -414,7 +439,6 @@ _SIBLING_FLAGS_BY_RULE: dict[str, int] = {
     Rule.ICCID: Ctx.MOBILE,
     Rule.IMEI: Ctx.MOBILE,
     Rule.ROAMING: Ctx.MOBILE,
-    Rule.CARRIER: Ctx.MOBILE,
     Rule.VALIDITY: Ctx.MOBILE,
     Rule.DEVICE_STATUS: Ctx.MOBILE,
     Rule.CONSENT: Ctx.SMS,
@@ -479,6 +503,8 @@ def normalise_key(key: str) -> tuple[str, ...]:
 
 def _token_rule(tokens: tuple[str, ...], squashed: str) -> str | None:
     token_set = frozenset(tokens)
+    if token_set & INFRASTRUCTURE_TOKENS:
+        return Rule.NEGATIVE
     if token_set & _HASH_TOKENS:
         if token_set & {"phone", "msisdn", "mobile"}:
             return Rule.PHONE
@@ -550,10 +576,8 @@ def key_info(key: str) -> KeyInfo:
         sibling |= Ctx.LNG
     parent = PARENT_FLAGS.get(squashed, Ctx.NONE)
     if parent == Ctx.NONE and len(tokens) > 1:
-        # `customer_address`, `sms_subscription`: the last (or first) token decides.
-        parent = PARENT_FLAGS.get(tokens[-1], Ctx.NONE) | (
-            PARENT_FLAGS.get(tokens[0], Ctx.NONE) & (Ctx.SMS | Ctx.MOBILE | Ctx.CALL)
-        )
+        # `customer_address`, `addressInfo`, `sms_subscription`: the last, else the first, token.
+        parent = PARENT_FLAGS.get(tokens[-1], Ctx.NONE) or PARENT_FLAGS.get(tokens[0], Ctx.NONE)
     return KeyInfo(key, tokens, squashed, rule, is_negative, parent, sibling)
 
 

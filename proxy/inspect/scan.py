@@ -30,7 +30,9 @@ class Scan:
         "_findings",
         "_problems",
         "limits",
+        "memo",
         "mobile_call",
+        "recording",
         "regions",
     )
 
@@ -42,9 +44,14 @@ class Scan:
         self._fields = 0
         self._findings: dict[tuple[str, str], Finding] = {}
         self._problems: list[str] = []
+        # (rule, context, value) → findings, for this call only (see fields.scan_scalar).
+        self.memo: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+        self.recording: list[tuple[str, str]] | None = None
 
     def add(self, category: str, location: str, detector: str) -> None:
         """Record a finding; the first detector to find a (category, location) wins."""
+        if self.recording is not None:
+            self.recording.append((category, detector))
         key = (category, location)
         if key not in self._findings:
             self._findings[key] = Finding(category, location, detector)

@@ -8,7 +8,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from proxy.inspect.fields import scan_container_key
-from proxy.inspect.keys import key_info
+from proxy.inspect.keys import Rule, key_info
 from proxy.inspect.model import FORBIDDEN_XML, MALFORMED_XML
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
@@ -52,7 +52,8 @@ def _walk_element(scan: Scan, element: ET.Element, parent: str, ctx: int, depth:
         walk(scan, value, f"{path}/@{local}", key_info(local), ctx, depth + 1)
     children = list(element)
     if children:
-        scan_container_key(scan, path, info, ctx)
+        if info.rule != Rule.CONTENT:  # SOAP's `<Body>` holds the call, not a message
+            scan_container_key(scan, path, info, ctx)
         names = tuple(_local(c.tag) if isinstance(c.tag, str) else "#" for c in children)
         inner = child_context(ctx, info, names)
         for child in children:

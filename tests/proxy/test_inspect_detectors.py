@@ -61,6 +61,16 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             {"comms.content", "contact.phone_number"},
             id="phone: national number in a message",
         ),
+        pytest.param(
+            {"text": "Order 8812 2291 ships on 15.01.2024, total 9123.45"},
+            {"comms.content"},
+            id="trap: order reference, date and amount in a message",
+        ),
+        pytest.param(
+            {"text": "Text 8812 2291 for help"},
+            {"comms.content", "contact.phone_number"},
+            id="phone: national mobile in a message",
+        ),
         # e-mail
         pytest.param({"contact": "mailto:mei@example.com"}, {"contact.email"}, id="email: mailto"),
         pytest.param({"url": "https://x.example/u@2x.png"}, set(), id="trap: @ in an url"),

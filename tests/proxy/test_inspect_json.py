@@ -115,7 +115,7 @@ def found(body: object, url: str = "https://api.example.com/v1/send", headers=JS
                     "json:$.operations[0].create.userIdentifiers[2].addressInfo.hashedFirstName",
                 ),
                 (
-                    "location.country",
+                    "contact.postal_address",
                     "json:$.operations[0].create.userIdentifiers[2].addressInfo.countryCode",
                 ),
             },
@@ -138,10 +138,6 @@ def found(body: object, url: str = "https://api.example.com/v1/send", headers=JS
                 ("contact.phone_number", "json:$.attributes[0].phone"),
                 ("contact.name", "json:$.attributes[0].first_name"),
                 ("mobile.sms_consent", "json:$.attributes[0].subscription_groups"),
-                (
-                    "mobile.sms_consent",
-                    "json:$.attributes[0].subscription_groups[0].subscription_group_id",
-                ),
                 (
                     "mobile.sms_consent",
                     "json:$.attributes[0].subscription_groups[0].subscription_state",
