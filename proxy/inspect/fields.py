@@ -157,10 +157,10 @@ def _looks_like_address(value: str) -> bool:
 
 def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, ctx: int) -> None:
     """Add the findings of one scalar field (`info` is None for a value without a key)."""
-    if not _is_present(value):
+    if value is None or value == "":
         return
     rule = info.rule if info is not None else None
-    if rule in (Rule.NEGATIVE, Rule.VENDOR_CREDENTIAL) or (info is not None and info.is_negative):
+    if info is not None and info.is_negative:
         return
     if _key_only(scan, location, rule, ctx):
         return

@@ -490,7 +490,7 @@ class KeyInfo:
     tokens: tuple[str, ...]
     squashed: str
     rule: str | None
-    is_negative: bool
+    is_negative: bool  # values under it are never read (ids, amounts, vendor credentials)
     parent_flags: int  # Ctx flags for the object this key names
     sibling_flags: int  # Ctx flags for the object this key is in
 
@@ -564,7 +564,10 @@ def key_info(key: str) -> KeyInfo:
     rule = EXACT_RULES.get(squashed)
     if rule is None:
         rule = _token_rule(tokens, squashed)
-    is_negative = rule == Rule.NEGATIVE or (rule is None and bool(set(tokens) & NEGATIVE_TOKENS))
+    # Ignored keys: ids, amounts, digests, and the vendor's own credentials.
+    is_negative = rule in (Rule.NEGATIVE, Rule.VENDOR_CREDENTIAL) or (
+        rule is None and bool(set(tokens) & NEGATIVE_TOKENS)
+    )
     sibling = _SIBLING_FLAGS_BY_RULE.get(rule or "", Ctx.NONE)
     if squashed in _CALL_SIBLINGS:
         sibling |= Ctx.CALL

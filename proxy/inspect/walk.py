@@ -46,9 +46,16 @@ def walk(
     in_list: bool = False,
 ) -> None:
     """Scan `node` (dict, list or scalar) found at `location` under the key `info`."""
-    if isinstance(node, str):
+    kind = type(node)
+    if kind is str:
         scan.count_field()
-        if len(node) > 1 and node[0] in "{[" and node[-1] in "}]":
+        if info is not None and info.is_negative:
+            return
+        # Under an unrelated key only identifiers count; none is shorter than 7 characters
+        # except an e-mail address.
+        if (info is None or info.rule is None) and len(node) < 7 and "@" not in node:
+            return
+        if node[:1] in "{[" and node[-1:] in "}]":
             # JSON sent as a string field (webhook `payload`, Segment `properties` as text).
             try:
                 nested = orjson.loads(node)
@@ -58,16 +65,16 @@ def walk(
                 walk(scan, nested, location, info, ctx, depth + 1)
                 return
         scan_scalar(scan, location, info, node, ctx)
-    elif isinstance(node, dict):
-        if scan.too_deep(depth):
+    elif kind is dict:
+        if depth > scan.limits.max_depth and scan.too_deep(depth):
             return
         if node and not in_list:
             scan_container_key(scan, location, info, ctx)
         inner = child_context(ctx, info, tuple(node))
         for key, value in node.items():
             walk(scan, value, location + _key_suffix(key), key_info(key), inner, depth + 1)
-    elif isinstance(node, list):
-        if scan.too_deep(depth) or not node:
+    elif kind is list:
+        if not node or (depth > scan.limits.max_depth and scan.too_deep(depth)):
             return
         if not in_list:
             scan_container_key(scan, location, info, ctx)
