@@ -87,7 +87,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
     asyncio.run(db.run_migrations(args.db, args.revision))
     print(f"database at revision {args.revision}")
     return 0
