@@ -47,47 +47,87 @@ def walk(
 ) -> None:
     """Scan `node` (dict, list or scalar) found at `location` under the key `info`."""
     kind = type(node)
-    if kind is str:
-        scan.count_field()
-        if info is not None and info.is_negative:
-            return
-        # Under an unrelated key only identifiers count; none is shorter than 7 characters
-        # except an e-mail address.
-        if (info is None or info.rule is None) and len(node) < 7 and "@" not in node:
-            return
-        if node[:1] in "{[" and node[-1:] in "}]":
-            # JSON sent as a string field (webhook `payload`, Segment `properties` as text).
-            try:
-                nested = orjson.loads(node)
-            except orjson.JSONDecodeError:
-                nested = None
-            if isinstance(nested, dict | list):
-                walk(scan, nested, location, info, ctx, depth + 1)
-                return
-        scan_scalar(scan, location, info, node, ctx)
-    elif kind is dict:
-        if depth > scan.limits.max_depth and scan.too_deep(depth):
-            return
-        if node and not in_list:
-            scan_container_key(scan, location, info, ctx)
-        inner = child_context(ctx, info, tuple(node))
-        for key, value in node.items():
-            walk(scan, value, location + _key_suffix(key), key_info(key), inner, depth + 1)
+    if kind is dict:
+        _walk_object(scan, node, location, info, ctx, depth, in_list)  # type: ignore[arg-type]
     elif kind is list:
-        if not node or (depth > scan.limits.max_depth and scan.too_deep(depth)):
-            return
-        if not in_list:
-            scan_container_key(scan, location, info, ctx)
-        if (
-            info is not None
-            and info.rule == Rule.COORDINATES
-            and len(node) == 2
-            and is_lat_lng_pair(node[0], node[1])
-        ):
-            scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]
-        for index, item in enumerate(node):
-            walk(scan, item, f"{location}[{index}]", info, ctx, depth + 1, in_list=True)
+        _walk_array(scan, node, location, info, ctx, depth, in_list)  # type: ignore[arg-type]
     else:
+        _visit_scalar(scan, node, location, info, ctx, depth)
+
+
+def _visit_scalar(
+    scan: Scan, node: object, location: str, info: KeyInfo | None, ctx: int, depth: int
+) -> None:
+    scan.count_field()
+    if node is None or (info is not None and info.is_negative):
+        return
+    if type(node) is not str:
+        if info is not None and info.rule is not None:
+            scan_scalar(scan, location, info, node, ctx)  # type: ignore[arg-type]
+        return
+    # Under an unrelated key only identifiers count; none is shorter than 7 characters except
+    # an e-mail address.
+    if (info is None or info.rule is None) and len(node) < 7 and "@" not in node:  # type: ignore[arg-type]
+        return
+    _visit_str(scan, node, location, info, ctx, depth)  # type: ignore[arg-type]
+
+
+def _visit_str(
+    scan: Scan, node: str, location: str, info: KeyInfo | None, ctx: int, depth: int
+) -> None:
+    if node[:1] in "{[" and node[-1:] in "}]":
+        # JSON sent as a string field (webhook `payload`, Segment `properties` as text).
+        try:
+            nested = orjson.loads(node)
+        except orjson.JSONDecodeError:
+            nested = None
+        if isinstance(nested, dict | list):
+            walk(scan, nested, location, info, ctx, depth + 1)
+            return
+    scan_scalar(scan, location, info, node, ctx)
+
+
+def _walk_object(
+    scan: Scan, node: dict, location: str, info: KeyInfo | None, ctx: int, depth: int, in_list: bool
+) -> None:
+    if depth > scan.limits.max_depth and scan.too_deep(depth):
+        return
+    if node and not in_list:
+        scan_container_key(scan, location, info, ctx)
+    inner = child_context(ctx, info, tuple(node))
+    depth += 1
+    # Scalars are handled inline (no call, no location string) when they cannot matter: this
+    # loop runs for every field of every batch.
+    for key, value in node.items():
+        kind = type(value)
+        key_kind = key_info(key)
+        if kind is dict or kind is list:
+            walk(scan, value, location + _key_suffix(key), key_kind, inner, depth)
+            continue
         scan.count_field()
-        if node is not None and info is not None and info.rule is not None:
-            scan_scalar(scan, location, info, node, ctx)  # numbers and booleans need a key rule
+        if value is None or key_kind.is_negative:
+            continue
+        if kind is str:
+            if key_kind.rule is None and len(value) < 7 and "@" not in value:
+                continue
+            _visit_str(scan, value, location + _key_suffix(key), key_kind, inner, depth)
+        elif key_kind.rule is not None:
+            scan_scalar(scan, location + _key_suffix(key), key_kind, value, inner)
+
+
+def _walk_array(
+    scan: Scan, node: list, location: str, info: KeyInfo | None, ctx: int, depth: int, in_list: bool
+) -> None:
+    if not node or (depth > scan.limits.max_depth and scan.too_deep(depth)):
+        return
+    if not in_list:
+        scan_container_key(scan, location, info, ctx)
+    if (
+        info is not None
+        and info.rule == Rule.COORDINATES
+        and len(node) == 2
+        and is_lat_lng_pair(node[0], node[1])
+    ):
+        scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]
+    for index, item in enumerate(node):
+        walk(scan, item, f"{location}[{index}]", info, ctx, depth + 1, in_list=True)
