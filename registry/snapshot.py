@@ -8,6 +8,7 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+import idna
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -121,8 +122,11 @@ def normalise_host_pattern(pattern: str) -> str:
     host = host.strip().lower().rstrip(".")
     wildcard = host.startswith("*.")
     bare = host[2:] if wildcard else host
-    with contextlib.suppress(UnicodeError):  # left as is; the pattern regex rejects it
-        bare = bare.encode("idna").decode("ascii")
+    if not bare.isascii():
+        # UTS 46 non-transitional (IDNA 2008), as browsers and proxy.recipients.normalise_host:
+        # Python's "idna" codec is IDNA 2003 and maps "faß.de" to "fass.de", another domain.
+        with contextlib.suppress(UnicodeError):  # left as is; the pattern regex rejects it
+            bare = idna.encode(bare, uts46=True, transitional=False).decode("ascii")
     return ("*." if wildcard else "") + bare + (sep + port if sep else "")
 
 
