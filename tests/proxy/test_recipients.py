@@ -27,6 +27,7 @@ INDEX = RecipientIndex(
         wild_port=["*.ports.example:444"],
         wild_any=["*.ports.example"],
         idn=["bücher.de"],
+        sharp_s=["faß.de"],
         amazon=["*.amazonaws.com"],
         ip=["203.0.113.10"],
     )
@@ -54,6 +55,8 @@ INDEX = RecipientIndex(
         pytest.param("bücher.de", 443, "idn", id="unicode query matches IDN pattern"),
         pytest.param("BÜCHER.de", 443, "idn", id="unicode query is case folded"),
         pytest.param("xn--bcher-kva.de", 443, "idn", id="punycode query matches IDN pattern"),
+        pytest.param("faß.de", 443, "sharp_s", id="idna 2008 pattern keeps sharp s"),
+        pytest.param("fass.de", 443, None, id="idna 2003 mapping is another domain"),
         pytest.param("ec2.amazonaws.com", 443, "amazon", id="wildcard under a normal domain"),
         pytest.param(
             "bucket.s3.amazonaws.com", 443, None, id="wildcard never crosses a public suffix"
