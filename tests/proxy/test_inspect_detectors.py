@@ -218,6 +218,18 @@ def test_hlr_endpoint_makes_status_a_device_status():
     assert categories_of(doc) == set()
 
 
+def test_a_form_mislabelled_as_json_is_still_read():
+    body = b"To=%2B6591234567&Email=mei%40example.com"
+    inspection = inspect_call(
+        "POST", "https://x.example/", {"Content-Type": "application/json"}, body
+    )
+    assert inspection.problems == ("malformed_json",)
+    assert {(f.category, f.location) for f in inspection.findings} == {
+        ("contact.phone_number", "text"),
+        ("contact.email", "text"),
+    }
+
+
 def test_text_bodies_are_scanned_as_free_text():
     body = b"Hello, reach me at +65 9123 4567 or mei@example.com. Card 4111 1111 1111 1111."
     inspection = inspect_call("POST", "https://x.example/", {"Content-Type": "text/plain"}, body)
