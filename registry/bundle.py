@@ -8,6 +8,7 @@ import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -53,9 +54,16 @@ def _add(tar: tarfile.TarFile, name: str, body: bytes) -> None:
 
 def build_bundle(snapshot: Snapshot, *, revision: str, root: Path | None = None) -> bytes:
     """Return an OPA bundle (gzip tarball) for `snapshot`: manifest, registry data, taxonomy, policies."""
+    return build_bundle_from_data(snapshot.policy_data(), revision=revision, root=root)
+
+
+def build_bundle_from_data(
+    policy_data: dict[str, Any], *, revision: str, root: Path | None = None
+) -> bytes:
+    """`build_bundle` from the registry data as Rego sees it (`Snapshot.policy_data()`)."""
     manifest = {"revision": revision, "roots": [BUNDLE_ROOT], "rego_version": 1}
     files: dict[str, bytes] = dict(policy_files(root))
-    files[REGISTRY_DATA_PATH] = orjson.dumps(snapshot.policy_data(), option=orjson.OPT_SORT_KEYS)
+    files[REGISTRY_DATA_PATH] = orjson.dumps(policy_data, option=orjson.OPT_SORT_KEYS)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         _add(tar, ".manifest", orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS))

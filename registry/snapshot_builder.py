@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.models import Grant, Recipient, RecipientHost, RegistryState, as_utc, utcnow
-from registry.snapshot import Grant as SnapshotGrant
-from registry.snapshot import Recipient as SnapshotRecipient
 from registry.snapshot import Snapshot
 
 
@@ -79,39 +79,73 @@ async def fetch_snapshot_rows(session: AsyncSession) -> SnapshotRows:
     return SnapshotRows(version, generated_at, recipients, hosts, grants)
 
 
-def assemble_snapshot(rows: SnapshotRows) -> Snapshot:
-    """Turn fetched rows into a validated `Snapshot` with its content revision (CPU only)."""
+def content_revision(recipients: list[dict[str, Any]]) -> str:
+    """The revision `Snapshot.with_revision()` gives the same recipients (SHA-256 of their JSON)."""
+    body = orjson.dumps(recipients, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
+    """The snapshot's JSON form (`Snapshot.model_dump(mode="json")`) built straight from rows.
+
+    Plain dicts, no pydantic objects: the rows were validated against the snapshot schema when
+    they were written, and building 60,000 model objects on every change would cost seconds
+    and delay the change reaching the proxies (which validate what they receive).
+    """
     hosts_of: dict[str, list[str]] = defaultdict(list)
     for recipient_id, pattern in rows.hosts:
         hosts_of[recipient_id].append(pattern)
-    grants_of: dict[str, list[SnapshotGrant]] = defaultdict(list)
+    grants_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for recipient_id, purpose, categories, legal_basis, expires in rows.grants:
         grants_of[recipient_id].append(
-            SnapshotGrant(
-                purpose=purpose,
-                categories=tuple(categories or ()),
-                legal_basis=legal_basis,
-                expires=expires,
-            )
+            {
+                "purpose": purpose,
+                "categories": list(dict.fromkeys(categories or ())),
+                "legal_basis": legal_basis,
+                "expires": expires.isoformat() if expires is not None else None,
+            }
         )
-    recipients = tuple(
-        SnapshotRecipient(
-            id=rid,
-            name=name,
-            kind=kind,
-            status=status,
-            regions=tuple(regions or ()),
-            hosts=tuple(hosts_of.get(rid, ())),
-            tls_origination=bool(tls_origination),
-            inspect_tls=bool(inspect_tls),
-            grants=tuple(grants_of.get(rid, ())),
-            owner_team=owner_team,
-            contract_ref=contract_ref,
-        )
+    recipients = [
+        {
+            "id": rid,
+            "name": name,
+            "kind": kind,
+            "status": status,
+            "regions": list(regions or ()),
+            "hosts": hosts_of.get(rid, []),
+            "tls_origination": bool(tls_origination),
+            "inspect_tls": bool(inspect_tls),
+            "grants": grants_of.get(rid, []),
+            "owner_team": owner_team,
+            "contract_ref": contract_ref,
+            "notes": None,
+        }
         for rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref in rows.recipients
-    )
-    snapshot = Snapshot(version=rows.version, generated_at=rows.generated_at, recipients=recipients)
-    return snapshot.with_revision()
+    ]
+    return {
+        "version": rows.version,
+        "revision": content_revision(recipients),
+        "generated_at": rows.generated_at.isoformat().replace("+00:00", "Z"),
+        "recipients": recipients,
+    }
+
+
+def policy_data_of(document: dict[str, Any]) -> dict[str, Any]:
+    """`Snapshot.policy_data()` of a snapshot document (what Rego sees at data.sharewall.registry)."""
+    private = ("owner_team", "contract_ref", "notes")
+    return {
+        "version": document["version"],
+        "revision": document["revision"],
+        "recipients": {
+            r["id"]: {k: v for k, v in r.items() if k not in private}
+            for r in document["recipients"]
+        },
+    }
+
+
+def assemble_snapshot(rows: SnapshotRows) -> Snapshot:
+    """The validated `Snapshot` of fetched rows (CPU only)."""
+    return Snapshot.model_validate(snapshot_document(rows))
 
 
 async def build_snapshot(session: AsyncSession) -> Snapshot:

@@ -13,7 +13,8 @@ import re
 
 from aiohttp import web
 
-from registry.bundle import build_bundle, bundle_etag
+from registry.bundle import build_bundle_from_data, bundle_etag
+from registry.snapshot_builder import policy_data_of
 
 from . import keys, openapi
 from .auth import require_role
@@ -30,7 +31,7 @@ _BUNDLE_LOCK = web.AppKey("bundle_lock", asyncio.Lock)
 
 def bundle_revision(built: BuiltSnapshot) -> str:
     """The manifest revision: the snapshot version and its content hash."""
-    return f"{built.version}-{built.snapshot.revision}"
+    return f"{built.version}-{built.revision}"
 
 
 async def bundle_of(app: web.Application, built: BuiltSnapshot) -> tuple[bytes, str]:
@@ -39,7 +40,9 @@ async def bundle_of(app: web.Application, built: BuiltSnapshot) -> tuple[bytes, 
         async with app[_BUNDLE_LOCK]:
             if built.bundle is None:
                 body = await asyncio.to_thread(
-                    build_bundle, built.snapshot, revision=bundle_revision(built)
+                    build_bundle_from_data,
+                    policy_data_of(built.document),
+                    revision=bundle_revision(built),
                 )
                 built.bundle = (body, bundle_etag(body))
     return built.bundle

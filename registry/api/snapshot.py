@@ -13,6 +13,7 @@ import contextlib
 import gzip
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import structlog
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from registry.errors import ApiError
 from registry.snapshot import Snapshot
-from registry.snapshot_builder import assemble_snapshot, fetch_snapshot_rows, read_version
+from registry.snapshot_builder import fetch_snapshot_rows, read_version, snapshot_document
 
 from . import keys, openapi
 from .auth import require_role
@@ -34,25 +35,29 @@ VERSION_POLL_INTERVAL_S = 0.5
 
 @dataclass
 class BuiltSnapshot:
-    """A snapshot and its encodings, built once per version."""
+    """A snapshot document and its encodings, built once per version."""
 
-    snapshot: Snapshot
+    document: dict[str, Any]
     body: bytes
     gzip_body: bytes
     bundle: tuple[bytes, str] | None = field(default=None)  # (bytes, etag), built on first use
 
     @property
     def version(self) -> int:
-        return self.snapshot.version
+        return int(self.document["version"])
+
+    @property
+    def revision(self) -> str:
+        return str(self.document["revision"])
 
     @property
     def etag(self) -> str:
-        return f'"{self.snapshot.version}"'
+        return f'"{self.version}"'
 
 
-def _encode(snapshot: Snapshot) -> BuiltSnapshot:
-    body = orjson.dumps(snapshot.model_dump(mode="json"))
-    return BuiltSnapshot(snapshot, body, gzip.compress(body, compresslevel=6, mtime=0))
+def _encode(document: dict[str, Any]) -> BuiltSnapshot:
+    body = orjson.dumps(document)
+    return BuiltSnapshot(document, body, gzip.compress(body, compresslevel=6, mtime=0))
 
 
 class SnapshotHub:
@@ -105,13 +110,13 @@ class SnapshotHub:
             async with self._sessions() as session:
                 rows = await fetch_snapshot_rows(session)
             # Validation and encoding are CPU work: keep the event loop serving long polls.
-            built = await asyncio.to_thread(lambda: _encode(assemble_snapshot(rows)))
+            built = await asyncio.to_thread(lambda: _encode(snapshot_document(rows)))
             self._built = built
             self.builds += 1
             log.info(
                 "snapshot.built",
                 version=built.version,
-                recipients=len(built.snapshot.recipients),
+                recipients=len(built.document["recipients"]),
                 bytes=len(built.body),
             )
             return built

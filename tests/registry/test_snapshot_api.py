@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import date
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from registry.models import Grant, Recipient, RecipientHost
 from registry.snapshot import Snapshot
+from registry.snapshot_builder import build_snapshot, policy_data_of
 from registry.state import bump_snapshot_version
 
 
@@ -145,3 +148,32 @@ async def test_gzip_is_served_to_clients_that_accept_it(client, auth):
     assert resp.status == 200
     assert resp.headers["Content-Encoding"] == "gzip"
     Snapshot.model_validate(await resp.json())  # the client decompresses transparently
+
+
+async def test_served_document_matches_the_schema_revision_and_policy_data(
+    client, auth, sessions, unique
+):
+    rid = unique("infobip")
+    await seed_recipient(
+        sessions,
+        rid,
+        grants=[("service_delivery", ["contact.phone_number", "comms.content"], "approved")],
+    )
+    async with sessions() as session:
+        await session.exec(
+            sa.update(Grant).where(Grant.recipient_id == rid).values(expires=date(2027, 12, 31))
+        )
+        await bump_snapshot_version(session)
+        await session.commit()
+    doc = await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
+    snapshot = Snapshot.model_validate(doc)
+    # The fast path (dicts from rows) agrees with the pydantic schema on every derived value.
+    assert snapshot.model_copy(update={"revision": ""}).with_revision().revision == doc["revision"]
+    assert orjson.loads(orjson.dumps(policy_data_of(doc))) == orjson.loads(
+        orjson.dumps(snapshot.policy_data())
+    )
+    assert snapshot.recipient(rid).grants[0].expires == date(2027, 12, 31)
+    async with sessions() as session:
+        built = await build_snapshot(session)
+    assert built.revision == doc["revision"]
+    assert built.recipients == snapshot.recipients
