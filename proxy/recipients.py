@@ -141,8 +141,8 @@ class RecipientIndex:
             found = _by_port(entry, port)
             if found is not None:
                 return found
-        if not self._wildcard:
-            return None
+        if not self._wildcard or _is_ip_literal(name):
+            return None  # "*.0.0.1" is not a set of addresses: IP literals match exactly only
         # Walk the suffixes from the longest: at most one dict lookup per label.
         suffix = name
         while "." in suffix:
@@ -154,6 +154,14 @@ class RecipientIndex:
             if found is not None and _within_one_owner(name, suffix):
                 return found
         return None
+
+
+def _is_ip_literal(name: str) -> bool:
+    # Normalised names are canonical: IPv6 has ":", an IPv4-shaped name has a numeric last label
+    # (no TLD is numeric, and resolvers read such names as numbers: "0x7f.1", "2130706433").
+    return (
+        ":" in name or name.rsplit(".", 1)[-1].isdigit() or name.rsplit(".", 1)[-1].startswith("0x")
+    )
 
 
 def _by_port(entry: _Entry, port: int) -> Recipient | None:

@@ -30,6 +30,7 @@ INDEX = RecipientIndex(
         sharp_s=["faß.de"],
         amazon=["*.amazonaws.com"],
         ip=["203.0.113.10"],
+        numeric_wildcard=["*.0.113.10"],
     )
 )
 
@@ -62,6 +63,7 @@ INDEX = RecipientIndex(
             "bucket.s3.amazonaws.com", 443, None, id="wildcard never crosses a public suffix"
         ),
         pytest.param("203.0.113.10", 443, "ip", id="ip literal pattern"),
+        pytest.param("198.0.113.10", 443, None, id="wildcard never matches an ip literal"),
         pytest.param("unknown.example", 443, None, id="unknown host"),
         pytest.param("", 443, None, id="empty host"),
         pytest.param("bad host", 443, None, id="invalid host"),
