@@ -20,9 +20,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (not .Values.database.url) (not .Values.database.existingSecret) -}}true{{- end -}}
 {{- end -}}
 
-{{/* The SHAREWALL_DB_URL env entry: from a Secret, a literal URL, or the SQLite file on the PVC. */}}
+{{/* The database URL (read by `sharewall registry` from $SHAREWALL_REGISTRY_DB, so it is never on
+     argv): from a Secret, a literal URL, or the SQLite file on the PVC. */}}
 {{- define "sharewall-registry.dbEnv" -}}
-- name: SHAREWALL_DB_URL
+- name: SHAREWALL_REGISTRY_DB
 {{- if .Values.database.existingSecret }}
   valueFrom:
     secretKeyRef:
