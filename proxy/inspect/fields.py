@@ -317,7 +317,8 @@ def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx:
             scan.add(cat.POSTAL_ADDRESS, location, "key:address")
             return True
         in_context = ctx & (Ctx.LOCATION | Ctx.PERSON) and not ctx & Ctx.NOT_PERSON
-        if in_context or ctx & Ctx.MOBILE or scan.mobile_call:
+        is_hlr_record = ctx & Ctx.PHONE and ctx & Ctx.HANDSET
+        if in_context or ctx & Ctx.MOBILE or is_hlr_record or scan.mobile_call:
             scan.add(cat.LOCATION_COUNTRY, location, "key:country")
         return True
     elif rule == Rule.KEYWORD:

@@ -386,6 +386,7 @@ class Ctx:
     EMPLOYER = 512  # the object is a company: its `name` is employment data
     ERROR = 1024  # an error/status object: its `message` is not a message body
     PHONE = 2048  # a phone-number key is among the siblings (weaker than MOBILE)
+    HANDSET = 4096  # a carrier / MCC-MNC key is among the siblings (with PHONE: an HLR record)
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -439,6 +440,8 @@ _SIBLING_FLAGS_BY_RULE: dict[str, int] = {
     Rule.ICCID: Ctx.MOBILE,
     Rule.IMEI: Ctx.MOBILE,
     Rule.ROAMING: Ctx.MOBILE,
+    Rule.CARRIER: Ctx.HANDSET,
+    Rule.CARRIER_CTX: Ctx.HANDSET,
     Rule.VALIDITY: Ctx.MOBILE,
     Rule.DEVICE_STATUS: Ctx.MOBILE,
     Rule.CONSENT: Ctx.SMS,

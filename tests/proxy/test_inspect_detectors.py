@@ -139,6 +139,21 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             id="carrier beside a number",
         ),
         pytest.param(
+            {"msisdn": "6591234567", "mccmnc": "52501", "country": "SG"},
+            {"contact.phone_number", "mobile.carrier", "location.country"},
+            id="hlr record country",
+        ),
+        pytest.param(
+            {"to": "+6591234567", "country": "SG"},
+            {"contact.phone_number"},
+            id="trap: country beside a message recipient",
+        ),
+        pytest.param(
+            {"rates": [{"mccmnc": "52501", "network": "Singtel", "country": "SG"}]},
+            set(),
+            id="trap: rate table by mcc-mnc",
+        ),
+        pytest.param(
             {"merchant": {"mcc": "5814", "network": "visa"}},
             set(),
             id="trap: merchant category code",
