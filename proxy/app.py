@@ -110,7 +110,6 @@ async def _upstream_ctx(app: ProxyApp) -> AsyncIterator[None]:
         connect_timeout=s.upstream_connect_timeout,
         head_timeout=s.upstream_timeout,
         read_timeout=s.idle_timeout,
-        limit=s.max_connections,
     )
     await app.upstream.start()
     try:

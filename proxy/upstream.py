@@ -1,8 +1,9 @@
-"""The upstream side: pooled aiohttp connections to checked addresses, streamed responses, tunnels.
+"""The upstream side: pooled HTTP/1.1 connections to checked addresses, streamed responses, tunnels.
 
-The connector's resolver answers only with the address the destination check approved for
-that (host, port), so DNS is resolved once and never again by aiohttp (no rebinding), while
-SNI and certificate verification still use the host name.
+A small purpose-built client rather than aiohttp's: it connects only to the address the
+destination check approved (DNS is resolved once, by `proxy.destinations`; no rebinding), and
+relays the response head and body as they arrive, with the framing the app's HTTP version
+needs. SNI and certificate verification use the host name.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
-import aiohttp
 import structlog
-from aiohttp.abc import AbstractResolver, ResolveResult
-from yarl import URL
 
 from proxy import responses
 from proxy.destinations import Destination
@@ -25,7 +24,7 @@ from proxy.destinations import Destination
 log = structlog.get_logger("sharewall.proxy.upstream")
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus what would reveal the pod or the proxy to a vendor,
-# plus framing fields aiohttp recomputes for the body it sends.
+# plus framing fields we recompute for the body we send.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -85,9 +84,8 @@ def filter_request_headers(headers: list[tuple[str, str]]) -> list[tuple[str, st
     ]
 
 
-def filter_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def filter_response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers to send the app: no hop-by-hop, no upstream `X-Sharewall-*`."""
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     named = _connection_tokens(headers)
     return [
         (k, v)
@@ -98,37 +96,6 @@ def filter_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[st
     ]
 
 
-class CheckedAddressResolver(AbstractResolver):
-    """An aiohttp resolver that only knows the addresses the destination check approved."""
-
-    def __init__(self) -> None:
-        self._checked: dict[tuple[str, int], Destination] = {}
-
-    def remember(self, destination: Destination, port: int) -> None:
-        self._checked[(destination.host.lower().rstrip("."), port)] = destination
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        destination = self._checked.get((host.lower().rstrip("."), port))
-        if destination is None:
-            # Never fall back to DNS: an unchecked name is never connected to.
-            raise OSError(f"{host}:{port} was not checked")
-        return [
-            {
-                "hostname": host,
-                "host": destination.address,
-                "port": port,
-                "family": destination.family,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-        ]
-
-    async def close(self) -> None:
-        self._checked.clear()
-
-
 def upstream_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     """The trust store for upstream TLS: the system's, or only `--upstream-ca` when given."""
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -136,8 +103,43 @@ def upstream_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
+class _Conn:
+    """One upstream connection to a checked address, reusable while its framing is intact."""
+
+    __slots__ = ("idle_since", "key", "reader", "writer")
+
+    def __init__(
+        self, key: _Key, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.key = key
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def is_usable(self, now: float, ttl: float) -> bool:
+        return (
+            not self.writer.is_closing()
+            and not self.reader.at_eof()
+            and not self.reader._buffer  # type: ignore[attr-defined] # stray bytes: unsafe
+            and now - self.idle_since < ttl
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+# (scheme, host name, checked address, port): a pooled connection only ever serves the
+# destination that was checked, with the name its TLS session was verified for.
+_Key = tuple[str, str, str, int]
+
+
 class UpstreamPool:
-    """One keep-alive pooled aiohttp session for every upstream call of the process."""
+    """Keep-alive pool of upstream HTTP/1.1 connections, each to a checked address.
+
+    Connections go to `Destination.address` (never re-resolved: no DNS rebinding) while SNI
+    and certificate verification use the host name.
+    """
 
     def __init__(
         self,
@@ -146,43 +148,214 @@ class UpstreamPool:
         connect_timeout: float = 5.0,
         head_timeout: float = 60.0,
         read_timeout: float = 60.0,
-        limit: int = 0,
+        idle_ttl: float = 30.0,
+        max_idle_per_key: int = 64,
     ) -> None:
         self.ssl_context = upstream_ssl_context(upstream_ca)
         self.connect_timeout = connect_timeout
         self.head_timeout = head_timeout
-        self.resolver = CheckedAddressResolver()
-        self._limit = limit
-        self.session: aiohttp.ClientSession | None = None
+        self.read_timeout = read_timeout
+        self.idle_ttl = idle_ttl
+        self.max_idle_per_key = max_idle_per_key
+        self._idle: dict[_Key, list[_Conn]] = {}
+        self._closed = False
 
     async def start(self) -> None:
-        """Open the session (inside the running loop)."""
-        connector = aiohttp.TCPConnector(
-            resolver=self.resolver,
-            use_dns_cache=False,
-            limit=self._limit,
-            ssl=self.ssl_context,
-            keepalive_timeout=30.0,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=self.connect_timeout,
-                sock_connect=self.connect_timeout,
-                sock_read=None,
-            ),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-        )
+        """Nothing to open up front; kept for the app's resource lifecycle."""
+        self._closed = False
 
     async def close(self) -> None:
-        """Close pooled connections."""
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        """Close every idle connection."""
+        self._closed = True
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+    def _take_idle(self, key: _Key) -> _Conn | None:
+        conns = self._idle.get(key)
+        now = time.monotonic()
+        while conns:
+            conn = conns.pop()
+            if conn.is_usable(now, self.idle_ttl):
+                return conn
+            conn.close()
+        return None
+
+    def release(self, conn: _Conn, *, reusable: bool) -> None:
+        """Give a connection back (or close it when its framing is not known to be intact)."""
+        if not reusable or self._closed or conn.writer.is_closing():
+            conn.close()
+            return
+        conns = self._idle.setdefault(conn.key, [])
+        if len(conns) >= self.max_idle_per_key:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        conns.append(conn)
+
+    async def connect(self, key: _Key) -> _Conn:
+        """A new connection for `key`; raises `UpstreamError` (502/504)."""
+        scheme, host, address, port = key
+        tls = scheme == "https"
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    address,
+                    port,
+                    ssl=self.ssl_context if tls else None,
+                    server_hostname=host if tls else None,
+                    limit=_MAX_RESPONSE_HEAD,
+                )
+        except TimeoutError:
+            raise UpstreamError(
+                504, responses.UPSTREAM_TIMEOUT, "connecting to the upstream timed out"
+            ) from None
+        except ssl.SSLError as exc:
+            raise UpstreamError(
+                502, responses.UPSTREAM_UNREACHABLE, f"upstream TLS failed ({exc.reason})"
+            ) from None
+        except OSError as exc:
+            raise UpstreamError(
+                502, responses.UPSTREAM_UNREACHABLE, f"upstream unreachable ({type(exc).__name__})"
+            ) from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _Conn(key, reader, writer)
+
+
+_MAX_RESPONSE_HEAD = 64 * 1024
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+class _Head:
+    """A parsed upstream response head."""
+
+    __slots__ = (
+        "headers",
+        "keep_alive",
+        "length",
+        "reason",
+        "status",
+        "transfer_chunked",
+        "version",
+    )
+
+    def __init__(self, raw: bytes) -> None:
+        lines = raw.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        status_text, _, self.reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or not status_text.isdigit():
+            raise ValueError("not an HTTP/1.x status line")
+        self.version = version
+        self.status = int(status_text)
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            if not line:
+                continue
+            if line[0] in " \t":  # obsolete line folding (RFC 9112 §5.2): unfold
+                if not headers:
+                    raise ValueError("folded first header")
+                name, value = headers[-1]
+                headers[-1] = (name, f"{value} {line.strip()}")
+                continue
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise ValueError("malformed header line")
+            headers.append((name, value.strip()))
+        self.headers = headers
+        self.length: int | None = None
+        self.transfer_chunked = False
+        connection = ""
+        for name, value in headers:
+            lname = name.lower()
+            if lname == "content-length":
+                if not value.isdigit() or (self.length is not None and self.length != int(value)):
+                    raise ValueError("invalid Content-Length")
+                self.length = int(value)
+            elif lname == "transfer-encoding":
+                self.transfer_chunked = value.lower().replace(" ", "").endswith("chunked")
+            elif lname == "connection":
+                connection += "," + value.lower()
+        if self.transfer_chunked:
+            self.length = None  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
+        if version == "HTTP/1.0":
+            self.keep_alive = "keep-alive" in connection
+        else:
+            self.keep_alive = "close" not in connection
+
+
+def _request_head(
+    method: str,
+    host: str,
+    port: int,
+    scheme: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    framing: str,
+) -> bytes:
+    default = 443 if scheme == "https" else 80
+    h = f"[{host}]" if ":" in host else host
+    authority = h if port == default else f"{h}:{port}"
+    parts = [f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n"]
+    parts += [f"{k}: {v}\r\n" for k, v in headers]
+    parts.append(framing)
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+async def _send_request(
+    conn: _Conn,
+    method: str,
+    scheme: str,
+    destination: Destination,
+    port: int,
+    path: str,
+    headers: list[tuple[str, str]],
+    data: bytes | AsyncIterator[bytes] | None,
+) -> None:
+    writer = conn.writer
+    if data is None or isinstance(data, bytes):
+        body = data or b""
+        framing = f"Content-Length: {len(body)}\r\n" if body or method in _METHODS_WITH_BODY else ""
+        # One write for head and body: no small-packet stall, no partial request on the wire.
+        writer.write(
+            _request_head(method, destination.host, port, scheme, path, headers, framing) + body
+        )
+        await writer.drain()
+        return
+    writer.write(
+        _request_head(
+            method, destination.host, port, scheme, path, headers, "Transfer-Encoding: chunked\r\n"
+        )
+    )
+    async for chunk in data:
+        if chunk:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+
+async def _exchange(
+    conn: _Conn,
+    method: str,
+    scheme: str,
+    destination: Destination,
+    port: int,
+    path: str,
+    headers: list[tuple[str, str]],
+    data: bytes | AsyncIterator[bytes] | None,
+) -> _Head:
+    await _send_request(conn, method, scheme, destination, port, path, headers, data)
+    while True:
+        raw = await conn.reader.readuntil(b"\r\n\r\n")
+        head = _Head(raw[:-4])
+        if head.status >= 200 or head.status == 101:
+            return head
+        # 1xx interim answers (we never send Expect, but an upstream may still send 103).
 
 
 async def stream_response(
@@ -202,74 +375,71 @@ async def stream_response(
 ) -> int:
     """Send one request upstream and stream its response to the client.
 
-    Returns the status sent, negated when the response could not be completed (the client
-    connection must then be closed). Raises `UpstreamError` before any byte reached the client.
+    Returns the status sent, negated when the client connection must be closed afterwards.
+    Raises `UpstreamError` before any byte reached the client.
     """
-    assert pool.session is not None
-    pool.resolver.remember(destination, port)
-    # Built from parts, never joined: a path like "//other.host/" must not change the host.
-    path_only, _, query = path.partition("?")
-    url = URL.build(
-        scheme=scheme,
-        host=destination.host,
-        port=port,
-        path=path_only,
-        query_string=query,
-        encoded=True,
-    )
-    try:
-        async with asyncio.timeout(pool.head_timeout):
-            response = await pool.session.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-            )
-    except TimeoutError:
-        raise UpstreamError(
-            504, responses.UPSTREAM_TIMEOUT, "the upstream did not answer in time"
-        ) from None
-    except aiohttp.ConnectionTimeoutError:
-        raise UpstreamError(
-            504, responses.UPSTREAM_TIMEOUT, "connecting to the upstream timed out"
-        ) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamError(
-            502, responses.UPSTREAM_UNREACHABLE, f"upstream unreachable ({type(exc).__name__})"
-        ) from None
+    key = (scheme, destination.host, destination.address, port)
+    replayable = not isinstance(data, AsyncIterator)
+    # A pooled connection may have been closed by the upstream while idle; a replayable
+    # request is then retried once on a fresh connection (what browsers and aiohttp do).
+    conn = pool._take_idle(key) if replayable else None
+    for attempt in (0, 1):
+        reused = conn is not None
+        if conn is None:
+            conn = await pool.connect(key)
+        try:
+            async with asyncio.timeout(pool.head_timeout):
+                head = await _exchange(conn, method, scheme, destination, port, path, headers, data)
+            break
+        except TimeoutError:
+            conn.close()
+            raise UpstreamError(
+                504, responses.UPSTREAM_TIMEOUT, "the upstream did not answer in time"
+            ) from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            conn.close()
+            if reused and attempt == 0 and isinstance(exc, (OSError, asyncio.IncompleteReadError)):
+                conn = None
+                continue
+            if isinstance(exc, (ValueError, asyncio.LimitOverrunError)):
+                message = "the upstream sent a malformed response"
+            else:
+                message = f"upstream unreachable ({type(exc).__name__})"
+            raise UpstreamError(502, responses.UPSTREAM_UNREACHABLE, message) from None
+    assert conn is not None
     if on_head is not None:
         on_head()
-    try:
-        return await _relay(response, writer, method, client_version, keep_alive)
-    finally:
-        response.release()
+    status, complete = await _relay(pool, conn, head, writer, method, client_version, keep_alive)
+    upstream_reusable = complete and head.keep_alive and method != "CONNECT"
+    pool.release(conn, reusable=upstream_reusable)
+    return status
 
 
 async def _relay(
-    response: aiohttp.ClientResponse,
+    pool: UpstreamPool,
+    conn: _Conn,
+    head: _Head,
     writer: asyncio.StreamWriter,
     method: str,
     client_version: str,
     keep_alive: bool,
-) -> int:
-    status = response.status
-    headers = filter_response_headers(response.raw_headers)
-    length = response.headers.get("Content-Length")
-    chunked_upstream = "chunked" in response.headers.get("Transfer-Encoding", "").lower()
+) -> tuple[int, bool]:
+    """Write the head and stream the body to the client: (status sent, upstream body complete)."""
+    status = head.status
+    out_headers = filter_response_headers(head.headers)
     no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
-    lines = [f"HTTP/{client_version} {status} {response.reason or ''}".rstrip()]
-    lines += [f"{k}: {v}" for k, v in headers]
-    framing = "none"
+    lines = [f"HTTP/{client_version} {status} {head.reason}".rstrip()]
+    lines += [f"{k}: {v}" for k, v in out_headers]
     if no_body:
-        if length is not None and not chunked_upstream:
-            lines.append(f"Content-Length: {length}")
-    elif length is not None and not chunked_upstream and length.isdigit():
-        lines.append(f"Content-Length: {length}")
+        framing = "none"
+        if head.length is not None:
+            lines.append(f"Content-Length: {head.length}")
+    elif head.length is not None:
         framing = "length"
+        lines.append(f"Content-Length: {head.length}")
     elif client_version == "1.1":
-        lines.append("Transfer-Encoding: chunked")
         framing = "chunked"
+        lines.append("Transfer-Encoding: chunked")
     else:
         framing = "close"  # HTTP/1.0 client: the end of the body is the end of the connection
         keep_alive = False
@@ -277,9 +447,9 @@ async def _relay(
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     if framing == "none":
         await writer.drain()
-        return status
+        return (status if keep_alive else -status), True
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in _upstream_body(conn.reader, head, pool.read_timeout):
             if framing == "chunked":
                 writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             else:
@@ -288,11 +458,56 @@ async def _relay(
         if framing == "chunked":
             writer.write(b"0\r\n\r\n")
         await writer.drain()
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
         log.info("upstream.response_cut", status=status, error=type(exc).__name__)
-        response.close()
-        return -status
-    return status if keep_alive else -status
+        return -status, False
+    # A close-delimited upstream body leaves nothing to reuse.
+    return (status if keep_alive else -status), head.length is not None or head.transfer_chunked
+
+
+async def _upstream_body(
+    reader: asyncio.StreamReader, head: _Head, read_timeout: float
+) -> AsyncIterator[bytes]:
+    """The decoded body of an upstream response, chunk by chunk, per its framing."""
+    if head.length is not None:
+        remaining = head.length
+        while remaining:
+            async with asyncio.timeout(read_timeout):
+                chunk = await reader.read(min(remaining, 65536))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", remaining)
+            remaining -= len(chunk)
+            yield chunk
+        return
+    if head.transfer_chunked:
+        while True:
+            async with asyncio.timeout(read_timeout):
+                size_line = await reader.readuntil(b"\r\n")
+            size_text = size_line.split(b";", 1)[0].strip()
+            size = int(size_text, 16)  # ValueError on garbage: the response is cut
+            if size == 0:
+                async with asyncio.timeout(read_timeout):
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass  # trailers are hop-by-hop here: dropped
+                return
+            remaining = size
+            while remaining:
+                async with asyncio.timeout(read_timeout):
+                    chunk = await reader.read(min(remaining, 65536))
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"", remaining)
+                remaining -= len(chunk)
+                yield chunk
+            async with asyncio.timeout(read_timeout):
+                if await reader.readexactly(2) != b"\r\n":
+                    raise ValueError("bad chunk terminator")
+        return
+    while True:  # close-delimited
+        async with asyncio.timeout(read_timeout):
+            chunk = await reader.read(65536)
+        if not chunk:
+            return
+        yield chunk
 
 
 async def open_tunnel(

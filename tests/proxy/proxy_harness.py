@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import ssl
 import subprocess
 import sys
@@ -74,6 +75,7 @@ class Upstreams:
     http_port: int = 0
     https_port: int = 0
     closed_port: int = 0  # nothing listens there (upstream down)
+    raw_port: int = 0  # a hand-written HTTP/1.x server with odd framings (see `_raw_upstream`)
     seen: list[Seen] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -121,6 +123,47 @@ def _echo_app(upstreams: Upstreams, scheme: str) -> web.Application:
     app = web.Application(client_max_size=64 << 20)
     app.router.add_route("*", "/{tail:.*}", handler)
     return app
+
+
+class _RawHandler(socketserver.BaseRequestHandler):
+    """Answers by path with framings aiohttp's server never produces.
+
+    `/close-delimited`: an HTTP/1.0 body ended by closing the connection; `/trailers`: a chunked
+    body with a trailer; `/garbage`: not HTTP at all; `/drop-second`: answers the first request
+    of a connection with keep-alive, then closes the connection on the second one unanswered
+    (an upstream that timed the idle connection out just as it was reused).
+    """
+
+    def handle(self) -> None:
+        sock = self.request
+        sock.settimeout(10)
+        buf = b""
+        served = 0
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode()
+            self.server.seen.append(Seen("raw", "GET", path, [], b""))  # type: ignore[attr-defined]
+            served += 1
+            if path.startswith("/close-delimited"):
+                sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 5000)
+                return
+            if path.startswith("/trailers"):
+                sock.sendall(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+                    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n"
+                )
+                continue
+            if path.startswith("/garbage"):
+                sock.sendall(b"SPDY/9 what\r\n\r\n")
+                return
+            if path.startswith("/drop-second") and served > 1:
+                return
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
 def free_port() -> int:
@@ -173,6 +216,11 @@ def run_upstreams(certs: Certs) -> Iterator[Upstreams]:
     thread.start()
     assert ready.wait(10), "upstream servers did not start"
     ups.closed_port = free_port()
+    raw_server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RawHandler)
+    raw_server.daemon_threads = True
+    raw_server.seen = ups.seen  # type: ignore[attr-defined]
+    threading.Thread(target=raw_server.serve_forever, name="raw-upstream", daemon=True).start()
+    ups.raw_port = raw_server.server_address[1]
     yield ups
     assert ups._loop is not None
     ups._loop.call_soon_threadsafe(ups._loop.stop)
@@ -285,7 +333,12 @@ def pins(upstreams: Upstreams) -> list[str]:
     """`--resolve` flags pinning every test host, on both upstream ports, to 127.0.0.1."""
     out = []
     for host in HOSTS:
-        for port in (upstreams.http_port, upstreams.https_port, upstreams.closed_port, 80, 443):
+        for port in (
+            upstreams.http_port,
+            upstreams.https_port,
+            upstreams.closed_port,
+            upstreams.raw_port,
+        ):
             out += ["--resolve", f"{host}:{port}:127.0.0.1"]
     return out
 

@@ -1,0 +1,53 @@
+"""End-to-end: the upstream client's framings, connection reuse and malformed upstreams."""
+
+from __future__ import annotations
+
+import http.client
+import uuid
+
+import requests
+
+
+def _session(proxy) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False
+    s.proxies = {"http": proxy.url}
+    return s
+
+
+def test_close_delimited_upstream_body_is_rechunked_for_http11_clients(proxy, upstreams):
+    m = uuid.uuid4().hex[:8]
+    r = _session(proxy).get(
+        f"http://api.vendor.test:{upstreams.raw_port}/close-delimited/{m}", timeout=10
+    )
+    assert r.status_code == 200
+    assert r.headers["Transfer-Encoding"] == "chunked"
+    assert r.content == b"x" * 5000
+
+
+def test_chunked_upstream_body_with_extensions_and_trailers_is_decoded(proxy, upstreams):
+    r = _session(proxy).get(f"http://api.vendor.test:{upstreams.raw_port}/trailers", timeout=10)
+    assert r.status_code == 200
+    assert r.content == b"hello world"
+    assert "Trailer" not in r.headers  # hop-by-hop
+
+
+def test_a_pooled_connection_dropped_by_the_upstream_is_retried_once(proxy, upstreams):
+    m = uuid.uuid4().hex[:8]
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        for i in range(3):
+            conn.request("GET", f"http://api.vendor.test:{upstreams.raw_port}/drop-second/{m}/{i}")
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (200, b"ok")
+    finally:
+        conn.close()
+    # Every later request reused a pooled connection, was dropped, and was retried once.
+    for i in (1, 2):
+        assert len(upstreams.find(f"/drop-second/{m}/{i}")) == 2
+
+
+def test_an_upstream_that_is_not_http_is_a_502(proxy, upstreams):
+    r = _session(proxy).get(f"http://api.vendor.test:{upstreams.raw_port}/garbage", timeout=10)
+    assert r.status_code == 502
+    assert r.json()["error"] == "upstream_unreachable"
