@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 from collections.abc import Iterator, Mapping
 
@@ -215,3 +216,35 @@ def test_an_internal_error_fails_closed_and_logs_no_value():
 def test_garbage_never_raises(body, content_type):
     inspection = inspect_call("POST", URL, [("Content-Type", content_type)], body)
     assert INSPECTOR_ERROR not in inspection.problems
+
+
+SEEDS = [
+    (
+        b'{"messages": [{"destinations": [{"to": "+6591234567"}], "text": "hi"}]}',
+        "application/json",
+    ),
+    (b"To=%2B14155552671&From=%2B15005550006&Body=Hello", "application/x-www-form-urlencoded"),
+    (b"<a><msisdn>+6591234567</msisdn><b x='1'>t</b></a>", "application/xml"),
+    (
+        b'--b\r\nContent-Disposition: form-data; name="To"\r\n\r\n+6591234567\r\n--b--\r\n',
+        "multipart/form-data; boundary=b",
+    ),
+]
+
+
+@pytest.mark.parametrize(("seed", "content_type"), SEEDS)
+def test_mutated_payloads_never_break_the_inspector(seed, content_type):
+    rng = random.Random(seed)
+    for _ in range(150):
+        body = bytearray(seed)
+        for _ in range(rng.randint(1, 6)):
+            position = rng.randrange(len(body))
+            action = rng.random()
+            if action < 0.4:
+                body[position] = rng.randrange(256)
+            elif action < 0.7:
+                del body[position]
+            else:
+                body[position:position] = seed[rng.randrange(len(seed)) :][:8]
+        inspection = inspect_call("POST", URL, [("Content-Type", content_type)], bytes(body))
+        assert INSPECTOR_ERROR not in inspection.problems, bytes(body)
