@@ -52,6 +52,10 @@ def normalise_host(host: str) -> str:
     return name
 
 
+# A sidecar talks to a handful of hosts: resolve() normalises each spelling once.
+_normalise_cached = functools.lru_cache(maxsize=4096)(normalise_host)
+
+
 @functools.lru_cache(maxsize=4096)
 def _public_suffix(name: str) -> str:
     """The longest public suffix of `name` (ICANN and private sections), "" when none applies."""
@@ -133,7 +137,7 @@ class RecipientIndex:
     def resolve(self, host: str, port: int) -> Recipient | None:
         """The recipient that `host:port` belongs to, or None when no pattern matches."""
         try:
-            name = normalise_host(host)
+            name = _normalise_cached(host)
         except ValueError:
             return None
         entry = self._exact.get(name)
