@@ -126,7 +126,7 @@ def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: int, *, truncate
         if not scan_json(scan, data, ctx, declared=not truncated):
             scan_text(scan, decode_text(body, charset, scan))
     elif media == "application/x-www-form-urlencoded":
-        scan_form(scan, decode_text(body, charset or "utf-8", scan), ctx)
+        scan_form(scan, decode_text(body, charset, scan), ctx, encoding=charset or "utf-8")
     elif media == "multipart/form-data":
         scan_multipart(scan, body, param_of(content_type, "boundary"), ctx)
     elif media.endswith(("/xml", "+xml")):

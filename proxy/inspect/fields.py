@@ -93,10 +93,6 @@ _COORD_PAIR = re.compile(r"\s*(-?\d{1,3}\.\d+)\s*[,; ]\s*(-?\d{1,3}\.\d+)\s*")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 
 
-def _is_present(value: object) -> bool:
-    return value is not None and value != "" and value != [] and value != {}
-
-
 def _key_only(scan: Scan, location: str, rule: str | None, ctx: int) -> bool:
     spec = _KEY_ONLY.get(rule or "")
     if spec is None:

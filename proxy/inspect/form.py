@@ -34,15 +34,18 @@ def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) 
         walk(scan, value, f"{prefix}:{key}", key_info(named[-1]), field_ctx, len(named))
 
 
-def parse_pairs(text: str, scan: Scan) -> list[tuple[str, str]]:
+def parse_pairs(text: str, scan: Scan, encoding: str = "utf-8") -> list[tuple[str, str]]:
     """Decode a query string / form body; `+` is a space, as browsers and Twilio's SDKs send it."""
-    pairs = parse_qsl(text, keep_blank_values=True, errors="replace")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, encoding=encoding, errors="replace")
+    except LookupError:  # an unknown charset (already reported by decode_text)
+        pairs = parse_qsl(text, keep_blank_values=True, errors="replace")
     if len(pairs) > scan.limits.max_fields:
         scan.problem(TOO_MANY_FIELDS)
         pairs = pairs[: scan.limits.max_fields]
     return pairs
 
 
-def scan_form(scan: Scan, text: str, ctx: int) -> None:
+def scan_form(scan: Scan, text: str, ctx: int, *, encoding: str = "utf-8") -> None:
     """Scan a form body: each field is located as `form:<key as sent>`."""
-    scan_pairs(scan, parse_pairs(text, scan), "form", ctx)
+    scan_pairs(scan, parse_pairs(text, scan, encoding), "form", ctx)

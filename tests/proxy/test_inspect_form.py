@@ -73,12 +73,14 @@ def test_form_bodies(body, expected):
 
 
 def test_form_in_a_declared_charset():
-    body = "To=%2B6591234567&Body=Grüße".encode("latin-1")
+    body = b"To=%2B6591234567&Body=Gr%FC%DFe+aus+K%F6ln&Name=J%FCrgen"
     headers = {"Content-Type": "application/x-www-form-urlencoded; charset=iso-8859-1"}
-    assert found("https://api.example.com/send", headers, body) == {
+    inspection = inspect_call("POST", "https://api.example.com/send", headers, body)
+    assert {(f.category, f.location) for f in inspection.findings} == {
         ("contact.phone_number", "form:To"),
         ("comms.content", "form:Body"),
     }
+    assert inspection.complete
 
 
 @pytest.mark.parametrize(
