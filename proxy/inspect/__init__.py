@@ -3,6 +3,13 @@
 `inspect_call()` is the one entry point. It is synchronous, pure and CPU-bound, and never raises:
 a bug inside ends in the `inspector_error` problem, which makes the inspection incomplete so the
 call fails closed.
+
+Layout: formats (`query`, `headers`, `json_body`, `form`, `multipart`, `xml_body`, `text`, and
+`decode` for Content-Encoding and charsets) turn a call into fields; `walk` keeps each field's
+context (its parents, its siblings); `fields` judges a key and its value together with the tables
+of `keys`; value detectors live per family (`phone`, `identifiers`, `network`, `credentials`,
+`free_text`); `scan` collects findings and spends the limits; `categories` holds the category ids,
+checked against the taxonomy on import.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ def scan_xml(scan: Scan, text: str | bytes, ctx: int, *, prefix: str = "xml:") -
 def _walk_element(scan: Scan, element: ET.Element, parent: str, ctx: int, depth: int) -> None:
     if scan.too_deep(depth):
         return
+    scan.count_field()
     name = _local(element.tag) if isinstance(element.tag, str) else "#"
     path = f"{parent}/{name}"
     info = key_info(name)

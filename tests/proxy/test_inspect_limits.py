@@ -147,6 +147,11 @@ def test_deep_xml_is_too_deep():
     [
         pytest.param(json_headers(), orjson.dumps({"ids": list(range(200))}), id="json"),
         pytest.param(
+            [("Content-Type", "application/xml")],
+            b"<r>" + b"<i/>" * 200 + b"</r>",
+            id="xml",
+        ),
+        pytest.param(
             [("Content-Type", "application/x-www-form-urlencoded")],
             b"&".join(b"k%d=v" % i for i in range(200)),
             id="form",
