@@ -42,7 +42,7 @@ class Scan:
         self.mobile_call = mobile_call  # the URL is an HLR / number-lookup endpoint
         self._deadline = time.perf_counter() + limits.max_seconds
         self._fields = 0
-        self._findings: dict[tuple[str, str], Finding] = {}
+        self._findings: dict[tuple[str, str], str] = {}  # (category, location) → detector
         self._problems: list[str] = []
         # (rule, context, value) → findings, for this call only (see fields.scan_scalar).
         self.memo: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
@@ -52,9 +52,8 @@ class Scan:
         """Record a finding; the first detector to find a (category, location) wins."""
         if self.recording is not None:
             self.recording.append((category, detector))
-        key = (category, location)
-        if key not in self._findings:
-            self._findings[key] = Finding(category, location, detector)
+        # Plain tuples here, `Finding`s in `result()`: a batch adds thousands of findings.
+        self._findings.setdefault((category, location), detector)
 
     def problem(self, code: str) -> None:
         """Record a problem code once."""
@@ -84,4 +83,5 @@ class Scan:
         return False
 
     def result(self) -> Inspection:
-        return Inspection(findings=tuple(self._findings.values()), problems=tuple(self._problems))
+        findings = tuple(Finding(c, loc, d) for (c, loc), d in self._findings.items())
+        return Inspection(findings=findings, problems=tuple(self._problems))
