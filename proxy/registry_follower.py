@@ -126,14 +126,16 @@ class RegistryFollower:
             await self._session.close()
             self._session = None
 
-    async def _accept(self, snapshot: Snapshot, body: bytes | None, *, persist: bool) -> None:
+    async def _accept(
+        self, snapshot: Snapshot, body: bytes | None, *, persist: bool, etag: str | None = None
+    ) -> None:
         assert self._on_snapshot is not None
         result = self._on_snapshot(snapshot)
         if inspect.isawaitable(result):
             await result
         # Only a snapshot the proxy took is "last good": persist after on_snapshot succeeded.
         self.snapshot = snapshot
-        self._etag = snapshot_etag(snapshot)
+        self._etag = etag or snapshot_etag(snapshot)
         if persist and body is not None:
             await asyncio.to_thread(write_file_atomically, self.path, body)
 
@@ -177,6 +179,7 @@ class RegistryFollower:
             if resp.status != 200:
                 raise RegistryHTTPError(resp.status, (await resp.text())[:200])
             body = await resp.read()
+            etag = resp.headers.get("ETag")
         snapshot = Snapshot.model_validate_json(body)
         log.info(
             "registry.snapshot_received",
@@ -184,7 +187,7 @@ class RegistryFollower:
             revision=snapshot.revision,
             recipients=len(snapshot.recipients),
         )
-        await self._accept(snapshot, body, persist=True)
+        await self._accept(snapshot, body, persist=True, etag=etag)
         return True
 
 

@@ -169,7 +169,15 @@ class Shipper:
         async with self._session.post(self.url, data=body, timeout=timeout) as resp:
             if resp.status // 100 != 2:
                 raise RegistryHTTPError(resp.status, (await resp.text())[:200])
-            await resp.read()
+            answer = await resp.json(content_type=None)
+        # Records the registry refused (unknown ids...) are not retried: they never would pass.
+        rejected = answer.get("rejected") if isinstance(answer, dict) else None
+        if rejected:
+            log.warning(
+                "shipper.records_rejected",
+                count=len(rejected),
+                first=rejected[0] if isinstance(rejected, list) else None,
+            )
 
     def _load_pending(self) -> list[dict[str, Any]]:
         try:

@@ -214,7 +214,7 @@ def test_decisions_are_shipped_across_a_registry_restart_without_loss_or_duplica
 
         def blocked_calls(n: int) -> None:
             for _ in range(n):
-                # The `tunnel` recipient grants no e-mail: CATEGORY_NOT_APPROVED (and cleartext).
+                # No recipient answers on this host: UNKNOWN_RECIPIENT, a blocked flow to ship.
                 resp = session.post(
                     f"http://api.unknown.test:{upstreams.http_port}/ship-{uuid.uuid4().hex[:6]}",
                     timeout=10,
