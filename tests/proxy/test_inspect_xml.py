@@ -84,3 +84,22 @@ def test_malformed_xml_is_scanned_as_text():
     assert {(f.category, f.location) for f in inspection.findings} == {
         ("contact.phone_number", "text")
     }
+
+
+@pytest.mark.parametrize(
+    ("encoding", "content_type"),
+    [
+        pytest.param("ISO-8859-1", "text/xml; charset=iso-8859-1", id="latin-1 declared twice"),
+        pytest.param("ISO-8859-1", "text/xml", id="latin-1 from the xml declaration"),
+        pytest.param("UTF-16", "application/xml; charset=utf-16", id="utf-16"),
+    ],
+)
+def test_xml_in_other_encodings(encoding, content_type):
+    text = f'<?xml version="1.0" encoding="{encoding}"?><r><city>Köln</city><msisdn>+6591234567</msisdn></r>'
+    inspection = inspect_call(
+        "POST", "https://x.example/", {"Content-Type": content_type}, text.encode(encoding)
+    )
+    assert inspection.complete
+    assert {(f.category, f.location) for f in inspection.findings} == {
+        ("contact.phone_number", "xml:/r/msisdn")
+    }
