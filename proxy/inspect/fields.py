@@ -16,7 +16,7 @@ from proxy.inspect.identifiers import (
     is_sha256,
     is_us_ssn,
 )
-from proxy.inspect.keys import Ctx, KeyInfo, Rule
+from proxy.inspect.keys import HANDSET_STATES, OPT_KEYWORDS, Ctx, KeyInfo, Rule
 from proxy.inspect.network import is_public_ip, public_ips_in
 from proxy.inspect.phone import is_phone_int, is_phone_value
 from proxy.inspect.scan import Scan
@@ -41,51 +41,6 @@ _KEY_ONLY: dict[str, tuple[str, int]] = {
     Rule.CELL: (cat.LOCATION_PRECISE, Ctx.NONE),
     Rule.COUNTRY: (cat.LOCATION_COUNTRY, Ctx.NONE),
 }
-# Handset states an HLR / reachability API answers (`status` means this only in a mobile context).
-HANDSET_STATES = frozenset(
-    [
-        "DELIVERED",
-        "ABSENT",
-        "ABSENT_SUBSCRIBER",
-        "REACHABLE",
-        "UNREACHABLE",
-        "AVAILABLE",
-        "UNAVAILABLE",
-        "ONLINE",
-        "OFFLINE",
-        "CONNECTED",
-        "DETACHED",
-        "ATTACHED",
-        "IDLE",
-        "BUSY",
-        "UNKNOWN_SUBSCRIBER",
-        "SWITCHED_OFF",
-        "POWERED_OFF",
-        "ROAMING",
-        "NOT_REACHABLE",
-    ]
-)
-# SMS keywords that are opt-in / opt-out records (CTIA and carrier conventions).
-OPT_KEYWORDS = frozenset(
-    [
-        "START",
-        "STOP",
-        "YES",
-        "UNSTOP",
-        "SUBSCRIBE",
-        "UNSUBSCRIBE",
-        "JOIN",
-        "END",
-        "QUIT",
-        "CANCEL",
-        "STOPALL",
-        "OPTOUT",
-        "OPTIN",
-        "OPT-OUT",
-        "OPT-IN",
-        "REVOKE",
-    ]
-)
 # Per-call memo of judged string values (it dies with the call's Scan).
 _MEMO_MAX_LENGTH = 512
 _MEMO_MAX_ENTRIES = 4096

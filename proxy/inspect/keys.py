@@ -225,6 +225,52 @@ EXACT_RULES: dict[str, str] = _table(
     ),
 )
 
+# Handset states an HLR / reachability API answers (`status` means this only in a mobile context).
+HANDSET_STATES = frozenset(
+    [
+        "DELIVERED",
+        "ABSENT",
+        "ABSENT_SUBSCRIBER",
+        "REACHABLE",
+        "UNREACHABLE",
+        "AVAILABLE",
+        "UNAVAILABLE",
+        "ONLINE",
+        "OFFLINE",
+        "CONNECTED",
+        "DETACHED",
+        "ATTACHED",
+        "IDLE",
+        "BUSY",
+        "UNKNOWN_SUBSCRIBER",
+        "SWITCHED_OFF",
+        "POWERED_OFF",
+        "ROAMING",
+        "NOT_REACHABLE",
+    ]
+)
+# SMS keywords that are opt-in / opt-out records (CTIA and carrier conventions).
+OPT_KEYWORDS = frozenset(
+    [
+        "START",
+        "STOP",
+        "YES",
+        "UNSTOP",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "JOIN",
+        "END",
+        "QUIT",
+        "CANCEL",
+        "STOPALL",
+        "OPTOUT",
+        "OPTIN",
+        "OPT-OUT",
+        "OPT-IN",
+        "REVOKE",
+    ]
+)
+
 # A key containing one of these tokens is an identifier, amount, time or digest: values under it
 # are never read as phone numbers, card numbers or ids (a 10-digit `order_id` is not a phone).
 NEGATIVE_TOKENS = frozenset(
