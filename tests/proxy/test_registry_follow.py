@@ -244,3 +244,18 @@ def test_decisions_are_shipped_across_a_registry_restart_without_loss_or_duplica
         )
     assert sorted(rows) == sorted(set(ids))
     assert json.loads((spool / "snapshot.json").read_text())["version"] >= 1
+
+
+def test_without_registry_or_cache_the_proxy_is_not_ready_and_fails_closed(upstreams, tmp_path):
+    down = RegistryProcess(tmp_path, "sqlite+aiosqlite:///unused", free_port())
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "snapshot.json").write_text("{not json")  # a corrupt cache is ignored
+    proxy = start_following_proxy(tmp_path, down, "sw_any", upstreams)
+    try:
+        time.sleep(1)
+        assert requests.get(f"{proxy.admin_url}/readyz", timeout=5).status_code == 503
+        resp = call(proxy, upstreams, "no-snapshot")
+        assert resp.status_code == 503
+        assert resp.json()["error"] == "egress_unavailable"
+    finally:
+        proxy.stop()
