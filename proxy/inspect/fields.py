@@ -145,6 +145,8 @@ def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float
         return
     if not isinstance(value, int) or rule is None:
         return
+    if rule == Rule.PHONE_GENERIC:
+        rule = None if ctx & Ctx.REFERENCE else Rule.PHONE
     if rule == Rule.PHONE:
         if is_phone_int(value, scan.regions):
             scan.add(cat.PHONE, location, "phone")
@@ -170,6 +172,8 @@ def _scan_long_or_short(scan: Scan, location: str, value: str, *, is_text: bool)
 
 def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx: int) -> bool:
     """Apply the key's rule; True when the value was fully judged (skip the generic scan)."""
+    if rule == Rule.PHONE_GENERIC:
+        rule = None if ctx & Ctx.REFERENCE else Rule.PHONE
     if rule is None:
         return False
     if rule == Rule.PHONE:

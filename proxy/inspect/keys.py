@@ -15,6 +15,7 @@ class Rule:
     """What a key says about its value (names of the rules applied in `fields.py`)."""
 
     PHONE = "phone"
+    PHONE_GENERIC = "phone_generic"  # `number`: a phone number unless it is an order's or a card's
     EMAIL = "email"
     NAME = "name"
     NAME_CTX = "name_ctx"  # `name`: a person's name only in a person context
@@ -68,7 +69,7 @@ EXACT_RULES: dict[str, str] = _table(
     (
         Rule.PHONE,
         "to from phone phone_number msisdn mobile mobile_number mobile_phone destination destinations "
-        "recipient recipients number numbers destination_number dst src receiver sender tel "
+        "recipient recipients destination_number dst src receiver sender tel "
         "telephone telephone_number cell_phone cellphone caller callee caller_id called calling "
         "called_number calling_number originator source_addr destination_addr dest_addr a_number "
         "b_number contact_number whatsapp_number to_number from_number msisdns phones phone_numbers "
@@ -93,6 +94,7 @@ EXACT_RULES: dict[str, str] = _table(
         "account_holder_name billing_name shipping_name patient_name owner_name beneficiary_name payee_name shopper_name holder_name fn ln "
         "hashed_first_name hashed_last_name sha256_first_name sha256_last_name firstname lastname",
     ),
+    (Rule.PHONE_GENERIC, "number numbers"),
     (Rule.NAME_CTX, "name names"),
     (
         Rule.ADDRESS,
@@ -433,6 +435,7 @@ class Ctx:
     ERROR = 1024  # an error/status object: its `message` is not a message body
     PHONE = 2048  # a phone-number key is among the siblings (weaker than MOBILE)
     HANDSET = 4096  # a carrier / MCC-MNC key is among the siblings (with PHONE: an HLR record)
+    REFERENCE = 8192  # the object is an order, invoice, card...: its `number` is not a phone
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -471,6 +474,11 @@ for _words, _flag in (
         Ctx.NOT_PERSON,
     ),
     ("company employer organization organisation workplace", Ctx.EMPLOYER),
+    (
+        "order orders invoice invoices receipt ticket tickets booking reservation card cards "
+        "account payment_method document policy tracking shipment parcel package coupon voucher",
+        Ctx.REFERENCE,
+    ),
     ("error errors status meta metadata exception fault result", Ctx.ERROR),
 ):
     for _w in _words.split():

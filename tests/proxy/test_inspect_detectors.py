@@ -44,6 +44,14 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             id="phone: json number under a phone key",
         ),
         pytest.param(
+            {"number": "6591234567"}, {"contact.phone_number"}, id="phone: bare number key"
+        ),
+        pytest.param(
+            {"invoice": {"number": "6591234567"}, "order": {"number": 4155552671}},
+            set(),
+            id="trap: invoice and order numbers",
+        ),
+        pytest.param(
             {"note": "91234567"}, set(), id="trap: national digits under an unrelated key"
         ),
         pytest.param({"to": "+1234567890"}, set(), id="trap: plus but not a valid number"),
