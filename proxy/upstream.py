@@ -409,9 +409,14 @@ async def stream_response(
     assert conn is not None
     if on_head is not None:
         on_head()
-    status, complete = await _relay(pool, conn, head, writer, method, client_version, keep_alive)
-    upstream_reusable = complete and head.keep_alive and method != "CONNECT"
-    pool.release(conn, reusable=upstream_reusable)
+    try:
+        status, complete = await _relay(
+            pool, conn, head, writer, method, client_version, keep_alive
+        )
+    except BaseException:
+        conn.close()
+        raise
+    pool.release(conn, reusable=complete and head.keep_alive)
     return status
 
 
@@ -444,22 +449,36 @@ async def _relay(
         framing = "close"  # HTTP/1.0 client: the end of the body is the end of the connection
         keep_alive = False
     lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if framing == "none" or not getattr(conn.reader, "_buffer", None):
+        # Nothing of the body has arrived yet: the app gets the head now, not with the body.
+        writer.write(pending)
+        pending = b""
     if framing == "none":
         await writer.drain()
         return (status if keep_alive else -status), True
     try:
         async for chunk in _upstream_body(conn.reader, head, pool.read_timeout):
-            if framing == "chunked":
-                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            else:
-                writer.write(chunk)
+            framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk
+            if pending:
+                # Head and first body bytes in one segment: one send, not two.
+                framed, pending = pending + framed, b""
+            writer.write(framed)
             await writer.drain()
-        if framing == "chunked":
-            writer.write(b"0\r\n\r\n")
+        tail = b"0\r\n\r\n" if framing == "chunked" else b""
+        if pending or tail:
+            writer.write(pending + tail)
         await writer.drain()
     except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
         log.info("upstream.response_cut", status=status, error=type(exc).__name__)
+        if pending:  # the app has seen nothing yet: it still gets a proper answer
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError(
+                    504, responses.UPSTREAM_TIMEOUT, "the upstream stalled in its body"
+                ) from None
+            raise UpstreamError(
+                502, responses.UPSTREAM_UNREACHABLE, "the upstream broke off its body"
+            ) from None
         return -status, False
     # A close-delimited upstream body leaves nothing to reuse.
     return (status if keep_alive else -status), head.length is not None or head.transfer_chunked

@@ -128,7 +128,8 @@ def _echo_app(upstreams: Upstreams, scheme: str) -> web.Application:
 class _RawHandler(socketserver.BaseRequestHandler):
     """Answers by path with framings aiohttp's server never produces.
 
-    `/close-delimited`: an HTTP/1.0 body ended by closing the connection; `/trailers`: a chunked
+    `/close-delimited`: an HTTP/1.0 body ended by closing the connection; `/short-body`: closes
+    after 10 of the 100 bytes its Content-Length promised; `/trailers`: a chunked
     body with a trailer; `/garbage`: not HTTP at all; `/drop-second`: answers the first request
     of a connection with keep-alive, then closes the connection on the second one unanswered
     (an upstream that timed the idle connection out just as it was reused).
@@ -158,6 +159,9 @@ class _RawHandler(socketserver.BaseRequestHandler):
                     b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n"
                 )
                 continue
+            if path.startswith("/short-body"):
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                return
             if path.startswith("/garbage"):
                 sock.sendall(b"SPDY/9 what\r\n\r\n")
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import uuid
 
+import pytest
 import requests
 
 
@@ -51,3 +52,17 @@ def test_an_upstream_that_is_not_http_is_a_502(proxy, upstreams):
     r = _session(proxy).get(f"http://api.vendor.test:{upstreams.raw_port}/garbage", timeout=10)
     assert r.status_code == 502
     assert r.json()["error"] == "upstream_unreachable"
+
+
+def test_an_upstream_body_cut_short_never_looks_complete_to_the_app(proxy, upstreams):
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        conn.request("GET", f"http://api.vendor.test:{upstreams.raw_port}/short-body")
+        r = conn.getresponse()
+        if r.status == 200:  # the head had gone out: the body must come up short
+            with pytest.raises(http.client.IncompleteRead):
+                r.read()
+        else:
+            assert r.status == 502
+    finally:
+        conn.close()
