@@ -40,17 +40,19 @@ _PHONE_PATH_PARENTS = frozenset(
 _MOBILE_PATH_WORDS = frozenset(
     [
         "hlr",
-        "lookup",
-        "lookups",
+        "hlrlookup",
+        "hlrlookups",
         "phonenumbers",
         "numberlookup",
         "numberinsight",
         "ni",
         "mnp",
+        "mnplookup",
         "msisdn",
         "msisdns",
         "carrierlookup",
         "portability",
+        "roaming",
     ]
 )
 

@@ -239,6 +239,7 @@ def test_hlr_endpoint_makes_status_a_device_status():
         "mobile.number_validity",
     }
     assert categories_of(doc) == set()
+    assert categories_of(doc, "https://api.example.com/v1/address/lookup") == set()
 
 
 def test_a_form_mislabelled_as_json_is_still_read():
