@@ -10,6 +10,9 @@ from pydantic import ValidationError
 
 from registry.snapshot import Recipient, Snapshot
 
+# libyaml's safe loader parses a 10,000-recipient file about 10x faster than the pure one.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class RegistryFileError(ValueError):
     """A registry file that cannot be used; the message names the file, recipient and field."""
@@ -58,7 +61,7 @@ def load_registry_file(path: str | Path) -> Snapshot:
     except (OSError, UnicodeDecodeError) as exc:
         raise RegistryFileError(f"{path}: cannot read: {exc}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
