@@ -304,8 +304,7 @@ async def apply_registry(
     await session.flush()
     for change in diff.changed:
         await _update_recipient(session, current[change.id], by_id[change.id], change, actor)
-    for doc in diff.added:
-        await _add_recipient(session, by_id[doc["id"]], actor)
+    await _add_recipients(session, [by_id[doc["id"]] for doc in diff.added], actor)
     diff.version = await bump_snapshot_version(session)
     diff.applied = True
     record_audit(
@@ -388,42 +387,53 @@ async def _update_recipient(
     )
 
 
-async def _add_recipient(session: AsyncSession, wanted: schema.Recipient, actor: Actor) -> None:
+async def _add_recipients(
+    session: AsyncSession, wanted: list[schema.Recipient], actor: Actor
+) -> None:
+    """Insert new recipients in bulk: one flush per table, not per recipient (10,000 rows)."""
+    if not wanted:
+        return
     now = utcnow()
-    row = Recipient(
-        id=wanted.id,
-        name=wanted.name,
-        kind=wanted.kind,
-        status=wanted.status,
-        regions=list(wanted.regions),
-        tls_origination=wanted.tls_origination,
-        inspect_tls=wanted.inspect_tls,
-        owner_team=wanted.owner_team,
-        contract_ref=wanted.contract_ref,
-        notes=wanted.notes,
-        proposed_by=actor.name,
-        updated_by=actor.name,
-        created_at=now,
-        updated_at=now,
-        version=1,
-    )
-    session.add(row)
+    rows = [
+        Recipient(
+            id=w.id,
+            name=w.name,
+            kind=w.kind,
+            status=w.status,
+            regions=list(w.regions),
+            tls_origination=w.tls_origination,
+            inspect_tls=w.inspect_tls,
+            owner_team=w.owner_team,
+            contract_ref=w.contract_ref,
+            notes=w.notes,
+            proposed_by=actor.name,
+            updated_by=actor.name,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        for w in wanted
+    ]
+    session.add_all(rows)
     await session.flush()
-    hosts = [RecipientHost(recipient_id=row.id, pattern=p) for p in wanted.hosts]
-    status = _grant_status(wanted.status)
-    grants = [_grant_row(row.id, g, status, actor) for g in wanted.grants]
-    session.add_all([*hosts, *grants])
-    if wanted.status != "proposed":
-        session.add(_approval(row.id, wanted.status, actor))
-    await session.flush()
-    record_audit(
-        session,
-        actor=actor.name,
-        action="recipient.create",
-        entity_type="recipient",
-        entity_id=row.id,
-        after=Loaded(row, hosts, grants).image(),
-    )
+    hosts = {w.id: [RecipientHost(recipient_id=w.id, pattern=p) for p in w.hosts] for w in wanted}
+    grants = {
+        w.id: [_grant_row(w.id, g, _grant_status(w.status), actor) for g in w.grants]
+        for w in wanted
+    }
+    session.add_all([h for hs in hosts.values() for h in hs])
+    session.add_all([g for gs in grants.values() for g in gs])
+    session.add_all([_approval(w.id, w.status, actor) for w in wanted if w.status != "proposed"])
+    await session.flush()  # grant ids, for the audit images
+    for row in rows:
+        record_audit(
+            session,
+            actor=actor.name,
+            action="recipient.create",
+            entity_type="recipient",
+            entity_id=row.id,
+            after=Loaded(row, hosts[row.id], grants[row.id]).image(),
+        )
 
 
 def _grant_row(recipient_id: str, g: schema.Grant, status: str, actor: Actor) -> Grant:
