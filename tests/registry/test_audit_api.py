@@ -116,3 +116,25 @@ async def test_audit_query_validation(client, auth, params, status):
 @pytest.mark.parametrize("role", ["proxy"])
 async def test_proxy_cannot_read_audit(client, auth, role):
     assert (await client.get("/v1/audit", headers=auth(role))).status == 403
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        pytest.param("UPDATE audit_event SET actor = 'someone-else'", id="update"),
+        pytest.param("DELETE FROM audit_event", id="delete"),
+    ],
+)
+async def test_the_database_refuses_to_rewrite_the_audit_trail(client, auth, sessions, statement):
+    import sqlalchemy as sa
+    from sqlalchemy.exc import DBAPIError
+
+    await client.post("/v1/tokens", json={"name": "t", "role": "proxy"}, headers=auth("admin"))
+    async with sessions() as session:
+        before = (await session.exec(sa.text("SELECT count(*) FROM audit_event"))).scalar_one()
+        assert before > 0
+        with pytest.raises(DBAPIError, match="append-only"):
+            await session.exec(sa.text(statement))
+        await session.rollback()
+        after = (await session.exec(sa.text("SELECT count(*) FROM audit_event"))).scalar_one()
+    assert after == before
