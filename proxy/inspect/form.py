@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-from proxy.inspect.keys import Ctx, key_info, sibling_context
+from proxy.inspect.free_text import scan_string
+from proxy.inspect.keys import MASK, Ctx, is_identifier_like, key_info, sibling_context
 from proxy.inspect.model import TOO_MANY_FIELDS
 from proxy.inspect.scan import Scan
 from proxy.inspect.walk import walk
@@ -23,9 +24,13 @@ def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) 
     names = []
     for key, _ in pairs:
         named = [s for s in _segments(key) if not s.isdigit()]
-        names.append(named or [key])
+        # A key that is itself an identifier is shown and classified as `*` (see keys.MASK).
+        names.append([MASK if is_identifier_like(s) else s for s in named] or [MASK])
     siblings = sibling_context(tuple(n[-1] for n in names))
     for (key, value), named in zip(pairs, names, strict=True):
+        if is_identifier_like(key):
+            scan_string(scan, f"{prefix}:{MASK}", key, is_text=False)
+            key = MASK
         field_ctx = ctx | siblings
         for parent in named[:-1]:
             field_ctx |= key_info(parent).parent_flags

@@ -535,6 +535,22 @@ _PERSON_SIBLINGS = frozenset(
     ]
 )
 
+# A key that is itself an identifier (`{"+6591234567": {...}}`, `{"mei@example.com": 1}`): it is
+# scanned as a value, never cached, and shown as `*` in locations (locations never hold values).
+IDENTIFIER_LIKE = re.compile(r"@|\d(?:[ ().\-]?\d){5}")
+MASK = "*"
+
+
+def is_identifier_like(key: str) -> bool:
+    """True for a key that may be personal data itself (an e-mail, 6+ digits)."""
+    return IDENTIFIER_LIKE.search(key) is not None
+
+
+def any_identifier_like(keys: tuple[str, ...]) -> bool:
+    """True when one of `keys` is identifier-like (one regex pass over all of them)."""
+    return IDENTIFIER_LIKE.search("\x00".join(keys)) is not None
+
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_ALNUM = re.compile(r"[^0-9a-zA-Z]+")
 

@@ -9,9 +9,23 @@ import orjson
 
 from proxy.inspect import categories as cat
 from proxy.inspect.fields import is_lat_lng_pair, scan_container_key, scan_scalar
-from proxy.inspect.keys import STICKY, Ctx, KeyInfo, Rule, key_info, sibling_context
+from proxy.inspect.free_text import scan_string
+from proxy.inspect.keys import (
+    MASK,
+    STICKY,
+    Ctx,
+    KeyInfo,
+    Rule,
+    any_identifier_like,
+    is_identifier_like,
+    key_info,
+    sibling_context,
+)
+from proxy.inspect.phone import is_phone_value
 from proxy.inspect.scan import Scan
 
+# The key info of a phone number used as a key: its object is about that subscriber.
+_SUBSCRIBER = KeyInfo(MASK, (), MASK, None, False, Ctx.MOBILE, Ctx.NONE)
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
@@ -94,7 +108,11 @@ def _walk_object(
         return
     if node and not in_list:
         scan_container_key(scan, location, info, ctx)
-    inner = child_context(ctx, info, tuple(node))
+    keys = tuple(node)
+    if any_identifier_like(keys):
+        _walk_object_keyed_by_identifiers(scan, node, location, info, ctx, depth)
+        return
+    inner = child_context(ctx, info, keys)
     depth += 1
     # Scalars are handled inline (no call, no location string) when they cannot matter: this
     # loop runs for every field of every batch.
@@ -113,6 +131,26 @@ def _walk_object(
             _visit_str(scan, value, location + _key_suffix(key), key_kind, inner, depth)
         elif key_kind.rule is not None:
             scan_scalar(scan, location + _key_suffix(key), key_kind, value, inner)
+
+
+def _walk_object_keyed_by_identifiers(
+    scan: Scan, node: dict, location: str, info: KeyInfo | None, ctx: int, depth: int
+) -> None:
+    # A map keyed by phone numbers or e-mails (bulk lookup results, per-recipient variables).
+    names = tuple(k for k in node if not is_identifier_like(k))
+    inner = child_context(ctx, info, names)
+    for key, value in node.items():
+        if not is_identifier_like(key):
+            walk(scan, value, location + _key_suffix(key), key_info(key), inner, depth + 1)
+            continue
+        scan.count_field()
+        masked = f"{location}[{MASK}]"
+        scan_string(scan, masked, key, is_text=False)
+        is_msisdn = is_phone_value(key, scan.regions, keyed=key.isdigit() and len(key) >= 10)
+        if is_msisdn:
+            scan.add(cat.PHONE, masked, "phone")
+        # What is filed under a phone number is about that subscriber (an HLR result per number).
+        walk(scan, value, masked, _SUBSCRIBER if is_msisdn else None, inner, depth + 1)
 
 
 def _walk_array(

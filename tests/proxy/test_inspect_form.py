@@ -179,3 +179,12 @@ def test_url_query_and_path(url, expected):
 )
 def test_request_headers(headers, expected):
     assert found("https://api.example.com/", headers, method="GET") == expected
+
+
+def test_form_keys_that_are_identifiers_are_masked():
+    body = b"vars%5Bmei%40example.com%5D%5Bname%5D=Mei&%2B6591234567=1"
+    inspection = inspect_call("POST", "https://api.example.com/", FORM, body)
+    assert {(f.category, f.location) for f in inspection.findings} == {
+        ("contact.email", "form:*"),
+        ("contact.phone_number", "form:*"),
+    }

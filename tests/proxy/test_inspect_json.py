@@ -405,6 +405,41 @@ def test_message_status_beside_a_phone_is_not_device_status():
     assert found(body) == {("contact.phone_number", "json:$.to")}
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            {
+                "results": {
+                    "+6591234567": {"status": "DELIVERED", "ported": False},
+                    "6598765432": {"status": "ABSENT"},
+                }
+            },
+            {
+                ("contact.phone_number", "json:$.results[*]"),
+                ("mobile.device_status", "json:$.results[*].status"),
+                ("mobile.carrier", "json:$.results[*].ported"),
+            },
+            id="hlr results keyed by msisdn",
+        ),
+        pytest.param(
+            {"recipient-variables": {"mei@example.com": {"first": "Mei", "id": 1}}},
+            {("contact.email", "json:$.recipient-variables[*]")},
+            id="mailgun recipient variables keyed by e-mail",
+        ),
+        pytest.param(
+            {"daily": {"2024-01-15": 12, "2024-01-16": 9}},
+            set(),
+            id="trap: dates as keys",
+        ),
+    ],
+)
+def test_keys_that_are_identifiers_are_found_and_never_shown(body, expected):
+    assert found(body) == expected
+    inspection = inspect_call("POST", "https://api.example.com/", JSON, orjson.dumps(body))
+    assert not any("@" in f.location or "91234567" in f.location for f in inspection.findings)
+
+
 def test_ndjson_each_line_is_a_document():
     body = b'{"to": "+6591234567"}\n{"event": "x"}\n{"email": "a@example.com"}\n'
     headers = {"Content-Type": "application/x-ndjson"}
