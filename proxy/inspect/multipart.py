@@ -90,7 +90,7 @@ def scan_multipart(scan: Scan, body: bytes, boundary: str | None, ctx: int) -> N
     siblings = sibling_context(tuple(p.name for p in parts))
     for part in parts:
         scan.count_field()
-        location = f"multipart:{part.name}"
+        location = f"multipart:{MASK if is_identifier_like(part.name) else part.name}"
         media = media_type_of(part.content_type)
         if media.startswith("audio/"):
             scan.add(cat.CONTENT, location, "multipart:audio")  # a recording or voicemail

@@ -8,7 +8,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from proxy.inspect.fields import scan_container_key
-from proxy.inspect.keys import Rule, key_info
+from proxy.inspect.keys import Rule, is_identifier_like, key_info
 from proxy.inspect.model import FORBIDDEN_XML, MALFORMED_XML
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
@@ -68,7 +68,7 @@ def _walk_element(scan: Scan, element: ET.Element, parent: str, ctx: int, depth:
         return
     for attribute in _NAMING_ATTRIBUTES:
         named = element.attrib.get(attribute)
-        if named:
+        if named and not is_identifier_like(named):  # a name, not a value, goes in the path
             info = key_info(named)
             path = f"{path}[@{attribute}={named!r}]"
             break
