@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from proxy.inspect import categories as cat
 from proxy.inspect.decode import charset_of, decode_text, media_type_of
 from proxy.inspect.json_body import scan_json
-from proxy.inspect.keys import key_info, sibling_context
+from proxy.inspect.keys import MASK, is_identifier_like, key_info, sibling_context
 from proxy.inspect.model import MALFORMED_MULTIPART
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
