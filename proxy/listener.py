@@ -44,6 +44,9 @@ PURPOSE_HEADER = "x-sharewall-purpose"
 # Bodies above this are inspected in a worker thread so one big payload does not stall the loop.
 INSPECT_IN_THREAD_BYTES = 64 * 1024
 CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+# How much of a refused request's body is read and dropped before closing (lingering close).
+DISCARD_MAX_BYTES = 16 << 20
+DISCARD_SECONDS = 5.0
 
 
 class BadRequest(Exception):
@@ -236,6 +239,16 @@ class ClientConnection:
                 raise BadRequest("connection closed inside a request body")
             self._feed(data)
 
+    async def discard_body(self, max_bytes: int, seconds: float) -> None:
+        """Read and drop the rest of the current body, up to `max_bytes` or `seconds`."""
+        dropped = 0
+        with contextlib.suppress(TimeoutError, BadRequest, ConnectionError):
+            async with asyncio.timeout(seconds):
+                async for chunk in self.body_rest():
+                    dropped += len(chunk)
+                    if dropped > max_bytes:
+                        return
+
     def finish_message(self) -> None:
         """Forget the current request (its body fully consumed)."""
         self._messages.popleft()
@@ -295,10 +308,6 @@ class ProxyServer:
         self._busy: dict[asyncio.Task[Any], bool] = {}
         self._closing = False
         self._slots = asyncio.Semaphore(self.settings.max_connections)
-
-    @property
-    def sockets(self) -> list[Any]:
-        return list(self._server.sockets) if self._server else []
 
     def bind(self) -> tuple[str, int]:
         """Bind the listening socket (before serving, so the resolver can know our address)."""
@@ -510,9 +519,12 @@ class ProxyServer:
             if status < 0:  # the response could not be completed: the stream is unusable
                 status = -status
                 keep_alive = False
-            if keep_alive and not conn.body_complete:
-                # An undrained body would be read as the next request.
+            if not conn.body_complete:
+                # An undrained body would be read as the next request: close, but first read
+                # and drop some of it (RFC 9112 §9.6): closing on unread bytes resets the
+                # connection and the app may never see the 403 it was sent.
                 keep_alive = False
+                await conn.discard_body(DISCARD_MAX_BYTES, DISCARD_SECONDS)
             if keep_alive:
                 conn.finish_message()
             return keep_alive

@@ -272,7 +272,7 @@ def test_head_204_and_streamed_chunked_responses_are_framed(proxy, upstreams):
 @pytest.mark.parametrize(
     ("body", "headers"),
     [
-        pytest.param(b"x" * (1 << 20) + b"y" * 4096, {}, id="body over the inspection limit"),
+        pytest.param(b"x" * (8 << 20), {}, id="body far over the inspection limit"),
         pytest.param(
             gzip.compress(b"0" * (64 << 20), compresslevel=9),
             {"Content-Encoding": "gzip", "Content-Type": "text/plain"},
