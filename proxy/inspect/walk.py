@@ -26,16 +26,17 @@ from proxy.inspect.scan import Scan
 
 # The key info of a phone number used as a key: its object is about that subscriber.
 _SUBSCRIBER = KeyInfo(MASK, (), MASK, None, False, Ctx.MOBILE, Ctx.NONE)
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z_$@][A-Za-z0-9_\-:.]{0,63}")
 
 
 @lru_cache(maxsize=8192)
 def _key_suffix(key: str) -> str:
-    return f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{key!r}]"
+    # A key that is not a plain name (`Mei Tan`, `Köln`) may be data itself: it is not shown.
+    return f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{MASK}]"
 
 
 def child_location(location: str, key: str) -> str:
-    """`$.a` + `b` → `$.a.b`; keys that are not plain names are quoted: `$.a['b c']`."""
+    """`$.a` + `b` → `$.a.b`; keys that are not plain names are masked: `$.a[*]`."""
     return location + _key_suffix(key)
 
 

@@ -428,6 +428,11 @@ def test_message_status_beside_a_phone_is_not_device_status():
             id="mailgun recipient variables keyed by e-mail",
         ),
         pytest.param(
+            {"contacts": {"Mei Tan": "+6591234567"}},
+            {("contact.phone_number", "json:$.contacts[*]")},
+            id="a name as a key is not shown",
+        ),
+        pytest.param(
             {"daily": {"2024-01-15": 12, "2024-01-16": 9}},
             set(),
             id="trap: dates as keys",
