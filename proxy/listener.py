@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import structlog
@@ -37,6 +37,10 @@ from proxy.upstream import (
     splice,
     stream_response,
 )
+
+if TYPE_CHECKING:  # annotations only: the app builds these
+    from proxy.certs import CertificateAuthority
+    from proxy.decide import Decider
 
 log = structlog.get_logger("sharewall.proxy")
 
@@ -275,13 +279,13 @@ class ProxyContext:
     """What the listener needs from the app; `index` and `ready` change on snapshot reloads."""
 
     settings: Settings
-    decider: Any  # proxy.decide.Decider
+    decider: Decider
     resolver: Resolver
     upstream: UpstreamPool
     decision_log: DecisionLog
     metrics: ProxyMetrics
     destination_forbidden: Callable[[Call, str], Decision]
-    certificate_authority: Any | None = None  # proxy.certs.CertificateAuthority
+    certificate_authority: CertificateAuthority | None = None
     index: RecipientIndex | None = None
     open_tunnels: int = 0
 
@@ -781,7 +785,9 @@ class ProxyServer:
         timing.policy_ms = (time.perf_counter() - t0) * 1000.0
         return decision
 
-    async def _intercept(self, conn: ClientConnection, host: str, port: int, ca: Any) -> None:
+    async def _intercept(
+        self, conn: ClientConnection, host: str, port: int, ca: CertificateAuthority
+    ) -> None:
         """Terminate the client's TLS with a minted leaf, then serve requests inside it."""
         context = await ca.ssl_context_for_async(host)
         await conn.send(CONNECT_OK)
