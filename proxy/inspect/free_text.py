@@ -19,11 +19,39 @@ _SSN_IN = re.compile(r"(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-])")
 _IBAN_GATE = re.compile(r"[A-Z][A-Z]\d\d")  # `[A-Z]{2}` is 3x slower in `re` than this
 _IBAN_IN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 # A number right after one of these words is a reference, not a phone ("order 8812 2291").
-_REFERENCE_LEAD = re.compile(
-    r"(?:order|invoice|inv|ref|reference|code|otp|pin|id|no|nr|#|tracking|account|acct|txn|"
-    r"transaction|booking|parcel|awb|receipt|ticket|case|pnr|sku|serial|amount|total)\W{0,3}$",
-    re.IGNORECASE,
+_REFERENCE_WORDS = frozenset(
+    [
+        "order",
+        "invoice",
+        "inv",
+        "ref",
+        "reference",
+        "code",
+        "otp",
+        "pin",
+        "id",
+        "no",
+        "nr",
+        "#",
+        "tracking",
+        "account",
+        "acct",
+        "txn",
+        "transaction",
+        "booking",
+        "parcel",
+        "awb",
+        "receipt",
+        "ticket",
+        "case",
+        "pnr",
+        "sku",
+        "serial",
+        "amount",
+        "total",
+    ]
 )
+_WORD_BEFORE = re.compile(r"(#|\w+)\W{0,3}$")
 _DATE_LIKE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _MAX_NATIONAL = 32
 # `icon@2x.png` is an image, not an address.
@@ -107,4 +135,5 @@ def _is_national_phone(text: str, start: int, end: int, region: str) -> bool:
         return False  # a decimal amount or a date
     if end < len(text) and text[end] in ".,:" and text[end + 1 : end + 2].isdigit():
         return False  # part of a larger number (`1 234 567,89`, a time)
-    return not _REFERENCE_LEAD.search(text[max(0, start - 16) : start])
+    before = _WORD_BEFORE.search(text, max(0, start - 24), start)
+    return before is None or before[1].lower() not in _REFERENCE_WORDS

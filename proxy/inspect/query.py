@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 from proxy.inspect import categories as cat
@@ -57,6 +58,9 @@ _MOBILE_PATH_WORDS = frozenset(
 )
 
 
+_DIGIT_OR_AT = re.compile(r"[\d@]")
+
+
 def _path_segments(url: str) -> list[str]:
     return [unquote(s) for s in urlsplit(url).path.split("/") if s]
 
@@ -82,6 +86,9 @@ def scan_url(scan: Scan, url: str, ctx: int) -> None:
     previous = ""
     for segment in _path_segments(url):
         scan.count_field()
+        if not _DIGIT_OR_AT.search(segment):
+            previous = segment  # `sms`, `text`, `advanced`: names, not data
+            continue
         keyed = "".join(ch for ch in previous.lower() if ch.isalnum()) in _PHONE_PATH_PARENTS
         if is_phone_value(segment, scan.regions, keyed=keyed):
             scan.add(cat.PHONE, "path", "phone")
