@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -220,6 +221,22 @@ def test_keep_alive_responses_are_not_held_back_by_nagle(proxy, upstreams):
     finally:
         conn.close()
     assert sorted(times)[3] < 0.030
+
+
+def test_pipelined_requests_are_answered_in_order(proxy, upstreams):
+    m = _marker("pipelined")
+    port = upstreams.http_port
+
+    def request(i: int, extra: str = "") -> bytes:
+        return (
+            f"GET http://api.vendor.test:{port}/{m}/{i} HTTP/1.1\r\n"
+            f"Host: api.vendor.test:{port}\r\n{extra}\r\n"
+        ).encode()
+
+    raw = raw_exchange(proxy.port, request(1) + request(2) + request(3, "Connection: close\r\n"))
+    assert raw.count(b"HTTP/1.1 200 OK") == 3
+    order = re.findall(rf'"path": "/{m}/(\d)"'.encode(), raw)
+    assert order == [b"1", b"2", b"3"]
 
 
 def test_http10_client_gets_a_close_delimited_http10_answer(proxy, upstreams):
