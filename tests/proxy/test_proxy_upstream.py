@@ -66,3 +66,12 @@ def test_an_upstream_body_cut_short_never_looks_complete_to_the_app(proxy, upstr
             assert r.status == 502
     finally:
         conn.close()
+
+
+def test_upstream_tls_that_fails_is_a_502_not_a_plaintext_fallback(proxy, upstreams):
+    # origin.vendor.test has tls_origination; its http_port speaks plain HTTP only.
+    m = uuid.uuid4().hex[:8]
+    r = _session(proxy).get(f"http://origin.vendor.test:{upstreams.http_port}/{m}", timeout=10)
+    assert r.status_code == 502
+    assert r.json()["error"] == "upstream_unreachable"
+    assert upstreams.find(m) == []

@@ -1,0 +1,61 @@
+"""`sharewall proxy` refuses to start (exit 2, with the reason) on unusable flags or files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from proxy_harness import REPO
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/missing.yaml"], "no such file", id="missing file"
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--ca-cert", "x.pem"],
+            "--ca-cert and --ca-key go together",
+            id="half a CA",
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--engine", "opa"],
+            "--engine opa needs --opa-url",
+            id="opa without url",
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--resolve", "a.test:80"],
+            "HOST:PORT:ADDR",
+            id="bad pin",
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--listen", "nowhere"],
+            "expected HOST:PORT",
+            id="bad listen address",
+        ),
+    ],
+)
+def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--spool-dir",
+            str(tmp_path),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert reason in out.stdout + out.stderr
