@@ -276,7 +276,11 @@ class _Head:
                     raise ValueError("invalid Content-Length")
                 self.length = int(value)
             elif lname == "transfer-encoding":
-                self.transfer_chunked = value.lower().replace(" ", "").endswith("chunked")
+                # Only plain chunked is relayed: the app would get other codings' bytes
+                # without the header that names them (TE is hop-by-hop).
+                if value.strip().lower() != "chunked":
+                    raise ValueError("unsupported transfer coding")
+                self.transfer_chunked = True
             elif lname == "connection":
                 connection += "," + value.lower()
         if self.transfer_chunked:
