@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,18 @@ class SnapshotRows:
     recipients: Sequence[Any]
     hosts: Sequence[Any]
     grants: Sequence[Any]
+
+
+def _json_text(column: sa.ColumnElement) -> sa.ColumnElement:
+    """A JSON column read as its text: orjson decodes 60,000 of them ~10x faster than json."""
+    return sa.type_coerce(column, sa.Text)
+
+
+def _loads(value: str | bytes | list | None) -> list:
+    # Drivers hand back text (SQLite, asyncpg's json) or, for some types, decoded values.
+    if value is None:
+        return []
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 async def read_version(session: AsyncSession) -> int:
@@ -57,7 +71,7 @@ async def fetch_snapshot_rows(session: AsyncSession) -> SnapshotRows:
                 r.name,
                 r.kind,
                 r.status,
-                r.regions,
+                _json_text(r.regions),
                 r.tls_origination,
                 r.inspect_tls,
                 r.owner_team,
@@ -71,7 +85,7 @@ async def fetch_snapshot_rows(session: AsyncSession) -> SnapshotRows:
     # Only approved grants reach enforcement; a proposed or revoked grant grants nothing.
     grants = (
         await conn.execute(
-            sa.select(g.recipient_id, g.purpose, g.categories, g.legal_basis, g.expires)
+            sa.select(g.recipient_id, g.purpose, _json_text(g.categories), g.legal_basis, g.expires)
             .where(g.status == "approved")
             .order_by(g.recipient_id, g.purpose, g.id)
         )
@@ -92,6 +106,24 @@ def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
     they were written, and building 60,000 model objects on every change would cost seconds
     and delay the change reaching the proxies (which validate what they receive).
     """
+    with _gc_paused():
+        return _document(rows)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    # 60,000 fresh dicts trigger repeated full collections over the whole heap: pausing the
+    # collector for the build halves its time (measured in bench/bench_registry.py).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _document(rows: SnapshotRows) -> dict[str, Any]:
     hosts_of: dict[str, list[str]] = defaultdict(list)
     for recipient_id, pattern in rows.hosts:
         hosts_of[recipient_id].append(pattern)
@@ -100,7 +132,7 @@ def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
         grants_of[recipient_id].append(
             {
                 "purpose": purpose,
-                "categories": list(dict.fromkeys(categories or ())),
+                "categories": list(dict.fromkeys(_loads(categories))),
                 "legal_basis": legal_basis,
                 "expires": expires.isoformat() if expires is not None else None,
             }
@@ -111,7 +143,7 @@ def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
             "name": name,
             "kind": kind,
             "status": status,
-            "regions": list(regions or ()),
+            "regions": _loads(regions),
             "hosts": hosts_of.get(rid, []),
             "tls_origination": bool(tls_origination),
             "inspect_tls": bool(inspect_tls),
