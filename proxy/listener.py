@@ -22,7 +22,7 @@ import structlog
 from proxy import responses
 from proxy.authority import BadAuthority, parse_authority, split_absolute_url
 from proxy.decision import Call, Decision, new_decision_id
-from proxy.decision_log import DecisionLog, decision_record
+from proxy.decision_log import DecisionLog, decision_record, redact_path
 from proxy.destinations import Destination, DestinationForbidden, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, Inspection
@@ -486,7 +486,8 @@ class ProxyServer:
                 scheme=scheme,
                 host=host,
                 port=port,
-                path=path,
+                # Redacted: an OPA sidecar may log its input, and no rule reads credentials.
+                path=redact_path(path),
                 inspected=True,
                 tls_upstream=tls_upstream,
                 recipient_id=recipient.id if recipient else None,
