@@ -505,7 +505,7 @@ class ProxyServer:
             except OSError as exc:
                 unresolved = exc  # decided first: a blocked call is a 403 whatever DNS says
             if decision is None:
-                decision = await self._decide(conn, head, call, body, truncated, timing)
+                decision = await self._decide(head, call, path, body, truncated, timing)
             status = await self._answer_or_forward(
                 conn,
                 head,
@@ -552,14 +552,15 @@ class ProxyServer:
 
     async def _decide(
         self,
-        conn: ClientConnection,
         head: RequestHead,
         call: Call,
+        path: str,
         body: bytes,
         truncated: bool,
         timing: _Timing,
     ) -> Decision:
-        url = f"{call.scheme}://{_authority(call.host, call.port, call.scheme)}{call.path}"
+        # The inspector sees the real path (query included); the policy input a redacted one.
+        url = f"{call.scheme}://{_authority(call.host, call.port, call.scheme)}{path}"
         t0 = time.perf_counter()
         args = (head.method, url, head.headers, body)
         kwargs = {"limits": self.settings.limits, "body_truncated": truncated}

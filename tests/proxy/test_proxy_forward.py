@@ -326,6 +326,18 @@ def test_logs_never_carry_secrets_or_finding_values(proxy, upstreams):
     assert PHONE not in text and PHONE[1:] not in text
 
 
+def test_a_password_in_the_query_is_inspected_though_logged_redacted(proxy, upstreams):
+    m = _marker("query-secret")
+    url = f"http://api.vendor.test:{upstreams.http_port}/{m}?password=hunter2xyz"
+    r = _session(proxy).get(url, timeout=10)
+    assert r.status_code == 403
+    assert "CATEGORY_NOT_APPROVED" in [x["code"] for x in r.json()["reasons"]]
+    line = proxy.decision(r.headers["X-Sharewall-Decision-Id"])
+    assert line["categories"] == ["credentials.secret"]
+    assert line["path"] == f"/{m}?password=REDACTED"
+    assert "hunter2xyz" not in proxy.log_text()
+
+
 def test_blocked_decisions_are_spooled_for_shipping(proxy, upstreams):
     m = _marker("spool")
     r = _session(proxy).post(
