@@ -114,7 +114,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 async def _check(args: argparse.Namespace) -> int:
     # Imported here so that `sharewall --help` does not load regorus and the inspector.
-    from proxy.check import CheckInputError, check_call
+    from proxy.check import CheckInputError, check_call, is_token, parse_target
     from proxy.decide import Decider
     from proxy.engines import create_engine
     from proxy.recipients import RecipientIndex
@@ -124,6 +124,12 @@ async def _check(args: argparse.Namespace) -> int:
         snapshot = load_registry_file(args.registry_file)
     except RegistryFileError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        parse_target(args.url)  # fail fast, before an engine is started
+    except CheckInputError as exc:
+        raise UsageError(str(exc)) from None
+    if not is_token(args.method.strip()):
+        raise UsageError(f"invalid HTTP method {args.method!r}")
     headers = [parse_header(h) for h in args.header]
     body = read_body(args.data)
     if args.engine == "opa" and not args.opa_url:
