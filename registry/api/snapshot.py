@@ -71,6 +71,7 @@ class SnapshotHub:
         self._changed = asyncio.Event()
         self._closing = False
         self.builds = 0
+        self.poll_interval = VERSION_POLL_INTERVAL_S
 
     @property
     def _sessions(self) -> async_sessionmaker:
@@ -136,10 +137,10 @@ class SnapshotHub:
                 return False
         return self._known != version
 
-    async def poll_versions(self, interval: float = VERSION_POLL_INTERVAL_S) -> None:
-        """Fallback for writes made by other processes: notice a new version within `interval`."""
+    async def poll_versions(self) -> None:
+        """Fallback for writes made by other processes: notice a new version within `poll_interval`."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.poll_interval)
             try:
                 await self.current_version()
             except Exception as exc:  # a database blip must not end the poller

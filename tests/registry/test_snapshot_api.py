@@ -9,7 +9,10 @@ from datetime import date
 import orjson
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
 
+from registry.api.app import create_app
+from registry.api.snapshot import SNAPSHOT_HUB
 from registry.models import Grant, Recipient, RecipientHost
 from registry.snapshot import Snapshot
 from registry.snapshot_builder import build_snapshot, policy_data_of
@@ -177,3 +180,41 @@ async def test_served_document_matches_the_schema_revision_and_policy_data(
         built = await build_snapshot(session)
     assert built.revision == doc["revision"]
     assert built.recipients == snapshot.recipients
+
+
+async def test_api_write_wakes_long_polls_in_process(client, auth, sessions, unique):
+    snapshots = client.server.app[SNAPSHOT_HUB]
+    snapshots.poll_interval = 60.0  # the fallback poll must not be what wakes us
+    await asyncio.sleep(0.6)  # let the poller's current 0.5 s sleep run out
+    rid = unique("sinch")
+    await seed_recipient(sessions, rid)
+    etag = (await client.get("/v1/snapshot", headers=auth("proxy"))).headers["ETag"]
+    poll = asyncio.create_task(
+        client.get("/v1/snapshot?wait=30", headers={**auth("proxy"), "If-None-Match": etag})
+    )
+    await asyncio.sleep(0.2)
+    changed_at = time.monotonic()
+    suspended = await client.post(f"/v1/recipients/{rid}/suspend", headers=auth("security"))
+    assert suspended.status == 200, await suspended.text()
+    resp = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - changed_at < 1.0
+    assert Snapshot.model_validate(await resp.json()).recipient(rid).status == "suspended"
+
+
+async def test_shutdown_releases_long_polls(settings, auth):
+    server = TestServer(create_app(settings), host="127.0.0.1", port=0)
+    client = TestClient(server)
+    await client.start_server()
+    etag = (await client.get("/v1/snapshot", headers=auth("proxy"))).headers["ETag"]
+    poll = asyncio.create_task(
+        client.get("/v1/snapshot?wait=60", headers={**auth("proxy"), "If-None-Match": etag})
+    )
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    closing = asyncio.create_task(client.server.close())
+    # The held poll is answered (304, "nothing new"), not cut off, and shutdown is not held up.
+    resp = await asyncio.wait_for(poll, 5)
+    assert resp.status == 304
+    await closing
+    assert time.monotonic() - started < 5
+    await client.close()
