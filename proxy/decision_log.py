@@ -97,15 +97,22 @@ def decision_record(
     inspect_ms: float | None = None,
     policy_ms: float | None = None,
     upstream_ms: float | None = None,
+    blocked: bool | None = None,
 ) -> dict[str, Any]:
-    """The full record of one call (log line fields plus time, reasons and findings)."""
+    """The full record of one call (log line fields plus time, reasons and findings).
+
+    `blocked` says whether the proxy refused the call itself; by default a denied decision
+    is blocked in enforce mode only (report mode lets it pass, flagged `would_block`).
+    """
     denied = not decision.allow
     report = mode == "report"
+    if blocked is None:
+        blocked = denied and not report
     return {
         TIME: datetime.now(UTC).isoformat(timespec="milliseconds"),
         DECISION_ID: decision.decision_id,
-        ACTION: "allow" if (report or not denied) else "deny",
-        WOULD_BLOCK: report and denied,
+        ACTION: "deny" if blocked else "allow",
+        WOULD_BLOCK: denied and not blocked,
         MODE: mode,
         REASON_CODES: list(decision.reason_codes),
         RECIPIENT_ID: decision.recipient_id,

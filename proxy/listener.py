@@ -296,6 +296,7 @@ class _Timing:
     inspect_ms: float | None = None
     policy_ms: float | None = None
     upstream_ms: float | None = None
+    blocked: bool = False  # we answered 403/503 ourselves (whatever the mode)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000.0
@@ -539,6 +540,7 @@ class ProxyServer:
             log.exception("egress.internal_error", decision_id=decision_id)
             decision = Decision(decision_id=decision_id, action="deny", fault="internal_error")
             status = 503
+            timing.blocked = True
             with contextlib.suppress(Exception):
                 await conn.send(
                     responses.unavailable(
@@ -548,7 +550,7 @@ class ProxyServer:
             return False
         finally:
             if decision is not None:
-                self._log(decision, record_args, status, timing)
+                self._log(decision, record_args, status, timing, blocked=timing.blocked)
 
     async def _decide(
         self,
@@ -601,6 +603,7 @@ class ProxyServer:
         report = self.settings.mode == "report"
         forbidden = DestinationForbidden.code in decision.reason_codes
         if decision.unavailable and not report:
+            timing.blocked = True
             await conn.send(
                 responses.unavailable(
                     decision.decision_id,
@@ -613,6 +616,7 @@ class ProxyServer:
         if (not decision.allow and not report) or forbidden:
             # A forbidden destination stays forbidden in report mode: there is no checked
             # address to connect to.
+            timing.blocked = True
             await conn.send(
                 responses.blocked(
                     decision,
@@ -714,7 +718,7 @@ class ProxyServer:
         except DestinationForbidden as exc:
             decision = self.ctx.destination_forbidden(call, exc.detail)
             await conn.send(responses.blocked(decision, keep_alive=False))
-            self._log(decision, record_args, 403, timing)
+            self._log(decision, record_args, 403, timing, blocked=True)
             return
         except OSError:
             destination = None  # decided first: a blocked tunnel is a 403 whatever DNS says
@@ -725,11 +729,11 @@ class ProxyServer:
         report = self.settings.mode == "report"
         if decision.unavailable and not report:
             await conn.send(responses.unavailable(decision.decision_id, keep_alive=False))
-            self._log(decision, record_args, 503, timing)
+            self._log(decision, record_args, 503, timing, blocked=True)
             return
         if not decision.allow and not report:
             await conn.send(responses.blocked(decision, keep_alive=False))
-            self._log(decision, record_args, 403, timing)
+            self._log(decision, record_args, 403, timing, blocked=True)
             return
         if destination is None:
             await conn.send(
@@ -740,7 +744,7 @@ class ProxyServer:
                     keep_alive=False,
                 )
             )
-            self._log(decision, record_args, 502, timing)
+            self._log(decision, record_args, 502, timing, blocked=False)
             return
         if self.ctx.open_tunnels >= self.settings.max_tunnels:
             await conn.send(
@@ -748,7 +752,7 @@ class ProxyServer:
                     503, responses.TOO_MANY_TUNNELS, "too many open tunnels", keep_alive=False
                 )
             )
-            self._log(decision, record_args, 503, timing)
+            self._log(decision, record_args, 503, timing, blocked=False)
             return
         t0 = time.perf_counter()
         try:
@@ -757,12 +761,12 @@ class ProxyServer:
             )
         except UpstreamError as exc:
             await conn.send(responses.error(exc.status, exc.code, exc.message, keep_alive=False))
-            self._log(decision, record_args, exc.status, timing)
+            self._log(decision, record_args, exc.status, timing, blocked=False)
             return
         timing.upstream_ms = (time.perf_counter() - t0) * 1000.0
         await conn.send(CONNECT_OK)
         conn.tunnel_established = True
-        self._log(decision, record_args, 200, timing)
+        self._log(decision, record_args, 200, timing, blocked=False)
         self.ctx.open_tunnels += 1
         self.ctx.metrics.open_tunnels.inc()
         try:
@@ -812,7 +816,13 @@ class ProxyServer:
     # -- logging ---------------------------------------------------------------------------------
 
     def _log(
-        self, decision: Decision, args: dict[str, Any], status: int | None, timing: _Timing
+        self,
+        decision: Decision,
+        args: dict[str, Any],
+        status: int | None,
+        timing: _Timing,
+        *,
+        blocked: bool,
     ) -> None:
         record = decision_record(
             decision=decision,
@@ -824,6 +834,7 @@ class ProxyServer:
             inspect_ms=timing.inspect_ms,
             policy_ms=timing.policy_ms,
             upstream_ms=timing.upstream_ms,
+            blocked=blocked,
             **args,
         )
         self.ctx.decision_log.emit(record)

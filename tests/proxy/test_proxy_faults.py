@@ -149,6 +149,16 @@ def test_report_mode_lets_blocked_calls_pass_and_logs_would_block(report_proxy, 
     assert line["reason_codes"] == ["PERSONAL_DATA_IN_CLEARTEXT"]
 
 
+def test_report_mode_still_refuses_forbidden_destinations(report_proxy, upstreams):
+    m = _marker("report-forbidden")
+    r = _session(report_proxy).get(f"http://127.0.0.1:{upstreams.http_port}/{m}", timeout=10)
+    assert r.status_code == 403
+    assert upstreams.find(m) == []
+    line = report_proxy.decision(r.headers["X-Sharewall-Decision-Id"])
+    assert line["action"] == "deny" and line["would_block"] is False
+    assert line["reason_codes"] == ["DESTINATION_FORBIDDEN"]
+
+
 def test_report_mode_streams_an_oversized_body_upstream_in_full(report_proxy, upstreams):
     m = _marker("report-big")
     body = b"z" * ((1 << 20) + 12345)
