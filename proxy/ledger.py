@@ -51,6 +51,26 @@ class Ledger:
         done = [k for k in self._counts if everything or k[0] < current]
         return [_row(k, self._counts.pop(k)) for k in done]
 
+    def restore(self, rows: list[dict[str, Any]]) -> None:
+        """Add rows saved by a previous run back into the counts (an unfinished minute goes on)."""
+        for row in rows:
+            try:
+                minute = (
+                    int(datetime.fromisoformat(row["minute"].replace("Z", "+00:00")).timestamp())
+                    // 60
+                )
+                key = (
+                    minute,
+                    row["source_workload"],
+                    row["source_namespace"],
+                    row["recipient_id"],
+                    row["purpose"],
+                    row["category"],
+                )
+                self._counts[key] = self._counts.get(key, 0) + int(row["count"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue  # a damaged row cannot be counted; the rest still are
+
     def __len__(self) -> int:
         return len(self._counts)
 

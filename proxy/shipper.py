@@ -92,7 +92,13 @@ class Shipper:
 
     async def start(self) -> None:
         """Load ledger rows left by the last run, then ship in the background."""
-        self._pending_ledger = await asyncio.to_thread(self._load_pending)
+        saved = await asyncio.to_thread(self._load_pending)
+        if self.ledger is not None:
+            # Back into the counts: a minute the last run left unfinished is counted on, and
+            # shipped once, whole (a re-sent row replaces, so half a minute must never go out).
+            self.ledger.restore(saved)
+        else:
+            self._pending_ledger = saved
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -106,8 +112,6 @@ class Shipper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self.ledger is not None:
-            self._pending_ledger.extend(self.ledger.take_complete(everything=True))
         if self._session is not None:
             try:
                 await asyncio.wait_for(self.ship_once(), drain_timeout)
@@ -115,6 +119,9 @@ class Shipper:
                 log.info("shipper.drain_incomplete", error=type(exc).__name__)
             await self._session.close()
             self._session = None
+        if self.ledger is not None:
+            # The current minute is not over: saved, not sent, and continued by the next run.
+            self._pending_ledger.extend(self.ledger.take_complete(everything=True))
         await asyncio.to_thread(self._save_pending)
 
     async def _run(self) -> None:

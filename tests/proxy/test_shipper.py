@@ -189,10 +189,25 @@ async def test_registry_down_keeps_segments_until_it_answers(registry, tmp_path)
     assert spool.sealed_segments() == []
 
 
+def ledger_counts(registry: Registry, workload: str) -> list[tuple[str, int]]:
+    engine = sa.create_engine(registry.db_url.replace("+aiosqlite", ""))
+    try:
+        with engine.connect() as conn:
+            stmt = sa.select(LedgerEntry.minute, LedgerEntry.count).where(
+                LedgerEntry.source_workload == workload
+            )
+            return [(str(m)[:16], c) for m, c in conn.execute(stmt)]
+    finally:
+        engine.dispose()
+
+
+MINUTE = 1_795_000_020 * 1.0  # a minute boundary (60 * 29_916_667) in late 2026
+
+
 async def test_unshipped_ledger_rows_survive_a_proxy_restart(registry, tmp_path):
     spool = await spooled(tmp_path / "spool", [])
     workload = f"w-{uuid.uuid4().hex[:6]}"
-    ledger = Ledger(Clock(1_800_000_000.0))
+    ledger = Ledger(Clock(MINUTE + 5))
     for _ in range(4):
         ledger.record(allowed(source_workload=workload))
     down = Shipper(f"http://127.0.0.1:{free_port()}", registry.token, spool, ledger, proxy_id="p1")
@@ -200,19 +215,35 @@ async def test_unshipped_ledger_rows_survive_a_proxy_restart(registry, tmp_path)
     await down.close(drain_timeout=0.5)  # registry unreachable: rows go to disk
     pending = orjson.loads((spool.directory / LEDGER_PENDING_FILE).read_bytes())
     assert [r["count"] for r in pending] == [4]
-    restarted = Shipper(registry.url, registry.token, spool, Ledger(), proxy_id="p1")
+    restarted = Shipper(
+        registry.url, registry.token, spool, Ledger(Clock(MINUTE + 65)), proxy_id="p1"
+    )
     await restarted.start()
     await restarted.ship_once()
     await restarted.close()
     assert not (spool.directory / LEDGER_PENDING_FILE).exists()
-    engine = sa.create_engine(registry.db_url.replace("+aiosqlite", ""))
-    with engine.connect() as conn:
-        counts = (
-            conn.execute(
-                sa.select(LedgerEntry.count).where(LedgerEntry.source_workload == workload)
-            )
-            .scalars()
-            .all()
-        )
-    engine.dispose()
-    assert counts == [4]
+    assert [c for _, c in ledger_counts(registry, workload)] == [4]
+
+
+async def test_a_minute_split_by_a_restart_is_shipped_whole(registry, tmp_path):
+    # Re-sent rows replace: shipping the first half at shutdown and the second half after the
+    # restart would leave only the second half. The half minute is carried over instead.
+    spool = await spooled(tmp_path / "spool", [])
+    workload = f"w-{uuid.uuid4().hex[:6]}"
+    first = Ledger(Clock(MINUTE + 10))
+    for _ in range(4):
+        first.record(allowed(source_workload=workload))
+    shipper = Shipper(registry.url, registry.token, spool, first, proxy_id="p1")
+    await shipper.start()
+    await shipper.close()
+    assert ledger_counts(registry, workload) == []  # nothing half-counted went out
+    clock = Clock(MINUTE + 30)
+    second = Ledger(clock)
+    shipper = Shipper(registry.url, registry.token, spool, second, proxy_id="p1")
+    await shipper.start()
+    for _ in range(3):
+        second.record(allowed(source_workload=workload))
+    clock.t = MINUTE + 61
+    await shipper.ship_once()
+    await shipper.close()
+    assert [c for _, c in ledger_counts(registry, workload)] == [7]
