@@ -357,6 +357,17 @@ class ProxyServer:
         task = asyncio.current_task()
         assert task is not None
         if self._closing or self._slots.locked():
+            if not self._closing:
+                log.warning("proxy.connection_refused", reason="max_connections")
+                with contextlib.suppress(Exception):
+                    writer.write(
+                        responses.error(
+                            503,
+                            responses.TOO_MANY_CONNECTIONS,
+                            "too many client connections",
+                            keep_alive=False,
+                        )
+                    )
             writer.close()
             return
         sock = writer.get_extra_info("socket")

@@ -18,6 +18,7 @@ UPSTREAM_TIMEOUT = "upstream_timeout"
 BAD_REQUEST = "bad_request"
 HEADERS_TOO_LARGE = "headers_too_large"
 TOO_MANY_TUNNELS = "too_many_tunnels"
+TOO_MANY_CONNECTIONS = "too_many_connections"
 UNSUPPORTED = "unsupported"
 
 

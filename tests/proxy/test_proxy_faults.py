@@ -59,6 +59,8 @@ def faulty_engine_proxy(tmp_path_factory, certs, upstreams):
         "opa",
         "--opa-url",
         f"http://127.0.0.1:{free_port()}",
+        "--max-connections",
+        "3",
     )
     yield p
     p.stop()
@@ -114,6 +116,26 @@ def test_engine_fault_fails_closed_with_503(faulty_engine_proxy, upstreams):
     assert line["fault"] and line["action"] == "deny" and line["status"] == 503
     ready = _direct().get(f"{p.admin_url}/readyz", timeout=5)
     assert ready.status_code == 503
+
+
+def _open_connections(p) -> float:
+    metrics = _direct().get(f"{p.admin_url}/metrics", timeout=5).text
+    line = next(x for x in metrics.splitlines() if x.startswith("sharewall_open_connections "))
+    return float(line.split()[1])
+
+
+def test_connections_beyond_the_limit_get_a_503(faulty_engine_proxy):
+    p = faulty_engine_proxy
+    assert _wait_for(lambda: _open_connections(p) == 0)
+    held = [socket.create_connection(("127.0.0.1", p.port), timeout=5) for _ in range(3)]
+    try:
+        assert _wait_for(lambda: _open_connections(p) == 3)
+        status, _, body = parse_response(raw_exchange(p.port, b""))
+        assert status == 503
+        assert json.loads(body)["error"] == "too_many_connections"
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_upstream_refusing_connections_is_502(proxy, upstreams):
