@@ -180,7 +180,8 @@ class RegistryFollower:
                 raise RegistryHTTPError(resp.status, (await resp.text())[:200])
             body = await resp.read()
             etag = resp.headers.get("ETag")
-        snapshot = Snapshot.model_validate_json(body)
+        # Validating 10,000 recipients takes a while: not on the loop that proxies the calls.
+        snapshot = await asyncio.to_thread(Snapshot.model_validate_json, body)
         log.info(
             "registry.snapshot_received",
             version=snapshot.version,
