@@ -575,7 +575,9 @@ class ProxyServer:
         # The inspector sees the real path (query included); the policy input a redacted one.
         url = f"{call.scheme}://{_authority(call.host, call.port, call.scheme)}{path}"
         t0 = time.perf_counter()
-        args = (head.method, url, head.headers, body)
+        # Inspected: exactly the headers that would go upstream (not Proxy-Authorization, not
+        # X-Sharewall-*): data that never leaves the pod is not shared with anyone.
+        args = (head.method, url, filter_request_headers(head.headers), body)
         kwargs = {"limits": self.settings.limits, "body_truncated": truncated}
         if len(body) > INSPECT_IN_THREAD_BYTES:
             inspection = await asyncio.to_thread(inspect_call, *args, **kwargs)

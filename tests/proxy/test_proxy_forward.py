@@ -148,6 +148,20 @@ def test_hop_by_hop_and_sharewall_headers_are_stripped_both_ways(proxy, upstream
     assert "Keep-Alive" not in r.headers
 
 
+def test_only_what_goes_upstream_is_inspected(proxy, upstreams):
+    # A header the Connection header names is hop-by-hop: it never leaves the pod, so the
+    # phone number in it is shared with no one.
+    m = _marker("hop-only")
+    url = f"http://api.vendor.test:{upstreams.http_port}/{m}"
+    s = _session(proxy)
+    hop = s.get(url, headers={"Connection": "X-Msisdn", "X-Msisdn": PHONE}, timeout=10)
+    assert hop.status_code == 200
+    [seen] = upstreams.find(m)
+    assert seen.header("X-Msisdn") is None
+    sent = s.get(url + "-sent", headers={"X-Msisdn": PHONE}, timeout=10)
+    assert sent.status_code == 403  # the same header, forwarded, is personal data in cleartext
+
+
 def test_httpx_client_through_the_proxy(proxy, upstreams):
     m = _marker("httpx")
     with httpx.Client(proxy=proxy.url, trust_env=False, timeout=10) as client:
