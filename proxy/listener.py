@@ -274,6 +274,15 @@ class _HeadTooLarge(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """An intercepted CONNECT: where its requests go, and the purpose the CONNECT declared."""
+
+    host: str
+    port: int
+    purpose: str | None  # X-Sharewall-Purpose on the CONNECT (e.g. curl --proxy-header)
+
+
 @dataclass
 class ProxyContext:
     """What the listener needs from the app; `index` and `ready` change on snapshot reloads."""
@@ -396,7 +405,7 @@ class ProxyServer:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _serve(self, conn: ClientConnection, tunnel: tuple[str, int] | None = None) -> None:
+    async def _serve(self, conn: ClientConnection, tunnel: Tunnel | None = None) -> None:
         """Serve requests on one connection (`tunnel`: inside an intercepted CONNECT)."""
         while not self._closing:
             try:
@@ -445,7 +454,7 @@ class ProxyServer:
     # -- one plain (or intercepted) request ------------------------------------------------------
 
     async def _request(
-        self, conn: ClientConnection, head: RequestHead, tunnel: tuple[str, int] | None
+        self, conn: ClientConnection, head: RequestHead, tunnel: Tunnel | None
     ) -> bool:
         """Decide and forward one request; True when the connection may serve another one."""
         if head.header("upgrade") is not None and head.method != "CONNECT":
@@ -454,7 +463,7 @@ class ProxyServer:
             if tunnel is not None:
                 if not head.target.startswith("/"):
                     raise BadAuthority("requests inside a tunnel must be in origin-form")
-                scheme, (host, port), path = "https", tunnel, head.target
+                scheme, host, port, path = "https", tunnel.host, tunnel.port, head.target
             else:
                 scheme, host, port, path = split_absolute_url(head.target)
             host_header = head.header("host")
@@ -487,7 +496,11 @@ class ProxyServer:
         try:
             body, truncated = await conn.read_body(self.settings.limits.max_body_bytes)
             keep_alive = keep_alive and not truncated
-            purpose = head.header(PURPOSE_HEADER) or self.settings.default_purpose
+            purpose = (
+                head.header(PURPOSE_HEADER)
+                or (tunnel.purpose if tunnel is not None else None)
+                or self.settings.default_purpose
+            )
             index = self.ctx.index
             recipient = index.resolve(host, port) if index is not None else None
             tls_upstream = scheme == "https" or bool(recipient and recipient.tls_origination)
@@ -736,7 +749,8 @@ class ProxyServer:
         except OSError:
             destination = None  # decided first: a blocked tunnel is a 403 whatever DNS says
         if intercept and destination is not None:
-            await self._intercept(conn, host, port, ca)
+            tunnel = Tunnel(host, port, head.header(PURPOSE_HEADER))
+            await self._intercept(conn, tunnel, ca)
             return
         decision = await self._decide_tunnel(call, timing)
         report = self.settings.mode == "report"
@@ -805,23 +819,25 @@ class ProxyServer:
         return decision
 
     async def _intercept(
-        self, conn: ClientConnection, host: str, port: int, ca: CertificateAuthority
+        self, conn: ClientConnection, tunnel: Tunnel, ca: CertificateAuthority
     ) -> None:
         """Terminate the client's TLS with a minted leaf, then serve requests inside it."""
-        context = await ca.ssl_context_for_async(host)
+        context = await ca.ssl_context_for_async(tunnel.host)
         await conn.send(CONNECT_OK)
         conn.tunnel_established = True
         try:
             await conn.writer.start_tls(context, ssl_handshake_timeout=self.settings.header_timeout)
         except (OSError, TimeoutError) as exc:
-            log.info("tunnel.tls_failed", host=host, port=port, error=type(exc).__name__)
+            log.info(
+                "tunnel.tls_failed", host=tunnel.host, port=tunnel.port, error=type(exc).__name__
+            )
             return
         conn.reset_parser()
         conn.tls = True
         self.ctx.metrics.inflight.dec()
         self._set_busy(False)
         try:
-            await self._serve(conn, tunnel=(host, port))
+            await self._serve(conn, tunnel=tunnel)
         finally:
             self.ctx.metrics.inflight.inc()
             self._set_busy(True)

@@ -126,3 +126,33 @@ def test_curl_through_an_intercepted_tunnel(proxy, upstreams, certs):
         check=True,
     )
     assert json.loads(out.stdout)["path"] == f"/{m}"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_purpose_declared_on_connect_applies_inside_the_tunnel(proxy, upstreams, certs):
+    m = _marker("connect-purpose")
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "--noproxy",
+            "",
+            "-x",
+            proxy.url,
+            "--proxy-header",
+            "X-Sharewall-Purpose: marketing",
+            "--cacert",
+            str(certs.proxy_ca_cert),
+            "-d",
+            f"To={PHONE}",
+            f"https://api.vendor.test:{upstreams.https_port}/{m}",
+        ],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+    doc = json.loads(out.stdout)
+    assert doc["error"] == "egress_blocked"
+    assert "MOBILE_INFO_FOR_MARKETING" in [x["code"] for x in doc["reasons"]]
+    assert proxy.decision(doc["decision_id"])["purpose"] == "marketing"
+    assert upstreams.find(m) == []
