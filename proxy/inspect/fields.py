@@ -41,14 +41,16 @@ _KEY_ONLY: dict[str, tuple[str, int]] = {
     Rule.CELL: (cat.LOCATION_PRECISE, Ctx.NONE),
     Rule.COUNTRY: (cat.LOCATION_COUNTRY, Ctx.NONE),
 }
+KEY_ONLY_RULES = frozenset(_KEY_ONLY)
 # Per-call memo of judged string values (it dies with the call's Scan).
-_MEMO_MAX_LENGTH = 512
+MEMO_MAX_LENGTH = 512
 _MEMO_MAX_ENTRIES = 4096
 _COORD_PAIR = re.compile(r"\s*(-?\d{1,3}\.\d+)\s*[,; ]\s*(-?\d{1,3}\.\d+)\s*")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 
 
-def _key_only(scan: Scan, location: str, rule: str | None, ctx: int) -> bool:
+def key_only(scan: Scan, location: str, rule: str | None, ctx: int) -> bool:
+    """Apply a rule that holds on the key alone; False when `rule` is not one."""
     spec = _KEY_ONLY.get(rule or "")
     if spec is None:
         return False
@@ -66,7 +68,7 @@ def scan_container_key(scan: Scan, location: str, info: KeyInfo | None, ctx: int
     if info is None:
         return
     if info.rule in _KEY_ONLY:
-        _key_only(scan, location, info.rule, ctx)
+        key_only(scan, location, info.rule, ctx)
     elif info.rule == Rule.CONTENT and not ctx & Ctx.ERROR:
         # A structured message (WhatsApp template with placeholders, rich card) is a message.
         scan.add(cat.CONTENT, location, "key:content")
@@ -113,22 +115,18 @@ def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, 
     rule = info.rule if info is not None else None
     if info is not None and info.is_negative:
         return
-    if _key_only(scan, location, rule, ctx):
+    if key_only(scan, location, rule, ctx):
         return
     if isinstance(value, str):
-        if len(value) > _MEMO_MAX_LENGTH:
-            _scan_str(scan, location, rule, value, ctx)
+        if len(value) > MEMO_MAX_LENGTH:
+            judge_str(scan, location, rule, value, ctx, None)
             return
         # Batches repeat values (sender ids, callback URLs, templated texts): judge each
         # (rule, context, value) once per call and replay its findings at the new location.
         memo_key = (rule, ctx, value)
         known = scan.memo.get(memo_key)
         if known is None:
-            scan.recording = []
-            _scan_str(scan, location, rule, value, ctx)
-            known, scan.recording = tuple(scan.recording), None
-            if len(scan.memo) < _MEMO_MAX_ENTRIES:
-                scan.memo[memo_key] = known
+            judge_str(scan, location, rule, value, ctx, memo_key)
             return
         for category, detector in known:
             scan.add(category, location, detector)
@@ -136,6 +134,28 @@ def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, 
         _scan_number(scan, location, rule, value, ctx)
     elif rule == Rule.DEVICE_STATUS_CTX and (ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call):
         _device_status(scan, location, ctx)
+
+
+def judge_str(
+    scan: Scan,
+    location: str,
+    rule: str | None,
+    value: str,
+    ctx: int,
+    memo_key: tuple[object, ...] | None,
+) -> None:
+    """Judge a string value not yet in the call's memo; remember its findings under `memo_key`.
+
+    The caller has applied the key-only rules; `memo_key` is None for a value too long to keep.
+    """
+    if memo_key is None:
+        _scan_str(scan, location, rule, value, ctx)
+        return
+    scan.recording = []
+    _scan_str(scan, location, rule, value, ctx)
+    known, scan.recording = tuple(scan.recording), None
+    if len(scan.memo) < _MEMO_MAX_ENTRIES:
+        scan.memo[memo_key] = known
 
 
 def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float, ctx: int) -> None:

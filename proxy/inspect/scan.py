@@ -26,12 +26,13 @@ class Scan:
 
     __slots__ = (
         "_deadline",
-        "_fields",
         "_findings",
         "_problems",
+        "fields",
         "limits",
         "memo",
         "mobile_call",
+        "next_check",
         "recording",
         "regions",
     )
@@ -41,7 +42,10 @@ class Scan:
         self.regions = (limits.default_region, *limits.extra_phone_regions)
         self.mobile_call = mobile_call  # the URL is an HLR / number-lookup endpoint
         self._deadline = time.perf_counter() + limits.max_seconds
-        self._fields = 0
+        # Fields spent so far; the walker's hot loop counts inline and calls `checkpoint()` when
+        # `fields` reaches `next_check` (the next clock check or the field limit, whichever first).
+        self.fields = 0
+        self.next_check = min(_CLOCK_MASK + 1, limits.max_fields + 1)
         self._findings: dict[tuple[str, str], str] = {}  # (category, location) → detector
         self._problems: list[str] = []
         # (rule, context, value) → findings, for this call only (see fields.scan_scalar).
@@ -62,11 +66,19 @@ class Scan:
 
     def count_field(self) -> None:
         """Spend one field of the budget; stop the scan past the field limit or the deadline."""
-        fields = self._fields = self._fields + 1
-        if fields & _CLOCK_MASK == 0 or fields > self.limits.max_fields:
-            if fields > self.limits.max_fields:
-                self.problem(TOO_MANY_FIELDS)
-                raise ScanStopped
+        fields = self.fields = self.fields + 1
+        if fields >= self.next_check:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """`fields` reached `next_check`: stop past the field limit, else check the clock."""
+        fields = self.fields
+        max_fields = self.limits.max_fields
+        if fields > max_fields:
+            self.problem(TOO_MANY_FIELDS)
+            raise ScanStopped
+        self.next_check = min((fields | _CLOCK_MASK) + 1, max_fields + 1)
+        if fields & _CLOCK_MASK == 0:
             self.check_time()
 
     def check_time(self) -> None:

@@ -1,4 +1,10 @@
-"""Walk a decoded tree (JSON, or JSON found inside a string) field by field, keeping context."""
+"""Walk a decoded tree (JSON, or JSON found inside a string) field by field, keeping context.
+
+This is the hot loop of inspection: a 256 KB batch has ~10,000 fields. What a key means (its
+`KeyInfo`, its location suffix) and what an object's key set gives its fields (sibling context)
+are worked out once per key set and reused for every object with the same keys (every element of
+a batch); scalars that cannot matter are skipped inline, without a call or a location string.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,15 @@ from functools import lru_cache
 import orjson
 
 from proxy.inspect import categories as cat
-from proxy.inspect.fields import is_lat_lng_pair, scan_container_key, scan_scalar
+from proxy.inspect.fields import (
+    KEY_ONLY_RULES,
+    MEMO_MAX_LENGTH,
+    is_lat_lng_pair,
+    judge_str,
+    key_only,
+    scan_container_key,
+    scan_scalar,
+)
 from proxy.inspect.free_text import scan_string
 from proxy.inspect.keys import (
     MASK,
@@ -27,6 +41,14 @@ from proxy.inspect.scan import Scan
 # The key info of a phone number used as a key: its object is about that subscriber.
 _SUBSCRIBER = KeyInfo(MASK, (), MASK, None, False, Ctx.MOBILE, Ctx.NONE)
 _PLAIN_KEY = re.compile(r"[A-Za-z_$@][A-Za-z0-9_\-:.]{0,63}")
+_NOT_PERSON_OR_EMPLOYER = Ctx.NOT_PERSON | Ctx.EMPLOYER
+
+# One field's plan: (location suffix, key info, rule, values never read).
+_FieldPlan = tuple[str, KeyInfo, "str | None", bool]
+# Key set → (sibling context flags, one plan per key in order). Only key sets without
+# identifier-like keys are kept (a key that is a phone number or an e-mail is never cached).
+_OBJECT_PLANS: dict[tuple[str, ...], tuple[int, tuple[_FieldPlan, ...]]] = {}
+_OBJECT_PLANS_MAX = 4096
 
 
 @lru_cache(maxsize=8192)
@@ -42,12 +64,31 @@ def child_location(location: str, key: str) -> str:
 
 def child_context(ctx: int, info: KeyInfo | None, keys: tuple[str, ...]) -> int:
     """The context of an object: sticky flags from above, its key's flags, its own keys' flags."""
-    flags = (ctx & STICKY) | sibling_context(keys)
+    return _inner_context(ctx, info, sibling_context(keys))
+
+
+def _inner_context(ctx: int, info: KeyInfo | None, siblings: int) -> int:
+    flags = (ctx & STICKY) | siblings
     if info is not None:
         flags |= info.parent_flags
-        if info.parent_flags & (Ctx.NOT_PERSON | Ctx.EMPLOYER):
+        if info.parent_flags & _NOT_PERSON_OR_EMPLOYER:
             flags &= ~Ctx.PERSON  # `product.name`, `company.name` are not a person's name
     return flags
+
+
+def _object_plan(keys: tuple[str, ...]) -> tuple[int, tuple[_FieldPlan, ...]]:
+    infos = [key_info(key) for key in keys]
+    plan = (
+        sibling_context(keys),
+        tuple(
+            (_key_suffix(key), info, info.rule, info.is_negative)
+            for key, info in zip(keys, infos, strict=True)
+        ),
+    )
+    if len(_OBJECT_PLANS) >= _OBJECT_PLANS_MAX:
+        _OBJECT_PLANS.clear()  # bounded: a payload of random keys must not grow it forever
+    _OBJECT_PLANS[keys] = plan
+    return plan
 
 
 def walk(
@@ -90,16 +131,27 @@ def _visit_scalar(
 def _visit_str(
     scan: Scan, node: str, location: str, info: KeyInfo | None, ctx: int, depth: int
 ) -> None:
-    if node[:1] in "{[" and node[-1:] in "}]":
-        # JSON sent as a string field (webhook `payload`, Segment `properties` as text).
-        try:
-            nested = orjson.loads(node)
-        except orjson.JSONDecodeError:
-            nested = None
-        if isinstance(nested, dict | list):
-            walk(scan, nested, location, info, ctx, depth + 1)
-            return
+    if (
+        node[:1] in "{["
+        and node[-1:] in "}]"
+        and _walk_embedded(scan, node, location, info, ctx, depth)
+    ):
+        return
     scan_scalar(scan, location, info, node, ctx)
+
+
+def _walk_embedded(
+    scan: Scan, node: str, location: str, info: KeyInfo | None, ctx: int, depth: int
+) -> bool:
+    """JSON sent as a string field (webhook `payload`, Segment `properties` as text)."""
+    try:
+        nested = orjson.loads(node)
+    except orjson.JSONDecodeError:
+        return False
+    if isinstance(nested, dict | list):
+        walk(scan, nested, location, info, ctx, depth + 1)
+        return True
+    return False
 
 
 def _walk_object(
@@ -107,31 +159,59 @@ def _walk_object(
 ) -> None:
     if depth > scan.limits.max_depth and scan.too_deep(depth):
         return
-    if node and not in_list:
+    if node and not in_list and info is not None:
         scan_container_key(scan, location, info, ctx)
     keys = tuple(node)
-    if any_identifier_like(keys):
-        _walk_object_keyed_by_identifiers(scan, node, location, info, ctx, depth)
-        return
-    inner = child_context(ctx, info, keys)
+    plan = _OBJECT_PLANS.get(keys)
+    if plan is None:
+        if any_identifier_like(keys):
+            _walk_object_keyed_by_identifiers(scan, node, location, info, ctx, depth)
+            return
+        plan = _object_plan(keys)
+    siblings, fields = plan
+    inner = _inner_context(ctx, info, siblings)
     depth += 1
+    memo = scan.memo
     # Scalars are handled inline (no call, no location string) when they cannot matter: this
-    # loop runs for every field of every batch.
-    for key, value in node.items():
+    # loop runs for every field of every batch. The field count is `Scan.count_field()` inlined.
+    for (suffix, key_kind, rule, negative), value in zip(fields, node.values(), strict=True):
         kind = type(value)
-        key_kind = key_info(key)
         if kind is dict or kind is list:
-            walk(scan, value, location + _key_suffix(key), key_kind, inner, depth)
+            walk(scan, value, location + suffix, key_kind, inner, depth)
             continue
-        scan.count_field()
-        if value is None or key_kind.is_negative:
+        counted = scan.fields = scan.fields + 1
+        if counted >= scan.next_check:
+            scan.checkpoint()
+        if value is None or negative:
             continue
         if kind is str:
-            if key_kind.rule is None and len(value) < 7 and "@" not in value:
+            if not value:
+                continue  # nothing to judge, not even a key-only rule
+            if rule is None and len(value) < 7 and "@" not in value:
                 continue
-            _visit_str(scan, value, location + _key_suffix(key), key_kind, inner, depth)
-        elif key_kind.rule is not None:
-            scan_scalar(scan, location + _key_suffix(key), key_kind, value, inner)
+            if (
+                value[0] in "{["
+                and value[-1] in "}]"
+                and _walk_embedded(scan, value, location + suffix, key_kind, inner, depth)
+            ):
+                continue
+            if rule in KEY_ONLY_RULES:
+                key_only(scan, location + suffix, rule, inner)
+            elif len(value) > MEMO_MAX_LENGTH:
+                judge_str(scan, location + suffix, rule, value, inner, None)
+            else:
+                # Batches repeat values (sender ids, callback URLs, templates): judged once per
+                # call, replayed at each new location.
+                memo_key = (rule, inner, value)
+                known = memo.get(memo_key)
+                if known is None:
+                    judge_str(scan, location + suffix, rule, value, inner, memo_key)
+                elif known:
+                    where = location + suffix
+                    for category, detector in known:
+                        scan.add(category, where, detector)
+        elif rule is not None:
+            scan_scalar(scan, location + suffix, key_kind, value, inner)
 
 
 def _walk_object_keyed_by_identifiers(
@@ -159,14 +239,17 @@ def _walk_array(
 ) -> None:
     if not node or (depth > scan.limits.max_depth and scan.too_deep(depth)):
         return
-    if not in_list:
-        scan_container_key(scan, location, info, ctx)
-    if (
-        info is not None
-        and info.rule == Rule.COORDINATES
-        and len(node) == 2
-        and is_lat_lng_pair(node[0], node[1])
-    ):
-        scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]
+    if info is not None:
+        if not in_list:
+            scan_container_key(scan, location, info, ctx)
+        if info.rule == Rule.COORDINATES and len(node) == 2 and is_lat_lng_pair(node[0], node[1]):
+            scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]
+    depth += 1
     for index, item in enumerate(node):
-        walk(scan, item, f"{location}[{index}]", info, ctx, depth + 1, in_list=True)
+        kind = type(item)
+        if kind is dict:
+            _walk_object(scan, item, f"{location}[{index}]", info, ctx, depth, True)
+        elif kind is list:
+            _walk_array(scan, item, f"{location}[{index}]", info, ctx, depth, True)
+        else:
+            _visit_scalar(scan, item, f"{location}[{index}]", info, ctx, depth)
