@@ -109,6 +109,7 @@ class ClientConnection:
         self._head_too_large = False
         self.tunnel_established = False  # "200 Connection Established" was sent
         self.tls = False  # the client stream was upgraded to TLS by us
+        self.served = 0  # requests answered on this stream (TLS upgrade included)
         self.eof = False
 
     # -- httptools callbacks ------------------------------------------------------------------
@@ -409,7 +410,10 @@ class ProxyServer:
         """Serve requests on one connection (`tunnel`: inside an intercepted CONNECT)."""
         while not self._closing:
             try:
-                head = await conn.read_head(idle_timeout=self.settings.idle_timeout)
+                # A new connection gets the head timeout to say anything at all (slowloris);
+                # a kept-alive one may idle between requests.
+                idle = self.settings.idle_timeout if conn.served else self.settings.header_timeout
+                head = await conn.read_head(idle_timeout=idle)
             except BadRequest as exc:
                 await self._bad_request(conn, exc)
                 return
@@ -430,6 +434,7 @@ class ProxyServer:
             finally:
                 self.ctx.metrics.inflight.dec()
                 self._set_busy(False)
+            conn.served += 1
             if not keep_alive:
                 return
 
@@ -834,6 +839,7 @@ class ProxyServer:
             return
         conn.reset_parser()
         conn.tls = True
+        conn.served += 1  # the CONNECT was a request: the tunnel may idle like a kept-alive one
         self.ctx.metrics.inflight.dec()
         self._set_busy(False)
         try:

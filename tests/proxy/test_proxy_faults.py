@@ -195,9 +195,16 @@ def test_report_mode_streams_an_oversized_body_upstream_in_full(report_proxy, up
     assert "INSPECTION_INCOMPLETE" in line["reason_codes"]
 
 
-def test_a_client_that_never_finishes_its_head_is_cut_off(tuned_proxy):
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: api.vend", id="half a head"),
+        pytest.param(b"", id="nothing at all"),
+    ],
+)
+def test_a_client_that_never_finishes_its_head_is_cut_off(tuned_proxy, sent):
     with socket.create_connection(("127.0.0.1", tuned_proxy.port), timeout=5) as s:
-        s.sendall(b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: api.vend")
+        s.sendall(sent)
         started = time.monotonic()
         assert s.recv(100) == b""  # closed by the proxy, not by us
         assert time.monotonic() - started < 4
