@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from proxy.inspect import categories as cat
 from proxy.inspect.free_text import scan_string
@@ -192,128 +193,215 @@ def _scan_long_or_short(scan: Scan, location: str, value: str, *, is_text: bool)
 
 def _scan_str_rule(scan: Scan, location: str, rule: str | None, value: str, ctx: int) -> bool:
     """Apply the key's rule; True when the value was fully judged (skip the generic scan)."""
-    if rule == Rule.PHONE_GENERIC:
-        rule = None if ctx & Ctx.REFERENCE else Rule.PHONE
     if rule is None:
         return False
-    if rule == Rule.PHONE:
-        if is_phone_value(value, scan.regions, keyed=True):
-            scan.add(cat.PHONE, location, "phone")
-            return True
-        if is_sha256(value):
-            scan.add(cat.PHONE, location, "sha256")
-            return True
-        if "," in value and any(
-            is_phone_value(part, scan.regions, keyed=True) for part in value.split(",")
-        ):
-            scan.add(cat.PHONE, location, "phone")  # MessageBird: "recipients": "316...,316..."
-            return True
-    elif rule == Rule.EMAIL:
-        if is_email(value):
-            scan.add(cat.EMAIL, location, "email")
-            return True
-        if is_sha256(value):
-            scan.add(cat.EMAIL, location, "sha256")
-            return True
-    elif rule == Rule.NAME:
-        if is_sha256(value):
-            scan.add(cat.NAME, location, "sha256")
-        elif _looks_like_name(value):
-            scan.add(cat.NAME, location, "key:name")
+    if rule == Rule.PHONE_GENERIC:
+        if ctx & Ctx.REFERENCE:
+            return False
+        rule = Rule.PHONE
+    judge = _STR_RULES.get(rule)
+    return judge is not None and judge(scan, location, rule, value, ctx)
+
+
+# One function per rule, found by a dict lookup: this runs for every field under a known key.
+# Each returns True when the value was fully judged (skip the generic scan).
+def _phone(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_phone_value(value, scan.regions, keyed=True):
+        scan.add(cat.PHONE, location, "phone")
         return True
-    elif rule == Rule.NAME_CTX:
-        if ctx & Ctx.EMPLOYER and _looks_like_name(value):
-            scan.add(cat.EMPLOYMENT, location, "key:employment")
-        elif ctx & Ctx.PERSON and not ctx & Ctx.NOT_PERSON and _looks_like_name(value):
-            scan.add(cat.NAME, location, "key:name")
-        return False
-    elif rule == Rule.ADDRESS:
-        if is_sha256(value) or _looks_like_address(value):
-            scan.add(cat.POSTAL_ADDRESS, location, "key:address")
-            return True
-    elif rule == Rule.ADDRESS_CTX:
-        if ctx & Ctx.ADDRESS and len(value) <= 100:
-            scan.add(cat.POSTAL_ADDRESS, location, "key:address")
-            return True
-        if is_sha256(value) and ctx & Ctx.PERSON:
-            scan.add(cat.POSTAL_ADDRESS, location, "sha256")
-            return True
-    elif rule == Rule.HASHED_ADDRESS:
-        if is_sha256(value):
-            scan.add(cat.POSTAL_ADDRESS, location, "sha256")
+    if is_sha256(value):
+        scan.add(cat.PHONE, location, "sha256")
         return True
-    elif rule == Rule.EMPLOYMENT:
-        if _looks_like_name(value):
-            scan.add(cat.EMPLOYMENT, location, "key:employment")
-        return True
-    elif rule == Rule.EMPLOYMENT_CTX:
-        if ctx & Ctx.PERSON and not ctx & Ctx.NOT_PERSON and _looks_like_name(value):
-            scan.add(cat.EMPLOYMENT, location, "key:employment")
-    elif rule == Rule.IP:
-        if public_ips_in(value):
-            scan.add(cat.IP_ADDRESS, location, "ip")
-        return True
-    elif rule in (Rule.IMEI, Rule.IMSI, Rule.ICCID, Rule.DEVICE_ID):
-        detector = _device_id_kind(rule, value.strip())
-        if detector:
-            scan.add(cat.DEVICE_ID, location, detector)
-            return True
-    elif rule == Rule.CARD:
-        if is_card_number(value):
-            scan.add(cat.PAYMENT, location, "card")
-            return True
-    elif rule == Rule.BANK:
-        if is_iban(value):
-            scan.add(cat.PAYMENT, location, "iban")
-        elif sum(ch.isdigit() for ch in value) >= 6:
-            scan.add(cat.PAYMENT, location, "key:bank")
-        return True
-    elif rule == Rule.SSN:
-        if is_us_ssn(value, formatted_only=False) or sum(ch.isdigit() for ch in value) >= 4:
-            scan.add(cat.GOVERNMENT_ID, location, "ssn")
-        return True
-    elif rule == Rule.GOV_ID:
-        if len(value.strip()) >= 4 and any(ch.isalnum() for ch in value):
-            scan.add(cat.GOVERNMENT_ID, location, "key:gov_id")
-        return True
-    elif rule == Rule.LAT_LNG:
-        number = _number(value)
-        if number is not None and ctx & Ctx.LAT and ctx & Ctx.LNG and abs(number) <= 180:
-            scan.add(cat.LOCATION_PRECISE, location, "key:lat_lng")
-        return True
-    elif rule == Rule.COORDINATES:
-        match = _COORD_PAIR.fullmatch(value)
-        if match and is_lat_lng_pair(float(match[1]), float(match[2])):
-            scan.add(cat.LOCATION_PRECISE, location, "latlng")
-            return True
-    elif rule == Rule.COUNTRY_CTX:
-        if ctx & Ctx.ADDRESS:
-            # The country line of a postal address is part of the address.
-            scan.add(cat.POSTAL_ADDRESS, location, "key:address")
-            return True
-        in_context = ctx & (Ctx.LOCATION | Ctx.PERSON) and not ctx & Ctx.NOT_PERSON
-        is_hlr_record = ctx & Ctx.PHONE and ctx & Ctx.HANDSET
-        if in_context or ctx & Ctx.MOBILE or is_hlr_record or scan.mobile_call:
-            scan.add(cat.LOCATION_COUNTRY, location, "key:country")
-        return True
-    elif rule == Rule.KEYWORD:
-        if value.strip().upper() in OPT_KEYWORDS:
-            scan.add(cat.SMS_CONSENT, location, "key:keyword")
-        return True
-    elif rule == Rule.DEVICE_STATUS_CTX:
-        in_context = ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call
-        if in_context and value.strip().upper() in HANDSET_STATES:
-            _device_status(scan, location, ctx)
-            return True
-    elif rule == Rule.CONTENT:
-        if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
-            scan.add(cat.CONTENT, location, "key:content")
-        _scan_long_or_short(scan, location, value, is_text=True)
-        return True
-    elif rule == Rule.SECRET:
-        scan.add(cat.SECRET, location, "key:secret")
+    if "," in value and any(
+        is_phone_value(part, scan.regions, keyed=True) for part in value.split(",")
+    ):
+        scan.add(cat.PHONE, location, "phone")  # MessageBird: "recipients": "316...,316..."
         return True
     return False
+
+
+def _email(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_email(value):
+        scan.add(cat.EMAIL, location, "email")
+        return True
+    if is_sha256(value):
+        scan.add(cat.EMAIL, location, "sha256")
+        return True
+    return False
+
+
+def _name(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_sha256(value):
+        scan.add(cat.NAME, location, "sha256")
+    elif _looks_like_name(value):
+        scan.add(cat.NAME, location, "key:name")
+    return True
+
+
+def _name_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if ctx & Ctx.EMPLOYER and _looks_like_name(value):
+        scan.add(cat.EMPLOYMENT, location, "key:employment")
+    elif ctx & Ctx.PERSON and not ctx & Ctx.NOT_PERSON and _looks_like_name(value):
+        scan.add(cat.NAME, location, "key:name")
+    return False
+
+
+def _address(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_sha256(value) or _looks_like_address(value):
+        scan.add(cat.POSTAL_ADDRESS, location, "key:address")
+        return True
+    return False
+
+
+def _address_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if ctx & Ctx.ADDRESS and len(value) <= 100:
+        scan.add(cat.POSTAL_ADDRESS, location, "key:address")
+        return True
+    if is_sha256(value) and ctx & Ctx.PERSON:
+        scan.add(cat.POSTAL_ADDRESS, location, "sha256")
+        return True
+    return False
+
+
+def _hashed_address(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_sha256(value):
+        scan.add(cat.POSTAL_ADDRESS, location, "sha256")
+    return True
+
+
+def _employment(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if _looks_like_name(value):
+        scan.add(cat.EMPLOYMENT, location, "key:employment")
+    return True
+
+
+def _employment_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if ctx & Ctx.PERSON and not ctx & Ctx.NOT_PERSON and _looks_like_name(value):
+        scan.add(cat.EMPLOYMENT, location, "key:employment")
+    return False
+
+
+def _ip(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if public_ips_in(value):
+        scan.add(cat.IP_ADDRESS, location, "ip")
+    return True
+
+
+def _device_id(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    detector = _device_id_kind(rule, value.strip())
+    if detector:
+        scan.add(cat.DEVICE_ID, location, detector)
+        return True
+    return False
+
+
+def _card(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_card_number(value):
+        scan.add(cat.PAYMENT, location, "card")
+        return True
+    return False
+
+
+def _bank(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_iban(value):
+        scan.add(cat.PAYMENT, location, "iban")
+    elif sum(ch.isdigit() for ch in value) >= 6:
+        scan.add(cat.PAYMENT, location, "key:bank")
+    return True
+
+
+def _ssn(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if is_us_ssn(value, formatted_only=False) or sum(ch.isdigit() for ch in value) >= 4:
+        scan.add(cat.GOVERNMENT_ID, location, "ssn")
+    return True
+
+
+def _gov_id(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if len(value.strip()) >= 4 and any(ch.isalnum() for ch in value):
+        scan.add(cat.GOVERNMENT_ID, location, "key:gov_id")
+    return True
+
+
+def _lat_lng(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    number = _number(value)
+    if number is not None and ctx & Ctx.LAT and ctx & Ctx.LNG and abs(number) <= 180:
+        scan.add(cat.LOCATION_PRECISE, location, "key:lat_lng")
+    return True
+
+
+def _coordinates(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    match = _COORD_PAIR.fullmatch(value)
+    if match and is_lat_lng_pair(float(match[1]), float(match[2])):
+        scan.add(cat.LOCATION_PRECISE, location, "latlng")
+        return True
+    return False
+
+
+def _country_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if ctx & Ctx.ADDRESS:
+        # The country line of a postal address is part of the address.
+        scan.add(cat.POSTAL_ADDRESS, location, "key:address")
+        return True
+    in_context = ctx & (Ctx.LOCATION | Ctx.PERSON) and not ctx & Ctx.NOT_PERSON
+    is_hlr_record = ctx & Ctx.PHONE and ctx & Ctx.HANDSET
+    if in_context or ctx & Ctx.MOBILE or is_hlr_record or scan.mobile_call:
+        scan.add(cat.LOCATION_COUNTRY, location, "key:country")
+    return True
+
+
+def _keyword(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if value.strip().upper() in OPT_KEYWORDS:
+        scan.add(cat.SMS_CONSENT, location, "key:keyword")
+    return True
+
+
+def _device_status_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    in_context = ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call
+    if in_context and value.strip().upper() in HANDSET_STATES:
+        _device_status(scan, location, ctx)
+        return True
+    return False
+
+
+def _content(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
+        scan.add(cat.CONTENT, location, "key:content")
+    _scan_long_or_short(scan, location, value, is_text=True)
+    return True
+
+
+def _secret(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    scan.add(cat.SECRET, location, "key:secret")
+    return True
+
+
+_STR_RULES: dict[str, Callable[[Scan, str, str, str, int], bool]] = {
+    Rule.PHONE: _phone,
+    Rule.EMAIL: _email,
+    Rule.NAME: _name,
+    Rule.NAME_CTX: _name_ctx,
+    Rule.ADDRESS: _address,
+    Rule.ADDRESS_CTX: _address_ctx,
+    Rule.HASHED_ADDRESS: _hashed_address,
+    Rule.EMPLOYMENT: _employment,
+    Rule.EMPLOYMENT_CTX: _employment_ctx,
+    Rule.IP: _ip,
+    Rule.IMEI: _device_id,
+    Rule.IMSI: _device_id,
+    Rule.ICCID: _device_id,
+    Rule.DEVICE_ID: _device_id,
+    Rule.CARD: _card,
+    Rule.BANK: _bank,
+    Rule.SSN: _ssn,
+    Rule.GOV_ID: _gov_id,
+    Rule.LAT_LNG: _lat_lng,
+    Rule.COORDINATES: _coordinates,
+    Rule.COUNTRY_CTX: _country_ctx,
+    Rule.KEYWORD: _keyword,
+    Rule.DEVICE_STATUS_CTX: _device_status_ctx,
+    Rule.CONTENT: _content,
+    Rule.SECRET: _secret,
+}
 
 
 def _device_status(scan: Scan, location: str, ctx: int) -> None:

@@ -103,16 +103,34 @@ def compact(value: str) -> str:
     return value
 
 
+# Country-code prefix ("6", "65", "659") → the plans of that code, filled as numbers are seen
+# (at most 1,110 ASCII prefixes): a dict lookup instead of `int()` and a cached call per try.
+_PLANS_BY_PREFIX: dict[str, tuple[_RegionPlan, ...]] = {}
+
+
+def _plans_for_prefix(prefix: str) -> tuple[_RegionPlan, ...]:
+    plans = _PLANS_BY_PREFIX.get(prefix)
+    if plans is None:
+        plans = _country_plans(int(prefix))
+        if prefix.isascii():  # other decimal digits are rare: not worth a cache entry
+            _PLANS_BY_PREFIX[prefix] = plans
+    return plans
+
+
 def is_valid_international(digits: str) -> bool:
     """True when `digits` (country code + national number, no `+`) is a valid number."""
     if not digits.isdigit() or not 7 <= len(digits) <= 15:
         return False
     for size in (1, 2, 3):
-        code = int(digits[:size])
-        plans = _country_plans(code)
+        plans = _plans_for_prefix(digits[:size])
         if plans:
             nsn = digits[size:]
-            return any(plan.is_valid_nsn(nsn) for plan in plans)
+            size = len(nsn)
+            for plan in plans:
+                pattern = plan.pattern
+                if pattern is not None and size in plan.lengths and pattern.fullmatch(nsn):
+                    return True
+            return False
     return False
 
 
@@ -136,7 +154,10 @@ def is_phone_value(value: str, regions: Sequence[str], *, keyed: bool) -> bool:
     """
     if not value or len(value) > 40:
         return False
-    number = compact(value)
+    if value[0] == "+" and value.isascii() and value[1:].isdigit():
+        number = value  # already compact (the usual API form): skip `compact()`
+    else:
+        number = compact(value)
     if number.startswith("+"):
         return is_valid_international(number[1:])
     if not keyed or not number.isdigit() or len(number) < 6:
