@@ -63,6 +63,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     lim.add_argument("--max-connections", type=int, default=d["max_connections"].default)
     lim.add_argument("--idle-timeout", type=float, default=d["idle_timeout"].default)
     lim.add_argument("--header-timeout", type=float, default=d["header_timeout"].default)
+    lim.add_argument(
+        "--body-timeout",
+        type=float,
+        default=d["body_timeout"].default,
+        help="seconds to receive the inspected part of a request body (else 408)",
+    )
     lim.add_argument("--connect-timeout", type=float, default=d["upstream_connect_timeout"].default)
     lim.add_argument(
         "--upstream-timeout",
@@ -106,6 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
         header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         upstream_connect_timeout=args.connect_timeout,
         upstream_timeout=args.upstream_timeout,
         drain_timeout=args.drain_timeout,

@@ -60,7 +60,7 @@ class Settings:
     max_connections: int = 4096
     idle_timeout: float = 60.0  # keep-alive between requests, and idle spliced tunnels
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
-    body_timeout: float = 30.0  # between two reads of a request body
+    body_timeout: float = 30.0  # for the inspected part of a request body, and between reads after
     upstream_connect_timeout: float = 5.0
     upstream_timeout: float = 60.0  # until the upstream's response head
     drain_timeout: float = 10.0

@@ -95,6 +95,8 @@ def tuned_proxy(tmp_path_factory, certs, upstreams, live_registry):
         "5",
         "--header-timeout",
         "1",
+        "--body-timeout",
+        "1",
         "--max-tunnels",
         "1",
         registry=live_registry,
@@ -208,6 +210,25 @@ def test_a_client_that_never_finishes_its_head_is_cut_off(tuned_proxy, sent):
         started = time.monotonic()
         assert s.recv(100) == b""  # closed by the proxy, not by us
         assert time.monotonic() - started < 4
+
+
+def test_a_body_that_trickles_in_too_slowly_is_a_408(tuned_proxy, upstreams):
+    m = _marker("trickle")
+    head = (
+        f"POST http://api.vendor.test:{upstreams.http_port}/{m} HTTP/1.1\r\n"
+        f"Host: api.vendor.test:{upstreams.http_port}\r\nContent-Length: 100\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", tuned_proxy.port), timeout=5) as s:
+        s.sendall(head + b"0123456789")
+        time.sleep(0.6)
+        s.sendall(b"0123456789")  # still trickling: the deadline is for the whole body
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status, _, body = parse_response(raw)
+    assert status == 408
+    assert json.loads(body)["error"] == "request_timeout"
+    assert upstreams.find(m) == []
 
 
 def test_tunnels_beyond_the_limit_are_refused(tuned_proxy, upstreams):
