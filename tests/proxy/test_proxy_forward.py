@@ -382,4 +382,13 @@ def test_admin_endpoints_report_health_readiness_and_metrics(proxy):
     metrics = s.get(f"{proxy.admin_url}/metrics", timeout=5).text
     assert 'sharewall_decisions_total{action="deny",reason="PERSONAL_DATA_IN_CLEARTEXT"}' in metrics
     assert "sharewall_policy_seconds_bucket" in metrics
-    assert "sharewall_inflight_requests" in metrics
+    for name in (
+        "sharewall_inflight_requests",
+        "sharewall_open_tunnels",
+        "sharewall_open_connections",
+        "sharewall_inspection_seconds_bucket",
+        "sharewall_upstream_seconds_bucket",
+        "sharewall_decision_cache_hits_total",
+        'sharewall_snapshot_reloads_total{result="ok"} 1.0',
+    ):
+        assert name in metrics, name
