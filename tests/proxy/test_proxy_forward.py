@@ -374,7 +374,11 @@ def test_blocked_decisions_are_spooled_for_shipping(proxy, upstreams):
     assert PHONE not in json.dumps(rec)
 
 
-def test_admin_endpoints_report_health_readiness_and_metrics(proxy):
+def test_admin_endpoints_report_health_readiness_and_metrics(proxy, upstreams):
+    blocked = _session(proxy).post(
+        f"http://api.vendor.test:{upstreams.http_port}/metrics-check", data={"To": PHONE}
+    )
+    assert blocked.status_code == 403
     s = requests.Session()
     s.trust_env = False
     assert s.get(f"{proxy.admin_url}/healthz", timeout=5).status_code == 200
