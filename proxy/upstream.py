@@ -159,14 +159,43 @@ class UpstreamPool:
         self.max_idle_per_key = max_idle_per_key
         self._idle: dict[_Key, list[_Conn]] = {}
         self._closed = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Nothing to open up front; kept for the app's resource lifecycle."""
+        """Start the sweeper that closes idle connections the upstream dropped or that aged."""
         self._closed = False
+        self._sweeper = asyncio.create_task(self._sweep(), name="upstream-pool-sweeper")
+
+    async def _sweep(self) -> None:
+        # Without it a connection the upstream closed sits in CLOSE_WAIT until its key is
+        # used again, which for a rarely called vendor may be never.
+        while True:
+            await asyncio.sleep(max(1.0, self.idle_ttl / 3))
+            now = time.monotonic()
+            for key in list(self._idle):
+                keep = []
+                for conn in self._idle[key]:
+                    if conn.is_usable(now, self.idle_ttl):
+                        keep.append(conn)
+                    else:
+                        conn.close()
+                if keep:
+                    self._idle[key] = keep
+                else:
+                    del self._idle[key]
+
+    @property
+    def idle_connections(self) -> int:
+        return sum(len(c) for c in self._idle.values())
 
     async def close(self) -> None:
-        """Close every idle connection."""
+        """Stop the sweeper and close every idle connection."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
