@@ -41,7 +41,7 @@ from proxy.inspect.model import (
     InspectionLimits,
 )
 from proxy.inspect.multipart import scan_multipart
-from proxy.inspect.query import is_mobile_path, scan_url
+from proxy.inspect.query import is_mobile_path, scan_url, split_url
 from proxy.inspect.scan import Scan, ScanStopped
 from proxy.inspect.text import scan_text
 from proxy.inspect.xml_body import scan_xml
@@ -68,10 +68,11 @@ def inspect_call(
     """
     scan: Scan | None = None
     try:
-        scan = Scan(limits, mobile_call=is_mobile_path(url))
+        query, segments = split_url(url)
+        scan = Scan(limits, mobile_call=is_mobile_path(segments))
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         try:
-            _inspect(scan, url, pairs, body, body_truncated=body_truncated)
+            _inspect(scan, query, segments, pairs, body, body_truncated=body_truncated)
         except ScanStopped:
             pass  # the limit that stopped the scan is already a problem
         except RecursionError:
@@ -91,10 +92,16 @@ def inspect_call(
 
 
 def _inspect(
-    scan: Scan, url: str, headers: list[tuple[str, str]], body: bytes, *, body_truncated: bool
+    scan: Scan,
+    query: str,
+    segments: list[str],
+    headers: list[tuple[str, str]],
+    body: bytes,
+    *,
+    body_truncated: bool,
 ) -> None:
     root = Ctx.MOBILE if scan.mobile_call else Ctx.NONE
-    scan_url(scan, url, root)
+    scan_url(scan, query, segments, root)
     scan_headers(scan, headers, root)
     if not body:
         if body_truncated:

@@ -15,6 +15,8 @@ def is_public_ip(value: str) -> bool:
     value = value.strip().strip("[]")
     if "%" in value:  # IPv6 zone id: link-local by definition
         return False
+    if "." not in value and ":" not in value:
+        return False  # neither form: skip `ip_address()`, whose refusal (an exception) is slow
     try:
         address = ipaddress.ip_address(value)
     except ValueError:

@@ -61,35 +61,39 @@ _MOBILE_PATH_WORDS = frozenset(
 _DIGIT_OR_AT = re.compile(r"[\d@]")
 
 
-def _path_segments(url: str) -> list[str]:
-    return [unquote(s) for s in urlsplit(url).path.split("/") if s]
-
-
-def is_mobile_path(url: str) -> bool:
-    """True for an HLR / number-lookup endpoint (its query and body speak about a handset)."""
-    return any(
-        "".join(ch for ch in s.lower() if ch.isalnum()) in _MOBILE_PATH_WORDS
-        for s in _path_segments(url)
-    )
-
-
-def scan_url(scan: Scan, url: str, ctx: int) -> None:
-    """Scan the query string (`query:<key>`) and the path segments (`path`)."""
+def split_url(url: str) -> tuple[str, list[str]]:
+    """The query string and the decoded, non-empty path segments of a URL (parsed once a call)."""
     parts = urlsplit(url)
-    if parts.query:
+    return parts.query, [unquote(s) for s in parts.path.split("/") if s]
+
+
+def _word(segment: str) -> str:
+    # `Phone-Numbers` → `phonenumbers`; most segments are already one plain word.
+    lower = segment.lower()
+    return lower if lower.isalnum() else "".join(ch for ch in lower if ch.isalnum())
+
+
+def is_mobile_path(segments: list[str]) -> bool:
+    """True for an HLR / number-lookup endpoint (its query and body speak about a handset)."""
+    return any(_word(s) in _MOBILE_PATH_WORDS for s in segments)
+
+
+def scan_url(scan: Scan, query: str, segments: list[str], ctx: int) -> None:
+    """Scan the query string (`query:<key>`) and the path segments (`path`) of `split_url()`."""
+    if query:
         pairs = [
             (k, v)
-            for k, v in parse_pairs(parts.query, scan)
+            for k, v in parse_pairs(query, scan)
             if key_info(k).rule != Rule.VENDOR_CREDENTIAL
         ]
         scan_pairs(scan, pairs, "query", ctx)
     previous = ""
-    for segment in _path_segments(url):
+    for segment in segments:
         scan.count_field()
         if not _DIGIT_OR_AT.search(segment):
             previous = segment  # `sms`, `text`, `advanced`: names, not data
             continue
-        keyed = "".join(ch for ch in previous.lower() if ch.isalnum()) in _PHONE_PATH_PARENTS
+        keyed = _word(previous) in _PHONE_PATH_PARENTS
         if is_phone_value(segment, scan.regions, keyed=keyed):
             scan.add(cat.PHONE, "path", "phone")
         elif is_email(segment):
