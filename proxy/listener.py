@@ -700,6 +700,7 @@ class ProxyServer:
                 client_version=version,
                 keep_alive=keep_alive,
                 on_head=lambda: _mark(timing, t0),
+                body_length=_declared_length(head) if truncated else None,
             )
         except UpstreamError as exc:
             await conn.send(
@@ -891,6 +892,14 @@ def _mark(timing: _Timing, t0: float) -> None:
 def _authority(host: str, port: int, scheme: str) -> str:
     h = f"[{host}]" if ":" in host else host
     return h if port == (443 if scheme == "https" else 80) else f"{h}:{port}"
+
+
+def _declared_length(head: RequestHead) -> int | None:
+    """The app's Content-Length (llhttp validated it), unless the body came chunked."""
+    if head.header("transfer-encoding") is not None:
+        return None
+    value = head.header("content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

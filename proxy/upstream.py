@@ -348,6 +348,7 @@ async def _send_request(
     path: str,
     headers: list[tuple[str, str]],
     data: bytes | AsyncIterator[bytes] | None,
+    body_length: int | None,
 ) -> None:
     writer = conn.writer
     if data is None or isinstance(data, bytes):
@@ -359,16 +360,17 @@ async def _send_request(
         )
         await writer.drain()
         return
-    writer.write(
-        _request_head(
-            method, destination.host, port, scheme, path, headers, "Transfer-Encoding: chunked\r\n"
-        )
-    )
+    # A streamed body keeps the app's Content-Length when it had one (some APIs refuse
+    # chunked uploads); otherwise it goes chunked.
+    chunked = body_length is None
+    framing = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {body_length}\r\n"
+    writer.write(_request_head(method, destination.host, port, scheme, path, headers, framing))
     async for chunk in data:
         if chunk:
-            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
             await writer.drain()
-    writer.write(b"0\r\n\r\n")
+    if chunked:
+        writer.write(b"0\r\n\r\n")
     await writer.drain()
 
 
@@ -381,8 +383,9 @@ async def _exchange(
     path: str,
     headers: list[tuple[str, str]],
     data: bytes | AsyncIterator[bytes] | None,
+    body_length: int | None,
 ) -> _Head:
-    await _send_request(conn, method, scheme, destination, port, path, headers, data)
+    await _send_request(conn, method, scheme, destination, port, path, headers, data, body_length)
     while True:
         raw = await conn.reader.readuntil(b"\r\n\r\n")
         head = _Head(raw[:-4])
@@ -405,6 +408,7 @@ async def stream_response(
     client_version: str,
     keep_alive: bool,
     on_head: Callable[[], None] | None = None,
+    body_length: int | None = None,
 ) -> int:
     """Send one request upstream and stream its response to the client.
 
@@ -422,7 +426,9 @@ async def stream_response(
             conn = await pool.connect(key)
         try:
             async with asyncio.timeout(pool.head_timeout):
-                head = await _exchange(conn, method, scheme, destination, port, path, headers, data)
+                head = await _exchange(
+                    conn, method, scheme, destination, port, path, headers, data, body_length
+                )
             break
         except TimeoutError:
             conn.close()

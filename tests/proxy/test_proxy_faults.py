@@ -192,6 +192,9 @@ def test_report_mode_streams_an_oversized_body_upstream_in_full(report_proxy, up
     assert r.status_code == 200
     [seen] = upstreams.find(m)
     assert seen.body == body
+    # Streamed past the inspection limit, but with the app's own framing.
+    assert seen.header("Content-Length") == str(len(body))
+    assert seen.header("Transfer-Encoding") is None
     [line] = report_proxy.decisions_for(m)
     assert line["would_block"] is True
     assert "INSPECTION_INCOMPLETE" in line["reason_codes"]
