@@ -248,7 +248,12 @@ class ClientConnection:
                 yield m.body.popleft()
             if m.complete:
                 return
-            data = await self._read(self.settings.body_timeout)
+            try:
+                data = await self._read(self.settings.body_timeout)
+            except TimeoutError:
+                raise BadRequest(
+                    "request body stalled", status=408, code=responses.REQUEST_TIMEOUT
+                ) from None
             if not data:
                 raise BadRequest("connection closed inside a request body")
             self._feed(data)

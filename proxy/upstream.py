@@ -445,6 +445,9 @@ async def stream_response(
             else:
                 message = f"upstream unreachable ({type(exc).__name__})"
             raise UpstreamError(502, responses.UPSTREAM_UNREACHABLE, message) from None
+        except BaseException:
+            conn.close()  # e.g. the app's streamed body broke off: the request is incomplete
+            raise
     assert conn is not None
     if on_head is not None:
         on_head()
