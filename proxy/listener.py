@@ -647,7 +647,8 @@ class ProxyServer:
         is_head = head.method == "HEAD"
         report = self.settings.mode == "report"
         forbidden = DestinationForbidden.code in decision.reason_codes
-        if decision.unavailable and not report:
+        # A fault fails closed in every mode: report mode relaxes the policy, not the proxy.
+        if decision.unavailable:
             timing.blocked = True
             await conn.send(
                 responses.unavailable(
@@ -774,7 +775,7 @@ class ProxyServer:
             return
         decision = await self._decide_tunnel(call, timing)
         report = self.settings.mode == "report"
-        if decision.unavailable and not report:
+        if decision.unavailable:  # fails closed in report mode too
             await conn.send(responses.unavailable(decision.decision_id, keep_alive=False))
             self._log(decision, record_args, 503, timing, blocked=True)
             return

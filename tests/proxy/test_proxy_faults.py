@@ -173,6 +173,30 @@ def test_report_mode_lets_blocked_calls_pass_and_logs_would_block(report_proxy, 
     assert line["reason_codes"] == ["PERSONAL_DATA_IN_CLEARTEXT"]
 
 
+def test_report_mode_still_fails_closed_on_an_engine_fault(tmp_path, certs, upstreams):
+    p = start_proxy(
+        tmp_path,
+        certs,
+        upstreams,
+        "--mode",
+        "report",
+        "--engine",
+        "opa",
+        "--opa-url",
+        f"http://127.0.0.1:{free_port()}",
+    )
+    try:
+        m = _marker("report-fault")
+        r = _session(p).post(
+            f"http://api.vendor.test:{upstreams.http_port}/{m}", data={"To": PHONE}, timeout=10
+        )
+        assert r.status_code == 503
+        assert r.json()["error"] == "egress_unavailable"
+        assert upstreams.find(m) == []
+    finally:
+        p.stop()
+
+
 def test_report_mode_still_refuses_forbidden_destinations(report_proxy, upstreams):
     m = _marker("report-forbidden")
     r = _session(report_proxy).get(f"http://127.0.0.1:{upstreams.http_port}/{m}", timeout=10)
