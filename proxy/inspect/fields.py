@@ -43,6 +43,8 @@ _KEY_ONLY: dict[str, tuple[str, int]] = {
     Rule.COUNTRY: (cat.LOCATION_COUNTRY, Ctx.NONE),
 }
 KEY_ONLY_RULES = frozenset(_KEY_ONLY)
+# The rules `scan_container_key` acts on (the others say nothing about an object or an array).
+CONTAINER_RULES = KEY_ONLY_RULES | {Rule.CONTENT}
 # Per-call memo of judged string values (it dies with the call's Scan).
 MEMO_MAX_LENGTH = 512
 _MEMO_MAX_ENTRIES = 4096
@@ -65,7 +67,10 @@ def key_only(scan: Scan, location: str, rule: str | None, ctx: int) -> bool:
 
 
 def scan_container_key(scan: Scan, location: str, info: KeyInfo | None, ctx: int) -> None:
-    """Key-only rules on an object or array value (`"subscription_groups": [...]`, `"cdrs": {...}`)."""
+    """Key-only rules on an object or array value (`"subscription_groups": [...]`, `"cdrs": {...}`).
+
+    Only keys whose rule is in `CONTAINER_RULES` can add anything here.
+    """
     if info is None:
         return
     if info.rule in _KEY_ONLY:
@@ -148,15 +153,25 @@ def judge_str(
     """Judge a string value not yet in the call's memo; remember its findings under `memo_key`.
 
     The caller has applied the key-only rules; `memo_key` is None for a value too long to keep.
+    This is `_scan_str` with its rule lookup inlined: it runs for every new value of a batch.
     """
-    if memo_key is None:
-        _scan_str(scan, location, rule, value, ctx)
-        return
-    scan.recording = []
-    _scan_str(scan, location, rule, value, ctx)
-    known, scan.recording = tuple(scan.recording), None
-    if len(scan.memo) < _MEMO_MAX_ENTRIES:
-        scan.memo[memo_key] = known
+    if memo_key is not None:
+        recording: list[tuple[str, str]] = []
+        scan.recording = recording
+    checked = False
+    if rule is not None:
+        judge = _STR_RULES.get(rule)
+        if judge is not None:
+            checked = judge(scan, location, rule, value, ctx)
+        elif rule == Rule.PHONE_GENERIC and not ctx & Ctx.REFERENCE:
+            checked = _phone(scan, location, Rule.PHONE, value, ctx)
+    if not checked and (len(value) >= 7 or "@" in value):
+        _scan_generic(scan, location, value, is_text=rule == Rule.CONTENT)
+    if memo_key is not None:
+        scan.recording = None
+        memo = scan.memo
+        if len(memo) < _MEMO_MAX_ENTRIES:
+            memo[memo_key] = tuple(recording)
 
 
 def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float, ctx: int) -> None:
@@ -178,9 +193,14 @@ def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float
 def _scan_str(scan: Scan, location: str, rule: str | None, value: str, ctx: int) -> None:
     value_checked = _scan_str_rule(scan, location, rule, value, ctx)
     if not value_checked and (len(value) >= 7 or "@" in value):
-        _scan_long_or_short(scan, location, value, is_text=rule == Rule.CONTENT)
-        if value.count(":") >= 2 and "/" not in value and len(value) <= 45 and is_public_ip(value):
-            scan.add(cat.IP_ADDRESS, location, "ip")
+        _scan_generic(scan, location, value, is_text=rule == Rule.CONTENT)
+
+
+def _scan_generic(scan: Scan, location: str, value: str, *, is_text: bool) -> None:
+    # Any value the key's rule did not settle: identifiers anywhere in it, or a bare IPv6.
+    _scan_long_or_short(scan, location, value, is_text=is_text)
+    if value.count(":") >= 2 and "/" not in value and len(value) <= 45 and is_public_ip(value):
+        scan.add(cat.IP_ADDRESS, location, "ip")
 
 
 def _scan_long_or_short(scan: Scan, location: str, value: str, *, is_text: bool) -> None:

@@ -15,6 +15,9 @@ from proxy.inspect.scan import Scan
 # then classified in Python. A single simple pattern is several times faster in `re` than an
 # alternation of lookbehind-guarded patterns, and most strings have no token at all.
 _NUMERIC_TOKEN = re.compile(r"[+\uff0b\d][\d \u00a0().\-\u2010\u2011\u2012\u2013\u2014]{5,28}\d")
+# The same pattern for ASCII text (most payloads), where it finds the same tokens: about twice as
+# fast in `re`, whose Unicode classes cost a lookup per character.
+_NUMERIC_TOKEN_ASCII = re.compile(r"[+0-9][0-9 ().\-]{5,28}[0-9]")
 _SSN_IN = re.compile(r"(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-])")
 _IBAN_GATE = re.compile(r"[A-Z][A-Z]\d\d")  # `[A-Z]{2}` is 3x slower in `re` than this
 _IBAN_IN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
@@ -70,11 +73,15 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
     """
     if "@" in value and any(m[1].lower() not in _FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):
         scan.add(cat.EMAIL, location, "email")
-    kind = secret_kind(value)
-    if kind:
-        scan.add(cat.SECRET, location, kind)
+    if "-----BEGIN" in value or "AKIA" in value or "ASIA" in value or "eyJ" in value:
+        kind = secret_kind(value)
+        if kind:
+            scan.add(cat.SECRET, location, kind)
     national: list[tuple[int, int]] = []
-    for match in _NUMERIC_TOKEN.finditer(value):
+    tokens = _NUMERIC_TOKEN_ASCII if value.isascii() else _NUMERIC_TOKEN
+    # Most strings hold no token: one `search` is cheaper than starting `finditer`.
+    first = tokens.search(value)
+    for match in tokens.finditer(value, first.start()) if first is not None else ():
         start = match.start()
         if start and (value[start - 1].isalnum() or value[start - 1] in "_+"):
             continue  # inside a word or an id (`INV-2024…`, `a1b2…`)
@@ -91,7 +98,7 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
                     break
             continue
         if (
-            "-" in token
+            token.count("-") >= 2  # an SSN has two dashes: skip the search otherwise
             and _SSN_IN.search(token)
             and is_us_ssn(_SSN_IN.search(token)[0], formatted_only=True)
         ):

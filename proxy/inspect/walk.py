@@ -15,6 +15,7 @@ import orjson
 
 from proxy.inspect import categories as cat
 from proxy.inspect.fields import (
+    CONTAINER_RULES,
     KEY_ONLY_RULES,
     MEMO_MAX_LENGTH,
     is_lat_lng_pair,
@@ -159,7 +160,7 @@ def _walk_object(
 ) -> None:
     if depth > scan.limits.max_depth and scan.too_deep(depth):
         return
-    if node and not in_list and info is not None:
+    if node and not in_list and info is not None and info.rule in CONTAINER_RULES:
         scan_container_key(scan, location, info, ctx)
     keys = tuple(node)
     plan = _OBJECT_PLANS.get(keys)
@@ -176,8 +177,11 @@ def _walk_object(
     # loop runs for every field of every batch. The field count is `Scan.count_field()` inlined.
     for (suffix, key_kind, rule, negative), value in zip(fields, node.values(), strict=True):
         kind = type(value)
-        if kind is dict or kind is list:
-            walk(scan, value, location + suffix, key_kind, inner, depth)
+        if kind is dict:
+            _walk_object(scan, value, location + suffix, key_kind, inner, depth, False)
+            continue
+        if kind is list:
+            _walk_array(scan, value, location + suffix, key_kind, inner, depth, False)
             continue
         counted = scan.fields = scan.fields + 1
         if counted >= scan.next_check:
@@ -240,9 +244,10 @@ def _walk_array(
     if not node or (depth > scan.limits.max_depth and scan.too_deep(depth)):
         return
     if info is not None:
-        if not in_list:
+        rule = info.rule
+        if not in_list and rule in CONTAINER_RULES:
             scan_container_key(scan, location, info, ctx)
-        if info.rule == Rule.COORDINATES and len(node) == 2 and is_lat_lng_pair(node[0], node[1]):
+        elif rule == Rule.COORDINATES and len(node) == 2 and is_lat_lng_pair(node[0], node[1]):
             scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]
     depth += 1
     for index, item in enumerate(node):
