@@ -308,8 +308,10 @@ class ProxyProcess:
                 raise AssertionError(f"no decision line for {decision_id}")
             time.sleep(0.05)
 
-    def decisions_for(self, marker: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """The decision lines whose path contains `marker` (waits for at least one)."""
+    def decisions_for(
+        self, marker: str, timeout: float = 5.0, *, count: int = 1
+    ) -> list[dict[str, Any]]:
+        """The decision lines whose path contains `marker` (waits for at least `count`)."""
         deadline = time.monotonic() + timeout
         while True:
             found = [
@@ -317,7 +319,7 @@ class ProxyProcess:
                 for line in self.logs()
                 if line.get("event") == "egress.decision" and marker in (line.get("path") or "")
             ]
-            if found or time.monotonic() > deadline:
+            if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
 
