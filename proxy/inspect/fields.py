@@ -386,7 +386,10 @@ def _device_status_ctx(scan: Scan, location: str, rule: str, value: str, ctx: in
 def _content(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
         scan.add(cat.CONTENT, location, "key:content")
-    _scan_long_or_short(scan, location, value, is_text=True)
+    if len(value) > 16 * 1024:  # `_scan_long_or_short`, inlined: every message body comes here
+        scan_text(scan, value, location=location, is_text=True)
+    else:
+        scan_string(scan, location, value, is_text=True)
     return True
 
 

@@ -154,6 +154,19 @@ def is_valid_international(digits: str) -> bool:
     return pattern is not None and pattern.fullmatch(digits[size:]) is not None
 
 
+def is_valid_compact(value: str) -> bool:
+    """A valid number written `+` and ASCII digits (how APIs send them): the walker's fast path.
+
+    False says nothing (`+65 9123 4567` is valid too): the caller then judges the value in full.
+    """
+    return (
+        value[:1] == "+"
+        and value.isascii()
+        and value[1:].isdigit()
+        and is_valid_international(value[1:])
+    )
+
+
 def is_valid_national(digits: str, region: str) -> bool:
     """True when `digits` is a valid number written nationally in `region` (trunk prefix allowed)."""
     plan = _region_plan(region)

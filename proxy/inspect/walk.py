@@ -36,13 +36,15 @@ from proxy.inspect.keys import (
     key_info,
     sibling_context,
 )
-from proxy.inspect.phone import is_phone_value
+from proxy.inspect.phone import is_phone_value, is_valid_compact
 from proxy.inspect.scan import Scan
 
 # The key info of a phone number used as a key: its object is about that subscriber.
 _SUBSCRIBER = KeyInfo(MASK, (), MASK, None, False, Ctx.MOBILE, Ctx.NONE)
 _PLAIN_KEY = re.compile(r"[A-Za-z_$@][A-Za-z0-9_\-:.]{0,63}")
 _NOT_PERSON_OR_EMPLOYER = Ctx.NOT_PERSON | Ctx.EMPLOYER
+_PHONE_RULE = Rule.PHONE
+_PHONE = cat.PHONE
 
 # One field's plan: (location suffix, key info, rule, values never read).
 _FieldPlan = tuple[str, KeyInfo, "str | None", bool]
@@ -199,7 +201,11 @@ def _walk_object(
                 and _walk_embedded(scan, value, location + suffix, key_kind, inner, depth)
             ):
                 continue
-            if rule in KEY_ONLY_RULES:
+            if rule == _PHONE_RULE and is_valid_compact(value):
+                # What `judge_str` finds for a valid `+<digits>` number under a phone key, without
+                # a memo entry per number (a batch's numbers are all different).
+                scan.add(_PHONE, location + suffix, "phone")
+            elif rule in KEY_ONLY_RULES:
                 key_only(scan, location + suffix, rule, inner)
             elif len(value) > MEMO_MAX_LENGTH:
                 judge_str(scan, location + suffix, rule, value, inner, None)
