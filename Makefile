@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sharewall proxy --registry-file examples/registry.yaml --default-purpose service_delivery
+	$(BIN)/sharewall proxy --registry-file examples/registry.yaml --default-purpose service_delivery $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -48,11 +48,12 @@ def render(
 
 
 def blocked(decision: Decision, **kw: object) -> bytes:
-    """403 of DESIGN.md: `{"error": "egress_blocked", "decision_id", "reasons": [{code, message}]}`."""
+    """403 of DESIGN.md: `{"error": "egress_blocked", "decision_id", "reasons": [{code, message, category?}]}`."""
     body = {
         "error": EGRESS_BLOCKED,
         "decision_id": decision.decision_id,
-        "reasons": [{"code": r.code, "message": r.message} for r in decision.reasons],
+        # `category` (when the reason has one) tells the app which data to drop.
+        "reasons": [r.as_dict() for r in decision.reasons],
     }
     return render(403, body, decision_id=decision.decision_id, **kw)  # type: ignore[arg-type]
 

@@ -199,6 +199,17 @@ def test_curl_allowed_and_blocked(proxy, upstreams):
     assert json.loads(blocked.stdout)["error"] == "egress_blocked"
 
 
+def test_blocked_reason_names_the_category_the_app_must_drop(proxy, upstreams):
+    m = _marker("blocked-category")
+    url = f"http://origin.vendor.test:{upstreams.https_port}/{m}"
+    r = _session(proxy).post(url, json={"email": "tan.ah.kow@example.com"}, timeout=10)
+    assert r.status_code == 403
+    [reason] = r.json()["reasons"]
+    assert reason["code"] == "CATEGORY_NOT_APPROVED"
+    assert reason["category"] == "contact.email"
+    assert upstreams.find(m) == []
+
+
 def test_keep_alive_serves_several_requests_on_one_connection(proxy, upstreams):
     m = _marker("keepalive")
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
