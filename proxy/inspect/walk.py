@@ -172,8 +172,18 @@ def _walk_object(
             return
         plan = _object_plan(keys)
     siblings, fields = plan
-    inner = _inner_context(ctx, info, siblings)
-    depth += 1
+    _walk_fields(scan, node, location, fields, _inner_context(ctx, info, siblings), depth + 1)
+
+
+def _walk_fields(
+    scan: Scan,
+    node: dict,
+    location: str,
+    fields: tuple[_FieldPlan, ...],
+    inner: int,
+    depth: int,
+) -> None:
+    """The fields of one object, `fields` being the plan of its key set, `inner` its context."""
     memo = scan.memo
     # Scalars are handled inline (no call, no location string) when they cannot matter: this
     # loop runs for every field of every batch. The field count is `Scan.count_field()` inlined.
@@ -201,7 +211,7 @@ def _walk_object(
                 and _walk_embedded(scan, value, location + suffix, key_kind, inner, depth)
             ):
                 continue
-            if rule == _PHONE_RULE and is_valid_compact(value):
+            if rule == _PHONE_RULE and value[0] == "+" and is_valid_compact(value):
                 # What `judge_str` finds for a valid `+<digits>` number under a phone key, without
                 # a memo entry per number (a batch's numbers are all different).
                 scan.add(_PHONE, location + suffix, "phone")
@@ -256,9 +266,26 @@ def _walk_array(
         elif rule == Rule.COORDINATES and len(node) == 2 and is_lat_lng_pair(node[0], node[1]):
             scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]
     depth += 1
+    # A batch is a list of objects with one key set: its plan and context are looked up once
+    # (what `_walk_object` does for an element of a list, without the repeated work).
+    same_keys: tuple[str, ...] | None = None
+    fields: tuple[_FieldPlan, ...] = ()
+    inner = 0
+    object_depth_ok = depth <= scan.limits.max_depth
     for index, item in enumerate(node):
         kind = type(item)
         if kind is dict:
+            if object_depth_ok and item:
+                keys = tuple(item)
+                if keys == same_keys:
+                    _walk_fields(scan, item, f"{location}[{index}]", fields, inner, depth + 1)
+                    continue
+                plan = _OBJECT_PLANS.get(keys)
+                if plan is not None:
+                    same_keys, (siblings, fields) = keys, plan
+                    inner = _inner_context(ctx, info, siblings)
+                    _walk_fields(scan, item, f"{location}[{index}]", fields, inner, depth + 1)
+                    continue
             _walk_object(scan, item, f"{location}[{index}]", info, ctx, depth, True)
         elif kind is list:
             _walk_array(scan, item, f"{location}[{index}]", info, ctx, depth, True)
