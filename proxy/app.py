@@ -20,7 +20,7 @@ import structlog
 
 from proxy.admin import AdminServer, create_admin_app
 from proxy.decide import Decider, destination_forbidden
-from proxy.decision_log import DecisionLog, DecisionSink
+from proxy.decision_log import DecisionLog, DecisionSink, JsonLines
 from proxy.destinations import Resolver, parse_pin
 from proxy.engines import create_engine
 from proxy.listener import ProxyContext, ProxyServer
@@ -226,9 +226,12 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
         await admin.close()
 
 
-def create_app(settings: Settings) -> ProxyApp:
-    """The proxy with its resources in setup order (torn down in reverse)."""
-    app = ProxyApp(settings=settings)
+def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -> ProxyApp:
+    """The proxy with its resources in setup order (torn down in reverse).
+
+    `decision_lines`: write `egress.decision` lines directly (see `JsonLines`), not via structlog.
+    """
+    app = ProxyApp(settings=settings, decision_log=DecisionLog(lines=decision_lines))
     app.decision_sinks.append(app.metrics.observe_record)
     app.cleanup_ctx.append(_spool_ctx)
     if settings.registry_url is not None:
@@ -244,14 +247,19 @@ def _write_port_file(path: Path, app: ProxyApp) -> None:
     os.replace(tmp, path)
 
 
-async def run_proxy(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+async def run_proxy(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    decision_lines: JsonLines | None = None,
+) -> int:
     """Run the proxy until SIGTERM/SIGINT (or `stop`); return the process exit code."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    app = create_app(settings)
+    app = create_app(settings, decision_lines=decision_lines)
     try:
         async with contextlib.AsyncExitStack() as stack:
             for ctx in app.cleanup_ctx:
@@ -274,5 +282,8 @@ async def run_proxy(settings: Settings, *, stop: asyncio.Event | None = None) ->
     except StartupError as exc:
         log.error("proxy.startup_failed", reason=str(exc))
         return 2
+    finally:
+        if decision_lines is not None:
+            decision_lines.flush()
     log.info("proxy.stopped")
     return 0

@@ -68,6 +68,7 @@ class _Message:
 
     url: bytearray = field(default_factory=bytearray)
     headers: list[tuple[str, str]] = field(default_factory=list)
+    first: dict[str, str] = field(default_factory=dict)  # lower-case name -> first value
     head_done: bool = False
     complete: bool = False
     body: deque[bytes] = field(default_factory=deque)
@@ -86,11 +87,12 @@ class RequestHead:
     version: str
     headers: list[tuple[str, str]]
     keep_alive: bool
+    # Lower-case name -> first value, built while parsing: a request asks for ~6 headers.
+    first: dict[str, str] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive)."""
-        name = name.lower()
-        return next((v for k, v in self.headers if k.lower() == name), None)
+        return self.first.get(name.lower())
 
 
 class ClientConnection:
@@ -129,7 +131,9 @@ class ClientConnection:
         if self._current.head_size > self.settings.max_header_bytes:
             self._head_too_large = True
             raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
-        self._current.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
+        self._current.headers.append((text_name, text_value))
+        self._current.first.setdefault(text_name.lower(), text_value)
 
     def on_headers_complete(self) -> None:
         m = self._current
@@ -207,11 +211,20 @@ class ClientConnection:
             version=m.version,
             headers=m.headers,
             keep_alive=m.keep_alive,
+            first=m.first,
         )
 
     async def read_body(self, limit: int) -> tuple[bytes, bool]:
         """Read the current request's body up to `limit` bytes: (prefix, is_truncated)."""
         m = self._messages[0]
+        if m.complete and len(m.body) <= 1:
+            # The whole body came with the head (the usual small API call): no deadline
+            # to arm, no chunks to join.
+            body = m.body.popleft() if m.body else b""
+            if len(body) > limit:
+                m.body.append(body[limit:])
+                return body[:limit], True
+            return body, False
         size = sum(len(c) for c in m.body)
         try:
             # One deadline for the whole inspected part: a trickling client cannot hold a
@@ -540,6 +553,8 @@ class ProxyServer:
                 source_namespace=self.settings.source_namespace,
                 request_id=decision_id,
             )
+            # What goes upstream is also exactly what is inspected: filtered once.
+            up_headers = filter_request_headers(head.headers)
             destination: Destination | None = None
             unresolved: OSError | None = None
             try:
@@ -549,10 +564,11 @@ class ProxyServer:
             except OSError as exc:
                 unresolved = exc  # decided first: a blocked call is a 403 whatever DNS says
             if decision is None:
-                decision = await self._decide(head, call, path, body, truncated, timing)
+                decision = await self._decide(head, call, path, up_headers, body, truncated, timing)
             status = await self._answer_or_forward(
                 conn,
                 head,
+                up_headers,
                 decision,
                 body,
                 truncated,
@@ -600,6 +616,7 @@ class ProxyServer:
         head: RequestHead,
         call: Call,
         path: str,
+        up_headers: list[tuple[str, str]],
         body: bytes,
         truncated: bool,
         timing: _Timing,
@@ -607,9 +624,10 @@ class ProxyServer:
         # The inspector sees the real path (query included); the policy input a redacted one.
         url = f"{call.scheme}://{_authority(call.host, call.port, call.scheme)}{path}"
         t0 = time.perf_counter()
-        # Inspected: exactly the headers that would go upstream (not Proxy-Authorization, not
-        # X-Sharewall-*): data that never leaves the pod is not shared with anyone.
-        args = (head.method, url, filter_request_headers(head.headers), body)
+        # Inspected: exactly the headers that go upstream (`up_headers`: not
+        # Proxy-Authorization, not X-Sharewall-*): data that never leaves the pod is not
+        # shared with anyone.
+        args = (head.method, url, up_headers, body)
         kwargs = {"limits": self.settings.limits, "body_truncated": truncated}
         if len(body) > INSPECT_IN_THREAD_BYTES:
             inspection = await asyncio.to_thread(inspect_call, *args, **kwargs)
@@ -630,6 +648,7 @@ class ProxyServer:
         self,
         conn: ClientConnection,
         head: RequestHead,
+        up_headers: list[tuple[str, str]],
         decision: Decision,
         body: bytes,
         truncated: bool,
@@ -685,7 +704,6 @@ class ProxyServer:
                 )
             )
             return 502
-        headers = filter_request_headers(head.headers)
         data: bytes | AsyncIterator[bytes] | None
         if truncated:
             data = _chain(body, conn.body_rest())
@@ -701,7 +719,7 @@ class ProxyServer:
                 destination=destination,
                 port=up_port,
                 path=path,
-                headers=headers,
+                headers=up_headers,
                 data=data,
                 client_version=version,
                 keep_alive=keep_alive,

@@ -60,6 +60,9 @@ class ProxyMetrics:
             ["result"],
             registry=r,
         )
+        # `.labels()` validates and hashes its arguments under a lock on every call: the hot
+        # path keeps the child counter of each (action, reason) it has seen.
+        self._decision_children: dict[tuple[str, str], Any] = {}
 
     def watch_decider(self, decider: object) -> None:
         """Expose the decider's cache counters (`cache_hits`, `cache_misses`) if it has them."""
@@ -72,7 +75,11 @@ class ProxyMetrics:
         if record.get("fault"):
             codes = [f"fault:{record['fault']}"]
         for code in codes or ["none"]:
-            self.decisions.labels(action=action, reason=code).inc()
+            child = self._decision_children.get((action, code))
+            if child is None:
+                child = self.decisions.labels(action=action, reason=code)
+                self._decision_children[(action, code)] = child
+            child.inc()
         for key, hist in (
             ("inspect_ms", self.inspect_seconds),
             ("policy_ms", self.policy_seconds),

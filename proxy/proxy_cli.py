@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from dataclasses import replace
@@ -133,5 +134,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     from proxy.app import run_proxy
+    from proxy.decision_log import JsonLines
 
-    return asyncio.run(run_proxy(settings))
+    # The decision line is written directly when the logs are JSON lines at info (the
+    # pod's configuration); a terminal or a quieter level keeps structlog's rendering.
+    direct = not sys.stdout.isatty() and (
+        logging.getLevelNamesMapping()[settings.log_level.upper()] <= logging.INFO
+    )
+    lines = JsonLines(sys.stdout.buffer) if direct else None
+    return asyncio.run(run_proxy(settings, decision_lines=lines))

@@ -533,8 +533,13 @@ async def _upstream_body(
     if head.length is not None:
         remaining = head.length
         while remaining:
-            async with asyncio.timeout(read_timeout):
+            if reader._buffer:  # type: ignore[attr-defined]
+                # Already received (a small body comes with its head): read() cannot wait,
+                # so no deadline to arm and cancel.
                 chunk = await reader.read(min(remaining, 65536))
+            else:
+                async with asyncio.timeout(read_timeout):
+                    chunk = await reader.read(min(remaining, 65536))
             if not chunk:
                 raise asyncio.IncompleteReadError(b"", remaining)
             remaining -= len(chunk)

@@ -1,0 +1,99 @@
+"""The proxy's direct `egress.decision` writer renders exactly the line structlog would."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import orjson
+import pytest
+import structlog
+
+from proxy.decision import Decision, Reason
+from proxy.decision_log import EVENT, DecisionLog, JsonLines, decision_record
+from proxy.inspect.model import Finding
+from registry.logs import configure_logging
+
+
+@pytest.fixture
+def json_structlog():
+    """structlog as `sharewall proxy` configures it (JSON lines), into a buffer; restored after."""
+    saved = structlog.get_config()
+    configure_logging("info", json=True)
+    out = io.StringIO()
+    # Not cached: the module loggers must follow the restored configuration afterwards.
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(out), cache_logger_on_first_use=False
+    )
+    yield out
+    structlog.configure(**saved)
+
+
+def _record(path: str) -> dict:
+    decision = Decision(
+        decision_id="d" * 32,
+        action="deny",
+        reasons=(Reason("PERSONAL_DATA_IN_CLEARTEXT", "cleartext", "contact.phone_number"),),
+        recipient_id="twilio",
+        purpose="service_delivery",
+        categories=("contact.phone_number",),
+        findings=(Finding("contact.phone_number", "json:$.To", "phone"),),
+    )
+    return decision_record(
+        decision=decision,
+        mode="report",
+        method="POST",
+        host="api.twilio.com",
+        port=443,
+        path=path,
+        inspected=True,
+        tunnel=False,
+        status=200,
+        source_workload="web",
+        source_namespace="prod",
+        latency_ms=1.23456,
+        inspect_ms=0.1,
+        policy_ms=None,
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/2010-04-01/Messages.json", id="plain path"),
+        pytest.param("/send?token=abc&to=1", id="redacted query"),
+    ],
+)
+def test_direct_line_equals_the_structlog_line(json_structlog, path):
+    DecisionLog().emit(_record(path))
+    via_structlog = orjson.loads(json_structlog.getvalue().splitlines()[-1])
+    out = io.BytesIO()
+    DecisionLog(lines=JsonLines(out)).emit(_record(path))
+    [raw] = out.getvalue().splitlines()
+    direct = orjson.loads(raw)
+
+    assert list(direct) == list(via_structlog)  # same fields, same order
+    assert direct["event"] == EVENT and direct["level"] == "info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", direct["timestamp"])
+    same = {k: v for k, v in direct.items() if k != "timestamp"}
+    assert same == {k: v for k, v in via_structlog.items() if k != "timestamp"}
+    assert "abc" not in raw.decode() and "reasons" not in direct
+
+
+async def test_lines_of_one_loop_iteration_are_flushed_on_the_next():
+    class Counting(io.BytesIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            Counting.flushes += 1
+            super().flush()
+
+    stream = Counting()
+    lines = JsonLines(stream)
+    log = DecisionLog(lines=lines)
+    for _ in range(3):
+        log.emit(_record("/x"))
+    assert Counting.flushes == 0
+    await asyncio.sleep(0)
+    assert Counting.flushes == 1 and len(stream.getvalue().splitlines()) == 3
