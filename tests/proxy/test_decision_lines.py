@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -97,3 +98,18 @@ async def test_lines_of_one_loop_iteration_are_flushed_on_the_next():
     assert Counting.flushes == 0
     await asyncio.sleep(0)
     assert Counting.flushes == 1 and len(stream.getvalue().splitlines()) == 3
+
+
+def test_record_time_and_line_timestamp_are_now_in_the_datetime_iso_formats():
+    before = datetime.now(UTC)
+    record = _record("/x")
+    out = io.BytesIO()
+    DecisionLog(lines=JsonLines(out)).emit(record)
+    after = datetime.now(UTC)
+    stamp = orjson.loads(out.getvalue())["timestamp"]
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", record["time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp)
+    for text, precision in ((record["time"], timedelta(milliseconds=1)), (stamp, timedelta(0))):
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        assert before - precision <= parsed <= after
