@@ -256,6 +256,8 @@ class UpstreamPool:
 
 
 _MAX_RESPONSE_HEAD = 64 * 1024
+# Request bodies up to this size go out in the same write as the head.
+_COALESCE_MAX = 64 * 1024
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -354,10 +356,14 @@ async def _send_request(
     if data is None or isinstance(data, bytes):
         body = data or b""
         framing = f"Content-Length: {len(body)}\r\n" if body or method in _METHODS_WITH_BODY else ""
-        # One write for head and body: no small-packet stall, no partial request on the wire.
-        writer.write(
-            _request_head(method, destination.host, port, scheme, path, headers, framing) + body
-        )
+        head = _request_head(method, destination.host, port, scheme, path, headers, framing)
+        if len(body) <= _COALESCE_MAX:
+            # One write for head and body: no small-packet stall, no partial request.
+            writer.write(head + body)
+        else:
+            # A big body is not copied once more just to prepend the head (memory per call).
+            writer.write(head)
+            writer.write(body)
         await writer.drain()
         return
     # A streamed body keeps the app's Content-Length when it had one (some APIs refuse
@@ -500,13 +506,20 @@ async def _relay(
         await writer.drain()
         return (status if keep_alive else -status), True
     try:
-        async for chunk in _upstream_body(conn.reader, head, pool.read_timeout):
-            framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk
-            if pending:
-                # Head and first body bytes in one segment: one send, not two.
-                framed, pending = pending + framed, b""
+        length = head.length if framing == "length" else None
+        if pending and length is not None and len(conn.reader._buffer) >= length:  # type: ignore[attr-defined]
+            # The whole body came with the head (the usual small API answer): head and body
+            # in one write, without the body generator's per-chunk machinery.
+            framed, pending = pending + await conn.reader.readexactly(length), b""
             writer.write(framed)
-            await writer.drain()
+        else:
+            async for chunk in _upstream_body(conn.reader, head, pool.read_timeout):
+                framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk
+                if pending:
+                    # Head and first body bytes in one segment: one send, not two.
+                    framed, pending = pending + framed, b""
+                writer.write(framed)
+                await writer.drain()
         tail = b"0\r\n\r\n" if framing == "chunked" else b""
         if pending or tail:
             writer.write(pending + tail)
