@@ -43,6 +43,11 @@ PURPOSE = "service_delivery"
 RESPONSE_BODY = b'{"sid":"SM0123456789abcdef","status":"queued"}'
 SLOW_PATH = "/slow"  # the upstream holds these requests (in-flight memory measurement)
 MITM_VENV = Path(os.environ.get("MITM_VENV", "/tmp/mitm-venv"))
+# Row names: enforce is allowed and originates TLS upstream (the other proxies forward plain
+# HTTP); report sends the same request plain, which enforce would block (cleartext).
+ENFORCE = "sharewall enforce+TLS"
+REPORT = "sharewall report"
+NAME_WIDTH = 22
 
 BENCH_REGISTRY = """\
 recipients:
@@ -203,6 +208,28 @@ def port_open(port: int) -> bool:
         return True
 
 
+def _tree(pid: int) -> list[int]:
+    """A process and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process tree so far (live processes only)."""
+    ticks = 0
+    for current in _tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def tree_rss_kib(pid: int) -> int:
     """Resident memory of a process and all its descendants, in KiB."""
     total, todo = 0, [pid]
@@ -226,6 +253,7 @@ class Contender:
     host_header: str
     process: subprocess.Popen | None = None
     notes: list[str] = field(default_factory=list)
+    log_file: Path | None = None  # sharewall's JSON log (decision lines)
 
 
 @dataclass
@@ -236,10 +264,13 @@ class Result:
     p99_ms: float = 0.0
     errors: str = ""
     p50_c1_ms: float | None = None  # p50 with one connection: latency without queueing
+    cpu_us: float | None = None  # proxy CPU time per request under load (whole process tree)
+    requests: int = 0
     idle_kib: float | None = None
     idle_note: str = ""
     inflight_kib: float | None = None
     inflight_note: str = ""
+    decisions: str = ""
     skipped: str = ""
 
 
@@ -282,6 +313,7 @@ def run_wrk(
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result = Result(contender.name)
     result.rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    result.requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     result.p50_ms = _to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     result.p99_ms = _to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     errors = []
@@ -291,6 +323,22 @@ def run_wrk(
         errors.append(f"socket errors: {m.group(1)}")
     result.errors = "; ".join(errors)
     return result
+
+
+def decision_tally(log_file: Path) -> str:
+    """`egress.decision` lines of a sharewall log counted by action (and would-block)."""
+    counts: dict[str, int] = {}
+    with contextlib.suppress(OSError), open(log_file, "rb") as lines:
+        for line in lines:
+            if b'"egress.decision"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                key = record.get("action", "?") + (
+                    " would_block" if record.get("would_block") else ""
+                )
+                counts[key] = counts.get(key, 0) + 1
+    return "decisions: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none")
 
 
 def _request_bytes(contender: Contender, body: bytes, path_suffix: str = "") -> bytes:
@@ -502,11 +550,12 @@ def start_sharewall(
         tail = (work / f"sharewall-{mode}.log").read_text(errors="replace")[-800:]
         return f"sharewall did not start: {tail}"
     return Contender(
-        f"sharewall ({mode})",
+        ENFORCE if mode == "enforce" else REPORT,
         bound["listen"][1],
         f"http://{UPSTREAM_HOST}:{upstream_port}/v1/messages",
         f"{UPSTREAM_HOST}:{upstream_port}",
         process,
+        log_file=work / f"sharewall-{mode}.log",
     )
 
 
@@ -598,7 +647,7 @@ def main() -> int:
         if "sharewall" in wanted:
             starters.append(
                 (
-                    "sharewall (enforce)",
+                    ENFORCE,
                     lambda: start_sharewall(
                         work, ports, cert_dir, mode="enforce", upstream_port=ports["tls"]
                     ),
@@ -606,7 +655,7 @@ def main() -> int:
             )
             starters.append(
                 (
-                    "sharewall (report)",
+                    REPORT,
                     lambda: start_sharewall(
                         work, ports, cert_dir, mode="report", upstream_port=plain
                     ),
@@ -630,6 +679,7 @@ def main() -> int:
                         connections=args.connections,
                         duration=args.warmup,
                     )
+                cpu_before = tree_cpu_seconds(started.process.pid) if started.process else 0.0
                 result = run_wrk(
                     started,
                     script,
@@ -637,6 +687,9 @@ def main() -> int:
                     connections=args.connections,
                     duration=args.duration,
                 )
+                if started.process is not None and result.requests:
+                    cpu = tree_cpu_seconds(started.process.pid) - cpu_before
+                    result.cpu_us = cpu * 1e6 / result.requests
                 if args.latency_duration > 0:
                     single = run_wrk(
                         started, script, threads=1, connections=1, duration=args.latency_duration
@@ -653,12 +706,15 @@ def main() -> int:
                     )
                 results.append(result)
                 print(
-                    f"  {name:<20} {result.rps:>9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                    f"p99 {result.p99_ms:7.2f} ms  {result.errors}",
+                    f"  {name:<{NAME_WIDTH}} {result.rps:>9.0f} req/s  p50 {result.p50_ms:7.2f} "
+                    f"ms  p99 {result.p99_ms:7.2f} ms  {result.errors}",
                     flush=True,
                 )
             finally:
                 stop(started)
+            if started.log_file is not None:
+                # What the proxy decided for every call of the run (enforce must allow them).
+                result.decisions = decision_tally(started.log_file)
     finally:
         upstream.send_signal(signal.SIGTERM)
         try:
@@ -670,16 +726,18 @@ def main() -> int:
 
 
 def report(results: list[Result]) -> None:
+    """The table of every contender, then the ratios and latency the issue sets as goals."""
     by_name = {r.name: r for r in results if not r.skipped}
+    w = NAME_WIDTH
     print()
     print(
-        f"{'contender':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p50@c1':>8} {'+p50@c1':>8} "
-        f"{'KiB/idle conn':>14} {'KiB/1MB in flight':>18}  notes"
+        f"{'contender':<{w}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p50@c1':>8} {'+p50@c1':>8} "
+        f"{'CPU us/req':>10} {'KiB/idle conn':>14} {'KiB/1MB in flight':>18}  notes"
     )
     direct = by_name.get("direct")
     for r in results:
         if r.skipped:
-            print(f"{r.name:<20} skipped: {r.skipped}")
+            print(f"{r.name:<{w}} skipped: {r.skipped}")
             continue
         c1 = f"{r.p50_c1_ms:8.3f}" if r.p50_c1_ms is not None else f"{'':>8}"
         added = (
@@ -687,15 +745,22 @@ def report(results: list[Result]) -> None:
             if direct and r is not direct and r.p50_c1_ms is not None and direct.p50_c1_ms
             else f"{'':>8}"
         )
+        cpu = f"{r.cpu_us:10.0f}" if r.cpu_us is not None else f"{'':>10}"
         idle = f"{r.idle_kib:14.1f}" if r.idle_kib is not None else f"{'':>14}"
         inflight = f"{r.inflight_kib:18.0f}" if r.inflight_kib is not None else f"{'':>18}"
-        notes = "; ".join(n for n in (r.errors, r.idle_note, r.inflight_note) if n)
+        notes = "; ".join(n for n in (r.errors, r.idle_note, r.inflight_note, r.decisions) if n)
         print(
-            f"{r.name:<20} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {c1} {added} {idle} "
-            f"{inflight}  {notes}"
+            f"{r.name:<{w}} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {c1} {added} {cpu} "
+            f"{idle} {inflight}  {notes}"
         )
     print()
-    for mine in ("sharewall (enforce)", "sharewall (report)"):
+    print(
+        f"{ENFORCE}: allowed by the bench registry, inspected, decided, logged and sent upstream "
+        "over TLS (tls_origination); the other proxies forward plain HTTP.\n"
+        f"{REPORT}: the same request forwarded plain (enforce would deny it: personal data in "
+        "cleartext), like for like with tinyproxy and mitmproxy."
+    )
+    for mine in (ENFORCE, REPORT):
         sw = by_name.get(mine)
         if sw is None:
             continue
