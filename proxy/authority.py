@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from proxy.recipients import normalise_host
@@ -68,6 +69,13 @@ def _parse_port(text: str) -> int:
     return port
 
 
+# An app calls a handful of origins over and over: parse each authority spelling once. Only the
+# authority (and its default port) is the key, never a path, so the cache holds hosts and ports,
+# nothing a request carries; a malformed authority raises each time (lru_cache keeps no errors).
+_AUTHORITY_CACHE_SIZE = 1024
+parse_authority_cached = functools.lru_cache(maxsize=_AUTHORITY_CACHE_SIZE)(parse_authority)
+
+
 def split_absolute_url(target: str) -> tuple[str, str, int, str]:
     """Split an absolute-form request target into (scheme, host, port, path_and_query).
 
@@ -87,7 +95,7 @@ def split_absolute_url(target: str) -> tuple[str, str, int, str]:
         if 0 <= index < end:
             end = index
     authority, path = rest[:end], rest[end:]
-    host, port = parse_authority(authority, default_port=_DEFAULT_PORTS[scheme])
+    host, port = parse_authority_cached(authority, default_port=_DEFAULT_PORTS[scheme])
     path = path.partition("#")[0]
     if _CONTROL_RE.search(path):
         raise BadAuthority("request target contains a space or control character")

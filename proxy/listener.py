@@ -20,7 +20,11 @@ import httptools
 import structlog
 
 from proxy import responses
-from proxy.authority import BadAuthority, parse_authority, split_absolute_url
+from proxy.authority import (
+    BadAuthority,
+    parse_authority_cached,
+    split_absolute_url,
+)
 from proxy.decision import Call, Decision, new_decision_id
 from proxy.decision_log import DecisionLog, decision_record, redact_path
 from proxy.destinations import Destination, DestinationForbidden, Resolver
@@ -501,7 +505,7 @@ class ProxyServer:
             host_header = head.header("host")
             if host_header is not None:
                 default = 443 if scheme == "https" else 80
-                if parse_authority(host_header, default_port=default) != (host, port):
+                if parse_authority_cached(host_header, default_port=default) != (host, port):
                     raise BadAuthority("Host header disagrees with the request target")
             elif head.version == "1.1":
                 raise BadAuthority("HTTP/1.1 request without a Host header")
@@ -743,7 +747,7 @@ class ProxyServer:
 
     async def _connect(self, conn: ClientConnection, head: RequestHead) -> None:
         try:
-            host, port = parse_authority(head.target, default_port=443)
+            host, port = parse_authority_cached(head.target, default_port=443)
         except BadAuthority as exc:
             raise BadRequest(str(exc)) from None
         if conn.upgrade_rest:

@@ -77,6 +77,12 @@ def _split_pattern(pattern: str) -> tuple[str, int | None]:
 # One name's patterns: port (None = any port) → recipient.
 _Entry = dict[int | None, Recipient]
 
+# resolve() answers per (host, port), kept per index: a sidecar calls a handful of hosts, and an
+# index is never mutated after construction (a new snapshot builds a new index), so an answer
+# never goes stale. Bounded so that an app calling endless distinct hosts cannot grow it.
+_RESOLVE_CACHE_SIZE = 4096
+_MISS = object()
+
 
 class RecipientIndex:
     """Host → recipient for one snapshot; O(1)-ish for 10,000 recipients.
@@ -90,6 +96,7 @@ class RecipientIndex:
     def __init__(self, snapshot: Snapshot) -> None:
         self._exact: dict[str, _Entry] = {}
         self._wildcard: dict[str, _Entry] = {}
+        self._resolved: dict[tuple[str, int], Recipient | None] = {}
         for recipient in snapshot.recipients:
             for pattern in recipient.hosts:
                 self._add(recipient, pattern)
@@ -136,6 +143,18 @@ class RecipientIndex:
 
     def resolve(self, host: str, port: int) -> Recipient | None:
         """The recipient that `host:port` belongs to, or None when no pattern matches."""
+        key = (host, port)
+        found = self._resolved.get(key, _MISS)
+        if found is not _MISS:
+            return found  # type: ignore[return-value]
+        found = self._match(host, port)
+        if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
+            # Drop the oldest answer (dicts keep insertion order): cheap, and enough for a bound.
+            del self._resolved[next(iter(self._resolved))]
+        self._resolved[key] = found
+        return found
+
+    def _match(self, host: str, port: int) -> Recipient | None:
         try:
             name = _normalise_cached(host)
         except ValueError:

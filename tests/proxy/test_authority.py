@@ -112,3 +112,15 @@ def test_split_absolute_url(target: str, expected: tuple[str, str, int, str]) ->
 def test_split_absolute_url_rejects(target: str) -> None:
     with pytest.raises(BadAuthority):
         split_absolute_url(target)
+
+
+def test_repeated_targets_keep_their_own_paths_and_refusals() -> None:
+    # The authority of a repeated target is parsed once; its path is the request's each time,
+    # and a bad authority is refused every time it comes.
+    first = split_absolute_url("http://API.example.com:8080/v1/a?x=1")
+    second = split_absolute_url("http://API.example.com:8080/v2/b")
+    assert first == ("http", "api.example.com", 8080, "/v1/a?x=1")
+    assert second == ("http", "api.example.com", 8080, "/v2/b")
+    for _ in range(2):
+        with pytest.raises(BadAuthority):
+            split_absolute_url("http://user@api.example.com/v1")

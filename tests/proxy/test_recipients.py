@@ -149,3 +149,16 @@ def test_normalise_host(host: str, expected: str) -> None:
 def test_normalise_host_rejects(host: str) -> None:
     with pytest.raises(ValueError):
         normalise_host(host)
+
+
+def test_answers_stay_right_past_the_remembered_lookups() -> None:
+    # The index remembers a bounded number of (host, port) answers; asking more hosts than it
+    # keeps, then the first ones again, must give the same answers as the first time.
+    index = RecipientIndex(_snapshot(vendor=["*.vendor.example"], api=["api.other.example:443"]))
+    hosts = [(f"h{i}.vendor.example", 443) for i in range(5000)] + [("unknown.example", 443)]
+    first = [index.resolve(h, p) for h, p in hosts]
+    again = [index.resolve(h, p) for h, p in hosts]
+    assert [r.id if r else None for r in again] == [r.id if r else None for r in first]
+    assert {r.id if r else None for r in again} == {"vendor", None}
+    assert index.resolve("api.other.example", 443).id == "api"
+    assert index.resolve("api.other.example", 8443) is None
