@@ -6,6 +6,16 @@ cluster's private services or the proxy itself; so every address a name resolves
 classified, and one forbidden address forbids the destination (a DNS rebinding attacker controls
 which address comes first). The caller connects to `Destination.address`, never to the name.
 
+Resolved outcomes are cached for `dns_ttl` seconds (default 30, 0 disables) per (host, port),
+bounded: the CLASSIFIED outcome, i.e. either the one checked `Destination` or the forbidden
+detail, never a raw address list. This keeps the no-rebinding guarantee: a cached destination's
+address is one that was checked when it was resolved, and the caller still connects to that
+address, never to the name, so what DNS answers meanwhile cannot redirect a connection; once the
+entry expires, a new resolution checks every address again. A forbidden outcome is cached too
+(a name that pointed at the metadata service stays refused for the TTL). Failed resolutions
+(`OSError`) are not cached. Pins and IP literals never reach DNS: their outcome depends only on
+the resolver's fixed pins and own addresses, so it is cached without expiry (same bound).
+
 Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) and
 benchmarking ranges are forbidden as `reserved`: no real recipient lives there, and tests that
 need an unroutable "public" address use literals they never connect to.
@@ -15,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.recipients import normalise_host
 
@@ -210,8 +222,29 @@ def _unmapped(addr: IPAddress) -> IPAddress:
     return addr
 
 
+# getaddrinfo(host, port, *, type, proto) -> [(family, type, proto, canonname, sockaddr)], as
+# `loop.getaddrinfo` (the default); a parameter so that a test can count real lookups.
+GetAddrInfo = Callable[..., Awaitable[list[tuple[Any, ...]]]]
+
+DEFAULT_DNS_TTL = 30.0
+_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A classified resolution: a checked destination, or why the destination is forbidden."""
+
+    expires: float  # loop time; math.inf for pins and IP literals (no DNS involved)
+    destination: Destination | None = None
+    forbidden: DestinationForbidden | None = None
+
+
 class Resolver:
-    """Resolves destinations once and refuses any that are not public (unless pinned)."""
+    """Resolves destinations and refuses any that are not public (unless pinned).
+
+    `dns_ttl`: seconds a classified DNS outcome is reused (0: resolve every call); `getaddrinfo`
+    replaces the event loop's (tests count lookups with it).
+    """
 
     def __init__(
         self,
@@ -219,6 +252,8 @@ class Resolver:
         *,
         self_addresses: Iterable[tuple[str, int]] = (),
         timeout: float = 5.0,
+        dns_ttl: float = DEFAULT_DNS_TTL,
+        getaddrinfo: GetAddrInfo | None = None,
     ) -> None:
         self._pins = {
             (normalise_host(host), port): ipaddress.ip_address(addr)
@@ -226,6 +261,9 @@ class Resolver:
         }
         self._self = {(_unmapped(ipaddress.ip_address(a)), p) for a, p in self_addresses}
         self._timeout = timeout
+        self._dns_ttl = max(dns_ttl, 0.0)
+        self._getaddrinfo = getaddrinfo
+        self._cache: dict[tuple[str, int], _Outcome] = {}
 
     def is_self(self, addr: IPAddress, port: int) -> bool:
         """True when `addr:port` is one of the proxy's own listeners (a forwarding loop)."""
@@ -247,6 +285,40 @@ class Resolver:
         Raises `DestinationForbidden` (not public, the proxy itself, or not a valid host at
         all) and `OSError` when the name does not resolve (incl. `TimeoutError`).
         """
+        key = (host, port)
+        cached = self._cache.get(key)
+        if cached is not None:
+            if cached.expires == math.inf or cached.expires > asyncio.get_running_loop().time():
+                return _replay(cached)
+            del self._cache[key]
+        try:
+            destination = await self._resolve(host, port)
+        except DestinationForbidden as exc:
+            self._remember(key, _Outcome(self._expiry(host, port), forbidden=exc))
+            raise
+        self._remember(key, _Outcome(self._expiry(host, port), destination=destination))
+        return destination
+
+    def _expiry(self, host: str, port: int) -> float:
+        """When an outcome for `host` goes stale: never without DNS, else after the TTL."""
+        try:
+            literal = parse_ip_literal(host)
+            name = str(literal) if literal is not None else normalise_host(host)
+        except ValueError:
+            return math.inf  # invalid whatever DNS says
+        if literal is not None or (name, port) in self._pins:
+            return math.inf
+        return asyncio.get_running_loop().time() + self._dns_ttl
+
+    def _remember(self, key: tuple[str, int], outcome: _Outcome) -> None:
+        if outcome.expires != math.inf and self._dns_ttl == 0:
+            return
+        if len(self._cache) >= _CACHE_SIZE:
+            # Drop the oldest entry (dicts keep insertion order): enough for a bound.
+            del self._cache[next(iter(self._cache))]
+        self._cache[key] = outcome
+
+    async def _resolve(self, host: str, port: int) -> Destination:
         try:
             literal = parse_ip_literal(host)
             name = str(literal) if literal is not None else normalise_host(host)
@@ -268,11 +340,9 @@ class Resolver:
         return _destination(name, port, addresses[0], pinned=False)
 
     async def _lookup(self, name: str, port: int) -> list[IPAddress]:
-        loop = asyncio.get_running_loop()
+        getaddrinfo = self._getaddrinfo or asyncio.get_running_loop().getaddrinfo
         async with asyncio.timeout(self._timeout):
-            infos = await loop.getaddrinfo(
-                name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
+            infos = await getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
         addresses: list[IPAddress] = []
         for family, _type, _proto, _canon, sockaddr in infos:
             if family not in (socket.AF_INET, socket.AF_INET6):
@@ -298,3 +368,12 @@ class Resolver:
 def _destination(host: str, port: int, addr: IPAddress, *, pinned: bool) -> Destination:
     family = socket.AF_INET if isinstance(addr, ipaddress.IPv4Address) else socket.AF_INET6
     return Destination(host=host, port=port, address=str(addr), family=family, pinned=pinned)
+
+
+def _replay(outcome: _Outcome) -> Destination:
+    """The cached outcome again: the same checked destination, or a fresh forbidden error."""
+    if outcome.destination is not None:
+        return outcome.destination
+    exc = outcome.forbidden
+    assert exc is not None
+    raise DestinationForbidden(exc.host, exc.detail, exc.address)

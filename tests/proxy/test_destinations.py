@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
 
@@ -265,3 +267,108 @@ def test_parse_pin(text: str, expected: tuple[tuple[str, int], str]) -> None:
 def test_parse_pin_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_pin(text)
+
+
+class FakeDns:
+    """A stand-in for the system resolver (DNS is not ours): answers from a script, counts lookups.
+
+    `answers` holds one entry per lookup, the last one repeating: a list of addresses, or an
+    `OSError` to raise.
+    """
+
+    def __init__(self, *answers: list[str] | OSError) -> None:
+        self.answers = list(answers)
+        self.lookups: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        self.lookups.append((host, port))
+        answer = self.answers[min(len(self.lookups), len(self.answers)) - 1]
+        if isinstance(answer, OSError):
+            raise answer
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (a, port),
+            )
+            for a in answer
+        ]
+
+
+PUBLIC_A, PUBLIC_B = "8.8.8.8", "1.1.1.1"
+
+
+async def test_name_resolved_once_is_not_resolved_again_within_the_ttl() -> None:
+    dns = FakeDns([PUBLIC_A], [PUBLIC_B])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=30)
+    first = await resolver.resolve("api.example.com", 443)
+    second = await resolver.resolve("api.example.com", 443)
+    assert dns.lookups == [("api.example.com", 443)]
+    assert first.address == second.address == PUBLIC_A
+
+
+async def test_forbidden_outcome_is_cached_too() -> None:
+    # One forbidden address among public ones forbids the name, and keeps forbidding it.
+    dns = FakeDns([PUBLIC_A, "169.254.169.254"], [PUBLIC_A])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=30)
+    for _ in range(2):
+        with pytest.raises(DestinationForbidden) as caught:
+            await resolver.resolve("rebind.example.com", 443)
+        assert (caught.value.detail, caught.value.address) == ("metadata", "169.254.169.254")
+    assert len(dns.lookups) == 1
+
+
+async def test_expired_outcome_is_resolved_and_every_address_checked_again() -> None:
+    # A rebinding name: public first, then the metadata service. After the TTL the new answer
+    # is classified like the first one was.
+    dns = FakeDns([PUBLIC_A], [PUBLIC_A, "169.254.169.254"])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=0.05)
+    assert (await resolver.resolve("rebind.example.com", 443)).address == PUBLIC_A
+    await asyncio.sleep(0.1)
+    with pytest.raises(DestinationForbidden) as caught:
+        await resolver.resolve("rebind.example.com", 443)
+    assert caught.value.detail == "metadata"
+    assert len(dns.lookups) == 2
+
+
+@pytest.mark.parametrize(
+    ("dns_ttl", "answers", "lookups"),
+    [
+        pytest.param(0, ([PUBLIC_A], [PUBLIC_B]), 2, id="ttl 0 resolves every call"),
+        pytest.param(
+            30, (socket.gaierror("temporary failure"), [PUBLIC_B]), 2, id="a failure is not cached"
+        ),
+    ],
+)
+async def test_uncached_outcomes_are_resolved_again(
+    dns_ttl: float, answers: tuple[list[str] | OSError, ...], lookups: int
+) -> None:
+    dns = FakeDns(*answers)
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=dns_ttl)
+    with contextlib.suppress(OSError):
+        await resolver.resolve("api.example.com", 443)
+    assert (await resolver.resolve("api.example.com", 443)).address == PUBLIC_B
+    assert len(dns.lookups) == lookups
+
+
+async def test_names_of_another_port_are_resolved_separately() -> None:
+    dns = FakeDns([PUBLIC_A])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=30)
+    await resolver.resolve("api.example.com", 443)
+    await resolver.resolve("api.example.com", 8443)
+    assert dns.lookups == [("api.example.com", 443), ("api.example.com", 8443)]
+
+
+async def test_pins_and_literals_never_reach_dns() -> None:
+    dns = FakeDns([PUBLIC_A])
+    resolver = Resolver(
+        {("up.test", 9000): "127.0.0.1"}, self_addresses=[("127.0.0.1", 15080)], getaddrinfo=dns
+    )
+    for _ in range(2):
+        assert (await resolver.resolve("up.test", 9000)).pinned
+        assert (await resolver.resolve(PUBLIC_B, 443)).address == PUBLIC_B
+        with pytest.raises(DestinationForbidden):
+            await resolver.resolve("127.0.0.1", 15080)
+    assert dns.lookups == []
