@@ -152,7 +152,9 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
     own = [app.listen_address]
     if s.admin_listen is not None:
         own.append(s.admin_listen)
-    context.resolver = Resolver(pins, self_addresses=own, timeout=s.upstream_connect_timeout)
+    context.resolver = Resolver(
+        pins, self_addresses=own, timeout=s.upstream_connect_timeout, dns_ttl=s.dns_ttl
+    )
     app.server, app.context = server, context
     try:
         yield
@@ -219,6 +221,7 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
         pins,
         self_addresses=[a for a in (app.listen_address, app.admin_address) if a],
         timeout=s.upstream_connect_timeout,
+        dns_ttl=s.dns_ttl,
     )
     try:
         yield

@@ -77,6 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=d["upstream_timeout"].default,
         help="seconds until the upstream's response head (else 504)",
     )
+    lim.add_argument(
+        "--dns-ttl",
+        type=float,
+        default=d["dns_ttl"].default,
+        help="seconds a checked DNS answer is reused (0: resolve every call)",
+    )
     lim.add_argument("--drain-timeout", type=float, default=d["drain_timeout"].default)
     lim.add_argument("--reload-interval", type=float, default=d["reload_interval"].default)
     p.add_argument("--spool-dir", type=Path, default=None, help="default $SHAREWALL_SPOOL_DIR")
@@ -115,6 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         upstream_connect_timeout=args.connect_timeout,
+        dns_ttl=args.dns_ttl,
         upstream_timeout=args.upstream_timeout,
         drain_timeout=args.drain_timeout,
         spool_dir=args.spool_dir or default_spool_dir(),

@@ -62,6 +62,7 @@ class Settings:
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
     body_timeout: float = 30.0  # for the inspected part of a request body, and between reads after
     upstream_connect_timeout: float = 5.0
+    dns_ttl: float = 30.0  # seconds a checked DNS outcome is reused (0: resolve every call)
     upstream_timeout: float = 60.0  # until the upstream's response head
     drain_timeout: float = 10.0
     spool_dir: Path = field(default_factory=default_spool_dir)
@@ -77,6 +78,8 @@ class Settings:
             raise SettingsError("--engine opa needs --opa-url")
         if (self.ca_cert is None) != (self.ca_key is None):
             raise SettingsError("--ca-cert and --ca-key go together")
+        if self.dns_ttl < 0:
+            raise SettingsError("--dns-ttl must be 0 (off) or more seconds")
         if self.registry_file is None and self.registry_url is None:
             raise SettingsError("one of --registry-file or --registry-url is required")
 

@@ -35,6 +35,11 @@ from proxy_harness import REPO
             "expected HOST:PORT",
             id="bad listen address",
         ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--dns-ttl", "-1"],
+            "--dns-ttl must be 0 (off) or more seconds",
+            id="negative dns ttl",
+        ),
     ],
 )
 def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
