@@ -278,6 +278,7 @@ async def run_proxy(
                 admin_port=app.admin_address[1] if app.admin_address else None,
                 mode=settings.mode,
                 engine=settings.engine,
+                event_loop=type(loop).__module__.partition(".")[0],
                 intercepts_tls=settings.intercepts_tls,
             )
             await stop.wait()

@@ -11,6 +11,7 @@ from proxy.inspect.model import InspectionLimits
 
 Mode = Literal["enforce", "report"]
 EngineName = Literal["embedded", "opa"]
+LoopName = Literal["auto", "asyncio", "uvloop"]
 
 
 class SettingsError(ValueError):
@@ -68,6 +69,7 @@ class Settings:
     spool_dir: Path = field(default_factory=default_spool_dir)
     reload_interval: float = 1.0
     log_level: str = "info"
+    loop: LoopName = "auto"  # event loop: uvloop when importable (auto), or the one named
 
     def __post_init__(self) -> None:
         if self.mode not in ("enforce", "report"):
@@ -80,6 +82,8 @@ class Settings:
             raise SettingsError("--ca-cert and --ca-key go together")
         if self.dns_ttl < 0:
             raise SettingsError("--dns-ttl must be 0 (off) or more seconds")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise SettingsError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
         if self.registry_file is None and self.registry_url is None:
             raise SettingsError("one of --registry-file or --registry-url is required")
 
