@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ import structlog
 
 from proxy.admin import AdminServer, create_admin_app
 from proxy.decide import Decider, destination_forbidden
+from proxy.decision import Call, build_policy_input, policy_date
 from proxy.decision_log import DecisionLog, DecisionSink, JsonLines
 from proxy.destinations import Resolver, parse_pin
 from proxy.engines import create_engine
+from proxy.inspect import inspect_call
 from proxy.listener import ProxyContext, ProxyServer
 from proxy.metrics import ProxyMetrics
 from proxy.recipients import RecipientIndex
@@ -204,6 +207,62 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def _warmup_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    """Warm the hot path before `/readyz` answers (the admin server starts after this)."""
+    await warm_up(app)
+    yield
+
+
+async def warm_up(app: ProxyApp) -> None:
+    """Run one throwaway inspection and one policy evaluation, so that `/readyz` means "fast".
+
+    The first call after start would otherwise pay ~20 ms: phonenumbers loads its metadata per
+    region on first use, the inspector compiles its plans, and the engine's first evaluation
+    fills its own caches. The evaluation goes straight to the engine (not through the
+    `Decider`'s cache, which would keep a verdict for a call nobody made), and neither is logged
+    as a decision. A failure here only costs the first call that time again: logged, not fatal.
+    """
+    import phonenumbers
+
+    s = app.settings
+    t0 = time.perf_counter()
+    try:
+        region = s.limits.default_region
+        example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+        national = (
+            phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+            if example is not None
+            else "+14155550123"
+        )
+        body = orjson.dumps({"to": "+14155550123", "body": f"warm-up, call {national}"})
+        headers = [("content-type", "application/json")]
+        url = "http://warm-up.invalid/v1/messages"
+        inspection = inspect_call("POST", url, headers, body, limits=s.limits)
+        decider = app.decider
+        if decider is not None and decider.is_ready:
+            snapshot = decider.snapshot
+            recipient = snapshot.recipients[0].id if snapshot and snapshot.recipients else None
+            call = Call(
+                method="POST",
+                scheme="http",
+                host="warm-up.invalid",
+                port=80,
+                path="/v1/messages",
+                inspected=True,
+                tls_upstream=False,
+                recipient_id=recipient,
+                purpose=s.default_purpose,
+            )
+            policy_input = build_policy_input(call, inspection, date=policy_date())
+            async with asyncio.timeout(max(s.engine_timeout, 1.0)):
+                await decider.engine.evaluate(policy_input)
+    except Exception as exc:  # an optimisation only: the proxy works without it
+        log.warning("proxy.warm_up_failed", error=type(exc).__name__)
+        return
+    log.info("proxy.warmed_up", ms=round((time.perf_counter() - t0) * 1000.0, 1))
+
+
+@contextlib.asynccontextmanager
 async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     s = app.settings
     if s.admin_listen is None:
@@ -239,7 +298,9 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
     app.cleanup_ctx.append(_spool_ctx)
     if settings.registry_url is not None:
         app.cleanup_ctx.append(_shipper_ctx)
-    app.cleanup_ctx.extend([_engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _admin_ctx])
+    app.cleanup_ctx.extend(
+        [_engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _warmup_ctx, _admin_ctx]
+    )
     return app
 
 

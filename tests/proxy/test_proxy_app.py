@@ -1,4 +1,4 @@
-"""The proxy process: runs on the event loop it is told to."""
+"""The proxy process: runs on the event loop it is told to, warmed up before it says it is ready."""
 
 from __future__ import annotations
 
@@ -26,5 +26,19 @@ def test_proxy_runs_and_intercepts_tls_on_the_chosen_loop(tmp_path, certs, upstr
         assert [line["categories"] for line in lines] == [["contact.phone_number"]] * 2
         listening = next(e for e in proxy.logs() if e.get("event") == "proxy.listening")
         assert listening["event_loop"] == loop
+    finally:
+        proxy.stop()
+
+
+def test_warm_up_runs_before_readiness_and_decides_nothing(tmp_path, certs, upstreams):
+    proxy = start_proxy(tmp_path, certs, upstreams)
+    try:
+        assert requests.get(f"{proxy.admin_url}/readyz", timeout=5).status_code == 200
+        events = [e.get("event") for e in proxy.logs()]
+        assert "proxy.warm_up_failed" not in events
+        # Warmed before the listener serves and before the admin port (and /readyz) exists.
+        assert events.index("proxy.warmed_up") < events.index("proxy.listening")
+        # The throwaway call is not a decision: no line, no spooled block.
+        assert "egress.decision" not in events
     finally:
         proxy.stop()
