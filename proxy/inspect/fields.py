@@ -258,10 +258,34 @@ def _name(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     return True
 
 
+def _looks_like_sender_id(value: str) -> bool:
+    # An SMS alphanumeric sender id: one token of at most 11 characters (`QWIQI`, `InfoSMS`).
+    return len(value) <= 11 and " " not in value.strip()
+
+
+def _looks_like_person_name(value: str) -> bool:
+    # Stricter than `_looks_like_name`, for a `name` whose only person hint is a phone sibling:
+    # two to four capitalised words of letters ("Tan Ah Kow", "Mary-Jane O'Neil"), not
+    # "Black Friday promo", "QWIQI" or "Plan 5G".
+    words = value.split()
+    if not 2 <= len(words) <= 4 or len(value) > 60:
+        return False
+    return all(
+        word[0].isupper() and word.replace("-", "").replace("'", "").replace(".", "").isalpha()
+        for word in words
+    )
+
+
 def _name_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     if ctx & Ctx.EMPLOYER and _looks_like_name(value):
         scan.add(cat.EMPLOYMENT, location, "key:employment")
-    elif ctx & Ctx.PERSON and not ctx & Ctx.NOT_PERSON and _looks_like_name(value):
+    elif ctx & Ctx.NOT_PERSON:
+        pass  # a product's, campaign's, template's name
+    elif ctx & Ctx.PERSON and _looks_like_name(value):
+        if not (ctx & Ctx.SENDER and _looks_like_sender_id(value)):
+            scan.add(cat.NAME, location, "key:name")
+    elif ctx & Ctx.PHONE and _looks_like_person_name(value):
+        # `{"name": "Tan Ah Kow", "phone": "+65…"}`: a contact card without a person key.
         scan.add(cat.NAME, location, "key:name")
     return False
 

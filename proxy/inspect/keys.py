@@ -201,7 +201,7 @@ EXACT_RULES: dict[str, str] = _table(
         Rule.CONTENT,
         "body text message content msg sms_text sms_body message_body message_text transcript "
         "transcription voicemail caption html html_body text_body plain_text html_content "
-        "text_content",
+        "text_content short_message message_payload",
     ),
     (
         Rule.CDR,
@@ -436,6 +436,7 @@ class Ctx:
     PHONE = 2048  # a phone-number key is among the siblings (weaker than MOBILE)
     HANDSET = 4096  # a carrier / MCC-MNC key is among the siblings (with PHONE: an HLR record)
     REFERENCE = 8192  # the object is an order, invoice, card...: its `number` is not a phone
+    SENDER = 16384  # the object is a message's sender: its `name` may be a sender id (`QWIQI`)
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -445,7 +446,8 @@ for _words, _flag in (
         "user users customer customers contact contacts profile profiles person people "
         "subscriber subscribers recipient recipients member members patient client traits "
         "user_data identity identities owner account_holder cardholder "
-        "billing_details shipping_details customer_information personal_info sender",
+        "billing_details shipping_details customer_information personal_info sender requester "
+        "requesters shopper payer lead leads",
         Ctx.PERSON,
     ),
     (
@@ -480,6 +482,7 @@ for _words, _flag in (
         Ctx.REFERENCE,
     ),
     ("error errors status meta metadata exception fault result", Ctx.ERROR),
+    ("sender senders sender_info", Ctx.SENDER),
 ):
     for _w in _words.split():
         PARENT_FLAGS[_w.replace("_", "")] = PARENT_FLAGS.get(_w.replace("_", ""), Ctx.NONE) | _flag
@@ -521,6 +524,8 @@ _CALL_SIBLINGS = frozenset(
         "direction_call",
     ]
 )
+# SMPP's message body fields (`submit_sm` over HTTP): their object is an SMS.
+_SMS_SIBLINGS = frozenset(("shortmessage", "messagepayload"))
 _PERSON_SIBLINGS = frozenset(
     w.replace("_", "")
     for w in [
@@ -646,6 +651,8 @@ def key_info(key: str) -> KeyInfo:
         sibling |= Ctx.CALL
     if squashed in _PERSON_SIBLINGS:
         sibling |= Ctx.PERSON
+    if squashed in _SMS_SIBLINGS:
+        sibling |= Ctx.SMS
     if squashed in ("lat", "latitude"):
         sibling |= Ctx.LAT
     if squashed in ("lng", "lon", "long", "longitude"):
