@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from proxy.inspect import categories as cat
+from proxy.inspect.address import has_postal_address
 from proxy.inspect.credentials import secret_kind
 from proxy.inspect.identifiers import EMAIL_RE, is_card_number, is_iban, is_iccid, is_us_ssn
 from proxy.inspect.network import IPV4_RE, is_public_ip
@@ -68,7 +69,8 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
     """Add findings for identifiers inside `value`.
 
     `is_text` (a message body, a text/* body) also looks for national-format phone numbers with
-    phonenumbers' matcher, which rejects dates and times, and for IBANs inside sentences;
+    phonenumbers' matcher, which rejects dates and times, for IBANs inside sentences and for
+    postal addresses typed into the text;
     elsewhere only explicit `+…` numbers count as phones.
     """
     if "@" in value and any(m[1].lower() not in _FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):
@@ -124,6 +126,8 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
             if is_iban(match.group()):
                 scan.add(cat.PAYMENT, location, "iban")
                 break
+        if has_postal_address(value):
+            scan.add(cat.POSTAL_ADDRESS, location, "address:text")
     elif 15 <= len(value) <= 42 and value[:2].isalpha() and value[2:4].isdigit() and is_iban(value):
         scan.add(cat.PAYMENT, location, "iban")
 
