@@ -202,6 +202,69 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             set(),
             id="trap: template and bare names",
         ),
+        # a `name` is a person's under a person-context key or beside a phone number
+        pytest.param(
+            {"ticket": {"requester": {"name": "Tan Ah Kow", "phone": "+6591234567"}}},
+            {"contact.name", "contact.phone_number"},
+            id="name: ticket requester with only a phone sibling",
+        ),
+        pytest.param(
+            {"shopper": {"name": "Mei Tan"}, "payer": {"name": "Tan Ah Kow"}},
+            {"contact.name"},
+            id="name: under shopper and payer",
+        ),
+        pytest.param({"lead": {"name": "Sarah Mason"}}, {"contact.name"}, id="name: CRM lead"),
+        pytest.param(
+            {"name": "Tan Ah Kow", "to": "+6591234567"},
+            {"contact.name", "contact.phone_number"},
+            id="name: beside a phone sibling",
+        ),
+        pytest.param(
+            {"sender": {"name": "Mei Tan", "email": "mei.tan@example.com"}},
+            {"contact.name", "contact.email"},
+            id="name: an e-mail sender's name",
+        ),
+        pytest.param(
+            {"campaign": {"name": "Black Friday Promo", "from": "+6591234567"}},
+            {"contact.phone_number"},
+            id="trap: campaign name beside a phone",
+        ),
+        pytest.param(
+            {"name": "Black friday promo", "to": "+6591234567"},
+            {"contact.phone_number"},
+            id="trap: lowercase promo name beside a phone",
+        ),
+        pytest.param(
+            {"sender": {"name": "QWIQI", "type": "alphanumeric"}, "sender_id": {"name": "QWIQI"}},
+            set(),
+            id="trap: sender id names",
+        ),
+        pytest.param(
+            {"name": "QWIQI", "to": "+6591234567"},
+            {"contact.phone_number"},
+            id="trap: sender id beside a phone",
+        ),
+        pytest.param(
+            {"plan": {"name": "Unlimited 5G"}, "subscriber": {"plan": {"name": "Data Plus"}}},
+            set(),
+            id="trap: plan names, even under a subscriber",
+        ),
+        # SMPP over HTTP
+        pytest.param(
+            {"source_addr": "QWIQI", "destination_addr": "6591234567", "short_message": "Hi Mei"},
+            {"contact.phone_number", "comms.content"},
+            id="content: SMPP short_message",
+        ),
+        pytest.param(
+            {"message_payload": "Your parcel arrives today"},
+            {"comms.content"},
+            id="content: SMPP message_payload",
+        ),
+        pytest.param(
+            {"short_message": "Reply STOP to opt out", "opt_in": True},
+            {"comms.content", "mobile.sms_consent"},
+            id="content: SMPP body makes its object an SMS context",
+        ),
         pytest.param(
             {"user": {"job_title": "Engineer", "employer": "Acme"}},
             {"account.employment"},
