@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from proxy.inspect import categories as cat
+from proxy.inspect.address import GATE as ADDRESS_GATE
 from proxy.inspect.address import has_postal_address
 from proxy.inspect.credentials import secret_kind
 from proxy.inspect.identifiers import EMAIL_RE, is_card_number, is_iban, is_iccid, is_us_ssn
@@ -126,7 +127,10 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
             if is_iban(match.group()):
                 scan.add(cat.PAYMENT, location, "iban")
                 break
-        if has_postal_address(value):
+        # `might_hold_address`, inlined: it runs for every message body.
+        if (
+            "#" in value or "/F" in value or ADDRESS_GATE.search(value) is not None
+        ) and has_postal_address(value):
             scan.add(cat.POSTAL_ADDRESS, location, "address:text")
     elif 15 <= len(value) <= 42 and value[:2].isalpha() and value[2:4].isdigit() and is_iban(value):
         scan.add(cat.PAYMENT, location, "iban")
