@@ -150,5 +150,14 @@ def _is_national_phone(text: str, start: int, end: int, region: str) -> bool:
         return False  # a decimal amount or a date
     if end < len(text) and text[end] in ".,:" and text[end + 1 : end + 2].isdigit():
         return False  # part of a larger number (`1 234 567,89`, a time)
+    if _is_inside_url(text, start):
+        return False  # a path or query segment of a link (`https://acme.example/t/8812-2291`)
     before = _WORD_BEFORE.search(text, max(0, start - 24), start)
     return before is None or before[1].lower() not in _REFERENCE_WORDS
+
+
+def _is_inside_url(text: str, start: int) -> bool:
+    """Whether the token at `start` belongs to a link written in the text."""
+    word_start = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start)) + 1
+    prefix = text[word_start:start]
+    return "://" in prefix or prefix.startswith("www.")

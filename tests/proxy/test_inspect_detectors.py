@@ -70,6 +70,18 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             id="phone: national number in a message",
         ),
         pytest.param(
+            {
+                "text": "Track it at https://acme.example.com/t/8812-2291 or www.acme.example/9123-4567"
+            },
+            {"comms.content"},
+            id="trap: digits in a link in a message",
+        ),
+        pytest.param(
+            {"text": "Track it at https://acme.example.com/t/1 or call 6123 4567"},
+            {"comms.content", "contact.phone_number"},
+            id="phone: national number after a link in a message",
+        ),
+        pytest.param(
             {"text": "Order 8812 2291 ships on 15.01.2024, total 9123.45"},
             {"comms.content"},
             id="trap: order reference, date and amount in a message",
