@@ -24,7 +24,15 @@ from registry import snapshot as schema
 from registry.audit import record_audit
 from registry.errors import ApiError, forbidden
 from registry.models import Approval, Grant, Recipient, RecipientHost, utcnow
-from registry.service import Actor, Loaded, check_storable, forget, grants_by_purpose
+from registry.service import (
+    Actor,
+    Loaded,
+    check_storable,
+    forget,
+    grants_by_purpose,
+    new_grant_row,
+    new_recipient_row,
+)
 from registry.state import bump_snapshot_version
 
 REVIEWER_ROLES = frozenset({"security", "admin"})
@@ -371,7 +379,7 @@ async def _update_recipient(
             grant_row.updated_at = now
             session.add(grant_row)
         kept.append(grant_row)
-    new_grants = [_grant_row(row.id, g, status, actor) for g in added]
+    new_grants = [new_grant_row(row.id, g, actor, status) for g in added]
     session.add_all(new_grants)
     await session.flush()
     loaded.hosts = loaded.hosts + added_hosts
@@ -394,31 +402,12 @@ async def _add_recipients(
     if not wanted:
         return
     now = utcnow()
-    rows = [
-        Recipient(
-            id=w.id,
-            name=w.name,
-            kind=w.kind,
-            status=w.status,
-            regions=list(w.regions),
-            tls_origination=w.tls_origination,
-            inspect_tls=w.inspect_tls,
-            owner_team=w.owner_team,
-            contract_ref=w.contract_ref,
-            notes=w.notes,
-            proposed_by=actor.name,
-            updated_by=actor.name,
-            created_at=now,
-            updated_at=now,
-            version=1,
-        )
-        for w in wanted
-    ]
+    rows = [new_recipient_row(w, actor, status=w.status, now=now) for w in wanted]
     session.add_all(rows)
     await session.flush()
     hosts = {w.id: [RecipientHost(recipient_id=w.id, pattern=p) for p in w.hosts] for w in wanted}
     grants = {
-        w.id: [_grant_row(w.id, g, _grant_status(w.status), actor) for g in w.grants]
+        w.id: [new_grant_row(w.id, g, actor, _grant_status(w.status)) for g in w.grants]
         for w in wanted
     }
     session.add_all([h for hs in hosts.values() for h in hs])
@@ -434,22 +423,6 @@ async def _add_recipients(
             entity_id=row.id,
             after=Loaded(row, hosts[row.id], grants[row.id]).image(),
         )
-
-
-def _grant_row(recipient_id: str, g: schema.Grant, status: str, actor: Actor) -> Grant:
-    now = utcnow()
-    return Grant(
-        recipient_id=recipient_id,
-        purpose=g.purpose,
-        categories=list(g.categories),
-        legal_basis=g.legal_basis,
-        expires=g.expires,
-        status=status,
-        proposed_by=actor.name,
-        approved_by=actor.name if status == "approved" else None,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 def _approval(recipient_id: str, status: str, actor: Actor) -> Approval:

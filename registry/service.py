@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -269,27 +270,11 @@ async def create_recipient(session: AsyncSession, body: RecipientCreate, actor: 
         raise conflict(f"recipient {body.id} already exists")
     await _check_hosts_free(session, body.id, body.hosts)
     now = utcnow()
-    recipient = Recipient(
-        id=body.id,
-        name=body.name,
-        kind=body.kind,
-        status="proposed",
-        regions=list(body.regions),
-        tls_origination=body.tls_origination,
-        inspect_tls=body.inspect_tls,
-        owner_team=body.owner_team,
-        contract_ref=body.contract_ref,
-        notes=body.notes,
-        proposed_by=actor.name,
-        updated_by=actor.name,
-        created_at=now,
-        updated_at=now,
-        version=1,
-    )
+    recipient = new_recipient_row(body, actor, status="proposed", now=now)
     session.add(recipient)
     await session.flush()
     hosts = [RecipientHost(recipient_id=body.id, pattern=p) for p in body.hosts]
-    grants = [_new_grant(body.id, g, actor, "proposed") for g in body.grants]
+    grants = [new_grant_row(body.id, g, actor, "proposed") for g in body.grants]
     session.add_all([*hosts, *grants])
     await session.flush()
     loaded = Loaded(recipient, hosts, grants)
@@ -305,13 +290,34 @@ async def create_recipient(session: AsyncSession, body: RecipientCreate, actor: 
     return loaded
 
 
-def _new_grant(
+def new_recipient_row(spec: Any, actor: Actor, *, status: str, now: datetime) -> Recipient:
+    """A new recipient row from a create payload or a registry-file entry (same field names)."""
+    return Recipient(
+        id=spec.id,
+        name=spec.name,
+        kind=spec.kind,
+        status=status,
+        regions=list(spec.regions),
+        tls_origination=spec.tls_origination,
+        inspect_tls=spec.inspect_tls,
+        owner_team=spec.owner_team,
+        contract_ref=spec.contract_ref,
+        notes=spec.notes,
+        proposed_by=actor.name,
+        updated_by=actor.name,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+
+
+def new_grant_row(
     recipient_id: str,
     grant: schema.Grant,
     actor: Actor,
     status: str,
-    approved_by: str | None = None,
 ) -> Grant:
+    """A new grant row proposed by `actor`; one created `approved` (by apply) is approved by them."""
     now = utcnow()
     return Grant(
         recipient_id=recipient_id,
@@ -321,7 +327,7 @@ def _new_grant(
         expires=grant.expires,
         status=status,
         proposed_by=actor.name,
-        approved_by=approved_by,
+        approved_by=actor.name if status == "approved" else None,
         created_at=now,
         updated_at=now,
     )
@@ -445,7 +451,7 @@ async def add_grant(
     """Propose a grant on a recipient (always `proposed`, whatever the recipient's status)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
-    grant = _new_grant(recipient_id, body, actor, "proposed")
+    grant = new_grant_row(recipient_id, body, actor, "proposed")
     session.add(grant)
     _touch(loaded.recipient, actor)
     session.add(loaded.recipient)
