@@ -47,22 +47,18 @@ _category_reason(code, category) := {"code": code, "message": _message(code), "c
 # A code missing from the taxonomy must still deny, so the message falls back to the code.
 _message(code) := object.get(_taxonomy.reason_codes, code, code)
 
-# ---- helpers (each answers a yes/no question) ----
-#
-# Helpers about this call's recipient and purpose are rules over `_recipient` and `input`, not
-# functions: an engine evaluates a rule once per decision but a function on every call, and the
-# grant scan used to run three times per decision.
+# ---- helpers (take arguments where they can; each answers a yes/no question) ----
 
 _is_registered if _recipient
 
-_is_approved if _recipient.status == "approved"
+_is_approved(recipient) if recipient.status == "approved"
 
 _has_purpose if {
 	is_string(input.purpose)
 	input.purpose != ""
 }
 
-_is_known_purpose if _taxonomy.purposes[input.purpose]
+_is_known_purpose(purpose) if _taxonomy.purposes[purpose]
 
 # `expires` is the grant's last valid day; ISO dates compare as strings.
 _is_grant_active(grant) if grant.expires == null
@@ -73,22 +69,18 @@ _is_grant_active(grant) if {
 	grant.expires >= input.date
 }
 
-# The recipient's unexpired grants for this call's purpose (empty when none or no recipient).
-_active_grants := [g |
-	some g in _recipient.grants
-	g.purpose == input.purpose
+_active_grants(recipient, purpose) := [g |
+	some g in recipient.grants
+	g.purpose == purpose
 	_is_grant_active(g)
 ]
 
-_has_active_grant if count(_active_grants) > 0
+_has_active_grant(recipient, purpose) if count(_active_grants(recipient, purpose)) > 0
 
-# Every category some active grant for this purpose allows.
-_granted_categories := {category |
-	some g in _active_grants
-	some category in g.categories
+_is_granted(recipient, purpose, category) if {
+	some g in _active_grants(recipient, purpose)
+	category in g.categories
 }
-
-_is_granted(category) if category in _granted_categories
 
 _has_personal_data if count(_categories) > 0
 
@@ -103,20 +95,20 @@ _is_inspection_complete if {
 }
 
 # A recipient processes data "at home" only if it declares regions and all of them are home regions.
-_is_processed_at_home if {
-	count(_recipient.regions) > 0
-	every region in _recipient.regions {
+_is_processed_at_home(recipient) if {
+	count(recipient.regions) > 0
+	every region in recipient.regions {
 		region in _taxonomy.residency.home_regions
 	}
 }
 
-_is_allowed_abroad if input.purpose in _taxonomy.residency.purposes_allowed_abroad
+_is_allowed_abroad(purpose) if purpose in _taxonomy.residency.purposes_allowed_abroad
 
-_is_marketing if input.purpose in _taxonomy.purpose_groups.marketing_purposes
+_is_marketing(purpose) if purpose in _taxonomy.purpose_groups.marketing_purposes
 
 _is_mobile_information(category) if category in _taxonomy.category_groups.mobile_information
 
-_is_high_risk if _recipient.kind in _taxonomy.high_risk_kinds
+_is_high_risk(recipient) if recipient.kind in _taxonomy.high_risk_kinds
 
 # ---- one rule per reason code ----
 
@@ -128,7 +120,7 @@ _reasons contains _reason("UNKNOWN_RECIPIENT") if not _is_registered
 # standing approval, whatever its grants say.
 _reasons contains _reason("RECIPIENT_INACTIVE") if {
 	_is_registered
-	not _is_approved
+	not _is_approved(_recipient)
 }
 
 # Operational: every flow must state why it happens (§3 "We list below the specific purposes
@@ -138,7 +130,7 @@ _reasons contains _reason("PURPOSE_UNDECLARED") if not _has_purpose
 # Operational: a purpose outside the taxonomy matches no purpose of §3.
 _reasons contains _reason("PURPOSE_UNKNOWN") if {
 	_has_purpose
-	not _is_known_purpose
+	not _is_known_purpose(input.purpose)
 }
 
 # §4: "We may share your Personal Data ... Third-party service providers that help us to deliver
@@ -146,8 +138,8 @@ _reasons contains _reason("PURPOSE_UNKNOWN") if {
 # grant's last valid day.
 _reasons contains _reason("PURPOSE_NOT_APPROVED") if {
 	_is_registered
-	_is_known_purpose
-	not _has_active_grant
+	_is_known_purpose(input.purpose)
+	not _has_active_grant(_recipient, input.purpose)
 }
 
 # §4: "we share the data we collect from you with communications providers ... as necessary in
@@ -155,9 +147,9 @@ _reasons contains _reason("PURPOSE_NOT_APPROVED") if {
 # Reported per category; when no grant exists at all PURPOSE_NOT_APPROVED already says so.
 _reasons contains _category_reason("CATEGORY_NOT_APPROVED", category) if {
 	_is_registered
-	_has_active_grant
+	_has_active_grant(_recipient, input.purpose)
 	some category in _categories
-	not _is_granted(category)
+	not _is_granted(_recipient, input.purpose, category)
 }
 
 # §5: "QWIQI will not share text messaging originator opt-in data and consent with any third
@@ -169,7 +161,7 @@ _reasons contains _category_reason("SMS_CONSENT_TO_THIRD_PARTY", "mobile.sms_con
 # §5: "No mobile information will be shared with third parties/affiliates for
 # marketing/promotional purposes." Whatever the grants.
 _reasons contains _category_reason("MOBILE_INFO_FOR_MARKETING", category) if {
-	_is_marketing
+	_is_marketing(input.purpose)
 	some category in _categories
 	_is_mobile_information(category)
 }
@@ -188,8 +180,8 @@ _reasons contains _reason("PERSONAL_DATA_IN_CLEARTEXT") if {
 _reasons contains _reason("CROSS_BORDER_PURPOSE") if {
 	_has_personal_data
 	_is_registered
-	not _is_processed_at_home
-	not _is_allowed_abroad
+	not _is_processed_at_home(_recipient)
+	not _is_allowed_abroad(input.purpose)
 }
 
 # §5 safeguards, operational: a spliced tunnel cannot be checked for §5's sentences, and
@@ -197,7 +189,7 @@ _reasons contains _reason("CROSS_BORDER_PURPOSE") if {
 _reasons contains _reason("UNINSPECTED_HIGH_RISK") if {
 	_is_registered
 	not _is_inspected
-	_is_high_risk
+	_is_high_risk(_recipient)
 }
 
 # Operational: a payload the inspector could not read in full (too large, undecodable, too deep,
