@@ -40,12 +40,15 @@ reasons := [entry[2] |
 	some entry in sort([[r.code, object.get(r, "category", ""), r] | some r in _reasons])
 ]
 
-_reason(code) := {"code": code, "message": _message(code)}
-
-_category_reason(code, category) := {"code": code, "message": _message(code), "category": category}
-
 # A code missing from the taxonomy must still deny, so the message falls back to the code.
-_message(code) := object.get(_taxonomy.reason_codes, code, code)
+# Looked up inline rather than through a helper function: every call costs the engine.
+_reason(code) := {"code": code, "message": object.get(_taxonomy.reason_codes, code, code)}
+
+_category_reason(code, category) := {
+	"code": code,
+	"message": object.get(_taxonomy.reason_codes, code, code),
+	"category": category,
+}
 
 # ---- helpers (take arguments where they can; each answers a yes/no question) ----
 
@@ -69,17 +72,18 @@ _is_grant_active(grant) if {
 	grant.expires >= input.date
 }
 
-_active_grants(recipient, purpose) := [g |
+# Existence checks rather than building the list of active grants: cheaper on the hot path.
+_has_active_grant(recipient, purpose) if {
 	some g in recipient.grants
 	g.purpose == purpose
 	_is_grant_active(g)
-]
-
-_has_active_grant(recipient, purpose) if count(_active_grants(recipient, purpose)) > 0
+}
 
 _is_granted(recipient, purpose, category) if {
-	some g in _active_grants(recipient, purpose)
+	some g in recipient.grants
+	g.purpose == purpose
 	category in g.categories
+	_is_grant_active(g)
 }
 
 _has_personal_data if count(_categories) > 0
