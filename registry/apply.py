@@ -25,6 +25,7 @@ from registry.audit import record_audit
 from registry.errors import ApiError, forbidden
 from registry.models import Approval, Grant, Recipient, RecipientHost, utcnow
 from registry.service import (
+    RECIPIENT_FIELDS,
     Actor,
     Loaded,
     check_storable,
@@ -36,17 +37,6 @@ from registry.service import (
 from registry.state import bump_snapshot_version
 
 REVIEWER_ROLES = frozenset({"security", "admin"})
-_FIELDS = (
-    "name",
-    "kind",
-    "status",
-    "regions",
-    "tls_origination",
-    "inspect_tls",
-    "owner_team",
-    "contract_ref",
-    "notes",
-)
 
 
 def _grant_status(recipient_status: str) -> str:
@@ -244,7 +234,7 @@ def compute_diff(current: dict[str, Loaded], wanted: schema.Snapshot) -> ApplyDi
             continue
         change = RecipientChange(id=r.id)
         row = loaded.recipient
-        for name in _FIELDS:
+        for name in RECIPIENT_FIELDS:
             old, new = getattr(row, name), getattr(r, name)
             if name == "regions":
                 old, new = list(old), list(new)

@@ -290,6 +290,32 @@ async def create_recipient(session: AsyncSession, body: RecipientCreate, actor: 
     return loaded
 
 
+def _grant_image(recipient_id: str, grant: Grant) -> dict[str, Any]:
+    """A grant as the audit trail records it: its fields and its recipient."""
+    return {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
+
+
+def _audit_grant(
+    session: AsyncSession,
+    actor: Actor,
+    verb: str,
+    grant_id: int | None,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """Record one `grant.<verb>` audit event in the change's transaction."""
+    record_audit(
+        session,
+        actor=actor.name,
+        action=f"grant.{verb}",
+        entity_type="grant",
+        entity_id=str(grant_id),
+        before=before,
+        after=after,
+    )
+
+
 def new_recipient_row(spec: Any, actor: Actor, *, status: str, now: datetime) -> Recipient:
     """A new recipient row from a create payload or a registry-file entry (same field names)."""
     return Recipient(
@@ -457,14 +483,7 @@ async def add_grant(
     session.add(loaded.recipient)
     await session.flush()
     loaded.grants.append(grant)
-    record_audit(
-        session,
-        actor=actor.name,
-        action="grant.create",
-        entity_type="grant",
-        entity_id=str(grant.id),
-        after={"recipient_id": recipient_id, **_jsonable(grant_view(grant))},
-    )
+    _audit_grant(session, actor, "create", grant.id, after=_grant_image(recipient_id, grant))
     # A proposed grant is not in the snapshot; nothing for the proxies to fetch.
     return loaded, grant
 
@@ -482,7 +501,7 @@ async def update_grant(
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
     grant = _find_grant(loaded, grant_id)
-    before = {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
+    before = _grant_image(recipient_id, grant)
     current = {f: getattr(grant, f) for f in GRANT_FIELDS}
     merged = _validated_grant({**current, **patch.model_dump(exclude_unset=True)})
     new_values = {
@@ -504,14 +523,8 @@ async def update_grant(
     _touch(loaded.recipient, actor)
     session.add(loaded.recipient)
     await session.flush()
-    record_audit(
-        session,
-        actor=actor.name,
-        action="grant.update",
-        entity_type="grant",
-        entity_id=str(grant.id),
-        before=before,
-        after={"recipient_id": recipient_id, **_jsonable(grant_view(grant))},
+    _audit_grant(
+        session, actor, "update", grant.id, before=before, after=_grant_image(recipient_id, grant)
     )
     if was_visible:
         await _bump(session)
@@ -530,21 +543,14 @@ async def delete_grant(
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
     grant = _find_grant(loaded, grant_id)
-    before = {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
+    before = _grant_image(recipient_id, grant)
     await session.exec(sa.delete(Grant).where(Grant.id == grant_id))
     forget(session, [grant])
     loaded.grants = [g for g in loaded.grants if g.id != grant_id]
     _touch(loaded.recipient, actor)
     session.add(loaded.recipient)
     await session.flush()
-    record_audit(
-        session,
-        actor=actor.name,
-        action="grant.delete",
-        entity_type="grant",
-        entity_id=str(grant_id),
-        before=before,
-    )
+    _audit_grant(session, actor, "delete", grant_id, before=before)
     if grant.status == "approved":
         await _bump(session)
     return loaded
@@ -558,7 +564,7 @@ async def revoke_grant(
     grant = _find_grant(loaded, grant_id)
     if grant.status == "revoked":
         return loaded
-    before = {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
+    before = _grant_image(recipient_id, grant)
     was_visible = grant.status == "approved"
     grant.status = "revoked"
     grant.updated_at = utcnow()
@@ -567,14 +573,8 @@ async def revoke_grant(
     session.add(loaded.recipient)
     session.add(_approval("grant", str(grant.id), "revoke", actor, note))
     await session.flush()
-    record_audit(
-        session,
-        actor=actor.name,
-        action="grant.revoke",
-        entity_type="grant",
-        entity_id=str(grant.id),
-        before=before,
-        after={"recipient_id": recipient_id, **_jsonable(grant_view(grant))},
+    _audit_grant(
+        session, actor, "revoke", grant.id, before=before, after=_grant_image(recipient_id, grant)
     )
     if was_visible:
         await _bump(session)
@@ -631,21 +631,20 @@ async def approve_recipient(
         recipient.status = "approved"
         session.add(_approval("recipient", recipient_id, "approve", actor, note))
     for grant in pending:
-        grant_before = {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
+        grant_before = _grant_image(recipient_id, grant)
         grant.status = "approved"
         grant.approved_by = actor.name
         grant.updated_at = now
         session.add(grant)
         session.add(_approval("grant", str(grant.id), "approve", actor, note))
         await session.flush()
-        record_audit(
+        _audit_grant(
             session,
-            actor=actor.name,
-            action="grant.approve",
-            entity_type="grant",
-            entity_id=str(grant.id),
+            actor,
+            "approve",
+            grant.id,
             before=grant_before,
-            after={"recipient_id": recipient_id, **_jsonable(grant_view(grant))},
+            after=_grant_image(recipient_id, grant),
         )
     # Reviewing is not editing: updated_by stays the author, so four eyes keep working.
     recipient.version += 1
