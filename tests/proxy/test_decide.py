@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from call_facts import make_call
 
 from proxy.decide import DESTINATION_FORBIDDEN, Decider, destination_forbidden
-from proxy.decision import Call
 from proxy.decision_cache import DecisionCache, inspection_key
 from proxy.engines.embedded import EmbeddedEngine
 from proxy.inspect.model import MALFORMED_JSON, TIMED_OUT, Finding, Inspection
@@ -37,24 +37,6 @@ def make_snapshot(
         ),
     )
     return Snapshot(version=1, recipients=(twilio,)).with_revision()
-
-
-def make_call(**overrides: Any) -> Call:
-    fields: dict[str, Any] = {
-        "method": "POST",
-        "scheme": "https",
-        "host": "api.twilio.com",
-        "port": 443,
-        "path": "/2010-04-01/Accounts/AC1/Messages.json",
-        "inspected": True,
-        "tls_upstream": True,
-        "recipient_id": "twilio",
-        "purpose": "service_delivery",
-        "source_workload": "sms-gateway",
-        "source_namespace": "messaging",
-    }
-    fields.update(overrides)
-    return Call(**fields)
 
 
 def make_inspection(*categories: str, location: str = "form:To", problems=()) -> Inspection:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from call_facts import make_call
 
 from proxy.decide import Decider
 from proxy.decision import Call, build_policy_input
@@ -83,24 +84,6 @@ def make_snapshot(*, twilio_status: str = "approved", revision: str = "") -> Sna
     return (
         snapshot.model_copy(update={"revision": revision}) if revision else snapshot.with_revision()
     )
-
-
-def make_call(**overrides: Any) -> Call:
-    fields: dict[str, Any] = {
-        "method": "POST",
-        "scheme": "https",
-        "host": "api.twilio.com",
-        "port": 443,
-        "path": "/2010-04-01/Accounts/AC1/Messages.json",
-        "inspected": True,
-        "tls_upstream": True,
-        "recipient_id": "twilio",
-        "purpose": "service_delivery",
-        "source_workload": "sms-gateway",
-        "source_namespace": "messaging",
-    }
-    fields.update(overrides)
-    return Call(**fields)
 
 
 def make_inspection(*categories: str, problems: tuple[str, ...] = ()) -> Inspection:
