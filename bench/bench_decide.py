@@ -24,9 +24,9 @@ from proxy.decide import Decider  # noqa: E402
 from proxy.decision import Call, Decision, new_decision_id  # noqa: E402
 from proxy.engines import PolicyEngine, create_engine  # noqa: E402
 from proxy.inspect.model import Finding, Inspection  # noqa: E402
-from registry.registry_file import load_registry_file  # noqa: E402
-from registry.snapshot import Snapshot  # noqa: E402
-from registry.taxonomy import load_taxonomy, policy_dir  # noqa: E402
+from sharewall.registry_file import load_registry_file  # noqa: E402
+from sharewall.snapshot import Snapshot  # noqa: E402
+from sharewall.taxonomy import load_taxonomy, policy_dir  # noqa: E402
 
 GOAL_WARM_US = 5.0
 

@@ -160,7 +160,7 @@ def _chunked_length(buffer: bytearray, start: int) -> int | None:
 
 async def _serve_upstream(port_file: Path, cert_dir: Path, slow_seconds: float) -> None:
     from proxy.certs import CertificateAuthority, generate_ca
-    from registry.logs import configure_logging
+    from sharewall.logs import configure_logging
 
     configure_logging("warning")
 

@@ -55,8 +55,8 @@ from registry.snapshot_builder import (  # noqa: E402
     fetch_snapshot_rows,
     snapshot_document,
 )
-from registry.taxonomy import load_taxonomy  # noqa: E402
 from registry.tokens import create_token  # noqa: E402
+from sharewall.taxonomy import load_taxonomy  # noqa: E402
 
 PG_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "postgres"}
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -246,7 +246,7 @@ async def bench_proxy_reload(body: bytes) -> None:
     """What a following proxy spends on a new snapshot: validate, index hosts, load the engine."""
     from proxy.engines import create_engine
     from proxy.recipients import RecipientIndex
-    from registry.snapshot import Snapshot
+    from sharewall.snapshot import Snapshot
 
     t = time.perf_counter()
     snapshot = Snapshot.model_validate_json(body)

@@ -113,7 +113,7 @@ async def decide_cases(
     from proxy.decide import Decider
     from proxy.engines import create_engine
     from proxy.recipients import RecipientIndex
-    from registry.registry_file import load_registry_file
+    from sharewall.registry_file import load_registry_file
 
     snapshot = load_registry_file(registry_file)
     engine = create_engine(engine_kind, opa_url=opa_url)

@@ -33,8 +33,8 @@ from proxy.settings import Settings
 from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
 from proxy.spool import Spool
 from proxy.upstream import UpstreamPool
-from registry.registry_file import RegistryFileError
-from registry.snapshot import Snapshot
+from sharewall.registry_file import RegistryFileError
+from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger("sharewall.proxy")
 

@@ -118,7 +118,7 @@ async def _check(args: argparse.Namespace) -> int:
     from proxy.decide import Decider
     from proxy.engines import create_engine
     from proxy.recipients import RecipientIndex
-    from registry.registry_file import RegistryFileError, load_registry_file
+    from sharewall.registry_file import RegistryFileError, load_registry_file
 
     try:
         snapshot = load_registry_file(args.registry_file)

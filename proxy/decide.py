@@ -28,8 +28,8 @@ from proxy.engines.base import (
     PolicyEngine,
 )
 from proxy.inspect.model import Inspection
-from registry.snapshot import Snapshot
-from registry.taxonomy import load_taxonomy
+from sharewall.snapshot import Snapshot
+from sharewall.taxonomy import load_taxonomy
 
 log = structlog.get_logger(__name__)
 

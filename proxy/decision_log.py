@@ -183,7 +183,7 @@ _RECORD_ONLY = frozenset({TIME, REASONS, FINDINGS})
 
 
 class JsonLines:
-    """Writes `egress.decision` lines as `registry.logs` renders them, without structlog's cost.
+    """Writes `egress.decision` lines as `sharewall.logs` renders them, without structlog's cost.
 
     One line per call is the proxy's hottest log: building it as a plain dict and dumping it
     with orjson costs a fraction of structlog's processor chain. Lines finished in the same

@@ -140,7 +140,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `sharewall proxy`: configure logging, run until SIGTERM; the exit code."""
-    from registry.logs import configure_logging
+    from sharewall.logs import configure_logging
 
     try:
         settings = settings_from_args(args)

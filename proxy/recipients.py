@@ -10,7 +10,7 @@ import idna
 import structlog
 import tldextract
 
-from registry.snapshot import Recipient, Snapshot
+from sharewall.snapshot import Recipient, Snapshot
 
 log = structlog.get_logger("sharewall.recipients")
 

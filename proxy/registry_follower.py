@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from pydantic import ValidationError
 
-from registry.snapshot import Snapshot
+from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger("sharewall.proxy.registry_follower")
 

@@ -16,8 +16,8 @@ from typing import Protocol
 
 import structlog
 
-from registry.registry_file import RegistryFileError, load_registry_file
-from registry.snapshot import Snapshot
+from sharewall.registry_file import RegistryFileError, load_registry_file
+from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger("sharewall.proxy.snapshot")
 

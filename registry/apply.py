@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from registry import snapshot as schema
 from registry.audit import record_audit
 from registry.errors import ApiError, forbidden
 from registry.models import Approval, Grant, Recipient, RecipientHost, utcnow
@@ -35,6 +34,7 @@ from registry.service import (
     new_recipient_row,
 )
 from registry.state import bump_snapshot_version
+from sharewall import snapshot as schema
 
 REVIEWER_ROLES = frozenset({"security", "admin"})
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from registry.snapshot import Snapshot
-from registry.taxonomy import policy_dir
+from sharewall.snapshot import Snapshot
+from sharewall.taxonomy import policy_dir
 
 BUNDLE_ROOT = "sharewall"
 # Where the snapshot lands in the bundle: its directory is its data path (data.sharewall.registry).

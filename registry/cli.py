@@ -16,9 +16,9 @@ import structlog
 
 from registry import db
 from registry.errors import ApiError
-from registry.logs import configure_logging
 from registry.models import ROLES
 from registry.settings import Settings
+from sharewall.logs import configure_logging
 
 DB_ENV = "SHAREWALL_REGISTRY_DB"
 TOKEN_ENV = "SHAREWALL_TOKEN"  # noqa: S105 - the name of an environment variable
@@ -193,7 +193,7 @@ async def _apply_via_db(url: str, snapshot, dry_run: bool) -> dict:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from registry.apply import render_diff
-    from registry.registry_file import (
+    from sharewall.registry_file import (
         RegistryFileError,
         dump_registry_document,
         load_registry_file,

@@ -1,6 +1,6 @@
 """Request bodies of the management API (pydantic, unknown fields rejected).
 
-Recipient and grant bodies reuse the validators of `registry.snapshot` (taxonomy ids, slugs,
+Recipient and grant bodies reuse the validators of `sharewall.snapshot` (taxonomy ids, slugs,
 host patterns, regions), so the API, the YAML file and the proxy accept exactly the same data.
 """
 
@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry import snapshot
+from sharewall import snapshot
 
 
 class _Body(BaseModel):

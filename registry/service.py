@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from registry import snapshot as schema
 from registry.audit import record_audit
 from registry.errors import ApiError, conflict, forbidden, invalid_field, not_found
 from registry.models import Approval, Grant, Recipient, RecipientHost, as_utc, utcnow
 from registry.payloads import GrantCreate, GrantPatch, RecipientCreate, RecipientPatch
 from registry.state import bump_snapshot_version
+from sharewall import snapshot as schema
 
 # Editing these on an approved recipient changes where data may go or under which rules, so
 # the recipient goes back to `proposed` until a second person approves it again.

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.models import Grant, Recipient, RecipientHost, RegistryState, as_utc, utcnow
-from registry.snapshot import Snapshot
+from sharewall.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

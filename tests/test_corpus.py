@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.registry_file import load_registry_file
-from registry.taxonomy import load_taxonomy
+from sharewall.registry_file import load_registry_file
+from sharewall.taxonomy import load_taxonomy
 
 _REPORT_PATH = Path(__file__).resolve().parent.parent / "bench" / "corpus_report.py"
 

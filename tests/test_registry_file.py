@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from registry.registry_file import (
+from sharewall.registry_file import (
     RegistryFileError,
     dump_registry_document,
     load_registry_file,
     parse_registry_document,
 )
-from registry.snapshot import Grant, normalise_host_pattern
+from sharewall.snapshot import Grant, normalise_host_pattern
 
 VALID = """
 recipients:

@@ -6,7 +6,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from registry.taxonomy import TAXONOMY_RELPATH, load_taxonomy, policy_dir
+from sharewall.taxonomy import TAXONOMY_RELPATH, load_taxonomy, policy_dir
 
 DESIGN_CATEGORIES = 19
 DESIGN_PURPOSES = 11

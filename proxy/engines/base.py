@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from registry.snapshot import Snapshot
+from sharewall.snapshot import Snapshot
 
 # The rule every engine evaluates (package `sharewall.egress`, rule `decision`).
 DECISION_PACKAGE = "sharewall.egress"

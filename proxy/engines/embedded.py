@@ -17,8 +17,8 @@ from proxy.engines.base import (
     SNAPSHOT_NOT_LOADED,
     EngineError,
 )
-from registry.snapshot import Snapshot
-from registry.taxonomy import TAXONOMY_RELPATH, policy_dir
+from sharewall.snapshot import Snapshot
+from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
 
 log = structlog.get_logger(__name__)
 

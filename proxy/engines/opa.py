@@ -19,7 +19,7 @@ from proxy.engines.base import (
     SNAPSHOT_NOT_LOADED,
     EngineError,
 )
-from registry.snapshot import Snapshot
+from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.taxonomy import load_taxonomy
+from sharewall.taxonomy import load_taxonomy
 
 PHONE = "contact.phone_number"
 EMAIL = "contact.email"

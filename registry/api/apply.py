@@ -7,8 +7,8 @@ from aiohttp import web
 from registry.apply import apply_registry
 from registry.errors import ApiError
 from registry.payloads import ApplyRequest
-from registry.registry_file import RegistryFileError, parse_registry_document
 from registry.service import Actor
+from sharewall.registry_file import RegistryFileError, parse_registry_document
 
 from . import keys, openapi
 from .auth import require_role

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.errors import ApiError
 from registry.models import BlockedFlow, FlowCategory, FlowReason, LedgerEntry
-from registry.taxonomy import load_taxonomy
+from sharewall.taxonomy import load_taxonomy
 
 from . import keys, openapi
 from .auth import require_role

@@ -22,7 +22,7 @@ from registry import retention
 from registry.audit import record_audit
 from registry.errors import ApiError, not_found
 from registry.models import TRIAGE_STATES, BlockedFlow, FlowCategory, FlowReason, as_utc, utcnow
-from registry.taxonomy import load_taxonomy
+from sharewall.taxonomy import load_taxonomy
 
 from . import keys, openapi
 from .auth import require_role

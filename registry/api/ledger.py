@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from registry.models import LedgerEntry, as_utc
-from registry.taxonomy import load_taxonomy
+from sharewall.taxonomy import load_taxonomy
 
 from . import keys, openapi
 from .auth import require_role

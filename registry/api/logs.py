@@ -22,7 +22,7 @@ from .auth import require_role
 from .bodies import json_response
 from .decisions import DecisionIn, flow_row, read_upload, store_flows
 
-log = structlog.get_logger("registry.logs")
+log = structlog.get_logger("sharewall.logs")
 
 DECISION_PATHS = frozenset({"sharewall/egress/decision", "sharewall/egress"})
 MAX_EVENTS = 10_000

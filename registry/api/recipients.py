@@ -12,7 +12,7 @@ from registry.errors import ApiError, invalid_field
 from registry.models import RECIPIENT_STATUSES
 from registry.pagination import decode_cursor, encode_cursor, parse_limit
 from registry.payloads import GrantCreate, GrantPatch, RecipientCreate, RecipientPatch, ReviewNote
-from registry.taxonomy import load_taxonomy
+from sharewall.taxonomy import load_taxonomy
 
 from . import keys, openapi
 from .auth import Principal, require_role

@@ -21,13 +21,13 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from registry.errors import ApiError
-from registry.snapshot import Snapshot
 from registry.snapshot_builder import fetch_snapshot_rows, read_version, snapshot_document
+from sharewall.snapshot import Snapshot
 
 from . import keys, openapi
 from .auth import require_role
 
-log = structlog.get_logger("registry.snapshot")
+log = structlog.get_logger("sharewall.snapshot")
 
 SNAPSHOT_ROLES = ("proxy", "security", "admin", "engineer")
 VERSION_POLL_INTERVAL_S = 0.5

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import regorus
 
-from registry.taxonomy import TAXONOMY_RELPATH, load_taxonomy, policy_dir
+from sharewall.taxonomy import TAXONOMY_RELPATH, load_taxonomy, policy_dir
 
 POLICY_DIR = policy_dir()
 # Decided by the proxy before the policy runs, so it has no Rego rule and no Rego test.

@@ -245,7 +245,7 @@ class ProxyProcess:
         cmd = [
             sys.executable,
             "-m",
-            "proxy.cli",
+            "sharewall.cli",
             "proxy",
             "--listen",
             "127.0.0.1:0",

@@ -24,7 +24,7 @@ TWILIO_FORM = "To=%2B6591234567&From=%2B6568001234&Body=Your+QWIQI+code+is+48291
 def sharewall(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run `sharewall ARGS...` (the console script's entry point) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args],
+        [sys.executable, "-m", "sharewall.cli", *args],
         input=stdin,
         capture_output=True,
         cwd=ROOT,

@@ -13,8 +13,8 @@ from proxy.decide import DESTINATION_FORBIDDEN, Decider, destination_forbidden
 from proxy.decision_cache import DecisionCache, inspection_key
 from proxy.engines.embedded import EmbeddedEngine
 from proxy.inspect.model import MALFORMED_JSON, TIMED_OUT, Finding, Inspection
-from registry.snapshot import Grant, Recipient, Snapshot
-from registry.taxonomy import load_taxonomy
+from sharewall.snapshot import Grant, Recipient, Snapshot
+from sharewall.taxonomy import load_taxonomy
 
 
 def make_snapshot(

@@ -14,7 +14,7 @@ import structlog
 from proxy.decision import Decision, Reason
 from proxy.decision_log import EVENT, DecisionLog, JsonLines, decision_record
 from proxy.inspect.model import Finding
-from registry.logs import configure_logging
+from sharewall.logs import configure_logging
 
 
 @pytest.fixture

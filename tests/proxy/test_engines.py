@@ -31,8 +31,8 @@ from proxy.engines import (
 from proxy.engines.embedded import EmbeddedEngine
 from proxy.engines.opa import OpaEngine
 from proxy.inspect.model import BODY_TOO_LARGE, Finding, Inspection
-from registry.snapshot import Grant, Recipient, Snapshot
-from registry.taxonomy import TAXONOMY_RELPATH, policy_dir
+from sharewall.snapshot import Grant, Recipient, Snapshot
+from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
 
 TODAY = "2026-06-01"
 

@@ -8,7 +8,7 @@ from stdnum import luhn
 
 from proxy.inspect import inspect_call
 from proxy.inspect.categories import EMITTED
-from registry.taxonomy import load_taxonomy
+from sharewall.taxonomy import load_taxonomy
 
 ICCID = "896501234567890123" + luhn.calc_check_digit("896501234567890123")
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"

@@ -47,7 +47,7 @@ def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
         [
             sys.executable,
             "-m",
-            "proxy.cli",
+            "sharewall.cli",
             "proxy",
             "--listen",
             "127.0.0.1:0",

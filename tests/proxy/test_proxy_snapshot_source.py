@@ -10,7 +10,7 @@ import pytest
 from proxy_harness import REGISTRY_YAML
 
 from proxy.snapshot_source import FileSnapshotSource
-from registry.registry_file import RegistryFileError
+from sharewall.registry_file import RegistryFileError
 
 
 async def _until(predicate, timeout: float = 3.0) -> bool:

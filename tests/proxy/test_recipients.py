@@ -6,7 +6,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from proxy.recipients import RecipientIndex, normalise_host
-from registry.snapshot import Recipient, Snapshot
+from sharewall.snapshot import Recipient, Snapshot
 
 
 def _snapshot(**hosts: list[str]) -> Snapshot:

@@ -24,7 +24,7 @@ from proxy_harness import REGISTRY_YAML, REPO, ProxyProcess, Upstreams, free_por
 
 from registry.models import BlockedFlow
 
-SHAREWALL = [sys.executable, "-m", "proxy.cli"]
+SHAREWALL = [sys.executable, "-m", "sharewall.cli"]
 
 
 def _run(*args: str) -> str:

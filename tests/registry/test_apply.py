@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import yaml
 
-from proxy.cli import main
 from registry.state import current_version
+from sharewall.cli import main
 
 P = "https://sharewall.dev/problems/"
 

@@ -14,10 +14,10 @@ from proxy.decision import Call, build_policy_input
 from proxy.engines import create_engine
 from proxy.inspect.model import Finding, Inspection
 from registry.bundle import build_bundle, bundle_etag, read_bundle
-from registry.registry_file import load_registry_file
-from registry.snapshot import Grant, Recipient, Snapshot
 from registry.state import bump_snapshot_version
-from registry.taxonomy import TAXONOMY_RELPATH, policy_dir
+from sharewall.registry_file import load_registry_file
+from sharewall.snapshot import Grant, Recipient, Snapshot
+from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
 
 EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry.yaml"
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.cli import main
+from sharewall.cli import main
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def served(db_url) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "proxy.cli",
+            "sharewall.cli",
             "registry",
             "serve",
             "--db",

@@ -12,7 +12,7 @@ import idna
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from registry.taxonomy import load_taxonomy
+from sharewall.taxonomy import load_taxonomy
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 REGION_RE = re.compile(r"^[A-Z]{2}$")

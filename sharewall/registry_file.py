@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from registry.snapshot import Recipient, Snapshot
+from sharewall.snapshot import Recipient, Snapshot
 
 # libyaml's safe loader parses a 10,000-recipient file about 10x faster than the pure one.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

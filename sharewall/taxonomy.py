@@ -22,7 +22,7 @@ def policy_dir() -> Path:
     for candidate in (_HERE / "policies.rego", _HERE.parent / "policies.rego"):
         if (candidate / TAXONOMY_RELPATH).is_file():
             return candidate
-    raise FileNotFoundError("policies.rego/ not found beside the registry package")
+    raise FileNotFoundError("policies.rego/ not found beside the sharewall package")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The `sharewall` command line: proxy, check, and the registry subcommands."""
+"""The `sharewall` root command: it registers the proxy, check and registry subcommands."""
 
 from __future__ import annotations
 
