@@ -14,7 +14,7 @@ import re
 from aiohttp import web
 
 from registry.bundle import build_bundle_from_data, bundle_etag
-from registry.snapshot_builder import policy_data_of
+from sharewall.snapshot import policy_data_of
 
 from . import keys
 from .routes import RouteTable
