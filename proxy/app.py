@@ -28,11 +28,11 @@ from proxy.engines import create_engine
 from proxy.inspect import inspect_call
 from proxy.listener import ProxyContext, ProxyServer
 from proxy.metrics import ProxyMetrics
-from proxy.recipients import RecipientIndex
 from proxy.settings import Settings
 from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
 from proxy.spool import Spool
 from proxy.upstream import UpstreamPool
+from sharewall.recipients import RecipientIndex
 from sharewall.registry_file import RegistryFileError
 from sharewall.snapshot import Snapshot
 

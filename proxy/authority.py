@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 
-from proxy.recipients import normalise_host
+from sharewall.recipients import normalise_host
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Space, controls and DEL never belong in an authority; "@" means userinfo, which a proxy must
@@ -23,7 +23,7 @@ def parse_authority(text: str, *, default_port: int) -> tuple[str, int]:
     """Split `host:port`, `[v6]:port` or `host` into a normalised host and a port.
 
     The host comes back lower-cased, without a trailing dot, IDN as punycode and IPv6 without
-    brackets (see `proxy.recipients.normalise_host`).
+    brackets (see `sharewall.recipients.normalise_host`).
     """
     if not text:
         raise BadAuthority("empty authority")

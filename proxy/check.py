@@ -13,7 +13,7 @@ from proxy.inspect.model import DEFAULT_LIMITS, InspectionLimits
 
 if TYPE_CHECKING:  # the runtime import of these is not needed here
     from proxy.decide import Decider
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 9110 §5.6.2 token characters: what a method or a header name may be made of.

@@ -45,6 +45,10 @@ UPSTREAM_MS = "upstream_ms"
 TIME = "time"
 REASONS = "reasons"
 FINDINGS = "findings"
+# The flags the policy decided on (null when it did not run), for the registry's impact replay.
+SCHEME = "scheme"
+TLS_UPSTREAM = "tls_upstream"
+COMPLETE = "complete"
 
 # Query parameters whose values are credentials (compared case-insensitively).
 SECRET_PARAMS = frozenset(
@@ -175,11 +179,14 @@ def decision_record(
         UPSTREAM_MS: None if upstream_ms is None else round(upstream_ms, 3),
         REASONS: [r.as_dict() for r in decision.reasons],
         FINDINGS: [f.as_dict() for f in decision.findings],
+        SCHEME: decision.scheme,
+        TLS_UPSTREAM: decision.tls_upstream,
+        COMPLETE: decision.complete,
     }
 
 
 # Record keys that stay out of the log line (they are in the spool; the line stays short).
-_RECORD_ONLY = frozenset({TIME, REASONS, FINDINGS})
+_RECORD_ONLY = frozenset({TIME, REASONS, FINDINGS, SCHEME, TLS_UPSTREAM, COMPLETE})
 
 
 class JsonLines:

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.recipients import normalise_host
+from sharewall.recipients import normalise_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

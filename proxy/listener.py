@@ -31,7 +31,6 @@ from proxy.destinations import Destination, DestinationForbidden, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, Inspection
 from proxy.metrics import ProxyMetrics
-from proxy.recipients import RecipientIndex
 from proxy.settings import Settings
 from proxy.upstream import (
     UpstreamError,
@@ -41,6 +40,7 @@ from proxy.upstream import (
     splice,
     stream_response,
 )
+from sharewall.recipients import RecipientIndex
 
 if TYPE_CHECKING:  # annotations only: the app builds these
     from proxy.certs import CertificateAuthority

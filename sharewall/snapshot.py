@@ -191,7 +191,7 @@ def normalise_host_pattern(pattern: str) -> str:
     wildcard = host.startswith("*.")
     bare = host[2:] if wildcard else host
     if not bare.isascii():
-        # UTS 46 non-transitional (IDNA 2008), as browsers and proxy.recipients.normalise_host:
+        # UTS 46 non-transitional (IDNA 2008), as browsers and sharewall.recipients.normalise_host:
         # Python's "idna" codec is IDNA 2003 and maps "faß.de" to "fass.de", another domain.
         with contextlib.suppress(UnicodeError):  # left as is; the pattern regex rejects it
             bare = idna.encode(bare, uts46=True, transitional=False).decode("ascii")

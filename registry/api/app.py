@@ -17,6 +17,7 @@ from . import (
     bundles,
     decisions,
     flows,
+    impact,
     keys,
     ledger,
     logs,
@@ -45,6 +46,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     flows.routes,
     ledger.routes,
     logs.routes,
+    impact.routes,
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from proxy.recipients import RecipientIndex, normalise_host
+from sharewall.recipients import RecipientIndex, normalise_host
 from sharewall.snapshot import Recipient, Snapshot
 
 
