@@ -30,9 +30,14 @@ def _load_corpus_module():
 
 corpus = _load_corpus_module()
 CASES = corpus.load_cases()
-# Reason codes that `check` can never produce: it always inspects, and destinations are the
-# proxy's business.
-_NOT_REACHABLE_BY_CHECK = {"UNINSPECTED_HIGH_RISK", "DESTINATION_FORBIDDEN"}
+# Reason codes that `check` can never produce: it always inspects, and destinations (and what a
+# transparently captured connection connected to) are the proxy's business.
+_NOT_REACHABLE_BY_CHECK = {
+    "UNINSPECTED_HIGH_RISK",
+    "DESTINATION_FORBIDDEN",
+    "DESTINATION_MISMATCH",
+    "DESTINATION_UNIDENTIFIED",
+}
 
 
 @pytest.fixture(scope="module")
