@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         proxy_cli = None
     if proxy_cli is not None:
         proxy_cli.add_parser(sub)
+    from proxy import capture_cli
+
+    capture_cli.add_parser(sub)
     try:
         from registry import cli as registry_cli
     except ImportError:  # pragma: no cover - before the registry service lands
