@@ -14,8 +14,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from proxy.decide import destination_forbidden
-from proxy.destinations import DestinationForbidden, Resolver
+from proxy.decide import DESTINATION_MISMATCH, destination_denied, destination_forbidden
+from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
 from proxy.outcome import Outcome, outcome_of
@@ -45,11 +45,24 @@ async def check_destination(ex: Exchange, resolver: Resolver | None) -> Decision
     if resolver is None:
         return None
     try:
-        ex.destination = await resolver.resolve(ex.host, ex.upstream_port)
+        if ex.connected_to is None:
+            ex.destination = await resolver.resolve(ex.host, ex.upstream_port)
+        else:
+            # Transparent capture: the app chose the address; its name must lead there.
+            ex.destination = await resolver.resolve_at(
+                ex.host, ex.upstream_port, ex.connected_to[0]
+            )
     except DestinationForbidden as exc:
         ex.decision = destination_forbidden(ex.call(), exc.detail)
         return ex.decision
+    except DestinationMismatch as exc:
+        ex.decision = destination_denied(ex.call(), DESTINATION_MISMATCH, exc.address)
+        return ex.decision
     except OSError as exc:
+        if ex.connected_to is not None:
+            # A name that does not resolve cannot be shown to lead to the connected address.
+            ex.decision = destination_denied(ex.call(), DESTINATION_MISMATCH, "unresolved")
+            return ex.decision
         ex.unresolved = exc
     return None
 
