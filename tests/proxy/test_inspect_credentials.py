@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from proxy.inspect import inspect_call
-from proxy.inspect.model import InspectionLimits
+from proxy.inspect.model import DEFAULT_LIMITS, InspectionLimits
 
 JSON = [("Content-Type", "application/json")]
 FORM = [("Content-Type", "application/x-www-form-urlencoded")]
@@ -29,13 +29,13 @@ def jwt(claims: dict) -> str:
     return f"{header}.{b64url(orjson.dumps(claims))}.c2lnbmF0dXJl"
 
 
-def findings(url, headers, body=b"", limits=InspectionLimits()) -> set[tuple[str, str]]:
+def findings(url, headers, body=b"", limits=DEFAULT_LIMITS) -> set[tuple[str, str]]:
     inspection = inspect_call("POST", url, headers, body, limits=limits)
     assert inspection.complete, inspection.problems
     return {(f.category, f.location) for f in inspection.findings}
 
 
-def secrets(url, headers, body=b"", limits=InspectionLimits()) -> set[str]:
+def secrets(url, headers, body=b"", limits=DEFAULT_LIMITS) -> set[str]:
     return {loc for cat, loc in findings(url, headers, body, limits) if cat == "credentials.secret"}
 
 
