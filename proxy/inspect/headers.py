@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from proxy.inspect.fields import scan_scalar
+from proxy.inspect.credentials import is_auth_header, split_scheme
+from proxy.inspect.encoded import base64_bytes, is_text, unquote_repeated
+from proxy.inspect.fields import scan_credential
+from proxy.inspect.form import scan_pairs
 from proxy.inspect.keys import Rule, header_key_info
 from proxy.inspect.scan import Scan
+from proxy.inspect.walk import walk
+
+_CREDENTIAL_RULES = frozenset({Rule.VENDOR_CREDENTIAL, Rule.API_SECRET})
 
 # Protocol headers carry no personal data; skipping them saves work and false positives
 # (`Date`, `Content-Length`, trace ids).
@@ -64,33 +70,52 @@ _PROTOCOL_HEADERS = frozenset(
         "sec-fetch-dest",
     ]
 )
-# Header-name tokens of credentials meant for the vendor (the vendor's own auth, not our leak).
-_CREDENTIAL_TOKENS = frozenset(
-    [
-        "authorization",
-        "auth",
-        "token",
-        "key",
-        "apikey",
-        "secret",
-        "signature",
-        "session",
-        "cookie",
-        "password",
-        "csrf",
-        "xsrf",
-    ]
-)
+
+
+def parse_cookie(value: str) -> list[tuple[str, str]]:
+    """`Cookie: a=1; b="x%2B1"` → [("a", "1"), ("b", "x+1")] (RFC 6265 pairs, quotes removed)."""
+    pairs = []
+    for item in value.split(";"):
+        name, eq, raw = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            continue
+        raw = raw.strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1]
+        pairs.append((name, unquote_repeated(raw)))
+    return pairs
 
 
 def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: int) -> None:
-    """Scan header values; each finding is located as `header:<lowercase name>`."""
+    """Scan header values; each finding is located as `header:<lowercase name>`.
+
+    Cookies are scanned one by one, as `cookie:<name>`: a cookie is data the recipient gets.
+    """
     for name, value in headers:
         lower = name.lower()
         if lower in _PROTOCOL_HEADERS or lower.startswith(("x-sharewall-", "sec-ch-")):
             continue
-        info = header_key_info(name)
-        if info.rule == Rule.VENDOR_CREDENTIAL or _CREDENTIAL_TOKENS.intersection(info.tokens):
+        if lower == "cookie":
+            scan_pairs(scan, parse_cookie(value), "cookie", ctx)
             continue
-        scan.count_field()
-        scan_scalar(scan, f"header:{lower}", info, value, ctx)
+        info = header_key_info(name)
+        if info.rule in _CREDENTIAL_RULES or is_auth_header(lower, info.tokens):
+            _scan_auth_header(scan, f"header:{lower}", value, ctx)
+            continue
+        walk(scan, value, f"header:{lower}", info, ctx, 1)
+
+
+def _scan_auth_header(scan: Scan, location: str, value: str, ctx: int) -> None:
+    """The recipient's credential, where its API expects it: authentication, not a data share.
+
+    Still read: a secret of ours that is not the recipient's own (a private key, a database URL,
+    another API's token), and a JWT's claims. Basic credentials are read decoded.
+    """
+    scheme, credential = split_scheme(value)
+    if scheme == "basic":
+        decoded = base64_bytes(credential)
+        text = is_text(decoded) if decoded else None
+        if text is not None:
+            credential = text
+    scan_credential(scan, location, credential, ctx, expected=True)

@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from proxy.inspect.credentials import AUTH_FIELDS_GENERIC, AUTH_FIELDS_SECRET
+from proxy.inspect.encoded import strip_invisible
+
 
 class Rule:
     """What a key says about its value (names of the rules applied in `fields.py`)."""
@@ -53,7 +56,9 @@ class Rule:
     CDR_CTX = "cdr_ctx"
     SECRET = "secret"  # noqa: S105 - a rule name, not a password
     NEGATIVE = "negative"  # ids, amounts, timestamps, digests: never personal by value
-    VENDOR_CREDENTIAL = "vendor_credential"  # the vendor's own auth: skipped in headers/query
+    VENDOR_CREDENTIAL = "vendor_credential"  # a credential name: authentication at the top
+    API_SECRET = "api_secret"  # noqa: S105 - a secret credential name: authentication at the top, else a leak
+    GRAPHQL = "graphql"  # `query`: a GraphQL document when it looks like one
 
 
 def _table(*groups: tuple[str, str]) -> dict[str, str]:
@@ -203,6 +208,7 @@ EXACT_RULES: dict[str, str] = _table(
         "transcription voicemail caption html html_body text_body plain_text html_content "
         "text_content short_message message_payload",
     ),
+    (Rule.GRAPHQL, "query"),
     (
         Rule.CDR,
         "cdr cdrs call_detail_record call_detail_records call_records call_record call_log "
@@ -216,15 +222,11 @@ EXACT_RULES: dict[str, str] = _table(
     ),
     (
         Rule.SECRET,
-        "password passwd pwd secret client_secret private_key api_secret secret_key "
-        "secret_access_key aws_secret_access_key passphrase auth_token",
+        "password passwd pwd private_key secret_access_key aws_secret_access_key passphrase",
     ),
-    (
-        Rule.VENDOR_CREDENTIAL,
-        "authorization proxy_authorization cookie set_cookie api_key apikey x_api_key key "
-        "access_token token auth x_auth_token signature sig x_amz_security_token x_goog_api_key "
-        "ocp_apim_subscription_key x_twilio_signature x_sharewall_purpose client_id",
-    ),
+    # Where APIs take their callers' credentials: one table, in credentials.py.
+    (Rule.VENDOR_CREDENTIAL, AUTH_FIELDS_GENERIC),
+    (Rule.API_SECRET, AUTH_FIELDS_SECRET),
 )
 
 # Handset states an HLR / reachability API answers (`status` means this only in a mobile context).
@@ -437,6 +439,9 @@ class Ctx:
     HANDSET = 4096  # a carrier / MCC-MNC key is among the siblings (with PHONE: an HLR record)
     REFERENCE = 8192  # the object is an order, invoice, card...: its `number` is not a phone
     SENDER = 16384  # the object is a message's sender: its `name` may be a sender id (`QWIQI`)
+    DIAL_CODE = 32768  # a country-calling-code key is among the siblings (a split number?)
+    TOP = 65536  # a top-level field of a body, form or query: where APIs take credentials
+    ROOT = 131072  # the body's own top-level object (its fields get TOP)
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -524,6 +529,26 @@ _CALL_SIBLINGS = frozenset(
         "direction_call",
     ]
 )
+# Keys of a country calling code: with a number beside them they may be one phone number
+# (split.py joins them). Squashed, as keys are looked up.
+DIAL_CODE_KEYS = frozenset(
+    [
+        "cc",
+        "dialcode",
+        "dialingcode",
+        "diallingcode",
+        "callingcode",
+        "countrycallingcode",
+        "countrydialcode",
+        "phonecountrycode",
+        "phonecode",
+        "phoneprefix",
+        "isd",
+        "isdcode",
+        "countrycode",
+        "intcode",
+    ]
+)
 # SMPP's message body fields (`submit_sm` over HTTP): their object is an SMS.
 _SMS_SIBLINGS = frozenset(("shortmessage", "messagepayload"))
 _PERSON_SIBLINGS = frozenset(
@@ -575,6 +600,8 @@ class KeyInfo:
 
 def normalise_key(key: str) -> tuple[str, ...]:
     """Split a key into lowercase tokens: `hashedPhoneNumber` → (`hashed`, `phone`, `number`)."""
+    if not key.isascii():
+        key = strip_invisible(key)
     key = _CAMEL.sub("_", key)
     return tuple(t for t in _NON_ALNUM.split(key.lower()) if t)
 
@@ -642,10 +669,8 @@ def key_info(key: str) -> KeyInfo:
     rule = EXACT_RULES.get(squashed)
     if rule is None:
         rule = _token_rule(tokens, squashed)
-    # Ignored keys: ids, amounts, digests, and the vendor's own credentials.
-    is_negative = rule in (Rule.NEGATIVE, Rule.VENDOR_CREDENTIAL) or (
-        rule is None and bool(set(tokens) & NEGATIVE_TOKENS)
-    )
+    # Ignored keys: ids, amounts, digests.
+    is_negative = rule == Rule.NEGATIVE or (rule is None and bool(set(tokens) & NEGATIVE_TOKENS))
     sibling = _SIBLING_FLAGS_BY_RULE.get(rule or "", Ctx.NONE)
     if squashed in _CALL_SIBLINGS:
         sibling |= Ctx.CALL
@@ -653,6 +678,8 @@ def key_info(key: str) -> KeyInfo:
         sibling |= Ctx.PERSON
     if squashed in _SMS_SIBLINGS:
         sibling |= Ctx.SMS
+    if squashed in DIAL_CODE_KEYS:
+        sibling |= Ctx.DIAL_CODE
     if squashed in ("lat", "latitude"):
         sibling |= Ctx.LAT
     if squashed in ("lng", "lon", "long", "longitude"):

@@ -8,7 +8,6 @@ from urllib.parse import unquote, urlsplit
 from proxy.inspect import categories as cat
 from proxy.inspect.form import parse_pairs, scan_pairs
 from proxy.inspect.identifiers import is_email
-from proxy.inspect.keys import Rule, key_info
 from proxy.inspect.network import is_public_ip
 from proxy.inspect.phone import is_phone_value
 from proxy.inspect.scan import Scan
@@ -61,10 +60,14 @@ _MOBILE_PATH_WORDS = frozenset(
 _DIGIT_OR_AT = re.compile(r"[\d@]")
 
 
-def split_url(url: str) -> tuple[str, list[str]]:
-    """The query string and the decoded, non-empty path segments of a URL (parsed once a call)."""
+def split_url(url: str) -> tuple[str, list[str], str]:
+    """The query string, the decoded non-empty path segments and the host name of a URL."""
     parts = urlsplit(url)
-    return parts.query, [unquote(s) for s in parts.path.split("/") if s]
+    try:
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError:
+        host = ""
+    return parts.query, [unquote(s) for s in parts.path.split("/") if s], host
 
 
 def _word(segment: str) -> str:
@@ -81,12 +84,9 @@ def is_mobile_path(segments: list[str]) -> bool:
 def scan_url(scan: Scan, query: str, segments: list[str], ctx: int) -> None:
     """Scan the query string (`query:<key>`) and the path segments (`path`) of `split_url()`."""
     if query:
-        pairs = [
-            (k, v)
-            for k, v in parse_pairs(query, scan)
-            if key_info(k).rule != Rule.VENDOR_CREDENTIAL
-        ]
-        scan_pairs(scan, pairs, "query", ctx)
+        # Credentials the recipient's API takes in the query (`api_key`, `access_token`) are
+        # judged like any field: authentication at the top level (see credentials.py).
+        scan_pairs(scan, parse_pairs(query, scan), "query", ctx)
     previous = ""
     for segment in segments:
         scan.count_field()
