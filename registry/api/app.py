@@ -15,6 +15,7 @@ from . import (
     audit,
     auth,
     bundles,
+    datamap,
     decisions,
     flows,
     impact,
@@ -47,6 +48,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     ledger.routes,
     logs.routes,
     impact.routes,
+    datamap.routes,
 )
 
 

@@ -23,6 +23,9 @@ from sharewall.registry_file import decode_registry_text
 
 UNKNOWN_HOST = "api.unknown.test"
 
+# Three processes (a registry and two proxies) on a shared machine: more than the default.
+pytestmark = pytest.mark.timeout(400)
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory):
