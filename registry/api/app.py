@@ -11,6 +11,7 @@ from aiohttp import web
 
 from registry import db
 from registry.settings import Settings
+from registry.throttle import FailureThrottle
 
 from . import auth, keys, openapi
 from .middleware import error_middleware, request_context_middleware
@@ -21,6 +22,7 @@ log = structlog.get_logger("registry.app")
 ROUTE_MODULES: tuple[str, ...] = (
     "registry.api.meta",
     "registry.api.recipients",
+    "registry.api.changes",
     "registry.api.tokens",
     "registry.api.audit",
     "registry.api.apply",
@@ -64,11 +66,18 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         middlewares=[request_context_middleware, error_middleware, auth.auth_middleware],
         client_max_size=settings.max_upload_bytes,
+        # Bodies are inflated by `bodies.read_body` only, after authentication and routing,
+        # streamed with a cap (aiohttp would inflate every gzip body as it arrives, even one
+        # sent to an unknown path without a token).
+        handler_args={"auto_decompress": False},
     )
     app[keys.SETTINGS] = settings
     app[keys.OPENAPI] = openapi.new_document()
     app[keys.SNAPSHOT_LISTENERS] = []
     app[keys.TOKEN_CACHE] = {}
+    app[keys.SIGN_IN_THROTTLE] = FailureThrottle(
+        settings.sign_in_failures, settings.sign_in_window_s
+    )
     app.cleanup_ctx.append(_database)
     modules = _add_route_modules(app)
     log.debug("registry.routes", modules=modules)

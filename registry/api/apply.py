@@ -7,7 +7,6 @@ from aiohttp import web
 from registry.apply import apply_registry
 from registry.errors import ApiError
 from registry.payloads import ApplyRequest
-from registry.service import Actor
 from sharewall.registry_file import RegistryFileError, parse_registry_document
 
 from . import keys, openapi
@@ -27,7 +26,7 @@ async def apply(request: web.Request) -> web.Response:
         raise ApiError(
             422, "validation-error", "Registry document is not valid", str(exc)
         ) from None
-    actor = Actor(name=principal.name, role=principal.role)
+    actor = principal.actor()
     async with keys.transaction(request) as session:
         diff = await apply_registry(session, wanted, actor, dry_run=body.dry_run)
     return json_response(diff.to_json())

@@ -16,7 +16,7 @@ from .auth import require_role
 from .bodies import json_response
 
 READERS = ("engineer", "security", "admin")
-_TEXT_FILTERS = ("entity_type", "entity_id", "actor", "action")
+_TEXT_FILTERS = ("entity_type", "entity_id", "actor", "action", "scope", "token_name")
 
 
 def parse_time(field: str, raw: str) -> datetime:
@@ -34,9 +34,12 @@ def event_view(event: AuditEvent) -> dict:
         "id": event.id,
         "time": as_utc(event.time),
         "actor": event.actor,
+        "token_name": event.token_name,
         "action": event.action,
         "entity_type": event.entity_type,
         "entity_id": event.entity_id,
+        "scope": event.scope,
+        "note": event.note,
         "before": event.before,
         "after": event.after,
     }
@@ -76,10 +79,16 @@ def add_routes(app: web.Application) -> None:
         "properties": {
             "id": {"type": "integer"},
             "time": {"type": "string", "format": "date-time"},
-            "actor": {"type": "string"},
+            "actor": {"type": "string", "description": "The person (the token's owner)"},
+            "token_name": {"type": ["string", "null"], "description": "The token used"},
             "action": {"type": "string", "description": "e.g. recipient.approve"},
             "entity_type": {"type": "string"},
             "entity_id": {"type": "string"},
+            "scope": {
+                "type": ["string", "null"],
+                "description": "The reviewed entity it belongs to (recipient:<id>)",
+            },
+            "note": {"type": ["string", "null"], "description": "A reviewer's note"},
             "before": {"type": ["object", "null"]},
             "after": {"type": ["object", "null"]},
         },
@@ -102,7 +111,9 @@ def add_routes(app: web.Application) -> None:
         query={
             "entity_type": (text, "recipient, grant, token, flow, registry"),
             "entity_id": (text, "The entity's id"),
-            "actor": (text, "Token name"),
+            "actor": (text, "The person (a token's owner)"),
+            "token_name": (text, "The token used"),
+            "scope": (text, "recipient:<id>: a recipient and its grants"),
             "action": (text, "e.g. recipient.approve"),
             "since": (when, "Events at or after (ISO 8601; naive means UTC)"),
             "until": (when, "Events before"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, TypeVar
 
 import orjson
@@ -20,18 +21,61 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "payload-too-large", "Payload too large", f"the limit is {limit} bytes")
 
 
-async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
-    """Read the raw body, refusing (413) more than `max_bytes` (default: the API body limit)."""
+# Content-Encoding values inflated (zlib window bits: 31 gzip only, 15 the zlib format).
+_INFLATE_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+_CHUNK = 64 * 1024
+
+
+def _malformed(encoding: str) -> ApiError:
+    slug = "malformed-gzip" if "gzip" in encoding else "malformed-deflate"
+    return ApiError(400, slug, f"Body is not valid {encoding}", "the compressed body is corrupt")
+
+
+async def read_body(
+    request: web.Request, max_bytes: int | None = None, *, max_raw_bytes: int | None = None
+) -> bytes:
+    """Read the body, refusing (413) more than `max_bytes` (default: the API body limit).
+
+    Call it only once the caller is authenticated and authorised: nothing is read before.
+    A `Content-Encoding: gzip` / `deflate` body is inflated here as it streams, with the cap
+    applied to the inflated size (a gzip bomb is refused after `max_bytes + 1` bytes out,
+    never inflated whole) and to the compressed size (`max_raw_bytes`, default `max_bytes`).
+    Corrupt or truncated compressed data is 400; another encoding is 415.
+    """
     limit = max_bytes if max_bytes is not None else keys.settings(request).max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
+    raw_limit = max_raw_bytes if max_raw_bytes is not None else limit
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity") and encoding not in _INFLATE_WBITS:
+        raise ApiError(
+            415,
+            "unsupported-content-encoding",
+            "Unsupported Content-Encoding",
+            f"Content-Encoding {encoding[:40]!r} is not supported (gzip, deflate or none)",
+        )
+    if request.content_length is not None and request.content_length > raw_limit:
+        raise too_large(raw_limit)
+    inflater = zlib.decompressobj(_INFLATE_WBITS[encoding]) if encoding in _INFLATE_WBITS else None
     chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    raw_size = size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        raw_size += len(chunk)
+        if raw_size > raw_limit:
+            raise too_large(raw_limit)
+        if inflater is not None:
+            if inflater.eof:
+                raise _malformed(encoding)  # data after the end of the compressed stream
+            try:
+                chunk = inflater.decompress(chunk, limit + 1 - size)
+            except zlib.error:
+                raise _malformed(encoding) from None
+            if inflater.unconsumed_tail:  # more output than the limit allows
+                raise too_large(limit)
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
         chunks.append(chunk)
+    if inflater is not None and not inflater.eof:
+        raise _malformed(encoding)  # truncated
     return b"".join(chunks)
 
 

@@ -15,7 +15,6 @@ from typing import Any, Literal
 import sqlalchemy as sa
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -165,14 +164,12 @@ def gunzip_bounded(raw: bytes, limit: int) -> bytes:
 async def read_upload(request: web.Request) -> Any:
     """Read a JSON upload, plain or gzip (by `Content-Encoding` or by its magic bytes), bounded.
 
-    aiohttp inflates a `Content-Encoding: gzip` body while it streams, so the decompressed size
-    is what `read_body` counts; a body that is itself gzip data is inflated here, bounded too.
+    `read_body` inflates a `Content-Encoding: gzip` body while it streams, counting the
+    decompressed size; a body that is itself gzip data is inflated here, bounded too.
     """
-    limit = keys.settings(request).max_decompressed_bytes
-    try:
-        raw = await read_body(request, limit)
-    except HttpProcessingError:
-        raise ApiError(400, "malformed-gzip", "Body is not valid gzip") from None
+    settings = keys.settings(request)
+    limit = settings.max_decompressed_bytes
+    raw = await read_body(request, limit, max_raw_bytes=settings.max_upload_bytes)
     if raw[:2] == _GZIP_MAGIC:
         raw = gunzip_bounded(raw, limit)
     if not raw.strip():

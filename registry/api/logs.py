@@ -87,7 +87,7 @@ def _proxy_id(event: dict[str, Any]) -> str:
 
 async def post_logs(request: web.Request) -> web.Response:
     """Ingest an OPA decision-log upload."""
-    require_role(request, "proxy", "admin")
+    require_role(request, "proxy")
     events = await read_upload(request)
     if not isinstance(events, list):
         raise ApiError(
@@ -132,7 +132,7 @@ def add_routes(app: web.Application) -> None:
         "/v1/logs",
         "post",
         summary="OPA decision-log upload (gzip JSON array of events); denials become flows",
-        roles=("proxy", "admin"),
+        roles=("proxy",),
         request={"type": "array", "items": {"type": "object"}},
         response=LogsAccepted,
         tags=("flows",),

@@ -27,7 +27,7 @@ _IF_MATCH = {"If-Match": ({"type": "string"}, 'The recipient\'s ETag ("<version>
 
 
 def _actor(principal: Principal) -> service.Actor:
-    return service.Actor(name=principal.name, role=principal.role)
+    return principal.actor()
 
 
 def _etag(version: int) -> str:
@@ -106,7 +106,13 @@ async def get_recipient(request: web.Request) -> web.Response:
     require_role(request, *READERS)
     async with keys.sessions(request)() as session:
         loaded = await service.load_recipient(session, request.match_info["id"])
-    return _recipient_response(loaded)
+        change = await service.change_view(session, loaded)
+        reviews = await service.list_reviews(session, loaded.recipient.id)
+    doc = loaded.view()
+    if change is not None:
+        doc["pending_change"] = change
+    doc["reviews"] = reviews
+    return json_response(doc, headers={"ETag": _etag(loaded.recipient.version)})
 
 
 async def patch_recipient(request: web.Request) -> web.Response:
@@ -172,13 +178,15 @@ async def delete_grant(request: web.Request) -> web.Response:
     expected = _expected_version(request)
     grant_id = _grant_id(request)
     async with keys.transaction(request) as session:
-        await service.delete_grant(
+        loaded, staged = await service.delete_grant(
             session,
             request.match_info["id"],
             grant_id,
             _actor(principal),
             expected_version=expected,
         )
+    if staged:  # an approved grant of a live recipient: removed once the change is approved
+        return _recipient_response(loaded, status=202)
     return web.Response(status=204)
 
 
@@ -195,10 +203,21 @@ async def revoke_grant(request: web.Request) -> web.Response:
 
 async def approve(request: web.Request) -> web.Response:
     principal = require_role(request, *REVIEWERS)
-    expected = _expected_version(request)
+    expected = _expected_version(request)  # required: the service answers 428 without it
     note = await _optional_note(request)
     async with keys.transaction(request) as session:
         loaded = await service.approve_recipient(
+            session, request.match_info["id"], _actor(principal), note, expected_version=expected
+        )
+    return _recipient_response(loaded)
+
+
+async def reject(request: web.Request) -> web.Response:
+    principal = require_role(request, *REVIEWERS)
+    expected = _expected_version(request)
+    note = await _optional_note(request)
+    async with keys.transaction(request) as session:
+        loaded = await service.reject_recipient(
             session, request.match_info["id"], _actor(principal), note, expected_version=expected
         )
     return _recipient_response(loaded)
@@ -247,6 +266,18 @@ _RECIPIENT_SCHEMA: dict[str, Any] = {
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
         "version": {"type": "integer"},
+        "pending_change": {
+            "type": ["object", "null"],
+            "description": "What awaits approval: kind (proposal | update), proposed (the "
+            "recipient as approving would make it live, registry-file shape), diff against "
+            "live (fields, hosts, grants added/removed/changed); on GET also live, authors "
+            "(people who authored it since the last approval) and version",
+        },
+        "reviews": {
+            "type": "array",
+            "description": "GET only: review decisions (approve, reject, suspend, revoke) "
+            "with actor, time and note",
+        },
     },
 }
 _GRANT_SCHEMA: dict[str, Any] = {
@@ -258,6 +289,11 @@ _GRANT_SCHEMA: dict[str, Any] = {
         "legal_basis": {"type": ["string", "null"]},
         "expires": {"type": ["string", "null"], "format": "date"},
         "status": {"type": "string", "enum": ["proposed", "approved", "revoked"]},
+        "change": {
+            "type": ["string", "null"],
+            "enum": ["update", "remove", None],
+            "description": "A pending (unapproved) edit or removal of this approved grant",
+        },
         "proposed_by": {"type": "string"},
         "approved_by": {"type": ["string", "null"]},
         "created_at": {"type": "string", "format": "date-time"},
@@ -281,6 +317,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/v1/recipients/{id}/grants/{gid}", delete_grant)
     r.add_post("/v1/recipients/{id}/grants/{gid}/revoke", revoke_grant)
     r.add_post("/v1/recipients/{id}/approve", approve)
+    r.add_post("/v1/recipients/{id}/reject", reject)
     for action in ("suspend", "revoke"):
         r.add_post(f"/v1/recipients/{{id}}/{action}", _status_action(action))
 
@@ -336,7 +373,8 @@ def add_routes(app: web.Application) -> None:
         app,
         "/v1/recipients/{id}",
         "patch",
-        summary="Edit a recipient; editing kind/regions/hosts/tls_origination re-opens review",
+        summary="Edit a recipient; on a live recipient the edit is a pending change "
+        "(the approved version stays in force until approved)",
         roles=AUTHORS,
         request=RecipientPatch,
         response=_REF_RECIPIENT,
@@ -384,11 +422,12 @@ def add_routes(app: web.Application) -> None:
         app,
         "/v1/recipients/{id}/grants/{gid}",
         "delete",
-        summary="Delete a grant",
+        summary="Delete a grant (on a live recipient an approved grant's removal is a "
+        "pending change: 202 with the recipient)",
         roles=AUTHORS,
         status=204,
         headers=_IF_MATCH,
-        responses={404: "Unknown recipient or grant"},
+        responses={202: "Removal staged for approval", 404: "Unknown recipient or grant"},
         tags=TAG,
     )
     add(
@@ -406,16 +445,37 @@ def add_routes(app: web.Application) -> None:
         app,
         "/v1/recipients/{id}/approve",
         "post",
-        summary="Approve a recipient and its proposed grants (four eyes)",
+        summary="Approve a recipient's pending change (four eyes; If-Match required)",
+        roles=REVIEWERS,
+        request=ReviewNote,
+        response=_REF_RECIPIENT,
+        headers={
+            "If-Match": (
+                {"type": "string"},
+                'Required: the ETag ("<version>") of the version reviewed',
+            )
+        },
+        responses={
+            403: "Four eyes: the approver authored part of the change since the last "
+            "approval (type four-eyes; `authors`, `authored` list who did what)",
+            404: "Unknown recipient",
+            409: "Revoked, or nothing awaiting approval",
+            412: "Stale If-Match: the change moved since it was reviewed",
+            428: "No If-Match (type precondition-required)",
+        },
+        tags=TAG,
+    )
+    add(
+        app,
+        "/v1/recipients/{id}/reject",
+        "post",
+        summary="Reject a pending change (a live recipient keeps its approved version; "
+        "a proposal becomes revoked); the note is kept",
         roles=REVIEWERS,
         request=ReviewNote,
         response=_REF_RECIPIENT,
         headers=_IF_MATCH,
-        responses={
-            403: "Four eyes: the approver proposed or last changed it (type four-eyes)",
-            404: "Unknown recipient",
-            409: "Revoked, or nothing awaiting approval",
-        },
+        responses={404: "Unknown recipient", 409: "Nothing awaiting approval"},
         tags=TAG,
     )
     for action, summary in (

@@ -22,7 +22,12 @@ async def create_token(request: web.Request) -> web.Response:
     body = await read_json(request, TokenCreate)
     async with keys.transaction(request) as session:
         token, secret = await tokens.create_token(
-            session, name=body.name, role=body.role, actor=principal.name
+            session,
+            name=body.name,
+            role=body.role,
+            owner=body.owner,
+            actor=principal.owner,
+            actor_token=principal.name,
         )
     return json_response({**tokens.token_view(token), "secret": secret}, status=201)
 
@@ -40,7 +45,9 @@ async def revoke_token(request: web.Request) -> web.Response:
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "not-found", "Not found", f"no token {raw[:40]}")
     async with keys.transaction(request) as session:
-        token = await tokens.revoke_token(session, int(raw), actor=principal.name)
+        token = await tokens.revoke_token(
+            session, int(raw), actor=principal.owner, actor_token=principal.name
+        )
     forget_token(request.app, token.token_hash)
     return web.Response(status=204)
 
@@ -50,6 +57,7 @@ _TOKEN = {
     "properties": {
         "id": {"type": "integer"},
         "name": {"type": "string"},
+        "owner": {"type": "string", "description": "The person holding it (four eyes)"},
         "role": {"type": "string", "enum": list(ROLES)},
         "created_at": {"type": "string", "format": "date-time"},
         "last_used_at": {"type": ["string", "null"], "format": "date-time"},
