@@ -14,6 +14,7 @@ from registry.errors import ApiError
 from . import keys
 
 M = TypeVar("M", bound=BaseModel)
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def too_large(limit: int) -> ApiError:
@@ -140,3 +141,31 @@ def json_response(
     return web.Response(
         body=dumps(data), status=status, content_type="application/json", headers=headers
     )
+
+
+def gunzip_bounded(raw: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing (413) more than `limit` bytes out (a gzip bomb)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        raise ApiError(400, "malformed-gzip", "Body is not valid gzip") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(limit)
+    return out
+
+
+async def read_upload(request: web.Request) -> Any:
+    """Read a JSON upload, plain or gzip (by `Content-Encoding` or by its magic bytes), bounded.
+
+    `read_body` inflates a `Content-Encoding: gzip` body while it streams, counting the
+    decompressed size; a body that is itself gzip data is inflated here, bounded too.
+    """
+    settings = keys.settings(request)
+    limit = settings.max_decompressed_bytes
+    raw = await read_body(request, limit, max_raw_bytes=settings.max_upload_bytes)
+    if raw[:2] == _GZIP_MAGIC:
+        raw = gunzip_bounded(raw, limit)
+    if not raw.strip():
+        raise ApiError(400, "malformed-json", "Request body is not valid JSON", "empty body")
+    return parse_json(raw)
