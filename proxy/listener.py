@@ -13,7 +13,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -33,6 +33,7 @@ from proxy.inspect.model import BODY_TOO_LARGE, Inspection
 from proxy.metrics import ProxyMetrics
 from proxy.recipients import RecipientIndex
 from proxy.settings import Settings
+from proxy.spool import SpoolUnavailable
 from proxy.upstream import (
     UpstreamError,
     UpstreamPool,
@@ -338,6 +339,7 @@ class _Timing:
     policy_ms: float | None = None
     upstream_ms: float | None = None
     blocked: bool = False  # we answered 403/503 ourselves (whatever the mode)
+    recorded: bool = False  # the call's record is written (before its refusal left)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000.0
@@ -584,6 +586,7 @@ class ProxyServer:
                 timing=timing,
                 keep_alive=keep_alive,
                 version=version,
+                record_args=record_args,
             )
             if status < 0:  # the response could not be completed: the stream is unusable
                 status = -status
@@ -612,7 +615,7 @@ class ProxyServer:
                 )
             return False
         finally:
-            if decision is not None:
+            if decision is not None and not timing.recorded:
                 self._log(decision, record_args, status, timing, blocked=timing.blocked)
 
     async def _decide(
@@ -665,14 +668,19 @@ class ProxyServer:
         timing: _Timing,
         keep_alive: bool,
         version: str,
+        record_args: dict[str, Any],
     ) -> int:
         """Answer a block/fault ourselves or stream the upstream's answer; the status sent."""
         is_head = head.method == "HEAD"
         report = self.settings.mode == "report"
         forbidden = DestinationForbidden.code in decision.reason_codes
+        refused = decision.unavailable or (not decision.allow and not report) or forbidden
+        if refused:
+            timing.blocked = True
+            status = 503 if decision.unavailable else 403
+            decision = await self._commit_refusal(decision, record_args, status, timing)
         # A fault fails closed in every mode: report mode relaxes the policy, not the proxy.
         if decision.unavailable:
-            timing.blocked = True
             await conn.send(
                 responses.unavailable(
                     decision.decision_id,
@@ -682,10 +690,9 @@ class ProxyServer:
                 )
             )
             return 503
-        if (not decision.allow and not report) or forbidden:
+        if refused:
             # A forbidden destination stays forbidden in report mode: there is no checked
             # address to connect to.
-            timing.blocked = True
             await conn.send(
                 responses.blocked(
                     decision,
@@ -786,8 +793,8 @@ class ProxyServer:
             destination = await self.ctx.resolver.resolve(host, port)
         except DestinationForbidden as exc:
             decision = self.ctx.destination_forbidden(call, exc.detail)
-            await conn.send(responses.blocked(decision, keep_alive=False))
-            self._log(decision, record_args, 403, timing, blocked=True)
+            decision = await self._commit_refusal(decision, record_args, 403, timing)
+            await conn.send(_refusal(decision))
             return
         except OSError:
             destination = None  # decided first: a blocked tunnel is a 403 whatever DNS says
@@ -797,13 +804,11 @@ class ProxyServer:
             return
         decision = await self._decide_tunnel(call, timing)
         report = self.settings.mode == "report"
-        if decision.unavailable:  # fails closed in report mode too
-            await conn.send(responses.unavailable(decision.decision_id, keep_alive=False))
-            self._log(decision, record_args, 503, timing, blocked=True)
-            return
-        if not decision.allow and not report:
-            await conn.send(responses.blocked(decision, keep_alive=False))
-            self._log(decision, record_args, 403, timing, blocked=True)
+        if decision.unavailable or (not decision.allow and not report):
+            # A fault fails closed in report mode too.
+            status = 503 if decision.unavailable else 403
+            decision = await self._commit_refusal(decision, record_args, status, timing)
+            await conn.send(_refusal(decision))
             return
         if destination is None:
             await conn.send(
@@ -888,6 +893,26 @@ class ProxyServer:
 
     # -- logging ---------------------------------------------------------------------------------
 
+    async def _commit_refusal(
+        self, decision: Decision, args: dict[str, Any], status: int, timing: _Timing
+    ) -> Decision:
+        """Make a refused call's record durable before the refusal leaves; the decision to answer.
+
+        When the spool cannot take the record, the answer is a 503 fault (`spool_unavailable`)
+        instead: no refusal is given without its record, and nothing is forwarded.
+        """
+        timing.recorded = True
+        record = self._record(decision, args, status, timing, blocked=True)
+        try:
+            await self.ctx.decision_log.commit(record)
+            return decision
+        except SpoolUnavailable:
+            if decision.fault is None:
+                decision = replace(decision, fault="spool_unavailable")
+            record = self._record(decision, args, 503, timing, blocked=True)
+            self.ctx.decision_log.emit(record, spool=False)
+            return decision
+
     def _log(
         self,
         decision: Decision,
@@ -897,7 +922,18 @@ class ProxyServer:
         *,
         blocked: bool,
     ) -> None:
-        record = decision_record(
+        self.ctx.decision_log.emit(self._record(decision, args, status, timing, blocked=blocked))
+
+    def _record(
+        self,
+        decision: Decision,
+        args: dict[str, Any],
+        status: int | None,
+        timing: _Timing,
+        *,
+        blocked: bool,
+    ) -> dict[str, Any]:
+        return decision_record(
             decision=decision,
             mode=self.settings.mode,
             status=status,
@@ -910,7 +946,13 @@ class ProxyServer:
             blocked=blocked,
             **args,
         )
-        self.ctx.decision_log.emit(record)
+
+
+def _refusal(decision: Decision) -> bytes:
+    """The answer to a refused CONNECT: 503 for a fault, else 403 (the connection closes)."""
+    if decision.unavailable:
+        return responses.unavailable(decision.decision_id, keep_alive=False)
+    return responses.blocked(decision, keep_alive=False)
 
 
 def _mark(timing: _Timing, t0: float) -> None:

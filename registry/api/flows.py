@@ -88,22 +88,48 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise query_error("cursor", "not a cursor returned by this API") from None
 
 
+FLOW_KINDS = ("deny", "fault", "would_block")
+
+
+def flow_kind(row: Any) -> str:
+    """`fault` (sharewall failed closed, 503), `would_block` (report mode) or `deny` (policy)."""
+    if row.fault:
+        return "fault"
+    return "would_block" if row.would_block else "deny"
+
+
+def reasons_json(row: Any) -> list[dict[str, Any]]:
+    """Each reason with its taxonomy message and, where it has one, its category."""
+    codes = load_taxonomy().reason_codes
+    # Rows stored before reasons kept their category have only the codes.
+    reasons = row.reasons or [{"code": c} for c in row.reason_codes or ()]
+    out = []
+    for reason in reasons:
+        item = {"code": reason["code"], "message": codes.get(reason["code"], "")}
+        if reason.get("category"):
+            item["category"] = reason["category"]
+        out.append(item)
+    return out
+
+
 def flow_json(row: Any) -> dict[str, Any]:
     """The API form of a `blocked_flow` row (with reason messages from the taxonomy)."""
-    codes = load_taxonomy().reason_codes
     return {
         "decision_id": row.decision_id,
         "time": as_utc(row.time).isoformat(),
         "action": row.action,
         "would_block": row.would_block,
         "mode": row.mode,
+        "kind": flow_kind(row),
+        "fault": row.fault,
+        "status": row.status,
         "recipient_id": row.recipient_id,
         "host": row.host,
         "method": row.method,
         "path": row.path,
         "purpose": row.purpose,
         "categories": list(row.categories or ()),
-        "reasons": [{"code": c, "message": codes.get(c, "")} for c in row.reason_codes or ()],
+        "reasons": reasons_json(row),
         "source": {"workload": row.source_workload, "namespace": row.source_namespace},
         "findings": list(row.findings or ()),
         "latency_ms": row.latency_ms,
@@ -150,6 +176,16 @@ def build_flows_query(query: Any) -> tuple[sa.Select, int]:
         if triage_state not in TRIAGE_STATES:
             raise query_error("triage_state", f"expected one of {list(TRIAGE_STATES)}")
         stmt = stmt.where(_FLOW.c.triage_state == triage_state)
+    kind = query.get("kind")
+    if kind:
+        if kind not in FLOW_KINDS:
+            raise query_error("kind", f"expected one of {list(FLOW_KINDS)}")
+        if kind == "fault":
+            stmt = stmt.where(_FLOW.c.fault.is_not(None))
+        else:
+            stmt = stmt.where(
+                _FLOW.c.fault.is_(None), _FLOW.c.would_block.is_(kind == "would_block")
+            )
     if query.get("recipient_id"):
         stmt = stmt.where(_FLOW.c.recipient_id == query["recipient_id"])
     if query.get("source"):
@@ -252,6 +288,10 @@ _FLOW_QUERY = {
     "category": ({"type": "string"}, "Data category id (taxonomy); unknown → 422"),
     "source": ({"type": "string"}, "Source workload"),
     "triage_state": ({"type": "string", "enum": list(TRIAGE_STATES)}, "Triage state"),
+    "kind": (
+        {"type": "string", "enum": list(FLOW_KINDS)},
+        "fault: sharewall failed closed (503); deny: a policy denial; would_block: report mode",
+    ),
     "limit": ({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"),
     "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
 }
