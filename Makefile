@@ -4,7 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean system-packages
+
+# Debian packages that only tests need (see .ci/system-packages): installed when root.
+TEST_SYSTEM_PACKAGES := iptables iproute2 chromium
+# Test files run in parallel processes (one file per worker at a time: module fixtures such as
+# a registry database or a proxy process are shared by the tests of a file).
+PYTEST_ARGS ?= -n 4 --dist loadfile
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +21,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/sharewall proxy --registry-file examples/registry.yaml --default-purpose service_delivery $(ARGS)
 
-test: $(STAMP)
+system-packages:
+	@bash .ci/system-packages $(TEST_SYSTEM_PACKAGES)
+
+test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

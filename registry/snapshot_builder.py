@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.models import Grant, Recipient, RecipientHost, RegistryState, as_utc, utcnow
-from sharewall.snapshot import Snapshot
+from sharewall.snapshot import Snapshot, content_revision
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,6 @@ async def fetch_snapshot_rows(session: AsyncSession) -> SnapshotRows:
     return SnapshotRows(version, generated_at, recipients, hosts, grants)
 
 
-def content_revision(recipients: list[dict[str, Any]]) -> str:
-    """The revision `Snapshot.with_revision()` gives the same recipients (SHA-256 of their JSON)."""
-    body = orjson.dumps(recipients, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(body).hexdigest()[:16]
-
-
 def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
     """The snapshot's JSON form (`Snapshot.model_dump(mode="json")`) built straight from rows.
 
@@ -154,24 +147,14 @@ def _document(rows: SnapshotRows) -> dict[str, Any]:
         }
         for rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref in rows.recipients
     ]
+    # Workloads in the database come with the registry API (regcore); none yet.
+    workloads: list[dict[str, Any]] = []
     return {
         "version": rows.version,
-        "revision": content_revision(recipients),
+        "revision": content_revision(recipients, workloads),
         "generated_at": rows.generated_at.isoformat().replace("+00:00", "Z"),
         "recipients": recipients,
-    }
-
-
-def policy_data_of(document: dict[str, Any]) -> dict[str, Any]:
-    """`Snapshot.policy_data()` of a snapshot document (what Rego sees at data.sharewall.registry)."""
-    private = ("owner_team", "contract_ref", "notes")
-    return {
-        "version": document["version"],
-        "revision": document["revision"],
-        "recipients": {
-            r["id"]: {k: v for k, v in r.items() if k not in private}
-            for r in document["recipients"]
-        },
+        "workloads": workloads,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, unquote_to_bytes
 
+from proxy.inspect.encoded import unquote_repeated
 from proxy.inspect.free_text import scan_string
 from proxy.inspect.keys import MASK, Ctx, is_identifier_like, key_info, sibling_context
 from proxy.inspect.model import TOO_MANY_FIELDS
@@ -95,8 +96,11 @@ def _parse_qsl(text: str, encoding: str) -> list[tuple[str, str]]:
 
 def _unquote(text: str, encoding: str) -> str:
     if text.isascii():
-        return unquote_to_bytes(text).decode(encoding, "replace")
-    return unquote(text, encoding=encoding, errors="replace")
+        text = unquote_to_bytes(text).decode(encoding, "replace")
+    else:
+        text = unquote(text, encoding=encoding, errors="replace")
+    # Encoded twice (`%252B65…`): a value is what it says after every layer is undone.
+    return unquote_repeated(text) if "%" in text else text
 
 
 def scan_form(scan: Scan, text: str, ctx: int, *, encoding: str = "utf-8") -> None:

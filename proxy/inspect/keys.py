@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from proxy.inspect.encoded import strip_invisible
+
 
 class Rule:
     """What a key says about its value (names of the rules applied in `fields.py`)."""
@@ -575,6 +577,8 @@ class KeyInfo:
 
 def normalise_key(key: str) -> tuple[str, ...]:
     """Split a key into lowercase tokens: `hashedPhoneNumber` → (`hashed`, `phone`, `number`)."""
+    if not key.isascii():
+        key = strip_invisible(key)
     key = _CAMEL.sub("_", key)
     return tuple(t for t in _NON_ALNUM.split(key.lower()) if t)
 

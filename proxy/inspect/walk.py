@@ -14,6 +14,13 @@ from functools import lru_cache
 import orjson
 
 from proxy.inspect import categories as cat
+from proxy.inspect.encoded import (
+    MIN_BASE64,
+    decode_base64_text,
+    enter_layer,
+    jwt_claims,
+    looks_base64,
+)
 from proxy.inspect.fields import (
     CONTAINER_RULES,
     KEY_ONLY_RULES,
@@ -140,7 +147,43 @@ def _visit_str(
         and _walk_embedded(scan, node, location, info, ctx, depth)
     ):
         return
+    if len(node) >= MIN_BASE64 and _walk_base64(scan, node, location, info, ctx, depth):
+        return
     scan_scalar(scan, location, info, node, ctx)
+
+
+def _walk_base64(
+    scan: Scan, node: str, location: str, info: KeyInfo | None, ctx: int, depth: int
+) -> bool:
+    """A base64 / base64url field that decodes to text or JSON: its content under the same key.
+
+    Ids, digests and binary blobs never decode to text: they are judged as they are.
+    """
+    if not looks_base64(node):
+        return False
+    memo_key = ("base64", node)
+    decoded = scan.memo.get(memo_key, False)
+    if decoded is False:
+        decoded = decode_base64_text(node, scan.limits.max_decompressed_bytes)
+        scan.memo[memo_key] = decoded  # type: ignore[assignment]
+    if decoded is None:
+        return False
+    if enter_layer(scan):
+        try:
+            walk(scan, decoded, location, info, ctx, depth + 1)
+        finally:
+            scan.layers -= 1
+    return True
+
+
+def scan_jwt_claims(scan: Scan, location: str, token: str, ctx: int) -> None:
+    """The claims of a JWT are data about its subject: walk them like a person's record."""
+    claims = jwt_claims(token)
+    if isinstance(claims, dict) and enter_layer(scan):
+        try:
+            walk(scan, claims, location, None, ctx | Ctx.PERSON, scan.layers)
+        finally:
+            scan.layers -= 1
 
 
 def _walk_embedded(
@@ -209,6 +252,10 @@ def _walk_fields(
                 value[0] in "{["
                 and value[-1] in "}]"
                 and _walk_embedded(scan, value, location + suffix, key_kind, inner, depth)
+            ):
+                continue
+            if len(value) >= MIN_BASE64 and _walk_base64(
+                scan, value, location + suffix, key_kind, inner, depth
             ):
                 continue
             if rule == _PHONE_RULE and value[0] == "+" and is_valid_compact(value):

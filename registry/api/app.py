@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import AsyncIterator
 
 import structlog
@@ -12,24 +10,41 @@ from aiohttp import web
 from registry import db
 from registry.settings import Settings
 
-from . import auth, keys, openapi
+from . import (
+    apply,
+    audit,
+    auth,
+    bundles,
+    decisions,
+    flows,
+    keys,
+    ledger,
+    logs,
+    meta,
+    openapi,
+    recipients,
+    snapshot,
+    tokens,
+)
 from .middleware import error_middleware, request_context_middleware
+from .routes import RouteTable, install
 
 log = structlog.get_logger("registry.app")
 
-# Each module exposes `add_routes(app)`. Modules not written yet are skipped (see below).
-ROUTE_MODULES: tuple[str, ...] = (
-    "registry.api.meta",
-    "registry.api.recipients",
-    "registry.api.tokens",
-    "registry.api.audit",
-    "registry.api.apply",
-    "registry.api.snapshot",
-    "registry.api.bundles",
-    "registry.api.decisions",
-    "registry.api.flows",
-    "registry.api.ledger",
-    "registry.api.logs",
+# Every route table of the API, imported by name: a missing or misspelt module is an
+# ImportError at start, never a silently absent feature.
+ROUTE_TABLES: tuple[RouteTable, ...] = (
+    meta.routes,
+    recipients.routes,
+    tokens.routes,
+    audit.routes,
+    apply.routes,
+    snapshot.routes,
+    bundles.routes,
+    decisions.routes,
+    flows.routes,
+    ledger.routes,
+    logs.routes,
 )
 
 
@@ -46,18 +61,6 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def _add_route_modules(app: web.Application) -> list[str]:
-    added = []
-    for name in ROUTE_MODULES:
-        # Modules are written in parallel by several people: a missing one is skipped, but one
-        # that exists and fails to import is a bug and must fail loudly.
-        if importlib.util.find_spec(name) is None:
-            continue
-        importlib.import_module(name).add_routes(app)
-        added.append(name.rsplit(".", 1)[-1])
-    return added
-
-
 def create_app(settings: Settings | None = None) -> web.Application:
     """Build the registry application; the database is opened on startup (cleanup_ctx)."""
     settings = settings or Settings()
@@ -70,6 +73,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[keys.SNAPSHOT_LISTENERS] = []
     app[keys.TOKEN_CACHE] = {}
     app.cleanup_ctx.append(_database)
-    modules = _add_route_modules(app)
-    log.debug("registry.routes", modules=modules)
+    for table in ROUTE_TABLES:
+        install(app, table)
     return app

@@ -2,48 +2,63 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 from sqlmodel import select
 
-from registry.errors import ApiError, invalid_field
+from registry.errors import invalid_field
 from registry.models import AuditEvent, as_utc
-from registry.pagination import decode_cursor, encode_cursor, parse_limit
+from registry.pagination import decode_cursor, page, parse_limit
+from registry.query import parse_time
 
-from . import keys, openapi
-from .auth import require_role
-from .bodies import json_response
+from . import keys
+from .responses import AuditEventOut, AuditPage
+from .routes import RouteTable
 
 READERS = ("engineer", "security", "admin")
 _TEXT_FILTERS = ("entity_type", "entity_id", "actor", "action")
 
-
-def parse_time(field: str, raw: str) -> datetime:
-    """An ISO 8601 query parameter as aware UTC (naive means UTC); 422 naming the field."""
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid_field(field, "expected an ISO 8601 date-time") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+routes = RouteTable(tags=("audit",))
 
 
-def event_view(event: AuditEvent) -> dict:
+def event_out(event: AuditEvent) -> AuditEventOut:
     """An audit event as the API shows it."""
-    return {
-        "id": event.id,
-        "time": as_utc(event.time),
-        "actor": event.actor,
-        "action": event.action,
-        "entity_type": event.entity_type,
-        "entity_id": event.entity_id,
-        "before": event.before,
-        "after": event.after,
-    }
+    return AuditEventOut(
+        id=event.id,
+        time=as_utc(event.time),
+        actor=event.actor,
+        action=event.action,
+        entity_type=event.entity_type,
+        entity_id=event.entity_id,
+        before=event.before,
+        after=event.after,
+    )
 
 
-async def list_audit(request: web.Request) -> web.Response:
-    require_role(request, *READERS)
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TEXT = {"type": "string", "maxLength": 200}
+_WHEN = {"type": "string", "format": "date-time"}
+
+
+@routes.get(
+    "/v1/audit",
+    summary="The audit trail, newest first",
+    roles=READERS,
+    response=AuditPage,
+    query={
+        "entity_type": (_TEXT, "recipient, grant, token, flow, registry"),
+        "entity_id": (_TEXT, "The entity's id"),
+        "actor": (_TEXT, "Token name"),
+        "action": (_TEXT, "e.g. recipient.approve"),
+        "since": (_WHEN, "Events at or after (ISO 8601; naive means UTC)"),
+        "until": (_WHEN, "Events before"),
+        "limit": ({"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
+        "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
+    },
+)
+async def list_audit(request: web.Request) -> AuditPage:
     query = request.query
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
     for name in _TEXT_FILTERS:
@@ -52,62 +67,15 @@ async def list_audit(request: web.Request) -> web.Response:
             if len(value) > 200:
                 raise invalid_field(name, "at most 200 characters")
             stmt = stmt.where(getattr(AuditEvent, name) == value)
-    if query.get("since"):
-        stmt = stmt.where(AuditEvent.time >= parse_time("since", query["since"]))
-    if query.get("until"):
-        stmt = stmt.where(AuditEvent.time < parse_time("until", query["until"]))
+    since, until = parse_time(query, "since"), parse_time(query, "until")
+    if since is not None:
+        stmt = stmt.where(AuditEvent.time >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEvent.time < until)
     if query.get("cursor"):
-        last_id = decode_cursor(query["cursor"])
-        if not isinstance(last_id, int) or isinstance(last_id, bool):
-            raise ApiError(400, "bad-cursor", "Invalid cursor", "pass back a cursor unchanged")
-        stmt = stmt.where(AuditEvent.id < last_id)
+        stmt = stmt.where(AuditEvent.id < decode_cursor(query["cursor"], _is_id))
     limit = parse_limit(query.get("limit"))
     async with keys.sessions(request)() as session:
-        rows = list((await session.exec(stmt.limit(limit))).all())
-    next_cursor = encode_cursor(rows[-1].id) if len(rows) == limit else None
-    return json_response({"items": [event_view(e) for e in rows], "next_cursor": next_cursor})
-
-
-def add_routes(app: web.Application) -> None:
-    """Register `/v1/audit`."""
-    app.router.add_get("/v1/audit", list_audit)
-    event = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"},
-            "time": {"type": "string", "format": "date-time"},
-            "actor": {"type": "string"},
-            "action": {"type": "string", "description": "e.g. recipient.approve"},
-            "entity_type": {"type": "string"},
-            "entity_id": {"type": "string"},
-            "before": {"type": ["object", "null"]},
-            "after": {"type": ["object", "null"]},
-        },
-    }
-    text = {"type": "string", "maxLength": 200}
-    when = {"type": "string", "format": "date-time"}
-    openapi.add_path(
-        app,
-        "/v1/audit",
-        "get",
-        summary="The audit trail, newest first",
-        roles=READERS,
-        response={
-            "type": "object",
-            "properties": {
-                "items": {"type": "array", "items": event},
-                "next_cursor": {"type": ["string", "null"]},
-            },
-        },
-        query={
-            "entity_type": (text, "recipient, grant, token, flow, registry"),
-            "entity_id": (text, "The entity's id"),
-            "actor": (text, "Token name"),
-            "action": (text, "e.g. recipient.approve"),
-            "since": (when, "Events at or after (ISO 8601; naive means UTC)"),
-            "until": (when, "Events before"),
-            "limit": ({"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
-            "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
-        },
-        tags=("audit",),
-    )
+        rows = list((await session.exec(stmt.limit(limit + 1))).all())
+    kept, next_cursor = page(rows, limit, lambda e: e.id)
+    return AuditPage(items=[event_out(e) for e in kept], next_cursor=next_cursor)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
 from registry.errors import ApiError
@@ -13,6 +15,7 @@ from registry.errors import ApiError
 from . import keys
 
 M = TypeVar("M", bound=BaseModel)
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def too_large(limit: int) -> ApiError:
@@ -96,3 +99,33 @@ def json_response(
     return web.Response(
         body=dumps(data), status=status, content_type="application/json", headers=headers
     )
+
+
+def gunzip_bounded(raw: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing (413) more than `limit` bytes out (a gzip bomb)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        raise ApiError(400, "malformed-gzip", "Body is not valid gzip") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(limit)
+    return out
+
+
+async def read_upload(request: web.Request) -> Any:
+    """Read a JSON upload, plain or gzip (by `Content-Encoding` or by its magic bytes), bounded.
+
+    aiohttp inflates a `Content-Encoding: gzip` body while it streams, so the decompressed size
+    is what `read_body` counts; a body that is itself gzip data is inflated here, bounded too.
+    """
+    limit = keys.settings(request).max_decompressed_bytes
+    try:
+        raw = await read_body(request, limit)
+    except HttpProcessingError:
+        raise ApiError(400, "malformed-gzip", "Body is not valid gzip") from None
+    if raw[:2] == _GZIP_MAGIC:
+        raw = gunzip_bounded(raw, limit)
+    if not raw.strip():
+        raise ApiError(400, "malformed-json", "Request body is not valid JSON", "empty body")
+    return parse_json(raw)

@@ -14,11 +14,11 @@ import re
 from aiohttp import web
 
 from registry.bundle import build_bundle_from_data, bundle_etag
-from registry.snapshot_builder import policy_data_of
+from sharewall.snapshot import policy_data_of
 
-from . import keys, openapi
-from .auth import require_role
-from .snapshot import BuiltSnapshot, etag_matches, hub, parse_wait
+from . import keys
+from .routes import RouteTable
+from .snapshot_hub import BuiltSnapshot, ensure_hub, etag_matches, hub, parse_wait
 
 BUNDLE_ROLES = ("proxy", "admin", "security")
 BUNDLE_PATH = "/v1/bundles/sharewall.tar.gz"
@@ -27,6 +27,14 @@ LONG_POLL_TYPE = "application/vnd.openpolicyagent.bundles"
 _PREFER_WAIT_RE = re.compile(r"(?:^|[,;\s])wait\s*=\s*([^,;\s]+)", re.IGNORECASE)
 
 _BUNDLE_LOCK = web.AppKey("bundle_lock", asyncio.Lock)
+
+routes = RouteTable(tags=("distribution",))
+routes.on_setup(ensure_hub)
+
+
+@routes.on_setup
+def _bundle_lock(app: web.Application) -> None:
+    app[_BUNDLE_LOCK] = asyncio.Lock()
 
 
 def bundle_revision(built: BuiltSnapshot) -> str:
@@ -56,9 +64,20 @@ def prefer_wait(header: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+@routes.get(
+    BUNDLE_PATH,
+    summary="OPA bundle (manifest, registry data, taxonomy, policies); OPA long polling",
+    roles=BUNDLE_ROLES,
+    response={"type": "string", "format": "binary"},
+    response_content_type=GZIP_TYPE,
+    headers={
+        "If-None-Match": ({"type": "string"}, "The bundle ETag held"),
+        "Prefer": ({"type": "string"}, "wait=N: hold up to N seconds for a new bundle"),
+    },
+    responses={304: "Not modified"},
+)
 async def get_bundle(request: web.Request) -> web.StreamResponse:
     """The bundle; 304 on a matching `If-None-Match`, held up to `Prefer: wait=N` for a change."""
-    require_role(request, *BUNDLE_ROLES)
     raw_wait = prefer_wait(request.headers.get("Prefer"))
     long_poll = raw_wait is not None
     wait = parse_wait(raw_wait, keys.settings(request).max_wait_s, field_name="Prefer: wait")
@@ -75,25 +94,4 @@ async def get_bundle(request: web.Request) -> web.StreamResponse:
             return web.Response(status=304, headers={"ETag": etag, "Content-Type": content_type})
     return web.Response(
         body=body, headers={"ETag": etag, "Content-Type": content_type, "Cache-Control": "no-cache"}
-    )
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the bundle route (needs the snapshot hub of `registry.api.snapshot`)."""
-    app[_BUNDLE_LOCK] = asyncio.Lock()
-    app.router.add_get(BUNDLE_PATH, get_bundle)
-    openapi.add_path(
-        app,
-        BUNDLE_PATH,
-        "get",
-        summary="OPA bundle (manifest, registry data, taxonomy, policies); OPA long polling",
-        roles=BUNDLE_ROLES,
-        response={"type": "string", "format": "binary"},
-        response_content_type=GZIP_TYPE,
-        headers={
-            "If-None-Match": ({"type": "string"}, "The bundle ETag held"),
-            "Prefer": ({"type": "string"}, "wait=N: hold up to N seconds for a new bundle"),
-        },
-        responses={304: "Not modified"},
-        tags=("distribution",),
     )

@@ -7,12 +7,9 @@ flow while new ones arrive. A reason or category filter drives the query from th
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
-import orjson
 import sqlalchemy as sa
 import structlog
 from aiohttp import web
@@ -20,72 +17,64 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from registry import retention
 from registry.audit import record_audit
-from registry.errors import ApiError, not_found
+from registry.errors import not_found
 from registry.models import TRIAGE_STATES, BlockedFlow, FlowCategory, FlowReason, as_utc, utcnow
+from registry.pagination import MAX_LIMIT, decode_cursor, page, parse_limit
+from registry.query import parse_time, query_error
 from sharewall.taxonomy import load_taxonomy
 
-from . import keys, openapi
-from .auth import require_role
-from .bodies import json_response, read_json
+from . import keys
+from .responses import FlowOut, FlowPage
+from .routes import RouteTable, caller, request_body
 
 log = structlog.get_logger("registry.flows")
 
 READ_ROLES = ("security", "engineer")
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+
+routes = RouteTable(tags=("flows",))
+routes.on_setup(lambda app: app.cleanup_ctx.append(retention.retention_ctx))
 
 _FLOW = BlockedFlow.__table__
 _REASON = FlowReason.__table__
 _CATEGORY = FlowCategory.__table__
 
 
-def query_error(field: str, message: str) -> ApiError:
-    """422 naming a query parameter."""
-    return ApiError(
-        422,
-        "validation-error",
-        "Invalid query parameter",
-        f"{field}: {message}",
-        {"errors": [{"field": field, "message": message}]},
+FLOW_QUERY = {
+    "since": ({"type": "string", "format": "date-time"}, "Flows at or after this time"),
+    "until": ({"type": "string", "format": "date-time"}, "Flows before this time"),
+    "recipient_id": ({"type": "string"}, "Recipient id"),
+    "reason": ({"type": "string"}, "Reason code (taxonomy); unknown → 422"),
+    "category": ({"type": "string"}, "Data category id (taxonomy); unknown → 422"),
+    "source": ({"type": "string"}, "Source workload"),
+    "triage_state": ({"type": "string", "enum": list(TRIAGE_STATES)}, "Triage state"),
+    "kind": (
+        {"type": "string", "enum": ["deny", "fault", "would_block"]},
+        "fault: sharewall failed closed (503); deny: a policy denial; would_block: report mode",
+    ),
+    "limit": ({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"),
+    "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
+}
+
+
+def _cursor_key(row: Any) -> list[str]:
+    return [as_utc(row.time).isoformat(), row.decision_id]
+
+
+def _is_flow_key(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+        and _parses_as_time(value[0])
     )
 
 
-def parse_time(query: Any, name: str) -> datetime | None:
-    """An ISO 8601 query parameter as aware UTC (naive means UTC); 422 when unparseable."""
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
+def _parses_as_time(text: str) -> bool:
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+        datetime.fromisoformat(text)
     except ValueError:
-        raise query_error(name, "expected an ISO 8601 time, e.g. 2026-11-28T10:00:00Z") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def parse_limit(query: Any) -> int:
-    """`limit` in 1..MAX_LIMIT (default DEFAULT_LIMIT)."""
-    raw = query.get("limit")
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise query_error("limit", f"expected an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
-def encode_cursor(time: datetime, decision_id: str) -> str:
-    """An opaque cursor after (time, decision_id)."""
-    raw = orjson.dumps([as_utc(time).isoformat(), decision_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of `encode_cursor`; 422 for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        time_text, decision_id = orjson.loads(raw)
-        return datetime.fromisoformat(time_text), str(decision_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise query_error("cursor", "not a cursor returned by this API") from None
+        return False
+    return True
 
 
 FLOW_KINDS = ("deny", "fault", "would_block")
@@ -98,55 +87,54 @@ def flow_kind(row: Any) -> str:
     return "would_block" if row.would_block else "deny"
 
 
-def reasons_json(row: Any) -> list[dict[str, Any]]:
+def reasons_out(row: Any) -> list[dict[str, Any]]:
     """Each reason with its taxonomy message and, where it has one, its category."""
     codes = load_taxonomy().reason_codes
     # Rows stored before reasons kept their category have only the codes.
     reasons = row.reasons or [{"code": c} for c in row.reason_codes or ()]
-    out = []
-    for reason in reasons:
-        item = {"code": reason["code"], "message": codes.get(reason["code"], "")}
-        if reason.get("category"):
-            item["category"] = reason["category"]
-        out.append(item)
-    return out
+    return [
+        {"code": r["code"], "message": codes.get(r["code"], ""), "category": r.get("category")}
+        for r in reasons
+    ]
 
 
-def flow_json(row: Any) -> dict[str, Any]:
+def flow_out(row: Any) -> FlowOut:
     """The API form of a `blocked_flow` row (with reason messages from the taxonomy)."""
-    return {
-        "decision_id": row.decision_id,
-        "time": as_utc(row.time).isoformat(),
-        "action": row.action,
-        "would_block": row.would_block,
-        "mode": row.mode,
-        "kind": flow_kind(row),
-        "fault": row.fault,
-        "status": row.status,
-        "recipient_id": row.recipient_id,
-        "host": row.host,
-        "method": row.method,
-        "path": row.path,
-        "purpose": row.purpose,
-        "categories": list(row.categories or ()),
-        "reasons": reasons_json(row),
-        "source": {"workload": row.source_workload, "namespace": row.source_namespace},
-        "findings": list(row.findings or ()),
-        "latency_ms": row.latency_ms,
-        "proxy_id": row.proxy_id,
-        "triage": {
-            "state": row.triage_state,
-            "note": row.triage_note,
-            "by": row.triaged_by,
-            "at": as_utc(row.triaged_at).isoformat() if row.triaged_at else None,
-        },
-    }
+    return FlowOut.model_validate(
+        {
+            "decision_id": row.decision_id,
+            "time": as_utc(row.time).isoformat(),
+            "action": row.action,
+            "would_block": row.would_block,
+            "mode": row.mode,
+            "kind": flow_kind(row),
+            "fault": row.fault,
+            "status": row.status,
+            "recipient_id": row.recipient_id,
+            "host": row.host,
+            "method": row.method,
+            "path": row.path,
+            "purpose": row.purpose,
+            "categories": list(row.categories or ()),
+            "reasons": reasons_out(row),
+            "source": {"workload": row.source_workload, "namespace": row.source_namespace},
+            "findings": list(row.findings or ()),
+            "latency_ms": row.latency_ms,
+            "proxy_id": row.proxy_id,
+            "triage": {
+                "state": row.triage_state,
+                "note": row.triage_note,
+                "by": row.triaged_by,
+                "at": as_utc(row.triaged_at).isoformat() if row.triaged_at else None,
+            },
+        }
+    )
 
 
 def build_flows_query(query: Any) -> tuple[sa.Select, int]:
     """The SELECT for `GET /v1/flows` from its query parameters (all values bound, never spliced)."""
     taxonomy = load_taxonomy()
-    limit = parse_limit(query)
+    limit = parse_limit(query.get("limit"))
     since, until = parse_time(query, "since"), parse_time(query, "until")
     stmt = sa.select(_FLOW)
     time_col = _FLOW.c.time
@@ -195,7 +183,8 @@ def build_flows_query(query: Any) -> tuple[sa.Select, int]:
     if until is not None:
         stmt = stmt.where(time_col < until)
     if query.get("cursor"):
-        after_time, after_id = decode_cursor(query["cursor"])
+        after_text, after_id = decode_cursor(query["cursor"], _is_flow_key)
+        after_time = datetime.fromisoformat(after_text)
         # Typed binds: SQLite compares stored times as text, so the cursor must render the same way.
         after = sa.tuple_(sa.literal(after_time, time_col.type), sa.literal(after_id, id_col.type))
         stmt = stmt.where(sa.tuple_(time_col, id_col) < after)
@@ -203,15 +192,21 @@ def build_flows_query(query: Any) -> tuple[sa.Select, int]:
     return stmt, limit
 
 
-async def list_flows(request: web.Request) -> web.Response:
+@routes.get(
+    "/v1/flows",
+    summary="Blocked and would-block flows, newest first (cursor pages)",
+    roles=READ_ROLES,
+    query=FLOW_QUERY,
+    response=FlowPage,
+    responses={422: "Unknown reason/category/triage state or bad time/cursor"},
+)
+async def list_flows(request: web.Request) -> FlowPage:
     """Blocked and would-block flows, newest first, filtered, one page at a time."""
-    require_role(request, *READ_ROLES)
     stmt, limit = build_flows_query(request.query)
     async with request.app[keys.ENGINE].connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].time, page[-1].decision_id) if len(rows) > limit else None
-    return json_response({"flows": [flow_json(r) for r in page], "next_cursor": next_cursor})
+    kept, next_cursor = page(rows, limit, _cursor_key)
+    return FlowPage(flows=[flow_out(r) for r in kept], next_cursor=next_cursor)
 
 
 async def _load_flow(conn: Any, decision_id: str) -> Any:
@@ -221,12 +216,18 @@ async def _load_flow(conn: Any, decision_id: str) -> Any:
     return row
 
 
-async def get_flow(request: web.Request) -> web.Response:
+@routes.get(
+    "/v1/flows/{decision_id}",
+    summary="One flow",
+    roles=READ_ROLES,
+    response=FlowOut,
+    responses={404: "No such flow"},
+)
+async def get_flow(request: web.Request) -> FlowOut:
     """One flow by decision id."""
-    require_role(request, *READ_ROLES)
     async with request.app[keys.ENGINE].connect() as conn:
         row = await _load_flow(conn, request.match_info["decision_id"])
-    return json_response(flow_json(row))
+    return flow_out(row)
 
 
 class TriageIn(BaseModel):
@@ -247,10 +248,18 @@ def _triage_image(row: Any) -> dict[str, Any]:
     }
 
 
-async def triage_flow(request: web.Request) -> web.Response:
+@routes.post(
+    "/v1/flows/{decision_id}/triage",
+    summary="Triage a flow (state, note); audited",
+    roles=("security",),
+    request=TriageIn,
+    response=FlowOut,
+    responses={404: "No such flow"},
+)
+async def triage_flow(request: web.Request) -> FlowOut:
     """Set a flow's triage state and note (security only), with an audit event."""
-    principal = require_role(request, "security")
-    body = await read_json(request, TriageIn)
+    principal = caller(request)
+    body = request_body(request, TriageIn)
     decision_id = request.match_info["decision_id"]
     async with keys.sessions(request)() as session:
         conn = await session.connection()
@@ -277,59 +286,4 @@ async def triage_flow(request: web.Request) -> web.Response:
         )
         await session.commit()
     log.info("flow.triaged", decision_id=decision_id, state=body.state)
-    return json_response(flow_json(after))
-
-
-_FLOW_QUERY = {
-    "since": ({"type": "string", "format": "date-time"}, "Flows at or after this time"),
-    "until": ({"type": "string", "format": "date-time"}, "Flows before this time"),
-    "recipient_id": ({"type": "string"}, "Recipient id"),
-    "reason": ({"type": "string"}, "Reason code (taxonomy); unknown → 422"),
-    "category": ({"type": "string"}, "Data category id (taxonomy); unknown → 422"),
-    "source": ({"type": "string"}, "Source workload"),
-    "triage_state": ({"type": "string", "enum": list(TRIAGE_STATES)}, "Triage state"),
-    "kind": (
-        {"type": "string", "enum": list(FLOW_KINDS)},
-        "fault: sharewall failed closed (503); deny: a policy denial; would_block: report mode",
-    ),
-    "limit": ({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"),
-    "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
-}
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the flow routes and the retention job (it owns the flows' lifetime)."""
-    app.router.add_get("/v1/flows", list_flows)
-    app.router.add_get("/v1/flows/{decision_id}", get_flow)
-    app.router.add_post("/v1/flows/{decision_id}/triage", triage_flow)
-    app.cleanup_ctx.append(retention.retention_ctx)
-    openapi.add_path(
-        app,
-        "/v1/flows",
-        "get",
-        summary="Blocked and would-block flows, newest first (cursor pages)",
-        roles=READ_ROLES,
-        query=_FLOW_QUERY,
-        response={"type": "object", "properties": {"flows": {"type": "array"}, "next_cursor": {}}},
-        responses={422: "Unknown reason/category/triage state or bad time/cursor"},
-        tags=("flows",),
-    )
-    openapi.add_path(
-        app,
-        "/v1/flows/{decision_id}",
-        "get",
-        summary="One flow",
-        roles=READ_ROLES,
-        responses={404: "No such flow"},
-        tags=("flows",),
-    )
-    openapi.add_path(
-        app,
-        "/v1/flows/{decision_id}/triage",
-        "post",
-        summary="Triage a flow (state, note); audited",
-        roles=("security",),
-        request=TriageIn,
-        responses={404: "No such flow"},
-        tags=("flows",),
-    )
+    return flow_out(after)

@@ -11,12 +11,12 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from registry.models import LedgerEntry, as_utc
+from registry.query import parse_time, query_error
 from sharewall.taxonomy import load_taxonomy
 
-from . import keys, openapi
-from .auth import require_role
-from .bodies import json_response
-from .flows import parse_time, query_error
+from . import keys
+from .responses import LedgerGroup, LedgerOut
+from .routes import RouteTable
 
 READ_ROLES = ("security", "engineer")
 _LEDGER = LedgerEntry.__table__
@@ -28,6 +28,8 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "source": ("source_workload", "source_namespace"),
 }
 MAX_GROUPS = 10_000
+
+routes = RouteTable(tags=("flows",))
 
 
 def parse_group_by(raw: str | None) -> list[str]:
@@ -72,52 +74,44 @@ def build_ledger_query(query: Any) -> tuple[sa.Select, list[str]]:
     return stmt, group_by
 
 
-def _group_json(row: Any, group_by: list[str]) -> dict[str, Any]:
+def _group(row: Any, group_by: list[str]) -> LedgerGroup:
     out: dict[str, Any] = {}
     for name in group_by:
         if name == "source":
             out["source"] = {"workload": row.source_workload, "namespace": row.source_namespace}
         else:
             out[name] = getattr(row, name)
-    out["count"] = int(row.count)
-    out["first_minute"] = as_utc(row.first_minute).isoformat()
-    out["last_minute"] = as_utc(row.last_minute).isoformat()
-    return out
+    return LedgerGroup(
+        **out,
+        count=int(row.count),
+        first_minute=as_utc(row.first_minute),
+        last_minute=as_utc(row.last_minute),
+    )
 
 
-async def get_ledger(request: web.Request) -> web.Response:
+@routes.get(
+    "/v1/ledger",
+    summary="Allowed calls summed by recipient, purpose, category and source",
+    roles=READ_ROLES,
+    response=LedgerOut,
+    query={
+        "since": ({"type": "string", "format": "date-time"}, "Minutes at or after this time"),
+        "until": ({"type": "string", "format": "date-time"}, "Minutes before this time"),
+        "recipient_id": ({"type": "string"}, "Recipient id"),
+        "source": ({"type": "string"}, "Source workload"),
+        "purpose": ({"type": "string"}, "Purpose id (taxonomy); unknown → 422"),
+        "category": ({"type": "string"}, "Category id (taxonomy); unknown → 422"),
+        "group_by": (
+            {"type": "string"},
+            "Comma list of recipient_id, purpose, category, source (default: all)",
+        ),
+    },
+    responses={422: "Unknown purpose/category/dimension or bad time"},
+)
+async def get_ledger(request: web.Request) -> LedgerOut:
     """Grouped sums of allowed calls over a time range."""
-    require_role(request, *READ_ROLES)
     stmt, group_by = build_ledger_query(request.query)
     async with request.app[keys.ENGINE].connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    groups = [_group_json(r, group_by) for r in rows]
-    return json_response(
-        {"group_by": group_by, "groups": groups, "total": sum(g["count"] for g in groups)}
-    )
-
-
-def add_routes(app: web.Application) -> None:
-    """Register `GET /v1/ledger`."""
-    app.router.add_get("/v1/ledger", get_ledger)
-    openapi.add_path(
-        app,
-        "/v1/ledger",
-        "get",
-        summary="Allowed calls summed by recipient, purpose, category and source",
-        roles=READ_ROLES,
-        query={
-            "since": ({"type": "string", "format": "date-time"}, "Minutes at or after this time"),
-            "until": ({"type": "string", "format": "date-time"}, "Minutes before this time"),
-            "recipient_id": ({"type": "string"}, "Recipient id"),
-            "source": ({"type": "string"}, "Source workload"),
-            "purpose": ({"type": "string"}, "Purpose id (taxonomy); unknown → 422"),
-            "category": ({"type": "string"}, "Category id (taxonomy); unknown → 422"),
-            "group_by": (
-                {"type": "string"},
-                "Comma list of recipient_id, purpose, category, source (default: all)",
-            ),
-        },
-        responses={422: "Unknown purpose/category/dimension or bad time"},
-        tags=("flows",),
-    )
+    groups = [_group(r, group_by) for r in rows]
+    return LedgerOut(group_by=group_by, groups=groups, total=sum(g.count for g in groups))

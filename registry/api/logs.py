@@ -16,17 +16,19 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from registry.errors import ApiError
+from registry.ingest import check_record, flow_row, store_flows
 from sharewall.decision_record import RecordError
 
-from . import keys, openapi
-from .auth import require_role
-from .bodies import json_response
-from .decisions import check_record, flow_row, read_upload, store_flows
+from . import keys
+from .bodies import read_upload
+from .routes import RouteTable
 
 log = structlog.get_logger("sharewall.logs")
 
 DECISION_PATHS = frozenset({"sharewall/egress/decision", "sharewall/egress"})
 MAX_EVENTS = 10_000
+
+routes = RouteTable(tags=("flows",))
 
 
 class LogsAccepted(BaseModel):
@@ -86,9 +88,16 @@ def _proxy_id(event: dict[str, Any]) -> str:
     return f"opa:{labels.get('id', 'unknown')}"[:200]
 
 
-async def post_logs(request: web.Request) -> web.Response:
+@routes.post(
+    "/v1/logs",
+    summary="OPA decision-log upload (gzip JSON array of events); denials become flows",
+    roles=("proxy", "admin"),
+    request={"type": "array", "items": {"type": "object"}},
+    body="raw",
+    response=LogsAccepted,
+)
+async def post_logs(request: web.Request) -> LogsAccepted:
     """Ingest an OPA decision-log upload."""
-    require_role(request, "proxy", "admin")
     events = await read_upload(request)
     if not isinstance(events, list):
         raise ApiError(
@@ -122,19 +131,4 @@ async def post_logs(request: web.Request) -> web.Response:
         accepted=accepted, duplicates=denied - accepted, allowed=allowed, ignored=ignored
     )
     log.info("logs.ingested", **result.model_dump())
-    return json_response(result)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register `POST /v1/logs`."""
-    app.router.add_post("/v1/logs", post_logs)
-    openapi.add_path(
-        app,
-        "/v1/logs",
-        "post",
-        summary="OPA decision-log upload (gzip JSON array of events); denials become flows",
-        roles=("proxy", "admin"),
-        request={"type": "array", "items": {"type": "object"}},
-        response=LogsAccepted,
-        tags=("flows",),
-    )
+    return result

@@ -9,37 +9,32 @@ from registry.errors import ApiError
 
 from . import keys, openapi
 from .bodies import json_response
+from .responses import Status
+from .routes import RouteTable
+
+routes = RouteTable(tags=("meta",))
 
 
+@routes.get("/openapi.json", summary="This OpenAPI document", response={"type": "object"})
 async def get_openapi(request: web.Request) -> web.Response:
     return json_response(openapi.document(request.app))
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+@routes.get("/healthz", summary="Liveness", response=Status)
+async def healthz(_request: web.Request) -> Status:
+    return Status(status="ok")
 
 
-async def readyz(request: web.Request) -> web.Response:
+@routes.get(
+    "/readyz",
+    summary="Readiness (database reachable)",
+    response=Status,
+    responses={503: "Database unreachable"},
+)
+async def readyz(request: web.Request) -> Status:
     try:
         async with request.app[keys.ENGINE].connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
     except Exception as exc:  # any database fault means "not ready", never a 500
         raise ApiError(503, "not-ready", "Not ready", "database unreachable") from exc
-    return json_response({"status": "ready"})
-
-
-def add_routes(app: web.Application) -> None:
-    """Register `/openapi.json`, `/healthz`, `/readyz`."""
-    app.router.add_get("/openapi.json", get_openapi)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    openapi.add_path(app, "/openapi.json", "get", summary="This OpenAPI document", tags=("meta",))
-    openapi.add_path(app, "/healthz", "get", summary="Liveness", tags=("meta",))
-    openapi.add_path(
-        app,
-        "/readyz",
-        "get",
-        summary="Readiness (database reachable)",
-        responses={503: "Database unreachable"},
-        tags=("meta",),
-    )
+    return Status(status="ready")

@@ -1,20 +1,16 @@
-"""The OpenAPI 3.1 document at `/openapi.json`, assembled from what each route module declares.
+"""The OpenAPI 3.1 document at `/openapi.json`, written from the route declarations.
 
-Each route module describes its operations next to their routes:
-
-    openapi.add_path(app, "/v1/recipients", "post", summary="Propose a recipient",
-                     roles=("engineer",), request=RecipientCreate, response=RecipientOut,
-                     status=201)
-
-Request/response models are pydantic classes (their JSON schemas go to
-`components.schemas`) or plain JSON-schema dicts; query parameters are
-`{name: (json_schema, description)}`; path parameters are found in the path.
+`registry.api.routes.install` calls `add_operation` for every declared `Route`, so the
+document lists exactly what the router serves. Request/response models are pydantic classes
+(their JSON schemas go to `components.schemas`) or plain JSON-schema dicts (binary bodies,
+this document itself); query parameters are `{name: (json_schema, description)}`; path
+parameters are found in the path.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -22,6 +18,9 @@ from pydantic import BaseModel
 from registry.errors import PROBLEM_CONTENT_TYPE
 
 from . import keys
+
+if TYPE_CHECKING:
+    from .routes import Route
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -79,62 +78,47 @@ def _problem(description: str) -> dict[str, Any]:
     }
 
 
-def add_path(
-    app: web.Application,
-    path: str,
-    method: str,
-    *,
-    summary: str,
-    roles: tuple[str, ...] = (),
-    request: Schema | None = None,
-    request_content_type: str = "application/json",
-    response: Schema | None = None,
-    response_content_type: str = "application/json",
-    status: int = 200,
-    query: dict[str, tuple[dict[str, Any], str]] | None = None,
-    headers: dict[str, tuple[dict[str, Any], str]] | None = None,
-    responses: dict[int, str] | None = None,
-    tags: tuple[str, ...] = (),
-) -> None:
-    """Declare one operation of the API in the app's OpenAPI document."""
+def add_operation(app: web.Application, route: Route) -> None:
+    """Write one declared route into the app's OpenAPI document."""
     doc = app[keys.OPENAPI]
-    op: dict[str, Any] = {"summary": summary, "operationId": _operation_id(method, path)}
-    if tags:
-        op["tags"] = list(tags)
+    method, path = route.method.lower(), route.path
+    op: dict[str, Any] = {"summary": route.summary, "operationId": _operation_id(method, path)}
+    if route.tags:
+        op["tags"] = list(route.tags)
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _PATH_PARAM.findall(path)
     ]
-    for name, (schema, description) in (query or {}).items():
+    for name, (schema, description) in (route.query or {}).items():
         params.append({"name": name, "in": "query", "schema": schema, "description": description})
-    for name, (schema, description) in (headers or {}).items():
+    for name, (schema, description) in (route.headers or {}).items():
         params.append({"name": name, "in": "header", "schema": schema, "description": description})
     if params:
         op["parameters"] = params
-    if request is not None:
+    if route.request is not None:
         op["requestBody"] = {
-            "required": True,
-            "content": {request_content_type: {"schema": _schema_ref(doc, request)}},
+            "required": route.body != "optional",
+            "content": {route.request_content_type: {"schema": _schema_ref(doc, route.request)}},
         }
-    ok: dict[str, Any] = {"description": "OK" if status < 300 else "Done"}
-    if response is not None:
-        ok["content"] = {response_content_type: {"schema": _schema_ref(doc, response)}}
-    op["responses"] = {str(status): ok}
-    if request is not None:
+    ok: dict[str, Any] = {"description": "OK" if route.status < 300 else "Done"}
+    if route.response is not None:
+        ok["content"] = {route.response_content_type: {"schema": _schema_ref(doc, route.response)}}
+    op["responses"] = {str(route.status): ok}
+    if route.request is not None:
         op["responses"]["400"] = _problem("Malformed JSON")
         op["responses"]["413"] = _problem("Body too large")
         op["responses"]["422"] = _problem("Invalid field (named in `errors`)")
-    if roles:
+    if route.roles:
         op["security"] = [{"bearer": []}]
-        op["description"] = "Roles: " + ", ".join(roles) + "."
+        op["description"] = "Roles: " + ", ".join(route.roles) + "."
         op["responses"]["401"] = _problem("No or unknown bearer token")
         op["responses"]["403"] = _problem("Role not allowed")
-    for code, description in (responses or {}).items():
+    for code, description in (route.responses or {}).items():
         op["responses"][str(code)] = (
             _problem(description) if code >= 400 else {"description": description}
         )
     openapi_path = _PATH_PARAM.sub(r"{\1}", path)
-    doc["paths"].setdefault(openapi_path, {})[method.lower()] = op
+    doc["paths"].setdefault(openapi_path, {})[method] = op
 
 
 def _operation_id(method: str, path: str) -> str:

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from pydantic import ValidationError
 
 from registry import service
 from registry.errors import ApiError, invalid_field
 from registry.models import RECIPIENT_STATUSES
-from registry.pagination import decode_cursor, encode_cursor, parse_limit
+from registry.pagination import decode_cursor, page, parse_limit
 from registry.payloads import GrantCreate, GrantPatch, RecipientCreate, RecipientPatch, ReviewNote
 from sharewall.taxonomy import load_taxonomy
 
-from . import keys, openapi
-from .auth import Principal, require_role
-from .bodies import json_response, parse_json, read_body, read_json, validation_problem
+from . import keys
+from .auth import Principal
+from .responses import GrantOut, RecipientOut, RecipientPage
+from .routes import Reply, RouteTable, caller, optional_body, request_body
 
 READERS = ("engineer", "security", "admin")
 AUTHORS = ("engineer",)
 REVIEWERS = ("security",)
-TAG = ("recipients",)
+
+routes = RouteTable(tags=("recipients",))
 
 _IF_MATCH = {"If-Match": ({"type": "string"}, 'The recipient\'s ETag ("<version>"); 412 if stale')}
 
@@ -45,9 +44,14 @@ def _expected_version(request: web.Request) -> int | None:
     return int(value)
 
 
-def _recipient_response(loaded: service.Loaded, status: int = 200) -> web.Response:
-    return json_response(
-        loaded.view(), status=status, headers={"ETag": _etag(loaded.recipient.version)}
+def recipient_out(loaded: service.Loaded) -> RecipientOut:
+    """The API form of a loaded recipient."""
+    return RecipientOut.model_validate(loaded.view())
+
+
+def _recipient_reply(loaded: service.Loaded, status: int | None = None) -> Reply:
+    return Reply(
+        recipient_out(loaded), status=status, headers={"ETag": _etag(loaded.recipient.version)}
     )
 
 
@@ -58,21 +62,24 @@ def _grant_id(request: web.Request) -> int:
     return int(raw)
 
 
-async def _optional_note(request: web.Request) -> str | None:
-    raw = await read_body(request)
-    if not raw.strip():
-        return None
-    try:
-        return ReviewNote.model_validate(parse_json(raw)).note
-    except ValidationError as exc:
-        raise validation_problem(exc) from None
+def _note(request: web.Request) -> str | None:
+    body = optional_body(request, ReviewNote)
+    return body.note if body else None
 
 
-# --------------------------------------------------------------------------- handlers
-
-
-async def list_recipients(request: web.Request) -> web.Response:
-    require_role(request, *READERS)
+@routes.get(
+    "/v1/recipients",
+    summary="List recipients (keyset pages ordered by id)",
+    roles=READERS,
+    response=RecipientPage,
+    query={
+        "status": ({"type": "string", "enum": list(RECIPIENT_STATUSES)}, "Only this status"),
+        "kind": ({"type": "string"}, "Only this recipient kind (taxonomy id)"),
+        "limit": ({"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
+        "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
+    },
+)
+async def list_recipients(request: web.Request) -> RecipientPage:
     query = request.query
     status = query.get("status")
     if status is not None and status not in RECIPIENT_STATUSES:
@@ -81,66 +88,113 @@ async def list_recipients(request: web.Request) -> web.Response:
     if kind is not None and not load_taxonomy().is_recipient_kind(kind):
         raise invalid_field("kind", f"unknown recipient kind {kind!r}")
     limit = parse_limit(query.get("limit"))
-    after = decode_cursor(query["cursor"]) if query.get("cursor") else None
-    if after is not None and not isinstance(after, str):
-        raise ApiError(400, "bad-cursor", "Invalid cursor", "pass back a cursor unchanged")
+    after = (
+        decode_cursor(query["cursor"], lambda v: isinstance(v, str))
+        if query.get("cursor")
+        else None
+    )
     async with keys.sessions(request)() as session:
-        page = await service.list_recipients(
-            session, status=status, kind=kind, after_id=after, limit=limit
+        rows = await service.list_recipients(
+            session, status=status, kind=kind, after_id=after, limit=limit + 1
         )
-    next_cursor = encode_cursor(page[-1].recipient.id) if len(page) == limit else None
-    return json_response({"items": [r.view() for r in page], "next_cursor": next_cursor})
+    kept, next_cursor = page(rows, limit, lambda r: r.recipient.id)
+    return RecipientPage(items=[recipient_out(r) for r in kept], next_cursor=next_cursor)
 
 
-async def create_recipient(request: web.Request) -> web.Response:
-    principal = require_role(request, *AUTHORS)
-    body = await read_json(request, RecipientCreate)
+@routes.post(
+    "/v1/recipients",
+    summary="Propose a recipient (status `proposed`)",
+    roles=AUTHORS,
+    request=RecipientCreate,
+    response=RecipientOut,
+    status=201,
+    responses={409: "Duplicate id, or a host registered to another recipient"},
+)
+async def create_recipient(request: web.Request) -> Reply:
+    body = request_body(request, RecipientCreate)
     async with keys.transaction(request) as session:
-        loaded = await service.create_recipient(session, body, _actor(principal))
-    resp = _recipient_response(loaded, status=201)
-    resp.headers["Location"] = f"/v1/recipients/{loaded.recipient.id}"
-    return resp
+        loaded = await service.create_recipient(session, body, _actor(caller(request)))
+    reply = _recipient_reply(loaded)
+    reply.headers["Location"] = f"/v1/recipients/{loaded.recipient.id}"
+    return reply
 
 
-async def get_recipient(request: web.Request) -> web.Response:
-    require_role(request, *READERS)
+@routes.get(
+    "/v1/recipients/{id}",
+    summary="A recipient with hosts and grants (ETag = version)",
+    roles=READERS,
+    response=RecipientOut,
+    responses={404: "Unknown recipient"},
+)
+async def get_recipient(request: web.Request) -> Reply:
     async with keys.sessions(request)() as session:
         loaded = await service.load_recipient(session, request.match_info["id"])
-    return _recipient_response(loaded)
+    return _recipient_reply(loaded)
 
 
-async def patch_recipient(request: web.Request) -> web.Response:
-    principal = require_role(request, *AUTHORS)
+@routes.patch(
+    "/v1/recipients/{id}",
+    summary="Edit a recipient; editing kind/regions/hosts/tls_origination re-opens review",
+    roles=AUTHORS,
+    request=RecipientPatch,
+    response=RecipientOut,
+    headers=_IF_MATCH,
+    responses={404: "Unknown recipient", 409: "Host taken", 412: "Stale If-Match"},
+)
+async def patch_recipient(request: web.Request) -> Reply:
     expected = _expected_version(request)
-    body = await read_json(request, RecipientPatch)
+    body = request_body(request, RecipientPatch)
     async with keys.transaction(request) as session:
         loaded = await service.update_recipient(
-            session, request.match_info["id"], body, _actor(principal), expected_version=expected
+            session,
+            request.match_info["id"],
+            body,
+            _actor(caller(request)),
+            expected_version=expected,
         )
-    return _recipient_response(loaded)
+    return _recipient_reply(loaded)
 
 
-async def delete_recipient(request: web.Request) -> web.Response:
-    principal = require_role(request, *AUTHORS, *REVIEWERS)
+@routes.delete(
+    "/v1/recipients/{id}",
+    summary="Delete a recipient with its hosts and grants",
+    roles=AUTHORS + REVIEWERS,
+    status=204,
+    headers=_IF_MATCH,
+    responses={404: "Unknown recipient", 412: "Stale If-Match"},
+)
+async def delete_recipient(request: web.Request) -> Reply:
     expected = _expected_version(request)
     async with keys.transaction(request) as session:
         await service.delete_recipient(
-            session, request.match_info["id"], _actor(principal), expected_version=expected
+            session, request.match_info["id"], _actor(caller(request)), expected_version=expected
         )
-    return web.Response(status=204)
+    return Reply()
 
 
-async def add_grant(request: web.Request) -> web.Response:
-    principal = require_role(request, *AUTHORS)
+@routes.post(
+    "/v1/recipients/{id}/grants",
+    summary="Propose a grant",
+    roles=AUTHORS,
+    request=GrantCreate,
+    response=GrantOut,
+    status=201,
+    headers=_IF_MATCH,
+    responses={404: "Unknown recipient"},
+)
+async def add_grant(request: web.Request) -> Reply:
     expected = _expected_version(request)
-    body = await read_json(request, GrantCreate)
+    body = request_body(request, GrantCreate)
     async with keys.transaction(request) as session:
         loaded, grant = await service.add_grant(
-            session, request.match_info["id"], body, _actor(principal), expected_version=expected
+            session,
+            request.match_info["id"],
+            body,
+            _actor(caller(request)),
+            expected_version=expected,
         )
-    return json_response(
-        service.grant_view(grant),
-        status=201,
+    return Reply(
+        GrantOut.model_validate(service.grant_view(grant)),
         headers={
             "ETag": _etag(loaded.recipient.version),
             "Location": f"/v1/recipients/{loaded.recipient.id}/grants/{grant.id}",
@@ -148,27 +202,43 @@ async def add_grant(request: web.Request) -> web.Response:
     )
 
 
-async def patch_grant(request: web.Request) -> web.Response:
-    principal = require_role(request, *AUTHORS)
+@routes.patch(
+    "/v1/recipients/{id}/grants/{gid}",
+    summary="Edit a grant (it goes back to `proposed`)",
+    roles=AUTHORS,
+    request=GrantPatch,
+    response=GrantOut,
+    headers=_IF_MATCH,
+    responses={404: "Unknown recipient or grant"},
+)
+async def patch_grant(request: web.Request) -> Reply:
     expected = _expected_version(request)
     grant_id = _grant_id(request)
-    body = await read_json(request, GrantPatch)
+    body = request_body(request, GrantPatch)
     async with keys.transaction(request) as session:
         loaded, grant = await service.update_grant(
             session,
             request.match_info["id"],
             grant_id,
             body,
-            _actor(principal),
+            _actor(caller(request)),
             expected_version=expected,
         )
-    return json_response(
-        service.grant_view(grant), headers={"ETag": _etag(loaded.recipient.version)}
+    return Reply(
+        GrantOut.model_validate(service.grant_view(grant)),
+        headers={"ETag": _etag(loaded.recipient.version)},
     )
 
 
-async def delete_grant(request: web.Request) -> web.Response:
-    principal = require_role(request, *AUTHORS)
+@routes.delete(
+    "/v1/recipients/{id}/grants/{gid}",
+    summary="Delete a grant",
+    roles=AUTHORS,
+    status=204,
+    headers=_IF_MATCH,
+    responses={404: "Unknown recipient or grant"},
+)
+async def delete_grant(request: web.Request) -> Reply:
     expected = _expected_version(request)
     grant_id = _grant_id(request)
     async with keys.transaction(request) as session:
@@ -176,261 +246,86 @@ async def delete_grant(request: web.Request) -> web.Response:
             session,
             request.match_info["id"],
             grant_id,
-            _actor(principal),
+            _actor(caller(request)),
             expected_version=expected,
         )
-    return web.Response(status=204)
+    return Reply()
 
 
-async def revoke_grant(request: web.Request) -> web.Response:
-    principal = require_role(request, *REVIEWERS)
+@routes.post(
+    "/v1/recipients/{id}/grants/{gid}/revoke",
+    summary="Revoke one grant",
+    roles=REVIEWERS,
+    request=ReviewNote,
+    body="optional",
+    response=RecipientOut,
+    responses={404: "Unknown recipient or grant"},
+)
+async def revoke_grant(request: web.Request) -> Reply:
     grant_id = _grant_id(request)
-    note = await _optional_note(request)
     async with keys.transaction(request) as session:
         loaded = await service.revoke_grant(
-            session, request.match_info["id"], grant_id, _actor(principal), note
+            session, request.match_info["id"], grant_id, _actor(caller(request)), _note(request)
         )
-    return _recipient_response(loaded)
+    return _recipient_reply(loaded)
 
 
-async def approve(request: web.Request) -> web.Response:
-    principal = require_role(request, *REVIEWERS)
+@routes.post(
+    "/v1/recipients/{id}/approve",
+    summary="Approve a recipient and its proposed grants (four eyes)",
+    roles=REVIEWERS,
+    request=ReviewNote,
+    body="optional",
+    response=RecipientOut,
+    headers=_IF_MATCH,
+    responses={
+        403: "Four eyes: the approver proposed or last changed it (type four-eyes)",
+        404: "Unknown recipient",
+        409: "Revoked, or nothing awaiting approval",
+    },
+)
+async def approve(request: web.Request) -> Reply:
     expected = _expected_version(request)
-    note = await _optional_note(request)
     async with keys.transaction(request) as session:
         loaded = await service.approve_recipient(
-            session, request.match_info["id"], _actor(principal), note, expected_version=expected
+            session,
+            request.match_info["id"],
+            _actor(caller(request)),
+            _note(request),
+            expected_version=expected,
         )
-    return _recipient_response(loaded)
+    return _recipient_reply(loaded)
 
 
-def _status_action(action: str) -> Any:
-    async def handler(request: web.Request) -> web.Response:
-        principal = require_role(request, *REVIEWERS)
-        expected = _expected_version(request)
-        note = await _optional_note(request)
-        async with keys.transaction(request) as session:
-            loaded = await service.set_recipient_status(
-                session,
-                request.match_info["id"],
-                action,
-                _actor(principal),
-                note,
-                expected_version=expected,
-            )
-        return _recipient_response(loaded)
-
-    handler.__name__ = action
-    return handler
-
-
-# --------------------------------------------------------------------------- routes
-
-_RECIPIENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "A recipient with hosts, grants (each with id and status), version.",
-    "properties": {
-        "id": {"type": "string"},
-        "name": {"type": "string"},
-        "kind": {"type": "string"},
-        "status": {"type": "string", "enum": list(RECIPIENT_STATUSES)},
-        "regions": {"type": "array", "items": {"type": "string"}},
-        "hosts": {"type": "array", "items": {"type": "string"}},
-        "tls_origination": {"type": "boolean"},
-        "inspect_tls": {"type": "boolean"},
-        "owner_team": {"type": ["string", "null"]},
-        "contract_ref": {"type": ["string", "null"]},
-        "notes": {"type": ["string", "null"]},
-        "grants": {"type": "array", "items": {"$ref": "#/components/schemas/GrantOut"}},
-        "proposed_by": {"type": "string"},
-        "updated_by": {"type": "string"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-        "version": {"type": "integer"},
-    },
-}
-_GRANT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "purpose": {"type": "string"},
-        "categories": {"type": "array", "items": {"type": "string"}},
-        "legal_basis": {"type": ["string", "null"]},
-        "expires": {"type": ["string", "null"], "format": "date"},
-        "status": {"type": "string", "enum": ["proposed", "approved", "revoked"]},
-        "proposed_by": {"type": "string"},
-        "approved_by": {"type": ["string", "null"]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-    },
-}
-_REF_RECIPIENT = {"$ref": "#/components/schemas/RecipientOut"}
-_REF_GRANT = {"$ref": "#/components/schemas/GrantOut"}
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the recipient and grant routes and their OpenAPI entries."""
-    r = app.router
-    r.add_get("/v1/recipients", list_recipients)
-    r.add_post("/v1/recipients", create_recipient)
-    r.add_get("/v1/recipients/{id}", get_recipient)
-    r.add_patch("/v1/recipients/{id}", patch_recipient)
-    r.add_delete("/v1/recipients/{id}", delete_recipient)
-    r.add_post("/v1/recipients/{id}/grants", add_grant)
-    r.add_patch("/v1/recipients/{id}/grants/{gid}", patch_grant)
-    r.add_delete("/v1/recipients/{id}/grants/{gid}", delete_grant)
-    r.add_post("/v1/recipients/{id}/grants/{gid}/revoke", revoke_grant)
-    r.add_post("/v1/recipients/{id}/approve", approve)
-    for action in ("suspend", "revoke"):
-        r.add_post(f"/v1/recipients/{{id}}/{action}", _status_action(action))
-
-    doc = app[keys.OPENAPI]
-    doc["components"]["schemas"]["RecipientOut"] = _RECIPIENT_SCHEMA
-    doc["components"]["schemas"]["GrantOut"] = _GRANT_SCHEMA
-    add = openapi.add_path
-    page = {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": _REF_RECIPIENT},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    }
-    add(
-        app,
-        "/v1/recipients",
-        "get",
-        summary="List recipients (keyset pages ordered by id)",
-        roles=READERS,
-        response=page,
-        query={
-            "status": ({"type": "string", "enum": list(RECIPIENT_STATUSES)}, "Only this status"),
-            "kind": ({"type": "string"}, "Only this recipient kind (taxonomy id)"),
-            "limit": ({"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
-            "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
-        },
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients",
-        "post",
-        summary="Propose a recipient (status `proposed`)",
-        roles=AUTHORS,
-        request=RecipientCreate,
-        response=_REF_RECIPIENT,
-        status=201,
-        responses={409: "Duplicate id, or a host registered to another recipient"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}",
-        "get",
-        summary="A recipient with hosts and grants (ETag = version)",
-        roles=READERS,
-        response=_REF_RECIPIENT,
-        responses={404: "Unknown recipient"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}",
-        "patch",
-        summary="Edit a recipient; editing kind/regions/hosts/tls_origination re-opens review",
-        roles=AUTHORS,
-        request=RecipientPatch,
-        response=_REF_RECIPIENT,
-        headers=_IF_MATCH,
-        responses={404: "Unknown recipient", 409: "Host taken", 412: "Stale If-Match"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}",
-        "delete",
-        summary="Delete a recipient with its hosts and grants",
-        roles=AUTHORS + REVIEWERS,
-        status=204,
-        headers=_IF_MATCH,
-        responses={404: "Unknown recipient", 412: "Stale If-Match"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}/grants",
-        "post",
-        summary="Propose a grant",
-        roles=AUTHORS,
-        request=GrantCreate,
-        response=_REF_GRANT,
-        status=201,
-        headers=_IF_MATCH,
-        responses={404: "Unknown recipient"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}/grants/{gid}",
-        "patch",
-        summary="Edit a grant (it goes back to `proposed`)",
-        roles=AUTHORS,
-        request=GrantPatch,
-        response=_REF_GRANT,
-        headers=_IF_MATCH,
-        responses={404: "Unknown recipient or grant"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}/grants/{gid}",
-        "delete",
-        summary="Delete a grant",
-        roles=AUTHORS,
-        status=204,
-        headers=_IF_MATCH,
-        responses={404: "Unknown recipient or grant"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}/grants/{gid}/revoke",
-        "post",
-        summary="Revoke one grant",
-        roles=REVIEWERS,
-        request=ReviewNote,
-        response=_REF_RECIPIENT,
-        responses={404: "Unknown recipient or grant"},
-        tags=TAG,
-    )
-    add(
-        app,
-        "/v1/recipients/{id}/approve",
-        "post",
-        summary="Approve a recipient and its proposed grants (four eyes)",
-        roles=REVIEWERS,
-        request=ReviewNote,
-        response=_REF_RECIPIENT,
-        headers=_IF_MATCH,
-        responses={
-            403: "Four eyes: the approver proposed or last changed it (type four-eyes)",
-            404: "Unknown recipient",
-            409: "Revoked, or nothing awaiting approval",
-        },
-        tags=TAG,
-    )
-    for action, summary in (
-        ("suspend", "Suspend an approved recipient"),
-        ("revoke", "Revoke a recipient"),
-    ):
-        add(
-            app,
-            f"/v1/recipients/{{id}}/{action}",
-            "post",
-            summary=summary,
-            roles=REVIEWERS,
-            request=ReviewNote,
-            response=_REF_RECIPIENT,
-            headers=_IF_MATCH,
-            responses={404: "Unknown recipient", 409: "Not in a state that allows it"},
-            tags=TAG,
+async def _set_status(request: web.Request, action: str) -> Reply:
+    expected = _expected_version(request)
+    async with keys.transaction(request) as session:
+        loaded = await service.set_recipient_status(
+            session,
+            request.match_info["id"],
+            action,
+            _actor(caller(request)),
+            _note(request),
+            expected_version=expected,
         )
+    return _recipient_reply(loaded)
+
+
+_REVIEW = {
+    "roles": REVIEWERS,
+    "request": ReviewNote,
+    "body": "optional",
+    "response": RecipientOut,
+    "headers": _IF_MATCH,
+    "responses": {404: "Unknown recipient", 409: "Not in a state that allows it"},
+}
+
+
+@routes.post("/v1/recipients/{id}/suspend", summary="Suspend an approved recipient", **_REVIEW)
+async def suspend(request: web.Request) -> Reply:
+    return await _set_status(request, "suspend")
+
+
+@routes.post("/v1/recipients/{id}/revoke", summary="Revoke a recipient", **_REVIEW)
+async def revoke(request: web.Request) -> Reply:
+    return await _set_status(request, "revoke")

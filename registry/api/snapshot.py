@@ -1,188 +1,21 @@
-"""`GET /v1/snapshot`: the approved registry for proxies, ETag'd by version, with long polling.
-
-One `SnapshotHub` per app builds the snapshot once per version (10,000 recipients are not
-rebuilt per request), wakes long polls when a write in this process commits a new version
-(`keys.notify_snapshot_changed`) and, for several registry processes on one database, polls
-`registry_state.version` every half second as a fallback.
-"""
+"""`GET /v1/snapshot`: the approved registry for proxies, ETag'd by version, with long polling."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gzip
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
-import structlog
 from aiohttp import web
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from registry.errors import ApiError
-from registry.snapshot_builder import fetch_snapshot_rows, read_version, snapshot_document
 from sharewall.snapshot import Snapshot
 
-from . import keys, openapi
-from .auth import require_role
+from . import keys
+from .routes import RouteTable
+from .snapshot_hub import SNAPSHOT_HUB, BuiltSnapshot, ensure_hub, etag_matches, hub, parse_wait
 
-log = structlog.get_logger("sharewall.snapshot")
+__all__ = ["SNAPSHOT_HUB", "routes"]
 
 SNAPSHOT_ROLES = ("proxy", "security", "admin", "engineer")
-VERSION_POLL_INTERVAL_S = 0.5
 
-
-@dataclass
-class BuiltSnapshot:
-    """A snapshot document and its encodings, built once per version."""
-
-    document: dict[str, Any]
-    body: bytes
-    gzip_body: bytes
-    bundle: tuple[bytes, str] | None = field(default=None)  # (bytes, etag), built on first use
-
-    @property
-    def version(self) -> int:
-        return int(self.document["version"])
-
-    @property
-    def revision(self) -> str:
-        return str(self.document["revision"])
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.version}"'
-
-
-def _encode(document: dict[str, Any]) -> BuiltSnapshot:
-    body = orjson.dumps(document)
-    return BuiltSnapshot(document, body, gzip.compress(body, compresslevel=6, mtime=0))
-
-
-class SnapshotHub:
-    """The current snapshot of one registry process and the wake-ups of its long polls."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
-        self._built: BuiltSnapshot | None = None
-        self._lock = asyncio.Lock()
-        self._known: int | None = None
-        self._changed = asyncio.Event()
-        self._closing = False
-        self.builds = 0
-        self.poll_interval = VERSION_POLL_INTERVAL_S
-
-    @property
-    def _sessions(self) -> async_sessionmaker:
-        # Looked up on use: the database engine is created at startup, after routes are added.
-        return self._app[keys.SESSIONS]
-
-    def notify(self, version: int) -> None:
-        """Record that `version` is committed and wake every waiter (a snapshot listener)."""
-        if version == self._known:
-            return
-        self._known = version
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    def close(self) -> None:
-        """Release every long poll now (they answer 304): shutdown must not wait out a `wait`."""
-        self._closing = True
-        self._changed.set()
-
-    async def current_version(self) -> int:
-        """The committed version, read from the database (one indexed single-row read)."""
-        async with self._sessions() as session:
-            version = await read_version(session)
-        self.notify(version)
-        return version
-
-    async def get(self) -> BuiltSnapshot:
-        """The snapshot at the committed version, built at most once per version."""
-        version = await self.current_version()
-        built = self._built
-        if built is not None and built.version == version:
-            return built
-        async with self._lock:
-            built = self._built
-            if built is not None and built.version == version:
-                return built
-            async with self._sessions() as session:
-                rows = await fetch_snapshot_rows(session)
-            # Validation and encoding are CPU work: keep the event loop serving long polls.
-            built = await asyncio.to_thread(lambda: _encode(snapshot_document(rows)))
-            self._built = built
-            self.builds += 1
-            log.info(
-                "snapshot.built",
-                version=built.version,
-                recipients=len(built.document["recipients"]),
-                bytes=len(built.body),
-            )
-            return built
-
-    async def wait_for_change(self, version: int, seconds: float) -> bool:
-        """Wait until a version other than `version` is known, or `seconds`; True if it changed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while self._known == version and not self._closing:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            event = self._changed
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                return False
-        return self._known != version
-
-    async def poll_versions(self) -> None:
-        """Fallback for writes made by other processes: notice a new version within `poll_interval`."""
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                await self.current_version()
-            except Exception as exc:  # a database blip must not end the poller
-                log.warning("snapshot.version_poll_failed", error=type(exc).__name__)
-
-
-SNAPSHOT_HUB = web.AppKey("snapshot_hub", SnapshotHub)
-
-
-def hub(app: web.Application) -> SnapshotHub:
-    """The app's snapshot hub (created by `add_routes`)."""
-    return app[SNAPSHOT_HUB]
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """RFC 9110 §13.1.2 weak comparison of `If-None-Match` against our (strong) ETag."""
-    if not header:
-        return False
-    for candidate in header.split(","):
-        tag = candidate.strip()
-        if tag == "*" or tag.removeprefix("W/") == etag:
-            return True
-    return False
-
-
-def parse_wait(raw: str | None, cap: float, *, field_name: str = "wait") -> float:
-    """A long-poll duration in seconds (clamped to `cap`); 422 when not a number >= 0."""
-    if raw is None or raw == "":
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects NaN
-        raise ApiError(
-            422,
-            "validation-error",
-            "Invalid query parameter",
-            f"{field_name}: expected seconds >= 0",
-            {"errors": [{"field": field_name, "message": "expected seconds >= 0"}]},
-        )
-    return min(value, cap)
+routes = RouteTable(tags=("distribution",))
+routes.on_setup(ensure_hub)
 
 
 def _snapshot_response(request: web.Request, built: BuiltSnapshot) -> web.Response:
@@ -193,9 +26,22 @@ def _snapshot_response(request: web.Request, built: BuiltSnapshot) -> web.Respon
     return web.Response(body=built.body, content_type="application/json", headers=headers)
 
 
+@routes.get(
+    "/v1/snapshot",
+    summary="The approved registry for enforcement points (ETag = version, long poll)",
+    roles=SNAPSHOT_ROLES,
+    response=Snapshot,
+    query={
+        "wait": (
+            {"type": "number", "minimum": 0, "maximum": 60},
+            "With If-None-Match: hold up to this many seconds for a newer version, then 304",
+        )
+    },
+    headers={"If-None-Match": ({"type": "string"}, 'The ETag held, e.g. "42"')},
+    responses={304: "Not modified (the held version is current)"},
+)
 async def get_snapshot(request: web.Request) -> web.StreamResponse:
     """The snapshot; 304 when `If-None-Match` holds its ETag, after waiting up to `wait` seconds."""
-    require_role(request, *SNAPSHOT_ROLES)
     wait = parse_wait(request.query.get("wait"), keys.settings(request).max_wait_s)
     snapshots = hub(request.app)
     built = await snapshots.get()
@@ -206,43 +52,3 @@ async def get_snapshot(request: web.Request) -> web.StreamResponse:
         if etag_matches(client_etag, built.etag):
             return web.Response(status=304, headers={"ETag": built.etag})
     return _snapshot_response(request, built)
-
-
-async def _release_long_polls(app: web.Application) -> None:
-    hub(app).close()
-
-
-async def _version_poller(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(hub(app).poll_versions(), name="snapshot-version-poller")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-def add_routes(app: web.Application) -> None:
-    """Register `GET /v1/snapshot`, its hub, the version poller and the change listener."""
-    snapshots = SnapshotHub(app)
-    app[SNAPSHOT_HUB] = snapshots
-    keys.add_snapshot_listener(app, snapshots.notify)
-    app.cleanup_ctx.append(_version_poller)
-    # on_shutdown runs before aiohttp waits for in-flight handlers to finish.
-    app.on_shutdown.append(_release_long_polls)
-    app.router.add_get("/v1/snapshot", get_snapshot)
-    openapi.add_path(
-        app,
-        "/v1/snapshot",
-        "get",
-        summary="The approved registry for enforcement points (ETag = version, long poll)",
-        roles=SNAPSHOT_ROLES,
-        response=Snapshot,
-        query={
-            "wait": (
-                {"type": "number", "minimum": 0, "maximum": 60},
-                "With If-None-Match: hold up to this many seconds for a newer version, then 304",
-            )
-        },
-        headers={"If-None-Match": ({"type": "string"}, 'The ETag held, e.g. "42"')},
-        responses={304: "Not modified (the held version is current)"},
-        tags=("distribution",),
-    )

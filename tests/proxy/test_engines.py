@@ -31,7 +31,7 @@ from proxy.engines import (
 from proxy.engines.embedded import EmbeddedEngine
 from proxy.engines.opa import OpaEngine
 from proxy.inspect.model import BODY_TOO_LARGE, Finding, Inspection
-from sharewall.snapshot import Grant, Recipient, Snapshot
+from sharewall.snapshot import Grant, Recipient, Snapshot, Workload
 from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
 
 TODAY = "2026-06-01"
@@ -424,6 +424,11 @@ def _snapshot_from_policy_data(data: dict[str, Any]) -> Snapshot:
         version=data["version"],
         revision=data["revision"],
         recipients=tuple(Recipient.model_validate(r) for r in data["recipients"].values()),
+        workloads=tuple(
+            Workload.model_validate(w)
+            for names in data["workloads"].values()
+            for w in names.values()
+        ),
     )
 
 
@@ -604,3 +609,84 @@ def test_rego_unit_tests_pass_in_opa() -> None:
         [OPA, "test", str(policy_dir())], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _bound_snapshot() -> Snapshot:
+    """`make_snapshot()` with purposes bound to one workload (service delivery via Twilio only)."""
+    workload = Workload(
+        namespace="messaging",
+        name="sms-gateway",
+        status="approved",
+        purposes=("service_delivery",),
+        recipients=("twilio",),
+    )
+    return make_snapshot().model_copy(update={"workloads": (workload,)}).with_revision()
+
+
+SOURCE_TABLE = [
+    pytest.param({}, [], id="allow: the bound workload, its purpose, its recipient"),
+    pytest.param(
+        {"source_workload": "campaigns"},
+        ["PURPOSE_NOT_ALLOWED_FOR_SOURCE"],
+        id="deny: unregistered workload",
+    ),
+    pytest.param(
+        {"source_namespace": "marketing"},
+        ["PURPOSE_NOT_ALLOWED_FOR_SOURCE"],
+        id="deny: same name in another namespace",
+    ),
+    pytest.param(
+        {"source_workload": None, "source_namespace": None},
+        ["PURPOSE_NOT_ALLOWED_FOR_SOURCE"],
+        id="deny: no source",
+    ),
+    pytest.param(
+        {"purpose": "marketing"},
+        ["PURPOSE_NOT_ALLOWED_FOR_SOURCE"],
+        id="deny: a purpose the recipient holds but the workload may not declare",
+    ),
+    pytest.param(
+        {"recipient_id": "zendesk", "purpose": "service_delivery"},
+        ["PURPOSE_NOT_ALLOWED_FOR_SOURCE", "PURPOSE_NOT_APPROVED"],
+        id="deny: a recipient outside its list",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "codes"), SOURCE_TABLE)
+async def test_decider_binds_purposes_to_the_calling_workload(
+    overrides: dict[str, Any], codes: list[str]
+) -> None:
+    decider = Decider(EmbeddedEngine())
+    assert await decider.set_snapshot(_bound_snapshot())
+    # The allowed call first: a cached allow must not answer for another source.
+    assert (await decider.decide(make_call(), make_inspection())).action == "allow"
+    decision = await decider.decide(make_call(**overrides), make_inspection())
+    assert sorted(decision.reason_codes) == codes
+    assert decision.action == ("deny" if codes else "allow")
+
+
+async def test_without_workloads_the_source_is_not_bound() -> None:
+    decider = Decider(EmbeddedEngine())
+    assert await decider.set_snapshot(make_snapshot())
+    decision = await decider.decide(
+        make_call(source_workload="anything", source_namespace=None, purpose="marketing"),
+        make_inspection(),
+    )
+    assert decision.action == "allow"
+
+
+async def test_opa_engine_pushes_the_workloads_too(stand_in_opa: tuple[StandInOpa, str]) -> None:
+    opa, url = stand_in_opa
+    snapshot = _bound_snapshot()
+    engine = OpaEngine(url, timeout=1.0)
+    decider = Decider(engine)
+    try:
+        assert await decider.set_snapshot(snapshot)
+        decision = await decider.decide(make_call(source_workload="campaigns"), make_inspection())
+    finally:
+        await engine.close()
+    assert opa.pushed[0]["workloads"]["messaging"]["sms-gateway"]["purposes"] == [
+        "service_delivery"
+    ]
+    assert decision.reason_codes == ("PURPOSE_NOT_ALLOWED_FOR_SOURCE",)

@@ -98,3 +98,48 @@ async def test_openapi_document_is_valid_openapi_3_1(client):
 
     doc = await (await client.get("/openapi.json")).json()
     validate(doc)  # raises on any structural error, for every module's paths
+
+
+async def test_each_route_is_declared_once_and_documented_with_its_roles(client):
+    """Router, role check and document come from one declaration: they list the same routes."""
+    from registry.api.app import ROUTE_TABLES
+
+    doc = await (await client.get("/openapi.json")).json()
+    declared = {
+        (route.path.replace("{id}", "{id}"), route.method.lower(), route.roles)
+        for table in ROUTE_TABLES
+        for route in table.routes
+    }
+    served = {
+        (r.resource.canonical, r.method.lower())
+        for r in client.server.app.router.routes()
+        if r.method != "HEAD"
+    }
+    assert {(p, m) for p, m, _ in declared} == served
+    assert len(declared) == len(served)  # no route declared twice
+    for path, method, roles in declared:
+        op = doc["paths"][path][method]
+        if roles:
+            assert op["description"] == "Roles: " + ", ".join(roles) + "."
+        else:
+            assert "security" not in op
+
+
+async def test_declared_roles_are_enforced_before_the_handler(client, auth):
+    # /v1/tokens is admin only; an engineer is refused without touching the handler.
+    resp = await client.post(
+        "/v1/tokens", json={"name": "x", "role": "admin"}, headers=auth("engineer")
+    )
+    assert resp.status == 403
+    assert (await resp.json())["type"].endswith("/forbidden-role")
+
+
+def test_a_route_with_an_unknown_role_is_refused_at_declaration():
+    from registry.api.routes import RouteTable
+
+    table = RouteTable()
+    with pytest.raises(ValueError, match="unknown roles"):
+
+        @table.get("/v1/x", summary="x", roles=("secruity",))
+        async def handler(request):  # pragma: no cover - never called
+            raise AssertionError

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from registry.api.app import create_app
 from registry.api.snapshot import SNAPSHOT_HUB
 from registry.models import Grant, Recipient, RecipientHost
-from registry.snapshot_builder import build_snapshot, policy_data_of
+from registry.snapshot_builder import build_snapshot
 from registry.state import bump_snapshot_version
-from sharewall.snapshot import Snapshot
+from sharewall.snapshot import Snapshot, policy_data_of
 
 
 async def seed_recipient(sessions, rid: str, *, status: str = "approved", grants=()) -> int:

@@ -15,6 +15,10 @@ _taxonomy := data.sharewall.taxonomy
 
 _recipients := data.sharewall.registry.recipients
 
+# Workloads keyed by namespace then name; an empty (or absent, older snapshot) map means the
+# registry declares none and source binding is off.
+_workloads := object.get(data.sharewall.registry, "workloads", {})
+
 # The recipient the proxy resolved; undefined when the host matched nobody.
 _recipient := _recipients[input.recipient_id]
 
@@ -114,6 +118,24 @@ _is_mobile_information(category) if category in _taxonomy.category_groups.mobile
 
 _is_high_risk(recipient) if recipient.kind in _taxonomy.high_risk_kinds
 
+_is_source_bound if count(_workloads) > 0
+
+# The registered workload of the calling source; undefined when the source is unknown or unset.
+_source_workload := _workloads[input.source.namespace][input.source.workload]
+
+_may_declare(workload, purpose) if purpose in workload.purposes
+
+# A workload without a recipient list may call any registered recipient.
+_may_call(workload, _) if object.get(workload, "recipients", null) == null
+
+_may_call(workload, recipient_id) if recipient_id in workload.recipients
+
+_is_source_allowed(workload, purpose, recipient_id) if {
+	_is_approved(workload)
+	_may_declare(workload, purpose)
+	_may_call(workload, recipient_id)
+}
+
 # ---- one rule per reason code ----
 
 # Operational: only registered recipients may receive anything; an unknown host is an
@@ -194,6 +216,14 @@ _reasons contains _reason("UNINSPECTED_HIGH_RISK") if {
 	_is_registered
 	not _is_inspected
 	_is_high_risk(_recipient)
+}
+
+# Operational: a purpose is only as good as the caller declaring it. Once the registry binds
+# purposes to workloads, a call counts only from an approved workload, for one of its purposes,
+# to one of its recipients (if it lists them); otherwise any job could claim service_delivery.
+_reasons contains _reason("PURPOSE_NOT_ALLOWED_FOR_SOURCE") if {
+	_is_source_bound
+	not _is_source_allowed(_source_workload, input.purpose, input.recipient_id)
 }
 
 # Operational: a payload the inspector could not read in full (too large, undecodable, too deep,

@@ -324,6 +324,131 @@ test_allow_complete_inspection_with_benign_problem_is_not_inspection_incomplete 
 	_decide(call) == _allow
 }
 
+# ---- PURPOSE_NOT_ALLOWED_FOR_SOURCE ----
+
+# The same registry with purposes bound to workloads (keyed by namespace, then name).
+_bound_registry := object.union(_registry, {"workloads": {
+	"messaging": {
+		"sms-gateway": {
+			"namespace": "messaging", "name": "sms-gateway", "status": "approved",
+			"purposes": ["service_delivery", "troubleshooting"], "recipients": ["twilio"],
+		},
+		"sms-next": {
+			"namespace": "messaging", "name": "sms-next", "status": "proposed",
+			"purposes": ["service_delivery"], "recipients": null,
+		},
+	},
+	"support": {"support-app": {
+		"namespace": "support", "name": "support-app", "status": "approved",
+		"purposes": ["customer_support", "troubleshooting"], "recipients": null,
+	}},
+	"marketing": {"campaigns": {
+		"namespace": "marketing", "name": "campaigns", "status": "suspended",
+		"purposes": ["advertising"], "recipients": null,
+	}},
+}})
+
+_decide_bound(call) := d if {
+	d := data.sharewall.egress.decision with input as call with data.sharewall.registry as _bound_registry
+}
+
+_from(workload, namespace, overrides) := object.union(
+	_call(overrides),
+	{"source": {"workload": workload, "namespace": namespace}},
+)
+
+test_allow_without_declared_workloads_any_source_is_not_purpose_not_allowed_for_source if {
+	# Today's behaviour: a registry without workloads does not look at the source at all.
+	_decide(_call({"source": {"workload": "anything", "namespace": "anywhere"}})) == _allow
+	_decide(_call({"source": {"workload": null, "namespace": null}})) == _allow
+	d := data.sharewall.egress.decision with input as _base
+		with data.sharewall.registry as object.union(_registry, {"workloads": {}})
+	d == _allow
+}
+
+test_allow_approved_workload_purpose_and_listed_recipient_is_not_purpose_not_allowed_for_source if {
+	_decide_bound(_base) == _allow
+}
+
+test_allow_workload_without_recipient_list_is_not_purpose_not_allowed_for_source if {
+	call := _from("support-app", "support", {
+		"recipient_id": "helpdesk", "purpose": "customer_support", "categories": ["contact.email"],
+	})
+	_decide_bound(call) == _allow
+}
+
+test_allow_workload_without_recipients_key_is_not_purpose_not_allowed_for_source if {
+	registry := object.union(_registry, {"workloads": {"support": {"support-app": {
+		"namespace": "support", "name": "support-app", "status": "approved",
+		"purposes": ["customer_support"],
+	}}}})
+	call := _from("support-app", "support", {
+		"recipient_id": "helpdesk", "purpose": "customer_support", "categories": ["contact.email"],
+	})
+	d := data.sharewall.egress.decision with input as call with data.sharewall.registry as registry
+	d == _allow
+}
+
+test_deny_purpose_not_allowed_for_source_unregistered_workload if {
+	_decide_bound(_from("batch-job", "messaging", {})) == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_same_name_other_namespace if {
+	_decide_bound(_from("sms-gateway", "marketing", {})) == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_without_source if {
+	_decide_bound(_from(null, null, {})) == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+	d := data.sharewall.egress.decision with input as object.remove(_base, ["source"])
+		with data.sharewall.registry as _bound_registry
+	d == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_purpose_not_its_own if {
+	# Twilio holds a marketing grant; the SMS gateway may not declare marketing.
+	call := _call({"purpose": "marketing", "categories": []})
+	_decide_bound(call) == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_recipient_outside_its_list if {
+	call := _call({"recipient_id": "helpdesk", "purpose": "troubleshooting", "categories": []})
+	_decide_bound(call) == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_suspended_workload if {
+	call := _from("campaigns", "marketing", {"recipient_id": "adnet", "purpose": "advertising", "categories": []})
+	_decide_bound(call) == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_proposed_workload if {
+	_decide_bound(_from("sms-next", "messaging", {})) == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_when_only_proposed_workloads_exist if {
+	# Declaring any workload turns binding on, whatever its status.
+	registry := object.union(_registry, {"workloads": {"messaging": {"sms-next": {
+		"namespace": "messaging", "name": "sms-next", "status": "proposed",
+		"purposes": ["service_delivery"], "recipients": null,
+	}}}})
+	d := data.sharewall.egress.decision with input as _base with data.sharewall.registry as registry
+	d == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE")])
+}
+
+test_deny_purpose_not_allowed_for_source_and_unknown_recipient_outside_its_list if {
+	d := _decide_bound(_call({"recipient_id": "stranger"}))
+	d == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE"), _r("UNKNOWN_RECIPIENT")])
+}
+
+test_allow_unknown_recipient_without_list_is_only_unknown_recipient_not_purpose_not_allowed_for_source if {
+	call := _from("support-app", "support", {"recipient_id": "stranger", "purpose": "customer_support"})
+	_decide_bound(call) == _deny([_r("UNKNOWN_RECIPIENT")])
+}
+
+test_deny_purpose_not_allowed_for_source_with_undeclared_purpose if {
+	d := _decide_bound(_call({"purpose": null}))
+	d == _deny([_r("PURPOSE_NOT_ALLOWED_FOR_SOURCE"), _r("PURPOSE_UNDECLARED")])
+}
+
 # ---- determinism and cache safety ----
 
 test_allow_decision_ignores_request_id_host_path_and_locations if {

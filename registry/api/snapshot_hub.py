@@ -1,0 +1,206 @@
+"""The current snapshot of a registry process, shared by the snapshot and bundle routes.
+
+One `SnapshotHub` per app builds the snapshot once per version (10,000 recipients are not
+rebuilt per request), wakes long polls when a write in this process commits a new version
+(`keys.notify_snapshot_changed`) and, for several registry processes on one database, polls
+`registry_state.version` every half second as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from registry.errors import ApiError
+from registry.snapshot_builder import fetch_snapshot_rows, read_version, snapshot_document
+
+from . import keys
+
+log = structlog.get_logger("sharewall.snapshot")
+
+VERSION_POLL_INTERVAL_S = 0.5
+
+
+@dataclass
+class BuiltSnapshot:
+    """A snapshot document and its encodings, built once per version."""
+
+    document: dict[str, Any]
+    body: bytes
+    gzip_body: bytes
+    bundle: tuple[bytes, str] | None = field(default=None)  # (bytes, etag), built on first use
+
+    @property
+    def version(self) -> int:
+        return int(self.document["version"])
+
+    @property
+    def revision(self) -> str:
+        return str(self.document["revision"])
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+def _encode(document: dict[str, Any]) -> BuiltSnapshot:
+    body = orjson.dumps(document)
+    return BuiltSnapshot(document, body, gzip.compress(body, compresslevel=6, mtime=0))
+
+
+class SnapshotHub:
+    """The current snapshot of one registry process and the wake-ups of its long polls."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._built: BuiltSnapshot | None = None
+        self._lock = asyncio.Lock()
+        self._known: int | None = None
+        self._changed = asyncio.Event()
+        self._closing = False
+        self.builds = 0
+        self.poll_interval = VERSION_POLL_INTERVAL_S
+
+    @property
+    def _sessions(self) -> async_sessionmaker:
+        # Looked up on use: the database engine is created at startup, after routes are added.
+        return self._app[keys.SESSIONS]
+
+    def notify(self, version: int) -> None:
+        """Record that `version` is committed and wake every waiter (a snapshot listener)."""
+        if version == self._known:
+            return
+        self._known = version
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def close(self) -> None:
+        """Release every long poll now (they answer 304): shutdown must not wait out a `wait`."""
+        self._closing = True
+        self._changed.set()
+
+    async def current_version(self) -> int:
+        """The committed version, read from the database (one indexed single-row read)."""
+        async with self._sessions() as session:
+            version = await read_version(session)
+        self.notify(version)
+        return version
+
+    async def get(self) -> BuiltSnapshot:
+        """The snapshot at the committed version, built at most once per version."""
+        version = await self.current_version()
+        built = self._built
+        if built is not None and built.version == version:
+            return built
+        async with self._lock:
+            built = self._built
+            if built is not None and built.version == version:
+                return built
+            async with self._sessions() as session:
+                rows = await fetch_snapshot_rows(session)
+            # Validation and encoding are CPU work: keep the event loop serving long polls.
+            built = await asyncio.to_thread(lambda: _encode(snapshot_document(rows)))
+            self._built = built
+            self.builds += 1
+            log.info(
+                "snapshot.built",
+                version=built.version,
+                recipients=len(built.document["recipients"]),
+                bytes=len(built.body),
+            )
+            return built
+
+    async def wait_for_change(self, version: int, seconds: float) -> bool:
+        """Wait until a version other than `version` is known, or `seconds`; True if it changed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._known == version and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            event = self._changed
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return False
+        return self._known != version
+
+    async def poll_versions(self) -> None:
+        """Fallback for writes made by other processes: notice a new version within `poll_interval`."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.current_version()
+            except Exception as exc:  # a database blip must not end the poller
+                log.warning("snapshot.version_poll_failed", error=type(exc).__name__)
+
+
+SNAPSHOT_HUB = web.AppKey("snapshot_hub", SnapshotHub)
+
+
+def hub(app: web.Application) -> SnapshotHub:
+    """The app's snapshot hub (created by `ensure_hub`)."""
+    return app[SNAPSHOT_HUB]
+
+
+def ensure_hub(app: web.Application) -> None:
+    """Create the app's hub once, with its change listener, version poller and shutdown hook."""
+    if SNAPSHOT_HUB in app:
+        return
+    snapshots = SnapshotHub(app)
+    app[SNAPSHOT_HUB] = snapshots
+    keys.add_snapshot_listener(app, snapshots.notify)
+    app.cleanup_ctx.append(_version_poller)
+    # on_shutdown runs before aiohttp waits for in-flight handlers to finish.
+    app.on_shutdown.append(_release_long_polls)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2 weak comparison of `If-None-Match` against our (strong) ETag."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def parse_wait(raw: str | None, cap: float, *, field_name: str = "wait") -> float:
+    """A long-poll duration in seconds (clamped to `cap`); 422 when not a number >= 0."""
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects NaN
+        raise ApiError(
+            422,
+            "validation-error",
+            "Invalid query parameter",
+            f"{field_name}: expected seconds >= 0",
+            {"errors": [{"field": field_name, "message": "expected seconds >= 0"}]},
+        )
+    return min(value, cap)
+
+
+async def _release_long_polls(app: web.Application) -> None:
+    hub(app).close()
+
+
+async def _version_poller(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(hub(app).poll_versions(), name="snapshot-version-poller")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

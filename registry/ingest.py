@@ -1,0 +1,156 @@
+"""Storing what proxies ship: decision records become blocked flows, ledger rows counts.
+
+Idempotent by design: a flow is keyed by its decision id (`ON CONFLICT DO NOTHING`), a ledger
+row by (proxy, minute, source, recipient, purpose, category) and a re-send replaces its count.
+Used by the decision and OPA-log routes alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.models import BlockedFlow, FlowCategory, FlowReason, LedgerEntry
+from sharewall.decision_record import Vocabulary, validate_record
+from sharewall.taxonomy import load_taxonomy
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@cache
+def _vocabulary() -> Vocabulary:
+    taxonomy = load_taxonomy()
+    return Vocabulary(taxonomy.is_reason_code, taxonomy.is_category)
+
+
+def check_record(doc: Any) -> dict[str, Any]:
+    """A shipped decision record (`sharewall.decision_record`), validated against the taxonomy.
+
+    Raises `RecordError` naming the bad field; the path comes back redacted.
+    """
+    return validate_record(doc, _vocabulary())
+
+
+class LedgerIn(BaseModel):
+    """Allowed calls of one minute and key (`proxy.ledger`); `""` means unknown / none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    minute: datetime
+    source_workload: str = Field(default="", max_length=200)
+    source_namespace: str = Field(default="", max_length=200)
+    recipient_id: str = Field(default="", max_length=63)
+    purpose: str = Field(default="", max_length=64)
+    category: str = Field(default="", max_length=64)
+    count: int = Field(ge=0, le=10**12)
+
+    @field_validator("minute")
+    @classmethod
+    def _whole_minute(cls, value: datetime) -> datetime:
+        return _aware(value).replace(second=0, microsecond=0)
+
+    @field_validator("category")
+    @classmethod
+    def _known_category(cls, value: str) -> str:
+        if value and not load_taxonomy().is_category(value):
+            raise ValueError(f"unknown category {value!r}")
+        return value
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has `on_conflict_do_nothing`/`_update` on both databases."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def flow_row(record: dict[str, Any], proxy_id: str) -> dict[str, Any]:
+    """The `blocked_flow` row of a validated decision record (`check_record`)."""
+    return {
+        "decision_id": record["decision_id"],
+        "time": record["time"],
+        "action": record["action"],
+        "would_block": record["would_block"],
+        "mode": record["mode"],
+        "recipient_id": record["recipient_id"],
+        "host": record["host"],
+        "method": record["method"],
+        "path": record["path"],
+        "purpose": record["purpose"],
+        "categories": record["categories"],
+        "reason_codes": record["reason_codes"],
+        "reasons": record["reasons"],
+        "fault": record["fault"],
+        "status": record["status"],
+        "source_workload": record["source_workload"],
+        "source_namespace": record["source_namespace"],
+        "findings": record["findings"],
+        "latency_ms": record["latency_ms"],
+        "proxy_id": proxy_id,
+        "triage_state": "new",
+    }
+
+
+async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    """Insert flows (and their reason/category index rows) once; return how many were new."""
+    if not rows:
+        return 0
+    flows = BlockedFlow.__table__
+    stmt = (
+        _insert(conn, flows)
+        .on_conflict_do_nothing(index_elements=["decision_id"])
+        .returning(flows.c.decision_id)
+    )
+    inserted = set((await conn.execute(stmt, rows)).scalars().all())
+    if not inserted:
+        return 0
+    new = [r for r in rows if r["decision_id"] in inserted]
+    reasons = [
+        {"decision_id": r["decision_id"], "code": code, "time": r["time"]}
+        for r in new
+        for code in r["reason_codes"]
+    ]
+    categories = [
+        {"decision_id": r["decision_id"], "category": cat, "time": r["time"]}
+        for r in new
+        for cat in r["categories"]
+    ]
+    if reasons:
+        await conn.execute(_insert(conn, FlowReason.__table__).on_conflict_do_nothing(), reasons)
+    if categories:
+        await conn.execute(
+            _insert(conn, FlowCategory.__table__).on_conflict_do_nothing(), categories
+        )
+    return len(inserted)
+
+
+LEDGER_KEY = (
+    "proxy_id",
+    "minute",
+    "source_workload",
+    "source_namespace",
+    "recipient_id",
+    "purpose",
+    "category",
+)
+
+
+async def store_ledger(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    """Upsert ledger rows: a re-sent (proxy, minute, key) replaces its count, never adds."""
+    if not rows:
+        return 0
+    # One statement may not touch the same key twice (PostgreSQL refuses): last row wins.
+    unique = list({tuple(r[k] for k in LEDGER_KEY): r for r in rows}.values())
+    stmt = _insert(conn, LedgerEntry.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(LEDGER_KEY), set_={"count": stmt.excluded.count}
+    )
+    await conn.execute(stmt, unique)
+    return len(unique)
