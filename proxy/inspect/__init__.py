@@ -36,6 +36,7 @@ from proxy.inspect.encoded import (
     is_text,
 )
 from proxy.inspect.form import scan_form
+from proxy.inspect.graphql import scan_graphql
 from proxy.inspect.headers import scan_headers
 from proxy.inspect.json_body import scan_json
 from proxy.inspect.keys import Ctx
@@ -49,6 +50,7 @@ from proxy.inspect.model import (
     InspectionLimits,
 )
 from proxy.inspect.multipart import scan_multipart
+from proxy.inspect.protobuf import is_protobuf_media, scan_protobuf
 from proxy.inspect.query import is_mobile_path, scan_url, split_url
 from proxy.inspect.scan import Scan, ScanStopped
 from proxy.inspect.text import scan_text
@@ -120,12 +122,16 @@ def _inspect(
         body = body[: scan.limits.max_body_bytes]
     content_type = ""
     content_encoding = ""
+    grpc_encoding = ""
     for name, value in headers:
         lower = name.lower()
         if lower == "content-type":
             content_type = value
         elif lower == "content-encoding":
             content_encoding = f"{content_encoding},{value}" if content_encoding else value
+        elif lower == "grpc-encoding":
+            grpc_encoding = value
+    scan.grpc_encoding = grpc_encoding
     if content_encoding:
         try:
             body = decompress(
@@ -156,9 +162,15 @@ _BINARY_MEDIA_PREFIXES = (
 
 def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: int, *, truncated: bool) -> None:
     media = media_type_of(content_type)
+    if is_protobuf_media(media):
+        scan_protobuf(scan, body, media, scan.grpc_encoding, ctx)
+        return
     if not truncated and _scan_wrapped_body(scan, body, content_type, media, ctx):
         return
     charset = charset_of(content_type)
+    if media == "application/graphql":
+        scan_graphql(scan, "graphql", decode_text(body, charset, scan), ctx)
+        return
     if media.endswith(("/json", "+json")) or media in ("application/x-ndjson", "application/jsonl"):
         data: bytes | str = body
         if charset not in _UTF8_NAMES or body.startswith((b"\xff\xfe", b"\xfe\xff")):

@@ -145,6 +145,18 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
         scan.add(cat.PAYMENT, location, "iban")
 
 
+_BARE_INTERNATIONAL = re.compile(r"(?<![\d+\-.])\d{10,15}(?![\d\-.])")
+
+
+def scan_bare_numbers(scan: Scan, location: str, value: str) -> None:
+    """International numbers written without `+` (`6591234567`) in a string of a schema-less
+    format (a GraphQL literal, a protobuf string), where nothing else says what they are."""
+    for match in _BARE_INTERNATIONAL.finditer(value):
+        if is_valid_international(match.group()):
+            scan.add(cat.PHONE, location, "phone:text")
+            return
+
+
 def _is_dialled_international(text: str, match: re.Match[str]) -> bool:
     """`0065 9123 4567`: the `00` international prefix dialled before a valid number.
 

@@ -29,6 +29,7 @@ class Scan:
         "_findings",
         "_problems",
         "fields",
+        "grpc_encoding",
         "host",
         "layers",
         "limits",
@@ -44,6 +45,7 @@ class Scan:
     ) -> None:
         self.limits = limits
         self.host = host  # the recipient's host name (lower case): where its credentials go
+        self.grpc_encoding = ""  # the call's `grpc-encoding` (compressed gRPC frames)
         self.layers = 0  # encodings being undone around the current field (see encoded.py)
         self.regions = (limits.default_region, *limits.extra_phone_regions)
         self.mobile_call = mobile_call  # the URL is an HLR / number-lookup endpoint

@@ -45,6 +45,7 @@ from proxy.inspect.keys import (
 )
 from proxy.inspect.phone import is_phone_value, is_valid_compact
 from proxy.inspect.scan import Scan
+from proxy.inspect.split import MAX_CODE_LENGTH, scan_split_numbers
 
 # The key info of a phone number used as a key: its object is about that subscriber.
 _SUBSCRIBER = KeyInfo(MASK, (), MASK, None, False, Ctx.MOBILE, Ctx.NONE)
@@ -52,6 +53,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_$@][A-Za-z0-9_\-:.]{0,63}")
 _NOT_PERSON_OR_EMPLOYER = Ctx.NOT_PERSON | Ctx.EMPLOYER
 _PHONE_RULE = Rule.PHONE
 _PHONE = cat.PHONE
+_DIAL_CODE = Ctx.DIAL_CODE
 
 # One field's plan: (location suffix, key info, rule, values never read).
 _FieldPlan = tuple[str, KeyInfo, "str | None", bool]
@@ -228,6 +230,7 @@ def _walk_fields(
 ) -> None:
     """The fields of one object, `fields` being the plan of its key set, `inner` its context."""
     memo = scan.memo
+    split_hint = inner & _DIAL_CODE
     # Scalars are handled inline (no call, no location string) when they cannot matter: this
     # loop runs for every field of every batch. The field count is `Scan.count_field()` inlined.
     for (suffix, key_kind, rule, negative), value in zip(fields, node.values(), strict=True):
@@ -246,6 +249,8 @@ def _walk_fields(
         if kind is str:
             if not value:
                 continue  # nothing to judge, not even a key-only rule
+            if value[0] == "+" and len(value) <= MAX_CODE_LENGTH:
+                split_hint = True  # `+65` alone: the rest of the number may be a sibling
             if rule is None and len(value) < 7 and "@" not in value:
                 continue
             if (
@@ -279,6 +284,14 @@ def _walk_fields(
                         scan.add(category, where, detector)
         elif rule is not None:
             scan_scalar(scan, location + suffix, key_kind, value, inner)
+    if split_hint:
+        scan_split_numbers(
+            scan,
+            [
+                (location + suffix, key_kind, value)
+                for (suffix, key_kind, _, _), value in zip(fields, node.values(), strict=True)
+            ],
+        )
 
 
 def _walk_object_keyed_by_identifiers(

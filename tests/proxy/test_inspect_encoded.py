@@ -357,3 +357,167 @@ def test_a_unicode_superscript_number_does_not_crash_the_phone_detector():
         for key in ("phone", "note", "card_number", "text"):
             inspection = inspect_call("POST", URL, JSON, orjson.dumps({key: value}))
             assert inspection.complete, (key, value, inspection.problems)
+
+
+# -- split numbers, protobuf, GraphQL -------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+def pb(number: int, value: int | str | bytes) -> bytes:
+    """One protobuf field: a varint for an int, length-delimited for text or bytes."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def grpc_frame(message: bytes, flag: int = 0) -> bytes:
+    return bytes([flag]) + len(message).to_bytes(4, "big") + message
+
+
+PB = [("Content-Type", "application/x-protobuf")]
+PB_MESSAGE = pb(1, 42) + pb(2, "6591234567") + pb(3, pb(1, "Hi Mei") + pb(2, 1732900000))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "location"),
+    [
+        pytest.param(
+            JSON,
+            orjson.dumps({"cc": "+65", "num": "91234567"}),
+            "json:$.num",
+            id="split: code and number",
+        ),
+        pytest.param(
+            JSON,
+            orjson.dumps({"a": "+65 9123", "b": "4567"}),
+            "json:$.b",
+            id="split: number cut in two",
+        ),
+        pytest.param(
+            JSON,
+            orjson.dumps({"lead": {"dial_code": "852", "line": "6123 4567"}}),
+            "json:$.lead.line",
+            id="split: dial code key without plus",
+        ),
+        pytest.param(FORM, b"cc=%2B65&num=91234567", "form:num", id="split: form fields"),
+        pytest.param(
+            PB, PB_MESSAGE, "protobuf:2", id="protobuf: international number without plus"
+        ),
+        pytest.param(
+            PB,
+            pb(1, pb(4, "call me at 9123 4567 tonight")),
+            "protobuf:1.4",
+            id="protobuf: national number in a nested string",
+        ),
+        pytest.param(
+            [("Content-Type", "application/grpc")],
+            grpc_frame(PB_MESSAGE),
+            "protobuf:2",
+            id="grpc frame",
+        ),
+        pytest.param(
+            [("Content-Type", "application/grpc"), ("grpc-encoding", "gzip")],
+            grpc_frame(gzip.compress(PB_MESSAGE), 1),
+            "protobuf:2",
+            id="grpc compressed frame",
+        ),
+        pytest.param(
+            [("Content-Type", "application/grpc-web-text")],
+            base64.b64encode(grpc_frame(PB_MESSAGE) + grpc_frame(b"grpc-status:0\r\n", 0x80)),
+            "protobuf:2",
+            id="grpc-web-text",
+        ),
+        pytest.param(
+            JSON,
+            orjson.dumps(
+                {
+                    "query": 'mutation { addLead(input: {name: "Mei", notes: "call 6591234567"}) { id } }'
+                }
+            ),
+            "json:$.query",
+            id="graphql: bare international number in a literal",
+        ),
+        pytest.param(
+            JSON,
+            orjson.dumps({"query": 'mutation { sendSms(to: "91234567", text: "hi") { id } }'}),
+            "json:$.query.to",
+            id="graphql: national number as a phone argument",
+        ),
+        pytest.param(
+            JSON,
+            orjson.dumps(
+                {
+                    "query": "mutation($p: String!) { addLead(phone: $p) { id } }",
+                    "variables": {"p": "+6591234567"},
+                }
+            ),
+            "json:$.variables.p",
+            id="graphql: variables",
+        ),
+        pytest.param(
+            [("Content-Type", "application/graphql")],
+            b'query { lookup(msisdn: "85261234567") { carrier } }',
+            "graphql.msisdn",
+            id="graphql: application/graphql body",
+        ),
+    ],
+)
+def test_numbers_in_split_fields_protobuf_and_graphql_are_found(headers, body, location):
+    inspection = inspect_call("POST", URL, headers, body)
+    assert inspection.complete, inspection.problems
+    assert ("contact.phone_number", location) in {
+        (f.category, f.location) for f in inspection.findings
+    }
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        pytest.param(
+            JSON,
+            orjson.dumps({"currency": "+1", "amount": "2345678901"}),
+            id="trap: split across an amount",
+        ),
+        pytest.param(
+            JSON,
+            orjson.dumps({"country_code": "1", "zip": "94107", "unit": "12"}),
+            id="trap: country code beside a zip",
+        ),
+        pytest.param(
+            JSON, orjson.dumps({"tz": "+08:00", "x": "91234567"}), id="trap: a time zone offset"
+        ),
+        pytest.param(
+            PB,
+            pb(1, "3f8a9c1e-2b4d-4c6e-8f0a-1b2c3d4e5f60")
+            + pb(2, 1732900000123)
+            + pb(3, bytes(range(40)))
+            + pb(4, "1732900000"),
+            id="trap: protobuf ids, times and bytes",
+        ),
+        pytest.param(
+            JSON,
+            orjson.dumps(
+                {
+                    "query": 'query { orders(first: 20, after: "Y3Vyc29yOjE3MzI5MDAwMDA=", since: "2026-11-01") { edges { node { id total } } } }'
+                }
+            ),
+            id="trap: graphql cursor and dates",
+        ),
+    ],
+)
+def test_split_protobuf_and_graphql_traps_stay_clean(headers, body):
+    assert categories(headers, body) == set()
+
+
+def test_a_body_declared_protobuf_that_does_not_parse_is_undecodable():
+    inspection = inspect_call("POST", URL, PB, b"\xff\xff\xff\xff")
+    assert inspection.problems == (UNDECODABLE,)
