@@ -29,8 +29,10 @@ from proxy.metrics import ProxyMetrics
 from proxy.outcome import REFUSAL_STATUS, Outcome
 from proxy.pipeline import check_destination, decide_exchange, record_exchange, settle
 from proxy.recipients import RecipientIndex
+from proxy.relay import relay_response
 from proxy.settings import Settings
-from proxy.upstream import UpstreamError, UpstreamPool, open_tunnel, splice, stream_response
+from proxy.tunnel import open_tunnel, splice
+from proxy.upstream import UpstreamError, UpstreamPool, send_request
 from sharewall.hosts import BadAuthority, parse_authority_cached, parse_url
 
 if TYPE_CHECKING:  # annotations only: the app builds these
@@ -341,14 +343,9 @@ class ProxyServer:
         else:
             data = ex.body if (ex.body or head.method in ("POST", "PUT", "PATCH")) else None
         t0 = time.perf_counter()
-
-        def on_head() -> None:
-            ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
-
         try:
-            status = await stream_response(
+            response = await send_request(
                 self.ctx.upstream,
-                conn.writer,
                 method=ex.method,
                 scheme=ex.upstream_scheme,
                 destination=ex.destination,
@@ -356,10 +353,15 @@ class ProxyServer:
                 path=ex.path,
                 headers=ex.headers,
                 data=data,
+                body_length=_declared_length(head) if ex.body_truncated else None,
+            )
+            ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
+            relayed = await relay_response(
+                response,
+                conn.writer,
+                method=ex.method,
                 client_version=version,
                 keep_alive=keep_alive,
-                on_head=on_head,
-                body_length=_declared_length(head) if ex.body_truncated else None,
             )
         except UpstreamError as exc:
             ex.status = exc.status
@@ -374,8 +376,8 @@ class ProxyServer:
                 )
             )
             return False
-        ex.status = abs(status)
-        return keep_alive and status > 0
+        ex.status = relayed.status
+        return relayed.keep_alive
 
     # -- CONNECT -------------------------------------------------------------------------------
 

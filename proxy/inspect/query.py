@@ -8,7 +8,6 @@ from urllib.parse import unquote, urlsplit
 from proxy.inspect import categories as cat
 from proxy.inspect.form import parse_pairs, scan_pairs
 from proxy.inspect.identifiers import is_email
-from proxy.inspect.keys import Rule, key_info
 from proxy.inspect.network import is_public_ip
 from proxy.inspect.phone import is_phone_value
 from proxy.inspect.scan import Scan
@@ -85,12 +84,9 @@ def is_mobile_path(segments: list[str]) -> bool:
 def scan_url(scan: Scan, query: str, segments: list[str], ctx: int) -> None:
     """Scan the query string (`query:<key>`) and the path segments (`path`) of `split_url()`."""
     if query:
-        pairs = [
-            (k, v)
-            for k, v in parse_pairs(query, scan)
-            if key_info(k).rule != Rule.VENDOR_CREDENTIAL
-        ]
-        scan_pairs(scan, pairs, "query", ctx)
+        # Credentials the recipient's API takes in the query (`api_key`, `access_token`) are
+        # judged like any field: authentication at the top level (see credentials.py).
+        scan_pairs(scan, parse_pairs(query, scan), "query", ctx)
     previous = ""
     for segment in segments:
         scan.count_field()
