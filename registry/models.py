@@ -223,6 +223,11 @@ class BlockedFlow(SQLModel, table=True):
     findings: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     latency_ms: float | None = None
     proxy_id: str | None = Field(default=None, max_length=200)
+    # A fault of sharewall (the call failed closed) rather than a policy denial; `status` is
+    # what the app got (403, 503); `reasons` keep each code's category ([{code, category?}]).
+    fault: str | None = Field(default=None, max_length=64)
+    status: int | None = None
+    reasons: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     triage_state: str = Field(default="new", max_length=16)
     triage_note: str | None = Field(default=None, sa_type=sa.Text)
     triaged_by: str | None = Field(default=None, max_length=200)

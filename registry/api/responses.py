@@ -241,6 +241,9 @@ class FlowOut(_Out):
     action: str
     would_block: bool
     mode: str
+    kind: Literal["deny", "fault", "would_block"]
+    fault: str | None = None
+    status: int | None = None
     recipient_id: str | None = None
     host: str
     method: str
