@@ -26,8 +26,14 @@ from proxy.destinations import Resolver
 from proxy.exchange import PURPOSE_HEADER, Exchange, Source, Timings, new_exchange
 from proxy.http1 import BadRequest, ClientConnection, RequestHead
 from proxy.metrics import ProxyMetrics
-from proxy.outcome import REFUSAL_STATUS, Outcome
-from proxy.pipeline import check_destination, decide_exchange, record_exchange, settle
+from proxy.outcome import Outcome
+from proxy.pipeline import (
+    check_destination,
+    commit_refusal,
+    decide_exchange,
+    record_exchange,
+    settle,
+)
 from proxy.relay import relay_response
 from proxy.settings import Settings
 from proxy.tunnel import open_tunnel, splice
@@ -288,6 +294,7 @@ class ProxyServer:
             if outcome.is_sent:
                 keep_alive = await self._forward(conn, head, ex, keep_alive, version)
             else:
+                outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
                 await conn.send(
                     responses.rejection(
                         outcome,
@@ -297,7 +304,6 @@ class ProxyServer:
                         version=version,
                     )
                 )
-                ex.status = REFUSAL_STATUS[outcome]
             if not conn.body_complete:
                 # An undrained body would be read as the next request: close, but first read
                 # and drop some of it (RFC 9112 §9.6): closing on unread bytes resets the
@@ -413,7 +419,7 @@ class ProxyServer:
         await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
         outcome = settle(ex, mode=self.settings.mode)
         if not outcome.is_sent:
-            ex.status = REFUSAL_STATUS[outcome]
+            outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
             await conn.send(
                 responses.rejection(outcome, ex.decision, keep_alive=False)  # type: ignore[arg-type]
             )

@@ -13,25 +13,24 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from registry.ingest import (
-    DecisionIn,
     FactIn,
-    FindingIn,
     LedgerIn,
+    check_record,
     fact_row,
     flow_row,
     store_facts,
     store_flows,
     store_ledger,
 )
+from sharewall.decision_record import RecordError, record_schema
 
 from . import keys
 from .bodies import read_upload, validation_problem
 from .routes import RouteTable
 
 __all__ = [
-    "DecisionIn",
-    "FindingIn",
     "LedgerIn",
+    "check_record",
     "flow_row",
     "routes",
     "store_flows",
@@ -52,7 +51,12 @@ class DecisionBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     proxy_id: str = Field(min_length=1, max_length=200)
-    decisions: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RECORDS)
+    # Each item is checked on its own by `sharewall.decision_record.validate_record`.
+    decisions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=MAX_RECORDS,
+        json_schema_extra={"items": record_schema()},
+    )
     ledger: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_LEDGER_ROWS)
 
 
@@ -95,11 +99,18 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
     rejected: list[dict[str, Any]] = []
     for index, doc in enumerate(batch.decisions):
         try:
-            record = DecisionIn.model_validate(doc)
-        except ValidationError as exc:
-            rejected.append(_rejection(index, doc, exc))
+            record = check_record(doc)
+        except RecordError as exc:
+            rejected.append(
+                {
+                    "index": index,
+                    "decision_id": doc.get("decision_id") if isinstance(doc, dict) else None,
+                    "field": exc.field,
+                    "message": exc.message,
+                }
+            )
             continue
-        flows.setdefault(record.decision_id, flow_row(record, batch.proxy_id))
+        flows.setdefault(record["decision_id"], flow_row(record, batch.proxy_id))
     facts: list[dict[str, Any]] = []
     for index, doc in enumerate(batch.ledger):
         # Ledger rows count allowed calls per category; fact rows (`kind: fact`) count every
