@@ -185,7 +185,7 @@ async def main() -> None:
             ).one()
         print(
             f"recorded {args.calls:,} calls over {args.days} days from {args.facts} distinct "
-            f"facts through proxy.ledger in {t_record:.1f} s; {fact_rows[0]:,} (minute, fact) "
+            f"facts through proxy.ledger in {t_record:.1f} s; {fact_rows[0]:,} (hour, fact) "
             f"rows ({int(fact_rows[1]):,} calls) ingested in {t_ingest:.1f} s"
         )
 

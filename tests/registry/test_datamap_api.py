@@ -47,7 +47,9 @@ async def mapped(client, auth, unique):
     )
     assert created.status == 201
     approved = await client.post(
-        f"/v1/recipients/{rid}/approve", json={"note": "DPA ok"}, headers=auth("security")
+        f"/v1/recipients/{rid}/approve",
+        json={"note": "DPA ok"},
+        headers={**auth("security"), "If-Match": created.headers["ETag"]},
     )
     assert approved.status == 200
     minute = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)

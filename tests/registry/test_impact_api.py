@@ -55,14 +55,26 @@ def recipient(rid: str, host: str, categories: list[str], status: str = "approve
     }
 
 
+async def approved(client, auth, rid: str, host: str, categories: list[str]) -> None:
+    """Propose (engineer) and approve (security) a recipient: live in the snapshot."""
+    body = recipient(rid, host, categories)
+    del body["status"]
+    created = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
+    assert created.status == 201, await created.text()
+    resp = await client.post(
+        f"/v1/recipients/{rid}/approve",
+        json={},
+        headers={**auth("security"), "If-Match": created.headers["ETag"]},
+    )
+    assert resp.status == 200, await resp.text()
+
+
 @pytest.fixture
 async def live(client, auth, unique):
-    """An approved recipient, and 17 + 5 recorded calls to it (applied as a security reviewer)."""
+    """An approved recipient, and 17 + 5 recorded calls to it."""
     rid = unique("zendesk")
     host = f"{rid}.example.com"
-    doc = {"recipients": [recipient(rid, host, ["contact.email", "contact.phone_number"])]}
-    resp = await client.post("/v1/apply", json=doc, headers=auth("security"))
-    assert resp.status == 200, await resp.text()
+    await approved(client, auth, rid, host, ["contact.email", "contact.phone_number"])
     await ship(
         client,
         auth,
@@ -170,8 +182,7 @@ async def test_impact_is_for_security_and_engineers(client, auth, role, status):
 async def test_a_re_sent_fact_is_counted_once(client, auth, unique):
     rid = unique("vendor")
     host = f"{rid}.example.com"
-    doc = {"recipients": [recipient(rid, host, ["contact.email"])]}
-    assert (await client.post("/v1/apply", json=doc, headers=auth("security"))).status == 200
+    await approved(client, auth, rid, host, ["contact.email"])
     row = fact(rid, host, ["contact.email"], 9)
     other_minute = fact(rid, host, ["contact.email"], 4)
     other_minute["minute"] = (
