@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.recipients import normalise_host
+from sharewall.hosts import normalise_host
 
 _HANDSHAKE = 0x16
 _CLIENT_HELLO = 0x01

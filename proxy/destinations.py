@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.recipients import normalise_host
+from sharewall.hosts import normalise_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -208,24 +208,6 @@ def _parse_ipv4_part(part: str) -> int:
     if len(part) > 1 and part.startswith("0"):
         return int(part, 8)  # raises ValueError on 8 or 9, as inet_aton rejects them
     return int(part)
-
-
-def parse_pin(text: str) -> tuple[tuple[str, int], str]:
-    """Parse a `--resolve HOST:PORT:ADDR` pin (curl's syntax); ADDR may be `[v6]` or bare v6."""
-    host, sep, rest = text.partition(":")
-    port_text, sep2, addr_text = rest.partition(":")
-    if not (sep and sep2 and host and addr_text):
-        raise ValueError(f"pin must be HOST:PORT:ADDR, got {text!r}")
-    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-        raise ValueError(f"invalid port in pin {text!r}")
-    if addr_text.startswith("["):
-        if not addr_text.endswith("]"):
-            raise ValueError(f"unbalanced brackets in pin {text!r}")
-        addr_text = addr_text[1:-1]
-    if "%" in addr_text:
-        raise ValueError("IPv6 zone ids are not allowed in pins")
-    address = ipaddress.ip_address(addr_text)
-    return (normalise_host(host), int(port_text)), str(address)
 
 
 def _unmapped(addr: IPAddress) -> IPAddress:

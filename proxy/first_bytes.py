@@ -20,8 +20,8 @@ from typing import Literal
 
 import httptools
 
-from proxy.authority import BadAuthority, parse_authority, split_absolute_url
 from proxy.client_hello import NotClientHello, looks_like_tls, parse_client_hello
+from sharewall.hosts import BadAuthority, parse_authority, parse_url
 
 Protocol = Literal["tls", "http", "unknown"]
 
@@ -122,7 +122,8 @@ def _parse_http_head(data: bytes) -> Identity | None:
     target = reader.url.decode("latin-1")
     try:
         if "://" in target:
-            _scheme, host, port, _path = split_absolute_url(target)
+            parsed = parse_url(target)
+            host, port = parsed.host, parsed.port
             explicit = _explicit_port(target.partition("://")[2])
             return Identity("http", name=host, port=port if explicit else None)
         if reader.host is None:

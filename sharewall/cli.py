@@ -1,4 +1,4 @@
-"""The `sharewall` root command: it registers the proxy, check and registry subcommands."""
+"""The `sharewall` root command: it registers the proxy, check, registry and injector subcommands."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         registry_cli = None
     if registry_cli is not None:
         registry_cli.add_parser(sub)
+    from injector import cli as injector_cli
+
+    injector_cli.add_parser(sub)
     return parser
 
 

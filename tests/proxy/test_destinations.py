@@ -15,8 +15,8 @@ from proxy.destinations import (
     Resolver,
     classify_address,
     parse_ip_literal,
-    parse_pin,
 )
+from sharewall.hosts import parse_pin
 
 FORBIDDEN = [
     pytest.param("127.0.0.1", "loopback", id="v4 loopback"),
