@@ -161,7 +161,9 @@ def main() -> int:
         print(f"{'workload':<8} {'explicit':>12} {'transparent':>12} {'added':>10} {'ratio':>7}")
         summary = {}
         for workload in ("http", "tls"):
-            explicit = sorted(results[(workload, "explicit")])[len(results[(workload, "explicit")]) // 2]
+            explicit = sorted(results[(workload, "explicit")])[
+                len(results[(workload, "explicit")]) // 2
+            ]
             transparent = sorted(results[(workload, "transparent")])[
                 len(results[(workload, "transparent")]) // 2
             ]

@@ -76,10 +76,12 @@ class TransparentListener:
             self._accepting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._accepting
-        for task in list(self._peeking):
+        # Connections being named or handshaken are cut; served ones drain with the server.
+        unserved = [t for t in self._peeking if not self.server.is_serving(t)]
+        for task in unserved:
             task.cancel()
-        if self._peeking:
-            await asyncio.wait(self._peeking, timeout=1.0)
+        if unserved:
+            await asyncio.wait(unserved, timeout=1.0)
         if self._sock is not None:
             self._sock.close()
 
@@ -125,9 +127,7 @@ class TransparentListener:
             sock.close()
             return
         # Handed over: from here the proxy server owns the socket (and closes it).
-        self._peeking.discard(asyncio.current_task())  # type: ignore[arg-type]
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
-        await self.server.serve_captured(reader, writer, Captured(address, port, identity))
+        await self.server.serve_captured(sock, Captured(address, port, identity))
 
     def _is_self(self, address: str, port: int) -> bool:
         addr = ipaddress.ip_address(address)

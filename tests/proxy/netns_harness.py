@@ -91,11 +91,14 @@ class Pod:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    def https(self, addr: str, name: str, **kw: str) -> dict[str, Any]:
-        return self.app("https", addr, "443", name, "--cafile", str(self.ca_file), *_opts(kw))
+    def https(self, addr: str, name: str, *, uid: int = APP_UID, **kw: str) -> dict[str, Any]:
+        """A TLS call from the app to `addr`:443 with SNI `name` (kw: path, body, purpose)."""
+        args = ("https", addr, "443", name, "--cafile", str(self.ca_file), *_opts(kw))
+        return self.app(*args, uid=uid)
 
-    def http(self, addr: str, name: str, **kw: str) -> dict[str, Any]:
-        return self.app("http", addr, "80", name, *_opts(kw))
+    def http(self, addr: str, name: str, *, uid: int = APP_UID, **kw: str) -> dict[str, Any]:
+        """A plain-HTTP call from the app to `addr`:80 with Host `name` (kw: path, body, purpose)."""
+        return self.app("http", addr, "80", name, *_opts(kw), uid=uid)
 
     def seen(self, marker: str) -> list[dict[str, Any]]:
         """Requests the internet servers received whose path contains `marker`."""
@@ -122,7 +125,9 @@ class Pod:
             if rows:
                 return rows[-1]
             if time.monotonic() > deadline:
-                raise AssertionError(f"no decision line with {match}:\n{self.proxy_log.read_text()}")
+                raise AssertionError(
+                    f"no decision line with {match}:\n{self.proxy_log.read_text()}"
+                )
             time.sleep(0.05)
 
     def logs(self) -> list[dict[str, Any]]:
