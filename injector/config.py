@@ -6,6 +6,7 @@ values (camelCase), so the chart renders its values into the file the webhook re
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from importlib import metadata
@@ -35,13 +36,18 @@ class InjectionError(ValueError):
     """A setting, annotation or pod the injector cannot use; the message names it (exit 2, or a denied review)."""
 
 
+@functools.cache
+def version() -> str:
+    """The installed sharewall version (read once: importlib.metadata parses files each call)."""
+    try:
+        return metadata.version("sharewall")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "latest"
+
+
 def default_image() -> str:
     """`sharewall/sharewall:<installed version>`: the image this code ships in."""
-    try:
-        version = metadata.version("sharewall")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        version = "latest"
-    return f"sharewall/sharewall:{version}"
+    return f"sharewall/sharewall:{version()}"
 
 
 class _Model(BaseModel):
@@ -246,4 +252,16 @@ def config_for_pod(config: InjectorConfig, annotations: dict[str, str]) -> Injec
         _merge(overrides, apply(str(value)))
     if not overrides:
         return config
-    return config.with_overrides(overrides)
+    # Pods of one workload carry the same annotations: build their settings once.
+    key = (id(config), repr(sorted(overrides.items())))
+    cached = _POD_CONFIGS.get(key)
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    result = config.with_overrides(overrides)
+    if len(_POD_CONFIGS) >= 256:
+        _POD_CONFIGS.clear()
+    _POD_CONFIGS[key] = (config, result)
+    return result
+
+
+_POD_CONFIGS: dict[tuple[int, str], tuple[InjectorConfig, InjectorConfig]] = {}

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from injector.config import (
     EGRESS_PROXY_LABEL,
     INJECT,
@@ -17,7 +19,7 @@ from injector.config import (
     InjectionError,
     InjectorConfig,
     config_for_pod,
-    default_image,
+    version,
 )
 
 PROXY = "sharewall-proxy"
@@ -99,7 +101,7 @@ def inject_pod(
         return Injection(pod, "opted-out")
     if is_injected(pod):
         return Injection(pod, "already-injected")
-    out = copy.deepcopy(pod)
+    out = orjson.loads(orjson.dumps(pod))  # a deep copy, ~10x faster than copy.deepcopy
     meta = out.setdefault("metadata", {}) or {}
     out["metadata"] = meta
     spec = out.get("spec")
@@ -132,7 +134,7 @@ def inject_pod(
 
     meta["labels"] = {**(meta.get("labels") or {}), EGRESS_PROXY_LABEL: "true"}
     status = {
-        "version": default_image().rpartition(":")[2],
+        "version": version(),
         "capture": config.capture,
         "native": config.native,
         "mode": config.mode,

@@ -13,12 +13,12 @@ import base64
 import time
 from typing import Any
 
-import jsonpatch
 import orjson
 import structlog
 from aiohttp import web
 
 from injector.config import InjectionError, InjectorConfig
+from injector.patch import make_patch
 from injector.pod import inject_pod
 
 log = structlog.get_logger("sharewall.injector")
@@ -97,7 +97,7 @@ def review(body: bytes, config: InjectorConfig) -> tuple[dict[str, Any], dict[st
     fields["outcome"] = result.status
     if result.status != "injected":
         return _answer(uid, True), fields
-    patch = jsonpatch.make_patch(pod, result.pod).patch
+    patch = make_patch(pod, result.pod)
     encoded = base64.b64encode(orjson.dumps(patch)).decode("ascii")
     extra: dict[str, Any] = {"warnings": list(result.warnings)} if result.warnings else {}
     return _answer(uid, True, patchType="JSONPatch", patch=encoded, **extra), fields

@@ -27,12 +27,20 @@ from proxy.destinations import Resolver
 from proxy.exchange import PURPOSE_HEADER, Entry, Exchange, Source, Timings, new_exchange
 from proxy.http1 import BadRequest, ClientConnection, RequestHead
 from proxy.metrics import ProxyMetrics
-from proxy.outcome import REFUSAL_STATUS, Outcome
-from proxy.pipeline import check_destination, decide_exchange, record_exchange, settle
+from proxy.outcome import Outcome
+from proxy.pipeline import (
+    check_destination,
+    commit_refusal,
+    decide_exchange,
+    record_exchange,
+    settle,
+)
 from proxy.recipients import RecipientIndex
+from proxy.relay import relay_response
 from proxy.settings import Settings
 from proxy.transparent import Captured, TransparentListener
-from proxy.upstream import UpstreamError, UpstreamPool, open_tunnel, splice, stream_response
+from proxy.tunnel import open_tunnel, splice
+from proxy.upstream import UpstreamError, UpstreamPool, send_request
 from sharewall.hosts import BadAuthority, parse_authority_cached, parse_url
 
 if TYPE_CHECKING:  # annotations only: the app builds these
@@ -205,6 +213,8 @@ class ProxyServer:
             await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
             outcome = settle(ex, mode=self.settings.mode)
             if not outcome.is_sent:
+                # Recorded (durably) as any refusal; the answer is the closed connection.
+                await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
                 record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
                 return
             await self._splice(conn, ex, announce=False)
@@ -424,6 +434,7 @@ class ProxyServer:
             if outcome.is_sent:
                 keep_alive = await self._forward(conn, head, ex, keep_alive, version)
             else:
+                outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
                 await conn.send(
                     responses.rejection(
                         outcome,
@@ -433,7 +444,6 @@ class ProxyServer:
                         version=version,
                     )
                 )
-                ex.status = REFUSAL_STATUS[outcome]
             if not conn.body_complete:
                 # An undrained body would be read as the next request: close, but first read
                 # and drop some of it (RFC 9112 §9.6): closing on unread bytes resets the
@@ -479,14 +489,9 @@ class ProxyServer:
         else:
             data = ex.body if (ex.body or head.method in ("POST", "PUT", "PATCH")) else None
         t0 = time.perf_counter()
-
-        def on_head() -> None:
-            ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
-
         try:
-            status = await stream_response(
+            response = await send_request(
                 self.ctx.upstream,
-                conn.writer,
                 method=ex.method,
                 scheme=ex.upstream_scheme,
                 destination=ex.destination,
@@ -494,10 +499,15 @@ class ProxyServer:
                 path=ex.path,
                 headers=ex.headers,
                 data=data,
+                body_length=_declared_length(head) if ex.body_truncated else None,
+            )
+            ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
+            relayed = await relay_response(
+                response,
+                conn.writer,
+                method=ex.method,
                 client_version=version,
                 keep_alive=keep_alive,
-                on_head=on_head,
-                body_length=_declared_length(head) if ex.body_truncated else None,
             )
         except UpstreamError as exc:
             ex.status = exc.status
@@ -512,8 +522,8 @@ class ProxyServer:
                 )
             )
             return False
-        ex.status = abs(status)
-        return keep_alive and status > 0
+        ex.status = relayed.status
+        return relayed.keep_alive
 
     # -- CONNECT -------------------------------------------------------------------------------
 
@@ -549,7 +559,7 @@ class ProxyServer:
         await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
         outcome = settle(ex, mode=self.settings.mode)
         if not outcome.is_sent:
-            ex.status = REFUSAL_STATUS[outcome]
+            outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
             await conn.send(
                 responses.rejection(outcome, ex.decision, keep_alive=False)  # type: ignore[arg-type]
             )

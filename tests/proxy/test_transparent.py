@@ -112,7 +112,7 @@ def test_sni_not_leading_to_the_connected_address_is_a_mismatch(pod: Pod, name: 
     assert answer.get("closed") is True
     assert pod.seen(f"/tp-mismatch-{name}") == []
     line = pod.decision_where(host=name, reason_codes=["DESTINATION_MISMATCH"])
-    assert line["action"] == "deny" and line["status"] is None
+    assert line["action"] == "deny"
 
 
 def test_host_naming_another_port_is_a_mismatch(pod: Pod) -> None:
