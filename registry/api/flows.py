@@ -270,14 +270,15 @@ async def triage_flow(request: web.Request) -> FlowOut:
             .values(
                 triage_state=body.state,
                 triage_note=body.note,
-                triaged_by=principal.name,
+                triaged_by=principal.owner,
                 triaged_at=utcnow(),
             )
         )
         after = await _load_flow(conn, decision_id)
         record_audit(
             session,
-            actor=principal.name,
+            actor=principal.owner,
+            token_name=principal.name,
             action="flow.triage",
             entity_type="flow",
             entity_id=decision_id,

@@ -91,7 +91,7 @@ def _proxy_id(event: dict[str, Any]) -> str:
 @routes.post(
     "/v1/logs",
     summary="OPA decision-log upload (gzip JSON array of events); denials become flows",
-    roles=("proxy", "admin"),
+    roles=("proxy",),
     request={"type": "array", "items": {"type": "object"}},
     body="raw",
     response=LogsAccepted,
