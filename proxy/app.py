@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
@@ -311,6 +312,24 @@ def _write_port_file(path: Path, app: ProxyApp) -> None:
     os.replace(tmp, path)
 
 
+def _source_fields(settings: Settings, snapshot: Snapshot | None) -> dict[str, Any]:
+    """Where calls' sources come from, and whether the registry binds purposes to them."""
+    fields: dict[str, Any] = (
+        {"source_from": "client_certificate"}
+        if settings.is_gateway
+        else {
+            "source_from": "settings",
+            "source_workload": settings.source_workload,
+            "source_namespace": settings.source_namespace,
+        }
+    )
+    # The first snapshot is loaded before the listener serves (the snapshot context).
+    fields.update(
+        snapshot.source_binding() if snapshot else {"source_binding": None, "workloads": None}
+    )
+    return fields
+
+
 async def run_proxy(
     settings: Settings,
     *,
@@ -341,6 +360,7 @@ async def run_proxy(
                 engine=settings.engine,
                 event_loop=type(loop).__module__.partition(".")[0],
                 intercepts_tls=settings.intercepts_tls,
+                **_source_fields(settings, app.decider.snapshot if app.decider else None),
             )
             await stop.wait()
             log.info("proxy.stopping", drain_timeout=settings.drain_timeout)
