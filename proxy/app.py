@@ -21,19 +21,20 @@ import orjson
 import structlog
 
 from proxy.admin import AdminServer, create_admin_app
-from proxy.decide import Decider, destination_forbidden
-from proxy.decision import Call, build_policy_input, policy_date
+from proxy.decide import Decider
 from proxy.decision_log import DecisionLog, DecisionSink, JsonLines
-from proxy.destinations import Resolver, parse_pin
+from proxy.destinations import Resolver
 from proxy.engines import create_engine
-from proxy.inspect import inspect_call
+from proxy.exchange import Source, new_exchange
 from proxy.listener import ProxyContext, ProxyServer
 from proxy.metrics import ProxyMetrics
+from proxy.pipeline import decide_exchange, inspect_exchange
 from proxy.recipients import RecipientIndex
 from proxy.settings import Settings
 from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
 from proxy.spool import Spool
 from proxy.upstream import UpstreamPool
+from sharewall.hosts import parse_host_pattern, parse_pin
 from sharewall.registry_file import RegistryFileError
 from sharewall.snapshot import Snapshot
 
@@ -145,7 +146,6 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         upstream=app.upstream,  # type: ignore[arg-type]
         decision_log=app.decision_log,
         metrics=app.metrics,
-        destination_forbidden=destination_forbidden,
         certificate_authority=ca,
     )
     server = ProxyServer(context)
@@ -219,9 +219,9 @@ async def warm_up(app: ProxyApp) -> None:
 
     The first call after start would otherwise pay ~20 ms: phonenumbers loads its metadata per
     region on first use, the inspector compiles its plans, and the engine's first evaluation
-    fills its own caches. The evaluation goes straight to the engine (not through the
-    `Decider`'s cache, which would keep a verdict for a call nobody made), and neither is logged
-    as a decision. A failure here only costs the first call that time again: logged, not fatal.
+    fills its own caches. The call goes through the same pipeline as every call
+    (`decide_exchange`), without DNS, and is not logged as a decision. A failure here only
+    costs the first call that time again: logged, not fatal.
     """
     import phonenumbers
 
@@ -236,27 +236,34 @@ async def warm_up(app: ProxyApp) -> None:
             else "+14155550123"
         )
         body = orjson.dumps({"to": "+14155550123", "body": f"warm-up, call {national}"})
-        headers = [("content-type", "application/json")]
-        url = "http://warm-up.invalid/v1/messages"
-        inspection = inspect_call("POST", url, headers, body, limits=s.limits)
         decider = app.decider
+        snapshot = decider.snapshot if decider is not None else None
+        host, port = "warm-up.invalid", 80
+        if snapshot is not None and snapshot.recipients and snapshot.recipients[0].hosts:
+            # A registered recipient's name: the policy walks its real rules, not the
+            # unknown-recipient shortcut.
+            pattern = parse_host_pattern(snapshot.recipients[0].hosts[0])
+            host = f"warm-up.{pattern.name}" if pattern.wildcard else pattern.name
+            port = pattern.port or 80
+        ex = new_exchange(
+            entry="forward",
+            method="POST",
+            scheme="http",
+            host=host,
+            port=port,
+            path="/v1/messages",
+            raw_headers=[("content-type", "application/json")],
+            body=body,
+            index=app.context.index if app.context is not None else None,
+            source=Source(s.source_workload, s.source_namespace),
+            default_purpose=s.default_purpose,
+        )
         if decider is not None and decider.is_ready:
-            snapshot = decider.snapshot
-            recipient = snapshot.recipients[0].id if snapshot and snapshot.recipients else None
-            call = Call(
-                method="POST",
-                scheme="http",
-                host="warm-up.invalid",
-                port=80,
-                path="/v1/messages",
-                inspected=True,
-                tls_upstream=False,
-                recipient_id=recipient,
-                purpose=s.default_purpose,
-            )
-            policy_input = build_policy_input(call, inspection, date=policy_date())
+            # The real pipeline, minus DNS (resolver=None): no lookup of a name nobody calls.
             async with asyncio.timeout(max(s.engine_timeout, 1.0)):
-                await decider.engine.evaluate(policy_input)
+                await decide_exchange(ex, decider, resolver=None, limits=s.limits)
+        else:
+            await inspect_exchange(ex, s.limits)
     except Exception as exc:  # an optimisation only: the proxy works without it
         log.warning("proxy.warm_up_failed", error=type(exc).__name__)
         return

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from proxy.recipients import normalise_host
+from sharewall.hosts import normalise_host
 
 log = structlog.get_logger("sharewall.certs")
 

@@ -1,21 +1,32 @@
-"""Decide one described HTTP call offline: the path shared by `sharewall check` and the corpus."""
+"""Decide one described HTTP call offline: `sharewall check` and the corpus, through the proxy's pipeline.
+
+The call is built into an `Exchange` by the same `new_exchange()` and decided by the same
+`decide_exchange()` as a call the sidecar receives in absolute form: the URL is parsed by the
+proxy's parser (`sharewall.hosts`), the headers are filtered as the proxy filters them
+(`X-Sharewall-*`, `Proxy-Authorization`, hop-by-hop fields are neither sent nor inspected), the
+body is cut at the inspection limit, and the policy sees the redacted path. `--purpose` plays
+the sidecar's `--default-purpose`: an `X-Sharewall-Purpose` header, as in the proxy, wins.
+Names are not resolved (offline); IP literals and `localhost` are checked as the proxy checks
+them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from proxy.decision import Call, Decision
-from proxy.inspect import inspect_call
+from proxy.decision import Decision
+from proxy.exchange import Source, new_exchange
 from proxy.inspect.model import DEFAULT_LIMITS, InspectionLimits
+from proxy.pipeline import decide_exchange, offline_resolver
+from sharewall.hosts import BadAuthority, Target, parse_url
 
 if TYPE_CHECKING:  # the runtime import of these is not needed here
     from proxy.decide import Decider
     from proxy.recipients import RecipientIndex
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
+__all__ = ["CheckInputError", "Target", "check_call", "is_token", "parse_target"]
+
 # RFC 9110 §5.6.2 token characters: what a method or a header name may be made of.
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -26,38 +37,17 @@ class CheckInputError(ValueError):
     """A described call that cannot be checked (bad URL, method or header); one-line message."""
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a URL points: scheme, host (lower-case, no brackets), port and path with query."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-
 def is_token(text: str) -> bool:
     """Whether `text` is a non-empty HTTP token (a valid method or header field name)."""
     return bool(text) and all(c in _TOKEN_CHARS for c in text)
 
 
 def parse_target(url: str) -> Target:
-    """Split an absolute http(s) URL into the parts the policy input needs."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise CheckInputError(f"URL must be absolute http:// or https://, got {url!r}")
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise CheckInputError(f"URL has no host: {url!r}")
+    """Parse an absolute http(s) URL exactly as the proxy parses a request target."""
     try:
-        port = parts.port or DEFAULT_PORTS[scheme]
-    except ValueError:
-        raise CheckInputError(f"URL has an invalid port: {url!r}") from None
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return Target(scheme=scheme, host=host, port=port, path=path)
+        return parse_url(url.strip())
+    except BadAuthority as exc:
+        raise CheckInputError(f"invalid URL {url!r}: {exc}") from None
 
 
 async def check_call(
@@ -73,29 +63,25 @@ async def check_call(
     source_namespace: str | None = None,
     limits: InspectionLimits = DEFAULT_LIMITS,
 ) -> Decision:
-    """Resolve, inspect and decide one call as the proxy would; raise `CheckInputError` on bad input.
-
-    The call is always inspected (the payload is given); bytes leave over TLS when the URL is
-    https or the recipient has `tls_origination` (the proxy upgrades plain HTTP for it).
-    """
+    """Decide one call as the proxy would; raise `CheckInputError` on bad input."""
     method = method.strip().upper()
     if not is_token(method):
         raise CheckInputError(f"invalid HTTP method {method!r}")
     target = parse_target(url)
-    recipient = index.resolve(target.host, target.port)
-    inspection = inspect_call(method, url, list(headers), body, limits=limits)
-    call = Call(
+    # The proxy reads the body up to the inspection limit and streams the rest uninspected.
+    truncated = len(body) > limits.max_body_bytes
+    ex = new_exchange(
+        entry="check",
         method=method,
         scheme=target.scheme,
         host=target.host,
         port=target.port,
         path=target.path,
-        inspected=True,
-        tls_upstream=target.scheme == "https"
-        or (recipient is not None and recipient.tls_origination),
-        recipient_id=recipient.id if recipient is not None else None,
-        purpose=purpose,
-        source_workload=source_workload,
-        source_namespace=source_namespace,
+        raw_headers=list(headers),
+        body=body[: limits.max_body_bytes] if truncated else body,
+        body_truncated=truncated,
+        index=index,
+        source=Source(source_workload, source_namespace),
+        default_purpose=purpose,
     )
-    return await decider.decide(call, inspection)
+    return await decide_exchange(ex, decider, resolver=offline_resolver(), limits=limits)

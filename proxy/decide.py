@@ -34,6 +34,8 @@ from sharewall.taxonomy import load_taxonomy
 log = structlog.get_logger(__name__)
 
 DESTINATION_FORBIDDEN = "DESTINATION_FORBIDDEN"
+DESTINATION_MISMATCH = "DESTINATION_MISMATCH"
+DESTINATION_UNIDENTIFIED = "DESTINATION_UNIDENTIFIED"
 
 # The policy's verdict, without anything specific to one call.
 Verdict = tuple[bool, tuple[Reason, ...]]
@@ -79,8 +81,19 @@ def destination_forbidden(call: Call, detail: str) -> Decision:
     Decided by the proxy before the policy runs; `detail` (e.g. the address) is logged, not
     returned, so that apps learn the code but not our network layout.
     """
+    return destination_denied(call, DESTINATION_FORBIDDEN, detail)
+
+
+def destination_denied(call: Call, code: str, detail: str | None) -> Decision:
+    """A deny the proxy decides about the destination itself, before the policy runs.
+
+    `code` is `DESTINATION_FORBIDDEN`, or for a transparently captured connection
+    `DESTINATION_MISMATCH` (the connected address is not one the name resolves or is pinned to)
+    or `DESTINATION_UNIDENTIFIED` (no name at all). `detail` is logged, never returned.
+    """
     log.info(
-        "egress.destination_forbidden",
+        "egress.destination_denied",
+        code=code,
         recipient_id=call.recipient_id,
         host=call.host,
         port=call.port,
@@ -89,9 +102,7 @@ def destination_forbidden(call: Call, detail: str) -> Decision:
     return Decision(
         decision_id=new_decision_id(),
         action="deny",
-        reasons=(
-            Reason(DESTINATION_FORBIDDEN, load_taxonomy().reason_codes[DESTINATION_FORBIDDEN]),
-        ),
+        reasons=(Reason(code, load_taxonomy().reason_codes[code]),),
         recipient_id=call.recipient_id,
         purpose=call.purpose,
     )

@@ -32,9 +32,21 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.recipients import normalise_host
+from sharewall.hosts import normalise_host
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class DestinationMismatch(Exception):
+    """A captured connection's address is not one its name resolves or is pinned to."""
+
+    code = "DESTINATION_MISMATCH"
+
+    def __init__(self, host: str, port: int, address: str) -> None:
+        super().__init__(f"{address}:{port} is not an address of {host}")
+        self.host = host
+        self.port = port
+        self.address = address
 
 
 class DestinationForbidden(Exception):
@@ -198,24 +210,6 @@ def _parse_ipv4_part(part: str) -> int:
     return int(part)
 
 
-def parse_pin(text: str) -> tuple[tuple[str, int], str]:
-    """Parse a `--resolve HOST:PORT:ADDR` pin (curl's syntax); ADDR may be `[v6]` or bare v6."""
-    host, sep, rest = text.partition(":")
-    port_text, sep2, addr_text = rest.partition(":")
-    if not (sep and sep2 and host and addr_text):
-        raise ValueError(f"pin must be HOST:PORT:ADDR, got {text!r}")
-    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-        raise ValueError(f"invalid port in pin {text!r}")
-    if addr_text.startswith("["):
-        if not addr_text.endswith("]"):
-            raise ValueError(f"unbalanced brackets in pin {text!r}")
-        addr_text = addr_text[1:-1]
-    if "%" in addr_text:
-        raise ValueError("IPv6 zone ids are not allowed in pins")
-    address = ipaddress.ip_address(addr_text)
-    return (normalise_host(host), int(port_text)), str(address)
-
-
 def _unmapped(addr: IPAddress) -> IPAddress:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
@@ -237,6 +231,7 @@ class _Outcome:
     expires: float  # loop time; math.inf for pins and IP literals (no DNS involved)
     destination: Destination | None = None
     forbidden: DestinationForbidden | None = None
+    addresses: tuple[str, ...] = ()  # every checked address of the name (first = destination)
 
 
 class Resolver:
@@ -285,19 +280,49 @@ class Resolver:
         Raises `DestinationForbidden` (not public, the proxy itself, or not a valid host at
         all) and `OSError` when the name does not resolve (incl. `TimeoutError`).
         """
+        outcome, _fresh = await self._outcome(host, port)
+        return _replay(outcome)
+
+    async def resolve_at(self, host: str, port: int, address: str) -> Destination:
+        """`host:port` at `address`, which must be one the name resolves or is pinned to.
+
+        For transparent capture: the app connected to `address` itself and claims `host` (Host
+        or SNI). A cached DNS answer that lacks `address` is refreshed once before refusing
+        (the app may have seen a newer rotation of the same name). Raises `DestinationMismatch`,
+        and like `resolve` `DestinationForbidden` and `OSError`.
+        """
+        wanted = str(_unmapped(ipaddress.ip_address(address)))
+        outcome, fresh = await self._outcome(host, port)
+        if wanted not in outcome.addresses and not fresh and outcome.expires != math.inf:
+            self._cache.pop((host, port), None)
+            outcome, fresh = await self._outcome(host, port)
+        destination = _replay(outcome)
+        if wanted not in outcome.addresses:
+            raise DestinationMismatch(destination.host, port, wanted)
+        if destination.address == wanted:
+            return destination
+        return _destination(
+            destination.host, port, ipaddress.ip_address(wanted), pinned=destination.pinned
+        )
+
+    async def _outcome(self, host: str, port: int) -> tuple[_Outcome, bool]:
+        """The classified outcome for `host:port` (cached or new) and whether it is new."""
         key = (host, port)
         cached = self._cache.get(key)
         if cached is not None:
             if cached.expires == math.inf or cached.expires > asyncio.get_running_loop().time():
-                return _replay(cached)
+                return cached, False
             del self._cache[key]
         try:
-            destination = await self._resolve(host, port)
+            destination, addresses = await self._resolve(host, port)
         except DestinationForbidden as exc:
-            self._remember(key, _Outcome(self._expiry(host, port), forbidden=exc))
-            raise
-        self._remember(key, _Outcome(self._expiry(host, port), destination=destination))
-        return destination
+            outcome = _Outcome(self._expiry(host, port), forbidden=exc)
+        else:
+            outcome = _Outcome(
+                self._expiry(host, port), destination=destination, addresses=addresses
+            )
+        self._remember(key, outcome)
+        return outcome, True
 
     def _expiry(self, host: str, port: int) -> float:
         """When an outcome for `host` goes stale: never without DNS, else after the TTL."""
@@ -318,7 +343,7 @@ class Resolver:
             del self._cache[next(iter(self._cache))]
         self._cache[key] = outcome
 
-    async def _resolve(self, host: str, port: int) -> Destination:
+    async def _resolve(self, host: str, port: int) -> tuple[Destination, tuple[str, ...]]:
         try:
             literal = parse_ip_literal(host)
             name = str(literal) if literal is not None else normalise_host(host)
@@ -327,17 +352,18 @@ class Resolver:
         pinned = self._pins.get((name, port))
         if pinned is not None:
             self._check_self(name, pinned, port)
-            return _destination(name, port, pinned, pinned=True)
+            return _destination(name, port, pinned, pinned=True), (str(_unmapped(pinned)),)
         if literal is not None:
             self._check(name, literal, port)
-            return _destination(name, port, literal, pinned=False)
+            return _destination(name, port, literal, pinned=False), (str(_unmapped(literal)),)
         # RFC 6761: "localhost" and names under it are loopback whatever DNS says.
         if name == "localhost" or name.endswith(".localhost"):
             raise DestinationForbidden(name, "loopback")
         addresses = await self._lookup(name, port)
         for addr in addresses:
             self._check(name, addr, port)
-        return _destination(name, port, addresses[0], pinned=False)
+        checked = tuple(str(_unmapped(a)) for a in addresses)
+        return _destination(name, port, addresses[0], pinned=False), checked
 
     async def _lookup(self, name: str, port: int) -> list[IPAddress]:
         getaddrinfo = self._getaddrinfo or asyncio.get_running_loop().getaddrinfo

@@ -1,8 +1,10 @@
-"""The client side of the proxy: HTTP/1.x forward proxy, CONNECT tunnels and TLS interception.
+"""Client connection handling: accept, serve requests one after another, dispatch each call.
 
-Every call is read (head, then body up to the inspection limit), resolved to a recipient and a
-checked destination, inspected, decided, and only then sent upstream. Any exception of ours on
-a call is answered 503 (fail closed), never a pass-through.
+Each request is named (absolute-form target, or origin-form inside an intercepted CONNECT),
+built into an `Exchange`, decided by `proxy.pipeline.decide_exchange` and given its outcome by
+`proxy.outcome.outcome_of`; a refusal is written from its outcome, an allowed call goes through
+the upstream client and its response is relayed back. Any exception of ours on a call is
+answered 503 (fail closed), never a pass-through.
 """
 
 from __future__ import annotations
@@ -11,36 +13,27 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httptools
 import structlog
 
 from proxy import responses
-from proxy.authority import (
-    BadAuthority,
-    parse_authority_cached,
-    split_absolute_url,
-)
-from proxy.decision import Call, Decision, new_decision_id
-from proxy.decision_log import DecisionLog, decision_record, redact_path
-from proxy.destinations import Destination, DestinationForbidden, Resolver
-from proxy.inspect import inspect_call
-from proxy.inspect.model import BODY_TOO_LARGE, Inspection
+from proxy.decision import Decision, new_decision_id
+from proxy.decision_log import DecisionLog
+from proxy.destinations import Resolver
+from proxy.exchange import PURPOSE_HEADER, Exchange, Source, Timings, new_exchange
+from proxy.http1 import BadRequest, ClientConnection, RequestHead
 from proxy.metrics import ProxyMetrics
+from proxy.outcome import REFUSAL_STATUS, Outcome
+from proxy.pipeline import check_destination, decide_exchange, record_exchange, settle
 from proxy.recipients import RecipientIndex
+from proxy.relay import relay_response
 from proxy.settings import Settings
-from proxy.upstream import (
-    UpstreamError,
-    UpstreamPool,
-    filter_request_headers,
-    open_tunnel,
-    splice,
-    stream_response,
-)
+from proxy.tunnel import open_tunnel, splice
+from proxy.upstream import UpstreamError, UpstreamPool, send_request
+from sharewall.hosts import BadAuthority, parse_authority_cached, parse_url
 
 if TYPE_CHECKING:  # annotations only: the app builds these
     from proxy.certs import CertificateAuthority
@@ -48,262 +41,10 @@ if TYPE_CHECKING:  # annotations only: the app builds these
 
 log = structlog.get_logger("sharewall.proxy")
 
-PURPOSE_HEADER = "x-sharewall-purpose"
-# Bodies above this are inspected in a worker thread so one big payload does not stall the loop.
-INSPECT_IN_THREAD_BYTES = 64 * 1024
 CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 # How much of a refused request's body is read and dropped before closing (lingering close).
 DISCARD_MAX_BYTES = 16 << 20
 DISCARD_SECONDS = 5.0
-
-
-class BadRequest(Exception):
-    """A request we cannot parse or accept: answered 400 (or `status`) and the connection closed."""
-
-    def __init__(self, message: str, *, status: int = 400, code: str = responses.BAD_REQUEST):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-@dataclass
-class _Message:
-    """One request as the parser delivers it: head fields, then body chunks."""
-
-    url: bytearray = field(default_factory=bytearray)
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    first: dict[str, str] = field(default_factory=dict)  # lower-case name -> first value
-    head_done: bool = False
-    complete: bool = False
-    body: deque[bytes] = field(default_factory=deque)
-    method: str = ""
-    version: str = "1.1"
-    keep_alive: bool = True
-    head_size: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    """The parsed head of one request."""
-
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    keep_alive: bool
-    # Lower-case name -> first value, built while parsing: a request asks for ~6 headers.
-    first: dict[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        """The first value of header `name` (case-insensitive)."""
-        return self.first.get(name.lower())
-
-
-class ClientConnection:
-    """HTTP/1.x request reader over one client stream (httptools/llhttp does the parsing)."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, settings: Settings
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.settings = settings
-        self._parser = httptools.HttpRequestParser(self)
-        self._messages: deque[_Message] = deque()
-        self._current: _Message | None = None
-        self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
-        self._head_too_large = False
-        self.tunnel_established = False  # "200 Connection Established" was sent
-        self.tls = False  # the client stream was upgraded to TLS by us
-        self.served = 0  # requests answered on this stream (TLS upgrade included)
-        self.eof = False
-
-    # -- httptools callbacks ------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._current = _Message()
-        self._messages.append(self._current)
-
-    def on_url(self, url: bytes) -> None:
-        assert self._current is not None
-        self._current.url += url
-        self._current.head_size += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._current is not None
-        self._current.head_size += len(name) + len(value) + 4
-        if self._current.head_size > self.settings.max_header_bytes:
-            self._head_too_large = True
-            raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
-        text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
-        self._current.headers.append((text_name, text_value))
-        self._current.first.setdefault(text_name.lower(), text_value)
-
-    def on_headers_complete(self) -> None:
-        m = self._current
-        assert m is not None
-        m.head_done = True
-        m.method = self._parser.get_method().decode("ascii", "replace")
-        m.version = self._parser.get_http_version()
-        m.keep_alive = self._parser.should_keep_alive()
-
-    def on_body(self, body: bytes) -> None:
-        assert self._current is not None
-        self._current.body.append(bytes(body))
-
-    def on_message_complete(self) -> None:
-        assert self._current is not None
-        self._current.complete = True
-
-    # -- reading --------------------------------------------------------------------------------
-
-    def _feed(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            self.upgrade_rest = bytes(data[offset:])
-        except (_HeadTooLarge, httptools.HttpParserError) as exc:
-            if self._head_too_large:
-                raise BadRequest(
-                    "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
-                ) from None
-            raise BadRequest(f"malformed request: {exc}") from None
-
-    async def _read(self, seconds: float) -> bytes:
-        async with asyncio.timeout(seconds):
-            data = await self.reader.read(65536)
-        if not data:
-            self.eof = True
-        return data
-
-    async def read_head(self, *, idle_timeout: float) -> RequestHead | None:
-        """The next request head; None when the client closed (or idled out) between requests."""
-        loop = asyncio.get_running_loop()
-        deadline: float | None = None
-        while not (self._messages and self._messages[0].head_done):
-            if self.eof or self.upgrade_rest is not None:
-                return None
-            started = bool(self._messages) and (self._messages[0].url or self._messages[0].headers)
-            if deadline is None and started:
-                deadline = loop.time() + self.settings.header_timeout
-            if deadline is None:
-                try:
-                    data = await self._read(idle_timeout)
-                except TimeoutError:
-                    return None
-                deadline = loop.time() + self.settings.header_timeout
-            else:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                data = await self._read(remaining)
-            if not data:
-                if self._messages:
-                    raise BadRequest("connection closed inside a request head")
-                return None
-            self._feed(data)
-            m = self._messages[0] if self._messages else None
-            if m is not None and not m.head_done and m.head_size > self.settings.max_header_bytes:
-                raise BadRequest(
-                    "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
-                )
-        m = self._messages[0]
-        return RequestHead(
-            method=m.method,
-            target=m.url.decode("latin-1"),
-            version=m.version,
-            headers=m.headers,
-            keep_alive=m.keep_alive,
-            first=m.first,
-        )
-
-    async def read_body(self, limit: int) -> tuple[bytes, bool]:
-        """Read the current request's body up to `limit` bytes: (prefix, is_truncated)."""
-        m = self._messages[0]
-        if m.complete and len(m.body) <= 1:
-            # The whole body came with the head (the usual small API call): no deadline
-            # to arm, no chunks to join.
-            body = m.body.popleft() if m.body else b""
-            if len(body) > limit:
-                m.body.append(body[limit:])
-                return body[:limit], True
-            return body, False
-        size = sum(len(c) for c in m.body)
-        try:
-            # One deadline for the whole inspected part: a trickling client cannot hold a
-            # call open for long by sending a byte now and then.
-            async with asyncio.timeout(self.settings.body_timeout):
-                while not m.complete and size <= limit:
-                    data = await self.reader.read(65536)
-                    if not data:
-                        self.eof = True
-                        raise BadRequest("connection closed inside a request body")
-                    self._feed(data)
-                    size = sum(len(c) for c in m.body)
-        except TimeoutError:
-            raise BadRequest(
-                "request body not received in time", status=408, code=responses.REQUEST_TIMEOUT
-            ) from None
-        body = b"".join(m.body)
-        m.body.clear()
-        if len(body) > limit:
-            # Keep what is past the limit for forwarding; inspect only the prefix.
-            m.body.append(body[limit:])
-            return body[:limit], True
-        return body, False
-
-    @property
-    def body_complete(self) -> bool:
-        return self._messages[0].complete and not self._messages[0].body
-
-    async def body_rest(self) -> AsyncIterator[bytes]:
-        """The rest of the current request's body (after `read_body`), as it arrives."""
-        m = self._messages[0]
-        while True:
-            while m.body:
-                yield m.body.popleft()
-            if m.complete:
-                return
-            try:
-                data = await self._read(self.settings.body_timeout)
-            except TimeoutError:
-                raise BadRequest(
-                    "request body stalled", status=408, code=responses.REQUEST_TIMEOUT
-                ) from None
-            if not data:
-                raise BadRequest("connection closed inside a request body")
-            self._feed(data)
-
-    async def discard_body(self, max_bytes: int, seconds: float) -> None:
-        """Read and drop the rest of the current body, up to `max_bytes` or `seconds`."""
-        dropped = 0
-        with contextlib.suppress(TimeoutError, BadRequest, ConnectionError):
-            async with asyncio.timeout(seconds):
-                async for chunk in self.body_rest():
-                    dropped += len(chunk)
-                    if dropped > max_bytes:
-                        return
-
-    def finish_message(self) -> None:
-        """Forget the current request (its body fully consumed)."""
-        self._messages.popleft()
-
-    def reset_parser(self) -> None:
-        """A fresh parser for the same stream (after a TLS upgrade inside CONNECT)."""
-        self._parser = httptools.HttpRequestParser(self)
-        self._messages.clear()
-        self._current = None
-        self.upgrade_rest = None
-        self.eof = False
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-
-class _HeadTooLarge(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +58,7 @@ class Tunnel:
 
 @dataclass
 class ProxyContext:
-    """What the listener needs from the app; `index` and `ready` change on snapshot reloads."""
+    """What the listener needs from the app; `index` changes on snapshot reloads."""
 
     settings: Settings
     decider: Decider
@@ -325,22 +66,15 @@ class ProxyContext:
     upstream: UpstreamPool
     decision_log: DecisionLog
     metrics: ProxyMetrics
-    destination_forbidden: Callable[[Call, str], Decision]
     certificate_authority: CertificateAuthority | None = None
     index: RecipientIndex | None = None
     open_tunnels: int = 0
 
-
-@dataclass
-class _Timing:
-    start: float = field(default_factory=time.perf_counter)
-    inspect_ms: float | None = None
-    policy_ms: float | None = None
-    upstream_ms: float | None = None
-    blocked: bool = False  # we answered 403/503 ourselves (whatever the mode)
-
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.start) * 1000.0
+    @property
+    def source(self) -> Source:
+        """The calling workload, from the sidecar's own settings."""
+        s = self.settings
+        return Source(s.source_workload, s.source_namespace)
 
 
 class ProxyServer:
@@ -489,11 +223,11 @@ class ProxyServer:
 
     # -- one plain (or intercepted) request ------------------------------------------------------
 
-    async def _request(
-        self, conn: ClientConnection, head: RequestHead, tunnel: Tunnel | None
-    ) -> bool:
-        """Decide and forward one request; True when the connection may serve another one."""
-        if head.header("upgrade") is not None and head.method != "CONNECT":
+    # -- one plain (or intercepted) request ------------------------------------------------------
+
+    def _name(self, head: RequestHead, tunnel: Tunnel | None) -> tuple[str, str, int, str]:
+        """(scheme, host, port, path) of a request; `BadRequest` when it cannot be named."""
+        if head.header("upgrade") is not None:
             raise BadRequest("protocol upgrades are not supported through the proxy")
         try:
             if tunnel is not None:
@@ -501,7 +235,8 @@ class ProxyServer:
                     raise BadAuthority("requests inside a tunnel must be in origin-form")
                 scheme, host, port, path = "https", tunnel.host, tunnel.port, head.target
             else:
-                scheme, host, port, path = split_absolute_url(head.target)
+                target = parse_url(head.target)
+                scheme, host, port, path = target.scheme, target.host, target.port, target.path
             host_header = head.header("host")
             if host_header is not None:
                 default = 443 if scheme == "https" else 80
@@ -511,83 +246,58 @@ class ProxyServer:
                 raise BadAuthority("HTTP/1.1 request without a Host header")
         except BadAuthority as exc:
             raise BadRequest(str(exc)) from None
+        return scheme, host, port, path
 
+    async def _request(
+        self, conn: ClientConnection, head: RequestHead, tunnel: Tunnel | None
+    ) -> bool:
+        """Decide and carry out one request; True when the connection may serve another one."""
+        scheme, host, port, path = self._name(head, tunnel)
         if (head.header("expect") or "").lower() == "100-continue" and not conn.body_complete:
             await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        timing = _Timing()
+        timings = Timings()
         decision_id = new_decision_id()
-        is_head = head.method == "HEAD"
         keep_alive = head.keep_alive and not self._closing
         version = "1.0" if head.version == "1.0" else "1.1"
-        record_args: dict[str, Any] = {
-            "method": head.method,
-            "host": host,
-            "port": port,
-            "path": path,
-            "inspected": True,
-            "tunnel": tunnel is not None,
-        }
-        status: int | None = None
-        decision: Decision | None = None
+        ex: Exchange | None = None
         try:
             body, truncated = await conn.read_body(self.settings.limits.max_body_bytes)
             keep_alive = keep_alive and not truncated
-            purpose = (
-                head.header(PURPOSE_HEADER)
-                or (tunnel.purpose if tunnel is not None else None)
-                or self.settings.default_purpose
-            )
-            index = self.ctx.index
-            recipient = index.resolve(host, port) if index is not None else None
-            tls_upstream = scheme == "https" or bool(recipient and recipient.tls_origination)
-            up_scheme = "https" if tls_upstream else "http"
-            up_port = 443 if (scheme == "http" and tls_upstream and port == 80) else port
-            call = Call(
+            ex = new_exchange(
+                entry="intercepted" if tunnel is not None else "forward",
                 method=head.method,
                 scheme=scheme,
                 host=host,
                 port=port,
-                # Redacted: an OPA sidecar may log its input, and no rule reads credentials.
-                path=redact_path(path),
-                inspected=True,
-                tls_upstream=tls_upstream,
-                recipient_id=recipient.id if recipient else None,
-                purpose=purpose,
-                source_workload=self.settings.source_workload,
-                source_namespace=self.settings.source_namespace,
-                request_id=decision_id,
-            )
-            # What goes upstream is also exactly what is inspected: filtered once.
-            up_headers = filter_request_headers(head.headers)
-            destination: Destination | None = None
-            unresolved: OSError | None = None
-            try:
-                destination = await self.ctx.resolver.resolve(host, up_port)
-            except DestinationForbidden as exc:
-                decision = self.ctx.destination_forbidden(call, exc.detail)
-            except OSError as exc:
-                unresolved = exc  # decided first: a blocked call is a 403 whatever DNS says
-            if decision is None:
-                decision = await self._decide(head, call, path, up_headers, body, truncated, timing)
-            status = await self._answer_or_forward(
-                conn,
-                head,
-                up_headers,
-                decision,
-                body,
-                truncated,
-                destination,
-                unresolved,
-                up_scheme=up_scheme,
-                up_port=up_port,
                 path=path,
-                timing=timing,
-                keep_alive=keep_alive,
-                version=version,
+                raw_headers=head.headers,
+                body=body,
+                body_truncated=truncated,
+                index=self.ctx.index,
+                source=self.ctx.source,
+                default_purpose=self.settings.default_purpose,
+                purpose_header=head.header(PURPOSE_HEADER),
+                tunnel_purpose=tunnel.purpose if tunnel is not None else None,
+                decision_id=decision_id,
+                timings=timings,
             )
-            if status < 0:  # the response could not be completed: the stream is unusable
-                status = -status
-                keep_alive = False
+            await decide_exchange(
+                ex, self.ctx.decider, resolver=self.ctx.resolver, limits=self.settings.limits
+            )
+            outcome = settle(ex, mode=self.settings.mode)
+            if outcome.is_sent:
+                keep_alive = await self._forward(conn, head, ex, keep_alive, version)
+            else:
+                await conn.send(
+                    responses.rejection(
+                        outcome,
+                        ex.decision,  # type: ignore[arg-type]
+                        keep_alive=keep_alive and conn.body_complete,
+                        head=head.method == "HEAD",
+                        version=version,
+                    )
+                )
+                ex.status = REFUSAL_STATUS[outcome]
             if not conn.body_complete:
                 # An undrained body would be read as the next request: close, but first read
                 # and drop some of it (RFC 9112 §9.6): closing on unread bytes resets the
@@ -601,147 +311,73 @@ class ProxyServer:
             raise
         except Exception:
             log.exception("egress.internal_error", decision_id=decision_id)
-            decision = Decision(decision_id=decision_id, action="deny", fault="internal_error")
-            status = 503
-            timing.blocked = True
+            if ex is not None:
+                ex.decision = Decision(
+                    decision_id=decision_id, action="deny", fault="internal_error"
+                )
+                ex.outcome, ex.status = Outcome.UNAVAILABLE, 503
             with contextlib.suppress(Exception):
                 await conn.send(
                     responses.unavailable(
-                        decision_id, keep_alive=False, head=is_head, version=version
+                        decision_id, keep_alive=False, head=head.method == "HEAD", version=version
                     )
                 )
             return False
         finally:
-            if decision is not None:
-                self._log(decision, record_args, status, timing, blocked=timing.blocked)
+            if ex is not None and ex.decision is not None:
+                record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
 
-    async def _decide(
-        self,
-        head: RequestHead,
-        call: Call,
-        path: str,
-        up_headers: list[tuple[str, str]],
-        body: bytes,
-        truncated: bool,
-        timing: _Timing,
-    ) -> Decision:
-        # The inspector sees the real path (query included); the policy input a redacted one.
-        url = f"{call.scheme}://{_authority(call.host, call.port, call.scheme)}{path}"
-        t0 = time.perf_counter()
-        # Inspected: exactly the headers that go upstream (`up_headers`: not
-        # Proxy-Authorization, not X-Sharewall-*): data that never leaves the pod is not
-        # shared with anyone.
-        args = (head.method, url, up_headers, body)
-        kwargs = {"limits": self.settings.limits, "body_truncated": truncated}
-        if len(body) > INSPECT_IN_THREAD_BYTES:
-            inspection = await asyncio.to_thread(inspect_call, *args, **kwargs)
-        else:
-            inspection = inspect_call(*args, **kwargs)
-        if truncated and BODY_TOO_LARGE not in inspection.problems:
-            # Belt and braces: the policy must see that it did not get every byte.
-            inspection = Inspection(
-                findings=inspection.findings, problems=(*inspection.problems, BODY_TOO_LARGE)
-            )
-        t1 = time.perf_counter()
-        decision = await self.ctx.decider.decide(call, inspection)
-        timing.inspect_ms = (t1 - t0) * 1000.0
-        timing.policy_ms = (time.perf_counter() - t1) * 1000.0
-        return decision
-
-    async def _answer_or_forward(
+    async def _forward(
         self,
         conn: ClientConnection,
         head: RequestHead,
-        up_headers: list[tuple[str, str]],
-        decision: Decision,
-        body: bytes,
-        truncated: bool,
-        destination: Destination | None,
-        unresolved: OSError | None,
-        *,
-        up_scheme: str,
-        up_port: int,
-        path: str,
-        timing: _Timing,
+        ex: Exchange,
         keep_alive: bool,
         version: str,
-    ) -> int:
-        """Answer a block/fault ourselves or stream the upstream's answer; the status sent."""
-        is_head = head.method == "HEAD"
-        report = self.settings.mode == "report"
-        forbidden = DestinationForbidden.code in decision.reason_codes
-        # A fault fails closed in every mode: report mode relaxes the policy, not the proxy.
-        if decision.unavailable:
-            timing.blocked = True
-            await conn.send(
-                responses.unavailable(
-                    decision.decision_id,
-                    keep_alive=keep_alive and conn.body_complete,
-                    head=is_head,
-                    version=version,
-                )
-            )
-            return 503
-        if (not decision.allow and not report) or forbidden:
-            # A forbidden destination stays forbidden in report mode: there is no checked
-            # address to connect to.
-            timing.blocked = True
-            await conn.send(
-                responses.blocked(
-                    decision,
-                    keep_alive=keep_alive and conn.body_complete,
-                    head=is_head,
-                    version=version,
-                )
-            )
-            return 403
-        if destination is None:
-            message = f"cannot resolve the destination ({type(unresolved).__name__})"
-            await conn.send(
-                responses.error(
-                    502,
-                    responses.UPSTREAM_UNREACHABLE,
-                    message,
-                    keep_alive=keep_alive and conn.body_complete,
-                    head=is_head,
-                    version=version,
-                )
-            )
-            return 502
+    ) -> bool:
+        """Send an allowed exchange upstream and relay the answer; True to keep the client."""
+        assert ex.destination is not None
         data: bytes | AsyncIterator[bytes] | None
-        if truncated:
-            data = _chain(body, conn.body_rest())
+        if ex.body_truncated:
+            data = _chain(ex.body, conn.body_rest())
         else:
-            data = body if (body or head.method in ("POST", "PUT", "PATCH")) else None
+            data = ex.body if (ex.body or head.method in ("POST", "PUT", "PATCH")) else None
         t0 = time.perf_counter()
         try:
-            return await stream_response(
+            response = await send_request(
                 self.ctx.upstream,
-                conn.writer,
-                method=head.method,
-                scheme=up_scheme,
-                destination=destination,
-                port=up_port,
-                path=path,
-                headers=up_headers,
+                method=ex.method,
+                scheme=ex.upstream_scheme,
+                destination=ex.destination,
+                port=ex.upstream_port,
+                path=ex.path,
+                headers=ex.headers,
                 data=data,
+                body_length=_declared_length(head) if ex.body_truncated else None,
+            )
+            ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
+            relayed = await relay_response(
+                response,
+                conn.writer,
+                method=ex.method,
                 client_version=version,
                 keep_alive=keep_alive,
-                on_head=lambda: _mark(timing, t0),
-                body_length=_declared_length(head) if truncated else None,
             )
         except UpstreamError as exc:
+            ex.status = exc.status
             await conn.send(
                 responses.error(
                     exc.status,
                     exc.code,
                     exc.message,
                     keep_alive=False,
-                    head=is_head,
+                    head=head.method == "HEAD",
                     version=version,
                 )
             )
-            return -exc.status
+            return False
+        ex.status = relayed.status
+        return relayed.keep_alive
 
     # -- CONNECT -------------------------------------------------------------------------------
 
@@ -752,91 +388,66 @@ class ProxyServer:
             raise BadRequest(str(exc)) from None
         if conn.upgrade_rest:
             raise BadRequest("data sent before the tunnel was established")
-        index = self.ctx.index
-        recipient = index.resolve(host, port) if index is not None else None
-        ca = self.ctx.certificate_authority
-        timing = _Timing()
-        decision_id = new_decision_id()
-        purpose = head.header(PURPOSE_HEADER) or self.settings.default_purpose
-        call = Call(
+        purpose_header = head.header(PURPOSE_HEADER)
+        ex = new_exchange(
+            entry="connect",
             method="CONNECT",
             scheme="https",
             host=host,
             port=port,
             path="",
-            inspected=False,
-            tls_upstream=True,
-            recipient_id=recipient.id if recipient else None,
-            purpose=purpose,
-            source_workload=self.settings.source_workload,
-            source_namespace=self.settings.source_namespace,
-            request_id=decision_id,
+            raw_headers=[],
+            index=self.ctx.index,
+            source=self.ctx.source,
+            default_purpose=self.settings.default_purpose,
+            purpose_header=purpose_header,
         )
-        record_args: dict[str, Any] = {
-            "method": "CONNECT",
-            "host": host,
-            "port": port,
-            "path": "",
-            "inspected": False,
-            "tunnel": True,
-        }
-        intercept = ca is not None and recipient is not None and recipient.inspect_tls
-        destination: Destination | None = None
-        try:
-            destination = await self.ctx.resolver.resolve(host, port)
-        except DestinationForbidden as exc:
-            decision = self.ctx.destination_forbidden(call, exc.detail)
-            await conn.send(responses.blocked(decision, keep_alive=False))
-            self._log(decision, record_args, 403, timing, blocked=True)
-            return
-        except OSError:
-            destination = None  # decided first: a blocked tunnel is a 403 whatever DNS says
-        if intercept and destination is not None:
-            tunnel = Tunnel(host, port, head.header(PURPOSE_HEADER))
-            await self._intercept(conn, tunnel, ca)
-            return
-        decision = await self._decide_tunnel(call, timing)
-        report = self.settings.mode == "report"
-        if decision.unavailable:  # fails closed in report mode too
-            await conn.send(responses.unavailable(decision.decision_id, keep_alive=False))
-            self._log(decision, record_args, 503, timing, blocked=True)
-            return
-        if not decision.allow and not report:
-            await conn.send(responses.blocked(decision, keep_alive=False))
-            self._log(decision, record_args, 403, timing, blocked=True)
-            return
-        if destination is None:
+        ca = self.ctx.certificate_authority
+        if ca is not None and ex.recipient is not None and ex.recipient.inspect_tls:
+            # Intercepted: each request inside is an exchange of its own; the CONNECT only
+            # has to lead to a checked destination.
+            forbidden = await check_destination(ex, self.ctx.resolver)
+            if forbidden is None and ex.destination is not None:
+                await self._intercept(conn, Tunnel(host, port, purpose_header), ca)
+                return
+        await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
+        outcome = settle(ex, mode=self.settings.mode)
+        if not outcome.is_sent:
+            ex.status = REFUSAL_STATUS[outcome]
             await conn.send(
-                responses.error(
-                    502,
-                    responses.UPSTREAM_UNREACHABLE,
-                    f"cannot resolve {host}",
-                    keep_alive=False,
-                )
+                responses.rejection(outcome, ex.decision, keep_alive=False)  # type: ignore[arg-type]
             )
-            self._log(decision, record_args, 502, timing, blocked=False)
+            record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
             return
+        await self._splice(conn, ex)
+
+    async def _splice(self, conn: ClientConnection, ex: Exchange) -> None:
+        """Open the tunnel of an allowed CONNECT to its checked address and copy bytes both ways."""
+        assert ex.destination is not None and ex.decision is not None
         if self.ctx.open_tunnels >= self.settings.max_tunnels:
+            ex.status = 503
             await conn.send(
                 responses.error(
                     503, responses.TOO_MANY_TUNNELS, "too many open tunnels", keep_alive=False
                 )
             )
-            self._log(decision, record_args, 503, timing, blocked=False)
+            record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
             return
         t0 = time.perf_counter()
         try:
             up_reader, up_writer = await open_tunnel(
-                destination, connect_timeout=self.settings.upstream_connect_timeout
+                ex.destination, connect_timeout=self.settings.upstream_connect_timeout
             )
         except UpstreamError as exc:
+            ex.status = exc.status
             await conn.send(responses.error(exc.status, exc.code, exc.message, keep_alive=False))
-            self._log(decision, record_args, exc.status, timing, blocked=False)
+            record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
             return
-        timing.upstream_ms = (time.perf_counter() - t0) * 1000.0
+        ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
         await conn.send(CONNECT_OK)
         conn.tunnel_established = True
-        self._log(decision, record_args, 200, timing, blocked=False)
+        ex.status = 200
+        record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
         self.ctx.open_tunnels += 1
         self.ctx.metrics.open_tunnels.inc()
         try:
@@ -845,21 +456,15 @@ class ProxyServer:
             )
             log.info(
                 "tunnel.closed",
-                decision_id=decision.decision_id,
-                host=host,
-                port=port,
+                decision_id=ex.decision.decision_id,
+                host=ex.host,
+                port=ex.port,
                 bytes_out=sent,
                 bytes_in=received,
             )
         finally:
             self.ctx.open_tunnels -= 1
             self.ctx.metrics.open_tunnels.dec()
-
-    async def _decide_tunnel(self, call: Call, timing: _Timing) -> Decision:
-        t0 = time.perf_counter()
-        decision = await self.ctx.decider.decide(call, Inspection())
-        timing.policy_ms = (time.perf_counter() - t0) * 1000.0
-        return decision
 
     async def _intercept(
         self, conn: ClientConnection, tunnel: Tunnel, ca: CertificateAuthority
@@ -885,41 +490,6 @@ class ProxyServer:
         finally:
             self.ctx.metrics.inflight.inc()
             self._set_busy(True)
-
-    # -- logging ---------------------------------------------------------------------------------
-
-    def _log(
-        self,
-        decision: Decision,
-        args: dict[str, Any],
-        status: int | None,
-        timing: _Timing,
-        *,
-        blocked: bool,
-    ) -> None:
-        record = decision_record(
-            decision=decision,
-            mode=self.settings.mode,
-            status=status,
-            source_workload=self.settings.source_workload,
-            source_namespace=self.settings.source_namespace,
-            latency_ms=timing.elapsed_ms(),
-            inspect_ms=timing.inspect_ms,
-            policy_ms=timing.policy_ms,
-            upstream_ms=timing.upstream_ms,
-            blocked=blocked,
-            **args,
-        )
-        self.ctx.decision_log.emit(record)
-
-
-def _mark(timing: _Timing, t0: float) -> None:
-    timing.upstream_ms = (time.perf_counter() - t0) * 1000.0
-
-
-def _authority(host: str, port: int, scheme: str) -> str:
-    h = f"[{host}]" if ":" in host else host
-    return h if port == (443 if scheme == "https" else 80) else f"{h}:{port}"
 
 
 def _declared_length(head: RequestHead) -> int | None:

@@ -3,57 +3,23 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
-import re
 
-import idna
 import structlog
 import tldextract
 
+from sharewall.hosts import (
+    BadAuthority,
+    is_ip_literal,
+    normalise_host_cached,
+    parse_host_pattern,
+)
 from sharewall.snapshot import Recipient, Snapshot
 
 log = structlog.get_logger("sharewall.recipients")
 
-# Real hostnames break IDNA 2008 rules that DNS does not care about ("r3---sn-x.googlevideo.com",
-# "_dmarc.example.com"), so ASCII names are only checked for DNS shape; only non-ASCII names go
-# through UTS 46 + IDNA 2008 (the `idna` package), as browsers do.
-_ASCII_LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
-_MAX_NAME_LENGTH = 253
-
 # The Public Suffix List bundled with tldextract, read offline (no URL fetch, no cache dir). Private
 # suffixes (github.io, s3.amazonaws.com) count too: a wildcard over them spans other people's names.
 _psl = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
-
-
-def normalise_host(host: str) -> str:
-    """Lower-case `host`, strip one trailing dot and encode IDN labels as punycode.
-
-    IP literals come back in their canonical form (IPv6 without brackets). Raises `ValueError`
-    for anything that is not a valid host name.
-    """
-    if host.startswith("[") and host.endswith("]"):
-        return str(ipaddress.IPv6Address(host[1:-1]))
-    if ":" in host:
-        return str(ipaddress.IPv6Address(host))
-    name = host[:-1] if host.endswith(".") else host
-    if not name:
-        raise ValueError("empty host name")
-    if name.isascii():
-        name = name.lower()
-    else:
-        try:
-            name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
-        except idna.IDNAError as exc:
-            raise ValueError(f"invalid internationalised host name: {exc}") from None
-    if len(name) > _MAX_NAME_LENGTH:
-        raise ValueError("host name longer than 253 characters")
-    if not all(_ASCII_LABEL_RE.match(label) for label in name.split(".")):
-        raise ValueError("host name has an empty or invalid label")
-    return name
-
-
-# A sidecar talks to a handful of hosts: resolve() normalises each spelling once.
-_normalise_cached = functools.lru_cache(maxsize=4096)(normalise_host)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -65,13 +31,6 @@ def _public_suffix(name: str) -> str:
 def is_public_suffix(name: str) -> bool:
     """True when `name` is itself a public suffix ("com", "co.uk", "github.io") or a bare TLD."""
     return "." not in name or _public_suffix(name) == name
-
-
-def _split_pattern(pattern: str) -> tuple[str, int | None]:
-    host, sep, port = pattern.rpartition(":")
-    if not sep:
-        return pattern, None
-    return host, int(port)
 
 
 # One name's patterns: port (None = any port) → recipient.
@@ -103,10 +62,8 @@ class RecipientIndex:
 
     def _add(self, recipient: Recipient, pattern: str) -> None:
         try:
-            host, port = _split_pattern(pattern)
-            wildcard = host.startswith("*.")
-            name = normalise_host(host[2:] if wildcard else host)
-        except ValueError as exc:
+            parsed = parse_host_pattern(pattern)
+        except BadAuthority as exc:
             log.warning(
                 "recipients.pattern_rejected",
                 recipient_id=recipient.id,
@@ -114,6 +71,7 @@ class RecipientIndex:
                 why=str(exc),
             )
             return
+        name, wildcard, port = parsed.name, parsed.wildcard, parsed.port
         if wildcard and is_public_suffix(name):
             log.warning(
                 "recipients.pattern_rejected",
@@ -156,7 +114,7 @@ class RecipientIndex:
 
     def _match(self, host: str, port: int) -> Recipient | None:
         try:
-            name = _normalise_cached(host)
+            name = normalise_host_cached(host)
         except ValueError:
             return None
         entry = self._exact.get(name)
@@ -164,7 +122,7 @@ class RecipientIndex:
             found = _by_port(entry, port)
             if found is not None:
                 return found
-        if not self._wildcard or _is_ip_literal(name):
+        if not self._wildcard or is_ip_literal(name):
             return None  # "*.0.0.1" is not a set of addresses: IP literals match exactly only
         # Walk the suffixes from the longest: at most one dict lookup per label.
         suffix = name
@@ -177,14 +135,6 @@ class RecipientIndex:
             if found is not None and _within_one_owner(name, suffix):
                 return found
         return None
-
-
-def _is_ip_literal(name: str) -> bool:
-    # Normalised names are canonical: IPv6 has ":", an IPv4-shaped name has a numeric last label
-    # (no TLD is numeric, and resolvers read such names as numbers: "0x7f.1", "2130706433").
-    return (
-        ":" in name or name.rsplit(".", 1)[-1].isdigit() or name.rsplit(".", 1)[-1].startswith("0x")
-    )
 
 
 def _by_port(entry: _Entry, port: int) -> Recipient | None:

@@ -7,6 +7,7 @@ from http import HTTPStatus
 import orjson
 
 from proxy.decision import Decision
+from proxy.outcome import REFUSAL_STATUS, Outcome
 
 DECISION_ID_HEADER = "X-Sharewall-Decision-Id"
 
@@ -67,3 +68,16 @@ def unavailable(decision_id: str, message: str = "egress is unavailable", **kw: 
 def error(status: int, code: str, message: str, **kw: object) -> bytes:
     """Any other proxy error (400, 431, 502, 504) as `{"error": code, "message": ...}`."""
     return render(status, {"error": code, "message": message}, **kw)  # type: ignore[arg-type]
+
+
+def rejection(outcome: Outcome, decision: Decision, **kw: object) -> bytes:
+    """The answer to a call sharewall does not send: 403 blocked, 503 unavailable, 502 unreachable."""
+    if outcome is Outcome.BLOCK:
+        return blocked(decision, **kw)
+    if outcome is Outcome.UNAVAILABLE:
+        return unavailable(decision.decision_id, **kw)
+    if outcome is Outcome.UNREACHABLE:
+        return error(
+            REFUSAL_STATUS[outcome], UPSTREAM_UNREACHABLE, "cannot resolve the destination", **kw
+        )
+    raise ValueError(f"{outcome} is not a refusal")

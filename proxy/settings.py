@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from proxy.inspect.model import InspectionLimits
+from sharewall import hosts
 
 Mode = Literal["enforce", "report"]
 EngineName = Literal["embedded", "opa"]
@@ -20,13 +21,10 @@ class SettingsError(ValueError):
 
 def parse_hostport(text: str, *, what: str = "address") -> tuple[str, int]:
     """Parse `HOST:PORT` or `[V6]:PORT` of a listen flag; port 0 means an ephemeral port."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise SettingsError(f"{what} {text!r}: expected HOST:PORT")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host:
-        raise SettingsError(f"{what} {text!r}: empty host")
-    return host, int(port)
+    try:
+        return hosts.parse_hostport(text)
+    except hosts.BadAuthority as exc:
+        raise SettingsError(f"{what} {text!r}: {exc}") from None
 
 
 def default_spool_dir() -> Path:

@@ -1,9 +1,11 @@
 """The upstream side: pooled HTTP/1.1 connections to checked addresses, streamed responses, tunnels.
 
 A small purpose-built client rather than aiohttp's: it connects only to the address the
-destination check approved (DNS is resolved once, by `proxy.destinations`; no rebinding), and
-relays the response head and body as they arrive, with the framing the app's HTTP version
-needs. SNI and certificate verification use the host name.
+destination check approved (DNS is resolved once, by `proxy.destinations`; no rebinding).
+`send_request()` answers an `UpstreamResponse` once the head arrived (httpcore's
+`handle_async_request`); it never touches the client socket: `proxy.relay` writes the
+response to the client, and the connection returns to the pool when the response is closed
+with its body read whole. SNI and certificate verification use the host name.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import structlog
@@ -50,7 +52,6 @@ _REQUEST_DROP = HOP_BY_HOP | {
 }
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
 SHAREWALL_PREFIX = "x-sharewall-"
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class UpstreamError(Exception):
@@ -400,9 +401,115 @@ async def _exchange(
         # 1xx interim answers (we never send Expect, but an upstream may still send 103).
 
 
-async def stream_response(
+class UpstreamResponse:
+    """An upstream answer whose head has arrived; the body is read with `body()` (httpcore's way).
+
+    The connection goes back to the pool when the body was read to its end and both sides
+    allow reuse (`close(complete=True)`), otherwise it is closed. Whoever holds a response
+    must `close()` it exactly once.
+    """
+
+    __slots__ = ("_conn", "_head", "_pool", "_read_timeout")
+
+    def __init__(self, pool: UpstreamPool, conn: _Conn, head: _Head) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._head = head
+        self._read_timeout = pool.read_timeout
+
+    @property
+    def status(self) -> int:
+        return self._head.status
+
+    @property
+    def reason(self) -> str:
+        return self._head.reason
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The upstream's header fields as sent (`filter_response_headers` before relaying)."""
+        return self._head.headers
+
+    @property
+    def length(self) -> int | None:
+        """The body's Content-Length; None when chunked or close-delimited."""
+        return self._head.length
+
+    @property
+    def is_chunked(self) -> bool:
+        return self._head.transfer_chunked
+
+    @property
+    def is_delimited(self) -> bool:
+        """The body's end is known without the connection closing (length or chunked)."""
+        return self._head.length is not None or self._head.transfer_chunked
+
+    @property
+    def buffered(self) -> int:
+        """Body bytes already received with the head (nothing to wait for)."""
+        return len(self._conn.reader._buffer)  # type: ignore[attr-defined]
+
+    async def read_buffered(self) -> bytes:
+        """The whole length-delimited body when it is already here (a small API answer)."""
+        assert self._head.length is not None and self.buffered >= self._head.length
+        return await self._conn.reader.readexactly(self._head.length)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The decoded body, chunk by chunk, per its framing; `ValueError`/`OSError` if cut."""
+        reader, head, read_timeout = self._conn.reader, self._head, self._read_timeout
+        if head.length is not None:
+            remaining = head.length
+            while remaining:
+                if reader._buffer:  # type: ignore[attr-defined]
+                    # Already received (a small body comes with its head): read() cannot
+                    # wait, so no deadline to arm and cancel.
+                    chunk = await reader.read(min(remaining, 65536))
+                else:
+                    async with asyncio.timeout(read_timeout):
+                        chunk = await reader.read(min(remaining, 65536))
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"", remaining)
+                remaining -= len(chunk)
+                yield chunk
+            return
+        if head.transfer_chunked:
+            while True:
+                async with asyncio.timeout(read_timeout):
+                    size_line = await reader.readuntil(b"\r\n")
+                size_text = size_line.split(b";", 1)[0].strip()
+                size = int(size_text, 16)  # ValueError on garbage: the response is cut
+                if size == 0:
+                    async with asyncio.timeout(read_timeout):
+                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                            pass  # trailers are hop-by-hop here: dropped
+                    return
+                remaining = size
+                while remaining:
+                    async with asyncio.timeout(read_timeout):
+                        chunk = await reader.read(min(remaining, 65536))
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", remaining)
+                    remaining -= len(chunk)
+                    yield chunk
+                async with asyncio.timeout(read_timeout):
+                    if await reader.readexactly(2) != b"\r\n":
+                        raise ValueError("bad chunk terminator")
+            return
+        while True:  # close-delimited
+            async with asyncio.timeout(read_timeout):
+                chunk = await reader.read(65536)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self, *, complete: bool) -> None:
+        """Done with the response: pool the connection when `complete` (the framing is intact:
+        the body was read to its delimited end, or there was none) and the upstream allows it."""
+        self._pool.release(self._conn, reusable=complete and self._head.keep_alive)
+
+
+async def send_request(
     pool: UpstreamPool,
-    writer: asyncio.StreamWriter,
     *,
     method: str,
     scheme: str,
@@ -411,20 +518,17 @@ async def stream_response(
     path: str,
     headers: list[tuple[str, str]],
     data: bytes | AsyncIterator[bytes] | None,
-    client_version: str,
-    keep_alive: bool,
-    on_head: Callable[[], None] | None = None,
     body_length: int | None = None,
-) -> int:
-    """Send one request upstream and stream its response to the client.
+) -> UpstreamResponse:
+    """Send one request to the checked address and return the response once its head arrived.
 
-    Returns the status sent, negated when the client connection must be closed afterwards.
-    Raises `UpstreamError` before any byte reached the client.
+    `data` bytes are sent with a Content-Length; an async iterator is streamed with the app's
+    `body_length`, else chunked. Raises `UpstreamError` (502 unreachable or malformed, 504
+    timed out). A replayable request that fails on a pooled connection the upstream closed
+    meanwhile is retried once on a fresh one (what browsers and aiohttp do).
     """
     key = (scheme, destination.host, destination.address, port)
     replayable = not isinstance(data, AsyncIterator)
-    # A pooled connection may have been closed by the upstream while idle; a replayable
-    # request is then retried once on a fresh connection (what browsers and aiohttp do).
     conn = pool._take_idle(key) if replayable else None
     for attempt in (0, 1):
         reused = conn is not None
@@ -435,7 +539,7 @@ async def stream_response(
                 head = await _exchange(
                     conn, method, scheme, destination, port, path, headers, data, body_length
                 )
-            break
+            return UpstreamResponse(pool, conn, head)
         except TimeoutError:
             conn.close()
             raise UpstreamError(
@@ -454,202 +558,4 @@ async def stream_response(
         except BaseException:
             conn.close()  # e.g. the app's streamed body broke off: the request is incomplete
             raise
-    assert conn is not None
-    if on_head is not None:
-        on_head()
-    try:
-        status, complete = await _relay(
-            pool, conn, head, writer, method, client_version, keep_alive
-        )
-    except BaseException:
-        conn.close()
-        raise
-    pool.release(conn, reusable=complete and head.keep_alive)
-    return status
-
-
-async def _relay(
-    pool: UpstreamPool,
-    conn: _Conn,
-    head: _Head,
-    writer: asyncio.StreamWriter,
-    method: str,
-    client_version: str,
-    keep_alive: bool,
-) -> tuple[int, bool]:
-    """Write the head and stream the body to the client: (status sent, upstream body complete)."""
-    status = head.status
-    out_headers = filter_response_headers(head.headers)
-    no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
-    lines = [f"HTTP/{client_version} {status} {head.reason}".rstrip()]
-    lines += [f"{k}: {v}" for k, v in out_headers]
-    if no_body:
-        framing = "none"
-        if head.length is not None:
-            lines.append(f"Content-Length: {head.length}")
-    elif head.length is not None:
-        framing = "length"
-        lines.append(f"Content-Length: {head.length}")
-    elif client_version == "1.1":
-        framing = "chunked"
-        lines.append("Transfer-Encoding: chunked")
-    else:
-        framing = "close"  # HTTP/1.0 client: the end of the body is the end of the connection
-        keep_alive = False
-    lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
-    pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    if framing == "none" or not getattr(conn.reader, "_buffer", None):
-        # Nothing of the body has arrived yet: the app gets the head now, not with the body.
-        writer.write(pending)
-        pending = b""
-    if framing == "none":
-        await writer.drain()
-        return (status if keep_alive else -status), True
-    try:
-        length = head.length if framing == "length" else None
-        if pending and length is not None and len(conn.reader._buffer) >= length:  # type: ignore[attr-defined]
-            # The whole body came with the head (the usual small API answer): head and body
-            # in one write, without the body generator's per-chunk machinery.
-            framed, pending = pending + await conn.reader.readexactly(length), b""
-            writer.write(framed)
-        else:
-            async for chunk in _upstream_body(conn.reader, head, pool.read_timeout):
-                framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk
-                if pending:
-                    # Head and first body bytes in one segment: one send, not two.
-                    framed, pending = pending + framed, b""
-                writer.write(framed)
-                await writer.drain()
-        tail = b"0\r\n\r\n" if framing == "chunked" else b""
-        if pending or tail:
-            writer.write(pending + tail)
-        await writer.drain()
-    except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-        log.info("upstream.response_cut", status=status, error=type(exc).__name__)
-        if pending:  # the app has seen nothing yet: it still gets a proper answer
-            if isinstance(exc, TimeoutError):
-                raise UpstreamError(
-                    504, responses.UPSTREAM_TIMEOUT, "the upstream stalled in its body"
-                ) from None
-            raise UpstreamError(
-                502, responses.UPSTREAM_UNREACHABLE, "the upstream broke off its body"
-            ) from None
-        return -status, False
-    # A close-delimited upstream body leaves nothing to reuse.
-    return (status if keep_alive else -status), head.length is not None or head.transfer_chunked
-
-
-async def _upstream_body(
-    reader: asyncio.StreamReader, head: _Head, read_timeout: float
-) -> AsyncIterator[bytes]:
-    """The decoded body of an upstream response, chunk by chunk, per its framing."""
-    if head.length is not None:
-        remaining = head.length
-        while remaining:
-            if reader._buffer:  # type: ignore[attr-defined]
-                # Already received (a small body comes with its head): read() cannot wait,
-                # so no deadline to arm and cancel.
-                chunk = await reader.read(min(remaining, 65536))
-            else:
-                async with asyncio.timeout(read_timeout):
-                    chunk = await reader.read(min(remaining, 65536))
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"", remaining)
-            remaining -= len(chunk)
-            yield chunk
-        return
-    if head.transfer_chunked:
-        while True:
-            async with asyncio.timeout(read_timeout):
-                size_line = await reader.readuntil(b"\r\n")
-            size_text = size_line.split(b";", 1)[0].strip()
-            size = int(size_text, 16)  # ValueError on garbage: the response is cut
-            if size == 0:
-                async with asyncio.timeout(read_timeout):
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass  # trailers are hop-by-hop here: dropped
-                return
-            remaining = size
-            while remaining:
-                async with asyncio.timeout(read_timeout):
-                    chunk = await reader.read(min(remaining, 65536))
-                if not chunk:
-                    raise asyncio.IncompleteReadError(b"", remaining)
-                remaining -= len(chunk)
-                yield chunk
-            async with asyncio.timeout(read_timeout):
-                if await reader.readexactly(2) != b"\r\n":
-                    raise ValueError("bad chunk terminator")
-        return
-    while True:  # close-delimited
-        async with asyncio.timeout(read_timeout):
-            chunk = await reader.read(65536)
-        if not chunk:
-            return
-        yield chunk
-
-
-async def open_tunnel(
-    destination: Destination, *, connect_timeout: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw TCP connection to the checked address of a spliced CONNECT tunnel."""
-    try:
-        async with asyncio.timeout(connect_timeout):
-            return await asyncio.open_connection(destination.address, destination.port)
-    except TimeoutError:
-        raise UpstreamError(
-            504, responses.UPSTREAM_TIMEOUT, "connecting to the upstream timed out"
-        ) from None
-    except OSError as exc:
-        raise UpstreamError(
-            502, responses.UPSTREAM_UNREACHABLE, f"upstream unreachable ({type(exc).__name__})"
-        ) from None
-
-
-async def splice(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-    *,
-    idle: float,
-) -> tuple[int, int]:
-    """Copy bytes both ways until one side closes or both are idle for `idle` seconds."""
-    loop = asyncio.get_running_loop()
-    last = [loop.time()]
-    counts = [0, 0]
-
-    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, i: int) -> None:
-        try:
-            while True:
-                data = await src.read(65536)
-                if not data:
-                    break
-                last[0] = loop.time()
-                counts[i] += len(data)
-                dst.write(data)
-                await dst.drain()
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                if dst.can_write_eof():
-                    dst.write_eof()
-
-    tasks = [
-        asyncio.create_task(pump(client_reader, up_writer, 0)),
-        asyncio.create_task(pump(up_reader, client_writer, 1)),
-    ]
-    try:
-        while True:
-            done, _ = await asyncio.wait(tasks, timeout=max(0.05, idle / 4))
-            if len(done) == 2:
-                break
-            if loop.time() - last[0] > idle:
-                break
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        up_writer.close()
-    return counts[0], counts[1]
+    raise AssertionError("unreachable")  # the loop returns or raises

@@ -1,4 +1,4 @@
-"""The `sharewall` root command: it registers the proxy, check and registry subcommands."""
+"""The `sharewall` root command: it registers the proxy, check, registry and injector subcommands."""
 
 from __future__ import annotations
 
@@ -19,12 +19,18 @@ def build_parser() -> argparse.ArgumentParser:
         proxy_cli = None
     if proxy_cli is not None:
         proxy_cli.add_parser(sub)
+    from proxy import capture_cli
+
+    capture_cli.add_parser(sub)
     try:
         from registry import cli as registry_cli
     except ImportError:  # pragma: no cover - before the registry service lands
         registry_cli = None
     if registry_cli is not None:
         registry_cli.add_parser(sub)
+    from injector import cli as injector_cli
+
+    injector_cli.add_parser(sub)
     return parser
 
 

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-import idna
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sharewall.hosts import normalise_host_pattern
 from sharewall.taxonomy import load_taxonomy
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 REGION_RE = re.compile(r"^[A-Z]{2}$")
-# A host pattern: an exact DNS name or one leading "*." label, optionally ":port".
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-HOST_PATTERN_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*(:\d{{1,5}})?$")
 # Kubernetes names: a namespace is a DNS-1123 label, a workload (Deployment, service account)
 # a DNS-1123 subdomain, so both match what the downward API and SPIFFE ids carry.
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -109,13 +105,8 @@ class Recipient(_Strict):
     @field_validator("hosts")
     @classmethod
     def _host_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        normalised = []
-        for host in value:
-            host_norm = normalise_host_pattern(host)
-            if not HOST_PATTERN_RE.match(host_norm):
-                raise ValueError(f"invalid host pattern {host!r}")
-            normalised.append(host_norm)
-        return tuple(dict.fromkeys(normalised))
+        # The proxy's own parser: what the registry accepts is exactly what the proxy matches.
+        return tuple(dict.fromkeys(normalise_host_pattern(host) for host in value))
 
     def active_grants(self, day: date) -> tuple[Grant, ...]:
         return tuple(g for g in self.grants if g.is_active_on(day))
@@ -182,20 +173,6 @@ class Workload(_Strict):
     def key(self) -> tuple[str, str]:
         """(namespace, name): a workload's identity."""
         return (self.namespace, self.name)
-
-
-def normalise_host_pattern(pattern: str) -> str:
-    """Lower-case, strip a trailing dot and encode IDN labels (punycode) of a host pattern."""
-    host, sep, port = pattern.strip().rpartition(":") if ":" in pattern else (pattern, "", "")
-    host = host.strip().lower().rstrip(".")
-    wildcard = host.startswith("*.")
-    bare = host[2:] if wildcard else host
-    if not bare.isascii():
-        # UTS 46 non-transitional (IDNA 2008), as browsers and proxy.recipients.normalise_host:
-        # Python's "idna" codec is IDNA 2003 and maps "faß.de" to "fass.de", another domain.
-        with contextlib.suppress(UnicodeError):  # left as is; the pattern regex rejects it
-            bare = idna.encode(bare, uts46=True, transitional=False).decode("ascii")
-    return ("*." if wildcard else "") + bare + (sep + port if sep else "")
 
 
 class Snapshot(_Strict):

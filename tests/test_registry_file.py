@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from sharewall.hosts import normalise_host_pattern
 from sharewall.registry_file import (
     RegistryFileError,
     dump_registry_document,
     load_registry_file,
     parse_registry_document,
 )
-from sharewall.snapshot import Grant, normalise_host_pattern
+from sharewall.snapshot import Grant
 
 VALID = """
 recipients:

@@ -52,9 +52,14 @@ def test_every_category_has_a_fides_key():
 
 def test_reason_codes_are_the_design_vocabulary():
     codes = set(load_taxonomy().reason_codes)
-    assert {"DESTINATION_FORBIDDEN", "PURPOSE_NOT_ALLOWED_FOR_SOURCE"} <= codes
+    assert {
+        "DESTINATION_FORBIDDEN",
+        "DESTINATION_MISMATCH",
+        "DESTINATION_UNIDENTIFIED",
+        "PURPOSE_NOT_ALLOWED_FOR_SOURCE",
+    } <= codes
     assert all(re.fullmatch(r"[A-Z_]+", c) for c in codes)
-    assert len(codes) >= 14
+    assert len(codes) >= 16
 
 
 def test_policy_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

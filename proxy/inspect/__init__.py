@@ -27,7 +27,16 @@ from proxy.inspect.decode import (
     media_type_of,
     param_of,
 )
+from proxy.inspect.encoded import (
+    decode_base64_text,
+    enter_layer,
+    inflate_magic,
+    inflate_raw,
+    is_base64_body,
+    is_text,
+)
 from proxy.inspect.form import scan_form
+from proxy.inspect.graphql import scan_graphql
 from proxy.inspect.headers import scan_headers
 from proxy.inspect.json_body import scan_json
 from proxy.inspect.keys import Ctx
@@ -41,6 +50,7 @@ from proxy.inspect.model import (
     InspectionLimits,
 )
 from proxy.inspect.multipart import scan_multipart
+from proxy.inspect.protobuf import is_protobuf_media, scan_protobuf
 from proxy.inspect.query import is_mobile_path, scan_url, split_url
 from proxy.inspect.scan import Scan, ScanStopped
 from proxy.inspect.text import scan_text
@@ -68,8 +78,8 @@ def inspect_call(
     """
     scan: Scan | None = None
     try:
-        query, segments = split_url(url)
-        scan = Scan(limits, mobile_call=is_mobile_path(segments))
+        query, segments, host = split_url(url)
+        scan = Scan(limits, mobile_call=is_mobile_path(segments), host=host)
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         try:
             _inspect(scan, query, segments, pairs, body, body_truncated=body_truncated)
@@ -112,12 +122,16 @@ def _inspect(
         body = body[: scan.limits.max_body_bytes]
     content_type = ""
     content_encoding = ""
+    grpc_encoding = ""
     for name, value in headers:
         lower = name.lower()
         if lower == "content-type":
             content_type = value
         elif lower == "content-encoding":
             content_encoding = f"{content_encoding},{value}" if content_encoding else value
+        elif lower == "grpc-encoding":
+            grpc_encoding = value
+    scan.grpc_encoding = grpc_encoding
     if content_encoding:
         try:
             body = decompress(
@@ -129,9 +143,34 @@ def _inspect(
     _scan_body(scan, body, content_type, root, truncated=body_truncated)
 
 
+# Declared compressed media (a file, not a Content-Encoding): the content type of what is inside
+# is unknown, so it is sniffed.
+_BROTLI_MEDIA = frozenset({"application/x-brotli", "application/brotli", "application/x-br"})
+_DEFLATE_MEDIA = frozenset({"application/zlib", "application/x-deflate", "application/deflate"})
+_GZIP_MEDIA = frozenset({"application/gzip", "application/x-gzip"})
+_OPAQUE_MEDIA = _BROTLI_MEDIA | _DEFLATE_MEDIA | _GZIP_MEDIA | {"", "application/octet-stream"}
+# Media whose bytes are their own format: never tried as raw deflate.
+_BINARY_MEDIA_PREFIXES = (
+    "image/",
+    "video/",
+    "audio/",
+    "font/",
+    "application/pdf",
+    "application/zip",
+)
+
+
 def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: int, *, truncated: bool) -> None:
     media = media_type_of(content_type)
+    if is_protobuf_media(media):
+        scan_protobuf(scan, body, media, scan.grpc_encoding, ctx)
+        return
+    if not truncated and _scan_wrapped_body(scan, body, content_type, media, ctx):
+        return
     charset = charset_of(content_type)
+    if media == "application/graphql":
+        scan_graphql(scan, "graphql", decode_text(body, charset, scan), ctx)
+        return
     if media.endswith(("/json", "+json")) or media in ("application/x-ndjson", "application/jsonl"):
         data: bytes | str = body
         if charset not in _UTF8_NAMES or body.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -149,6 +188,46 @@ def _scan_body(scan: Scan, body: bytes, content_type: str, ctx: int, *, truncate
         scan_text(scan, decode_text(body, charset, scan))
     else:
         _scan_unlabelled(scan, body, charset, ctx)
+
+
+def _scan_wrapped_body(scan: Scan, body: bytes, content_type: str, media: str, ctx: int) -> bool:
+    """A body compressed or base64-encoded without saying so: scan what it holds. True if it was.
+
+    Gzip and zlib are known by their magic bytes, brotli and deflate only when their media type
+    declares them, raw deflate only in an opaque body that inflates cleanly into text.
+    """
+    cap = scan.limits.max_decompressed_bytes
+    inner: bytes | None = None
+    try:
+        if media in _BROTLI_MEDIA:
+            inner = decompress(body, "br", cap, truncated=False)
+        elif media in _DEFLATE_MEDIA:
+            inner = decompress(body, "deflate", cap, truncated=False)
+        else:
+            inner = inflate_magic(body, cap)
+            if (
+                inner is None
+                and media in _OPAQUE_MEDIA
+                and not media.startswith(_BINARY_MEDIA_PREFIXES)
+                and is_text(body[:4096]) is None
+            ):
+                inner = inflate_raw(body, cap)
+    except DecodeError as error:
+        scan.problem(error.code)
+        return True
+    inner_type = "" if media in _OPAQUE_MEDIA else content_type
+    if inner is None and media != "multipart/form-data" and is_base64_body(body):
+        text = decode_base64_text(body, cap)
+        if text is not None:
+            inner, inner_type = text.encode(), ""
+    if inner is None:
+        return False
+    if enter_layer(scan):
+        try:
+            _scan_body(scan, inner, inner_type, ctx, truncated=False)
+        finally:
+            scan.layers -= 1
+    return True
 
 
 def _scan_unlabelled(scan: Scan, body: bytes, charset: str | None, ctx: int) -> None:

@@ -417,6 +417,15 @@ def _content(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool
     return True
 
 
+def _graphql(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    from proxy.inspect.graphql import looks_like_graphql, scan_graphql  # graphql → walk → here
+
+    if looks_like_graphql(value):
+        scan_graphql(scan, location, value, ctx)
+        return True
+    return False  # a search query (`type:ticket status:open`): any other string
+
+
 def _secret(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     scan.add(cat.SECRET, location, "key:secret")
     return True
@@ -448,6 +457,7 @@ _STR_RULES: dict[str, Callable[[Scan, str, str, str, int], bool]] = {
     Rule.DEVICE_STATUS_CTX: _device_status_ctx,
     Rule.CONTENT: _content,
     Rule.SECRET: _secret,
+    Rule.GRAPHQL: _graphql,
 }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, unquote_to_bytes
 
+from proxy.inspect.encoded import unquote_repeated
 from proxy.inspect.free_text import scan_string
 from proxy.inspect.keys import MASK, Ctx, is_identifier_like, key_info, sibling_context
 from proxy.inspect.model import TOO_MANY_FIELDS
 from proxy.inspect.scan import Scan
+from proxy.inspect.split import MAX_CODE_LENGTH, scan_split_numbers
 from proxy.inspect.walk import walk
 
 _SEGMENTS = re.compile(r"[^\[\]]+")
@@ -58,6 +60,16 @@ def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) 
         if not_person:
             field_ctx &= ~Ctx.PERSON
         walk(scan, value, f"{prefix}:{key}", key_info(names[-1]), field_ctx, len(names))
+    if siblings & Ctx.DIAL_CODE or any(
+        v[:1] == "+" and len(v) <= MAX_CODE_LENGTH for _, v in pairs
+    ):
+        scan_split_numbers(
+            scan,
+            [
+                (f"{prefix}:{key}", key_info(names[-1]), value)
+                for (key, value), (names, _, _) in zip(pairs, plans, strict=True)
+            ],
+        )
 
 
 def parse_pairs(text: str, scan: Scan, encoding: str = "utf-8") -> list[tuple[str, str]]:
@@ -95,8 +107,11 @@ def _parse_qsl(text: str, encoding: str) -> list[tuple[str, str]]:
 
 def _unquote(text: str, encoding: str) -> str:
     if text.isascii():
-        return unquote_to_bytes(text).decode(encoding, "replace")
-    return unquote(text, encoding=encoding, errors="replace")
+        text = unquote_to_bytes(text).decode(encoding, "replace")
+    else:
+        text = unquote(text, encoding=encoding, errors="replace")
+    # Encoded twice (`%252B65…`): a value is what it says after every layer is undone.
+    return unquote_repeated(text) if "%" in text else text
 
 
 def scan_form(scan: Scan, text: str, ctx: int, *, encoding: str = "utf-8") -> None:

@@ -8,6 +8,7 @@ from proxy.inspect import categories as cat
 from proxy.inspect.address import GATE as ADDRESS_GATE
 from proxy.inspect.address import has_postal_address
 from proxy.inspect.credentials import secret_kind
+from proxy.inspect.encoded import JWT_SHAPE, strip_invisible
 from proxy.inspect.identifiers import EMAIL_RE, is_card_number, is_iban, is_iccid, is_us_ssn
 from proxy.inspect.network import IPV4_RE, is_public_ip
 from proxy.inspect.phone import ascii_digits, compact, is_valid_international, is_valid_national
@@ -72,14 +73,19 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
     `is_text` (a message body, a text/* body) also looks for national-format phone numbers with
     phonenumbers' matcher, which rejects dates and times, for IBANs inside sentences and for
     postal addresses typed into the text;
-    elsewhere only explicit `+…` numbers count as phones.
+    elsewhere only explicit international numbers (`+…`, `00…`) count as phones. Format characters
+    (zero-width spaces, bidi marks) are removed first: they hide nothing from us.
     """
+    if not value.isascii():
+        value = strip_invisible(value)
     if "@" in value and any(m[1].lower() not in _FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):
         scan.add(cat.EMAIL, location, "email")
     if "-----BEGIN" in value or "AKIA" in value or "ASIA" in value or "eyJ" in value:
         kind = secret_kind(value)
         if kind:
             scan.add(cat.SECRET, location, kind)
+        if "eyJ" in value:
+            _scan_jwts(scan, location, value)
     national: list[tuple[int, int]] = []
     tokens = _NUMERIC_TOKEN_ASCII if value.isascii() else _NUMERIC_TOKEN
     # Most strings hold no token: one `search` is cheaper than starting `finditer`.
@@ -93,6 +99,9 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
             number = compact(token)
             if is_valid_international(number[1:]):
                 scan.add(cat.PHONE, location, "phone")
+            continue
+        if token[:2] == "00" and token[2:3] != "0" and _is_dialled_international(value, match):
+            scan.add(cat.PHONE, location, "phone")
             continue
         if "." in token and token.count(".") >= 3:
             for ip in IPV4_RE.findall(token):
@@ -108,7 +117,7 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
             scan.add(cat.GOVERNMENT_ID, location, "ssn")
             continue
         digits = token.translate(_KEEP_DIGITS)
-        if 12 <= len(digits) <= 20 and digits.isdigit():
+        if 12 <= len(digits) <= 20 and digits.isdecimal():
             if is_card_number(digits):
                 scan.add(cat.PAYMENT, location, "card")
                 continue
@@ -136,6 +145,39 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
         scan.add(cat.PAYMENT, location, "iban")
 
 
+_BARE_INTERNATIONAL = re.compile(r"(?<![\d+\-.])\d{10,15}(?![\d\-.])")
+
+
+def scan_bare_numbers(scan: Scan, location: str, value: str) -> None:
+    """International numbers written without `+` (`6591234567`) in a string of a schema-less
+    format (a GraphQL literal, a protobuf string), where nothing else says what they are."""
+    for match in _BARE_INTERNATIONAL.finditer(value):
+        if is_valid_international(match.group()):
+            scan.add(cat.PHONE, location, "phone:text")
+            return
+
+
+def _is_dialled_international(text: str, match: re.Match[str]) -> bool:
+    """`0065 9123 4567`: the `00` international prefix dialled before a valid number.
+
+    Only digits and spaces, ten digits at least, and not part of a longer number or decimal.
+    """
+    token = match.group()
+    end = match.end()
+    if any(ch in token for ch in ".()") or (end < len(text) and text[end] in ".,"):
+        return False
+    number = compact(token)
+    return len(number) >= 11 and is_valid_international(number[1:])
+
+
+def _scan_jwts(scan: Scan, location: str, value: str) -> None:
+    # The claims of a token are data about its subject (`phone_number`, `email`).
+    from proxy.inspect.walk import scan_jwt_claims  # walk imports this module
+
+    for match in JWT_SHAPE.finditer(value):
+        scan_jwt_claims(scan, location, match.group(), 0)
+
+
 def _is_national_phone(text: str, start: int, end: int, region: str) -> bool:
     """A nationally written number in free text.
 
@@ -144,7 +186,7 @@ def _is_national_phone(text: str, start: int, end: int, region: str) -> bool:
     """
     token = text[start:end]
     digits = token.translate(_KEEP_DIGITS)
-    if not digits.isdigit() or not is_valid_national(ascii_digits(digits), region):
+    if not digits.isdecimal() or not is_valid_national(ascii_digits(digits), region):
         return False
     if token.count(".") == 1 or _DATE_LIKE.search(token):
         return False  # a decimal amount or a date

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from proxy.inspect.fields import scan_scalar
+from proxy.inspect.encoded import JWT_SHAPE, unquote_repeated
+from proxy.inspect.form import scan_pairs
 from proxy.inspect.keys import Rule, header_key_info
 from proxy.inspect.scan import Scan
+from proxy.inspect.walk import scan_jwt_claims, walk
 
 # Protocol headers carry no personal data; skipping them saves work and false positives
 # (`Date`, `Content-Length`, trace ids).
@@ -83,14 +85,38 @@ _CREDENTIAL_TOKENS = frozenset(
 )
 
 
+def parse_cookie(value: str) -> list[tuple[str, str]]:
+    """`Cookie: a=1; b="x%2B1"` → [("a", "1"), ("b", "x+1")] (RFC 6265 pairs, quotes removed)."""
+    pairs = []
+    for item in value.split(";"):
+        name, eq, raw = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            continue
+        raw = raw.strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = raw[1:-1]
+        pairs.append((name, unquote_repeated(raw)))
+    return pairs
+
+
 def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: int) -> None:
-    """Scan header values; each finding is located as `header:<lowercase name>`."""
+    """Scan header values; each finding is located as `header:<lowercase name>`.
+
+    Cookies are scanned one by one, as `cookie:<name>`: a cookie is data the recipient gets.
+    """
     for name, value in headers:
         lower = name.lower()
         if lower in _PROTOCOL_HEADERS or lower.startswith(("x-sharewall-", "sec-ch-")):
             continue
+        if lower == "cookie":
+            scan_pairs(scan, parse_cookie(value), "cookie", ctx)
+            continue
         info = header_key_info(name)
         if info.rule == Rule.VENDOR_CREDENTIAL or _CREDENTIAL_TOKENS.intersection(info.tokens):
+            # The vendor's own credential: not data, but a token's claims are (`Bearer eyJ…`).
+            if "eyJ" in value:
+                for match in JWT_SHAPE.finditer(value):
+                    scan_jwt_claims(scan, f"header:{lower}", match.group(), ctx)
             continue
-        scan.count_field()
-        scan_scalar(scan, f"header:{lower}", info, value, ctx)
+        walk(scan, value, f"header:{lower}", info, ctx, 1)

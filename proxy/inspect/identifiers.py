@@ -51,7 +51,7 @@ def _digits(value: str) -> str:
 def is_card_number(value: str) -> bool:
     """A payment card PAN: 13-19 digits, a known issuer range, and a valid Luhn check digit."""
     digits = _digits(value)
-    if not digits.isdigit() or not 13 <= len(digits) <= 19 or not _is_issuer_range(digits):
+    if not digits.isdecimal() or not 13 <= len(digits) <= 19 or not _is_issuer_range(digits):
         return False
     return luhn.is_valid(digits)
 
@@ -107,7 +107,7 @@ def is_iccid(value: str) -> bool:
     """A SIM ICCID: `89` (telecom) prefix, 19-20 digits, Luhn check digit."""
     digits = _digits(value)
     return (
-        digits.isdigit()
+        digits.isdecimal()
         and len(digits) in (19, 20)
         and digits[:2] == "89"
         and luhn.is_valid(digits)

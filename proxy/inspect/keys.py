@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from proxy.inspect.encoded import strip_invisible
+
 
 class Rule:
     """What a key says about its value (names of the rules applied in `fields.py`)."""
@@ -54,6 +56,7 @@ class Rule:
     SECRET = "secret"  # noqa: S105 - a rule name, not a password
     NEGATIVE = "negative"  # ids, amounts, timestamps, digests: never personal by value
     VENDOR_CREDENTIAL = "vendor_credential"  # the vendor's own auth: skipped in headers/query
+    GRAPHQL = "graphql"  # `query`: a GraphQL document when it looks like one
 
 
 def _table(*groups: tuple[str, str]) -> dict[str, str]:
@@ -203,6 +206,7 @@ EXACT_RULES: dict[str, str] = _table(
         "transcription voicemail caption html html_body text_body plain_text html_content "
         "text_content short_message message_payload",
     ),
+    (Rule.GRAPHQL, "query"),
     (
         Rule.CDR,
         "cdr cdrs call_detail_record call_detail_records call_records call_record call_log "
@@ -437,6 +441,7 @@ class Ctx:
     HANDSET = 4096  # a carrier / MCC-MNC key is among the siblings (with PHONE: an HLR record)
     REFERENCE = 8192  # the object is an order, invoice, card...: its `number` is not a phone
     SENDER = 16384  # the object is a message's sender: its `name` may be a sender id (`QWIQI`)
+    DIAL_CODE = 32768  # a country-calling-code key is among the siblings (a split number?)
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -524,6 +529,26 @@ _CALL_SIBLINGS = frozenset(
         "direction_call",
     ]
 )
+# Keys of a country calling code: with a number beside them they may be one phone number
+# (split.py joins them). Squashed, as keys are looked up.
+DIAL_CODE_KEYS = frozenset(
+    [
+        "cc",
+        "dialcode",
+        "dialingcode",
+        "diallingcode",
+        "callingcode",
+        "countrycallingcode",
+        "countrydialcode",
+        "phonecountrycode",
+        "phonecode",
+        "phoneprefix",
+        "isd",
+        "isdcode",
+        "countrycode",
+        "intcode",
+    ]
+)
 # SMPP's message body fields (`submit_sm` over HTTP): their object is an SMS.
 _SMS_SIBLINGS = frozenset(("shortmessage", "messagepayload"))
 _PERSON_SIBLINGS = frozenset(
@@ -575,6 +600,8 @@ class KeyInfo:
 
 def normalise_key(key: str) -> tuple[str, ...]:
     """Split a key into lowercase tokens: `hashedPhoneNumber` → (`hashed`, `phone`, `number`)."""
+    if not key.isascii():
+        key = strip_invisible(key)
     key = _CAMEL.sub("_", key)
     return tuple(t for t in _NON_ALNUM.split(key.lower()) if t)
 
@@ -653,6 +680,8 @@ def key_info(key: str) -> KeyInfo:
         sibling |= Ctx.PERSON
     if squashed in _SMS_SIBLINGS:
         sibling |= Ctx.SMS
+    if squashed in DIAL_CODE_KEYS:
+        sibling |= Ctx.DIAL_CODE
     if squashed in ("lat", "latitude"):
         sibling |= Ctx.LAT
     if squashed in ("lng", "lon", "long", "longitude"):

@@ -17,6 +17,8 @@ from functools import cache
 from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
+from proxy.inspect.encoded import strip_invisible
+
 # The number types `is_valid_number` accepts (anything but UNKNOWN).
 _TYPE_DESCS = (
     "fixed_line",
@@ -94,6 +96,8 @@ def ascii_digits(value: str) -> str:
 
 def compact(value: str) -> str:
     """The number without separators, with ASCII digits, and `tel:` / `00` prefixes as `+`."""
+    if not value.isascii():
+        value = strip_invisible(value)
     value = ascii_digits(value.strip())
     if value[:4].lower() == "tel:":
         value = value[4:].split(";", 1)[0]  # RFC 3966 parameters (";ext=", ";phone-context=")
@@ -145,7 +149,7 @@ def _prefix_entry(prefix: str) -> tuple[int, dict[int, re.Pattern[str]]]:
 
 def is_valid_international(digits: str) -> bool:
     """True when `digits` (country code + national number, no `+`) is a valid number."""
-    if not 7 <= len(digits) <= 15 or not digits.isdigit():
+    if not 7 <= len(digits) <= 15 or not digits.isdecimal():
         return False
     size, check = _prefix_entry(digits[:3])
     if not size:
@@ -170,7 +174,7 @@ def is_valid_compact(value: str) -> bool:
 def is_valid_national(digits: str, region: str) -> bool:
     """True when `digits` is a valid number written nationally in `region` (trunk prefix allowed)."""
     plan = _region_plan(region)
-    if plan is None or not digits.isdigit():
+    if plan is None or not digits.isdecimal():
         return False
     if plan.is_valid_nsn(digits):
         return True
@@ -193,7 +197,7 @@ def is_phone_value(value: str, regions: Sequence[str], *, keyed: bool) -> bool:
         number = compact(value)
     if number.startswith("+"):
         return is_valid_international(number[1:])
-    if not keyed or not number.isdigit() or len(number) < 6:
+    if not keyed or not number.isdecimal() or len(number) < 6:
         return False
     if any(is_valid_national(number, region) for region in regions):
         return True

@@ -29,6 +29,9 @@ class Scan:
         "_findings",
         "_problems",
         "fields",
+        "grpc_encoding",
+        "host",
+        "layers",
         "limits",
         "memo",
         "mobile_call",
@@ -37,8 +40,13 @@ class Scan:
         "regions",
     )
 
-    def __init__(self, limits: InspectionLimits, *, mobile_call: bool = False) -> None:
+    def __init__(
+        self, limits: InspectionLimits, *, mobile_call: bool = False, host: str = ""
+    ) -> None:
         self.limits = limits
+        self.host = host  # the recipient's host name (lower case): where its credentials go
+        self.grpc_encoding = ""  # the call's `grpc-encoding` (compressed gRPC frames)
+        self.layers = 0  # encodings being undone around the current field (see encoded.py)
         self.regions = (limits.default_region, *limits.extra_phone_regions)
         self.mobile_call = mobile_call  # the URL is an HLR / number-lookup endpoint
         self._deadline = time.perf_counter() + limits.max_seconds

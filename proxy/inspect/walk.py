@@ -14,6 +14,13 @@ from functools import lru_cache
 import orjson
 
 from proxy.inspect import categories as cat
+from proxy.inspect.encoded import (
+    MIN_BASE64,
+    decode_base64_text,
+    enter_layer,
+    jwt_claims,
+    looks_base64,
+)
 from proxy.inspect.fields import (
     CONTAINER_RULES,
     KEY_ONLY_RULES,
@@ -38,6 +45,7 @@ from proxy.inspect.keys import (
 )
 from proxy.inspect.phone import is_phone_value, is_valid_compact
 from proxy.inspect.scan import Scan
+from proxy.inspect.split import MAX_CODE_LENGTH, scan_split_numbers
 
 # The key info of a phone number used as a key: its object is about that subscriber.
 _SUBSCRIBER = KeyInfo(MASK, (), MASK, None, False, Ctx.MOBILE, Ctx.NONE)
@@ -45,6 +53,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_$@][A-Za-z0-9_\-:.]{0,63}")
 _NOT_PERSON_OR_EMPLOYER = Ctx.NOT_PERSON | Ctx.EMPLOYER
 _PHONE_RULE = Rule.PHONE
 _PHONE = cat.PHONE
+_DIAL_CODE = Ctx.DIAL_CODE
 
 # One field's plan: (location suffix, key info, rule, values never read).
 _FieldPlan = tuple[str, KeyInfo, "str | None", bool]
@@ -140,7 +149,43 @@ def _visit_str(
         and _walk_embedded(scan, node, location, info, ctx, depth)
     ):
         return
+    if len(node) >= MIN_BASE64 and _walk_base64(scan, node, location, info, ctx, depth):
+        return
     scan_scalar(scan, location, info, node, ctx)
+
+
+def _walk_base64(
+    scan: Scan, node: str, location: str, info: KeyInfo | None, ctx: int, depth: int
+) -> bool:
+    """A base64 / base64url field that decodes to text or JSON: its content under the same key.
+
+    Ids, digests and binary blobs never decode to text: they are judged as they are.
+    """
+    if not looks_base64(node):
+        return False
+    memo_key = ("base64", node)
+    decoded = scan.memo.get(memo_key, False)
+    if decoded is False:
+        decoded = decode_base64_text(node, scan.limits.max_decompressed_bytes)
+        scan.memo[memo_key] = decoded  # type: ignore[assignment]
+    if decoded is None:
+        return False
+    if enter_layer(scan):
+        try:
+            walk(scan, decoded, location, info, ctx, depth + 1)
+        finally:
+            scan.layers -= 1
+    return True
+
+
+def scan_jwt_claims(scan: Scan, location: str, token: str, ctx: int) -> None:
+    """The claims of a JWT are data about its subject: walk them like a person's record."""
+    claims = jwt_claims(token)
+    if isinstance(claims, dict) and enter_layer(scan):
+        try:
+            walk(scan, claims, location, None, ctx | Ctx.PERSON, scan.layers)
+        finally:
+            scan.layers -= 1
 
 
 def _walk_embedded(
@@ -185,6 +230,7 @@ def _walk_fields(
 ) -> None:
     """The fields of one object, `fields` being the plan of its key set, `inner` its context."""
     memo = scan.memo
+    split_hint = inner & _DIAL_CODE
     # Scalars are handled inline (no call, no location string) when they cannot matter: this
     # loop runs for every field of every batch. The field count is `Scan.count_field()` inlined.
     for (suffix, key_kind, rule, negative), value in zip(fields, node.values(), strict=True):
@@ -203,12 +249,18 @@ def _walk_fields(
         if kind is str:
             if not value:
                 continue  # nothing to judge, not even a key-only rule
+            if value[0] == "+" and len(value) <= MAX_CODE_LENGTH:
+                split_hint = True  # `+65` alone: the rest of the number may be a sibling
             if rule is None and len(value) < 7 and "@" not in value:
                 continue
             if (
                 value[0] in "{["
                 and value[-1] in "}]"
                 and _walk_embedded(scan, value, location + suffix, key_kind, inner, depth)
+            ):
+                continue
+            if len(value) >= MIN_BASE64 and _walk_base64(
+                scan, value, location + suffix, key_kind, inner, depth
             ):
                 continue
             if rule == _PHONE_RULE and value[0] == "+" and is_valid_compact(value):
@@ -232,6 +284,14 @@ def _walk_fields(
                         scan.add(category, where, detector)
         elif rule is not None:
             scan_scalar(scan, location + suffix, key_kind, value, inner)
+    if split_hint:
+        scan_split_numbers(
+            scan,
+            [
+                (location + suffix, key_kind, value)
+                for (suffix, key_kind, _, _), value in zip(fields, node.values(), strict=True)
+            ],
+        )
 
 
 def _walk_object_keyed_by_identifiers(

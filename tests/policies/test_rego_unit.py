@@ -13,7 +13,7 @@ from sharewall.taxonomy import TAXONOMY_RELPATH, load_taxonomy, policy_dir
 
 POLICY_DIR = policy_dir()
 # Decided by the proxy before the policy runs, so it has no Rego rule and no Rego test.
-DECIDED_IN_PYTHON = {"DESTINATION_FORBIDDEN"}
+DECIDED_IN_PYTHON = {"DESTINATION_FORBIDDEN", "DESTINATION_MISMATCH", "DESTINATION_UNIDENTIFIED"}
 
 _PACKAGE_RE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
 _TEST_RULE_RE = re.compile(r"^(test_\w+)\b", re.MULTILINE)

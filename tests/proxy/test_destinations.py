@@ -11,11 +11,12 @@ import pytest
 
 from proxy.destinations import (
     DestinationForbidden,
+    DestinationMismatch,
     Resolver,
     classify_address,
     parse_ip_literal,
-    parse_pin,
 )
+from sharewall.hosts import parse_pin
 
 FORBIDDEN = [
     pytest.param("127.0.0.1", "loopback", id="v4 loopback"),
@@ -372,3 +373,54 @@ async def test_pins_and_literals_never_reach_dns() -> None:
         with pytest.raises(DestinationForbidden):
             await resolver.resolve("127.0.0.1", 15080)
     assert dns.lookups == []
+
+
+# -- transparent capture: the connected address must be one of the name's --------------------
+
+
+async def test_connected_address_among_the_names_addresses_is_that_destination() -> None:
+    dns = FakeDns([PUBLIC_A, PUBLIC_B])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=30)
+    destination = await resolver.resolve_at("api.example.com", 443, PUBLIC_B)
+    assert (destination.host, destination.port, destination.address) == (
+        "api.example.com",
+        443,
+        PUBLIC_B,
+    )
+    assert dns.lookups == [("api.example.com", 443)]
+
+
+async def test_connected_address_not_of_the_name_is_a_mismatch() -> None:
+    dns = FakeDns([PUBLIC_A])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=30)
+    with pytest.raises(DestinationMismatch) as caught:
+        await resolver.resolve_at("api.example.com", 443, PUBLIC_B)
+    assert caught.value.code == "DESTINATION_MISMATCH"
+    assert caught.value.address == PUBLIC_B
+
+
+async def test_cached_answer_without_the_address_is_refreshed_once() -> None:
+    # The app may have resolved a newer rotation of the same name than our cached answer.
+    dns = FakeDns([PUBLIC_A], [PUBLIC_B])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=30)
+    await resolver.resolve("api.example.com", 443)
+    destination = await resolver.resolve_at("api.example.com", 443, PUBLIC_B)
+    assert destination.address == PUBLIC_B
+    assert len(dns.lookups) == 2
+    with pytest.raises(DestinationMismatch):
+        await resolver.resolve_at("api.example.com", 443, "9.9.9.9")
+    assert len(dns.lookups) == 3  # refreshed once more, then refused
+
+
+async def test_pinned_name_matches_only_its_pinned_address() -> None:
+    resolver = Resolver({("up.test", 9000): "127.0.0.1"}, getaddrinfo=FakeDns(OSError("no dns")))
+    destination = await resolver.resolve_at("up.test", 9000, "127.0.0.1")
+    assert destination.pinned and destination.address == "127.0.0.1"
+    with pytest.raises(DestinationMismatch):
+        await resolver.resolve_at("up.test", 9000, "127.0.0.2")
+
+
+async def test_name_of_a_forbidden_address_stays_forbidden_when_connected_to_it() -> None:
+    resolver = Resolver(getaddrinfo=FakeDns(["10.1.2.3"]))
+    with pytest.raises(DestinationForbidden):
+        await resolver.resolve_at("internal.example.com", 443, "10.1.2.3")

@@ -151,7 +151,10 @@ def test_url_query_and_path(url, expected):
         pytest.param(
             [
                 ("Authorization", "Basic KzY1OTEyMzQ1Njc="),
-                ("Cookie", "phone=+6591234567"),
+                (
+                    "Cookie",
+                    "session=8f14e45fceea167a5a36dedd4bea2543; _ga=GA1.2.1234567890.1700000000",
+                ),
                 ("X-Api-Key", "+6591234567"),
                 (
                     "Proxy-Authorization",
@@ -160,6 +163,11 @@ def test_url_query_and_path(url, expected):
             ],
             set(),
             id="trap: credentials meant for the vendor",
+        ),
+        pytest.param(
+            [("Cookie", "theme=dark; phone=%2B6591234567")],
+            {("contact.phone_number", "cookie:phone")},
+            id="a phone number in a cookie is shared with the recipient",
         ),
         pytest.param(
             [

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from proxy.recipients import RecipientIndex, normalise_host
+from proxy.recipients import RecipientIndex
+from sharewall.hosts import normalise_host
 from sharewall.snapshot import Recipient, Snapshot
 
 
@@ -30,7 +31,6 @@ INDEX = RecipientIndex(
         sharp_s=["faß.de"],
         amazon=["*.amazonaws.com"],
         ip=["203.0.113.10"],
-        numeric_wildcard=["*.0.113.10"],
     )
 )
 
@@ -63,7 +63,7 @@ INDEX = RecipientIndex(
             "bucket.s3.amazonaws.com", 443, None, id="wildcard never crosses a public suffix"
         ),
         pytest.param("203.0.113.10", 443, "ip", id="ip literal pattern"),
-        pytest.param("198.0.113.10", 443, None, id="wildcard never matches an ip literal"),
+        pytest.param("198.0.113.10", 443, None, id="an unregistered ip literal"),
         pytest.param("unknown.example", 443, None, id="unknown host"),
         pytest.param("", 443, None, id="empty host"),
         pytest.param("bad host", 443, None, id="invalid host"),
@@ -162,3 +162,10 @@ def test_answers_stay_right_past_the_remembered_lookups() -> None:
     assert {r.id if r else None for r in again} == {"vendor", None}
     assert index.resolve("api.other.example", 443).id == "api"
     assert index.resolve("api.other.example", 8443) is None
+
+
+def test_a_wildcard_over_ip_addresses_is_refused_by_the_schema() -> None:
+    # "*.0.113.10" would read as a set of addresses; the registry refuses it outright (the
+    # same parser as the proxy's, so the proxy can never be handed one).
+    with pytest.raises(ValueError, match="wildcard cannot cover IP addresses"):
+        Recipient(id="n", name="n", kind="vendor", status="approved", hosts=("*.0.113.10",))

@@ -1,10 +1,15 @@
-"""Authority and absolute-URL parsing: what the proxy accepts and the 400s it answers."""
+"""Host, authority and URL parsing (`sharewall.hosts`): what the proxy accepts and the 400s it answers."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.authority import BadAuthority, parse_authority, split_absolute_url
+from sharewall.hosts import BadAuthority, parse_authority, parse_url
+
+
+def split_absolute_url(target: str) -> tuple[str, str, int, str]:
+    t = parse_url(target)
+    return t.scheme, t.host, t.port, t.path
 
 
 @pytest.mark.parametrize(

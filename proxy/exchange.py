@@ -1,0 +1,204 @@
+"""One outbound call from the moment it is named to its outcome: the `Exchange` (mitmproxy's flow).
+
+Lifecycle of an exchange, whichever way the call entered (absolute-form HTTP, CONNECT spliced
+or intercepted, transparent capture, `sharewall check`):
+
+1. **Named and built** by `new_exchange()` (the one constructor): the entry point gives the
+   target (scheme, host, port, path), the client's raw headers and the body prefix it read;
+   the builder filters the headers (exactly what goes upstream is what is inspected), picks the
+   purpose (`X-Sharewall-Purpose`, else the CONNECT's, else the default), finds the recipient
+   and works out whether the bytes leave over TLS (`tls_upstream`, TLS origination).
+2. **Decided** by `proxy.pipeline.decide_exchange()`: destination check (resolved once, the
+   checked address kept in `destination`), inspection, policy; sets `inspection`, `decision`
+   and the timings. It never raises for a fault: a fault is a decision.
+3. **Given an outcome** by `proxy.pipeline.outcome_of()`: forward, would-block (forward in
+   report mode, logged), block (403), unavailable (503), unreachable (502). Report mode lives
+   there, not in the transport.
+4. **Carried out** by the entry point: a refusal is `proxy.responses.rejection()` written to
+   the client; a forward goes to `proxy.upstream` (HTTP) or `proxy.tunnel` (splice). The entry
+   point records the status it sent in `status`.
+5. **Recorded** once by `proxy.pipeline.record_exchange()`: the `egress.decision` line, the
+   spool and the sinks.
+
+A transparent listener plugs in at step 1 with `entry="transparent"` and the kernel's original
+destination in `connected_to`; steps 2-5 are the same calls.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from proxy.decision import Call, Decision, new_decision_id
+from proxy.decision_log import redact_path
+from proxy.upstream import filter_request_headers
+from sharewall.hosts import format_authority
+
+if TYPE_CHECKING:  # annotations only
+    from proxy.destinations import Destination
+    from proxy.inspect.model import Inspection
+    from proxy.pipeline import Outcome
+    from proxy.recipients import RecipientIndex
+    from sharewall.snapshot import Recipient
+
+PURPOSE_HEADER = "x-sharewall-purpose"
+
+# How the call reached us: "forward" (absolute-form HTTP), "connect" (a spliced CONNECT tunnel),
+# "intercepted" (a request inside an intercepted CONNECT), "transparent" (redirected by the
+# kernel), "check" (`sharewall check`, offline).
+Entry = Literal["forward", "connect", "intercepted", "transparent", "check"]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The calling workload (a sidecar's own settings, or a gateway client's certificate)."""
+
+    workload: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(slots=True)
+class Timings:
+    """Where the time of one exchange went (milliseconds; None: the stage did not run)."""
+
+    start: float = field(default_factory=time.perf_counter)
+    inspect_ms: float | None = None
+    policy_ms: float | None = None
+    upstream_ms: float | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000.0
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    """Everything known about one call; filled in stage by stage (see the module docstring)."""
+
+    entry: Entry
+    method: str
+    scheme: str  # the scheme the app used: "http" or "https"
+    host: str  # normalised (sharewall.hosts)
+    port: int
+    path: str  # path and query as the app sent them; redacted wherever it is shown
+    headers: list[tuple[str, str]]  # filtered: exactly what goes upstream and is inspected
+    body: bytes  # what was read of the body (up to the inspection limit)
+    body_truncated: bool  # the body is longer than `body`: the rest is streamed, not inspected
+    purpose: str | None
+    source: Source
+    recipient: Recipient | None
+    inspected: bool  # False for a spliced tunnel (the payload is never seen)
+    tls_upstream: bool  # the bytes leave the pod over TLS
+    decision_id: str = field(default_factory=new_decision_id)
+    connected_to: tuple[str, int] | None = None  # transparent: the kernel's original destination
+    # Filled in by the pipeline:
+    inspection: Inspection | None = None
+    decision: Decision | None = None
+    destination_checked: bool = False
+    destination: Destination | None = None  # the checked address to connect to
+    unresolved: OSError | None = None  # the name did not resolve (decided anyway)
+    outcome: Outcome | None = None
+    status: int | None = None  # the status the client got (None: nothing was sent)
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def tunnel(self) -> bool:
+        """The call came through a CONNECT (spliced or intercepted)."""
+        return self.entry in ("connect", "intercepted")
+
+    @property
+    def upstream_scheme(self) -> str:
+        return "https" if self.tls_upstream else "http"
+
+    @property
+    def upstream_port(self) -> int:
+        """The port connected to: TLS origination moves a default-port call to 443."""
+        if self.scheme == "http" and self.tls_upstream and self.port == 80:
+            return 443
+        return self.port
+
+    @property
+    def url(self) -> str:
+        """The URL as the app addressed it (query included): what the inspector reads."""
+        return f"{self.scheme}://{format_authority(self.host, self.port, self.scheme)}{self.path}"
+
+    def call(self) -> Call:
+        """The facts the policy decides on (the path redacted: an OPA sidecar may log its input)."""
+        return Call(
+            method=self.method,
+            scheme=self.scheme,
+            host=self.host,
+            port=self.port,
+            path=redact_path(self.path),
+            inspected=self.inspected,
+            tls_upstream=self.tls_upstream,
+            recipient_id=self.recipient.id if self.recipient is not None else None,
+            purpose=self.purpose,
+            source_workload=self.source.workload,
+            source_namespace=self.source.namespace,
+            request_id=self.decision_id,
+        )
+
+
+def first_header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of header `name` (lower-case) in a raw header list."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def new_exchange(
+    *,
+    entry: Entry,
+    method: str,
+    scheme: str,
+    host: str,
+    port: int,
+    path: str,
+    raw_headers: list[tuple[str, str]],
+    body: bytes = b"",
+    body_truncated: bool = False,
+    index: RecipientIndex | None,
+    source: Source,
+    default_purpose: str | None,
+    purpose_header: str | None = None,
+    tunnel_purpose: str | None = None,
+    decision_id: str | None = None,
+    connected_to: tuple[str, int] | None = None,
+    timings: Timings | None = None,
+) -> Exchange:
+    """Build the exchange of one call: the one place its facts are derived from what the app sent.
+
+    `host` must be normalised (`sharewall.hosts`). `purpose_header` is the request's
+    `X-Sharewall-Purpose` when the caller already has it (else it is looked up in
+    `raw_headers`); the purpose is that header, else the CONNECT's (`tunnel_purpose`), else
+    `default_purpose`. A CONNECT exchange (`entry="connect"`) is never inspected and always
+    leaves over TLS.
+    """
+    if purpose_header is None:
+        purpose_header = first_header(raw_headers, PURPOSE_HEADER)
+    recipient = index.resolve(host, port) if index is not None else None
+    spliced = entry == "connect"
+    tls_upstream = (
+        spliced or scheme == "https" or (recipient is not None and recipient.tls_origination)
+    )
+    return Exchange(
+        entry=entry,
+        method=method,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        headers=filter_request_headers(raw_headers) if raw_headers else [],
+        body=body,
+        body_truncated=body_truncated,
+        purpose=purpose_header or tunnel_purpose or default_purpose,
+        source=source,
+        recipient=recipient,
+        inspected=not spliced,
+        tls_upstream=tls_upstream,
+        decision_id=decision_id or new_decision_id(),
+        connected_to=connected_to,
+        timings=timings or Timings(),
+    )

@@ -1,0 +1,60 @@
+"""What happens to a decided call: the one mapping from decision, mode and faults to an outcome.
+
+Report mode is one of the answers here (`WOULD_BLOCK`: the call is sent and logged as one the
+policy denies), never a branch in a transport. Every refusal is rendered from its outcome by
+`proxy.responses.rejection()` (Smokescreen's `rejectResponse`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.decision import Decision
+
+# Proxy-side destination denials: they stay refused in report mode, since there is no checked
+# address to connect to (or the app connected somewhere its name does not lead).
+DESTINATION_CODES = frozenset(
+    {"DESTINATION_FORBIDDEN", "DESTINATION_MISMATCH", "DESTINATION_UNIDENTIFIED"}
+)
+
+
+class Outcome(StrEnum):
+    """What happens to a decided call."""
+
+    FORWARD = "forward"  # allowed: sent upstream
+    WOULD_BLOCK = "would_block"  # denied by the policy in report mode: sent, and logged as such
+    BLOCK = "block"  # denied: 403 egress_blocked
+    UNAVAILABLE = "unavailable"  # a fault inside sharewall: 503 egress_unavailable
+    UNREACHABLE = "unreachable"  # decided to go, but the name did not resolve: 502
+
+    @property
+    def is_sent(self) -> bool:
+        """The call goes upstream."""
+        return self in (Outcome.FORWARD, Outcome.WOULD_BLOCK)
+
+    @property
+    def is_refused_by_us(self) -> bool:
+        """sharewall itself refused the call (recorded as a deny whatever the mode)."""
+        return self in (Outcome.BLOCK, Outcome.UNAVAILABLE)
+
+
+def outcome_of(decision: Decision, *, mode: str, has_destination: bool) -> Outcome:
+    """Map a decision, the proxy's mode and whether a checked address exists to the outcome.
+
+    A fault fails closed in every mode (report mode relaxes the policy, never the proxy); a
+    destination denial (`DESTINATION_CODES`) stays a block in report mode.
+    """
+    if decision.unavailable:
+        return Outcome.UNAVAILABLE
+    denied = not decision.allow
+    if denied and (mode != "report" or not DESTINATION_CODES.isdisjoint(decision.reason_codes)):
+        return Outcome.BLOCK
+    if not has_destination:
+        return Outcome.UNREACHABLE
+    return Outcome.WOULD_BLOCK if denied else Outcome.FORWARD
+
+
+# The status a refusal answers with (a sent call's status is the upstream's).
+REFUSAL_STATUS = {Outcome.BLOCK: 403, Outcome.UNAVAILABLE: 503, Outcome.UNREACHABLE: 502}

@@ -1,0 +1,163 @@
+"""The one pipeline every call runs through: check the destination, inspect, decide, map to an outcome.
+
+`decide_exchange()` decides an `Exchange` (see `proxy.exchange` for its lifecycle) whichever
+way it entered: the proxy's listeners, a transparent listener and `sharewall check` (offline,
+with `offline_resolver()`) all call it. `outcome_of()` turns the decision, the mode and the
+destination into what happens to the call; report mode is one of its answers
+(`WOULD_BLOCK`), never a branch in a transport. `record_exchange()` writes the one
+`egress.decision` line of the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from proxy.decide import DESTINATION_MISMATCH, destination_denied, destination_forbidden
+from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
+from proxy.inspect import inspect_call
+from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
+from proxy.outcome import Outcome, outcome_of
+
+if TYPE_CHECKING:  # annotations only
+    from proxy.decide import Decider
+    from proxy.decision import Decision
+    from proxy.decision_log import DecisionLog
+    from proxy.exchange import Exchange
+
+# Bodies above this are inspected in a worker thread so one big payload does not stall the loop.
+INSPECT_IN_THREAD_BYTES = 64 * 1024
+
+
+async def check_destination(ex: Exchange, resolver: Resolver | None) -> Decision | None:
+    """Resolve the exchange's destination once; the deny when it is forbidden, else None.
+
+    Sets `ex.destination` (the checked address) or `ex.unresolved` (the name did not resolve:
+    the call is still decided, so a blocked call is a 403 whatever DNS says); a forbidden
+    destination is the exchange's decision at once. Runs once per exchange (a CONNECT checks
+    its destination before choosing to intercept). `resolver=None` skips the check (the
+    warm-up's throwaway call only).
+    """
+    if ex.destination_checked:
+        return ex.decision
+    ex.destination_checked = True
+    if resolver is None:
+        return None
+    try:
+        if ex.connected_to is None:
+            ex.destination = await resolver.resolve(ex.host, ex.upstream_port)
+        else:
+            # Transparent capture: the app chose the address; its name must lead there.
+            ex.destination = await resolver.resolve_at(
+                ex.host, ex.upstream_port, ex.connected_to[0]
+            )
+    except DestinationForbidden as exc:
+        ex.decision = destination_forbidden(ex.call(), exc.detail)
+        return ex.decision
+    except DestinationMismatch as exc:
+        ex.decision = destination_denied(ex.call(), DESTINATION_MISMATCH, exc.address)
+        return ex.decision
+    except OSError as exc:
+        if ex.connected_to is not None:
+            # A name that does not resolve cannot be shown to lead to the connected address.
+            ex.decision = destination_denied(ex.call(), DESTINATION_MISMATCH, "unresolved")
+            return ex.decision
+        ex.unresolved = exc
+    return None
+
+
+async def inspect_exchange(ex: Exchange, limits: InspectionLimits = DEFAULT_LIMITS) -> Inspection:
+    """Inspect what the exchange sends (URL, filtered headers, body prefix); `Inspection()` when spliced."""
+    if not ex.inspected:
+        return Inspection()
+    # The inspector sees the real path (query included); the policy input a redacted one.
+    args = (ex.method, ex.url, ex.headers, ex.body)
+    if len(ex.body) > INSPECT_IN_THREAD_BYTES:
+        inspection = await asyncio.to_thread(
+            inspect_call, *args, limits=limits, body_truncated=ex.body_truncated
+        )
+    else:
+        inspection = inspect_call(*args, limits=limits, body_truncated=ex.body_truncated)
+    if ex.body_truncated and BODY_TOO_LARGE not in inspection.problems:
+        # Belt and braces: the policy must see that it did not get every byte.
+        inspection = Inspection(
+            findings=inspection.findings, problems=(*inspection.problems, BODY_TOO_LARGE)
+        )
+    return inspection
+
+
+async def decide_exchange(
+    ex: Exchange,
+    decider: Decider,
+    *,
+    resolver: Resolver | None,
+    limits: InspectionLimits = DEFAULT_LIMITS,
+) -> Decision:
+    """Decide one exchange: destination check, inspection, policy. Never raises for a fault.
+
+    Sets `ex.destination`/`ex.unresolved`, `ex.inspection`, `ex.decision` and the timings;
+    the decision id is the exchange's request id.
+    """
+    decision = await check_destination(ex, resolver)
+    if decision is None:
+        t0 = time.perf_counter()
+        inspection = await inspect_exchange(ex, limits)
+        t1 = time.perf_counter()
+        decision = await decider.decide(ex.call(), inspection)
+        ex.inspection = inspection
+        if ex.inspected:
+            ex.timings.inspect_ms = (t1 - t0) * 1000.0
+        ex.timings.policy_ms = (time.perf_counter() - t1) * 1000.0
+    ex.decision = decision
+    return decision
+
+
+def settle(ex: Exchange, *, mode: str) -> Outcome:
+    """`outcome_of()` for a decided exchange, stored in `ex.outcome`."""
+    assert ex.decision is not None
+    ex.outcome = outcome_of(ex.decision, mode=mode, has_destination=ex.destination is not None)
+    return ex.outcome
+
+
+def record_exchange(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> None:
+    """Write the exchange's one `egress.decision` record (line, spool, sinks)."""
+    from proxy.decision_log import decision_record
+
+    assert ex.decision is not None
+    record = decision_record(
+        decision=ex.decision,
+        mode=mode,
+        status=ex.status,
+        method=ex.method,
+        host=ex.host,
+        port=ex.port,
+        path=ex.path,
+        inspected=ex.inspected,
+        tunnel=ex.tunnel,
+        source_workload=ex.source.workload,
+        source_namespace=ex.source.namespace,
+        latency_ms=ex.timings.elapsed_ms(),
+        inspect_ms=ex.timings.inspect_ms,
+        policy_ms=ex.timings.policy_ms,
+        upstream_ms=ex.timings.upstream_ms,
+        blocked=ex.outcome is not None and ex.outcome.is_refused_by_us,
+    )
+    decision_log.emit(record)
+
+
+class _Offline(OSError):
+    pass
+
+
+async def _no_dns(*_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+    raise _Offline("offline: names are not resolved")
+
+
+def offline_resolver(pins: dict[tuple[str, int], str] | None = None) -> Resolver:
+    """A resolver for offline decisions (`sharewall check`): no DNS lookups.
+
+    IP literals, `localhost` and pins are checked as the proxy checks them (a metadata address
+    is `DESTINATION_FORBIDDEN` here too); a name is left unresolved and decided by the policy.
+    """
+    return Resolver(pins, getaddrinfo=_no_dns, dns_ttl=0)

@@ -1,0 +1,120 @@
+"""Relay an upstream response to the client: head and body, framed for the client's HTTP version.
+
+The upstream client (`proxy.upstream`) returns an `UpstreamResponse`; only this module, on the
+listener's side, writes it to the client socket. A response that comes whole with its head (the
+usual small API answer) goes out in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from proxy import responses
+from proxy.upstream import UpstreamError, UpstreamResponse, filter_response_headers
+
+log = structlog.get_logger("sharewall.proxy.relay")
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """What the client got: the status, and whether its connection can serve another request."""
+
+    status: int
+    keep_alive: bool
+
+
+async def relay_response(
+    response: UpstreamResponse,
+    writer: asyncio.StreamWriter,
+    *,
+    method: str,
+    client_version: str,
+    keep_alive: bool,
+) -> Relayed:
+    """Write `response` to the client and close it (pooling its connection when intact).
+
+    Raises `UpstreamError` when the upstream broke off before the client saw a byte (the
+    client can still get a proper 502/504); once the head was sent, a cut body ends the
+    client connection instead (`keep_alive=False`).
+    """
+    complete = False
+    try:
+        status, keep_alive, complete = await _relay(
+            response, writer, method, client_version, keep_alive
+        )
+    finally:
+        response.close(complete=complete)
+    return Relayed(status, keep_alive)
+
+
+async def _relay(
+    response: UpstreamResponse,
+    writer: asyncio.StreamWriter,
+    method: str,
+    client_version: str,
+    keep_alive: bool,
+) -> tuple[int, bool, bool]:
+    """(status sent, client keep-alive, upstream body complete)."""
+    status = response.status
+    no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
+    lines = [f"HTTP/{client_version} {status} {response.reason}".rstrip()]
+    lines += [f"{k}: {v}" for k, v in filter_response_headers(response.headers)]
+    length = response.length
+    if no_body:
+        framing = "none"
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+    elif length is not None:
+        framing = "length"
+        lines.append(f"Content-Length: {length}")
+    elif client_version == "1.1":
+        framing = "chunked"
+        lines.append("Transfer-Encoding: chunked")
+    else:
+        framing = "close"  # HTTP/1.0 client: the end of the body is the end of the connection
+        keep_alive = False
+    lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
+    pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if framing == "none" or not response.buffered:
+        # Nothing of the body has arrived yet: the app gets the head now, not with the body.
+        writer.write(pending)
+        pending = b""
+    if framing == "none":
+        await writer.drain()
+        return status, keep_alive, True
+    try:
+        if pending and length is not None and response.buffered >= length:
+            # The whole body came with the head: head and body in one write, without the
+            # body generator's per-chunk machinery.
+            framed, pending = pending + await response.read_buffered(), b""
+            writer.write(framed)
+        else:
+            async for chunk in response.body():
+                framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk
+                if pending:
+                    # Head and first body bytes in one segment: one send, not two.
+                    framed, pending = pending + framed, b""
+                writer.write(framed)
+                await writer.drain()
+        tail = b"0\r\n\r\n" if framing == "chunked" else b""
+        if pending or tail:
+            writer.write(pending + tail)
+        await writer.drain()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        log.info("upstream.response_cut", status=status, error=type(exc).__name__)
+        if pending:  # the app has seen nothing yet: it still gets a proper answer
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError(
+                    504, responses.UPSTREAM_TIMEOUT, "the upstream stalled in its body"
+                ) from None
+            raise UpstreamError(
+                502, responses.UPSTREAM_UNREACHABLE, "the upstream broke off its body"
+            ) from None
+        return status, False, False
+    # A close-delimited upstream body leaves nothing to reuse.
+    return status, keep_alive, response.is_delimited
