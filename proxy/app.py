@@ -139,6 +139,14 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         pins = dict(parse_pin(p) for p in s.resolve_pins)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
+    client_tls = None
+    if s.client_ca is not None and s.tls_cert is not None and s.tls_key is not None:
+        from proxy.client_identity import client_tls_context
+
+        try:
+            client_tls = client_tls_context(s.tls_cert, s.tls_key, s.client_ca)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise StartupError(f"cannot load --client-ca/--tls-cert/--tls-key: {exc}") from None
     context = ProxyContext(
         settings=s,
         decider=app.decider,
@@ -147,6 +155,7 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         decision_log=app.decision_log,
         metrics=app.metrics,
         certificate_authority=ca,
+        client_tls=client_tls,
     )
     server = ProxyServer(context)
     try:

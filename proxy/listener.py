@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from proxy import responses
+from proxy.client_identity import ClientIdentityError, identity_from_certificate
 from proxy.decision import Decision, new_decision_id
 from proxy.decision_log import DecisionLog
 from proxy.destinations import Resolver
@@ -69,12 +71,26 @@ class ProxyContext:
     certificate_authority: CertificateAuthority | None = None
     index: RecipientIndex | None = None
     open_tunnels: int = 0
+    # Egress gateway (--client-ca): the listener's TLS, requiring a client certificate.
+    client_tls: ssl.SSLContext | None = None
 
     @property
     def source(self) -> Source:
         """The calling workload, from the sidecar's own settings."""
         s = self.settings
         return Source(s.source_workload, s.source_namespace)
+
+
+class _HandshakeFirst(asyncio.StreamReaderProtocol):
+    """A stream protocol that reads nothing until `start_tls` (the gateway's client handshake).
+
+    Otherwise the client's ClientHello could land in the stream's buffer before the TLS layer
+    is in place, and the handshake would wait for bytes already consumed.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        super().connection_made(transport)
 
 
 class ProxyServer:
@@ -104,7 +120,14 @@ class ProxyServer:
     async def start(self) -> None:
         """Start accepting connections on the bound socket."""
         assert self._sock is not None
-        self._server = await asyncio.start_server(self._on_client, sock=self._sock)
+        if self.ctx.client_tls is None:
+            self._server = await asyncio.start_server(self._on_client, sock=self._sock)
+            return
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _HandshakeFirst(asyncio.StreamReader(loop=loop), self._on_client, loop=loop),
+            sock=self._sock,
+        )
 
     async def close(self) -> None:
         """Stop accepting, let in-flight calls finish up to the drain timeout, then cut the rest."""
@@ -155,8 +178,11 @@ class ProxyServer:
         async with self._slots:
             self._busy[task] = False
             self.ctx.metrics.open_connections.inc()
-            conn = ClientConnection(reader, writer, self.settings)
             try:
+                source = await self._client_source(writer)
+                if source is None:
+                    return
+                conn = ClientConnection(reader, writer, self.settings, source)
                 await self._serve(conn)
             except asyncio.CancelledError:
                 pass
@@ -170,6 +196,39 @@ class ProxyServer:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _client_source(self, writer: asyncio.StreamWriter) -> Source | None:
+        """The connection's source: the settings', or (gateway) the client certificate's.
+
+        A gateway client that fails the TLS handshake (no certificate, another CA, expired) or
+        whose certificate names no workload is logged and refused (None): never guessed.
+        """
+        if self.ctx.client_tls is None:
+            return self.ctx.source
+        peer = writer.get_extra_info("peername")
+        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
+        try:
+            await writer.start_tls(
+                self.ctx.client_tls, ssl_handshake_timeout=self.settings.header_timeout
+            )
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            detail = getattr(exc, "reason", None) or type(exc).__name__
+            self._refuse_client("handshake", detail, client)
+            return None
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        try:
+            if not der:
+                raise ClientIdentityError("no client certificate")
+            identity = identity_from_certificate(der)
+        except ClientIdentityError as exc:
+            self._refuse_client("no_workload", str(exc), client)
+            return None
+        return Source(identity.workload, identity.namespace)
+
+    def _refuse_client(self, reason: str, detail: str, client: str | None) -> None:
+        log.warning("proxy.client_refused", reason=reason, detail=detail, client=client)
+        self.ctx.metrics.clients_refused.labels(reason=reason).inc()
 
     async def _serve(self, conn: ClientConnection, tunnel: Tunnel | None = None) -> None:
         """Serve requests on one connection (`tunnel`: inside an intercepted CONNECT)."""
@@ -274,7 +333,7 @@ class ProxyServer:
                 body=body,
                 body_truncated=truncated,
                 index=self.ctx.index,
-                source=self.ctx.source,
+                source=conn.source,
                 default_purpose=self.settings.default_purpose,
                 purpose_header=head.header(PURPOSE_HEADER),
                 tunnel_purpose=tunnel.purpose if tunnel is not None else None,
@@ -398,7 +457,7 @@ class ProxyServer:
             path="",
             raw_headers=[],
             index=self.ctx.index,
-            source=self.ctx.source,
+            source=conn.source,
             default_purpose=self.settings.default_purpose,
             purpose_header=purpose_header,
         )

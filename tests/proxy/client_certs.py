@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class TestCA:
         cn: str | None = None,
         uris: tuple[str, ...] = (),
         dns: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
         server: bool = False,
         expired: bool = False,
     ) -> Issued:
@@ -81,6 +83,7 @@ class TestCA:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
         names += [x509.DNSName(d) for d in dns]
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
         start = _NOW - dt.timedelta(days=3 if expired else 0, hours=1)
         end = _NOW - dt.timedelta(days=1) if expired else _NOW + dt.timedelta(days=1)
         builder = (
