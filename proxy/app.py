@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from proxy.pipeline import decide_exchange, inspect_exchange
 from proxy.recipients import RecipientIndex
 from proxy.settings import Settings
 from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
-from proxy.spool import Spool
+from proxy.spool import Spool, SpoolLocked
 from proxy.upstream import UpstreamPool
 from sharewall.hosts import parse_host_pattern, parse_pin
 from sharewall.registry_file import RegistryFileError
@@ -70,8 +71,18 @@ class ProxyApp:
         return self.decision_log.sinks
 
     def is_ready(self) -> bool:
-        """A snapshot is loaded into a ready engine (what `/readyz` answers)."""
-        return bool(self.decider is not None and self.decider.is_ready)
+        """A snapshot is loaded into a ready engine and the spool takes records."""
+        return not self.not_ready_reasons()
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why `/readyz` answers 503 (empty when ready)."""
+        reasons = []
+        if self.decider is None or not self.decider.is_ready:
+            reasons.append("no registry snapshot loaded into a ready policy engine")
+        if self.spool is not None and self.spool.problem is not None:
+            # Blocked calls are answered 503 while their records cannot be written.
+            reasons.append(self.spool.problem)
+        return reasons
 
     async def on_snapshot(self, snapshot: Snapshot) -> None:
         """Swap in a new snapshot: the engine first, then the host index (only if the engine took it)."""
@@ -86,9 +97,17 @@ class ProxyApp:
 
 @contextlib.asynccontextmanager
 async def _spool_ctx(app: ProxyApp) -> AsyncIterator[None]:
-    app.spool = Spool(app.settings.spool_dir)
-    await app.spool.start()
+    app.spool = Spool(app.settings.spool_dir, registry=app.settings.registry_url)
+    try:
+        await app.spool.start()
+    except SpoolLocked as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot use the spool directory {app.settings.spool_dir}: {exc}"
+        ) from None
     app.decision_log.spool = app.spool
+    app.metrics.watch_spool(app.spool)
     try:
         yield
     finally:
@@ -207,6 +226,7 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
     ledger = Ledger()
     app.decision_sinks.append(ledger.record)
     shipper = Shipper(app.settings.registry_url or "", app.settings.token, app.spool, ledger)
+    app.metrics.watch_shipper(shipper)
     await shipper.start()
     try:
         yield
@@ -285,7 +305,7 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     if s.admin_listen is None:
         yield
         return
-    admin = AdminServer(create_admin_app(app.metrics, app.is_ready), *s.admin_listen)
+    admin = AdminServer(create_admin_app(app.metrics, app.not_ready_reasons), *s.admin_listen)
     try:
         app.admin_address = await admin.start()
     except OSError as exc:
@@ -382,6 +402,8 @@ async def run_proxy(
             log.info("proxy.stopping", drain_timeout=settings.drain_timeout)
     except StartupError as exc:
         log.error("proxy.startup_failed", reason=str(exc))
+        # One line a person reads, beside the JSON event a log pipeline reads.
+        print(f"sharewall proxy: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:
         if decision_lines is not None:

@@ -14,11 +14,13 @@ or intercepted, transparent capture, `sharewall check`):
 3. **Given an outcome** by `proxy.pipeline.outcome_of()`: forward, would-block (forward in
    report mode, logged), block (403), unavailable (503), unreachable (502). Report mode lives
    there, not in the transport.
-4. **Carried out** by the entry point: a refusal is `proxy.responses.rejection()` written to
+4. **Carried out** by the entry point: a refusal is first made durable by
+   `proxy.pipeline.commit_refusal()` (its record fsync'd to the spool; a spool that cannot
+   take it turns the refusal into a 503), then `proxy.responses.rejection()` is written to
    the client; a forward goes to `proxy.upstream` (HTTP) or `proxy.tunnel` (splice). The entry
    point records the status it sent in `status`.
 5. **Recorded** once by `proxy.pipeline.record_exchange()`: the `egress.decision` line, the
-   spool and the sinks.
+   spool and the sinks (a refusal's record is already written: `recorded`).
 
 A transparent listener plugs in at step 1 with `entry="transparent"` and the kernel's original
 destination in `connected_to`; steps 2-5 are the same calls.
@@ -99,6 +101,7 @@ class Exchange:
     unresolved: OSError | None = None  # the name did not resolve (decided anyway)
     outcome: Outcome | None = None
     status: int | None = None  # the status the client got (None: nothing was sent)
+    recorded: bool = False  # its record is written (a refusal's, before the refusal left)
     timings: Timings = field(default_factory=Timings)
 
     @property

@@ -28,8 +28,14 @@ from proxy.destinations import Resolver
 from proxy.exchange import PURPOSE_HEADER, Exchange, Source, Timings, new_exchange
 from proxy.http1 import BadRequest, ClientConnection, RequestHead
 from proxy.metrics import ProxyMetrics
-from proxy.outcome import REFUSAL_STATUS, Outcome
-from proxy.pipeline import check_destination, decide_exchange, record_exchange, settle
+from proxy.outcome import Outcome
+from proxy.pipeline import (
+    check_destination,
+    commit_refusal,
+    decide_exchange,
+    record_exchange,
+    settle,
+)
 from proxy.recipients import RecipientIndex
 from proxy.relay import relay_response
 from proxy.settings import Settings
@@ -347,6 +353,7 @@ class ProxyServer:
             if outcome.is_sent:
                 keep_alive = await self._forward(conn, head, ex, keep_alive, version)
             else:
+                outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
                 await conn.send(
                     responses.rejection(
                         outcome,
@@ -356,7 +363,6 @@ class ProxyServer:
                         version=version,
                     )
                 )
-                ex.status = REFUSAL_STATUS[outcome]
             if not conn.body_complete:
                 # An undrained body would be read as the next request: close, but first read
                 # and drop some of it (RFC 9112 §9.6): closing on unread bytes resets the
@@ -472,7 +478,7 @@ class ProxyServer:
         await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
         outcome = settle(ex, mode=self.settings.mode)
         if not outcome.is_sent:
-            ex.status = REFUSAL_STATUS[outcome]
+            outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
             await conn.send(
                 responses.rejection(outcome, ex.decision, keep_alive=False)  # type: ignore[arg-type]
             )

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from proxy.decide import DESTINATION_MISMATCH, destination_denied, destination_forbidden
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
-from proxy.outcome import Outcome, outcome_of
+from proxy.outcome import REFUSAL_STATUS, Outcome, outcome_of
 
 if TYPE_CHECKING:  # annotations only
     from proxy.decide import Decider
@@ -121,11 +122,43 @@ def settle(ex: Exchange, *, mode: str) -> Outcome:
 
 
 def record_exchange(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> None:
-    """Write the exchange's one `egress.decision` record (line, spool, sinks)."""
+    """Write the exchange's one `egress.decision` record (line, spool, sinks), unless written."""
+    if ex.recorded:
+        return
+    ex.recorded = True
+    decision_log.emit(_record_of(ex, mode))
+
+
+async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> Outcome:
+    """Before a refusal is written: make its record durable; the outcome to answer with.
+
+    Sets `ex.status`. A refused call (block, fault) returns once its record is fsync'd to the
+    spool (`DecisionLog.commit`), so a crash right after the answer loses no record. When the
+    spool cannot take it (disk full), the call is answered 503 (`fault: spool_unavailable`)
+    instead: no refusal without its record, and nothing is forwarded.
+    """
+    from proxy.spool import SpoolUnavailable
+
+    assert ex.outcome is not None and ex.decision is not None
+    ex.status = REFUSAL_STATUS[ex.outcome]
+    if not ex.outcome.is_refused_by_us:
+        return ex.outcome
+    ex.recorded = True
+    try:
+        await decision_log.commit(_record_of(ex, mode))
+    except SpoolUnavailable:
+        if ex.decision.fault is None:
+            ex.decision = replace(ex.decision, fault="spool_unavailable")
+        ex.outcome, ex.status = Outcome.UNAVAILABLE, 503
+        decision_log.emit(_record_of(ex, mode), spool=False)
+    return ex.outcome
+
+
+def _record_of(ex: Exchange, mode: str) -> dict[str, Any]:
     from proxy.decision_log import decision_record
 
     assert ex.decision is not None
-    record = decision_record(
+    return decision_record(
         decision=ex.decision,
         mode=mode,
         status=ex.status,
@@ -143,7 +176,6 @@ def record_exchange(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> No
         upstream_ms=ex.timings.upstream_ms,
         blocked=ex.outcome is not None and ex.outcome.is_refused_by_us,
     )
-    decision_log.emit(record)
 
 
 class _Offline(OSError):

@@ -59,9 +59,10 @@ async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
     from registry.api.app import create_app
+    from registry.api.server import RegistryRunner
 
     await db.run_migrations(settings.db_url)
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    runner = RegistryRunner(create_app(settings), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -111,7 +112,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
     async def work(session):
         return await tokens.create_token(
-            session, name=args.name, role=args.role, actor=_cli_actor().name
+            session, name=args.name, role=args.role, owner=args.owner, actor=_cli_actor().name
         )
 
     try:
@@ -120,7 +121,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
         return _fail(exc.detail or exc.title)
     print(secret)
     print(
-        f"created token {token.id} ({token.name}, {token.role}); "
+        f"created token {token.id} ({token.name}, {token.role}, owner {token.owner}); "
         "store the secret now: it is not shown again",
         file=sys.stderr,
     )
@@ -136,7 +137,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     for t in asyncio.run(_with_session(args.db, work)):
         state = "revoked" if t["revoked_at"] else "active"
         last = t["last_used_at"].isoformat() if t["last_used_at"] else "never"
-        print(f"{t['id']}\t{t['role']}\t{t['name']}\t{state}\tlast used {last}")
+        print(f"{t['id']}\t{t['role']}\t{t['name']}\t{t['owner']}\t{state}\tlast used {last}")
     return 0
 
 
@@ -186,7 +187,9 @@ async def _apply_via_db(url: str, snapshot, dry_run: bool) -> dict:
     from registry.apply import apply_registry
 
     async def work(session):
-        return await apply_registry(session, snapshot, _cli_actor(), dry_run=dry_run)
+        return await apply_registry(
+            session, snapshot, _cli_actor(), dry_run=dry_run, bootstrap=True
+        )
 
     return (await _with_session(url, work)).to_json()
 
@@ -258,7 +261,12 @@ def add_parser(subparsers: Any) -> None:
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
     create = with_db(tsub.add_parser("create", help="create a token; prints its secret once"))
     create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--name", required=True, help="who holds it (the audit actor)")
+    create.add_argument("--name", required=True, help="the token's name")
+    create.add_argument(
+        "--owner",
+        help="the person holding it (the audit actor; default: --name); four eyes compare "
+        "owners, so two tokens of one owner count as one person",
+    )
     create.set_defaults(handler=cmd_tokens_create)
     with_db(tsub.add_parser("list", help="list tokens")).set_defaults(handler=cmd_tokens_list)
     revoke = with_db(tsub.add_parser("revoke", help="revoke a token by id"))

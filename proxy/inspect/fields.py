@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 
 from proxy.inspect import categories as cat
+from proxy.inspect.credentials import may_hold_secret, secret_kind
+from proxy.inspect.encoded import JWT_SHAPE
 from proxy.inspect.free_text import scan_string
 from proxy.inspect.identifiers import (
     is_card_number,
@@ -417,6 +419,31 @@ def _content(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool
     return True
 
 
+def _credential(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    # At the top of a call (form, query, body, its `auth` object) a credential name is the
+    # recipient's own authentication; deeper, a secret-like name is a secret leaving in content.
+    expected = bool(ctx & Ctx.TOP)
+    scan_credential(scan, location, value, ctx, expected=expected)
+    if not expected and rule == Rule.API_SECRET:
+        scan.add(cat.SECRET, location, "key:secret")
+    return True
+
+
+def scan_credential(scan: Scan, location: str, value: str, ctx: int, *, expected: bool) -> None:
+    """A credential's value: a secret of ours by its shape (unless it is the recipient's own,
+    where its API expects it), and the claims of a JWT (data about its subject)."""
+    if not value or not may_hold_secret(value):
+        return
+    kind = secret_kind(value, host=scan.host, expected=expected)
+    if kind:
+        scan.add(cat.SECRET, location, kind)
+    if "eyJ" in value:
+        from proxy.inspect.walk import scan_jwt_claims  # walk imports this module
+
+        for match in JWT_SHAPE.finditer(value):
+            scan_jwt_claims(scan, location, match.group(), ctx)
+
+
 def _graphql(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     from proxy.inspect.graphql import looks_like_graphql, scan_graphql  # graphql → walk → here
 
@@ -458,6 +485,8 @@ _STR_RULES: dict[str, Callable[[Scan, str, str, str, int], bool]] = {
     Rule.CONTENT: _content,
     Rule.SECRET: _secret,
     Rule.GRAPHQL: _graphql,
+    Rule.VENDOR_CREDENTIAL: _credential,
+    Rule.API_SECRET: _credential,
 }
 
 

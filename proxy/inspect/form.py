@@ -57,6 +57,8 @@ def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) 
             scan_string(scan, f"{prefix}:{MASK}", key, is_text=False)
             key = MASK
         field_ctx = ctx | siblings | parent_flags
+        if len(names) == 1:
+            field_ctx |= Ctx.TOP  # `api_key=…`, not `data[api_key]=…`
         if not_person:
             field_ctx &= ~Ctx.PERSON
         walk(scan, value, f"{prefix}:{key}", key_info(names[-1]), field_ctx, len(names))

@@ -7,7 +7,7 @@ import re
 from proxy.inspect import categories as cat
 from proxy.inspect.address import GATE as ADDRESS_GATE
 from proxy.inspect.address import has_postal_address
-from proxy.inspect.credentials import secret_kind
+from proxy.inspect.credentials import may_hold_secret, secret_kind
 from proxy.inspect.encoded import JWT_SHAPE, strip_invisible
 from proxy.inspect.identifiers import EMAIL_RE, is_card_number, is_iban, is_iccid, is_us_ssn
 from proxy.inspect.network import IPV4_RE, is_public_ip
@@ -80,7 +80,7 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
         value = strip_invisible(value)
     if "@" in value and any(m[1].lower() not in _FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):
         scan.add(cat.EMAIL, location, "email")
-    if "-----BEGIN" in value or "AKIA" in value or "ASIA" in value or "eyJ" in value:
+    if may_hold_secret(value):
         kind = secret_kind(value)
         if kind:
             scan.add(cat.SECRET, location, kind)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from proxy.inspect.encoded import JWT_SHAPE, unquote_repeated
+from proxy.inspect.credentials import is_auth_header, split_scheme
+from proxy.inspect.encoded import base64_bytes, is_text, unquote_repeated
+from proxy.inspect.fields import scan_credential
 from proxy.inspect.form import scan_pairs
 from proxy.inspect.keys import Rule, header_key_info
 from proxy.inspect.scan import Scan
-from proxy.inspect.walk import scan_jwt_claims, walk
+from proxy.inspect.walk import walk
+
+_CREDENTIAL_RULES = frozenset({Rule.VENDOR_CREDENTIAL, Rule.API_SECRET})
 
 # Protocol headers carry no personal data; skipping them saves work and false positives
 # (`Date`, `Content-Length`, trace ids).
@@ -66,23 +70,6 @@ _PROTOCOL_HEADERS = frozenset(
         "sec-fetch-dest",
     ]
 )
-# Header-name tokens of credentials meant for the vendor (the vendor's own auth, not our leak).
-_CREDENTIAL_TOKENS = frozenset(
-    [
-        "authorization",
-        "auth",
-        "token",
-        "key",
-        "apikey",
-        "secret",
-        "signature",
-        "session",
-        "cookie",
-        "password",
-        "csrf",
-        "xsrf",
-    ]
-)
 
 
 def parse_cookie(value: str) -> list[tuple[str, str]]:
@@ -113,10 +100,22 @@ def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: int) -> No
             scan_pairs(scan, parse_cookie(value), "cookie", ctx)
             continue
         info = header_key_info(name)
-        if info.rule == Rule.VENDOR_CREDENTIAL or _CREDENTIAL_TOKENS.intersection(info.tokens):
-            # The vendor's own credential: not data, but a token's claims are (`Bearer eyJ…`).
-            if "eyJ" in value:
-                for match in JWT_SHAPE.finditer(value):
-                    scan_jwt_claims(scan, f"header:{lower}", match.group(), ctx)
+        if info.rule in _CREDENTIAL_RULES or is_auth_header(lower, info.tokens):
+            _scan_auth_header(scan, f"header:{lower}", value, ctx)
             continue
         walk(scan, value, f"header:{lower}", info, ctx, 1)
+
+
+def _scan_auth_header(scan: Scan, location: str, value: str, ctx: int) -> None:
+    """The recipient's credential, where its API expects it: authentication, not a data share.
+
+    Still read: a secret of ours that is not the recipient's own (a private key, a database URL,
+    another API's token), and a JWT's claims. Basic credentials are read decoded.
+    """
+    scheme, credential = split_scheme(value)
+    if scheme == "basic":
+        decoded = base64_bytes(credential)
+        text = is_text(decoded) if decoded else None
+        if text is not None:
+            credential = text
+    scan_credential(scan, location, credential, ctx, expected=True)

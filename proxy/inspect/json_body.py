@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from proxy.inspect.keys import Ctx
 from proxy.inspect.model import MALFORMED_JSON, TOO_DEEP
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
@@ -39,7 +40,7 @@ def scan_json(
             return False
         _as_text(scan, data, root, malformed=True)
         return True
-    walk(scan, document, root, None, ctx, 0)
+    walk(scan, document, root, None, ctx | Ctx.ROOT, 0)
     return True
 
 
@@ -57,7 +58,7 @@ def _scan_ndjson(scan: Scan, data: bytes | str, ctx: int, root: str) -> bool:
             return False
     prefix = root.removesuffix(":$").replace("json", "ndjson", 1)
     for number, document in enumerate(documents):
-        walk(scan, document, f"{prefix}:{number}:$", None, ctx, 0)
+        walk(scan, document, f"{prefix}:{number}:$", None, ctx | Ctx.ROOT, 0)
     return True
 
 

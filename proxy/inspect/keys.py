@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from proxy.inspect.credentials import AUTH_FIELDS_GENERIC, AUTH_FIELDS_SECRET
 from proxy.inspect.encoded import strip_invisible
 
 
@@ -55,7 +56,8 @@ class Rule:
     CDR_CTX = "cdr_ctx"
     SECRET = "secret"  # noqa: S105 - a rule name, not a password
     NEGATIVE = "negative"  # ids, amounts, timestamps, digests: never personal by value
-    VENDOR_CREDENTIAL = "vendor_credential"  # the vendor's own auth: skipped in headers/query
+    VENDOR_CREDENTIAL = "vendor_credential"  # a credential name: authentication at the top
+    API_SECRET = "api_secret"  # noqa: S105 - a secret credential name: authentication at the top, else a leak
     GRAPHQL = "graphql"  # `query`: a GraphQL document when it looks like one
 
 
@@ -220,15 +222,11 @@ EXACT_RULES: dict[str, str] = _table(
     ),
     (
         Rule.SECRET,
-        "password passwd pwd secret client_secret private_key api_secret secret_key "
-        "secret_access_key aws_secret_access_key passphrase auth_token",
+        "password passwd pwd private_key secret_access_key aws_secret_access_key passphrase",
     ),
-    (
-        Rule.VENDOR_CREDENTIAL,
-        "authorization proxy_authorization cookie set_cookie api_key apikey x_api_key key "
-        "access_token token auth x_auth_token signature sig x_amz_security_token x_goog_api_key "
-        "ocp_apim_subscription_key x_twilio_signature x_sharewall_purpose client_id",
-    ),
+    # Where APIs take their callers' credentials: one table, in credentials.py.
+    (Rule.VENDOR_CREDENTIAL, AUTH_FIELDS_GENERIC),
+    (Rule.API_SECRET, AUTH_FIELDS_SECRET),
 )
 
 # Handset states an HLR / reachability API answers (`status` means this only in a mobile context).
@@ -442,6 +440,8 @@ class Ctx:
     REFERENCE = 8192  # the object is an order, invoice, card...: its `number` is not a phone
     SENDER = 16384  # the object is a message's sender: its `name` may be a sender id (`QWIQI`)
     DIAL_CODE = 32768  # a country-calling-code key is among the siblings (a split number?)
+    TOP = 65536  # a top-level field of a body, form or query: where APIs take credentials
+    ROOT = 131072  # the body's own top-level object (its fields get TOP)
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -669,10 +669,8 @@ def key_info(key: str) -> KeyInfo:
     rule = EXACT_RULES.get(squashed)
     if rule is None:
         rule = _token_rule(tokens, squashed)
-    # Ignored keys: ids, amounts, digests, and the vendor's own credentials.
-    is_negative = rule in (Rule.NEGATIVE, Rule.VENDOR_CREDENTIAL) or (
-        rule is None and bool(set(tokens) & NEGATIVE_TOKENS)
-    )
+    # Ignored keys: ids, amounts, digests.
+    is_negative = rule == Rule.NEGATIVE or (rule is None and bool(set(tokens) & NEGATIVE_TOKENS))
     sibling = _SIBLING_FLAGS_BY_RULE.get(rule or "", Ctx.NONE)
     if squashed in _CALL_SIBLINGS:
         sibling |= Ctx.CALL

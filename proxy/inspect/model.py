@@ -76,6 +76,8 @@ class InspectionLimits:
     max_seconds: float = 0.25
     default_region: str = "SG"  # phonenumbers region for national-format numbers
     extra_phone_regions: tuple[str, ...] = field(default=("HK", "US", "GB"))
+    # `iss` of the JWTs we issue: such a token is our secret wherever it goes, even as a bearer.
+    own_token_issuers: tuple[str, ...] = ()
 
 
 DEFAULT_LIMITS = InspectionLimits()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from proxy.inspect import categories as cat
 from proxy.inspect.decode import charset_of, decode_text, media_type_of
 from proxy.inspect.json_body import scan_json
-from proxy.inspect.keys import MASK, is_identifier_like, key_info, sibling_context
+from proxy.inspect.keys import MASK, Ctx, is_identifier_like, key_info, sibling_context
 from proxy.inspect.model import MALFORMED_MULTIPART
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
@@ -105,4 +105,4 @@ def scan_multipart(scan: Scan, body: bytes, boundary: str | None, ctx: int) -> N
         elif part.filename is not None:
             scan_text(scan, text, location=location)
         else:
-            walk(scan, text, location, key_info(part.name), ctx | siblings, 1)
+            walk(scan, text, location, key_info(part.name), ctx | siblings | Ctx.TOP, 1)

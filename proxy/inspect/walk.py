@@ -14,6 +14,7 @@ from functools import lru_cache
 import orjson
 
 from proxy.inspect import categories as cat
+from proxy.inspect.credentials import AUTH_OBJECTS
 from proxy.inspect.encoded import (
     MIN_BASE64,
     decode_base64_text,
@@ -54,6 +55,7 @@ _NOT_PERSON_OR_EMPLOYER = Ctx.NOT_PERSON | Ctx.EMPLOYER
 _PHONE_RULE = Rule.PHONE
 _PHONE = cat.PHONE
 _DIAL_CODE = Ctx.DIAL_CODE
+_TOP_OR_ROOT = Ctx.TOP | Ctx.ROOT
 
 # One field's plan: (location suffix, key info, rule, values never read).
 _FieldPlan = tuple[str, KeyInfo, "str | None", bool]
@@ -81,6 +83,10 @@ def child_context(ctx: int, info: KeyInfo | None, keys: tuple[str, ...]) -> int:
 
 def _inner_context(ctx: int, info: KeyInfo | None, siblings: int) -> int:
     flags = (ctx & STICKY) | siblings
+    if ctx & _TOP_OR_ROOT and (
+        ctx & Ctx.ROOT or (info is not None and info.squashed in AUTH_OBJECTS)
+    ):
+        flags |= Ctx.TOP  # the body's top level, or its `auth`/`credentials` object
     if info is not None:
         flags |= info.parent_flags
         if info.parent_flags & _NOT_PERSON_OR_EMPLOYER:
@@ -181,7 +187,11 @@ def _walk_base64(
 def scan_jwt_claims(scan: Scan, location: str, token: str, ctx: int) -> None:
     """The claims of a JWT are data about its subject: walk them like a person's record."""
     claims = jwt_claims(token)
-    if isinstance(claims, dict) and enter_layer(scan):
+    if not isinstance(claims, dict):
+        return
+    if claims.get("iss") in scan.limits.own_token_issuers:
+        scan.add(cat.SECRET, location, "jwt:own_issuer")  # ours, wherever it goes
+    if enter_layer(scan):
         try:
             walk(scan, claims, location, None, ctx | Ctx.PERSON, scan.layers)
         finally:

@@ -297,7 +297,12 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
         # secrets
         pytest.param({"password": "hunter2"}, {"credentials.secret"}, id="password"),
         pytest.param({"password": ""}, set(), id="trap: empty password field"),
-        pytest.param({"assertion": JWT}, {"credentials.secret"}, id="jwt in a body"),
+        pytest.param({"note": JWT}, {"credentials.secret"}, id="jwt in a body"),
+        pytest.param(
+            {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": JWT},
+            set(),
+            id="trap: a jwt assertion where the token endpoint expects it",
+        ),
         pytest.param(
             {"token_type": "bearer", "expires_in": 3600}, set(), id="trap: oauth metadata"
         ),

@@ -32,9 +32,8 @@ def found(url: str, headers=(), body: bytes = b"", method: str = "POST") -> set:
             {
                 ("contact.phone_number", "form:to"),
                 ("comms.content", "form:text"),
-                ("credentials.secret", "form:api_secret"),
             },
-            id="vonage sms (api_key is the vendor's, api_secret is flagged as the brief asks)",
+            id="vonage sms (api_key and api_secret authenticate the call: not a data share)",
         ),
         pytest.param(
             b"to%5B0%5D=%2B6591234567&to%5B1%5D=%2B85291234567&user%5Bphone%5D=91234567"
@@ -88,32 +87,32 @@ def test_form_in_a_declared_charset():
     [
         pytest.param(
             "https://lookups.twilio.com/v2/PhoneNumbers/+14155552671",
-            {("contact.phone_number", "path")},
+            {("contact.phone_number", "path:3")},
             id="twilio lookup path",
         ),
         pytest.param(
             "https://lookups.twilio.com/v2/PhoneNumbers/%2B14155552671?Fields=line_type_intelligence",
-            {("contact.phone_number", "path")},
+            {("contact.phone_number", "path:3")},
             id="percent-encoded plus",
         ),
         pytest.param(
             "https://hlr.example.com/hlr/447911123456",
-            {("contact.phone_number", "path")},
+            {("contact.phone_number", "path:2")},
             id="hlr path without plus",
         ),
         pytest.param(
             "https://api.nexmo.com/ni/advanced/json?api_key=k&api_secret=s&number=447911123456",
-            {("contact.phone_number", "query:number"), ("credentials.secret", "query:api_secret")},
+            {("contact.phone_number", "query:number")},
             id="vonage number insight query",
         ),
         pytest.param(
             "https://ipinfo.io/93.184.216.34/json",
-            {("network.ip_address", "path")},
+            {("network.ip_address", "path:1")},
             id="ip in path",
         ),
         pytest.param(
             "https://api.example.com/v1/users/mei@example.com",
-            {("contact.email", "path")},
+            {("contact.email", "path:3")},
             id="e-mail in path",
         ),
         pytest.param(
