@@ -87,18 +87,6 @@ class ProxyContext:
         return Source(s.source_workload, s.source_namespace)
 
 
-class _HandshakeFirst(asyncio.StreamReaderProtocol):
-    """A stream protocol that reads nothing until `start_tls` (the gateway's client handshake).
-
-    Otherwise the client's ClientHello could land in the stream's buffer before the TLS layer
-    is in place, and the handshake would wait for bytes already consumed.
-    """
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]
-        super().connection_made(transport)
-
-
 class ProxyServer:
     """Accepts client connections and serves each one until it closes, idles or errs."""
 
@@ -110,6 +98,8 @@ class ProxyServer:
         self._busy: dict[asyncio.Task[Any], bool] = {}
         self._closing = False
         self._slots = asyncio.Semaphore(self.settings.max_connections)
+        self._accepting: asyncio.Task[None] | None = None  # the gateway's accept loop
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     def bind(self) -> tuple[str, int]:
         """Bind the listening socket (before serving, so the resolver can know our address)."""
@@ -129,17 +119,22 @@ class ProxyServer:
         if self.ctx.client_tls is None:
             self._server = await asyncio.start_server(self._on_client, sock=self._sock)
             return
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _HandshakeFirst(asyncio.StreamReader(loop=loop), self._on_client, loop=loop),
-            sock=self._sock,
-        )
+        # The gateway accepts by itself and hands each socket to the loop's TLS handshake
+        # (`connect_accepted_socket`), which raises on a refused client certificate: a TLS
+        # `start_server` drops such clients without a word, and `start_tls` after a plain accept
+        # can lose the ClientHello to the stream's buffer (uvloop reads at once).
+        self._sock.setblocking(False)
+        self._accepting = asyncio.create_task(self._accept_gateway_clients(self._sock))
 
     async def close(self) -> None:
         """Stop accepting, let in-flight calls finish up to the drain timeout, then cut the rest."""
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for task in list(self._handshakes):
+            task.cancel()
         for task, busy in list(self._busy.items()):
             if not busy:
                 task.cancel()
@@ -157,7 +152,13 @@ class ProxyServer:
         if task is not None and task in self._busy:
             self._busy[task] = busy
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        source: Source | None = None,
+    ) -> None:
+        """Serve one client; its calls' source is `source` (a gateway client's) or the settings'."""
         task = asyncio.current_task()
         assert task is not None
         if self._closing or self._slots.locked():
@@ -185,10 +186,7 @@ class ProxyServer:
             self._busy[task] = False
             self.ctx.metrics.open_connections.inc()
             try:
-                source = await self._client_source(writer)
-                if source is None:
-                    return
-                conn = ClientConnection(reader, writer, self.settings, source)
+                conn = ClientConnection(reader, writer, self.settings, source or self.ctx.source)
                 await self._serve(conn)
             except asyncio.CancelledError:
                 pass
@@ -203,24 +201,61 @@ class ProxyServer:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _client_source(self, writer: asyncio.StreamWriter) -> Source | None:
-        """The connection's source: the settings', or (gateway) the client certificate's.
+    async def _accept_gateway_clients(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # out of descriptors and the like: keep listening
+                log.warning("proxy.accept_failed", error=type(exc).__name__)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._on_gateway_client(client))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
 
-        A gateway client that fails the TLS handshake (no certificate, another CA, expired) or
-        whose certificate names no workload is logged and refused (None): never guessed.
+    async def _on_gateway_client(self, sock: socket.socket) -> None:
+        """Handshake with a gateway client, take its source from its certificate, serve it.
+
+        A client that fails the handshake (no certificate, another CA, expired, not TLS) or
+        whose certificate names no workload is logged and refused: its source is never guessed.
         """
-        if self.ctx.client_tls is None:
-            return self.ctx.source
-        peer = writer.get_extra_info("peername")
-        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
+        peer = sock.getpeername()
+        client = f"{peer[0]}:{peer[1]}"
+        if self._closing or self._slots.locked():
+            if not self._closing:
+                log.warning("proxy.connection_refused", reason="max_connections", client=client)
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        streams: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        streams = loop.create_future()
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            streams.set_result((reader, writer))
+
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            await writer.start_tls(
-                self.ctx.client_tls, ssl_handshake_timeout=self.settings.header_timeout
+            # A server-side stream protocol (it has a connected callback), so that an
+            # intercepted CONNECT inside can `start_tls` as the server again.
+            await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), connected),
+                sock,
+                ssl=self.ctx.client_tls,
+                ssl_handshake_timeout=self.settings.header_timeout,
             )
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            detail = getattr(exc, "reason", None) or type(exc).__name__
-            self._refuse_client("handshake", detail, client)
-            return None
+            sock.close()
+            self._refuse_client(
+                "handshake", getattr(exc, "reason", None) or type(exc).__name__, client
+            )
+            return
+        reader, writer = await streams
+        # Handshaken: from now on a call may be in flight, which close() drains, not cancels.
+        task = asyncio.current_task()
+        if task is not None:
+            self._handshakes.discard(task)
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         try:
@@ -228,9 +263,10 @@ class ProxyServer:
                 raise ClientIdentityError("no client certificate")
             identity = identity_from_certificate(der)
         except ClientIdentityError as exc:
+            writer.close()
             self._refuse_client("no_workload", str(exc), client)
-            return None
-        return Source(identity.workload, identity.namespace)
+            return
+        await self._on_client(reader, writer, Source(identity.workload, identity.namespace))
 
     def _refuse_client(self, reason: str, detail: str, client: str | None) -> None:
         log.warning("proxy.client_refused", reason=reason, detail=detail, client=client)

@@ -128,6 +128,17 @@ def _get(host: str, port: int, marker: str, *extra: str) -> bytes:
     ).encode()
 
 
+def _event(proxy: ProxyProcess, name: str) -> dict[str, Any]:
+    """The first log line of event `name` (the port file is written before proxy.listening)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [line for line in proxy.logs() if line.get("event") == name]
+        if found or time.monotonic() > deadline:
+            assert found, f"no {name} line"
+            return found[0]
+        time.sleep(0.05)
+
+
 def _refusals(proxy: ProxyProcess, count: int) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 5
     while True:
@@ -140,9 +151,7 @@ def _refusals(proxy: ProxyProcess, count: int) -> list[dict[str, Any]]:
 def test_start_up_line_says_sources_come_from_certificates_and_binding_is_on(
     gateway: Gateway,
 ) -> None:
-    listening = next(
-        line for line in gateway.proxy.logs() if line.get("event") == "proxy.listening"
-    )
+    listening = _event(gateway.proxy, "proxy.listening")
     assert listening["source_from"] == "client_certificate"
     assert listening["source_binding"] is True
     assert listening["workloads"] == 2
@@ -322,7 +331,7 @@ def test_sidecar_source_is_its_settings_and_no_header_overrides_it(
         registry=path,
     )
     try:
-        listening = next(line for line in proxy.logs() if line.get("event") == "proxy.listening")
+        listening = _event(proxy, "proxy.listening")
         assert listening["source_from"] == "settings"
         assert (listening["source_workload"], listening["source_namespace"]) == (
             "campaign-runner",
@@ -357,13 +366,13 @@ def test_registry_without_workloads_says_binding_is_off(
 ) -> None:
     proxy = start_proxy(tmp_path, certs, upstreams)
     try:
-        listening = next(line for line in proxy.logs() if line.get("event") == "proxy.listening")
+        listening = _event(proxy, "proxy.listening")
         assert (listening["source_binding"], listening["workloads"]) == (False, 0)
         assert (listening["source_workload"], listening["source_namespace"]) == (
             "test-workload",
             "test-ns",
         )
-        loaded = next(line for line in proxy.logs() if line.get("event") == "snapshot.loaded")
+        loaded = _event(proxy, "snapshot.loaded")
         assert (loaded["source_binding"], loaded["workloads"]) == (False, 0)
     finally:
         proxy.stop()
