@@ -141,7 +141,8 @@ class _SpoolCollector(Collector):
             ("records_written", "records_written", "Records written and fsync'd to the spool."),
             ("fsyncs", "fsyncs", "Spool fsyncs (records of a few ms share one)."),
             ("write_failures", "write_failures", "Failed spool writes (disk full, I/O error)."),
-            ("records_refused", "records_refused", "Records the spool could not write."),
+            ("records_refused", "records_refused", "Refusals answered 503: no record on disk."),
+            ("records_dropped", "records_dropped", "Unawaited records dropped (backlog full)."),
         ):
             yield CounterMetricFamily(f"sharewall_spool_{name}", doc, value=getattr(spool, attr))
 

@@ -135,7 +135,8 @@ async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) 
     Sets `ex.status`. A refused call (block, fault) returns once its record is fsync'd to the
     spool (`DecisionLog.commit`), so a crash right after the answer loses no record. When the
     spool cannot take it (disk full), the call is answered 503 (`fault: spool_unavailable`)
-    instead: no refusal without its record, and nothing is forwarded.
+    instead: no refusal without its record, and nothing is forwarded. That fault's own record
+    is queued for the spool, which writes it once the disk takes writes again.
     """
     from proxy.spool import SpoolUnavailable
 
@@ -150,7 +151,7 @@ async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) 
         if ex.decision.fault is None:
             ex.decision = replace(ex.decision, fault="spool_unavailable")
         ex.outcome, ex.status = Outcome.UNAVAILABLE, 503
-        decision_log.emit(_record_of(ex, mode), spool=False)
+        decision_log.emit(_record_of(ex, mode))
     return ex.outcome
 
 
