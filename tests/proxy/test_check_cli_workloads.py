@@ -58,7 +58,7 @@ def test_bound_registry_decides_on_the_source(source: tuple[str, str], exit_code
     decision = orjson.loads(result.stdout)
     assert decision["source"] == {"workload": source[0], "namespace": source[1]}
     assert decision["source_binding"] is True
-    assert decision["workloads"] == 11
+    assert decision["workloads"] == 7
     codes = [r["code"] for r in decision["reasons"]]
     assert codes == ([] if exit_code == 0 else ["PURPOSE_NOT_ALLOWED_FOR_SOURCE"])
     assert result.stderr == b""
