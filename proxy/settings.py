@@ -51,6 +51,9 @@ class Settings:
     ca_key: Path | None = None
     upstream_ca: Path | None = None
     resolve_pins: tuple[str, ...] = ()  # HOST:PORT:ADDR, parsed by proxy.destinations
+    # Transparent capture (`sharewall capture-rules`): where redirected connections arrive.
+    transparent_listen: tuple[str, int] | None = None
+    first_bytes_timeout: float = 5.0  # a captured connection must name itself within this
     source_workload: str | None = None
     source_namespace: str | None = None
     # Egress gateway: the listener speaks TLS (tls_cert/tls_key) and takes each client's source
@@ -94,6 +97,11 @@ class Settings:
                 "--client-ca takes each client's source from its certificate; "
                 "--source/--namespace do not apply"
             )
+        if self.client_ca is not None and self.transparent_listen is not None:
+            # Captured connections carry no certificate: a gateway serves other pods' clients.
+            raise SettingsError("--client-ca and --transparent-listen do not go together")
+        if self.first_bytes_timeout <= 0:
+            raise SettingsError("--first-bytes-timeout must be more than 0 seconds")
         if self.dns_ttl < 0:
             raise SettingsError("--dns-ttl must be 0 (off) or more seconds")
         if self.loop not in ("auto", "asyncio", "uvloop"):
