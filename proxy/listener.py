@@ -356,7 +356,7 @@ class ProxyServer:
             writer.close()
             self._refuse_client("no_workload", str(exc), client)
             return
-        await self._on_client(reader, writer, Source(identity.workload, identity.namespace))
+        await self._on_client(reader, writer, source=Source(identity.workload, identity.namespace))
 
     def _refuse_client(self, reason: str, detail: str, client: str | None) -> None:
         log.warning("proxy.client_refused", reason=reason, detail=detail, client=client)
