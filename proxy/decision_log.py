@@ -220,8 +220,8 @@ class DecisionLog:
         """Spool a refused call's record durably, then log it and fan it out.
 
         Returns once the record is on disk (or at once without a spool); raises
-        `SpoolUnavailable` when it cannot be written, having logged and spooled nothing: the
-        caller answers 503 instead of the refusal and records that fault (`emit`).
+        `SpoolUnavailable` when it cannot be written, having logged nothing: the caller answers
+        503 instead of the refusal and records that fault (`emit`).
         """
         if self.spool is not None:
             await self.spool.commit(record)

@@ -60,6 +60,12 @@ class ProxyMetrics:
             ["result"],
             registry=r,
         )
+        self.clients_refused = Counter(
+            "sharewall_clients_refused",
+            "Gateway clients refused (--client-ca) by reason (handshake, no_workload).",
+            ["reason"],
+            registry=r,
+        )
         # `.labels()` validates and hashes its arguments under a lock on every call: the hot
         # path keeps the child counter of each (action, reason) it has seen.
         self._decision_children: dict[tuple[str, str], Any] = {}
@@ -135,7 +141,8 @@ class _SpoolCollector(Collector):
             ("records_written", "records_written", "Records written and fsync'd to the spool."),
             ("fsyncs", "fsyncs", "Spool fsyncs (records of a few ms share one)."),
             ("write_failures", "write_failures", "Failed spool writes (disk full, I/O error)."),
-            ("records_refused", "records_refused", "Records the spool could not write."),
+            ("records_refused", "records_refused", "Refusals answered 503: no record on disk."),
+            ("records_dropped", "records_dropped", "Unawaited records dropped (backlog full)."),
         ):
             yield CounterMetricFamily(f"sharewall_spool_{name}", doc, value=getattr(spool, attr))
 

@@ -5,9 +5,11 @@
   event loop never blocks), so a 403 leaves only after its record is on disk, and throughput
   holds.
 - **No torn line, no duplicate**: a failed write (disk full) is cut back to the last whole
-  record and its segment sealed; the records of the failed write are refused (`SpoolUnavailable`:
-  their calls are answered 503), never retried into the file behind the caller's back. The spool
-  then reports why it is unwritable (`problem`, on `/readyz`) until a write or a probe succeeds.
+  record and its segment sealed. The records of the failed write that a caller waits for are
+  refused (`SpoolUnavailable`: their calls are answered 503); those nobody waits for (the 503
+  faults themselves, report mode's would-block records) are kept in a bounded backlog and
+  written once, when the disk takes writes again. The spool reports why it is unwritable
+  (`problem`, on `/readyz`) until a write or a probe succeeds.
 - **One proxy per directory**: `start()` takes an exclusive `flock` on `spool.lock`; a second
   proxy on the same directory gets `SpoolLocked` (exit 2).
 - **Segments know their registry**: each segment starts with a header line naming the registry
@@ -111,6 +113,7 @@ class Spool:
         segment_max_records: int = 5000,
         segment_max_age: float = 2.0,
         probe_interval: float = 1.0,
+        backlog_limit: int = 10_000,
     ) -> None:
         self.directory = Path(directory)
         self.registry = registry_identity(registry)
@@ -118,11 +121,15 @@ class Spool:
         self.segment_max_records = segment_max_records
         self.segment_max_age = segment_max_age
         self.probe_interval = probe_interval
+        self.backlog_limit = backlog_limit
         # Counters read by the metrics collector.
         self.records_written = 0
         self.fsyncs = 0
         self.write_failures = 0
         self.records_refused = 0
+        self.records_dropped = 0
+        # Unawaited records of failed writes, written first once the disk takes writes again.
+        self._backlog: list[tuple[bytes, asyncio.Future[None] | None]] = []
         self._problem: str | None = None
         self._pending: list[tuple[bytes, asyncio.Future[None] | None]] = []
         self._wakeup = asyncio.Event()
@@ -149,12 +156,18 @@ class Spool:
         if self._closing and self._task is None and self._lock_fd is None:
             return
         self._closing = True
+        # One last try for the backlog (it goes back there if the disk is still full).
+        self._pending[:0], self._backlog = self._backlog, []
         self._wakeup.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         await asyncio.to_thread(self._close_files)
+        if self._backlog:
+            log.error(
+                "spool.backlog_lost", directory=str(self.directory), records=len(self._backlog)
+            )
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -198,6 +211,7 @@ class Spool:
                 self._wakeup.clear()
                 if not self._pending:
                     await asyncio.to_thread(self._tick)
+                    self._requeue_backlog()
                     continue
             if self.group_window > 0 and not self._closing:
                 # Let the calls of the next few milliseconds share this write and fsync.
@@ -213,6 +227,12 @@ class Spool:
                 for _, future in batch:
                     if future is not None and not future.done():
                         future.set_result(None)
+                self._requeue_backlog()
+
+    def _requeue_backlog(self) -> None:
+        if self._backlog and self._problem is None:
+            self._pending[:0], self._backlog = self._backlog, []
+            self._wakeup.set()
 
     def _idle_timeout(self) -> float | None:
         waits = []
@@ -224,16 +244,23 @@ class Spool:
 
     def _refuse(self, batch: list[tuple[bytes, asyncio.Future[None] | None]], exc: OSError) -> None:
         self.write_failures += 1
-        self.records_refused += len(batch)
+        self.records_refused += sum(1 for _, f in batch if f is not None)
         reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
         self._problem = f"spool unwritable ({reason}: {exc.strerror or exc}) in {self.directory}"
         self._last_probe = time.monotonic()
+        kept = [item for item in batch if item[1] is None]
+        self._backlog.extend(kept)
+        dropped = len(self._backlog) - self.backlog_limit
+        if dropped > 0:
+            del self._backlog[:dropped]
+            self.records_dropped += dropped
         log.error(
             "spool.write_failed",
             directory=str(self.directory),
             error=reason,
-            records=len(batch),
-            unawaited=sum(1 for _, f in batch if f is None),
+            refused=len(batch) - len(kept),
+            kept_for_later=len(kept),
+            dropped=max(dropped, 0),
         )
         error = SpoolUnavailable(self._problem)
         for _, future in batch:

@@ -140,15 +140,20 @@ async def test_a_full_disk_refuses_records_whole_and_recovers_when_space_returns
                     assert "ENOSPC" in str(exc)
                     refused += 1
             assert refused >= 1 and spool.problem is not None
+            # Nobody waits for this one (the 503's own record): kept, written once, later.
+            failures = spool.write_failures
+            spool.append({"decision_id": "fault", "pad": "z" * 3000})
+            assert await _until(lambda: spool.write_failures > failures, 5.0)
             written = records_on_disk(disk / "spool")  # parses every line: none is torn
             filler.unlink()
             assert await _until(lambda: spool.problem is None, 5.0)
             await spool.commit({"decision_id": "after"})
+            assert await _until(lambda: "fault" in records_on_disk(disk / "spool"), 5.0)
         finally:
             await spool.close()
         ids = records_on_disk(disk / "spool")
-        assert ids == [*written, "after"] and len(ids) == len(set(ids))
-        assert written[0] == "before"
+        assert sorted(ids) == sorted([*written, "fault", "after"]) and len(ids) == len(set(ids))
+        assert written[0] == "before" and "fault" not in written
 
 
 async def _until(predicate, timeout: float) -> bool:

@@ -116,11 +116,11 @@ async def test_flows_and_triage_mistakes_are_one_line_and_exit_2(client, auth, t
         "registry", "triage", "x", "ignored", "--url", url, token=tokens["security"]
     )
     assert code == 2 and len(err.strip().splitlines()) == 1
-    # An engineer may read flows but not triage them: the API's 403, one line, exit 1.
+    # An engineer may read flows but not triage them: the API's 403, one line, exit 2.
     code, _, err = await sharewall(
         "registry", "triage", "x", "acknowledged", "--url", url, token=tokens["engineer"]
     )
-    assert code == 1 and err.startswith("error: 403")
+    assert code == 2 and err.startswith("error: 403")
 
 
 async def test_impact_and_apply_dry_run_print_the_flips(
