@@ -128,6 +128,12 @@ def inject_pod(
     if not config.native:
         containers.append(proxy)
     warnings: list[str] = []
+    if not config.native and spec.get("restartPolicy") in ("Never", "OnFailure"):
+        # A Job's pod completes when its containers exit; a classic sidecar never does.
+        warnings.append(
+            f"restartPolicy {spec['restartPolicy']}: the classic sidecar never exits, so the pod "
+            "never completes; use the native sidecar (Kubernetes >= 1.29)"
+        )
     for container in apps:
         warnings += _add_app_settings(container, config)
     spec["volumes"] = list(spec.get("volumes") or []) + _volumes(config)

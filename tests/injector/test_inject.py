@@ -375,6 +375,16 @@ def test_the_apps_own_proxy_variables_are_replaced_with_a_warning() -> None:
     assert result.warnings == ("container app: HTTPS_PROXY replaced by the sharewall sidecar's",)
 
 
+def test_a_classic_sidecar_in_a_job_pod_comes_with_a_warning() -> None:
+    job = inject_document(_workload("Job"), InjectorConfig(native=False))
+    assert_valid(job)
+    template = _template()
+    template["spec"]["restartPolicy"] = "Never"
+    warnings = inject_pod(template, InjectorConfig(native=False)).warnings
+    assert warnings and "never completes" in warnings[0]
+    assert inject_pod(template, InjectorConfig()).warnings == ()
+
+
 def test_other_kinds_pass_through_unchanged() -> None:
     text = yaml.safe_dump_all(
         [
