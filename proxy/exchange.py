@@ -107,7 +107,9 @@ class Exchange:
 
     @property
     def tunnel(self) -> bool:
-        """The call came through a CONNECT (spliced or intercepted)."""
+        """The call came through a tunnel: a CONNECT (spliced or intercepted), or captured TLS."""
+        if self.entry == "transparent":
+            return self.scheme != "http"
         return self.entry in ("connect", "intercepted")
 
     @property
