@@ -207,7 +207,7 @@ async def test_apply_via_cli_url_uses_the_api(client, tokens, tmp_path, capsys, 
     # The server in this process logs to the same stdout; the CLI's answer is the last line.
     assert capsys.readouterr().out.strip().splitlines()[-1] == "no changes"
     code = await asyncio.to_thread(main, [*argv[:-1], "sw_wrong"])
-    assert code == 1
+    assert code == 2
     assert "401" in capsys.readouterr().err
 
 
