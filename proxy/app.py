@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
@@ -61,6 +62,7 @@ class ProxyApp:
     context: ProxyContext | None = None
     source: SnapshotSource | None = None
     listen_address: tuple[str, int] | None = None
+    transparent_address: tuple[str, int] | None = None
     admin_address: tuple[str, int] | None = None
     cleanup_ctx: list[CleanupContext] = field(default_factory=list)
 
@@ -157,6 +159,14 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         pins = dict(parse_pin(p) for p in s.resolve_pins)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
+    client_tls = None
+    if s.client_ca is not None and s.tls_cert is not None and s.tls_key is not None:
+        from proxy.client_identity import client_tls_context
+
+        try:
+            client_tls = client_tls_context(s.tls_cert, s.tls_key, s.client_ca)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise StartupError(f"cannot load --client-ca/--tls-cert/--tls-key: {exc}") from None
     context = ProxyContext(
         settings=s,
         decider=app.decider,
@@ -165,13 +175,19 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         decision_log=app.decision_log,
         metrics=app.metrics,
         certificate_authority=ca,
+        client_tls=client_tls,
     )
     server = ProxyServer(context)
     try:
         app.listen_address = server.bind()
     except OSError as exc:
         raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
-    own = [app.listen_address]
+    if s.transparent_listen is not None:
+        try:
+            app.transparent_address = server.bind_transparent(s.transparent_listen)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {s.transparent_listen}: {exc}") from None
+    own = [a for a in (app.listen_address, app.transparent_address) if a]
     if s.admin_listen is not None:
         own.append(s.admin_listen)
     context.resolver = Resolver(
@@ -305,7 +321,9 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     pins = dict(parse_pin(p) for p in s.resolve_pins)
     app.context.resolver = Resolver(
         pins,
-        self_addresses=[a for a in (app.listen_address, app.admin_address) if a],
+        self_addresses=[
+            a for a in (app.listen_address, app.transparent_address, app.admin_address) if a
+        ],
         timeout=s.upstream_connect_timeout,
         dns_ttl=s.dns_ttl,
     )
@@ -332,10 +350,31 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
 
 
 def _write_port_file(path: Path, app: ProxyApp) -> None:
-    """`{"listen": [host, port], "admin": [host, port]}`, written atomically."""
+    """`{"listen": [host, port], "admin": [host, port], "transparent"?: [host, port]}`, atomically."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps({"listen": app.listen_address, "admin": app.admin_address}))
+    ports = {"listen": app.listen_address, "admin": app.admin_address}
+    if app.transparent_address is not None:
+        ports["transparent"] = app.transparent_address
+    tmp.write_bytes(orjson.dumps(ports))
     os.replace(tmp, path)
+
+
+def _source_fields(settings: Settings, snapshot: Snapshot | None) -> dict[str, Any]:
+    """Where calls' sources come from, and whether the registry binds purposes to them."""
+    fields: dict[str, Any] = (
+        {"source_from": "client_certificate"}
+        if settings.is_gateway
+        else {
+            "source_from": "settings",
+            "source_workload": settings.source_workload,
+            "source_namespace": settings.source_namespace,
+        }
+    )
+    # The first snapshot is loaded before the listener serves (the snapshot context).
+    fields.update(
+        snapshot.source_binding() if snapshot else {"source_binding": None, "workloads": None}
+    )
+    return fields
 
 
 async def run_proxy(
@@ -364,10 +403,12 @@ async def run_proxy(
                 host=app.listen_address[0],
                 port=app.listen_address[1],
                 admin_port=app.admin_address[1] if app.admin_address else None,
+                transparent_port=app.transparent_address[1] if app.transparent_address else None,
                 mode=settings.mode,
                 engine=settings.engine,
                 event_loop=type(loop).__module__.partition(".")[0],
                 intercepts_tls=settings.intercepts_tls,
+                **_source_fields(settings, app.decider.snapshot if app.decider else None),
             )
             await stop.wait()
             log.info("proxy.stopping", drain_timeout=settings.drain_timeout)

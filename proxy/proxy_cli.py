@@ -72,6 +72,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     net.add_argument(
         "--port-file", type=Path, metavar="FILE", help="write the bound ports here as JSON"
     )
+    net.add_argument(
+        "--transparent-listen",
+        metavar="HOST:PORT",
+        help="accept connections redirected by `sharewall capture-rules` (off by default; "
+        "127.0.0.1:15001 with the rules' default port)",
+    )
+    net.add_argument(
+        "--first-bytes-timeout",
+        type=float,
+        default=d["first_bytes_timeout"].default,
+        metavar="SECONDS",
+        help="time a captured connection has to send a ClientHello or request head "
+        "(else DESTINATION_UNIDENTIFIED)",
+    )
     pol = p.add_argument_group("policy")
     pol.add_argument(
         "--mode",
@@ -98,8 +112,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="P",
         help="purpose of calls without an X-Sharewall-Purpose header (unset: PURPOSE_UNDECLARED)",
     )
-    pol.add_argument("--source", metavar="W", help="source workload (default: $SHAREWALL_SOURCE)")
-    pol.add_argument("--namespace", metavar="NS", help="source namespace (default: $POD_NAMESPACE)")
+    pol.add_argument(
+        "--source",
+        metavar="W",
+        help="source workload (default: $SHAREWALL_SOURCE; not with --client-ca)",
+    )
+    pol.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="source namespace (default: $POD_NAMESPACE; not with --client-ca)",
+    )
+    gw = p.add_argument_group("egress gateway (source from client certificates)")
+    gw.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="FILE",
+        help="listener speaks TLS and requires client certificates signed by this CA (PEM); "
+        "each call's source is its client's SPIFFE ID or CN",
+    )
+    gw.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="the listener's TLS certificate chain (PEM)"
+    )
+    gw.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the listener's TLS private key (PEM)"
+    )
     tls = p.add_argument_group("tls")
     tls.add_argument(
         "--ca-cert",
@@ -285,6 +321,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         listen=parse_hostport(args.listen, what="listen"),
         admin_listen=admin,
         port_file=args.port_file,
+        transparent_listen=(
+            parse_hostport(args.transparent_listen, what="transparent-listen")
+            if args.transparent_listen
+            else None
+        ),
+        first_bytes_timeout=args.first_bytes_timeout,
         mode=args.mode,
         engine=args.engine,
         opa_url=args.opa_url,
@@ -294,8 +336,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ca_key=args.ca_key,
         upstream_ca=args.upstream_ca,
         resolve_pins=tuple(args.resolve),
-        source_workload=args.source or os.environ.get("SHAREWALL_SOURCE"),
-        source_namespace=args.namespace or os.environ.get("POD_NAMESPACE"),
+        **_source_settings(args),
+        client_ca=args.client_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         max_header_bytes=args.max_header_bytes,
         limits=limits,
         max_tunnels=args.max_tunnels,
@@ -312,6 +356,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         loop=args.loop or os.environ.get("SHAREWALL_LOOP") or "auto",
     )
+
+
+def _source_settings(args: argparse.Namespace) -> dict[str, str | None]:
+    """The sidecar's own source: the flags, else the pod's environment (downward API).
+
+    A gateway (`--client-ca`) takes each client's source from its certificate, so the
+    environment's defaults are not used there (explicit flags are refused by `Settings`).
+    """
+    if args.client_ca is not None:
+        return {"source_workload": args.source, "source_namespace": args.namespace}
+    return {
+        "source_workload": args.source or os.environ.get("SHAREWALL_SOURCE") or None,
+        "source_namespace": args.namespace or os.environ.get("POD_NAMESPACE") or None,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
