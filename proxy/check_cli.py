@@ -117,7 +117,7 @@ async def _check(args: argparse.Namespace) -> int:
     from proxy.check import CheckInputError, check_call, is_token, parse_target
     from proxy.decide import Decider
     from proxy.engines import create_engine
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
     from sharewall.registry_file import RegistryFileError, load_registry_file
     from sharewall.taxonomy import load_taxonomy
 
