@@ -17,7 +17,8 @@ import orjson
 import pytest
 import requests
 from proxy_harness import PHONE, REGISTRY_YAML, ProxyProcess, Upstreams, pins
-from test_registry_follow import RegistryProcess, _run, api, wait_ready
+from registry_harness import RegistryProcess, api, wait_ready
+from registry_harness import run_cli as _run
 
 from sharewall.registry_file import decode_registry_text
 
