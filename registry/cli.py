@@ -247,7 +247,9 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 async def _apply_via_api(url: str, token: str, doc: dict[str, Any], dry_run: bool) -> dict:
     import aiohttp
 
-    body = orjson.dumps({"recipients": doc["recipients"], "dry_run": dry_run})
+    body = orjson.dumps(
+        {"recipients": doc["recipients"], "workloads": doc.get("workloads"), "dry_run": dry_run}
+    )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=120)
     async with (
