@@ -61,6 +61,7 @@ class ProxyApp:
     context: ProxyContext | None = None
     source: SnapshotSource | None = None
     listen_address: tuple[str, int] | None = None
+    transparent_address: tuple[str, int] | None = None
     admin_address: tuple[str, int] | None = None
     cleanup_ctx: list[CleanupContext] = field(default_factory=list)
 
@@ -171,7 +172,12 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         app.listen_address = server.bind()
     except OSError as exc:
         raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
-    own = [app.listen_address]
+    if s.transparent_listen is not None:
+        try:
+            app.transparent_address = server.bind_transparent(s.transparent_listen)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {s.transparent_listen}: {exc}") from None
+    own = [a for a in (app.listen_address, app.transparent_address) if a]
     if s.admin_listen is not None:
         own.append(s.admin_listen)
     context.resolver = Resolver(
@@ -305,7 +311,9 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     pins = dict(parse_pin(p) for p in s.resolve_pins)
     app.context.resolver = Resolver(
         pins,
-        self_addresses=[a for a in (app.listen_address, app.admin_address) if a],
+        self_addresses=[
+            a for a in (app.listen_address, app.transparent_address, app.admin_address) if a
+        ],
         timeout=s.upstream_connect_timeout,
         dns_ttl=s.dns_ttl,
     )
@@ -332,9 +340,12 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
 
 
 def _write_port_file(path: Path, app: ProxyApp) -> None:
-    """`{"listen": [host, port], "admin": [host, port]}`, written atomically."""
+    """`{"listen": [host, port], "admin": [host, port], "transparent"?: [host, port]}`, atomically."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps({"listen": app.listen_address, "admin": app.admin_address}))
+    ports = {"listen": app.listen_address, "admin": app.admin_address}
+    if app.transparent_address is not None:
+        ports["transparent"] = app.transparent_address
+    tmp.write_bytes(orjson.dumps(ports))
     os.replace(tmp, path)
 
 
@@ -364,6 +375,7 @@ async def run_proxy(
                 host=app.listen_address[0],
                 port=app.listen_address[1],
                 admin_port=app.admin_address[1] if app.admin_address else None,
+                transparent_port=app.transparent_address[1] if app.transparent_address else None,
                 mode=settings.mode,
                 engine=settings.engine,
                 event_loop=type(loop).__module__.partition(".")[0],

@@ -15,7 +15,12 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from proxy.decide import DESTINATION_MISMATCH, destination_denied, destination_forbidden
+from proxy.decide import (
+    DESTINATION_MISMATCH,
+    DESTINATION_UNIDENTIFIED,
+    destination_denied,
+    destination_forbidden,
+)
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
@@ -43,6 +48,15 @@ async def check_destination(ex: Exchange, resolver: Resolver | None) -> Decision
     if ex.destination_checked:
         return ex.decision
     ex.destination_checked = True
+    if ex.unidentified is not None:
+        # Transparent capture: nothing names the destination (not HTTP, TLS without SNI, ...).
+        ex.decision = destination_denied(ex.call(), DESTINATION_UNIDENTIFIED, ex.unidentified)
+        return ex.decision
+    if ex.connected_to is not None and ex.port != ex.connected_to[1]:
+        # A Host naming another port than the one connected to (RFC 9110 §7.2).
+        detail = f"port {ex.connected_to[1]}"
+        ex.decision = destination_denied(ex.call(), DESTINATION_MISMATCH, detail)
+        return ex.decision
     if resolver is None:
         return None
     try:
