@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -120,6 +121,20 @@ def _guard(handler: Any) -> Any:
 # --------------------------------------------------------------------------- serve
 
 
+def _check_listen(host: str, port: int) -> None:
+    """A port in use or an unknown host is a one-line mistake, found before the app starts
+    (so no database work is cut short by the failure)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
@@ -152,8 +167,9 @@ async def _serve(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     db.normalise_url(args.db)  # a bad --db is a one-line mistake before anything starts
-    configure_logging(args.log_level)
     host, port = args.listen
+    _check_listen(host, port)
+    configure_logging(args.log_level)
     settings = Settings(db_url=args.db, host=host, port=port, retention_days=args.retention_days)
     asyncio.run(_serve(settings))
     return 0
