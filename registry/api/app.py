@@ -17,8 +17,10 @@ from . import (
     auth,
     bundles,
     changes,
+    datamap,
     decisions,
     flows,
+    impact,
     keys,
     ledger,
     logs,
@@ -50,6 +52,8 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     flows.routes,
     ledger.routes,
     logs.routes,
+    impact.routes,
+    datamap.routes,
 )
 
 
