@@ -1,4 +1,4 @@
-"""`sharewall proxy`: the command-line flags of DESIGN.md, turned into `Settings`."""
+"""`sharewall proxy`: its command-line flags (README.md), turned into `Settings`."""
 
 from __future__ import annotations
 

@@ -601,8 +601,8 @@ def add_parser(subparsers: Any) -> None:
             "security or admin role when applied through --url.",
         )
     )
-    apply.add_argument("file")
-    apply.add_argument("--dry-run", action="store_true")
+    apply.add_argument("file", help="the registry file (format: docs/registry-file.md)")
+    apply.add_argument("--dry-run", action="store_true", help="print the diff and impact only")
     apply.add_argument("--url", help="registry URL (apply through the API)")
     apply.add_argument("--token", help=f"bearer token for --url (or ${TOKEN_ENV})")
     apply.add_argument("--json", action="store_true", help="print the diff as JSON")
