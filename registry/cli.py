@@ -597,8 +597,11 @@ def add_parser(subparsers: Any) -> None:
             "apply",
             help="make the registry match a YAML registry file",
             description="Print the diff and apply it as one audited transaction "
-            "(--dry-run: only print). Setting statuses other than proposed needs the "
-            "security or admin role when applied through --url.",
+            "(--dry-run: only print). Applying never approves: added recipients and "
+            "workloads are proposals and changes to live ones are pending changes a reviewer "
+            "approves in the registry; suspending or revoking a live one through --url needs "
+            "the security or admin role. Only the operator's bootstrap (--db) writes a "
+            "not-yet-live entry approved when the file says so.",
         )
     )
     apply.add_argument("file", help="the registry file (format: docs/registry-file.md)")
