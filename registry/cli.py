@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -122,6 +123,20 @@ def _guard(handler: Any) -> Any:
 # --------------------------------------------------------------------------- serve
 
 
+def _check_listen(host: str, port: int) -> None:
+    """A port in use or an unknown host is a one-line mistake, found before the app starts
+    (so no database work is cut short by the failure)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
@@ -154,8 +169,9 @@ async def _serve(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     db.normalise_url(args.db)  # a bad --db is a one-line mistake before anything starts
-    configure_logging(args.log_level)
     host, port = args.listen
+    _check_listen(host, port)
+    configure_logging(args.log_level)
     settings = Settings(db_url=args.db, host=host, port=port, retention_days=args.retention_days)
     asyncio.run(_serve(settings))
     return 0
@@ -249,7 +265,9 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 async def _apply_via_api(url: str, token: str, doc: dict[str, Any], dry_run: bool) -> dict:
     import aiohttp
 
-    body = orjson.dumps({"recipients": doc["recipients"], "dry_run": dry_run})
+    body = orjson.dumps(
+        {"recipients": doc["recipients"], "workloads": doc.get("workloads"), "dry_run": dry_run}
+    )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=120)
     async with (
@@ -579,12 +597,15 @@ def add_parser(subparsers: Any) -> None:
             "apply",
             help="make the registry match a YAML registry file",
             description="Print the diff and apply it as one audited transaction "
-            "(--dry-run: only print). Setting statuses other than proposed needs the "
-            "security or admin role when applied through --url.",
+            "(--dry-run: only print). Applying never approves: added recipients and "
+            "workloads are proposals and changes to live ones are pending changes a reviewer "
+            "approves in the registry; suspending or revoking a live one through --url needs "
+            "the security or admin role. Only the operator's bootstrap (--db) writes a "
+            "not-yet-live entry approved when the file says so.",
         )
     )
-    apply.add_argument("file")
-    apply.add_argument("--dry-run", action="store_true")
+    apply.add_argument("file", help="the registry file (format: docs/registry-file.md)")
+    apply.add_argument("--dry-run", action="store_true", help="print the diff and impact only")
     apply.add_argument("--url", help="registry URL (apply through the API)")
     apply.add_argument("--token", help=f"bearer token for --url (or ${TOKEN_ENV})")
     apply.add_argument("--json", action="store_true", help="print the diff as JSON")

@@ -130,11 +130,35 @@ class Approval(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     entity_type: str = Field(max_length=32)
-    entity_id: str = Field(max_length=100)
+    entity_id: str = Field(max_length=320)
     action: str = Field(max_length=16)
     actor: str = Field(max_length=200)
     time: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     note: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class Workload(SQLModel, table=True):
+    """A calling workload and the purposes (and optionally recipients) it may declare.
+
+    Reviewed like a recipient: a live (approved or suspended) workload's edit waits in
+    `pending` (the proposed `purposes` / `recipients`) until a second person approves it;
+    the snapshot carries live workloads only, at their live values.
+    """
+
+    __tablename__ = "workload"
+
+    namespace: str = Field(primary_key=True, max_length=63)
+    name: str = Field(primary_key=True, max_length=253)
+    status: str = Field(default="proposed", max_length=16, index=True)
+    purposes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    # None: any registered recipient.
+    recipients: list[str] | None = Field(default=None, sa_type=sa.JSON)
+    pending: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    proposed_by: str = Field(max_length=200)
+    updated_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    version: int = 1
 
 
 class ApiToken(SQLModel, table=True):
@@ -177,11 +201,11 @@ class AuditEvent(SQLModel, table=True):
     actor: str = Field(max_length=200, index=True)
     action: str = Field(max_length=64)
     entity_type: str = Field(max_length=32)
-    entity_id: str = Field(max_length=100)
+    entity_id: str = Field(max_length=320)
     before: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     after: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     token_name: str | None = Field(default=None, max_length=200)
-    scope: str | None = Field(default=None, max_length=200)
+    scope: str | None = Field(default=None, max_length=330)
     note: str | None = Field(default=None, sa_type=sa.Text)
 
 

@@ -1,4 +1,4 @@
-"""Registry as code: load and validate the YAML registry file of DESIGN.md."""
+"""Registry as code: load and validate the YAML registry file (docs/registry-file.md)."""
 
 from __future__ import annotations
 

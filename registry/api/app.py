@@ -29,6 +29,7 @@ from . import (
     recipients,
     snapshot,
     tokens,
+    workloads,
 )
 from .middleware import error_middleware, request_context_middleware
 from .routes import RouteTable, install
@@ -41,6 +42,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     meta.routes,
     recipients.routes,
     changes.routes,
+    workloads.routes,
     tokens.routes,
     audit.routes,
     apply.routes,
