@@ -10,17 +10,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy.metrics import ProxyMetrics
 
 
-def create_admin_app(metrics: ProxyMetrics, is_ready: Callable[[], bool]) -> web.Application:
-    """The admin aiohttp app; `is_ready` says whether a snapshot is loaded and the engine ready."""
+def create_admin_app(
+    metrics: ProxyMetrics, not_ready_reasons: Callable[[], list[str]]
+) -> web.Application:
+    """The admin aiohttp app; `not_ready_reasons` says why the proxy is not ready (empty: it is)."""
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        ready = is_ready()
-        return web.json_response(
-            {"status": "ready" if ready else "not_ready"}, status=200 if ready else 503
-        )
+        reasons = not_ready_reasons()
+        if not reasons:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not_ready", "reasons": reasons}, status=503)
 
     async def metrics_view(_request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)

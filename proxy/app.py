@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from proxy.pipeline import decide_exchange, inspect_exchange
 from proxy.recipients import RecipientIndex
 from proxy.settings import Settings
 from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
-from proxy.spool import Spool
+from proxy.spool import Spool, SpoolLocked
 from proxy.upstream import UpstreamPool
 from sharewall.hosts import parse_host_pattern, parse_pin
 from sharewall.registry_file import RegistryFileError
@@ -60,6 +61,7 @@ class ProxyApp:
     context: ProxyContext | None = None
     source: SnapshotSource | None = None
     listen_address: tuple[str, int] | None = None
+    transparent_address: tuple[str, int] | None = None
     admin_address: tuple[str, int] | None = None
     cleanup_ctx: list[CleanupContext] = field(default_factory=list)
 
@@ -69,8 +71,18 @@ class ProxyApp:
         return self.decision_log.sinks
 
     def is_ready(self) -> bool:
-        """A snapshot is loaded into a ready engine (what `/readyz` answers)."""
-        return bool(self.decider is not None and self.decider.is_ready)
+        """A snapshot is loaded into a ready engine and the spool takes records."""
+        return not self.not_ready_reasons()
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why `/readyz` answers 503 (empty when ready)."""
+        reasons = []
+        if self.decider is None or not self.decider.is_ready:
+            reasons.append("no registry snapshot loaded into a ready policy engine")
+        if self.spool is not None and self.spool.problem is not None:
+            # Blocked calls are answered 503 while their records cannot be written.
+            reasons.append(self.spool.problem)
+        return reasons
 
     async def on_snapshot(self, snapshot: Snapshot) -> None:
         """Swap in a new snapshot: the engine first, then the host index (only if the engine took it)."""
@@ -85,9 +97,17 @@ class ProxyApp:
 
 @contextlib.asynccontextmanager
 async def _spool_ctx(app: ProxyApp) -> AsyncIterator[None]:
-    app.spool = Spool(app.settings.spool_dir)
-    await app.spool.start()
+    app.spool = Spool(app.settings.spool_dir, registry=app.settings.registry_url)
+    try:
+        await app.spool.start()
+    except SpoolLocked as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot use the spool directory {app.settings.spool_dir}: {exc}"
+        ) from None
     app.decision_log.spool = app.spool
+    app.metrics.watch_spool(app.spool)
     try:
         yield
     finally:
@@ -152,7 +172,12 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         app.listen_address = server.bind()
     except OSError as exc:
         raise StartupError(f"cannot listen on {s.listen}: {exc}") from None
-    own = [app.listen_address]
+    if s.transparent_listen is not None:
+        try:
+            app.transparent_address = server.bind_transparent(s.transparent_listen)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {s.transparent_listen}: {exc}") from None
+    own = [a for a in (app.listen_address, app.transparent_address) if a]
     if s.admin_listen is not None:
         own.append(s.admin_listen)
     context.resolver = Resolver(
@@ -197,6 +222,7 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
     ledger = Ledger()
     app.decision_sinks.append(ledger.record)
     shipper = Shipper(app.settings.registry_url or "", app.settings.token, app.spool, ledger)
+    app.metrics.watch_shipper(shipper)
     await shipper.start()
     try:
         yield
@@ -275,7 +301,7 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     if s.admin_listen is None:
         yield
         return
-    admin = AdminServer(create_admin_app(app.metrics, app.is_ready), *s.admin_listen)
+    admin = AdminServer(create_admin_app(app.metrics, app.not_ready_reasons), *s.admin_listen)
     try:
         app.admin_address = await admin.start()
     except OSError as exc:
@@ -285,7 +311,9 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     pins = dict(parse_pin(p) for p in s.resolve_pins)
     app.context.resolver = Resolver(
         pins,
-        self_addresses=[a for a in (app.listen_address, app.admin_address) if a],
+        self_addresses=[
+            a for a in (app.listen_address, app.transparent_address, app.admin_address) if a
+        ],
         timeout=s.upstream_connect_timeout,
         dns_ttl=s.dns_ttl,
     )
@@ -312,9 +340,12 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
 
 
 def _write_port_file(path: Path, app: ProxyApp) -> None:
-    """`{"listen": [host, port], "admin": [host, port]}`, written atomically."""
+    """`{"listen": [host, port], "admin": [host, port], "transparent"?: [host, port]}`, atomically."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps({"listen": app.listen_address, "admin": app.admin_address}))
+    ports = {"listen": app.listen_address, "admin": app.admin_address}
+    if app.transparent_address is not None:
+        ports["transparent"] = app.transparent_address
+    tmp.write_bytes(orjson.dumps(ports))
     os.replace(tmp, path)
 
 
@@ -344,6 +375,7 @@ async def run_proxy(
                 host=app.listen_address[0],
                 port=app.listen_address[1],
                 admin_port=app.admin_address[1] if app.admin_address else None,
+                transparent_port=app.transparent_address[1] if app.transparent_address else None,
                 mode=settings.mode,
                 engine=settings.engine,
                 event_loop=type(loop).__module__.partition(".")[0],
@@ -353,6 +385,8 @@ async def run_proxy(
             log.info("proxy.stopping", drain_timeout=settings.drain_timeout)
     except StartupError as exc:
         log.error("proxy.startup_failed", reason=str(exc))
+        # One line a person reads, beside the JSON event a log pipeline reads.
+        print(f"sharewall proxy: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:
         if decision_lines is not None:

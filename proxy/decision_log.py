@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from typing import IO, Any
-from urllib.parse import parse_qsl, urlencode
 
 import orjson
 import structlog
 
 from proxy.decision import Decision
+from sharewall.decision_record import RECORD_ONLY_FIELDS, is_spooled, new_record
+from sharewall.redaction import REDACTED, SECRET_PARAMS, redact_path
+
+__all__ = [
+    "REDACTED",
+    "SECRET_PARAMS",
+    "DecisionLog",
+    "JsonLines",
+    "decision_record",
+    "redact_path",
+]
 
 EVENT = "egress.decision"
 
@@ -45,25 +54,6 @@ UPSTREAM_MS = "upstream_ms"
 TIME = "time"
 REASONS = "reasons"
 FINDINGS = "findings"
-
-# Query parameters whose values are credentials (compared case-insensitively).
-SECRET_PARAMS = frozenset(
-    {
-        "access_token",
-        "api_key",
-        "apikey",
-        "key",
-        "token",
-        "signature",
-        "sig",
-        "password",
-        "secret",
-        "client_secret",
-        "auth",
-    }
-)
-REDACTED = "REDACTED"
-_USERINFO_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 
 DecisionSink = Callable[[dict[str, Any]], None]
 
@@ -105,20 +95,6 @@ class _UtcClock:
 _clock = _UtcClock()
 
 
-def redact_path(path: str) -> str:
-    """The path with userinfo stripped and token-like query values replaced by `REDACTED`."""
-    if "?" not in path and "@" not in path:
-        return path  # the common case, paid twice a call: nothing to strip or redact
-    path = _USERINFO_RE.sub(r"\1", path)
-    base, sep, query = path.partition("?")
-    if not sep:
-        return base
-    query, _, _fragment = query.partition("#")
-    pairs = parse_qsl(query, keep_blank_values=True)
-    redacted = [(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
-    return f"{base}?{urlencode(redacted, safe='/:,')}"
-
-
 def decision_record(
     *,
     decision: Decision,
@@ -138,48 +114,47 @@ def decision_record(
     upstream_ms: float | None = None,
     blocked: bool | None = None,
 ) -> dict[str, Any]:
-    """The full record of one call (log line fields plus time, reasons and findings).
+    """The record of one call (`sharewall.decision_record`): log line fields plus the rest.
 
     `blocked` says whether the proxy refused the call itself; by default a denied decision
-    is blocked in enforce mode only (report mode lets it pass, flagged `would_block`).
+    is blocked in enforce mode only (report mode lets it pass, flagged `would_block`). The
+    path is redacted from the decision's findings (query values and path segments where
+    personal data was found are replaced by its category).
     """
     denied = not decision.allow
-    report = mode == "report"
     if blocked is None:
-        blocked = denied and not report
-    return {
-        TIME: _clock.millis(),
-        DECISION_ID: decision.decision_id,
-        ACTION: "deny" if blocked else "allow",
-        WOULD_BLOCK: denied and not blocked,
-        MODE: mode,
-        REASON_CODES: list(decision.reason_codes),
-        RECIPIENT_ID: decision.recipient_id,
-        HOST: host,
-        PORT: port,
-        METHOD: method,
-        PATH: redact_path(path),
-        PURPOSE: decision.purpose,
-        CATEGORIES: sorted(decision.categories),
-        FINDING_LOCATIONS: [f"{f.category}@{f.location}" for f in decision.findings],
-        SOURCE_WORKLOAD: source_workload,
-        SOURCE_NAMESPACE: source_namespace,
-        INSPECTED: inspected,
-        TUNNEL: tunnel,
-        STATUS: status,
-        FAULT: decision.fault,
-        PROBLEMS: list(decision.problems),
-        LATENCY_MS: round(latency_ms, 3),
-        INSPECT_MS: None if inspect_ms is None else round(inspect_ms, 3),
-        POLICY_MS: None if policy_ms is None else round(policy_ms, 3),
-        UPSTREAM_MS: None if upstream_ms is None else round(upstream_ms, 3),
-        REASONS: [r.as_dict() for r in decision.reasons],
-        FINDINGS: [f.as_dict() for f in decision.findings],
-    }
+        blocked = denied and mode != "report"
+    return new_record(
+        time=_clock.millis(),
+        decision_id=decision.decision_id,
+        action="deny" if blocked else "allow",
+        would_block=denied and not blocked,
+        mode=mode,
+        reasons=[r.as_dict() for r in decision.reasons],
+        recipient_id=decision.recipient_id,
+        host=host,
+        port=port,
+        method=method,
+        path=path,
+        purpose=decision.purpose,
+        categories=sorted(decision.categories),
+        findings=[f.as_dict() for f in decision.findings],
+        source_workload=source_workload,
+        source_namespace=source_namespace,
+        inspected=inspected,
+        tunnel=tunnel,
+        status=status,
+        fault=decision.fault,
+        problems=list(decision.problems),
+        latency_ms=latency_ms,
+        inspect_ms=inspect_ms,
+        policy_ms=policy_ms,
+        upstream_ms=upstream_ms,
+    )
 
 
 # Record keys that stay out of the log line (they are in the spool; the line stays short).
-_RECORD_ONLY = frozenset({TIME, REASONS, FINDINGS})
+_RECORD_ONLY = RECORD_ONLY_FIELDS
 
 
 class JsonLines:
@@ -234,8 +209,19 @@ class DecisionLog:
         # Hooks called with every record (allowed too), e.g. a per-minute ledger counter.
         self.sinks: list[DecisionSink] = []
 
-    def emit(self, record: dict[str, Any]) -> None:
-        """Log, spool (if blocked or would-block) and fan the record out; never raises."""
+    async def commit(self, record: dict[str, Any]) -> None:
+        """Spool a refused call's record durably, then log it and fan it out.
+
+        Returns once the record is on disk (or at once without a spool); raises
+        `SpoolUnavailable` when it cannot be written, having logged nothing: the caller answers
+        503 instead of the refusal and records that fault (`emit`).
+        """
+        if self.spool is not None:
+            await self.spool.commit(record)
+        self.emit(record, spool=False)
+
+    def emit(self, record: dict[str, Any], *, spool: bool = True) -> None:
+        """Log, queue for the spool (if blocked or would-block) and fan the record out; never raises."""
         line = {k: v for k, v in record.items() if k not in _RECORD_ONLY}
         if self.lines is None:
             log.info(EVENT, **line)
@@ -244,8 +230,7 @@ class DecisionLog:
                 self.lines.write(line)
             except Exception:
                 log.exception("decision_log.write_failed", decision_id=record[DECISION_ID])
-        is_blocked = record[ACTION] == "deny" or record[WOULD_BLOCK]
-        if is_blocked and self.spool is not None:
+        if spool and self.spool is not None and is_spooled(record):
             try:
                 self.spool.append(record)
             except Exception:

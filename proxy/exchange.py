@@ -14,11 +14,13 @@ or intercepted, transparent capture, `sharewall check`):
 3. **Given an outcome** by `proxy.pipeline.outcome_of()`: forward, would-block (forward in
    report mode, logged), block (403), unavailable (503), unreachable (502). Report mode lives
    there, not in the transport.
-4. **Carried out** by the entry point: a refusal is `proxy.responses.rejection()` written to
+4. **Carried out** by the entry point: a refusal is first made durable by
+   `proxy.pipeline.commit_refusal()` (its record fsync'd to the spool; a spool that cannot
+   take it turns the refusal into a 503), then `proxy.responses.rejection()` is written to
    the client; a forward goes to `proxy.upstream` (HTTP) or `proxy.tunnel` (splice). The entry
    point records the status it sent in `status`.
 5. **Recorded** once by `proxy.pipeline.record_exchange()`: the `egress.decision` line, the
-   spool and the sinks.
+   spool and the sinks (a refusal's record is already written: `recorded`).
 
 A transparent listener plugs in at step 1 with `entry="transparent"` and the kernel's original
 destination in `connected_to`; steps 2-5 are the same calls.
@@ -91,6 +93,7 @@ class Exchange:
     tls_upstream: bool  # the bytes leave the pod over TLS
     decision_id: str = field(default_factory=new_decision_id)
     connected_to: tuple[str, int] | None = None  # transparent: the kernel's original destination
+    unidentified: str | None = None  # transparent: why nothing names the destination ("no_sni")
     # Filled in by the pipeline:
     inspection: Inspection | None = None
     decision: Decision | None = None
@@ -99,6 +102,7 @@ class Exchange:
     unresolved: OSError | None = None  # the name did not resolve (decided anyway)
     outcome: Outcome | None = None
     status: int | None = None  # the status the client got (None: nothing was sent)
+    recorded: bool = False  # its record is written (a refusal's, before the refusal left)
     timings: Timings = field(default_factory=Timings)
 
     @property
@@ -166,6 +170,8 @@ def new_exchange(
     tunnel_purpose: str | None = None,
     decision_id: str | None = None,
     connected_to: tuple[str, int] | None = None,
+    unidentified: str | None = None,
+    spliced: bool = False,
     timings: Timings | None = None,
 ) -> Exchange:
     """Build the exchange of one call: the one place its facts are derived from what the app sent.
@@ -173,13 +179,15 @@ def new_exchange(
     `host` must be normalised (`sharewall.hosts`). `purpose_header` is the request's
     `X-Sharewall-Purpose` when the caller already has it (else it is looked up in
     `raw_headers`); the purpose is that header, else the CONNECT's (`tunnel_purpose`), else
-    `default_purpose`. A CONNECT exchange (`entry="connect"`) is never inspected and always
-    leaves over TLS.
+    `default_purpose`. A CONNECT exchange (`entry="connect"`), and a captured TLS connection
+    that is spliced (`spliced=True`), is never inspected and always leaves over TLS.
+    Transparent capture gives `connected_to` (the original destination) and, when nothing
+    names the destination, `unidentified` (why): the pipeline checks both.
     """
     if purpose_header is None:
         purpose_header = first_header(raw_headers, PURPOSE_HEADER)
     recipient = index.resolve(host, port) if index is not None else None
-    spliced = entry == "connect"
+    spliced = spliced or entry == "connect"
     tls_upstream = (
         spliced or scheme == "https" or (recipient is not None and recipient.tls_origination)
     )
@@ -200,5 +208,6 @@ def new_exchange(
         tls_upstream=tls_upstream,
         decision_id=decision_id or new_decision_id(),
         connected_to=connected_to,
+        unidentified=unidentified,
         timings=timings or Timings(),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,14 +24,21 @@ from proxy import responses
 from proxy.decision import Decision, new_decision_id
 from proxy.decision_log import DecisionLog
 from proxy.destinations import Resolver
-from proxy.exchange import PURPOSE_HEADER, Exchange, Source, Timings, new_exchange
+from proxy.exchange import PURPOSE_HEADER, Entry, Exchange, Source, Timings, new_exchange
 from proxy.http1 import BadRequest, ClientConnection, RequestHead
 from proxy.metrics import ProxyMetrics
-from proxy.outcome import REFUSAL_STATUS, Outcome
-from proxy.pipeline import check_destination, decide_exchange, record_exchange, settle
+from proxy.outcome import Outcome
+from proxy.pipeline import (
+    check_destination,
+    commit_refusal,
+    decide_exchange,
+    record_exchange,
+    settle,
+)
 from proxy.recipients import RecipientIndex
 from proxy.relay import relay_response
 from proxy.settings import Settings
+from proxy.transparent import Captured, TransparentListener
 from proxy.tunnel import open_tunnel, splice
 from proxy.upstream import UpstreamError, UpstreamPool, send_request
 from sharewall.hosts import BadAuthority, parse_authority_cached, parse_url
@@ -49,11 +57,12 @@ DISCARD_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Tunnel:
-    """An intercepted CONNECT: where its requests go, and the purpose the CONNECT declared."""
+    """An intercepted CONNECT (or captured TLS): where its requests go, and the declared purpose."""
 
     host: str
     port: int
     purpose: str | None  # X-Sharewall-Purpose on the CONNECT (e.g. curl --proxy-header)
+    connected_to: tuple[str, int] | None = None  # captured TLS: the kernel's original destination
 
 
 @dataclass
@@ -88,6 +97,7 @@ class ProxyServer:
         self._busy: dict[asyncio.Task[Any], bool] = {}
         self._closing = False
         self._slots = asyncio.Semaphore(self.settings.max_connections)
+        self._transparent: TransparentListener | None = None
 
     def bind(self) -> tuple[str, int]:
         """Bind the listening socket (before serving, so the resolver can know our address)."""
@@ -101,16 +111,25 @@ class ProxyServer:
         bound = self._sock.getsockname()
         return bound[0], bound[1]
 
+    def bind_transparent(self, address: tuple[str, int]) -> tuple[str, int]:
+        """Bind the transparent listener (`--transparent-listen`); its bound address."""
+        self._transparent = TransparentListener(self, address)
+        return self._transparent.bind()
+
     async def start(self) -> None:
-        """Start accepting connections on the bound socket."""
+        """Start accepting connections on the bound socket(s)."""
         assert self._sock is not None
         self._server = await asyncio.start_server(self._on_client, sock=self._sock)
+        if self._transparent is not None:
+            await self._transparent.start()
 
     async def close(self) -> None:
         """Stop accepting, let in-flight calls finish up to the drain timeout, then cut the rest."""
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._transparent is not None:
+            await self._transparent.close()
         for task, busy in list(self._busy.items()):
             if not busy:
                 task.cancel()
@@ -128,11 +147,98 @@ class ProxyServer:
         if task is not None and task in self._busy:
             self._busy[task] = busy
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def is_serving(self, task: asyncio.Task[Any]) -> bool:
+        """`task` is serving a client connection (it drains on close instead of being cut)."""
+        return task in self._busy
+
+    async def serve_captured(self, sock: socket.socket, captured: Captured) -> None:
+        """Serve a connection the kernel redirected to us, named by `proxy.transparent`.
+
+        Plain HTTP is served request by request like absolute-form calls (each request named by
+        its Host and checked against the connected address). TLS and anything else is one
+        exchange: an `inspect_tls` recipient (with a CA) whose name leads to the connected
+        address is intercepted, the handshake performed on the app's own ClientHello (still
+        unread in the socket); everything else is decided on the name alone and spliced with
+        the ClientHello replayed, or closed.
+        """
+        identity = captured.identity
+        if identity.protocol == "http":
+            reader, writer = await _streams(sock)
+            await self._on_client(reader, writer, captured)
+            return
+        named = identity.protocol == "tls" and identity.name is not None
+        ex = new_exchange(
+            entry="transparent",
+            method="CONNECT",
+            scheme="https" if identity.protocol == "tls" else "tcp",
+            host=identity.name if named else captured.address,  # type: ignore[arg-type]
+            port=captured.port,
+            path="",
+            raw_headers=[],
+            index=self.ctx.index,
+            source=self.ctx.source,
+            default_purpose=self.settings.default_purpose,
+            connected_to=captured.connected_to,
+            unidentified=None if named else (identity.why or identity.protocol),
+            spliced=True,
+        )
+        ca = self.ctx.certificate_authority
+        if named and ca is not None and ex.recipient is not None and ex.recipient.inspect_tls:
+            denied = await check_destination(ex, self.ctx.resolver)
+            if denied is None and ex.destination is not None:
+                tunnel = Tunnel(ex.host, ex.port, None, captured.connected_to)
+                context = await ca.ssl_context_for_async(ex.host)
+                try:
+                    reader, writer = await _streams(
+                        sock, ssl=context, handshake_timeout=self.settings.header_timeout
+                    )
+                except (OSError, TimeoutError) as exc:
+                    log.info(
+                        "tunnel.tls_failed", host=ex.host, port=ex.port, error=type(exc).__name__
+                    )
+                    sock.close()
+                    return
+                await self._on_client(reader, writer, tunnel=tunnel)
+                return
+        reader, writer = await _streams(sock)
+        await self._on_client(reader, writer, captured, exchange=ex)
+
+    async def _captured_stream(self, conn: ClientConnection, ex: Exchange) -> None:
+        """Decide a captured TLS (or unnamed) connection; splice it, or close it unanswered."""
+        # Not HTTP on this stream: a refusal is a closed connection, never an HTTP answer.
+        conn.tunnel_established = True
+        self._set_busy(True)
+        self.ctx.metrics.inflight.inc()
+        try:
+            await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
+            outcome = settle(ex, mode=self.settings.mode)
+            if not outcome.is_sent:
+                # Recorded (durably) as any refusal; the answer is the closed connection.
+                await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
+                record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
+                return
+            await self._splice(conn, ex, announce=False)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            # Fails closed: a bug of ours closes the connection, nothing is relayed.
+            log.exception("egress.internal_error", decision_id=ex.decision_id, method="CONNECT")
+        finally:
+            self.ctx.metrics.inflight.dec()
+            self._set_busy(False)
+
+    async def _on_client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        captured: Captured | None = None,
+        exchange: Exchange | None = None,
+        tunnel: Tunnel | None = None,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         if self._closing or self._slots.locked():
-            if not self._closing:
+            if not self._closing and (captured is None or captured.identity.protocol == "http"):
                 log.warning("proxy.connection_refused", reason="max_connections")
                 with contextlib.suppress(Exception):
                     writer.write(
@@ -157,7 +263,15 @@ class ProxyServer:
             self.ctx.metrics.open_connections.inc()
             conn = ClientConnection(reader, writer, self.settings)
             try:
-                await self._serve(conn)
+                if tunnel is not None:  # captured TLS, intercepted: the handshake is done
+                    conn.tunnel_established = conn.tls = True
+                    await self._serve(conn, tunnel=tunnel)
+                elif captured is None:
+                    await self._serve(conn)
+                elif exchange is None:
+                    await self._serve(conn, captured=captured)
+                else:
+                    await self._captured_stream(conn, exchange)
             except asyncio.CancelledError:
                 pass
             except (ConnectionError, TimeoutError, BadRequest):
@@ -171,8 +285,17 @@ class ProxyServer:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _serve(self, conn: ClientConnection, tunnel: Tunnel | None = None) -> None:
-        """Serve requests on one connection (`tunnel`: inside an intercepted CONNECT)."""
+    async def _serve(
+        self,
+        conn: ClientConnection,
+        tunnel: Tunnel | None = None,
+        captured: Captured | None = None,
+    ) -> None:
+        """Serve requests on one connection.
+
+        `tunnel`: inside an intercepted CONNECT (or intercepted captured TLS); `captured`: a
+        plain-HTTP connection redirected by the kernel.
+        """
         while not self._closing:
             try:
                 # A new connection gets the head timeout to say anything at all (slowloris);
@@ -188,11 +311,11 @@ class ProxyServer:
             self.ctx.metrics.inflight.inc()
             try:
                 if head.method == "CONNECT":
-                    if tunnel is not None:
+                    if tunnel is not None or captured is not None:
                         raise BadRequest("CONNECT inside a tunnel")
                     await self._connect_failing_closed(conn, head)
                     return
-                keep_alive = await self._request(conn, head, tunnel)
+                keep_alive = await self._request(conn, head, tunnel, captured)
             except BadRequest as exc:
                 await self._bad_request(conn, exc)
                 return
@@ -223,13 +346,23 @@ class ProxyServer:
 
     # -- one plain (or intercepted) request ------------------------------------------------------
 
-    # -- one plain (or intercepted) request ------------------------------------------------------
+    def _name(
+        self, head: RequestHead, tunnel: Tunnel | None, captured: Captured | None = None
+    ) -> tuple[str, str | None, int, str]:
+        """(scheme, host, port, path) of a request; `BadRequest` when it cannot be named.
 
-    def _name(self, head: RequestHead, tunnel: Tunnel | None) -> tuple[str, str, int, str]:
-        """(scheme, host, port, path) of a request; `BadRequest` when it cannot be named."""
+        On a captured plain-HTTP connection an origin-form request is named by its Host (host
+        None: it has none, the destination is unidentified); absolute-form is read as always.
+        """
         if head.header("upgrade") is not None:
             raise BadRequest("protocol upgrades are not supported through the proxy")
         try:
+            if captured is not None and head.target.startswith("/"):
+                host_header = head.header("host")
+                if host_header is None:
+                    return "http", None, captured.port, head.target
+                host, port = parse_authority_cached(host_header, default_port=80)
+                return "http", host, port, head.target
             if tunnel is not None:
                 if not head.target.startswith("/"):
                     raise BadAuthority("requests inside a tunnel must be in origin-form")
@@ -249,10 +382,20 @@ class ProxyServer:
         return scheme, host, port, path
 
     async def _request(
-        self, conn: ClientConnection, head: RequestHead, tunnel: Tunnel | None
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        tunnel: Tunnel | None,
+        captured: Captured | None = None,
     ) -> bool:
         """Decide and carry out one request; True when the connection may serve another one."""
-        scheme, host, port, path = self._name(head, tunnel)
+        scheme, host, port, path = self._name(head, tunnel, captured)
+        connected_to = captured.connected_to if captured is not None else None
+        if tunnel is not None:
+            connected_to = tunnel.connected_to
+        entry: Entry = "intercepted" if tunnel is not None else "forward"
+        if connected_to is not None:
+            entry = "transparent"
         if (head.header("expect") or "").lower() == "100-continue" and not conn.body_complete:
             await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         timings = Timings()
@@ -264,10 +407,13 @@ class ProxyServer:
             body, truncated = await conn.read_body(self.settings.limits.max_body_bytes)
             keep_alive = keep_alive and not truncated
             ex = new_exchange(
-                entry="intercepted" if tunnel is not None else "forward",
+                entry=entry,
                 method=head.method,
                 scheme=scheme,
-                host=host,
+                # Unnamed (captured, no Host): the address it connected to stands for the host.
+                host=host if host is not None else connected_to[0],  # type: ignore[index]
+                connected_to=connected_to,
+                unidentified="no_host" if host is None else None,
                 port=port,
                 path=path,
                 raw_headers=head.headers,
@@ -288,6 +434,7 @@ class ProxyServer:
             if outcome.is_sent:
                 keep_alive = await self._forward(conn, head, ex, keep_alive, version)
             else:
+                outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
                 await conn.send(
                     responses.rejection(
                         outcome,
@@ -297,7 +444,6 @@ class ProxyServer:
                         version=version,
                     )
                 )
-                ex.status = REFUSAL_STATUS[outcome]
             if not conn.body_complete:
                 # An undrained body would be read as the next request: close, but first read
                 # and drop some of it (RFC 9112 §9.6): closing on unread bytes resets the
@@ -413,7 +559,7 @@ class ProxyServer:
         await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
         outcome = settle(ex, mode=self.settings.mode)
         if not outcome.is_sent:
-            ex.status = REFUSAL_STATUS[outcome]
+            outcome = await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
             await conn.send(
                 responses.rejection(outcome, ex.decision, keep_alive=False)  # type: ignore[arg-type]
             )
@@ -421,16 +567,21 @@ class ProxyServer:
             return
         await self._splice(conn, ex)
 
-    async def _splice(self, conn: ClientConnection, ex: Exchange) -> None:
-        """Open the tunnel of an allowed CONNECT to its checked address and copy bytes both ways."""
+    async def _splice(self, conn: ClientConnection, ex: Exchange, *, announce: bool = True) -> None:
+        """Open the tunnel of an allowed call to its checked address and copy bytes both ways.
+
+        `announce`: answer the CONNECT first (a captured connection has no CONNECT to answer:
+        its ClientHello, still unread, is the first thing relayed, byte for byte).
+        """
         assert ex.destination is not None and ex.decision is not None
         if self.ctx.open_tunnels >= self.settings.max_tunnels:
             ex.status = 503
-            await conn.send(
-                responses.error(
-                    503, responses.TOO_MANY_TUNNELS, "too many open tunnels", keep_alive=False
+            if announce:
+                await conn.send(
+                    responses.error(
+                        503, responses.TOO_MANY_TUNNELS, "too many open tunnels", keep_alive=False
+                    )
                 )
-            )
             record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
             return
         t0 = time.perf_counter()
@@ -440,11 +591,15 @@ class ProxyServer:
             )
         except UpstreamError as exc:
             ex.status = exc.status
-            await conn.send(responses.error(exc.status, exc.code, exc.message, keep_alive=False))
+            if announce:
+                await conn.send(
+                    responses.error(exc.status, exc.code, exc.message, keep_alive=False)
+                )
             record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
             return
         ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
-        await conn.send(CONNECT_OK)
+        if announce:
+            await conn.send(CONNECT_OK)
         conn.tunnel_established = True
         ex.status = 200
         record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
@@ -490,6 +645,27 @@ class ProxyServer:
         finally:
             self.ctx.metrics.inflight.inc()
             self._set_busy(True)
+
+
+async def _streams(
+    sock: socket.socket,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    handshake_timeout: float | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over an accepted socket; with `ssl`, the server side of TLS from its first byte.
+
+    The TLS transport reads the ClientHello still queued in the socket, so the handshake is
+    the app's own (a stream made first would read it into its buffer, out of the handshake's
+    reach).
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 16, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.connect_accepted_socket(
+        lambda: protocol, sock, ssl=ssl, ssl_handshake_timeout=handshake_timeout if ssl else None
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 def _declared_length(head: RequestHead) -> int | None:

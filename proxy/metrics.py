@@ -11,7 +11,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # Latency buckets in seconds: the policy is sub-millisecond, upstreams take up to seconds.
@@ -68,6 +68,14 @@ class ProxyMetrics:
         """Expose the decider's cache counters (`cache_hits`, `cache_misses`) if it has them."""
         self.registry.register(_DeciderCollector(decider))
 
+    def watch_spool(self, spool: object) -> None:
+        """Expose the spool's state and counters (it owns them; read at scrape time)."""
+        self.registry.register(_SpoolCollector(spool))
+
+    def watch_shipper(self, shipper: object) -> None:
+        """Expose the shipper's counters, foreign segments included."""
+        self.registry.register(_ShipperCollector(shipper))
+
     def observe_record(self, record: dict[str, Any]) -> None:
         """Count one decision record (a `DecisionLog` sink)."""
         action = "would_block" if record.get("would_block") else record["action"]
@@ -105,6 +113,54 @@ class _DeciderCollector(Collector):
                     f"Decision cache {name}.",
                     value=value,
                 )
+
+    def describe(self) -> Any:
+        return []
+
+
+class _SpoolCollector(Collector):
+    """The spool's writability and its write counters."""
+
+    def __init__(self, spool: Any) -> None:
+        self._spool = spool
+
+    def collect(self) -> Any:
+        spool = self._spool
+        yield GaugeMetricFamily(
+            "sharewall_spool_writable",
+            "1 when the spool takes records; 0 while refused calls are answered 503.",
+            value=0 if spool.problem else 1,
+        )
+        for attr, name, doc in (
+            ("records_written", "records_written", "Records written and fsync'd to the spool."),
+            ("fsyncs", "fsyncs", "Spool fsyncs (records of a few ms share one)."),
+            ("write_failures", "write_failures", "Failed spool writes (disk full, I/O error)."),
+            ("records_refused", "records_refused", "Refusals answered 503: no record on disk."),
+            ("records_dropped", "records_dropped", "Unawaited records dropped (backlog full)."),
+        ):
+            yield CounterMetricFamily(f"sharewall_spool_{name}", doc, value=getattr(spool, attr))
+
+    def describe(self) -> Any:
+        return []
+
+
+class _ShipperCollector(Collector):
+    """Decisions shipped, and segments kept because another registry's."""
+
+    def __init__(self, shipper: Any) -> None:
+        self._shipper = shipper
+
+    def collect(self) -> Any:
+        yield CounterMetricFamily(
+            "sharewall_shipped_decisions",
+            "Decision records the registry acknowledged.",
+            value=self._shipper.shipped_decisions,
+        )
+        yield GaugeMetricFamily(
+            "sharewall_spool_foreign_segments",
+            "Spool segments written for another registry (kept, never shipped here).",
+            value=len(self._shipper.foreign_segments),
+        )
 
     def describe(self) -> Any:
         return []

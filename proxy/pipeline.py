@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from proxy.decide import DESTINATION_MISMATCH, destination_denied, destination_forbidden
+from proxy.decide import (
+    DESTINATION_MISMATCH,
+    DESTINATION_UNIDENTIFIED,
+    destination_denied,
+    destination_forbidden,
+)
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
-from proxy.outcome import Outcome, outcome_of
+from proxy.outcome import REFUSAL_STATUS, Outcome, outcome_of
 
 if TYPE_CHECKING:  # annotations only
     from proxy.decide import Decider
@@ -42,6 +48,15 @@ async def check_destination(ex: Exchange, resolver: Resolver | None) -> Decision
     if ex.destination_checked:
         return ex.decision
     ex.destination_checked = True
+    if ex.unidentified is not None:
+        # Transparent capture: nothing names the destination (not HTTP, TLS without SNI, ...).
+        ex.decision = destination_denied(ex.call(), DESTINATION_UNIDENTIFIED, ex.unidentified)
+        return ex.decision
+    if ex.connected_to is not None and ex.port != ex.connected_to[1]:
+        # A Host naming another port than the one connected to (RFC 9110 §7.2).
+        detail = f"port {ex.connected_to[1]}"
+        ex.decision = destination_denied(ex.call(), DESTINATION_MISMATCH, detail)
+        return ex.decision
     if resolver is None:
         return None
     try:
@@ -121,11 +136,44 @@ def settle(ex: Exchange, *, mode: str) -> Outcome:
 
 
 def record_exchange(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> None:
-    """Write the exchange's one `egress.decision` record (line, spool, sinks)."""
+    """Write the exchange's one `egress.decision` record (line, spool, sinks), unless written."""
+    if ex.recorded:
+        return
+    ex.recorded = True
+    decision_log.emit(_record_of(ex, mode))
+
+
+async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> Outcome:
+    """Before a refusal is written: make its record durable; the outcome to answer with.
+
+    Sets `ex.status`. A refused call (block, fault) returns once its record is fsync'd to the
+    spool (`DecisionLog.commit`), so a crash right after the answer loses no record. When the
+    spool cannot take it (disk full), the call is answered 503 (`fault: spool_unavailable`)
+    instead: no refusal without its record, and nothing is forwarded. That fault's own record
+    is queued for the spool, which writes it once the disk takes writes again.
+    """
+    from proxy.spool import SpoolUnavailable
+
+    assert ex.outcome is not None and ex.decision is not None
+    ex.status = REFUSAL_STATUS[ex.outcome]
+    if not ex.outcome.is_refused_by_us:
+        return ex.outcome
+    ex.recorded = True
+    try:
+        await decision_log.commit(_record_of(ex, mode))
+    except SpoolUnavailable:
+        if ex.decision.fault is None:
+            ex.decision = replace(ex.decision, fault="spool_unavailable")
+        ex.outcome, ex.status = Outcome.UNAVAILABLE, 503
+        decision_log.emit(_record_of(ex, mode))
+    return ex.outcome
+
+
+def _record_of(ex: Exchange, mode: str) -> dict[str, Any]:
     from proxy.decision_log import decision_record
 
     assert ex.decision is not None
-    record = decision_record(
+    return decision_record(
         decision=ex.decision,
         mode=mode,
         status=ex.status,
@@ -143,7 +191,6 @@ def record_exchange(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> No
         upstream_ms=ex.timings.upstream_ms,
         blocked=ex.outcome is not None and ex.outcome.is_refused_by_us,
     )
-    decision_log.emit(record)
 
 
 class _Offline(OSError):

@@ -30,6 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     net.add_argument("--listen", default="127.0.0.1:15080", help="HOST:PORT (port 0: ephemeral)")
     net.add_argument("--admin-listen", default="127.0.0.1:15081", help="HOST:PORT or 'off'")
     net.add_argument("--port-file", type=Path, help="write the bound ports here as JSON")
+    net.add_argument(
+        "--transparent-listen",
+        metavar="HOST:PORT",
+        help="accept connections redirected by `sharewall capture-rules` (off by default; "
+        "127.0.0.1:15001 with the rules' default port)",
+    )
+    net.add_argument(
+        "--first-bytes-timeout",
+        type=float,
+        default=Settings.__dataclass_fields__["first_bytes_timeout"].default,
+        help="seconds a captured connection has to send a ClientHello or request head "
+        "(else DESTINATION_UNIDENTIFIED)",
+    )
     pol = p.add_argument_group("policy")
     pol.add_argument("--mode", choices=("enforce", "report"), default="enforce")
     pol.add_argument("--engine", choices=("embedded", "opa"), default="embedded")
@@ -109,6 +122,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         listen=parse_hostport(args.listen, what="listen"),
         admin_listen=admin,
         port_file=args.port_file,
+        transparent_listen=(
+            parse_hostport(args.transparent_listen, what="transparent-listen")
+            if args.transparent_listen
+            else None
+        ),
+        first_bytes_timeout=args.first_bytes_timeout,
         mode=args.mode,
         engine=args.engine,
         opa_url=args.opa_url,

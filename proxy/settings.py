@@ -51,6 +51,9 @@ class Settings:
     ca_key: Path | None = None
     upstream_ca: Path | None = None
     resolve_pins: tuple[str, ...] = ()  # HOST:PORT:ADDR, parsed by proxy.destinations
+    # Transparent capture (`sharewall capture-rules`): where redirected connections arrive.
+    transparent_listen: tuple[str, int] | None = None
+    first_bytes_timeout: float = 5.0  # a captured connection must name itself within this
     source_workload: str | None = None
     source_namespace: str | None = None
     max_header_bytes: int = 32 * 1024
@@ -78,6 +81,8 @@ class Settings:
             raise SettingsError("--engine opa needs --opa-url")
         if (self.ca_cert is None) != (self.ca_key is None):
             raise SettingsError("--ca-cert and --ca-key go together")
+        if self.first_bytes_timeout <= 0:
+            raise SettingsError("--first-bytes-timeout must be more than 0 seconds")
         if self.dns_ttl < 0:
             raise SettingsError("--dns-ttl must be 0 (off) or more seconds")
         if self.loop not in ("auto", "asyncio", "uvloop"):

@@ -3,7 +3,8 @@
 A segment is removed only after the registry answered 2xx for every batch of it; a failed batch
 is retried (backoff with jitter) from the start of its segment. The registry keys decisions by
 id and ledger rows by (proxy, minute, key), so a retry never duplicates and a registry restart
-loses nothing.
+loses nothing. A segment written for another registry (its header says which) is never sent
+here: it is kept, logged once and counted (`sharewall_spool_foreign_segments`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import gzip
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +23,7 @@ import structlog
 
 from proxy.ledger import Ledger
 from proxy.registry_follower import RegistryHTTPError, backoff_delay, write_file_atomically
-from proxy.spool import Spool
+from proxy.spool import Spool, read_segment, registry_identity
 
 log = structlog.get_logger("sharewall.proxy.shipper")
 
@@ -36,19 +36,6 @@ def default_proxy_id() -> str:
     return (
         os.environ.get("SHAREWALL_PROXY_ID") or os.environ.get("HOSTNAME") or socket.gethostname()
     )
-
-
-def read_segment(segment: Path) -> list[dict[str, Any]]:
-    """The records of a sealed segment; a corrupt line is logged and skipped (it cannot be sent)."""
-    records: list[dict[str, Any]] = []
-    for number, line in enumerate(segment.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            log.warning("shipper.corrupt_line", segment=segment.name, line=number)
-    return records
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -85,6 +72,9 @@ class Shipper:
         self.request_timeout = request_timeout
         self.shipped_decisions = 0
         self.shipped_ledger_rows = 0
+        self.registry = registry_identity(registry_url)
+        # Segments of another registry (a predecessor's on this directory): kept, not sent.
+        self.foreign_segments: set[str] = set()
         self._pending_ledger: list[dict[str, Any]] = []
         self._pending_path = spool.directory / LEDGER_PENDING_FILE
         self._session: aiohttp.ClientSession | None = None
@@ -150,15 +140,28 @@ class Shipper:
         if self.ledger is not None:
             self._pending_ledger.extend(self.ledger.take_complete())
         shipped = 0
-        for segment in self.spool.sealed_segments():
-            records = await asyncio.to_thread(read_segment, segment)
+        for path in self.spool.sealed_segments():
+            if path.name in self.foreign_segments:
+                continue
+            segment = await asyncio.to_thread(read_segment, path)
+            if segment.registry != self.registry:
+                self.foreign_segments.add(path.name)
+                log.warning(
+                    "shipper.foreign_segment_kept",
+                    segment=path.name,
+                    written_for=segment.registry,
+                    registry=self.registry,
+                    decisions=len(segment.records),
+                )
+                continue
+            records = segment.records
             for batch in _batches(records, self.batch_size) if records else ():
                 await self._post(batch, self._pending_ledger)
                 self._ledger_acknowledged()
-            self.spool.remove(segment)
+            self.spool.remove(path)
             shipped += len(records)
             self.shipped_decisions += len(records)
-            log.info("shipper.segment_shipped", segment=segment.name, decisions=len(records))
+            log.info("shipper.segment_shipped", segment=path.name, decisions=len(records))
         if self._pending_ledger:
             await self._post([], self._pending_ledger)
             self._ledger_acknowledged()

@@ -1,14 +1,24 @@
 """`registry apply`: make the registry match a registry file, as one audited transaction.
 
-The file is the reviewed source of truth (registry as code): statuses are applied as written,
-so the Git review is the second pair of eyes. That is why applying anything that leaves a
-touched recipient in a status other than `proposed` needs the `security` or `admin` role;
-an `engineer` may apply files whose added or changed recipients are all `proposed` (and
-remove recipients, as the API lets them). Grants in the file carry no status: they are
-`approved` when their recipient is not `proposed`, else `proposed`.
+The file is reviewed in Git; a reviewer's approval in the registry is the second pair of eyes.
+So applying a file never approves anything by itself:
 
-Grants are matched by purpose (the n-th grant of a purpose in the file to the n-th oldest
-of that purpose in the database), so applying the same file twice changes nothing.
+- a recipient the file adds (or one not live: proposed, revoked) gets the file's content as a
+  proposal (status `proposed`);
+- a change to a live recipient (approved or suspended) is staged as its pending change (it
+  replaces any earlier one), while the approved version stays in force for the proxies;
+- `status: suspended` or `revoked` in the file narrows a live recipient at once (a reviewer's
+  action: applying it needs the `security` or `admin` role); recipients absent from the file
+  are deleted.
+
+The one exception is the operator's bootstrap, `registry apply --db` (direct database access,
+which can write anything anyway): there a recipient that is not live yet and is
+`status: approved` in the file is written approved, audited as created and approved by
+`cli:<user>`; changes to live recipients are staged for approval exactly as through the API.
+
+Grants are matched by purpose (the n-th grant of a purpose in the file to the n-th of that
+purpose in the recipient's proposed state), and the file is compared with the proposed state
+(live plus pending), so applying the same file twice changes nothing.
 """
 
 from __future__ import annotations
@@ -20,59 +30,56 @@ import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from registry import changes
 from registry.audit import record_audit
-from registry.errors import ApiError, forbidden
+from registry.changes import EDITABLE_FIELDS
+from registry.errors import ApiError, conflict, forbidden
 from registry.models import Approval, Grant, Recipient, RecipientHost, utcnow
 from registry.service import (
-    RECIPIENT_FIELDS,
     Actor,
     Loaded,
     check_storable,
     forget,
-    grants_by_purpose,
     new_grant_row,
     new_recipient_row,
+    scope_of,
+    set_recipient_status,
+    stage_recipient,
 )
 from registry.state import bump_snapshot_version
 from sharewall import snapshot as schema
 
 REVIEWER_ROLES = frozenset({"security", "admin"})
+NARROWING_STATUSES = frozenset({"suspended", "revoked"})
 
 
-def _grant_status(recipient_status: str) -> str:
-    return "proposed" if recipient_status == "proposed" else "approved"
-
-
-def _grant_doc(grant: schema.Grant | Grant, status: str | None = None) -> dict[str, Any]:
-    doc = {
-        "purpose": grant.purpose,
-        "categories": list(grant.categories),
-        "legal_basis": grant.legal_basis,
-        "expires": grant.expires.isoformat() if grant.expires else None,
+def _grant_doc(values: dict[str, Any], status: str) -> dict[str, Any]:
+    return {
+        "purpose": values["purpose"],
+        "categories": list(values["categories"]),
+        "legal_basis": values.get("legal_basis"),
+        "expires": values.get("expires"),
+        "status": status,
     }
-    doc["status"] = status if status is not None else getattr(grant, "status", None)
-    return doc
 
 
-def _grant_differences(row: Grant, wanted: schema.Grant, status: str) -> dict[str, list[Any]]:
+def _file_grant(g: schema.Grant) -> dict[str, Any]:
+    return changes.values_json(g.model_dump())
+
+
+def _grant_differences(have: dict[str, Any], wanted: dict[str, Any]) -> dict[str, list[Any]]:
     diffs: dict[str, list[Any]] = {}
-    if set(row.categories) != set(wanted.categories):
-        diffs["categories"] = [sorted(row.categories), sorted(wanted.categories)]
-    if row.legal_basis != wanted.legal_basis:
-        diffs["legal_basis"] = [row.legal_basis, wanted.legal_basis]
-    if row.expires != wanted.expires:
-        diffs["expires"] = [
-            row.expires.isoformat() if row.expires else None,
-            wanted.expires.isoformat() if wanted.expires else None,
-        ]
-    if row.status != status:
-        diffs["status"] = [row.status, status]
+    if set(have["categories"]) != set(wanted["categories"]):
+        diffs["categories"] = [sorted(have["categories"]), sorted(wanted["categories"])]
+    for name in ("legal_basis", "expires"):
+        if have.get(name) != wanted.get(name):
+            diffs[name] = [have.get(name), wanted.get(name)]
     return diffs
 
 
 @dataclass
 class RecipientChange:
-    """How one existing recipient differs from the file."""
+    """How one existing recipient's proposed state differs from the file."""
 
     id: str
     fields: dict[str, list[Any]] = field(default_factory=dict)
@@ -81,16 +88,22 @@ class RecipientChange:
     grants_added: list[dict[str, Any]] = field(default_factory=list)
     grants_removed: list[dict[str, Any]] = field(default_factory=list)
     grants_changed: list[dict[str, Any]] = field(default_factory=list)
+    # The status the apply sets now (narrowing, bootstrap approval, re-proposal), if any.
+    status: str | None = None
+    staged: bool = False
 
-    def is_empty(self) -> bool:
-        return not (
-            self.fields
+    def has_content(self) -> bool:
+        return bool(
+            {k for k in self.fields if k != "status"}
             or self.hosts_added
             or self.hosts_removed
             or self.grants_added
             or self.grants_removed
             or self.grants_changed
         )
+
+    def is_empty(self) -> bool:
+        return not (self.has_content() or self.status)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +115,7 @@ class RecipientChange:
                 "removed": self.grants_removed,
                 "changed": self.grants_changed,
             },
+            "pending_approval": self.staged,
         }
 
 
@@ -118,6 +132,12 @@ class ApplyDiff:
     def is_empty(self) -> bool:
         return not (self.added or self.changed or self.removed)
 
+    def awaiting_approval(self) -> list[str]:
+        """Recipients this apply leaves with a change a reviewer must approve."""
+        return [r["id"] for r in self.added if r["status"] == "proposed"] + [
+            c.id for c in self.changed if c.staged or c.status == "proposed"
+        ]
+
     def to_json(self) -> dict[str, Any]:
         """The diff as `POST /v1/apply` answers it."""
         return {
@@ -129,6 +149,7 @@ class ApplyDiff:
                 "changed": [c.to_json() for c in self.changed],
                 "removed": self.removed,
             },
+            "awaiting_approval": self.awaiting_approval(),
         }
 
 
@@ -143,7 +164,8 @@ def render_diff(doc: dict[str, Any]) -> list[str]:
         lines += [f"    + host {h}" for h in r["hosts"]]
         lines += [f"    + grant {_grant_line(g)}" for g in r["grants"]]
     for c in recipients["changed"]:
-        lines.append(f"~ recipient {c['id']}")
+        staged = " (pending approval)" if c.get("pending_approval") else ""
+        lines.append(f"~ recipient {c['id']}{staged}")
         lines += [f"    {k}: {old!r} -> {new!r}" for k, (old, new) in c["fields"].items()]
         lines += [f"    + host {h}" for h in c["hosts"]["added"]]
         lines += [f"    - host {h}" for h in c["hosts"]["removed"]]
@@ -157,6 +179,12 @@ def render_diff(doc: dict[str, Any]) -> list[str]:
         f"{len(recipients['added'])} added, {len(recipients['changed'])} changed, "
         f"{len(recipients['removed'])} removed" + ("" if doc["applied"] else " (not applied)")
     )
+    waiting = doc.get("awaiting_approval") or []
+    if waiting:
+        lines.append(
+            f"awaiting approval ({len(waiting)}): {', '.join(waiting)} "
+            "(a reviewer approves each in the registry: GET /v1/changes)"
+        )
     return lines
 
 
@@ -195,11 +223,13 @@ def _check_file_hosts(wanted: schema.Snapshot) -> None:
 
 
 def _pair_grants(
-    rows: list[Grant], wanted: tuple[schema.Grant, ...]
-) -> tuple[list[tuple[Grant, schema.Grant]], list[schema.Grant], list[Grant]]:
-    """Match file grants to rows by purpose: (pairs, only in file, only in database)."""
-    by_purpose = grants_by_purpose(rows)
-    pairs: list[tuple[Grant, schema.Grant]] = []
+    have: list[dict[str, Any]], wanted: tuple[schema.Grant, ...]
+) -> tuple[list[tuple[dict[str, Any], schema.Grant]], list[schema.Grant], list[dict[str, Any]]]:
+    """Match file grants to proposed grants by purpose: (pairs, only in file, only in db)."""
+    by_purpose: dict[str, list[dict[str, Any]]] = {}
+    for g in have:
+        by_purpose.setdefault(g["purpose"], []).append(g)
+    pairs: list[tuple[dict[str, Any], schema.Grant]] = []
     added: list[schema.Grant] = []
     for g in wanted:
         bucket = by_purpose.get(g.purpose)
@@ -207,79 +237,116 @@ def _pair_grants(
             pairs.append((bucket.pop(0), g))
         else:
             added.append(g)
-    removed = [row for bucket in by_purpose.values() for row in bucket]
+    removed = [g for bucket in by_purpose.values() for g in bucket]
     return pairs, added, removed
 
 
-def _recipient_doc(r: schema.Recipient) -> dict[str, Any]:
-    status = _grant_status(r.status)
+def _new_status(file_status: str, bootstrap: bool) -> str:
+    """The status a recipient the file adds is created with."""
+    if file_status in NARROWING_STATUSES:
+        return "revoked"  # never enforced; the file keeps it on record
+    return "approved" if bootstrap and file_status == "approved" else "proposed"
+
+
+def _status_now(row: Recipient, file_status: str, bootstrap: bool) -> str | None:
+    """The status applying the file sets at once on an existing recipient, if any."""
+    if changes.is_live(row):
+        if file_status == "suspended" and row.status == "approved":
+            return "suspended"
+        if file_status == "revoked":
+            return "revoked"
+        return None  # approval (or reinstatement) is a reviewer's decision in the registry
+    if file_status == "approved" and bootstrap:
+        return "approved"
+    if file_status in ("proposed", "approved") and row.status == "revoked":
+        return "proposed"
+    if file_status in NARROWING_STATUSES and row.status == "proposed":
+        return "revoked"
+    return None
+
+
+def _recipient_doc(r: schema.Recipient, status: str) -> dict[str, Any]:
+    grant_status = "approved" if status == "approved" else "proposed"
     return {
         "id": r.id,
         "name": r.name,
         "kind": r.kind,
-        "status": r.status,
+        "status": status,
         "hosts": list(r.hosts),
-        "grants": [_grant_doc(g, status) for g in r.grants],
+        "grants": [_grant_doc(_file_grant(g), grant_status) for g in r.grants],
     }
 
 
-def compute_diff(current: dict[str, Loaded], wanted: schema.Snapshot) -> ApplyDiff:
-    """What must change so that the database (`current`) matches the file (`wanted`)."""
+def compute_diff(
+    current: dict[str, Loaded], wanted: schema.Snapshot, *, bootstrap: bool = False
+) -> ApplyDiff:
+    """What must change so that the registry's proposed state matches the file."""
     diff = ApplyDiff()
     wanted_ids = {r.id for r in wanted.recipients}
     for r in wanted.recipients:
         loaded = current.get(r.id)
         if loaded is None:
-            diff.added.append(_recipient_doc(r))
+            diff.added.append(_recipient_doc(r, _new_status(r.status, bootstrap)))
             continue
         change = RecipientChange(id=r.id)
-        row = loaded.recipient
-        for name in RECIPIENT_FIELDS:
-            old, new = getattr(row, name), getattr(r, name)
+        proposed = loaded.proposed_state()
+        for name in EDITABLE_FIELDS:
+            old, new = proposed[name], getattr(r, name)
             if name == "regions":
-                old, new = list(old), list(new)
+                new = list(new)
             if old != new:
                 change.fields[name] = [old, new]
-        have = {h.pattern for h in loaded.hosts}
-        change.hosts_added = sorted(set(r.hosts) - have)
-        change.hosts_removed = sorted(have - set(r.hosts))
-        status = _grant_status(r.status)
-        pairs, added, removed = _pair_grants(loaded.grants, r.grants)
-        change.grants_added = [_grant_doc(g, status) for g in added]
-        change.grants_removed = [_grant_doc(g) for g in removed]
-        for grant_row, g in pairs:
-            differences = _grant_differences(grant_row, g, status)
+        change.status = _status_now(loaded.recipient, r.status, bootstrap)
+        if change.status:
+            change.fields["status"] = [loaded.recipient.status, change.status]
+        change.hosts_added = sorted(set(r.hosts) - set(proposed["hosts"]))
+        change.hosts_removed = sorted(set(proposed["hosts"]) - set(r.hosts))
+        grant_status = "approved" if change.status == "approved" else "proposed"
+        pairs, added, removed = _pair_grants(proposed["grants"], r.grants)
+        change.grants_added = [_grant_doc(_file_grant(g), grant_status) for g in added]
+        change.grants_removed = [_grant_doc(g, "removed") for g in removed]
+        for have, g in pairs:
+            differences = _grant_differences(have, _file_grant(g))
             if differences:
                 change.grants_changed.append(
-                    {"id": grant_row.id, "purpose": g.purpose, "fields": differences}
+                    {"id": have["id"], "purpose": g.purpose, "fields": differences}
                 )
+        change.staged = loaded.is_live and change.has_content()
         if not change.is_empty():
             diff.changed.append(change)
     diff.removed = sorted(set(current) - wanted_ids)
     return diff
 
 
-def _needs_reviewer(diff: ApplyDiff, wanted: schema.Snapshot) -> bool:
-    touched = {r["id"] for r in diff.added} | {c.id for c in diff.changed}
-    return any(r.status != "proposed" for r in wanted.recipients if r.id in touched)
+def _needs_reviewer(diff: ApplyDiff) -> bool:
+    return any(c.status in NARROWING_STATUSES for c in diff.changed)
 
 
 # --------------------------------------------------------------------------- apply
 
 
 async def apply_registry(
-    session: AsyncSession, wanted: schema.Snapshot, actor: Actor, *, dry_run: bool = False
+    session: AsyncSession,
+    wanted: schema.Snapshot,
+    actor: Actor,
+    *,
+    dry_run: bool = False,
+    bootstrap: bool = False,
 ) -> ApplyDiff:
-    """Diff the registry against `wanted` and, unless `dry_run`, apply it (caller commits)."""
+    """Diff the registry against `wanted` and, unless `dry_run`, apply it (caller commits).
+
+    `bootstrap` (only `registry apply --db`) writes not-yet-live recipients approved when the
+    file says so; otherwise nothing is approved here (see the module docstring).
+    """
     _check_file_hosts(wanted)
     for r in wanted.recipients:
         check_storable(r, where=f"recipients.{r.id}.")
     current = await _load_all(session)
-    diff = compute_diff(current, wanted)
-    if _needs_reviewer(diff, wanted) and actor.role not in REVIEWER_ROLES:
+    diff = compute_diff(current, wanted, bootstrap=bootstrap)
+    if _needs_reviewer(diff) and actor.role not in REVIEWER_ROLES:
         raise forbidden(
-            "the file sets recipients to a status other than proposed; "
-            "applying it needs the security or admin role",
+            "the file suspends or revokes a live recipient; applying it needs the security "
+            "or admin role",
             type_slug="apply-needs-reviewer",
         )
     if dry_run or diff.is_empty():
@@ -287,27 +354,25 @@ async def apply_registry(
     by_id = {r.id: r for r in wanted.recipients}
     # Deletions first, as statements executed now, so hosts can move between recipients.
     for rid in diff.removed:
-        record_audit(
-            session,
-            actor=actor.name,
-            action="recipient.delete",
-            entity_type="recipient",
-            entity_id=rid,
-            before=current[rid].image(),
-        )
+        _audit(session, actor, "recipient.delete", rid, before=current[rid].image())
         await session.exec(sa.delete(Recipient).where(Recipient.id == rid))
         forget(session, current[rid].all_rows())
-    for change in diff.changed:
-        await _remove_parts(session, current[change.id], by_id[change.id], change)
     await session.flush()
-    for change in diff.changed:
-        await _update_recipient(session, current[change.id], by_id[change.id], change, actor)
-    await _add_recipients(session, [by_id[doc["id"]] for doc in diff.added], actor)
+    # Recipients giving hosts up first, so a host can move to another in the same apply.
+    for change in sorted(diff.changed, key=lambda c: not c.hosts_removed):
+        await _change_recipient(session, current[change.id], by_id[change.id], change, actor)
+    await _check_new_hosts_free(session, [by_id[doc["id"]] for doc in diff.added])
+    await _add_recipients(
+        session,
+        [(by_id[doc["id"]], doc["status"]) for doc in diff.added],
+        actor,
+    )
     diff.version = await bump_snapshot_version(session)
     diff.applied = True
     record_audit(
         session,
         actor=actor.name,
+        token_name=actor.token,
         action="registry.apply",
         entity_type="registry",
         entity_id="registry",
@@ -315,104 +380,180 @@ async def apply_registry(
             "added": [d["id"] for d in diff.added],
             "changed": [c.id for c in diff.changed],
             "removed": diff.removed,
+            "awaiting_approval": diff.awaiting_approval(),
+            "bootstrap": bootstrap,
         },
     )
     return diff
 
 
-async def _remove_parts(
-    session: AsyncSession, loaded: Loaded, wanted: schema.Recipient, change: RecipientChange
+def _audit(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    recipient_id: str,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    note: str | None = None,
 ) -> None:
-    gone_hosts = set(change.hosts_removed)
-    drop_hosts = [h.id for h in loaded.hosts if h.pattern in gone_hosts]
-    if drop_hosts:
-        await session.exec(sa.delete(RecipientHost).where(RecipientHost.id.in_(drop_hosts)))
-        forget(session, [h for h in loaded.hosts if h.pattern in gone_hosts])
-    loaded.hosts = [h for h in loaded.hosts if h.pattern not in gone_hosts]
-    _, _, removed = _pair_grants(loaded.grants, wanted.grants)
-    if removed:
-        await session.exec(sa.delete(Grant).where(Grant.id.in_([g.id for g in removed])))
-        forget(session, removed)
+    record_audit(
+        session,
+        actor=actor.name,
+        token_name=actor.token,
+        action=action,
+        entity_type="recipient",
+        entity_id=recipient_id,
+        before=before,
+        after=after,
+        scope=scope_of(recipient_id),
+        note=note,
+    )
 
 
-async def _update_recipient(
+async def _stage_grants(
+    session: AsyncSession, loaded: Loaded, wanted: schema.Recipient, actor: Actor
+) -> None:
+    """Make the recipient's proposed grants the file's (staged on a live recipient)."""
+    by_id = {g.id: g for g in loaded.grants}
+    pairs, added, removed = _pair_grants(loaded.proposed_state()["grants"], wanted.grants)
+    live = loaded.is_live
+    now = utcnow()
+    for have, g in pairs:
+        row = by_id[have["id"]]
+        target = _file_grant(g)
+        if not _grant_differences(have, target):
+            continue
+        if live and row.status == "approved":
+            if _grant_differences(changes.grant_values(row), target):
+                row.change, row.pending = "update", target
+            else:
+                row.change, row.pending = None, None
+        else:
+            row.categories = list(g.categories)
+            row.legal_basis = g.legal_basis
+            row.expires = g.expires
+            row.status, row.approved_by = "proposed", None
+            row.proposed_by = actor.name
+        row.updated_at = now
+        session.add(row)
+    for have in removed:
+        row = by_id[have["id"]]
+        if live and row.status == "approved":
+            row.change, row.pending = "remove", None
+            session.add(row)
+        else:
+            await session.exec(sa.delete(Grant).where(Grant.id == row.id))
+            forget(session, [row])
+            loaded.grants = [x for x in loaded.grants if x.id != row.id]
+    new_rows = [new_grant_row(loaded.recipient.id, g, actor, "proposed") for g in added]
+    session.add_all(new_rows)
+    await session.flush()
+    loaded.grants = loaded.grants + new_rows
+
+
+async def _change_recipient(
     session: AsyncSession,
     loaded: Loaded,
     wanted: schema.Recipient,
     change: RecipientChange,
     actor: Actor,
 ) -> None:
-    before = loaded.image()
     row = loaded.recipient
-    now = utcnow()
-    for name, (_, new) in change.fields.items():
-        setattr(row, name, list(new) if name == "regions" else new)
-    if "status" in change.fields and row.status != "proposed":
-        session.add(_approval(row.id, row.status, actor))
-    row.updated_by = actor.name
-    row.updated_at = now
+    if change.has_content():
+        before = loaded.image()
+        values = {name: getattr(wanted, name) for name in EDITABLE_FIELDS}
+        values["regions"] = list(values["regions"])
+        await stage_recipient(session, loaded, values, set(wanted.hosts))
+        await _stage_grants(session, loaded, wanted, actor)
+        row.updated_by = actor.name
+        row.updated_at = utcnow()
+        row.version += 1
+        session.add(row)
+        await session.flush()
+        _audit(session, actor, "recipient.update", row.id, before=before, after=loaded.image())
+    if change.status in NARROWING_STATUSES:
+        action = "suspend" if change.status == "suspended" else "revoke"
+        await set_recipient_status(session, row.id, action, actor, "registry apply")
+    elif change.status == "approved":  # bootstrap only
+        before = loaded.image()
+        _approve_all(session, loaded, actor)
+        await session.flush()
+        _audit(
+            session,
+            actor,
+            "recipient.approve",
+            row.id,
+            before=before,
+            after=loaded.image(),
+            note=_BOOTSTRAP_NOTE,
+        )
+    elif change.status == "proposed" and row.status != "proposed":
+        row.status = "proposed"
+        row.version += 1
+        session.add(row)
+
+
+_BOOTSTRAP_NOTE = "registry apply --db: the file's review is the approval"
+
+
+def _approve_all(session: AsyncSession, loaded: Loaded, actor: Actor) -> None:
+    row = loaded.recipient
+    row.status = "approved"
     row.version += 1
     session.add(row)
-    added_hosts = [RecipientHost(recipient_id=row.id, pattern=p) for p in change.hosts_added]
-    session.add_all(added_hosts)
-    status = _grant_status(wanted.status)
-    pairs, added, _ = _pair_grants(loaded.grants, wanted.grants)
-    kept: list[Grant] = []
-    for grant_row, g in pairs:
-        if _grant_differences(grant_row, g, status):
-            grant_row.categories = list(g.categories)
-            grant_row.legal_basis = g.legal_basis
-            grant_row.expires = g.expires
-            if grant_row.status != status:
-                grant_row.status = status
-            grant_row.approved_by = actor.name if status == "approved" else None
-            grant_row.updated_at = now
-            session.add(grant_row)
-        kept.append(grant_row)
-    new_grants = [new_grant_row(row.id, g, actor, status) for g in added]
-    session.add_all(new_grants)
-    await session.flush()
-    loaded.hosts = loaded.hosts + added_hosts
-    loaded.grants = kept + new_grants
-    record_audit(
-        session,
-        actor=actor.name,
-        action="recipient.update",
-        entity_type="recipient",
-        entity_id=row.id,
-        before=before,
-        after=loaded.image(),
-    )
+    for grant in loaded.grants:
+        if grant.status == "proposed":
+            grant.status, grant.approved_by = "approved", actor.name
+            session.add(grant)
+    session.add(_approval(row.id, "approved", actor))
+
+
+async def _check_new_hosts_free(session: AsyncSession, wanted: list[schema.Recipient]) -> None:
+    """409 naming each host the file gives a new recipient while another still holds it."""
+    patterns = [h for r in wanted for h in r.hosts]
+    if not patterns:
+        return
+    taken = (
+        await session.exec(select(RecipientHost).where(RecipientHost.pattern.in_(patterns)))
+    ).all()
+    if taken:
+        owners = {h.pattern: h.recipient_id for h in taken}
+        raise conflict(
+            "hosts still held by another recipient (a removal from a live recipient waits "
+            "for its approval; approve it, then apply again): "
+            + ", ".join(f"{p} ({o})" for p, o in sorted(owners.items())),
+            hosts=owners,
+        )
 
 
 async def _add_recipients(
-    session: AsyncSession, wanted: list[schema.Recipient], actor: Actor
+    session: AsyncSession, wanted: list[tuple[schema.Recipient, str]], actor: Actor
 ) -> None:
     """Insert new recipients in bulk: one flush per table, not per recipient (10,000 rows)."""
     if not wanted:
         return
     now = utcnow()
-    rows = [new_recipient_row(w, actor, status=w.status, now=now) for w in wanted]
+    rows = [new_recipient_row(w, actor, status=status, now=now) for w, status in wanted]
     session.add_all(rows)
     await session.flush()
-    hosts = {w.id: [RecipientHost(recipient_id=w.id, pattern=p) for p in w.hosts] for w in wanted}
+    grant_status = {w.id: "approved" if s == "approved" else "proposed" for w, s in wanted}
+    hosts = {
+        w.id: [RecipientHost(recipient_id=w.id, pattern=p) for p in w.hosts] for w, _ in wanted
+    }
     grants = {
-        w.id: [new_grant_row(w.id, g, actor, _grant_status(w.status)) for g in w.grants]
-        for w in wanted
+        w.id: [new_grant_row(w.id, g, actor, grant_status[w.id]) for g in w.grants]
+        for w, _ in wanted
     }
     session.add_all([h for hs in hosts.values() for h in hs])
     session.add_all([g for gs in grants.values() for g in gs])
-    session.add_all([_approval(w.id, w.status, actor) for w in wanted if w.status != "proposed"])
+    session.add_all([_approval(w.id, s, actor) for w, s in wanted if s == "approved"])
     await session.flush()  # grant ids, for the audit images
     for row in rows:
-        record_audit(
-            session,
-            actor=actor.name,
-            action="recipient.create",
-            entity_type="recipient",
-            entity_id=row.id,
-            after=Loaded(row, hosts[row.id], grants[row.id]).image(),
-        )
+        image = Loaded(row, hosts[row.id], grants[row.id]).image()
+        _audit(session, actor, "recipient.create", row.id, after=image)
+        if row.status == "approved":
+            _audit(session, actor, "recipient.approve", row.id, after=image, note=_BOOTSTRAP_NOTE)
 
 
 def _approval(recipient_id: str, status: str, actor: Actor) -> Approval:

@@ -18,11 +18,17 @@ def record_audit(
     entity_id: str,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    token_name: str | None = None,
+    scope: str | None = None,
+    note: str | None = None,
 ) -> AuditEvent:
     """Add an audit event to the session's transaction (committed with the change it records).
 
-    `action` is a dotted verb such as `recipient.create` or `flow.triage`; `before`/`after`
-    are JSON images of the entity (None when it did not / no longer exists).
+    `actor` is the person (a token's owner) and `token_name` the token they used; `action`
+    is a dotted verb such as `recipient.create` or `flow.triage`; `before`/`after` are JSON
+    images of the entity (None when it did not / no longer exists); `scope` names the
+    reviewed entity the event belongs to (`recipient:<id>`), which four eyes read; `note` is
+    a reviewer's note.
     """
     event = AuditEvent(
         time=utcnow(),
@@ -32,6 +38,9 @@ def record_audit(
         entity_id=str(entity_id),
         before=before,
         after=after,
+        token_name=token_name,
+        scope=scope,
+        note=note,
     )
     session.add(event)
     return event

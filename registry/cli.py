@@ -52,6 +52,71 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+class CliError(Exception):
+    """A mistake to report as one line on stderr; `code` is the exit status (2: a mistake)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _shown_url(url: str) -> str:
+    """A database URL fit for an error line (no password)."""
+    with contextlib.suppress(Exception):
+        return db.normalise_url(url).render_as_string(hide_password=True)
+    return url[:200]
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    # asyncpg errors arrive as "<class 'asyncpg.exceptions.X'>: message".
+    if line.startswith("<class "):
+        line = line.split(": ", 1)[-1]
+    return line[:300]
+
+
+def _database_problem(exc: BaseException) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return _first_line(str(exc.orig))
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _first_line(str(exc)) or type(exc).__name__
+
+
+def _guard(handler: Any) -> Any:
+    """Run a command so that every mistake is one line on stderr, never a traceback.
+
+    Mistakes of the invocation or its environment (a bad or unreachable database, a port in
+    use, an unknown revision, a missing file) exit 2; a refusal by the registry exits 1.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        from alembic.util import CommandError
+        from sqlalchemy.exc import SQLAlchemyError
+
+        where = f"database {_shown_url(args.db)}" if getattr(args, "db", None) else "database"
+        try:
+            return handler(args)
+        except CliError as exc:
+            return _fail(str(exc), exc.code)
+        except db.DatabaseUrlError as exc:
+            return _fail(f"--db: {exc}", 2)
+        except CommandError as exc:
+            return _fail(f"migrations: {_first_line(str(exc))}", 2)
+        except (SQLAlchemyError, OSError) as exc:
+            return _fail(f"cannot use the {where}: {_database_problem(exc)}", 2)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # the last resort: still one line, never a traceback
+            log.debug("cli.unexpected_error", exc_info=True)
+            return _fail(f"unexpected {type(exc).__name__}: {_first_line(str(exc))}", 1)
+
+    run.__name__ = getattr(handler, "__name__", "command")
+    return run
+
+
 # --------------------------------------------------------------------------- serve
 
 
@@ -59,12 +124,19 @@ async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
     from registry.api.app import create_app
+    from registry.api.server import RegistryRunner
 
     await db.run_migrations(settings.db_url)
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    runner = RegistryRunner(create_app(settings), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CliError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
     host, port = runner.addresses[0][:2]
     log.info("registry.listening", host=host, port=port, url=f"http://{host}:{port}")
     stop = asyncio.Event()
@@ -79,6 +151,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    db.normalise_url(args.db)  # a bad --db is a one-line mistake before anything starts
     configure_logging(args.log_level)
     host, port = args.listen
     settings = Settings(db_url=args.db, host=host, port=port, retention_days=args.retention_days)
@@ -86,7 +159,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(db.alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
+    db.normalise_url(args.db)
+    known = _known_revisions()
+    if args.revision not in (*known, "head", "heads"):
+        raise CliError(
+            f"unknown migration revision {args.revision!r}; known: {', '.join(known)}, head"
+        )
     asyncio.run(db.run_migrations(args.db, args.revision))
     print(f"database at revision {args.revision}")
     return 0
@@ -96,6 +182,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 async def _with_session(url: str, work):
+    db.normalise_url(url)
     await db.run_migrations(url)
     engine = db.create_engine(url)
     try:
@@ -111,16 +198,16 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
     async def work(session):
         return await tokens.create_token(
-            session, name=args.name, role=args.role, actor=_cli_actor().name
+            session, name=args.name, role=args.role, owner=args.owner, actor=_cli_actor().name
         )
 
     try:
         token, secret = asyncio.run(_with_session(args.db, work))
     except ApiError as exc:
-        return _fail(exc.detail or exc.title)
+        return _fail(exc.detail or exc.title, 2)
     print(secret)
     print(
-        f"created token {token.id} ({token.name}, {token.role}); "
+        f"created token {token.id} ({token.name}, {token.role}, owner {token.owner}); "
         "store the secret now: it is not shown again",
         file=sys.stderr,
     )
@@ -136,7 +223,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     for t in asyncio.run(_with_session(args.db, work)):
         state = "revoked" if t["revoked_at"] else "active"
         last = t["last_used_at"].isoformat() if t["last_used_at"] else "never"
-        print(f"{t['id']}\t{t['role']}\t{t['name']}\t{state}\tlast used {last}")
+        print(f"{t['id']}\t{t['role']}\t{t['name']}\t{t['owner']}\t{state}\tlast used {last}")
     return 0
 
 
@@ -149,7 +236,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     try:
         token = asyncio.run(_with_session(args.db, work))
     except ApiError as exc:
-        return _fail(exc.detail or exc.title)
+        return _fail(exc.detail or exc.title, 2)
     print(f"revoked token {token.id} ({token.name})")
     return 0
 
@@ -186,7 +273,9 @@ async def _apply_via_db(url: str, snapshot, dry_run: bool) -> dict:
     from registry.apply import apply_registry
 
     async def work(session):
-        return await apply_registry(session, snapshot, _cli_actor(), dry_run=dry_run)
+        return await apply_registry(
+            session, snapshot, _cli_actor(), dry_run=dry_run, bootstrap=True
+        )
 
     return (await _with_session(url, work)).to_json()
 
@@ -202,7 +291,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         snapshot = load_registry_file(args.file)
     except RegistryFileError as exc:
-        return _fail(str(exc))
+        return _fail(_first_line(str(exc)), 2)
     try:
         if args.url:
             token = args.token or os.environ.get(TOKEN_ENV)
@@ -212,10 +301,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
             result = asyncio.run(_apply_via_api(args.url, token, doc, args.dry_run))
         else:
             result = asyncio.run(_apply_via_db(args.db, snapshot, args.dry_run))
-    except ApiError as exc:
-        return _fail(f"{exc.status} {exc.title}: {exc.detail or exc.type_slug}")
+    except ApiError as exc:  # a refusal (4xx: the file, the token, the role) is a mistake
+        code = 2 if exc.status < 500 else 1
+        return _fail(f"{exc.status} {exc.title}: {exc.detail or exc.type_slug}", code)
     except OSError as exc:
-        return _fail(f"cannot reach the registry: {exc}")
+        if args.url:
+            return _fail(f"cannot reach the registry at {args.url}: {_database_problem(exc)}", 2)
+        raise
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -248,22 +340,29 @@ def add_parser(subparsers: Any) -> None:
         help="HOST:PORT (port 0: any free port, logged as registry.listening)",
     )
     serve.add_argument("--retention-days", type=int, default=Settings.retention_days)
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=_guard(cmd_serve))
 
     migrate = with_db(sub.add_parser("migrate", help="bring the database schema up to date"))
     migrate.add_argument("--revision", default="head")
-    migrate.set_defaults(handler=cmd_migrate)
+    migrate.set_defaults(handler=_guard(cmd_migrate))
 
     tokens = sub.add_parser("tokens", help="API tokens (direct database access)")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
     create = with_db(tsub.add_parser("create", help="create a token; prints its secret once"))
     create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--name", required=True, help="who holds it (the audit actor)")
-    create.set_defaults(handler=cmd_tokens_create)
-    with_db(tsub.add_parser("list", help="list tokens")).set_defaults(handler=cmd_tokens_list)
+    create.add_argument("--name", required=True, help="the token's name")
+    create.add_argument(
+        "--owner",
+        help="the person holding it (the audit actor; default: --name); four eyes compare "
+        "owners, so two tokens of one owner count as one person",
+    )
+    create.set_defaults(handler=_guard(cmd_tokens_create))
+    with_db(tsub.add_parser("list", help="list tokens")).set_defaults(
+        handler=_guard(cmd_tokens_list)
+    )
     revoke = with_db(tsub.add_parser("revoke", help="revoke a token by id"))
     revoke.add_argument("token_id", type=int)
-    revoke.set_defaults(handler=cmd_tokens_revoke)
+    revoke.set_defaults(handler=_guard(cmd_tokens_revoke))
 
     apply = with_db(
         sub.add_parser(
@@ -279,4 +378,4 @@ def add_parser(subparsers: Any) -> None:
     apply.add_argument("--url", help="registry URL (apply through the API)")
     apply.add_argument("--token", help=f"bearer token for --url (or ${TOKEN_ENV})")
     apply.add_argument("--json", action="store_true", help="print the diff as JSON")
-    apply.set_defaults(handler=cmd_apply)
+    apply.set_defaults(handler=_guard(cmd_apply))

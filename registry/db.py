@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,9 +19,33 @@ DEFAULT_DB_URL = "sqlite+aiosqlite:///./var/registry.sqlite"
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
+class DatabaseUrlError(ValueError):
+    """A database URL the registry cannot use (unparseable, or an unsupported database)."""
+
+
+def normalise_url(url: str | sa.URL) -> sa.URL:
+    """The async driver URL of `url`: `postgresql://` (any driver) → asyncpg, `sqlite://` →
+    aiosqlite; any other database is a `DatabaseUrlError`."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError(
+            "not a database URL; expected sqlite+aiosqlite:///PATH or postgresql://USER@HOST/DB"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise DatabaseUrlError(
+        f"unsupported database {backend!r}; use sqlite+aiosqlite:///PATH (embedded) or "
+        "postgresql://USER@HOST/DB"
+    )
+
+
 def is_sqlite(url: str | sa.URL) -> bool:
     """True when the URL names a SQLite database."""
-    return make_url(url).get_backend_name() == "sqlite"
+    return normalise_url(url).get_backend_name() == "sqlite"
 
 
 def _ensure_sqlite_dir(url: sa.URL) -> None:
@@ -56,8 +81,8 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 
 def create_engine(url: str = DEFAULT_DB_URL, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine for `url` (`sqlite+aiosqlite:///…` or `postgresql+asyncpg://…`)."""
-    parsed = make_url(url)
+    """Create the async engine for `url` (`sqlite+aiosqlite:///…` or `postgresql://…`)."""
+    parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         _ensure_sqlite_dir(parsed)
         engine = create_async_engine(parsed, **kwargs)

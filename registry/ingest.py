@@ -8,7 +8,8 @@ Used by the decision and OPA-log routes alike.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -16,75 +17,26 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.models import BlockedFlow, FlowCategory, FlowReason, LedgerEntry
+from sharewall.decision_record import Vocabulary, validate_record
 from sharewall.taxonomy import load_taxonomy
-
-_Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class FindingIn(BaseModel):
-    """Where a category was found (never the value)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    category: str = Field(max_length=64)
-    location: str = Field(default="", max_length=500)
-    detector: str = Field(default="", max_length=64)
+@cache
+def _vocabulary() -> Vocabulary:
+    taxonomy = load_taxonomy()
+    return Vocabulary(taxonomy.is_reason_code, taxonomy.is_category)
 
 
-class DecisionIn(BaseModel):
-    """One spooled decision record of a proxy (`proxy.decision_log.decision_record`).
+def check_record(doc: Any) -> dict[str, Any]:
+    """A shipped decision record (`sharewall.decision_record`), validated against the taxonomy.
 
-    Unknown fields are ignored rather than refused: a newer proxy adding a field must not make
-    an older registry reject, and the proxy keep re-sending, every record it ships.
+    Raises `RecordError` naming the bad field; the path comes back redacted.
     """
-
-    model_config = ConfigDict(extra="ignore")
-
-    decision_id: str = _Id
-    time: datetime
-    action: Literal["allow", "deny"]
-    would_block: bool = False
-    mode: Literal["enforce", "report"] = "enforce"
-    reason_codes: list[str] = Field(default_factory=list, max_length=32)
-    recipient_id: str | None = Field(default=None, max_length=63)
-    host: str = Field(default="", max_length=260)
-    method: str = Field(default="", max_length=16)
-    path: str = Field(default="", max_length=4096)
-    # Any string: the flow of a call with an unknown purpose must be stored to be reviewed.
-    purpose: str | None = Field(default=None, max_length=64)
-    categories: list[str] = Field(default_factory=list, max_length=64)
-    source_workload: str | None = Field(default=None, max_length=200)
-    source_namespace: str | None = Field(default=None, max_length=200)
-    findings: list[FindingIn] = Field(default_factory=list, max_length=1000)
-    latency_ms: float | None = None
-    fault: str | None = Field(default=None, max_length=64)
-
-    @field_validator("time")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return _aware(value)
-
-    @field_validator("reason_codes")
-    @classmethod
-    def _known_codes(cls, value: list[str]) -> list[str]:
-        taxonomy = load_taxonomy()
-        unknown = [c for c in value if not taxonomy.is_reason_code(c)]
-        if unknown:
-            raise ValueError(f"unknown reason codes {unknown}")
-        return list(dict.fromkeys(value))
-
-    @field_validator("categories")
-    @classmethod
-    def _known_categories(cls, value: list[str]) -> list[str]:
-        taxonomy = load_taxonomy()
-        unknown = [c for c in value if not taxonomy.is_category(c)]
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}")
-        return list(dict.fromkeys(value))
+    return validate_record(doc, _vocabulary())
 
 
 class LedgerIn(BaseModel):
@@ -119,25 +71,28 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
-def flow_row(record: DecisionIn, proxy_id: str) -> dict[str, Any]:
-    """The `blocked_flow` row of a decision record."""
+def flow_row(record: dict[str, Any], proxy_id: str) -> dict[str, Any]:
+    """The `blocked_flow` row of a validated decision record (`check_record`)."""
     return {
-        "decision_id": record.decision_id,
-        "time": record.time,
-        "action": record.action,
-        "would_block": record.would_block,
-        "mode": record.mode,
-        "recipient_id": record.recipient_id,
-        "host": record.host,
-        "method": record.method,
-        "path": record.path,
-        "purpose": record.purpose,
-        "categories": record.categories,
-        "reason_codes": record.reason_codes,
-        "source_workload": record.source_workload,
-        "source_namespace": record.source_namespace,
-        "findings": [f.model_dump() for f in record.findings],
-        "latency_ms": record.latency_ms,
+        "decision_id": record["decision_id"],
+        "time": record["time"],
+        "action": record["action"],
+        "would_block": record["would_block"],
+        "mode": record["mode"],
+        "recipient_id": record["recipient_id"],
+        "host": record["host"],
+        "method": record["method"],
+        "path": record["path"],
+        "purpose": record["purpose"],
+        "categories": record["categories"],
+        "reason_codes": record["reason_codes"],
+        "reasons": record["reasons"],
+        "fault": record["fault"],
+        "status": record["status"],
+        "source_workload": record["source_workload"],
+        "source_namespace": record["source_namespace"],
+        "findings": record["findings"],
+        "latency_ms": record["latency_ms"],
         "proxy_id": proxy_id,
         "triage_state": "new",
     }

@@ -73,6 +73,9 @@ class Recipient(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     version: int = 1
+    # A live recipient's proposed field values (only those that differ from the live ones),
+    # awaiting approval; the live columns above stay what the proxies enforce until then.
+    pending: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
 
 
 class RecipientHost(SQLModel, table=True):
@@ -88,6 +91,8 @@ class RecipientHost(SQLModel, table=True):
         index=True,
     )
     pattern: str = Field(max_length=260, unique=True)
+    # None: live. On a live recipient, "add" / "remove" mark a pending (unapproved) change.
+    change: str | None = Field(default=None, max_length=8)
 
 
 class Grant(SQLModel, table=True):
@@ -111,6 +116,10 @@ class Grant(SQLModel, table=True):
     approved_by: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    # An approved grant of a live recipient with a pending edit ("update", values in
+    # `pending`) or removal ("remove"); a pending addition is a `proposed` grant.
+    change: str | None = Field(default=None, max_length=8)
+    pending: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
 
 
 class Approval(SQLModel, table=True):
@@ -129,12 +138,17 @@ class Approval(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
-    """A bearer token: only its SHA-256 is stored; `name` is the actor in audit events."""
+    """A bearer token: only its SHA-256 is stored; `owner` (a person) is the audit actor.
+
+    Four eyes compare owners: two tokens of one person (say an engineer and a security
+    token) count as one person.
+    """
 
     __tablename__ = "api_token"
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     name: str = Field(max_length=200)
+    owner: str = Field(max_length=200, index=True)
     role: str = Field(max_length=16)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
@@ -143,12 +157,19 @@ class ApiToken(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """One change, append-only: who did what to which entity, with before/after images."""
+    """One change, append-only: who did what to which entity, with before/after images.
+
+    `actor` is the person (the token's owner), `token_name` the token they used; `scope`
+    names the reviewed entity the event belongs to (`recipient:<id>` for the recipient and
+    its grants, `workload:<ns>/<name>`), so four eyes can read who authored a change since
+    its last approval; `note` is a reviewer's note (approve, reject, suspend, revoke).
+    """
 
     __tablename__ = "audit_event"
     __table_args__ = (
         sa.Index(None, "entity_type", "entity_id"),
         sa.Index(None, "time"),
+        sa.Index(None, "scope", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -159,6 +180,9 @@ class AuditEvent(SQLModel, table=True):
     entity_id: str = Field(max_length=100)
     before: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     after: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    token_name: str | None = Field(default=None, max_length=200)
+    scope: str | None = Field(default=None, max_length=200)
+    note: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class RegistryState(SQLModel, table=True):
@@ -199,6 +223,11 @@ class BlockedFlow(SQLModel, table=True):
     findings: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     latency_ms: float | None = None
     proxy_id: str | None = Field(default=None, max_length=200)
+    # A fault of sharewall (the call failed closed) rather than a policy denial; `status` is
+    # what the app got (403, 503); `reasons` keep each code's category ([{code, category?}]).
+    fault: str | None = Field(default=None, max_length=64)
+    status: int | None = None
+    reasons: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     triage_state: str = Field(default="new", max_length=16)
     triage_note: str | None = Field(default=None, sa_type=sa.Text)
     triaged_by: str | None = Field(default=None, max_length=200)

@@ -59,9 +59,10 @@ class ReviewNote(_Body):
 
 
 class TokenCreate(_Body):
-    """A token to create: a name (the audit actor) and a role."""
+    """A token to create: its name, the person holding it (default: the name) and a role."""
 
     name: str = Field(min_length=1, max_length=200)
+    owner: str | None = Field(default=None, min_length=1, max_length=200)
     role: Literal["engineer", "security", "proxy", "admin"]
 
 

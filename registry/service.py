@@ -2,8 +2,13 @@
 
 Every function here works inside the caller's session and never commits: the caller (an API
 handler, `registry apply`) commits once, so a change, its audit events and the snapshot
-version bump land together or not at all. Functions return `SnapshotChange` when what the
-enforcement points see changed, so the caller can wake long-polling proxies after commit.
+version bump land together or not at all.
+
+An edit of a live (approved or suspended) recipient is staged as a pending change beside the
+live values (see `registry.changes`): the proxies keep enforcing the approved version until a
+reviewer who authored none of the change (`registry.four_eyes`) approves the version they
+looked at (`If-Match`). Narrowing reviewer actions (suspend, revoke, revoke a grant) and
+deletions take effect at once.
 """
 
 from __future__ import annotations
@@ -18,16 +23,16 @@ import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from registry import changes
 from registry.audit import record_audit
-from registry.errors import ApiError, conflict, forbidden, invalid_field, not_found
+from registry.changes import EDITABLE_FIELDS, is_live
+from registry.errors import ApiError, conflict, invalid_field, not_found
+from registry.four_eyes import authored_since_approval, authors_of, check_four_eyes
 from registry.models import Approval, Grant, Recipient, RecipientHost, as_utc, utcnow
 from registry.payloads import GrantCreate, GrantPatch, RecipientCreate, RecipientPatch
 from registry.state import bump_snapshot_version
 from sharewall import snapshot as schema
 
-# Editing these on an approved recipient changes where data may go or under which rules, so
-# the recipient goes back to `proposed` until a second person approves it again.
-MATERIAL_FIELDS = ("kind", "regions", "hosts", "tls_origination")
 RECIPIENT_FIELDS = (
     "name",
     "kind",
@@ -44,10 +49,42 @@ GRANT_FIELDS = ("purpose", "categories", "legal_basis", "expires")
 
 @dataclass(frozen=True)
 class Actor:
-    """Who makes a change: the token name (audit actor) and its role."""
+    """Who makes a change: the person (a token's owner, the audit actor), role, token name."""
 
     name: str
     role: str
+    token: str | None = None
+
+
+def scope_of(recipient_id: str) -> str:
+    """The audit scope of a recipient and its grants (what four eyes read)."""
+    return f"recipient:{recipient_id}"
+
+
+def _audit(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    recipient_id: str,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> None:
+    record_audit(
+        session,
+        actor=actor.name,
+        token_name=actor.token,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=after,
+        scope=scope_of(recipient_id),
+        note=note,
+    )
 
 
 # --------------------------------------------------------------------------- views
@@ -58,7 +95,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def grant_view(grant: Grant) -> dict[str, Any]:
-    """A grant as the API shows it."""
+    """A grant as the API shows it (its live values; `change` marks a pending edit)."""
     return {
         "id": grant.id,
         "purpose": grant.purpose,
@@ -66,35 +103,11 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "legal_basis": grant.legal_basis,
         "expires": grant.expires,
         "status": grant.status,
+        "change": grant.change,
         "proposed_by": grant.proposed_by,
         "approved_by": grant.approved_by,
         "created_at": as_utc(grant.created_at),
         "updated_at": as_utc(grant.updated_at),
-    }
-
-
-def recipient_view(
-    recipient: Recipient, hosts: Iterable[RecipientHost], grants: Iterable[Grant]
-) -> dict[str, Any]:
-    """A recipient with its hosts and grants, as the API shows it."""
-    return {
-        "id": recipient.id,
-        "name": recipient.name,
-        "kind": recipient.kind,
-        "status": recipient.status,
-        "regions": list(recipient.regions),
-        "hosts": sorted(h.pattern for h in hosts),
-        "tls_origination": recipient.tls_origination,
-        "inspect_tls": recipient.inspect_tls,
-        "owner_team": recipient.owner_team,
-        "contract_ref": recipient.contract_ref,
-        "notes": recipient.notes,
-        "grants": [grant_view(g) for g in sorted(grants, key=lambda g: g.id or 0)],
-        "proposed_by": recipient.proposed_by,
-        "updated_by": recipient.updated_by,
-        "created_at": as_utc(recipient.created_at),
-        "updated_at": as_utc(recipient.updated_at),
-        "version": recipient.version,
     }
 
 
@@ -106,8 +119,56 @@ class Loaded:
     hosts: list[RecipientHost]
     grants: list[Grant]
 
+    @property
+    def is_live(self) -> bool:
+        return is_live(self.recipient)
+
+    def has_pending_change(self) -> bool:
+        return changes.has_pending_change(self.recipient, self.hosts, self.grants)
+
+    def live_state(self) -> dict[str, Any] | None:
+        return changes.live_state(self.recipient, self.hosts, self.grants)
+
+    def proposed_state(self) -> dict[str, Any]:
+        return changes.proposed_state(self.recipient, self.hosts, self.grants)
+
+    def pending_view(self) -> dict[str, Any] | None:
+        """The pending change: what approving makes live, and its diff against live."""
+        if not self.has_pending_change():
+            return None
+        proposed = self.proposed_state()
+        return {
+            "kind": "update" if self.is_live else "proposal",
+            "proposed": changes.registry_entry(proposed),
+            "diff": changes.diff_states(self.live_state(), proposed),
+        }
+
     def view(self) -> dict[str, Any]:
-        return recipient_view(self.recipient, self.hosts, self.grants)
+        """The recipient as the API shows it: the live version, and any pending change."""
+        recipient = self.recipient
+        live = self.is_live
+        hosts = [h.pattern for h in self.hosts if not (live and h.change == "add")]
+        grants = [g for g in self.grants if not (live and g.status == "proposed")]
+        return {
+            "id": recipient.id,
+            "name": recipient.name,
+            "kind": recipient.kind,
+            "status": recipient.status,
+            "regions": list(recipient.regions),
+            "hosts": sorted(hosts),
+            "tls_origination": recipient.tls_origination,
+            "inspect_tls": recipient.inspect_tls,
+            "owner_team": recipient.owner_team,
+            "contract_ref": recipient.contract_ref,
+            "notes": recipient.notes,
+            "grants": [grant_view(g) for g in sorted(grants, key=lambda g: g.id or 0)],
+            "proposed_by": recipient.proposed_by,
+            "updated_by": recipient.updated_by,
+            "created_at": as_utc(recipient.created_at),
+            "updated_at": as_utc(recipient.updated_at),
+            "version": recipient.version,
+            "pending_change": self.pending_view(),
+        }
 
     def all_rows(self) -> list[Any]:
         return [self.recipient, *self.hosts, *self.grants]
@@ -115,6 +176,26 @@ class Loaded:
     def image(self) -> dict[str, Any]:
         """The JSON image stored in audit events."""
         return _jsonable(self.view())
+
+
+async def change_view(session: AsyncSession, loaded: Loaded) -> dict[str, Any] | None:
+    """A pending change as `GET /v1/changes` lists it: proposed, diff, authors, version."""
+    pending = loaded.pending_view()
+    if pending is None:
+        return None
+    recipient = loaded.recipient
+    authored = await authored_since_approval(session, scope_of(recipient.id))
+    return {
+        "entity_type": "recipient",
+        "entity_id": recipient.id,
+        "version": recipient.version,
+        "status": recipient.status,
+        "live": loaded.live_state(),
+        **pending,
+        "authors": authors_of(authored),
+        "updated_by": recipient.updated_by,
+        "updated_at": as_utc(recipient.updated_at),
+    }
 
 
 # --------------------------------------------------------------------------- reads
@@ -278,41 +359,41 @@ async def create_recipient(session: AsyncSession, body: RecipientCreate, actor: 
     session.add_all([*hosts, *grants])
     await session.flush()
     loaded = Loaded(recipient, hosts, grants)
-    record_audit(
-        session,
-        actor=actor.name,
-        action="recipient.create",
-        entity_type="recipient",
-        entity_id=body.id,
-        after=loaded.image(),
-    )
+    _audit(session, actor, "recipient.create", "recipient", body.id, body.id, after=loaded.image())
     await _bump(session)
     return loaded
 
 
 def _grant_image(recipient_id: str, grant: Grant) -> dict[str, Any]:
-    """A grant as the audit trail records it: its fields and its recipient."""
-    return {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
+    """A grant as the audit trail records it: its fields, its pending values, its recipient."""
+    image = {"recipient_id": recipient_id, **_jsonable(grant_view(grant))}
+    if grant.pending:
+        image["pending"] = dict(grant.pending)
+    return image
 
 
 def _audit_grant(
     session: AsyncSession,
     actor: Actor,
     verb: str,
+    recipient_id: str,
     grant_id: int | None,
     *,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    note: str | None = None,
 ) -> None:
     """Record one `grant.<verb>` audit event in the change's transaction."""
-    record_audit(
+    _audit(
         session,
-        actor=actor.name,
-        action=f"grant.{verb}",
-        entity_type="grant",
-        entity_id=str(grant_id),
+        actor,
+        f"grant.{verb}",
+        "grant",
+        str(grant_id),
+        recipient_id,
         before=before,
         after=after,
+        note=note,
     )
 
 
@@ -359,26 +440,8 @@ def new_grant_row(
     )
 
 
-async def update_recipient(
-    session: AsyncSession,
-    recipient_id: str,
-    patch: RecipientPatch,
-    actor: Actor,
-    *,
-    expected_version: int | None = None,
-) -> Loaded:
-    """Edit a recipient's fields and hosts; a material edit of an active one re-opens review."""
-    loaded = await load_recipient(session, recipient_id, for_update=True)
-    _check_version(loaded, expected_version)
-    recipient = loaded.recipient
-    before = loaded.image()
-    changes = patch.model_dump(exclude_unset=True)
-    current = {
-        **{f: getattr(recipient, f) for f in RECIPIENT_FIELDS},
-        "hosts": [h.pattern for h in loaded.hosts],
-    }
-    merged = _validated_recipient({"id": recipient.id, **current, **changes})
-    new_values = {
+def _editable_values(merged: schema.Recipient) -> dict[str, Any]:
+    return {
         "name": merged.name,
         "kind": merged.kind,
         "regions": list(merged.regions),
@@ -388,39 +451,104 @@ async def update_recipient(
         "contract_ref": merged.contract_ref,
         "notes": merged.notes,
     }
-    changed = {k for k, v in new_values.items() if getattr(recipient, k) != v}
-    old_hosts = {h.pattern for h in loaded.hosts}
-    new_hosts = set(merged.hosts)
-    if new_hosts != old_hosts:
-        changed.add("hosts")
-    if not changed:
+
+
+async def stage_recipient(
+    session: AsyncSession, loaded: Loaded, values: dict[str, Any], hosts: set[str]
+) -> bool:
+    """Make `values` and `hosts` the recipient's proposed state; True when anything changed.
+
+    A live recipient gets them as a pending change (its live columns and hosts untouched); a
+    recipient that is not live is edited in place (a revoked one is proposed again).
+    """
+    recipient = loaded.recipient
+    proposed = loaded.proposed_state()
+    changed = {k for k, v in values.items() if proposed[k] != v}
+    hosts_changed = set(proposed["hosts"]) != hosts
+    if not changed and not hosts_changed:
+        return False
+    if loaded.is_live:
+        live = {name: getattr(recipient, name) for name in EDITABLE_FIELDS}
+        live["regions"] = list(live["regions"])
+        pending = {k: v for k, v in values.items() if live[k] != v}
+        recipient.pending = pending or None
+        if hosts_changed:
+            await _stage_hosts(session, loaded, hosts)
+    else:
+        for key, value in values.items():
+            setattr(recipient, key, value)
+        if hosts_changed:
+            await _replace_hosts(session, loaded, hosts)
+        if recipient.status == "revoked":
+            recipient.status = "proposed"
+    return True
+
+
+async def update_recipient(
+    session: AsyncSession,
+    recipient_id: str,
+    patch: RecipientPatch,
+    actor: Actor,
+    *,
+    expected_version: int | None = None,
+) -> Loaded:
+    """Edit a recipient's fields and hosts: staged as a pending change when it is live."""
+    loaded = await load_recipient(session, recipient_id, for_update=True)
+    _check_version(loaded, expected_version)
+    recipient = loaded.recipient
+    before = loaded.image()
+    proposed = loaded.proposed_state()
+    current = {name: proposed[name] for name in EDITABLE_FIELDS}
+    changes_asked = patch.model_dump(exclude_unset=True)
+    merged = _validated_recipient(
+        {"id": recipient.id, **current, "hosts": proposed["hosts"], **changes_asked}
+    )
+    was_live = loaded.is_live
+    if not await stage_recipient(session, loaded, _editable_values(merged), set(merged.hosts)):
         return loaded
-    await _check_hosts_free(session, recipient.id, new_hosts - old_hosts)
-    for key, value in new_values.items():
-        setattr(recipient, key, value)
-    if "hosts" in changed:
-        await _replace_hosts(session, loaded, new_hosts)
-    if recipient.status == "revoked" or (
-        recipient.status != "proposed" and changed & set(MATERIAL_FIELDS)
-    ):
-        recipient.status = "proposed"
     _touch(recipient, actor)
     session.add(recipient)
     await session.flush()
-    record_audit(
+    _audit(
         session,
-        actor=actor.name,
-        action="recipient.update",
-        entity_type="recipient",
-        entity_id=recipient.id,
+        actor,
+        "recipient.update",
+        "recipient",
+        recipient.id,
+        recipient.id,
         before=before,
         after=loaded.image(),
     )
-    await _bump(session)
+    if not was_live:  # a live recipient's snapshot entry is unchanged until approval
+        await _bump(session)
     return loaded
 
 
+async def _stage_hosts(session: AsyncSession, loaded: Loaded, wanted: set[str]) -> None:
+    """Mark live hosts `remove`/kept and add `add` rows so the proposed hosts are `wanted`."""
+    live = {h.pattern: h for h in loaded.hosts if h.change != "add"}
+    staged = {h.pattern: h for h in loaded.hosts if h.change == "add"}
+    for pattern, host in live.items():
+        host.change = None if pattern in wanted else "remove"
+        session.add(host)
+    dropped = [h for p, h in staged.items() if p not in wanted]
+    if dropped:
+        await session.exec(
+            sa.delete(RecipientHost).where(RecipientHost.id.in_([h.id for h in dropped]))
+        )
+        forget(session, dropped)
+    new = sorted(wanted - live.keys() - staged.keys())
+    await _check_hosts_free(session, loaded.recipient.id, new)
+    added = [RecipientHost(recipient_id=loaded.recipient.id, pattern=p, change="add") for p in new]
+    session.add_all(added)
+    await session.flush()
+    loaded.hosts = [h for h in loaded.hosts if h not in dropped] + added
+
+
 async def _replace_hosts(session: AsyncSession, loaded: Loaded, patterns: set[str]) -> None:
+    await _check_hosts_free(
+        session, loaded.recipient.id, patterns - {h.pattern for h in loaded.hosts}
+    )
     keep = [h for h in loaded.hosts if h.pattern in patterns]
     drop = [h.id for h in loaded.hosts if h.pattern not in patterns]
     if drop:
@@ -445,13 +573,8 @@ async def delete_recipient(
     before = loaded.image()
     await session.exec(sa.delete(Recipient).where(Recipient.id == recipient_id))
     forget(session, loaded.all_rows())
-    record_audit(
-        session,
-        actor=actor.name,
-        action="recipient.delete",
-        entity_type="recipient",
-        entity_id=recipient_id,
-        before=before,
+    _audit(
+        session, actor, "recipient.delete", "recipient", recipient_id, recipient_id, before=before
     )
     await _bump(session)
 
@@ -474,7 +597,7 @@ async def add_grant(
     *,
     expected_version: int | None = None,
 ) -> tuple[Loaded, Grant]:
-    """Propose a grant on a recipient (always `proposed`, whatever the recipient's status)."""
+    """Propose a grant on a recipient (always `proposed`: a pending addition when live)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
     grant = new_grant_row(recipient_id, body, actor, "proposed")
@@ -483,7 +606,9 @@ async def add_grant(
     session.add(loaded.recipient)
     await session.flush()
     loaded.grants.append(grant)
-    _audit_grant(session, actor, "create", grant.id, after=_grant_image(recipient_id, grant))
+    _audit_grant(
+        session, actor, "create", recipient_id, grant.id, after=_grant_image(recipient_id, grant)
+    )
     # A proposed grant is not in the snapshot; nothing for the proxies to fetch.
     return loaded, grant
 
@@ -497,12 +622,17 @@ async def update_grant(
     *,
     expected_version: int | None = None,
 ) -> tuple[Loaded, Grant]:
-    """Edit a grant; it goes back to `proposed` (only this grant) until approved again."""
+    """Edit a grant: staged as a pending change on a live recipient's approved grant."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
     grant = _find_grant(loaded, grant_id)
     before = _grant_image(recipient_id, grant)
-    current = {f: getattr(grant, f) for f in GRANT_FIELDS}
+    staged = loaded.is_live and grant.status == "approved"
+    current = (
+        changes.proposed_grant_values(grant)
+        if staged
+        else {f: getattr(grant, f) for f in GRANT_FIELDS}
+    )
     merged = _validated_grant({**current, **patch.model_dump(exclude_unset=True)})
     new_values = {
         "purpose": merged.purpose,
@@ -510,21 +640,36 @@ async def update_grant(
         "legal_basis": merged.legal_basis,
         "expires": merged.expires,
     }
-    if all(getattr(grant, k) == v for k, v in new_values.items()):
-        return loaded, grant
-    was_visible = grant.status == "approved"
-    for key, value in new_values.items():
-        setattr(grant, key, value)
-    grant.status = "proposed"
-    grant.proposed_by = actor.name
-    grant.approved_by = None
+    if staged:
+        wanted = changes.values_json(new_values)
+        if wanted == current and grant.change != "remove":
+            return loaded, grant
+        if wanted == changes.grant_values(grant):
+            grant.change, grant.pending = None, None
+        else:
+            grant.change, grant.pending = "update", wanted
+    else:
+        if all(getattr(grant, k) == v for k, v in new_values.items()):
+            return loaded, grant
+        for key, value in new_values.items():
+            setattr(grant, key, value)
+        grant.status = "proposed"
+        grant.proposed_by = actor.name
+        grant.approved_by = None
+    was_visible = grant.status == "approved" and not staged
     grant.updated_at = utcnow()
     session.add(grant)
     _touch(loaded.recipient, actor)
     session.add(loaded.recipient)
     await session.flush()
     _audit_grant(
-        session, actor, "update", grant.id, before=before, after=_grant_image(recipient_id, grant)
+        session,
+        actor,
+        "update",
+        recipient_id,
+        grant.id,
+        before=before,
+        after=_grant_image(recipient_id, grant),
     )
     if was_visible:
         await _bump(session)
@@ -538,28 +683,42 @@ async def delete_grant(
     actor: Actor,
     *,
     expected_version: int | None = None,
-) -> Loaded:
-    """Delete a grant."""
+) -> tuple[Loaded, bool]:
+    """Delete a grant; on a live recipient an approved grant's removal is staged (True)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
     grant = _find_grant(loaded, grant_id)
     before = _grant_image(recipient_id, grant)
-    await session.exec(sa.delete(Grant).where(Grant.id == grant_id))
-    forget(session, [grant])
-    loaded.grants = [g for g in loaded.grants if g.id != grant_id]
+    staged = loaded.is_live and grant.status == "approved"
+    if staged:
+        grant.change, grant.pending = "remove", None
+        grant.updated_at = utcnow()
+        session.add(grant)
+    else:
+        await session.exec(sa.delete(Grant).where(Grant.id == grant_id))
+        forget(session, [grant])
+        loaded.grants = [g for g in loaded.grants if g.id != grant_id]
     _touch(loaded.recipient, actor)
     session.add(loaded.recipient)
     await session.flush()
-    _audit_grant(session, actor, "delete", grant_id, before=before)
-    if grant.status == "approved":
+    _audit_grant(
+        session,
+        actor,
+        "delete",
+        recipient_id,
+        grant_id,
+        before=before,
+        after=_grant_image(recipient_id, grant) if staged else None,
+    )
+    if grant.status == "approved" and not staged:
         await _bump(session)
-    return loaded
+    return loaded, staged
 
 
 async def revoke_grant(
     session: AsyncSession, recipient_id: str, grant_id: int, actor: Actor, note: str | None = None
 ) -> Loaded:
-    """Revoke one grant (a reviewer's action; takes effect at the next snapshot)."""
+    """Revoke one grant at once (a reviewer's action: it only narrows what is shared)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
     grant = _find_grant(loaded, grant_id)
     if grant.status == "revoked":
@@ -567,6 +726,7 @@ async def revoke_grant(
     before = _grant_image(recipient_id, grant)
     was_visible = grant.status == "approved"
     grant.status = "revoked"
+    grant.change, grant.pending = None, None
     grant.updated_at = utcnow()
     session.add(grant)
     loaded.recipient.version += 1
@@ -574,7 +734,14 @@ async def revoke_grant(
     session.add(_approval("grant", str(grant.id), "revoke", actor, note))
     await session.flush()
     _audit_grant(
-        session, actor, "revoke", grant.id, before=before, after=_grant_image(recipient_id, grant)
+        session,
+        actor,
+        "revoke",
+        recipient_id,
+        grant.id,
+        before=before,
+        after=_grant_image(recipient_id, grant),
+        note=note,
     )
     if was_visible:
         await _bump(session)
@@ -595,13 +762,59 @@ def _approval(entity_type: str, entity_id: str, action: str, actor: Actor, note:
     )
 
 
-def _four_eyes(actor: Actor, what: str, *authors: str | None) -> None:
-    if actor.name in {a for a in authors if a}:
-        raise forbidden(
-            f"{what} was proposed or last changed by {actor.name}; "
-            "a second person must approve it (four eyes)",
-            type_slug="four-eyes",
+def require_version(expected_version: int | None, what: str) -> int:
+    """428 when a review names no version: a reviewer approves the version they looked at."""
+    if expected_version is None:
+        raise ApiError(
+            428,
+            "precondition-required",
+            "Precondition required",
+            f"approving {what} needs If-Match with the ETag of the version you reviewed "
+            '(GET it, then send If-Match: "<version>")',
         )
+    return expected_version
+
+
+async def _fold_pending(session: AsyncSession, loaded: Loaded, actor: Actor | None) -> None:
+    """Make the staged change the recipient's content (approval, or revocation)."""
+    recipient = loaded.recipient
+    for key, value in (recipient.pending or {}).items():
+        setattr(recipient, key, value)
+    recipient.pending = None
+    gone_hosts = [h for h in loaded.hosts if h.change == "remove"]
+    if gone_hosts:
+        await session.exec(
+            sa.delete(RecipientHost).where(RecipientHost.id.in_([h.id for h in gone_hosts]))
+        )
+        forget(session, gone_hosts)
+    loaded.hosts = [h for h in loaded.hosts if h.change != "remove"]
+    for host in loaded.hosts:
+        if host.change:
+            host.change = None
+            session.add(host)
+    gone_grants = [g for g in loaded.grants if g.change == "remove"]
+    if gone_grants:
+        await session.exec(sa.delete(Grant).where(Grant.id.in_([g.id for g in gone_grants])))
+        forget(session, gone_grants)
+    loaded.grants = [g for g in loaded.grants if g.change != "remove"]
+    now = utcnow()
+    for grant in loaded.grants:
+        touched = bool(grant.change)
+        if grant.change == "update" and grant.pending:
+            values = _validated_grant(grant.pending)
+            grant.purpose = values.purpose
+            grant.categories = list(values.categories)
+            grant.legal_basis = values.legal_basis
+            grant.expires = values.expires
+        grant.change, grant.pending = None, None
+        if actor is not None and (touched or grant.status == "proposed"):
+            if grant.status == "proposed":
+                grant.status = "approved"
+            grant.approved_by = actor.name
+            touched = True
+        if touched:
+            grant.updated_at = now
+            session.add(grant)
 
 
 async def approve_recipient(
@@ -612,54 +825,98 @@ async def approve_recipient(
     *,
     expected_version: int | None = None,
 ) -> Loaded:
-    """Approve a recipient and its proposed grants; the approver is never their author."""
+    """Approve a recipient's pending change (a proposal, an edit, a reinstatement).
+
+    The reviewer names the version they looked at (428 without, 412 when stale) and must not
+    have authored any part of it since the last approval (403 `four-eyes`).
+    """
+    loaded = await load_recipient(session, recipient_id, for_update=True)
+    _check_version(loaded, require_version(expected_version, f"recipient {recipient_id}"))
+    recipient = loaded.recipient
+    if recipient.status == "revoked":
+        raise conflict(f"recipient {recipient_id} is revoked; edit it to propose it again")
+    if recipient.status == "approved" and not loaded.has_pending_change():
+        raise conflict(f"recipient {recipient_id} has nothing awaiting approval")
+    await check_four_eyes(session, scope_of(recipient_id), actor.name, f"recipient {recipient_id}")
+    before = loaded.image()
+    await _fold_pending(session, loaded, actor)
+    recipient.status = "approved"
+    recipient.version += 1
+    # Reviewing is not editing: updated_by stays the author.
+    session.add(recipient)
+    session.add(_approval("recipient", recipient_id, "approve", actor, note))
+    await session.flush()
+    _audit(
+        session,
+        actor,
+        "recipient.approve",
+        "recipient",
+        recipient_id,
+        recipient_id,
+        before=before,
+        after=loaded.image(),
+        note=note,
+    )
+    await _bump(session)
+    return loaded
+
+
+async def reject_recipient(
+    session: AsyncSession,
+    recipient_id: str,
+    actor: Actor,
+    note: str | None = None,
+    *,
+    expected_version: int | None = None,
+) -> Loaded:
+    """Reject a pending change: a live recipient's staged edit is discarded (live stays);
+    a proposal becomes `revoked` (an edit proposes it again). The note is kept."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
     recipient = loaded.recipient
-    pending = [g for g in loaded.grants if g.status == "proposed"]
-    if recipient.status == "revoked":
-        raise conflict(f"recipient {recipient_id} is revoked; edit it to propose it again")
-    if recipient.status == "approved" and not pending:
+    if not loaded.has_pending_change():
         raise conflict(f"recipient {recipient_id} has nothing awaiting approval")
-    if recipient.status != "approved":
-        _four_eyes(actor, f"recipient {recipient_id}", recipient.proposed_by, recipient.updated_by)
-    for grant in pending:
-        _four_eyes(actor, f"grant {grant.id} ({grant.purpose})", grant.proposed_by)
     before = loaded.image()
-    now = utcnow()
-    if recipient.status != "approved":
-        recipient.status = "approved"
-        session.add(_approval("recipient", recipient_id, "approve", actor, note))
-    for grant in pending:
-        grant_before = _grant_image(recipient_id, grant)
-        grant.status = "approved"
-        grant.approved_by = actor.name
-        grant.updated_at = now
-        session.add(grant)
-        session.add(_approval("grant", str(grant.id), "approve", actor, note))
-        await session.flush()
-        _audit_grant(
-            session,
-            actor,
-            "approve",
-            grant.id,
-            before=grant_before,
-            after=_grant_image(recipient_id, grant),
-        )
-    # Reviewing is not editing: updated_by stays the author, so four eyes keep working.
+    if loaded.is_live:
+        recipient.pending = None
+        staged_hosts = [h for h in loaded.hosts if h.change == "add"]
+        if staged_hosts:
+            await session.exec(
+                sa.delete(RecipientHost).where(RecipientHost.id.in_([h.id for h in staged_hosts]))
+            )
+            forget(session, staged_hosts)
+        loaded.hosts = [h for h in loaded.hosts if h.change != "add"]
+        for host in loaded.hosts:
+            if host.change:
+                host.change = None
+                session.add(host)
+        staged_grants = [g for g in loaded.grants if g.status == "proposed"]
+        if staged_grants:
+            await session.exec(sa.delete(Grant).where(Grant.id.in_([g.id for g in staged_grants])))
+            forget(session, staged_grants)
+        loaded.grants = [g for g in loaded.grants if g.status != "proposed"]
+        for grant in loaded.grants:
+            if grant.change:
+                grant.change, grant.pending = None, None
+                session.add(grant)
+    else:
+        recipient.status = "revoked"
+        await _bump(session)
     recipient.version += 1
     session.add(recipient)
+    session.add(_approval("recipient", recipient_id, "reject", actor, note))
     await session.flush()
-    record_audit(
+    _audit(
         session,
-        actor=actor.name,
-        action="recipient.approve",
-        entity_type="recipient",
-        entity_id=recipient_id,
+        actor,
+        "recipient.reject",
+        "recipient",
+        recipient_id,
+        recipient_id,
         before=before,
         after=loaded.image(),
+        note=note,
     )
-    await _bump(session)
     return loaded
 
 
@@ -672,7 +929,11 @@ async def set_recipient_status(
     *,
     expected_version: int | None = None,
 ) -> Loaded:
-    """Suspend (approved → suspended) or revoke (any → revoked) a recipient."""
+    """Suspend (approved → suspended) or revoke (any → revoked) a recipient, at once.
+
+    A revoked recipient is no longer live, so a staged change becomes its (unapproved)
+    content: an edit proposes it again, and four eyes still count that change's authors.
+    """
     target = {"suspend": "suspended", "revoke": "revoked"}[action]
     loaded = await load_recipient(session, recipient_id, for_update=True)
     _check_version(loaded, expected_version)
@@ -682,22 +943,77 @@ async def set_recipient_status(
     if recipient.status == target:
         return loaded
     before = loaded.image()
+    if target == "revoked" and loaded.is_live:
+        await _fold_pending(session, loaded, None)
     recipient.status = target
     recipient.version += 1
     session.add(recipient)
     session.add(_approval("recipient", recipient_id, action, actor, note))
     await session.flush()
-    record_audit(
+    _audit(
         session,
-        actor=actor.name,
-        action=f"recipient.{action}",
-        entity_type="recipient",
-        entity_id=recipient_id,
+        actor,
+        f"recipient.{action}",
+        "recipient",
+        recipient_id,
+        recipient_id,
         before=before,
         after=loaded.image(),
+        note=note,
     )
     await _bump(session)
     return loaded
+
+
+async def list_reviews(session: AsyncSession, recipient_id: str) -> list[dict[str, Any]]:
+    """A recipient's review decisions (approve, reject, suspend, revoke) with their notes."""
+    rows = (
+        await session.exec(
+            select(Approval)
+            .where(Approval.entity_type == "recipient", Approval.entity_id == recipient_id)
+            .order_by(Approval.id)
+        )
+    ).all()
+    return [
+        {"action": a.action, "actor": a.actor, "time": as_utc(a.time), "note": a.note} for a in rows
+    ]
+
+
+async def list_pending_changes(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every recipient with a pending change (proposal or staged edit), with its diff."""
+    # JSON columns store None as JSON null, so `recipient.pending` is tested here, not in SQL.
+    staged = set(
+        (
+            await session.exec(
+                select(RecipientHost.recipient_id).where(RecipientHost.change.is_not(None))
+            )
+        ).all()
+    )
+    staged |= set(
+        (
+            await session.exec(
+                select(Grant.recipient_id).where(
+                    sa.or_(Grant.change.is_not(None), Grant.status == "proposed")
+                )
+            )
+        ).all()
+    )
+    rows = (
+        await session.exec(
+            select(Recipient.id, Recipient.status, Recipient.pending).order_by(Recipient.id)
+        )
+    ).all()
+    ids = [
+        rid
+        for rid, status, pending in rows
+        if status == "proposed" or (status in changes.LIVE_STATUSES and (pending or rid in staged))
+    ]
+    out = []
+    for rid in ids:
+        view = await change_view(session, await load_recipient(session, rid))
+        if view is not None:
+            out.append(view)
+    return out
 
 
 def grants_by_purpose(grants: Sequence[Grant]) -> dict[str, list[Grant]]:

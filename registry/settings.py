@@ -25,6 +25,10 @@ class Settings:
     # Flows and ledger rows older than this are deleted by the retention job.
     retention_days: int = 90
     retention_interval_s: float = 3600.0
+    # Failed sign-ins (bad bearer tokens, console sign-ins) allowed per client address in a
+    # burst, refilled over the window; beyond them the address gets 429 with Retry-After.
+    sign_in_failures: int = 10
+    sign_in_window_s: float = 60.0
     # How long a looked-up token is trusted before the database is asked again.
     token_cache_ttl_s: float = 5.0
     # Longest long-poll a snapshot/bundle client may ask for.

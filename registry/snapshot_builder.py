@@ -78,10 +78,16 @@ async def fetch_snapshot_rows(session: AsyncSession) -> SnapshotRows:
             ).order_by(r.id)
         )
     ).all()
+    # A host staged for addition to a live recipient is not live until approved.
     hosts = (
-        await conn.execute(sa.select(h.recipient_id, h.pattern).order_by(h.recipient_id, h.pattern))
+        await conn.execute(
+            sa.select(h.recipient_id, h.pattern)
+            .where(sa.or_(h.change.is_(None), h.change != "add"))
+            .order_by(h.recipient_id, h.pattern)
+        )
     ).all()
-    # Only approved grants reach enforcement; a proposed or revoked grant grants nothing.
+    # Only approved grants reach enforcement, with their live values (a staged edit waits in
+    # `grant.pending`); a proposed or revoked grant grants nothing.
     grants = (
         await conn.execute(
             sa.select(g.recipient_id, g.purpose, _json_text(g.categories), g.legal_basis, g.expires)

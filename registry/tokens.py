@@ -34,6 +34,7 @@ def token_view(token: ApiToken) -> dict[str, Any]:
     return {
         "id": token.id,
         "name": token.name,
+        "owner": token.owner,
         "role": token.role,
         "created_at": as_utc(token.created_at),
         "last_used_at": as_utc(token.last_used_at),
@@ -42,25 +43,41 @@ def token_view(token: ApiToken) -> dict[str, Any]:
 
 
 async def create_token(
-    session: AsyncSession, *, name: str, role: str, actor: str = CLI_ACTOR
+    session: AsyncSession,
+    *,
+    name: str,
+    role: str,
+    owner: str | None = None,
+    actor: str = CLI_ACTOR,
+    actor_token: str | None = None,
 ) -> tuple[ApiToken, str]:
-    """Create a token; return it with its secret (the only time the secret exists in clear)."""
+    """Create a token held by `owner` (a person; default: the token's name).
+
+    Returns the token with its secret (the only time the secret exists in clear). Four eyes
+    compare owners, so give each person one owner name for all their tokens.
+    """
     if role not in ROLES:
         raise invalid_field("role", f"unknown role {role!r}; one of {list(ROLES)}")
     name = name.strip()
     if not name or len(name) > 200:
         raise invalid_field("name", "must be 1-200 characters")
+    owner = (owner if owner is not None else name).strip()
+    if not owner or len(owner) > 200:
+        raise invalid_field("owner", "must be 1-200 characters")
     secret = new_token_secret()
-    token = ApiToken(name=name, role=role, token_hash=hash_token(secret), created_at=utcnow())
+    token = ApiToken(
+        name=name, owner=owner, role=role, token_hash=hash_token(secret), created_at=utcnow()
+    )
     session.add(token)
     await session.flush()
     record_audit(
         session,
         actor=actor,
+        token_name=actor_token,
         action="token.create",
         entity_type="token",
         entity_id=str(token.id),
-        after={"name": name, "role": role},
+        after={"name": name, "owner": owner, "role": role},
     )
     return token, secret
 
@@ -73,18 +90,21 @@ async def list_tokens(session: AsyncSession, *, include_revoked: bool = True) ->
     return list((await session.exec(query)).all())
 
 
-async def revoke_token(session: AsyncSession, token_id: int, *, actor: str = CLI_ACTOR) -> ApiToken:
+async def revoke_token(
+    session: AsyncSession, token_id: int, *, actor: str = CLI_ACTOR, actor_token: str | None = None
+) -> ApiToken:
     """Revoke a token (idempotent); returns it. The caller drops any cached lookup."""
     token = await session.get(ApiToken, token_id)
     if token is None:
         raise not_found("token", token_id)
     if token.revoked_at is None:
-        before = {"name": token.name, "role": token.role, "revoked": False}
+        before = {"name": token.name, "owner": token.owner, "role": token.role, "revoked": False}
         token.revoked_at = utcnow()
         session.add(token)
         record_audit(
             session,
             actor=actor,
+            token_name=actor_token,
             action="token.revoke",
             entity_type="token",
             entity_id=str(token.id),

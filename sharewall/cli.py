@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported as one line (exit 2) like every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sharewall", description=__doc__)
+    parser = _Parser(prog="sharewall", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     # Each subcommand module registers itself; imports stay lazy so `check` starts fast.
     from proxy import check_cli

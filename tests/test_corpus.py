@@ -30,13 +30,13 @@ def _load_corpus_module():
 
 corpus = _load_corpus_module()
 CASES = corpus.load_cases()
-# Reason codes that `check` can never produce: it always inspects, and destinations (and what a
-# transparently captured connection connected to) are the proxy's business.
+# Reason codes that `check` can never produce: it always inspects, and it cannot describe a
+# transparently captured connection (what it connected to). It does check destinations as the
+# proxy does (an IP literal or a localhost name is DESTINATION_FORBIDDEN), without DNS.
 # PURPOSE_NOT_ALLOWED_FOR_SOURCE needs a registry that declares workloads, which the sample does
 # not: tests/test_corpus_workloads.py exercises it.
 _NOT_REACHABLE_BY_CHECK = {
     "UNINSPECTED_HIGH_RISK",
-    "DESTINATION_FORBIDDEN",
     "DESTINATION_MISMATCH",
     "DESTINATION_UNIDENTIFIED",
     "PURPOSE_NOT_ALLOWED_FOR_SOURCE",

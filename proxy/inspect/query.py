@@ -78,22 +78,23 @@ def is_mobile_path(segments: list[str]) -> bool:
 
 
 def scan_url(scan: Scan, query: str, segments: list[str], ctx: int) -> None:
-    """Scan the query string (`query:<key>`) and the path segments (`path`) of `split_url()`."""
+    """Scan the query string (`query:<key>`) and the path segments (`path:<n>`) of `split_url()`."""
     if query:
         # Credentials the recipient's API takes in the query (`api_key`, `access_token`) are
         # judged like any field: authentication at the top level (see credentials.py).
         scan_pairs(scan, parse_pairs(query, scan), "query", ctx)
     previous = ""
-    for segment in segments:
+    # `path:<n>`: the n-th non-empty segment (1-based), so that the logs can replace it.
+    for position, segment in enumerate(segments, start=1):
         scan.count_field()
         if not _DIGIT_OR_AT.search(segment):
             previous = segment  # `sms`, `text`, `advanced`: names, not data
             continue
         keyed = _word(previous) in _PHONE_PATH_PARENTS
         if is_phone_value(segment, scan.regions, keyed=keyed):
-            scan.add(cat.PHONE, "path", "phone")
+            scan.add(cat.PHONE, f"path:{position}", "phone")
         elif is_email(segment):
-            scan.add(cat.EMAIL, "path", "email")
+            scan.add(cat.EMAIL, f"path:{position}", "email")
         elif (segment[:1].isdigit() or ":" in segment) and is_public_ip(segment):
-            scan.add(cat.IP_ADDRESS, "path", "ip")
+            scan.add(cat.IP_ADDRESS, f"path:{position}", "ip")
         previous = segment

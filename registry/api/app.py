@@ -9,12 +9,14 @@ from aiohttp import web
 
 from registry import db
 from registry.settings import Settings
+from registry.throttle import FailureThrottle
 
 from . import (
     apply,
     audit,
     auth,
     bundles,
+    changes,
     decisions,
     flows,
     keys,
@@ -36,6 +38,7 @@ log = structlog.get_logger("registry.app")
 ROUTE_TABLES: tuple[RouteTable, ...] = (
     meta.routes,
     recipients.routes,
+    changes.routes,
     tokens.routes,
     audit.routes,
     apply.routes,
@@ -67,11 +70,18 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         middlewares=[request_context_middleware, error_middleware, auth.auth_middleware],
         client_max_size=settings.max_upload_bytes,
+        # Bodies are inflated by `bodies.read_body` only, after authentication and routing,
+        # streamed with a cap (aiohttp would inflate every gzip body as it arrives, even one
+        # sent to an unknown path without a token).
+        handler_args={"auto_decompress": False},
     )
     app[keys.SETTINGS] = settings
     app[keys.OPENAPI] = openapi.new_document()
     app[keys.SNAPSHOT_LISTENERS] = []
     app[keys.TOKEN_CACHE] = {}
+    app[keys.SIGN_IN_THROTTLE] = FailureThrottle(
+        settings.sign_in_failures, settings.sign_in_window_s
+    )
     app.cleanup_ctx.append(_database)
     for table in ROUTE_TABLES:
         install(app, table)

@@ -7,7 +7,6 @@ from aiohttp import web
 from registry.apply import apply_registry
 from registry.errors import ApiError
 from registry.payloads import ApplyRequest
-from registry.service import Actor
 from sharewall.registry_file import RegistryFileError, parse_registry_document
 
 from . import keys
@@ -21,14 +20,15 @@ routes = RouteTable(tags=("recipients",))
 
 @routes.post(
     "/v1/apply",
-    summary="Make the registry match a registry document (registry as code)",
+    summary="Make the registry match a registry document (registry as code); never "
+    "approves: additions are proposals, changes to live recipients pending changes",
     roles=APPLIERS,
     request=ApplyRequest,
     # A whole registry can exceed the 1 MiB API limit; it is bounded by the upload limit.
     max_body_bytes="upload",
     response=ApplyOut,
     responses={
-        403: "Setting a status other than proposed needs security or admin "
+        403: "Suspending or revoking a live recipient needs security or admin "
         "(type apply-needs-reviewer)",
     },
 )
@@ -40,8 +40,7 @@ async def apply(request: web.Request) -> ApplyOut:
         raise ApiError(
             422, "validation-error", "Registry document is not valid", str(exc)
         ) from None
-    principal = caller(request)
-    actor = Actor(name=principal.name, role=principal.role)
+    actor = caller(request).actor()
     async with keys.transaction(request) as session:
         diff = await apply_registry(session, wanted, actor, dry_run=body.dry_run)
     return ApplyOut.model_validate(diff.to_json())

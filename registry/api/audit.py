@@ -15,7 +15,7 @@ from .responses import AuditEventOut, AuditPage
 from .routes import RouteTable
 
 READERS = ("engineer", "security", "admin")
-_TEXT_FILTERS = ("entity_type", "entity_id", "actor", "action")
+_TEXT_FILTERS = ("entity_type", "entity_id", "actor", "action", "scope", "token_name")
 
 routes = RouteTable(tags=("audit",))
 
@@ -26,9 +26,12 @@ def event_out(event: AuditEvent) -> AuditEventOut:
         id=event.id,
         time=as_utc(event.time),
         actor=event.actor,
+        token_name=event.token_name,
         action=event.action,
         entity_type=event.entity_type,
         entity_id=event.entity_id,
+        scope=event.scope,
+        note=event.note,
         before=event.before,
         after=event.after,
     )
@@ -50,7 +53,9 @@ _WHEN = {"type": "string", "format": "date-time"}
     query={
         "entity_type": (_TEXT, "recipient, grant, token, flow, registry"),
         "entity_id": (_TEXT, "The entity's id"),
-        "actor": (_TEXT, "Token name"),
+        "actor": (_TEXT, "The person (a token's owner)"),
+        "token_name": (_TEXT, "The token used"),
+        "scope": (_TEXT, "recipient:<id>: a recipient and its grants"),
         "action": (_TEXT, "e.g. recipient.approve"),
         "since": (_WHEN, "Events at or after (ISO 8601; naive means UTC)"),
         "until": (_WHEN, "Events before"),

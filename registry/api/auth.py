@@ -16,6 +16,7 @@ from sqlmodel import select
 from registry.db import begin_write
 from registry.errors import ApiError
 from registry.models import ROLES, ApiToken, as_utc, utcnow
+from registry.service import Actor
 from registry.tokens import hash_token
 
 from . import keys
@@ -30,11 +31,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: a token's id, name (the audit actor) and role."""
+    """The caller: a token's id, name and role, and its owner (the person: the audit actor)."""
 
     token_id: int
     name: str
     role: str
+    owner: str = ""
+
+    def actor(self) -> Actor:
+        """The caller as the service layer records it (person, role, token name)."""
+        return Actor(name=self.owner or self.name, role=self.role, token=self.name)
 
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -73,6 +79,33 @@ def require_role(request: web.Request, *roles: str) -> Principal:
     return principal
 
 
+def client_address(request: web.Request) -> str:
+    """The peer address sign-in failures are counted against."""
+    return request.remote or "unknown"
+
+
+def check_sign_in_allowed(request: web.Request) -> None:
+    """Raise 429 (with `Retry-After`) while the caller's address is throttled.
+
+    Call it before checking any credential (a bearer token, the console's sign-in form).
+    """
+    wait = request.app[keys.SIGN_IN_THROTTLE].retry_after(client_address(request))
+    if wait is not None:
+        log.info("auth.throttled", retry_after=wait)
+        raise ApiError(
+            429,
+            "too-many-sign-in-failures",
+            "Too many failed sign-ins",
+            f"too many failed sign-ins from this address; retry after {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def record_failed_sign_in(request: web.Request) -> None:
+    """Count one failed sign-in against the caller's address."""
+    request.app[keys.SIGN_IN_THROTTLE].failed(client_address(request))
+
+
 def forget_token(app: web.Application, token_hash: str | None = None) -> None:
     """Drop cached lookups (one token, or all) so a revocation takes effect at once."""
     cache = app[keys.TOKEN_CACHE]
@@ -100,7 +133,9 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
     if token is None:
         cache.pop(token_hash, None)
         return None
-    principal = Principal(token_id=token.id, name=token.name, role=token.role)
+    principal = Principal(
+        token_id=token.id, name=token.name, role=token.role, owner=token.owner or token.name
+    )
     last_used = as_utc(token.last_used_at)
     if last_used is None or utcnow() - last_used > _LAST_USED_EVERY:
         await _mark_used(app, token.id)
@@ -125,13 +160,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Resolve `Authorization: Bearer …` to a `Principal`; a bad token is 401 at once."""
     header = request.headers.get("Authorization")
     if header is not None:
+        check_sign_in_allowed(request)
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
+            record_failed_sign_in(request)
             raise unauthorized("expected 'Authorization: Bearer <token>'")
         principal = await _lookup(request.app, hash_token(secret.strip()))
         if principal is None:
             log.info("auth.rejected", path=request.path)
+            record_failed_sign_in(request)
             raise unauthorized("unknown or revoked token")
         request[PRINCIPAL] = principal
-        structlog.contextvars.bind_contextvars(actor=principal.name, role=principal.role)
+        structlog.contextvars.bind_contextvars(
+            actor=principal.owner, token=principal.name, role=principal.role
+        )
     return await handler(request)

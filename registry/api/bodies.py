@@ -7,7 +7,6 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
 from registry.errors import ApiError
@@ -23,18 +22,61 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "payload-too-large", "Payload too large", f"the limit is {limit} bytes")
 
 
-async def read_body(request: web.Request, max_bytes: int | None = None) -> bytes:
-    """Read the raw body, refusing (413) more than `max_bytes` (default: the API body limit)."""
+# Content-Encoding values inflated (zlib window bits: 31 gzip only, 15 the zlib format).
+_INFLATE_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+_CHUNK = 64 * 1024
+
+
+def _malformed(encoding: str) -> ApiError:
+    slug = "malformed-gzip" if "gzip" in encoding else "malformed-deflate"
+    return ApiError(400, slug, f"Body is not valid {encoding}", "the compressed body is corrupt")
+
+
+async def read_body(
+    request: web.Request, max_bytes: int | None = None, *, max_raw_bytes: int | None = None
+) -> bytes:
+    """Read the body, refusing (413) more than `max_bytes` (default: the API body limit).
+
+    Call it only once the caller is authenticated and authorised: nothing is read before.
+    A `Content-Encoding: gzip` / `deflate` body is inflated here as it streams, with the cap
+    applied to the inflated size (a gzip bomb is refused after `max_bytes + 1` bytes out,
+    never inflated whole) and to the compressed size (`max_raw_bytes`, default `max_bytes`).
+    Corrupt or truncated compressed data is 400; another encoding is 415.
+    """
     limit = max_bytes if max_bytes is not None else keys.settings(request).max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
+    raw_limit = max_raw_bytes if max_raw_bytes is not None else limit
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity") and encoding not in _INFLATE_WBITS:
+        raise ApiError(
+            415,
+            "unsupported-content-encoding",
+            "Unsupported Content-Encoding",
+            f"Content-Encoding {encoding[:40]!r} is not supported (gzip, deflate or none)",
+        )
+    if request.content_length is not None and request.content_length > raw_limit:
+        raise too_large(raw_limit)
+    inflater = zlib.decompressobj(_INFLATE_WBITS[encoding]) if encoding in _INFLATE_WBITS else None
     chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    raw_size = size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        raw_size += len(chunk)
+        if raw_size > raw_limit:
+            raise too_large(raw_limit)
+        if inflater is not None:
+            if inflater.eof:
+                raise _malformed(encoding)  # data after the end of the compressed stream
+            try:
+                chunk = inflater.decompress(chunk, limit + 1 - size)
+            except zlib.error:
+                raise _malformed(encoding) from None
+            if inflater.unconsumed_tail:  # more output than the limit allows
+                raise too_large(limit)
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
         chunks.append(chunk)
+    if inflater is not None and not inflater.eof:
+        raise _malformed(encoding)  # truncated
     return b"".join(chunks)
 
 
@@ -116,14 +158,12 @@ def gunzip_bounded(raw: bytes, limit: int) -> bytes:
 async def read_upload(request: web.Request) -> Any:
     """Read a JSON upload, plain or gzip (by `Content-Encoding` or by its magic bytes), bounded.
 
-    aiohttp inflates a `Content-Encoding: gzip` body while it streams, so the decompressed size
-    is what `read_body` counts; a body that is itself gzip data is inflated here, bounded too.
+    `read_body` inflates a `Content-Encoding: gzip` body while it streams, counting the
+    decompressed size; a body that is itself gzip data is inflated here, bounded too.
     """
-    limit = keys.settings(request).max_decompressed_bytes
-    try:
-        raw = await read_body(request, limit)
-    except HttpProcessingError:
-        raise ApiError(400, "malformed-gzip", "Body is not valid gzip") from None
+    settings = keys.settings(request)
+    limit = settings.max_decompressed_bytes
+    raw = await read_body(request, limit, max_raw_bytes=settings.max_upload_bytes)
     if raw[:2] == _GZIP_MAGIC:
         raw = gunzip_bounded(raw, limit)
     if not raw.strip():

@@ -12,23 +12,16 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from registry.ingest import (
-    DecisionIn,
-    FindingIn,
-    LedgerIn,
-    flow_row,
-    store_flows,
-    store_ledger,
-)
+from registry.ingest import LedgerIn, check_record, flow_row, store_flows, store_ledger
+from sharewall.decision_record import RecordError, record_schema
 
 from . import keys
 from .bodies import read_upload, validation_problem
 from .routes import RouteTable
 
 __all__ = [
-    "DecisionIn",
-    "FindingIn",
     "LedgerIn",
+    "check_record",
     "flow_row",
     "routes",
     "store_flows",
@@ -49,7 +42,12 @@ class DecisionBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     proxy_id: str = Field(min_length=1, max_length=200)
-    decisions: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RECORDS)
+    # Each item is checked on its own by `sharewall.decision_record.validate_record`.
+    decisions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=MAX_RECORDS,
+        json_schema_extra={"items": record_schema()},
+    )
     ledger: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_LEDGER_ROWS)
 
 
@@ -92,11 +90,18 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
     rejected: list[dict[str, Any]] = []
     for index, doc in enumerate(batch.decisions):
         try:
-            record = DecisionIn.model_validate(doc)
-        except ValidationError as exc:
-            rejected.append(_rejection(index, doc, exc))
+            record = check_record(doc)
+        except RecordError as exc:
+            rejected.append(
+                {
+                    "index": index,
+                    "decision_id": doc.get("decision_id") if isinstance(doc, dict) else None,
+                    "field": exc.field,
+                    "message": exc.message,
+                }
+            )
             continue
-        flows.setdefault(record.decision_id, flow_row(record, batch.proxy_id))
+        flows.setdefault(record["decision_id"], flow_row(record, batch.proxy_id))
     for index, doc in enumerate(batch.ledger):
         try:
             row = LedgerIn.model_validate(doc)

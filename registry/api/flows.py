@@ -47,6 +47,10 @@ FLOW_QUERY = {
     "category": ({"type": "string"}, "Data category id (taxonomy); unknown → 422"),
     "source": ({"type": "string"}, "Source workload"),
     "triage_state": ({"type": "string", "enum": list(TRIAGE_STATES)}, "Triage state"),
+    "kind": (
+        {"type": "string", "enum": ["deny", "fault", "would_block"]},
+        "fault: sharewall failed closed (503); deny: a policy denial; would_block: report mode",
+    ),
     "limit": ({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"),
     "cursor": ({"type": "string"}, "`next_cursor` of the previous page"),
 }
@@ -73,9 +77,29 @@ def _parses_as_time(text: str) -> bool:
     return True
 
 
+FLOW_KINDS = ("deny", "fault", "would_block")
+
+
+def flow_kind(row: Any) -> str:
+    """`fault` (sharewall failed closed, 503), `would_block` (report mode) or `deny` (policy)."""
+    if row.fault:
+        return "fault"
+    return "would_block" if row.would_block else "deny"
+
+
+def reasons_out(row: Any) -> list[dict[str, Any]]:
+    """Each reason with its taxonomy message and, where it has one, its category."""
+    codes = load_taxonomy().reason_codes
+    # Rows stored before reasons kept their category have only the codes.
+    reasons = row.reasons or [{"code": c} for c in row.reason_codes or ()]
+    return [
+        {"code": r["code"], "message": codes.get(r["code"], ""), "category": r.get("category")}
+        for r in reasons
+    ]
+
+
 def flow_out(row: Any) -> FlowOut:
     """The API form of a `blocked_flow` row (with reason messages from the taxonomy)."""
-    codes = load_taxonomy().reason_codes
     return FlowOut.model_validate(
         {
             "decision_id": row.decision_id,
@@ -83,13 +107,16 @@ def flow_out(row: Any) -> FlowOut:
             "action": row.action,
             "would_block": row.would_block,
             "mode": row.mode,
+            "kind": flow_kind(row),
+            "fault": row.fault,
+            "status": row.status,
             "recipient_id": row.recipient_id,
             "host": row.host,
             "method": row.method,
             "path": row.path,
             "purpose": row.purpose,
             "categories": list(row.categories or ()),
-            "reasons": [{"code": c, "message": codes.get(c, "")} for c in row.reason_codes or ()],
+            "reasons": reasons_out(row),
             "source": {"workload": row.source_workload, "namespace": row.source_namespace},
             "findings": list(row.findings or ()),
             "latency_ms": row.latency_ms,
@@ -137,6 +164,16 @@ def build_flows_query(query: Any) -> tuple[sa.Select, int]:
         if triage_state not in TRIAGE_STATES:
             raise query_error("triage_state", f"expected one of {list(TRIAGE_STATES)}")
         stmt = stmt.where(_FLOW.c.triage_state == triage_state)
+    kind = query.get("kind")
+    if kind:
+        if kind not in FLOW_KINDS:
+            raise query_error("kind", f"expected one of {list(FLOW_KINDS)}")
+        if kind == "fault":
+            stmt = stmt.where(_FLOW.c.fault.is_not(None))
+        else:
+            stmt = stmt.where(
+                _FLOW.c.fault.is_(None), _FLOW.c.would_block.is_(kind == "would_block")
+            )
     if query.get("recipient_id"):
         stmt = stmt.where(_FLOW.c.recipient_id == query["recipient_id"])
     if query.get("source"):
@@ -233,14 +270,15 @@ async def triage_flow(request: web.Request) -> FlowOut:
             .values(
                 triage_state=body.state,
                 triage_note=body.note,
-                triaged_by=principal.name,
+                triaged_by=principal.owner,
                 triaged_at=utcnow(),
             )
         )
         after = await _load_flow(conn, decision_id)
         record_audit(
             session,
-            actor=principal.name,
+            actor=principal.owner,
+            token_name=principal.name,
             action="flow.triage",
             entity_type="flow",
             entity_id=decision_id,

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from registry.db import begin_write
 from registry.settings import Settings
 from registry.state import BUMPED_VERSION
+from registry.throttle import FailureThrottle
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -21,6 +22,8 @@ OPENAPI = web.AppKey("openapi", dict)
 # Callbacks run with the new snapshot version after a committed change (long-poll wake-ups).
 SNAPSHOT_LISTENERS = web.AppKey("snapshot_listeners", list)
 TOKEN_CACHE = web.AppKey("token_cache", dict)
+# Failed sign-ins per client address (bearer tokens here, the console's sign-in form too).
+SIGN_IN_THROTTLE = web.AppKey("sign_in_throttle", FailureThrottle)
 
 SnapshotListener = Callable[[int], Any]
 

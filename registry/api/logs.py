@@ -13,10 +13,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from registry.errors import ApiError
-from registry.ingest import DecisionIn, flow_row, store_flows
+from registry.ingest import check_record, flow_row, store_flows
+from sharewall.decision_record import RecordError
 
 from . import keys
 from .bodies import read_upload
@@ -56,19 +57,19 @@ def _is_denied(decision: dict[str, Any]) -> bool:
     return not (decision.get("allow") is True and decision.get("action", "allow") == "allow")
 
 
-def event_record(event: dict[str, Any], decision: dict[str, Any]) -> DecisionIn:
+def event_record(event: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
     """Map an OPA event and its denying decision onto a proxy-style decision record."""
     policy_input = event.get("input") if isinstance(event.get("input"), dict) else {}
     request = policy_input.get("request") if isinstance(policy_input.get("request"), dict) else {}
     source = policy_input.get("source") if isinstance(policy_input.get("source"), dict) else {}
     reasons = decision.get("reasons") if isinstance(decision.get("reasons"), list) else []
-    return DecisionIn.model_validate(
+    return check_record(
         {
             "decision_id": event.get("decision_id"),
-            "time": event.get("timestamp") or datetime.now(UTC),
+            "time": event.get("timestamp") or datetime.now(UTC).isoformat(),
             "action": "deny",
             "mode": "enforce",
-            "reason_codes": [r.get("code") for r in reasons if isinstance(r, dict)],
+            "reasons": [r for r in reasons if isinstance(r, dict)],
             "recipient_id": policy_input.get("recipient_id"),
             "host": request.get("host") or "",
             "method": request.get("method") or "",
@@ -90,7 +91,7 @@ def _proxy_id(event: dict[str, Any]) -> str:
 @routes.post(
     "/v1/logs",
     summary="OPA decision-log upload (gzip JSON array of events); denials become flows",
-    roles=("proxy", "admin"),
+    roles=("proxy",),
     request={"type": "array", "items": {"type": "object"}},
     body="raw",
     response=LogsAccepted,
@@ -118,11 +119,11 @@ async def post_logs(request: web.Request) -> LogsAccepted:
             continue
         try:
             record = event_record(event, decision)
-        except ValidationError as exc:
+        except RecordError as exc:
             ignored += 1
-            log.info("logs.event_ignored", error=exc.errors()[0]["msg"])
+            log.info("logs.event_ignored", field=exc.field, error=exc.message)
             continue
-        flows.setdefault(record.decision_id, flow_row(record, _proxy_id(event)))
+        flows.setdefault(record["decision_id"], flow_row(record, _proxy_id(event)))
     async with request.app[keys.ENGINE].begin() as conn:
         accepted = await store_flows(conn, list(flows.values()))
     denied = len(events) - allowed - ignored

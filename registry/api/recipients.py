@@ -26,7 +26,7 @@ _IF_MATCH = {"If-Match": ({"type": "string"}, 'The recipient\'s ETag ("<version>
 
 
 def _actor(principal: Principal) -> service.Actor:
-    return service.Actor(name=principal.name, role=principal.role)
+    return principal.actor()
 
 
 def _etag(version: int) -> str:
@@ -121,7 +121,8 @@ async def create_recipient(request: web.Request) -> Reply:
 
 @routes.get(
     "/v1/recipients/{id}",
-    summary="A recipient with hosts and grants (ETag = version)",
+    summary="A recipient: its live version with hosts and grants, its pending change "
+    "(with diff and authors) and its reviews (ETag = version)",
     roles=READERS,
     response=RecipientOut,
     responses={404: "Unknown recipient"},
@@ -129,12 +130,20 @@ async def create_recipient(request: web.Request) -> Reply:
 async def get_recipient(request: web.Request) -> Reply:
     async with keys.sessions(request)() as session:
         loaded = await service.load_recipient(session, request.match_info["id"])
-    return _recipient_reply(loaded)
+        change = await service.change_view(session, loaded)
+        reviews = await service.list_reviews(session, loaded.recipient.id)
+    doc = {**loaded.view(), "reviews": reviews}
+    if change is not None:
+        doc["pending_change"] = change
+    return Reply(
+        RecipientOut.model_validate(doc), headers={"ETag": _etag(loaded.recipient.version)}
+    )
 
 
 @routes.patch(
     "/v1/recipients/{id}",
-    summary="Edit a recipient; editing kind/regions/hosts/tls_origination re-opens review",
+    summary="Edit a recipient; on a live recipient the edit is a pending change (the "
+    "approved version stays in force until approved)",
     roles=AUTHORS,
     request=RecipientPatch,
     response=RecipientOut,
@@ -204,7 +213,7 @@ async def add_grant(request: web.Request) -> Reply:
 
 @routes.patch(
     "/v1/recipients/{id}/grants/{gid}",
-    summary="Edit a grant (it goes back to `proposed`)",
+    summary="Edit a grant (on a live recipient a pending change of the approved grant)",
     roles=AUTHORS,
     request=GrantPatch,
     response=GrantOut,
@@ -232,23 +241,27 @@ async def patch_grant(request: web.Request) -> Reply:
 
 @routes.delete(
     "/v1/recipients/{id}/grants/{gid}",
-    summary="Delete a grant",
+    summary="Delete a grant (on a live recipient an approved grant's removal is a pending "
+    "change: 202 with the recipient)",
     roles=AUTHORS,
     status=204,
+    response=RecipientOut,
     headers=_IF_MATCH,
-    responses={404: "Unknown recipient or grant"},
+    responses={202: "Removal staged for approval", 404: "Unknown recipient or grant"},
 )
 async def delete_grant(request: web.Request) -> Reply:
     expected = _expected_version(request)
     grant_id = _grant_id(request)
     async with keys.transaction(request) as session:
-        await service.delete_grant(
+        loaded, staged = await service.delete_grant(
             session,
             request.match_info["id"],
             grant_id,
             _actor(caller(request)),
             expected_version=expected,
         )
+    if staged:  # an approved grant of a live recipient: removed once the change is approved
+        return _recipient_reply(loaded, status=202)
     return Reply()
 
 
@@ -272,22 +285,51 @@ async def revoke_grant(request: web.Request) -> Reply:
 
 @routes.post(
     "/v1/recipients/{id}/approve",
-    summary="Approve a recipient and its proposed grants (four eyes)",
+    summary="Approve a recipient's pending change (four eyes; If-Match required)",
+    roles=REVIEWERS,
+    request=ReviewNote,
+    body="optional",
+    response=RecipientOut,
+    headers={
+        "If-Match": ({"type": "string"}, 'Required: the ETag ("<version>") of the version reviewed')
+    },
+    responses={
+        403: "Four eyes: the approver authored part of the change since the last approval "
+        "(type four-eyes; `authors` and `authored` say who did what)",
+        404: "Unknown recipient",
+        409: "Revoked, or nothing awaiting approval",
+        412: "Stale If-Match: the change moved since it was reviewed",
+        428: "No If-Match (type precondition-required)",
+    },
+)
+async def approve(request: web.Request) -> Reply:
+    expected = _expected_version(request)  # required: the service answers 428 without it
+    async with keys.transaction(request) as session:
+        loaded = await service.approve_recipient(
+            session,
+            request.match_info["id"],
+            _actor(caller(request)),
+            _note(request),
+            expected_version=expected,
+        )
+    return _recipient_reply(loaded)
+
+
+@routes.post(
+    "/v1/recipients/{id}/reject",
+    summary="Reject a pending change (a live recipient keeps its approved version; a "
+    "proposal becomes revoked); the note is kept",
     roles=REVIEWERS,
     request=ReviewNote,
     body="optional",
     response=RecipientOut,
     headers=_IF_MATCH,
-    responses={
-        403: "Four eyes: the approver proposed or last changed it (type four-eyes)",
-        404: "Unknown recipient",
-        409: "Revoked, or nothing awaiting approval",
-    },
+    responses={404: "Unknown recipient", 409: "Nothing awaiting approval"},
 )
-async def approve(request: web.Request) -> Reply:
+async def reject(request: web.Request) -> Reply:
     expected = _expected_version(request)
     async with keys.transaction(request) as session:
-        loaded = await service.approve_recipient(
+        loaded = await service.reject_recipient(
             session,
             request.match_info["id"],
             _actor(caller(request)),

@@ -34,10 +34,66 @@ class GrantOut(_Out):
     legal_basis: str | None = None
     expires: date | None = None
     status: Literal["proposed", "approved", "revoked"]
+    change: Literal["update", "remove"] | None = Field(
+        default=None, description="A pending (unapproved) edit or removal of this approved grant"
+    )
     proposed_by: str
     approved_by: str | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class PendingChangeOut(_Out):
+    """What awaits approval, and its diff against what the proxies enforce now."""
+
+    kind: Literal["proposal", "update"] = Field(
+        description="proposal: the recipient is not live yet; update: a live recipient's "
+        "staged edit"
+    )
+    proposed: dict[str, Any] = Field(
+        description="The recipient as approving would make it live (registry-file shape)"
+    )
+    diff: dict[str, Any] = Field(
+        description="fields {name: [live, proposed]}, hosts {added, removed}, "
+        "grants {added, removed, changed} (changed: id, purpose, fields)"
+    )
+    live: dict[str, Any] | None = Field(
+        default=None, description="What the proxies enforce now (null for a proposal)"
+    )
+    authors: list[str] | None = Field(
+        default=None,
+        description="People who authored it since the last approval: none of them may "
+        "approve it (four eyes)",
+    )
+    version: int | None = Field(
+        default=None, description='Approve exactly this change with If-Match: "<version>"'
+    )
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+class ReviewOut(_Out):
+    """A review decision (approve, reject, suspend, revoke) and its note."""
+
+    action: str
+    actor: str
+    time: datetime
+    note: str | None = None
+
+
+class ChangeOut(PendingChangeOut):
+    """A change awaiting approval (`GET /v1/changes`), with links to approve or reject it."""
+
+    entity_type: Literal["recipient", "workload"]
+    entity_id: str
+    status: str
+    links: dict[str, str]
+
+
+class ChangeList(_Out):
+    """Every change awaiting approval."""
+
+    items: list[ChangeOut]
 
 
 class RecipientOut(_Out):
@@ -60,6 +116,12 @@ class RecipientOut(_Out):
     created_at: datetime
     updated_at: datetime
     version: int
+    pending_change: PendingChangeOut | None = Field(
+        default=None, description="What awaits approval (the fields above are the live version)"
+    )
+    reviews: list[ReviewOut] | None = Field(
+        default=None, description="GET of one recipient: review decisions with their notes"
+    )
 
 
 class RecipientPage(_Out):
@@ -70,10 +132,11 @@ class RecipientPage(_Out):
 
 
 class TokenOut(_Out):
-    """An API token (never its secret or hash)."""
+    """An API token (never its secret or hash) and the person holding it."""
 
     id: int
     name: str
+    owner: str = Field(description="The person holding it: the audit actor, what four eyes compare")
     role: Literal[ROLES]  # type: ignore[valid-type]
     created_at: datetime
     last_used_at: datetime | None = None
@@ -93,14 +156,19 @@ class TokenList(_Out):
 
 
 class AuditEventOut(_Out):
-    """One append-only audit event."""
+    """One append-only audit event: who (the person, and the token used) did what, to what."""
 
     id: int
     time: datetime
-    actor: str
+    actor: str = Field(description="The person (the token's owner)")
+    token_name: str | None = Field(default=None, description="The token used")
     action: str = Field(description="e.g. recipient.approve")
     entity_type: str
     entity_id: str
+    scope: str | None = Field(
+        default=None, description="The reviewed entity it belongs to (recipient:<id>)"
+    )
+    note: str | None = Field(default=None, description="A reviewer's note")
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
@@ -127,6 +195,10 @@ class ApplyOut(_Out):
     applied: bool
     version: int | None = None
     recipients: RecipientsDiff
+    awaiting_approval: list[str] = Field(
+        default_factory=list,
+        description="Recipients left with a change a reviewer must approve (GET /v1/changes)",
+    )
 
 
 class ReasonOut(_Out):
@@ -169,6 +241,9 @@ class FlowOut(_Out):
     action: str
     would_block: bool
     mode: str
+    kind: Literal["deny", "fault", "would_block"]
+    fault: str | None = None
+    status: int | None = None
     recipient_id: str | None = None
     host: str
     method: str

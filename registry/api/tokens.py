@@ -29,8 +29,14 @@ routes = RouteTable(tags=("tokens",))
 async def create_token(request: web.Request) -> TokenCreated:
     body = request_body(request, TokenCreate)
     async with keys.transaction(request) as session:
+        principal = caller(request)
         token, secret = await tokens.create_token(
-            session, name=body.name, role=body.role, actor=caller(request).name
+            session,
+            name=body.name,
+            role=body.role,
+            owner=body.owner,
+            actor=principal.owner,
+            actor_token=principal.name,
         )
     return TokenCreated(**tokens.token_view(token), secret=secret)
 
@@ -56,6 +62,9 @@ async def revoke_token(request: web.Request) -> Reply:
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "not-found", "Not found", f"no token {raw[:40]}")
     async with keys.transaction(request) as session:
-        token = await tokens.revoke_token(session, int(raw), actor=caller(request).name)
+        principal = caller(request)
+        token = await tokens.revoke_token(
+            session, int(raw), actor=principal.owner, actor_token=principal.name
+        )
     forget_token(request.app, token.token_hash)
     return Reply()

@@ -239,6 +239,7 @@ class ProxyProcess:
 
     def __init__(self, workdir: Path, args: list[str]) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "proxy.log"
         self.spool_dir = workdir / "spool"
         port_file = workdir / "ports.json"

@@ -87,17 +87,17 @@ def test_form_in_a_declared_charset():
     [
         pytest.param(
             "https://lookups.twilio.com/v2/PhoneNumbers/+14155552671",
-            {("contact.phone_number", "path")},
+            {("contact.phone_number", "path:3")},
             id="twilio lookup path",
         ),
         pytest.param(
             "https://lookups.twilio.com/v2/PhoneNumbers/%2B14155552671?Fields=line_type_intelligence",
-            {("contact.phone_number", "path")},
+            {("contact.phone_number", "path:3")},
             id="percent-encoded plus",
         ),
         pytest.param(
             "https://hlr.example.com/hlr/447911123456",
-            {("contact.phone_number", "path")},
+            {("contact.phone_number", "path:2")},
             id="hlr path without plus",
         ),
         pytest.param(
@@ -107,12 +107,12 @@ def test_form_in_a_declared_charset():
         ),
         pytest.param(
             "https://ipinfo.io/93.184.216.34/json",
-            {("network.ip_address", "path")},
+            {("network.ip_address", "path:1")},
             id="ip in path",
         ),
         pytest.param(
             "https://api.example.com/v1/users/mei@example.com",
-            {("contact.email", "path")},
+            {("contact.email", "path:3")},
             id="e-mail in path",
         ),
         pytest.param(

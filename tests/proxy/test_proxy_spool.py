@@ -1,45 +1,88 @@
-"""The decision spool: records reach sealed segments, survive a crash, are removed when shipped."""
+"""The decision spool: durable before commit returns, grouped fsyncs, one owner, a full disk."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 
-from proxy.spool import Spool
+import orjson
+import pytest
+from tiny_disk import fill, tiny_tmpfs
+
+from proxy.spool import (
+    OPEN_SUFFIX,
+    Spool,
+    SpoolLocked,
+    SpoolUnavailable,
+    read_segment,
+    registry_identity,
+)
+
+REGISTRY = "http://registry.test:8700/"
 
 
-async def test_close_flushes_and_seals_every_appended_record(tmp_path):
-    spool = Spool(tmp_path, flush_interval=10.0)
+def records_on_disk(directory) -> list[str]:
+    """Decision ids in every segment (open or sealed), in order, and the number of bad lines."""
+    ids = []
+    for path in sorted(directory.glob("segment-*")):
+        for line in path.read_bytes().splitlines():
+            doc = orjson.loads(line)  # a torn or corrupt line fails the test here
+            if "decision_id" in doc:
+                ids.append(doc["decision_id"])
+    return ids
+
+
+async def test_commit_returns_once_the_record_is_in_the_file(tmp_path):
+    spool = Spool(tmp_path, registry=REGISTRY)
     await spool.start()
-    for i in range(3):
-        spool.append({"decision_id": f"d{i}", "reasons": [{"code": "UNKNOWN_RECIPIENT"}]})
+    try:
+        await spool.commit({"decision_id": "d1"})
+        [open_segment] = tmp_path.glob(f"*{OPEN_SUFFIX}")
+        assert records_on_disk(tmp_path) == ["d1"]
+        assert spool.fsyncs == 1 and open_segment.stat().st_mode & 0o777 == 0o600
+    finally:
+        await spool.close()
+
+
+async def test_records_of_one_window_share_one_fsync(tmp_path):
+    spool = Spool(tmp_path)
+    await spool.start()
+    try:
+        await asyncio.gather(*(spool.commit({"decision_id": f"d{i}"}) for i in range(50)))
+        assert spool.records_written == 50
+        assert spool.fsyncs == 1
+    finally:
+        await spool.close()
+
+
+async def test_close_seals_segments_that_name_their_registry(tmp_path):
+    spool = Spool(tmp_path, registry=REGISTRY)
+    await spool.start()
+    await spool.commit({"decision_id": "d0"})
+    spool.append({"decision_id": "d1"})  # queued without waiting: still written by close
     await spool.close()
-    [segment] = spool.sealed_segments()
-    assert [json.loads(x)["decision_id"] for x in segment.read_text().splitlines()] == [
-        "d0",
-        "d1",
-        "d2",
-    ]
-    assert not list(tmp_path.glob("*.open"))
+    [path] = spool.sealed_segments()
+    segment = read_segment(path)
+    assert segment.registry == registry_identity(REGISTRY) == "http://registry.test:8700"
+    assert [r["decision_id"] for r in segment.records] == ["d0", "d1"]
+    assert not list(tmp_path.glob(f"*{OPEN_SUFFIX}"))
 
 
 async def test_full_segments_are_sealed_while_running_oldest_first(tmp_path):
-    spool = Spool(tmp_path, flush_interval=0.01, segment_max_records=2, segment_max_age=60)
+    spool = Spool(tmp_path, segment_max_records=2, segment_max_age=60)
     await spool.start()
     for i in range(5):
-        spool.append({"decision_id": f"d{i}"})
-        await asyncio.sleep(0.03)  # a flush between records
+        await spool.commit({"decision_id": f"d{i}"})
+    assert len(spool.sealed_segments()) == 2
     await spool.close()
     segments = spool.sealed_segments()
-    ids = [json.loads(x)["decision_id"] for s in segments for x in s.read_text().splitlines()]
+    ids = [r["decision_id"] for s in segments for r in read_segment(s).records]
     assert ids == [f"d{i}" for i in range(5)]
-    assert len(segments) >= 2
 
 
 async def test_old_segments_are_sealed_for_shipping_without_closing(tmp_path):
-    spool = Spool(tmp_path, flush_interval=0.02, segment_max_age=0.05)
+    spool = Spool(tmp_path, segment_max_age=0.05)
     await spool.start()
-    spool.append({"decision_id": "aged"})
+    await spool.commit({"decision_id": "aged"})
     assert await _until(lambda: bool(spool.sealed_segments()), 3.0)
     await spool.close()
 
@@ -47,7 +90,7 @@ async def test_old_segments_are_sealed_for_shipping_without_closing(tmp_path):
 async def test_removed_segments_are_gone(tmp_path):
     spool = Spool(tmp_path)
     await spool.start()
-    spool.append({"decision_id": "x"})
+    await spool.commit({"decision_id": "x"})
     await spool.close()
     [segment] = spool.sealed_segments()
     spool.remove(segment)
@@ -57,12 +100,60 @@ async def test_removed_segments_are_gone(tmp_path):
 
 async def test_segment_left_open_by_a_crash_is_sealed_without_its_torn_line(tmp_path):
     torn = tmp_path / "segment-00000000000000000001-1-000001.jsonl.open"
-    torn.write_bytes(b'{"decision_id": "whole"}\n{"decision_id": "to')
+    header = b'{"spool_segment":1,"registry":"http://r.test:80"}\n'
+    torn.write_bytes(header + b'{"decision_id": "whole"}\n{"decision_id": "to')
     spool = Spool(tmp_path)
     await spool.start()
     await spool.close()
-    [segment] = spool.sealed_segments()
-    assert segment.read_text() == '{"decision_id": "whole"}\n'
+    [path] = spool.sealed_segments()
+    segment = read_segment(path)
+    assert [r["decision_id"] for r in segment.records] == ["whole"]
+    assert segment.registry == "http://r.test:80" and segment.corrupt_lines == 0
+
+
+async def test_a_second_spool_on_the_same_directory_is_refused(tmp_path):
+    first = Spool(tmp_path)
+    await first.start()
+    second = Spool(tmp_path)
+    try:
+        with pytest.raises(SpoolLocked, match="in use by another proxy"):
+            await second.start()
+    finally:
+        await first.close()
+    third = Spool(tmp_path)  # released on close (and by the kernel when a process dies)
+    await third.start()
+    await third.close()
+
+
+async def test_a_full_disk_refuses_records_whole_and_recovers_when_space_returns(tmp_path):
+    with tiny_tmpfs(tmp_path / "disk", "128k") as disk:
+        spool = Spool(disk / "spool", probe_interval=0.05, segment_max_age=60)
+        await spool.start()
+        try:
+            await spool.commit({"decision_id": "before", "pad": "x" * 500})
+            filler = fill(disk)
+            refused = 0
+            for i in range(20):  # bigger than what is left of the last page
+                try:
+                    await spool.commit({"decision_id": f"full-{i}", "pad": "y" * 3000})
+                except SpoolUnavailable as exc:
+                    assert "ENOSPC" in str(exc)
+                    refused += 1
+            assert refused >= 1 and spool.problem is not None
+            # Nobody waits for this one (the 503's own record): kept, written once, later.
+            failures = spool.write_failures
+            spool.append({"decision_id": "fault", "pad": "z" * 3000})
+            assert await _until(lambda: spool.write_failures > failures, 5.0)
+            written = records_on_disk(disk / "spool")  # parses every line: none is torn
+            filler.unlink()
+            assert await _until(lambda: spool.problem is None, 5.0)
+            await spool.commit({"decision_id": "after"})
+            assert await _until(lambda: "fault" in records_on_disk(disk / "spool"), 5.0)
+        finally:
+            await spool.close()
+        ids = records_on_disk(disk / "spool")
+        assert sorted(ids) == sorted([*written, "fault", "after"]) and len(ids) == len(set(ids))
+        assert written[0] == "before" and "fault" not in written
 
 
 async def _until(predicate, timeout: float) -> bool:

@@ -128,11 +128,13 @@ def blocked_record() -> dict:
     }
 
 
-async def spooled(directory: Path, records: list[dict], per_segment: int = 7) -> Spool:
+async def spooled(
+    directory: Path, records: list[dict], per_segment: int = 7, *, registry: str | None = None
+) -> Spool:
     """A closed spool holding `records` in sealed segments of `per_segment` records."""
-    spool = Spool(directory)
+    spool = Spool(directory, registry=registry)
     for start in range(0, max(len(records), 1), per_segment):
-        spool = Spool(directory)
+        spool = Spool(directory, registry=registry)
         await spool.start()
         for rec in records[start : start + per_segment]:
             spool.append(rec)
@@ -142,7 +144,7 @@ async def spooled(directory: Path, records: list[dict], per_segment: int = 7) ->
 
 async def test_shipper_ships_every_segment_then_removes_it(registry, tmp_path):
     records = [blocked_record() for _ in range(25)]
-    spool = await spooled(tmp_path / "spool", records)
+    spool = await spooled(tmp_path / "spool", records, registry=registry.url)
     assert len(spool.sealed_segments()) >= 2
     shipper = Shipper(registry.url, registry.token, spool, proxy_id="p1", batch_size=10)
     await shipper.start()
@@ -158,7 +160,7 @@ async def test_shipper_ships_every_segment_then_removes_it(registry, tmp_path):
 async def test_resending_the_same_records_does_not_duplicate(registry, tmp_path):
     records = [blocked_record() for _ in range(5)]
     for attempt in range(2):  # e.g. a crash after the 2xx, before the segment was removed
-        spool = await spooled(tmp_path / f"spool-{attempt}", records)
+        spool = await spooled(tmp_path / f"spool-{attempt}", records, registry=registry.url)
         shipper = Shipper(registry.url, registry.token, spool, proxy_id="p1")
         await shipper.start()
         await shipper.ship_once()
@@ -168,14 +170,16 @@ async def test_resending_the_same_records_does_not_duplicate(registry, tmp_path)
 
 
 async def test_registry_down_keeps_segments_until_it_answers(registry, tmp_path):
-    records = [blocked_record() for _ in range(3)]
-    spool = await spooled(tmp_path / "spool", records)
-    down = Shipper(f"http://127.0.0.1:{free_port()}", registry.token, spool, proxy_id="p1")
+    down_url = f"http://127.0.0.1:{free_port()}"
+    unsent = await spooled(tmp_path / "down", [blocked_record()], registry=down_url)
+    down = Shipper(down_url, registry.token, unsent, proxy_id="p1")
     await down.start()
     with pytest.raises(OSError):
         await down.ship_once()
     await down.close(drain_timeout=0.5)
-    assert len(spool.sealed_segments()) == 1
+    assert len(unsent.sealed_segments()) == 1
+    records = [blocked_record() for _ in range(3)]
+    spool = await spooled(tmp_path / "spool", records, registry=registry.url)
     wrong_token = Shipper(registry.url, "sw_wrong", spool, proxy_id="p1")
     await wrong_token.start()
     with pytest.raises(Exception, match="401"):
@@ -187,6 +191,32 @@ async def test_registry_down_keeps_segments_until_it_answers(registry, tmp_path)
     assert await up.ship_once() == 3
     await up.close()
     assert spool.sealed_segments() == []
+
+
+async def test_segments_of_another_registry_are_kept_not_shipped(registry, tmp_path):
+    # A predecessor on this directory followed another registry: its records are not ours to
+    # send here (today's registry would store, and show, another registry's flows).
+    theirs = [blocked_record() for _ in range(3)]
+    ours = [blocked_record() for _ in range(2)]
+    spool = await spooled(tmp_path / "spool", theirs, registry="http://other-registry.test:8700")
+    spool = await spooled(tmp_path / "spool", ours, registry=registry.url + "/")
+    shipper = Shipper(registry.url, registry.token, spool, proxy_id="p1")
+    await shipper.start()
+    try:
+        assert await shipper.ship_once() == 2
+        assert await shipper.ship_once() == 0  # kept, and not read again every round
+    finally:
+        await shipper.close()
+    assert len(shipper.foreign_segments) == 1
+    [kept] = spool.sealed_segments()
+    assert kept.name in shipper.foreign_segments
+    assert (
+        registry.count(BlockedFlow, BlockedFlow.decision_id, [r["decision_id"] for r in ours]) == 2
+    )
+    assert (
+        registry.count(BlockedFlow, BlockedFlow.decision_id, [r["decision_id"] for r in theirs])
+        == 0
+    )
 
 
 def ledger_counts(registry: Registry, workload: str) -> list[tuple[str, int]]:
@@ -205,7 +235,7 @@ MINUTE = 1_795_000_020 * 1.0  # a minute boundary (60 * 29_916_667) in late 2026
 
 
 async def test_unshipped_ledger_rows_survive_a_proxy_restart(registry, tmp_path):
-    spool = await spooled(tmp_path / "spool", [])
+    spool = await spooled(tmp_path / "spool", [], registry=registry.url)
     workload = f"w-{uuid.uuid4().hex[:6]}"
     ledger = Ledger(Clock(MINUTE + 5))
     for _ in range(4):
@@ -228,7 +258,7 @@ async def test_unshipped_ledger_rows_survive_a_proxy_restart(registry, tmp_path)
 async def test_a_minute_split_by_a_restart_is_shipped_whole(registry, tmp_path):
     # Re-sent rows replace: shipping the first half at shutdown and the second half after the
     # restart would leave only the second half. The half minute is carried over instead.
-    spool = await spooled(tmp_path / "spool", [])
+    spool = await spooled(tmp_path / "spool", [], registry=registry.url)
     workload = f"w-{uuid.uuid4().hex[:6]}"
     first = Ledger(Clock(MINUTE + 10))
     for _ in range(4):

@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry import db
 from registry.api.app import create_app
+from registry.api.server import RegistryRunner
 from registry.settings import Settings
 from registry.tokens import create_token
 
@@ -124,10 +125,17 @@ def settings(db_url: str) -> Settings:
     return Settings(db_url=db_url, token_cache_ttl_s=0.0)
 
 
+class RegistryTestServer(TestServer):
+    """aiohttp's test server with the registry's own runner (`sharewall registry serve`'s)."""
+
+    async def _make_runner(self, **kwargs):
+        return RegistryRunner(self.app, **kwargs)
+
+
 @pytest_asyncio.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient]:
     """The real registry app served on 127.0.0.1 (ephemeral port) and a client for it."""
-    server = TestServer(create_app(settings), host="127.0.0.1", port=0)
+    server = RegistryTestServer(create_app(settings), host="127.0.0.1", port=0)
     async with TestClient(server) as test_client:
         yield test_client
 

@@ -53,7 +53,7 @@ def edited():
         "name": "Carrier X",
         "kind": "carrier",
         "status": "approved",
-        "hosts": ["*.acme-sms.example"],  # moved from acme-sms in the same apply
+        "hosts": ["*.carrier-x.example"],
     }
     return doc
 
@@ -89,26 +89,30 @@ def test_apply_db_prints_the_diff_then_no_changes(db_url, tmp_path, capsys, empt
     assert "2 added" in out  # the dry run wrote nothing
     code, out, _ = run_cli(capsys, path, "--db", db_url)
     assert code == 0
-    assert out.strip().endswith("2 added, 0 changed, 0 removed")
+    # The operator's bootstrap writes acme-sms approved as the file says; helpdesk is a
+    # proposal a reviewer approves in the registry.
+    assert "2 added, 0 changed, 0 removed\nawaiting approval (1): helpdesk" in out
     code, out, _ = run_cli(capsys, path, "--db", db_url)
     assert (code, out.strip()) == (0, "no changes")
 
 
-def test_apply_db_moves_hosts_changes_grants_removes_recipients(
+def test_apply_db_stages_changes_of_live_recipients_and_removes_recipients(
     db_url, tmp_path, capsys, empty_registry
 ):
+    import json
+
     run_cli(capsys, write(tmp_path, BASE), "--db", db_url)
     path = write(tmp_path, edited(), "edited.yaml")
     code, out, err = run_cli(capsys, path, "--db", db_url, "--json")
     assert code == 0, err
-    import json
-
     diff = json.loads(out)
     assert diff["applied"] is True
     recipients = diff["recipients"]
     assert [r["id"] for r in recipients["added"]] == ["carrier-x"]
     assert recipients["removed"] == ["helpdesk"]
     (acme,) = recipients["changed"]
+    assert acme["pending_approval"] is True  # acme-sms is live: its change awaits approval
+    assert diff["awaiting_approval"] == ["acme-sms"]
     assert acme["hosts"] == {"added": [], "removed": ["*.acme-sms.example"]}
     assert [g["purpose"] for g in acme["grants"]["added"]] == ["billing"]
     assert acme["grants"]["changed"][0]["fields"]["categories"] == [
@@ -117,6 +121,33 @@ def test_apply_db_moves_hosts_changes_grants_removes_recipients(
     ]
     code, out, _ = run_cli(capsys, path, "--db", db_url)
     assert out.strip() == "no changes"
+
+
+async def test_apply_db_keeps_the_live_version_in_the_snapshot_until_approved(
+    client, auth, db_url, tmp_path, capsys, empty_registry
+):
+    await asyncio.to_thread(run_cli, capsys, write(tmp_path, BASE), "--db", db_url)
+    doc = yaml.safe_load(yaml.safe_dump(BASE))
+    doc["recipients"][0]["inspect_tls"] = True
+    doc["recipients"][0]["hosts"].append("exfil.example")
+    code, _, err = await asyncio.to_thread(
+        run_cli, capsys, write(tmp_path, doc, "weaker.yaml"), "--db", db_url
+    )
+    assert code == 0, err
+    snap = await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
+    acme = next(r for r in snap["recipients"] if r["id"] == "acme-sms")
+    assert "exfil.example" not in acme["hosts"]
+    assert acme["inspect_tls"] is False
+    current = await client.get("/v1/recipients/acme-sms", headers=auth("security"))
+    resp = await client.post(
+        "/v1/recipients/acme-sms/approve",
+        headers={**auth("security"), "If-Match": current.headers["ETag"]},
+    )
+    assert resp.status == 200, await resp.text()
+    snap = await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
+    acme = next(r for r in snap["recipients"] if r["id"] == "acme-sms")
+    assert "exfil.example" in acme["hosts"]
+    assert acme["inspect_tls"] is True
 
 
 async def test_apply_api_dry_run_then_apply_bumps_version_once(
@@ -138,9 +169,24 @@ async def test_apply_api_dry_run_then_apply_bumps_version_once(
     assert (again["changed"], again["applied"]) == (False, False)
     async with sessions() as session:
         assert await current_version(session) == start + 1
-    acme = await (await client.get("/v1/recipients/acme-sms", headers=auth("engineer"))).json()
-    assert acme["status"] == "approved"
-    assert [(g["status"], g["approved_by"]) for g in acme["grants"]] == [("approved", "sec-carol")]
+    # Through the API nothing is approved by applying: the applier cannot approve it either.
+    assert applied["awaiting_approval"] == ["acme-sms", "helpdesk"]
+    current = await client.get("/v1/recipients/acme-sms", headers=auth("security"))
+    acme = await current.json()
+    assert acme["status"] == "proposed"
+    assert acme["pending_change"]["authors"] == ["sec-carol"]
+    etag = {"If-Match": current.headers["ETag"]}
+    resp = await client.post(
+        "/v1/recipients/acme-sms/approve", headers={**auth("security"), **etag}
+    )
+    assert resp.status == 403
+    assert (await resp.json())["type"] == P + "four-eyes"
+    resp = await client.post(
+        "/v1/recipients/acme-sms/approve", headers={**auth("security2"), **etag}
+    )
+    assert resp.status == 200
+    acme = await resp.json()
+    assert [(g["status"], g["approved_by"]) for g in acme["grants"]] == [("approved", "sec-dave")]
     trail = await (
         await client.get("/v1/audit", params={"action": "registry.apply"}, headers=auth("admin"))
     ).json()
@@ -161,17 +207,26 @@ async def test_apply_via_cli_url_uses_the_api(client, tokens, tmp_path, capsys, 
     # The server in this process logs to the same stdout; the CLI's answer is the last line.
     assert capsys.readouterr().out.strip().splitlines()[-1] == "no changes"
     code = await asyncio.to_thread(main, [*argv[:-1], "sw_wrong"])
-    assert code == 1
+    assert code == 2
     assert "401" in capsys.readouterr().err
 
 
-async def test_engineer_may_apply_proposed_but_not_approved(client, auth, empty_registry):
-    proposed_only = {"recipients": [BASE["recipients"][1]]}
-    resp = await client.post("/v1/apply", json=proposed_only, headers=auth("engineer"))
-    assert resp.status == 200
+async def test_an_engineer_may_apply_proposals_but_not_suspend_a_live_recipient(
+    client, auth, db_url, tmp_path, capsys, empty_registry
+):
     resp = await client.post("/v1/apply", json=BASE, headers=auth("engineer"))
+    assert resp.status == 200  # everything it adds is a proposal
+    assert (await resp.json())["awaiting_approval"] == ["acme-sms", "helpdesk"]
+    await asyncio.to_thread(run_cli, capsys, write(tmp_path, BASE), "--db", db_url)  # live now
+    doc = yaml.safe_load(yaml.safe_dump(BASE))
+    doc["recipients"][0]["status"] = "suspended"
+    resp = await client.post("/v1/apply", json=doc, headers=auth("engineer"))
     assert resp.status == 403
     assert (await resp.json())["type"] == P + "apply-needs-reviewer"
+    resp = await client.post("/v1/apply", json=doc, headers=auth("security"))
+    assert resp.status == 200
+    acme = await (await client.get("/v1/recipients/acme-sms", headers=auth("security"))).json()
+    assert acme["status"] == "suspended"
     assert (await client.post("/v1/apply", json=BASE, headers=auth("proxy"))).status == 403
 
 

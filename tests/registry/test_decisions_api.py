@@ -127,6 +127,14 @@ async def test_ledger_resend_replaces_the_count(client, auth, sessions):
         pytest.param({"action": "maybe"}, "action", id="unknown action"),
         pytest.param({"decision_id": "x'; DROP TABLE blocked_flow;--"}, "decision_id", id="bad id"),
         pytest.param({"time": "yesterday"}, "time", id="bad time"),
+        pytest.param({"status": 999}, "status", id="not an HTTP status"),
+        pytest.param({"fault": "Engine Down!"}, "fault", id="not a fault code"),
+        pytest.param(
+            {"reasons": [{"code": "CATEGORY_NOT_APPROVED", "category": "contact.shoe_size"}]},
+            "categories",
+            id="unknown reason category",
+        ),
+        pytest.param({"reasons": [{"message": "no code"}]}, "reasons.0", id="reason without code"),
     ],
 )
 async def test_a_bad_record_is_rejected_alone(client, auth, bad, field):

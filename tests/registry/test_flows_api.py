@@ -210,3 +210,67 @@ async def test_triage_refusals(client, auth, seeded, role, body, status):
 async def test_flow_reads_are_for_security_and_engineers(client, auth, role, status):
     resp = await client.get("/v1/flows", headers=auth(role) if role else {})
     assert resp.status == status
+
+
+async def test_faults_are_stored_with_their_status_and_listed_apart_from_denials(
+    client, auth, unique
+):
+    rid = unique("faulty")
+    denial = flow(
+        rid,
+        1,
+        status=403,
+        reason_codes=["CATEGORY_NOT_APPROVED"],
+        reasons=[{"code": "CATEGORY_NOT_APPROVED", "message": "…", "category": "contact.email"}],
+    )
+    fault = flow(
+        rid, 2, status=503, fault="inspector_error", reason_codes=[], reasons=[], categories=[]
+    )
+    report = flow(rid, 3, action="allow", would_block=True, mode="report", status=200)
+    await ship(client, auth, [denial, fault, report])
+
+    resp = await client.get(f"/v1/flows/{fault['decision_id']}", headers=auth("security"))
+    stored = await resp.json()
+    assert (stored["kind"], stored["fault"], stored["status"]) == ("fault", "inspector_error", 503)
+    assert stored["reasons"] == []
+    resp = await client.get(f"/v1/flows/{denial['decision_id']}", headers=auth("security"))
+    stored = await resp.json()
+    assert (stored["kind"], stored["fault"], stored["status"]) == ("deny", None, 403)
+    [reason] = stored["reasons"]
+    assert reason["code"] == "CATEGORY_NOT_APPROVED" and reason["category"] == "contact.email"
+    assert reason["message"]  # the taxonomy's sentence, not the proxy's copy
+
+    by_kind = {
+        kind: await list_ids(client, auth, f"recipient_id={rid}&kind={kind}")
+        for kind in ("fault", "deny", "would_block")
+    }
+    assert by_kind == {
+        "fault": [fault["decision_id"]],
+        "deny": [denial["decision_id"]],
+        "would_block": [report["decision_id"]],
+    }
+    resp = await client.get("/v1/flows?kind=oops", headers=auth("security"))
+    assert resp.status == 422
+
+
+async def test_personal_data_in_a_stored_path_is_replaced_by_its_category(client, auth, unique):
+    # A record of a proxy that did not redact its path yet: the registry does it on ingest.
+    rid = unique("leaky")
+    record = flow(
+        rid,
+        4,
+        path="/lookup/%2B6591234567?phone=%2B6591234567&country=SG&token=abc",
+        categories=["contact.phone_number"],
+        findings=[
+            {"category": "contact.phone_number", "location": "query:phone", "detector": "phone"},
+            {"category": "contact.phone_number", "location": "path:2", "detector": "phone"},
+        ],
+    )
+    await ship(client, auth, [record])
+    resp = await client.get(f"/v1/flows?recipient_id={rid}", headers=auth("security"))
+    text = await resp.text()
+    [stored] = (await resp.json())["flows"]
+    assert stored["path"] == (
+        "/lookup/[contact.phone_number]?phone=[contact.phone_number]&country=SG&token=REDACTED"
+    )
+    assert "6591234567" not in text and "abc" not in text

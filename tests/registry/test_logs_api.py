@@ -83,6 +83,8 @@ async def test_malformed_uploads(client, auth, body, status):
     assert resp.status == status
 
 
-@pytest.mark.parametrize(("role", "status"), [("admin", 200), ("security", 403), ("engineer", 403)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("proxy", 200), ("admin", 403), ("security", 403), ("engineer", 403)]
+)
 async def test_log_upload_roles(client, auth, role, status):
     assert (await upload(client, auth, [], role=role)).status == status

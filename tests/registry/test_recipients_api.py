@@ -36,7 +36,12 @@ async def propose(client, auth, rid, who="engineer", **overrides):
 
 
 async def approve(client, auth, rid, who="security"):
-    return await client.post(f"/v1/recipients/{rid}/approve", headers=auth(who))
+    """Approve the version the reviewer reads (If-Match is required)."""
+    current = await client.get(f"/v1/recipients/{rid}", headers=auth(who))
+    etag = current.headers.get("ETag", '"0"')
+    return await client.post(
+        f"/v1/recipients/{rid}/approve", headers={**auth(who), "If-Match": etag}
+    )
 
 
 async def test_engineer_proposes_and_everyone_allowed_reads_it(client, auth, unique):
@@ -123,8 +128,11 @@ async def test_four_eyes_the_proposer_cannot_approve_but_a_second_person_can(
     async with sessions() as session:
         _, same_person = await create_token(session, name="eng-alice", role="security")
         await session.commit()
+    current = await client.get(f"/v1/recipients/{rid}", headers=auth("security"))
+    version = (await current.json())["version"]
     resp = await client.post(
-        f"/v1/recipients/{rid}/approve", headers={"Authorization": f"Bearer {same_person}"}
+        f"/v1/recipients/{rid}/approve",
+        headers={"Authorization": f"Bearer {same_person}", "If-Match": f'"{version}"'},
     )
     assert resp.status == 403
     assert (await resp.json())["type"] == P + "four-eyes"
@@ -147,16 +155,16 @@ async def test_approve_refused_to_whoever_last_changed_it(client, auth, unique, 
         f"/v1/recipients/{rid}", json={"notes": "DPA signed"}, headers=auth("engineer2")
     )
     assert resp.status == 200
+    version = (await resp.json())["version"]
     resp = await client.post(
-        f"/v1/recipients/{rid}/approve", headers={"Authorization": f"Bearer {bob_sec}"}
+        f"/v1/recipients/{rid}/approve",
+        headers={"Authorization": f"Bearer {bob_sec}", "If-Match": f'"{version}"'},
     )
     assert resp.status == 403
     assert (await resp.json())["type"] == P + "four-eyes"
 
 
-async def test_changing_a_grant_of_an_approved_recipient_reopens_only_that_grant(
-    client, auth, unique
-):
+async def test_changing_a_grant_of_a_live_recipient_is_pending_until_approved(client, auth, unique):
     rid = unique("regrant")
     await propose(
         client,
@@ -177,29 +185,41 @@ async def test_changing_a_grant_of_an_approved_recipient_reopens_only_that_grant
     )
     assert resp.status == 200, await resp.text()
     after = await (await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))).json()
-    statuses = {g["purpose"]: g["status"] for g in after["grants"]}
-    assert statuses == {"service_delivery": "approved", "billing": "proposed"}
+    # The live grant keeps its approved values; the edit waits as a pending change.
+    live = {g["purpose"]: (g["status"], g["categories"], g["change"]) for g in after["grants"]}
+    assert live["billing"] == ("approved", ["contact.name"], "update")
     assert after["status"] == "approved"
-    # Approving again approves the pending grant only, and the editor cannot do it.
+    changed = after["pending_change"]["diff"]["grants"]["changed"]
+    assert changed == [
+        {
+            "id": billing["id"],
+            "purpose": "billing",
+            "fields": {"categories": [["contact.name"], ["contact.name", "contact.email"]]},
+        }
+    ]
     resp = await approve(client, auth, rid)
     assert resp.status == 200
-    assert {g["status"] for g in (await resp.json())["grants"]} == {"approved"}
+    body = await resp.json()
+    assert body["pending_change"] is None
+    billing_now = next(g for g in body["grants"] if g["purpose"] == "billing")
+    assert billing_now["categories"] == ["contact.name", "contact.email"]
+    assert billing_now["approved_by"] == "sec-carol"
     resp = await approve(client, auth, rid)
     assert resp.status == 409  # nothing left to approve
 
 
-async def test_material_edit_of_approved_recipient_returns_it_to_proposed(client, auth, unique):
+async def test_edit_of_a_live_recipient_is_pending_and_the_live_version_stays(client, auth, unique):
     rid = unique("material")
     await propose(client, auth, rid)
     await approve(client, auth, rid)
     resp = await client.patch(
-        f"/v1/recipients/{rid}", json={"notes": "cosmetic"}, headers=auth("engineer")
-    )
-    assert (await resp.json())["status"] == "approved"
-    resp = await client.patch(
         f"/v1/recipients/{rid}", json={"regions": ["US"]}, headers=auth("engineer")
     )
-    assert (await resp.json())["status"] == "proposed"
+    body = await resp.json()
+    assert body["status"] == "approved"
+    assert body["regions"] == ["US", "SG"]
+    assert body["pending_change"]["diff"]["fields"] == {"regions": [["US", "SG"], ["US"]]}
+    assert body["pending_change"]["proposed"]["regions"] == ["US"]
 
 
 async def test_suspend_and_revoke_change_status(client, auth, unique):

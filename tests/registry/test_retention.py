@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from registry import db
-from registry.api.decisions import DecisionIn, LedgerIn, flow_row, store_flows, store_ledger
+from registry.api.decisions import LedgerIn, check_record, flow_row, store_flows, store_ledger
 from registry.models import BlockedFlow, FlowCategory, FlowReason, LedgerEntry
 from registry.retention import enforce_retention
 
@@ -61,7 +61,7 @@ async def test_old_flows_and_ledger_rows_are_deleted_in_batches(db_url):
     engine = db.create_engine(db_url)
     try:
         async with engine.begin() as conn:
-            rows = [flow_row(DecisionIn.model_validate(r), "p-ret") for r in old + young]
+            rows = [flow_row(check_record(r), "p-ret") for r in old + young]
             await store_flows(conn, rows)
             ledger = [ledger_row(40, workload), ledger_row(1, workload)]
             await store_ledger(

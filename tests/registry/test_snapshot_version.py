@@ -42,15 +42,23 @@ async def test_version_moves_exactly_when_the_snapshot_content_changes(
         {"purpose": "billing", "categories": ["contact.name"]},
         expect_bump=False,  # a proposed grant is not in the snapshot
     )
-    await step("post", f"/v1/recipients/{rid}/approve", sec)
+
+    async def reviewed() -> dict[str, str]:
+        etag = (await client.get(f"/v1/recipients/{rid}", headers=sec)).headers["ETag"]
+        return {**sec, "If-Match": etag}
+
+    await step("post", f"/v1/recipients/{rid}/approve", await reviewed())
+    # Edits of a live recipient are pending changes: the snapshot keeps the approved version.
     await step(
         "patch",
         f"/v1/recipients/{rid}/grants/{grant['id']}",
         eng,
         {"categories": ["contact.email"]},
-    )  # the approved grant leaves the snapshot
-    await step("patch", f"/v1/recipients/{rid}", eng, {"notes": "x"})
+        expect_bump=False,
+    )
+    await step("patch", f"/v1/recipients/{rid}", eng, {"notes": "x"}, expect_bump=False)
     await step("patch", f"/v1/recipients/{rid}", eng, {"notes": "x"}, expect_bump=False)  # no-op
+    await step("post", f"/v1/recipients/{rid}/approve", await reviewed())
     await step("post", f"/v1/recipients/{rid}/revoke", sec)
     await step("delete", f"/v1/recipients/{rid}", eng)
     refused = await client.post(f"/v1/recipients/{rid}/approve", headers=sec)

@@ -1,6 +1,12 @@
-{{/* Name of the release's objects: <release>-sharewall-injector, at most 63 characters. */}}
+{{/* Name of the release's objects: the release name when it already names the chart (`helm
+     install sharewall-injector …` gives sharewall-injector), else <release>-sharewall-injector; at
+     most 63 characters. */}}
 {{- define "sharewall-injector.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "sharewall-injector.labels" -}}

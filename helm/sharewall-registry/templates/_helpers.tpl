@@ -1,6 +1,12 @@
-{{/* Name of the release's objects: <release>-sharewall-registry, at most 63 characters. */}}
+{{/* Name of the release's objects: the release name when it already names the chart (`helm
+     install sharewall-registry …` gives sharewall-registry), else <release>-sharewall-registry; at
+     most 63 characters. */}}
 {{- define "sharewall-registry.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "sharewall-registry.labels" -}}

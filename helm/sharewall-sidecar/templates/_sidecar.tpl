@@ -43,6 +43,12 @@ sharewall.io/egress-proxy: "true"
     {{- range $p.resolve }}
     - --resolve={{ . }}
     {{- end }}
+    {{- if and (eq .Values.sidecar.capture "transparent") (not .listenHost) }}
+    # REDIRECT in the nat OUTPUT chain maps locally generated packets to 127.0.0.1: loopback
+    # suffices (Istio binds 0.0.0.0 because it also captures inbound traffic; on the pod IP any
+    # pod could reach this listener directly).
+    - --transparent-listen=127.0.0.1:{{ .Values.sidecar.transparent.port }}
+    {{- end }}
   env:
     {{- if not .Values.registry.file }}
     - name: SHAREWALL_TOKEN
@@ -156,8 +162,61 @@ sharewall.io/egress-proxy: "true"
       readOnly: true
 {{- end -}}
 
-{{/* Native sidecars (k8s >= 1.29): put this under the pod's initContainers. Empty otherwise. */}}
+{{/* Transparent capture: installs the pod's iptables rules, then exits. Root with NET_ADMIN and
+     NET_RAW in the pod's own network namespace only, as Istio's init container; the proxy, UID
+     1337, is the one UID the rules let out. */}}
+{{- define "sharewall-sidecar.captureContainer" -}}
+{{- $t := .Values.sidecar.transparent -}}
+- name: sharewall-capture
+  image: "{{ .Values.sidecar.proxy.image.repository }}:{{ .Values.sidecar.proxy.image.tag }}"
+  imagePullPolicy: {{ .Values.sidecar.proxy.image.pullPolicy }}
+  args:
+    - capture-rules
+    - --apply
+    - --proxy-uid
+    - {{ .Values.sidecar.securityContext.runAsUser | quote }}
+    - --port
+    - {{ $t.port | quote }}
+    {{- range $t.excludeCIDRs }}
+    - --exclude-cidr
+    - {{ . | quote }}
+    {{- end }}
+    {{- range $t.excludePorts }}
+    - --exclude-port
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    # iptables-legacy takes a lock file; the root filesystem is read-only.
+    - name: XTABLES_LOCKFILE
+      value: /tmp/xtables.lock
+  resources:
+    requests:
+      cpu: 10m
+      memory: 32Mi
+    limits:
+      memory: 128Mi
+  securityContext:
+    runAsNonRoot: false
+    runAsUser: 0
+    runAsGroup: 0
+    privileged: false
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      add: [NET_ADMIN, NET_RAW]
+      drop: [ALL]
+  volumeMounts:
+    - name: sharewall-tmp
+      mountPath: /tmp
+{{- end -}}
+
+{{/* Put this under the pod's initContainers: the capture init container (transparent capture),
+     then the native sidecars (k8s >= 1.29), in that order and before the app's own init
+     containers. Empty with proxy-env capture and classic sidecars. */}}
 {{- define "sharewall-sidecar.initContainers" -}}
+{{- if eq .Values.sidecar.capture "transparent" }}
+{{ include "sharewall-sidecar.captureContainer" . }}
+{{- end }}
 {{- if .Values.sidecar.native }}
 {{- if .Values.sidecar.opa.enabled }}
 {{ include "sharewall-sidecar.opaContainer" . }}
@@ -178,10 +237,12 @@ sharewall.io/egress-proxy: "true"
 {{- end }}
 {{- end -}}
 
-{{/* Env for the app container: proxy variables in both cases (curl reads only lower case). */}}
+{{/* Env for the app container: with proxy-env capture the proxy variables in both cases (curl
+     reads only lower case); with interception the trust bundle. Possibly empty. */}}
 {{- define "sharewall-sidecar.appEnv" -}}
 {{- $proxy := printf "http://127.0.0.1:%v" .Values.sidecar.proxy.port -}}
 {{- $noProxy := join "," .Values.sidecar.noProxy -}}
+{{- if eq .Values.sidecar.capture "proxy-env" }}
 - name: HTTP_PROXY
   value: {{ $proxy | quote }}
 - name: HTTPS_PROXY
@@ -194,6 +255,7 @@ sharewall.io/egress-proxy: "true"
   value: {{ $noProxy | quote }}
 - name: no_proxy
   value: {{ $noProxy | quote }}
+{{- end }}
 {{- if .Values.sidecar.tls.appTrustBundle.configMap }}
 {{- $bundle := printf "/etc/sharewall/trust/%s" .Values.sidecar.tls.appTrustBundle.key }}
 - name: SSL_CERT_FILE
@@ -232,7 +294,9 @@ sharewall.io/egress-proxy: "true"
 - name: sharewall-ca
   secret:
     secretName: {{ .Values.sidecar.tls.caSecret }}
-    defaultMode: 0400
+    # The files belong to root and the proxy runs as 1337: 0400 would be unreadable to it. Only
+    # the proxy container mounts this volume.
+    defaultMode: 0444
 {{- end }}
 {{- if .Values.sidecar.opa.enabled }}
 - name: sharewall-opa-config

@@ -1,0 +1,154 @@
+"""Bodies are read only after authentication and routing, inflated with a cap; aiohttp's own
+errors are problem+json; failed sign-ins are throttled per address; ingest is proxy-only."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import aiohttp
+import pytest
+
+from registry.settings import Settings
+
+PROBLEM = "application/problem+json"
+P = "https://sharewall.dev/problems/"
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(db_url=db_url, token_cache_ttl_s=0.0, sign_in_failures=3)
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """About 256 KiB of gzip that inflates to 256 MiB of zeros."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1024 * 1024)
+    parts = [packer.compress(block) for _ in range(256)]
+    return b"".join(parts) + packer.flush()
+
+
+GZ = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "who", "status"),
+    [
+        pytest.param("post", "/healthz", None, 405, id="no token, no such route for POST"),
+        pytest.param("post", "/no/such/path", None, 404, id="no token, unknown path"),
+        pytest.param("post", "/v1/recipients", None, 401, id="no token, known route"),
+        pytest.param("post", "/v1/recipients", "proxy", 403, id="wrong role"),
+        pytest.param("post", "/v1/recipients", "engineer", 413, id="inflates past the limit"),
+        pytest.param("post", "/v1/decisions", "proxy", 413, id="upload inflates past its limit"),
+    ],
+)
+async def test_a_gzip_bomb_is_answered_without_inflating_it(
+    client, auth, gzip_bomb, method, path, who, status
+):
+    headers = {**GZ, **(auth(who) if who else {})}
+    resp = await client.request(method, path, data=gzip_bomb, headers=headers)
+    assert resp.status == status
+    assert resp.content_type == PROBLEM
+    # The registry still answers (the event loop was never stuck inflating).
+    assert (await client.get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "slug"),
+    [
+        pytest.param(b"this is not gzip", "gzip", 400, "malformed-gzip", id="not gzip"),
+        pytest.param(gzip.compress(b'{"id": "x"}')[:-6], "gzip", 400, "malformed-gzip", id="cut"),
+        pytest.param(b"\x00\x01\x02garbage", "deflate", 400, "malformed-deflate", id="deflate"),
+        pytest.param(b"{}", "br", 415, "unsupported-content-encoding", id="unsupported encoding"),
+    ],
+)
+async def test_malformed_compressed_bodies_are_client_errors(
+    client, auth, body, encoding, status, slug
+):
+    resp = await client.post(
+        "/v1/recipients",
+        data=body,
+        headers={
+            **auth("engineer"),
+            "Content-Encoding": encoding,
+            "Content-Type": "application/json",
+        },
+    )
+    assert resp.status == status
+    assert (await resp.json())["type"] == P + slug
+
+
+async def test_a_gzip_body_within_the_limit_is_read(client, auth, unique):
+    rid = unique("gz")
+    body = gzip.compress(f'{{"id": "{rid}", "name": "G", "kind": "vendor"}}'.encode())
+    resp = await client.post("/v1/recipients", data=body, headers={**auth("engineer"), **GZ})
+    assert resp.status == 201, await resp.text()
+
+
+async def _raw_exchange(client, request: bytes) -> tuple[int, bytes, bytes]:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, head.lower(), body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GARBAGE\r\n\r\n", id="bad request line"),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+            id="huge header",
+        ),
+        pytest.param(
+            b"POST /v1/recipients HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            id="bad chunk",
+        ),
+    ],
+)
+async def test_aiohttp_low_level_errors_are_problem_json(client, request_bytes):
+    status, head, body = await _raw_exchange(client, request_bytes)
+    assert 400 <= status < 500
+    assert b"content-type: application/problem+json" in head
+    assert b'"type":"https://sharewall.dev/problems/' in body
+
+
+async def test_unknown_paths_and_methods_are_problem_json(client):
+    resp = await client.get("/no/such/path")
+    assert (resp.status, resp.content_type) == (404, PROBLEM)
+    resp = await client.delete("/healthz")
+    assert (resp.status, resp.content_type) == (405, PROBLEM)
+
+
+async def test_failed_sign_ins_are_throttled_per_address(client, auth):
+    bad = {"Authorization": "Bearer sw_guess"}
+    for _ in range(3):
+        assert (await client.get("/v1/recipients", headers=bad)).status == 401
+    resp = await client.get("/v1/recipients", headers=bad)
+    assert resp.status == 429
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert (await resp.json())["type"] == P + "too-many-sign-in-failures"
+    # While throttled even a right token is refused: a different answer would leak the guess.
+    assert (await client.get("/v1/recipients", headers=auth("engineer"))).status == 429
+    # Another client address is not affected.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as other:
+        url = client.make_url("/v1/recipients")
+        async with other.get(url, headers=auth("engineer")) as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/logs", "/v1/decisions"])
+@pytest.mark.parametrize("role", ["admin", "security", "engineer"])
+async def test_ingest_accepts_only_proxy_tokens(client, auth, path, role):
+    resp = await client.post(path, json=[], headers=auth(role))
+    assert resp.status == 403
+    assert (await resp.json())["type"] == P + "forbidden-role"
