@@ -40,6 +40,44 @@ from proxy_harness import REPO
             "--dns-ttl must be 0 (off) or more seconds",
             id="negative dns ttl",
         ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--client-ca", "ca.pem"],
+            "--client-ca needs the listener's --tls-cert and --tls-key",
+            id="client ca without a listener certificate",
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--tls-cert", "c.pem"],
+            "--tls-cert and --tls-key go together",
+            id="half a listener certificate",
+        ),
+        pytest.param(
+            [
+                "--registry-file",
+                "tests/data/proxy/registry.yaml",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "c.key",
+            ],
+            "--tls-cert/--tls-key serve the --client-ca listener",
+            id="tls listener without client ca",
+        ),
+        pytest.param(
+            [
+                "--registry-file",
+                "tests/data/proxy/registry.yaml",
+                "--client-ca",
+                "ca.pem",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "c.key",
+                "--source",
+                "sms-gateway",
+            ],
+            "--source/--namespace do not apply",
+            id="gateway with a fixed source",
+        ),
     ],
 )
 def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
@@ -64,3 +102,21 @@ def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
     )
     assert out.returncode == 2
     assert reason in out.stdout + out.stderr
+
+
+def test_proxy_help_gives_every_flag_its_help_and_default():
+    import argparse
+
+    from sharewall.cli import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    proxy = sub.choices["proxy"]
+    text = proxy.format_help()
+    flags = [a for a in proxy._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) > 20
+    for action in flags:
+        assert action.help, f"{action.option_strings[0]} has no help"
+        if action.default not in (None, False, []):
+            assert f"default: {action.default}" in " ".join(text.split()), action.option_strings
+    assert "SHAREWALL_TOKEN" in text  # the token comes from the environment, never printed
