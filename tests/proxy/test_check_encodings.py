@@ -22,8 +22,8 @@ import structlog
 from proxy.check import check_call
 from proxy.decide import Decider
 from proxy.engines import create_engine
-from proxy.recipients import RecipientIndex
 from sharewall.cli import main
+from sharewall.recipients import RecipientIndex
 from sharewall.registry_file import load_registry_file
 
 ROOT = Path(__file__).resolve().parents[2]
