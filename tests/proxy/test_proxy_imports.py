@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE_REGISTRY = REPO / "examples" / "registry.yaml"
 # Top-level packages the sidecar must never load: the registry service and its database stack.
 FORBIDDEN = ("registry", "sqlalchemy", "sqlmodel", "alembic", "asyncpg", "aiosqlite")
+# Nor an HTTP client stack it never calls with (tldextract used to bring these for ~6 MB).
+UNUSED = ("requests", "urllib3", "charset_normalizer", "filelock")
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
@@ -56,9 +58,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], port_file: Path, stderr: Path) ->
         time.sleep(0.05)
 
 
-@pytest.fixture
-def proxy_modules(tmp_path: Path) -> set[str]:
+@pytest.fixture(scope="module")
+def proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The modules a real `sharewall proxy` on the sample registry has loaded once ready."""
+    tmp_path = tmp_path_factory.mktemp("proxy-imports")
     port_file = tmp_path / "ports.json"
     stderr = tmp_path / "stderr.txt"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -101,6 +104,13 @@ def test_the_running_proxy_imports_nothing_of_the_registry_service_or_its_databa
     assert {"proxy.app", "proxy.listener", "sharewall.snapshot"} <= proxy_modules
     loaded = sorted(m for m in proxy_modules if m.split(".")[0] in FORBIDDEN)
     assert loaded == []
+
+
+def test_the_running_proxy_imports_no_http_client_stack_it_does_not_use(
+    proxy_modules: set[str],
+) -> None:
+    assert "sharewall.recipients" in proxy_modules
+    assert sorted(m for m in proxy_modules if m.split(".")[0] in UNUSED) == []
 
 
 def test_the_root_help_still_lists_every_command() -> None:
