@@ -155,13 +155,17 @@ def _document(rows: SnapshotRows) -> dict[str, Any]:
     ]
     # Workloads in the database come with the registry API (regcore); none yet.
     workloads: list[dict[str, Any]] = []
-    return {
+    document = {
         "version": rows.version,
         "revision": content_revision(recipients, workloads),
         "generated_at": rows.generated_at.isoformat().replace("+00:00", "Z"),
         "recipients": recipients,
-        "workloads": workloads,
     }
+    # Only when there are any: a proxy that predates workloads refuses unknown snapshot keys,
+    # so a registry that declares none keeps serving the document such proxies accept.
+    if workloads:
+        document["workloads"] = workloads
+    return document
 
 
 def assemble_snapshot(rows: SnapshotRows) -> Snapshot:
