@@ -94,6 +94,12 @@ class TransparentListener:
                 log.warning("transparent.accept_failed", error=type(exc).__name__)
                 await asyncio.sleep(0.1)
                 continue
+            if len(self._peeking) >= self.settings.max_connections:
+                # A connection being named holds a task and a socket until it speaks or times
+                # out: captured connections are bounded like the proxy's other ones.
+                log.warning("proxy.connection_refused", reason="max_connections")
+                sock.close()
+                continue
             task = asyncio.create_task(self._on_connection(sock))
             self._peeking.add(task)
             task.add_done_callback(self._peeking.discard)
