@@ -133,7 +133,15 @@ class TransparentListener:
             sock.close()
             return
         # Handed over: from here the proxy server owns the socket (and closes it).
-        await self.server.serve_captured(sock, Captured(address, port, identity))
+        try:
+            await self.server.serve_captured(sock, Captured(address, port, identity))
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        except Exception:
+            # Fails closed: nothing was relayed; the connection is dropped.
+            log.exception("transparent.connection_error")
+            sock.close()
 
     def _is_self(self, address: str, port: int) -> bool:
         addr = ipaddress.ip_address(address)
