@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl as ssl_module
 import time
@@ -79,9 +80,9 @@ class ProxyContext:
     index: RecipientIndex | None = None
     open_tunnels: int = 0
 
-    @property
+    @functools.cached_property
     def source(self) -> Source:
-        """The calling workload, from the sidecar's own settings."""
+        """The calling workload, from the sidecar's own settings (fixed for the process)."""
         s = self.settings
         return Source(s.source_workload, s.source_namespace)
 
