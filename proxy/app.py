@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
@@ -158,6 +159,14 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         pins = dict(parse_pin(p) for p in s.resolve_pins)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
+    client_tls = None
+    if s.client_ca is not None and s.tls_cert is not None and s.tls_key is not None:
+        from proxy.client_identity import client_tls_context
+
+        try:
+            client_tls = client_tls_context(s.tls_cert, s.tls_key, s.client_ca)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise StartupError(f"cannot load --client-ca/--tls-cert/--tls-key: {exc}") from None
     context = ProxyContext(
         settings=s,
         decider=app.decider,
@@ -166,6 +175,7 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         decision_log=app.decision_log,
         metrics=app.metrics,
         certificate_authority=ca,
+        client_tls=client_tls,
     )
     server = ProxyServer(context)
     try:
@@ -349,6 +359,24 @@ def _write_port_file(path: Path, app: ProxyApp) -> None:
     os.replace(tmp, path)
 
 
+def _source_fields(settings: Settings, snapshot: Snapshot | None) -> dict[str, Any]:
+    """Where calls' sources come from, and whether the registry binds purposes to them."""
+    fields: dict[str, Any] = (
+        {"source_from": "client_certificate"}
+        if settings.is_gateway
+        else {
+            "source_from": "settings",
+            "source_workload": settings.source_workload,
+            "source_namespace": settings.source_namespace,
+        }
+    )
+    # The first snapshot is loaded before the listener serves (the snapshot context).
+    fields.update(
+        snapshot.source_binding() if snapshot else {"source_binding": None, "workloads": None}
+    )
+    return fields
+
+
 async def run_proxy(
     settings: Settings,
     *,
@@ -380,6 +408,7 @@ async def run_proxy(
                 engine=settings.engine,
                 event_loop=type(loop).__module__.partition(".")[0],
                 intercepts_tls=settings.intercepts_tls,
+                **_source_fields(settings, app.decider.snapshot if app.decider else None),
             )
             await stop.wait()
             log.info("proxy.stopping", drain_timeout=settings.drain_timeout)

@@ -158,7 +158,16 @@ async def _check(args: argparse.Namespace) -> int:
     finally:
         await engine.close()
 
-    sys.stdout.buffer.write(orjson.dumps(decision.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    if not snapshot.is_source_bound and (args.source or args.namespace):
+        print(
+            f"sharewall check: note: source binding is off ({args.registry_file} declares no "
+            "workloads): the source is recorded, not enforced",
+            file=sys.stderr,
+        )
+    document = decision.as_dict()
+    document["source"] = {"workload": args.source, "namespace": args.namespace}
+    document.update(snapshot.source_binding())
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
     if decision.fault is not None:
         return EXIT_FAULT

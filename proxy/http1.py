@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import httptools
 
 from proxy import responses
+from proxy.exchange import Source
 from proxy.settings import Settings
 
 
@@ -66,11 +67,17 @@ class ClientConnection:
     """HTTP/1.x request reader over one client stream (httptools/llhttp does the parsing)."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, settings: Settings
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        settings: Settings,
+        source: Source | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.settings = settings
+        # Who calls on this connection: a gateway client's certificate, else the sidecar's settings.
+        self.source = source or Source(settings.source_workload, settings.source_namespace)
         self._parser = httptools.HttpRequestParser(self)
         self._messages: deque[_Message] = deque()
         self._current: _Message | None = None

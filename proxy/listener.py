@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from proxy import responses
+from proxy.client_identity import ClientIdentityError, identity_from_certificate
 from proxy.decision import Decision, new_decision_id
 from proxy.decision_log import DecisionLog
 from proxy.destinations import Resolver
@@ -79,6 +80,8 @@ class ProxyContext:
     certificate_authority: CertificateAuthority | None = None
     index: RecipientIndex | None = None
     open_tunnels: int = 0
+    # Egress gateway (--client-ca): the listener's TLS, requiring a client certificate.
+    client_tls: ssl_module.SSLContext | None = None
 
     @functools.cached_property
     def source(self) -> Source:
@@ -98,6 +101,8 @@ class ProxyServer:
         self._busy: dict[asyncio.Task[Any], bool] = {}
         self._closing = False
         self._slots = asyncio.Semaphore(self.settings.max_connections)
+        self._accepting: asyncio.Task[None] | None = None  # the gateway's accept loop
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._transparent: TransparentListener | None = None
 
     def bind(self) -> tuple[str, int]:
@@ -120,7 +125,15 @@ class ProxyServer:
     async def start(self) -> None:
         """Start accepting connections on the bound socket(s)."""
         assert self._sock is not None
-        self._server = await asyncio.start_server(self._on_client, sock=self._sock)
+        if self.ctx.client_tls is None:
+            self._server = await asyncio.start_server(self._on_client, sock=self._sock)
+        else:
+            # The gateway accepts by itself and hands each socket to the loop's TLS handshake
+            # (`_streams`), which raises on a refused client certificate: a TLS `start_server`
+            # drops such clients without a word, and `start_tls` after a plain accept can lose
+            # the ClientHello to the stream's buffer (uvloop reads at once).
+            self._sock.setblocking(False)
+            self._accepting = asyncio.create_task(self._accept_gateway_clients(self._sock))
         if self._transparent is not None:
             await self._transparent.start()
 
@@ -129,6 +142,10 @@ class ProxyServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for task in list(self._handshakes):
+            task.cancel()
         if self._transparent is not None:
             await self._transparent.close()
         for task, busy in list(self._busy.items()):
@@ -235,7 +252,9 @@ class ProxyServer:
         captured: Captured | None = None,
         exchange: Exchange | None = None,
         tunnel: Tunnel | None = None,
+        source: Source | None = None,
     ) -> None:
+        """Serve one client; its calls' source is `source` (a gateway client's) or the settings'."""
         task = asyncio.current_task()
         assert task is not None
         if self._closing or self._slots.locked():
@@ -262,7 +281,7 @@ class ProxyServer:
         async with self._slots:
             self._busy[task] = False
             self.ctx.metrics.open_connections.inc()
-            conn = ClientConnection(reader, writer, self.settings)
+            conn = ClientConnection(reader, writer, self.settings, source or self.ctx.source)
             try:
                 if tunnel is not None:  # captured TLS, intercepted: the handshake is done
                     conn.tunnel_established = conn.tls = True
@@ -285,6 +304,64 @@ class ProxyServer:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _accept_gateway_clients(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # out of descriptors and the like: keep listening
+                log.warning("proxy.accept_failed", error=type(exc).__name__)
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._on_gateway_client(client))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _on_gateway_client(self, sock: socket.socket) -> None:
+        """Handshake with a gateway client, take its source from its certificate, serve it.
+
+        A client that fails the handshake (no certificate, another CA, expired, not TLS) or
+        whose certificate names no workload is logged and refused: its source is never guessed.
+        """
+        peer = sock.getpeername()
+        client = f"{peer[0]}:{peer[1]}"
+        if self._closing or self._slots.locked():
+            if not self._closing:
+                log.warning("proxy.connection_refused", reason="max_connections", client=client)
+            sock.close()
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            reader, writer = await _streams(
+                sock, ssl=self.ctx.client_tls, handshake_timeout=self.settings.header_timeout
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            sock.close()
+            self._refuse_client(
+                "handshake", getattr(exc, "reason", None) or type(exc).__name__, client
+            )
+            return
+        # Handshaken: from now on a call may be in flight, which close() drains, not cancels.
+        task = asyncio.current_task()
+        if task is not None:
+            self._handshakes.discard(task)
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        try:
+            if not der:
+                raise ClientIdentityError("no client certificate")
+            identity = identity_from_certificate(der)
+        except ClientIdentityError as exc:
+            writer.close()
+            self._refuse_client("no_workload", str(exc), client)
+            return
+        await self._on_client(reader, writer, source=Source(identity.workload, identity.namespace))
+
+    def _refuse_client(self, reason: str, detail: str, client: str | None) -> None:
+        log.warning("proxy.client_refused", reason=reason, detail=detail, client=client)
+        self.ctx.metrics.clients_refused.labels(reason=reason).inc()
 
     async def _serve(
         self,
@@ -421,7 +498,7 @@ class ProxyServer:
                 body=body,
                 body_truncated=truncated,
                 index=self.ctx.index,
-                source=self.ctx.source,
+                source=conn.source,
                 default_purpose=self.settings.default_purpose,
                 purpose_header=head.header(PURPOSE_HEADER),
                 tunnel_purpose=tunnel.purpose if tunnel is not None else None,
@@ -545,7 +622,7 @@ class ProxyServer:
             path="",
             raw_headers=[],
             index=self.ctx.index,
-            source=self.ctx.source,
+            source=conn.source,
             default_purpose=self.settings.default_purpose,
             purpose_header=purpose_header,
         )
@@ -662,10 +739,16 @@ async def _streams(
     """
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 16, loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    made: list[asyncio.StreamWriter] = []
+    # A server-side protocol (it has a connected callback, which receives the writer), so that
+    # `StreamWriter.start_tls` answers as the TLS server: an intercepted CONNECT inside a
+    # gateway client's TLS connection needs it.
+    protocol = asyncio.StreamReaderProtocol(reader, lambda _r, w: made.append(w), loop=loop)
     transport, _ = await loop.connect_accepted_socket(
         lambda: protocol, sock, ssl=ssl, ssl_handshake_timeout=handshake_timeout if ssl else None
     )
+    if made:
+        return reader, made[0]
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 

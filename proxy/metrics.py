@@ -60,6 +60,12 @@ class ProxyMetrics:
             ["result"],
             registry=r,
         )
+        self.clients_refused = Counter(
+            "sharewall_clients_refused",
+            "Gateway clients refused (--client-ca) by reason (handshake, no_workload).",
+            ["reason"],
+            registry=r,
+        )
         # `.labels()` validates and hashes its arguments under a lock on every call: the hot
         # path keeps the child counter of each (action, reason) it has seen.
         self._decision_children: dict[tuple[str, str], Any] = {}

@@ -51,14 +51,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     pol.add_argument("--default-purpose", help="purpose when X-Sharewall-Purpose is absent")
     pol.add_argument(
         "--source",
-        default=os.environ.get("SHAREWALL_SOURCE"),
-        help="source workload name (default $SHAREWALL_SOURCE)",
+        help="source workload name (default $SHAREWALL_SOURCE; not with --client-ca)",
     )
     pol.add_argument(
         "--namespace",
-        default=os.environ.get("POD_NAMESPACE"),
-        help="source namespace (default $POD_NAMESPACE)",
+        help="source namespace (default $POD_NAMESPACE; not with --client-ca)",
     )
+    gw = p.add_argument_group("egress gateway (source from client certificates)")
+    gw.add_argument(
+        "--client-ca",
+        type=Path,
+        help="listener speaks TLS and requires client certificates signed by this CA (PEM); "
+        "each call's source is its client's SPIFFE ID or CN",
+    )
+    gw.add_argument("--tls-cert", type=Path, help="the listener's TLS certificate chain (PEM)")
+    gw.add_argument("--tls-key", type=Path, help="the listener's TLS private key (PEM)")
     tls = p.add_argument_group("tls")
     tls.add_argument("--ca-cert", type=Path, help="CA certificate for TLS interception")
     tls.add_argument("--ca-key", type=Path, help="CA private key for TLS interception")
@@ -137,8 +144,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ca_key=args.ca_key,
         upstream_ca=args.upstream_ca,
         resolve_pins=tuple(args.resolve),
-        source_workload=args.source,
-        source_namespace=args.namespace,
+        **_source_settings(args),
+        client_ca=args.client_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         max_header_bytes=args.max_header_bytes,
         limits=limits,
         max_tunnels=args.max_tunnels,
@@ -155,6 +164,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         loop=args.loop,
     )
+
+
+def _source_settings(args: argparse.Namespace) -> dict[str, str | None]:
+    """The sidecar's own source: the flags, else the pod's environment (downward API).
+
+    A gateway (`--client-ca`) takes each client's source from its certificate, so the
+    environment's defaults are not used there (explicit flags are refused by `Settings`).
+    """
+    if args.client_ca is not None:
+        return {"source_workload": args.source, "source_namespace": args.namespace}
+    return {
+        "source_workload": args.source or os.environ.get("SHAREWALL_SOURCE") or None,
+        "source_namespace": args.namespace or os.environ.get("POD_NAMESPACE") or None,
+    }
 
 
 def run(args: argparse.Namespace) -> int:

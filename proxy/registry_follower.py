@@ -187,6 +187,7 @@ class RegistryFollower:
             version=snapshot.version,
             revision=snapshot.revision,
             recipients=len(snapshot.recipients),
+            **snapshot.source_binding(),
         )
         await self._accept(snapshot, body, persist=True, etag=etag)
         return True

@@ -56,6 +56,11 @@ class Settings:
     first_bytes_timeout: float = 5.0  # a captured connection must name itself within this
     source_workload: str | None = None
     source_namespace: str | None = None
+    # Egress gateway: the listener speaks TLS (tls_cert/tls_key) and takes each client's source
+    # from its certificate, which must be signed by client_ca (proxy.client_identity).
+    client_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_header_bytes: int = 32 * 1024
     limits: InspectionLimits = field(default_factory=InspectionLimits)
     max_tunnels: int = 512
@@ -81,6 +86,20 @@ class Settings:
             raise SettingsError("--engine opa needs --opa-url")
         if (self.ca_cert is None) != (self.ca_key is None):
             raise SettingsError("--ca-cert and --ca-key go together")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("--tls-cert and --tls-key go together")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise SettingsError("--client-ca needs the listener's --tls-cert and --tls-key")
+        if self.tls_cert is not None and self.client_ca is None:
+            raise SettingsError("--tls-cert/--tls-key serve the --client-ca listener")
+        if self.client_ca is not None and (self.source_workload or self.source_namespace):
+            raise SettingsError(
+                "--client-ca takes each client's source from its certificate; "
+                "--source/--namespace do not apply"
+            )
+        if self.client_ca is not None and self.transparent_listen is not None:
+            # Captured connections carry no certificate: a gateway serves other pods' clients.
+            raise SettingsError("--client-ca and --transparent-listen do not go together")
         if self.first_bytes_timeout <= 0:
             raise SettingsError("--first-bytes-timeout must be more than 0 seconds")
         if self.dns_ttl < 0:
@@ -93,3 +112,8 @@ class Settings:
     @property
     def intercepts_tls(self) -> bool:
         return self.ca_cert is not None
+
+    @property
+    def is_gateway(self) -> bool:
+        """Clients authenticate with certificates, each call's source is its client's."""
+        return self.client_ca is not None

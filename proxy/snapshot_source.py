@@ -91,6 +91,7 @@ class FileSnapshotSource:
             path=str(self.path),
             revision=snapshot.revision,
             recipients=len(snapshot.recipients),
+            **snapshot.source_binding(),
         )
 
     async def _watch(self) -> None:

@@ -209,6 +209,10 @@ class Snapshot(_Strict):
         """Source binding is on as soon as the registry declares any workload (any status)."""
         return bool(self.workloads)
 
+    def source_binding(self) -> dict[str, Any]:
+        """What start-up lines and `sharewall check` say about source binding (stable keys)."""
+        return {"source_binding": self.is_source_bound, "workloads": len(self.workloads)}
+
     def policy_data(self) -> dict[str, Any]:
         """The snapshot as Rego sees it at `data.sharewall.registry`."""
         return policy_data_of(self.model_dump(mode="json"))

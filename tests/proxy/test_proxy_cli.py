@@ -40,6 +40,44 @@ from proxy_harness import REPO
             "--dns-ttl must be 0 (off) or more seconds",
             id="negative dns ttl",
         ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--client-ca", "ca.pem"],
+            "--client-ca needs the listener's --tls-cert and --tls-key",
+            id="client ca without a listener certificate",
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--tls-cert", "c.pem"],
+            "--tls-cert and --tls-key go together",
+            id="half a listener certificate",
+        ),
+        pytest.param(
+            [
+                "--registry-file",
+                "tests/data/proxy/registry.yaml",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "c.key",
+            ],
+            "--tls-cert/--tls-key serve the --client-ca listener",
+            id="tls listener without client ca",
+        ),
+        pytest.param(
+            [
+                "--registry-file",
+                "tests/data/proxy/registry.yaml",
+                "--client-ca",
+                "ca.pem",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "c.key",
+                "--source",
+                "sms-gateway",
+            ],
+            "--source/--namespace do not apply",
+            id="gateway with a fixed source",
+        ),
     ],
 )
 def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
