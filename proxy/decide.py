@@ -220,6 +220,9 @@ class Decider:
             categories=sorted_categories,
             findings=inspection.findings,
             problems=inspection.problems,
+            scheme=call.scheme,
+            tls_upstream=call.tls_upstream,
+            complete=complete,
         )
 
     def _today(self) -> str:
