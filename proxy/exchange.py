@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # annotations only
     from proxy.destinations import Destination
     from proxy.inspect.model import Inspection
     from proxy.pipeline import Outcome
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
     from sharewall.snapshot import Recipient
 
 PURPOSE_HEADER = "x-sharewall-purpose"
@@ -107,7 +107,9 @@ class Exchange:
 
     @property
     def tunnel(self) -> bool:
-        """The call came through a CONNECT (spliced or intercepted)."""
+        """The call came through a tunnel: a CONNECT (spliced or intercepted), or captured TLS."""
+        if self.entry == "transparent":
+            return self.scheme != "http"
         return self.entry in ("connect", "intercepted")
 
     @property

@@ -36,13 +36,13 @@ from proxy.pipeline import (
     record_exchange,
     settle,
 )
-from proxy.recipients import RecipientIndex
 from proxy.relay import relay_response
 from proxy.settings import Settings
 from proxy.transparent import Captured, TransparentListener
 from proxy.tunnel import open_tunnel, splice
 from proxy.upstream import UpstreamError, UpstreamPool, send_request
 from sharewall.hosts import BadAuthority, parse_authority_cached, parse_url
+from sharewall.recipients import RecipientIndex
 
 if TYPE_CHECKING:  # annotations only: the app builds these
     from proxy.certs import CertificateAuthority
