@@ -245,7 +245,7 @@ async def bench_snapshot(url: str, recipients: int) -> None:
 async def bench_proxy_reload(body: bytes) -> None:
     """What a following proxy spends on a new snapshot: validate, index hosts, load the engine."""
     from proxy.engines import create_engine
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
     from sharewall.snapshot import Snapshot
 
     t = time.perf_counter()

@@ -112,7 +112,7 @@ async def decide_cases(
     from proxy.check import check_call
     from proxy.decide import Decider
     from proxy.engines import create_engine
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
     from sharewall.registry_file import load_registry_file
 
     snapshot = load_registry_file(registry_file)

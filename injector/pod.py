@@ -77,8 +77,9 @@ def is_opted_out(pod: dict[str, Any]) -> bool:
 def workload_name(meta: dict[str, Any]) -> str | None:
     """The name of the workload that owns a pod, from its owner reference (webhook pods have no
     name of their own yet): a Deployment's ReplicaSet loses its pod-template-hash suffix."""
-    for ref in meta.get("ownerReferences") or []:
-        if not ref.get("controller"):
+    refs = meta.get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else []:
+        if not isinstance(ref, dict) or not ref.get("controller"):
             continue
         name = str(ref.get("name") or "")
         suffix = (meta.get("labels") or {}).get("pod-template-hash")
@@ -97,16 +98,18 @@ def inject_pod(
     the pod's own name through the downward API). The input is never modified. Raises
     `InjectionError` for a pod that cannot carry the sidecar (the message says why).
     """
+    _check_shape(pod)
     if is_opted_out(pod):
         return Injection(pod, "opted-out")
     if is_injected(pod):
         return Injection(pod, "already-injected")
-    out = orjson.loads(orjson.dumps(pod))  # a deep copy, ~10x faster than copy.deepcopy
-    meta = out.setdefault("metadata", {}) or {}
+    try:
+        out = orjson.loads(orjson.dumps(pod))  # a deep copy, ~10x faster than copy.deepcopy
+    except orjson.JSONEncodeError as exc:
+        raise InjectionError(f"the pod is not a JSON document: {exc}") from None
+    meta = out.get("metadata") or {}
     out["metadata"] = meta
-    spec = out.get("spec")
-    if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list):
-        raise InjectionError("the pod has no spec.containers")
+    spec = out["spec"]
     config = config_for_pod(config, meta.get("annotations") or {})
     _check_pod(spec, config)
 
@@ -128,6 +131,12 @@ def inject_pod(
     if not config.native:
         containers.append(proxy)
     warnings: list[str] = []
+    if not config.native and spec.get("restartPolicy") in ("Never", "OnFailure"):
+        # A Job's pod completes when its containers exit; a classic sidecar never does.
+        warnings.append(
+            f"restartPolicy {spec['restartPolicy']}: the classic sidecar never exits, so the pod "
+            "never completes; use the native sidecar (Kubernetes >= 1.29)"
+        )
     for container in apps:
         warnings += _add_app_settings(container, config)
     spec["volumes"] = list(spec.get("volumes") or []) + _volumes(config)
@@ -144,6 +153,45 @@ def inject_pod(
         STATUS: json.dumps(status, separators=(",", ":")),
     }
     return Injection(out, "injected", tuple(warnings))
+
+
+def _is_map(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_list_of_maps(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(isinstance(v, dict) for v in value))
+
+
+def _check_shape(pod: Any) -> None:
+    """Refuse what is not shaped like a pod where injection reads or writes (a manifest typed by
+    hand can be anything): each problem named by its path."""
+    if not _is_map(pod):
+        raise InjectionError("the pod is not a mapping")
+    meta = pod.get("metadata")
+    if meta is not None and not _is_map(meta):
+        raise InjectionError("metadata is not a mapping")
+    for key in ("labels", "annotations"):
+        value = (meta or {}).get(key)
+        if value is not None and not _is_map(value):
+            raise InjectionError(f"metadata.{key} is not a mapping")
+    spec = pod.get("spec")
+    if not _is_map(spec) or not isinstance(spec.get("containers"), list):
+        raise InjectionError("the pod has no spec.containers list")
+    for key in ("containers", "initContainers", "volumes"):
+        if not _is_list_of_maps(spec.get(key)):
+            raise InjectionError(f"spec.{key} is not a list of mappings")
+    if spec.get("securityContext") is not None and not _is_map(spec["securityContext"]):
+        raise InjectionError("spec.securityContext is not a mapping")
+    for key in ("containers", "initContainers"):
+        for i, container in enumerate(spec.get(key) or []):
+            for field in ("env", "volumeMounts"):
+                if not _is_list_of_maps(container.get(field)):
+                    raise InjectionError(f"spec.{key}[{i}].{field} is not a list of mappings")
+            if container.get("securityContext") is not None and not _is_map(
+                container["securityContext"]
+            ):
+                raise InjectionError(f"spec.{key}[{i}].securityContext is not a mapping")
 
 
 def _check_pod(spec: dict[str, Any], config: InjectorConfig) -> None:

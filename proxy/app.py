@@ -30,12 +30,12 @@ from proxy.exchange import Source, new_exchange
 from proxy.listener import ProxyContext, ProxyServer
 from proxy.metrics import ProxyMetrics
 from proxy.pipeline import decide_exchange, inspect_exchange
-from proxy.recipients import RecipientIndex
 from proxy.settings import Settings
 from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
 from proxy.spool import Spool, SpoolLocked
 from proxy.upstream import UpstreamPool
 from sharewall.hosts import parse_host_pattern, parse_pin
+from sharewall.recipients import RecipientIndex
 from sharewall.registry_file import RegistryFileError
 from sharewall.snapshot import Snapshot
 

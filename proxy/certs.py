@@ -189,8 +189,18 @@ def _san_name(host: str) -> str:
     return normalise_host(host)
 
 
-def generate_ca(cert_path: Path, key_path: Path, common_name: str = "sharewall test CA") -> None:
-    """Write a new self-signed CA certificate and its private key (PEM; key mode 0600)."""
+def generate_ca(
+    cert_path: Path,
+    key_path: Path,
+    common_name: str = "sharewall test CA",
+    *,
+    valid_days: int = 3650,
+) -> x509.Certificate:
+    """Write a new self-signed interception CA certificate and its private key (PEM, key 0600).
+
+    EC P-256; CA:TRUE with path length 0 (it signs leaves, never another CA); key usage
+    keyCertSign and cRLSign (and digitalSignature); valid `valid_days` from now.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     name = x509.Name(
@@ -206,7 +216,7 @@ def generate_ca(cert_path: Path, key_path: Path, common_name: str = "sharewall t
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + dt.timedelta(days=3650))
+        .not_valid_after(now + dt.timedelta(days=valid_days))
         # pathlen 0: this CA signs leaves only, never another CA.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -237,4 +247,6 @@ def generate_ca(cert_path: Path, key_path: Path, common_name: str = "sharewall t
     )
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode through O_TRUNC
         out.write(key_pem)
+    return cert

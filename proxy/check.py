@@ -23,7 +23,7 @@ from sharewall.hosts import BadAuthority, Target, parse_url
 
 if TYPE_CHECKING:  # the runtime import of these is not needed here
     from proxy.decide import Decider
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
 
 __all__ = ["CheckInputError", "Target", "check_call", "is_token", "parse_target"]
 

@@ -20,9 +20,10 @@ _EPILOG = """\
 exit status:
   0  the call is allowed
   2  usage or input error (one line on stderr): unreadable or invalid registry file,
-     bad URL, method or --header, unreadable --data @FILE
+     unknown --purpose, bad URL, method or --header, unreadable --data @FILE
   3  the call is denied (the reasons are in the printed decision)
-  4  sharewall could not decide (policy engine fault): the proxy would answer 503
+  4  sharewall could not decide (policy engine fault, inspector error): the proxy would
+     answer 503
 """
 
 
@@ -117,13 +118,20 @@ async def _check(args: argparse.Namespace) -> int:
     from proxy.check import CheckInputError, check_call, is_token, parse_target
     from proxy.decide import Decider
     from proxy.engines import create_engine
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
     from sharewall.registry_file import RegistryFileError, load_registry_file
+    from sharewall.taxonomy import load_taxonomy
 
     try:
         snapshot = load_registry_file(args.registry_file)
     except RegistryFileError as exc:
         raise UsageError(str(exc)) from None
+    taxonomy = load_taxonomy()
+    if not taxonomy.is_purpose(args.purpose):
+        # A typo is the caller's mistake, not a decision: the proxy would deny it
+        # PURPOSE_UNKNOWN, but `check` is asked about a purpose someone means to declare.
+        known = ", ".join(sorted(taxonomy.purposes))
+        raise UsageError(f"unknown --purpose {args.purpose!r}; known purposes: {known}")
     try:
         parse_target(args.url)  # fail fast, before an engine is started
     except CheckInputError as exc:

@@ -73,42 +73,62 @@ def parse_client_hello(data: bytes, *, limit: int = MAX_CLIENT_HELLO) -> ClientH
 
 
 def _server_name(body: bytes) -> str | None:
-    reader = _Reader(body)
-    reader.take(2 + 32)  # legacy_version, random
-    reader.vector(1)  # legacy_session_id
-    reader.vector(2)  # cipher_suites
-    reader.vector(1)  # legacy_compression_methods
-    if reader.done:
+    # Offsets, not a reader object: this runs once per captured TLS connection.
+    pos = _skip(body, 2 + 32, 1)  # legacy_version, random; legacy_session_id
+    pos = _skip(body, pos, 2)  # cipher_suites
+    pos = _skip(body, pos, 1)  # legacy_compression_methods
+    end = len(body)
+    if pos == end:
         return None  # no extensions at all (an SSL 3.0-era hello): no name
-    extensions = _Reader(reader.vector(2))
+    if _skip(body, pos, 2) != end:
+        raise NotClientHello("bytes after the extensions")
+    pos += 2
     name: str | None = None
     seen: set[int] = set()
-    while not extensions.done:
-        kind = extensions.u16()
-        data = extensions.vector(2)
+    while pos < end:
+        if pos + 4 > end:
+            raise NotClientHello("truncated extension")
+        kind = (body[pos] << 8) | body[pos + 1]
+        length = (body[pos + 2] << 8) | body[pos + 3]
+        pos += 4
+        if pos + length > end:
+            raise NotClientHello("truncated extension")
         if kind in seen:
             raise NotClientHello("duplicate extension")  # RFC 8446 §4.2
         seen.add(kind)
         if kind == _SERVER_NAME:
-            name = _host_name(data)
-    if not reader.done:
-        raise NotClientHello("bytes after the extensions")
+            name = _host_name(body[pos : pos + length])
+        pos += length
     return name
 
 
+def _skip(data: bytes, pos: int, length_bytes: int) -> int:
+    """The offset after the vector at `pos` whose length takes `length_bytes` bytes."""
+    start = pos + length_bytes
+    if start > len(data):
+        raise NotClientHello("truncated ClientHello field")
+    end = start + int.from_bytes(data[pos:start], "big")
+    if end > len(data):
+        raise NotClientHello("truncated ClientHello field")
+    return end
+
+
 def _host_name(data: bytes) -> str | None:
-    names = _Reader(_Reader(data).vector(2))
+    if _skip(data, 0, 2) != len(data):
+        raise NotClientHello("malformed server_name extension")
+    pos, end = 2, len(data)
     host: str | None = None
-    while not names.done:
-        name_type = names.take(1)[0]
-        value = names.vector(2)
+    while pos < end:
+        name_type = data[pos]
+        value_end = _skip(data, pos + 1, 2)
+        value = data[pos + 3 : value_end]
+        pos = value_end
         if name_type != _HOST_NAME:
             continue
         if host is not None:
             raise NotClientHello("more than one host_name")  # RFC 6066 §3
         try:
-            text = value.decode("ascii")
-            host = normalise_host(text)
+            host = normalise_host(value.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             raise NotClientHello("server_name is not a host name") from None
         if ":" in host or host.replace(".", "").isdigit():
@@ -118,30 +138,3 @@ def _host_name(data: bytes) -> str | None:
 
 def _u16(data: bytes, offset: int) -> int:
     return (data[offset] << 8) | data[offset + 1]
-
-
-class _Reader:
-    """Bounds-checked reads over one structure; any overrun is a malformed ClientHello."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= len(self.data)
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise NotClientHello("truncated ClientHello field")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def vector(self, length_bytes: int) -> bytes:
-        return self.take(int.from_bytes(self.take(length_bytes), "big"))

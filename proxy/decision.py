@@ -64,6 +64,10 @@ class Decision:
     findings: tuple[Finding, ...] = ()
     problems: tuple[str, ...] = ()
     fault: str | None = None  # e.g. "engine_timeout", "engine_error", "snapshot_not_loaded"
+    # The flags the policy saw (None when the policy did not run): the registry replays these.
+    scheme: str | None = None
+    tls_upstream: bool | None = None
+    complete: bool | None = None
 
     @property
     def unavailable(self) -> bool:

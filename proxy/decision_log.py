@@ -50,6 +50,10 @@ LATENCY_MS = "latency_ms"
 INSPECT_MS = "inspect_ms"
 POLICY_MS = "policy_ms"
 UPSTREAM_MS = "upstream_ms"
+# The flags the policy decided on (null when it did not run), for the registry's impact replay.
+SCHEME = "scheme"
+TLS_UPSTREAM = "tls_upstream"
+COMPLETE = "complete"
 # Only in the spooled record.
 TIME = "time"
 REASONS = "reasons"
@@ -150,6 +154,9 @@ def decision_record(
         inspect_ms=inspect_ms,
         policy_ms=policy_ms,
         upstream_ms=upstream_ms,
+        scheme=decision.scheme,
+        tls_upstream=decision.tls_upstream,
+        complete=decision.complete,
     )
 
 

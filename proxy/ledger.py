@@ -11,6 +11,12 @@ from proxy import decision_log as f
 
 # (minute epoch, source_workload, source_namespace, recipient_id, purpose, category)
 LedgerKey = tuple[int, str, str, str, str, str]
+# (minute, source_workload, source_namespace, host, port, recipient_id, purpose, categories,
+#  scheme, inspected, tls_upstream, complete, verdict, reason_codes): all the policy decided on.
+FactKey = tuple[
+    int, str, str, str, int, str, str, tuple[str, ...], str, bool, bool, bool, str, tuple[str, ...]
+]
+FACT = "fact"
 
 
 def minute_iso(minute: int) -> str:
@@ -29,12 +35,15 @@ class Ledger:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._counts: dict[LedgerKey, int] = {}
+        self._facts: dict[FactKey, int] = {}
 
     def record(self, rec: dict[str, Any]) -> None:
-        """Count one decision record if its call went upstream (allowed, or would-block in report mode)."""
+        """Count one decision record: its policy facts, and the call if it went upstream."""
+        minute = int(self._clock() // 60)
+        if rec.get(f.TLS_UPSTREAM) is not None and rec.get(f.FAULT) is None:
+            self._count_fact(minute, rec)
         if rec.get(f.ACTION) != "allow":
             return
-        minute = int(self._clock() // 60)
         base = (
             rec.get(f.SOURCE_WORKLOAD) or "",
             rec.get(f.SOURCE_NAMESPACE) or "",
@@ -45,11 +54,38 @@ class Ledger:
             key = (minute, *base, category)
             self._counts[key] = self._counts.get(key, 0) + 1
 
+    def _count_fact(self, minute: int, rec: dict[str, Any]) -> None:
+        # What the policy decided on, so that the registry can replay it against another
+        # registry (`POST /v1/impact`); one row per distinct fact and minute, with a count.
+        denied = rec.get(f.ACTION) == "deny" or bool(rec.get(f.WOULD_BLOCK))
+        key = (
+            minute,
+            rec.get(f.SOURCE_WORKLOAD) or "",
+            rec.get(f.SOURCE_NAMESPACE) or "",
+            rec.get(f.HOST) or "",
+            int(rec.get(f.PORT) or 0),
+            rec.get(f.RECIPIENT_ID) or "",
+            rec.get(f.PURPOSE) or "",
+            tuple(rec.get(f.CATEGORIES) or ()),
+            rec.get(f.SCHEME) or "",
+            bool(rec.get(f.INSPECTED)),
+            bool(rec.get(f.TLS_UPSTREAM)),
+            bool(rec.get(f.COMPLETE)),
+            "deny" if denied else "allow",
+            tuple(rec.get(f.REASON_CODES) or ()),
+        )
+        self._facts[key] = self._facts.get(key, 0) + 1
+
     def take_complete(self, *, everything: bool = False) -> list[dict[str, Any]]:
-        """Remove and return the rows of every minute that is over (all rows with `everything`)."""
+        """Remove and return the rows of every minute that is over (all rows with `everything`).
+
+        Count rows first, then fact rows (`"kind": "fact"`); both ship in the batch's `ledger`.
+        """
         current = int(self._clock() // 60)
         done = [k for k in self._counts if everything or k[0] < current]
-        return [_row(k, self._counts.pop(k)) for k in done]
+        rows = [_row(k, self._counts.pop(k)) for k in done]
+        facts = [k for k in self._facts if everything or k[0] < current]
+        return rows + [_fact_row(k, self._facts.pop(k)) for k in facts]
 
     def restore(self, rows: list[dict[str, Any]]) -> None:
         """Add rows saved by a previous run back into the counts (an unfinished minute goes on)."""
@@ -59,6 +95,10 @@ class Ledger:
                     int(datetime.fromisoformat(row["minute"].replace("Z", "+00:00")).timestamp())
                     // 60
                 )
+                if row.get("kind") == FACT:
+                    fact = _fact_key(minute, row)
+                    self._facts[fact] = self._facts.get(fact, 0) + int(row["count"])
+                    continue
                 key = (
                     minute,
                     row["source_workload"],
@@ -72,7 +112,7 @@ class Ledger:
                 continue  # a damaged row cannot be counted; the rest still are
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return len(self._counts) + len(self._facts)
 
 
 def _row(key: LedgerKey, count: int) -> dict[str, Any]:
@@ -86,3 +126,36 @@ def _row(key: LedgerKey, count: int) -> dict[str, Any]:
         "category": category,
         "count": count,
     }
+
+
+_FACT_FIELDS = (
+    "source_workload",
+    "source_namespace",
+    "host",
+    "port",
+    "recipient_id",
+    "purpose",
+    "categories",
+    "scheme",
+    "inspected",
+    "tls_upstream",
+    "complete",
+    "verdict",
+    "reason_codes",
+)
+
+
+def _fact_row(key: FactKey, count: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"kind": FACT, "minute": minute_iso(key[0])}
+    row.update(zip(_FACT_FIELDS, key[1:], strict=True))
+    row["categories"] = list(row["categories"])
+    row["reason_codes"] = list(row["reason_codes"])
+    row["count"] = count
+    return row
+
+
+def _fact_key(minute: int, row: dict[str, Any]) -> FactKey:
+    values = [row[name] for name in _FACT_FIELDS]
+    values[6] = tuple(values[6])
+    values[12] = tuple(values[12])
+    return (minute, *values)  # type: ignore[return-value]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl as ssl_module
 import time
@@ -36,13 +37,13 @@ from proxy.pipeline import (
     record_exchange,
     settle,
 )
-from proxy.recipients import RecipientIndex
 from proxy.relay import relay_response
 from proxy.settings import Settings
 from proxy.transparent import Captured, TransparentListener
 from proxy.tunnel import open_tunnel, splice
 from proxy.upstream import UpstreamError, UpstreamPool, send_request
 from sharewall.hosts import BadAuthority, parse_authority_cached, parse_url
+from sharewall.recipients import RecipientIndex
 
 if TYPE_CHECKING:  # annotations only: the app builds these
     from proxy.certs import CertificateAuthority
@@ -82,9 +83,9 @@ class ProxyContext:
     # Egress gateway (--client-ca): the listener's TLS, requiring a client certificate.
     client_tls: ssl_module.SSLContext | None = None
 
-    @property
+    @functools.cached_property
     def source(self) -> Source:
-        """The calling workload, from the sidecar's own settings."""
+        """The calling workload, from the sidecar's own settings (fixed for the process)."""
         s = self.settings
         return Source(s.source_workload, s.source_namespace)
 

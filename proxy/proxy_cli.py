@@ -1,4 +1,4 @@
-"""`sharewall proxy`: the command-line flags of DESIGN.md, turned into `Settings`."""
+"""`sharewall proxy`: its command-line flags (README.md), turned into `Settings`."""
 
 from __future__ import annotations
 
@@ -15,21 +15,63 @@ from proxy.inspect.model import InspectionLimits
 from proxy.settings import Settings, SettingsError, default_spool_dir, parse_hostport
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default (when it has one that is not "unset")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `proxy` subcommand."""
     p = subparsers.add_parser(
         "proxy",
         help="run the egress enforcement proxy",
         description="Run the egress proxy: inspect every outbound call and enforce the registry.",
+        formatter_class=_HelpFormatter,
     )
-    src = p.add_argument_group("registry")
-    src.add_argument("--registry-file", type=Path, help="YAML registry file (watched, reloaded)")
-    src.add_argument("--registry-url", help="registry service URL (snapshot follower)")
-    src.add_argument("--token", default=os.environ.get("SHAREWALL_TOKEN"), help="proxy token")
+    d = Settings.__dataclass_fields__
+    limits = InspectionLimits()
+    src = p.add_argument_group("registry (one of --registry-file or --registry-url)")
+    src.add_argument(
+        "--registry-file",
+        type=Path,
+        metavar="FILE",
+        help="YAML registry file, watched and reloaded (no registry service needed)",
+    )
+    src.add_argument(
+        "--registry-url", metavar="URL", help="registry service to follow (snapshot long poll)"
+    )
+    src.add_argument(
+        "--token",
+        help="proxy token for --registry-url (default: $SHAREWALL_TOKEN; keep tokens off the "
+        "command line)",
+    )
     net = p.add_argument_group("listeners")
-    net.add_argument("--listen", default="127.0.0.1:15080", help="HOST:PORT (port 0: ephemeral)")
-    net.add_argument("--admin-listen", default="127.0.0.1:15081", help="HOST:PORT or 'off'")
-    net.add_argument("--port-file", type=Path, help="write the bound ports here as JSON")
+    net.add_argument(
+        "--listen",
+        default="127.0.0.1:15080",
+        metavar="HOST:PORT",
+        help="where the proxy listens (port 0: any free port)",
+    )
+    net.add_argument(
+        "--admin-listen",
+        default="127.0.0.1:15081",
+        metavar="HOST:PORT",
+        help="HOST:PORT of /healthz, /readyz, /metrics, or 'off'",
+    )
+    net.add_argument(
+        "--port-file", type=Path, metavar="FILE", help="write the bound ports here as JSON"
+    )
     net.add_argument(
         "--transparent-listen",
         metavar="HOST:PORT",
@@ -39,80 +81,214 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     net.add_argument(
         "--first-bytes-timeout",
         type=float,
-        default=Settings.__dataclass_fields__["first_bytes_timeout"].default,
-        help="seconds a captured connection has to send a ClientHello or request head "
+        default=d["first_bytes_timeout"].default,
+        metavar="SECONDS",
+        help="time a captured connection has to send a ClientHello or request head "
         "(else DESTINATION_UNIDENTIFIED)",
     )
     pol = p.add_argument_group("policy")
-    pol.add_argument("--mode", choices=("enforce", "report"), default="enforce")
-    pol.add_argument("--engine", choices=("embedded", "opa"), default="embedded")
-    pol.add_argument("--opa-url", help="OPA server URL (with --engine opa)")
-    pol.add_argument("--engine-timeout", type=float, default=0.5, help="seconds per decision")
-    pol.add_argument("--default-purpose", help="purpose when X-Sharewall-Purpose is absent")
+    pol.add_argument(
+        "--mode",
+        choices=("enforce", "report"),
+        default=d["mode"].default,
+        help="report: let policy denials through and log them as would-block",
+    )
+    pol.add_argument(
+        "--engine",
+        choices=("embedded", "opa"),
+        default=d["engine"].default,
+        help="policy engine: embedded (regorus, in process) or an OPA server",
+    )
+    pol.add_argument("--opa-url", metavar="URL", help="OPA server URL (with --engine opa)")
+    pol.add_argument(
+        "--engine-timeout",
+        type=float,
+        default=d["engine_timeout"].default,
+        metavar="SECONDS",
+        help="time allowed per policy decision (then 503)",
+    )
+    pol.add_argument(
+        "--default-purpose",
+        metavar="P",
+        help="purpose of calls without an X-Sharewall-Purpose header (unset: PURPOSE_UNDECLARED)",
+    )
     pol.add_argument(
         "--source",
-        help="source workload name (default $SHAREWALL_SOURCE; not with --client-ca)",
+        metavar="W",
+        help="source workload (default: $SHAREWALL_SOURCE; not with --client-ca)",
     )
     pol.add_argument(
         "--namespace",
-        help="source namespace (default $POD_NAMESPACE; not with --client-ca)",
+        metavar="NS",
+        help="source namespace (default: $POD_NAMESPACE; not with --client-ca)",
     )
     gw = p.add_argument_group("egress gateway (source from client certificates)")
     gw.add_argument(
         "--client-ca",
         type=Path,
+        metavar="FILE",
         help="listener speaks TLS and requires client certificates signed by this CA (PEM); "
         "each call's source is its client's SPIFFE ID or CN",
     )
-    gw.add_argument("--tls-cert", type=Path, help="the listener's TLS certificate chain (PEM)")
-    gw.add_argument("--tls-key", type=Path, help="the listener's TLS private key (PEM)")
+    gw.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="the listener's TLS certificate chain (PEM)"
+    )
+    gw.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the listener's TLS private key (PEM)"
+    )
     tls = p.add_argument_group("tls")
-    tls.add_argument("--ca-cert", type=Path, help="CA certificate for TLS interception")
-    tls.add_argument("--ca-key", type=Path, help="CA private key for TLS interception")
-    tls.add_argument("--upstream-ca", type=Path, help="CA bundle trusted for upstream TLS")
+    tls.add_argument(
+        "--ca-cert",
+        type=Path,
+        metavar="FILE",
+        help="interception CA certificate (see `sharewall ca create`); with --ca-key",
+    )
+    tls.add_argument("--ca-key", type=Path, metavar="FILE", help="interception CA private key")
+    tls.add_argument(
+        "--upstream-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted for upstream TLS (unset: the system's)",
+    )
     tls.add_argument(
         "--resolve",
         action="append",
         default=[],
         metavar="HOST:PORT:ADDR",
-        help="pin a name to an address (passes the private-address check)",
+        help="pin a name to an address, repeatable (passes the private-address check)",
     )
     lim = p.add_argument_group("limits")
-    d = Settings.__dataclass_fields__
-    lim.add_argument("--max-header-bytes", type=int, default=d["max_header_bytes"].default)
-    lim.add_argument("--max-body-bytes", type=int, default=InspectionLimits().max_body_bytes)
-    lim.add_argument("--max-tunnels", type=int, default=d["max_tunnels"].default)
-    lim.add_argument("--max-connections", type=int, default=d["max_connections"].default)
-    lim.add_argument("--idle-timeout", type=float, default=d["idle_timeout"].default)
-    lim.add_argument("--header-timeout", type=float, default=d["header_timeout"].default)
+    lim.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=d["max_header_bytes"].default,
+        metavar="BYTES",
+        help="largest request head (else 431)",
+    )
+    lim.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=limits.max_body_bytes,
+        metavar="BYTES",
+        help="body bytes read and inspected; a bigger body is INSPECTION_INCOMPLETE",
+    )
+    lim.add_argument(
+        "--max-decompressed-bytes",
+        type=int,
+        default=limits.max_decompressed_bytes,
+        metavar="BYTES",
+        help="bytes a compressed or encoded body may inflate to (else INSPECTION_INCOMPLETE)",
+    )
+    lim.add_argument(
+        "--max-depth",
+        type=int,
+        default=limits.max_depth,
+        metavar="N",
+        help="nesting inspected in JSON/XML and nested encodings (else INSPECTION_INCOMPLETE)",
+    )
+    lim.add_argument(
+        "--max-fields",
+        type=int,
+        default=limits.max_fields,
+        metavar="N",
+        help="fields inspected in one call (else INSPECTION_INCOMPLETE)",
+    )
+    lim.add_argument(
+        "--inspect-timeout",
+        type=float,
+        default=limits.max_seconds,
+        metavar="SECONDS",
+        help="time one call's inspection may take (else INSPECTION_INCOMPLETE)",
+    )
+    lim.add_argument(
+        "--max-tunnels",
+        type=int,
+        default=d["max_tunnels"].default,
+        metavar="N",
+        help="spliced CONNECT tunnels open at once (then 503)",
+    )
+    lim.add_argument(
+        "--max-connections",
+        type=int,
+        default=d["max_connections"].default,
+        metavar="N",
+        help="client connections open at once (then 503)",
+    )
+    lim.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d["idle_timeout"].default,
+        metavar="SECONDS",
+        help="keep-alive between requests, and idle spliced tunnels",
+    )
+    lim.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d["header_timeout"].default,
+        metavar="SECONDS",
+        help="time for a request head to arrive (slowloris)",
+    )
     lim.add_argument(
         "--body-timeout",
         type=float,
         default=d["body_timeout"].default,
-        help="seconds to receive the inspected part of a request body (else 408)",
+        metavar="SECONDS",
+        help="time to receive the inspected part of a request body (else 408)",
     )
-    lim.add_argument("--connect-timeout", type=float, default=d["upstream_connect_timeout"].default)
+    lim.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=d["upstream_connect_timeout"].default,
+        metavar="SECONDS",
+        help="time to connect upstream (else 502)",
+    )
     lim.add_argument(
         "--upstream-timeout",
         type=float,
         default=d["upstream_timeout"].default,
-        help="seconds until the upstream's response head (else 504)",
+        metavar="SECONDS",
+        help="time until the upstream's response head (else 504)",
     )
     lim.add_argument(
         "--dns-ttl",
         type=float,
         default=d["dns_ttl"].default,
-        help="seconds a checked DNS answer is reused (0: resolve every call)",
+        metavar="SECONDS",
+        help="how long a checked DNS answer is reused (0: resolve every call)",
     )
-    lim.add_argument("--drain-timeout", type=float, default=d["drain_timeout"].default)
-    lim.add_argument("--reload-interval", type=float, default=d["reload_interval"].default)
-    p.add_argument("--spool-dir", type=Path, default=None, help="default $SHAREWALL_SPOOL_DIR")
-    p.add_argument("--log-level", default="info")
-    p.add_argument(
+    lim.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=d["drain_timeout"].default,
+        metavar="SECONDS",
+        help="on SIGTERM, time given to calls in flight",
+    )
+    lim.add_argument(
+        "--reload-interval",
+        type=float,
+        default=d["reload_interval"].default,
+        metavar="SECONDS",
+        help="how often --registry-file is checked for changes",
+    )
+    run_group = p.add_argument_group("process")
+    run_group.add_argument(
+        "--spool-dir",
+        type=Path,
+        metavar="DIR",
+        help="blocked decisions and the snapshot cache, one proxy per directory "
+        "(default: $SHAREWALL_SPOOL_DIR, else var/spool)",
+    )
+    run_group.add_argument(
+        "--log-level",
+        default=d["log_level"].default,
+        type=str.lower,
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="least severe log events written",
+    )
+    run_group.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
-        default=os.environ.get("SHAREWALL_LOOP") or d["loop"].default,
-        help="event loop (auto: uvloop when installed; default $SHAREWALL_LOOP)",
+        help="event loop; auto: uvloop when installed (default: $SHAREWALL_LOOP, else auto)",
     )
     p.set_defaults(handler=run)
     return p
@@ -121,11 +297,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Build `Settings` from parsed flags; raise `SettingsError` for unusable values."""
     admin = None if args.admin_listen == "off" else parse_hostport(args.admin_listen, what="admin")
-    limits = replace(InspectionLimits(), max_body_bytes=args.max_body_bytes)
+    for flag, value in (
+        ("--max-body-bytes", args.max_body_bytes),
+        ("--max-decompressed-bytes", args.max_decompressed_bytes),
+        ("--max-depth", args.max_depth),
+        ("--max-fields", args.max_fields),
+        ("--inspect-timeout", args.inspect_timeout),
+    ):
+        if value <= 0:
+            raise SettingsError(f"{flag} must be more than 0")
+    limits = replace(
+        InspectionLimits(),
+        max_body_bytes=args.max_body_bytes,
+        max_decompressed_bytes=args.max_decompressed_bytes,
+        max_depth=args.max_depth,
+        max_fields=args.max_fields,
+        max_seconds=args.inspect_timeout,
+    )
     return Settings(
         registry_file=args.registry_file,
         registry_url=args.registry_url,
-        token=args.token,
+        token=args.token or os.environ.get("SHAREWALL_TOKEN"),
         listen=parse_hostport(args.listen, what="listen"),
         admin_listen=admin,
         port_file=args.port_file,
@@ -162,7 +354,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         spool_dir=args.spool_dir or default_spool_dir(),
         reload_interval=args.reload_interval,
         log_level=args.log_level,
-        loop=args.loop,
+        loop=args.loop or os.environ.get("SHAREWALL_LOOP") or "auto",
     )
 
 

@@ -30,11 +30,11 @@ import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from registry import changes
+from registry import changes, workloads
 from registry.audit import record_audit
 from registry.changes import EDITABLE_FIELDS
 from registry.errors import ApiError, conflict, forbidden
-from registry.models import Approval, Grant, Recipient, RecipientHost, utcnow
+from registry.models import Approval, Grant, Recipient, RecipientHost, Workload, utcnow
 from registry.service import (
     Actor,
     Loaded,
@@ -120,23 +120,57 @@ class RecipientChange:
 
 
 @dataclass
+class WorkloadChange:
+    """How one existing workload's proposed state differs from the file."""
+
+    id: str
+    fields: dict[str, list[Any]] = field(default_factory=dict)
+    status: str | None = None
+    staged: bool = False
+
+    def has_content(self) -> bool:
+        return bool({k for k in self.fields if k != "status"})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "fields": self.fields, "pending_approval": self.staged}
+
+
+@dataclass
 class ApplyDiff:
-    """Recipients to add, change and remove so that the registry matches the file."""
+    """Recipients (and workloads) to add, change and remove so the registry matches the file."""
 
     added: list[dict[str, Any]] = field(default_factory=list)
     changed: list[RecipientChange] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    workloads_added: list[dict[str, Any]] = field(default_factory=list)
+    workloads_changed: list[WorkloadChange] = field(default_factory=list)
+    # Workloads the file no longer lists: `revoked` (live ones) or `deleted`.
+    workloads_removed: dict[str, str] = field(default_factory=dict)
     applied: bool = False
     version: int | None = None
 
     def is_empty(self) -> bool:
-        return not (self.added or self.changed or self.removed)
+        return not (
+            self.added
+            or self.changed
+            or self.removed
+            or self.workloads_added
+            or self.workloads_changed
+            or self.workloads_removed
+        )
 
     def awaiting_approval(self) -> list[str]:
-        """Recipients this apply leaves with a change a reviewer must approve."""
-        return [r["id"] for r in self.added if r["status"] == "proposed"] + [
-            c.id for c in self.changed if c.staged or c.status == "proposed"
-        ]
+        """Recipients (ids) and workloads (namespace/name) left awaiting a reviewer."""
+        return (
+            [r["id"] for r in self.added if r["status"] == "proposed"]
+            + [c.id for c in self.changed if c.staged or c.status == "proposed"]
+            + [
+                f"{w['namespace']}/{w['name']}"
+                for w in self.workloads_added
+                if w["status"] == "proposed"
+            ]
+            + [c.id for c in self.workloads_changed if c.staged or c.status == "proposed"]
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The diff as `POST /v1/apply` answers it."""
@@ -148,6 +182,11 @@ class ApplyDiff:
                 "added": self.added,
                 "changed": [c.to_json() for c in self.changed],
                 "removed": self.removed,
+            },
+            "workloads": {
+                "added": self.workloads_added,
+                "changed": [c.to_json() for c in self.workloads_changed],
+                "removed": sorted(self.workloads_removed),
             },
             "awaiting_approval": self.awaiting_approval(),
         }
@@ -175,10 +214,24 @@ def render_diff(doc: dict[str, Any]) -> list[str]:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in g["fields"].items())
             lines.append(f"    ~ grant {g['purpose']}: {what}")
     lines += [f"- recipient {rid}" for rid in recipients["removed"]]
+    workloads = doc.get("workloads") or {"added": [], "changed": [], "removed": []}
+    for w in workloads["added"]:
+        what = ", ".join(w["purposes"])
+        lines.append(f"+ workload {w['namespace']}/{w['name']} ({w['status']}) purposes [{what}]")
+    for c in workloads["changed"]:
+        staged = " (pending approval)" if c.get("pending_approval") else ""
+        lines.append(f"~ workload {c['id']}{staged}")
+        lines += [f"    {k}: {old!r} -> {new!r}" for k, (old, new) in c["fields"].items()]
+    lines += [f"- workload {wid}" for wid in workloads["removed"]]
     lines.append(
         f"{len(recipients['added'])} added, {len(recipients['changed'])} changed, "
         f"{len(recipients['removed'])} removed" + ("" if doc["applied"] else " (not applied)")
     )
+    if any(workloads.values()):
+        lines.append(
+            f"workloads: {len(workloads['added'])} added, {len(workloads['changed'])} changed, "
+            f"{len(workloads['removed'])} removed"
+        )
     waiting = doc.get("awaiting_approval") or []
     if waiting:
         lines.append(
@@ -318,8 +371,65 @@ def compute_diff(
     return diff
 
 
+def _workload_status_now(row: Workload, file_status: str, bootstrap: bool) -> str | None:
+    if workloads.is_live(row):
+        if file_status == "suspended" and row.status == "approved":
+            return "suspended"
+        return "revoked" if file_status == "revoked" else None
+    if file_status == "approved" and bootstrap:
+        return "approved"
+    if file_status in NARROWING_STATUSES and row.status == "proposed":
+        return "revoked"
+    return None
+
+
+def diff_workloads(
+    diff: ApplyDiff,
+    current: dict[tuple[str, str], Workload],
+    wanted: schema.Snapshot,
+    bootstrap: bool,
+) -> None:
+    """Add the workload part to `diff` (the file manages workloads only when it lists some)."""
+    if not wanted.workloads:
+        return
+    for w in wanted.workloads:
+        row = current.get(w.key)
+        values = {
+            "purposes": list(w.purposes),
+            "recipients": None if w.recipients is None else list(w.recipients),
+        }
+        if row is None:
+            diff.workloads_added.append(
+                {
+                    "namespace": w.namespace,
+                    "name": w.name,
+                    "status": _new_status(w.status, bootstrap),
+                    **values,
+                }
+            )
+            continue
+        change = WorkloadChange(id=workloads.workload_id(*w.key))
+        proposed = workloads.proposed_values(row)
+        change.fields = {k: [proposed[k], values[k]] for k in values if proposed[k] != values[k]}
+        change.status = _workload_status_now(row, w.status, bootstrap)
+        if change.status:
+            change.fields["status"] = [row.status, change.status]
+        change.staged = workloads.is_live(row) and change.has_content()
+        if change.fields:
+            diff.workloads_changed.append(change)
+    listed = {w.key for w in wanted.workloads}
+    for key, row in sorted(current.items()):
+        if key not in listed:
+            wid = workloads.workload_id(*key)
+            diff.workloads_removed[wid] = "revoked" if workloads.is_live(row) else "deleted"
+
+
 def _needs_reviewer(diff: ApplyDiff) -> bool:
-    return any(c.status in NARROWING_STATUSES for c in diff.changed)
+    return (
+        any(c.status in NARROWING_STATUSES for c in diff.changed)
+        or any(c.status in NARROWING_STATUSES for c in diff.workloads_changed)
+        or "revoked" in diff.workloads_removed.values()
+    )
 
 
 # --------------------------------------------------------------------------- apply
@@ -343,10 +453,12 @@ async def apply_registry(
         check_storable(r, where=f"recipients.{r.id}.")
     current = await _load_all(session)
     diff = compute_diff(current, wanted, bootstrap=bootstrap)
+    current_workloads = {(w.namespace, w.name): w for w in await workloads.list_workloads(session)}
+    diff_workloads(diff, current_workloads, wanted, bootstrap)
     if _needs_reviewer(diff) and actor.role not in REVIEWER_ROLES:
         raise forbidden(
-            "the file suspends or revokes a live recipient; applying it needs the security "
-            "or admin role",
+            "the file suspends or revokes a live recipient or workload; applying it needs the "
+            "security or admin role",
             type_slug="apply-needs-reviewer",
         )
     if dry_run or diff.is_empty():
@@ -367,6 +479,7 @@ async def apply_registry(
         [(by_id[doc["id"]], doc["status"]) for doc in diff.added],
         actor,
     )
+    await _apply_workloads(session, diff, current_workloads, wanted, actor)
     diff.version = await bump_snapshot_version(session)
     diff.applied = True
     record_audit(
@@ -380,6 +493,9 @@ async def apply_registry(
             "added": [d["id"] for d in diff.added],
             "changed": [c.id for c in diff.changed],
             "removed": diff.removed,
+            "workloads_added": [f"{w['namespace']}/{w['name']}" for w in diff.workloads_added],
+            "workloads_changed": [c.id for c in diff.workloads_changed],
+            "workloads_removed": diff.workloads_removed,
             "awaiting_approval": diff.awaiting_approval(),
             "bootstrap": bootstrap,
         },
@@ -495,6 +611,44 @@ async def _change_recipient(
 
 
 _BOOTSTRAP_NOTE = "registry apply --db: the file's review is the approval"
+
+
+async def _apply_workloads(
+    session: AsyncSession,
+    diff: ApplyDiff,
+    current: dict[tuple[str, str], Workload],
+    wanted: schema.Snapshot,
+    actor: Actor,
+) -> None:
+    by_key = {w.key: w for w in wanted.workloads}
+    for wid, fate in diff.workloads_removed.items():
+        namespace, name = wid.split("/", 1)
+        if fate == "revoked":
+            await workloads.set_workload_status(
+                session, namespace, name, "revoke", actor, "registry apply"
+            )
+        else:
+            await workloads.delete_workload(session, namespace, name, actor)
+    for change in diff.workloads_changed:
+        key = tuple(change.id.split("/", 1))
+        spec, row = by_key[key], current[key]
+        if change.has_content():
+            await workloads.stage_workload(
+                session, row, spec.model_dump(include={"purposes", "recipients"}), actor
+            )
+        if change.status in NARROWING_STATUSES:
+            action = "suspend" if change.status == "suspended" else "revoke"
+            await workloads.set_workload_status(session, *key, action, actor, "registry apply")
+        elif change.status == "approved":  # bootstrap only
+            await workloads.approve_workload(session, *key, actor, _BOOTSTRAP_NOTE, four_eyes=False)
+    for doc in diff.workloads_added:
+        spec = by_key[(doc["namespace"], doc["name"])]
+        status = "revoked" if doc["status"] == "revoked" else "proposed"
+        await workloads.create_workload(session, spec, actor, status=status)
+        if doc["status"] == "approved":
+            await workloads.approve_workload(
+                session, spec.namespace, spec.name, actor, _BOOTSTRAP_NOTE, four_eyes=False
+            )
 
 
 def _approve_all(session: AsyncSession, loaded: Loaded, actor: Actor) -> None:

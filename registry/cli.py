@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -22,6 +23,8 @@ from sharewall.logs import configure_logging
 
 DB_ENV = "SHAREWALL_REGISTRY_DB"
 TOKEN_ENV = "SHAREWALL_TOKEN"  # noqa: S105 - the name of an environment variable
+URL_ENV = "SHAREWALL_REGISTRY_URL"
+DEFAULT_URL = "http://127.0.0.1:8700"
 
 log = structlog.get_logger("registry.cli")
 
@@ -120,6 +123,20 @@ def _guard(handler: Any) -> Any:
 # --------------------------------------------------------------------------- serve
 
 
+def _check_listen(host: str, port: int) -> None:
+    """A port in use or an unknown host is a one-line mistake, found before the app starts
+    (so no database work is cut short by the failure)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
@@ -152,8 +169,9 @@ async def _serve(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     db.normalise_url(args.db)  # a bad --db is a one-line mistake before anything starts
-    configure_logging(args.log_level)
     host, port = args.listen
+    _check_listen(host, port)
+    configure_logging(args.log_level)
     settings = Settings(db_url=args.db, host=host, port=port, retention_days=args.retention_days)
     asyncio.run(_serve(settings))
     return 0
@@ -247,7 +265,9 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 async def _apply_via_api(url: str, token: str, doc: dict[str, Any], dry_run: bool) -> dict:
     import aiohttp
 
-    body = orjson.dumps({"recipients": doc["recipients"], "dry_run": dry_run})
+    body = orjson.dumps(
+        {"recipients": doc["recipients"], "workloads": doc.get("workloads"), "dry_run": dry_run}
+    )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=120)
     async with (
@@ -308,10 +328,218 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if args.url:
             return _fail(f"cannot reach the registry at {args.url}: {_database_problem(exc)}", 2)
         raise
+    impact = None
+    if args.dry_run and result.get("changed"):
+        # What the change would do to the calls recorded over the last week, under the diff.
+        try:
+            impact = _impact(args, dump_registry_document(snapshot), args.days)
+        except ApiError as exc:
+            return _fail(f"impact: {exc.status} {exc.title}: {exc.detail or exc.type_slug}")
+        except OSError as exc:
+            return _fail(f"cannot reach the registry: {exc}")
+    if args.json:
+        out = {**result, "impact": impact} if impact is not None else result
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print("\n".join(render_diff(result)))
+    if impact is not None:
+        from registry.impact import render_impact
+
+        print()
+        print("\n".join(render_impact(impact)))
+    return 0
+
+
+# --------------------------------------------------------------------------- impact
+
+
+def _refused(exc: ApiError) -> int:
+    """The registry said no: a refusal (4xx: the input, the token, the role) exits 2."""
+    return _fail(
+        f"{exc.status} {exc.title}: {exc.detail or exc.type_slug}", 2 if exc.status < 500 else 1
+    )
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    return getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+
+
+async def _impact_via_db(url: str, document: Any, days: int) -> dict[str, Any]:
+    from registry.impact import candidate_snapshot, replay_window
+    from registry.snapshot_builder import fetch_snapshot_rows, snapshot_document
+    from sharewall.snapshot import Snapshot
+
+    await db.run_migrations(url)
+    engine = db.create_engine(url)
+    try:
+        async with db.create_sessionmaker(engine)() as session:
+            live = Snapshot.model_validate(snapshot_document(await fetch_snapshot_rows(session)))
+        candidate = candidate_snapshot(live, document)
+        return (await replay_window(engine, live, candidate, days)).to_json()
+    finally:
+        await engine.dispose()
+
+
+def _impact(args: argparse.Namespace, document: Any, days: int) -> dict[str, Any]:
+    """The impact of `document` through the API (`--url`) or on the database (`--db`)."""
+    if args.url:
+        from registry.client import call_api
+
+        token = _token(args)
+        if not token:
+            raise ApiError(401, "unauthorized", "Unauthorized", f"--url needs ${TOKEN_ENV}")
+        return call_api(
+            args.url, token, "POST", "/v1/impact", body={"registry": document, "days": days}
+        )
+    return asyncio.run(_impact_via_db(args.db, document, days))
+
+
+def cmd_impact(args: argparse.Namespace) -> int:
+    from registry.impact import MAX_DAYS, render_impact
+    from sharewall.registry_file import (
+        RegistryFileError,
+        decode_registry_text,
+        read_registry_text,
+    )
+
+    if not 1 <= args.days <= MAX_DAYS:
+        return _fail(f"--days must be 1..{MAX_DAYS}", 2)
+    try:
+        document = decode_registry_text(read_registry_text(args.file), source=args.file)
+        result = _impact(args, document, args.days)
+    except RegistryFileError as exc:
+        return _fail(str(exc), 2)
+    except ApiError as exc:
+        return _refused(exc)
+    except OSError as exc:
+        return _fail(f"cannot reach the registry: {exc}", 2)
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
-        print("\n".join(render_diff(result)))
+        print("\n".join(render_impact(result)))
+    return 0
+
+
+# --------------------------------------------------------------------------- flows, triage
+
+
+def _api(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
+    from registry.client import call_api
+
+    token = _token(args)
+    if not token:
+        raise _Usage(f"set ${TOKEN_ENV} to a security or engineer token")
+    return call_api(args.url, token, method, path, **kw)
+
+
+class _Usage(Exception):
+    """A command-line mistake: one line on stderr, exit 2."""
+
+
+def parse_since(value: str) -> str:
+    """`24h`, `30m`, `7d`, `2w` back from now, or an ISO 8601 time → ISO 8601 (UTC)."""
+    from datetime import UTC, datetime, timedelta
+
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    text = value.strip().lower()
+    if text[:-1].isdigit() and text[-1:] in units:
+        then = datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+        return then.isoformat(timespec="seconds")
+    try:
+        then = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration (30m, 24h, 7d, 2w) or an ISO time, got {value!r}"
+        ) from None
+    return (then if then.tzinfo else then.replace(tzinfo=UTC)).isoformat(timespec="seconds")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def flow_rows(flows: list[dict[str, Any]]) -> list[str]:
+    """The readable table of `registry flows`."""
+    header = ("TIME", "DECISION", "MODE", "SOURCE", "RECIPIENT", "PURPOSE", "REASONS", "STATE")
+    rows = []
+    for f in flows:
+        source = f.get("source") or {}
+        where = "/".join(x for x in (source.get("namespace"), source.get("workload")) if x)
+        mode = "would-block" if f.get("would_block") else ("fault" if f.get("fault") else "block")
+        reasons = ",".join(r["code"] for r in f.get("reasons") or []) or (f.get("fault") or "-")
+        rows.append(
+            (
+                f["time"][:19].replace("T", " "),
+                f["decision_id"],
+                mode,
+                where or "-",
+                f.get("recipient_id") or f.get("host") or "-",
+                f.get("purpose") or "-",
+                reasons,
+                (f.get("triage") or {}).get("state", "-"),
+            )
+        )
+    return _table(header, rows)
+
+
+def cmd_flows(args: argparse.Namespace) -> int:
+    params = {"since": args.since, "limit": str(min(args.limit, 1000))}
+    for name, value in (
+        ("recipient_id", args.recipient),
+        ("reason", args.reason),
+        ("triage_state", args.state),
+        ("source", args.source),
+        ("category", args.category),
+    ):
+        if value:
+            params[name] = value
+    flows: list[dict[str, Any]] = []
+    try:
+        while len(flows) < args.limit:
+            page = _api(args, "GET", "/v1/flows", params=params)
+            flows.extend(page["flows"])
+            if not page.get("next_cursor"):
+                break
+            params["cursor"] = page["next_cursor"]
+    except _Usage as exc:
+        return _fail(str(exc), 2)
+    except ApiError as exc:
+        return _refused(exc)
+    except OSError as exc:
+        return _fail(f"cannot reach the registry: {exc}", 2)
+    flows = flows[: args.limit]
+    if args.json:
+        print(orjson.dumps(flows, option=orjson.OPT_INDENT_2).decode())
+    elif not flows:
+        print("no blocked flows")
+    else:
+        print("\n".join(flow_rows(flows)))
+    return 0
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    from registry.models import TRIAGE_STATES
+
+    if args.state not in TRIAGE_STATES:
+        return _fail(f"STATE must be one of {', '.join(TRIAGE_STATES)}", 2)
+    body: dict[str, Any] = {"state": args.state}
+    if args.note:
+        body["note"] = args.note
+    try:
+        flow = _api(args, "POST", f"/v1/flows/{args.decision_id}/triage", body=body)
+    except _Usage as exc:
+        return _fail(str(exc), 2)
+    except ApiError as exc:
+        return _refused(exc)
+    except OSError as exc:
+        return _fail(f"cannot reach the registry: {exc}", 2)
+    triage = flow["triage"]
+    note = f": {triage['note']}" if triage.get("note") else ""
+    print(f"{flow['decision_id']} {triage['state']} by {triage['by']}{note}")
     return 0
 
 
@@ -369,13 +597,65 @@ def add_parser(subparsers: Any) -> None:
             "apply",
             help="make the registry match a YAML registry file",
             description="Print the diff and apply it as one audited transaction "
-            "(--dry-run: only print). Setting statuses other than proposed needs the "
-            "security or admin role when applied through --url.",
+            "(--dry-run: only print). Applying never approves: added recipients and "
+            "workloads are proposals and changes to live ones are pending changes a reviewer "
+            "approves in the registry; suspending or revoking a live one through --url needs "
+            "the security or admin role. Only the operator's bootstrap (--db) writes a "
+            "not-yet-live entry approved when the file says so.",
         )
     )
-    apply.add_argument("file")
-    apply.add_argument("--dry-run", action="store_true")
+    apply.add_argument("file", help="the registry file (format: docs/registry-file.md)")
+    apply.add_argument("--dry-run", action="store_true", help="print the diff and impact only")
     apply.add_argument("--url", help="registry URL (apply through the API)")
     apply.add_argument("--token", help=f"bearer token for --url (or ${TOKEN_ENV})")
     apply.add_argument("--json", action="store_true", help="print the diff as JSON")
+    apply.add_argument(
+        "--days", type=int, default=7, help="with --dry-run: days of calls the impact replays"
+    )
     apply.set_defaults(handler=_guard(cmd_apply))
+
+    impact = with_db(
+        sub.add_parser(
+            "impact",
+            help="which recorded calls a registry file would block or let through",
+            description="Replay the calls recorded over the last --days with the registry "
+            "file (a whole registry, one recipient mapping, or {change: {recipients: [...]}}) "
+            f"and print the flips. Through --url with ${TOKEN_ENV}, or on --db.",
+        )
+    )
+    impact.add_argument("file")
+    impact.add_argument("--days", type=int, default=7)
+    impact.add_argument("--url", help="registry URL (through POST /v1/impact)")
+    impact.add_argument("--json", action="store_true", help="print the impact as JSON")
+    impact.set_defaults(handler=_guard(cmd_impact))
+
+    def with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--url",
+            default=os.environ.get(URL_ENV, DEFAULT_URL),
+            help=f"registry URL (default ${URL_ENV} or {DEFAULT_URL}); token from ${TOKEN_ENV}",
+        )
+        return p
+
+    flows = with_url(
+        sub.add_parser("flows", help="blocked and would-block calls, newest first, as a table")
+    )
+    flows.add_argument(
+        "--since", type=parse_since, default="24h", help="30m, 24h, 7d, 2w or an ISO time"
+    )
+    flows.add_argument("--recipient", help="recipient id")
+    flows.add_argument("--reason", help="reason code, e.g. CATEGORY_NOT_APPROVED")
+    flows.add_argument(
+        "--state", help="triage state (new, acknowledged, false_positive, escalated)"
+    )
+    flows.add_argument("--source", help="source workload")
+    flows.add_argument("--category", help="data category id")
+    flows.add_argument("--limit", type=int, default=100, help="at most this many flows")
+    flows.add_argument("--json", action="store_true", help="print the flows as JSON")
+    flows.set_defaults(handler=_guard(cmd_flows))
+
+    triage = with_url(sub.add_parser("triage", help="triage a blocked flow (security)"))
+    triage.add_argument("decision_id")
+    triage.add_argument("state", help="new, acknowledged, false_positive or escalated")
+    triage.add_argument("--note", help="why (kept with the flow and in the audit trail)")
+    triage.set_defaults(handler=_guard(cmd_triage))

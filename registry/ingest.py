@@ -7,16 +7,24 @@ Used by the decision and OPA-log routes alike.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.models import BlockedFlow, FlowCategory, FlowReason, LedgerEntry
+from registry.models import (
+    BlockedFlow,
+    DecisionFact,
+    DecisionFactShipped,
+    FlowCategory,
+    FlowReason,
+    LedgerEntry,
+)
 from sharewall.decision_record import Vocabulary, validate_record
 from sharewall.taxonomy import load_taxonomy
 
@@ -154,3 +162,119 @@ async def store_ledger(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int
     )
     await conn.execute(stmt, unique)
     return len(unique)
+
+
+class FactIn(BaseModel):
+    """Calls of one minute with one set of policy facts (`proxy.ledger`, `"kind": "fact"`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["fact"]
+    minute: datetime
+    source_workload: str = Field(default="", max_length=200)
+    source_namespace: str = Field(default="", max_length=200)
+    host: str = Field(default="", max_length=260)
+    port: int = Field(default=0, ge=0, le=65535)
+    recipient_id: str = Field(default="", max_length=63)
+    purpose: str = Field(default="", max_length=64)
+    categories: list[str] = Field(default_factory=list, max_length=64)
+    scheme: str = Field(default="", max_length=8)
+    inspected: bool = True
+    tls_upstream: bool = True
+    complete: bool = True
+    verdict: Literal["allow", "deny"]
+    reason_codes: list[str] = Field(default_factory=list, max_length=32)
+    count: int = Field(ge=0, le=10**12)
+
+    @field_validator("minute")
+    @classmethod
+    def _whole_minute(cls, value: datetime) -> datetime:
+        return _aware(value).replace(second=0, microsecond=0)
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, value: list[str]) -> list[str]:
+        taxonomy = load_taxonomy()
+        unknown = [c for c in value if not taxonomy.is_category(c)]
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}")
+        return sorted(set(value))
+
+    @field_validator("reason_codes")
+    @classmethod
+    def _known_codes(cls, value: list[str]) -> list[str]:
+        taxonomy = load_taxonomy()
+        unknown = [c for c in value if not taxonomy.is_reason_code(c)]
+        if unknown:
+            raise ValueError(f"unknown reason codes {unknown}")
+        return sorted(set(value))
+
+
+FACT_COLUMNS = (
+    "source_workload",
+    "source_namespace",
+    "host",
+    "port",
+    "recipient_id",
+    "purpose",
+    "categories",
+    "scheme",
+    "inspected",
+    "tls_upstream",
+    "complete",
+    "verdict",
+    "reason_codes",
+)
+
+
+def fact_row(fact: FactIn, proxy_id: str) -> dict[str, Any]:
+    """A shipped fact as stored: sets joined, the fact hashed, with its proxy and minute."""
+    row = fact.model_dump(exclude={"kind"})
+    row["categories"] = ",".join(fact.categories)
+    row["reason_codes"] = ",".join(fact.reason_codes)
+    key = "\x1f".join(str(row[c]) for c in FACT_COLUMNS)
+    row["fact_key"] = hashlib.sha256(key.encode()).hexdigest()
+    row["proxy_id"] = proxy_id
+    return row
+
+
+async def store_facts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    """Count shipped facts into their hour, each (proxy, minute, fact) once; return how many new.
+
+    The journal insert decides what is new (a re-send is skipped by its primary key, also
+    against a concurrent ingest); only new rows add their count to the hourly table.
+    """
+    if not rows:
+        return 0
+    shipped = DecisionFactShipped.__table__
+    unique = {(r["proxy_id"], r["minute"], r["fact_key"]): r for r in rows}
+    stmt = (
+        _insert(conn, shipped)
+        .on_conflict_do_nothing()
+        .returning(shipped.c.proxy_id, shipped.c.minute, shipped.c.fact_key)
+    )
+    journal = [{"proxy_id": p, "minute": m, "fact_key": k} for p, m, k in unique]
+    inserted = (await conn.execute(stmt, journal)).all()
+    hours: dict[tuple[datetime, str], dict[str, Any]] = {}
+    for proxy_id, minute, fact_key in inserted:
+        row = unique[(proxy_id, _aware(minute), fact_key)]
+        hour = row["minute"].replace(minute=0)
+        held = hours.get((hour, fact_key))
+        if held is None:
+            hours[(hour, fact_key)] = {
+                **{c: row[c] for c in FACT_COLUMNS},
+                "fact_key": fact_key,
+                "hour": hour,
+                "count": row["count"],
+            }
+        else:
+            held["count"] += row["count"]
+    if hours:
+        facts = DecisionFact.__table__
+        upsert = _insert(conn, facts)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["hour", "fact_key"],
+            set_={"count": facts.c.count + upsert.excluded.count},
+        )
+        await conn.execute(upsert, list(hours.values()))
+    return len(inserted)

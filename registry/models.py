@@ -130,11 +130,35 @@ class Approval(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     entity_type: str = Field(max_length=32)
-    entity_id: str = Field(max_length=100)
+    entity_id: str = Field(max_length=320)
     action: str = Field(max_length=16)
     actor: str = Field(max_length=200)
     time: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     note: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class Workload(SQLModel, table=True):
+    """A calling workload and the purposes (and optionally recipients) it may declare.
+
+    Reviewed like a recipient: a live (approved or suspended) workload's edit waits in
+    `pending` (the proposed `purposes` / `recipients`) until a second person approves it;
+    the snapshot carries live workloads only, at their live values.
+    """
+
+    __tablename__ = "workload"
+
+    namespace: str = Field(primary_key=True, max_length=63)
+    name: str = Field(primary_key=True, max_length=253)
+    status: str = Field(default="proposed", max_length=16, index=True)
+    purposes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    # None: any registered recipient.
+    recipients: list[str] | None = Field(default=None, sa_type=sa.JSON)
+    pending: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    proposed_by: str = Field(max_length=200)
+    updated_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    version: int = 1
 
 
 class ApiToken(SQLModel, table=True):
@@ -177,11 +201,11 @@ class AuditEvent(SQLModel, table=True):
     actor: str = Field(max_length=200, index=True)
     action: str = Field(max_length=64)
     entity_type: str = Field(max_length=32)
-    entity_id: str = Field(max_length=100)
+    entity_id: str = Field(max_length=320)
     before: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     after: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     token_name: str | None = Field(default=None, max_length=200)
-    scope: str | None = Field(default=None, max_length=200)
+    scope: str | None = Field(default=None, max_length=330)
     note: str | None = Field(default=None, sa_type=sa.Text)
 
 
@@ -294,6 +318,55 @@ class LedgerEntry(SQLModel, table=True):
     category: str = Field(default="", max_length=64)
     proxy_id: str = Field(default="", max_length=200)
     count: int = 0
+
+
+class DecisionFact(SQLModel, table=True):
+    """Calls counted per hour and per distinct policy fact: everything the policy decided on.
+
+    The impact of a registry change replays each distinct fact of a window once through the
+    policy (`registry.impact`). `categories` and `reason_codes` are sorted, comma-joined sets;
+    `fact_key` is the SHA-256 of the fact columns. Counts of every proxy add up here; which
+    (proxy, minute, fact) rows were already counted is kept in `decision_fact_shipped`.
+    """
+
+    __tablename__ = "decision_fact"
+    __table_args__ = (
+        sa.UniqueConstraint("hour", "fact_key", name="uq_decision_fact_key"),
+        sa.Index(None, "hour"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    hour: datetime = Field(sa_type=UtcDateTime)
+    fact_key: str = Field(max_length=64)
+    source_workload: str = Field(default="", max_length=200)
+    source_namespace: str = Field(default="", max_length=200)
+    host: str = Field(default="", max_length=260)
+    port: int = 0
+    recipient_id: str = Field(default="", max_length=63)
+    purpose: str = Field(default="", max_length=64)
+    categories: str = Field(default="", max_length=2000)
+    scheme: str = Field(default="", max_length=8)
+    inspected: bool = True
+    tls_upstream: bool = True
+    complete: bool = True
+    verdict: str = Field(default="allow", max_length=8)
+    reason_codes: str = Field(default="", max_length=1000)
+    count: int = Field(default=0, sa_type=sa.BigInteger())
+
+
+class DecisionFactShipped(SQLModel, table=True):
+    """The (proxy, minute, fact) rows already counted: a re-sent row is not counted twice.
+
+    A proxy ships a minute once it is over, whole, so a re-send (a retry after a lost answer)
+    carries the same count and is simply skipped.
+    """
+
+    __tablename__ = "decision_fact_shipped"
+    __table_args__ = (sa.Index(None, "minute"),)
+
+    proxy_id: str = Field(primary_key=True, max_length=200)
+    minute: datetime = Field(primary_key=True, sa_type=UtcDateTime)
+    fact_key: str = Field(primary_key=True, max_length=64)
 
 
 metadata = SQLModel.metadata

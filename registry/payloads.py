@@ -43,6 +43,19 @@ class RecipientPatch(_Body):
     notes: str | None = None
 
 
+class WorkloadCreate(snapshot.Workload):
+    """A workload to propose; it starts `proposed` whatever the caller wishes."""
+
+    status: Literal["proposed"] = "proposed"
+
+
+class WorkloadPatch(_Body):
+    """Purposes and/or recipients to change (`recipients: null`: any registered recipient)."""
+
+    purposes: list[str] | None = None
+    recipients: list[str] | None = None
+
+
 class GrantPatch(_Body):
     """Fields to change on a grant; the grant goes back to `proposed` for review."""
 
@@ -70,4 +83,5 @@ class ApplyRequest(_Body):
     """`registry apply` over the API: the YAML document's recipients, and whether to only diff."""
 
     recipients: list[dict]
+    workloads: list[dict] | None = None
     dry_run: bool = False

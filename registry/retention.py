@@ -17,7 +17,15 @@ import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from registry.models import BlockedFlow, FlowCategory, FlowReason, LedgerEntry, utcnow
+from registry.models import (
+    BlockedFlow,
+    DecisionFact,
+    DecisionFactShipped,
+    FlowCategory,
+    FlowReason,
+    LedgerEntry,
+    utcnow,
+)
 
 log = structlog.get_logger("registry.retention")
 
@@ -71,11 +79,22 @@ async def enforce_retention(
         sa.select(ledger.c.id).where(ledger.c.minute < cutoff).limit(batch),
         lambda ids: (sa.delete(ledger).where(ledger.c.id.in_(ids)),),
     )
-    if flows or ledger_rows:
+    facts = DecisionFact.__table__
+    fact_rows = await _delete_in_batches(
+        engine,
+        sa.select(facts.c.id).where(facts.c.hour < cutoff).limit(batch),
+        lambda ids: (sa.delete(facts).where(facts.c.id.in_(ids)),),
+    )
+    # The journal of counted rows: by time range, no ids needed.
+    async with engine.begin() as conn:
+        shipped = DecisionFactShipped.__table__
+        await conn.execute(sa.delete(shipped).where(shipped.c.minute < cutoff))
+    if flows or ledger_rows or fact_rows:
         log.info(
             "retention.purged",
             flows=flows,
             ledger_rows=ledger_rows,
+            fact_rows=fact_rows,
             cutoff=cutoff.isoformat(),
         )
     return Purged(flows, ledger_rows)

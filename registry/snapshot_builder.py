@@ -13,7 +13,16 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry.models import Grant, Recipient, RecipientHost, RegistryState, as_utc, utcnow
+from registry.changes import LIVE_STATUSES
+from registry.models import (
+    Grant,
+    Recipient,
+    RecipientHost,
+    RegistryState,
+    Workload,
+    as_utc,
+    utcnow,
+)
 from sharewall.snapshot import Snapshot, content_revision
 
 
@@ -26,6 +35,7 @@ class SnapshotRows:
     recipients: Sequence[Any]
     hosts: Sequence[Any]
     grants: Sequence[Any]
+    workloads: Sequence[Any] = ()
 
 
 def _json_text(column: sa.ColumnElement) -> sa.ColumnElement:
@@ -95,7 +105,19 @@ async def fetch_snapshot_rows(session: AsyncSession) -> SnapshotRows:
             .order_by(g.recipient_id, g.purpose, g.id)
         )
     ).all()
-    return SnapshotRows(version, generated_at, recipients, hosts, grants)
+    # Live workloads only (approved, suspended), at their live values: a proposal never
+    # switches source binding on, and a staged edit waits in `workload.pending`.
+    w = Workload.__table__.c
+    workloads = (
+        await conn.execute(
+            sa.select(
+                w.namespace, w.name, w.status, _json_text(w.purposes), _json_text(w.recipients)
+            )
+            .where(w.status.in_(LIVE_STATUSES))
+            .order_by(w.namespace, w.name)
+        )
+    ).all()
+    return SnapshotRows(version, generated_at, recipients, hosts, grants, workloads)
 
 
 def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
@@ -153,8 +175,16 @@ def _document(rows: SnapshotRows) -> dict[str, Any]:
         }
         for rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref in rows.recipients
     ]
-    # Workloads in the database come with the registry API (regcore); none yet.
-    workloads: list[dict[str, Any]] = []
+    workloads = [
+        {
+            "namespace": namespace,
+            "name": name,
+            "status": status,
+            "purposes": _loads(purposes),
+            "recipients": None if targets is None else _loads(targets) or None,
+        }
+        for namespace, name, status, purposes, targets in rows.workloads
+    ]
     document = {
         "version": rows.version,
         "revision": content_revision(recipients, workloads),

@@ -1,4 +1,4 @@
-"""The `sharewall` root command: it registers the proxy, check, registry and injector subcommands."""
+"""The `sharewall` root command: it registers the proxy, check, ca, registry and injector subcommands."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
         proxy_cli = None
     if proxy_cli is not None:
         proxy_cli.add_parser(sub)
-    from proxy import capture_cli
+    from proxy import ca_cli, capture_cli
 
     capture_cli.add_parser(sub)
+    ca_cli.add_parser(sub)
     try:
         from registry import cli as registry_cli
     except ImportError:  # pragma: no cover - before the registry service lands

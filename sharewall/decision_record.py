@@ -96,6 +96,11 @@ FIELDS: tuple[RecordField, ...] = (
                 max_length=MAX_REASONS, in_line=False, default=()),
     RecordField("findings", "findings", "Where each category was found (never the value)",
                 nullable=False, max_length=MAX_FINDINGS, in_line=False, default=()),
+    # The flags the policy decided on (null when it did not run): the impact replay's facts.
+    RecordField("scheme", "str", "Scheme the app used (http, https)", max_length=8,
+                in_line=False),
+    RecordField("tls_upstream", "bool", "The call left over TLS", in_line=False),
+    RecordField("complete", "bool", "The inspection saw the whole payload", in_line=False),
 )  # fmt: skip
 
 FIELD_NAMES = tuple(f.name for f in FIELDS)
@@ -130,6 +135,9 @@ def new_record(
     inspect_ms: float | None = None,
     policy_ms: float | None = None,
     upstream_ms: float | None = None,
+    scheme: str | None = None,
+    tls_upstream: bool | None = None,
+    complete: bool | None = None,
 ) -> dict[str, Any]:
     """A record in field order; `path` is redacted here (the one place every output gets it from).
 
@@ -164,6 +172,9 @@ def new_record(
         "upstream_ms": None if upstream_ms is None else round(upstream_ms, 3),
         "reasons": reasons,
         "findings": findings,
+        "scheme": scheme,
+        "tls_upstream": tls_upstream,
+        "complete": complete,
     }
 
 

@@ -1,4 +1,4 @@
-"""Registry as code: load and validate the YAML registry file of DESIGN.md."""
+"""Registry as code: load and validate the YAML registry file (docs/registry-file.md)."""
 
 from __future__ import annotations
 
@@ -99,21 +99,30 @@ def _parse_workloads(items: Any, recipient_ids: set[str], source: str) -> list[W
     return workloads
 
 
-def load_registry_file(path: str | Path) -> Snapshot:
-    """Read and validate a YAML registry file; raise `RegistryFileError` with a one-line reason."""
+def decode_registry_text(text: str, source: str = "<registry>") -> Any:
+    """Decode the YAML (or JSON, a subset of YAML) text of a registry document, unvalidated."""
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RegistryFileError(f"{source}: invalid YAML{where}") from None
+
+
+def read_registry_text(path: str | Path) -> str:
+    """The text of a registry file; `RegistryFileError` with a one-line reason when unreadable."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RegistryFileError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RegistryFileError(f"{path}: cannot read: {exc}") from None
-    try:
-        doc = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RegistryFileError(f"{path}: invalid YAML{where}") from None
+
+
+def load_registry_file(path: str | Path) -> Snapshot:
+    """Read and validate a YAML registry file; raise `RegistryFileError` with a one-line reason."""
+    doc = decode_registry_text(read_registry_text(path), source=str(path))
     return parse_registry_document(doc, source=str(path))
 
 

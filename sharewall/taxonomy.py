@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -41,6 +41,10 @@ class Taxonomy:
     high_risk_kinds: frozenset[str]
     reason_codes: Mapping[str, str]
     raw: Mapping[str, object]
+    # The privacy-policy sentence behind each reason code (shown to reviewers).
+    reason_policy: Mapping[str, str] = field(default_factory=dict)
+    # Fides (fideslang) names of the legal bases, for the data-map export.
+    fides_legal_bases: Mapping[str, str] = field(default_factory=dict)
 
     def is_category(self, category: str) -> bool:
         return category in self.categories
@@ -57,6 +61,10 @@ class Taxonomy:
     def fides_key(self, category: str) -> str:
         """Return the closest Fides/fideslang key of a category id."""
         return self.categories[category]["fides"]
+
+    def fides_data_use(self, purpose: str) -> str:
+        """Return the Fides data use a purpose id maps to."""
+        return self.purposes[purpose]["fides"]
 
 
 def parse_taxonomy(doc: Mapping[str, object]) -> Taxonomy:
@@ -75,6 +83,8 @@ def parse_taxonomy(doc: Mapping[str, object]) -> Taxonomy:
         high_risk_kinds=frozenset(doc["high_risk_kinds"]),
         reason_codes=doc["reason_codes"],
         raw=doc,
+        reason_policy=doc.get("reason_policy", {}),
+        fides_legal_bases=doc.get("fides_legal_bases", {}),
     )
 
 

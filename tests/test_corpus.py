@@ -88,7 +88,7 @@ async def test_sample_registry_has_a_tunnel_only_high_risk_recipient() -> None:
     from proxy.decision import Call
     from proxy.engines import create_engine
     from proxy.inspect.model import Inspection
-    from proxy.recipients import RecipientIndex
+    from sharewall.recipients import RecipientIndex
 
     snapshot = load_registry_file(corpus.SAMPLE_REGISTRY)
     recipient = RecipientIndex(snapshot).resolve("ingest.qwiqi-labs.example", 443)

@@ -17,8 +17,11 @@ from proxy.engines.base import (
     SNAPSHOT_NOT_LOADED,
     EngineError,
 )
+from sharewall.policy import policy_data, policy_files
 from sharewall.snapshot import Snapshot
-from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
+from sharewall.taxonomy import policy_dir
+
+__all__ = ["EmbeddedEngine", "policy_files"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +45,6 @@ def _guarded(what: str, func: Any, *args: Any) -> Any:
         raise EngineError(ENGINE_ERROR, f"{what}: {_short(exc)}") from None
 
 
-def policy_files(directory: Path | None = None) -> list[Path]:
-    """The policy files an engine loads: every `*.rego` under `policies.rego/` but the tests."""
-    root = directory or policy_dir()
-    return sorted(p for p in root.rglob("*.rego") if not p.name.endswith("_test.rego"))
-
-
 class EmbeddedEngine:
     """Evaluates the decision rule with regorus on the calling (event loop) thread.
 
@@ -64,7 +61,7 @@ class EmbeddedEngine:
         self._policies = [(str(p), p.read_text()) for p in policy_files(root)]
         if not self._policies:
             raise EngineError(ENGINE_ERROR, f"no policy files under {root}")
-        self._taxonomy = orjson.loads((root / TAXONOMY_RELPATH).read_bytes())
+        self._root = root
         # Parse once now so a broken policy fails at start-up, not on the first call.
         self._compile()
         self._base: regorus.Engine | None = None
@@ -93,7 +90,7 @@ class EmbeddedEngine:
             self._base, self._base_thread = self._compile(), thread
         engine = _guarded("clone", self._base.clone)
         # regorus cannot merge two documents under one key, so taxonomy and registry go together.
-        document = {"sharewall": {"taxonomy": self._taxonomy, "registry": snapshot.policy_data()}}
+        document = policy_data(snapshot, self._root)
         _guarded("load snapshot", engine.add_data_json, orjson.dumps(document).decode())
         self._engine, self._revision = engine, snapshot.revision
         log.info("engine.snapshot_loaded", engine=self.name, revision=snapshot.revision)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from registry import db
+from registry import console, db
 from registry.settings import Settings
 from registry.throttle import FailureThrottle
 
@@ -17,8 +17,10 @@ from . import (
     auth,
     bundles,
     changes,
+    datamap,
     decisions,
     flows,
+    impact,
     keys,
     ledger,
     logs,
@@ -27,6 +29,7 @@ from . import (
     recipients,
     snapshot,
     tokens,
+    workloads,
 )
 from .middleware import error_middleware, request_context_middleware
 from .routes import RouteTable, install
@@ -39,6 +42,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     meta.routes,
     recipients.routes,
     changes.routes,
+    workloads.routes,
     tokens.routes,
     audit.routes,
     apply.routes,
@@ -48,6 +52,8 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     flows.routes,
     ledger.routes,
     logs.routes,
+    impact.routes,
+    datamap.routes,
 )
 
 
@@ -85,4 +91,5 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(_database)
     for table in ROUTE_TABLES:
         install(app, table)
+    console.install(app)
     return app

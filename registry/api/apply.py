@@ -35,7 +35,9 @@ routes = RouteTable(tags=("recipients",))
 async def apply(request: web.Request) -> ApplyOut:
     body = request_body(request, ApplyRequest)
     try:
-        wanted = parse_registry_document({"recipients": body.recipients}, source="body")
+        wanted = parse_registry_document(
+            {"recipients": body.recipients, "workloads": body.workloads}, source="body"
+        )
     except RegistryFileError as exc:
         raise ApiError(
             422, "validation-error", "Registry document is not valid", str(exc)

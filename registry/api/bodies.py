@@ -123,7 +123,7 @@ async def read_json(request: web.Request, model: type[M], *, max_bytes: int | No
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
+        return obj.model_dump(mode="json", by_alias=True)
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry import service
+from registry import service, workloads
 
 from . import keys
 from .responses import ChangeList, ChangeOut
@@ -30,6 +30,7 @@ def _links(entity_type: str, entity_id: str) -> dict[str, str]:
 async def list_changes(request: web.Request) -> ChangeList:
     async with keys.sessions(request)() as session:
         items = await service.list_pending_changes(session)
+        items += await workloads.list_pending_changes(session)
     return ChangeList(
         items=[
             ChangeOut.model_validate(

@@ -12,7 +12,16 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from registry.ingest import LedgerIn, check_record, flow_row, store_flows, store_ledger
+from registry.ingest import (
+    FactIn,
+    LedgerIn,
+    check_record,
+    fact_row,
+    flow_row,
+    store_facts,
+    store_flows,
+    store_ledger,
+)
 from sharewall.decision_record import RecordError, record_schema
 
 from . import keys
@@ -102,16 +111,23 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
             )
             continue
         flows.setdefault(record["decision_id"], flow_row(record, batch.proxy_id))
+    facts: list[dict[str, Any]] = []
     for index, doc in enumerate(batch.ledger):
+        # Ledger rows count allowed calls per category; fact rows (`kind: fact`) count every
+        # decided call per distinct policy fact, for the impact replay.
+        is_fact = isinstance(doc, dict) and doc.get("kind") == "fact"
         try:
-            row = LedgerIn.model_validate(doc)
+            if is_fact:
+                facts.append(fact_row(FactIn.model_validate(doc), batch.proxy_id))
+            else:
+                row = LedgerIn.model_validate(doc)
+                ledger.append({**row.model_dump(), "proxy_id": batch.proxy_id})
         except ValidationError as exc:
             rejected.append({**_rejection(index, doc, exc), "ledger": True})
-            continue
-        ledger.append({**row.model_dump(), "proxy_id": batch.proxy_id})
     async with request.app[keys.ENGINE].begin() as conn:
         accepted = await store_flows(conn, list(flows.values()))
         ledger_rows = await store_ledger(conn, ledger)
+        fact_rows = await store_facts(conn, facts)
     duplicates = len(batch.decisions) - len(rejected_decisions(rejected)) - accepted
     log.info(
         "decisions.ingested",
@@ -119,6 +135,7 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
         accepted=accepted,
         duplicates=duplicates,
         ledger=ledger_rows,
+        facts=fact_rows,
         rejected=len(rejected),
     )
     return DecisionsAccepted(

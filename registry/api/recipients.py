@@ -14,7 +14,7 @@ from sharewall.taxonomy import load_taxonomy
 from . import keys
 from .auth import Principal
 from .responses import GrantOut, RecipientOut, RecipientPage
-from .routes import Reply, RouteTable, caller, optional_body, request_body
+from .routes import Reply, RouteTable, caller, if_match_version, optional_body, request_body
 
 READERS = ("engineer", "security", "admin")
 AUTHORS = ("engineer",)
@@ -31,17 +31,6 @@ def _actor(principal: Principal) -> service.Actor:
 
 def _etag(version: int) -> str:
     return f'"{version}"'
-
-
-def _expected_version(request: web.Request) -> int | None:
-    """The version named by `If-Match` (`"3"`, `W/"3"` or `3`), or None when absent."""
-    raw = request.headers.get("If-Match")
-    if raw is None or raw.strip() == "*":
-        return None
-    value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
-        raise ApiError(400, "bad-if-match", "Invalid If-Match", 'expected an ETag like "3"')
-    return int(value)
 
 
 def recipient_out(loaded: service.Loaded) -> RecipientOut:
@@ -151,7 +140,7 @@ async def get_recipient(request: web.Request) -> Reply:
     responses={404: "Unknown recipient", 409: "Host taken", 412: "Stale If-Match"},
 )
 async def patch_recipient(request: web.Request) -> Reply:
-    expected = _expected_version(request)
+    expected = if_match_version(request)
     body = request_body(request, RecipientPatch)
     async with keys.transaction(request) as session:
         loaded = await service.update_recipient(
@@ -173,7 +162,7 @@ async def patch_recipient(request: web.Request) -> Reply:
     responses={404: "Unknown recipient", 412: "Stale If-Match"},
 )
 async def delete_recipient(request: web.Request) -> Reply:
-    expected = _expected_version(request)
+    expected = if_match_version(request)
     async with keys.transaction(request) as session:
         await service.delete_recipient(
             session, request.match_info["id"], _actor(caller(request)), expected_version=expected
@@ -192,7 +181,7 @@ async def delete_recipient(request: web.Request) -> Reply:
     responses={404: "Unknown recipient"},
 )
 async def add_grant(request: web.Request) -> Reply:
-    expected = _expected_version(request)
+    expected = if_match_version(request)
     body = request_body(request, GrantCreate)
     async with keys.transaction(request) as session:
         loaded, grant = await service.add_grant(
@@ -221,7 +210,7 @@ async def add_grant(request: web.Request) -> Reply:
     responses={404: "Unknown recipient or grant"},
 )
 async def patch_grant(request: web.Request) -> Reply:
-    expected = _expected_version(request)
+    expected = if_match_version(request)
     grant_id = _grant_id(request)
     body = request_body(request, GrantPatch)
     async with keys.transaction(request) as session:
@@ -250,7 +239,7 @@ async def patch_grant(request: web.Request) -> Reply:
     responses={202: "Removal staged for approval", 404: "Unknown recipient or grant"},
 )
 async def delete_grant(request: web.Request) -> Reply:
-    expected = _expected_version(request)
+    expected = if_match_version(request)
     grant_id = _grant_id(request)
     async with keys.transaction(request) as session:
         loaded, staged = await service.delete_grant(
@@ -303,7 +292,7 @@ async def revoke_grant(request: web.Request) -> Reply:
     },
 )
 async def approve(request: web.Request) -> Reply:
-    expected = _expected_version(request)  # required: the service answers 428 without it
+    expected = if_match_version(request)  # required: the service answers 428 without it
     async with keys.transaction(request) as session:
         loaded = await service.approve_recipient(
             session,
@@ -327,7 +316,7 @@ async def approve(request: web.Request) -> Reply:
     responses={404: "Unknown recipient", 409: "Nothing awaiting approval"},
 )
 async def reject(request: web.Request) -> Reply:
-    expected = _expected_version(request)
+    expected = if_match_version(request)
     async with keys.transaction(request) as session:
         loaded = await service.reject_recipient(
             session,
@@ -340,7 +329,7 @@ async def reject(request: web.Request) -> Reply:
 
 
 async def _set_status(request: web.Request, action: str) -> Reply:
-    expected = _expected_version(request)
+    expected = if_match_version(request)
     async with keys.transaction(request) as session:
         loaded = await service.set_recipient_status(
             session,

@@ -124,6 +124,29 @@ class RecipientOut(_Out):
     )
 
 
+class WorkloadOut(_Out):
+    """A workload: the purposes (and recipients) it may declare, its review state."""
+
+    namespace: str
+    name: str
+    status: Literal[RECIPIENT_STATUSES]  # type: ignore[valid-type]
+    purposes: list[str]
+    recipients: list[str] | None = Field(default=None, description="null: any registered recipient")
+    proposed_by: str
+    updated_by: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    pending_change: PendingChangeOut | None = None
+    reviews: list[ReviewOut] | None = None
+
+
+class WorkloadList(_Out):
+    """Workloads ordered by namespace and name."""
+
+    items: list[WorkloadOut]
+
+
 class RecipientPage(_Out):
     """One page of recipients."""
 
@@ -195,6 +218,9 @@ class ApplyOut(_Out):
     applied: bool
     version: int | None = None
     recipients: RecipientsDiff
+    workloads: RecipientsDiff | None = Field(
+        default=None, description="Workloads added, changed and removed (ids namespace/name)"
+    )
     awaiting_approval: list[str] = Field(
         default_factory=list,
         description="Recipients left with a change a reviewer must approve (GET /v1/changes)",

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from registry.errors import ApiError
 from registry.models import ROLES
 
 from . import keys, openapi
@@ -131,6 +132,17 @@ def request_body(request: web.Request, model: type[M]) -> M:
     if not isinstance(body, model):
         raise RuntimeError(f"route body is {type(body).__name__}, not {model.__name__}")
     return body
+
+
+def if_match_version(request: web.Request) -> int | None:
+    """The version named by `If-Match` (`"3"`, `W/"3"` or `3`), or None when absent."""
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise ApiError(400, "bad-if-match", "Invalid If-Match", 'expected an ETag like "3"')
+    return int(value)
 
 
 def optional_body(request: web.Request, model: type[M]) -> M | None:

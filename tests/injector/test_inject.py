@@ -375,6 +375,16 @@ def test_the_apps_own_proxy_variables_are_replaced_with_a_warning() -> None:
     assert result.warnings == ("container app: HTTPS_PROXY replaced by the sharewall sidecar's",)
 
 
+def test_a_classic_sidecar_in_a_job_pod_comes_with_a_warning() -> None:
+    job = inject_document(_workload("Job"), InjectorConfig(native=False))
+    assert_valid(job)
+    template = _template()
+    template["spec"]["restartPolicy"] = "Never"
+    warnings = inject_pod(template, InjectorConfig(native=False)).warnings
+    assert warnings and "never completes" in warnings[0]
+    assert inject_pod(template, InjectorConfig()).warnings == ()
+
+
 def test_other_kinds_pass_through_unchanged() -> None:
     text = yaml.safe_dump_all(
         [
@@ -493,6 +503,29 @@ def test_inject_uses_the_settings_file_of_the_chart(tmp_path: Path) -> None:
     ids=["missing file", "bad yaml", "bad cidr", "bad annotation", "no template"],
 )
 def test_inject_mistakes_are_one_line_and_exit_2(args, stdin, message, monkeypatch, capsys) -> None:
+    _one_line_exit_2(args, stdin, message, monkeypatch, capsys)
+
+
+_POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"containers": ["app"]}, "spec.containers is not a list of mappings"),
+        ({"containers": [{"name": "a", "env": {"A": "1"}}]}, "spec.containers[0].env"),
+        ({"containers": [], "volumes": "x"}, "spec.volumes"),
+        ({"containers": [], "securityContext": 1337}, "spec.securityContext"),
+        ("a pod", "no spec.containers"),
+    ],
+)
+def test_a_malformed_pod_is_one_line_and_exit_2(spec, message, monkeypatch, capsys) -> None:
+    _one_line_exit_2(
+        ["-f", "-"], yaml.safe_dump({**_POD, "spec": spec}), message, monkeypatch, capsys
+    )
+
+
+def _one_line_exit_2(args, stdin, message, monkeypatch, capsys) -> None:
     # In process (the root command's start-up is seconds on a busy machine); one subprocess
     # run above proves the console script itself.
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))

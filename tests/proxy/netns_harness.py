@@ -39,6 +39,11 @@ NAMES = ("api.vendor.test", "origin.vendor.test", "tunnel.vendor.test", "partner
 POD_ADDR = "10.77.0.2"
 SERVER_ADDR = "10.77.0.1"  # where every name is pinned
 OTHER_ADDR = "10.77.0.3"  # a second internet server no name leads to
+# With ipv6=True: the same, in a ULA range that exists only inside the namespaces.
+POD_ADDR6 = "fd77::2"
+SERVER_ADDR6 = "fd77::1"
+OTHER_ADDR6 = "fd77::3"
+V6_NAMES = ("api.vendor.test", "origin.vendor.test")  # pinned to SERVER_ADDR6 with ipv6=True
 PROXY_UID = 1337
 APP_UID = 1000
 TRANSPARENT_PORT = 15001
@@ -154,8 +159,12 @@ def _readable_dir(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def transparent_pod(extra_proxy_args: tuple[str, ...] = ()) -> Iterator[Pod]:
-    """The pod and internet namespaces with the servers, the proxy and the capture rules."""
+def transparent_pod(extra_proxy_args: tuple[str, ...] = (), *, ipv6: bool = False) -> Iterator[Pod]:
+    """The pod and internet namespaces with the servers, the proxy and the capture rules.
+
+    `ipv6`: both namespaces also get IPv6 addresses, `V6_NAMES` are pinned to `SERVER_ADDR6`,
+    the proxy listens dual-stack on `[::]` and the rules are applied with `--ipv6`.
+    """
     run_id = uuid.uuid4().hex[:6]
     pod_ns, inet_ns = f"swpod-{run_id}", f"swnet-{run_id}"
     veth_pod, veth_inet = f"swp{run_id}", f"swi{run_id}"
@@ -192,13 +201,19 @@ def transparent_pod(extra_proxy_args: tuple[str, ...] = ()) -> Iterator[Pod]:
         _run("ip", "-n", pod_ns, "addr", "add", f"{POD_ADDR}/24", "dev", veth_pod)
         for addr in (SERVER_ADDR, OTHER_ADDR):
             _run("ip", "-n", inet_ns, "addr", "add", f"{addr}/24", "dev", veth_inet)
+        if ipv6:
+            _run("ip", "-n", pod_ns, "addr", "add", f"{POD_ADDR6}/64", "dev", veth_pod, "nodad")
+            for addr in (SERVER_ADDR6, OTHER_ADDR6):
+                _run("ip", "-n", inet_ns, "addr", "add", f"{addr}/64", "dev", veth_inet, "nodad")
         _run("ip", "-n", pod_ns, "link", "set", veth_pod, "up")
         _run("ip", "-n", inet_ns, "link", "set", veth_inet, "up")
 
         pod = Pod(workdir=workdir, pod_ns=pod_ns, inet_ns=inet_ns, ca_file=ca_file)
         servers = subprocess.Popen(
             ["ip", "netns", "exec", inet_ns, sys.executable, str(HERE / "servers.py"),
-             "--addr", SERVER_ADDR, "--addr", OTHER_ADDR, "--cert", str(certs / "leaf.pem"),
+             "--addr", SERVER_ADDR, "--addr", OTHER_ADDR,
+             *(["--addr", SERVER_ADDR6, "--addr", OTHER_ADDR6] if ipv6 else []),
+             "--cert", str(certs / "leaf.pem"),
              "--seen", str(pod.seen_path)],
             stdout=subprocess.PIPE, stderr=open(workdir / "servers.err", "wb"),  # noqa: SIM115
         )  # fmt: skip
@@ -210,15 +225,17 @@ def transparent_pod(extra_proxy_args: tuple[str, ...] = ()) -> Iterator[Pod]:
         port_file = run_dir / "ports.json"
         pins: list[str] = []
         for name in NAMES:
+            address = f"[{SERVER_ADDR6}]" if ipv6 and name in V6_NAMES else SERVER_ADDR
             for port in (80, 443):
-                pins += ["--resolve", f"{name}:{port}:{SERVER_ADDR}"]
+                pins += ["--resolve", f"{name}:{port}:{address}"]
+        listen = f"[::]:{TRANSPARENT_PORT}" if ipv6 else f"127.0.0.1:{TRANSPARENT_PORT}"
         proxy_cmd = [
             "ip", "netns", "exec", pod_ns, "setpriv", f"--reuid={PROXY_UID}",
             f"--regid={PROXY_UID}", "--clear-groups", "--",
             sys.executable, "-m", "sharewall.cli", "proxy",
             "--registry-file", str(REGISTRY_YAML),
             "--listen", "127.0.0.1:15080", "--admin-listen", "off",
-            "--transparent-listen", f"127.0.0.1:{TRANSPARENT_PORT}",
+            "--transparent-listen", listen,
             "--port-file", str(port_file), "--spool-dir", str(spool),
             "--default-purpose", "service_delivery",
             "--source", SOURCE[0], "--namespace", SOURCE[1],
@@ -246,7 +263,7 @@ def transparent_pod(extra_proxy_args: tuple[str, ...] = ()) -> Iterator[Pod]:
         rules = subprocess.run(
             ["ip", "netns", "exec", pod_ns, sys.executable, "-m", "sharewall.cli",
              "capture-rules", "--apply", "--proxy-uid", str(PROXY_UID),
-             "--port", str(TRANSPARENT_PORT)],
+             "--port", str(TRANSPARENT_PORT), *(["--ipv6"] if ipv6 else [])],
             capture_output=True, text=True, check=True, cwd=REPO,
         )  # fmt: skip
         pod.capture_line = json.loads(rules.stdout)  # type: ignore[attr-defined]

@@ -36,6 +36,16 @@ from proxy_harness import REPO
             id="bad listen address",
         ),
         pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--transparent-listen", "15001"],
+            "transparent-listen '15001'",
+            id="bad transparent listen address",
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--first-bytes-timeout", "0"],
+            "--first-bytes-timeout must be more than 0 seconds",
+            id="zero first-bytes timeout",
+        ),
+        pytest.param(
             ["--registry-file", "tests/data/proxy/registry.yaml", "--dns-ttl", "-1"],
             "--dns-ttl must be 0 (off) or more seconds",
             id="negative dns ttl",
@@ -102,3 +112,21 @@ def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
     )
     assert out.returncode == 2
     assert reason in out.stdout + out.stderr
+
+
+def test_proxy_help_gives_every_flag_its_help_and_default():
+    import argparse
+
+    from sharewall.cli import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    proxy = sub.choices["proxy"]
+    text = proxy.format_help()
+    flags = [a for a in proxy._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) > 20
+    for action in flags:
+        assert action.help, f"{action.option_strings[0]} has no help"
+        if action.default not in (None, False, []):
+            assert f"default: {action.default}" in " ".join(text.split()), action.option_strings
+    assert "SHAREWALL_TOKEN" in text  # the token comes from the environment, never printed

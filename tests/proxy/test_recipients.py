@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from proxy.recipients import RecipientIndex
 from sharewall.hosts import normalise_host
+from sharewall.recipients import RecipientIndex
 from sharewall.snapshot import Recipient, Snapshot
 
 

@@ -59,6 +59,7 @@ def test_approved_https_call_is_spliced_with_the_client_hello_replayed(pod: Pod)
     assert seen["body"] == "ref=1" and seen["scheme"] == "https"
     line = pod.decision_where(host="tunnel.vendor.test", method="CONNECT")
     assert line["action"] == "allow" and line["inspected"] is False and line["status"] == 200
+    assert line["tunnel"] is True
 
 
 def test_https_to_an_inspect_tls_recipient_is_intercepted_and_inspected(pod: Pod) -> None:

@@ -1,0 +1,319 @@
+"""The impact of a registry change: recorded decision facts replayed through the policy.
+
+Proxies ship, per minute, how many calls they decided on each distinct set of policy facts
+(counted per hour in `decision_fact`: source, host, recipient, purpose, category set, scheme, inspected,
+tls_upstream, inspection complete). The policy depends on nothing else but the snapshot and
+the date, so replaying a window is: sum the counts per distinct fact (one GROUP BY), decide
+each distinct fact once with the live snapshot and once with the candidate, and count the
+calls whose outcome flips. The recipient is resolved again from the host under each snapshot,
+as the proxy would: a candidate that registers a host changes who the call goes to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from registry.models import DecisionFact
+from sharewall.policy import PolicyEvaluator
+from sharewall.recipients import RecipientIndex
+from sharewall.registry_file import RegistryFileError, parse_registry_document
+from sharewall.snapshot import Recipient, Snapshot, Workload
+
+MAX_DAYS = 90
+_FACTS = DecisionFact.__table__
+_FACT_COLUMNS = (
+    "source_workload",
+    "source_namespace",
+    "host",
+    "port",
+    "recipient_id",
+    "purpose",
+    "categories",
+    "scheme",
+    "inspected",
+    "tls_upstream",
+    "complete",
+)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One distinct set of policy facts and how many recorded calls had it."""
+
+    source_workload: str
+    source_namespace: str
+    host: str
+    port: int
+    recipient_id: str
+    purpose: str
+    categories: tuple[str, ...]
+    scheme: str
+    inspected: bool
+    tls_upstream: bool
+    complete: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """The replayed time range [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def last_days(cls, days: int, now: datetime | None = None) -> Window:
+        end = now or datetime.now(UTC)
+        return cls(end - timedelta(days=days), end)
+
+
+async def load_facts(conn: AsyncConnection, window: Window) -> list[Fact]:
+    """The distinct facts of a window with their summed counts (one grouped query)."""
+    columns = [_FACTS.c[name] for name in _FACT_COLUMNS]
+    stmt = (
+        sa.select(*columns, sa.func.sum(_FACTS.c.count).label("count"))
+        .where(
+            _FACTS.c.hour >= window.start.replace(minute=0, second=0, microsecond=0),
+            _FACTS.c.hour < window.end,
+        )
+        .group_by(*columns)
+    )
+    facts = []
+    for row in (await conn.execute(stmt)).all():
+        values = dict(row._mapping)
+        values["categories"] = tuple(c for c in values["categories"].split(",") if c)
+        values["count"] = int(values["count"])
+        facts.append(Fact(**values))
+    return facts
+
+
+def candidate_snapshot(live: Snapshot, document: Any, *, source: str = "candidate") -> Snapshot:
+    """The registry a change would leave: a whole registry document, or a partial change.
+
+    A document with `recipients` is a whole registry (what `registry apply` would make of it).
+    A single recipient mapping (with `id`), or `{"change": {"recipients": [...], "workloads":
+    [...]}}`, is merged into the live registry: those recipients and workloads replace the
+    live ones of the same id, the rest stays.
+    """
+    if isinstance(document, dict) and "id" in document and "recipients" not in document:
+        document = {"change": {"recipients": [document]}}
+    if isinstance(document, dict) and set(document) == {"change"}:
+        change = document["change"]
+        if not isinstance(change, dict):
+            raise RegistryFileError(f"{source}: 'change' must be a mapping")
+        merged = parse_registry_document(
+            {"recipients": change.get("recipients") or [], "workloads": change.get("workloads")},
+            source=source,
+        )
+        return merge(live, merged.recipients, merged.workloads)
+    return parse_registry_document(document, source=source)
+
+
+def merge(
+    live: Snapshot, recipients: Iterable[Recipient], workloads: Iterable[Workload] = ()
+) -> Snapshot:
+    """`live` with `recipients` and `workloads` replacing those of the same id (or added)."""
+    by_id = {r.id: r for r in live.recipients}
+    by_id.update({r.id: r for r in recipients})
+    by_key = {w.key: w for w in live.workloads}
+    by_key.update({w.key: w for w in workloads})
+    return Snapshot(
+        version=live.version, recipients=tuple(by_id.values()), workloads=tuple(by_key.values())
+    ).with_revision()
+
+
+class _Decider:
+    """Decides facts under one snapshot, each distinct policy input once."""
+
+    def __init__(self, snapshot: Snapshot, day: str) -> None:
+        self._index = RecipientIndex(snapshot)
+        self._evaluator = PolicyEvaluator(snapshot)
+        self._day = day
+        self._memo: dict[tuple[Any, ...], tuple[str, list[dict[str, Any]]]] = {}
+
+    def recipient_of(self, fact: Fact) -> str | None:
+        if fact.host:
+            found = self._index.resolve(fact.host, fact.port)
+            return found.id if found is not None else None
+        return fact.recipient_id or None  # a fact without a host (OPA logs): as recorded
+
+    def decide(self, fact: Fact) -> tuple[str | None, str, list[dict[str, Any]]]:
+        recipient_id = self.recipient_of(fact)
+        key = (
+            recipient_id,
+            fact.purpose,
+            fact.categories,
+            fact.source_workload,
+            fact.source_namespace,
+            fact.scheme,
+            fact.inspected,
+            fact.tls_upstream,
+            fact.complete,
+        )
+        found = self._memo.get(key)
+        if found is None:
+            doc = self._evaluator.decide(policy_input(fact, recipient_id, self._day))
+            found = ("allow" if doc.get("allow") is True else "deny", doc["reasons"])
+            self._memo[key] = found
+        return recipient_id, *found
+
+    @property
+    def evaluations(self) -> int:
+        return len(self._memo)
+
+
+def policy_input(fact: Fact, recipient_id: str | None, day: str) -> dict[str, Any]:
+    """The policy input (DESIGN.md) of a recorded fact, as the proxy built it for the call."""
+    return {
+        "request": {
+            "id": "impact",
+            "method": "",
+            "scheme": fact.scheme,
+            "host": fact.host,
+            "port": fact.port,
+            "path": "",
+            "inspected": fact.inspected,
+            "tls_upstream": fact.tls_upstream,
+        },
+        "source": {
+            "workload": fact.source_workload or None,
+            "namespace": fact.source_namespace or None,
+        },
+        "purpose": fact.purpose or None,
+        "recipient_id": recipient_id,
+        "categories": list(fact.categories),
+        "findings": [],
+        "inspection": {"complete": fact.complete, "problems": []},
+        "date": day,
+    }
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What replaying a window with a candidate registry found."""
+
+    window: Window
+    replayed: int
+    distinct: int
+    evaluations: int
+    flips: list[dict[str, Any]]
+    totals: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "window": {"from": self.window.start.isoformat(), "to": self.window.end.isoformat()},
+            "replayed": self.replayed,
+            "distinct_facts": self.distinct,
+            "evaluations": self.evaluations,
+            "totals": self.totals,
+            "flips": self.flips,
+        }
+
+
+def replay(
+    facts: list[Fact], live: Snapshot, candidate: Snapshot, window: Window, day: str | None = None
+) -> Impact:
+    """Decide every fact under both snapshots and group the calls that flip.
+
+    Runs regorus on the calling thread (call it inside `asyncio.to_thread`). A flip is listed
+    once per reason behind it: for allow→deny the candidate's reasons, for deny→allow the live
+    reasons that go away; `count` is the number of calls.
+    """
+    day = day or datetime.now(UTC).date().isoformat()
+    before, after = _Decider(live, day), _Decider(candidate, day)
+    groups: Counter[tuple[Any, ...]] = Counter()
+    totals = {"allow_to_deny": 0, "deny_to_allow": 0}
+    for fact in facts:
+        rid_before, action_before, reasons_before = before.decide(fact)
+        rid_after, action_after, reasons_after = after.decide(fact)
+        if action_before == action_after:
+            continue
+        totals[f"{action_before}_to_{action_after}"] += fact.count
+        reasons = reasons_after if action_after == "deny" else reasons_before
+        recipient_id = rid_after or rid_before or fact.recipient_id or None
+        for reason in reasons:
+            key = (
+                action_before,
+                action_after,
+                fact.source_workload or None,
+                fact.source_namespace or None,
+                recipient_id,
+                fact.purpose or None,
+                reason.get("category"),
+                reason["code"],
+            )
+            groups[key] += fact.count
+    flips = [
+        {
+            "from": k[0],
+            "to": k[1],
+            "source": k[2],
+            "namespace": k[3],
+            "recipient_id": k[4],
+            "purpose": k[5],
+            "category": k[6],
+            "reason": k[7],
+            "count": n,
+        }
+        for k, n in sorted(groups.items(), key=lambda kv: (-kv[1], [str(x) for x in kv[0]]))
+    ]
+    return Impact(
+        window=window,
+        replayed=sum(f.count for f in facts),
+        distinct=len(facts),
+        evaluations=before.evaluations + after.evaluations,
+        flips=flips,
+        totals=totals,
+    )
+
+
+async def replay_window(
+    engine: AsyncEngine, live: Snapshot, candidate: Snapshot, days: int
+) -> Impact:
+    """Load the last `days` of facts and replay them (regorus off the event loop)."""
+    window = Window.last_days(days)
+    async with engine.connect() as conn:
+        facts = await load_facts(conn, window)
+    return await asyncio.to_thread(replay, facts, live, candidate, window)
+
+
+def render_impact(doc: dict[str, Any]) -> list[str]:
+    """Readable lines of an impact document (`Impact.to_json()`), for the CLI."""
+    window = doc["window"]
+    totals = doc.get("totals", {})
+    lines = [
+        f"impact over {window['from'][:16]} .. {window['to'][:16]}: "
+        f"{doc['replayed']} recorded calls replayed",
+        f"  allow -> deny: {totals.get('allow_to_deny', 0)} calls; "
+        f"deny -> allow: {totals.get('deny_to_allow', 0)} calls",
+    ]
+    if not doc["flips"]:
+        lines.append("  no call would change")
+        return lines
+    header = ("FLIP", "COUNT", "SOURCE", "RECIPIENT", "PURPOSE", "CATEGORY", "REASON")
+    rows = [
+        (
+            f"{f['from']}->{f['to']}",
+            str(f["count"]),
+            "/".join(x for x in (f.get("namespace"), f.get("source")) if x) or "-",
+            f.get("recipient_id") or "-",
+            f.get("purpose") or "-",
+            f.get("category") or "-",
+            f["reason"],
+        )
+        for f in doc["flips"]
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append(
+            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        )
+    return lines
