@@ -76,7 +76,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_proxy(work: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int, float]:
+def start_proxy(
+    work: Path,
+    upstream_port: int,
+    *,
+    registry: Path = SAMPLE_REGISTRY,
+    host: str = HOST,
+    extra: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], int, float]:
     """Start the proxy; (process, listen port, seconds from spawn to the first ready 200)."""
     port_file = work / "ports.json"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -86,7 +93,7 @@ def start_proxy(work: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes]
         "sharewall.cli",
         "proxy",
         "--registry-file",
-        str(SAMPLE_REGISTRY),
+        str(registry),
         "--mode",
         "report",
         "--default-purpose",
@@ -100,7 +107,8 @@ def start_proxy(work: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes]
         "--spool-dir",
         str(work / "spool"),
         "--resolve",
-        f"{HOST}:{upstream_port}:127.0.0.1",
+        f"{host}:{upstream_port}:127.0.0.1",
+        *extra,
     ]
     log = open(work / "proxy.log", "wb")  # noqa: SIM115 - the process's stdout, like a pod's
     started = time.perf_counter()
@@ -142,13 +150,24 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def paced_load(
-    port: int, upstream_port: int, *, rate: float, duration: float, connections: int
+    port: int,
+    upstream_port: int,
+    *,
+    rate: float,
+    duration: float,
+    connections: int,
+    host: str = HOST,
+    sent_at: list[float] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> tuple[int, int, list[float]]:
-    """`rate` requests/s for `duration` s over keep-alive connections; (ok, failed, latencies)."""
+    """`rate` requests/s for `duration` s over keep-alive connections; (ok, failed, latencies).
+
+    With `sent_at`, the `time.monotonic()` of each request is appended to it (same order as the
+    latencies). Setting `stop` ends the load early."""
     body = payload(1024)
     request = (
-        f"POST http://{HOST}:{upstream_port}/v1/sms HTTP/1.1\r\n"
-        f"Host: {HOST}:{upstream_port}\r\n"
+        f"POST http://{host}:{upstream_port}/v1/sms HTTP/1.1\r\n"
+        f"Host: {host}:{upstream_port}\r\n"
         f"X-Sharewall-Purpose: {PURPOSE}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
@@ -164,6 +183,8 @@ async def paced_load(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for i in range(k, total, connections):
+                if stop is not None and stop.is_set():
+                    break
                 delay = start + i / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -171,6 +192,8 @@ async def paced_load(
                 writer.write(request)
                 status = await _read_response(reader)
                 latencies.append(time.perf_counter() - sent)
+                if sent_at is not None:
+                    sent_at.append(time.monotonic() - (time.perf_counter() - sent))
                 if status == 200:
                     ok += 1
                 else:
