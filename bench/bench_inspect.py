@@ -3,11 +3,14 @@
 Run: `.venv/bin/python bench/bench_inspect.py`. Each case is timed over repeated runs (best and
 median: the machine is shared) beside a baseline measured in the same run (`orjson.loads` of the
 same JSON, `parse_qsl` of the same form), so the ratio says what inspection costs over parsing. Goals (issue 2 §8): 2 KB JSON call < 100 µs, 256 KB batch
-≥ 50 MB/s.
+≥ 50 MB/s. The `encoded` case is the JSON call as base64 in a field of a gzip body sent without
+Content-Encoding (issue 7 §1).
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import random
 import statistics
 import sys
@@ -80,6 +83,17 @@ def json_batch(rng: random.Random) -> bytes:
     return orjson.dumps(doc)
 
 
+def encoded_call(rng: random.Random) -> bytes:
+    """The JSON call as a base64 field of a JSON body gzipped without Content-Encoding: what the
+    decoders of issue 7 §1 undo (magic bytes, base64 gate, a nested walk)."""
+    inner = base64.b64encode(json_call(rng)).decode()
+    return gzip.compress(orjson.dumps({"type": "batch", "payload": inner}), mtime=0)
+
+
+def _encoded_baseline(body: bytes) -> object:
+    return orjson.loads(base64.b64decode(orjson.loads(gzip.decompress(body))["payload"]))
+
+
 def best_and_median(fn: Callable[[], object], *, min_seconds: float = 0.5) -> tuple[float, float]:
     """Best and median per-call time over repeated runs (seconds).
 
@@ -111,6 +125,7 @@ def main() -> None:
         ("form call", form_call(rng), FORM_HEADERS, lambda b: parse_qsl(b.decode()), "parse_qsl"),
         ("json call", json_call(rng), JSON_HEADERS, orjson.loads, "orjson.loads"),
         ("json batch", json_batch(rng), JSON_HEADERS, orjson.loads, "orjson.loads"),
+        ("encoded", encoded_call(rng), JSON_HEADERS, _encoded_baseline, "gunzip+b64+loads"),
     ]
     url = "https://api.example.com/sms/2/text/advanced"
     print(

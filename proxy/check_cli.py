@@ -22,7 +22,8 @@ exit status:
   2  usage or input error (one line on stderr): unreadable or invalid registry file,
      unknown --purpose, bad URL, method or --header, unreadable --data @FILE
   3  the call is denied (the reasons are in the printed decision)
-  4  sharewall could not decide (policy engine fault): the proxy would answer 503
+  4  sharewall could not decide (policy engine fault, inspector error): the proxy would
+     answer 503
 """
 
 

@@ -176,6 +176,9 @@ class Decider:
     ) -> Decision:
         """Decide one call; always a `Decision`, a fresh decision id even on a cache hit."""
         categories = inspection.categories
+        if inspection.fault is not None:
+            # A bug in an inspector is ours to fix, not the app's data to blame: 503, a fault.
+            return self._fault(call, inspection, categories, inspection.fault)
         if self._snapshot is None:
             return self._fault(call, inspection, categories, SNAPSHOT_NOT_LOADED)
         day = policy_date(now) if now is not None else self._today()

@@ -146,6 +146,13 @@ class Exchange:
         )
 
 
+class _LookUp:
+    """The default of `new_exchange(purpose_header=...)`: read it from the raw headers."""
+
+
+_LOOK_UP = _LookUp()
+
+
 def first_header(headers: list[tuple[str, str]], name: str) -> str | None:
     """The first value of header `name` (lower-case) in a raw header list."""
     for key, value in headers:
@@ -168,7 +175,7 @@ def new_exchange(
     index: RecipientIndex | None,
     source: Source,
     default_purpose: str | None,
-    purpose_header: str | None = None,
+    purpose_header: str | _LookUp | None = _LOOK_UP,
     tunnel_purpose: str | None = None,
     decision_id: str | None = None,
     connected_to: tuple[str, int] | None = None,
@@ -179,14 +186,14 @@ def new_exchange(
     """Build the exchange of one call: the one place its facts are derived from what the app sent.
 
     `host` must be normalised (`sharewall.hosts`). `purpose_header` is the request's
-    `X-Sharewall-Purpose` when the caller already has it (else it is looked up in
-    `raw_headers`); the purpose is that header, else the CONNECT's (`tunnel_purpose`), else
-    `default_purpose`. A CONNECT exchange (`entry="connect"`), and a captured TLS connection
+    `X-Sharewall-Purpose` (None: it has none) when the caller has read its head already;
+    by default it is looked up in `raw_headers`. The purpose is that header, else the
+    CONNECT's (`tunnel_purpose`), else `default_purpose`. A CONNECT exchange (`entry="connect"`), and a captured TLS connection
     that is spliced (`spliced=True`), is never inspected and always leaves over TLS.
     Transparent capture gives `connected_to` (the original destination) and, when nothing
     names the destination, `unidentified` (why): the pipeline checks both.
     """
-    if purpose_header is None:
+    if isinstance(purpose_header, _LookUp):
         purpose_header = first_header(raw_headers, PURPOSE_HEADER)
     recipient = index.resolve(host, port) if index is not None else None
     spliced = spliced or entry == "connect"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl as ssl_module
 import time
@@ -82,9 +83,9 @@ class ProxyContext:
     # Egress gateway (--client-ca): the listener's TLS, requiring a client certificate.
     client_tls: ssl_module.SSLContext | None = None
 
-    @property
+    @functools.cached_property
     def source(self) -> Source:
-        """The calling workload, from the sidecar's own settings."""
+        """The calling workload, from the sidecar's own settings (fixed for the process)."""
         s = self.settings
         return Source(s.source_workload, s.source_namespace)
 

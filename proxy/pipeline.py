@@ -21,6 +21,7 @@ from proxy.decide import (
     destination_denied,
     destination_forbidden,
 )
+from proxy.decision_log import decision_record
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
@@ -170,8 +171,6 @@ async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) 
 
 
 def _record_of(ex: Exchange, mode: str) -> dict[str, Any]:
-    from proxy.decision_log import decision_record
-
     assert ex.decision is not None
     return decision_record(
         decision=ex.decision,

@@ -80,7 +80,8 @@ async def _relay(
         keep_alive = False
     lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
     pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    if framing == "none" or not response.buffered:
+    buffered = response.buffered
+    if framing == "none" or not buffered:
         # Nothing of the body has arrived yet: the app gets the head now, not with the body.
         writer.write(pending)
         pending = b""
@@ -88,7 +89,7 @@ async def _relay(
         await writer.drain()
         return status, keep_alive, True
     try:
-        if pending and length is not None and response.buffered >= length:
+        if pending and length is not None and buffered >= length:
             # The whole body came with the head: head and body in one write, without the
             # body generator's per-chunk machinery.
             framed, pending = pending + await response.read_buffered(), b""

@@ -94,6 +94,12 @@ class TransparentListener:
                 log.warning("transparent.accept_failed", error=type(exc).__name__)
                 await asyncio.sleep(0.1)
                 continue
+            if len(self._peeking) >= self.settings.max_connections:
+                # A connection being named holds a task and a socket until it speaks or times
+                # out: captured connections are bounded like the proxy's other ones.
+                log.warning("proxy.connection_refused", reason="max_connections")
+                sock.close()
+                continue
             task = asyncio.create_task(self._on_connection(sock))
             self._peeking.add(task)
             task.add_done_callback(self._peeking.discard)
@@ -127,7 +133,15 @@ class TransparentListener:
             sock.close()
             return
         # Handed over: from here the proxy server owns the socket (and closes it).
-        await self.server.serve_captured(sock, Captured(address, port, identity))
+        try:
+            await self.server.serve_captured(sock, Captured(address, port, identity))
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        except Exception:
+            # Fails closed: nothing was relayed; the connection is dropped.
+            log.exception("transparent.connection_error")
+            sock.close()
 
     def _is_self(self, address: str, port: int) -> bool:
         addr = ipaddress.ip_address(address)

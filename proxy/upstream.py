@@ -409,40 +409,33 @@ class UpstreamResponse:
     must `close()` it exactly once.
     """
 
-    __slots__ = ("_conn", "_head", "_pool", "_read_timeout")
+    __slots__ = (
+        "_conn",
+        "_head",
+        "_pool",
+        "_read_timeout",
+        "headers",
+        "is_chunked",
+        "is_delimited",
+        "length",
+        "reason",
+        "status",
+    )
 
     def __init__(self, pool: UpstreamPool, conn: _Conn, head: _Head) -> None:
         self._pool = pool
         self._conn = conn
         self._head = head
         self._read_timeout = pool.read_timeout
-
-    @property
-    def status(self) -> int:
-        return self._head.status
-
-    @property
-    def reason(self) -> str:
-        return self._head.reason
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        """The upstream's header fields as sent (`filter_response_headers` before relaying)."""
-        return self._head.headers
-
-    @property
-    def length(self) -> int | None:
-        """The body's Content-Length; None when chunked or close-delimited."""
-        return self._head.length
-
-    @property
-    def is_chunked(self) -> bool:
-        return self._head.transfer_chunked
-
-    @property
-    def is_delimited(self) -> bool:
-        """The body's end is known without the connection closing (length or chunked)."""
-        return self._head.length is not None or self._head.transfer_chunked
+        self.status: int = head.status
+        self.reason: str = head.reason
+        # The upstream's header fields as sent (`filter_response_headers` before relaying).
+        self.headers: list[tuple[str, str]] = head.headers
+        # The body's Content-Length; None when chunked or close-delimited.
+        self.length: int | None = head.length
+        self.is_chunked: bool = head.transfer_chunked
+        # The body's end is known without the connection closing (length or chunked).
+        self.is_delimited: bool = head.length is not None or head.transfer_chunked
 
     @property
     def buffered(self) -> int:

@@ -185,13 +185,17 @@ def _document(rows: SnapshotRows) -> dict[str, Any]:
         }
         for namespace, name, status, purposes, targets in rows.workloads
     ]
-    return {
+    document = {
         "version": rows.version,
         "revision": content_revision(recipients, workloads),
         "generated_at": rows.generated_at.isoformat().replace("+00:00", "Z"),
         "recipients": recipients,
-        "workloads": workloads,
     }
+    # Only when there are any: a proxy that predates workloads refuses unknown snapshot keys,
+    # so a registry that declares none keeps serving the document such proxies accept.
+    if workloads:
+        document["workloads"] = workloads
+    return document
 
 
 def assemble_snapshot(rows: SnapshotRows) -> Snapshot:

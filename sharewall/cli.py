@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import NoReturn
+
+# Subcommand name -> the module whose `add_parser` registers it, in `--help` order. Only the
+# module of the command being run is imported, so `sharewall proxy` never loads the registry
+# service's database stack (SQLAlchemy, sqlmodel, Alembic) nor the injector.
+COMMANDS: dict[str, str] = {
+    "check": "proxy.check_cli",
+    "proxy": "proxy.proxy_cli",
+    "capture-rules": "proxy.capture_cli",
+    "ca": "proxy.ca_cli",
+    "registry": "registry.cli",
+    "inject": "injector.cli",
+    "injector": "injector.cli",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -14,38 +28,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named by argv (its first word, the root command taking no options)."""
+    if argv and argv[0] in COMMANDS:
+        return argv[0]
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The root parser: with `command`, only that subcommand's module; else every subcommand."""
     parser = _Parser(prog="sharewall", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    # Each subcommand module registers itself; imports stay lazy so `check` starts fast.
-    from proxy import check_cli
-
-    check_cli.add_parser(sub)
-    try:
-        from proxy import proxy_cli
-    except ImportError:  # pragma: no cover - before the proxy lands
-        proxy_cli = None
-    if proxy_cli is not None:
-        proxy_cli.add_parser(sub)
-    from proxy import ca_cli, capture_cli
-
-    capture_cli.add_parser(sub)
-    ca_cli.add_parser(sub)
-    try:
-        from registry import cli as registry_cli
-    except ImportError:  # pragma: no cover - before the registry service lands
-        registry_cli = None
-    if registry_cli is not None:
-        registry_cli.add_parser(sub)
-    from injector import cli as injector_cli
-
-    injector_cli.add_parser(sub)
+    modules = [COMMANDS[command]] if command else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sharewall` console script; returns the process exit code."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     return int(args.handler(args) or 0)
 

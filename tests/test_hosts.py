@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sharewall.hosts import BadAuthority, parse_authority, parse_url
+from sharewall.hosts import (
+    BadAuthority,
+    parse_authority,
+    parse_host_pattern,
+    parse_hostport,
+    parse_url,
+)
 
 
 def split_absolute_url(target: str) -> tuple[str, str, int, str]:
@@ -129,3 +135,56 @@ def test_repeated_targets_keep_their_own_paths_and_refusals() -> None:
     for _ in range(2):
         with pytest.raises(BadAuthority):
             split_absolute_url("http://user@api.example.com/v1")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        pytest.param("API.Twilio.com.", "api.twilio.com", id="case and trailing dot"),
+        pytest.param("*.Twilio.COM", "*.twilio.com", id="wildcard"),
+        pytest.param("api.twilio.com:8443", "api.twilio.com:8443", id="port"),
+        pytest.param("bücher.de", "xn--bcher-kva.de", id="idn as punycode"),
+        pytest.param("_dmarc.example.com", "_dmarc.example.com", id="underscore label, as dns"),
+        pytest.param("203.0.113.10", "203.0.113.10", id="ip literal"),
+        pytest.param("[2001:DB8::1]:443", "[2001:db8::1]:443", id="ipv6 literal and port"),
+    ],
+)
+def test_host_pattern_is_normalised_as_the_proxy_normalises_hosts(pattern: str, expected: str):
+    assert str(parse_host_pattern(pattern)) == expected
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("*.", id="bare wildcard"),
+        pytest.param("a.*.example.com", id="inner wildcard"),
+        pytest.param("*.0.113.10", id="wildcard over addresses"),
+        pytest.param("api.example.com:0", id="port zero"),
+        pytest.param("api.example.com:99999", id="port too large"),
+        pytest.param("user@api.example.com", id="userinfo"),
+        pytest.param("api.example.com/v1", id="path"),
+        pytest.param("-bad-.example.com", id="label with hyphens at the ends"),
+    ],
+)
+def test_bad_host_patterns_are_refused(pattern: str):
+    with pytest.raises(BadAuthority):
+        parse_host_pattern(pattern)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("127.0.0.1:15080", ("127.0.0.1", 15080), id="ipv4"),
+        pytest.param("[::1]:0", ("::1", 0), id="ipv6, ephemeral port"),
+        pytest.param("0.0.0.0:15001", ("0.0.0.0", 15001), id="any address"),
+    ],
+)
+def test_listen_addresses(text: str, expected: tuple[str, int]):
+    assert parse_hostport(text) == expected
+
+
+@pytest.mark.parametrize("text", ["nowhere", ":80", "host:", "host:http", "::1:80"])
+def test_bad_listen_addresses(text: str):
+    with pytest.raises(BadAuthority):
+        parse_hostport(text)

@@ -1,8 +1,8 @@
 """Payload inspection: find personal data in an outbound call (URL, headers, body), never its values.
 
 `inspect_call()` is the one entry point. It is synchronous, pure and CPU-bound, and never raises:
-a bug inside ends in the `inspector_error` problem, which makes the inspection incomplete so the
-call fails closed.
+a bug inside ends in the `inspector_error` problem (`Inspection.fault`), which `decide()` turns
+into a fault decision: the call fails closed with a 503, not a policy denial.
 
 Layout: formats (`query`, `headers`, `json_body`, `form`, `multipart`, `xml_body`, `text`, and
 `decode` for Content-Encoding and charsets) turn a call into fields; `walk` keeps each field's
@@ -78,8 +78,8 @@ def inspect_call(
     """
     scan: Scan | None = None
     try:
-        query, segments, host = split_url(url)
-        scan = Scan(limits, mobile_call=is_mobile_path(segments), host=host)
+        query, segments = split_url(url)
+        scan = Scan(limits, mobile_call=is_mobile_path(segments), url=url)
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         try:
             _inspect(scan, query, segments, pairs, body, body_truncated=body_truncated)

@@ -55,6 +55,8 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_\-]+={0,2}")
 _BASE64_BYTES = re.compile(rb"[A-Za-z0-9+/_\-\r\n]+={0,2}\s*")
 # Text: no control characters but tab, CR and LF.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_PEEK = 64  # characters of base64 (48 bytes) looked at before decoding a long value
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_\-]{2,}\.(eyJ[A-Za-z0-9_\-]{2,})\.[A-Za-z0-9_\-]*")
 
@@ -87,6 +89,9 @@ def is_text(data: bytes) -> str | None:
 def looks_base64(value: str) -> bool:
     """The cheap gate: long enough, one base64 alphabet, at most two `=` of padding."""
     if len(value) < MIN_BASE64 or len(value) > MAX_BASE64_FIELD:
+        return False
+    # Substring tests in C first: text has spaces, URLs and e-mails colons, dots or `@`.
+    if " " in value or "." in value or ":" in value or "@" in value:
         return False
     return _BASE64.fullmatch(value) is not None or _BASE64URL.fullmatch(value) is not None
 
@@ -142,6 +147,11 @@ def inflate_raw(data: bytes, cap: int) -> bytes | None:
 
 def decode_base64_text(value: str | bytes, cap: int) -> str | None:
     """The text (or JSON) a base64 / base64url string stands for, gzip inside undone; else None."""
+    if isinstance(value, str) and len(value) > 2 * _PEEK:
+        # An id or a blob shows it is binary in its first bytes: no need to decode it all.
+        head = base64_bytes(value[:_PEEK])
+        if head is None or (not head.startswith(GZIP_MAGIC) and _CONTROL_BYTES.search(head)):
+            return None
     data = base64_bytes(value)
     if not data:
         return None

@@ -58,6 +58,11 @@ class Inspection:
         return not any(p in INCOMPLETE_PROBLEMS for p in self.problems)
 
     @property
+    def fault(self) -> str | None:
+        """`inspector_error` when a detector failed: a fault of ours (503), not a policy denial."""
+        return INSPECTOR_ERROR if INSPECTOR_ERROR in self.problems else None
+
+    @property
     def categories(self) -> frozenset[str]:
         return frozenset(f.category for f in self.findings)
 

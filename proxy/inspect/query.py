@@ -60,14 +60,10 @@ _MOBILE_PATH_WORDS = frozenset(
 _DIGIT_OR_AT = re.compile(r"[\d@]")
 
 
-def split_url(url: str) -> tuple[str, list[str], str]:
-    """The query string, the decoded non-empty path segments and the host name of a URL."""
+def split_url(url: str) -> tuple[str, list[str]]:
+    """The query string and the decoded, non-empty path segments of a URL (parsed once a call)."""
     parts = urlsplit(url)
-    try:
-        host = (parts.hostname or "").rstrip(".")
-    except ValueError:
-        host = ""
-    return parts.query, [unquote(s) for s in parts.path.split("/") if s], host
+    return parts.query, [unquote(s) for s in parts.path.split("/") if s]
 
 
 def _word(segment: str) -> str:

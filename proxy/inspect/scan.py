@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from proxy.inspect.model import (
     TIMED_OUT,
@@ -27,10 +28,10 @@ class Scan:
     __slots__ = (
         "_deadline",
         "_findings",
+        "_host",
         "_problems",
         "fields",
         "grpc_encoding",
-        "host",
         "layers",
         "limits",
         "memo",
@@ -38,13 +39,15 @@ class Scan:
         "next_check",
         "recording",
         "regions",
+        "url",
     )
 
     def __init__(
-        self, limits: InspectionLimits, *, mobile_call: bool = False, host: str = ""
+        self, limits: InspectionLimits, *, mobile_call: bool = False, url: str = ""
     ) -> None:
         self.limits = limits
-        self.host = host  # the recipient's host name (lower case): where its credentials go
+        self.url = url
+        self._host: str | None = None
         self.grpc_encoding = ""  # the call's `grpc-encoding` (compressed gRPC frames)
         self.layers = 0  # encodings being undone around the current field (see encoded.py)
         self.regions = (limits.default_region, *limits.extra_phone_regions)
@@ -59,6 +62,16 @@ class Scan:
         # (rule, context, value) → findings, for this call only (see fields.scan_scalar).
         self.memo: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
         self.recording: list[tuple[str, str]] | None = None
+
+    @property
+    def host(self) -> str:
+        """The call's host name, lower case (parsed on first use: only credentials need it)."""
+        if self._host is None:
+            try:
+                self._host = (urlsplit(self.url).hostname or "").rstrip(".")
+            except ValueError:
+                self._host = ""
+        return self._host
 
     def add(self, category: str, location: str, detector: str) -> None:
         """Record a finding; the first detector to find a (category, location) wins."""

@@ -155,7 +155,12 @@ def _visit_str(
         and _walk_embedded(scan, node, location, info, ctx, depth)
     ):
         return
-    if len(node) >= MIN_BASE64 and _walk_base64(scan, node, location, info, ctx, depth):
+    if (
+        len(node) >= MIN_BASE64
+        and " " not in node
+        and "." not in node
+        and _walk_base64(scan, node, location, info, ctx, depth)
+    ):
         return
     scan_scalar(scan, location, info, node, ctx)
 
@@ -269,8 +274,11 @@ def _walk_fields(
                 and _walk_embedded(scan, value, location + suffix, key_kind, inner, depth)
             ):
                 continue
-            if len(value) >= MIN_BASE64 and _walk_base64(
-                scan, value, location + suffix, key_kind, inner, depth
+            if (
+                len(value) >= MIN_BASE64
+                and " " not in value  # the gate of `looks_base64`, inlined: text is skipped
+                and "." not in value
+                and _walk_base64(scan, value, location + suffix, key_kind, inner, depth)
             ):
                 continue
             if rule == _PHONE_RULE and value[0] == "+" and is_valid_compact(value):

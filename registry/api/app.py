@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from registry import db
+from registry import console, db
 from registry.settings import Settings
 from registry.throttle import FailureThrottle
 
@@ -91,4 +91,5 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(_database)
     for table in ROUTE_TABLES:
         install(app, table)
+    console.install(app)
     return app

@@ -19,7 +19,7 @@ from registry.models import ROLES, ApiToken, as_utc, utcnow
 from registry.service import Actor
 from registry.tokens import hash_token
 
-from . import keys
+from . import keys, sessions
 
 log = structlog.get_logger("registry.auth")
 
@@ -143,6 +143,11 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
     return principal
 
 
+async def lookup_token(app: web.Application, token_hash: str) -> Principal | None:
+    """The principal of an unrevoked token by its hash (the console's sign-in), or None."""
+    return await _lookup(app, token_hash)
+
+
 async def _mark_used(app: web.Application, token_id: int) -> None:
     # Bookkeeping only: a busy database must not turn a read request into an error.
     try:
@@ -155,10 +160,52 @@ async def _mark_used(app: web.Application, token_id: int) -> None:
         log.warning("auth.last_used_not_recorded", token_id=token_id, error=type(exc).__name__)
 
 
+async def _session_principal(request: web.Request) -> Principal | None:
+    """The principal of the console session in the request's cookie, if any and still valid.
+
+    The token is looked up again (cached briefly), so revoking it ends its sessions too. A
+    proxy token never has a session. A cookie-authenticated API write needs the CSRF token.
+    """
+    session_id = request.cookies.get(sessions.COOKIE)
+    store = request.app.get(sessions.SESSION_STORE)
+    if not session_id or store is None:
+        return None
+    session = store.get(session_id)
+    if session is None:
+        return None
+    principal = await _lookup(request.app, session.token_hash)
+    if principal is None or principal.role == "proxy":
+        store.drop(session_id)
+        return None
+    request[sessions.CONSOLE_SESSION] = session
+    if (
+        request.method not in sessions.SAFE_METHODS
+        and not request.path.startswith("/ui/")  # console forms check their own field
+        and not session.csrf_matches(request.headers.get(sessions.CSRF_HEADER))
+    ):
+        raise ApiError(
+            403,
+            "csrf",
+            "Forbidden",
+            f"a write from a console session needs its CSRF token in {sessions.CSRF_HEADER}",
+        )
+    return principal
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Resolve `Authorization: Bearer …` to a `Principal`; a bad token is 401 at once."""
+    """Resolve `Authorization: Bearer …` (or a console session) to a `Principal`.
+
+    A bad token is 401 at once; a stale session cookie is simply no principal.
+    """
     header = request.headers.get("Authorization")
+    if header is None:
+        principal = await _session_principal(request)
+        if principal is not None:
+            request[PRINCIPAL] = principal
+            structlog.contextvars.bind_contextvars(
+                actor=principal.owner, token=principal.name, role=principal.role
+            )
     if header is not None:
         check_sign_in_allowed(request)
         scheme, _, secret = header.partition(" ")

@@ -258,3 +258,15 @@ def test_cache_reset_with_an_empty_revision_always_clears() -> None:
     cache.put(key, "verdict")
     cache.reset("abc")
     assert cache.get(key) == "verdict"
+
+
+async def test_an_inspector_error_is_a_fault_not_a_policy_denial(decider: Decider) -> None:
+    from proxy.inspect.model import INSPECTOR_ERROR
+
+    decision = await decider.decide(
+        make_call(), make_inspection("contact.phone_number", problems=[INSPECTOR_ERROR])
+    )
+    assert decision.fault == INSPECTOR_ERROR
+    assert decision.unavailable and not decision.allow
+    assert decision.reasons == ()
+    assert decision.problems == (INSPECTOR_ERROR,)

@@ -36,6 +36,16 @@ from proxy_harness import REPO
             id="bad listen address",
         ),
         pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--transparent-listen", "15001"],
+            "transparent-listen '15001'",
+            id="bad transparent listen address",
+        ),
+        pytest.param(
+            ["--registry-file", "tests/data/proxy/registry.yaml", "--first-bytes-timeout", "0"],
+            "--first-bytes-timeout must be more than 0 seconds",
+            id="zero first-bytes timeout",
+        ),
+        pytest.param(
             ["--registry-file", "tests/data/proxy/registry.yaml", "--dns-ttl", "-1"],
             "--dns-ttl must be 0 (off) or more seconds",
             id="negative dns ttl",

@@ -1,0 +1,294 @@
+"""Footprint of one `sharewall proxy` sidecar: idle RSS, start to ready, RSS and CPU under load.
+
+    .venv/bin/python bench/bench_footprint.py [--rate 1000] [--duration 5] [--connections 64]
+
+Starts `sharewall proxy --mode report` on the sample registry (`examples/registry.yaml`) with
+the recipient `api.singtel.com` pinned (`--resolve`) to a plain HTTP upstream on loopback (its
+own process). Measures, on the proxy process only:
+
+- start to ready: from spawning the process to the first 200 from `/readyz`;
+- idle RSS: `VmRSS` from `/proc/PID/status`, one second after ready;
+- RSS under load: the highest `VmRSS` sampled every 100 ms while a paced load of `--rate`
+  requests/s (1 KB JSON POST carrying a phone number, purpose `service_delivery`, keep-alive,
+  `--connections` connections) runs for `--duration` seconds after a warm-up;
+- CPU per call: `utime + stime` from `/proc/PID/stat` over the load, divided by the calls.
+
+Each figure is printed against the goal of issue 10 as a ratio (≤ 1.0 meets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_proxy import _UpstreamProtocol, payload  # noqa: E402
+
+SAMPLE_REGISTRY = ROOT / "examples" / "registry.yaml"
+HOST = "api.singtel.com"  # approved for service_delivery with contact.phone_number
+PURPOSE = "service_delivery"
+# Goals of issue 10: (label, goal, unit).
+GOALS = {
+    "idle": ("idle RSS", 40.0, "MB"),
+    "ready": ("start to ready", 0.5, "s"),
+    "load_rss": ("RSS at {rate} req/s", 60.0, "MB"),
+    "cpu": ("CPU per call", 100.0, "us"),
+}
+
+
+def _upstream(conn: multiprocessing.connection.Connection) -> None:
+    """A plain HTTP/1.1 upstream answering 200 to everything (runs in its own process)."""
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _UpstreamProtocol(0.0), "127.0.0.1", 0)
+        conn.send(server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+def rss_mib(pid: int) -> float:
+    """VmRSS of one process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_proxy(
+    work: Path,
+    upstream_port: int,
+    *,
+    registry: Path = SAMPLE_REGISTRY,
+    host: str = HOST,
+    extra: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], int, float]:
+    """Start the proxy; (process, listen port, seconds from spawn to the first ready 200)."""
+    port_file = work / "ports.json"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharewall.cli",
+        "proxy",
+        "--registry-file",
+        str(registry),
+        "--mode",
+        "report",
+        "--default-purpose",
+        PURPOSE,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--port-file",
+        str(port_file),
+        "--spool-dir",
+        str(work / "spool"),
+        "--resolve",
+        f"{host}:{upstream_port}:127.0.0.1",
+        *extra,
+    ]
+    log = open(work / "proxy.log", "wb")  # noqa: SIM115 - the process's stdout, like a pod's
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 60
+    ports = None
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"proxy did not start:\n{(work / 'proxy.log').read_text()}")
+        if ports is None and port_file.exists():
+            with contextlib.suppress(ValueError):
+                ports = json.loads(port_file.read_text())
+        if ports is not None:
+            url = f"http://127.0.0.1:{ports['admin'][1]}/readyz"
+            with contextlib.suppress(OSError), opener.open(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, ports["listen"][1], time.perf_counter() - started
+        time.sleep(0.005)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status = int(head.split(" ", 2)[1])
+    headers = {}
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip().lower()
+    if "chunked" in headers.get("transfer-encoding", ""):
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    else:
+        await reader.readexactly(int(headers.get("content-length", "0")))
+    return status
+
+
+async def paced_load(
+    port: int,
+    upstream_port: int,
+    *,
+    rate: float,
+    duration: float,
+    connections: int,
+    host: str = HOST,
+    sent_at: list[float] | None = None,
+    stop: asyncio.Event | None = None,
+) -> tuple[int, int, list[float]]:
+    """`rate` requests/s for `duration` s over keep-alive connections; (ok, failed, latencies).
+
+    With `sent_at`, the `time.monotonic()` of each request is appended to it (same order as the
+    latencies). Setting `stop` ends the load early."""
+    body = payload(1024)
+    request = (
+        f"POST http://{host}:{upstream_port}/v1/sms HTTP/1.1\r\n"
+        f"Host: {host}:{upstream_port}\r\n"
+        f"X-Sharewall-Purpose: {PURPOSE}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    total = int(rate * duration)
+    ok = failed = 0
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+
+    async def worker(k: int) -> None:
+        nonlocal ok, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in range(k, total, connections):
+                if stop is not None and stop.is_set():
+                    break
+                delay = start + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent = time.perf_counter()
+                writer.write(request)
+                status = await _read_response(reader)
+                latencies.append(time.perf_counter() - sent)
+                if sent_at is not None:
+                    sent_at.append(time.monotonic() - (time.perf_counter() - sent))
+                if status == 200:
+                    ok += 1
+                else:
+                    failed += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(k) for k in range(connections)))
+    return ok, failed, latencies
+
+
+async def measure_load(
+    pid: int, port: int, upstream_port: int, args: argparse.Namespace
+) -> dict[str, float]:
+    """Warm up, then run the paced load while sampling RSS; the figures of the load."""
+    await paced_load(
+        port, upstream_port, rate=args.rate, duration=1.0, connections=args.connections
+    )
+    peak = rss_mib(pid)
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, rss_mib(pid))
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.create_task(sample())
+    cpu_before, wall_before = cpu_seconds(pid), time.perf_counter()
+    ok, failed, latencies = await paced_load(
+        port, upstream_port, rate=args.rate, duration=args.duration, connections=args.connections
+    )
+    cpu_after, wall = cpu_seconds(pid), time.perf_counter() - wall_before
+    sampling = False
+    await sampler
+    calls = ok + failed
+    latencies.sort()
+    return {
+        "rss": peak,
+        "cpu_us": (cpu_after - cpu_before) / calls * 1e6,
+        "achieved": calls / wall,
+        "ok": ok,
+        "failed": failed,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+        "cores": (cpu_after - cpu_before) / wall,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="requests/s (default 1000)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load (default 5)")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    args = parser.parse_args()
+
+    parent, child = multiprocessing.Pipe()
+    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
+    upstream.start()
+    upstream_port = parent.recv()
+    with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
+        proc, port, ready = start_proxy(Path(tmp), upstream_port)
+        try:
+            time.sleep(1.0)
+            idle = rss_mib(proc.pid)
+            load = asyncio.run(measure_load(proc.pid, port, upstream_port, args))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            upstream.kill()
+
+    rate = int(args.rate)
+    print(f"sharewall proxy --mode report on {SAMPLE_REGISTRY.relative_to(ROOT)}, {HOST} pinned")
+    print(
+        f"load: {load['ok']} ok + {load['failed']} not ok in {args.duration:g} s at "
+        f"{load['achieved']:.0f} req/s achieved ({args.connections} connections), "
+        f"p50 {load['p50_ms']:.2f} ms, p99 {load['p99_ms']:.2f} ms round trip, "
+        f"proxy CPU {load['cores']:.2f} cores"
+    )
+    rows = [
+        ("idle", idle),
+        ("ready", ready),
+        ("load_rss", load["rss"]),
+        ("cpu", load["cpu_us"]),
+    ]
+    print(f"{'':24s}{'measured':>10s}{'goal':>8s}  {'ratio':>6s}")
+    for key, value in rows:
+        label, goal, unit = GOALS[key]
+        label = label.format(rate=rate)
+        print(f"{label:24s}{value:>8.2f} {unit:<2s}{goal:>6g} {unit:<2s}{value / goal:>6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

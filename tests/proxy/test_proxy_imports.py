@@ -1,0 +1,125 @@
+"""The proxy process loads only what it runs: nothing of the registry service or its database.
+
+The real `sharewall proxy` process is started under `python -X importtime`, which writes one
+line per module the process imports to stderr; the set is read after the proxy is ready.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_REGISTRY = REPO / "examples" / "registry.yaml"
+# Top-level packages the sidecar must never load: the registry service and its database stack.
+FORBIDDEN = ("registry", "sqlalchemy", "sqlmodel", "alembic", "asyncpg", "aiosqlite")
+# Nor an HTTP client stack it never calls with (tldextract used to bring these for ~6 MB).
+UNUSED = ("requests", "urllib3", "charset_normalizer", "filelock")
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """Module names from `-X importtime` output ("import time: self | cumulative | name")."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        name = line.rsplit("|", 1)[-1].strip()
+        if name and name != "imported package":
+            names.add(name)
+    return names
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port_file: Path, stderr: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"proxy did not start:\n{stderr.read_text()[-2000:]}")
+        time.sleep(0.05)
+    admin = json.loads(port_file.read_text())["admin"]
+    url = f"http://127.0.0.1:{admin[1]}/readyz"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while True:
+        try:
+            with opener.open(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"proxy never ready:\n{stderr.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The modules a real `sharewall proxy` on the sample registry has loaded once ready."""
+    tmp_path = tmp_path_factory.mktemp("proxy-imports")
+    port_file = tmp_path / "ports.json"
+    stderr = tmp_path / "stderr.txt"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "sharewall.cli",
+        "proxy",
+        "--registry-file",
+        str(SAMPLE_REGISTRY),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--port-file",
+        str(port_file),
+        "--spool-dir",
+        str(tmp_path / "spool"),
+    ]
+    with open(stderr, "wb") as err, open(tmp_path / "stdout.txt", "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=env)
+        try:
+            _wait_ready(proc, port_file, stderr)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    return imported_modules(stderr.read_text())
+
+
+def test_the_running_proxy_imports_nothing_of_the_registry_service_or_its_database(
+    proxy_modules: set[str],
+) -> None:
+    # The proxy itself must show up, or the module list was not read at all.
+    assert {"proxy.app", "proxy.listener", "sharewall.snapshot"} <= proxy_modules
+    loaded = sorted(m for m in proxy_modules if m.split(".")[0] in FORBIDDEN)
+    assert loaded == []
+
+
+def test_the_running_proxy_imports_no_http_client_stack_it_does_not_use(
+    proxy_modules: set[str],
+) -> None:
+    assert "sharewall.recipients" in proxy_modules
+    assert sorted(m for m in proxy_modules if m.split(".")[0] in UNUSED) == []
+
+
+def test_the_root_help_still_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sharewall.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    for command in ("check", "proxy", "capture-rules", "ca", "registry", "inject", "injector"):
+        assert f"    {command} " in out or f"    {command}\n" in out, command
