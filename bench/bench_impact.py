@@ -165,7 +165,7 @@ async def main() -> None:
         async with db.create_sessionmaker(engine)() as session, session.begin():
             await db.begin_write(session)
             await apply_registry(
-                session, parse_registry_document(live_doc), Actor("bench", "admin")
+                session, parse_registry_document(live_doc), Actor("bench", "admin"), bootstrap=True
             )
             _, secret = await create_token(session, name="bench", role="security", actor="b")
 

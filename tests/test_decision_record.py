@@ -63,7 +63,8 @@ def test_the_proxy_writes_exactly_the_shared_fields_in_order(vocabulary):
         {"code": "MOBILE_INFO_FOR_MARKETING", "category": "contact.phone_number"}
     ]
     assert stored["reason_codes"] == ["MOBILE_INFO_FOR_MARKETING"]
-    assert set(LINE_FIELDS) == set(FIELD_NAMES) - {"time", "reasons", "findings"}
+    assert set(LINE_FIELDS) < set(FIELD_NAMES)
+    assert {"time", "reasons", "findings"}.isdisjoint(LINE_FIELDS)  # the line stays short
     assert set(record_schema()["properties"]) == set(FIELD_NAMES)
 
 

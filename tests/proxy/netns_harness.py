@@ -254,7 +254,7 @@ def transparent_pod(extra_proxy_args: tuple[str, ...] = (), *, ipv6: bool = Fals
             env=env,
         )
         pod.procs.append(proxy)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while not port_file.exists():
             if proxy.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"proxy did not start:\n{pod.proxy_log.read_text()}")

@@ -265,7 +265,7 @@ class ProxyProcess:
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()

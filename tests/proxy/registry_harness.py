@@ -52,7 +52,7 @@ class RegistryProcess:
             env=env,
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.workdir / "registry.log").read_text())
@@ -93,7 +93,7 @@ def start_following_proxy(
     )
 
 
-def wait_ready(proxy: ProxyProcess, timeout: float = 15) -> None:
+def wait_ready(proxy: ProxyProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

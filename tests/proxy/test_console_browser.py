@@ -87,7 +87,7 @@ def blocked(registry, upstreams, tmp_path_factory):
         decision_id = resp.json()["decision_id"]
         for _ in range(3):  # calls to a host no recipient owns yet (the pending change's)
             session.post(f"http://{UNKNOWN_HOST}:{upstreams.http_port}/x", timeout=10)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while time.monotonic() < deadline:
             found = api(reg, tokens["security"], "GET", f"/v1/flows/{decision_id}")
             if found.status_code == 200:

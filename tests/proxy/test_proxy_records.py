@@ -32,6 +32,9 @@ from registry_harness import (
 )
 from tiny_disk import fill, tiny_tmpfs
 
+# Several proxy and registry processes each: on a loaded 2-core CI machine that takes minutes.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryProcess, dict]]:

@@ -35,7 +35,7 @@ def served(db_url) -> Iterator[str]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         url = None
         assert proc.stdout is not None
         while time.monotonic() < deadline:
