@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proxy import decision_log as f
+from sharewall.decision_record import FACT_FIELDS
 
 # (minute epoch, source_workload, source_namespace, recipient_id, purpose, category)
 LedgerKey = tuple[int, str, str, str, str, str]
@@ -128,26 +129,9 @@ def _row(key: LedgerKey, count: int) -> dict[str, Any]:
     }
 
 
-_FACT_FIELDS = (
-    "source_workload",
-    "source_namespace",
-    "host",
-    "port",
-    "recipient_id",
-    "purpose",
-    "categories",
-    "scheme",
-    "inspected",
-    "tls_upstream",
-    "complete",
-    "verdict",
-    "reason_codes",
-)
-
-
 def _fact_row(key: FactKey, count: int) -> dict[str, Any]:
     row: dict[str, Any] = {"kind": FACT, "minute": minute_iso(key[0])}
-    row.update(zip(_FACT_FIELDS, key[1:], strict=True))
+    row.update(zip(FACT_FIELDS, key[1:], strict=True))
     row["categories"] = list(row["categories"])
     row["reason_codes"] = list(row["reason_codes"])
     row["count"] = count
@@ -155,7 +139,7 @@ def _fact_row(key: FactKey, count: int) -> dict[str, Any]:
 
 
 def _fact_key(minute: int, row: dict[str, Any]) -> FactKey:
-    values = [row[name] for name in _FACT_FIELDS]
+    values = [row[name] for name in FACT_FIELDS]
     values[6] = tuple(values[6])
     values[12] = tuple(values[12])
     return (minute, *values)  # type: ignore[return-value]

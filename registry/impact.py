@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from registry.models import DecisionFact
+from sharewall.decision_record import FACT_KEY_FIELDS
 from sharewall.policy import PolicyEvaluator
 from sharewall.recipients import RecipientIndex
 from sharewall.registry_file import RegistryFileError, parse_registry_document
@@ -29,19 +30,6 @@ from sharewall.snapshot import Recipient, Snapshot, Workload
 
 MAX_DAYS = 90
 _FACTS = DecisionFact.__table__
-_FACT_COLUMNS = (
-    "source_workload",
-    "source_namespace",
-    "host",
-    "port",
-    "recipient_id",
-    "purpose",
-    "categories",
-    "scheme",
-    "inspected",
-    "tls_upstream",
-    "complete",
-)
 
 
 @dataclass(frozen=True)
@@ -77,7 +65,7 @@ class Window:
 
 async def load_facts(conn: AsyncConnection, window: Window) -> list[Fact]:
     """The distinct facts of a window with their summed counts (one grouped query)."""
-    columns = [_FACTS.c[name] for name in _FACT_COLUMNS]
+    columns = [_FACTS.c[name] for name in FACT_KEY_FIELDS]
     stmt = (
         sa.select(*columns, sa.func.sum(_FACTS.c.count).label("count"))
         .where(

@@ -25,7 +25,7 @@ from registry.models import (
     FlowReason,
     LedgerEntry,
 )
-from sharewall.decision_record import Vocabulary, validate_record
+from sharewall.decision_record import FACT_FIELDS, Vocabulary, validate_record
 from sharewall.taxonomy import load_taxonomy
 
 
@@ -210,29 +210,12 @@ class FactIn(BaseModel):
         return sorted(set(value))
 
 
-FACT_COLUMNS = (
-    "source_workload",
-    "source_namespace",
-    "host",
-    "port",
-    "recipient_id",
-    "purpose",
-    "categories",
-    "scheme",
-    "inspected",
-    "tls_upstream",
-    "complete",
-    "verdict",
-    "reason_codes",
-)
-
-
 def fact_row(fact: FactIn, proxy_id: str) -> dict[str, Any]:
     """A shipped fact as stored: sets joined, the fact hashed, with its proxy and minute."""
     row = fact.model_dump(exclude={"kind"})
     row["categories"] = ",".join(fact.categories)
     row["reason_codes"] = ",".join(fact.reason_codes)
-    key = "\x1f".join(str(row[c]) for c in FACT_COLUMNS)
+    key = "\x1f".join(str(row[c]) for c in FACT_FIELDS)
     row["fact_key"] = hashlib.sha256(key.encode()).hexdigest()
     row["proxy_id"] = proxy_id
     return row
@@ -262,7 +245,7 @@ async def store_facts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
         held = hours.get((hour, fact_key))
         if held is None:
             hours[(hour, fact_key)] = {
-                **{c: row[c] for c in FACT_COLUMNS},
+                **{c: row[c] for c in FACT_FIELDS},
                 "fact_key": fact_key,
                 "hour": hour,
                 "count": row["count"],

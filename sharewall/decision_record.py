@@ -108,6 +108,24 @@ LINE_FIELDS = tuple(f.name for f in FIELDS if f.in_line)
 RECORD_ONLY_FIELDS = frozenset(FIELD_NAMES) - frozenset(LINE_FIELDS)
 
 
+# A decision fact (what the proxy's ledger ships as `kind: fact` rows, the registry sums per
+# hour and `/v1/impact` replays): everything the policy depends on, then what it answered.
+FACT_KEY_FIELDS = (
+    "source_workload",
+    "source_namespace",
+    "host",
+    "port",
+    "recipient_id",
+    "purpose",
+    "categories",
+    "scheme",
+    "inspected",
+    "tls_upstream",
+    "complete",
+)
+FACT_FIELDS = (*FACT_KEY_FIELDS, "verdict", "reason_codes")
+
+
 def new_record(
     *,
     time: str,
