@@ -59,9 +59,18 @@ def blocked(decision: Decision, **kw: object) -> bytes:
     return render(403, body, decision_id=decision.decision_id, **kw)  # type: ignore[arg-type]
 
 
-def unavailable(decision_id: str, message: str = "egress is unavailable", **kw: object) -> bytes:
-    """503: a fault inside sharewall; the call fails closed."""
-    body = {"error": EGRESS_UNAVAILABLE, "decision_id": decision_id, "message": message}
+def unavailable(
+    decision_id: str,
+    message: str = "egress is unavailable",
+    *,
+    fault: str | None = None,
+    **kw: object,
+) -> bytes:
+    """503: a fault inside sharewall; the call fails closed. `fault` names it (`inspector_error`, …)."""
+    body: dict[str, object] = {"error": EGRESS_UNAVAILABLE, "decision_id": decision_id}
+    if fault:
+        body["fault"] = fault
+    body["message"] = message
     return render(503, body, decision_id=decision_id, **kw)  # type: ignore[arg-type]
 
 
@@ -75,7 +84,7 @@ def rejection(outcome: Outcome, decision: Decision, **kw: object) -> bytes:
     if outcome is Outcome.BLOCK:
         return blocked(decision, **kw)
     if outcome is Outcome.UNAVAILABLE:
-        return unavailable(decision.decision_id, **kw)
+        return unavailable(decision.decision_id, fault=decision.fault, **kw)
     if outcome is Outcome.UNREACHABLE:
         return error(
             REFUSAL_STATUS[outcome], UPSTREAM_UNREACHABLE, "cannot resolve the destination", **kw

@@ -116,6 +116,7 @@ def test_engine_fault_fails_closed_with_503(faulty_engine_proxy, upstreams):
     assert upstreams.find(m) == []
     line = p.decision(body["decision_id"])
     assert line["fault"] and line["action"] == "deny" and line["status"] == 503
+    assert body["fault"] == line["fault"]  # the app is told which fault, as the log says
     ready = _direct().get(f"{p.admin_url}/readyz", timeout=5)
     assert ready.status_code == 503
 
