@@ -31,10 +31,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import structlog
+
+from sharewall.hosts import BadAuthority, format_authority, parse_service_url, split_url
 
 log = structlog.get_logger("sharewall.proxy.spool")
 
@@ -55,18 +56,22 @@ class SpoolLocked(Exception):
 
 
 def registry_identity(url: str | None) -> str | None:
-    """The registry a segment is written for: `scheme://host:port/path`, normalised; None for none."""
+    """The registry a segment is written for: `scheme://host:port/path`, normalised; None for none.
+
+    Two spellings of one registry (IDN or punycode, `[::0001]` or `[::1]`, a default port or
+    none, a trailing dot or slash) are one identity; userinfo never appears in it.
+    """
     if not url:
         return None
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
     try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:
-        port = None
-    host = (parts.hostname or "").lower()
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
+        target = parse_service_url(url)
+    except BadAuthority:
+        # Not a URL the shipper can call: named as written (lower-cased, without userinfo).
+        parts = split_url(url.strip())
+        hostport = (parts.authority or "").rpartition("@")[2].lower()
+        return f"{parts.scheme}://{hostport}{parts.path.rstrip('/')}"
+    authority = format_authority(target.host, target.port, "")  # always with the port
+    return f"{target.scheme}://{authority}{target.path.partition('?')[0].rstrip('/')}"
 
 
 @dataclass

@@ -148,6 +148,41 @@ class Target(NamedTuple):
         return format_authority(self.host, self.port, self.scheme)
 
 
+class UrlParts(NamedTuple):
+    """A URL split as RFC 3986 (appendix B) splits it: lexically, nothing checked or normalised.
+
+    `scheme` is lower-cased; a part that is absent (no `//`, `?` or `#`) is None, one that is
+    present but empty is "". The userinfo, if any, is still in `authority`.
+    """
+
+    scheme: str
+    authority: str | None
+    path: str
+    query: str | None
+    fragment: str | None
+
+
+# RFC 3986 appendix B: every string matches, so splitting never fails (checking is the callers').
+_URL_RE = re.compile(r"(?:([^:/?#]+):)?(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?", re.DOTALL)
+
+
+def split_url(url: str) -> UrlParts:
+    """Split any URL into scheme, authority, path, query and fragment; never raises.
+
+    >>> split_url("HTTPS://u@api.example.com:8443/v1/a?x=1#f")
+    UrlParts(scheme='https', authority='u@api.example.com:8443', path='/v1/a', query='x=1', fragment='f')
+    """
+    scheme, authority, path, query, fragment = _url_groups(url)
+    return UrlParts(scheme.lower() if scheme else "", authority, path, query, fragment)
+
+
+def _url_groups(url: str) -> tuple[str | None, str | None, str, str | None, str | None]:
+    # The raw groups (scheme as written): parse_url, on every proxied call, skips the NamedTuple.
+    match = _URL_RE.match(url)
+    assert match is not None  # the pattern matches every string
+    return match.groups()  # type: ignore[return-value]
+
+
 def parse_url(url: str) -> Target:
     """Parse an absolute-form `http://` or `https://` URL (a proxy request target, a `check` URL).
 
@@ -156,23 +191,33 @@ def parse_url(url: str) -> Target:
         >>> parse_url("http://API.example.com:8080/v1?x=1")
         Target(scheme='http', host='api.example.com', port=8080, path='/v1?x=1')
     """
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in DEFAULT_PORTS:
+    scheme, authority, path, query, _fragment = _url_groups(url)
+    scheme = scheme.lower() if scheme else ""
+    if authority is None or scheme not in DEFAULT_PORTS:
         raise BadAuthority("only absolute http:// and https:// targets are accepted")
-    end = len(rest)
-    for delimiter in "/?#":
-        index = rest.find(delimiter)
-        if 0 <= index < end:
-            end = index
-    authority, path = rest[:end], rest[end:]
     host, port = parse_authority_cached(authority, default_port=DEFAULT_PORTS[scheme])
-    path = path.partition("#")[0]
-    if _CONTROL_RE.search(path):
+    return Target(scheme, host, port, _request_path(path, query))
+
+
+def parse_service_url(url: str) -> Target:
+    """Parse the configured URL of a service sharewall calls (the registry): http(s) only.
+
+    Unlike a proxied call's target, a configured URL may carry userinfo (credentials for the
+    service); it is accepted and left out of the result, which is safe to log.
+    """
+    scheme, authority, path, query, _fragment = split_url(url.strip())
+    if authority is None or scheme not in DEFAULT_PORTS:
+        raise BadAuthority("only absolute http:// and https:// URLs are accepted")
+    hostport = authority.rpartition("@")[2]
+    host, port = parse_authority(hostport, default_port=DEFAULT_PORTS[scheme])
+    return Target(scheme, host, port, _request_path(path, query))
+
+
+def _request_path(path: str, query: str | None) -> str:
+    target = path if query is None else f"{path}?{query}"
+    if _CONTROL_RE.search(target):
         raise BadAuthority("request target contains a space or control character")
-    if not path.startswith("/"):
-        path = "/" + path
-    return Target(scheme, host, port, path)
+    return target if target.startswith("/") else "/" + target
 
 
 def format_authority(host: str, port: int, scheme: str) -> str:

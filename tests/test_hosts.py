@@ -9,7 +9,9 @@ from sharewall.hosts import (
     parse_authority,
     parse_host_pattern,
     parse_hostport,
+    parse_service_url,
     parse_url,
+    split_url,
 )
 
 
@@ -188,3 +190,50 @@ def test_listen_addresses(text: str, expected: tuple[str, int]):
 def test_bad_listen_addresses(text: str):
     with pytest.raises(BadAuthority):
         parse_hostport(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param(
+            "HTTPS://u:p@api.example.com:8443/v1/a?x=1#f",
+            ("https", "u:p@api.example.com:8443", "/v1/a", "x=1", "f"),
+            id="every part",
+        ),
+        pytest.param("http://h", ("http", "h", "", None, None), id="authority only"),
+        pytest.param("http://h/?#", ("http", "h", "/", "", ""), id="empty query and fragment"),
+        pytest.param("http://h#f?x", ("http", "h", "", None, "f?x"), id="? inside the fragment"),
+        pytest.param("/p/+1415?q", ("", None, "/p/+1415", "q", None), id="origin form"),
+        pytest.param("http://[::1/x", ("http", "[::1", "/x", None, None), id="not checked"),
+        pytest.param("http://h/a\tb", ("http", "h", "/a\tb", None, None), id="controls kept"),
+    ],
+)
+def test_split_url_is_lexical_and_never_raises(url: str, expected: tuple[object, ...]) -> None:
+    assert tuple(split_url(url)) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param(
+            " http://proxy:pw@Registry.test.:8700/api/ ",
+            ("http", "registry.test", 8700, "/api/"),
+            id="userinfo dropped",
+        ),
+        pytest.param(
+            "https://régistry.test", ("https", "xn--rgistry-bya.test", 443, "/"), id="idn"
+        ),
+        pytest.param("http://[::0001]", ("http", "::1", 80, "/"), id="ipv6"),
+    ],
+)
+def test_service_url(url: str, expected: tuple[str, str, int, str]) -> None:
+    assert tuple(parse_service_url(url)) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["registry.test:8700", "ftp://registry.test/", "http://u@", "http://registry.test:99999/"],
+)
+def test_service_url_rejects(url: str) -> None:
+    with pytest.raises(BadAuthority):
+        parse_service_url(url)

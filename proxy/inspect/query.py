@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from proxy.inspect import categories as cat
 from proxy.inspect.form import parse_pairs, scan_pairs
@@ -11,6 +11,7 @@ from proxy.inspect.identifiers import is_email
 from proxy.inspect.network import is_public_ip
 from proxy.inspect.phone import is_phone_value
 from proxy.inspect.scan import Scan
+from sharewall import hosts
 
 # Path segments after which a bare number is a phone number (lookup and HLR endpoints).
 _PHONE_PATH_PARENTS = frozenset(
@@ -62,8 +63,8 @@ _DIGIT_OR_AT = re.compile(r"[\d@]")
 
 def split_url(url: str) -> tuple[str, list[str]]:
     """The query string and the decoded, non-empty path segments of a URL (parsed once a call)."""
-    parts = urlsplit(url)
-    return parts.query, [unquote(s) for s in parts.path.split("/") if s]
+    parts = hosts.split_url(url)
+    return parts.query or "", [unquote(s) for s in parts.path.split("/") if s]
 
 
 def _word(segment: str) -> str:

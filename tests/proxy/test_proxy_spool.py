@@ -67,6 +67,29 @@ async def test_close_seals_segments_that_name_their_registry(tmp_path):
     assert not list(tmp_path.glob(f"*{OPEN_SUFFIX}"))
 
 
+@pytest.mark.parametrize(
+    ("spelling", "same_as"),
+    [
+        pytest.param("http://Registry.TEST.:8700", REGISTRY, id="case and trailing dot"),
+        pytest.param("http://régistry.test:8700/", "http://xn--rgistry-bya.test:8700", id="idn"),
+        pytest.param("http://[::0001]:8700/", "http://[::1]:8700", id="ipv6 literal"),
+        pytest.param("https://registry.test/api/", "https://registry.test:443/api", id="port"),
+        pytest.param("http://proxy:secret@registry.test:8700", REGISTRY, id="userinfo"),
+    ],
+)
+def test_two_spellings_of_one_registry_are_one_identity(spelling: str, same_as: str):
+    # A successor configured with another spelling of the registry ships the segments its
+    # predecessor wrote (they are not foreign), and a password never reaches a segment header.
+    identity = registry_identity(spelling)
+    assert identity == registry_identity(same_as)
+    assert identity is not None and "secret" not in identity and "@" not in identity
+
+
+def test_a_registry_url_that_is_no_url_still_has_an_identity():
+    assert registry_identity("ftp://u:pw@Registry.test:x/a/") == "ftp://registry.test:x/a"
+    assert registry_identity("http://[::1/") == "http://[::1"
+
+
 async def test_full_segments_are_sealed_while_running_oldest_first(tmp_path):
     spool = Spool(tmp_path, segment_max_records=2, segment_max_age=60)
     await spool.start()
