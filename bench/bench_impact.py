@@ -34,9 +34,9 @@ from proxy.ledger import Ledger  # noqa: E402
 from registry import db  # noqa: E402
 from registry.api.app import create_app  # noqa: E402
 from registry.apply import apply_registry  # noqa: E402
+from registry.audit import Actor  # noqa: E402
 from registry.impact import Window, load_facts, policy_input  # noqa: E402
 from registry.ingest import FactIn, fact_row, store_facts  # noqa: E402
-from registry.service import Actor  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 from registry.tokens import create_token  # noqa: E402
 from sharewall.policy import PolicyEvaluator  # noqa: E402
@@ -167,7 +167,7 @@ async def main() -> None:
             await apply_registry(
                 session, parse_registry_document(live_doc), Actor("bench", "admin"), bootstrap=True
             )
-            _, secret = await create_token(session, name="bench", role="security", actor="b")
+            _, secret = await create_token(session, name="bench", role="security")
 
         t0 = time.perf_counter()
         facts = distinct_facts(args.facts, rng)

@@ -112,9 +112,7 @@ async def serve(url: str) -> AsyncIterator[tuple[str, dict[str, str]]]:
     tokens = {}
     async with db.create_sessionmaker(engine)() as session:
         for role in ("proxy", "security", "engineer"):
-            _, tokens[role] = await create_token(
-                session, name=f"bench-{role}", role=role, actor="b"
-            )
+            _, tokens[role] = await create_token(session, name=f"bench-{role}", role=role)
         await session.commit()
     await engine.dispose()
     runner = web.AppRunner(create_app(Settings(db_url=url, retention_days=0)), access_log=None)

@@ -31,12 +31,11 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry import changes, workloads
-from registry.audit import record_audit
+from registry.audit import Actor, record_audit
 from registry.changes import EDITABLE_FIELDS
 from registry.errors import ApiError, conflict, forbidden
 from registry.models import Approval, Grant, Recipient, RecipientHost, Workload, utcnow
 from registry.service import (
-    Actor,
     Loaded,
     check_storable,
     forget,
@@ -466,7 +465,15 @@ async def apply_registry(
     by_id = {r.id: r for r in wanted.recipients}
     # Deletions first, as statements executed now, so hosts can move between recipients.
     for rid in diff.removed:
-        _audit(session, actor, "recipient.delete", rid, before=current[rid].image())
+        record_audit(
+            session,
+            actor,
+            "recipient.delete",
+            "recipient",
+            rid,
+            scope=scope_of(rid),
+            before=current[rid].image(),
+        )
         await session.exec(sa.delete(Recipient).where(Recipient.id == rid))
         forget(session, current[rid].all_rows())
     await session.flush()
@@ -484,11 +491,10 @@ async def apply_registry(
     diff.applied = True
     record_audit(
         session,
-        actor=actor.name,
-        token_name=actor.token,
-        action="registry.apply",
-        entity_type="registry",
-        entity_id="registry",
+        actor,
+        "registry.apply",
+        "registry",
+        "registry",
         after={
             "added": [d["id"] for d in diff.added],
             "changed": [c.id for c in diff.changed],
@@ -501,30 +507,6 @@ async def apply_registry(
         },
     )
     return diff
-
-
-def _audit(
-    session: AsyncSession,
-    actor: Actor,
-    action: str,
-    recipient_id: str,
-    *,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    note: str | None = None,
-) -> None:
-    record_audit(
-        session,
-        actor=actor.name,
-        token_name=actor.token,
-        action=action,
-        entity_type="recipient",
-        entity_id=recipient_id,
-        before=before,
-        after=after,
-        scope=scope_of(recipient_id),
-        note=note,
-    )
 
 
 async def _stage_grants(
@@ -587,7 +569,16 @@ async def _change_recipient(
         row.version += 1
         session.add(row)
         await session.flush()
-        _audit(session, actor, "recipient.update", row.id, before=before, after=loaded.image())
+        record_audit(
+            session,
+            actor,
+            "recipient.update",
+            "recipient",
+            row.id,
+            scope=scope_of(row.id),
+            before=before,
+            after=loaded.image(),
+        )
     if change.status in NARROWING_STATUSES:
         action = "suspend" if change.status == "suspended" else "revoke"
         await set_recipient_status(session, row.id, action, actor, "registry apply")
@@ -595,11 +586,13 @@ async def _change_recipient(
         before = loaded.image()
         _approve_all(session, loaded, actor)
         await session.flush()
-        _audit(
+        record_audit(
             session,
             actor,
             "recipient.approve",
+            "recipient",
             row.id,
+            scope=scope_of(row.id),
             before=before,
             after=loaded.image(),
             note=_BOOTSTRAP_NOTE,
@@ -705,9 +698,26 @@ async def _add_recipients(
     await session.flush()  # grant ids, for the audit images
     for row in rows:
         image = Loaded(row, hosts[row.id], grants[row.id]).image()
-        _audit(session, actor, "recipient.create", row.id, after=image)
+        record_audit(
+            session,
+            actor,
+            "recipient.create",
+            "recipient",
+            row.id,
+            scope=scope_of(row.id),
+            after=image,
+        )
         if row.status == "approved":
-            _audit(session, actor, "recipient.approve", row.id, after=image, note=_BOOTSTRAP_NOTE)
+            record_audit(
+                session,
+                actor,
+                "recipient.approve",
+                "recipient",
+                row.id,
+                scope=scope_of(row.id),
+                after=image,
+                note=_BOOTSTRAP_NOTE,
+            )
 
 
 def _approval(recipient_id: str, status: str, actor: Actor) -> Approval:

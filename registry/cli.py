@@ -43,7 +43,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _cli_actor():
-    from registry.service import Actor
+    from registry.audit import Actor
 
     with contextlib.suppress(Exception):
         return Actor(name=f"cli:{getpass.getuser()}", role="admin")
@@ -216,7 +216,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
     async def work(session):
         return await tokens.create_token(
-            session, name=args.name, role=args.role, owner=args.owner, actor=_cli_actor().name
+            session, name=args.name, role=args.role, owner=args.owner, actor=_cli_actor()
         )
 
     try:
@@ -249,7 +249,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     from registry import tokens
 
     async def work(session):
-        return await tokens.revoke_token(session, args.token_id, actor=_cli_actor().name)
+        return await tokens.revoke_token(session, args.token_id, actor=_cli_actor())
 
     try:
         token = asyncio.run(_with_session(args.db, work))

@@ -24,7 +24,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry import changes
-from registry.audit import record_audit
+from registry.audit import Actor, record_audit
 from registry.changes import EDITABLE_FIELDS, is_live
 from registry.errors import ApiError, conflict, invalid_field, not_found
 from registry.four_eyes import authored_since_approval, authors_of, check_four_eyes
@@ -47,44 +47,9 @@ RECIPIENT_FIELDS = (
 GRANT_FIELDS = ("purpose", "categories", "legal_basis", "expires")
 
 
-@dataclass(frozen=True)
-class Actor:
-    """Who makes a change: the person (a token's owner, the audit actor), role, token name."""
-
-    name: str
-    role: str
-    token: str | None = None
-
-
 def scope_of(recipient_id: str) -> str:
     """The audit scope of a recipient and its grants (what four eyes read)."""
     return f"recipient:{recipient_id}"
-
-
-def _audit(
-    session: AsyncSession,
-    actor: Actor,
-    action: str,
-    entity_type: str,
-    entity_id: str,
-    recipient_id: str,
-    *,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    note: str | None = None,
-) -> None:
-    record_audit(
-        session,
-        actor=actor.name,
-        token_name=actor.token,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=before,
-        after=after,
-        scope=scope_of(recipient_id),
-        note=note,
-    )
 
 
 # --------------------------------------------------------------------------- views
@@ -359,7 +324,15 @@ async def create_recipient(session: AsyncSession, body: RecipientCreate, actor: 
     session.add_all([*hosts, *grants])
     await session.flush()
     loaded = Loaded(recipient, hosts, grants)
-    _audit(session, actor, "recipient.create", "recipient", body.id, body.id, after=loaded.image())
+    record_audit(
+        session,
+        actor,
+        "recipient.create",
+        "recipient",
+        body.id,
+        scope=scope_of(body.id),
+        after=loaded.image(),
+    )
     await _bump(session)
     return loaded
 
@@ -384,13 +357,13 @@ def _audit_grant(
     note: str | None = None,
 ) -> None:
     """Record one `grant.<verb>` audit event in the change's transaction."""
-    _audit(
+    record_audit(
         session,
         actor,
         f"grant.{verb}",
         "grant",
         str(grant_id),
-        recipient_id,
+        scope=scope_of(recipient_id),
         before=before,
         after=after,
         note=note,
@@ -509,13 +482,13 @@ async def update_recipient(
     _touch(recipient, actor)
     session.add(recipient)
     await session.flush()
-    _audit(
+    record_audit(
         session,
         actor,
         "recipient.update",
         "recipient",
         recipient.id,
-        recipient.id,
+        scope=scope_of(recipient.id),
         before=before,
         after=loaded.image(),
     )
@@ -573,8 +546,14 @@ async def delete_recipient(
     before = loaded.image()
     await session.exec(sa.delete(Recipient).where(Recipient.id == recipient_id))
     forget(session, loaded.all_rows())
-    _audit(
-        session, actor, "recipient.delete", "recipient", recipient_id, recipient_id, before=before
+    record_audit(
+        session,
+        actor,
+        "recipient.delete",
+        "recipient",
+        recipient_id,
+        scope=scope_of(recipient_id),
+        before=before,
     )
     await _bump(session)
 
@@ -846,13 +825,13 @@ async def approve_recipient(
     session.add(recipient)
     session.add(_approval("recipient", recipient_id, "approve", actor, note))
     await session.flush()
-    _audit(
+    record_audit(
         session,
         actor,
         "recipient.approve",
         "recipient",
         recipient_id,
-        recipient_id,
+        scope=scope_of(recipient_id),
         before=before,
         after=loaded.image(),
         note=note,
@@ -906,13 +885,13 @@ async def reject_recipient(
     session.add(recipient)
     session.add(_approval("recipient", recipient_id, "reject", actor, note))
     await session.flush()
-    _audit(
+    record_audit(
         session,
         actor,
         "recipient.reject",
         "recipient",
         recipient_id,
-        recipient_id,
+        scope=scope_of(recipient_id),
         before=before,
         after=loaded.image(),
         note=note,
@@ -950,13 +929,13 @@ async def set_recipient_status(
     session.add(recipient)
     session.add(_approval("recipient", recipient_id, action, actor, note))
     await session.flush()
-    _audit(
+    record_audit(
         session,
         actor,
         f"recipient.{action}",
         "recipient",
         recipient_id,
-        recipient_id,
+        scope=scope_of(recipient_id),
         before=before,
         after=loaded.image(),
         note=note,

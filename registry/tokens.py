@@ -9,14 +9,11 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from registry.audit import record_audit
+from registry.audit import CLI_ACTOR, Actor, record_audit
 from registry.errors import invalid_field, not_found
 from registry.models import ROLES, ApiToken, as_utc, utcnow
 
 TOKEN_PREFIX = "sw_"  # noqa: S105 - a marker for secret scanners, not a secret
-
-# The actor recorded for changes made from the command line with direct database access.
-CLI_ACTOR = "cli"
 
 
 def new_token_secret() -> str:
@@ -48,8 +45,7 @@ async def create_token(
     name: str,
     role: str,
     owner: str | None = None,
-    actor: str = CLI_ACTOR,
-    actor_token: str | None = None,
+    actor: Actor = CLI_ACTOR,
 ) -> tuple[ApiToken, str]:
     """Create a token held by `owner` (a person; default: the token's name).
 
@@ -72,11 +68,10 @@ async def create_token(
     await session.flush()
     record_audit(
         session,
-        actor=actor,
-        token_name=actor_token,
-        action="token.create",
-        entity_type="token",
-        entity_id=str(token.id),
+        actor,
+        "token.create",
+        "token",
+        str(token.id),
         after={"name": name, "owner": owner, "role": role},
     )
     return token, secret
@@ -91,7 +86,7 @@ async def list_tokens(session: AsyncSession, *, include_revoked: bool = True) ->
 
 
 async def revoke_token(
-    session: AsyncSession, token_id: int, *, actor: str = CLI_ACTOR, actor_token: str | None = None
+    session: AsyncSession, token_id: int, *, actor: Actor = CLI_ACTOR
 ) -> ApiToken:
     """Revoke a token (idempotent); returns it. The caller drops any cached lookup."""
     token = await session.get(ApiToken, token_id)
@@ -103,11 +98,10 @@ async def revoke_token(
         session.add(token)
         record_audit(
             session,
-            actor=actor,
-            token_name=actor_token,
-            action="token.revoke",
-            entity_type="token",
-            entity_id=str(token.id),
+            actor,
+            "token.revoke",
+            "token",
+            str(token.id),
             before=before,
             after={**before, "revoked": True},
         )

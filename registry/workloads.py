@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from registry.audit import record_audit
+from registry.audit import Actor, record_audit
 from registry.changes import LIVE_STATUSES
 from registry.errors import ApiError, conflict, invalid_field, not_found
 from registry.four_eyes import authored_since_approval, authors_of, check_four_eyes
 from registry.models import Approval, Recipient, Workload, as_utc, utcnow
-from registry.service import Actor, require_version
+from registry.service import require_version
 from registry.state import bump_snapshot_version
 from sharewall import snapshot as schema
 
@@ -126,7 +126,7 @@ class WorkloadView:
         return orjson.loads(orjson.dumps(self.view()))
 
 
-def _audit(
+def _audit_workload(
     session: AsyncSession,
     actor: Actor,
     verb: str,
@@ -136,16 +136,16 @@ def _audit(
     after: dict[str, Any] | None = None,
     note: str | None = None,
 ) -> None:
+    """Record one `workload.<verb>` event, in the workload's four-eyes scope."""
     record_audit(
         session,
-        actor=actor.name,
-        token_name=actor.token,
-        action=f"workload.{verb}",
-        entity_type="workload",
-        entity_id=workload_id(w.namespace, w.name),
+        actor,
+        f"workload.{verb}",
+        "workload",
+        workload_id(w.namespace, w.name),
+        scope=scope_of(w.namespace, w.name),
         before=before,
         after=after,
-        scope=scope_of(w.namespace, w.name),
         note=note,
     )
 
@@ -284,7 +284,7 @@ async def create_workload(
     )
     session.add(workload)
     await session.flush()
-    _audit(session, actor, "create", workload, after=WorkloadView(workload).image())
+    _audit_workload(session, actor, "create", workload, after=WorkloadView(workload).image())
     if is_live(workload):
         await bump_snapshot_version(session)
     return workload
@@ -313,7 +313,9 @@ async def stage_workload(
     workload.version += 1
     session.add(workload)
     await session.flush()
-    _audit(session, actor, "update", workload, before=before, after=WorkloadView(workload).image())
+    _audit_workload(
+        session, actor, "update", workload, before=before, after=WorkloadView(workload).image()
+    )
     return True
 
 
@@ -355,7 +357,7 @@ async def delete_workload(
     )
     if workload in session:
         session.expunge(workload)
-    _audit(session, actor, "delete", workload, before=before)
+    _audit_workload(session, actor, "delete", workload, before=before)
 
 
 def _check_version(workload: Workload, expected: int | None) -> None:
@@ -400,7 +402,7 @@ async def approve_workload(
     session.add(workload)
     session.add(_approval(workload, "approve", actor, note))
     await session.flush()
-    _audit(
+    _audit_workload(
         session,
         actor,
         "approve",
@@ -436,7 +438,7 @@ async def reject_workload(
     session.add(workload)
     session.add(_approval(workload, "reject", actor, note))
     await session.flush()
-    _audit(
+    _audit_workload(
         session,
         actor,
         "reject",
@@ -478,7 +480,7 @@ async def set_workload_status(
     session.add(workload)
     session.add(_approval(workload, action, actor, note))
     await session.flush()
-    _audit(
+    _audit_workload(
         session,
         actor,
         action,

@@ -13,10 +13,10 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
+from registry.audit import Actor
 from registry.db import begin_write
 from registry.errors import ApiError
 from registry.models import ROLES, ApiToken, as_utc, utcnow
-from registry.service import Actor
 from registry.tokens import hash_token
 
 from . import keys, sessions

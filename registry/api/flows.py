@@ -277,11 +277,10 @@ async def triage_flow(request: web.Request) -> FlowOut:
         after = await _load_flow(conn, decision_id)
         record_audit(
             session,
-            actor=principal.owner,
-            token_name=principal.name,
-            action="flow.triage",
-            entity_type="flow",
-            entity_id=decision_id,
+            principal.actor(),
+            "flow.triage",
+            "flow",
+            decision_id,
             before=_triage_image(before),
             after=_triage_image(after),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry import service
+from registry.audit import Actor
 from registry.errors import ApiError, invalid_field
 from registry.models import RECIPIENT_STATUSES
 from registry.pagination import decode_cursor, page, parse_limit
@@ -25,7 +26,7 @@ routes = RouteTable(tags=("recipients",))
 _IF_MATCH = {"If-Match": ({"type": "string"}, 'The recipient\'s ETag ("<version>"); 412 if stale')}
 
 
-def _actor(principal: Principal) -> service.Actor:
+def _actor(principal: Principal) -> Actor:
     return principal.actor()
 
 

@@ -35,8 +35,7 @@ async def create_token(request: web.Request) -> TokenCreated:
             name=body.name,
             role=body.role,
             owner=body.owner,
-            actor=principal.owner,
-            actor_token=principal.name,
+            actor=principal.actor(),
         )
     return TokenCreated(**tokens.token_view(token), secret=secret)
 
@@ -63,8 +62,6 @@ async def revoke_token(request: web.Request) -> Reply:
         raise ApiError(404, "not-found", "Not found", f"no token {raw[:40]}")
     async with keys.transaction(request) as session:
         principal = caller(request)
-        token = await tokens.revoke_token(
-            session, int(raw), actor=principal.owner, actor_token=principal.name
-        )
+        token = await tokens.revoke_token(session, int(raw), actor=principal.actor())
     forget_token(request.app, token.token_hash)
     return Reply()

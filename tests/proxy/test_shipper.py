@@ -96,7 +96,7 @@ async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
     await db.run_migrations(db_url)
     engine = db.create_engine(db_url)
     async with db.create_sessionmaker(engine)() as session:
-        _, secret = await create_token(session, name="proxy-1", role="proxy", actor="tests")
+        _, secret = await create_token(session, name="proxy-1", role="proxy")
         await session.commit()
     await engine.dispose()
     runner = web.AppRunner(create_app(Settings(db_url=db_url)), access_log=None)

@@ -100,7 +100,7 @@ async def _create_tokens(url: str) -> dict[str, str]:
             secrets = {}
             for key, name in TOKEN_NAMES.items():
                 role = key.rstrip("2")
-                _, secrets[key] = await create_token(session, name=name, role=role, actor="tests")
+                _, secrets[key] = await create_token(session, name=name, role=role)
             await session.commit()
         return secrets
     finally:
