@@ -17,10 +17,10 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import orjson
 import structlog
 
+from proxy.control_client import ControlClient
 from proxy.ledger import Ledger
 from proxy.registry_follower import RegistryHTTPError, backoff_delay, write_file_atomically
 from proxy.spool import Spool, read_segment, registry_identity
@@ -29,6 +29,8 @@ log = structlog.get_logger("sharewall.proxy.shipper")
 
 # Ledger rows not yet acknowledged survive a proxy restart here (not `*.jsonl`: not a segment).
 LEDGER_PENDING_FILE = "ledger-pending.json"
+DECISIONS_PATH = "/v1/decisions"
+_POST_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 
 
 def default_proxy_id() -> str:
@@ -60,7 +62,8 @@ class Shipper:
         backoff_cap: float = 30.0,
         request_timeout: float = 30.0,
     ) -> None:
-        self.url = registry_url.rstrip("/") + "/v1/decisions"
+        self.url = registry_url.rstrip("/") + DECISIONS_PATH
+        self.registry_url = registry_url
         self.token = token
         self.spool = spool
         self.ledger = ledger
@@ -77,7 +80,7 @@ class Shipper:
         self.foreign_segments: set[str] = set()
         self._pending_ledger: list[dict[str, Any]] = []
         self._pending_path = spool.directory / LEDGER_PENDING_FILE
-        self._session: aiohttp.ClientSession | None = None
+        self._client: ControlClient | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -89,10 +92,7 @@ class Shipper:
             self.ledger.restore(saved)
         else:
             self._pending_ledger = saved
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        self._session = aiohttp.ClientSession(headers=headers)
+        self._client = ControlClient(self.registry_url, token=self.token)
         self._task = asyncio.create_task(self._run(), name="decision-shipper")
 
     async def close(self, *, drain_timeout: float = 2.0) -> None:
@@ -102,13 +102,13 @@ class Shipper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._session is not None:
+        if self._client is not None:
             try:
                 await asyncio.wait_for(self.ship_once(), drain_timeout)
             except Exception as exc:  # the registry may be down at shutdown: segments stay on disk
                 log.info("shipper.drain_incomplete", error=type(exc).__name__)
-            await self._session.close()
-            self._session = None
+            await self._client.close()
+            self._client = None
         if self.ledger is not None:
             # The current minute is not over: saved, not sent, and continued by the next run.
             self._pending_ledger.extend(self.ledger.take_complete(everything=True))
@@ -172,14 +172,14 @@ class Shipper:
         self._pending_ledger = []
 
     async def _post(self, decisions: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> None:
-        assert self._session is not None
+        assert self._client is not None
         payload = {"proxy_id": self.proxy_id, "decisions": decisions, "ledger": ledger}
         body = gzip.compress(orjson.dumps(payload), compresslevel=5)
-        timeout = aiohttp.ClientTimeout(total=self.request_timeout)
-        async with self._session.post(self.url, data=body, timeout=timeout) as resp:
-            if resp.status // 100 != 2:
-                raise RegistryHTTPError(resp.status, (await resp.text())[:200])
-            answer = await resp.json(content_type=None)
+        async with asyncio.timeout(self.request_timeout):
+            resp = await self._client.post(DECISIONS_PATH, body=body, headers=_POST_HEADERS)
+        if not resp.ok:
+            raise RegistryHTTPError(resp.status, resp.text()[:200])
+        answer = resp.json()
         # Records the registry refused (unknown ids...) are not retried: they never would pass.
         rejected = answer.get("rejected") if isinstance(answer, dict) else None
         if rejected:

@@ -1,15 +1,18 @@
-"""The OPA engine: an OPA server (normally the pod's sidecar) queried with `AsyncOpaClient`."""
+"""The OPA engine: an OPA server (normally the pod's sidecar) queried over its data API.
+
+`POST /v1/data/sharewall/egress/decision` with `{"input": ...}` per call and
+`PUT /v1/data/sharewall/registry` per snapshot, through the proxy's control-plane client.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
-from opa_client import AsyncOpaClient
 
+from proxy.control_client import ControlClient, ControlClientError, ControlResponse
 from proxy.engines.base import (
     DECISION_PACKAGE,
     DECISION_RULE,
@@ -23,20 +26,37 @@ from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger(__name__)
 
-REGISTRY_DATA_PATH = "sharewall/registry"  # PUT /v1/data/sharewall/registry
+REGISTRY_DATA_PATH = "/v1/data/sharewall/registry"
+DECISION_DATA_PATH = "/v1/data/{}/{}".format(DECISION_PACKAGE.replace(".", "/"), DECISION_RULE)
+# Answers worth one more try (OPA restarting, a proxy in front of it): as OPA's own clients do.
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+class _OpaStatus(Exception):
+    def __init__(self, response: ControlResponse) -> None:
+        super().__init__(f"HTTP {response.status}")
+        self.status = response.status
+        self.message = _opa_message(response)
+
+
+def _opa_message(response: ControlResponse) -> str | None:
+    """OPA's error body is `{"code": ..., "message": ...}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message)[:200] if message else None
 
 
 def _translate(exc: BaseException, what: str) -> EngineError:
-    """The one place OPA client and aiohttp errors become `EngineError`."""
+    """The one place transport and OPA errors become `EngineError`."""
     if isinstance(exc, TimeoutError):
         return EngineError(ENGINE_TIMEOUT, what)
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return EngineError(ENGINE_ERROR, f"{what}: HTTP {exc.status}")
-    if isinstance(exc, aiohttp.ClientError):
-        return EngineError(ENGINE_ERROR, f"{what}: {type(exc).__name__}")
-    # opa_client's own errors (RegoParseError, ...) carry `message`; anything else its type.
-    detail = getattr(exc, "message", None) or type(exc).__name__
-    return EngineError(ENGINE_ERROR, f"{what}: {detail}")
+    if isinstance(exc, _OpaStatus):
+        detail = f"{what}: HTTP {exc.status}"
+        return EngineError(ENGINE_ERROR, f"{detail}: {exc.message}" if exc.message else detail)
+    return EngineError(ENGINE_ERROR, f"{what}: {type(exc).__name__}")
 
 
 class OpaEngine:
@@ -44,7 +64,8 @@ class OpaEngine:
 
     With `push_data` (the default) `set_snapshot` writes the snapshot to
     `data.sharewall.registry`; without it the OPA is expected to follow the registry's bundle
-    and the snapshot only marks the engine ready.
+    and the snapshot only marks the engine ready. A refused connection or a 502/503/504 is
+    tried `retries` more times within the same bound.
     """
 
     name = "opa"
@@ -58,22 +79,19 @@ class OpaEngine:
         push_timeout: float = 10.0,
         retries: int = 1,
     ) -> None:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"invalid OPA URL {url!r}")
+        try:
+            # 8181 (OPA's) when the URL names no port.
+            # Up to 32 kept-alive connections: one per call in flight is common under load.
+            self._client = ControlClient(
+                url, default_port=8181, connect_timeout=push_timeout, max_idle=32
+            )
+        except ValueError:
+            raise ValueError(f"invalid OPA URL {url!r}") from None
         self.url = url
         self._timeout = timeout
         self._push_timeout = push_timeout
         self._push_data = push_data
-        self._client = AsyncOpaClient(
-            host=parts.hostname,
-            port=parts.port or (443 if parts.scheme == "https" else 8181),
-            ssl=parts.scheme == "https",
-            retries=retries,
-            # The client's own per-request bound; ours (asyncio.timeout) bounds its retries too.
-            timeout=timeout,
-        )
-        self._session_open = False
+        self._retries = retries
         self._revision: str | None = None
 
     @property
@@ -84,20 +102,28 @@ class OpaEngine:
     def revision(self) -> str | None:
         return self._revision
 
-    async def _ensure_session(self) -> None:
-        # The client's aiohttp session must be created inside the running loop.
-        if not self._session_open:
-            await self._client.__aenter__()
-            self._session_open = True
+    async def _call(self, method: str, path: str, document: Any, expect: int) -> ControlResponse:
+        """One request, retried on what a restarting OPA answers; `_OpaStatus` unless `expect`."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._client.request(method, path, json=document)
+            except (OSError, ssl.SSLError, ControlClientError):
+                if attempt >= self._retries:
+                    raise
+            else:
+                if response.status == expect:
+                    return response
+                if response.status not in _RETRYABLE_STATUS or attempt >= self._retries:
+                    raise _OpaStatus(response)
+            attempt += 1
+            await asyncio.sleep(0.05 * attempt)
 
     async def set_snapshot(self, snapshot: Snapshot) -> None:
         if self._push_data:
             try:
                 async with asyncio.timeout(self._push_timeout):
-                    await self._ensure_session()
-                    await self._client.update_or_create_data(
-                        snapshot.policy_data(), REGISTRY_DATA_PATH
-                    )
+                    await self._call("PUT", REGISTRY_DATA_PATH, snapshot.policy_data(), 204)
             except Exception as exc:
                 raise _translate(exc, "push snapshot") from None
         self._revision = snapshot.revision
@@ -113,8 +139,10 @@ class OpaEngine:
             raise EngineError(SNAPSHOT_NOT_LOADED)
         try:
             async with asyncio.timeout(self._timeout):
-                await self._ensure_session()
-                body = await self._client.query_rule(policy_input, DECISION_PACKAGE, DECISION_RULE)
+                response = await self._call(
+                    "POST", DECISION_DATA_PATH, {"input": policy_input}, 200
+                )
+                body = response.json()
         except Exception as exc:
             raise _translate(exc, "query") from None
         # OPA answers `{}` when the rule is undefined: a deny, never an allow.
@@ -124,6 +152,4 @@ class OpaEngine:
         return result
 
     async def close(self) -> None:
-        if self._session_open:
-            self._session_open = False
-            await self._client.close_connection()
+        await self._client.close()

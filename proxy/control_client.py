@@ -1,0 +1,354 @@
+"""The proxy's one HTTP/1.1 client for its control plane: the registry service and an OPA server.
+
+The decision shipper, the registry follower and the OPA engine talk to a few known servers
+with small JSON bodies (a snapshot can be a few MB). This client does what they need and no
+more, on asyncio streams, so the sidecar does not load an HTTP client library (aiohttp's
+client stack cost ~11 MB of RSS and ~0.1 s of start): keep-alive connections to one base
+URL, a connect bound (the caller bounds each whole request with `asyncio.timeout`), TLS
+verified against the system's store or one CA file, a bearer token, query parameters (a long
+poll's `wait`), bodies framed by Content-Length, chunked or the end of the connection.
+
+It is not the data-plane client: calls leaving the pod go through `proxy.upstream`, which
+connects only to addresses the destination check approved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+
+MAX_HEAD = 64 * 1024
+DEFAULT_MAX_BODY = 256 * 1024 * 1024
+
+
+class ControlClientError(Exception):
+    """The server could not be reached or answered something that is not HTTP/1.1."""
+
+
+class ControlHTTPError(ControlClientError):
+    """The server answered with a status the caller does not accept (`raise_for_status`)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResponse:
+    """A whole response: status, headers (lower-case names) and the body read to its end."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body else None
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def raise_for_status(self) -> ControlResponse:
+        """Self when 2xx, else `ControlHTTPError` with the start of the body."""
+        if not self.ok:
+            raise ControlHTTPError(self.status, self.text()[:200])
+        return self
+
+
+def control_ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
+    """Verify the server against the system's trust store, or only `ca_file` when given."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class _Connection:
+    __slots__ = ("idle_since", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def is_usable(self, now: float, ttl: float) -> bool:
+        return (
+            not self.writer.is_closing()
+            and not self.reader.at_eof()
+            and not self.reader._buffer  # type: ignore[attr-defined] # stray bytes: unsafe
+            and now - self.idle_since < ttl
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class _StaleConnection(Exception):
+    """A reused keep-alive connection was closed by the server before it answered."""
+
+
+class ControlClient:
+    """Requests to one server (`base_url`, `http://` or `https://`), over kept-alive connections.
+
+    `token` is sent as `Authorization: Bearer`; `headers` go with every request;
+    `default_port` is used when the URL names none (else 80 or 443). Use
+    `request()` (or `get`/`post`/`put`) inside `asyncio.timeout()`, then `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        ca_file: Path | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        default_port: int | None = None,
+        connect_timeout: float = 5.0,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_idle: int = 4,
+        idle_ttl: float = 30.0,
+    ) -> None:
+        parts = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid URL {base_url!r}")
+        self.base_url = base_url
+        scheme_port = 443 if parts.scheme == "https" else 80
+        self.host = parts.hostname
+        self.port = parts.port or default_port or scheme_port
+        self.base_path = parts.path.rstrip("/")
+        self._ssl = control_ssl_context(ca_file) if parts.scheme == "https" else None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        authority = host if self.port == scheme_port else f"{host}:{self.port}"
+        self._headers = {"Host": authority, "User-Agent": "sharewall-proxy"}
+        if headers:
+            self._headers.update(headers)
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self.connect_timeout = connect_timeout
+        self.max_body = max_body
+        self.max_idle = max_idle
+        self.idle_ttl = idle_ttl
+        self._idle: list[_Connection] = []
+        self._closed = False
+
+    async def get(self, path: str, **kwargs: Any) -> ControlResponse:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> ControlResponse:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> ControlResponse:
+        return await self.request("PUT", path, **kwargs)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ControlResponse:
+        """Send one request and read the whole answer.
+
+        Bound it with `asyncio.timeout()` (a connection cut short is closed, never reused);
+        only the connect has its own bound here (`connect_timeout`). `ControlClientError` (or `OSError`, `ssl.SSLError`) when the
+        server cannot be reached or breaks the framing. Any status is returned: use
+        `raise_for_status()` to turn a non-2xx into `ControlHTTPError`."""
+        if self._closed:
+            raise ControlClientError("client closed")
+        target = self.base_path + path
+        if params:
+            target += "?" + urlencode(params)
+        fields = dict(self._headers)
+        if json is not None:
+            body = orjson.dumps(json)
+            fields["Content-Type"] = "application/json"
+        if headers:
+            fields.update(headers)
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            fields["Content-Length"] = str(len(body or b""))
+        head = f"{method} {target} HTTP/1.1\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in fields.items()
+        )
+        message = (head + "\r\n").encode("latin-1") + (body or b"")
+        connection = self._take_idle()
+        if connection is not None:
+            try:
+                return await self._exchange(connection, method, message)
+            except _StaleConnection:
+                pass  # the server closed it while idle: once more on a fresh one
+        connection = await self._connect()
+        try:
+            return await self._exchange(connection, method, message)
+        except _StaleConnection:
+            raise ControlClientError("server closed the connection without answering") from None
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.is_usable(now, self.idle_ttl):
+                return connection
+            connection.close()
+        return None
+
+    def _release(self, connection: _Connection) -> None:
+        if self._closed or len(self._idle) >= self.max_idle:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
+
+    async def _connect(self) -> _Connection:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl is not None else None,
+                    limit=MAX_HEAD,
+                )
+        except TimeoutError:
+            raise ControlClientError(
+                f"connect to {self.host}:{self.port} timed out ({self.connect_timeout:g} s)"
+            ) from None
+        return _Connection(reader, writer)
+
+    async def _exchange(
+        self, connection: _Connection, method: str, message: bytes
+    ) -> ControlResponse:
+        reusable = False
+        try:
+            connection.writer.write(message)
+            await connection.writer.drain()
+            try:
+                status, headers, keep_alive = await _read_head(connection.reader)
+            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise ControlClientError("truncated response head") from None
+                raise _StaleConnection from None
+            body, framed = await self._read_body(connection.reader, method, status, headers)
+            if headers.get("content-encoding", "").strip().lower() == "gzip":
+                body = _gunzip(body, self.max_body)
+            reusable = keep_alive and framed
+            return ControlResponse(status, headers, body)
+        except BrokenPipeError:
+            raise _StaleConnection from None
+        finally:
+            if reusable:
+                self._release(connection)
+            else:
+                connection.close()
+
+    async def _read_body(
+        self,
+        reader: asyncio.StreamReader,
+        method: str,
+        status: int,
+        headers: Mapping[str, str],
+    ) -> tuple[bytes, bool]:
+        """(body, whether its end was framed so the connection can be reused)."""
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return b"", True
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return await self._read_chunked(reader), True
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                raise ControlClientError(f"bad Content-Length {length[:40]!r}")
+            size = int(length)
+            if size > self.max_body:
+                raise ControlClientError(f"response body over {self.max_body} bytes")
+            try:
+                return await reader.readexactly(size), True
+            except asyncio.IncompleteReadError:
+                raise ControlClientError("truncated response body") from None
+        # Framed by the end of the connection.
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await reader.read(65536):
+            size += len(chunk)
+            if size > self.max_body:
+                raise ControlClientError(f"response body over {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks), False
+
+    async def _read_chunked(self, reader: asyncio.StreamReader) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ControlClientError("bad chunk size") from None
+                if size == 0:
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass  # trailers: ignored
+                    return b"".join(chunks)
+                total += size
+                if total > self.max_body:
+                    raise ControlClientError(f"response body over {self.max_body} bytes")
+                chunks.append((await reader.readexactly(size + 2))[:-2])
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            raise ControlClientError("truncated chunked body") from None
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bool]:
+    """(status, headers, keep-alive) of the next final response (1xx answers are skipped)."""
+    while True:
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            raise ControlClientError(f"response head over {MAX_HEAD} bytes") from None
+        lines = raw[:-4].decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise ControlClientError(f"not an HTTP/1.x response: {lines[0][:60]!r}")
+        status = int(code)
+        if 100 <= status < 200 and status != 101:
+            continue
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise ControlClientError("malformed response header line")
+            key = name.strip().lower()
+            value = value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        keep_alive = "close" not in tokens and (version == "HTTP/1.1" or "keep-alive" in tokens)
+        return status, headers, keep_alive
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(31)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ControlClientError(f"response body over {limit} bytes inflated")
+    return out
