@@ -1,56 +1,162 @@
-"""The admin listener: `/healthz`, `/readyz` and `/metrics` on their own port."""
+"""The admin listener: `/healthz`, `/readyz` and `/metrics` on their own port.
+
+A few GET routes on plain asyncio; requests are read by the proxy's own HTTP/1 reader
+(`proxy.http1`, httptools), so the admin port needs no web framework. The same server answers
+for one proxy process (`create_admin_app`) and for the supervisor of `--workers N`
+(`proxy.supervisor`), which aggregates its workers' answers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import orjson
 
-from proxy.metrics import ProxyMetrics
+from proxy.http1 import BadRequest, ClientConnection
+from proxy.settings import Settings
+
+if TYPE_CHECKING:
+    from proxy.metrics import ProxyMetrics
+
+JSON = "application/json"
+# Prometheus' text exposition format (`prometheus_client.CONTENT_TYPE_LATEST`).
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResponse:
+    """One admin answer: status, media type and body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    @classmethod
+    def json(cls, doc: object, status: int = 200) -> AdminResponse:
+        return cls(status, JSON, orjson.dumps(doc))
+
+
+Route = Callable[[], Awaitable[AdminResponse]]
+
+
+def readiness_response(reasons: list[str]) -> AdminResponse:
+    """`/readyz`: 200 `{"status": "ready"}`, else 503 with the reasons."""
+    if not reasons:
+        return AdminResponse.json({"status": "ready"})
+    return AdminResponse.json({"status": "not_ready", "reasons": reasons}, status=503)
 
 
 def create_admin_app(
     metrics: ProxyMetrics, not_ready_reasons: Callable[[], list[str]]
-) -> web.Application:
-    """The admin aiohttp app; `not_ready_reasons` says why the proxy is not ready (empty: it is)."""
+) -> dict[str, Route]:
+    """The admin routes of one proxy process; `not_ready_reasons` is empty when it is ready."""
+    from prometheus_client import generate_latest
 
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    registry = metrics.registry
 
-    async def readyz(_request: web.Request) -> web.Response:
-        reasons = not_ready_reasons()
-        if not reasons:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not_ready", "reasons": reasons}, status=503)
+    async def healthz() -> AdminResponse:
+        return AdminResponse.json({"status": "ok"})
 
-    async def metrics_view(_request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def readyz() -> AdminResponse:
+        return readiness_response(not_ready_reasons())
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
-    return app
+    async def metrics_view() -> AdminResponse:
+        return AdminResponse(200, PROMETHEUS_TEXT, generate_latest(registry))
+
+    return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_view}
 
 
 class AdminServer:
-    """Runs the admin app on loopback (or wherever `--admin-listen` says)."""
+    """Serves `routes` (path -> handler, GET and HEAD) on `host:port`, keep-alive included."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    def __init__(
+        self,
+        routes: dict[str, Route],
+        host: str,
+        port: int,
+        *,
+        settings: Settings,
+    ) -> None:
+        self._routes = routes
         self._host = host
         self._port = port
+        # Only the request-reading limits are used (head size, timeouts).
+        self._settings = settings
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> tuple[str, int]:
         """Listen; return the bound (host, port)."""
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        address = self._runner.addresses[0]
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        self._server = await asyncio.start_server(
+            self._on_client, self._host, self._port, family=family, reuse_address=True
+        )
+        address = self._server.sockets[0].getsockname()
         return address[0], address[1]
 
     async def close(self) -> None:
-        """Stop serving."""
-        await self._runner.cleanup()
+        """Stop serving (connections open now are closed)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.wait(self._clients, timeout=1.0)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        conn = ClientConnection(reader, writer, self._settings)
+        try:
+            while True:
+                head = await conn.read_head(idle_timeout=self._settings.idle_timeout)
+                if head is None:
+                    return
+                path = head.target.partition("?")[0]
+                route = self._routes.get(path)
+                if route is None:
+                    answer = AdminResponse.json({"error": "not_found"}, status=404)
+                elif head.method not in ("GET", "HEAD"):
+                    answer = AdminResponse.json({"error": "method_not_allowed"}, status=405)
+                else:
+                    answer = await route()
+                has_body = head.header("content-length") not in (None, "0") or (
+                    head.header("transfer-encoding") is not None
+                )
+                keep_alive = head.keep_alive and not has_body and answer.status != 405
+                await conn.send(_render(answer, head.method == "HEAD", keep_alive))
+                if not keep_alive:
+                    return
+                conn.finish_message()
+        except BadRequest as exc:
+            with contextlib.suppress(ConnectionError):
+                await conn.send(
+                    _render(AdminResponse.json({"error": exc.code}, exc.status), False, False)
+                )
+        except (TimeoutError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+
+
+def _render(answer: AdminResponse, head_only: bool, keep_alive: bool) -> bytes:
+    reason = HTTPStatus(answer.status).phrase
+    head = (
+        f"HTTP/1.1 {answer.status} {reason}\r\n"
+        f"Content-Type: {answer.content_type}\r\n"
+        f"Content-Length: {len(answer.body)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    ).encode("latin-1")
+    return head if head_only else head + answer.body

@@ -311,7 +311,9 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     if s.admin_listen is None:
         yield
         return
-    admin = AdminServer(create_admin_app(app.metrics, app.not_ready_reasons), *s.admin_listen)
+    admin = AdminServer(
+        create_admin_app(app.metrics, app.not_ready_reasons), *s.admin_listen, settings=s
+    )
     try:
         app.admin_address = await admin.start()
     except OSError as exc:
