@@ -34,6 +34,7 @@ from proxy.pipeline import (
     check_destination,
     commit_refusal,
     decide_exchange,
+    fail_exchange,
     record_exchange,
     settle,
 )
@@ -205,16 +206,15 @@ class ProxyServer:
             denied = await check_destination(ex, self.ctx.resolver)
             if denied is None and ex.destination is not None:
                 tunnel = Tunnel(ex.host, ex.port, None, captured.connected_to)
-                context = await ca.ssl_context_for_async(ex.host)
                 try:
+                    context = await ca.ssl_context_for_async(ex.host)
                     reader, writer = await _streams(
                         sock, ssl=context, handshake_timeout=self.settings.header_timeout
                     )
-                except (OSError, TimeoutError) as exc:
-                    log.info(
-                        "tunnel.tls_failed", host=ex.host, port=ex.port, error=type(exc).__name__
-                    )
+                except Exception as exc:
+                    # The app gets a closed connection, and the line says why.
                     sock.close()
+                    self._tunnel_failed(ex, exc)
                     return
                 await self._on_client(reader, writer, tunnel=tunnel)
                 return
@@ -232,8 +232,9 @@ class ProxyServer:
             outcome = settle(ex, mode=self.settings.mode)
             if not outcome.is_sent:
                 # Recorded (durably) as any refusal; the answer is the closed connection.
-                await commit_refusal(ex, self.ctx.decision_log, mode=self.settings.mode)
-                record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
+                mode = self.settings.mode
+                await commit_refusal(ex, self.ctx.decision_log, mode=mode, answered=False)
+                record_exchange(ex, self.ctx.decision_log, mode=mode)
                 return
             await self._splice(conn, ex, announce=False)
         except (asyncio.CancelledError, ConnectionError):
@@ -410,17 +411,35 @@ class ProxyServer:
             await conn.send(responses.error(exc.status, exc.code, str(exc), keep_alive=False))
 
     async def _connect_failing_closed(self, conn: ClientConnection, head: RequestHead) -> None:
-        """`_connect`, where a bug of ours before the tunnel exists is a 503, never a tunnel."""
+        """`_connect`, where a bug of ours before the tunnel exists is a 503, never a tunnel.
+
+        Either way the CONNECT gets its decision line (unless it already has one).
+        """
+        ex = self._connect_exchange(conn, head)
         try:
-            await self._connect(conn, head)
+            await self._connect(conn, ex, head.header(PURPOSE_HEADER))
         except (BadRequest, asyncio.CancelledError, ConnectionError):
             raise
         except Exception:
-            decision_id = new_decision_id()
-            log.exception("egress.internal_error", decision_id=decision_id, method="CONNECT")
+            log.exception("egress.internal_error", decision_id=ex.decision_id, method="CONNECT")
+            if ex.recorded:
+                return
+            fail_exchange(ex, "internal_error")
             if not conn.tunnel_established:
+                ex.status = 503
                 with contextlib.suppress(Exception):
-                    await conn.send(responses.unavailable(decision_id, keep_alive=False))
+                    await conn.send(responses.unavailable(ex.decision_id, keep_alive=False))
+            record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
+
+    def _tunnel_failed(self, ex: Exchange, exc: Exception) -> None:
+        """Record an intercepted tunnel that could not be set up (the app's TLS with us failed)."""
+        if isinstance(exc, OSError | TimeoutError):  # ssl.SSLError is an OSError
+            log.info("tunnel.tls_failed", host=ex.host, port=ex.port, error=type(exc).__name__)
+            fail_exchange(ex, "tls_handshake_failed")
+        else:
+            log.exception("egress.internal_error", decision_id=ex.decision_id, method="CONNECT")
+            fail_exchange(ex, "internal_error")
+        record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
 
     # -- one plain (or intercepted) request ------------------------------------------------------
 
@@ -605,15 +624,14 @@ class ProxyServer:
 
     # -- CONNECT -------------------------------------------------------------------------------
 
-    async def _connect(self, conn: ClientConnection, head: RequestHead) -> None:
+    def _connect_exchange(self, conn: ClientConnection, head: RequestHead) -> Exchange:
         try:
             host, port = parse_authority_cached(head.target, default_port=443)
         except BadAuthority as exc:
             raise BadRequest(str(exc)) from None
         if conn.upgrade_rest:
             raise BadRequest("data sent before the tunnel was established")
-        purpose_header = head.header(PURPOSE_HEADER)
-        ex = new_exchange(
+        return new_exchange(
             entry="connect",
             method="CONNECT",
             scheme="https",
@@ -624,15 +642,19 @@ class ProxyServer:
             index=self.ctx.index,
             source=conn.source,
             default_purpose=self.settings.default_purpose,
-            purpose_header=purpose_header,
+            purpose_header=head.header(PURPOSE_HEADER),
         )
+
+    async def _connect(
+        self, conn: ClientConnection, ex: Exchange, purpose_header: str | None
+    ) -> None:
         ca = self.ctx.certificate_authority
         if ca is not None and ex.recipient is not None and ex.recipient.inspect_tls:
             # Intercepted: each request inside is an exchange of its own; the CONNECT only
-            # has to lead to a checked destination.
+            # has to lead to a checked destination (its line is written only if it fails).
             forbidden = await check_destination(ex, self.ctx.resolver)
             if forbidden is None and ex.destination is not None:
-                await self._intercept(conn, Tunnel(host, port, purpose_header), ca)
+                await self._intercept(conn, ex, Tunnel(ex.host, ex.port, purpose_header), ca)
                 return
         await decide_exchange(ex, self.ctx.decider, resolver=self.ctx.resolver)
         outcome = settle(ex, mode=self.settings.mode)
@@ -653,7 +675,7 @@ class ProxyServer:
         """
         assert ex.destination is not None and ex.decision is not None
         if self.ctx.open_tunnels >= self.settings.max_tunnels:
-            ex.status = 503
+            ex.status = 503 if announce else None  # a captured connection is just closed
             if announce:
                 await conn.send(
                     responses.error(
@@ -668,7 +690,7 @@ class ProxyServer:
                 ex.destination, connect_timeout=self.settings.upstream_connect_timeout
             )
         except UpstreamError as exc:
-            ex.status = exc.status
+            ex.status = exc.status if announce else None
             if announce:
                 await conn.send(
                     responses.error(exc.status, exc.code, exc.message, keep_alive=False)
@@ -700,18 +722,20 @@ class ProxyServer:
             self.ctx.metrics.open_tunnels.dec()
 
     async def _intercept(
-        self, conn: ClientConnection, tunnel: Tunnel, ca: CertificateAuthority
+        self, conn: ClientConnection, ex: Exchange, tunnel: Tunnel, ca: CertificateAuthority
     ) -> None:
-        """Terminate the client's TLS with a minted leaf, then serve requests inside it."""
+        """Terminate the client's TLS with a minted leaf, then serve requests inside it.
+
+        `ex` is the CONNECT's: it gets a decision line only if the tunnel cannot be set up.
+        """
         context = await ca.ssl_context_for_async(tunnel.host)
         await conn.send(CONNECT_OK)
         conn.tunnel_established = True
+        ex.status = 200
         try:
             await conn.writer.start_tls(context, ssl_handshake_timeout=self.settings.header_timeout)
         except (OSError, TimeoutError) as exc:
-            log.info(
-                "tunnel.tls_failed", host=tunnel.host, port=tunnel.port, error=type(exc).__name__
-            )
+            self._tunnel_failed(ex, exc)  # the CONNECT was answered 200, then TLS failed
             return
         conn.reset_parser()
         conn.tls = True

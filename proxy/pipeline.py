@@ -21,6 +21,7 @@ from proxy.decide import (
     destination_denied,
     destination_forbidden,
 )
+from proxy.decision import Decision
 from proxy.decision_log import decision_record
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
@@ -29,7 +30,6 @@ from proxy.outcome import REFUSAL_STATUS, Outcome, outcome_of
 
 if TYPE_CHECKING:  # annotations only
     from proxy.decide import Decider
-    from proxy.decision import Decision
     from proxy.decision_log import DecisionLog
     from proxy.exchange import Exchange
 
@@ -144,10 +144,29 @@ def record_exchange(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> No
     decision_log.emit(_record_of(ex, mode))
 
 
-async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> Outcome:
+def fail_exchange(ex: Exchange, fault: str) -> Outcome:
+    """A call sharewall cannot carry out after all: its decision becomes that fault, refused.
+
+    For what fails past the decision, e.g. an intercepted tunnel whose leaf certificate cannot
+    be made (`internal_error`) or whose TLS handshake with the app fails
+    (`tls_handshake_failed`: the app does not trust our CA, or does not speak TLS).
+    """
+    recipient_id = ex.recipient.id if ex.recipient is not None else None
+    ex.decision = Decision(
+        ex.decision_id, "deny", recipient_id=recipient_id, purpose=ex.purpose, fault=fault
+    )
+    ex.outcome = Outcome.UNAVAILABLE
+    return ex.outcome
+
+
+async def commit_refusal(
+    ex: Exchange, decision_log: DecisionLog, *, mode: str, answered: bool = True
+) -> Outcome:
     """Before a refusal is written: make its record durable; the outcome to answer with.
 
-    Sets `ex.status`. A refused call (block, fault) returns once its record is fsync'd to the
+    Sets `ex.status`: the refusal's HTTP status, or None when the app gets no HTTP answer
+    (`answered=False`: a captured TLS connection is closed, a TLS client cannot read a 403).
+    A refused call (block, fault) returns once its record is fsync'd to the
     spool (`DecisionLog.commit`), so a crash right after the answer loses no record. When the
     spool cannot take it (disk full), the call is answered 503 (`fault: spool_unavailable`)
     instead: no refusal without its record, and nothing is forwarded. That fault's own record
@@ -156,7 +175,7 @@ async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) 
     from proxy.spool import SpoolUnavailable
 
     assert ex.outcome is not None and ex.decision is not None
-    ex.status = REFUSAL_STATUS[ex.outcome]
+    ex.status = REFUSAL_STATUS[ex.outcome] if answered else None
     if not ex.outcome.is_refused_by_us:
         return ex.outcome
     ex.recorded = True
@@ -165,7 +184,7 @@ async def commit_refusal(ex: Exchange, decision_log: DecisionLog, *, mode: str) 
     except SpoolUnavailable:
         if ex.decision.fault is None:
             ex.decision = replace(ex.decision, fault="spool_unavailable")
-        ex.outcome, ex.status = Outcome.UNAVAILABLE, 503
+        ex.outcome, ex.status = Outcome.UNAVAILABLE, 503 if answered else None
         decision_log.emit(_record_of(ex, mode))
     return ex.outcome
 

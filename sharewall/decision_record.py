@@ -83,7 +83,8 @@ FIELDS: tuple[RecordField, ...] = (
     RecordField("source_namespace", "str", "Calling workload's namespace", max_length=200),
     RecordField("inspected", "bool", "The payload was inspected (false: a spliced tunnel)"),
     RecordField("tunnel", "bool", "The call came through a CONNECT tunnel"),
-    RecordField("status", "int", "HTTP status the app got (403 blocked, 503 fault, ...)"),
+    RecordField("status", "int", "HTTP status the app got (403 blocked, 503 fault, ...; null: "
+                "no HTTP answer, the connection was closed)"),
     RecordField("fault", "str", "A fault inside sharewall (the call failed closed, 503)",
                 max_length=64),
     RecordField("problems", "strs", "Inspection problem codes", nullable=False,

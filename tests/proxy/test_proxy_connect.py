@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import ssl
 import subprocess
+import time
 import uuid
 
 import httpx
@@ -156,3 +158,32 @@ def test_purpose_declared_on_connect_applies_inside_the_tunnel(proxy, upstreams,
     assert "MOBILE_INFO_FOR_MARKETING" in [x["code"] for x in doc["reasons"]]
     assert proxy.decision(doc["decision_id"])["purpose"] == "marketing"
     assert upstreams.find(m) == []
+
+
+def test_intercepted_connect_whose_tls_handshake_fails_has_a_decision_line(proxy, upstreams):
+    # The app is answered 200, then does not speak TLS to the minted leaf (an app that does
+    # not trust the proxy's CA fails the same way): its call never happens, and the CONNECT's
+    # line says so, as a fault, with the status the app got.
+    purpose = _marker("handshake")
+    target = f"api.vendor.test:{upstreams.https_port}"
+    connect = (
+        f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nX-Sharewall-Purpose: {purpose}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(connect.encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a ClientHello
+        sock.recv(4096)  # a TLS alert or nothing, then the close
+    [line] = _lines_when(proxy, lambda x: x.get("purpose") == purpose)
+    assert line["method"] == "CONNECT" and line["host"] == "api.vendor.test"
+    assert line["action"] == "deny" and line["fault"] == "tls_handshake_failed"
+    assert line["status"] == 200 and line["recipient_id"] == "vendor" and line["tunnel"] is True
+
+
+def _lines_when(proxy, match, timeout: float = 5.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [x for x in proxy.logs() if x.get("event") == "egress.decision" and match(x)]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)

@@ -94,6 +94,17 @@ def test_blocked_tls_connection_is_closed_and_recorded(pod: Pod) -> None:
     assert pod.seen("/tp-block-2") == []
     line = pod.decision_where(host="partner.affiliate.test")
     assert line["action"] == "deny" and line["reason_codes"] == ["UNINSPECTED_HIGH_RISK"]
+    assert line["status"] is None  # what the app got: no HTTP answer, a closed connection
+
+
+def test_captured_tls_that_does_not_trust_the_proxy_ca_is_recorded(pod: Pod) -> None:
+    # An inspect_tls recipient is intercepted; an app that does not trust the interception CA
+    # gives up in the handshake. Its call never happened, and the line says why.
+    internet_ca_only = str(pod.workdir / "certs" / "internet-ca.pem")
+    answer = pod.app("https", SERVER_ADDR, "443", "api.vendor.test", "--cafile", internet_ca_only)
+    assert answer.get("closed") is True and answer.get("tls_error")
+    line = pod.decision_where(host="api.vendor.test", fault="tls_handshake_failed")
+    assert line["action"] == "deny" and line["method"] == "CONNECT" and line["status"] is None
 
 
 def test_host_not_leading_to_the_connected_address_is_a_mismatch(pod: Pod) -> None:
