@@ -20,11 +20,15 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from sharewall.snapshot import NAMESPACE_RE, WORKLOAD_NAME_RE
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# `cryptography` (its own OpenSSL, ~12 MB of RSS) is imported only by a gateway: by
+# `client_tls_context` at start, so that no handshake pays for the import on the loop.
 
 SPIFFE_SCHEME = "spiffe://"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
@@ -45,6 +49,8 @@ class ClientIdentity:
 
 def identity_from_certificate(der: bytes) -> ClientIdentity:
     """The workload named by a DER client certificate; `ClientIdentityError` if it names none."""
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
@@ -59,6 +65,8 @@ def identity_from_certificate(der: bytes) -> ClientIdentity:
 
 
 def _spiffe_ids(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -76,6 +84,8 @@ def _from_spiffe_id(spiffe_id: str) -> ClientIdentity:
 
 
 def _from_common_name(cert: x509.Certificate) -> ClientIdentity:
+    from cryptography.x509.oid import NameOID
+
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(names) != 1 or not isinstance(names[0].value, str):
         raise ClientIdentityError("no SPIFFE ID and not exactly one common name")
@@ -103,6 +113,8 @@ def client_tls_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext
 
     Raises `OSError`/`ssl.SSLError` for unreadable or mismatched files (the caller says which).
     """
+    import cryptography.x509  # noqa: F401 - loaded now, not by the first client's handshake
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key))

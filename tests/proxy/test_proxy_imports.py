@@ -23,6 +23,9 @@ SAMPLE_REGISTRY = REPO / "examples" / "registry.yaml"
 FORBIDDEN = ("registry", "sqlalchemy", "sqlmodel", "alembic", "asyncpg", "aiosqlite")
 # Nor an HTTP client stack it never calls with (tldextract used to bring these for ~6 MB).
 UNUSED = ("requests", "urllib3", "charset_normalizer", "filelock")
+# Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
+# interception CA or a gateway's client certificates; the OPA client for `--engine opa`.
+ON_DEMAND = ("cryptography", "opa_client", "proxy.certs")
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
@@ -111,6 +114,14 @@ def test_the_running_proxy_imports_no_http_client_stack_it_does_not_use(
 ) -> None:
     assert "sharewall.recipients" in proxy_modules
     assert sorted(m for m in proxy_modules if m.split(".")[0] in UNUSED) == []
+
+
+def test_a_proxy_without_ca_or_client_ca_loads_no_certificate_library(
+    proxy_modules: set[str],
+) -> None:
+    assert "proxy.listener" in proxy_modules
+    loaded = sorted(m for m in proxy_modules if m in ON_DEMAND or m.split(".")[0] in ON_DEMAND)
+    assert loaded == []
 
 
 def test_the_root_help_still_lists_every_command() -> None:
