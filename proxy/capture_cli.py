@@ -8,7 +8,7 @@ import sys
 
 import orjson
 
-from proxy.capture_rules import CaptureConfig, CaptureError, apply, render_all
+from proxy.capture_rules import BACKENDS, CaptureConfig, CaptureError, apply, render_all
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,6 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--keep-udp", action="store_true", help="leave outbound UDP alone (default: DNS only)"
     )
     p.add_argument("--apply", action="store_true", help="load the rules (needs NET_ADMIN)")
+    p.add_argument(
+        "--iptables-backend",
+        choices=("auto", *BACKENDS),
+        default="auto",
+        help="iptables back-end to load the rules with (default: the one already holding rules "
+        "in this namespace, else nft)",
+    )
     p.set_defaults(handler=run)
     return p
 
@@ -54,17 +61,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sharewall capture-rules: {exc}", file=sys.stderr)
         return 2
+    backend = None if args.iptables_backend == "auto" else args.iptables_backend
     if not args.apply:
-        sys.stdout.write(render_all(config))
+        sys.stdout.write(render_all(config, backend or ""))
         return 0
     try:
-        elapsed_ms = apply(config)
+        backend, elapsed_ms = apply(config, backend)
     except CaptureError as exc:
         print(f"sharewall capture-rules: {exc}", file=sys.stderr)
         return 1
     line = {
         "event": "capture.applied",
         "families": [f"ipv{f}" for f in config.families],
+        "backend": backend or "default",
         "port": config.port,
         "proxy_uid": config.proxy_uid,
         "udp": "kept" if config.keep_udp else "dns_only",

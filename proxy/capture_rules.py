@@ -7,6 +7,13 @@ outbound UDP than DNS is dropped (filter table) unless UDP is kept. The rules li
 chains (`SHAREWALL_OUTPUT`, `SHAREWALL_REDIRECT`, `SHAREWALL_UDP`), reached by one jump each
 from `OUTPUT`; applying flushes and refills our chains and adds a jump only when it is not
 there yet, so applying twice (an init container restarted) leaves the same rules.
+
+iptables has two back-ends in the kernel, legacy (x_tables) and nf_tables, and the rules of
+one are invisible to the other; Debian's `iptables` package ships both (`iptables-legacy*`,
+`iptables-nft*`, and `iptables*` as whichever the alternatives name). Rules must go where the
+node's other rules are, so the back-end is detected as `istio-iptables` does: the one whose
+tables already hold rules in this namespace (nft first), nft when neither has any, legacy when
+nft is not there, plain `iptables` as the last resort; `--iptables-backend` overrides it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ REDIRECT_CHAIN = "SHAREWALL_REDIRECT"
 UDP_CHAIN = "SHAREWALL_UDP"
 DNS_PORT = 53
 _LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
-_TOOLS = {4: ("iptables", "iptables-restore"), 6: ("ip6tables", "ip6tables-restore")}
+_COMMANDS = {4: "iptables", 6: "ip6tables"}
+BACKENDS = ("nft", "legacy")  # in order of preference
 
 
 class CaptureError(RuntimeError):
@@ -45,6 +53,39 @@ class CaptureConfig:
     @property
     def families(self) -> tuple[int, ...]:
         return (4, 6) if self.ipv6 else (4,)
+
+
+def tool(family: int, backend: str, kind: str = "") -> str:
+    """The command of a back-end: `tool(6, "nft", "restore")` is `ip6tables-nft-restore`.
+
+    Back-end "" is the unsuffixed command (whichever the system's alternatives point to).
+    """
+    return "-".join(part for part in (_COMMANDS[family], backend, kind) if part)
+
+
+def detect_backend(families: tuple[int, ...] = (4,)) -> str:
+    """The back-end to write rules with in this network namespace (see the module docstring)."""
+    available = []
+    for backend in BACKENDS:
+        dumps = [_save(tool(family, backend, "save")) for family in families]
+        if None in dumps:
+            continue  # not installed, or the kernel does not support it
+        if any(line.startswith("-A ") for dump in dumps for line in (dump or "").splitlines()):
+            return backend
+        available.append(backend)
+    return available[0] if available else ""
+
+
+def _save(command: str) -> str | None:
+    if shutil.which(command) is None:
+        return None
+    try:
+        result = subprocess.run(  # noqa: S603 - our own argument list, no shell
+            [command], capture_output=True, text=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None
 
 
 def nat_jump() -> list[str]:
@@ -102,32 +143,35 @@ def render(config: CaptureConfig, family: int, *, jumps: tuple[bool, bool] = (Tr
     return "\n".join(nat + udp) + "\n"
 
 
-def render_all(config: CaptureConfig) -> str:
+def render_all(config: CaptureConfig, backend: str = "") -> str:
     """Every family's rules, each headed by the command that loads it (what `capture-rules` prints)."""
     parts = []
     for family in config.families:
-        tool = _TOOLS[family][1]
-        parts.append(f"# {tool} --noflush\n{render(config, family)}")
+        restore = tool(family, backend, "restore")
+        parts.append(f"# {restore} --noflush\n{render(config, family)}")
     return "\n".join(parts)
 
 
-def apply(config: CaptureConfig) -> float:
-    """Apply the rules in the current network namespace; the milliseconds it took.
+def apply(config: CaptureConfig, backend: str | None = None) -> tuple[str, float]:
+    """Apply the rules in the current network namespace: (back-end used, milliseconds taken).
 
-    Raises `CaptureError` when a tool is missing or refuses the rules.
+    `backend`: "nft", "legacy", "" (plain `iptables`), or None to detect it. Raises
+    `CaptureError` when a tool is missing or refuses the rules.
     """
     t0 = time.perf_counter()
+    if backend is None:
+        backend = detect_backend(config.families)
     for family in config.families:
-        check_tool, restore_tool = _TOOLS[family]
-        for tool in (check_tool, restore_tool):
-            if shutil.which(tool) is None:
-                raise CaptureError(f"{tool} not found (install the iptables package)")
+        check_tool, restore_tool = tool(family, backend), tool(family, backend, "restore")
+        for command in (check_tool, restore_tool):
+            if shutil.which(command) is None:
+                raise CaptureError(f"{command} not found (install the iptables package)")
         jumps = (
             not _has_rule(check_tool, "nat", nat_jump()),
             not config.keep_udp and not _has_rule(check_tool, "filter", udp_jump()),
         )
         _run([restore_tool, "--noflush"], render(config, family, jumps=jumps))
-    return (time.perf_counter() - t0) * 1000.0
+    return backend, (time.perf_counter() - t0) * 1000.0
 
 
 def _has_rule(tool: str, table: str, rule: list[str]) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -78,7 +81,7 @@ def test_input_errors_are_one_line_and_exit_2(argv: list[str], message: str) -> 
 def _netns_ready() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces and iptables)"
-    for tool in ("ip", "iptables", "iptables-restore"):
+    for tool in ("ip", "iptables", "iptables-restore", "iptables-legacy", "iptables-nft-save"):
         if shutil.which(tool) is None:
             return f"needs {tool} (Debian package iptables / iproute2; `make test` installs it as root)"
     return None
@@ -103,3 +106,59 @@ def test_apply_twice_in_a_namespace_gives_the_same_rules() -> None:
         assert "-A SHAREWALL_UDP -j DROP" in rules
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_a_chosen_backend_names_its_own_restore_command(capsys) -> None:
+    assert main(["capture-rules", "--ipv6", "--iptables-backend", "legacy"]) == 0
+    out = capsys.readouterr().out
+    assert "# iptables-legacy-restore --noflush" in out
+    assert "# ip6tables-legacy-restore --noflush" in out
+
+
+@contextmanager
+def _namespace() -> Iterator[str]:
+    ns = f"swcap-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def _rules(ns: str, save: str) -> list[str]:
+    dump = subprocess.run(
+        ["ip", "netns", "exec", ns, save], capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in dump.splitlines() if line.startswith("-A")]
+
+
+def _apply(ns: str, *extra: str) -> dict:
+    command = ["ip", "netns", "exec", ns, *SHAREWALL, "capture-rules", "--apply", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.skipif(_netns_ready() is not None, reason=str(_netns_ready()))
+@pytest.mark.parametrize(
+    ("existing", "flags", "expected"),
+    [
+        pytest.param(None, (), "nft", id="no rules anywhere: nft"),
+        pytest.param("iptables-legacy", (), "legacy", id="the node's rules are legacy"),
+        pytest.param("iptables-nft", (), "nft", id="the node's rules are nft"),
+        pytest.param(None, ("--iptables-backend", "legacy"), "legacy", id="override"),
+    ],
+)
+def test_rules_go_to_the_backend_that_already_holds_rules(
+    existing: str | None, flags: tuple[str, ...], expected: str
+) -> None:
+    # The kernel keeps legacy and nf_tables rules apart: rules loaded into the other back-end
+    # than the node's would sit beside them, unseen by its tools, in an order nobody chose.
+    other = {"nft": "legacy", "legacy": "nft"}[expected]
+    with _namespace() as ns:
+        if existing is not None:
+            rule = ["-t", "nat", "-A", "OUTPUT", "-d", "192.0.2.1", "-j", "RETURN"]
+            subprocess.run(["ip", "netns", "exec", ns, existing, *rule], check=True)
+        line = _apply(ns, *flags)
+        assert line["event"] == "capture.applied" and line["backend"] == expected
+        assert "-A OUTPUT -p tcp -j SHAREWALL_OUTPUT" in _rules(ns, f"iptables-{expected}-save")
+        assert not any("SHAREWALL" in r for r in _rules(ns, f"iptables-{other}-save"))
