@@ -50,6 +50,7 @@ from proxy.inspect.model import (
     InspectionLimits,
 )
 from proxy.inspect.multipart import scan_multipart
+from proxy.inspect.native import enabled_by_environment, install
 from proxy.inspect.protobuf import is_protobuf_media, scan_protobuf
 from proxy.inspect.query import is_mobile_path, scan_url, split_url
 from proxy.inspect.scan import Scan, ScanStopped
@@ -59,6 +60,8 @@ from proxy.inspect.xml_body import scan_xml
 __all__ = ["DEFAULT_LIMITS", "Finding", "Inspection", "InspectionLimits", "inspect_call"]
 
 log = structlog.get_logger("sharewall.inspect")
+
+install(enabled_by_environment())  # the native fast path, when built (see native.py)
 
 _UTF8_NAMES = frozenset({None, "utf-8", "utf8", "us-ascii", "ascii"})
 

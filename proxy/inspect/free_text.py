@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from proxy.inspect import categories as cat
 from proxy.inspect.address import GATE as ADDRESS_GATE
@@ -65,6 +66,9 @@ _FILE_SUFFIXES = frozenset(
     ["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "pdf", "mp3", "mp4", "wav"]
 )
 _KEEP_DIGITS = str.maketrans("", "", " \u00a0().-\u2010\u2011\u2012\u2013\u2014")
+# The native pre-scan (`native.install`): `prescan(value, is_text)` is False when no detector of
+# `scan_string` can fire on `value`. None: the pure-Python path, every string scanned in full.
+prescan: Callable[[str, bool], bool] | None = None
 
 
 def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None:
@@ -76,6 +80,8 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
     elsewhere only explicit international numbers (`+…`, `00…`) count as phones. Format characters
     (zero-width spaces, bidi marks) are removed first: they hide nothing from us.
     """
+    if prescan is not None and not prescan(value, is_text):
+        return
     if not value.isascii():
         value = strip_invisible(value)
     if "@" in value and any(m[1].lower() not in _FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):

@@ -1,0 +1,272 @@
+"""The native fast path and the pure-Python path of inspection give identical results.
+
+Differential: every call (the decision corpus, the inspection data files, the benchmark's
+bodies, generated documents, forms and texts) is inspected both ways in one process
+(`native.install`), and the findings (category, place, detector, in order) and problems (so the
+complete/incomplete outcome) must be equal. The pre-scan is also checked on its own against
+`scan_string`: whenever the full scan of a string finds anything, the pre-scan must have said it
+could. Skipped where the native module was not built (the pure-Python path is then the only one).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import importlib.util
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+
+from proxy.inspect import inspect_call, native
+from proxy.inspect.free_text import scan_string
+from proxy.inspect.keys import EXACT_RULES
+from proxy.inspect.model import Inspection, InspectionLimits
+from proxy.inspect.scan import Scan
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON = [("Content-Type", "application/json")]
+FORM = [("Content-Type", "application/x-www-form-urlencoded")]
+TEXT = [("Content-Type", "text/plain; charset=utf-8")]
+URL = "https://api.partner.example/v1/messages"
+# No time limit in play: the two runs must not differ by how busy the machine is.
+LIMITS = InspectionLimits(max_seconds=120.0)
+
+needs_native = pytest.mark.skipif(
+    not native.is_available(), reason="the native module was not built (no compiler at install)"
+)
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Pieces of values: every family of detector, near misses, and the characters the pre-scan
+# looks at (separators, '+', '@', ':', '#', secret prefixes, invisible and full-width digits).
+FRAGMENTS = [
+    "+6591234567",
+    "+65 9123 4567",
+    "+1 (415) 555-2671",
+    "+44 20 7946 0958",
+    "0065 9123 4567",
+    "006591234567",
+    "91234567",
+    "6591234567",
+    "(415) 555-2671",
+    "415.555.2671",
+    "+65\u200b9123\u200b4567",
+    "\uff0b\uff16\uff15\uff19\uff11\uff12\uff13\uff14\uff15\uff16\uff17",
+    "tan.ah.kow@example.com",
+    "icon@2x.png",
+    "a@b",
+    "8.8.8.8",
+    "203.0.113.5",
+    "10.0.0.1",
+    "2001:4860:4860::8888",
+    "123-45-6789",
+    "123-45-678",
+    "4111 1111 1111 1111",
+    "4111-1111-1111-1111",
+    "4111111111111111",
+    "89652012345678901234",
+    "GB82WEST12345698765432",
+    "DE89 3704 0044 0532 0130 00",
+    "DE89370400440532013000",
+    "1 Raffles Place, #20-61, Singapore 048616",
+    "Flat B, 12/F, Wan Chai",
+    "221B Baker Street, London NW1 6XE",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMiLCJwaG9uZSI6Iis2NTkxMjM0NTY3In0.c2ln",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_" + "a1B2" * 9,
+    "sk_live_" + "x9Y8" * 5,
+    "xoxb-1234567890-abcdefghij",
+    "AIzaSyA-1234567890abcdefghijklmnopqrstu",
+    "postgres://user:secret@db.example.com/app",
+    "-----BEGIN PRIVATE KEY-----",
+    "order 8812 2291",
+    "Your code is 123456.",
+    "Wait... what 1.2.3",
+    "2024-01-15",
+    "12:30",
+    "1 234 567,89",
+    "https://acme.example.com/t/8812-2291",
+    "msg-00000001",
+    "order=1234567890",
+    "Hi, your one-time code is 482913. It expires in 5 minutes.",
+    "Köln",
+    "Mei Tan",
+    "STOP",
+    "%2B6591234567",
+    "a1b2c3d4e5f6",
+    "SGD 1,200.00",
+]
+ALPHABET = "0123456789 ().-+@:#/F,AKISzeyJxogh_lv\u200bAB12 ab"
+
+
+def random_string(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.4:
+        return rng.choice(FRAGMENTS)
+    if roll < 0.7:
+        parts = [rng.choice(FRAGMENTS) for _ in range(rng.randint(1, 3))]
+        glue = rng.choice([" ", ", ", "\n", "", "-", " at ", "; "])
+        return glue.join(parts)
+    if roll < 0.9:
+        return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 40)))
+    return "".join(rng.choice("0123456789 .-()") for _ in range(rng.randint(5, 30)))
+
+
+KEYS = [*sorted(EXACT_RULES)[::3], "id", "data", "payload", "meta", "items", "type", "value"]
+KEYS += ["callbackData", "notifyUrl", "messageId", "text", "body", "attributes", "+6591234567"]
+
+
+def random_value(rng: random.Random, depth: int) -> object:
+    roll = rng.random()
+    if depth < 4 and roll < 0.15:
+        return {rng.choice(KEYS): random_value(rng, depth + 1) for _ in range(rng.randint(1, 5))}
+    if depth < 4 and roll < 0.25:
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if roll < 0.3:
+        return rng.choice([None, True, False, 0, 6591234567, 4111111111111111, 1.3521, 103.8198])
+    if roll < 0.33:
+        inner = orjson.dumps({rng.choice(KEYS): random_string(rng)})
+        return inner.decode() if rng.random() < 0.5 else base64.b64encode(inner).decode()
+    return random_string(rng)
+
+
+def generated_calls(count: int, seed: int) -> Iterator[tuple[str, list, bytes, InspectionLimits]]:
+    rng = random.Random(seed)
+    for number in range(count):
+        doc = {rng.choice(KEYS): random_value(rng, 0) for _ in range(rng.randint(1, 8))}
+        limits = LIMITS
+        if number % 17 == 0:  # the limits stop scans the same way on both paths
+            limits = InspectionLimits(max_seconds=120.0, max_fields=rng.randint(1, 12), max_depth=2)
+        kind = number % 5
+        if kind in (0, 1):
+            yield URL, JSON, orjson.dumps(doc), limits
+        elif kind == 2:
+            pairs = [
+                (k, v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in doc.items()
+            ]
+            yield URL, FORM, urlencode(pairs).encode(), limits
+        elif kind == 3:
+            text = "\n".join(random_string(rng) for _ in range(rng.randint(1, 6)))
+            yield URL, TEXT, text.encode(), limits
+        else:  # wrapped: gzip without Content-Encoding, a base64 field inside
+            wrapped = orjson.dumps({"payload": base64.b64encode(orjson.dumps(doc)).decode()})
+            yield f"{URL}?to={rng.choice(FRAGMENTS)}", JSON, gzip.compress(wrapped, mtime=0), limits
+
+
+def inspect_both(method: str, url: str, headers, body: bytes, limits=LIMITS):
+    was_active = native.is_active()
+    try:
+        native.install(False)
+        fallback = inspect_call(method, url, headers, body, limits=limits)
+        assert native.install(True)
+        fast = inspect_call(method, url, headers, body, limits=limits)
+    finally:
+        native.install(was_active)
+    return fallback, fast
+
+
+def assert_same(fallback: Inspection, fast: Inspection, what: str) -> None:
+    assert fallback.fault is None, what  # a detector bug would make the comparison moot
+    assert fast.findings == fallback.findings, what
+    assert fast.problems == fallback.problems, what
+    assert fast.complete == fallback.complete, what
+
+
+@needs_native
+def test_corpus_gives_identical_findings_both_ways() -> None:
+    corpus = _load("corpus_report", ROOT / "bench" / "corpus_report.py")
+    cases = corpus.load_cases()
+    assert len(cases) >= 60
+    found = 0
+    for case in cases:
+        fallback, fast = inspect_both(case.method, case.url, list(case.headers), case.body)
+        assert_same(fallback, fast, case.id)
+        found += len(fallback.findings)
+    assert found > 100  # the corpus is full of personal data: the comparison compared findings
+
+
+@needs_native
+def test_inspection_data_files_give_identical_results_both_ways() -> None:
+    types = {".json": "application/json", ".xml": "application/xml", ".txt": "text/plain"}
+    for path in sorted((ROOT / "tests" / "data" / "inspect").iterdir()):
+        headers = [("Content-Type", types.get(path.suffix, "application/octet-stream"))]
+        fallback, fast = inspect_both("POST", URL, headers, path.read_bytes())
+        assert_same(fallback, fast, path.name)
+
+
+@needs_native
+def test_benchmark_bodies_give_identical_findings_both_ways() -> None:
+    bench = _load("bench_inspect", ROOT / "bench" / "bench_inspect.py")
+    for seed in (1, 2):
+        rng = random.Random(seed)
+        for body, headers in (
+            (bench.json_call(rng), bench.JSON_HEADERS),
+            (bench.json_batch(rng), bench.JSON_HEADERS),
+            (bench.form_call(rng), bench.FORM_HEADERS),
+            (bench.encoded_call(rng), bench.JSON_HEADERS),
+        ):
+            fallback, fast = inspect_both("POST", URL, headers, body, bench.LIMITS)
+            assert fallback.findings, "the benchmark bodies carry phone numbers"
+            assert_same(fallback, fast, f"bench body of {len(body)} bytes")
+
+
+@needs_native
+def test_generated_calls_give_identical_results_both_ways() -> None:
+    stopped = 0
+    for number, (url, headers, body, limits) in enumerate(generated_calls(600, seed=10)):
+        fallback, fast = inspect_both("POST", url, headers, body, limits)
+        assert_same(fallback, fast, f"generated call {number}: {body[:200]!r}")
+        stopped += not fallback.complete
+    assert stopped > 0  # some generated calls hit the limits: incomplete outcomes compared too
+
+
+@needs_native
+def test_prescan_never_rules_out_a_string_the_full_scan_finds_something_in() -> None:
+    from proxy.inspect import _native  # type: ignore[attr-defined]
+
+    rng = random.Random(11)
+    strings = FRAGMENTS + [random_string(rng) for _ in range(6000)]
+    ruled_out = 0
+    was_active = native.is_active()
+    native.install(False)  # `scan_string` in full
+    try:
+        for value in strings:
+            for is_text in (False, True):
+                scan = Scan(LIMITS)
+                scan_string(scan, "x", value, is_text=is_text)
+                found = scan.result().findings
+                if not _native.prescan(value, is_text):
+                    ruled_out += 1
+                    assert not found, (value, is_text, found)
+    finally:
+        native.install(was_active)
+    assert ruled_out > 1000  # the pre-scan does rule strings out: the test compares something
+
+
+def test_environment_switch_forces_the_pure_python_path() -> None:
+    code = "from proxy.inspect import native; print(native.is_available(), native.is_active())"
+    answers = {}
+    for value in ("0", "1"):
+        env = {**os.environ, native.ENV_SWITCH: value}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        answers[value] = out.stdout.split()
+    available = native.is_available()
+    assert answers["0"] == [str(available), "False"]
+    assert answers["1"] == [str(available), str(available)]
