@@ -384,8 +384,12 @@ async def run_proxy(
     *,
     stop: asyncio.Event | None = None,
     decision_lines: JsonLines | None = None,
+    on_listening: Callable[[ProxyApp], None] | None = None,
 ) -> int:
-    """Run the proxy until SIGTERM/SIGINT (or `stop`); return the process exit code."""
+    """Run the proxy until SIGTERM/SIGINT (or `stop`); return the process exit code.
+
+    `on_listening` is called once the listeners serve (a worker tells its supervisor).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -400,6 +404,8 @@ async def run_proxy(
             await app.server.start()
             if settings.port_file is not None:
                 _write_port_file(settings.port_file, app)
+            if on_listening is not None:
+                on_listening(app)
             log.info(
                 "proxy.listening",
                 host=app.listen_address[0],

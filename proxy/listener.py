@@ -113,7 +113,7 @@ class ProxyServer:
             (host, port),
             family=socket.AF_INET6 if ":" in host else socket.AF_INET,
             backlog=1024,
-            reuse_port=False,
+            reuse_port=self.settings.reuse_port,  # the workers of `--workers N` share the port
         )
         bound = self._sock.getsockname()
         return bound[0], bound[1]

@@ -10,9 +10,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from proxy.inspect.model import InspectionLimits
 from proxy.settings import Settings, SettingsError, default_spool_dir, parse_hostport
+
+if TYPE_CHECKING:
+    from proxy.decision_log import JsonLines
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -290,6 +294,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("auto", "asyncio", "uvloop"),
         help="event loop; auto: uvloop when installed (default: $SHAREWALL_LOOP, else auto)",
     )
+    run_group.add_argument(
+        "--workers",
+        type=workers_count,
+        default=1,
+        metavar="N|auto",
+        help="processes serving the same port(s) (SO_REUSEPORT), each with its own spool "
+        "directory (DIR/worker-K; worker 0 keeps DIR) and ledger, restarted when one dies; "
+        "the admin port sums their metrics and is ready when all are; auto: one per usable CPU "
+        "(default: 1, a single process)",
+    )
     p.set_defaults(handler=run)
     return p
 
@@ -382,22 +396,52 @@ def run(args: argparse.Namespace) -> int:
         print(f"sharewall proxy: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    from proxy.app import run_proxy
-    from proxy.decision_log import JsonLines
+    if args.workers > 1:
+        # The supervisor loads neither the proxy nor its event loop: each worker does.
+        from proxy.supervisor import run_supervisor
 
-    # The decision line is written directly when the logs are JSON lines at info (the
-    # pod's configuration); a terminal or a quieter level keeps structlog's rendering.
-    direct = not sys.stdout.isatty() and (
-        logging.getLevelNamesMapping()[settings.log_level.upper()] <= logging.INFO
-    )
-    lines = JsonLines(sys.stdout.buffer) if direct else None
+        return run_supervisor(settings, args.workers)
     try:
         loop_factory = event_loop_factory(settings.loop)
     except SettingsError as exc:
         print(f"sharewall proxy: {exc}", file=sys.stderr)
         return 2
+    from proxy.app import run_proxy
+
+    lines = decision_lines_for(settings, sys.stdout.buffer)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(run_proxy(settings, decision_lines=lines))
+
+
+def decision_lines_for(settings: Settings, stream: IO[bytes] | Any) -> JsonLines | None:
+    """Where decision lines go: written directly to `stream`, or None for structlog's rendering.
+
+    Directly when the logs are JSON lines at info (the pod's configuration); a terminal or a
+    quieter level keeps structlog's rendering.
+    """
+    from proxy.decision_log import JsonLines
+
+    direct = not sys.stdout.isatty() and (
+        logging.getLevelNamesMapping()[settings.log_level.upper()] <= logging.INFO
+    )
+    return JsonLines(stream) if direct else None
+
+
+def workers_count(text: str) -> int:
+    """`--workers`: a number of processes, or `auto` (the CPUs this process may run on)."""
+    if text == "auto":
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'") from None
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError("must be between 1 and 256")
+    return count
 
 
 def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -76,6 +76,8 @@ class Settings:
     reload_interval: float = 1.0
     log_level: str = "info"
     loop: LoopName = "auto"  # event loop: uvloop when importable (auto), or the one named
+    # A worker of `--workers N` (proxy.supervisor): listeners share their port (SO_REUSEPORT).
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("enforce", "report"):

@@ -58,6 +58,7 @@ class TransparentListener:
             (host, port),
             family=socket.AF_INET6 if ":" in host else socket.AF_INET,
             backlog=1024,
+            reuse_port=self.settings.reuse_port,  # the workers of `--workers N`
             dualstack_ipv6=":" in host and socket.has_dualstack_ipv6(),
         )
         self._sock.setblocking(False)

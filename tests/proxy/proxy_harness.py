@@ -237,7 +237,9 @@ def run_upstreams(certs: Certs) -> Iterator[Upstreams]:
 class ProxyProcess:
     """A running `sharewall proxy` subprocess and its log."""
 
-    def __init__(self, workdir: Path, args: list[str]) -> None:
+    def __init__(
+        self, workdir: Path, args: list[str], *, python_args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "proxy.log"
@@ -245,6 +247,7 @@ class ProxyProcess:
         port_file = workdir / "ports.json"
         cmd = [
             sys.executable,
+            *python_args,  # e.g. -X importtime
             "-m",
             "sharewall.cli",
             "proxy",

@@ -1,0 +1,57 @@
+"""Workers' Prometheus text summed into one exposition (the `--workers` admin port)."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy import metrics_merge
+from proxy.metrics import ProxyMetrics
+
+
+class _Spool:
+    def __init__(self, problem: str | None) -> None:
+        self.problem = problem
+        self.records_written = 3
+        self.fsyncs = self.write_failures = self.records_refused = self.records_dropped = 1
+
+
+def _worker(denials: int, inspect_ms: float, spool_problem: str | None) -> str:
+    metrics = ProxyMetrics()
+    metrics.watch_spool(_Spool(spool_problem))
+    for _ in range(denials):
+        metrics.observe_record(
+            {"action": "deny", "reason_codes": ["UNKNOWN_RECIPIENT"], "inspect_ms": inspect_ms}
+        )
+    metrics.inflight.set(2)
+    return generate_latest(metrics.registry).decode()
+
+
+def test_counters_histograms_and_gauges_add_up_and_writability_is_the_worst():
+    one, two = _worker(3, 0.2, None), _worker(4, 30.0, "spool unwritable (ENOSPC)")
+    merged = metrics_merge.render(
+        metrics_merge.merge([metrics_merge.parse(one), metrics_merge.parse(two)])
+    )
+    # Prometheus' own parser reads it back.
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(merged.decode())
+        for s in family.samples
+    }
+    denied = (("action", "deny"), ("reason", "UNKNOWN_RECIPIENT"))
+    assert samples["sharewall_decisions_total", denied] == 7
+    assert samples["sharewall_inspection_seconds_count", ()] == 7
+    assert samples["sharewall_inspection_seconds_bucket", (("le", "0.001"),)] == 3
+    assert samples["sharewall_inspection_seconds_bucket", (("le", "+Inf"),)] == 7
+    assert samples["sharewall_inflight_requests", ()] == 4
+    assert samples["sharewall_spool_records_written_total", ()] == 6
+    assert samples["sharewall_spool_writable", ()] == 0  # one worker cannot write
+
+
+def test_only_what_never_decreases_is_carried_past_a_process():
+    families = metrics_merge.parse(_worker(1, 0.2, None))
+    carried = metrics_merge.cumulative(families)
+    assert "sharewall_decisions_total" in carried
+    assert "sharewall_inspection_seconds" in carried
+    assert "sharewall_inflight_requests" not in carried
+    assert "sharewall_spool_writable" not in carried

@@ -1,0 +1,185 @@
+"""`sharewall proxy --workers 2`: real worker processes behind one port and one admin port.
+
+One supervised proxy (following a real `registry serve`) is shared by the tests, in order:
+both workers answer on the port, the admin sums their counters, each worker ships its own
+refusals once, a SIGKILLed worker makes the proxy not ready until it is restarted, and SIGTERM
+lets calls in flight finish (the last test stops the proxy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from proxy_harness import ProxyProcess, Upstreams, pins
+from registry_harness import RegistryProcess, api, new_registry, wait_ready
+from test_proxy_imports import imported_modules
+
+pytestmark = pytest.mark.timeout(300)
+
+SOURCE = f"workers-{uuid.uuid4().hex[:6]}"
+# Nothing of the proxy itself: the supervisor starts processes and adds numbers.
+NOT_IN_SUPERVISOR = ("aiohttp", "proxy.app", "proxy.listener", "regorus", "prometheus_client")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryProcess, dict]]:
+    reg, tokens = new_registry(tmp_path_factory.mktemp("registry"))
+    yield reg, tokens
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def supervised(
+    tmp_path_factory: pytest.TempPathFactory, registry, upstreams: Upstreams
+) -> Iterator[ProxyProcess]:
+    reg, tokens = registry
+    proxy = ProxyProcess(
+        tmp_path_factory.mktemp("workers"),
+        [
+            "--workers", "2", "--registry-url", reg.url, "--token", tokens["proxy"],
+            "--default-purpose", "service_delivery", "--source", SOURCE, *pins(upstreams),
+        ],
+        python_args=("-X", "importtime"),  # the supervisor's imports (workers run without)
+    )  # fmt: skip
+    wait_ready(proxy)
+    yield proxy
+    proxy.stop()
+
+
+def _ports(proxy: ProxyProcess) -> dict:
+    return json.loads((proxy.workdir / "ports.json").read_text())
+
+
+def _direct() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def _counter(metrics: str, series: str) -> float:
+    match = re.search(rf"^{re.escape(series)} (\S+)$", metrics, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+DENIED = 'sharewall_decisions_total{action="deny",reason="UNKNOWN_RECIPIENT"}'
+
+
+def _blocked_call(proxy: ProxyProcess, upstreams: Upstreams, marker: str) -> requests.Response:
+    """A refused call on a connection of its own (the kernel picks a worker per connection)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        session.proxies = {"http": proxy.url}
+        return session.post(
+            f"http://api.unknown.test:{upstreams.http_port}/{marker}/{uuid.uuid4().hex[:8]}",
+            data=b"{}",
+            timeout=15,
+        )
+
+
+def test_the_supervisor_loads_nothing_of_the_proxy(supervised):
+    modules = imported_modules(supervised.log_text())
+    assert "proxy.supervisor" in modules  # the importtime lines are there
+    assert not {m for m in modules if m.startswith(NOT_IN_SUPERVISOR)}
+
+
+def test_both_workers_answer_on_one_port_and_the_admin_sums_their_counters(supervised, upstreams):
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _blocked_call(supervised, upstreams, "w"), range(24)))
+    assert [a.status_code for a in answers] == [403] * 24
+    workers = _ports(supervised)["workers"]
+    assert len({w["pid"] for w in workers}) == 2
+    per_worker = [
+        _counter(_direct().get(f"http://127.0.0.1:{w['admin'][1]}/metrics", timeout=5).text, DENIED)
+        for w in workers
+    ]
+    assert all(count > 0 for count in per_worker), per_worker  # both took connections
+    total = _direct().get(f"{supervised.admin_url}/metrics", timeout=5).text
+    assert _counter(total, DENIED) == sum(per_worker) == 24
+    assert _counter(total, 'sharewall_worker_up{worker="1"}') == 1
+
+
+def test_each_worker_ships_its_own_refusals_once(supervised, registry):
+    reg, tokens = registry
+    deadline = time.monotonic() + 60
+    while True:
+        resp = api(reg, tokens["security"], "GET", "/v1/flows", params={"source": SOURCE})
+        flows = resp.json()["flows"]
+        if len(flows) >= 24 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    ids = [f["decision_id"] for f in flows]
+    assert len(ids) == len(set(ids)) == 24
+    # Worker 0 ships as the proxy itself, worker 1 as `<proxy id>-w1`: two ledgers.
+    proxy_ids = {f["proxy_id"] for f in flows}
+    assert len(proxy_ids) == 2
+    assert any(p.endswith("-w1") for p in proxy_ids)
+    # Each worker's segments are in its own directory (worker 0 in the spool directory).
+    assert (supervised.spool_dir / "spool.lock").exists()
+    assert (supervised.spool_dir / "worker-1" / "spool.lock").exists()
+
+
+def test_a_killed_worker_is_restarted_and_the_proxy_is_not_ready_meanwhile(supervised):
+    admin = _direct()
+    before = admin.get(f"{supervised.admin_url}/metrics", timeout=5).text
+    victim = _ports(supervised)["workers"][1]
+    signal_sent = time.monotonic()
+    os.kill(victim["pid"], signal.SIGKILL)
+    reasons: list[str] = []
+    while not reasons and time.monotonic() < signal_sent + 30:
+        ready = admin.get(f"{supervised.admin_url}/readyz", timeout=5)
+        if ready.status_code == 503:
+            reasons = ready.json()["reasons"]
+    assert reasons and all(r.startswith("worker 1 ") for r in reasons), reasons
+    wait_ready(supervised)
+    restarted = _ports(supervised)["workers"][1]
+    assert restarted["pid"] != victim["pid"]
+    after = admin.get(f"{supervised.admin_url}/metrics", timeout=5).text
+    assert _counter(after, 'sharewall_worker_restarts_total{worker="1"}') == 1
+    # The dead worker's counts are carried on: the sum never goes back.
+    assert _counter(after, DENIED) == _counter(before, DENIED)
+
+
+def test_sigterm_lets_calls_in_flight_finish_on_every_worker(supervised, upstreams):
+    marker = f"drain-{uuid.uuid4().hex[:6]}"
+
+    def slow_call(i: int) -> int:
+        with socket.create_connection(("127.0.0.1", supervised.port), timeout=30) as sock:
+            sock.sendall(
+                f"GET http://api.vendor.test:{upstreams.http_port}/slow/2?{marker}={i} HTTP/1.1\r\n"
+                f"Host: api.vendor.test:{upstreams.http_port}\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return int(data.split(b" ", 2)[1])
+
+    with ThreadPoolExecutor(12) as pool:
+        calls = [pool.submit(slow_call, i) for i in range(12)]
+        deadline = time.monotonic() + 30
+        while len(upstreams.find(marker)) < 12 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(upstreams.find(marker)) == 12  # every call is upstream now
+        in_flight = [
+            _counter(
+                _direct().get(f"http://127.0.0.1:{w['admin'][1]}/metrics", timeout=5).text,
+                "sharewall_inflight_requests",
+            )
+            for w in _ports(supervised)["workers"]
+        ]
+        code = supervised.stop(signal.SIGTERM, timeout=60)
+        statuses = [c.result() for c in calls]
+    assert all(n > 0 for n in in_flight), in_flight  # both workers were draining
+    assert statuses == [200] * 12
+    assert code == 0
+    stopped = [line for line in supervised.logs() if line.get("event") == "proxy.stopped"]
+    assert len(stopped) == 3  # both workers, then the supervisor
