@@ -45,6 +45,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--default-purpose", metavar="P")
     s.add_argument("--exclude-cidr", action="append", default=[], metavar="CIDR")
     s.add_argument("--exclude-port", action="append", default=[], type=int, metavar="PORT")
+    s.add_argument(
+        "--ipv6",
+        action="store_true",
+        help="transparent capture of IPv6 too (dual-stack pods): ip6tables rules, proxy on [::]",
+    )
     s.add_argument("--ca-secret", metavar="NAME", help="TLS Secret of the interception CA")
     s.add_argument(
         "--trust-bundle",
@@ -81,6 +86,8 @@ def _config(args: argparse.Namespace):
         transparent["excludeCIDRs"] = args.exclude_cidr
     if args.exclude_port:
         transparent["excludePorts"] = args.exclude_port
+    if args.ipv6:
+        transparent["ipv6"] = True
     if transparent:
         overrides["transparent"] = transparent
     tls: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 Capture = Literal["proxy-env", "transparent"]
@@ -104,6 +104,17 @@ class Transparent(_Model):
     # Cluster service and pod CIDRs: calls there are first-party and not redirected.
     exclude_cidrs: tuple[str, ...] = Field((), alias="excludeCIDRs")
     exclude_ports: tuple[int, ...] = ()
+    # Dual-stack pods: ip6tables rules too (`capture-rules --ipv6`) and the proxy listening on
+    # `[::]` (IPv4 and IPv6), else the pod's IPv6 TCP would leave uncaptured.
+    ipv6: bool = False
+
+    @model_validator(mode="after")
+    def _ipv6_cidrs_need_ipv6(self) -> Transparent:
+        for cidr in self.exclude_cidrs:
+            if ":" in cidr and not self.ipv6:
+                # capture-rules would refuse it at pod start (exit 2): say so at injection.
+                raise ValueError(f"excludeCIDRs {cidr}: an IPv6 range needs ipv6: true")
+        return self
 
     @field_validator("exclude_cidrs")
     @classmethod

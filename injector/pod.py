@@ -280,7 +280,10 @@ def _proxy_container(config: InjectorConfig, source: dict[str, Any]) -> dict[str
         # listener needs only loopback. Istio binds its outbound listener to 0.0.0.0 because it
         # also captures inbound traffic (PREROUTING, redirected to the pod IP); we capture
         # outbound only, and on the pod IP any pod could connect to the listener directly.
-        args.append(f"--transparent-listen=127.0.0.1:{config.transparent.port}")
+        # With IPv6 rules, ip6tables REDIRECTs to ::1 and one listener must take both families:
+        # `[::]` (dual-stack); a connection made to the port itself is refused by the proxy.
+        host = "[::]" if config.transparent.ipv6 else "127.0.0.1"
+        args.append(f"--transparent-listen={host}:{config.transparent.port}")
     env += [
         source,
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -314,6 +317,8 @@ def _capture_container(config: InjectorConfig) -> dict[str, Any]:
         args += ["--exclude-cidr", cidr]
     for port in t.exclude_ports:
         args += ["--exclude-port", str(port)]
+    if t.ipv6:
+        args.append("--ipv6")
     return {
         "name": CAPTURE,
         "image": config.image,

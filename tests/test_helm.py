@@ -11,6 +11,7 @@ kubeconform` where helm exists: this interpreter is not Helm.
 
 from __future__ import annotations
 
+import argparse
 import re
 import tomllib
 from pathlib import Path
@@ -299,6 +300,16 @@ RENDER_CASES = {
             "gateway": {"enabled": True},
             "registry": {"file": "recipients: []\n"},
         },
+        "gateway, client certificates": {
+            "gateway": {"enabled": True, "clientTLS": {"secret": "gateway-tls"}},
+        },
+        "example, native, transparent, dual-stack": {
+            "example": {"enabled": True},
+            "sidecar": {
+                "capture": "transparent",
+                "transparent": {"excludeCIDRs": ["10.96.0.0/12", "fd00:10:96::/112"], "ipv6": True},
+            },
+        },
     },
 }
 
@@ -324,6 +335,33 @@ def _pod(manifests: list[dict[str, Any]], name: str) -> dict[str, Any]:
         m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"].endswith(name)
     )
     return deployment["spec"]["template"]
+
+
+def test_the_gateway_takes_its_clients_workloads_from_their_certificates() -> None:
+    from proxy.proxy_cli import add_parser, settings_from_args
+
+    plain = _pod(_render("sharewall-sidecar", "gateway, registry file"), "sharewall-gateway")
+    assert not any(a.startswith("--client-ca") for a in plain["spec"]["containers"][0]["args"])
+    pod = _pod(_render("sharewall-sidecar", "gateway, client certificates"), "sharewall-gateway")
+    [proxy] = [c for c in pod["spec"]["containers"] if c["name"] == "sharewall-proxy"]
+    # What the proxy makes of the rendered command line (and environment): a TLS listener that
+    # requires client certificates, with no fixed source of its own.
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    settings = settings_from_args(parser.parse_args(proxy["args"]))
+    assert settings.client_ca is not None and settings.tls_cert is not None
+    assert settings.source_workload is None and settings.listen[0] == "0.0.0.0"
+    # The three files come from the Secret, mounted where the flags point.
+    [mount] = [m for m in proxy["volumeMounts"] if m["name"] == "sharewall-gateway-tls"]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "sharewall-gateway-tls"]
+    assert volume["secret"]["secretName"] == "gateway-tls"
+    for path in (settings.client_ca, settings.tls_cert, settings.tls_key):
+        assert str(path.parent) == mount["mountPath"]
+    assert settings.client_ca.name == "ca.crt"
+    # App pods' sidecars are not gateways: they never get the flags.
+    example = _pod(_render("sharewall-sidecar", "example, native, proxy-env, tls"), "example")
+    sidecar = [c for c in example["spec"]["initContainers"] if c["name"] == "sharewall-proxy"]
+    assert not any(a.startswith("--client-ca") for a in sidecar[0]["args"])
 
 
 def test_objects_are_named_after_a_release_that_names_the_chart() -> None:
@@ -400,6 +438,7 @@ def _accepts(argv: list[str]) -> bool:
         "example, native, proxy-env, tls",
         "example, native, transparent",
         "example, classic, transparent, opa",
+        "example, native, transparent, dual-stack",
     ],
 )
 def test_the_include_templates_give_the_injectors_sidecar(case: str) -> None:

@@ -3,6 +3,7 @@ validated against the Kubernetes 1.29 and 1.33 schemas."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import io
 import subprocess
@@ -102,6 +103,10 @@ SETTINGS = {
         "transparent": {"excludeCIDRs": ["10.96.0.0/12"]},
     },
     "transparent classic": {"capture": "transparent", "native": False},
+    "transparent dual-stack": {
+        "capture": "transparent",
+        "transparent": {"excludeCIDRs": ["10.96.0.0/12", "fd00:10:96::/112"], "ipv6": True},
+    },
     "intercepting, registry file": {"tls": TLS, "registry": {"fileConfigMap": "registry-yaml"}},
 }
 
@@ -197,6 +202,34 @@ def test_transparent_capture_runs_first_as_root_with_net_admin_and_the_proxy_as_
     # Capture, not proxy settings: the app knows nothing of sharewall.
     for name in ("app", "worker", "migrate"):
         assert not {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy"} & set(_env(_containers(pod)[name]))
+
+
+def test_dual_stack_capture_redirects_ipv6_to_a_proxy_listening_on_both_families(capsys) -> None:
+    # ip6tables REDIRECTs the pod's IPv6 TCP to ::1: with --ipv6 rules the proxy must listen
+    # there too, or every IPv6 connection of the app is redirected to a closed port.
+    from proxy.proxy_cli import add_parser, settings_from_args
+    from sharewall.cli import main
+
+    settings = SETTINGS["transparent dual-stack"]
+    containers = _containers(inject_pod(_template(), InjectorConfig().with_overrides(settings)).pod)
+    capture = containers["sharewall-capture"]["args"]
+    assert capture[-1] == "--ipv6"
+    # The injected rules, printed instead of applied: the IPv6 range is accepted and redirected.
+    assert main([a for a in capture if a != "--apply"]) == 0
+    rules = capsys.readouterr().out
+    assert "# ip6tables-restore --noflush" in rules and "-d fd00:10:96::/112 -j RETURN" in rules
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args([*containers["sharewall-proxy"]["args"], "--registry-file=x"])
+    assert settings_from_args(args).transparent_listen == ("::", 15001)
+
+
+def test_an_ipv6_exclusion_without_ipv6_capture_is_refused_at_injection() -> None:
+    # capture-rules would exit 2 in the init container and the pod would never start.
+    with pytest.raises(ValueError, match="needs ipv6"):
+        InjectorConfig().with_overrides(
+            {"capture": "transparent", "transparent": {"excludeCIDRs": ["fd00::/8"]}}
+        )
 
 
 def test_transparent_capture_refuses_an_app_running_as_the_proxy_uid() -> None:

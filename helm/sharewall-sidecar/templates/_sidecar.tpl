@@ -46,8 +46,20 @@ sharewall.io/egress-proxy: "true"
     {{- if and (eq .Values.sidecar.capture "transparent") (not .listenHost) }}
     # REDIRECT in the nat OUTPUT chain maps locally generated packets to 127.0.0.1: loopback
     # suffices (Istio binds 0.0.0.0 because it also captures inbound traffic; on the pod IP any
-    # pod could reach this listener directly).
+    # pod could reach this listener directly). With IPv6 rules ip6tables REDIRECTs to ::1, so
+    # one dual-stack listener on [::] takes both (the proxy refuses connections made to it).
+    {{- if .Values.sidecar.transparent.ipv6 }}
+    - --transparent-listen=[::]:{{ .Values.sidecar.transparent.port }}
+    {{- else }}
     - --transparent-listen=127.0.0.1:{{ .Values.sidecar.transparent.port }}
+    {{- end }}
+    {{- end }}
+    {{- if and .listenHost .Values.gateway.clientTLS.secret }}
+    # The gateway speaks TLS and requires a client certificate signed by this CA: each call's
+    # source is its client's workload (SPIFFE ID or CN), not the gateway's own.
+    - --client-ca=/etc/sharewall/gateway-tls/{{ .Values.gateway.clientTLS.caKey }}
+    - --tls-cert=/etc/sharewall/gateway-tls/tls.crt
+    - --tls-key=/etc/sharewall/gateway-tls/tls.key
     {{- end }}
   env:
     {{- if not .Values.registry.file }}
@@ -117,6 +129,11 @@ sharewall.io/egress-proxy: "true"
       mountPath: /etc/sharewall/ca
       readOnly: true
     {{- end }}
+    {{- if and .listenHost .Values.gateway.clientTLS.secret }}
+    - name: sharewall-gateway-tls
+      mountPath: /etc/sharewall/gateway-tls
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{/* The OPA container: bundle from the registry, API on loopback, /health on the pod IP. */}}
@@ -184,6 +201,9 @@ sharewall.io/egress-proxy: "true"
     {{- range $t.excludePorts }}
     - --exclude-port
     - {{ . | quote }}
+    {{- end }}
+    {{- if $t.ipv6 }}
+    - --ipv6
     {{- end }}
   env:
     # iptables-legacy takes a lock file; the root filesystem is read-only.
@@ -307,5 +327,12 @@ sharewall.io/egress-proxy: "true"
 - name: sharewall-trust
   configMap:
     name: {{ .Values.sidecar.tls.appTrustBundle.configMap }}
+{{- end }}
+{{- if and .listenHost .Values.gateway.clientTLS.secret }}
+- name: sharewall-gateway-tls
+  secret:
+    secretName: {{ .Values.gateway.clientTLS.secret }}
+    # Read by the proxy, UID 1337, as the CA volume above.
+    defaultMode: 0444
 {{- end }}
 {{- end -}}
