@@ -310,6 +310,11 @@ RENDER_CASES = {
                 "transparent": {"excludeCIDRs": ["10.96.0.0/12", "fd00:10:96::/112"], "ipv6": True},
             },
         },
+        "gateway with workers, sidecar with workers": {
+            "example": {"enabled": True},
+            "gateway": {"enabled": True, "workers": "auto"},
+            "sidecar": {"proxy": {"workers": 2}},
+        },
     },
 }
 
@@ -496,3 +501,18 @@ def test_the_include_templates_give_the_injectors_sidecar(case: str) -> None:
         ["proxy", "--transparent-listen=127.0.0.1:1", "--registry-file=x"]
     ):
         assert _accepts(chart_c["sharewall-proxy"]["args"])
+
+
+def test_the_workers_value_reaches_the_proxy_command_line() -> None:
+    def proxy_args(pod: dict[str, Any]) -> list[str]:
+        spec = pod["spec"]
+        containers = spec.get("initContainers", []) + spec["containers"]
+        return next(c for c in containers if c["name"] == "sharewall-proxy")["args"]
+
+    defaults = _render("sharewall-sidecar", "gateway, registry file")
+    assert not [a for a in proxy_args(_pod(defaults, "gateway")) if a.startswith("--workers")]
+    manifests = _render("sharewall-sidecar", "gateway with workers, sidecar with workers")
+    gateway, app = proxy_args(_pod(manifests, "gateway")), proxy_args(_pod(manifests, "example"))
+    assert "--workers=auto" in gateway
+    assert "--workers=2" in app
+    assert _accepts(gateway) and _accepts(app)

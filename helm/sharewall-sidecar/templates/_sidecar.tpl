@@ -12,7 +12,8 @@ sharewall.io/egress-proxy: "true"
 {{- end -}}
 
 {{/* The proxy container (without restartPolicy; see initContainers / containers below).
-     `.listenHost` (default 127.0.0.1) is set to 0.0.0.0 only by the gateway. */}}
+     `.listenHost` (default 127.0.0.1) is set to 0.0.0.0 only by the gateway, `.workers` (default
+     sidecar.proxy.workers) by the gateway too. */}}
 {{- define "sharewall-sidecar.proxyContainer" -}}
 {{- $p := .Values.sidecar.proxy -}}
 - name: sharewall-proxy
@@ -42,6 +43,11 @@ sharewall.io/egress-proxy: "true"
     {{- end }}
     {{- range $p.resolve }}
     - --resolve={{ . }}
+    {{- end }}
+    {{- $workers := .workers | default $p.workers }}
+    {{- if and $workers (ne (toString $workers) "1") }}
+    # Worker processes sharing the ports (SO_REUSEPORT); the admin port aggregates them.
+    - --workers={{ $workers }}
     {{- end }}
     {{- if and (eq .Values.sidecar.capture "transparent") (not .listenHost) }}
     # REDIRECT in the nat OUTPUT chain maps locally generated packets to 127.0.0.1: loopback
