@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+
+import pytest
+import trustme
 
 from proxy.destinations import Destination
-from proxy.upstream import UpstreamPool
+from proxy.upstream import UpstreamError, UpstreamPool
 
 
 async def _server(close_after_accept: bool):
@@ -51,4 +55,40 @@ async def test_a_live_idle_connection_is_reused():
     finally:
         conn.close()
         await pool.close()
+        server.close()
+
+
+async def _tls_server(tmp_path):
+    ca = trustme.CA()
+    ca_file = tmp_path / "upstream-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("up.test").configure_cert(context)
+
+    async def on_client(reader, writer):
+        await reader.read()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=context)
+    return server, server.sockets[0].getsockname()[1], ca_file
+
+
+async def test_tls_upstreams_are_verified_by_the_system_store_read_on_first_use(tmp_path):
+    server, port, ca_file = await _tls_server(tmp_path)
+    key = ("https", "up.test", "127.0.0.1", port)
+    pool = UpstreamPool()  # the system's trust store: it does not know this upstream's CA
+    trusting = UpstreamPool(upstream_ca=ca_file)
+    try:
+        # Concurrent first connections: one store load, each refused as unverified.
+        results = await asyncio.gather(
+            *(pool.connect(key) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, UpstreamError) and r.status == 502 for r in results)
+        assert all("TLS" in r.message for r in results)
+        with pytest.raises(UpstreamError):
+            await pool.connect(key)
+        conn = await trusting.connect(key)
+        conn.close()
+    finally:
+        await pool.close()
+        await trusting.close()
         server.close()
