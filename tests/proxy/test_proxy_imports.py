@@ -21,11 +21,21 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE_REGISTRY = REPO / "examples" / "registry.yaml"
 # Top-level packages the sidecar must never load: the registry service and its database stack.
 FORBIDDEN = ("registry", "sqlalchemy", "sqlmodel", "alembic", "asyncpg", "aiosqlite")
-# Nor an HTTP client stack it never calls with (tldextract used to bring these for ~6 MB).
-UNUSED = ("requests", "urllib3", "charset_normalizer", "filelock")
+# Nor an HTTP client stack it never calls with (tldextract used to bring these for ~6 MB), nor
+# aiohttp (~10 MB: the admin server and the control-plane client are the proxy's own).
+UNUSED = (
+    "requests",
+    "urllib3",
+    "charset_normalizer",
+    "filelock",
+    "aiohttp",
+    "multidict",
+    "yarl",
+    "opa_client",
+)
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
-# interception CA or a gateway's client certificates; the OPA client for `--engine opa`.
-ON_DEMAND = ("cryptography", "opa_client", "proxy.certs")
+# interception CA or a gateway's client certificates.
+ON_DEMAND = ("cryptography", "proxy.certs")
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
