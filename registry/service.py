@@ -105,6 +105,7 @@ class Loaded:
         return {
             "kind": "update" if self.is_live else "proposal",
             "proposed": changes.registry_entry(proposed),
+            "proposed_grant_ids": [g["id"] for g in proposed["grants"]],
             "diff": changes.diff_states(self.live_state(), proposed),
         }
 

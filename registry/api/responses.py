@@ -53,6 +53,11 @@ class PendingChangeOut(_Out):
     proposed: dict[str, Any] = Field(
         description="The recipient as approving would make it live (registry-file shape)"
     )
+    proposed_grant_ids: list[int] | None = Field(
+        default=None,
+        description="A recipient's: the id of each of `proposed.grants`, in order (edit one "
+        "with PATCH /v1/recipients/{id}/grants/{gid})",
+    )
     diff: dict[str, Any] = Field(
         description="fields {name: [live, proposed]}, hosts {added, removed}, "
         "grants {added, removed, changed} (changed: id, purpose, fields)"

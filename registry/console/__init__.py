@@ -154,6 +154,7 @@ def _boot_data(principal: auth.Principal, csrf: str, page: str, arg: str) -> byt
             "reason_policy": dict(taxonomy.reason_policy),
             "categories": sorted(taxonomy.categories),
             "purposes": sorted(taxonomy.purposes),
+            "recipient_kinds": sorted(taxonomy.recipient_kinds),
             "triage_states": list(TRIAGE_STATES),
         }
     )

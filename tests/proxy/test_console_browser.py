@@ -20,6 +20,7 @@ from registry_harness import run_cli as _run
 from test_impact_replay import UNKNOWN_HOST, ship_pending_facts
 
 CHROMIUM = Path("/usr/bin/chromium")
+EDIT_HOST = "api.editco.test"  # called through the proxy; the engineer's edit registers it
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -74,6 +75,8 @@ def blocked(registry, upstreams, tmp_path_factory):
             *pins(upstreams),
             "--resolve",
             f"{UNKNOWN_HOST}:{upstreams.http_port}:127.0.0.1",
+            "--resolve",
+            f"{EDIT_HOST}:{upstreams.http_port}:127.0.0.1",
         ],
     )
     session = requests.Session()
@@ -87,6 +90,8 @@ def blocked(registry, upstreams, tmp_path_factory):
         decision_id = resp.json()["decision_id"]
         for _ in range(3):  # calls to a host no recipient owns yet (the pending change's)
             session.post(f"http://{UNKNOWN_HOST}:{upstreams.http_port}/x", timeout=10)
+        for _ in range(2):  # calls to the host the engineer's edit adds to its proposal
+            session.post(f"http://{EDIT_HOST}:{upstreams.http_port}/x", timeout=10)
         deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while time.monotonic() < deadline:
             found = api(reg, tokens["security"], "GET", f"/v1/flows/{decision_id}")
@@ -245,6 +250,132 @@ def test_an_engineer_sees_but_may_not_triage_or_approve(registry, blocked, brows
     page.wait_for_selector("h1")
     assert page.query_selector("button[id^=approve-]") is None
     shot(page, tmp_path, "engineer-approvals")
+    context.close()
+
+
+def test_an_engineer_edits_its_proposal_and_a_reviewer_sees_the_edited_version_with_its_impact(
+    registry, blocked, browser, tmp_path
+):
+    reg, tokens = registry
+    engineer = tokens["engineer"]
+    proposal = {
+        "id": "editco",
+        "name": "EditCo Ltd",
+        "kind": "vendor",
+        "regions": ["SG"],
+        "hosts": ["api.editco-old.test"],
+        "grants": [
+            {
+                "purpose": "service_delivery",
+                "categories": ["contact.email"],
+                "legal_basis": "contract",
+            }
+        ],
+    }
+    resp = api(reg, engineer, "POST", "/v1/recipients", json=proposal)
+    assert resp.status_code == 201, resp.text
+    first_version = resp.json()["version"]
+    # A staged edit of a live recipient, made with the CLI's route, edited further below.
+    resp = api(reg, engineer, "PATCH", "/v1/recipients/tunnel", json={"notes": "to inspect"})
+    assert resp.status_code == 200, resp.text
+
+    context, page = sign_in(browser, reg, engineer)
+    page.goto(f"{reg.url}/ui/approvals")
+    page.wait_for_selector("#impact-editco .impact")
+    assert "0 would be let through" in page.inner_text("#impact-editco")
+    assert page.query_selector("#approve-editco") is None  # approving is not an engineer's
+    page.click("#edit-editco")
+    page.fill("#edit-editco-name", "EditCo Pte Ltd")
+    page.fill("#edit-editco-regions", "SG Singapore")
+    page.fill("#edit-editco-hosts", EDIT_HOST)
+    page.fill("#edit-editco-grant-0-categories", "contact.email, contact.phone_number")
+    page.click("#edit-editco-save")
+    error = page.wait_for_selector("[data-field=regions].invalid .field-error")
+    assert "ISO 3166" in error.inner_text()
+    assert "422" in page.inner_text("#edit-editco-message")
+    # Nothing typed is lost, and nothing was written.
+    assert page.input_value("#edit-editco-name") == "EditCo Pte Ltd"
+    assert page.input_value("#edit-editco-hosts") == EDIT_HOST
+    assert api(reg, engineer, "GET", "/v1/recipients/editco").json()["version"] == first_version
+    shot(page, tmp_path, "engineer-edit-refused")
+
+    page.fill("#edit-editco-regions", "SG MY")
+    page.click("#edit-editco-save")
+    page.wait_for_selector("#saved-editco")
+    card = "section[data-entity=editco]"
+    page.wait_for_selector(f"{card} #impact-editco .impact")
+    diff = page.inner_text(f"{card} table.diff")
+    assert "EditCo Pte Ltd" in diff and EDIT_HOST in diff and "MY" in diff
+    assert "contact.phone_number" in diff
+    # The impact is the edited version's: the recorded calls to the new host go through.
+    assert "2 would be let through" in page.inner_text("#impact-editco")
+    shot(page, tmp_path, "engineer-edited")
+    stored = api(reg, engineer, "GET", "/v1/recipients/editco").json()
+    assert stored["status"] == "proposed"  # an edit stays pending
+    assert stored["name"] == "EditCo Pte Ltd" and stored["hosts"] == [EDIT_HOST]
+    assert stored["grants"][0]["categories"] == ["contact.email", "contact.phone_number"]
+
+    # The staged edit of a live recipient: a grant widened, still pending, live unchanged.
+    page.click("#edit-tunnel")
+    page.fill("#edit-tunnel-grant-0-categories", "contact.phone_number, comms.content")
+    page.click("#edit-tunnel-save")
+    page.wait_for_selector("#saved-tunnel")
+    assert "comms.content" in page.inner_text("section[data-entity=tunnel] table.diff")
+    tunnel = api(reg, engineer, "GET", "/v1/recipients/tunnel").json()
+    assert tunnel["status"] == "approved"
+    assert tunnel["grants"][0]["categories"] == ["contact.phone_number"]  # live: as approved
+    assert tunnel["pending_change"]["proposed"]["grants"][0]["categories"] == [
+        "contact.phone_number",
+        "comms.content",
+    ]
+
+    # A proposed workload: purposes and recipients edited in the same way.
+    resp = api(
+        reg,
+        engineer,
+        "POST",
+        "/v1/workloads",
+        json={"namespace": "billing", "name": "invoicer", "purposes": ["billing"]},
+    )
+    assert resp.status_code == 201, resp.text
+    page.reload()
+    page.click("#edit-billing_invoicer")
+    page.check("#edit-billing_invoicer-purpose-customer_support")
+    page.uncheck("#edit-billing_invoicer-any")
+    page.fill("#edit-billing_invoicer-recipients", "vendor")
+    page.click("#edit-billing_invoicer-save")
+    page.wait_for_selector("#saved-billing_invoicer")
+    workload = api(reg, engineer, "GET", "/v1/workloads/billing/invoicer").json()
+    assert workload["status"] == "proposed"
+    assert workload["purposes"] == ["billing", "customer_support"]
+    assert workload["recipients"] == ["vendor"]
+
+    # Security actions stay refused, even sent by hand with the session's CSRF token.
+    status = page.evaluate(
+        """async (version) => {
+            const boot = JSON.parse(document.getElementById("boot").textContent);
+            const r = await fetch("/v1/recipients/editco/approve", {method: "POST",
+              headers: {"Content-Type": "application/json", "X-CSRF-Token": boot.csrf,
+                        "If-Match": `"${version}"`},
+              body: JSON.stringify({note: "self-approved"})});
+            return [r.status, (await r.json()).type];
+        }""",
+        stored["version"],
+    )
+    assert status[0] == 403 and status[1].endswith("/forbidden-role")
+    # An edit without the CSRF token is refused too.
+    resp = page.request.patch(f"{reg.url}/v1/recipients/editco", data={"name": "Nope"})
+    assert resp.status == 403 and resp.json()["type"].endswith("/csrf")
+    context.close()
+
+    context, page = sign_in(browser, reg, tokens["security"])
+    page.goto(f"{reg.url}/ui/approvals")
+    page.wait_for_selector("#impact-editco .impact")
+    card_text = page.inner_text("section[data-entity=editco]")
+    assert "EditCo Pte Ltd" in card_text and f"version {stored['version']}" in card_text
+    assert "2 would be let through" in page.inner_text("#impact-editco")
+    assert page.query_selector("#edit-editco") is None  # editing is the authors'
+    shot(page, tmp_path, "reviewer-sees-edit")
     context.close()
 
 

@@ -7,6 +7,7 @@
 const BOOT = JSON.parse(document.getElementById("boot").textContent);
 const APP = document.getElementById("app");
 const IS_SECURITY = BOOT.role === "security";
+const IS_ENGINEER = BOOT.role === "engineer";
 const REASON_COLORS = ["#c0392b", "#d35400", "#b9770e", "#7d3c98", "#1f618d", "#117864",
   "#7b7d7d", "#a04000", "#1a5276", "#641e16", "#145a32", "#4a235a", "#566573"];
 
@@ -339,10 +340,13 @@ function changeCard(change) {
     h("button", { type: "button", id: `approve-${id}`, onclick: () => review("approve") }, "Approve"),
     h("button", { type: "button", class: "danger", id: `reject-${id}`, onclick: () => review("reject") }, "Reject"))
     : h("p", { class: "muted" }, "Approving is for security reviewers (four eyes).");
-  return h("section", { class: "card change", "data-entity": id },
+  const card = h("section", { class: "card change", "data-entity": id },
     h("h2", {}, `${change.entity_type} ${id} `, h("span", { class: "badge" }, change.kind), " ",
-      h("span", { class: "muted" }, `by ${(change.authors || [change.updated_by]).filter(Boolean).join(", ")}`)),
+      h("span", { class: "muted" }, `by ${(change.authors || [change.updated_by]).filter(Boolean).join(", ")}`),
+      " ", h("span", { class: "muted version" }, `version ${change.version}`)),
     diffView(change), h("h3", {}, "Impact of approving it"), impactBox, actions, msg);
+  if (IS_ENGINEER) card.append(editBar(change, card));
+  return card;
 }
 
 async function approvals() {
@@ -352,6 +356,232 @@ async function approvals() {
   APP.replaceChildren(h("h1", {}, "Approvals"),
     h("p", { class: "muted" }, FOUR_EYES),
     ...(items.length ? items.map(changeCard) : [h("p", { class: "muted" }, "Nothing awaits approval.")]));
+}
+
+// ---------------------------------------------------------------- editing (engineers)
+// An engineer edits a pending change (a proposal, or a live entry's staged edit) through the
+// same API routes as the CLI (PATCH/POST/DELETE under /v1/recipients and /v1/workloads), each
+// write naming the version it started from (If-Match) and carrying the CSRF token. The edit
+// stays pending: only a reviewer who authored none of it approves it. A refused write leaves
+// the form as typed, its errors beside the fields.
+
+const RECIPIENT_FIELDS = ["name", "kind", "regions", "hosts", "tls_origination", "inspect_tls",
+  "owner_team", "contract_ref", "notes"];
+const GRANT_FIELDS = ["purpose", "categories", "legal_basis", "expires"];
+
+function words(text) { return text.split(/[\s,]+/).filter(Boolean); }
+function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
+function domId(text) { return text.replace(/[^A-Za-z0-9_-]/g, "_"); }
+function versionOf(result) {
+  const tag = result.headers && result.headers.get("ETag");
+  return tag ? Number(tag.replace(/^W\//, "").replace(/"/g, "")) : null;
+}
+function changed(want, original, names) {
+  const out = {};
+  for (const k of names) if (!same(want[k], original[k])) out[k] = want[k];
+  return out;
+}
+
+// A labelled input with the place for its error; `data-field` is the API's field name.
+function field(label, input, name, tag) {
+  return h(tag || "label", { class: "field", "data-field": name }, label, input,
+    h("span", { class: "field-error", role: "alert" }));
+}
+
+function check(name, id, label, on, value) {
+  return h("label", { class: "inline" }, h("input", { type: "checkbox", name, id, value, checked: on }), ` ${label}`);
+}
+
+// Put each error of a refused write beside its field (within `scope`), the problem below.
+function showErrors(scope, msg, result) {
+  const d = result.data || {};
+  const errors = d.errors || (d.hosts ? [{ field: "hosts", message: d.detail || "" }] : []);
+  for (const e of errors) {
+    const holder = scope.querySelector(`[data-field="${CSS.escape(String(e.field || "").split(".")[0])}"]`);
+    if (!holder) continue;
+    holder.classList.add("invalid");
+    holder.querySelector(".field-error").textContent = e.message;
+  }
+  msg.className = "edit-message error";
+  msg.textContent = result.status === 412
+    ? "This change moved since you opened it: reload the page to see it (your edits are still in the form)."
+    : problem(result);
+}
+
+function grantEditor(values, gid, prefix, categoryList) {
+  const id = (name) => `${prefix}-${name}`;
+  const el = h("fieldset", { class: "grant", id: prefix },
+    h("legend", {}, gid === null ? "new grant" : `grant ${gid}`),
+    field("Purpose", h("select", { name: "purpose", id: id("purpose") },
+      BOOT.purposes.map((p) => h("option", { value: p, selected: p === values.purpose }, p))), "purpose"),
+    field("Categories (comma separated)", h("input", { name: "categories", id: id("categories"), size: 50,
+      list: categoryList, value: (values.categories || []).join(", ") }), "categories"),
+    field("Legal basis", h("input", { name: "legal_basis", id: id("legal_basis"), value: values.legal_basis || "" }), "legal_basis"),
+    field("Expires (last valid day)", h("input", { name: "expires", id: id("expires"), type: "date", value: values.expires || "" }), "expires"),
+    check("remove", id("remove"), "remove this grant", false));
+  const get = (name) => el.querySelector(`[name=${name}]`);
+  const read = () => ({
+    purpose: get("purpose").value, categories: words(get("categories").value),
+    legal_basis: get("legal_basis").value.trim() || null, expires: get("expires").value || null,
+  });
+  const grant = { el, gid, original: gid === null ? null : read() };
+  // The write this grant needs (none when unchanged), and what a success changes here.
+  grant.step = (base) => {
+    const want = read();
+    if (get("remove").checked) {
+      if (grant.gid === null) return null;
+      return { method: "DELETE", path: `${base}/grants/${grant.gid}`, scope: el, done: () => { el.remove(); grant.gone = true; } };
+    }
+    if (grant.gid === null) {
+      return { method: "POST", path: `${base}/grants`, body: want, scope: el,
+        done: (r) => { grant.gid = r.data.id; grant.original = want; } };
+    }
+    const diff = changed(want, grant.original, GRANT_FIELDS);
+    if (!Object.keys(diff).length) return null;
+    return { method: "PATCH", path: `${base}/grants/${grant.gid}`, body: diff, scope: el,
+      done: () => Object.assign(grant.original, diff) };
+  };
+  return grant;
+}
+
+function recipientEditor(change, prefix) {
+  const p = change.proposed;
+  const ids = change.proposed_grant_ids || [];
+  const id = (name) => `${prefix}-${name}`;
+  const input = (name, attrs) => h("input", { name, id: id(name), ...attrs });
+  const categoryList = id("categories");
+  const grants = (p.grants || []).map((g, i) => grantEditor(g, ids[i] ?? null, id(`grant-${i}`), categoryList));
+  const grantBox = h("div", { class: "grants" }, grants.map((g) => g.el));
+  const fields = h("div", { class: "recipient-fields" },
+    h("div", { class: "bar" },
+      field("Name", input("name", { value: p.name || "", size: 30 }), "name"),
+      field("Kind", h("select", { name: "kind", id: id("kind") },
+        BOOT.recipient_kinds.map((k) => h("option", { value: k, selected: k === p.kind }, k))), "kind"),
+      field("Regions (ISO codes)", input("regions", { value: (p.regions || []).join(" "), size: 16 }), "regions"),
+      field("Owner team", input("owner_team", { value: p.owner_team || "" }), "owner_team"),
+      field("Contract", input("contract_ref", { value: p.contract_ref || "" }), "contract_ref")),
+    h("div", { class: "bar" },
+      field("Hosts (one per line)", h("textarea", { name: "hosts", id: id("hosts"), rows: 3, cols: 40 },
+        (p.hosts || []).join("\n")), "hosts"),
+      field("Notes", h("textarea", { name: "notes", id: id("notes"), rows: 3, cols: 40 }, p.notes || ""), "notes"),
+      h("div", {}, field("", check("tls_origination", id("tls_origination"), "TLS origination", !!p.tls_origination), "tls_origination", "div"),
+        field("", check("inspect_tls", id("inspect_tls"), "inspect TLS", !!p.inspect_tls), "inspect_tls", "div"))));
+  const v = (name) => fields.querySelector(`[name=${name}]`);
+  const read = () => ({
+    name: v("name").value.trim(), kind: v("kind").value, regions: words(v("regions").value),
+    hosts: words(v("hosts").value), tls_origination: v("tls_origination").checked,
+    inspect_tls: v("inspect_tls").checked, owner_team: v("owner_team").value.trim() || null,
+    contract_ref: v("contract_ref").value.trim() || null, notes: v("notes").value.trim() || null,
+  });
+  const original = read();
+  let added = 0;
+  const addGrant = h("button", { type: "button", class: "secondary", id: id("add-grant"), onclick: () => {
+    const g = grantEditor({ purpose: BOOT.purposes[0], categories: [] }, null, id(`new-grant-${added++}`), categoryList);
+    grants.push(g);
+    grantBox.append(g.el);
+  } }, "Add a grant");
+  const path = `/v1/recipients/${encodeURIComponent(p.id)}`;
+  return {
+    title: `Edit recipient ${p.id}`, path,
+    content: [fields, h("h4", {}, "Grants"), grantBox, addGrant,
+      h("datalist", { id: categoryList }, BOOT.categories.map((c) => h("option", { value: c })))],
+    // The writes that make the proposed state what the form says, in order.
+    steps: () => {
+      const patch = changed(read(), original, RECIPIENT_FIELDS);
+      const out = Object.keys(patch).length
+        ? [{ method: "PATCH", path, body: patch, scope: fields, done: () => Object.assign(original, patch) }] : [];
+      for (const g of grants) {
+        const step = g.gone ? null : g.step(path);
+        if (step) out.push(step);
+      }
+      return out;
+    },
+  };
+}
+
+function workloadEditor(change, prefix) {
+  const p = change.proposed;
+  const id = (name) => `${prefix}-${name}`;
+  const anyRecipient = p.recipients === null || p.recipients === undefined;
+  const purposes = h("div", { class: "checks" }, BOOT.purposes.map((x) =>
+    check("purposes", id(`purpose-${x}`), x, (p.purposes || []).includes(x), x)));
+  const recipients = h("input", { name: "recipients", id: id("recipients"), size: 40,
+    value: anyRecipient ? "" : p.recipients.join(", "), disabled: anyRecipient });
+  const any = h("input", { type: "checkbox", id: id("any"), checked: anyRecipient,
+    onchange: () => { recipients.disabled = any.checked; } });
+  const fields = h("div", {},
+    field("Purposes it may declare", purposes, "purposes", "div"),
+    h("label", { class: "inline" }, any, " any registered recipient"),
+    field("Recipients it may call (comma separated)", recipients, "recipients"));
+  const read = () => ({
+    purposes: [...purposes.querySelectorAll("input:checked")].map((c) => c.value),
+    recipients: any.checked ? null : words(recipients.value),
+  });
+  const original = read();
+  const path = `/v1/workloads/${encodeURIComponent(p.namespace)}/${encodeURIComponent(p.name)}`;
+  return {
+    title: `Edit workload ${p.namespace}/${p.name}`, path, content: [fields],
+    steps: () => {
+      const patch = changed(read(), original, ["purposes", "recipients"]);
+      return Object.keys(patch).length
+        ? [{ method: "PATCH", path, body: patch, scope: fields, done: () => Object.assign(original, patch) }] : [];
+    },
+  };
+}
+
+function editBar(change, card) {
+  const prefix = `edit-${domId(change.entity_id)}`;
+  const open = h("button", { type: "button", class: "secondary", id: prefix }, "Edit");
+  const box = h("div", { class: "edit-box" }, open);
+  open.addEventListener("click", () => {
+    const editor = change.entity_type === "workload" ? workloadEditor(change, prefix) : recipientEditor(change, prefix);
+    let version = change.version;
+    const msg = h("p", { class: "edit-message", id: `${prefix}-message`, role: "status" });
+    const save = h("button", { type: "submit", id: `${prefix}-save` }, "Save (stays pending)");
+    const cancel = h("button", { type: "button", class: "secondary", onclick: () => box.replaceChildren(open) }, "Cancel");
+    const form = h("form", { class: "edit card", id: `${prefix}-form`, novalidate: true },
+      h("h3", {}, editor.title), editor.content, h("div", { class: "bar" }, save, cancel), msg);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      for (const el of form.querySelectorAll(".invalid")) el.classList.remove("invalid");
+      for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+      const steps = editor.steps();
+      if (!steps.length) { msg.className = "edit-message muted"; msg.textContent = "nothing changed"; return; }
+      save.disabled = true;
+      msg.className = "edit-message muted";
+      msg.textContent = "saving…";
+      try {
+        for (const step of steps) {
+          const r = await api(step.method, step.path, step.body, { "If-Match": `"${version}"` });
+          if (!r.ok) { showErrors(step.scope, msg, r); return; }
+          step.done(r);
+          // A 204 (a deleted grant) carries no ETag: read the version back.
+          version = versionOf(r) ?? versionOf(await api("GET", editor.path));
+        }
+        await refreshCard(change, card);
+      } finally {
+        save.disabled = false;
+      }
+    });
+    box.replaceChildren(form);
+  });
+  return box;
+}
+
+// Show the change as it is after an edit: its new diff, version and impact.
+async function refreshCard(change, card) {
+  const r = await api("GET", "/v1/changes");
+  const item = r.ok ? r.data.items.find((x) => x.entity_type === change.entity_type && x.entity_id === change.entity_id) : null;
+  const notice = h("p", { class: "notice", id: `saved-${domId(change.entity_id)}` });
+  if (!item) {
+    notice.textContent = `saved: ${change.entity_id} no longer differs from what is live; nothing awaits approval`;
+    card.replaceWith(h("section", { class: "card change" }, notice));
+    return;
+  }
+  notice.textContent = `saved: version ${item.version}, awaiting approval by a security reviewer`;
+  const fresh = changeCard(item);
+  fresh.insertBefore(notice, fresh.children[1]);
+  card.replaceWith(fresh);
 }
 
 // ---------------------------------------------------------------- recipients
