@@ -1,5 +1,10 @@
 /* The native fast path of inspection (see proxy/inspect/native.py, which loads and installs it).
 
+   `walk_fields` and `walk_array`: the two hot loops of `walk.py` (`_walk_fields`,
+   `_walk_array`), the same steps in the same order, calling back into the Python code for
+   everything but the loop itself and the checks it inlines. `configure(names)` hands them the
+   Python functions and constants they call (walk.py's own, so there is one rule set).
+
    `prescan(value, is_text)`: a pre-scan over a string's characters that answers "could
    `free_text.scan_string` find anything in this?". It is a necessary condition of every detector
    `scan_string` runs, taken as loosely as a single pass allows: False only when no detector can
@@ -15,7 +20,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 1
+#define NATIVE_VERSION 2
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -145,7 +150,758 @@ static PyObject *prescan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyBool_FromLong(result);
 }
 
+
+/* ---------------------------------------------------------------------------------------------
+   The walker. Names are those of walk.py; each step says which line of `_walk_fields` or
+   `_walk_array` it is. */
+
+static PyObject *py_walk_object;      /* walk._walk_object */
+static PyObject *py_visit_scalar;     /* walk._visit_scalar */
+static PyObject *py_walk_embedded;    /* walk._walk_embedded */
+static PyObject *py_walk_base64;      /* walk._walk_base64 */
+static PyObject *py_inner_context;    /* walk._inner_context */
+static PyObject *py_is_valid_compact; /* phone.is_valid_compact */
+static PyObject *py_key_only;         /* fields.key_only */
+static PyObject *py_judge_str;        /* fields.judge_str */
+static PyObject *py_scan_scalar;      /* fields.scan_scalar */
+static PyObject *py_split_numbers;    /* split.scan_split_numbers */
+static PyObject *py_container_key;    /* fields.scan_container_key */
+static PyObject *py_is_lat_lng_pair;  /* fields.is_lat_lng_pair */
+static PyObject *py_object_plans;     /* walk._OBJECT_PLANS (a dict, cleared in place) */
+static PyObject *py_key_only_rules;   /* fields.KEY_ONLY_RULES (frozenset) */
+static PyObject *py_container_rules;  /* fields.CONTAINER_RULES (frozenset) */
+static PyObject *py_phone_rule;       /* keys.Rule.PHONE */
+static PyObject *py_coordinates_rule; /* keys.Rule.COORDINATES */
+static PyObject *py_phone_category;   /* categories.PHONE */
+static PyObject *py_location_precise; /* categories.LOCATION_PRECISE */
+static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
+static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
+static Py_ssize_t min_base64;         /* encoded.MIN_BASE64 */
+static Py_ssize_t memo_max_length;    /* fields.MEMO_MAX_LENGTH */
+static int configured;
+static PyObject *one; /* 1 */
+
+static PyObject *s_add, *s_checkpoint, *s_too_deep, *s_fields, *s_next_check, *s_memo,
+    *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng;
+
+static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *location,
+                                 PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list);
+
+static PyObject *call(PyObject *fn, PyObject *const *args, size_t nargs)
+{
+    return PyObject_Vectorcall(fn, args, nargs, NULL);
+}
+
+/* `fn(*args)` whose result only counts for its truth (a bool of walk.py): 1, 0 or -1. */
+static int call_truth(PyObject *fn, PyObject *const *args, size_t nargs)
+{
+    PyObject *result = call(fn, args, nargs);
+    int truth;
+    if (result == NULL)
+        return -1;
+    truth = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return truth;
+}
+
+/* `fn(*args)` for its effect only: 0 or -1. */
+static int call_void(PyObject *fn, PyObject *const *args, size_t nargs)
+{
+    PyObject *result = call(fn, args, nargs);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+static int scan_add(PyObject *scan, PyObject *category, PyObject *where, PyObject *detector)
+{
+    PyObject *args[4] = {scan, category, where, detector};
+    PyObject *result = PyObject_VectorcallMethod(s_add, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                 NULL);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+/* `counted = scan.fields = scan.fields + 1; if counted >= scan.next_check: scan.checkpoint()` */
+static int count_field(PyObject *scan)
+{
+    PyObject *fields = PyObject_GetAttr(scan, s_fields), *counted, *next_check;
+    int reached;
+    if (fields == NULL)
+        return -1;
+    counted = PyNumber_Add(fields, one);
+    Py_DECREF(fields);
+    if (counted == NULL)
+        return -1;
+    if (PyObject_SetAttr(scan, s_fields, counted) < 0) {
+        Py_DECREF(counted);
+        return -1;
+    }
+    next_check = PyObject_GetAttr(scan, s_next_check);
+    if (next_check == NULL) {
+        Py_DECREF(counted);
+        return -1;
+    }
+    reached = PyObject_RichCompareBool(counted, next_check, Py_GE);
+    Py_DECREF(counted);
+    Py_DECREF(next_check);
+    if (reached < 0)
+        return -1;
+    if (reached) {
+        PyObject *args[1] = {scan};
+        PyObject *result = PyObject_VectorcallMethod(
+            s_checkpoint, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (result == NULL)
+            return -1;
+        Py_DECREF(result);
+    }
+    return 0;
+}
+
+static int str_contains_char(PyObject *value, Py_UCS4 ch)
+{
+    return PyUnicode_FindChar(value, ch, 0, PyUnicode_GET_LENGTH(value), 1) >= 0;
+}
+
+/* `location + suffix`, made once per field when first needed. */
+static PyObject *field_location(PyObject *location, PyObject *suffix, PyObject **where)
+{
+    if (*where == NULL)
+        *where = PyUnicode_Concat(location, suffix);
+    return *where;
+}
+
+/* One string field of `_walk_fields` past the field count: 0, or -1 on error. `*split_hint` is
+   set by a `+65`-like value. */
+static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObject *location,
+                          PyObject *suffix, PyObject *key_kind, PyObject *rule, PyObject *inner,
+                          Py_ssize_t depth, int *split_hint)
+{
+    Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+    Py_UCS4 first, last;
+    PyObject *where = NULL;
+    int status = -1, done;
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+
+    if (length == 0)
+        return 0; /* nothing to judge, not even a key-only rule */
+    first = PyUnicode_READ(kind, data, 0);
+    last = PyUnicode_READ(kind, data, length - 1);
+    if (first == '+' && length <= max_code_length)
+        *split_hint = 1; /* `+65` alone: the rest of the number may be a sibling */
+    if (rule == Py_None && length < 7 && !str_contains_char(value, '@'))
+        return 0;
+    if ((first == '{' || first == '[') && (last == '}' || last == ']')) {
+        PyObject *depth_obj;
+        if (field_location(location, suffix, &where) == NULL)
+            goto out;
+        depth_obj = PyLong_FromSsize_t(depth);
+        if (depth_obj == NULL)
+            goto out;
+        {
+            PyObject *args[6] = {scan, value, where, key_kind, inner, depth_obj};
+            done = call_truth(py_walk_embedded, args, 6);
+        }
+        Py_DECREF(depth_obj);
+        if (done < 0)
+            goto out;
+        if (done) {
+            status = 0;
+            goto out;
+        }
+    }
+    if (length >= min_base64 && !str_contains_char(value, ' ') && !str_contains_char(value, '.')) {
+        PyObject *depth_obj;
+        if (field_location(location, suffix, &where) == NULL)
+            goto out;
+        depth_obj = PyLong_FromSsize_t(depth);
+        if (depth_obj == NULL)
+            goto out;
+        {
+            PyObject *args[6] = {scan, value, where, key_kind, inner, depth_obj};
+            done = call_truth(py_walk_base64, args, 6);
+        }
+        Py_DECREF(depth_obj);
+        if (done < 0)
+            goto out;
+        if (done) {
+            status = 0;
+            goto out;
+        }
+    }
+    if (rule != Py_None) {
+        int is_phone_rule = PyObject_RichCompareBool(rule, py_phone_rule, Py_EQ);
+        if (is_phone_rule < 0)
+            goto out;
+        if (is_phone_rule && first == '+') {
+            PyObject *args[1] = {value};
+            int valid = call_truth(py_is_valid_compact, args, 1);
+            if (valid < 0)
+                goto out;
+            if (valid) {
+                if (field_location(location, suffix, &where) == NULL)
+                    goto out;
+                status = scan_add(scan, py_phone_category, where, s_phone);
+                goto out;
+            }
+        }
+        done = PySet_Contains(py_key_only_rules, rule);
+        if (done < 0)
+            goto out;
+        if (done) {
+            PyObject *args[4];
+            if (field_location(location, suffix, &where) == NULL)
+                goto out;
+            args[0] = scan;
+            args[1] = where;
+            args[2] = rule;
+            args[3] = inner;
+            status = call_void(py_key_only, args, 4);
+            goto out;
+        }
+    }
+    else if (length <= 16 * 1024) {
+        /* No rule: `judge_str` would only run `scan_string` (and the IPv6 test, which needs a
+           ':', a character the pre-scan never rules out): skip it when the pre-scan says so. */
+        int may = value_may_match(value, 0);
+        if (may < 0)
+            goto out;
+        if (!may) {
+            status = 0;
+            goto out;
+        }
+    }
+    if (field_location(location, suffix, &where) == NULL)
+        goto out;
+    if (length > memo_max_length) {
+        PyObject *args[6] = {scan, where, rule, value, inner, Py_None};
+        status = call_void(py_judge_str, args, 6);
+        goto out;
+    }
+    {
+        /* Batches repeat values: judged once per call, replayed at each new location. */
+        PyObject *memo_key = PyTuple_Pack(3, rule, inner, value), *known;
+        if (memo_key == NULL)
+            goto out;
+        known = PyDict_GetItemWithError(memo, memo_key); /* borrowed */
+        if (known == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(memo_key);
+                goto out;
+            }
+            {
+                PyObject *args[6] = {scan, where, rule, value, inner, memo_key};
+                status = call_void(py_judge_str, args, 6);
+            }
+            Py_DECREF(memo_key);
+            goto out;
+        }
+        Py_INCREF(known);
+        Py_DECREF(memo_key);
+        status = 0;
+        if (known != Py_None && PyTuple_Check(known)) {
+            Py_ssize_t i, n = PyTuple_GET_SIZE(known);
+            for (i = 0; i < n && status == 0; i++) {
+                PyObject *pair = PyTuple_GET_ITEM(known, i);
+                if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                    PyErr_SetString(PyExc_TypeError, "memo entries are (category, detector)");
+                    status = -1;
+                    break;
+                }
+                status = scan_add(scan, PyTuple_GET_ITEM(pair, 0), where, PyTuple_GET_ITEM(pair, 1));
+            }
+        }
+        else if (known != Py_None) {
+            int truth = PyObject_IsTrue(known);
+            if (truth < 0)
+                status = -1;
+            else if (truth) {
+                PyErr_SetString(PyExc_TypeError, "memo entries are tuples");
+                status = -1;
+            }
+        }
+        Py_DECREF(known);
+    }
+out:
+    Py_XDECREF(where);
+    return status;
+}
+
+/* `_walk_fields(scan, node, location, fields, inner, depth)` */
+static PyObject *walk_fields_impl(PyObject *scan, PyObject *node, PyObject *location,
+                                  PyObject *fields, PyObject *inner, Py_ssize_t depth)
+{
+    PyObject *memo = NULL, *key, *value, *result = NULL, *depth_obj = NULL;
+    Py_ssize_t pos = 0, index = 0, count;
+    long long inner_flags;
+    int split_hint;
+
+    if (!PyDict_Check(node) || !PyTuple_Check(fields)) {
+        PyErr_SetString(PyExc_TypeError, "walk_fields(scan, dict, str, tuple, int, int)");
+        return NULL;
+    }
+    count = PyTuple_GET_SIZE(fields);
+    if (PyDict_GET_SIZE(node) != count) {
+        PyErr_SetString(PyExc_ValueError, "zip() arguments have different lengths");
+        return NULL;
+    }
+    inner_flags = PyLong_AsLongLong(inner);
+    if (inner_flags == -1 && PyErr_Occurred())
+        return NULL;
+    split_hint = (inner_flags & dial_code_flag) != 0;
+    memo = PyObject_GetAttr(scan, s_memo);
+    if (memo == NULL)
+        return NULL;
+    if (!PyDict_Check(memo)) {
+        PyErr_SetString(PyExc_TypeError, "scan.memo is a dict");
+        goto out;
+    }
+    if (Py_EnterRecursiveCall(" while walking fields"))
+        goto out;
+    while (PyDict_Next(node, &pos, &key, &value)) {
+        PyObject *plan = PyTuple_GET_ITEM(fields, index++);
+        PyObject *suffix, *key_kind, *rule, *negative;
+        PyTypeObject *kind = Py_TYPE(value);
+        int is_negative;
+        if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 4) {
+            PyErr_SetString(PyExc_TypeError, "a field plan is (suffix, info, rule, negative)");
+            goto leave;
+        }
+        suffix = PyTuple_GET_ITEM(plan, 0);
+        key_kind = PyTuple_GET_ITEM(plan, 1);
+        rule = PyTuple_GET_ITEM(plan, 2);
+        negative = PyTuple_GET_ITEM(plan, 3);
+        Py_INCREF(value); /* the callbacks below may run any Python code */
+        if (kind == &PyDict_Type || kind == &PyList_Type) {
+            PyObject *where = PyUnicode_Concat(location, suffix), *done;
+            if (where == NULL) {
+                Py_DECREF(value);
+                goto leave;
+            }
+            if (kind == &PyDict_Type) {
+                if (depth_obj == NULL && (depth_obj = PyLong_FromSsize_t(depth)) == NULL) {
+                    Py_DECREF(where);
+                    Py_DECREF(value);
+                    goto leave;
+                }
+                {
+                    PyObject *args[7] = {scan, value, where, key_kind, inner, depth_obj, Py_False};
+                    done = call(py_walk_object, args, 7);
+                }
+            }
+            else
+                done = walk_array_impl(scan, value, where, key_kind, inner, depth, 0);
+            Py_DECREF(where);
+            Py_DECREF(value);
+            if (done == NULL)
+                goto leave;
+            Py_DECREF(done);
+            continue;
+        }
+        if (count_field(scan) < 0) {
+            Py_DECREF(value);
+            goto leave;
+        }
+        is_negative = negative == Py_True ? 1 : (negative == Py_False ? 0 : PyObject_IsTrue(negative));
+        if (is_negative < 0) {
+            Py_DECREF(value);
+            goto leave;
+        }
+        if (value == Py_None || is_negative) {
+            Py_DECREF(value);
+            continue;
+        }
+        if (kind == &PyUnicode_Type) {
+            int status = walk_str_field(scan, memo, value, location, suffix, key_kind, rule, inner,
+                                        depth, &split_hint);
+            Py_DECREF(value);
+            if (status < 0)
+                goto leave;
+            continue;
+        }
+        if (rule != Py_None) {
+            PyObject *where = PyUnicode_Concat(location, suffix);
+            int status;
+            if (where == NULL) {
+                Py_DECREF(value);
+                goto leave;
+            }
+            {
+                PyObject *args[5] = {scan, where, key_kind, value, inner};
+                status = call_void(py_scan_scalar, args, 5);
+            }
+            Py_DECREF(where);
+            if (status < 0) {
+                Py_DECREF(value);
+                goto leave;
+            }
+        }
+        Py_DECREF(value);
+    }
+    if (split_hint) {
+        PyObject *triples = PyList_New(0), *args[2];
+        int status;
+        if (triples == NULL)
+            goto leave;
+        pos = 0;
+        index = 0;
+        while (PyDict_Next(node, &pos, &key, &value)) {
+            PyObject *plan = PyTuple_GET_ITEM(fields, index++);
+            PyObject *where = PyUnicode_Concat(location, PyTuple_GET_ITEM(plan, 0)), *triple;
+            if (where == NULL) {
+                Py_DECREF(triples);
+                goto leave;
+            }
+            triple = PyTuple_Pack(3, where, PyTuple_GET_ITEM(plan, 1), value);
+            Py_DECREF(where);
+            if (triple == NULL || PyList_Append(triples, triple) < 0) {
+                Py_XDECREF(triple);
+                Py_DECREF(triples);
+                goto leave;
+            }
+            Py_DECREF(triple);
+        }
+        args[0] = scan;
+        args[1] = triples;
+        status = call_void(py_split_numbers, args, 2);
+        Py_DECREF(triples);
+        if (status < 0)
+            goto leave;
+    }
+    result = Py_NewRef(Py_None);
+leave:
+    Py_LeaveRecursiveCall();
+out:
+    Py_XDECREF(depth_obj);
+    Py_DECREF(memo);
+    return result;
+}
+
+/* `tuple(item) == same_keys`, without making the tuple. */
+static int keys_equal(PyObject *item, PyObject *same_keys)
+{
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    if (same_keys == NULL || PyDict_GET_SIZE(item) != PyTuple_GET_SIZE(same_keys))
+        return 0;
+    while (PyDict_Next(item, &pos, &key, &value)) {
+        PyObject *other = PyTuple_GET_ITEM(same_keys, i++);
+        if (key != other) {
+            int equal = PyObject_RichCompareBool(key, other, Py_EQ);
+            if (equal <= 0)
+                return equal;
+        }
+    }
+    return 1;
+}
+
+static long max_depth_of(PyObject *scan)
+{
+    PyObject *limits = PyObject_GetAttr(scan, s_limits), *max_depth;
+    long value;
+    if (limits == NULL)
+        return -1;
+    max_depth = PyObject_GetAttr(limits, s_max_depth);
+    Py_DECREF(limits);
+    if (max_depth == NULL)
+        return -1;
+    value = PyLong_AsLong(max_depth);
+    Py_DECREF(max_depth);
+    return value;
+}
+
+/* `_walk_array(scan, node, location, info, ctx, depth, in_list)` */
+static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *location,
+                                 PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list)
+{
+    PyObject *same_keys = NULL, *fields = NULL, *inner = NULL, *result = NULL;
+    PyObject *depth_obj = NULL, *item_depth_obj = NULL;
+    Py_ssize_t index;
+    long max_depth;
+    int object_depth_ok;
+
+    if (!PyList_Check(node)) {
+        PyErr_SetString(PyExc_TypeError, "walk_array takes a list");
+        return NULL;
+    }
+    if (PyList_GET_SIZE(node) == 0)
+        return Py_NewRef(Py_None);
+    max_depth = max_depth_of(scan);
+    if (max_depth == -1 && PyErr_Occurred())
+        return NULL;
+    if (depth > max_depth) {
+        PyObject *args[2], *deep;
+        int truth;
+        if ((depth_obj = PyLong_FromSsize_t(depth)) == NULL)
+            return NULL;
+        args[0] = scan;
+        args[1] = depth_obj;
+        deep = PyObject_VectorcallMethod(s_too_deep, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                         NULL);
+        Py_CLEAR(depth_obj);
+        if (deep == NULL)
+            return NULL;
+        truth = PyObject_IsTrue(deep);
+        Py_DECREF(deep);
+        if (truth < 0)
+            return NULL;
+        if (truth)
+            return Py_NewRef(Py_None);
+    }
+    if (info != Py_None) {
+        PyObject *rule = PyObject_GetAttr(info, s_rule);
+        int contained, status = 0;
+        if (rule == NULL)
+            return NULL;
+        contained = in_list ? 0 : PySet_Contains(py_container_rules, rule);
+        if (contained < 0) {
+            Py_DECREF(rule);
+            return NULL;
+        }
+        if (contained) {
+            PyObject *args[4] = {scan, location, info, ctx};
+            status = call_void(py_container_key, args, 4);
+        }
+        else if (rule == py_coordinates_rule
+                 || (rule != Py_None
+                     && PyObject_RichCompareBool(rule, py_coordinates_rule, Py_EQ) > 0)) {
+            if (PyList_GET_SIZE(node) == 2) {
+                PyObject *a = Py_NewRef(PyList_GET_ITEM(node, 0));
+                PyObject *b = Py_NewRef(PyList_GET_ITEM(node, 1));
+                PyObject *args[2] = {a, b};
+                int pair = call_truth(py_is_lat_lng_pair, args, 2);
+                Py_DECREF(a);
+                Py_DECREF(b);
+                if (pair < 0)
+                    status = -1;
+                else if (pair)
+                    status = scan_add(scan, py_location_precise, location, s_latlng);
+            }
+        }
+        else if (PyErr_Occurred())
+            status = -1;
+        Py_DECREF(rule);
+        if (status < 0)
+            return NULL;
+    }
+    depth += 1;
+    object_depth_ok = depth <= max_depth;
+    if (Py_EnterRecursiveCall(" while walking an array"))
+        return NULL;
+    for (index = 0; index < PyList_GET_SIZE(node); index++) {
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(node, index));
+        PyTypeObject *kind = Py_TYPE(item);
+        PyObject *where = PyUnicode_FromFormat("%U[%zd]", location, index), *done = NULL;
+        if (where == NULL) {
+            Py_DECREF(item);
+            goto leave;
+        }
+        if (kind == &PyDict_Type && object_depth_ok && PyDict_GET_SIZE(item) > 0) {
+            int same = keys_equal(item, same_keys);
+            if (same < 0)
+                goto item_error;
+            if (!same) {
+                PyObject *keys = PySequence_Tuple(item), *plan;
+                if (keys == NULL)
+                    goto item_error;
+                plan = PyDict_GetItemWithError(py_object_plans, keys); /* borrowed */
+                if (plan == NULL) {
+                    Py_DECREF(keys);
+                    if (PyErr_Occurred())
+                        goto item_error;
+                }
+                else {
+                    PyObject *args[3];
+                    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 2) {
+                        Py_DECREF(keys);
+                        PyErr_SetString(PyExc_TypeError, "an object plan is (siblings, fields)");
+                        goto item_error;
+                    }
+                    Py_XSETREF(same_keys, keys);
+                    Py_XSETREF(fields, Py_NewRef(PyTuple_GET_ITEM(plan, 1)));
+                    args[0] = ctx;
+                    args[1] = info;
+                    args[2] = PyTuple_GET_ITEM(plan, 0);
+                    Py_XSETREF(inner, call(py_inner_context, args, 3));
+                    if (inner == NULL)
+                        goto item_error;
+                    same = 1;
+                }
+            }
+            if (same) {
+                done = walk_fields_impl(scan, item, where, fields, inner, depth + 1);
+                goto item_done;
+            }
+        }
+        if (kind == &PyDict_Type || kind != &PyList_Type) {
+            if (item_depth_obj == NULL && (item_depth_obj = PyLong_FromSsize_t(depth)) == NULL)
+                goto item_error;
+        }
+        if (kind == &PyDict_Type) {
+            PyObject *args[7] = {scan, item, where, info, ctx, item_depth_obj, Py_True};
+            done = call(py_walk_object, args, 7);
+        }
+        else if (kind == &PyList_Type)
+            done = walk_array_impl(scan, item, where, info, ctx, depth, 1);
+        else {
+            PyObject *args[6] = {scan, item, where, info, ctx, item_depth_obj};
+            done = call(py_visit_scalar, args, 6);
+        }
+    item_done:
+        Py_DECREF(where);
+        Py_DECREF(item);
+        if (done == NULL)
+            goto leave;
+        Py_DECREF(done);
+        continue;
+    item_error:
+        Py_DECREF(where);
+        Py_DECREF(item);
+        goto leave;
+    }
+    result = Py_NewRef(Py_None);
+leave:
+    Py_LeaveRecursiveCall();
+    Py_XDECREF(same_keys);
+    Py_XDECREF(fields);
+    Py_XDECREF(inner);
+    Py_XDECREF(item_depth_obj);
+    return result;
+}
+
+static int not_configured(void)
+{
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "proxy.inspect._native: configure() first");
+        return 1;
+    }
+    return 0;
+}
+
+static PyObject *walk_fields(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t depth;
+    if (not_configured())
+        return NULL;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "walk_fields(scan, node, location, fields, inner, depth)");
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[2]) || !PyLong_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "walk_fields: location is a str, inner an int");
+        return NULL;
+    }
+    depth = PyLong_AsSsize_t(args[5]);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    return walk_fields_impl(args[0], args[1], args[2], args[3], args[4], depth);
+}
+
+static PyObject *walk_array(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t depth;
+    int in_list;
+    if (not_configured())
+        return NULL;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "walk_array(scan, node, location, info, ctx, depth, in_list)");
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "walk_array: location is a str");
+        return NULL;
+    }
+    depth = PyLong_AsSsize_t(args[5]);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    in_list = PyObject_IsTrue(args[6]);
+    if (in_list < 0)
+        return NULL;
+    return walk_array_impl(args[0], args[1], args[2], args[3], args[4], depth, in_list);
+}
+
+static int take(PyObject *names, const char *name, PyObject **slot)
+{
+    PyObject *value = PyDict_GetItemString(names, name); /* borrowed */
+    if (value == NULL) {
+        PyErr_Format(PyExc_KeyError, "configure: %s is missing", name);
+        return -1;
+    }
+    Py_XSETREF(*slot, Py_NewRef(value));
+    return 0;
+}
+
+static int take_int(PyObject *names, const char *name, long long *out)
+{
+    PyObject *value = PyDict_GetItemString(names, name);
+    if (value == NULL) {
+        PyErr_Format(PyExc_KeyError, "configure: %s is missing", name);
+        return -1;
+    }
+    *out = PyLong_AsLongLong(value);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *configure(PyObject *self, PyObject *names)
+{
+    long long number;
+    if (!PyDict_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "configure(dict)");
+        return NULL;
+    }
+    configured = 0;
+    if (take(names, "_walk_object", &py_walk_object) < 0
+        || take(names, "_visit_scalar", &py_visit_scalar) < 0
+        || take(names, "_walk_embedded", &py_walk_embedded) < 0
+        || take(names, "_walk_base64", &py_walk_base64) < 0
+        || take(names, "_inner_context", &py_inner_context) < 0
+        || take(names, "is_valid_compact", &py_is_valid_compact) < 0
+        || take(names, "key_only", &py_key_only) < 0
+        || take(names, "judge_str", &py_judge_str) < 0
+        || take(names, "scan_scalar", &py_scan_scalar) < 0
+        || take(names, "scan_split_numbers", &py_split_numbers) < 0
+        || take(names, "scan_container_key", &py_container_key) < 0
+        || take(names, "is_lat_lng_pair", &py_is_lat_lng_pair) < 0
+        || take(names, "_OBJECT_PLANS", &py_object_plans) < 0
+        || take(names, "KEY_ONLY_RULES", &py_key_only_rules) < 0
+        || take(names, "CONTAINER_RULES", &py_container_rules) < 0
+        || take(names, "PHONE_RULE", &py_phone_rule) < 0
+        || take(names, "COORDINATES_RULE", &py_coordinates_rule) < 0
+        || take(names, "PHONE_CATEGORY", &py_phone_category) < 0
+        || take(names, "LOCATION_PRECISE", &py_location_precise) < 0)
+        return NULL;
+    if (!PyDict_Check(py_object_plans) || !PyFrozenSet_Check(py_key_only_rules)
+        || !PyFrozenSet_Check(py_container_rules)) {
+        PyErr_SetString(PyExc_TypeError, "configure: plans a dict, rule sets frozensets");
+        return NULL;
+    }
+    if (take_int(names, "DIAL_CODE", &dial_code_flag) < 0)
+        return NULL;
+    if (take_int(names, "MAX_CODE_LENGTH", &number) < 0)
+        return NULL;
+    max_code_length = (Py_ssize_t)number;
+    if (take_int(names, "MIN_BASE64", &number) < 0)
+        return NULL;
+    min_base64 = (Py_ssize_t)number;
+    if (take_int(names, "MEMO_MAX_LENGTH", &number) < 0)
+        return NULL;
+    memo_max_length = (Py_ssize_t)number;
+    configured = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef native_methods[] = {
+    {"walk_fields", (PyCFunction)(void (*)(void))walk_fields, METH_FASTCALL,
+     "walk.py's _walk_fields, compiled."},
+    {"walk_array", (PyCFunction)(void (*)(void))walk_array, METH_FASTCALL,
+     "walk.py's _walk_array, compiled."},
+    {"configure", (PyCFunction)configure, METH_O,
+     "configure(names): the Python functions and constants the walker calls."},
     {"prescan", (PyCFunction)(void (*)(void))prescan, METH_FASTCALL,
      "prescan(value, is_text) -> bool: False when scan_string cannot find anything in value."},
     {NULL, NULL, 0, NULL},
@@ -160,6 +916,27 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
+#define INTERN(var, text)                                                                           \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) {                                        \
+        Py_DECREF(module);                                                                         \
+        return NULL;                                                                               \
+    }
+    INTERN(s_add, "add");
+    INTERN(s_checkpoint, "checkpoint");
+    INTERN(s_too_deep, "too_deep");
+    INTERN(s_fields, "fields");
+    INTERN(s_next_check, "next_check");
+    INTERN(s_memo, "memo");
+    INTERN(s_limits, "limits");
+    INTERN(s_max_depth, "max_depth");
+    INTERN(s_rule, "rule");
+    INTERN(s_phone, "phone");
+    INTERN(s_latlng, "latlng");
+#undef INTERN
+    if ((one = PyLong_FromLong(1)) == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(module, "VERSION", NATIVE_VERSION) < 0) {
         Py_DECREF(module);
         return NULL;

@@ -1,10 +1,17 @@
 """The native fast path of inspection: used when it was built, never required.
 
 `proxy/inspect/_native.c` is compiled at install by `hatch_build.py` (gcc; skipped with a warning
-when there is none). It only ever skips work whose outcome it has proved empty: a pre-scan over a
-string's characters tells `free_text.scan_string` when none of its detectors can fire (most
-strings of a call: ids, URLs, sentences without numbers). Whenever it cannot rule a string out,
-the string is scanned in full, so both paths give the same findings, places and problems;
+when there is none). It has two parts:
+
+- the walker's two hot loops (`walk._walk_fields`, `walk._walk_array`) in C: the same steps in
+  the same order, calling walk.py's own functions for everything the loops do not inline, so
+  the rules stay in one place (Python);
+- a pre-scan over a string's characters that tells `free_text.scan_string` (and the walker,
+  before it judges a value under no known key) when none of its detectors can fire: most
+  strings of a call (ids, URLs, sentences without numbers). Whenever it cannot rule a string
+  out, the string is scanned in full.
+
+So both paths give the same findings, places, detectors and problems;
 tests/proxy/test_inspect_native.py checks that on the corpus and on generated inputs.
 
 `SHAREWALL_INSPECT_NATIVE=0` forces the pure-Python path; it is read once, when inspection is
@@ -16,12 +23,14 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from proxy.inspect import free_text
+from proxy.inspect import free_text, walk
 
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 1
+_VERSION = 2
+# walk.py's own loops, put back by `install(False)`.
+_PYTHON_LOOPS = {"_walk_fields": walk._walk_fields, "_walk_array": walk._walk_array}
 
 
 def _load() -> ModuleType | None:
@@ -29,7 +38,37 @@ def _load() -> ModuleType | None:
         from proxy.inspect import _native  # type: ignore[attr-defined]
     except ImportError:
         return None
-    return _native if getattr(_native, "VERSION", None) == _VERSION else None
+    if getattr(_native, "VERSION", None) != _VERSION:
+        return None
+    # What the compiled loops call: the very functions and tables walk.py's loops use.
+    _native.configure(
+        {
+            "_walk_object": walk._walk_object,
+            "_visit_scalar": walk._visit_scalar,
+            "_walk_embedded": walk._walk_embedded,
+            "_walk_base64": walk._walk_base64,
+            "_inner_context": walk._inner_context,
+            "_OBJECT_PLANS": walk._OBJECT_PLANS,
+            "is_valid_compact": walk.is_valid_compact,
+            "key_only": walk.key_only,
+            "judge_str": walk.judge_str,
+            "scan_scalar": walk.scan_scalar,
+            "scan_container_key": walk.scan_container_key,
+            "is_lat_lng_pair": walk.is_lat_lng_pair,
+            "scan_split_numbers": walk.scan_split_numbers,
+            "KEY_ONLY_RULES": walk.KEY_ONLY_RULES,
+            "CONTAINER_RULES": walk.CONTAINER_RULES,
+            "MEMO_MAX_LENGTH": walk.MEMO_MAX_LENGTH,
+            "PHONE_RULE": walk._PHONE_RULE,
+            "COORDINATES_RULE": walk.Rule.COORDINATES,
+            "PHONE_CATEGORY": walk._PHONE,
+            "LOCATION_PRECISE": walk.cat.LOCATION_PRECISE,
+            "DIAL_CODE": walk._DIAL_CODE,
+            "MAX_CODE_LENGTH": walk.MAX_CODE_LENGTH,
+            "MIN_BASE64": walk.MIN_BASE64,
+        }
+    )
+    return _native
 
 
 _MODULE = _load()
@@ -56,5 +95,7 @@ def install(enabled: bool) -> bool:
     global _active
     use = enabled and _MODULE is not None
     free_text.prescan = _MODULE.prescan if use and _MODULE is not None else None
+    for name, loop in _PYTHON_LOOPS.items():
+        setattr(walk, name, getattr(_MODULE, name.lstrip("_")) if use else loop)
     _active = use
     return use

@@ -26,7 +26,7 @@ import pytest
 
 from proxy.inspect import inspect_call, native
 from proxy.inspect.free_text import scan_string
-from proxy.inspect.keys import EXACT_RULES
+from proxy.inspect.keys import DIAL_CODE_KEYS, EXACT_RULES
 from proxy.inspect.model import Inspection, InspectionLimits
 from proxy.inspect.scan import Scan
 
@@ -109,6 +109,15 @@ FRAGMENTS = [
     "%2B6591234567",
     "a1b2c3d4e5f6",
     "SGD 1,200.00",
+    "+65",
+    "+852",
+    "+65 9123",
+    "9123 4567",
+    "4567",
+    "  ",
+    "",
+    '{"phone": "+6591234567"}',
+    "[1, 2]",
 ]
 ALPHABET = "0123456789 ().-+@:#/F,AKISzeyJxogh_lv\u200bAB12 ab"
 
@@ -128,14 +137,23 @@ def random_string(rng: random.Random) -> str:
 
 KEYS = [*sorted(EXACT_RULES)[::3], "id", "data", "payload", "meta", "items", "type", "value"]
 KEYS += ["callbackData", "notifyUrl", "messageId", "text", "body", "attributes", "+6591234567"]
+KEYS += [*sorted(DIAL_CODE_KEYS)[:4], "lat", "lng", "coordinates", "cdrs", "opt_in", "to", "name"]
 
 
 def random_value(rng: random.Random, depth: int) -> object:
     roll = rng.random()
     if depth < 4 and roll < 0.15:
         return {rng.choice(KEYS): random_value(rng, depth + 1) for _ in range(rng.randint(1, 5))}
-    if depth < 4 and roll < 0.25:
+    if depth < 4 and roll < 0.2:
         return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if depth < 4 and roll < 0.25:  # a batch: objects of one key set, now and then another
+        keys = [rng.choice(KEYS) for _ in range(rng.randint(1, 4))]
+        return [
+            {k: random_value(rng, depth + 2) for k in (keys if rng.random() < 0.8 else keys[::-1])}
+            for _ in range(rng.randint(1, 6))
+        ]
+    if roll < 0.27:
+        return [rng.uniform(-180, 180), rng.uniform(-90, 90)]
     if roll < 0.3:
         return rng.choice([None, True, False, 0, 6591234567, 4111111111111111, 1.3521, 103.8198])
     if roll < 0.33:
@@ -232,6 +250,43 @@ def test_generated_calls_give_identical_results_both_ways() -> None:
         assert_same(fallback, fast, f"generated call {number}: {body[:200]!r}")
         stopped += not fallback.complete
     assert stopped > 0  # some generated calls hit the limits: incomplete outcomes compared too
+
+
+def _nested(depth: int) -> object:
+    """Lists of objects and objects of lists, a phone at every level, `depth` levels deep."""
+    if depth == 0:
+        return {"to": "+6591234567", "note": "call 0065 9123 4567"}
+    if depth % 2:
+        return [_nested(depth - 1), {"to": "+6591234568"}, [_nested(depth - 1)], "+6591234569"]
+    return {"to": "+6591234560", "items": _nested(depth - 1), "meta": {"x": _nested(depth - 1)}}
+
+
+# Split numbers: a code of every length up to past the limit, then the rest in the next field.
+SPLIT_DOCS = [
+    {"a": code, "b": rest, "c": "x"}
+    for code, rest in [
+        ("+65", "91234567"),
+        ("+65 9", "1234567"),
+        ("+65 91", "234567"),
+        ("+65 912", "34567"),
+        ("+65 9123", "4567"),
+        ("+65 91234", "567"),
+        ("+65 912345", "67"),
+        ("+65 9123456", "7"),
+    ]
+] + [{"country_code": "65", "number": "91234567"}, {"cc": 65, "n": 91234567}]
+
+
+@needs_native
+def test_limits_and_edges_give_identical_results_both_ways() -> None:
+    documents = [_nested(depth) for depth in range(9)] + SPLIT_DOCS + [{"batch": SPLIT_DOCS}]
+    for max_depth in range(9):
+        for max_fields in (1, 3, 10, 50, 20_000):
+            limits = InspectionLimits(max_seconds=120.0, max_depth=max_depth, max_fields=max_fields)
+            for number, document in enumerate(documents):
+                body = orjson.dumps(document)
+                fallback, fast = inspect_both("POST", URL, JSON, body, limits)
+                assert_same(fallback, fast, f"document {number}, {limits}")
 
 
 @needs_native
