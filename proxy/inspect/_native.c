@@ -17,10 +17,11 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 2
+#define NATIVE_VERSION 3
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -174,7 +175,12 @@ static PyObject *py_phone_rule;       /* keys.Rule.PHONE */
 static PyObject *py_coordinates_rule; /* keys.Rule.COORDINATES */
 static PyObject *py_phone_category;   /* categories.PHONE */
 static PyObject *py_location_precise; /* categories.LOCATION_PRECISE */
+static PyObject *py_content_rule;     /* keys.Rule.CONTENT */
+static PyObject *py_content_category; /* categories.CONTENT */
+static PyTypeObject *scan_type;       /* scan.Scan */
+static Py_ssize_t scan_fields_offset, scan_next_check_offset; /* its `fields`, `next_check` slots */
 static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
+static long long error_flag;          /* keys.Ctx.ERROR */
 static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
 static Py_ssize_t min_base64;         /* encoded.MIN_BASE64 */
 static Py_ssize_t memo_max_length;    /* fields.MEMO_MAX_LENGTH */
@@ -182,7 +188,7 @@ static int configured;
 static PyObject *one; /* 1 */
 
 static PyObject *s_add, *s_checkpoint, *s_too_deep, *s_fields, *s_next_check, *s_memo,
-    *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng;
+    *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng, *s_key_content;
 
 static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *location,
                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list);
@@ -225,11 +231,41 @@ static int scan_add(PyObject *scan, PyObject *category, PyObject *where, PyObjec
     return 0;
 }
 
+static int checkpoint(PyObject *scan)
+{
+    PyObject *args[1] = {scan};
+    PyObject *result = PyObject_VectorcallMethod(s_checkpoint, args,
+                                                 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
 /* `counted = scan.fields = scan.fields + 1; if counted >= scan.next_check: scan.checkpoint()` */
 static int count_field(PyObject *scan)
 {
-    PyObject *fields = PyObject_GetAttr(scan, s_fields), *counted, *next_check;
+    PyObject *fields, *counted, *next_check;
     int reached;
+    if (Py_TYPE(scan) == scan_type) {
+        /* A `Scan`: its two slots read and written in place (what the attribute access does). */
+        PyObject **fields_slot = (PyObject **)((char *)scan + scan_fields_offset);
+        PyObject *next = *(PyObject **)((char *)scan + scan_next_check_offset);
+        if (*fields_slot != NULL && next != NULL && PyLong_CheckExact(*fields_slot)
+            && PyLong_CheckExact(next)) {
+            int overflow_a, overflow_b;
+            long long now = PyLong_AsLongLongAndOverflow(*fields_slot, &overflow_a);
+            long long limit = PyLong_AsLongLongAndOverflow(next, &overflow_b);
+            if (!overflow_a && !overflow_b && now < LLONG_MAX) {
+                PyObject *updated = PyLong_FromLongLong(now + 1);
+                if (updated == NULL)
+                    return -1;
+                Py_SETREF(*fields_slot, updated);
+                return now + 1 >= limit ? checkpoint(scan) : 0;
+            }
+        }
+    }
+    fields = PyObject_GetAttr(scan, s_fields);
     if (fields == NULL)
         return -1;
     counted = PyNumber_Add(fields, one);
@@ -250,14 +286,36 @@ static int count_field(PyObject *scan)
     Py_DECREF(next_check);
     if (reached < 0)
         return -1;
-    if (reached) {
-        PyObject *args[1] = {scan};
-        PyObject *result = PyObject_VectorcallMethod(
-            s_checkpoint, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        if (result == NULL)
-            return -1;
-        Py_DECREF(result);
+    return reached ? checkpoint(scan) : 0;
+}
+
+/* `f"{location}[{index}]"` */
+static PyObject *item_location(PyObject *location, Py_ssize_t index)
+{
+    if (PyUnicode_KIND(location) == PyUnicode_1BYTE_KIND) {
+        char digits[32];
+        int count = snprintf(digits, sizeof digits, "%zd", index);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(location);
+        PyObject *out = PyUnicode_New(length + count + 2, PyUnicode_MAX_CHAR_VALUE(location));
+        Py_UCS1 *data;
+        if (out == NULL)
+            return NULL;
+        data = PyUnicode_1BYTE_DATA(out);
+        memcpy(data, PyUnicode_1BYTE_DATA(location), length);
+        data[length] = '[';
+        memcpy(data + length + 1, digits, count);
+        data[length + 1 + count] = ']';
+        return out;
     }
+    return PyUnicode_FromFormat("%U[%zd]", location, index);
+}
+
+static int ascii_has_letter(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; i++)
+        if (is_alpha(s[i]))
+            return 1;
     return 0;
 }
 
@@ -278,7 +336,7 @@ static PyObject *field_location(PyObject *location, PyObject *suffix, PyObject *
    set by a `+65`-like value. */
 static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObject *location,
                           PyObject *suffix, PyObject *key_kind, PyObject *rule, PyObject *inner,
-                          Py_ssize_t depth, int *split_hint)
+                          long long inner_flags, Py_ssize_t depth, int *split_hint)
 {
     Py_ssize_t length = PyUnicode_GET_LENGTH(value);
     Py_UCS4 first, last;
@@ -363,6 +421,26 @@ static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObj
             status = call_void(py_key_only, args, 4);
             goto out;
         }
+        if (length <= 16 * 1024 && PyUnicode_IS_ASCII(value)
+            && (rule == py_content_rule
+                || PyObject_RichCompareBool(rule, py_content_rule, Py_EQ) > 0)) {
+            /* A message body: what `judge_str` → `fields._content` does, when the pre-scan rules
+               out every detector of `scan_string(value, is_text=True)`: the content finding
+               alone (an ASCII letter is what `_HAS_LETTER` finds in ASCII). */
+            const unsigned char *chars = PyUnicode_1BYTE_DATA(value);
+            if (!ascii_may_match(chars, length, 1)) {
+                status = 0;
+                if (!(inner_flags & error_flag) && ascii_has_letter(chars, length)) {
+                    if (field_location(location, suffix, &where) == NULL)
+                        status = -1;
+                    else
+                        status = scan_add(scan, py_content_category, where, s_key_content);
+                }
+                goto out;
+            }
+        }
+        if (PyErr_Occurred())
+            goto out;
     }
     else if (length <= 16 * 1024) {
         /* No rule: `judge_str` would only run `scan_string` (and the IPv6 test, which needs a
@@ -517,7 +595,7 @@ static PyObject *walk_fields_impl(PyObject *scan, PyObject *node, PyObject *loca
         }
         if (kind == &PyUnicode_Type) {
             int status = walk_str_field(scan, memo, value, location, suffix, key_kind, rule, inner,
-                                        depth, &split_hint);
+                                        inner_flags, depth, &split_hint);
             Py_DECREF(value);
             if (status < 0)
                 goto leave;
@@ -695,7 +773,7 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
     for (index = 0; index < PyList_GET_SIZE(node); index++) {
         PyObject *item = Py_NewRef(PyList_GET_ITEM(node, index));
         PyTypeObject *kind = Py_TYPE(item);
-        PyObject *where = PyUnicode_FromFormat("%U[%zd]", location, index), *done = NULL;
+        PyObject *where = item_location(location, index), *done = NULL;
         if (where == NULL) {
             Py_DECREF(item);
             goto leave;
@@ -847,6 +925,24 @@ static int take_int(PyObject *names, const char *name, long long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* The offset of a `__slots__` member of `type` holding an object. */
+static int slot_offset(PyObject *type, const char *name, Py_ssize_t *offset)
+{
+    PyObject *descr = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, name);
+    PyMemberDef *member;
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "configure: %s is not a slot", name);
+        return -1;
+    }
+    member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+        PyErr_Format(PyExc_TypeError, "configure: %s is not a writable object slot", name);
+        return -1;
+    }
+    *offset = member->offset;
+    return 0;
+}
+
 static PyObject *configure(PyObject *self, PyObject *names)
 {
     long long number;
@@ -873,14 +969,28 @@ static PyObject *configure(PyObject *self, PyObject *names)
         || take(names, "PHONE_RULE", &py_phone_rule) < 0
         || take(names, "COORDINATES_RULE", &py_coordinates_rule) < 0
         || take(names, "PHONE_CATEGORY", &py_phone_category) < 0
-        || take(names, "LOCATION_PRECISE", &py_location_precise) < 0)
+        || take(names, "LOCATION_PRECISE", &py_location_precise) < 0
+        || take(names, "CONTENT_RULE", &py_content_rule) < 0
+        || take(names, "CONTENT_CATEGORY", &py_content_category) < 0)
         return NULL;
+    {
+        PyObject *type = NULL;
+        if (take(names, "Scan", &type) < 0)
+            return NULL;
+        if (!PyType_Check(type) || slot_offset(type, "fields", &scan_fields_offset) < 0
+            || slot_offset(type, "next_check", &scan_next_check_offset) < 0) {
+            Py_DECREF(type);
+            return NULL;
+        }
+        Py_XSETREF(scan_type, (PyTypeObject *)type);
+    }
     if (!PyDict_Check(py_object_plans) || !PyFrozenSet_Check(py_key_only_rules)
         || !PyFrozenSet_Check(py_container_rules)) {
         PyErr_SetString(PyExc_TypeError, "configure: plans a dict, rule sets frozensets");
         return NULL;
     }
-    if (take_int(names, "DIAL_CODE", &dial_code_flag) < 0)
+    if (take_int(names, "DIAL_CODE", &dial_code_flag) < 0
+        || take_int(names, "ERROR", &error_flag) < 0)
         return NULL;
     if (take_int(names, "MAX_CODE_LENGTH", &number) < 0)
         return NULL;
@@ -932,6 +1042,7 @@ PyMODINIT_FUNC PyInit__native(void)
     INTERN(s_rule, "rule");
     INTERN(s_phone, "phone");
     INTERN(s_latlng, "latlng");
+    INTERN(s_key_content, "key:content");
 #undef INTERN
     if ((one = PyLong_FromLong(1)) == NULL) {
         Py_DECREF(module);

@@ -28,7 +28,7 @@ from proxy.inspect import free_text, walk
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 2
+_VERSION = 3
 # walk.py's own loops, put back by `install(False)`.
 _PYTHON_LOOPS = {"_walk_fields": walk._walk_fields, "_walk_array": walk._walk_array}
 
@@ -66,6 +66,12 @@ def _load() -> ModuleType | None:
             "DIAL_CODE": walk._DIAL_CODE,
             "MAX_CODE_LENGTH": walk.MAX_CODE_LENGTH,
             "MIN_BASE64": walk.MIN_BASE64,
+            # The content rule's finding, inlined when the pre-scan rules the text out.
+            "CONTENT_RULE": walk.Rule.CONTENT,
+            "CONTENT_CATEGORY": walk.cat.CONTENT,
+            "ERROR": walk.Ctx.ERROR,
+            # The field count lives in two slots of `Scan`, read and written in place.
+            "Scan": walk.Scan,
         }
     )
     return _native

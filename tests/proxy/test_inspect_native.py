@@ -275,11 +275,21 @@ SPLIT_DOCS = [
         ("+65 9123456", "7"),
     ]
 ] + [{"country_code": "65", "number": "91234567"}, {"cc": 65, "n": 91234567}]
+# Message bodies in and out of an error object, with and without letters or numbers.
+CONTENT_DOCS = [
+    {"status": "failed", "message": "Your parcel is on its way"},
+    {"error": {"code": 21211, "message": "Invalid 'To' phone number"}},
+    {"errors": [{"message": "rate limited"}, {"message": "1234"}]},
+    {"to": "+6591234567", "message": "Your parcel is on its way"},
+    {"text": "1234", "body": "....", "content": "Call +65 9123 4567", "msg": "Köln"},
+    {"meta": "x", "text": "Hi Mei, see you at 10"},
+]
 
 
 @needs_native
 def test_limits_and_edges_give_identical_results_both_ways() -> None:
     documents = [_nested(depth) for depth in range(9)] + SPLIT_DOCS + [{"batch": SPLIT_DOCS}]
+    documents += [*CONTENT_DOCS, CONTENT_DOCS]
     for max_depth in range(9):
         for max_fields in (1, 3, 10, 50, 20_000):
             limits = InspectionLimits(max_seconds=120.0, max_depth=max_depth, max_fields=max_fields)
