@@ -83,8 +83,11 @@ def start_proxy(
     registry: Path = SAMPLE_REGISTRY,
     host: str = HOST,
     extra: tuple[str, ...] = (),
+    source: tuple[str, ...] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, float]:
-    """Start the proxy; (process, listen port, seconds from spawn to the first ready 200)."""
+    """Start the proxy; (process, listen port, seconds from spawn to the first ready 200).
+
+    `source` replaces `--registry-file REGISTRY` (e.g. `--registry-url URL`)."""
     port_file = work / "ports.json"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     cmd = [
@@ -92,8 +95,7 @@ def start_proxy(
         "-m",
         "sharewall.cli",
         "proxy",
-        "--registry-file",
-        str(registry),
+        *(source if source is not None else ("--registry-file", str(registry))),
         "--mode",
         "report",
         "--default-purpose",

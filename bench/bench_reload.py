@@ -1,37 +1,54 @@
-"""Request latency while the proxy loads a new snapshot of a 10,000-recipient registry file.
+"""Big registries: how fast a change reaches a proxy, and what loading it costs the calls.
 
-    .venv/bin/python bench/bench_reload.py [--recipients 10000] [--rate 200] [--reloads 3]
+    .venv/bin/python bench/bench_reload.py [--recipients 10000] [--rate 200] [--changes 5]
+        [--reloads 2] [--only registry|file]
 
-Writes a registry file of `--recipients` recipients (one of them the benchmark upstream, the
-rest fillers with an exact and a wildcard host each), starts `sharewall proxy --mode report` on
-it with `--reload-interval 0.2`, and sends a paced load (1 KB JSON POST with a phone number,
-the same request as `bench_footprint.py`) the whole time. First a quiet phase (no change), then
-`--reloads` times: rewrite the file with one recipient renamed and keep the load going until the
-proxy logs `snapshot.loaded` for the new revision. Prints the round-trip p50/p99/max of the
-requests sent in the quiet phase and of those sent while a reload was under way (from the write
-to the `snapshot.loaded` line), and the p99 added by reloading as a ratio to issue 10's goal
-(no request waits more than 10 ms longer while a snapshot is loaded).
+Two parts, each with a paced load (1 KB JSON POST with a phone number, the request of
+`bench_footprint.py`, `--rate` requests/s over `--connections` keep-alive connections) through a
+`sharewall proxy --mode report` the whole time:
+
+1. **registry**: a registry (`sharewall registry serve`, SQLite) seeded with `--recipients`
+   recipients (the benchmark upstream and fillers with 2 hosts and 5 grants each), and a proxy
+   following it (`--registry-url`). After a quiet phase, `--changes` times: one recipient is
+   suspended through the API (`POST /v1/recipients/{id}/suspend`). Printed per change: the time
+   from sending that request to the proxy's `snapshot.loaded` line for the new version (its
+   own timestamp: the end-to-end visibility, registry write + long-poll wake-up + snapshot
+   build + transfer + validation + index + engine), against issue 10's 1 s goal.
+2. **file**: the proxy on a registry file of `--recipients` recipients (`--registry-file`,
+   `--reload-interval 0.2`); `--reloads` times the file is rewritten (atomic rename) with one
+   recipient renamed, and the load runs on until the proxy logs `snapshot.loaded`.
+
+For both: the round-trip p50/p99/max of the requests sent in the quiet phase (the baseline)
+and of those sent while a change was being loaded (from the write to the `snapshot.loaded`
+line), and the p99 that loading adds against the 10 ms goal. Bounded: about a minute on an
+idle 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
+import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_footprint import _upstream, paced_load, start_proxy
+from bench_footprint import ROOT, _upstream, paced_load, start_proxy
 
 HOST = "upstream.bench"
 GOAL_MS = 10.0
+GOAL_VISIBLE_S = 1.0
 
 
 def registry_yaml(recipients: int, generation: int) -> str:
@@ -66,16 +83,42 @@ def registry_yaml(recipients: int, generation: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def loaded_count(log: Path) -> int:
-    """How many `snapshot.loaded` lines the proxy has written so far."""
-    count = 0
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            if json.loads(line).get("event") == "snapshot.loaded":
-                count += 1
-        except ValueError:
-            continue
-    return count
+class LogTail:
+    """The JSON lines a process appends to its log, read incrementally (not the whole file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._rest = b""
+
+    def lines(self) -> list[dict]:
+        with self.path.open("rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read()
+        self._offset += len(chunk)
+        *complete, self._rest = (self._rest + chunk).split(b"\n")
+        out = []
+        for raw in complete:
+            with contextlib.suppress(ValueError):
+                line = json.loads(raw)
+                if isinstance(line, dict):
+                    out.append(line)
+        return out
+
+    async def wait_for(self, event: str, timeout: float, **fields) -> dict:
+        """The next line of `event` whose fields include `fields`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines():
+                if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                    return line
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"no {event} {fields} in {self.path} within {timeout} s")
+
+
+def line_time(line: dict) -> float:
+    """A log line's own timestamp (structlog, ISO 8601 UTC) as a Unix time."""
+    return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -90,65 +133,245 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     )
 
 
-async def run(port: int, upstream_port: int, registry: Path, log: Path, args) -> None:
-    quiet_sent: list[float] = []
-    _, _, quiet = await paced_load(
-        port,
-        upstream_port,
-        rate=args.rate,
-        duration=args.quiet,
-        connections=args.connections,
-        host=HOST,
-        sent_at=quiet_sent,
-    )
-    during: list[float] = []
-    durations: list[float] = []
-    for generation in range(1, args.reloads + 1):
-        before = loaded_count(log)
-        text = registry_yaml(args.recipients, generation)
-        sent_at: list[float] = []
-        stop = asyncio.Event()
-        load = asyncio.create_task(
+class Load:
+    """A paced load in the background; `window(a, b)` = latencies of requests sent in [a, b]."""
+
+    def __init__(self, port: int, upstream_port: int, args) -> None:
+        self.sent_at: list[float] = []
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(
             paced_load(
                 port,
                 upstream_port,
                 rate=args.rate,
-                duration=args.timeout,
+                duration=600,
                 connections=args.connections,
                 host=HOST,
-                sent_at=sent_at,
-                stop=stop,
+                sent_at=self.sent_at,
+                stop=self.stop,
             )
         )
-        await asyncio.sleep(0.5)
-        tmp = registry.with_suffix(".tmp")
-        tmp.write_text(text)
-        written = time.monotonic()
-        tmp.replace(registry)
-        while loaded_count(log) == before:
-            if load.done():
-                raise RuntimeError(f"reload {generation} not seen in {args.timeout} s")
-            await asyncio.sleep(0.05)
-        done = time.monotonic()
-        durations.append(done - written)
-        stop.set()
-        _, _, latencies = await load
-        during += [lat for lat, at in zip(latencies, sent_at, strict=True) if written <= at <= done]
+        self.latencies: list[float] = []
+
+    async def finish(self) -> None:
+        self.stop.set()
+        _, _, self.latencies = await self.task
+
+    def window(self, start: float, end: float) -> list[float]:
+        pairs = zip(self.latencies, self.sent_at, strict=True)
+        return [lat for lat, at in pairs if start <= at <= end]
+
+
+def report(label: str, quiet: list[float], during: list[float]) -> None:
     q50, q99, qmax = percentiles(quiet)
     r50, r99, rmax = percentiles(during)
-    print(
-        f"{args.recipients} recipients, {args.rate:g} req/s paced over {args.connections} "
-        f"connections, {args.reloads} reloads (write to snapshot.loaded: "
-        + ", ".join(f"{d:.2f} s" for d in durations)
-        + ")"
-    )
-    print(f"{'':28s}{'calls':>7s}{'p50 ms':>9s}{'p99 ms':>9s}{'max ms':>9s}")
-    print(f"{'quiet (baseline)':28s}{len(quiet):>7d}{q50:>9.2f}{q99:>9.2f}{qmax:>9.2f}")
-    print(f"{'while reloading':28s}{len(during):>7d}{r50:>9.2f}{r99:>9.2f}{rmax:>9.2f}")
+    print(f"  {'':30s}{'calls':>7s}{'p50 ms':>9s}{'p99 ms':>9s}{'max ms':>9s}")
+    print(f"  {'quiet (baseline)':30s}{len(quiet):>7d}{q50:>9.2f}{q99:>9.2f}{qmax:>9.2f}")
+    print(f"  {'while ' + label:30s}{len(during):>7d}{r50:>9.2f}{r99:>9.2f}{rmax:>9.2f}")
     added = r99 - q99
     print(
-        f"p99 added by reloading: {added:.2f} ms, goal {GOAL_MS:g} ms, ratio {added / GOAL_MS:.2f}"
+        f"  p99 added while {label}: {added:.2f} ms, goal {GOAL_MS:g} ms, "
+        f"ratio {added / GOAL_MS:.2f}"
     )
+
+
+# -- 1: a proxy following the registry ----------------------------------------------------------
+
+
+async def seed(db_url: str, recipients: int) -> dict[str, str]:
+    """Migrate and fill the registry (bench_registry's fillers + the benchmark upstream); tokens."""
+    import sqlalchemy as sa
+    from bench_registry import seed_registry
+
+    from registry import db
+    from registry.models import Grant, Recipient, RecipientHost
+    from registry.tokens import create_token
+
+    await db.run_migrations(db_url)
+    await seed_registry(db_url, recipients - 1)
+    engine = db.create_engine(db_url)
+    tokens = {}
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(Recipient.__table__),
+                [
+                    {
+                        "id": "bench-upstream",
+                        "name": "Benchmark upstream",
+                        "kind": "ott_provider",
+                        "status": "approved",
+                        "regions": ["SG"],
+                        "tls_origination": False,
+                        "inspect_tls": False,
+                        "proposed_by": "bench",
+                        "updated_by": "bench",
+                        "version": 1,
+                    }
+                ],
+            )
+            await conn.execute(
+                sa.insert(RecipientHost.__table__),
+                [{"recipient_id": "bench-upstream", "pattern": HOST}],
+            )
+            await conn.execute(
+                sa.insert(Grant.__table__),
+                [
+                    {
+                        "recipient_id": "bench-upstream",
+                        "purpose": "service_delivery",
+                        "categories": ["contact.phone_number", "contact.name", "comms.content"],
+                        "legal_basis": "contract",
+                        "status": "approved",
+                        "proposed_by": "bench",
+                        "approved_by": "bench2",
+                    }
+                ],
+            )
+        async with db.create_sessionmaker(engine)() as session:
+            for role in ("proxy", "security"):
+                _, tokens[role] = await create_token(
+                    session, name=f"bench-{role}", role=role, actor="bench"
+                )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return tokens
+
+
+def start_registry(work: Path, db_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    log_path = work / "registry.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - the process's stdout
+    cmd = [sys.executable, "-m", "sharewall.cli", "registry", "serve", "--db", db_url]
+    proc = subprocess.Popen(
+        [*cmd, "--listen", "127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        match = re.search(rb'"registry.listening".*?"url":"([^"]+)"', log_path.read_bytes())
+        if match is None:
+            match = re.search(rb'"url":"([^"]+)".*"registry.listening"', log_path.read_bytes())
+        if match:
+            return proc, match.group(1).decode()
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"registry did not start:\n{log_path.read_text()}")
+
+
+def suspend(url: str, token: str, recipient_id: str) -> None:
+    request = urllib.request.Request(
+        f"{url}/v1/recipients/{recipient_id}/suspend",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as resp:
+        assert resp.status == 200, resp.status
+
+
+async def registry_part(work: Path, upstream_port: int, args) -> None:
+    db_url = f"sqlite+aiosqlite:///{work / 'registry.sqlite'}"
+    t = time.perf_counter()
+    tokens = await seed(db_url, args.recipients)
+    print(f"  seeded {args.recipients} recipients in {time.perf_counter() - t:.1f} s")
+    registry, url = start_registry(work, db_url)
+    os.environ["SHAREWALL_TOKEN"] = tokens["proxy"]
+    try:
+        proc, port, ready = start_proxy(
+            work, upstream_port, host=HOST, source=("--registry-url", url)
+        )
+    except BaseException:
+        registry.kill()
+        raise
+    print(f"  proxy start to ready (full snapshot over HTTP): {ready:.2f} s")
+    tail = LogTail(work / "proxy.log")
+    try:
+        load = Load(port, upstream_port, args)
+        t0 = time.monotonic()
+        await asyncio.sleep(args.quiet)
+        quiet_end = time.monotonic()
+        windows, visible = [], []
+        for k in range(1, args.changes + 1):
+            tail.lines()  # skip what came before
+            at_mono, at_wall = time.monotonic(), time.time()
+            await asyncio.to_thread(suspend, url, tokens["security"], f"vendor-{k:05d}")
+            line = await tail.wait_for("snapshot.loaded", args.timeout)
+            seen = line_time(line)
+            visible.append(seen - at_wall)
+            windows.append((at_mono, at_mono + (seen - at_wall)))
+            await asyncio.sleep(args.gap)
+        await load.finish()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        registry.send_signal(signal.SIGTERM)
+        for p in (proc, registry):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    quiet = load.window(t0 + 0.5, quiet_end)
+    during = [lat for a, b in windows for lat in load.window(a, b)]
+    print(
+        f"  {args.changes} changes (one recipient suspended through the API each), visible on "
+        "the proxy after: " + ", ".join(f"{v * 1e3:.0f}" for v in visible) + " ms"
+    )
+    worst = max(visible)
+    print(
+        f"  end-to-end visibility: median {sorted(visible)[len(visible) // 2] * 1e3:.0f} ms, max "
+        f"{worst * 1e3:.0f} ms, goal {GOAL_VISIBLE_S * 1e3:.0f} ms, ratio {worst / GOAL_VISIBLE_S:.2f}"
+    )
+    deltas = sum(
+        1
+        for line in LogTail(work / "proxy.log").lines()
+        if line.get("event") == "registry.snapshot_received" and line.get("delta")
+    )
+    print(f"  snapshots taken as deltas: {deltas} of {args.changes}")
+    report("a change loads", quiet, during)
+
+
+# -- 2: a proxy on a registry file --------------------------------------------------------------
+
+
+async def file_part(work: Path, upstream_port: int, args) -> None:
+    registry = work / "registry.yaml"
+    registry.write_text(registry_yaml(args.recipients, 0))
+    proc, port, ready = start_proxy(
+        work, upstream_port, registry=registry, host=HOST, extra=("--reload-interval", "0.2")
+    )
+    print(f"  proxy start to ready on the file: {ready:.2f} s")
+    tail = LogTail(work / "proxy.log")
+    try:
+        load = Load(port, upstream_port, args)
+        t0 = time.monotonic()
+        await asyncio.sleep(args.quiet)
+        quiet_end = time.monotonic()
+        windows, durations = [], []
+        for generation in range(1, args.reloads + 1):
+            text = registry_yaml(args.recipients, generation)
+            tail.lines()
+            tmp = registry.with_suffix(".tmp")
+            tmp.write_text(text)
+            written = time.monotonic()
+            tmp.replace(registry)
+            await tail.wait_for("snapshot.loaded", args.timeout)
+            done = time.monotonic()
+            durations.append(done - written)
+            windows.append((written, done))
+            await asyncio.sleep(args.gap)
+        await load.finish()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    quiet = load.window(t0 + 0.5, quiet_end)
+    during = [lat for a, b in windows for lat in load.window(a, b)]
+    print(
+        f"  {args.reloads} file rewrites, write to snapshot.loaded: "
+        + ", ".join(f"{d:.2f} s" for d in durations)
+    )
+    report("the file reloads", quiet, during)
 
 
 def main() -> int:
@@ -156,36 +379,30 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=10000)
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s (default 200)")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--quiet", type=float, default=5.0, help="seconds without reloads")
-    parser.add_argument("--reloads", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=120.0, help="longest wait per reload")
+    parser.add_argument("--quiet", type=float, default=5.0, help="seconds without changes")
+    parser.add_argument("--changes", type=int, default=5, help="registry changes")
+    parser.add_argument("--reloads", type=int, default=2, help="registry file rewrites")
+    parser.add_argument("--gap", type=float, default=0.5, help="seconds between changes")
+    parser.add_argument("--timeout", type=float, default=60.0, help="longest wait per change")
+    parser.add_argument("--only", choices=("registry", "file"))
     args = parser.parse_args()
 
     parent, child = multiprocessing.Pipe()
     upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
     upstream.start()
     upstream_port = parent.recv()
-    with tempfile.TemporaryDirectory(prefix="bench-reload-") as tmp:
-        work = Path(tmp)
-        registry = work / "registry.yaml"
-        registry.write_text(registry_yaml(args.recipients, 0))
-        proc, port, ready = start_proxy(
-            work,
-            upstream_port,
-            registry=registry,
-            host=HOST,
-            extra=("--reload-interval", "0.2"),
-        )
-        print(f"start to ready on {args.recipients} recipients: {ready:.2f} s")
-        try:
-            asyncio.run(run(port, upstream_port, registry, work / "proxy.log", args))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            upstream.kill()
+    print(
+        f"{args.recipients} recipients, {args.rate:g} req/s paced over {args.connections} "
+        "connections through `sharewall proxy --mode report`"
+    )
+    try:
+        for name, part in (("registry", registry_part), ("file", file_part)):
+            if args.only in (None, name):
+                print(f"{name}:")
+                with tempfile.TemporaryDirectory(prefix=f"bench-reload-{name}-") as tmp:
+                    asyncio.run(part(Path(tmp), upstream_port, args))
+    finally:
+        upstream.kill()
     return 0
 
 

@@ -35,7 +35,7 @@ from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
 from proxy.spool import Spool, SpoolLocked
 from proxy.upstream import UpstreamPool
 from sharewall.hosts import parse_host_pattern, parse_pin
-from sharewall.recipients import RecipientIndex
+from sharewall.recipients import RecipientIndex, updated_index
 from sharewall.registry_file import RegistryFileError
 from sharewall.snapshot import Snapshot
 
@@ -87,8 +87,12 @@ class ProxyApp:
 
     async def on_snapshot(self, snapshot: Snapshot) -> None:
         """Swap in a new snapshot: the engine first, then the host index (only if the engine took it)."""
-        index = await asyncio.to_thread(RecipientIndex, snapshot)
         assert self.decider is not None and self.context is not None
+        before, index = self.decider.snapshot, None
+        if before is not None and self.context.index is not None:
+            index = updated_index(self.context.index, before, snapshot)
+        if index is None:
+            index = await asyncio.to_thread(RecipientIndex, snapshot)
         if await self.decider.set_snapshot(snapshot):
             self.context.index = index
             self.metrics.snapshot_reloads.labels(result="ok").inc()

@@ -1,4 +1,10 @@
-"""A snapshot source that follows the registry's `GET /v1/snapshot` (ETag + long poll), cached on disk."""
+"""A snapshot source that follows the registry's `GET /v1/snapshot` (ETag + long poll), cached on disk.
+
+Holding a version, the follower asks for a delta (`sharewall.snapshot_delta`): the registry
+answers with what changed since, which is validated and merged (and must hash to the registry's
+revision); a registry that cannot serve one answers with the full snapshot, and a delta that
+does not apply is followed by a full fetch.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import orjson
 import structlog
 from pydantic import ValidationError
 
 from sharewall.snapshot import Snapshot
+from sharewall.snapshot_delta import DELTA_MEDIA_TYPE, DeltaError, HeldSnapshot
 
 log = structlog.get_logger("sharewall.proxy.registry_follower")
 
@@ -86,15 +94,23 @@ class RegistryFollower:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.connect_timeout = connect_timeout
-        self.snapshot: Snapshot | None = None
+        self.held: HeldSnapshot | None = None
         self._etag: str | None = None
+        # Off when the registry's revision is not the hash of its own content (an older
+        # registry): a delta could never be checked, so it is not asked for.
+        self._use_deltas = True
+        self._full_next = False  # the last delta failed: fetch the full snapshot once
         self._on_snapshot: OnSnapshot | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     @property
+    def snapshot(self) -> Snapshot | None:
+        return self.held.snapshot if self.held is not None else None
+
+    @property
     def has_snapshot(self) -> bool:
-        return self.snapshot is not None
+        return self.held is not None
 
     async def start(self, on_snapshot: OnSnapshot) -> None:
         """Load the cached snapshot (if any) into `on_snapshot`, then follow the registry in the background."""
@@ -102,7 +118,7 @@ class RegistryFollower:
         cached = await asyncio.to_thread(read_snapshot_file, self.path)
         if cached is not None:
             log.info("registry.snapshot_cached", version=cached.version, path=str(self.path))
-            await self._accept(cached, None, persist=False)
+            await self._accept(await asyncio.to_thread(HeldSnapshot.of, cached), persist=False)
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -127,17 +143,31 @@ class RegistryFollower:
             self._session = None
 
     async def _accept(
-        self, snapshot: Snapshot, body: bytes | None, *, persist: bool, etag: str | None = None
+        self,
+        held: HeldSnapshot,
+        *,
+        persist: bool,
+        body: bytes | None = None,
+        etag: str | None = None,
     ) -> None:
         assert self._on_snapshot is not None
-        result = self._on_snapshot(snapshot)
+        result = self._on_snapshot(held.snapshot)
         if inspect.isawaitable(result):
             await result
         # Only a snapshot the proxy took is "last good": persist after on_snapshot succeeded.
-        self.snapshot = snapshot
-        self._etag = etag or snapshot_etag(snapshot)
-        if persist and body is not None:
-            await asyncio.to_thread(write_file_atomically, self.path, body)
+        self.held = held
+        self._etag = etag or snapshot_etag(held.snapshot)
+        log.info(
+            "snapshot.loaded",
+            registry=self.url,
+            version=held.snapshot.version,
+            revision=held.snapshot.revision,
+            recipients=len(held.snapshot.recipients),
+        )
+        if persist:  # after the line: the snapshot is in force, the cache is for restarts
+            await asyncio.to_thread(
+                lambda: write_file_atomically(self.path, body if body is not None else held.body())
+            )
 
     async def _follow(self) -> None:
         attempt = 0
@@ -168,7 +198,9 @@ class RegistryFollower:
         params: dict[str, str] = {}
         if self._etag is not None:
             headers["If-None-Match"] = self._etag
-            if self.wait > 0:
+            if self._use_deltas and not self._full_next and self.held is not None:
+                headers["Accept"] = f"{DELTA_MEDIA_TYPE}, application/json;q=0.5"
+            if self.wait > 0 and not self._full_next:
                 params["wait"] = str(int(self.wait))
         timeout = aiohttp.ClientTimeout(total=self.wait + 15.0, sock_connect=self.connect_timeout)
         async with self._session.get(
@@ -180,16 +212,51 @@ class RegistryFollower:
                 raise RegistryHTTPError(resp.status, (await resp.text())[:200])
             body = await resp.read()
             etag = resp.headers.get("ETag")
+            is_delta = resp.content_type == DELTA_MEDIA_TYPE
+        if is_delta:
+            return await self._take_delta(body, etag)
+        self._full_next = False
         # Validating 10,000 recipients takes a while: not on the loop that proxies the calls.
         snapshot = await asyncio.to_thread(Snapshot.model_validate_json, body)
+        held = await asyncio.to_thread(HeldSnapshot.of, snapshot)
+        self._use_deltas = held.encoded.revision == snapshot.revision
+        if not self._use_deltas:
+            log.info("registry.deltas_off", reason="revision is not the content hash")
         log.info(
             "registry.snapshot_received",
             version=snapshot.version,
             revision=snapshot.revision,
             recipients=len(snapshot.recipients),
+            delta=False,
             **snapshot.source_binding(),
         )
-        await self._accept(snapshot, body, persist=True, etag=etag)
+        await self._accept(held, persist=True, body=body, etag=etag)
+        return True
+
+    async def _take_delta(self, body: bytes, etag: str | None) -> bool:
+        """Apply a delta to the held snapshot; on any mismatch fetch the full snapshot next."""
+        held = self.held
+        try:
+            if held is None:
+                raise DeltaError("no snapshot held")
+            delta = orjson.loads(body)
+            # Small (the changed recipients) but merging re-orders 10,000 ids and hashes ~4 MB.
+            new = await asyncio.to_thread(held.apply, delta)
+        except (DeltaError, ValueError) as exc:
+            log.warning("registry.delta_rejected", reason=str(exc)[:200])
+            self._full_next = True
+            return False
+        snapshot = new.snapshot
+        log.info(
+            "registry.snapshot_received",
+            version=snapshot.version,
+            revision=snapshot.revision,
+            recipients=len(snapshot.recipients),
+            delta=True,
+            changed=len(delta.get("recipients", ())) + len(delta.get("removed", ())),
+            **snapshot.source_binding(),
+        )
+        await self._accept(new, persist=True, etag=etag)
         return True
 
 

@@ -23,7 +23,8 @@ from registry.models import (
     as_utc,
     utcnow,
 )
-from sharewall.snapshot import Snapshot, content_revision
+from sharewall.snapshot import Snapshot
+from sharewall.snapshot_delta import EncodedSnapshot
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
     they were written, and building 60,000 model objects on every change would cost seconds
     and delay the change reaching the proxies (which validate what they receive).
     """
+    return encoded_snapshot(rows)[0]
+
+
+def encoded_snapshot(rows: SnapshotRows) -> tuple[dict[str, Any], EncodedSnapshot]:
+    """The snapshot document and its canonical parts (what the body, revision and deltas use)."""
     with _gc_paused():
         return _document(rows)
 
@@ -144,7 +150,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _document(rows: SnapshotRows) -> dict[str, Any]:
+def _document(rows: SnapshotRows) -> tuple[dict[str, Any], EncodedSnapshot]:
     hosts_of: dict[str, list[str]] = defaultdict(list)
     for recipient_id, pattern in rows.hosts:
         hosts_of[recipient_id].append(pattern)
@@ -173,7 +179,11 @@ def _document(rows: SnapshotRows) -> dict[str, Any]:
             "contract_ref": contract_ref,
             "notes": None,
         }
-        for rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref in rows.recipients
+        # Ordered by id in Python, not by the database's collation: a follower merging a delta
+        # orders recipients the same way, and the order decides who keeps a contested host.
+        for rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref in sorted(
+            rows.recipients, key=lambda row: row[0]
+        )
     ]
     workloads = [
         {
@@ -185,9 +195,10 @@ def _document(rows: SnapshotRows) -> dict[str, Any]:
         }
         for namespace, name, status, purposes, targets in rows.workloads
     ]
+    encoded = EncodedSnapshot.of_documents(recipients, workloads)
     document = {
         "version": rows.version,
-        "revision": content_revision(recipients, workloads),
+        "revision": encoded.revision,
         "generated_at": rows.generated_at.isoformat().replace("+00:00", "Z"),
         "recipients": recipients,
     }
@@ -195,7 +206,7 @@ def _document(rows: SnapshotRows) -> dict[str, Any]:
     # so a registry that declares none keeps serving the document such proxies accept.
     if workloads:
         document["workloads"] = workloads
-    return document
+    return document, encoded
 
 
 def assemble_snapshot(rows: SnapshotRows) -> Snapshot:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 import structlog
 from publicsuffixlist import PublicSuffixList
@@ -53,15 +54,58 @@ class RecipientIndex:
     lies below the wildcard's suffix (`*.amazonaws.com` does not match `x.s3.amazonaws.com`).
     """
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
         self._exact: dict[str, _Entry] = {}
         self._wildcard: dict[str, _Entry] = {}
         self._resolved: dict[tuple[str, int], Recipient | None] = {}
-        for recipient in snapshot.recipients:
+        # Names claimed by two recipients: who holds them depends on the snapshot's order.
+        self._contested: set[tuple[bool, str, int | None]] = set()
+        if snapshot is not None:
+            self.add(snapshot.recipients)
+
+    def add(self, recipients: Iterable[Recipient]) -> None:
+        """Register `recipients`' host patterns, in order (only while the index is being built)."""
+        for recipient in recipients:
             for pattern in recipient.hosts:
                 self._add(recipient, pattern)
 
-    def _add(self, recipient: Recipient, pattern: str) -> None:
+    def updated(
+        self, removed: Iterable[Recipient], added: Iterable[Recipient]
+    ) -> RecipientIndex | None:
+        """A new index without `removed` and with `added`, sharing this one's unchanged entries.
+
+        None when a name either side touches is contested (or becomes so): then who holds it
+        depends on the whole snapshot's order, and the caller builds the index afresh.
+        """
+        new = RecipientIndex()
+        new._exact, new._wildcard = dict(self._exact), dict(self._wildcard)
+        new._contested = set(self._contested)
+        for recipient in removed:
+            for pattern in recipient.hosts:
+                key = _pattern_key(pattern)
+                if key is None:
+                    continue  # never registered
+                if key in new._contested:
+                    return None
+                wildcard, name, port = key
+                table = new._wildcard if wildcard else new._exact
+                entry = table.get(name)
+                if entry is None or port not in entry:
+                    continue
+                entry = dict(entry)  # entries are shared with the old index: copy, then change
+                del entry[port]
+                if entry:
+                    table[name] = entry
+                else:
+                    del table[name]
+        for recipient in added:
+            for pattern in recipient.hosts:
+                if not new._add(recipient, pattern, shared=True):
+                    return None
+        return new
+
+    def _add(self, recipient: Recipient, pattern: str, *, shared: bool = False) -> bool:
+        """Register one pattern; False when it collides with another recipient's."""
         try:
             parsed = parse_host_pattern(pattern)
         except BadAuthority as exc:
@@ -71,7 +115,7 @@ class RecipientIndex:
                 pattern=pattern,
                 why=str(exc),
             )
-            return
+            return True
         name, wildcard, port = parsed.name, parsed.wildcard, parsed.port
         if wildcard and is_public_suffix(name):
             log.warning(
@@ -80,11 +124,14 @@ class RecipientIndex:
                 pattern=pattern,
                 why="wildcard over a public suffix",
             )
-            return
+            return True
         table = self._wildcard if wildcard else self._exact
-        entry = table.setdefault(name, {})
-        holder = entry.get(port)
+        entry = table.get(name)
+        holder = entry.get(port) if entry is not None else None
         if holder is not None and holder.id != recipient.id:
+            self._contested.add((wildcard, name, port))
+            if shared:
+                return False
             # First registration wins so that a later, conflicting claim cannot take a host over.
             log.warning(
                 "recipients.host_conflict",
@@ -92,8 +139,11 @@ class RecipientIndex:
                 recipient_id=recipient.id,
                 kept_recipient_id=holder.id,
             )
-            return
+            return False
+        entry = {} if entry is None else (dict(entry) if shared else entry)
         entry[port] = recipient
+        table[name] = entry
+        return True
 
     def __len__(self) -> int:
         return sum(len(e) for e in self._exact.values()) + sum(
@@ -138,6 +188,17 @@ class RecipientIndex:
         return None
 
 
+def _pattern_key(pattern: str) -> tuple[bool, str, int | None] | None:
+    """(wildcard, name, port) of a host pattern; None when the index would reject it."""
+    try:
+        parsed = parse_host_pattern(pattern)
+    except BadAuthority:
+        return None
+    if parsed.wildcard and is_public_suffix(parsed.name):
+        return None
+    return (parsed.wildcard, parsed.name, parsed.port)
+
+
 def _by_port(entry: _Entry, port: int) -> Recipient | None:
     found = entry.get(port)
     return found if found is not None else entry.get(None)
@@ -147,3 +208,26 @@ def _within_one_owner(name: str, suffix: str) -> bool:
     """False when a public suffix lies between the wildcard suffix and the host."""
     public = _public_suffix(name)
     return len(public) < len(suffix)
+
+
+# More changed recipients than this and a fresh index is built instead of an updated one.
+_UPDATE_LIMIT = 1000
+
+
+def updated_index(
+    index: RecipientIndex, before: Snapshot, after: Snapshot
+) -> RecipientIndex | None:
+    """`index` (of `before`) updated to `after`, or None when building afresh is needed.
+
+    Recipients are compared by identity: a snapshot made by applying a delta keeps the objects
+    of the recipients it did not change, so a one-recipient change touches one recipient here.
+    """
+    old = {r.id: r for r in before.recipients}
+    added = [r for r in after.recipients if old.pop(r.id, None) is not r]
+    # What is left in `old` was removed; the old version of a changed one goes too.
+    new_ids = {r.id for r in added}
+    removed = list(old.values())
+    removed += [r for r in before.recipients if r.id in new_ids]
+    if len(added) + len(removed) > _UPDATE_LIMIT:
+        return None
+    return index.updated(removed, added)

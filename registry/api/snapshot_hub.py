@@ -11,23 +11,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from registry.errors import ApiError
-from registry.snapshot_builder import fetch_snapshot_rows, read_version, snapshot_document
+from registry.snapshot_builder import encoded_snapshot, fetch_snapshot_rows, read_version
+from sharewall.snapshot_delta import EncodedSnapshot, encode_delta, fingerprint
 
 from . import keys
 
 log = structlog.get_logger("sharewall.snapshot")
 
 VERSION_POLL_INTERVAL_S = 0.5
+# Versions a delta can start from: a follower further behind gets the full snapshot.
+DELTA_HISTORY = 32
+# A delta that changes more than this share of the recipients is sent as the full snapshot.
+DELTA_MAX_SHARE = 0.5
+
+
+@dataclass
+class _Base:
+    """What a delta from one past version needs: its revision and per-recipient fingerprints."""
+
+    revision: str
+    recipients: dict[str, int]
+    workloads: int
 
 
 @dataclass
@@ -35,9 +49,11 @@ class BuiltSnapshot:
     """A snapshot document and its encodings, built once per version."""
 
     document: dict[str, Any]
+    encoded: EncodedSnapshot
     body: bytes
-    gzip_body: bytes
     bundle: tuple[bytes, str] | None = field(default=None)  # (bytes, etag), built on first use
+    gzip: bytes | None = field(default=None)  # made on first use (deltas need none)
+    deltas: dict[int, bytes | None] = field(default_factory=dict)  # base version → delta body
 
     @property
     def version(self) -> int:
@@ -51,10 +67,17 @@ class BuiltSnapshot:
     def etag(self) -> str:
         return f'"{self.version}"'
 
+    async def gzip_body(self) -> bytes:
+        """The body gzip'd (in a worker thread: zlib lets the loop run), once per version."""
+        if self.gzip is None:
+            self.gzip = await asyncio.to_thread(gzip.compress, self.body, 6, mtime=0)
+        return self.gzip
 
-def _encode(document: dict[str, Any]) -> BuiltSnapshot:
-    body = orjson.dumps(document)
-    return BuiltSnapshot(document, body, gzip.compress(body, compresslevel=6, mtime=0))
+
+def _build(rows: Any) -> BuiltSnapshot:
+    document, encoded = encoded_snapshot(rows)
+    body = encoded.body(document["version"], document["revision"], document["generated_at"])
+    return BuiltSnapshot(document, encoded, body)
 
 
 class SnapshotHub:
@@ -63,6 +86,7 @@ class SnapshotHub:
     def __init__(self, app: web.Application) -> None:
         self._app = app
         self._built: BuiltSnapshot | None = None
+        self._history: OrderedDict[int, _Base] = OrderedDict()
         self._lock = asyncio.Lock()
         self._known: int | None = None
         self._changed = asyncio.Event()
@@ -108,8 +132,9 @@ class SnapshotHub:
             async with self._sessions() as session:
                 rows = await fetch_snapshot_rows(session)
             # Validation and encoding are CPU work: keep the event loop serving long polls.
-            built = await asyncio.to_thread(lambda: _encode(snapshot_document(rows)))
+            built = await asyncio.to_thread(_build, rows)
             self._built = built
+            self._remember(built)
             self.builds += 1
             log.info(
                 "snapshot.built",
@@ -118,6 +143,35 @@ class SnapshotHub:
                 bytes=len(built.body),
             )
             return built
+
+    def _remember(self, built: BuiltSnapshot) -> None:
+        self._history[built.version] = _Base(
+            built.revision, fingerprint(built.encoded), hash(built.encoded.workloads)
+        )
+        while len(self._history) > DELTA_HISTORY:
+            self._history.popitem(last=False)
+
+    def delta(self, built: BuiltSnapshot, base_version: int) -> bytes | None:
+        """The delta body from `base_version` to `built`, or None (base unknown, or too big)."""
+        if base_version in built.deltas:
+            return built.deltas[base_version]
+        base = self._history.get(base_version)
+        body: bytes | None = None
+        if base is not None and base_version < built.version:
+            body, changes = encode_delta(
+                version=built.version,
+                revision=built.revision,
+                generated_at=built.document["generated_at"],
+                base_version=base_version,
+                base_revision=base.revision,
+                base=base.recipients,
+                base_workloads=base.workloads,
+                current=built.encoded,
+            )
+            if changes > DELTA_MAX_SHARE * max(len(built.encoded.recipients), 1):
+                body = None
+        built.deltas[base_version] = body
+        return body
 
     async def wait_for_change(self, version: int, seconds: float) -> bool:
         """Wait until a version other than `version` is known, or `seconds`; True if it changed."""

@@ -690,3 +690,42 @@ async def test_opa_engine_pushes_the_workloads_too(stand_in_opa: tuple[StandInOp
         "service_delivery"
     ]
     assert decision.reason_codes == ("PURPOSE_NOT_ALLOWED_FOR_SOURCE",)
+
+
+def _many(statuses: dict[int, str]) -> Snapshot:
+    """Twilio and friends, plus 300 vendors (more than the engine's working set holds)."""
+    vendors = tuple(
+        Recipient(
+            id=f"vendor-{i:03d}",
+            name=f"Vendor {i}",
+            kind="vendor",
+            status=statuses.get(i, "approved"),
+            regions=("SG",),
+            hosts=(f"api.vendor{i}.example",),
+            grants=(Grant(purpose="service_delivery", categories=("contact.phone_number",)),),
+        )
+        for i in range(300)
+    )
+    base = make_snapshot()
+    return base.model_copy(update={"recipients": base.recipients + vendors}).with_revision()
+
+
+async def test_the_engine_decides_as_with_the_whole_registry_loaded() -> None:
+    """The embedded engine loads the recipients asked about; the answers are the full data's."""
+    from proxy.engines.embedded import WORKING_SET_LIMIT
+    from sharewall.policy import PolicyEvaluator
+
+    engine = EmbeddedEngine()
+    asked = [*range(0, 300, 7), *range(WORKING_SET_LIMIT + 5)]
+    try:
+        for generation, snapshot in enumerate((_many({}), _many({7: "suspended", 14: "revoked"}))):
+            await engine.set_snapshot(snapshot)
+            whole = PolicyEvaluator(snapshot)
+            for i in asked if generation else asked[:60]:
+                for rid in (f"vendor-{i:03d}", "twilio", "nobody"):
+                    document = policy_input(
+                        make_call(recipient_id=rid), make_inspection("contact.phone_number")
+                    )
+                    assert await engine.evaluate(document) == whole.decide(document), rid
+    finally:
+        await engine.close()

@@ -169,3 +169,62 @@ def test_a_wildcard_over_ip_addresses_is_refused_by_the_schema() -> None:
     # same parser as the proxy's, so the proxy can never be handed one).
     with pytest.raises(ValueError, match="wildcard cannot cover IP addresses"):
         Recipient(id="n", name="n", kind="vendor", status="approved", hosts=("*.0.113.10",))
+
+
+def _recipient(rid: str, *hosts: str) -> Recipient:
+    return Recipient(id=rid, name=rid, kind="vendor", status="approved", hosts=hosts)
+
+
+PROBES = [
+    ("api.a.example", 443),
+    ("x.a.example", 443),
+    ("api.b.example", 443),
+    ("deep.x.b.example", 80),
+    ("api.c.example", 8443),
+    ("api.c.example", 443),
+    ("api.shared.example", 443),
+    ("api.new.example", 443),
+]
+
+
+def _answers(index: RecipientIndex) -> list[str | None]:
+    found = [index.resolve(host, port) for host, port in PROBES]
+    return [r.id if r is not None else None for r in found]
+
+
+@pytest.mark.parametrize(
+    ("change", "updated_in_place"),
+    [
+        pytest.param({"b": ("api.b2.example",)}, True, id="a recipient's hosts change"),
+        pytest.param({"b": None}, True, id="a recipient is removed"),
+        pytest.param({"n": ("api.new.example", "*.c.example")}, True, id="a recipient is added"),
+        pytest.param({"c": ("api.c.example",)}, True, id="a port-specific pattern goes"),
+        pytest.param({"a": ("api.a.example",)}, False, id="the holder of a contested name changes"),
+        pytest.param({"n": ("api.b.example",)}, False, id="a new claim on a held name"),
+    ],
+)
+def test_an_updated_index_answers_as_a_fresh_one(change, updated_in_place: bool) -> None:
+    from sharewall.recipients import updated_index
+
+    before = Snapshot(
+        recipients=(
+            _recipient("a", "api.a.example", "*.a.example", "api.shared.example"),
+            _recipient("b", "api.b.example", "*.b.example"),
+            _recipient("c", "api.c.example:8443", "api.c.example"),
+            _recipient("d", "api.shared.example"),  # loses api.shared.example to "a"
+        )
+    )
+    kept = {r.id: r for r in before.recipients}
+    for rid, hosts in change.items():
+        if hosts is None:
+            del kept[rid]
+        else:
+            kept[rid] = _recipient(rid, *hosts)
+    after = Snapshot(recipients=tuple(kept[rid] for rid in sorted(kept)))
+    old = RecipientIndex(before)
+    old_answers = _answers(old)
+    new = updated_index(old, before, after)
+    assert (new is not None) == updated_in_place
+    if new is not None:
+        assert _answers(new) == _answers(RecipientIndex(after))
+    assert _answers(old) == old_answers  # the old index, still serving calls, is untouched

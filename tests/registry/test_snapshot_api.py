@@ -17,6 +17,7 @@ from registry.models import Grant, Recipient, RecipientHost
 from registry.snapshot_builder import build_snapshot
 from registry.state import bump_snapshot_version
 from sharewall.snapshot import Snapshot, policy_data_of
+from sharewall.snapshot_delta import DELTA_MEDIA_TYPE, HeldSnapshot
 
 
 async def seed_recipient(sessions, rid: str, *, status: str = "approved", grants=()) -> int:
@@ -181,6 +182,123 @@ async def test_served_document_matches_the_schema_revision_and_policy_data(
         built = await build_snapshot(session)
     assert built.revision == doc["revision"]
     assert built.recipients == snapshot.recipients
+
+
+async def full_snapshot(client, auth) -> HeldSnapshot:
+    resp = await client.get("/v1/snapshot", headers=auth("proxy"))
+    assert resp.status == 200 and resp.content_type == "application/json"
+    return HeldSnapshot.of(Snapshot.model_validate_json(await resp.read()))
+
+
+async def delta_since(client, auth, version: int):
+    return await client.get(
+        "/v1/snapshot",
+        headers={
+            **auth("proxy"),
+            "If-None-Match": f'"{version}"',
+            "Accept": f"{DELTA_MEDIA_TYPE}, application/json;q=0.5",
+            "Accept-Encoding": "gzip",
+        },
+    )
+
+
+async def test_a_follower_applying_deltas_ends_with_the_full_snapshot(
+    client, auth, sessions, unique
+):
+    first, second = unique("plivo"), unique("vonage")
+    await seed_recipient(sessions, first, grants=[("billing", ["contact.email"], "approved")])
+    held = await full_snapshot(client, auth)
+    # Several changes, each fetched as a delta from the version held: add, edit, remove.
+    await seed_recipient(sessions, second)
+    await set_status(sessions, first, "suspended")
+    for change in ("add", "grant", "remove"):
+        if change == "grant":
+            async with sessions() as session:
+                await session.exec(
+                    sa.update(Grant)
+                    .where(Grant.recipient_id == first)
+                    .values(categories=["contact.email", "contact.name"])
+                )
+                await bump_snapshot_version(session)
+                await session.commit()
+        elif change == "remove":
+            async with sessions() as session:
+                await session.exec(sa.delete(Grant).where(Grant.recipient_id == second))
+                await session.exec(
+                    sa.delete(RecipientHost).where(RecipientHost.recipient_id == second)
+                )
+                await session.exec(sa.delete(Recipient).where(Recipient.id == second))
+                await bump_snapshot_version(session)
+                await session.commit()
+        resp = await delta_since(client, auth, held.snapshot.version)
+        assert resp.status == 200
+        assert resp.content_type == DELTA_MEDIA_TYPE
+        assert "Content-Encoding" not in resp.headers
+        delta = orjson.loads(await resp.read())
+        held = held.apply(delta)
+        full = await full_snapshot(client, auth)
+        assert held.snapshot == full.snapshot
+        assert held.snapshot.policy_data() == full.snapshot.policy_data()
+        assert held.body() == full.body()
+        assert resp.headers["ETag"] == f'"{full.snapshot.version}"'
+    assert held.snapshot.recipient(second) is None
+    assert held.snapshot.recipient(first).status == "suspended"
+    # Only what changed travels: the last delta removed one recipient and carried none.
+    assert delta["removed"] == [second] and delta["recipients"] == []
+
+
+async def test_a_version_the_registry_does_not_know_gets_the_full_snapshot(
+    client, auth, sessions, unique
+):
+    await seed_recipient(sessions, unique("telnyx"))
+    held = await full_snapshot(client, auth)
+    for version in (0, held.snapshot.version + 100):
+        resp = await delta_since(client, auth, version)
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        assert Snapshot.model_validate_json(await resp.read()) == held.snapshot
+
+
+async def test_a_following_proxy_takes_deltas_and_falls_back_to_the_full_snapshot(
+    client, auth, sessions, unique, tokens, tmp_path
+):
+    """The proxy's follower: deltas while its base matches; a foreign base → the full snapshot."""
+    from structlog.testing import capture_logs
+
+    from proxy.registry_follower import RegistryFollower
+
+    first = unique("kaleyra")
+    await seed_recipient(sessions, first)
+    current = await full_snapshot(client, auth)
+    # A cache left by another registry: the same version number, other content.
+    renamed = current.snapshot.recipients[0].model_copy(update={"name": "Someone else"})
+    foreign = current.snapshot.model_copy(update={"recipients": (renamed,)}).with_revision()
+    (tmp_path / "snapshot.json").write_bytes(foreign.model_dump_json().encode())
+    taken: list[Snapshot] = []
+    follower = RegistryFollower(str(client.make_url("")), tokens["proxy"], tmp_path, wait=5)
+
+    async def changed_to(version: int) -> Snapshot:
+        for _ in range(200):
+            if follower.snapshot is not None and follower.snapshot.version == version:
+                return follower.snapshot
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the follower did not reach version {version}")
+
+    with capture_logs() as logs:
+        await follower.start(taken.append)
+        try:
+            assert follower.snapshot == foreign  # the cache first (304: same version)
+            version = await set_status(sessions, first, "suspended")
+            assert await changed_to(version) == (await full_snapshot(client, auth)).snapshot
+            version = await set_status(sessions, first, "approved")
+            assert await changed_to(version) == (await full_snapshot(client, auth)).snapshot
+        finally:
+            await follower.close()
+    received = [e for e in logs if e["event"] == "registry.snapshot_received"]
+    rejected = [e for e in logs if e["event"] == "registry.delta_rejected"]
+    assert len(rejected) == 1  # the delta for the foreign base
+    assert [e["delta"] for e in received] == [False, True]  # then a full fetch, then a delta
+    assert Snapshot.model_validate_json((tmp_path / "snapshot.json").read_bytes()) == taken[-1]
 
 
 async def test_api_write_wakes_long_polls_in_process(client, auth, sessions, unique):
