@@ -247,6 +247,24 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def _leftovers_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    """Ship what workers of a larger `--workers` count left in DIR/worker-K (in the background)."""
+    from proxy.spool_leftovers import leftover_dirs, ship_leftovers
+
+    s = app.settings
+    task = None
+    if await asyncio.to_thread(leftover_dirs, s.spool_dir, s.workers):
+        task = asyncio.create_task(ship_leftovers(s), name="spool-leftovers")
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@contextlib.asynccontextmanager
 async def _warmup_ctx(app: ProxyApp) -> AsyncIterator[None]:
     """Warm the hot path before `/readyz` answers (the admin server starts after this)."""
     await warm_up(app)
@@ -348,7 +366,7 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
     app.decision_sinks.append(app.metrics.observe_record)
     app.cleanup_ctx.append(_spool_ctx)
     if settings.registry_url is not None:
-        app.cleanup_ctx.append(_shipper_ctx)
+        app.cleanup_ctx.extend([_shipper_ctx, _leftovers_ctx])
     app.cleanup_ctx.extend(
         [_engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _warmup_ctx, _admin_ctx]
     )

@@ -78,6 +78,9 @@ class Settings:
     loop: LoopName = "auto"  # event loop: uvloop when importable (auto), or the one named
     # A worker of `--workers N` (proxy.supervisor): listeners share their port (SO_REUSEPORT).
     reuse_port: bool = False
+    # How many workers share the spool directory (`--workers`): DIR/worker-K with K >= this
+    # are leftovers of a larger count, shipped by the process owning DIR (proxy.spool_leftovers).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("enforce", "report"):

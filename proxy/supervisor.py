@@ -30,7 +30,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import orjson
 import structlog
@@ -39,6 +38,7 @@ from proxy import metrics_merge
 from proxy.admin import PROMETHEUS_TEXT, AdminResponse, AdminServer, Route, readiness_response
 from proxy.control_client import ControlClient, ControlClientError, ControlResponse
 from proxy.settings import Settings
+from proxy.spool_leftovers import worker_spool_dir
 from proxy.worker import ENV_FD, send_orders
 
 log = structlog.get_logger("sharewall.proxy.supervisor")
@@ -47,11 +47,6 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 STABLE_AFTER = 30.0  # seconds up after which a worker's next exit restarts it at once again
 SCRAPE_TIMEOUT = 2.0
-
-
-def worker_spool_dir(spool_dir: Path, index: int) -> Path:
-    """Worker 0 keeps the spool directory (a single process's); worker K uses `DIR/worker-K`."""
-    return spool_dir if index == 0 else spool_dir / f"worker-{index}"
 
 
 @dataclass
@@ -202,6 +197,7 @@ class Supervisor:
             port_file=None,
             spool_dir=worker_spool_dir(s.spool_dir, slot.index),
             reuse_port=True,
+            workers=len(self.slots),
         )
         return {"settings": worker, "index": slot.index}
 

@@ -89,9 +89,10 @@ def main() -> int:
     index: int = orders["index"]
     if index > 0 and settings.registry_url is not None:
         from proxy.shipper import default_proxy_id
+        from proxy.spool_leftovers import worker_proxy_id
 
         # The registry keys ledger rows by proxy id: each worker ships its own counts.
-        os.environ["SHAREWALL_PROXY_ID"] = f"{default_proxy_id()}-w{index}"
+        os.environ["SHAREWALL_PROXY_ID"] = worker_proxy_id(default_proxy_id(), index)
 
     import structlog
 

@@ -183,3 +183,44 @@ def test_sigterm_lets_calls_in_flight_finish_on_every_worker(supervised, upstrea
     assert code == 0
     stopped = [line for line in supervised.logs() if line.get("event") == "proxy.stopped"]
     assert len(stopped) == 3  # both workers, then the supervisor
+
+
+def test_what_a_removed_worker_left_is_shipped_by_the_next_proxy_on_the_directory(
+    registry, upstreams, tmp_path
+):
+    reg, tokens = registry
+    source = f"leftover-{uuid.uuid4().hex[:6]}"
+    args = [
+        "--registry-url", reg.url, "--token", tokens["proxy"], "--source", source,
+        "--default-purpose", "service_delivery", *pins(upstreams),
+    ]  # fmt: skip
+    two = ProxyProcess(tmp_path / "two", [*args, "--workers", "2", "--spool-dir", str(tmp_path)])
+    workers: list[dict] = []
+    try:
+        wait_ready(two)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: _blocked_call(two, upstreams, "left"), range(16)))
+        workers = _ports(two)["workers"]
+    finally:
+        for worker in workers:  # all at once, before a segment is sealed and shipped
+            os.kill(worker["pid"], signal.SIGKILL)
+        two.stop(signal.SIGKILL)
+    assert [a.status_code for a in answers] == [403] * 16
+    assert list((tmp_path / "worker-1").glob("segment-*"))  # worker 1 left records behind
+
+    one = ProxyProcess(tmp_path / "one", [*args, "--spool-dir", str(tmp_path)])  # one process
+    try:
+        wait_ready(one)
+        deadline = time.monotonic() + 60
+        while (tmp_path / "worker-1").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        flows = api(reg, tokens["security"], "GET", "/v1/flows", params={"source": source})
+    finally:
+        one.stop()
+    assert not (tmp_path / "worker-1").exists()
+    shipped = flows.json()["flows"]
+    assert sorted(f["decision_id"] for f in shipped) == sorted(
+        a.json()["decision_id"] for a in answers
+    )
+    # Worker 1's records went out as worker 1, the rest as the proxy (once each).
+    assert {f["proxy_id"].endswith("-w1") for f in shipped} == {True, False}
