@@ -428,19 +428,40 @@ def decision_lines_for(settings: Settings, stream: IO[bytes] | Any) -> JsonLines
 
 
 def workers_count(text: str) -> int:
-    """`--workers`: a number of processes, or `auto` (the CPUs this process may run on)."""
+    """`--workers`: a number of processes, or `auto` (`usable_cpus()`)."""
     if text == "auto":
-        return (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
+        return usable_cpus()
     try:
         count = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'") from None
     if not 1 <= count <= 256:
         raise argparse.ArgumentTypeError("must be between 1 and 256")
+    return count
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on, bounded by its cgroup's CPU quota (a pod's CPU limit).
+
+    A container limited to 2 CPUs on a 64-core node sees 64 in its affinity mask: the quota
+    (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`) is what it may really use, rounded up.
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = count or 1
+    for quota_file, period_file in (
+        ("/sys/fs/cgroup/cpu.max", None),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    ):
+        try:
+            words = Path(quota_file).read_text().split()
+            if period_file is not None:
+                words.append(Path(period_file).read_text().strip())
+            quota, period = int(words[0]), int(words[1])
+        except (OSError, ValueError, IndexError):
+            continue  # no such cgroup file, or "max" (no limit)
+        if quota > 0 and period > 0:
+            count = min(count, max(1, -(-quota // period)))
+        break
     return count
 
 

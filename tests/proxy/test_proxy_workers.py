@@ -13,6 +13,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from proxy_harness import ProxyProcess, Upstreams, pins
+from proxy_harness import REGISTRY_YAML, REPO, ProxyProcess, Upstreams, pins
 from registry_harness import RegistryProcess, api, new_registry, wait_ready
 from test_proxy_imports import imported_modules
 
@@ -224,3 +226,29 @@ def test_what_a_removed_worker_left_is_shipped_by_the_next_proxy_on_the_director
     )
     # Worker 1's records went out as worker 1, the rest as the proxy (once each).
     assert {f["proxy_id"].endswith("-w1") for f in shipped} == {True, False}
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        pytest.param(["--workers", "0"], "--workers: must be between 1 and 256", id="no workers"),
+        pytest.param(["--workers", "many"], "'many' is not a number or 'auto'", id="not a count"),
+        pytest.param(
+            ["--workers", "auto", "--registry-file", "missing.yaml"],
+            "missing.yaml",
+            id="a worker cannot start",
+        ),
+    ],
+)
+def test_a_start_that_cannot_work_exits_2_and_says_why(flags, said, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "sharewall.cli", "proxy", "--registry-file",
+            str(REGISTRY_YAML), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+            "--spool-dir", str(tmp_path), *flags,
+        ],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert said in out.stderr
+    assert "Traceback" not in out.stderr
