@@ -148,6 +148,7 @@ class AdminServer:
             pass
         finally:
             self._clients.discard(task)
+            conn.close()
             writer.close()
 
 

@@ -12,12 +12,26 @@ from proxy.inspect.model import Finding, Inspection
 Action = Literal["allow", "deny"]
 
 
+# Random ids are drawn from the OS 256 at a time: one getrandom() syscall per 256 ids instead of
+# one per id (two ids per call, each syscall ~1-5 us on a VM). The pool is emptied in a forked
+# child, so that two processes never hand out the same ids.
+_ID_BATCH = 256
+_ids: list[str] = []
+os.register_at_fork(after_in_child=_ids.clear)
+
+
 def new_decision_id() -> str:
     """A unique random id, 32 hex digits like uuid4().hex (ids are never ordered).
 
-    os.urandom directly: 4x cheaper than uuid4, and it is paid on every call and cache hit.
+    128 bits from `os.urandom` per id, as uuid4 has (122), drawn in batches: it is paid on
+    every call and cache hit. `list.pop` is atomic, so threads may share the pool.
     """
-    return os.urandom(16).hex()
+    try:
+        return _ids.pop()
+    except IndexError:
+        digits = os.urandom(16 * _ID_BATCH).hex()
+        _ids.extend([digits[i : i + 32] for i in range(0, len(digits), 32)])
+        return _ids.pop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,7 +229,9 @@ class DecisionLog:
 
     def emit(self, record: dict[str, Any], *, spool: bool = True) -> None:
         """Log, queue for the spool (if blocked or would-block) and fan the record out; never raises."""
-        line = {k: v for k, v in record.items() if k not in _RECORD_ONLY}
+        line = dict(record)  # a copy in C, then six keys out: cheaper than a filtering loop
+        for key in _RECORD_ONLY:
+            line.pop(key, None)
         if self.lines is None:
             log.info(EVENT, **line)
         else:

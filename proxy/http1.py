@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import httptools
 
 from proxy import responses
+from proxy.deadlines import StreamDeadline
 from proxy.exchange import Source
 from proxy.settings import Settings
 
@@ -87,6 +88,8 @@ class ClientConnection:
         self.tls = False  # the client stream was upgraded to TLS by us
         self.served = 0  # requests answered on this stream (TLS upgrade included)
         self.eof = False
+        # Head, body and idle timeouts of this stream's reads (one lazily re-armed timer).
+        self._deadline = StreamDeadline(reader, loop=reader._loop)  # type: ignore[attr-defined]
 
     # -- httptools callbacks ------------------------------------------------------------------
 
@@ -140,34 +143,41 @@ class ClientConnection:
                 ) from None
             raise BadRequest(f"malformed request: {exc}") from None
 
-    async def _read(self, seconds: float) -> bytes:
-        async with asyncio.timeout(seconds):
+    async def _read(self, deadline: float) -> bytes:
+        """The next bytes from the client; `TimeoutError` once the loop time `deadline` passed."""
+        self._deadline.set(deadline)
+        try:
             data = await self.reader.read(65536)
+        finally:
+            self._deadline.clear()
         if not data:
             self.eof = True
         return data
 
+    def close(self) -> None:
+        """The connection is done: drop its read timer."""
+        self._deadline.close()
+
     async def read_head(self, *, idle_timeout: float) -> RequestHead | None:
         """The next request head; None when the client closed (or idled out) between requests."""
-        loop = asyncio.get_running_loop()
+        clock = self._deadline
         deadline: float | None = None
         while not (self._messages and self._messages[0].head_done):
             if self.eof or self.upgrade_rest is not None:
                 return None
             started = bool(self._messages) and (self._messages[0].url or self._messages[0].headers)
             if deadline is None and started:
-                deadline = loop.time() + self.settings.header_timeout
+                deadline = clock.time() + self.settings.header_timeout
             if deadline is None:
                 try:
-                    data = await self._read(idle_timeout)
+                    data = await self._read(clock.time() + idle_timeout)
                 except TimeoutError:
                     return None
-                deadline = loop.time() + self.settings.header_timeout
+                deadline = clock.time() + self.settings.header_timeout
             else:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if deadline - clock.time() <= 0:
                     raise TimeoutError
-                data = await self._read(remaining)
+                data = await self._read(deadline)
             if not data:
                 if self._messages:
                     raise BadRequest("connection closed inside a request head")
@@ -203,14 +213,13 @@ class ClientConnection:
         try:
             # One deadline for the whole inspected part: a trickling client cannot hold a
             # call open for long by sending a byte now and then.
-            async with asyncio.timeout(self.settings.body_timeout):
-                while not m.complete and size <= limit:
-                    data = await self.reader.read(65536)
-                    if not data:
-                        self.eof = True
-                        raise BadRequest("connection closed inside a request body")
-                    self._feed(data)
-                    size = sum(len(c) for c in m.body)
+            deadline = self._deadline.time() + self.settings.body_timeout
+            while not m.complete and size <= limit:
+                data = await self._read(deadline)
+                if not data:
+                    raise BadRequest("connection closed inside a request body")
+                self._feed(data)
+                size = sum(len(c) for c in m.body)
         except TimeoutError:
             raise BadRequest(
                 "request body not received in time", status=408, code=responses.REQUEST_TIMEOUT
@@ -236,7 +245,7 @@ class ClientConnection:
             if m.complete:
                 return
             try:
-                data = await self._read(self.settings.body_timeout)
+                data = await self._read(self._deadline.time() + self.settings.body_timeout)
             except TimeoutError:
                 raise BadRequest(
                     "request body stalled", status=408, code=responses.REQUEST_TIMEOUT

@@ -161,8 +161,8 @@ class ProxyServer:
             await asyncio.wait(pending, timeout=1.0)
             log.warning("proxy.drain_timeout", cut=len(pending))
 
-    def _set_busy(self, busy: bool) -> None:
-        task = asyncio.current_task()
+    def _set_busy(self, busy: bool, task: asyncio.Task[Any] | None = None) -> None:
+        task = task or asyncio.current_task()
         if task is not None and task in self._busy:
             self._busy[task] = busy
 
@@ -302,6 +302,7 @@ class ProxyServer:
             finally:
                 self._busy.pop(task, None)
                 self.ctx.metrics.open_connections.dec()
+                conn.close()
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1.0)
@@ -375,6 +376,7 @@ class ProxyServer:
         `tunnel`: inside an intercepted CONNECT (or intercepted captured TLS); `captured`: a
         plain-HTTP connection redirected by the kernel.
         """
+        task = asyncio.current_task()  # once per connection, not twice per request
         while not self._closing:
             try:
                 # A new connection gets the head timeout to say anything at all (slowloris);
@@ -386,7 +388,7 @@ class ProxyServer:
                 return
             if head is None:
                 return
-            self._set_busy(True)
+            self._set_busy(True, task)
             self.ctx.metrics.inflight.inc()
             try:
                 if head.method == "CONNECT":
@@ -400,7 +402,7 @@ class ProxyServer:
                 return
             finally:
                 self.ctx.metrics.inflight.dec()
-                self._set_busy(False)
+                self._set_busy(False, task)
             conn.served += 1
             if not keep_alive:
                 return

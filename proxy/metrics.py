@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # Latency buckets in seconds: the policy is sub-millisecond, upstreams take up to seconds.
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -27,33 +25,21 @@ class ProxyMetrics:
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.decisions = Counter(
-            "sharewall_decisions",
-            "Decisions by effective action and reason code (reason 'none' when allowed).",
-            ["action", "reason"],
-            registry=r,
+        # The series every call moves are plain numbers kept by the event loop (their only
+        # writer) and read at scrape time: prometheus_client's own take a lock per update
+        # (nine per call here). Same names, help, labels and buckets as the library's types.
+        self._decision_counts: dict[tuple[str, str], int] = {}
+        self.inspect_seconds = _Buckets(
+            "sharewall_inspection_seconds", "Payload inspection time.", _FAST
         )
-        self.inspect_seconds = Histogram(
-            "sharewall_inspection_seconds", "Payload inspection time.", buckets=_FAST, registry=r
+        self.policy_seconds = _Buckets("sharewall_policy_seconds", "Policy decision time.", _FAST)
+        self.upstream_seconds = _Buckets(
+            "sharewall_upstream_seconds", "Time to the upstream's response head.", _SLOW
         )
-        self.policy_seconds = Histogram(
-            "sharewall_policy_seconds", "Policy decision time.", buckets=_FAST, registry=r
-        )
-        self.upstream_seconds = Histogram(
-            "sharewall_upstream_seconds",
-            "Time to the upstream's response head.",
-            buckets=_SLOW,
-            registry=r,
-        )
-        self.inflight = Gauge(
-            "sharewall_inflight_requests", "Calls being decided or streamed.", registry=r
-        )
-        self.open_tunnels = Gauge(
-            "sharewall_open_tunnels", "Spliced CONNECT tunnels open.", registry=r
-        )
-        self.open_connections = Gauge(
-            "sharewall_open_connections", "Client connections open.", registry=r
-        )
+        self.inflight = _Level("sharewall_inflight_requests", "Calls being decided or streamed.")
+        self.open_tunnels = _Level("sharewall_open_tunnels", "Spliced CONNECT tunnels open.")
+        self.open_connections = _Level("sharewall_open_connections", "Client connections open.")
+        r.register(_HotPathCollector(self))
         self.snapshot_reloads = Counter(
             "sharewall_snapshot_reloads",
             "Registry snapshot loads by result (ok, failed).",
@@ -66,9 +52,6 @@ class ProxyMetrics:
             ["reason"],
             registry=r,
         )
-        # `.labels()` validates and hashes its arguments under a lock on every call: the hot
-        # path keeps the child counter of each (action, reason) it has seen.
-        self._decision_children: dict[tuple[str, str], Any] = {}
 
     def watch_decider(self, decider: object) -> None:
         """Expose the decider's cache counters (`cache_hits`, `cache_misses`) if it has them."""
@@ -85,23 +68,94 @@ class ProxyMetrics:
     def observe_record(self, record: dict[str, Any]) -> None:
         """Count one decision record (a `DecisionLog` sink)."""
         action = "would_block" if record.get("would_block") else record["action"]
-        codes = record.get("reason_codes") or []
+        codes = record.get("reason_codes") or _NONE
         if record.get("fault"):
             codes = [f"fault:{record['fault']}"]
-        for code in codes or ["none"]:
-            child = self._decision_children.get((action, code))
-            if child is None:
-                child = self.decisions.labels(action=action, reason=code)
-                self._decision_children[(action, code)] = child
-            child.inc()
-        for key, hist in (
-            ("inspect_ms", self.inspect_seconds),
-            ("policy_ms", self.policy_seconds),
-            ("upstream_ms", self.upstream_seconds),
-        ):
-            value = record.get(key)
-            if value is not None:
-                hist.observe(value / 1000.0)
+        counts = self._decision_counts
+        for code in codes:
+            key = (action, code)
+            counts[key] = counts.get(key, 0) + 1
+        value = record.get("inspect_ms")
+        if value is not None:
+            self.inspect_seconds.observe(value / 1000.0)
+        value = record.get("policy_ms")
+        if value is not None:
+            self.policy_seconds.observe(value / 1000.0)
+        value = record.get("upstream_ms")
+        if value is not None:
+            self.upstream_seconds.observe(value / 1000.0)
+
+
+_NONE = ("none",)
+
+
+class _Level:
+    """A gauge moved by the event loop only: an int, read at scrape time."""
+
+    __slots__ = ("doc", "name", "value")
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.doc, self.value = name, doc, 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: int = 1) -> None:
+        self.value -= amount
+
+    def set(self, value: int) -> None:
+        self.value = value
+
+
+class _Buckets:
+    """A histogram observed by the event loop only: a count per bucket and the sum."""
+
+    __slots__ = ("bounds", "counts", "doc", "name", "sum")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.doc = name, doc
+        self.bounds = (*bounds, math.inf)
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose upper bound holds the value (`le`), as prometheus_client does.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative = accumulate(self.counts)
+        return HistogramMetricFamily(
+            self.name,
+            self.doc,
+            buckets=[(floatToGoString(b), c) for b, c in zip(self.bounds, cumulative, strict=True)],
+            sum_value=self.sum,
+        )
+
+
+class _HotPathCollector(Collector):
+    """The per-call series (`_Buckets`, `_Level`, decisions by action and reason)."""
+
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Any:
+        m = self._metrics
+        decisions = CounterMetricFamily(
+            "sharewall_decisions",
+            "Decisions by effective action and reason code (reason 'none' when allowed).",
+            labels=["action", "reason"],
+        )
+        for (action, reason), count in list(m._decision_counts.items()):
+            decisions.add_metric([action, reason], count)
+        yield decisions
+        for histogram in (m.inspect_seconds, m.policy_seconds, m.upstream_seconds):
+            yield histogram.family()
+        for level in (m.inflight, m.open_tunnels, m.open_connections):
+            yield GaugeMetricFamily(level.name, level.doc, value=level.value)
+
+    def describe(self) -> Any:
+        return []
 
 
 class _DeciderCollector(Collector):

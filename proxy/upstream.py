@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from proxy import responses
+from proxy.deadlines import StreamDeadline
 from proxy.destinations import Destination
 
 log = structlog.get_logger("sharewall.proxy.upstream")
@@ -107,7 +108,7 @@ def upstream_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 class _Conn:
     """One upstream connection to a checked address, reusable while its framing is intact."""
 
-    __slots__ = ("idle_since", "key", "reader", "writer")
+    __slots__ = ("deadline", "idle_since", "key", "reader", "writer")
 
     def __init__(
         self, key: _Key, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -116,6 +117,14 @@ class _Conn:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
+        # The response head's deadline (one lazily re-armed timer per connection, not one per
+        # request); past it the connection is aborted, so a write waiting in drain fails too.
+        self.deadline = StreamDeadline(
+            reader,
+            writer.transport,
+            loop=reader._loop,  # type: ignore[attr-defined]
+            abort=True,
+        )
 
     def is_usable(self, now: float, ttl: float) -> bool:
         return (
@@ -126,6 +135,7 @@ class _Conn:
         )
 
     def close(self) -> None:
+        self.deadline.close()
         with contextlib.suppress(Exception):
             self.writer.close()
 
@@ -542,11 +552,20 @@ async def send_request(
         reused = conn is not None
         if conn is None:
             conn = await pool.connect(key)
+        deadline = conn.deadline
         try:
-            async with asyncio.timeout(pool.head_timeout):
+            if replayable:
+                deadline.start(pool.head_timeout)
                 head = await _exchange(
                     conn, method, scheme, destination, port, path, headers, data, body_length
                 )
+            else:
+                # A streamed body: the deadline also covers reading it from the app.
+                async with asyncio.timeout(pool.head_timeout):
+                    head = await _exchange(
+                        conn, method, scheme, destination, port, path, headers, data, body_length
+                    )
+            deadline.clear()
             return UpstreamResponse(pool, conn, head)
         except TimeoutError:
             conn.close()
@@ -555,6 +574,10 @@ async def send_request(
             ) from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             conn.close()
+            if deadline.expired:  # aborted at the deadline while writing the request
+                raise UpstreamError(
+                    504, responses.UPSTREAM_TIMEOUT, "the upstream did not answer in time"
+                ) from None
             if reused and attempt == 0 and isinstance(exc, (OSError, asyncio.IncompleteReadError)):
                 conn = None
                 continue
