@@ -185,6 +185,9 @@ def test_sigterm_lets_calls_in_flight_finish_on_every_worker(supervised, upstrea
     assert code == 0
     stopped = [line for line in supervised.logs() if line.get("event") == "proxy.stopped"]
     assert len(stopped) == 3  # both workers, then the supervisor
+    # Three processes wrote to one stdout: every line is whole (none cut into by another's).
+    lines = [line for line in supervised.log_text().splitlines() if line and line[0] == "{"]
+    assert [json.loads(line) for line in lines]
 
 
 def test_what_a_removed_worker_left_is_shipped_by_the_next_proxy_on_the_directory(
@@ -252,3 +255,27 @@ def test_a_start_that_cannot_work_exits_2_and_says_why(flags, said, tmp_path):
     assert out.returncode == 2, out.stderr
     assert said in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_workers_stop_when_their_supervisor_dies(upstreams, tmp_path):
+    proxy = ProxyProcess(
+        tmp_path, ["--workers", "2", "--registry-file", str(REGISTRY_YAML), *pins(upstreams)]
+    )
+    try:
+        wait_ready(proxy)
+        pids = [w["pid"] for w in _ports(proxy)["workers"]]
+    finally:
+        proxy.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _alive(pid)]
+    assert proxy.log_text().count('"event":"proxy.stopped"') == 2  # each drained and stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
