@@ -281,8 +281,10 @@ class Supervisor:
         """SIGTERM every worker, wait for them to drain and exit; True when all exited cleanly."""
         self._stopping = True
         self._stop.set()
+        running = []
         for slot in self.slots:
             if slot.process is not None and slot.process.returncode is None:
+                running.append(slot)
                 with contextlib.suppress(ProcessLookupError):
                     slot.process.send_signal(signal.SIGTERM)
         _done, pending = await asyncio.wait(keepers, timeout=self.settings.drain_timeout + 15.0)
@@ -294,7 +296,8 @@ class Supervisor:
         if pending:
             await asyncio.wait(pending, timeout=5.0)
         # A worker still importing when asked to stop dies of the SIGTERM: nothing was in flight.
-        return all(slot.last_exit in (0, -signal.SIGTERM) for slot in self.slots)
+        # One waiting to be restarted had nothing to drain either.
+        return all(slot.last_exit in (0, -signal.SIGTERM) for slot in running)
 
     def _write_port_file(self) -> None:
         path = self.settings.port_file
