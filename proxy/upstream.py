@@ -282,8 +282,9 @@ class UpstreamPool:
 
 
 _MAX_RESPONSE_HEAD = 64 * 1024
-# Request bodies up to this size go out in the same write as the head.
+# Request bodies up to this size go out in the same write as the head; bigger ones in slices.
 _COALESCE_MAX = 64 * 1024
+_WRITE_SLICE = 64 * 1024
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -387,9 +388,15 @@ async def _send_request(
             # One write for head and body: no small-packet stall, no partial request.
             writer.write(head + body)
         else:
-            # A big body is not copied once more just to prepend the head (memory per call).
+            # A big body is not copied once more just to prepend the head, and goes out in
+            # slices of the same buffer (memoryview: no copies), each drained before the next:
+            # a TLS transport encrypts what it is given at once, so one 1 MB write would hold
+            # a second and third megabyte (the TLS buffer and the ciphertext) per call.
             writer.write(head)
-            writer.write(body)
+            view = memoryview(body)
+            for start in range(0, len(view), _WRITE_SLICE):
+                writer.write(view[start : start + _WRITE_SLICE])
+                await writer.drain()
         await writer.drain()
         return
     # A streamed body keeps the app's Content-Length when it had one (some APIs refuse
