@@ -1,12 +1,14 @@
-"""Proxy benchmark: the same load direct, through tinyproxy, mitmproxy and sharewall.
+"""Proxy benchmark: the same load direct, through Smokescreen, tinyproxy, mitmproxy and sharewall.
 
-    .venv/bin/python bench/bench_proxy.py [--duration 10] [--connections 32] [--threads 2]
+    .venv/bin/python bench/bench_proxy.py [--duration 10] [--connections 16] [--threads 2]
 
 Load: `wrk` with a Lua script sending a 1 KB JSON POST that carries a phone number, keep-alive,
 fixed concurrency and duration, in absolute form to each proxy. The upstream is a minimal
 asyncio HTTP/1.1 server (plain and TLS ports) in its own process. Prints requests/s and p50/p99
-latency for each contender, the ratios the issue asks for, the p50 latency each proxy adds,
-and memory: RSS per idle keep-alive connection and per in-flight 1 MB request.
+latency for each contender, the proxy process's CPU time per call (user + system over the
+load), the ratios the issue asks for, the p50 latency each proxy adds, the p99 each adds at a
+paced 1,000 requests/s, and memory: RSS per idle keep-alive connection and per in-flight 1 MB
+request.
 
 sharewall runs twice: `enforce` as in production (the recipient has `tls_origination`, so the
 proxy inspects, decides, logs and forwards over TLS to the upstream's TLS port), and `report`
@@ -264,6 +266,9 @@ class Result:
     p99_ms: float = 0.0
     errors: str = ""
     p50_c1_ms: float | None = None  # p50 with one connection: latency without queueing
+    paced_p50_ms: float | None = None  # at a paced rate (`--rate`), round trip
+    paced_p99_ms: float | None = None
+    paced_note: str = ""
     cpu_us: float | None = None  # proxy CPU time per request under load (whole process tree)
     requests: int = 0
     idle_kib: float | None = None
@@ -439,8 +444,77 @@ def measure_inflight(
     return (peak - before) / count, f"{ok}/{count} answered 200"
 
 
+def paced(
+    result: Result, contender: Contender, upstream_port: int, args: argparse.Namespace
+) -> None:
+    """p50/p99 round trip at a steady `--rate` (bench_footprint's paced load, same request)."""
+    from bench_footprint import paced_load  # it imports this module: here, not at the top
+
+    host, _, target_port = contender.host_header.rpartition(":")
+    try:
+        ok, failed, latencies = asyncio.run(
+            paced_load(
+                contender.proxy_port or int(target_port),
+                int(target_port),
+                rate=args.rate,
+                duration=args.rate_duration,
+                connections=args.connections,
+                host=host,
+            )
+        )
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        # tinyproxy closes every client connection after its answer: no keep-alive to pace.
+        result.paced_note = f"paced run failed ({type(exc).__name__})"
+        return
+    if not latencies:
+        result.paced_note = "paced run: no answer"
+        return
+    latencies.sort()
+    result.paced_p50_ms = latencies[len(latencies) // 2] * 1e3
+    result.paced_p99_ms = latencies[int(len(latencies) * 0.99)] * 1e3
+    if failed:
+        result.paced_note = f"paced: {failed} of {ok + failed} not 200"
+
+
 # ---------------------------------------------------------------------------------------------
 # Contenders.
+
+
+def start_smokescreen(work: Path, upstream_port: int) -> Contender | str:
+    """Stripe's Smokescreen (Go): an egress proxy that checks destinations, inspects nothing."""
+    exe = shutil.which("smokescreen")
+    if exe is None:
+        return "smokescreen not on PATH (go install github.com/stripe/smokescreen@latest)"
+    port = free_port()
+    # Smokescreen refuses private and loopback addresses unless allowed: the upstream is local.
+    process = subprocess.Popen(
+        [
+            exe,
+            "--listen-ip",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+            "--allow-range",
+            "127.0.0.0/8",
+            "--allow-address",
+            f"127.0.0.1:{upstream_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "smokescreen.log", "wb"),  # noqa: SIM115 - lives with the process
+    )
+    try:
+        wait_for(lambda: port_open(port), 10, "smokescreen")
+    except RuntimeError:
+        process.kill()
+        tail = (work / "smokescreen.log").read_text(errors="replace")[-400:]
+        return f"smokescreen did not start: {tail}"
+    return Contender(
+        "smokescreen",
+        port,
+        f"http://127.0.0.1:{upstream_port}/v1/messages",
+        f"127.0.0.1:{upstream_port}",
+        process,
+    )
 
 
 def start_tinyproxy(work: Path, upstream_port: int) -> Contender | str:
@@ -577,7 +651,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--latency-duration",
@@ -585,11 +659,20 @@ def main() -> int:
         default=3.0,
         help="seconds of a one-connection run per contender (added latency without queueing)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="requests/s of the paced run (p99 added at a steady rate; 0 skips it)",
+    )
+    parser.add_argument("--rate-duration", type=float, default=5.0, help="seconds of the paced run")
     parser.add_argument("--idle", type=int, default=500, help="idle connections for RSS")
     parser.add_argument("--inflight", type=int, default=16, help="in-flight 1 MB requests")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds the upstream holds /slow")
     parser.add_argument(
-        "--only", nargs="*", help="contenders to run (direct tinyproxy mitmproxy sharewall)"
+        "--only",
+        nargs="*",
+        help="contenders to run (direct smokescreen tinyproxy mitmproxy sharewall)",
     )
     parser.add_argument("--serve-upstream", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cert-dir", type=Path, help=argparse.SUPPRESS)
@@ -603,7 +686,7 @@ def main() -> int:
         print("skip bench_proxy: wrk is not installed (apt-get install -y wrk)")
         return 0
 
-    wanted = set(args.only or ["direct", "tinyproxy", "mitmproxy", "sharewall"])
+    wanted = set(args.only or ["direct", "smokescreen", "tinyproxy", "mitmproxy", "sharewall"])
     body = payload()
     work = Path(tempfile.mkdtemp(prefix="sharewall-bench-"))
     cert_dir = work / "certs"
@@ -640,6 +723,8 @@ def main() -> int:
                     lambda: Contender("direct", None, "/v1/messages", f"127.0.0.1:{plain}"),
                 )
             )
+        if "smokescreen" in wanted:
+            starters.append(("smokescreen", lambda: start_smokescreen(work, plain)))
         if "tinyproxy" in wanted:
             starters.append(("tinyproxy", lambda: start_tinyproxy(work, plain)))
         if "mitmproxy" in wanted:
@@ -695,6 +780,8 @@ def main() -> int:
                         started, script, threads=1, connections=1, duration=args.latency_duration
                     )
                     result.p50_c1_ms = single.p50_ms
+                if args.rate > 0:
+                    paced(result, started, args)
                 if (
                     started.process is not None
                     and result.rps > 0
@@ -721,49 +808,71 @@ def main() -> int:
             upstream.wait(timeout=10)
         except subprocess.TimeoutExpired:
             upstream.kill()
-    report(results)
+    report(results, args.rate)
     return 0
 
 
-def report(results: list[Result]) -> None:
+def report(results: list[Result], rate: float) -> None:
     """The table of every contender, then the ratios and latency the issue sets as goals."""
     by_name = {r.name: r for r in results if not r.skipped}
     w = NAME_WIDTH
+    at = f"@{rate:.0f}/s"
     print()
     print(
         f"{'contender':<{w}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p50@c1':>8} {'+p50@c1':>8} "
-        f"{'CPU us/req':>10} {'KiB/idle conn':>14} {'KiB/1MB in flight':>18}  notes"
+        f"{'p99' + at:>10} {'+p99' + at:>11} {'CPU us/req':>10} {'KiB/idle conn':>14} "
+        f"{'KiB/1MB in flight':>18}  notes"
     )
     direct = by_name.get("direct")
+
+    def num(value: float | None, width: int, fmt: str) -> str:
+        return f"{value:{width}{fmt}}" if value is not None else f"{'':>{width}}"
+
     for r in results:
         if r.skipped:
             print(f"{r.name:<{w}} skipped: {r.skipped}")
             continue
-        c1 = f"{r.p50_c1_ms:8.3f}" if r.p50_c1_ms is not None else f"{'':>8}"
-        added = (
-            f"{r.p50_c1_ms - direct.p50_c1_ms:8.3f}"
-            if direct and r is not direct and r.p50_c1_ms is not None and direct.p50_c1_ms
-            else f"{'':>8}"
+        added_c1 = added_p99 = None
+        if direct and r is not direct:
+            if r.p50_c1_ms is not None and direct.p50_c1_ms:
+                added_c1 = r.p50_c1_ms - direct.p50_c1_ms
+            if r.paced_p99_ms is not None and direct.paced_p99_ms is not None:
+                added_p99 = r.paced_p99_ms - direct.paced_p99_ms
+        # direct has no proxy process: no CPU figure of its own.
+        cpu = num(r.cpu_us, 10, ".0f") if r is not direct else f"{'-':>10}"
+        notes = "; ".join(
+            n for n in (r.errors, r.paced_note, r.idle_note, r.inflight_note, r.decisions) if n
         )
-        cpu = f"{r.cpu_us:10.0f}" if r.cpu_us is not None else f"{'':>10}"
-        idle = f"{r.idle_kib:14.1f}" if r.idle_kib is not None else f"{'':>14}"
-        inflight = f"{r.inflight_kib:18.0f}" if r.inflight_kib is not None else f"{'':>18}"
-        notes = "; ".join(n for n in (r.errors, r.idle_note, r.inflight_note, r.decisions) if n)
         print(
-            f"{r.name:<{w}} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {c1} {added} {cpu} "
-            f"{idle} {inflight}  {notes}"
+            f"{r.name:<{w}} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
+            f"{num(r.p50_c1_ms, 8, '.3f')} {num(added_c1, 8, '.3f')} "
+            f"{num(r.paced_p99_ms, 10, '.2f')} {num(added_p99, 11, '.2f')} {cpu} "
+            f"{num(r.idle_kib, 14, '.1f')} {num(r.inflight_kib, 18, '.0f')}  {notes}"
         )
     print()
     print(
+        "CPU us/req: user + system time of the proxy's process tree over the wrk run, divided by "
+        f"the calls answered. p99{at}: round trip at a paced {rate:.0f} requests/s "
+        "(bench_footprint's load), +p99: what the proxy adds to direct's.\n"
         f"{ENFORCE}: allowed by the bench registry, inspected, decided, logged and sent upstream "
         "over TLS (tls_origination); the other proxies forward plain HTTP.\n"
         f"{REPORT}: the same request forwarded plain (enforce would deny it: personal data in "
-        "cleartext), like for like with tinyproxy and mitmproxy."
+        "cleartext), like for like with the other proxies."
     )
     for mine in (ENFORCE, REPORT):
         sw = by_name.get(mine)
         if sw is None:
             continue
+        if sw.cpu_us is not None:
+            others = ", ".join(
+                f"{name} {by_name[name].cpu_us / sw.cpu_us:.2f}x"
+                for name in ("smokescreen", "tinyproxy", "mitmproxy")
+                if name in by_name and by_name[name].cpu_us
+            )
+            print(
+                f"{mine} CPU per call: {sw.cpu_us:.0f} us (goal <= 100 us, ratio "
+                f"{sw.cpu_us / 100:.2f}); others' CPU per call / ours: {others or 'none run'}"
+            )
         for other, goal in (("mitmproxy", ">= 10x"), ("tinyproxy", ">= 0.5x")):
             if other in by_name and by_name[other].rps:
                 print(
@@ -774,6 +883,11 @@ def report(results: list[Result]) -> None:
                 f"{mine} p50 added vs direct, one connection: "
                 f"{sw.p50_c1_ms - direct.p50_c1_ms:.3f} ms (goal < 1 ms); at "
                 f"the load's concurrency: {sw.p50_ms - direct.p50_ms:.2f} ms"
+            )
+        if direct and sw.paced_p99_ms is not None and direct.paced_p99_ms is not None:
+            print(
+                f"{mine} p99 added vs direct at {rate:.0f} req/s: "
+                f"{sw.paced_p99_ms - direct.paced_p99_ms:.2f} ms (goal <= 2 ms)"
             )
 
 
