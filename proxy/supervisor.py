@@ -47,6 +47,11 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 STABLE_AFTER = 30.0  # seconds up after which a worker's next exit restarts it at once again
 SCRAPE_TIMEOUT = 2.0
+# A worker not answering /healthz HEALTH_MISSES times in a row, HEALTH_INTERVAL s apart, is
+# killed and restarted (a hung event loop); $SHAREWALL_WORKER_HEALTH_INTERVAL shortens it.
+HEALTH_INTERVAL = float(os.environ.get("SHAREWALL_WORKER_HEALTH_INTERVAL") or 5.0)
+HEALTH_TIMEOUT = min(3.0, HEALTH_INTERVAL)
+HEALTH_MISSES = 3
 
 
 @dataclass
@@ -272,10 +277,40 @@ class Supervisor:
                 if self._all_started.is_set():
                     self._write_port_file()
             # The channel stays open while the worker runs: its end seeing EOF means "stop".
-            return await exited
+            return await self._watchdog(slot, exited)
         finally:
             hello.cancel()
             writer.close()
+
+    async def _watchdog(self, slot: WorkerSlot, exited: asyncio.Task[int]) -> int:
+        """Wait for the worker's exit; kill it if its admin port stops answering `/healthz`.
+
+        A worker whose event loop hangs would keep its share of the port's connections and never
+        answer them, while the supervisor's own `/healthz` (what a liveness probe reads) is fine:
+        after `HEALTH_MISSES` probes in a row without an answer it is killed, and restarted.
+        """
+        misses = 0
+        while True:
+            done, _ = await asyncio.wait({exited}, timeout=HEALTH_INTERVAL)
+            if done:
+                return exited.result()
+            if slot.admin is None or self._stopping:
+                continue
+            try:
+                healthy = (await _get(slot.admin, "/healthz", HEALTH_TIMEOUT)).ok
+            except (OSError, TimeoutError, ControlClientError):
+                healthy = False
+            misses = 0 if healthy else misses + 1
+            if misses >= HEALTH_MISSES and slot.process is not None:
+                log.error(
+                    "supervisor.worker_unresponsive",
+                    worker=slot.index,
+                    pid=slot.pid,
+                    missed_probes=misses,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.kill()
+                return await exited
 
     async def _shutdown(self, keepers: list[asyncio.Task[None]]) -> bool:
         """SIGTERM every worker, wait for them to drain and exit; True when all exited cleanly."""
@@ -401,8 +436,10 @@ class Supervisor:
         return {up.name: up, restarts.name: restarts}
 
 
-async def _get(client: ControlClient, path: str) -> ControlResponse:
-    async with asyncio.timeout(SCRAPE_TIMEOUT):
+async def _get(
+    client: ControlClient, path: str, seconds: float = SCRAPE_TIMEOUT
+) -> ControlResponse:
+    async with asyncio.timeout(seconds):
         return await client.get(path)
 
 

@@ -8,6 +8,7 @@ lets calls in flight finish (the last test stops the proxy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -257,20 +258,46 @@ def test_a_start_that_cannot_work_exits_2_and_says_why(flags, said, tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_workers_stop_when_their_supervisor_dies(upstreams, tmp_path):
-    proxy = ProxyProcess(
-        tmp_path, ["--workers", "2", "--registry-file", str(REGISTRY_YAML), *pins(upstreams)]
-    )
+@pytest.fixture(scope="module")
+def watched(
+    tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams
+) -> Iterator[ProxyProcess]:
+    """A supervised proxy on the registry file probing its workers every second."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SHAREWALL_WORKER_HEALTH_INTERVAL", "1")
+        proxy = ProxyProcess(
+            tmp_path_factory.mktemp("watched"),
+            ["--workers", "2", "--registry-file", str(REGISTRY_YAML), *pins(upstreams)],
+        )
+    wait_ready(proxy)
+    yield proxy
+    proxy.stop(signal.SIGKILL)
+
+
+def test_a_hung_worker_is_killed_and_restarted(watched):
+    hung = _ports(watched)["workers"][1]
+    os.kill(hung["pid"], signal.SIGSTOP)  # its event loop answers nothing any more
     try:
-        wait_ready(proxy)
-        pids = [w["pid"] for w in _ports(proxy)["workers"]]
+        deadline = time.monotonic() + 90
+        while _ports(watched)["workers"][1]["pid"] == hung["pid"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        wait_ready(watched)
     finally:
-        proxy.stop(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung["pid"], signal.SIGKILL)
+    assert _ports(watched)["workers"][1]["pid"] != hung["pid"]
+    [event] = [e for e in watched.logs() if e.get("event") == "supervisor.worker_unresponsive"]
+    assert (event["worker"], event["pid"], event["missed_probes"]) == (1, hung["pid"], 3)
+
+
+def test_workers_stop_when_their_supervisor_dies(watched):
+    pids = [w["pid"] for w in _ports(watched)["workers"]]
+    watched.stop(signal.SIGKILL)
     deadline = time.monotonic() + 60
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in pids if _alive(pid)]
-    assert proxy.log_text().count('"event":"proxy.stopped"') == 2  # each drained and stopped
+    assert watched.log_text().count('"event":"proxy.stopped"') == 2  # each drained and stopped
 
 
 def _alive(pid: int) -> bool:
