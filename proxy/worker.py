@@ -82,7 +82,11 @@ def main() -> int:
     from proxy.proxy_cli import decision_lines_for, event_loop_factory
     from proxy.settings import SettingsError
 
-    channel = socket.socket(fileno=int(os.environ.pop(ENV_FD)))
+    fd = os.environ.pop(ENV_FD, "")
+    if not fd.isdigit():
+        print("proxy.worker: run by `sharewall proxy --workers N`, not by hand", file=sys.stderr)
+        return 2
+    channel = socket.socket(fileno=int(fd))
     channel.setblocking(True)
     orders = _receive_orders(channel)
     settings = orders["settings"]
