@@ -31,20 +31,35 @@ class BadRequest(Exception):
         self.code = code
 
 
-@dataclass
 class _Message:
     """One request as the parser delivers it: head fields, then body chunks."""
 
-    url: bytearray = field(default_factory=bytearray)
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    first: dict[str, str] = field(default_factory=dict)  # lower-case name -> first value
-    head_done: bool = False
-    complete: bool = False
-    body: deque[bytes] = field(default_factory=deque)
-    method: str = ""
-    version: str = "1.1"
-    keep_alive: bool = True
-    head_size: int = 0
+    # A plain slotted class: one is made per request (a dataclass with default factories
+    # costs twice as much to build).
+    __slots__ = (
+        "body",
+        "complete",
+        "first",
+        "head_done",
+        "head_size",
+        "headers",
+        "keep_alive",
+        "method",
+        "url",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.url = bytearray()
+        self.headers: list[tuple[str, str]] = []
+        self.first: dict[str, str] = {}  # lower-case name -> first value
+        self.head_done = False
+        self.complete = False
+        self.body: deque[bytes] = deque()
+        self.method = ""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.head_size = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from proxy.settings import Settings
 from proxy.transparent import Captured, TransparentListener
 from proxy.tunnel import open_tunnel, splice
 from proxy.upstream import UpstreamError, UpstreamPool, send_request
-from sharewall.hosts import BadAuthority, parse_authority_cached, parse_url
+from sharewall.hosts import BadAuthority, Target, parse_authority_cached, parse_url
 from sharewall.recipients import RecipientIndex
 
 if TYPE_CHECKING:  # annotations only: the app builds these
@@ -467,7 +467,7 @@ class ProxyServer:
                     raise BadAuthority("requests inside a tunnel must be in origin-form")
                 scheme, host, port, path = "https", tunnel.host, tunnel.port, head.target
             else:
-                target = parse_url(head.target)
+                target = _parse_target(head.target)
                 scheme, host, port, path = target.scheme, target.host, target.port, target.path
             host_header = head.header("host")
             if host_header is not None:
@@ -784,6 +784,20 @@ def _declared_length(head: RequestHead) -> int | None:
         return None
     value = head.header("content-length")
     return int(value) if value is not None and value.isdigit() else None
+
+
+_parse_url_cached = functools.lru_cache(maxsize=1024)(parse_url)
+_CACHED_TARGET_MAX = 256  # longer targets (long query strings) are parsed each time
+
+
+def _parse_target(target: str) -> Target:
+    """`parse_url` of an absolute-form request target, cached: an app calls the same few URLs.
+
+    The cache is bounded in entries and in their size; a malformed target raises each time.
+    """
+    if len(target) <= _CACHED_TARGET_MAX:
+        return _parse_url_cached(target)
+    return parse_url(target)
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -15,7 +15,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
@@ -65,37 +65,35 @@ class UpstreamError(Exception):
         self.message = message
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
-    """Header names listed in `Connection:` (they are hop-by-hop too)."""
-    tokens: set[str] = set()
+def _filter(headers: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
+    """`headers` without `drop`, `X-Sharewall-*` and the names `Connection:` lists (hop-by-hop).
+
+    One pass, each name lower-cased once (it runs twice per proxied call); a second pass only
+    when a `Connection:` header names fields, which may come before it.
+    """
+    kept: list[tuple[str, str, str]] = []
+    named: set[str] | None = None
     for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return tokens
+        lname = name.lower()
+        if lname == "connection":
+            tokens = {t.strip().lower() for t in value.split(",")} - {""}
+            named = tokens if named is None else named | tokens
+        if lname in drop or lname.startswith(SHAREWALL_PREFIX):
+            continue
+        kept.append((lname, name, value))
+    if named:
+        return [(name, value) for lname, name, value in kept if lname not in named]
+    return [(name, value) for _, name, value in kept]
 
 
 def filter_request_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers to send upstream: no hop-by-hop, nothing revealing the pod, no `X-Sharewall-*`."""
-    named = _connection_tokens(headers)
-    return [
-        (k, v)
-        for k, v in headers
-        if (lk := k.lower()) not in _REQUEST_DROP
-        and lk not in named
-        and not lk.startswith(SHAREWALL_PREFIX)
-    ]
+    return _filter(headers, _REQUEST_DROP)
 
 
 def filter_response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers to send the app: no hop-by-hop, no upstream `X-Sharewall-*`."""
-    named = _connection_tokens(headers)
-    return [
-        (k, v)
-        for k, v in headers
-        if (lk := k.lower()) not in _RESPONSE_DROP
-        and lk not in named
-        and not lk.startswith(SHAREWALL_PREFIX)
-    ]
+    return _filter(headers, _RESPONSE_DROP)
 
 
 def upstream_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
