@@ -60,7 +60,9 @@ class ImpactOut(BaseModel):
     window: ImpactWindow
     replayed: int = Field(description="Recorded calls in the window")
     distinct_facts: int = Field(description="Distinct policy facts among them")
-    evaluations: int = Field(description="Policy evaluations made (each distinct input once)")
+    evaluations: int = Field(
+        description="Policy evaluations made (each distinct input the change can affect once)"
+    )
     totals: dict[str, int] = Field(description="Calls per flip direction")
     flips: list[Flip]
 
