@@ -150,8 +150,8 @@ def main() -> None:
     ]
     paths = ["native", "fallback"] if native.is_available() else ["fallback"]
     print(
-        f"native module: {'built' if native.is_available() else 'NOT BUILT (fallback only)'}; "
-        f"CPU time of this thread, {', '.join(paths)} and the parse baseline interleaved"
+        f"inspection: {native.status()}; CPU time of this thread, "
+        f"{', '.join(paths)} and the parse baseline interleaved"
     )
     print(
         f"{'case':<11} {'path':<8} {'bytes':>7} {'best µs':>9} {'median µs':>9} {'MB/s':>7} "

@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 3
+#define NATIVE_VERSION 4
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -178,7 +178,10 @@ static PyObject *py_location_precise; /* categories.LOCATION_PRECISE */
 static PyObject *py_content_rule;     /* keys.Rule.CONTENT */
 static PyObject *py_content_category; /* categories.CONTENT */
 static PyTypeObject *scan_type;       /* scan.Scan */
-static Py_ssize_t scan_fields_offset, scan_next_check_offset; /* its `fields`, `next_check` slots */
+/* Offsets of its slots `fields`, `next_check`, `recording`, `_findings`. */
+static Py_ssize_t scan_fields_offset, scan_next_check_offset, scan_recording_offset,
+    scan_findings_offset;
+static PyObject *py_phone_prefixes;   /* phone._BY_PREFIX (a dict, filled as numbers are seen) */
 static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
 static long long error_flag;          /* keys.Ctx.ERROR */
 static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
@@ -188,7 +191,7 @@ static int configured;
 static PyObject *one; /* 1 */
 
 static PyObject *s_add, *s_checkpoint, *s_too_deep, *s_fields, *s_next_check, *s_memo,
-    *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng, *s_key_content;
+    *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng, *s_key_content, *s_fullmatch;
 
 static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *location,
                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list);
@@ -223,6 +226,36 @@ static int call_void(PyObject *fn, PyObject *const *args, size_t nargs)
 static int scan_add(PyObject *scan, PyObject *category, PyObject *where, PyObject *detector)
 {
     PyObject *args[4] = {scan, category, where, detector};
+    if (Py_TYPE(scan) == scan_type) {
+        /* `Scan.add`: append (category, detector) to `recording` when it is a list, then
+           `_findings.setdefault((category, location), detector)`. */
+        PyObject *recording = *(PyObject **)((char *)scan + scan_recording_offset);
+        PyObject *found = *(PyObject **)((char *)scan + scan_findings_offset);
+        if (recording != NULL && found != NULL && PyDict_CheckExact(found)
+            && (recording == Py_None || PyList_CheckExact(recording))) {
+            PyObject *key, *kept;
+            if (recording != Py_None) {
+                PyObject *pair = PyTuple_Pack(2, category, detector);
+                int status;
+                if (pair == NULL)
+                    return -1;
+                Py_INCREF(recording);
+                status = PyList_Append(recording, pair);
+                Py_DECREF(recording);
+                Py_DECREF(pair);
+                if (status < 0)
+                    return -1;
+            }
+            key = PyTuple_Pack(2, category, where);
+            if (key == NULL)
+                return -1;
+            Py_INCREF(found);
+            kept = PyDict_SetDefault(found, key, detector); /* borrowed */
+            Py_DECREF(found);
+            Py_DECREF(key);
+            return kept == NULL ? -1 : 0;
+        }
+    }
     PyObject *result = PyObject_VectorcallMethod(s_add, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                                  NULL);
     if (result == NULL)
@@ -319,6 +352,79 @@ static int ascii_has_letter(const unsigned char *s, Py_ssize_t n)
     return 0;
 }
 
+/* `phone.is_valid_compact(value)`: `+` then 7-15 ASCII digits, a known country code
+   (`_BY_PREFIX[digits[:3]]`, filled by `_prefix_entry` on a miss) and the pattern of the
+   national number's length. 1, 0 or -1. Anything unexpected calls the Python function. */
+static int is_valid_compact(PyObject *value)
+{
+    Py_ssize_t length = PyUnicode_GET_LENGTH(value), i, size;
+    const Py_UCS1 *chars;
+    PyObject *prefix, *entry, *check, *pattern, *national, *match, *key;
+    if (!PyUnicode_IS_ASCII(value))
+        goto python;
+    chars = PyUnicode_1BYTE_DATA(value);
+    if (length < 8 || length > 16 || chars[0] != '+')
+        return 0; /* `is_valid_international` wants 7 to 15 digits */
+    for (i = 1; i < length; i++)
+        if (!is_digit(chars[i]))
+            return 0;
+    prefix = PyUnicode_Substring(value, 1, 4);
+    if (prefix == NULL)
+        return -1;
+    entry = PyDict_GetItemWithError(py_phone_prefixes, prefix);
+    Py_DECREF(prefix);
+    if (entry == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        goto python; /* not seen yet: the Python code computes and caches it */
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 0))
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(entry, 1)))
+        goto python;
+    size = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0));
+    if (size == -1 && PyErr_Occurred())
+        return -1;
+    if (size <= 0)
+        return 0;
+    if (size >= length - 1)
+        goto python;
+    check = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+    key = PyLong_FromSsize_t(length - 1 - size);
+    if (key == NULL) {
+        Py_DECREF(check);
+        return -1;
+    }
+    pattern = PyDict_GetItemWithError(check, key); /* borrowed, kept alive by check */
+    Py_DECREF(key);
+    if (pattern == NULL) {
+        Py_DECREF(check);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    national = PyUnicode_Substring(value, 1 + size, length);
+    if (national == NULL) {
+        Py_DECREF(check);
+        return -1;
+    }
+    {
+        PyObject *args[2] = {pattern, national};
+        match = PyObject_VectorcallMethod(s_fullmatch, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                          NULL);
+    }
+    Py_DECREF(national);
+    Py_DECREF(check);
+    if (match == NULL)
+        return -1;
+    i = match != Py_None;
+    Py_DECREF(match);
+    return (int)i;
+python:
+    {
+        PyObject *args[1] = {value};
+        return call_truth(py_is_valid_compact, args, 1);
+    }
+}
+
 static int str_contains_char(PyObject *value, Py_UCS4 ch)
 {
     return PyUnicode_FindChar(value, ch, 0, PyUnicode_GET_LENGTH(value), 1) >= 0;
@@ -396,8 +502,7 @@ static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObj
         if (is_phone_rule < 0)
             goto out;
         if (is_phone_rule && first == '+') {
-            PyObject *args[1] = {value};
-            int valid = call_truth(py_is_valid_compact, args, 1);
+            int valid = is_valid_compact(value);
             if (valid < 0)
                 goto out;
             if (valid) {
@@ -971,14 +1076,21 @@ static PyObject *configure(PyObject *self, PyObject *names)
         || take(names, "PHONE_CATEGORY", &py_phone_category) < 0
         || take(names, "LOCATION_PRECISE", &py_location_precise) < 0
         || take(names, "CONTENT_RULE", &py_content_rule) < 0
-        || take(names, "CONTENT_CATEGORY", &py_content_category) < 0)
+        || take(names, "CONTENT_CATEGORY", &py_content_category) < 0
+        || take(names, "PHONE_PREFIXES", &py_phone_prefixes) < 0)
         return NULL;
+    if (!PyDict_CheckExact(py_phone_prefixes)) {
+        PyErr_SetString(PyExc_TypeError, "configure: PHONE_PREFIXES is a dict");
+        return NULL;
+    }
     {
         PyObject *type = NULL;
         if (take(names, "Scan", &type) < 0)
             return NULL;
         if (!PyType_Check(type) || slot_offset(type, "fields", &scan_fields_offset) < 0
-            || slot_offset(type, "next_check", &scan_next_check_offset) < 0) {
+            || slot_offset(type, "next_check", &scan_next_check_offset) < 0
+            || slot_offset(type, "recording", &scan_recording_offset) < 0
+            || slot_offset(type, "_findings", &scan_findings_offset) < 0) {
             Py_DECREF(type);
             return NULL;
         }
@@ -1043,6 +1155,7 @@ PyMODINIT_FUNC PyInit__native(void)
     INTERN(s_phone, "phone");
     INTERN(s_latlng, "latlng");
     INTERN(s_key_content, "key:content");
+    INTERN(s_fullmatch, "fullmatch");
 #undef INTERN
     if ((one = PyLong_FromLong(1)) == NULL) {
         Py_DECREF(module);

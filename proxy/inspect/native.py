@@ -23,61 +23,80 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from proxy.inspect import free_text, walk
+import structlog
+
+from proxy.inspect import free_text, phone, walk
 
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 3
+_VERSION = 4
 # walk.py's own loops, put back by `install(False)`.
 _PYTHON_LOOPS = {"_walk_fields": walk._walk_fields, "_walk_array": walk._walk_array}
 
 
-def _load() -> ModuleType | None:
+log = structlog.get_logger("sharewall.inspect")
+
+
+def _callbacks() -> dict[str, object]:
+    """What the compiled loops call: the very functions and tables walk.py's loops use."""
+    return {
+        "_walk_object": walk._walk_object,
+        "_visit_scalar": walk._visit_scalar,
+        "_walk_embedded": walk._walk_embedded,
+        "_walk_base64": walk._walk_base64,
+        "_inner_context": walk._inner_context,
+        "_OBJECT_PLANS": walk._OBJECT_PLANS,
+        "is_valid_compact": walk.is_valid_compact,
+        "key_only": walk.key_only,
+        "judge_str": walk.judge_str,
+        "scan_scalar": walk.scan_scalar,
+        "scan_container_key": walk.scan_container_key,
+        "is_lat_lng_pair": walk.is_lat_lng_pair,
+        "scan_split_numbers": walk.scan_split_numbers,
+        "KEY_ONLY_RULES": walk.KEY_ONLY_RULES,
+        "CONTAINER_RULES": walk.CONTAINER_RULES,
+        "MEMO_MAX_LENGTH": walk.MEMO_MAX_LENGTH,
+        "PHONE_RULE": walk._PHONE_RULE,
+        "COORDINATES_RULE": walk.Rule.COORDINATES,
+        "PHONE_CATEGORY": walk._PHONE,
+        "LOCATION_PRECISE": walk.cat.LOCATION_PRECISE,
+        "DIAL_CODE": walk._DIAL_CODE,
+        "MAX_CODE_LENGTH": walk.MAX_CODE_LENGTH,
+        "MIN_BASE64": walk.MIN_BASE64,
+        # The content rule's finding, inlined when the pre-scan rules the text out.
+        "CONTENT_RULE": walk.Rule.CONTENT,
+        "CONTENT_CATEGORY": walk.cat.CONTENT,
+        "ERROR": walk.Ctx.ERROR,
+        # The field count and the findings live in slots of `Scan`, used in place.
+        "Scan": walk.Scan,
+        # `is_valid_compact`'s table of country codes by first three digits.
+        "PHONE_PREFIXES": phone._BY_PREFIX,
+    }
+
+
+def _load() -> tuple[ModuleType | None, str]:
+    """The native module, configured, or None and why not."""
     try:
         from proxy.inspect import _native  # type: ignore[attr-defined]
     except ImportError:
-        return None
-    if getattr(_native, "VERSION", None) != _VERSION:
-        return None
-    # What the compiled loops call: the very functions and tables walk.py's loops use.
-    _native.configure(
-        {
-            "_walk_object": walk._walk_object,
-            "_visit_scalar": walk._visit_scalar,
-            "_walk_embedded": walk._walk_embedded,
-            "_walk_base64": walk._walk_base64,
-            "_inner_context": walk._inner_context,
-            "_OBJECT_PLANS": walk._OBJECT_PLANS,
-            "is_valid_compact": walk.is_valid_compact,
-            "key_only": walk.key_only,
-            "judge_str": walk.judge_str,
-            "scan_scalar": walk.scan_scalar,
-            "scan_container_key": walk.scan_container_key,
-            "is_lat_lng_pair": walk.is_lat_lng_pair,
-            "scan_split_numbers": walk.scan_split_numbers,
-            "KEY_ONLY_RULES": walk.KEY_ONLY_RULES,
-            "CONTAINER_RULES": walk.CONTAINER_RULES,
-            "MEMO_MAX_LENGTH": walk.MEMO_MAX_LENGTH,
-            "PHONE_RULE": walk._PHONE_RULE,
-            "COORDINATES_RULE": walk.Rule.COORDINATES,
-            "PHONE_CATEGORY": walk._PHONE,
-            "LOCATION_PRECISE": walk.cat.LOCATION_PRECISE,
-            "DIAL_CODE": walk._DIAL_CODE,
-            "MAX_CODE_LENGTH": walk.MAX_CODE_LENGTH,
-            "MIN_BASE64": walk.MIN_BASE64,
-            # The content rule's finding, inlined when the pre-scan rules the text out.
-            "CONTENT_RULE": walk.Rule.CONTENT,
-            "CONTENT_CATEGORY": walk.cat.CONTENT,
-            "ERROR": walk.Ctx.ERROR,
-            # The field count lives in two slots of `Scan`, read and written in place.
-            "Scan": walk.Scan,
-        }
-    )
-    return _native
+        return None, "not built"
+    version = getattr(_native, "VERSION", None)
+    if version != _VERSION:
+        # Another version of the C source was built here: rebuild with `python hatch_build.py`.
+        return None, f"stale build (version {version}, this code needs {_VERSION})"
+    try:
+        _native.configure(_callbacks())
+    except (
+        AttributeError,
+        KeyError,
+        TypeError,
+    ) as error:  # the Python side changed shape: stay in Python
+        return None, f"not configured ({type(error).__name__})"
+    return _native, "built"
 
 
-_MODULE = _load()
+_MODULE, _WHY = _load()
 _active = False
 
 
@@ -91,6 +110,15 @@ def is_active() -> bool:
     return _active
 
 
+def status() -> str:
+    """A line that says which path inspection uses, and why (for logs and benchmarks)."""
+    if _active:
+        return "native"
+    if _MODULE is not None:
+        return f"fallback: native built, switched off ({ENV_SWITCH}=0 or install(False))"
+    return f"fallback: native {_WHY}"
+
+
 def enabled_by_environment() -> bool:
     """What `SHAREWALL_INSPECT_NATIVE` asks for: anything but 0/false/no/off means "if built"."""
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
@@ -99,6 +127,8 @@ def enabled_by_environment() -> bool:
 def install(enabled: bool) -> bool:
     """Use the native path (when built) or the pure-Python one; True when native is now used."""
     global _active
+    if enabled and _MODULE is None and _WHY != "not built":
+        log.warning("inspect.native_unusable", reason=_WHY)
     use = enabled and _MODULE is not None
     free_text.prescan = _MODULE.prescan if use and _MODULE is not None else None
     for name, loop in _PYTHON_LOOPS.items():

@@ -284,12 +284,20 @@ CONTENT_DOCS = [
     {"text": "1234", "body": "....", "content": "Call +65 9123 4567", "msg": "Köln"},
     {"meta": "x", "text": "Hi Mei, see you at 10"},
 ]
+_JWT = FRAGMENTS[31]  # its claims: {"sub": "123", "phone": "+6591234567"}
+# Findings made while a value is judged are recorded for the memo and replayed for its repeats;
+# two fields masked to one place keep the first detector.
+MEMO_DOCS = [
+    {"a": f"token {_JWT}", "b": f"token {_JWT}", "c": [f"token {_JWT}", f"token {_JWT}"]},
+    {"phone number": "a" * 64, "Phone Number": "+6591234567", "PHONE NUMBER": "+6591234568"},
+]
 
 
 @needs_native
 def test_limits_and_edges_give_identical_results_both_ways() -> None:
+    assert _JWT.startswith("eyJ")
     documents = [_nested(depth) for depth in range(9)] + SPLIT_DOCS + [{"batch": SPLIT_DOCS}]
-    documents += [*CONTENT_DOCS, CONTENT_DOCS]
+    documents += [*CONTENT_DOCS, CONTENT_DOCS, *MEMO_DOCS]
     for max_depth in range(9):
         for max_fields in (1, 3, 10, 50, 20_000):
             limits = InspectionLimits(max_seconds=120.0, max_depth=max_depth, max_fields=max_fields)
