@@ -16,7 +16,7 @@ from typing import Protocol
 
 import structlog
 
-from sharewall.registry_file import RegistryFileError, load_registry_file
+from sharewall.registry_file import RegistryFileError, load_registry_file_sliced
 from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger("sharewall.proxy.snapshot")
@@ -56,7 +56,7 @@ class FileSnapshotSource:
         """Load the file once (raising `RegistryFileError` if it is unusable), then watch it."""
         self._on_snapshot = on_snapshot
         self._identity = _file_identity(self.path)
-        snapshot = await asyncio.to_thread(load_registry_file, self.path)
+        snapshot = await load_registry_file_sliced(self.path)
         await self._accept(snapshot)
         self._task = asyncio.create_task(self._watch(), name="registry-file-watch")
 
@@ -71,7 +71,8 @@ class FileSnapshotSource:
     async def reload(self) -> bool:
         """Load the file now; True if a new snapshot was accepted, False if it failed to load."""
         try:
-            snapshot = await asyncio.to_thread(load_registry_file, self.path)
+            # Decoded in a child process, validated in slices: calls keep being served.
+            snapshot = await load_registry_file_sliced(self.path)
         except RegistryFileError as exc:
             log.warning("snapshot.reload_failed", path=str(self.path), reason=str(exc))
             return False

@@ -14,6 +14,7 @@ from sharewall.hosts import (
     normalise_host_cached,
     parse_host_pattern,
 )
+from sharewall.slices import collector_paused, each_in_slices
 from sharewall.snapshot import Recipient, Snapshot
 
 log = structlog.get_logger("sharewall.recipients")
@@ -66,8 +67,19 @@ class RecipientIndex:
     def add(self, recipients: Iterable[Recipient]) -> None:
         """Register `recipients`' host patterns, in order (only while the index is being built)."""
         for recipient in recipients:
-            for pattern in recipient.hosts:
-                self._add(recipient, pattern)
+            self._add_recipient(recipient)
+
+    def _add_recipient(self, recipient: Recipient) -> None:
+        for pattern in recipient.hosts:
+            self._add(recipient, pattern)
+
+    @classmethod
+    async def build_sliced(cls, recipients: Iterable[Recipient]) -> RecipientIndex:
+        """The index of `recipients`, built on the event loop in slices (`sharewall.slices`)."""
+        index = cls()
+        with collector_paused():
+            await each_in_slices(recipients, index._add_recipient)
+        return index
 
     def updated(
         self, removed: Iterable[Recipient], added: Iterable[Recipient]
@@ -222,6 +234,15 @@ def updated_index(
     Recipients are compared by identity: a snapshot made by applying a delta keeps the objects
     of the recipients it did not change, so a one-recipient change touches one recipient here.
     """
+    if len(before.recipients) == len(after.recipients):
+        # The usual change (recipients edited in place, a delta keeps the order): pairwise.
+        pairs = [
+            (a, b) for a, b in zip(before.recipients, after.recipients, strict=True) if a is not b
+        ]
+        if all(a.id == b.id for a, b in pairs):
+            if len(pairs) > _UPDATE_LIMIT:
+                return None
+            return index.updated([a for a, _ in pairs], [b for _, b in pairs])
     old = {r.id: r for r in before.recipients}
     added = [r for r in after.recipients if old.pop(r.id, None) is not r]
     # What is left in `old` was removed; the old version of a changed one goes too.

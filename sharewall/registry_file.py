@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from sharewall.document_split import DocumentError, split_document
+from sharewall.slices import collector_paused, consumed, each_in_slices
 from sharewall.snapshot import Recipient, Snapshot, Workload
+from sharewall.snapshot_delta import canonical_json, revision_of_parts
 
 # libyaml's safe loader parses a 10,000-recipient file about 10x faster than the pure one.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -33,48 +37,48 @@ def _validation_error(
     return RegistryFileError(f"{source}: {where}: {_field_path(err['loc'], whole)}: {message}")
 
 
-def parse_registry_document(doc: Any, source: str = "<registry>") -> Snapshot:
-    """Validate a decoded registry document (`{"recipients": [...], "workloads": [...]}`).
+class _DocumentCheck:
+    """The checks of a registry document, one entry at a time (so they can run in slices)."""
 
-    `workloads` is optional; a workload's `recipients` must name recipients of the document.
-    """
-    if not isinstance(doc, dict) or not isinstance(doc.get("recipients"), list):
-        raise RegistryFileError(f"{source}: expected a mapping with a 'recipients' list")
-    unknown_top = set(doc) - {"recipients", "workloads"}
-    if unknown_top:
-        raise RegistryFileError(f"{source}: unknown top-level keys {sorted(unknown_top)}")
-    recipients = _parse_recipients(doc["recipients"], source)
-    workloads = _parse_workloads(doc.get("workloads"), {r.id for r in recipients}, source)
-    return Snapshot(
-        version=1, recipients=tuple(recipients), workloads=tuple(workloads)
-    ).with_revision()
+    def __init__(self, doc: Any, source: str) -> None:
+        if not isinstance(doc, dict) or not isinstance(doc.get("recipients"), list):
+            raise RegistryFileError(f"{source}: expected a mapping with a 'recipients' list")
+        unknown_top = set(doc) - {"recipients", "workloads"}
+        if unknown_top:
+            raise RegistryFileError(f"{source}: unknown top-level keys {sorted(unknown_top)}")
+        self.source = source
+        self.recipient_items: list[Any] = doc["recipients"]
+        self._workload_items = doc.get("workloads")
+        self.recipients: list[Recipient] = []
+        self.workloads: list[Workload] = []
+        self._ids: set[str] = set()
+        self._keys: set[tuple[str, str]] = set()
 
-
-def _parse_recipients(items: list[Any], source: str) -> list[Recipient]:
-    recipients: list[Recipient] = []
-    seen: set[str] = set()
-    for index, item in enumerate(items):
+    def recipient(self, numbered: tuple[int, Any]) -> Recipient:
+        index, item = numbered
         label = item.get("id") if isinstance(item, dict) else None
         where = f"recipient {label!r}" if label else f"recipients[{index}]"
         try:
             recipient = Recipient.model_validate(item)
         except ValidationError as exc:
-            raise _validation_error(source, where, exc, "(recipient)") from None
-        if recipient.id in seen:
-            raise RegistryFileError(f"{source}: {where}: id: duplicate recipient id")
-        seen.add(recipient.id)
-        recipients.append(recipient)
-    return recipients
+            raise _validation_error(self.source, where, exc, "(recipient)") from None
+        if recipient.id in self._ids:
+            raise RegistryFileError(f"{self.source}: {where}: id: duplicate recipient id")
+        self._ids.add(recipient.id)
+        self.recipients.append(recipient)
+        return recipient
 
+    def workload_items(self) -> list[Any]:
+        """The workload entries (checked after the recipients, whose ids they name)."""
+        items = self._workload_items
+        if items is None:  # absent (or `workloads:` with nothing under it): source binding off
+            return []
+        if not isinstance(items, list):
+            raise RegistryFileError(f"{self.source}: 'workloads' must be a list")
+        return items
 
-def _parse_workloads(items: Any, recipient_ids: set[str], source: str) -> list[Workload]:
-    if items is None:  # absent (or `workloads:` with nothing under it): source binding off
-        return []
-    if not isinstance(items, list):
-        raise RegistryFileError(f"{source}: 'workloads' must be a list")
-    workloads: list[Workload] = []
-    seen: set[tuple[str, str]] = set()
-    for index, item in enumerate(items):
+    def workload(self, numbered: tuple[int, Any]) -> Workload:
+        index, item = numbered
         where = f"workloads[{index}]"
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             namespace = item.get("namespace")
@@ -86,17 +90,62 @@ def _parse_workloads(items: Any, recipient_ids: set[str], source: str) -> list[W
         try:
             workload = Workload.model_validate(item)
         except ValidationError as exc:
-            raise _validation_error(source, where, exc, "(workload)") from None
-        if workload.key in seen:
-            raise RegistryFileError(f"{source}: {where}: name: duplicate workload in its namespace")
-        unknown = [r for r in workload.recipients or () if r not in recipient_ids]
+            raise _validation_error(self.source, where, exc, "(workload)") from None
+        if workload.key in self._keys:
+            raise RegistryFileError(
+                f"{self.source}: {where}: name: duplicate workload in its namespace"
+            )
+        unknown = [r for r in workload.recipients or () if r not in self._ids]
         if unknown:
             raise RegistryFileError(
-                f"{source}: {where}: recipients: unknown recipient ids {unknown}"
+                f"{self.source}: {where}: recipients: unknown recipient ids {unknown}"
             )
-        seen.add(workload.key)
-        workloads.append(workload)
-    return workloads
+        self._keys.add(workload.key)
+        self.workloads.append(workload)
+        return workload
+
+    def unrevised(self) -> Snapshot:
+        return Snapshot(
+            version=1, recipients=tuple(self.recipients), workloads=tuple(self.workloads)
+        )
+
+
+def parse_registry_document(doc: Any, source: str = "<registry>") -> Snapshot:
+    """Validate a decoded registry document (`{"recipients": [...], "workloads": [...]}`).
+
+    `workloads` is optional; a workload's `recipients` must name recipients of the document.
+    """
+    check = _DocumentCheck(doc, source)
+    for numbered in enumerate(check.recipient_items):
+        check.recipient(numbered)
+    for numbered in enumerate(check.workload_items()):
+        check.workload(numbered)
+    return check.unrevised().with_revision()
+
+
+async def parse_registry_document_sliced(doc: Any, source: str = "<registry>") -> Snapshot:
+    """`parse_registry_document` on the event loop in slices (`sharewall.slices`): same result."""
+    check = _DocumentCheck(doc, source)
+    parts: list[bytes] = []
+
+    def recipient(numbered: tuple[int, Any]) -> None:
+        parts.append(canonical_json(check.recipient(numbered).model_dump(mode="json")))
+
+    with collector_paused():
+        # Our own decoded copy: each entry is let go of once validated.
+        await each_in_slices(enumerate(consumed(check.recipient_items)), recipient)
+        await each_in_slices(enumerate(check.workload_items()), check.workload)
+    workload_parts = [canonical_json(w.model_dump(mode="json")) for w in check.workloads]
+    # Joining and hashing ~4 MB: hashlib lets the loop run meanwhile.
+    revision = await asyncio.to_thread(revision_of_parts, parts, workload_parts)
+    # Every entry is validated and the ids are unique (the checks above): constructing the
+    # snapshot need not walk 10,000 recipients again in one go.
+    return Snapshot.model_construct(
+        version=1,
+        revision=revision,
+        recipients=tuple(check.recipients),
+        workloads=tuple(check.workloads),
+    )
 
 
 def decode_registry_text(text: str, source: str = "<registry>") -> Any:
@@ -118,6 +167,20 @@ def read_registry_text(path: str | Path) -> str:
         raise RegistryFileError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RegistryFileError(f"{path}: cannot read: {exc}") from None
+
+
+async def load_registry_file_sliced(path: str | Path) -> Snapshot:
+    """`load_registry_file` without holding the event loop: decoded in a child process
+    (`sharewall.document_split`), validated in slices. Same snapshot, same errors."""
+    text = await asyncio.to_thread(read_registry_text, path)
+    with collector_paused():
+        try:
+            doc = await split_document("yaml", text.encode("utf-8"))
+        except DocumentError as exc:
+            raise RegistryFileError(f"{path}: {exc}") from None
+        except OSError:  # no child process here: decode in a thread (holds the loop meanwhile)
+            doc = await asyncio.to_thread(decode_registry_text, text, str(path))
+        return await parse_registry_document_sliced(doc, source=str(path))
 
 
 def load_registry_file(path: str | Path) -> Snapshot:

@@ -14,6 +14,7 @@ The hash is `content_revision`, computed here from each recipient's canonical JS
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from sharewall.document_split import split_document
+from sharewall.slices import collector_paused, consumed, each_in_slices
 from sharewall.snapshot import Recipient, Snapshot, Workload
 
 DELTA_MEDIA_TYPE = "application/vnd.sharewall.snapshot-delta+json"
@@ -136,6 +139,57 @@ class HeldSnapshot:
             {r.id: r for r in snapshot.recipients},
         )
 
+    @classmethod
+    async def load(cls, body: bytes) -> HeldSnapshot:
+        """A full snapshot's JSON, validated as `Snapshot.model_validate_json` would, without
+        holding the event loop: decoded in a child process (`sharewall.document_split`), each
+        recipient validated and serialised on the loop in slices (`sharewall.slices`).
+
+        Raises `ValueError` (a pydantic `ValidationError` among them) when it is not valid.
+        """
+        with collector_paused():
+            return await cls._load(body)
+
+    @classmethod
+    async def _load(cls, body: bytes) -> HeldSnapshot:
+        try:
+            doc = await split_document("json", body)
+        except OSError:  # no child process here: decode in process
+            doc = orjson.loads(body)
+        if not isinstance(doc, dict):
+            raise ValueError("a snapshot is an object")
+        recipients, workloads = doc.get("recipients", []), doc.get("workloads", [])
+        if not isinstance(recipients, list) or not isinstance(workloads, list):
+            raise ValueError("a snapshot lists its recipients and workloads")
+        header = Snapshot.model_validate(
+            {k: v for k, v in doc.items() if k not in ("recipients", "workloads")}
+        )
+        by_id: dict[str, Recipient] = {}
+        parts: dict[str, bytes] = {}
+
+        def take(item: Any) -> None:
+            recipient = Recipient.model_validate(item)
+            if recipient.id in by_id:
+                raise ValueError(f"duplicate recipient id {recipient.id!r}")
+            by_id[recipient.id] = recipient
+            parts[recipient.id] = canonical_json(recipient.model_dump(mode="json"))
+
+        await each_in_slices(consumed(recipients), take)
+        taken = tuple(Workload.model_validate(w) for w in workloads)
+        if len({w.key for w in taken}) != len(taken):
+            raise ValueError("duplicate workload")
+        encoded = EncodedSnapshot(
+            parts, tuple(canonical_json(w.model_dump(mode="json")) for w in taken)
+        )
+        snapshot = header.model_copy(
+            update={"recipients": tuple(by_id.values()), "workloads": taken}
+        )
+        return cls(snapshot, encoded, by_id)
+
+    async def content_revision(self) -> str:
+        """The hash of the content held (joining and hashing ~4 MB lets the loop run)."""
+        return await asyncio.to_thread(lambda: self.encoded.revision)
+
     def body(self) -> bytes:
         s = self.snapshot
         return self.encoded.body(s.version, s.revision, generated_at_text(s.generated_at))
@@ -178,12 +232,17 @@ class HeldSnapshot:
             )
         except (ValidationError, TypeError) as exc:
             raise DeltaError(f"invalid delta: {exc}") from None
-        order = sorted(by_id)
-        encoded = EncodedSnapshot({rid: parts[rid] for rid in order}, workload_parts)
+        if removed or len(by_id) != len(self.by_id):
+            # Ids came or went: order by id, as the registry does.
+            order = sorted(by_id)
+            by_id = {rid: by_id[rid] for rid in order}
+            parts = {rid: parts[rid] for rid in order}
+        # (Otherwise every id kept its place: a dict keeps a replaced key where it was.)
+        encoded = EncodedSnapshot(parts, workload_parts)
         if encoded.revision != header.revision:
             raise DeltaError("the merged snapshot does not hash to the registry's revision")
         snapshot = header.model_copy(
-            update={"recipients": tuple(by_id[rid] for rid in order), "workloads": workloads}
+            update={"recipients": tuple(by_id.values()), "workloads": workloads}
         )
         return HeldSnapshot(snapshot, encoded, by_id)
 

@@ -10,6 +10,7 @@ from sharewall.registry_file import (
     RegistryFileError,
     dump_registry_document,
     load_registry_file,
+    load_registry_file_sliced,
     parse_registry_document,
 )
 from sharewall.snapshot import Grant
@@ -60,48 +61,46 @@ def test_dump_round_trips(tmp_path: Path):
     assert again.recipients == snapshot.recipients
 
 
-@pytest.mark.parametrize(
-    ("text", "fragments"),
-    [
-        pytest.param(
-            VALID.replace("purpose: service_delivery", "purpose: marketting"),
-            ["recipient 'twilio'", "grants[0].purpose", "marketting"],
-            id="unknown purpose names recipient and field",
-        ),
-        pytest.param(
-            VALID.replace("comms.content]", "comms.contents]"),
-            ["recipient 'twilio'", "grants[0].categories", "comms.contents"],
-            id="unknown category",
-        ),
-        pytest.param(
-            VALID.replace("kind: ott_provider", "kind: friend"),
-            ["recipient 'twilio'", "kind"],
-            id="unknown kind",
-        ),
-        pytest.param(
-            VALID.replace("status: approved", "status: maybe"),
-            ["recipient 'twilio'", "status"],
-            id="unknown status",
-        ),
-        pytest.param(
-            VALID.replace("[US, SG]", "[USA]"), ["regions", "USA"], id="region not alpha-2"
-        ),
-        pytest.param(
-            VALID.replace('"*.twilio.com"', '"*.*.twilio.com"'),
-            ["hosts", "invalid host pattern"],
-            id="double wildcard",
-        ),
-        pytest.param(
-            VALID.replace("inspect_tls: true", "inspect_tls: true\n    colour: red"),
-            ["recipient 'twilio'", "colour"],
-            id="unknown field",
-        ),
-        pytest.param(VALID + VALID.split("recipients:\n")[1], ["duplicate"], id="duplicate id"),
-        pytest.param("recipients: [\n", ["invalid YAML"], id="invalid yaml"),
-        pytest.param("- just\n- a list\n", ["'recipients' list"], id="not a mapping"),
-        pytest.param("recipients: []\nextra: 1\n", ["extra"], id="unknown top-level key"),
-    ],
-)
+BAD_FILES = [
+    pytest.param(
+        VALID.replace("purpose: service_delivery", "purpose: marketting"),
+        ["recipient 'twilio'", "grants[0].purpose", "marketting"],
+        id="unknown purpose names recipient and field",
+    ),
+    pytest.param(
+        VALID.replace("comms.content]", "comms.contents]"),
+        ["recipient 'twilio'", "grants[0].categories", "comms.contents"],
+        id="unknown category",
+    ),
+    pytest.param(
+        VALID.replace("kind: ott_provider", "kind: friend"),
+        ["recipient 'twilio'", "kind"],
+        id="unknown kind",
+    ),
+    pytest.param(
+        VALID.replace("status: approved", "status: maybe"),
+        ["recipient 'twilio'", "status"],
+        id="unknown status",
+    ),
+    pytest.param(VALID.replace("[US, SG]", "[USA]"), ["regions", "USA"], id="region not alpha-2"),
+    pytest.param(
+        VALID.replace('"*.twilio.com"', '"*.*.twilio.com"'),
+        ["hosts", "invalid host pattern"],
+        id="double wildcard",
+    ),
+    pytest.param(
+        VALID.replace("inspect_tls: true", "inspect_tls: true\n    colour: red"),
+        ["recipient 'twilio'", "colour"],
+        id="unknown field",
+    ),
+    pytest.param(VALID + VALID.split("recipients:\n")[1], ["duplicate"], id="duplicate id"),
+    pytest.param("recipients: [\n", ["invalid YAML"], id="invalid yaml"),
+    pytest.param("- just\n- a list\n", ["'recipients' list"], id="not a mapping"),
+    pytest.param("recipients: []\nextra: 1\n", ["extra"], id="unknown top-level key"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), BAD_FILES)
 def test_bad_file_is_one_line_naming_the_place(tmp_path: Path, text: str, fragments: list[str]):
     path = _write(tmp_path, text)
     with pytest.raises(RegistryFileError) as excinfo:
@@ -135,3 +134,52 @@ def test_expired_grant_grants_nothing_after_its_last_day():
     grant = Grant(purpose="billing", categories=("contact.email",), expires=date(2026, 1, 31))
     assert grant.is_active_on(date(2026, 1, 31))
     assert not grant.is_active_on(date(2026, 2, 1))
+
+
+WORKLOADS = """
+workloads:
+  - namespace: messaging
+    name: sms-gateway
+    status: approved
+    purposes: [service_delivery]
+    recipients: [twilio]
+"""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(VALID, id="design example"),
+        pytest.param(VALID + WORKLOADS, id="with workloads"),
+        pytest.param(
+            (Path(__file__).parent.parent / "examples" / "registry.yaml").read_text(),
+            id="examples/registry.yaml",
+        ),
+        pytest.param("recipients: []\n", id="empty"),
+    ],
+)
+async def test_the_sliced_loader_gives_the_same_snapshot(tmp_path: Path, text: str):
+    """What the proxy loads without holding its loop (child process, slices) is the same."""
+    path = _write(tmp_path, text)
+    whole, sliced = load_registry_file(path), await load_registry_file_sliced(path)
+    assert sliced.revision == whole.revision
+    assert sliced.model_dump(exclude={"generated_at"}) == whole.model_dump(exclude={"generated_at"})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        *BAD_FILES,
+        pytest.param(VALID + WORKLOADS.replace("[twilio]", "[nobody]"), [], id="unknown target"),
+        pytest.param(VALID + "workloads: 3\n", [], id="workloads not a list"),
+        pytest.param("", [], id="empty file"),
+        pytest.param("recipients: [!!binary aGk=]\n", [], id="a YAML type JSON lacks"),
+    ],
+)
+async def test_the_sliced_loader_fails_the_same_way(tmp_path: Path, text: str, fragments):
+    path = _write(tmp_path, text)
+    with pytest.raises(RegistryFileError) as whole:
+        load_registry_file(path)
+    with pytest.raises(RegistryFileError) as sliced:
+        await load_registry_file_sliced(path)
+    assert str(sliced.value) == str(whole.value)

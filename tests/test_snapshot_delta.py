@@ -168,3 +168,41 @@ def test_a_delta_that_does_not_check_out_is_refused(change) -> None:
     held.apply(delta)  # the untampered delta applies
     with pytest.raises(DeltaError):
         held.apply(change(delta))
+
+
+WORKLOAD = {"namespace": "sms", "name": "gateway", "status": "approved", "purposes": ["billing"]}
+
+
+@pytest.mark.parametrize("workloads", [[], [WORKLOAD]])
+async def test_a_full_snapshot_loaded_in_slices_is_the_validated_one(workloads) -> None:
+    snapshot = registry_snapshot(7, [recipient(i) for i in range(300)], workloads)
+    body = HeldSnapshot.of(snapshot).body()
+    held = await HeldSnapshot.load(body)
+    assert held.snapshot == Snapshot.model_validate_json(body) == snapshot
+    assert held.encoded == HeldSnapshot.of(snapshot).encoded
+    assert await held.content_revision() == snapshot.revision
+
+
+def _body(**changes) -> bytes:
+    document = registry_snapshot(1, [recipient(i) for i in range(3)], []).model_dump(mode="json")
+    return orjson.dumps({**document, **changes})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"{not json", id="invalid JSON"),
+        pytest.param(b"[1, 2]", id="not an object"),
+        pytest.param(_body(recipients=[{**recipient(1), "kind": "pirate"}]), id="bad recipient"),
+        pytest.param(_body(recipients=[recipient(1), recipient(1)]), id="duplicate id"),
+        pytest.param(_body(recipients={"a": 1}), id="recipients not a list"),
+        pytest.param(_body(colour="red"), id="unknown key"),
+        pytest.param(_body(version="seven"), id="bad version"),
+        pytest.param(_body(workloads=[WORKLOAD, WORKLOAD]), id="duplicate workload"),
+    ],
+)
+async def test_a_snapshot_the_schema_refuses_is_refused_in_slices_too(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        Snapshot.model_validate_json(body)
+    with pytest.raises(ValueError):
+        await HeldSnapshot.load(body)

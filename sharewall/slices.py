@@ -1,0 +1,80 @@
+"""Long CPU work on the event loop in slices, so that no call waits behind it.
+
+A worker thread does not help with work that holds the GIL (pydantic validation, building
+dicts): the loop waits for the GIL instead. Done on the loop in slices of `SLICE_S`, with the
+loop running between them, a call waits at most one slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+SLICE_S = 0.001
+
+
+async def each_in_slices(
+    items: Iterable[T], work: Callable[[T], object], *, slice_s: float = SLICE_S
+) -> None:
+    """Call `work(item)` for every item, letting the event loop run every `slice_s` seconds."""
+    clock = time.perf_counter
+    deadline = clock() + slice_s
+    for item in items:
+        work(item)
+        if clock() >= deadline:
+            await asyncio.sleep(0)
+            deadline = clock() + slice_s
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Build a big, long-lived structure without cyclic garbage collections, then freeze it.
+
+    A snapshot of 10,000 recipients is ~300,000 objects: allocating them triggers full
+    collections that scan the whole heap in one go (100-250 ms during which no call is served,
+    measured). Paused while building; afterwards `gc.freeze()` moves what exists to the
+    permanent generation, so later collections skip the snapshot (its objects are still freed
+    by reference counting when a newer one replaces it; only cyclic garbage alive at that
+    moment would stay, which the snapshot's models do not make).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.freeze()
+            gc.enable()
+
+
+def consumed(items: list[T]) -> Iterator[T]:
+    """Each item of `items`, the list letting go of it as it goes (so it is freed once used).
+
+    Freeing 10,000 decoded recipients in one go is ~15 ms during which no call is served.
+    """
+    for i in range(len(items)):
+        item = items[i]
+        items[i] = None  # type: ignore[call-overload]
+        yield item
+
+
+_releasing: set[asyncio.Task[None]] = set()
+
+
+def release_gradually(items: list[object], *, after: float = 1.0) -> None:
+    """Let go of `items` (e.g. a replaced snapshot's recipients) a slice at a time, `after`
+    seconds from now, when whatever else held them (the old index, engine, caches) is gone."""
+
+    async def release() -> None:
+        await asyncio.sleep(after)
+        await each_in_slices(consumed(items), lambda _: None)
+
+    task = asyncio.get_running_loop().create_task(release(), name="release-old-snapshot")
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
