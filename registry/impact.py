@@ -117,12 +117,33 @@ def candidate_snapshot(live: Snapshot, document: Any, *, source: str = "candidat
         change = document["change"]
         if not isinstance(change, dict):
             raise RegistryFileError(f"{source}: 'change' must be a mapping")
+        recipients = change.get("recipients") or []
+        workloads = change.get("workloads")
+        named = _live_recipients_named(live, recipients, workloads)
         merged = parse_registry_document(
-            {"recipients": change.get("recipients") or [], "workloads": change.get("workloads")},
-            source=source,
+            {"recipients": [*recipients, *named], "workloads": workloads}, source=source
         )
         return merge(live, merged.recipients, merged.workloads)
     return parse_registry_document(document, source=source)
+
+
+def _live_recipients_named(live: Snapshot, recipients: Any, workloads: Any) -> list[dict[str, Any]]:
+    """Live recipients that a change's workloads name and the change does not carry.
+
+    A workload may name any registered recipient, so they join the change's document for its
+    validation (and are merged back unchanged).
+    """
+    if not isinstance(recipients, list) or not isinstance(workloads, list):
+        return []
+    carried = {r.get("id") for r in recipients if isinstance(r, dict)}
+    named = {
+        rid
+        for w in workloads
+        if isinstance(w, dict) and isinstance(w.get("recipients"), list)
+        for rid in w["recipients"]
+        if isinstance(rid, str) and rid not in carried
+    }
+    return [r.model_dump(mode="json", exclude_none=True) for r in live.recipients if r.id in named]
 
 
 def merge(

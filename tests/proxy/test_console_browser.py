@@ -52,6 +52,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
         role: _run("registry", "tokens", "create", "--role", role, "--name", name, "--db", db_url)
         for role, name in names.items()
     }
+    # The engineer's own security token: the same person, so four eyes bar it too.
+    tokens["engineer-as-security"] = _run(
+        "registry", "tokens", "create", "--role", "security", "--name", "sec-alice",
+        "--owner", "eng-alice", "--db", db_url,
+    )  # fmt: skip
     reg = RegistryProcess(workdir, db_url, free_port())
     reg.start()
     yield reg, tokens
@@ -345,6 +350,8 @@ def test_an_engineer_edits_its_proposal_and_a_reviewer_sees_the_edited_version_w
     page.fill("#edit-billing_invoicer-recipients", "vendor")
     page.click("#edit-billing_invoicer-save")
     page.wait_for_selector("#saved-billing_invoicer")
+    # Its impact is computed against the live recipients it names (not a 422).
+    page.wait_for_selector('[id="impact-billing/invoicer"] .impact')
     workload = api(reg, engineer, "GET", "/v1/workloads/billing/invoicer").json()
     assert workload["status"] == "proposed"
     assert workload["purposes"] == ["billing", "customer_support"]
@@ -376,6 +383,17 @@ def test_an_engineer_edits_its_proposal_and_a_reviewer_sees_the_edited_version_w
     assert "2 would be let through" in page.inner_text("#impact-editco")
     assert page.query_selector("#edit-editco") is None  # editing is the authors'
     shot(page, tmp_path, "reviewer-sees-edit")
+    context.close()
+
+    # The author, signed in with their own security token, may not approve what they edited.
+    context, page = sign_in(browser, reg, tokens["engineer-as-security"])
+    page.goto(f"{reg.url}/ui/approvals")
+    page.wait_for_selector("#approve-editco")
+    page.click("#approve-editco")
+    refused = page.wait_for_selector("#result-editco.error")
+    assert "403" in refused.inner_text() and "Four eyes" in refused.inner_text()
+    assert api(reg, engineer, "GET", "/v1/recipients/editco").json()["status"] == "proposed"
+    shot(page, tmp_path, "author-refused-by-four-eyes")
     context.close()
 
 

@@ -174,3 +174,14 @@ def test_the_same_registry_in_another_order_decides_nothing():
     full, skipping = both(snapshot(LIVE), reordered)
     assert full.flips == skipping.flips == []
     assert skipping.evaluations == 0
+
+
+def test_a_workload_change_may_name_a_live_recipient_it_does_not_carry():
+    """What the approvals page sends for a proposed workload: the workload alone."""
+    live = snapshot(LIVE)
+    workload = {**WORKLOADS[0], "recipients": ["zendesk"]}
+    candidate = candidate_snapshot(live, {"change": {"workloads": [workload]}})
+    assert [w.recipients for w in candidate.workloads] == [("zendesk",)]
+    assert {r.id: r for r in candidate.recipients} == {r.id: r for r in live.recipients}
+    with pytest.raises(ValueError, match="unknown recipient ids"):
+        candidate_snapshot(live, {"change": {"workloads": [{**workload, "recipients": ["nope"]}]}})
