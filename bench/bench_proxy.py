@@ -444,9 +444,7 @@ def measure_inflight(
     return (peak - before) / count, f"{ok}/{count} answered 200"
 
 
-def paced(
-    result: Result, contender: Contender, upstream_port: int, args: argparse.Namespace
-) -> None:
+def paced(result: Result, contender: Contender, args: argparse.Namespace) -> None:
     """p50/p99 round trip at a steady `--rate` (bench_footprint's paced load, same request)."""
     from bench_footprint import paced_load  # it imports this module: here, not at the top
 
