@@ -175,14 +175,14 @@ class Supervisor:
         """Bind `address` with SO_REUSEPORT, without listening: the workers' port, kept."""
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # First as one process would bind it (no SO_REUSEPORT): a port somebody listens on,
+        # another supervisor's workers included, is refused as it is without --workers; and
+        # port 0 becomes a port of our own, not one shared with a reuseport group.
+        with _tcp_socket(family, reuse_port=False, dualstack=dualstack) as probe:
+            probe.bind((host, port))
+            port = probe.getsockname()[1]
+        sock = _tcp_socket(family, reuse_port=True, dualstack=dualstack)
         try:
-            # The options of `socket.create_server`, which the workers' listeners use.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                v6only = 0 if dualstack and socket.has_dualstack_ipv6() else 1
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
             sock.bind((host, port))
         except OSError:
             sock.close()
@@ -434,6 +434,22 @@ class Supervisor:
             up.samples[f"sharewall_worker_up{label}"] = 1.0 if slot.state == "running" else 0.0
             restarts.samples[f"sharewall_worker_restarts_total{label}"] = float(slot.restarts)
         return {up.name: up, restarts.name: restarts}
+
+
+def _tcp_socket(family: int, *, reuse_port: bool, dualstack: bool) -> socket.socket:
+    """A TCP socket with the options of `socket.create_server`, which the workers' listeners use."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            v6only = 0 if dualstack and socket.has_dualstack_ipv6() else 1
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def _get(

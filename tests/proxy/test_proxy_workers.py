@@ -152,6 +152,20 @@ def test_a_killed_worker_is_restarted_and_the_proxy_is_not_ready_meanwhile(super
     assert _counter(after, DENIED) == _counter(before, DENIED)
 
 
+def test_a_second_supervisor_cannot_take_a_share_of_the_port(supervised, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "sharewall.cli", "proxy", "--workers", "2", "--registry-file",
+            str(REGISTRY_YAML), "--listen", f"127.0.0.1:{supervised.port}",
+            "--admin-listen", "127.0.0.1:0", "--spool-dir", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert f"cannot listen on ('127.0.0.1', {supervised.port})" in out.stderr
+    assert "supervisor.worker_started" not in out.stdout  # refused before any worker
+
+
 def test_sigterm_lets_calls_in_flight_finish_on_every_worker(supervised, upstreams):
     marker = f"drain-{uuid.uuid4().hex[:6]}"
 
