@@ -13,7 +13,12 @@ own process). Measures, on the proxy process only:
   `--connections` connections) runs for `--duration` seconds after a warm-up;
 - CPU per call: `utime + stime` from `/proc/PID/stat` over the load, divided by the calls.
 
-Each figure is printed against the goal of issue 10 as a ratio (≤ 1.0 meets it).
+Each figure is printed against the goal of issue 10 as a ratio (≤ 1.0 meets it). Then where
+the idle VmRSS is: `RssAnon` (the process's own memory) against `RssFile` (pages of the
+interpreter, libcrypto and the extension modules, mapped from files: one copy in the page cache
+for every process on the node that maps the same files), PSS, and two floors measured in the
+same run: a bare interpreter with asyncio and ssl imported, and one that also holds the
+embedded Rego engine (regorus, the policy compiled, one evaluation).
 """
 
 from __future__ import annotations
@@ -68,6 +73,52 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS, RssAnon, RssFile (`/proc/PID/status`) and Pss (`smaps_rollup`) of one process, MiB."""
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile"):
+            fields[name] = int(value.split()[0]) / 1024
+    with contextlib.suppress(OSError):  # smaps_rollup: Linux 4.14+
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                fields["Pss"] = int(line.split()[1]) / 1024
+    return fields
+
+
+# What a process needs before any of sharewall: measured in a child, like the proxy.
+_FLOOR_ASYNCIO = "import asyncio, ssl"
+_FLOOR_REGO = """
+import asyncio, ssl, pathlib, regorus
+engine = regorus.Engine()
+root = pathlib.Path({root!r})
+for path in sorted(root.rglob("*.rego")):
+    if not path.name.endswith("_test.rego"):
+        engine.add_policy(str(path), path.read_text())
+engine.add_data_json('{{"sharewall": {{"taxonomy": ' + (root / {taxonomy!r}).read_text() + "}}}}")
+engine.set_input_json("{{}}")
+engine.eval_rule_as_json("data.sharewall.egress.decision")
+"""
+
+
+def floor_mib(code: str) -> dict[str, float]:
+    """The memory of a child interpreter (with this one's flags) after running `code`."""
+    report = "\nimport os; print(os.getpid(), flush=True); input()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code + report],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        return memory_mib(int(child.stdout.readline()))
+    finally:
+        child.communicate("\n", timeout=30)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -214,13 +265,15 @@ async def measure_load(
     await paced_load(
         port, upstream_port, rate=args.rate, duration=1.0, connections=args.connections
     )
-    peak = rss_mib(pid)
+    peak = memory_mib(pid)
     sampling = True
 
     async def sample() -> None:
         nonlocal peak
         while sampling:
-            peak = max(peak, rss_mib(pid))
+            now = memory_mib(pid)
+            if now["VmRSS"] > peak["VmRSS"]:
+                peak = now
             await asyncio.sleep(0.1)
 
     sampler = asyncio.create_task(sample())
@@ -234,7 +287,8 @@ async def measure_load(
     calls = ok + failed
     latencies.sort()
     return {
-        "rss": peak,
+        "rss": peak["VmRSS"],
+        "rss_anon": peak["RssAnon"],
         "cpu_us": (cpu_after - cpu_before) / calls * 1e6,
         "achieved": calls / wall,
         "ok": ok,
@@ -260,7 +314,8 @@ def main() -> int:
         proc, port, ready = start_proxy(Path(tmp), upstream_port)
         try:
             time.sleep(1.0)
-            idle = rss_mib(proc.pid)
+            idle_memory = memory_mib(proc.pid)
+            idle = idle_memory["VmRSS"]
             load = asyncio.run(measure_load(proc.pid, port, upstream_port, args))
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -269,6 +324,14 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
             upstream.kill()
+    from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
+
+    floors = {
+        "python + asyncio + ssl": floor_mib(_FLOOR_ASYNCIO),
+        "  + regorus, policy, 1 eval": floor_mib(
+            _FLOOR_REGO.format(root=str(policy_dir()), taxonomy=str(TAXONOMY_RELPATH))
+        ),
+    }
 
     rate = int(args.rate)
     print(f"sharewall proxy --mode report on {SAMPLE_REGISTRY.relative_to(ROOT)}, {HOST} pinned")
@@ -289,6 +352,19 @@ def main() -> int:
         label, goal, unit = GOALS[key]
         label = label.format(rate=rate)
         print(f"{label:24s}{value:>8.2f} {unit:<2s}{goal:>6g} {unit:<2s}{value / goal:>6.2f}")
+    print()
+    print("where the idle memory is (MiB)    VmRSS  RssAnon  RssFile      PSS")
+    memory_rows = [("sharewall proxy, idle", idle_memory), *floors.items()]
+    for label, m in memory_rows:
+        print(
+            f"{label:32s}{m['VmRSS']:>7.1f}{m['RssAnon']:>9.1f}{m['RssFile']:>9.1f}"
+            f"{m.get('Pss', float('nan')):>9.1f}"
+        )
+    print(
+        f"RssAnon under load: {load['rss_anon']:.1f} MiB (at the VmRSS peak); "
+        f"sharewall's own share of idle VmRSS over the Rego floor: "
+        f"{idle - floors['  + regorus, policy, 1 eval']['VmRSS']:.1f} MiB"
+    )
     return 0
 
 
