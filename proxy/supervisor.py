@@ -120,17 +120,21 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         s = self.settings
+        address = s.listen
         try:
-            self._listen = self._reserve(s.listen)
+            self._listen = self._reserve(address)
             if s.transparent_listen is not None:
-                self._transparent = self._reserve(s.transparent_listen, dualstack=True)
+                address = s.transparent_listen
+                self._transparent = self._reserve(address, dualstack=True)
         except OSError as exc:
-            return self._startup_failed(f"cannot listen on {s.listen}: {exc}")
+            self._release()
+            return self._startup_failed(f"cannot listen on {address}: {exc}")
         if s.admin_listen is not None:
             self._admin = AdminServer(self._routes(), *s.admin_listen, settings=s)
             try:
                 self._admin_address = await self._admin.start()
             except OSError as exc:
+                self._release()
                 return self._startup_failed(f"cannot listen on {s.admin_listen}: {exc}")
         keepers = [asyncio.create_task(self._keep(slot)) for slot in self.slots]
         try:
@@ -161,10 +165,14 @@ class Supervisor:
         finally:
             if self._admin is not None:
                 await self._admin.close()
-            for sock in self._reserved:
-                sock.close()
+            self._release()
         log.info("proxy.stopped")
         return 0 if clean else 1
+
+    def _release(self) -> None:
+        for sock in self._reserved:
+            sock.close()
+        self._reserved.clear()
 
     def _startup_failed(self, reason: str) -> int:
         log.error("proxy.startup_failed", reason=reason)
