@@ -332,7 +332,8 @@ class DecisionFact(SQLModel, table=True):
     __tablename__ = "decision_fact"
     __table_args__ = (
         sa.UniqueConstraint("hour", "fact_key", name="uq_decision_fact_key"),
-        sa.Index(None, "hour"),
+        # Covers the impact replay's query over an hour range, and retention's deletes by hour.
+        sa.Index("ix_decision_fact_window", "hour", "fact_key", "count"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
