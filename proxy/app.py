@@ -196,6 +196,7 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
         except OSError as exc:
             raise StartupError(f"cannot listen on {s.transparent_listen}: {exc}") from None
     own = [a for a in (app.listen_address, app.transparent_address) if a]
+    own.extend(s.sibling_addresses)
     if s.admin_listen is not None:
         own.append(s.admin_listen)
     context.resolver = Resolver(
@@ -350,7 +351,8 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
     app.context.resolver = Resolver(
         pins,
         self_addresses=[
-            a for a in (app.listen_address, app.transparent_address, app.admin_address) if a
+            *(a for a in (app.listen_address, app.transparent_address, app.admin_address) if a),
+            *s.sibling_addresses,
         ],
         timeout=s.upstream_connect_timeout,
         dns_ttl=s.dns_ttl,

@@ -81,6 +81,9 @@ class Settings:
     # How many workers share the spool directory (`--workers`): DIR/worker-K with K >= this
     # are leftovers of a larger count, shipped by the process owning DIR (proxy.spool_leftovers).
     workers: int = 1
+    # This proxy's addresses served by another process (the supervisor's admin port): refused
+    # as destinations, as the proxy's own are.
+    sibling_addresses: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("enforce", "report"):

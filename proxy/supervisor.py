@@ -155,6 +155,7 @@ class Supervisor:
                     admin_port=self._admin_address[1] if self._admin_address else None,
                     transparent_port=self._transparent[1] if self._transparent else None,
                     workers=len(self.slots),
+                    sibling_addresses=(self._admin_address,) if self._admin_address else (),
                     worker_pids=[slot.pid for slot in self.slots],
                     mode=s.mode,
                     engine=s.engine,
@@ -211,6 +212,7 @@ class Supervisor:
             spool_dir=worker_spool_dir(s.spool_dir, slot.index),
             reuse_port=True,
             workers=len(self.slots),
+            sibling_addresses=(self._admin_address,) if self._admin_address else (),
         )
         return {"settings": worker, "index": slot.index}
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from proxy_harness import REGISTRY_YAML, REPO, ProxyProcess, Upstreams, pins
+from proxy_harness import REGISTRY_YAML, REPO, ProxyProcess, Upstreams, free_port, pins
 from registry_harness import RegistryProcess, api, new_registry, wait_ready
 from test_proxy_imports import imported_modules
 
@@ -46,11 +46,14 @@ def supervised(
     tmp_path_factory: pytest.TempPathFactory, registry, upstreams: Upstreams
 ) -> Iterator[ProxyProcess]:
     reg, tokens = registry
+    admin = free_port()
     proxy = ProxyProcess(
         tmp_path_factory.mktemp("workers"),
         [
             "--workers", "2", "--registry-url", reg.url, "--token", tokens["proxy"],
             "--default-purpose", "service_delivery", "--source", SOURCE, *pins(upstreams),
+            # The supervisor's admin port on a known port, and a recipient's name pinned to it.
+            "--admin-listen", f"127.0.0.1:{admin}", "--resolve", f"api.vendor.test:{admin}:127.0.0.1",
         ],
         python_args=("-X", "importtime"),  # the supervisor's imports (workers run without)
     )  # fmt: skip
@@ -129,6 +132,18 @@ def test_each_worker_ships_its_own_refusals_once(supervised, registry):
     # Each worker's segments are in its own directory (worker 0 in the spool directory).
     assert (supervised.spool_dir / "spool.lock").exists()
     assert (supervised.spool_dir / "worker-1" / "spool.lock").exists()
+
+
+def test_no_worker_forwards_a_call_to_the_supervisors_admin_port(supervised):
+    session = _direct()
+    session.proxies = {"http": supervised.url}
+    for _ in range(6):  # on new connections: both workers get some
+        with session.get(
+            f"http://api.vendor.test:{supervised.admin_port}/metrics", timeout=15
+        ) as r:
+            assert r.status_code == 403
+            assert [x["code"] for x in r.json()["reasons"]] == ["DESTINATION_FORBIDDEN"]
+        session.close()
 
 
 def test_a_killed_worker_is_restarted_and_the_proxy_is_not_ready_meanwhile(supervised):
