@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import shutil
 import signal
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,7 @@ class Figures:
     errors: list[str] = field(default_factory=list)
     idle_mib: float = 0.0
     ready_s: float = 0.0
+    split: str = ""  # share of the calls each worker decided
 
 
 def load_once(
@@ -154,6 +157,8 @@ def main() -> int:
                     f.p99_ms.append(p99)
                     if errors:
                         f.errors.append(errors)
+            for n in counts:
+                figures[n].split = worker_split(Path(tmp) / f"n{n}" / "ports.json")
         finally:
             for proc, _port in procs.values():
                 proc.send_signal(signal.SIGTERM)
@@ -183,7 +188,31 @@ def main() -> int:
             f"{f.ready_s:>5.2f}s" + (f"  ({'; '.join(f.errors)})" if f.errors else "")
         )
         print(f"{'':>7} rounds: " + ", ".join(f"{r:.0f}" for r in f.rps) + " req/s")
+        if f.split:
+            print(f"{'':>7} calls per worker: {f.split}")
     return 0
+
+
+def worker_split(port_file: Path) -> str:
+    """Each worker's share of the decisions (its own admin port's counter), e.g. `52% 48%`."""
+    workers = json.loads(port_file.read_text()).get("workers")
+    if not workers:
+        return ""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    counts = []
+    for worker in workers:
+        url = f"http://127.0.0.1:{worker['admin'][1]}/metrics"
+        with opener.open(url, timeout=5) as resp:
+            text = resp.read().decode()
+        counts.append(
+            sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("sharewall_decisions_total{")
+            )
+        )
+    total = sum(counts) or 1.0
+    return " ".join(f"{c / total:.0%}" for c in counts)
 
 
 def _warmup(args: argparse.Namespace) -> argparse.Namespace:
