@@ -39,16 +39,23 @@ class PolicyEvaluator:
     """Evaluates the decision rule against one snapshot, on the thread that built it."""
 
     def __init__(self, snapshot: Snapshot, directory: Path | None = None) -> None:
+        engine = regorus.Engine()
         try:
-            engine = regorus.Engine()
             for path in policy_files(directory):
                 engine.add_policy(str(path), path.read_text())
             engine.add_data_json(orjson.dumps(policy_data(snapshot, directory)).decode())
         except BaseException as exc:  # regorus panics are BaseExceptions
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            raise PolicyError(f"load: {str(exc).strip().splitlines()[0]}") from None
-        self._engine = engine
+            message = f"load: {str(exc).strip().splitlines()[0]}"
+        else:
+            self._engine = engine
+            return
+        # The error outlives this call (the impact replay hands it from its worker thread to
+        # the loop): raised without a frame holding the engine, which is released here, on the
+        # thread that built it (pyo3 refuses to drop it on another one).
+        del engine
+        raise PolicyError(message)
 
     def decide(self, policy_input: dict[str, Any]) -> dict[str, Any]:
         """The decision document (`allow`, `action`, `reasons`) of one policy input."""

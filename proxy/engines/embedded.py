@@ -28,6 +28,25 @@ log = structlog.get_logger(__name__)
 # regorus answers an undefined rule with this JSON string, not with an error.
 _UNDEFINED = '"<undefined>"'
 
+# A regorus `Engine` is a pyo3 `unsendable` class: released off the thread that built it, it is
+# leaked with "Engine is unsendable, but is being dropped on another thread" on stderr. The
+# engines of an `EmbeddedEngine` freed on another thread (by the cyclic GC, which runs on
+# whichever thread allocates, e.g. an `asyncio.to_thread` worker) wait here, by owning thread,
+# until that thread lets them go (`_release_stranded`).
+_STRANDED: dict[int, list[regorus.Engine]] = {}
+
+
+def _strand(owner: int | None, *engines: regorus.Engine | None) -> None:
+    """Keep `engines` of thread `owner` for it to release, unless this is that thread."""
+    if owner is None or owner == threading.get_ident():
+        return
+    _STRANDED.setdefault(owner, []).extend(e for e in engines if e is not None)
+
+
+def _release_stranded() -> None:
+    """Let go of this thread's stranded engines (here, where they were built)."""
+    _STRANDED.pop(threading.get_ident(), None)
+
 
 def _short(exc: BaseException) -> str:
     """First line of a regorus error: its messages carry a Rust backtrace after it."""
@@ -49,6 +68,23 @@ def _guarded(what: str, func: Any, *args: Any) -> Any:
 # gateway): adding one more to a working set means reloading the set (regorus cannot replace a
 # key of a loaded document), ~0.01 ms per recipient; the whole of 10,000 is ~80 ms.
 WORKING_SET_LIMIT = 256
+
+
+def _detached(func: Any, *args: Any) -> Any:
+    """`func(*args)`; an `EngineError` it raises is raised again as a copy without traceback.
+
+    The traceback's frames hold regorus engines (`engine` locals, bound methods), and an error
+    outlives the call: logged, kept by a task, freed by another thread or by the cyclic GC
+    running on whichever thread allocates (an `asyncio.to_thread` worker). An `Engine` is a
+    pyo3 `unsendable` class: released off its own thread it is leaked with "Engine is
+    unsendable, but is being dropped on another thread" on stderr. Here the original error, and
+    with it those frames, is released on this thread before the copy leaves.
+    """
+    try:
+        return func(*args)
+    except EngineError as exc:
+        error = EngineError(exc.code, exc.detail)
+    raise error
 
 
 class EmbeddedEngine:
@@ -76,7 +112,7 @@ class EmbeddedEngine:
             raise EngineError(ENGINE_ERROR, f"no policy files under {root}")
         self._root = root
         # Parse once now so a broken policy fails at start-up, not on the first call.
-        self._compile()
+        _detached(self._compile)
         self._base: regorus.Engine | None = None
         self._base_thread: int | None = None
         self._engine: regorus.Engine | None = None
@@ -104,9 +140,16 @@ class EmbeddedEngine:
         return self._revision
 
     async def set_snapshot(self, snapshot: Snapshot) -> None:
+        _detached(self._set_snapshot, snapshot)
+
+    def _set_snapshot(self, snapshot: Snapshot) -> None:
         by_id = {r.id: r for r in snapshot.recipients}
         thread = threading.get_ident()
+        _release_stranded()
         if self._base is None or self._base_thread != thread:
+            # The old thread's engines are its to release, not this one's.
+            _strand(self._base_thread, self._base, self._engine)
+            self._engine = None
             self._base, self._base_thread = self._compile(), thread
         everything = len(self._working) > WORKING_SET_LIMIT
         loaded = None if everything else {rid for rid in self._working if rid in by_id}
@@ -167,6 +210,9 @@ class EmbeddedEngine:
 
     def evaluate_sync(self, policy_input: dict[str, Any]) -> dict[str, Any]:
         """Evaluate on the current thread (the engine's thread); the async wrapper adds nothing."""
+        return _detached(self._evaluate, policy_input)  # type: ignore[no-any-return]
+
+    def _evaluate(self, policy_input: dict[str, Any]) -> dict[str, Any]:
         if self._engine is None:
             raise EngineError(SNAPSHOT_NOT_LOADED)
         recipient_id = policy_input.get("recipient_id")
@@ -189,4 +235,14 @@ class EmbeddedEngine:
         return result
 
     async def close(self) -> None:
+        _strand(self._base_thread, self._base, self._engine)
         self._engine = self._base = None
+        _release_stranded()
+
+    def __del__(self) -> None:
+        # Not closed, and freed here: by the cyclic GC, maybe on another thread than the engines'.
+        _strand(
+            getattr(self, "_base_thread", None),
+            getattr(self, "_base", None),
+            getattr(self, "_engine", None),
+        )

@@ -336,6 +336,10 @@ class ProxyProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+        # pyo3 says so on stderr (merged into the log) when a regorus engine is released off
+        # the thread that built it (and leaks it): never acceptable, whatever the test did.
+        unsendable = [x for x in self.log_text().splitlines() if "is unsendable" in x]
+        assert not unsendable, unsendable
         return self.proc.returncode
 
 

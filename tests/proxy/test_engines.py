@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -299,6 +300,79 @@ async def test_engine_used_from_another_thread_is_an_engine_error(
     assert outcome[0].code == ENGINE_ERROR
     # The owning thread is unaffected.
     assert (await embedded.evaluate(document))["allow"] is True
+
+
+def _unsendable_drops(errors: list[BaseException], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Drop the last references to `errors` on another thread; pyo3's complaints meanwhile.
+
+    An error travels between threads (an `asyncio.to_thread` result, a cyclic-GC pass run by
+    whichever thread allocates): if its traceback held a regorus engine, the engine would be
+    released off its own thread, which pyo3 refuses ("Engine is unsendable, but is being dropped
+    on another thread", reported through `sys.unraisablehook`).
+    """
+    seen: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
+    worker = threading.Thread(target=errors.clear)
+    worker.start()
+    worker.join(timeout=10)
+    assert not errors
+    return [s for s in seen if "unsendable" in s]
+
+
+def test_a_broken_policy_error_holds_no_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[BaseException] = []
+    try:
+        EmbeddedEngine(_policy_dir_with(tmp_path, "package sharewall.egress\n\ndecision := {\n"))
+    except EngineError as exc:
+        errors.append(exc)
+    assert _unsendable_drops(errors, monkeypatch) == []
+
+
+async def test_an_evaluation_error_outliving_its_engine_holds_no_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = EmbeddedEngine(_policy_dir_with(tmp_path, STAND_IN_POLICIES[0].values[0]))
+    await engine.set_snapshot(make_snapshot())
+    errors: list[BaseException] = []
+    try:
+        await engine.evaluate(policy_input(make_call(), make_inspection()))
+    except EngineError as exc:
+        errors.append(exc)
+    await engine.set_snapshot(make_snapshot())  # the engine that failed is replaced...
+    await engine.close()  # ...and every engine let go, on this thread
+    assert _unsendable_drops(errors, monkeypatch) == []
+
+
+async def test_an_engine_never_closed_and_freed_on_another_thread_leaves_it_its_engines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cyclic GC frees an unreachable EmbeddedEngine on whichever thread it runs: its regorus
+    # engines wait for their own thread instead of being dropped there.
+    engine = EmbeddedEngine()
+    await engine.set_snapshot(make_snapshot())
+    orphans: list[Any] = [engine]
+    del engine
+    assert _unsendable_drops(orphans, monkeypatch) == []
+    # Their thread lets them go the next time it uses an engine (and nothing complains).
+    later = EmbeddedEngine()
+    await later.set_snapshot(make_snapshot())
+    await later.close()
+
+
+def test_a_policy_evaluator_load_error_holds_no_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sharewall.policy import PolicyError, PolicyEvaluator
+
+    errors: list[BaseException] = []
+    broken = _policy_dir_with(tmp_path, "package sharewall.egress\n\ndecision := {\n")
+    try:
+        PolicyEvaluator(make_snapshot(), broken)
+    except PolicyError as exc:
+        errors.append(exc)
+    assert errors and _unsendable_drops(errors, monkeypatch) == []
 
 
 class RaisingEngine(EmbeddedEngine):
