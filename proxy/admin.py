@@ -56,9 +56,6 @@ def create_admin_app(
     metrics: ProxyMetrics, not_ready_reasons: Callable[[], list[str]]
 ) -> dict[str, Route]:
     """The admin routes of one proxy process; `not_ready_reasons` is empty when it is ready."""
-    from prometheus_client import generate_latest
-
-    registry = metrics.registry
 
     async def healthz() -> AdminResponse:
         return AdminResponse.json({"status": "ok"})
@@ -67,7 +64,7 @@ def create_admin_app(
         return readiness_response(not_ready_reasons())
 
     async def metrics_view() -> AdminResponse:
-        return AdminResponse(200, PROMETHEUS_TEXT, generate_latest(registry))
+        return AdminResponse(200, PROMETHEUS_TEXT, metrics.exposition())
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_view}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import metrics_merge
@@ -24,7 +23,7 @@ def _worker(denials: int, inspect_ms: float, spool_problem: str | None) -> str:
             {"action": "deny", "reason_codes": ["UNKNOWN_RECIPIENT"], "inspect_ms": inspect_ms}
         )
     metrics.inflight.set(2)
-    return generate_latest(metrics.registry).decode()
+    return metrics.exposition().decode()
 
 
 def test_counters_histograms_and_gauges_add_up_and_writability_is_the_worst():
