@@ -20,8 +20,14 @@ Two parts, each with a paced load (1 KB JSON POST with a phone number, the reque
 
 For both: the round-trip p50/p99/max of the requests sent in the quiet phase (the baseline)
 and of those sent while a change was being loaded (from the write to the `snapshot.loaded`
-line), and the p99 that loading adds against the 10 ms goal. Bounded: about a minute on an
-idle 2-core machine.
+line), and the p99 that loading adds against the 10 ms goal.
+
+3. **stages**, in process, each stage of loading beside how it was done before (same run):
+   the longest the event loop could not run a 1 ms ticker (wall clock: includes waiting for
+   the GIL held by a worker thread, and the machine's load), and the most CPU the loop thread
+   spent between two ticks (not load-sensitive: the work a call waits behind).
+
+Bounded: about a minute and a half on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -84,36 +90,48 @@ def registry_yaml(recipients: int, generation: int) -> str:
 
 
 class LogTail:
-    """The JSON lines a process appends to its log, read incrementally (not the whole file)."""
+    """The snapshot/registry lines a process appends to its log, read incrementally.
+
+    Only new bytes are read and only lines naming a snapshot or registry event are parsed: the
+    load generator shares this process's event loop, and re-reading megabytes of decision lines
+    would delay it (and show up as proxy latency)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
         self._rest = b""
+        self.seen: list[dict] = []  # every line read since the last `lines()` call
 
     def lines(self) -> list[dict]:
+        """The lines read since the last call (reading what is new first)."""
+        self._read()
+        out, self.seen = self.seen, []
+        return out
+
+    def _read(self) -> None:
         with self.path.open("rb") as handle:
             handle.seek(self._offset)
             chunk = handle.read()
         self._offset += len(chunk)
         *complete, self._rest = (self._rest + chunk).split(b"\n")
-        out = []
         for raw in complete:
+            if b'"snapshot.' not in raw and b'"registry.' not in raw:
+                continue
             with contextlib.suppress(ValueError):
                 line = json.loads(raw)
                 if isinstance(line, dict):
-                    out.append(line)
-        return out
+                    self.seen.append(line)
 
-    async def wait_for(self, event: str, timeout: float, **fields) -> dict:
-        """The next line of `event` whose fields include `fields`."""
+    async def wait_for(self, event: str, timeout: float) -> dict:
+        """The first line of `event` since the last `lines()` call (kept in `seen`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.lines():
-                if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+            self._read()
+            for line in self.seen:
+                if line.get("event") == event:
                     return line
             await asyncio.sleep(0.01)
-        raise RuntimeError(f"no {event} {fields} in {self.path} within {timeout} s")
+        raise RuntimeError(f"no {event} in {self.path} within {timeout} s")
 
 
 def line_time(line: dict) -> float:
@@ -294,15 +312,37 @@ async def registry_part(work: Path, upstream_port: int, args) -> None:
         t0 = time.monotonic()
         await asyncio.sleep(args.quiet)
         quiet_end = time.monotonic()
-        windows, visible = [], []
+        windows, visible, steps, loading = [], [], [], []
+        registry_log = LogTail(work / "registry.log")
         for k in range(1, args.changes + 1):
             tail.lines()  # skip what came before
+            registry_log.lines()
             at_mono, at_wall = time.monotonic(), time.time()
             await asyncio.to_thread(suspend, url, tokens["security"], f"vendor-{k:05d}")
+            written = time.time()
             line = await tail.wait_for("snapshot.loaded", args.timeout)
             seen = line_time(line)
             visible.append(seen - at_wall)
             windows.append((at_mono, at_mono + (seen - at_wall)))
+            built = next(
+                (x for x in registry_log.lines() if x.get("event") == "snapshot.built"), None
+            )
+            received = next(
+                (x for x in tail.seen if x.get("event") == "registry.snapshot_received"), None
+            )
+            if built is not None:
+                # The proxy's part: from the snapshot being built to it being in force.
+                loading.append((at_mono + (line_time(built) - at_wall), windows[-1][1]))
+            if built is not None and received is not None:
+                steps.append(
+                    (
+                        written - at_wall,
+                        built["fetch_ms"] / 1e3,
+                        built["encode_ms"] / 1e3,
+                        line_time(received) - line_time(built),
+                        seen - line_time(received),
+                    )
+                )
             await asyncio.sleep(args.gap)
         await load.finish()
     finally:
@@ -324,13 +364,28 @@ async def registry_part(work: Path, upstream_port: int, args) -> None:
         f"  end-to-end visibility: median {sorted(visible)[len(visible) // 2] * 1e3:.0f} ms, max "
         f"{worst * 1e3:.0f} ms, goal {GOAL_VISIBLE_S * 1e3:.0f} ms, ratio {worst / GOAL_VISIBLE_S:.2f}"
     )
+    if steps:
+        names = (
+            "API write answered",
+            "registry: read rows",
+            "registry: encode",
+            "built → proxy merged the delta",
+            "proxy: index + engine swapped",
+        )
+        print("  where the time goes (median of the changes, from the log lines' timestamps):")
+        for i, name in enumerate(names):
+            values = sorted(step[i] for step in steps)
+            print(f"    {name:34s}{values[len(values) // 2] * 1e3:>8.0f} ms")
     deltas = sum(
         1
         for line in LogTail(work / "proxy.log").lines()
         if line.get("event") == "registry.snapshot_received" and line.get("delta")
     )
     print(f"  snapshots taken as deltas: {deltas} of {args.changes}")
-    report("a change loads", quiet, during)
+    report("a change is made", quiet, during)
+    proxy_side = [lat for a, b in loading for lat in load.window(a, b)]
+    print("  the proxy's part alone (from the registry's snapshot.built to snapshot.loaded):")
+    report("the proxy loads it", quiet, proxy_side)
 
 
 # -- 2: a proxy on a registry file --------------------------------------------------------------
@@ -378,6 +433,128 @@ async def file_part(work: Path, upstream_port: int, args) -> None:
     report("the file reloads", quiet, during)
 
 
+# -- 3: the stages, in process --------------------------------------------------------------------
+
+
+async def stalls(work, keep: list) -> tuple[float, float, float]:
+    """(seconds `work` took, longest loop stall in wall time, most loop-thread CPU between ticks)."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    done = False
+
+    async def ticker() -> None:
+        while not done:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            await asyncio.sleep(0.001)
+            walls.append(time.perf_counter() - wall - 0.001)
+            cpus.append(time.thread_time() - cpu)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    started = time.perf_counter()
+    result = await work()
+    took = time.perf_counter() - started
+    done = True
+    await task
+    # Freed after the ticker stopped: a proxy lets go of a replaced snapshot a slice at a time.
+    keep.append(result)
+    return took, max(walls), max(cpus)
+
+
+async def stages_part(args) -> None:
+    import gc
+
+    import orjson
+
+    from proxy.engines.embedded import EmbeddedEngine
+    from sharewall.policy import policy_data
+    from sharewall.recipients import RecipientIndex, updated_index
+    from sharewall.registry_file import load_registry_file, load_registry_file_sliced
+    from sharewall.snapshot import Snapshot
+    from sharewall.snapshot_delta import EncodedSnapshot, HeldSnapshot, encode_delta, fingerprint
+
+    with tempfile.TemporaryDirectory(prefix="bench-reload-stages-") as tmp:
+        path = Path(tmp) / "registry.yaml"
+        path.write_text(registry_yaml(args.recipients, 0))
+        snapshot = load_registry_file(path)
+    # As the registry serves it (ordered by id), and the next version with one recipient changed.
+    ordered = tuple(sorted(snapshot.recipients, key=lambda r: r.id))
+    base = snapshot.model_copy(update={"recipients": ordered}).with_revision()
+    changed = list(ordered)
+    changed[1] = changed[1].model_copy(update={"status": "suspended"})
+    after = base.model_copy(update={"version": 2, "recipients": tuple(changed)}).with_revision()
+    stamp = "2026-11-30T00:00:00Z"
+    body = EncodedSnapshot.of_snapshot(base).body(base.version, base.revision, stamp)
+    held = HeldSnapshot.of(base)
+    delta, _ = encode_delta(
+        version=2,
+        revision=after.revision,
+        generated_at=stamp,
+        base_version=base.version,
+        base_revision=base.revision,
+        base=fingerprint(held.encoded),
+        base_workloads=hash(held.encoded.workloads),
+        current=EncodedSnapshot.of_snapshot(after),
+    )
+    index = RecipientIndex(base)
+    engine = EmbeddedEngine()
+    await engine.set_snapshot(base)
+    full_data = orjson.dumps(policy_data(base)).decode()
+
+    async def apply_delta() -> None:
+        new = await asyncio.to_thread(held.apply, orjson.loads(delta))
+        updated = updated_index(index, base, new.snapshot)
+        await asyncio.sleep(0)  # as ProxyApp.on_snapshot does between the index and the engine
+        await engine.set_snapshot(new.snapshot)
+        return new, updated
+
+    async def load_engine_whole() -> None:
+        clone = engine._compile()  # what set_snapshot did: the whole registry into regorus
+        clone.add_data_json(full_data)
+        return clone
+
+    async def on_loop(function, *args):
+        return function(*args)
+
+    with tempfile.TemporaryDirectory(prefix="bench-reload-stages-") as tmp:
+        path = Path(tmp) / "registry.yaml"
+        path.write_text(registry_yaml(args.recipients, 0))
+        rows = [
+            (
+                "registry file, parse + validate",
+                lambda: asyncio.to_thread(load_registry_file, path),
+                lambda: load_registry_file_sliced(path),
+            ),
+            (
+                "full snapshot JSON, validate",
+                lambda: asyncio.to_thread(Snapshot.model_validate_json, body),
+                lambda: HeldSnapshot.load(body),
+            ),
+            (
+                "host index, 10k recipients",
+                lambda: asyncio.to_thread(RecipientIndex, base),
+                lambda: RecipientIndex.build_sliced(base.recipients),
+            ),
+            ("engine data load", load_engine_whole, lambda: engine.set_snapshot(base)),
+            ("one change: delta + index + engine", None, apply_delta),
+        ]
+        print(
+            f"  {'stage':36s}{'':8s}{'took ms':>9s}{'stall ms':>10s}{'loop CPU ms':>13s}"
+            "   (stall: longest the loop could not run; loop CPU: most between two ticks)"
+        )
+        for label, before, now in rows:
+            for name, work in (("before", before), ("now", now)):
+                if work is None:
+                    continue
+                gc.collect()
+                kept: list = []
+                took, wall, cpu = await stalls(work, kept)
+                print(
+                    f"  {label:36s}{name:8s}{took * 1e3:>9.0f}{wall * 1e3:>10.1f}{cpu * 1e3:>13.1f}"
+                )
+        await engine.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=10000)
@@ -388,7 +565,7 @@ def main() -> int:
     parser.add_argument("--reloads", type=int, default=2, help="registry file rewrites")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between changes")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait per change")
-    parser.add_argument("--only", choices=("registry", "file"))
+    parser.add_argument("--only", choices=("registry", "file", "stages"))
     args = parser.parse_args()
 
     parent, child = multiprocessing.Pipe()
@@ -407,6 +584,11 @@ def main() -> int:
                     asyncio.run(part(Path(tmp), upstream_port, args))
     finally:
         upstream.kill()
+    if args.only in (None, "stages"):
+        print("stages (in process, uvloop, as the proxy runs them):")
+        import uvloop
+
+        uvloop.run(stages_part(args))
     return 0
 
 

@@ -94,6 +94,8 @@ class ProxyApp:
             index = updated_index(self.context.index, before, snapshot)
         if index is None:  # 10,000 recipients: ~0.1 s of work, in slices so no call waits on it
             index = await RecipientIndex.build_sliced(snapshot.recipients)
+        else:
+            await asyncio.sleep(0)  # calls waiting since the index update go before the engine's
         if await self.decider.set_snapshot(snapshot):
             self.context.index = index
             if before is not None:

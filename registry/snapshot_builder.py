@@ -24,7 +24,7 @@ from registry.models import (
     utcnow,
 )
 from sharewall.snapshot import Snapshot
-from sharewall.snapshot_delta import EncodedSnapshot
+from sharewall.snapshot_delta import EncodedSnapshot, canonical_json
 
 
 @dataclass(frozen=True)
@@ -128,13 +128,24 @@ def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
     they were written, and building 60,000 model objects on every change would cost seconds
     and delay the change reaching the proxies (which validate what they receive).
     """
-    return encoded_snapshot(rows)[0]
+    header, encoded, _ = encoded_snapshot(rows)
+    return orjson.loads(encoded.body(header["version"], header["revision"], header["generated_at"]))
 
 
-def encoded_snapshot(rows: SnapshotRows) -> tuple[dict[str, Any], EncodedSnapshot]:
-    """The snapshot document and its canonical parts (what the body, revision and deltas use)."""
+# Per recipient: its rows (recipient, hosts, grants) and the canonical JSON made of them.
+PartCache = dict[str, tuple[Any, bytes]]
+
+
+def encoded_snapshot(
+    rows: SnapshotRows, reuse: PartCache | None = None
+) -> tuple[dict[str, Any], EncodedSnapshot, PartCache]:
+    """(version/revision/generated_at, the canonical parts, the cache for the next build).
+
+    A recipient whose rows are those of `reuse` (the previous build's cache) keeps its JSON:
+    a change to one recipient of 10,000 serialises one.
+    """
     with _gc_paused():
-        return _document(rows)
+        return _encode(rows, reuse or {})
 
 
 @contextlib.contextmanager
@@ -150,41 +161,56 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _document(rows: SnapshotRows) -> tuple[dict[str, Any], EncodedSnapshot]:
-    hosts_of: dict[str, list[str]] = defaultdict(list)
-    for recipient_id, pattern in rows.hosts:
-        hosts_of[recipient_id].append(pattern)
-    grants_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for recipient_id, purpose, categories, legal_basis, expires in rows.grants:
-        grants_of[recipient_id].append(
+def _recipient_document(row: Any, hosts: list[str], grants: list[Any]) -> dict[str, Any]:
+    rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref = row
+    return {
+        "id": rid,
+        "name": name,
+        "kind": kind,
+        "status": status,
+        "regions": _loads(regions),
+        "hosts": hosts,
+        "tls_origination": bool(tls_origination),
+        "inspect_tls": bool(inspect_tls),
+        "grants": [
             {
                 "purpose": purpose,
                 "categories": list(dict.fromkeys(_loads(categories))),
                 "legal_basis": legal_basis,
                 "expires": expires.isoformat() if expires is not None else None,
             }
-        )
-    recipients = [
-        {
-            "id": rid,
-            "name": name,
-            "kind": kind,
-            "status": status,
-            "regions": _loads(regions),
-            "hosts": hosts_of.get(rid, []),
-            "tls_origination": bool(tls_origination),
-            "inspect_tls": bool(inspect_tls),
-            "grants": grants_of.get(rid, []),
-            "owner_team": owner_team,
-            "contract_ref": contract_ref,
-            "notes": None,
-        }
-        # Ordered by id in Python, not by the database's collation: a follower merging a delta
-        # orders recipients the same way, and the order decides who keeps a contested host.
-        for rid, name, kind, status, regions, tls_origination, inspect_tls, owner_team, contract_ref in sorted(
-            rows.recipients, key=lambda row: row[0]
-        )
-    ]
+            for purpose, categories, legal_basis, expires in grants
+        ],
+        "owner_team": owner_team,
+        "contract_ref": contract_ref,
+        "notes": None,
+    }
+
+
+def _encode(
+    rows: SnapshotRows, reuse: PartCache
+) -> tuple[dict[str, Any], EncodedSnapshot, PartCache]:
+    hosts_of: dict[str, list[str]] = defaultdict(list)
+    for recipient_id, pattern in rows.hosts:
+        hosts_of[recipient_id].append(pattern)
+    grants_of: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for recipient_id, *grant in rows.grants:
+        grants_of[recipient_id].append(tuple(grant))
+    parts: dict[str, bytes] = {}
+    cache: PartCache = {}
+    # Ordered by id in Python, not by the database's collation: a follower merging a delta
+    # orders recipients the same way, and the order decides who keeps a contested host.
+    for row in sorted(rows.recipients, key=lambda row: row[0]):
+        rid = row[0]
+        hosts, grants = hosts_of.get(rid, []), grants_of.get(rid, [])
+        key = (tuple(row), tuple(hosts), tuple(grants))
+        held = reuse.get(rid)
+        if held is not None and held[0] == key:
+            part = held[1]
+        else:
+            part = canonical_json(_recipient_document(row, hosts, grants))
+        parts[rid] = part
+        cache[rid] = (key, part)
     workloads = [
         {
             "namespace": namespace,
@@ -195,18 +221,16 @@ def _document(rows: SnapshotRows) -> tuple[dict[str, Any], EncodedSnapshot]:
         }
         for namespace, name, status, purposes, targets in rows.workloads
     ]
-    encoded = EncodedSnapshot.of_documents(recipients, workloads)
-    document = {
+    # The body carries `workloads` only when there are any: a proxy that predates workloads
+    # refuses unknown snapshot keys, so a registry that declares none keeps serving the
+    # document such proxies accept.
+    encoded = EncodedSnapshot(parts, tuple(canonical_json(w) for w in workloads))
+    header = {
         "version": rows.version,
         "revision": encoded.revision,
         "generated_at": rows.generated_at.isoformat().replace("+00:00", "Z"),
-        "recipients": recipients,
     }
-    # Only when there are any: a proxy that predates workloads refuses unknown snapshot keys,
-    # so a registry that declares none keeps serving the document such proxies accept.
-    if workloads:
-        document["workloads"] = workloads
-    return document, encoded
+    return header, encoded, cache
 
 
 def assemble_snapshot(rows: SnapshotRows) -> Snapshot:

@@ -11,17 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from registry.errors import ApiError
-from registry.snapshot_builder import encoded_snapshot, fetch_snapshot_rows, read_version
+from registry.snapshot_builder import (
+    PartCache,
+    encoded_snapshot,
+    fetch_snapshot_rows,
+    read_version,
+)
 from sharewall.snapshot_delta import EncodedSnapshot, encode_delta, fingerprint
 
 from . import keys
@@ -46,22 +53,30 @@ class _Base:
 
 @dataclass
 class BuiltSnapshot:
-    """A snapshot document and its encodings, built once per version."""
+    """A snapshot's encodings, built once per version."""
 
-    document: dict[str, Any]
+    header: dict[str, Any]  # version, revision, generated_at
     encoded: EncodedSnapshot
     body: bytes
     bundle: tuple[bytes, str] | None = field(default=None)  # (bytes, etag), built on first use
     gzip: bytes | None = field(default=None)  # made on first use (deltas need none)
     deltas: dict[int, bytes | None] = field(default_factory=dict)  # base version → delta body
+    _document: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The snapshot as dicts (the bundle and the impact replay use it), decoded on first use."""
+        if self._document is None:
+            self._document = orjson.loads(self.body)
+        return self._document
 
     @property
     def version(self) -> int:
-        return int(self.document["version"])
+        return int(self.header["version"])
 
     @property
     def revision(self) -> str:
-        return str(self.document["revision"])
+        return str(self.header["revision"])
 
     @property
     def etag(self) -> str:
@@ -74,10 +89,10 @@ class BuiltSnapshot:
         return self.gzip
 
 
-def _build(rows: Any) -> BuiltSnapshot:
-    document, encoded = encoded_snapshot(rows)
-    body = encoded.body(document["version"], document["revision"], document["generated_at"])
-    return BuiltSnapshot(document, encoded, body)
+def _build(rows: Any, reuse: PartCache | None) -> tuple[BuiltSnapshot, PartCache]:
+    header, encoded, cache = encoded_snapshot(rows, reuse)
+    body = encoded.body(header["version"], header["revision"], header["generated_at"])
+    return BuiltSnapshot(header, encoded, body), cache
 
 
 class SnapshotHub:
@@ -87,6 +102,7 @@ class SnapshotHub:
         self._app = app
         self._built: BuiltSnapshot | None = None
         self._history: OrderedDict[int, _Base] = OrderedDict()
+        self._parts: PartCache | None = None  # the last build's, reused by the next
         self._lock = asyncio.Lock()
         self._known: int | None = None
         self._changed = asyncio.Event()
@@ -129,18 +145,22 @@ class SnapshotHub:
             built = self._built
             if built is not None and built.version == version:
                 return built
+            started = time.perf_counter()
             async with self._sessions() as session:
                 rows = await fetch_snapshot_rows(session)
-            # Validation and encoding are CPU work: keep the event loop serving long polls.
-            built = await asyncio.to_thread(_build, rows)
+            fetched = time.perf_counter()
+            # Encoding is CPU work: keep the event loop serving long polls.
+            built, self._parts = await asyncio.to_thread(_build, rows, self._parts)
             self._built = built
             self._remember(built)
             self.builds += 1
             log.info(
                 "snapshot.built",
                 version=built.version,
-                recipients=len(built.document["recipients"]),
+                recipients=len(built.encoded.recipients),
                 bytes=len(built.body),
+                fetch_ms=round((fetched - started) * 1e3, 1),
+                encode_ms=round((time.perf_counter() - fetched) * 1e3, 1),
             )
             return built
 
@@ -161,7 +181,7 @@ class SnapshotHub:
             body, changes = encode_delta(
                 version=built.version,
                 revision=built.revision,
-                generated_at=built.document["generated_at"],
+                generated_at=built.header["generated_at"],
                 base_version=base_version,
                 base_revision=base.revision,
                 base=base.recipients,
