@@ -17,17 +17,17 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import orjson
 import structlog
-from pydantic import ValidationError
 
+from proxy.control_client import ControlClient
 from sharewall.snapshot import Snapshot
 from sharewall.snapshot_delta import DELTA_MEDIA_TYPE, DeltaError, HeldSnapshot
 
 log = structlog.get_logger("sharewall.proxy.registry_follower")
 
 SNAPSHOT_FILE = "snapshot.json"
+SNAPSHOT_PATH = "/v1/snapshot"
 OnSnapshot = Callable[[Snapshot], Awaitable[None] | None]
 
 
@@ -58,13 +58,13 @@ def write_file_atomically(path: Path, body: bytes) -> None:
         raise
 
 
-def read_snapshot_file(path: Path) -> Snapshot | None:
-    """The cached snapshot, or None when missing or unreadable (a corrupt cache is not fatal)."""
+def read_snapshot_file(path: Path) -> bytes | None:
+    """The cached snapshot's bytes, or None when there is none (or it cannot be read)."""
     try:
-        return Snapshot.model_validate_json(path.read_bytes())
+        return path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValidationError, ValueError) as exc:
+    except OSError as exc:
         log.warning("registry.snapshot_cache_unreadable", path=str(path), error=type(exc).__name__)
         return None
 
@@ -87,7 +87,8 @@ class RegistryFollower:
         backoff_cap: float = 30.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        self.url = registry_url.rstrip("/") + "/v1/snapshot"
+        self.registry_url = registry_url
+        self.url = registry_url.rstrip("/") + SNAPSHOT_PATH
         self.token = token
         self.path = Path(state_dir) / SNAPSHOT_FILE
         self.wait = wait
@@ -102,7 +103,7 @@ class RegistryFollower:
         self._full_next = False  # the last delta failed: fetch the full snapshot once
         self._on_snapshot: OnSnapshot | None = None
         self._task: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: ControlClient | None = None
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -115,14 +116,20 @@ class RegistryFollower:
     async def start(self, on_snapshot: OnSnapshot) -> None:
         """Load the cached snapshot (if any) into `on_snapshot`, then follow the registry in the background."""
         self._on_snapshot = on_snapshot
-        cached = await asyncio.to_thread(read_snapshot_file, self.path)
+        cached = await self._load_cache()
         if cached is not None:
-            log.info("registry.snapshot_cached", version=cached.version, path=str(self.path))
-            await self._accept(await asyncio.to_thread(HeldSnapshot.of, cached), persist=False)
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        self._session = aiohttp.ClientSession(headers=headers)
+            log.info(
+                "registry.snapshot_cached", version=cached.snapshot.version, path=str(self.path)
+            )
+            await self._accept(cached, persist=False)
+        # No Accept-Encoding: gzip: the client would inflate a full snapshot in one call on the
+        # loop (~4 MB at 10,000 recipients), and a delta is small anyway.
+        self._client = ControlClient(
+            self.registry_url,
+            token=self.token,
+            headers={"Accept": "application/json"},
+            connect_timeout=self.connect_timeout,
+        )
         if cached is None:
             # One quick try, so a proxy started beside a live registry starts ready.
             try:
@@ -138,9 +145,22 @@ class RegistryFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _load_cache(self) -> HeldSnapshot | None:
+        """The snapshot kept on disk, validated like one from the registry (None if unusable)."""
+        body = await asyncio.to_thread(read_snapshot_file, self.path)
+        if body is None:
+            return None
+        try:
+            return await HeldSnapshot.load(body)
+        except ValueError as exc:  # a corrupt cache is not fatal: the registry has the truth
+            log.warning(
+                "registry.snapshot_cache_unreadable", path=str(self.path), error=type(exc).__name__
+            )
+            return None
 
     async def _accept(
         self,
@@ -193,7 +213,7 @@ class RegistryFollower:
 
     async def _poll_once(self) -> bool:
         """One GET (a long poll once we hold a version); True when a new snapshot was taken."""
-        assert self._session is not None
+        assert self._client is not None
         headers: dict[str, str] = {}
         params: dict[str, str] = {}
         if self._etag is not None:
@@ -202,17 +222,16 @@ class RegistryFollower:
                 headers["Accept"] = f"{DELTA_MEDIA_TYPE}, application/json;q=0.5"
             if self.wait > 0 and not self._full_next:
                 params["wait"] = str(int(self.wait))
-        timeout = aiohttp.ClientTimeout(total=self.wait + 15.0, sock_connect=self.connect_timeout)
-        async with self._session.get(
-            self.url, headers=headers, params=params, timeout=timeout
-        ) as resp:
-            if resp.status == 304:
-                return False
-            if resp.status != 200:
-                raise RegistryHTTPError(resp.status, (await resp.text())[:200])
-            body = await resp.read()
-            etag = resp.headers.get("ETag")
-            is_delta = resp.content_type == DELTA_MEDIA_TYPE
+        async with asyncio.timeout(self.wait + 15.0):
+            resp = await self._client.get(SNAPSHOT_PATH, headers=headers, params=params)
+        if resp.status == 304:
+            return False
+        if resp.status != 200:
+            raise RegistryHTTPError(resp.status, resp.text()[:200])
+        body = resp.body
+        etag = resp.headers.get("etag")
+        media_type = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        is_delta = media_type == DELTA_MEDIA_TYPE
         if is_delta:
             return await self._take_delta(body, etag)
         self._full_next = False
