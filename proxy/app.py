@@ -292,14 +292,19 @@ async def warm_up(app: ProxyApp) -> None:
     s = app.settings
     t0 = time.perf_counter()
     try:
+        # The default region's own number, nationally and in E.164: the metadata and patterns
+        # this deployment's calls need (a fixed +1 number loaded the 25 regions of +1, ~1 MB).
         region = s.limits.default_region
         example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
-        national = (
-            phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+        national, international = (
+            (
+                phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL),
+                phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164),
+            )
             if example is not None
-            else "+14155550123"
+            else ("+14155550123", "+14155550123")
         )
-        body = orjson.dumps({"to": "+14155550123", "body": f"warm-up, call {national}"})
+        body = orjson.dumps({"to": international, "body": f"warm-up, call {national}"})
         decider = app.decider
         snapshot = decider.snapshot if decider is not None else None
         host, port = "warm-up.invalid", 80
