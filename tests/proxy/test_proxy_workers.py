@@ -118,7 +118,9 @@ def test_each_worker_ships_its_own_refusals_once(supervised, registry):
     reg, tokens = registry
     deadline = time.monotonic() + 60
     while True:
-        resp = api(reg, tokens["security"], "GET", "/v1/flows", params={"source": SOURCE})
+        resp = api(
+            reg, tokens["security"], "GET", "/v1/flows", params={"source": SOURCE, "limit": "1000"}
+        )
         flows = resp.json()["flows"]
         if len(flows) >= 24 or time.monotonic() > deadline:
             break
@@ -146,10 +148,21 @@ def test_no_worker_forwards_a_call_to_the_supervisors_admin_port(supervised):
         session.close()
 
 
-def test_a_killed_worker_is_restarted_and_the_proxy_is_not_ready_meanwhile(supervised):
+def test_a_killed_worker_is_restarted_not_ready_meanwhile_and_its_records_shipped_once(
+    supervised, registry, upstreams
+):
+    reg, tokens = registry
     admin = _direct()
-    before = admin.get(f"{supervised.admin_url}/metrics", timeout=5).text
     victim = _ports(supervised)["workers"][1]
+    victim_metrics = f"http://127.0.0.1:{victim['admin'][1]}/metrics"
+    own_before = _counter(admin.get(victim_metrics, timeout=5).text, DENIED)
+    marker = f"succ-{uuid.uuid4().hex[:6]}"
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _blocked_call(supervised, upstreams, marker), range(16)))
+    assert [a.status_code for a in answers] == [403] * 16
+    # Some of them were refused by the victim: their records are on its disk only.
+    assert _counter(admin.get(victim_metrics, timeout=5).text, DENIED) > own_before
+    before = admin.get(f"{supervised.admin_url}/metrics", timeout=5).text
     signal_sent = time.monotonic()
     os.kill(victim["pid"], signal.SIGKILL)
     reasons: list[str] = []
@@ -165,6 +178,19 @@ def test_a_killed_worker_is_restarted_and_the_proxy_is_not_ready_meanwhile(super
     assert _counter(after, 'sharewall_worker_restarts_total{worker="1"}') == 1
     # The dead worker's counts are carried on: the sum never goes back.
     assert _counter(after, DENIED) == _counter(before, DENIED)
+    # Its successor found its segment in worker-1/ and shipped it: every refusal, once.
+    deadline = time.monotonic() + 60
+    while True:
+        flows = api(
+            reg, tokens["security"], "GET", "/v1/flows", params={"source": SOURCE, "limit": "1000"}
+        )
+        mine = [f for f in flows.json()["flows"] if marker in f["path"]]
+        if len(mine) >= 16 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert sorted(f["decision_id"] for f in mine) == sorted(
+        a.json()["decision_id"] for a in answers
+    )
 
 
 def test_a_second_supervisor_cannot_take_a_share_of_the_port(supervised, tmp_path):
