@@ -1,7 +1,7 @@
 /* The native fast path of inspection (see proxy/inspect/native.py, which loads and installs it).
 
-   `walk_fields` and `walk_array`: the two hot loops of `walk.py` (`_walk_fields`,
-   `_walk_array`), the same steps in the same order, calling back into the Python code for
+   `walk_object`, `walk_fields` and `walk_array`: the hot loops of `walk.py` (`_walk_object`,
+   `_walk_fields`, `_walk_array`), the same steps in the same order, calling back into the Python code for
    everything but the loop itself and the checks it inlines. `configure(names)` hands them the
    Python functions and constants they call (walk.py's own, so there is one rule set).
 
@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 4
+#define NATIVE_VERSION 5
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -156,7 +156,9 @@ static PyObject *prescan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
    The walker. Names are those of walk.py; each step says which line of `_walk_fields` or
    `_walk_array` it is. */
 
-static PyObject *py_walk_object;      /* walk._walk_object */
+static PyObject *py_identifier_like; /* keys.any_identifier_like */
+static PyObject *py_keyed_by_ids;     /* walk._walk_object_keyed_by_identifiers */
+static PyObject *py_object_plan;      /* walk._object_plan */
 static PyObject *py_visit_scalar;     /* walk._visit_scalar */
 static PyObject *py_walk_embedded;    /* walk._walk_embedded */
 static PyObject *py_walk_base64;      /* walk._walk_base64 */
@@ -188,6 +190,7 @@ static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
 static Py_ssize_t min_base64;         /* encoded.MIN_BASE64 */
 static Py_ssize_t memo_max_length;    /* fields.MEMO_MAX_LENGTH */
 static int configured;
+static int not_configured(void);
 static PyObject *one; /* 1 */
 
 static PyObject *s_add, *s_checkpoint, *s_too_deep, *s_fields, *s_next_check, *s_memo,
@@ -195,6 +198,8 @@ static PyObject *s_add, *s_checkpoint, *s_too_deep, *s_fields, *s_next_check, *s
 
 static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *location,
                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list);
+static PyObject *walk_object_impl(PyObject *scan, PyObject *node, PyObject *location,
+                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list);
 
 static PyObject *call(PyObject *fn, PyObject *const *args, size_t nargs)
 {
@@ -665,17 +670,8 @@ static PyObject *walk_fields_impl(PyObject *scan, PyObject *node, PyObject *loca
                 Py_DECREF(value);
                 goto leave;
             }
-            if (kind == &PyDict_Type) {
-                if (depth_obj == NULL && (depth_obj = PyLong_FromSsize_t(depth)) == NULL) {
-                    Py_DECREF(where);
-                    Py_DECREF(value);
-                    goto leave;
-                }
-                {
-                    PyObject *args[7] = {scan, value, where, key_kind, inner, depth_obj, Py_False};
-                    done = call(py_walk_object, args, 7);
-                }
-            }
+            if (kind == &PyDict_Type)
+                done = walk_object_impl(scan, value, where, key_kind, inner, depth, 0);
             else
                 done = walk_array_impl(scan, value, where, key_kind, inner, depth, 0);
             Py_DECREF(where);
@@ -920,14 +916,12 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
                 goto item_done;
             }
         }
-        if (kind == &PyDict_Type || kind != &PyList_Type) {
+        if (kind != &PyDict_Type && kind != &PyList_Type) {
             if (item_depth_obj == NULL && (item_depth_obj = PyLong_FromSsize_t(depth)) == NULL)
                 goto item_error;
         }
-        if (kind == &PyDict_Type) {
-            PyObject *args[7] = {scan, item, where, info, ctx, item_depth_obj, Py_True};
-            done = call(py_walk_object, args, 7);
-        }
+        if (kind == &PyDict_Type)
+            done = walk_object_impl(scan, item, where, info, ctx, depth, 1);
         else if (kind == &PyList_Type)
             done = walk_array_impl(scan, item, where, info, ctx, depth, 1);
         else {
@@ -954,6 +948,156 @@ leave:
     Py_XDECREF(inner);
     Py_XDECREF(item_depth_obj);
     return result;
+}
+
+/* `scan.too_deep(depth)` when `depth` is past the limit: 1 (stop), 0 or -1. */
+static int past_depth(PyObject *scan, Py_ssize_t depth, long max_depth)
+{
+    PyObject *args[2], *deep, *depth_obj;
+    int truth;
+    if (depth <= max_depth)
+        return 0;
+    if ((depth_obj = PyLong_FromSsize_t(depth)) == NULL)
+        return -1;
+    args[0] = scan;
+    args[1] = depth_obj;
+    deep = PyObject_VectorcallMethod(s_too_deep, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(depth_obj);
+    if (deep == NULL)
+        return -1;
+    truth = PyObject_IsTrue(deep);
+    Py_DECREF(deep);
+    return truth;
+}
+
+/* `_walk_object(scan, node, location, info, ctx, depth, in_list)` */
+static PyObject *walk_object_impl(PyObject *scan, PyObject *node, PyObject *location,
+                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list)
+{
+    PyObject *keys, *plan, *fields, *inner, *result, *args[6], *depth_obj;
+    long max_depth;
+    int stop, flag;
+
+    if (!PyDict_Check(node)) {
+        PyErr_SetString(PyExc_TypeError, "walk_object takes a dict");
+        return NULL;
+    }
+    max_depth = max_depth_of(scan);
+    if (max_depth == -1 && PyErr_Occurred())
+        return NULL;
+    stop = past_depth(scan, depth, max_depth);
+    if (stop < 0)
+        return NULL;
+    if (stop)
+        return Py_NewRef(Py_None);
+    if (PyDict_GET_SIZE(node) > 0 && !in_list && info != Py_None) {
+        PyObject *rule = PyObject_GetAttr(info, s_rule);
+        if (rule == NULL)
+            return NULL;
+        flag = PySet_Contains(py_container_rules, rule);
+        Py_DECREF(rule);
+        if (flag < 0)
+            return NULL;
+        if (flag) {
+            args[0] = scan;
+            args[1] = location;
+            args[2] = info;
+            args[3] = ctx;
+            if (call_void(py_container_key, args, 4) < 0)
+                return NULL;
+        }
+    }
+    keys = PySequence_Tuple(node);
+    if (keys == NULL)
+        return NULL;
+    plan = PyDict_GetItemWithError(py_object_plans, keys); /* borrowed */
+    if (plan == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(keys);
+            return NULL;
+        }
+        args[0] = keys;
+        flag = call_truth(py_identifier_like, args, 1);
+        if (flag < 0) {
+            Py_DECREF(keys);
+            return NULL;
+        }
+        if (flag) {
+            Py_DECREF(keys);
+            if ((depth_obj = PyLong_FromSsize_t(depth)) == NULL)
+                return NULL;
+            args[0] = scan;
+            args[1] = node;
+            args[2] = location;
+            args[3] = info;
+            args[4] = ctx;
+            args[5] = depth_obj;
+            result = call(py_keyed_by_ids, args, 6);
+            Py_DECREF(depth_obj);
+            return result;
+        }
+        args[0] = keys;
+        plan = call(py_object_plan, args, 1); /* new reference */
+    }
+    else
+        Py_INCREF(plan);
+    Py_DECREF(keys);
+    if (plan == NULL)
+        return NULL;
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 2) {
+        Py_DECREF(plan);
+        PyErr_SetString(PyExc_TypeError, "an object plan is (siblings, fields)");
+        return NULL;
+    }
+    fields = PyTuple_GET_ITEM(plan, 1);
+    args[0] = ctx;
+    args[1] = info;
+    args[2] = PyTuple_GET_ITEM(plan, 0);
+    inner = call(py_inner_context, args, 3);
+    if (inner == NULL) {
+        Py_DECREF(plan);
+        return NULL;
+    }
+    if (!PyLong_Check(inner) || !PyTuple_Check(fields)) {
+        Py_DECREF(inner);
+        Py_DECREF(plan);
+        PyErr_SetString(PyExc_TypeError, "a context is an int, a plan's fields a tuple");
+        return NULL;
+    }
+    if (Py_EnterRecursiveCall(" while walking an object")) {
+        Py_DECREF(inner);
+        Py_DECREF(plan);
+        return NULL;
+    }
+    result = walk_fields_impl(scan, node, location, fields, inner, depth + 1);
+    Py_LeaveRecursiveCall();
+    Py_DECREF(inner);
+    Py_DECREF(plan);
+    return result;
+}
+
+static PyObject *walk_object(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t depth;
+    int in_list;
+    if (not_configured())
+        return NULL;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "walk_object(scan, node, location, info, ctx, depth, in_list)");
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "walk_object: location is a str");
+        return NULL;
+    }
+    depth = PyLong_AsSsize_t(args[5]);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    in_list = PyObject_IsTrue(args[6]);
+    if (in_list < 0)
+        return NULL;
+    return walk_object_impl(args[0], args[1], args[2], args[3], args[4], depth, in_list);
 }
 
 static int not_configured(void)
@@ -1056,7 +1200,9 @@ static PyObject *configure(PyObject *self, PyObject *names)
         return NULL;
     }
     configured = 0;
-    if (take(names, "_walk_object", &py_walk_object) < 0
+    if (take(names, "any_identifier_like", &py_identifier_like) < 0
+        || take(names, "_walk_object_keyed_by_identifiers", &py_keyed_by_ids) < 0
+        || take(names, "_object_plan", &py_object_plan) < 0
         || take(names, "_visit_scalar", &py_visit_scalar) < 0
         || take(names, "_walk_embedded", &py_walk_embedded) < 0
         || take(names, "_walk_base64", &py_walk_base64) < 0
@@ -1122,6 +1268,8 @@ static PyMethodDef native_methods[] = {
      "walk.py's _walk_fields, compiled."},
     {"walk_array", (PyCFunction)(void (*)(void))walk_array, METH_FASTCALL,
      "walk.py's _walk_array, compiled."},
+    {"walk_object", (PyCFunction)(void (*)(void))walk_object, METH_FASTCALL,
+     "walk.py's _walk_object, compiled."},
     {"configure", (PyCFunction)configure, METH_O,
      "configure(names): the Python functions and constants the walker calls."},
     {"prescan", (PyCFunction)(void (*)(void))prescan, METH_FASTCALL,

@@ -3,7 +3,7 @@
 `proxy/inspect/_native.c` is compiled at install by `hatch_build.py` (gcc; skipped with a warning
 when there is none). It has two parts:
 
-- the walker's two hot loops (`walk._walk_fields`, `walk._walk_array`) in C: the same steps in
+- the walker's hot loops (`walk._walk_object`, `_walk_fields`, `_walk_array`) in C: the same steps in
   the same order, calling walk.py's own functions for everything the loops do not inline, so
   the rules stay in one place (Python);
 - a pre-scan over a string's characters that tells `free_text.scan_string` (and the walker,
@@ -30,9 +30,13 @@ from proxy.inspect import free_text, phone, walk
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 4
+_VERSION = 5
 # walk.py's own loops, put back by `install(False)`.
-_PYTHON_LOOPS = {"_walk_fields": walk._walk_fields, "_walk_array": walk._walk_array}
+_PYTHON_LOOPS = {
+    "_walk_object": walk._walk_object,
+    "_walk_fields": walk._walk_fields,
+    "_walk_array": walk._walk_array,
+}
 
 
 log = structlog.get_logger("sharewall.inspect")
@@ -41,7 +45,9 @@ log = structlog.get_logger("sharewall.inspect")
 def _callbacks() -> dict[str, object]:
     """What the compiled loops call: the very functions and tables walk.py's loops use."""
     return {
-        "_walk_object": walk._walk_object,
+        "any_identifier_like": walk.any_identifier_like,
+        "_walk_object_keyed_by_identifiers": walk._walk_object_keyed_by_identifiers,
+        "_object_plan": walk._object_plan,
         "_visit_scalar": walk._visit_scalar,
         "_walk_embedded": walk._walk_embedded,
         "_walk_base64": walk._walk_base64,

@@ -290,6 +290,9 @@ _JWT = FRAGMENTS[31]  # its claims: {"sub": "123", "phone": "+6591234567"}
 MEMO_DOCS = [
     {"a": f"token {_JWT}", "b": f"token {_JWT}", "c": [f"token {_JWT}", f"token {_JWT}"]},
     {"phone number": "a" * 64, "Phone Number": "+6591234567", "PHONE NUMBER": "+6591234568"},
+    # Objects in a list under a key that holds on the key alone: the list is the finding, not
+    # each element (objects keyed by numbers are never planned, so they take the long way).
+    {"cdrs": [{"+6591234567": {"duration": 30}}, {"a@b.co": 1}], "opt_in": [{"+6591234568": 1}]},
 ]
 
 
