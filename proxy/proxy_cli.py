@@ -301,8 +301,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N|auto",
         help="processes serving the same port(s) (SO_REUSEPORT), each with its own spool "
         "directory (DIR/worker-K; worker 0 keeps DIR) and ledger, restarted when one dies; "
-        "the admin port sums their metrics and is ready when all are; auto: one per usable CPU "
-        "(default: 1, a single process)",
+        "the admin port sums their metrics and is ready when all are; auto: one per CPU this "
+        "process may use (affinity, cgroup quota) (default: 1, a single process)",
     )
     p.set_defaults(handler=run)
     return p
