@@ -322,9 +322,18 @@ def test_an_engineer_edits_its_proposal_and_a_reviewer_sees_the_edited_version_w
 
     # The staged edit of a live recipient: a grant widened, still pending, live unchanged.
     page.click("#edit-tunnel")
+    page.fill("#edit-tunnel-notes", "to inspect; DPA pending")
+    page.fill("#edit-tunnel-grant-0-categories", "contact.phone_number, comms.bogus")
+    page.click("#edit-tunnel-save")
+    error = page.wait_for_selector("#edit-tunnel-grant-0 [data-field=categories].invalid")
+    assert "comms.bogus" in error.inner_text()
+    # The notes went in with their own request; the refused grant edit waits in the form.
+    assert "1 of 2 writes saved" in page.inner_text("#edit-tunnel-message")
+    assert page.input_value("#edit-tunnel-notes") == "to inspect; DPA pending"
     page.fill("#edit-tunnel-grant-0-categories", "contact.phone_number, comms.content")
     page.click("#edit-tunnel-save")
     page.wait_for_selector("#saved-tunnel")
+    assert "DPA pending" in page.inner_text("section[data-entity=tunnel] table.diff")
     assert "comms.content" in page.inner_text("section[data-entity=tunnel] table.diff")
     tunnel = api(reg, engineer, "GET", "/v1/recipients/tunnel").json()
     assert tunnel["status"] == "approved"

@@ -551,10 +551,17 @@ function editBar(change, card) {
       msg.className = "edit-message muted";
       msg.textContent = "saving…";
       try {
+        let saved = 0;
         for (const step of steps) {
           const r = await api(step.method, step.path, step.body, { "If-Match": `"${version}"` });
-          if (!r.ok) { showErrors(step.scope, msg, r); return; }
+          if (!r.ok) {
+            showErrors(step.scope, msg, r);
+            // Each write is its own request: say what went in before the refused one.
+            if (saved) msg.prepend(`${saved} of ${steps.length} writes saved (now version ${version}); `);
+            return;
+          }
           step.done(r);
+          saved += 1;
           // A 204 (a deleted grant) carries no ETag: read the version back.
           version = versionOf(r) ?? versionOf(await api("GET", editor.path));
         }
