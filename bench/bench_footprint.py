@@ -92,6 +92,8 @@ def memory_mib(pid: int) -> dict[str, float]:
 # What a process needs before any of sharewall: measured in a child, like the proxy.
 _FLOOR_ASYNCIO = "import asyncio, ssl"
 _FLOOR_REGO = """
+import os
+os.environ["MIMALLOC_ARENA_EAGER_COMMIT"] = "0"  # as proxy.engines sets it
 import asyncio, ssl, pathlib, regorus
 engine = regorus.Engine()
 root = pathlib.Path({root!r})

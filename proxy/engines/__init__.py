@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from proxy.engines.base import (
     ENGINE_ERROR,
     ENGINE_TIMEOUT,
@@ -19,6 +21,11 @@ def create_engine(
 ) -> PolicyEngine:
     """Build the engine named `kind`; `opa` needs `opa_url`."""
     if kind == "embedded":
+        # regorus allocates with mimalloc, which commits its arena eagerly where the OS
+        # overcommits (Linux): ~3.3 MB of the sidecar's RSS the engine never touches, idle or
+        # at 1,000 calls/s (bench_footprint; no CPU cost measured). mimalloc reads the option
+        # when regorus is loaded, so it is set before the import (the operator's value wins).
+        os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
         from proxy.engines.embedded import EmbeddedEngine
 
         return EmbeddedEngine()
