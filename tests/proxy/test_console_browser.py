@@ -288,6 +288,7 @@ def test_an_engineer_edits_its_proposal_and_a_reviewer_sees_the_edited_version_w
     page.goto(f"{reg.url}/ui/approvals")
     page.wait_for_selector("#impact-editco .impact")
     assert "0 would be let through" in page.inner_text("#impact-editco")
+    assert page.query_selector("section[data-entity=editco] .badge.yours") is not None
     assert page.query_selector("#approve-editco") is None  # approving is not an engineer's
     page.click("#edit-editco")
     page.fill("#edit-editco-name", "EditCo Pte Ltd")

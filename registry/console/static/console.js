@@ -343,6 +343,7 @@ function changeCard(change) {
   const card = h("section", { class: "card change", "data-entity": id },
     h("h2", {}, `${change.entity_type} ${id} `, h("span", { class: "badge" }, change.kind), " ",
       h("span", { class: "muted" }, `by ${(change.authors || [change.updated_by]).filter(Boolean).join(", ")}`),
+      (change.authors || []).includes(BOOT.user) ? [" ", h("span", { class: "badge yours" }, "yours")] : null,
       " ", h("span", { class: "muted version" }, `version ${change.version}`)),
     diffView(change), h("h3", {}, "Impact of approving it"), impactBox, actions, msg);
   if (IS_ENGINEER) card.append(editBar(change, card));
