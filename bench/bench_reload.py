@@ -502,7 +502,7 @@ async def stages_part(args) -> None:
     full_data = orjson.dumps(policy_data(base)).decode()
 
     async def apply_delta() -> None:
-        new = await asyncio.to_thread(held.apply, orjson.loads(delta))
+        new = await held.apply_async(orjson.loads(delta))
         updated = updated_index(index, base, new.snapshot)
         await asyncio.sleep(0)  # as ProxyApp.on_snapshot does between the index and the engine
         await engine.set_snapshot(new.snapshot)

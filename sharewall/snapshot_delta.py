@@ -196,6 +196,24 @@ class HeldSnapshot:
 
     def apply(self, delta: Any) -> HeldSnapshot:
         """The snapshot after `delta` (validated as a full snapshot would be); `DeltaError` if not."""
+        merged = self.merge(delta)
+        merged.check(merged.encoded.revision)
+        return merged
+
+    async def apply_async(self, delta: Any) -> HeldSnapshot:
+        """`apply` with the hash (~4 MB at 10,000 recipients) in a worker thread: hashlib lets
+        the loop run meanwhile, and the merge itself is a few dict copies (on the loop)."""
+        merged = self.merge(delta)
+        merged.check(await asyncio.to_thread(lambda: merged.encoded.revision))
+        return merged
+
+    def check(self, revision: str) -> None:
+        """`DeltaError` unless `revision` (of the content held) is the snapshot's own."""
+        if revision != self.snapshot.revision:
+            raise DeltaError("the merged snapshot does not hash to the registry's revision")
+
+    def merge(self, delta: Any) -> HeldSnapshot:
+        """The snapshot after `delta`, every entry validated but the whole not yet hashed."""
         if not isinstance(delta, dict):
             raise DeltaError("a delta is an object")
         base = self.snapshot
@@ -239,8 +257,6 @@ class HeldSnapshot:
             parts = {rid: parts[rid] for rid in order}
         # (Otherwise every id kept its place: a dict keeps a replaced key where it was.)
         encoded = EncodedSnapshot(parts, workload_parts)
-        if encoded.revision != header.revision:
-            raise DeltaError("the merged snapshot does not hash to the registry's revision")
         snapshot = header.model_copy(
             update={"recipients": tuple(by_id.values()), "workloads": workloads}
         )
