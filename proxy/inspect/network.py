@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 IPV4_RE = re.compile(
     r"(?<![\d.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?![\d.])"
 )
+# A dotted quad exactly as `ipaddress` accepts one (ASCII digits, no leading zero, 0-255): such
+# a string becomes its `IPv4Address` through the integer, ~10x cheaper than `ip_address()`'s
+# parsing; anything else (IPv6, leading zeros, junk) takes the `ip_address()` path.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 
 
 def is_public_ip(value: str) -> bool:
@@ -17,6 +23,11 @@ def is_public_ip(value: str) -> bool:
         return False
     if "." not in value and ":" not in value:
         return False  # neither form: skip `ip_address()`, whose refusal (an exception) is slow
+    quad = _DOTTED_QUAD.fullmatch(value) if value.isascii() else None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    if quad is not None:  # canonical, so `inet_aton` reads it as `ipaddress` would
+        address = ipaddress.IPv4Address(int.from_bytes(socket.inet_aton(value), "big"))
+        return address.is_global and not address.is_multicast
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
