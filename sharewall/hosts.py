@@ -199,17 +199,18 @@ def parse_url(url: str) -> Target:
     return Target(scheme, host, port, _request_path(path, query))
 
 
-def parse_service_url(url: str) -> Target:
-    """Parse the configured URL of a service sharewall calls (the registry): http(s) only.
+def parse_service_url(url: str, *, default_port: int | None = None) -> Target:
+    """Parse the configured URL of a service sharewall calls (the registry, OPA): http(s) only.
 
     Unlike a proxied call's target, a configured URL may carry userinfo (credentials for the
-    service); it is accepted and left out of the result, which is safe to log.
+    service); it is accepted and left out of the result, which is safe to log. A URL that names
+    no port gets `default_port` (the service's own, e.g. OPA's 8181), else the scheme's.
     """
     scheme, authority, path, query, _fragment = split_url(url.strip())
     if authority is None or scheme not in DEFAULT_PORTS:
         raise BadAuthority("only absolute http:// and https:// URLs are accepted")
     hostport = authority.rpartition("@")[2]
-    host, port = parse_authority(hostport, default_port=DEFAULT_PORTS[scheme])
+    host, port = parse_authority(hostport, default_port=default_port or DEFAULT_PORTS[scheme])
     return Target(scheme, host, port, _request_path(path, query))
 
 

@@ -230,6 +230,12 @@ def test_service_url(url: str, expected: tuple[str, str, int, str]) -> None:
     assert tuple(parse_service_url(url)) == expected
 
 
+def test_service_url_default_port_is_the_services_own_unless_the_url_names_one() -> None:
+    assert parse_service_url("http://opa", default_port=8181).port == 8181
+    assert parse_service_url("https://opa", default_port=8181).port == 8181
+    assert parse_service_url("http://opa:80", default_port=8181).port == 80
+
+
 @pytest.mark.parametrize(
     "url",
     ["registry.test:8700", "ftp://registry.test/", "http://u@", "http://registry.test:99999/"],

@@ -1,18 +1,20 @@
-"""The OPA engine: an OPA server (normally the pod's sidecar) queried over its data API.
+"""The OPA engine: an OPA server (normally the pod's sidecar) queried with opa-python-client's
+`AsyncOpaClient`, as the design card says.
 
-`POST /v1/data/sharewall/egress/decision` with `{"input": ...}` per call and
-`PUT /v1/data/sharewall/registry` per snapshot, through the proxy's control-plane client.
+The client brings aiohttp (and requests, through the package's sync client): this module is
+imported only when `--engine opa` builds the engine (`proxy.engines.create_engine`), so the
+default embedded sidecar loads none of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any
 
+import aiohttp
 import structlog
+from opa_client import AsyncOpaClient
 
-from proxy.control_client import ControlClient, ControlClientError, ControlResponse
 from proxy.engines.base import (
     DECISION_PACKAGE,
     DECISION_RULE,
@@ -22,50 +24,37 @@ from proxy.engines.base import (
     SNAPSHOT_NOT_LOADED,
     EngineError,
 )
+from sharewall.hosts import BadAuthority, parse_service_url
 from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger(__name__)
 
-REGISTRY_DATA_PATH = "/v1/data/sharewall/registry"
-DECISION_DATA_PATH = "/v1/data/{}/{}".format(DECISION_PACKAGE.replace(".", "/"), DECISION_RULE)
-# Answers worth one more try (OPA restarting, a proxy in front of it): as OPA's own clients do.
-_RETRYABLE_STATUS = frozenset({502, 503, 504})
-
-
-class _OpaStatus(Exception):
-    def __init__(self, response: ControlResponse) -> None:
-        super().__init__(f"HTTP {response.status}")
-        self.status = response.status
-        self.message = _opa_message(response)
-
-
-def _opa_message(response: ControlResponse) -> str | None:
-    """OPA's error body is `{"code": ..., "message": ...}`."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    message = body.get("message") if isinstance(body, dict) else None
-    return str(message)[:200] if message else None
+OPA_PORT = 8181  # when the URL names no port
+REGISTRY_DATA_PATH = "sharewall/registry"  # PUT /v1/data/sharewall/registry
 
 
 def _translate(exc: BaseException, what: str) -> EngineError:
-    """The one place transport and OPA errors become `EngineError`."""
-    if isinstance(exc, TimeoutError):
+    """The one place opa-python-client and aiohttp errors become `EngineError`."""
+    if isinstance(exc, TimeoutError):  # our bound, or the client's (aiohttp's) own
         return EngineError(ENGINE_TIMEOUT, what)
-    if isinstance(exc, _OpaStatus):
-        detail = f"{what}: HTTP {exc.status}"
-        return EngineError(ENGINE_ERROR, f"{detail}: {exc.message}" if exc.message else detail)
-    return EngineError(ENGINE_ERROR, f"{what}: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # `query_rule` raises aiohttp's raise_for_status(): the status and its reason phrase.
+        return EngineError(ENGINE_ERROR, f"{what}: HTTP {exc.status} {exc.message}".rstrip())
+    if isinstance(exc, aiohttp.ClientError):
+        return EngineError(ENGINE_ERROR, f"{what}: {type(exc).__name__}")
+    # opa_client's own errors (RegoParseError on a refused push, ...) carry OPA's `message`.
+    message = getattr(exc, "message", None)
+    detail = f"{type(exc).__name__}: {str(message)[:200]}" if message else type(exc).__name__
+    return EngineError(ENGINE_ERROR, f"{what}: {detail}")
 
 
 class OpaEngine:
     """Queries `data.sharewall.egress.decision` on an OPA server, bounded by `timeout` seconds.
 
     With `push_data` (the default) `set_snapshot` writes the snapshot to
-    `data.sharewall.registry`; without it the OPA is expected to follow the registry's bundle
-    and the snapshot only marks the engine ready. A refused connection or a 502/503/504 is
-    tried `retries` more times within the same bound.
+    `data.sharewall.registry` (bounded by `push_timeout`); without it the OPA is expected to
+    follow the registry's bundle and the snapshot only marks the engine ready. The client tries
+    a refused connection or a 500/502/504 `retries` more times, within the same bound.
     """
 
     name = "opa"
@@ -80,18 +69,28 @@ class OpaEngine:
         retries: int = 1,
     ) -> None:
         try:
-            # 8181 (OPA's) when the URL names no port.
-            # Up to 32 kept-alive connections: one per call in flight is common under load.
-            self._client = ControlClient(
-                url, default_port=8181, connect_timeout=push_timeout, max_idle=32
+            target = parse_service_url(
+                url if "://" in url else f"http://{url}", default_port=OPA_PORT
             )
-        except ValueError:
+        except BadAuthority:
             raise ValueError(f"invalid OPA URL {url!r}") from None
+        if target.path != "/":
+            # The client addresses OPA's API at the server's root (/v1/...).
+            raise ValueError(f"invalid OPA URL {url!r}: OPA's API is at the root, no path")
         self.url = url
         self._timeout = timeout
         self._push_timeout = push_timeout
         self._push_data = push_data
-        self._retries = retries
+        self._client = AsyncOpaClient(
+            host=f"[{target.host}]" if ":" in target.host else target.host,
+            port=target.port,
+            ssl=target.scheme == "https",
+            retries=retries,
+            # The client's per-request bound must let a whole snapshot through; each call is
+            # bounded by ours (asyncio.timeout), retries included: `timeout` for a query.
+            timeout=max(timeout, push_timeout),
+        )
+        self._session_open = False
         self._revision: str | None = None
 
     @property
@@ -102,28 +101,20 @@ class OpaEngine:
     def revision(self) -> str | None:
         return self._revision
 
-    async def _call(self, method: str, path: str, document: Any, expect: int) -> ControlResponse:
-        """One request, retried on what a restarting OPA answers; `_OpaStatus` unless `expect`."""
-        attempt = 0
-        while True:
-            try:
-                response = await self._client.request(method, path, json=document)
-            except (OSError, ssl.SSLError, ControlClientError):
-                if attempt >= self._retries:
-                    raise
-            else:
-                if response.status == expect:
-                    return response
-                if response.status not in _RETRYABLE_STATUS or attempt >= self._retries:
-                    raise _OpaStatus(response)
-            attempt += 1
-            await asyncio.sleep(0.05 * attempt)
+    async def _ensure_session(self) -> None:
+        # The client's aiohttp session must be created inside the running loop.
+        if not self._session_open:
+            self._session_open = True
+            await self._client.__aenter__()
 
     async def set_snapshot(self, snapshot: Snapshot) -> None:
         if self._push_data:
             try:
                 async with asyncio.timeout(self._push_timeout):
-                    await self._call("PUT", REGISTRY_DATA_PATH, snapshot.policy_data(), 204)
+                    await self._ensure_session()
+                    await self._client.update_or_create_data(
+                        snapshot.policy_data(), REGISTRY_DATA_PATH
+                    )
             except Exception as exc:
                 raise _translate(exc, "push snapshot") from None
         self._revision = snapshot.revision
@@ -139,10 +130,8 @@ class OpaEngine:
             raise EngineError(SNAPSHOT_NOT_LOADED)
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._call(
-                    "POST", DECISION_DATA_PATH, {"input": policy_input}, 200
-                )
-                body = response.json()
+                await self._ensure_session()
+                body = await self._client.query_rule(policy_input, DECISION_PACKAGE, DECISION_RULE)
         except Exception as exc:
             raise _translate(exc, "query") from None
         # OPA answers `{}` when the rule is undefined: a deny, never an allow.
@@ -152,4 +141,6 @@ class OpaEngine:
         return result
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._session_open:
+            self._session_open = False
+            await self._client.close_connection()

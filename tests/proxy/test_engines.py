@@ -472,6 +472,9 @@ async def test_decider_from_a_foreign_thread_fails_closed(embedded: EmbeddedEngi
 # ---- OPA engine against a stand-in OPA server (its failure modes) ----
 
 
+OPA_FAILURE = "storage_write_conflict_error: stand-in failure"
+
+
 class StandInOpa:
     """An aiohttp server answering OPA's data API the way a broken or healthy OPA would."""
 
@@ -487,7 +490,7 @@ class StandInOpa:
         if self.mode == "undefined":
             return web.json_response({})
         if self.mode == "error":
-            return web.json_response({"code": "internal_error", "message": "x"}, status=500)
+            return web.json_response({"code": "internal_error", "message": OPA_FAILURE}, status=500)
         if self.mode == "slow":
             await asyncio.sleep(3)
         return web.json_response({"result": await self.evaluator.evaluate(body["input"])})
@@ -515,7 +518,7 @@ async def stand_in_opa() -> AsyncIterator[tuple[StandInOpa, str]]:
         data = await request.json()
         opa.pushed.append(data)
         if opa.mode == "error":
-            return web.json_response({"code": "internal_error", "message": "x"}, status=500)
+            return web.json_response({"code": "internal_error", "message": OPA_FAILURE}, status=500)
         await opa.evaluator.set_snapshot(_snapshot_from_policy_data(data))
         return web.Response(status=204)
 
@@ -608,6 +611,47 @@ async def test_opa_following_a_bundle_is_queried_without_a_push(
         await engine.close()
     assert opa.pushed == []
     assert result["allow"] is True
+
+
+async def test_a_refused_push_is_an_engine_error_with_opas_message(
+    stand_in_opa: tuple[StandInOpa, str],
+) -> None:
+    opa, url = stand_in_opa
+    opa.mode = "error"
+    engine = OpaEngine(url, timeout=1.0)
+    try:
+        with pytest.raises(EngineError) as caught:
+            await engine.set_snapshot(make_snapshot())
+    finally:
+        await engine.close()
+    assert caught.value.code == ENGINE_ERROR
+    assert OPA_FAILURE in caught.value.detail
+    assert not engine.is_ready
+
+
+@pytest.mark.parametrize("url", ["ftp://opa.test/", "http://opa.test/v1/", "http://:8181"])
+def test_an_opa_url_the_client_cannot_address_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="invalid OPA URL"):
+        OpaEngine(url)
+
+
+def test_the_opa_engine_is_opa_python_clients_and_loaded_only_when_chosen() -> None:
+    """The design card's client (`opa_client.AsyncOpaClient`), which the embedded engine never
+    loads: building an embedded engine imports neither it nor aiohttp; building the opa one does."""
+    script = (
+        "import sys\n"
+        "from proxy.engines import create_engine\n"
+        "create_engine('embedded')\n"
+        "before = sorted(m for m in ('opa_client', 'aiohttp') if m in sys.modules)\n"
+        "engine = create_engine('opa', opa_url='http://127.0.0.1:8181')\n"
+        "from opa_client import AsyncOpaClient\n"
+        "client = [v for v in vars(engine).values() if isinstance(v, AsyncOpaClient)]\n"
+        "print(before, len(client), client[0].root_url)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["[]", "1", "http://127.0.0.1:8181/v1"]
 
 
 # ---- the real OPA binary, when there is one: same table, same answers ----
