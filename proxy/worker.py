@@ -79,6 +79,9 @@ class LineWriter:
 
 def main() -> int:
     """Entry point of a worker: receive the orders, run the proxy until told to stop."""
+    from sharewall.cli import keep_greenlet_out
+
+    keep_greenlet_out()
     from proxy.proxy_cli import decision_lines_for, event_loop_factory
     from proxy.settings import SettingsError
 
