@@ -566,6 +566,7 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between changes")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait per change")
     parser.add_argument("--only", choices=("registry", "file", "stages"))
+    parser.add_argument("--workdir", type=Path, help="keep the logs here (a new folder)")
     args = parser.parse_args()
 
     parent, child = multiprocessing.Pipe()
@@ -580,6 +581,11 @@ def main() -> int:
         for name, part in (("registry", registry_part), ("file", file_part)):
             if args.only in (None, name):
                 print(f"{name}:")
+                if args.workdir is not None:  # kept: the processes' logs stay there
+                    work = args.workdir / name
+                    work.mkdir(parents=True, exist_ok=False)
+                    asyncio.run(part(work, upstream_port, args))
+                    continue
                 with tempfile.TemporaryDirectory(prefix=f"bench-reload-{name}-") as tmp:
                     asyncio.run(part(Path(tmp), upstream_port, args))
     finally:

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 BATCH = 100
+# Below these sizes the text is decoded in process (a few ms at most): a child costs ~50 ms to
+# start, which a small registry (the sample's is ~10 KB) would pay on every start and reload.
+INLINE_BYTES = {"yaml": 16 * 1024, "json": 256 * 1024}
 # The folder holding this `sharewall` package: first on the child's path, so it runs this code.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _LENGTH = struct.Struct(">I")
@@ -90,6 +93,8 @@ async def split_document(kind: str, data: bytes) -> Any:
 
     Raises `OSError` when no child can be started (the caller decodes in process instead).
     """
+    if len(data) <= INLINE_BYTES.get(kind, 0):
+        return _decode(kind, data)
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
     proc = await asyncio.create_subprocess_exec(

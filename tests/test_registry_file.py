@@ -136,6 +136,14 @@ def test_expired_grant_grants_nothing_after_its_last_day():
     assert not grant.is_active_on(date(2026, 2, 1))
 
 
+@pytest.fixture(params=["in process", "child process"])
+def decoder(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with small files decoded in process (as they are) and in the child process."""
+    if request.param == "child process":
+        monkeypatch.setattr("sharewall.document_split.INLINE_BYTES", {})
+    return request.param
+
+
 WORKLOADS = """
 workloads:
   - namespace: messaging
@@ -158,7 +166,7 @@ workloads:
         pytest.param("recipients: []\n", id="empty"),
     ],
 )
-async def test_the_sliced_loader_gives_the_same_snapshot(tmp_path: Path, text: str):
+async def test_the_sliced_loader_gives_the_same_snapshot(tmp_path: Path, text: str, decoder):
     """What the proxy loads without holding its loop (child process, slices) is the same."""
     path = _write(tmp_path, text)
     whole, sliced = load_registry_file(path), await load_registry_file_sliced(path)
@@ -176,7 +184,7 @@ async def test_the_sliced_loader_gives_the_same_snapshot(tmp_path: Path, text: s
         pytest.param("recipients: [!!binary aGk=]\n", [], id="a YAML type JSON lacks"),
     ],
 )
-async def test_the_sliced_loader_fails_the_same_way(tmp_path: Path, text: str, fragments):
+async def test_the_sliced_loader_fails_the_same_way(tmp_path: Path, text: str, fragments, decoder):
     path = _write(tmp_path, text)
     with pytest.raises(RegistryFileError) as whole:
         load_registry_file(path)

@@ -170,11 +170,19 @@ def test_a_delta_that_does_not_check_out_is_refused(change) -> None:
         held.apply(change(delta))
 
 
+@pytest.fixture(params=["in process", "child process"])
+def decoder(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the body decoded in process (small) and in the child process (big)."""
+    if request.param == "child process":
+        monkeypatch.setattr("sharewall.document_split.INLINE_BYTES", {})
+    return request.param
+
+
 WORKLOAD = {"namespace": "sms", "name": "gateway", "status": "approved", "purposes": ["billing"]}
 
 
 @pytest.mark.parametrize("workloads", [[], [WORKLOAD]])
-async def test_a_full_snapshot_loaded_in_slices_is_the_validated_one(workloads) -> None:
+async def test_a_full_snapshot_loaded_in_slices_is_the_validated_one(workloads, decoder) -> None:
     snapshot = registry_snapshot(7, [recipient(i) for i in range(300)], workloads)
     body = HeldSnapshot.of(snapshot).body()
     held = await HeldSnapshot.load(body)
@@ -201,7 +209,7 @@ def _body(**changes) -> bytes:
         pytest.param(_body(workloads=[WORKLOAD, WORKLOAD]), id="duplicate workload"),
     ],
 )
-async def test_a_snapshot_the_schema_refuses_is_refused_in_slices_too(body: bytes) -> None:
+async def test_a_snapshot_the_schema_refuses_is_refused_in_slices_too(body: bytes, decoder) -> None:
     with pytest.raises(ValueError):
         Snapshot.model_validate_json(body)
     with pytest.raises(ValueError):
