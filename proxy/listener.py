@@ -39,7 +39,7 @@ from proxy.pipeline import (
     settle,
 )
 from proxy.relay import relay_response
-from proxy.settings import Settings
+from proxy.settings import LISTEN_BACKLOG, Settings
 from proxy.transparent import Captured, TransparentListener
 from proxy.tunnel import open_tunnel, splice
 from proxy.upstream import UpstreamError, UpstreamPool, send_request
@@ -112,7 +112,7 @@ class ProxyServer:
         self._sock = socket.create_server(
             (host, port),
             family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-            backlog=1024,
+            backlog=LISTEN_BACKLOG,
             reuse_port=self.settings.reuse_port,  # the workers of `--workers N` share the port
         )
         bound = self._sock.getsockname()
@@ -127,7 +127,10 @@ class ProxyServer:
         """Start accepting connections on the bound socket(s)."""
         assert self._sock is not None
         if self.ctx.client_tls is None:
-            self._server = await asyncio.start_server(self._on_client, sock=self._sock)
+            # start_server listens again, with its own backlog (100) unless given ours.
+            self._server = await asyncio.start_server(
+                self._on_client, sock=self._sock, backlog=LISTEN_BACKLOG
+            )
         else:
             # The gateway accepts by itself and hands each socket to the loop's TLS handshake
             # (`_streams`), which raises on a refused client certificate: a TLS `start_server`

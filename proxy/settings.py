@@ -13,6 +13,9 @@ from sharewall import hosts
 Mode = Literal["enforce", "report"]
 EngineName = Literal["embedded", "opa"]
 LoopName = Literal["auto", "asyncio", "uvloop"]
+# Each listener's accept queue (the kernel caps it at net.core.somaxconn): a burst of new
+# connections waits there while the loop is busy instead of being refused or retried.
+LISTEN_BACKLOG = 1024
 
 
 class SettingsError(ValueError):

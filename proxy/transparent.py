@@ -20,6 +20,7 @@ import structlog
 
 from proxy.first_bytes import Identity, peek_identity
 from proxy.original_dst import original_destination
+from proxy.settings import LISTEN_BACKLOG
 
 if TYPE_CHECKING:
     from proxy.listener import ProxyServer
@@ -57,7 +58,7 @@ class TransparentListener:
         self._sock = socket.create_server(
             (host, port),
             family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-            backlog=1024,
+            backlog=LISTEN_BACKLOG,
             reuse_port=self.settings.reuse_port,  # the workers of `--workers N`
             dualstack_ipv6=":" in host and socket.has_dualstack_ipv6(),
         )
