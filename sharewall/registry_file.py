@@ -6,16 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from sharewall.document_split import DocumentError, split_document
 from sharewall.slices import collector_paused, consumed, each_in_slices
 from sharewall.snapshot import Recipient, Snapshot, Workload
 from sharewall.snapshot_delta import canonical_json, revision_of_parts
-
-# libyaml's safe loader parses a 10,000-recipient file about 10x faster than the pure one.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class RegistryFileError(ValueError):
@@ -150,8 +146,14 @@ async def parse_registry_document_sliced(doc: Any, source: str = "<registry>") -
 
 def decode_registry_text(text: str, source: str = "<registry>") -> Any:
     """Decode the YAML (or JSON, a subset of YAML) text of a registry document, unvalidated."""
+    # Imported here: the proxy decodes in a child process (`sharewall.document_split`) and
+    # would carry PyYAML (~0.9 MB) for nothing.
+    import yaml
+
+    # libyaml's safe loader parses a 10,000-recipient file about 10x faster than the pure one.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
