@@ -44,8 +44,6 @@ UNUSED = (
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
 # interception CA or a gateway's client certificates.
 ON_DEMAND = ("cryptography", "proxy.certs")
-# PyYAML: the registry file is decoded in a child process (`sharewall.document_split`).
-DECODED_ELSEWHERE = ("yaml",)
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
@@ -154,8 +152,3 @@ def test_the_root_help_still_lists_every_command() -> None:
     ).stdout
     for command in ("check", "proxy", "capture-rules", "ca", "registry", "inject", "injector"):
         assert f"    {command} " in out or f"    {command}\n" in out, command
-
-
-def test_the_registry_file_is_decoded_outside_the_proxy_process(proxy_modules: set[str]) -> None:
-    assert "sharewall.registry_file" in proxy_modules
-    assert sorted(m for m in proxy_modules if m.split(".")[0] in DECODED_ELSEWHERE) == []
