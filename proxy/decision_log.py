@@ -11,7 +11,7 @@ import orjson
 import structlog
 
 from proxy.decision import Decision
-from sharewall.decision_record import RECORD_ONLY_FIELDS, is_spooled, new_record
+from sharewall.decision_record import RECORD_ONLY_FIELDS, is_spooled, record_in_order
 from sharewall.redaction import REDACTED, SECRET_PARAMS, redact_path
 
 __all__ = [
@@ -128,35 +128,35 @@ def decision_record(
     denied = not decision.allow
     if blocked is None:
         blocked = denied and mode != "report"
-    return new_record(
-        time=_clock.millis(),
-        decision_id=decision.decision_id,
-        action="deny" if blocked else "allow",
-        would_block=denied and not blocked,
-        mode=mode,
-        reasons=[r.as_dict() for r in decision.reasons],
-        recipient_id=decision.recipient_id,
-        host=host,
-        port=port,
-        method=method,
-        path=path,
-        purpose=decision.purpose,
-        categories=sorted(decision.categories),
-        findings=[f.as_dict() for f in decision.findings],
-        source_workload=source_workload,
-        source_namespace=source_namespace,
-        inspected=inspected,
-        tunnel=tunnel,
-        status=status,
-        fault=decision.fault,
-        problems=list(decision.problems),
-        latency_ms=latency_ms,
-        inspect_ms=inspect_ms,
-        policy_ms=policy_ms,
-        upstream_ms=upstream_ms,
-        scheme=decision.scheme,
-        tls_upstream=decision.tls_upstream,
-        complete=decision.complete,
+    return record_in_order(
+        _clock.millis(),
+        decision.decision_id,
+        "deny" if blocked else "allow",
+        denied and not blocked,
+        mode,
+        [r.as_dict() for r in decision.reasons],
+        decision.recipient_id,
+        host,
+        port,
+        method,
+        path,
+        decision.purpose,
+        sorted(decision.categories),
+        [f.as_dict() for f in decision.findings],
+        source_workload,
+        source_namespace,
+        inspected,
+        tunnel,
+        status,
+        decision.fault,
+        list(decision.problems),
+        latency_ms,
+        inspect_ms,
+        policy_ms,
+        upstream_ms,
+        decision.scheme,
+        decision.tls_upstream,
+        decision.complete,
     )
 
 

@@ -163,38 +163,87 @@ def new_record(
     `reasons` are `{"code", "message", "category"?}` dicts and `findings` are
     `{"category", "location", "detector"}` dicts, as the proxy's decision renders them.
     """
-    return {
-        "time": time,
-        "decision_id": decision_id,
-        "action": action,
-        "would_block": would_block,
-        "mode": mode,
-        "reason_codes": [r["code"] for r in reasons],
-        "recipient_id": recipient_id,
-        "host": host,
-        "port": port,
-        "method": method,
-        "path": redact_path(path, findings),
-        "purpose": purpose,
-        "categories": categories,
-        "finding_locations": [f"{f['category']}@{f['location']}" for f in findings],
-        "source_workload": source_workload,
-        "source_namespace": source_namespace,
-        "inspected": inspected,
-        "tunnel": tunnel,
-        "status": status,
-        "fault": fault,
-        "problems": problems,
-        "latency_ms": None if latency_ms is None else round(latency_ms, 3),
-        "inspect_ms": None if inspect_ms is None else round(inspect_ms, 3),
-        "policy_ms": None if policy_ms is None else round(policy_ms, 3),
-        "upstream_ms": None if upstream_ms is None else round(upstream_ms, 3),
-        "reasons": reasons,
-        "findings": findings,
-        "scheme": scheme,
-        "tls_upstream": tls_upstream,
-        "complete": complete,
-    }
+    return record_in_order(
+        time, decision_id, action, would_block, mode, reasons, recipient_id, host, port, method,
+        path, purpose, categories, findings, source_workload, source_namespace, inspected, tunnel,
+        status, fault, problems, latency_ms, inspect_ms, policy_ms, upstream_ms, scheme,
+        tls_upstream, complete,
+    )  # fmt: skip
+
+
+def record_in_order(
+    time: str,
+    decision_id: str,
+    action: str,
+    would_block: bool,
+    mode: str,
+    reasons: list[dict[str, str]],
+    recipient_id: str | None,
+    host: str,
+    port: int | None,
+    method: str,
+    path: str,
+    purpose: str | None,
+    categories: list[str],
+    findings: list[dict[str, str]],
+    source_workload: str | None,
+    source_namespace: str | None,
+    inspected: bool | None,
+    tunnel: bool | None,
+    status: int | None,
+    fault: str | None,
+    problems: list[str],
+    latency_ms: float | None,
+    inspect_ms: float | None,
+    policy_ms: float | None,
+    upstream_ms: float | None,
+    scheme: str | None,
+    tls_upstream: bool | None,
+    complete: bool | None,
+) -> dict[str, Any]:
+    """`new_record` with its arguments by position, for the proxy's per-call path.
+
+    Twenty-eight keyword arguments make CPython build and unpack a dict per call; a record is
+    made for every proxied call. The values are zipped with `FIELD_NAMES` (the field order).
+    """
+    return dict(
+        zip(
+            FIELD_NAMES,
+            (
+                time,
+                decision_id,
+                action,
+                would_block,
+                mode,
+                [r["code"] for r in reasons],
+                recipient_id,
+                host,
+                port,
+                method,
+                redact_path(path, findings),
+                purpose,
+                categories,
+                [f"{f['category']}@{f['location']}" for f in findings],
+                source_workload,
+                source_namespace,
+                inspected,
+                tunnel,
+                status,
+                fault,
+                problems,
+                None if latency_ms is None else round(latency_ms, 3),
+                None if inspect_ms is None else round(inspect_ms, 3),
+                None if policy_ms is None else round(policy_ms, 3),
+                None if upstream_ms is None else round(upstream_ms, 3),
+                reasons,
+                findings,
+                scheme,
+                tls_upstream,
+                complete,
+            ),
+            strict=True,
+        )
+    )
 
 
 def is_spooled(record: Mapping[str, Any]) -> bool:
