@@ -9,7 +9,9 @@ Layout: formats (`query`, `headers`, `json_body`, `form`, `multipart`, `xml_body
 context (its parents, its siblings); `fields` judges a key and its value together with the tables
 of `keys`; value detectors live per family (`phone`, `identifiers`, `network`, `credentials`,
 `free_text`); `scan` collects findings and spends the limits; `categories` holds the category ids,
-checked against the taxonomy on import.
+checked against the taxonomy on import. `native` installs the optional C fast path (`_native.c`:
+the walker's loops and a pre-scan of strings, same findings) when it was built at install;
+`SHAREWALL_INSPECT_NATIVE=0` keeps inspection in pure Python.
 """
 
 from __future__ import annotations

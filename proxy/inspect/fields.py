@@ -410,6 +410,7 @@ def _device_status_ctx(scan: Scan, location: str, rule: str, value: str, ctx: in
 
 
 def _content(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    # `_native.c` (walk_str_field) does this for an ASCII body its pre-scan rules out: keep both.
     if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
         scan.add(cat.CONTENT, location, "key:content")
     if len(value) > 16 * 1024:  # `_scan_long_or_short`, inlined: every message body comes here

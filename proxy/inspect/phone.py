@@ -167,6 +167,8 @@ def is_valid_international(digits: str) -> bool:
 def is_valid_compact(value: str) -> bool:
     """A valid number written `+` and ASCII digits (how APIs send them): the walker's fast path.
 
+    `_native.c` has its twin (it reads `_BY_PREFIX` and calls this function on a miss).
+
     False says nothing (`+65 9123 4567` is valid too): the caller then judges the value in full.
     """
     return (

@@ -25,6 +25,8 @@ class ScanStopped(Exception):
 class Scan:
     """Collects findings (deduplicated by category and location) and problems for one call."""
 
+    # `_native.c` reads and writes `fields`, `next_check`, `recording` and `_findings` in place
+    # (what `count_field` and `add` do): keep them object slots, or change both.
     __slots__ = (
         "_deadline",
         "_findings",
