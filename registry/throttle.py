@@ -1,9 +1,8 @@
 """A throttle of failed sign-ins per client address (bearer tokens, the console's sign-in).
 
 Each address has a bucket of `burst` failures that refills at `burst` per `window_s`; when it
-is empty, sign-ins from that address are refused (429 with `Retry-After`) until a failure's
-worth has refilled. Every attempt is refused while throttled, a valid token included:
-answering a right guess differently would let guessing go on at full speed. Memory is
+is empty, the address is throttled until a failure's worth has refilled (what a throttled
+address is answered, a valid token passing, is `registry.api.auth.sign_in`'s rule). Memory is
 bounded: at most `max_keys` addresses are tracked, the least recently seen forgotten first.
 """
 

@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[keys.OPENAPI] = openapi.new_document()
     app[keys.SNAPSHOT_LISTENERS] = []
     app[keys.TOKEN_CACHE] = {}
+    app[auth.LIVE_TOKENS] = auth.LiveTokenHashes(settings.token_cache_ttl_s)
     app[keys.SIGN_IN_THROTTLE] = FailureThrottle(
         settings.sign_in_failures, settings.sign_in_window_s
     )

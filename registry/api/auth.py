@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,39 +82,106 @@ def require_role(request: web.Request, *roles: str) -> Principal:
 
 
 def client_address(request: web.Request) -> str:
-    """The peer address sign-in failures are counted against."""
+    """The peer address sign-in failures are counted against.
+
+    The TCP peer, never `X-Forwarded-For`: the registry has no list of proxies it trusts, and
+    a header anyone can set would let a guesser pick a fresh bucket per attempt.
+    """
     return request.remote or "unknown"
 
 
-def check_sign_in_allowed(request: web.Request) -> None:
-    """Raise 429 (with `Retry-After`) while the caller's address is throttled.
+class LiveTokenHashes:
+    """The hashes of every unrevoked token, read from the database at most every `max_age_s`.
 
-    Call it before checking any credential (a bearer token, the console's sign-in form).
+    Consulted only for a throttled address: there a valid token is let through and anything
+    else is refused without a lookup of its own, so a flood of guesses costs one query per
+    interval (not one per guess) and every guess is answered after the same set lookup.
+    Creating or revoking a token through the API marks the set stale.
     """
+
+    def __init__(self, max_age_s: float) -> None:
+        self._max_age_s = max_age_s
+        self._hashes: frozenset[str] = frozenset()
+        self._loaded_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    def mark_stale(self) -> None:
+        self._loaded_at = -math.inf
+
+    def _is_fresh(self) -> bool:
+        return time.monotonic() - self._loaded_at <= self._max_age_s
+
+    async def holds(self, app: web.Application, token_hash: str) -> bool:
+        """Whether `token_hash` is a live token's (as of at most `max_age_s` ago)."""
+        if not self._is_fresh():
+            async with self._lock:
+                if not self._is_fresh():  # another waiter may have loaded it meanwhile
+                    started = time.monotonic()
+                    async with app[keys.SESSIONS]() as session:
+                        rows = await session.exec(
+                            select(ApiToken.token_hash).where(ApiToken.revoked_at.is_(None))
+                        )
+                        self._hashes = frozenset(rows.all())
+                    self._loaded_at = started
+        return token_hash in self._hashes
+
+
+LIVE_TOKENS = web.AppKey("live_token_hashes", LiveTokenHashes)
+
+
+def _throttled(request: web.Request) -> ApiError:
     wait = request.app[keys.SIGN_IN_THROTTLE].retry_after(client_address(request))
-    if wait is not None:
-        log.info("auth.throttled", retry_after=wait)
-        raise ApiError(
-            429,
-            "too-many-sign-in-failures",
-            "Too many failed sign-ins",
-            f"too many failed sign-ins from this address; retry after {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+    if wait is None:
+        raise RuntimeError("_throttled() on an address that is not throttled")
+    log.info("auth.throttled", retry_after=wait)
+    return ApiError(
+        429,
+        "too-many-sign-in-failures",
+        "Too many failed sign-ins",
+        f"too many failed sign-ins from this address; retry after {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
 
 
-def record_failed_sign_in(request: web.Request) -> None:
-    """Count one failed sign-in against the caller's address."""
-    request.app[keys.SIGN_IN_THROTTLE].failed(client_address(request))
+async def sign_in(request: web.Request, secret: str) -> Principal | None:
+    """The principal of a bearer secret (a header's, the console's form's), or None (counted).
+
+    Failed sign-ins are throttled per client address. A valid token passes whatever the
+    throttle says: someone guessing behind the same NAT or ingress address as the proxies
+    must not lock them out. While the address is throttled any other secret raises 429 with
+    `Retry-After` after a set lookup only (`LiveTokenHashes`), never a database query of its
+    own, and is not counted again. A right guess is answered as such; the secrets are 256
+    random bits, so what the throttle buys is keeping guessing off the database.
+    """
+    throttle = request.app[keys.SIGN_IN_THROTTLE]
+    address = client_address(request)
+    token_hash = hash_token(secret) if secret else ""
+    if throttle.retry_after(address) is not None:
+        if not secret or not await request.app[LIVE_TOKENS].holds(request.app, token_hash):
+            raise _throttled(request)
+        principal = await _lookup(request.app, token_hash)
+        if principal is None:  # revoked since the set was read
+            raise _throttled(request)
+        return principal
+    principal = await _lookup(request.app, token_hash) if secret else None
+    if principal is None:
+        throttle.failed(address)
+    return principal
 
 
 def forget_token(app: web.Application, token_hash: str | None = None) -> None:
     """Drop cached lookups (one token, or all) so a revocation takes effect at once."""
+    tokens_changed(app)
     cache = app[keys.TOKEN_CACHE]
     if token_hash is None:
         cache.clear()
     else:
         cache.pop(token_hash, None)
+
+
+def tokens_changed(app: web.Application) -> None:
+    """A token was created or revoked: the throttled path reads the live tokens again."""
+    app[LIVE_TOKENS].mark_stale()
 
 
 async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
@@ -141,11 +210,6 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
         await _mark_used(app, token.id)
     cache[token_hash] = (principal, now)
     return principal
-
-
-async def lookup_token(app: web.Application, token_hash: str) -> Principal | None:
-    """The principal of an unrevoked token by its hash (the console's sign-in), or None."""
-    return await _lookup(app, token_hash)
 
 
 async def _mark_used(app: web.Application, token_id: int) -> None:
@@ -207,15 +271,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 actor=principal.owner, token=principal.name, role=principal.role
             )
     if header is not None:
-        check_sign_in_allowed(request)
         scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            record_failed_sign_in(request)
-            raise unauthorized("expected 'Authorization: Bearer <token>'")
-        principal = await _lookup(request.app, hash_token(secret.strip()))
+        if scheme.lower() != "bearer":
+            secret = ""  # malformed: a failed sign-in like a wrong token
+        principal = await sign_in(request, secret.strip())
         if principal is None:
             log.info("auth.rejected", path=request.path)
-            record_failed_sign_in(request)
+            if not secret.strip():
+                raise unauthorized("expected 'Authorization: Bearer <token>'")
             raise unauthorized("unknown or revoked token")
         request[PRINCIPAL] = principal
         structlog.contextvars.bind_contextvars(

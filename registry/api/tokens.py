@@ -9,7 +9,7 @@ from registry.errors import ApiError
 from registry.payloads import TokenCreate
 
 from . import keys
-from .auth import forget_token
+from .auth import forget_token, tokens_changed
 from .responses import TokenCreated, TokenList, TokenOut
 from .routes import Reply, RouteTable, caller, request_body
 
@@ -37,6 +37,7 @@ async def create_token(request: web.Request) -> TokenCreated:
             owner=body.owner,
             actor=principal.actor(),
         )
+    tokens_changed(request.app)
     return TokenCreated(**tokens.token_view(token), secret=secret)
 
 

@@ -101,26 +101,23 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    """Check the token (throttled per address), open a session, go to the overview."""
-    try:
-        auth.check_sign_in_allowed(request)
-    except ApiError as exc:
-        return _sign_in_page(request, exc.detail or exc.title, status=429, headers=exc.headers)
+    """Check the token (throttled per address: `auth.sign_in`), open a session, go to the overview."""
     form = await request.post()
     submitted, expected = str(form.get("csrf", "")), request.cookies.get(SIGN_IN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(submitted, expected):
         return _sign_in_page(request, "The form expired; please sign in again.", status=403)
     secret = str(form.get("token", "")).strip()
-    token_hash = hash_token(secret) if secret else ""
-    principal = await auth.lookup_token(request.app, token_hash) if secret else None
+    try:
+        principal = await auth.sign_in(request, secret)
+    except ApiError as exc:
+        return _sign_in_page(request, exc.detail or exc.title, status=429, headers=exc.headers)
     if principal is None:
-        auth.record_failed_sign_in(request)
         log.info("console.sign_in_failed")
         return _sign_in_page(request, "Unknown or revoked token.", status=401)
     if principal.role not in CONSOLE_ROLES:
         log.info("console.sign_in_refused", role=principal.role)
         return _sign_in_page(request, "A proxy token cannot sign in to the console.", status=403)
-    session = request.app[sessions.SESSION_STORE].create(token_hash)
+    session = request.app[sessions.SESSION_STORE].create(hash_token(secret))
     log.info("console.signed_in", actor=principal.owner, role=principal.role)
     response = web.HTTPSeeOther("/ui/")
     sessions.set_session_cookie(response, request, session.id)

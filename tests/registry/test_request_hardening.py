@@ -4,13 +4,19 @@ errors are problem+json; failed sign-ins are throttled per address; ingest is pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
+import re
 import zlib
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
 
+from registry.api.app import create_app
 from registry.settings import Settings
+
+from .conftest import RegistryTestServer
 
 PROBLEM = "application/problem+json"
 P = "https://sharewall.dev/problems/"
@@ -128,22 +134,81 @@ async def test_unknown_paths_and_methods_are_problem_json(client):
     assert (resp.status, resp.content_type) == (405, PROBLEM)
 
 
-async def test_failed_sign_ins_are_throttled_per_address(client, auth):
+async def _throttle(client) -> None:
+    """Spend this address's failed sign-ins (3 in this module) with wrong tokens."""
     bad = {"Authorization": "Bearer sw_guess"}
     for _ in range(3):
         assert (await client.get("/v1/recipients", headers=bad)).status == 401
-    resp = await client.get("/v1/recipients", headers=bad)
-    assert resp.status == 429
-    assert int(resp.headers["Retry-After"]) >= 1
-    assert (await resp.json())["type"] == P + "too-many-sign-in-failures"
-    # While throttled even a right token is refused: a different answer would leak the guess.
-    assert (await client.get("/v1/recipients", headers=auth("engineer"))).status == 429
+
+
+async def test_failed_sign_ins_are_throttled_per_address(client, auth):
+    await _throttle(client)
+    for header in ("Bearer sw_guess", "Bearer sw_another-guess", "Basic dXNlcjpwYXNz", "Bearer "):
+        resp = await client.get("/v1/recipients", headers={"Authorization": header})
+        assert resp.status == 429, header
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert (await resp.json())["type"] == P + "too-many-sign-in-failures"
     # Another client address is not affected.
     connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
     async with aiohttp.ClientSession(connector=connector) as other:
         url = client.make_url("/v1/recipients")
-        async with other.get(url, headers=auth("engineer")) as resp:
-            assert resp.status == 200
+        async with other.get(url, headers={"Authorization": "Bearer sw_guess"}) as resp:
+            assert resp.status == 401
+
+
+async def test_a_valid_token_passes_a_throttled_address(client, auth):
+    """Someone guessing behind the proxies' NAT or ingress address must not lock them out."""
+    await _throttle(client)
+    assert (await client.get("/v1/recipients", headers=auth("engineer"))).status == 200
+    resp = await client.get("/v1/snapshot", headers=auth("proxy"))
+    assert resp.status == 200
+    batch = {"proxy_id": "p-behind-nat", "decisions": []}
+    resp = await client.post("/v1/decisions", json=batch, headers=auth("proxy"))
+    assert resp.status == 200
+    # The guessing itself stays throttled, before and after the valid calls.
+    assert (
+        await client.get("/v1/recipients", headers={"Authorization": "Bearer sw_x"})
+    ).status == 429
+
+
+async def _console_sign_in(client, token: str):
+    form = await client.get("/ui/sign-in")
+    csrf = re.search(r'name=csrf value="([^"]+)"', await form.text()).group(1)
+    return await client.post(
+        "/ui/sign-in", data={"csrf": csrf, "token": token}, allow_redirects=False
+    )
+
+
+async def test_the_console_sign_in_shares_the_throttle_and_lets_a_valid_token_in(client, tokens):
+    for _ in range(3):
+        assert (await _console_sign_in(client, "sw_guess")).status == 401
+    resp = await _console_sign_in(client, "sw_guess")
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert "too many failed sign-ins" in await resp.text()
+    resp = await client.get("/v1/recipients", headers={"Authorization": "Bearer sw_guess"})
+    assert resp.status == 429  # one throttle for bearer tokens and the console
+    resp = await _console_sign_in(client, tokens["proxy"])
+    assert resp.status == 403  # valid, so past the throttle, but a proxy token cannot sign in
+    resp = await _console_sign_in(client, tokens["security"])
+    assert (resp.status, resp.headers["Location"]) == (303, "/ui/")
+    assert (await client.get("/ui/", allow_redirects=False)).status == 200
+
+
+async def test_tokens_created_or_revoked_while_throttled_count_at_once(settings, auth):
+    """The throttled path knows the live tokens without a lookup per guess; it follows changes."""
+    app = create_app(dataclasses.replace(settings, token_cache_ttl_s=3600.0))
+    async with TestClient(RegistryTestServer(app, host="127.0.0.1", port=0)) as client:
+        await _throttle(client)
+        assert (await client.get("/v1/recipients", headers=auth("engineer"))).status == 200
+        resp = await client.post(
+            "/v1/tokens", json={"name": "eng-late", "role": "engineer"}, headers=auth("admin")
+        )
+        created = await resp.json()
+        bearer = {"Authorization": f"Bearer {created['secret']}"}
+        assert (await client.get("/v1/recipients", headers=bearer)).status == 200
+        resp = await client.delete(f"/v1/tokens/{created['id']}", headers=auth("admin"))
+        assert resp.status == 204
+        assert (await client.get("/v1/recipients", headers=bearer)).status == 429
 
 
 @pytest.mark.parametrize("path", ["/v1/logs", "/v1/decisions"])
