@@ -6,11 +6,13 @@ line per module the process imports to stderr; the set is read after the proxy i
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -79,10 +81,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], port_file: Path, stderr: Path) ->
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """The modules a real `sharewall proxy` on the sample registry has loaded once ready."""
-    tmp_path = tmp_path_factory.mktemp("proxy-imports")
+def _modules_of_a_ready_proxy(tmp_path: Path, *source: str) -> set[str]:
+    """Run `sharewall proxy` with `source` arguments under `-X importtime`; modules once ready."""
     port_file = tmp_path / "ports.json"
     stderr = tmp_path / "stderr.txt"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -93,8 +93,7 @@ def proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         "-m",
         "sharewall.cli",
         "proxy",
-        "--registry-file",
-        str(SAMPLE_REGISTRY),
+        *source,
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",
@@ -116,6 +115,59 @@ def proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
                 proc.kill()
                 proc.wait(5)
     return imported_modules(stderr.read_text())
+
+
+@pytest.fixture(scope="module")
+def proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The modules a real `sharewall proxy` on the sample registry has loaded once ready."""
+    return _modules_of_a_ready_proxy(
+        tmp_path_factory.mktemp("proxy-imports"), "--registry-file", str(SAMPLE_REGISTRY)
+    )
+
+
+class _StandInRegistry(http.server.BaseHTTPRequestHandler):
+    """`GET /v1/snapshot` as the registry answers it: the snapshot, then 304s to long polls."""
+
+    snapshot = b""
+
+    def do_GET(self) -> None:  # http.server's name
+        if self.headers.get("If-None-Match"):
+            time.sleep(0.5)  # a long poll with nothing new (shortened)
+            self.send_response(304)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("ETag", '"1"')
+        self.send_header("Content-Length", str(len(self.snapshot)))
+        self.end_headers()
+        self.wfile.write(self.snapshot)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def following_proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The modules of a proxy following a registry service (`--registry-url`) once ready."""
+    from sharewall.registry_file import load_registry_file
+
+    handler = type(
+        "Registry",
+        (_StandInRegistry,),
+        {"snapshot": load_registry_file(SAMPLE_REGISTRY).model_dump_json().encode()},
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        return _modules_of_a_ready_proxy(
+            tmp_path_factory.mktemp("following-imports"), "--registry-url", url, "--token", "t"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_running_proxy_imports_nothing_of_the_registry_service_or_its_database(
@@ -152,3 +204,13 @@ def test_the_root_help_still_lists_every_command() -> None:
     ).stdout
     for command in ("check", "proxy", "capture-rules", "ca", "registry", "inject", "injector"):
         assert f"    {command} " in out or f"    {command}\n" in out, command
+
+
+def test_a_proxy_following_the_registry_service_loads_no_http_library_nor_yaml(
+    following_proxy_modules: set[str],
+) -> None:
+    # Its follower and shipper talk through `proxy.control_client`; the snapshot is JSON.
+    assert {"proxy.registry_follower", "proxy.shipper"} <= following_proxy_modules
+    unused = (*UNUSED, *FORBIDDEN, "cryptography", "yaml")
+    loaded = sorted(m for m in following_proxy_modules if m in unused or m.split(".")[0] in unused)
+    assert loaded == []
