@@ -7,6 +7,12 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
+# gcc for the optional native inspection module (proxy/inspect/_native.c, compiled by
+# hatch_build.py at install); only this stage has it, the final stage gets the built package.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/sharewall
 ENV PATH=/opt/sharewall/bin:$PATH
 WORKDIR /src
@@ -17,8 +23,8 @@ COPY proxy/ proxy/
 COPY registry/ registry/
 COPY injector/ injector/
 # The Makefile's install (pip install of the project; tests/test_dockerfile.py runs it), without
-# -e and test extras. Every dependency ships wheels, so no compiler is needed even here. pip
-# itself is removed: the final stage installs nothing.
+# -e and test extras. Every dependency ships wheels; the compiler above is for our own native
+# module only. pip itself is removed: the final stage installs nothing.
 RUN python -m pip install . \
     && python -m pip uninstall --yes pip
 

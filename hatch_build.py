@@ -46,10 +46,16 @@ def compile_native() -> Path:
             str(built),
         ]
         subprocess.run(command, check=True, capture_output=True, timeout=300)  # noqa: S603 - fixed arguments
-        # Rename into place: a process importing it meanwhile never sees half a file.
-        staged = target.with_suffix(".tmp")
-        staged.write_bytes(built.read_bytes())
-        staged.replace(target)
+        # Rename into place: a process importing it meanwhile never sees half a file, and two
+        # builds at once (a test building the wheel beside an install) never share a file.
+        with tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix="_native.", suffix=".tmp", delete=False
+        ) as out:
+            out.write(built.read_bytes())
+        # Readable by all, as the compiler wrote it: the image runs as another user (and a
+        # temporary file is 0600).
+        os.chmod(out.name, 0o755)  # noqa: S103
+        os.replace(out.name, target)
     return target
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -119,6 +120,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return target
+
+
+def test_the_build_stage_can_compile_the_native_inspection_module(installed: Path) -> None:
+    build_runs = " ".join(a for w, a in _stages()[0] if w == "RUN")
+    assert "gcc" in build_runs  # the image's sidecars get the native fast path
+    if shutil.which("gcc"):  # and the install builds it wherever gcc is (here: this machine)
+        assert list((installed / "proxy" / "inspect").glob("_native*.so"))
 
 
 def _run_installed(installed: Path, *args: str) -> subprocess.CompletedProcess[str]:
