@@ -108,6 +108,7 @@ async def split_document(kind: str, data: bytes) -> Any:
         env=env,
     )
     assert proc.stdin is not None and proc.stdout is not None
+    await asyncio.sleep(0)  # the spawn (a fork of this process) was one stretch already
 
     async def feed() -> None:
         assert proc.stdin is not None
