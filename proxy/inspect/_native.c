@@ -400,14 +400,16 @@ static int is_valid_compact(PyObject *value)
         Py_DECREF(check);
         return -1;
     }
-    pattern = PyDict_GetItemWithError(check, key); /* borrowed, kept alive by check */
+    pattern = PyDict_GetItemWithError(check, key); /* borrowed */
     Py_DECREF(key);
     if (pattern == NULL) {
         Py_DECREF(check);
         return PyErr_Occurred() ? -1 : 0;
     }
+    Py_INCREF(pattern);
     national = PyUnicode_Substring(value, 1 + size, length);
     if (national == NULL) {
+        Py_DECREF(pattern);
         Py_DECREF(check);
         return -1;
     }
@@ -417,6 +419,7 @@ static int is_valid_compact(PyObject *value)
                                           NULL);
     }
     Py_DECREF(national);
+    Py_DECREF(pattern);
     Py_DECREF(check);
     if (match == NULL)
         return -1;
@@ -449,13 +452,17 @@ static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObj
                           PyObject *suffix, PyObject *key_kind, PyObject *rule, PyObject *inner,
                           long long inner_flags, Py_ssize_t depth, int *split_hint)
 {
-    Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+    Py_ssize_t length;
     Py_UCS4 first, last;
     PyObject *where = NULL;
-    int status = -1, done;
-    int kind = PyUnicode_KIND(value);
-    const void *data = PyUnicode_DATA(value);
+    int status = -1, done, kind;
+    const void *data;
 
+    if (PyUnicode_READY(value) < 0)
+        return -1;
+    length = PyUnicode_GET_LENGTH(value);
+    kind = PyUnicode_KIND(value);
+    data = PyUnicode_DATA(value);
     if (length == 0)
         return 0; /* nothing to judge, not even a key-only rule */
     first = PyUnicode_READ(kind, data, 0);
