@@ -167,7 +167,10 @@ class ControlClient:
         """Send one request and read the whole answer.
 
         Bound it with `asyncio.timeout()` (a connection cut short is closed, never reused);
-        only the connect has its own bound here (`connect_timeout`). `ControlClientError` (or `OSError`, `ssl.SSLError`) when the
+        only the connect has its own bound here (`connect_timeout`). A kept-alive connection
+        the server closed before answering gets the request once more on a new connection, as
+        browsers and aiohttp do: every control-plane request here is idempotent (snapshot
+        polls, decision batches keyed by id, OPA data writes and queries). `ControlClientError` (or `OSError`, `ssl.SSLError`) when the
         server cannot be reached or breaks the framing. Any status is returned: use
         `raise_for_status()` to turn a non-2xx into `ControlHTTPError`."""
         if self._closed:
