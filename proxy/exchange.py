@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 
 from proxy.decision import Call, Decision, new_decision_id
 from proxy.decision_log import redact_path
+from proxy.http1 import Source
 from proxy.upstream import filter_request_headers
 from sharewall.hosts import format_authority
 
@@ -50,14 +51,6 @@ PURPOSE_HEADER = "x-sharewall-purpose"
 # "intercepted" (a request inside an intercepted CONNECT), "transparent" (redirected by the
 # kernel), "check" (`sharewall check`, offline).
 Entry = Literal["forward", "connect", "intercepted", "transparent", "check"]
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """The calling workload (a sidecar's own settings, or a gateway client's certificate)."""
-
-    workload: str | None = None
-    namespace: str | None = None
 
 
 @dataclass(slots=True)

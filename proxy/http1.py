@@ -18,8 +18,20 @@ import httptools
 
 from proxy import responses
 from proxy.deadlines import StreamDeadline
-from proxy.exchange import Source
 from proxy.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The calling workload (a sidecar's own settings, or a gateway client's certificate).
+
+    Here, with the connection that carries it, rather than in `proxy.exchange`: the admin
+    server reads requests with `ClientConnection` and needs nothing of the exchange (decision,
+    inspector). `proxy.exchange` re-exports it.
+    """
+
+    workload: str | None = None
+    namespace: str | None = None
 
 
 class BadRequest(Exception):

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from proxy.inspect.model import InspectionLimits
+from proxy.inspection_limits import InspectionLimits
 from proxy.settings import Settings, SettingsError, default_spool_dir, parse_hostport
 
 if TYPE_CHECKING:

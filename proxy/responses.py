@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import orjson
 
-from proxy.decision import Decision
 from proxy.outcome import REFUSAL_STATUS, Outcome
+
+if TYPE_CHECKING:  # annotations only: the admin server (and the supervisor) load no inspector
+    from proxy.decision import Decision
 
 DECISION_ID_HEADER = "X-Sharewall-Decision-Id"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from proxy.inspect.model import InspectionLimits
+from proxy.inspection_limits import InspectionLimits
 from sharewall import hosts
 
 Mode = Literal["enforce", "report"]

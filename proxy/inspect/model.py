@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+# The limits live with the settings (proxy/inspection_limits.py); importable from here too.
+from proxy.inspection_limits import InspectionLimits
 
 # Problem codes (stable; they travel in `input.inspection.problems` and in logs).
 BODY_TOO_LARGE = "body_too_large"
@@ -68,21 +71,6 @@ class Inspection:
 
     def as_policy_input(self) -> dict[str, object]:
         return {"complete": self.complete, "problems": sorted(set(self.problems))}
-
-
-@dataclass(frozen=True, slots=True)
-class InspectionLimits:
-    """Bounds on the work spent on one payload; each one, when hit, is a problem code."""
-
-    max_body_bytes: int = 1 << 20  # bytes of (compressed) body read for inspection
-    max_decompressed_bytes: int = 4 << 20
-    max_depth: int = 32
-    max_fields: int = 20_000
-    max_seconds: float = 0.25
-    default_region: str = "SG"  # phonenumbers region for national-format numbers
-    extra_phone_regions: tuple[str, ...] = field(default=("HK", "US", "GB"))
-    # `iss` of the JWTs we issue: such a token is our secret wherever it goes, even as a bearer.
-    own_token_issuers: tuple[str, ...] = ()
 
 
 DEFAULT_LIMITS = InspectionLimits()
