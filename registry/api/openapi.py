@@ -117,6 +117,12 @@ def add_operation(app: web.Application, route: Route) -> None:
         op["responses"][str(code)] = (
             _problem(description) if code >= 400 else {"description": description}
         )
+    if route.etag is not None:
+        for code, response in op["responses"].items():
+            if code.startswith("2"):
+                response["headers"] = {
+                    "ETag": {"description": route.etag, "schema": {"type": "string"}}
+                }
     openapi_path = _PATH_PARAM.sub(r"{\1}", path)
     doc["paths"].setdefault(openapi_path, {})[method] = op
 

@@ -24,14 +24,11 @@ REVIEWERS = ("security",)
 routes = RouteTable(tags=("recipients",))
 
 _IF_MATCH = {"If-Match": ({"type": "string"}, 'The recipient\'s ETag ("<version>"); 412 if stale')}
+_ETAG = 'The recipient\'s version ("<version>"), for the next If-Match'
 
 
 def _actor(principal: Principal) -> Actor:
     return principal.actor()
-
-
-def _etag(version: int) -> str:
-    return f'"{version}"'
 
 
 def recipient_out(loaded: service.Loaded) -> RecipientOut:
@@ -40,9 +37,7 @@ def recipient_out(loaded: service.Loaded) -> RecipientOut:
 
 
 def _recipient_reply(loaded: service.Loaded, status: int | None = None) -> Reply:
-    return Reply(
-        recipient_out(loaded), status=status, headers={"ETag": _etag(loaded.recipient.version)}
-    )
+    return Reply(recipient_out(loaded), status=status, etag=loaded.recipient.version)
 
 
 def _grant_id(request: web.Request) -> int:
@@ -99,6 +94,7 @@ async def list_recipients(request: web.Request) -> RecipientPage:
     response=RecipientOut,
     status=201,
     responses={409: "Duplicate id, or a host registered to another recipient"},
+    etag=_ETAG,
 )
 async def create_recipient(request: web.Request) -> Reply:
     body = request_body(request, RecipientCreate)
@@ -116,6 +112,7 @@ async def create_recipient(request: web.Request) -> Reply:
     roles=READERS,
     response=RecipientOut,
     responses={404: "Unknown recipient"},
+    etag=_ETAG,
 )
 async def get_recipient(request: web.Request) -> Reply:
     async with keys.sessions(request)() as session:
@@ -125,9 +122,7 @@ async def get_recipient(request: web.Request) -> Reply:
     doc = {**loaded.view(), "reviews": reviews}
     if change is not None:
         doc["pending_change"] = change
-    return Reply(
-        RecipientOut.model_validate(doc), headers={"ETag": _etag(loaded.recipient.version)}
-    )
+    return Reply(RecipientOut.model_validate(doc), etag=loaded.recipient.version)
 
 
 @routes.patch(
@@ -139,6 +134,7 @@ async def get_recipient(request: web.Request) -> Reply:
     response=RecipientOut,
     headers=_IF_MATCH,
     responses={404: "Unknown recipient", 409: "Host taken", 412: "Stale If-Match"},
+    etag=_ETAG,
 )
 async def patch_recipient(request: web.Request) -> Reply:
     expected = if_match_version(request)
@@ -180,6 +176,7 @@ async def delete_recipient(request: web.Request) -> Reply:
     status=201,
     headers=_IF_MATCH,
     responses={404: "Unknown recipient"},
+    etag=_ETAG,
 )
 async def add_grant(request: web.Request) -> Reply:
     expected = if_match_version(request)
@@ -194,10 +191,8 @@ async def add_grant(request: web.Request) -> Reply:
         )
     return Reply(
         GrantOut.model_validate(service.grant_view(grant)),
-        headers={
-            "ETag": _etag(loaded.recipient.version),
-            "Location": f"/v1/recipients/{loaded.recipient.id}/grants/{grant.id}",
-        },
+        headers={"Location": f"/v1/recipients/{loaded.recipient.id}/grants/{grant.id}"},
+        etag=loaded.recipient.version,
     )
 
 
@@ -209,6 +204,7 @@ async def add_grant(request: web.Request) -> Reply:
     response=GrantOut,
     headers=_IF_MATCH,
     responses={404: "Unknown recipient or grant"},
+    etag=_ETAG,
 )
 async def patch_grant(request: web.Request) -> Reply:
     expected = if_match_version(request)
@@ -223,10 +219,7 @@ async def patch_grant(request: web.Request) -> Reply:
             _actor(caller(request)),
             expected_version=expected,
         )
-    return Reply(
-        GrantOut.model_validate(service.grant_view(grant)),
-        headers={"ETag": _etag(loaded.recipient.version)},
-    )
+    return Reply(GrantOut.model_validate(service.grant_view(grant)), etag=loaded.recipient.version)
 
 
 @routes.delete(
@@ -238,6 +231,7 @@ async def patch_grant(request: web.Request) -> Reply:
     response=RecipientOut,
     headers=_IF_MATCH,
     responses={202: "Removal staged for approval", 404: "Unknown recipient or grant"},
+    etag=_ETAG,
 )
 async def delete_grant(request: web.Request) -> Reply:
     expected = if_match_version(request)
@@ -252,7 +246,7 @@ async def delete_grant(request: web.Request) -> Reply:
         )
     if staged:  # an approved grant of a live recipient: removed once the change is approved
         return _recipient_reply(loaded, status=202)
-    return Reply()
+    return Reply(etag=loaded.recipient.version)
 
 
 @routes.post(
@@ -263,6 +257,7 @@ async def delete_grant(request: web.Request) -> Reply:
     body="optional",
     response=RecipientOut,
     responses={404: "Unknown recipient or grant"},
+    etag=_ETAG,
 )
 async def revoke_grant(request: web.Request) -> Reply:
     grant_id = _grant_id(request)
@@ -291,6 +286,7 @@ async def revoke_grant(request: web.Request) -> Reply:
         412: "Stale If-Match: the change moved since it was reviewed",
         428: "No If-Match (type precondition-required)",
     },
+    etag=_ETAG,
 )
 async def approve(request: web.Request) -> Reply:
     expected = if_match_version(request)  # required: the service answers 428 without it
@@ -315,6 +311,7 @@ async def approve(request: web.Request) -> Reply:
     response=RecipientOut,
     headers=_IF_MATCH,
     responses={404: "Unknown recipient", 409: "Nothing awaiting approval"},
+    etag=_ETAG,
 )
 async def reject(request: web.Request) -> Reply:
     expected = if_match_version(request)
@@ -350,6 +347,7 @@ _REVIEW = {
     "response": RecipientOut,
     "headers": _IF_MATCH,
     "responses": {404: "Unknown recipient", 409: "Not in a state that allows it"},
+    "etag": _ETAG,
 }
 
 

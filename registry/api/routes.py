@@ -41,11 +41,16 @@ BodyKind = Literal["json", "optional", "raw"]
 
 @dataclass(frozen=True)
 class Reply:
-    """A handler's answer when it needs more than the declared status: headers, another status."""
+    """A handler's answer when it needs more than the declared status: headers, another status.
+
+    `etag` is the version the answer is at, sent as `ETag: "<version>"` (what `If-Match`
+    names); only a route declared with `etag=` may set it, and such a route must on every 2xx.
+    """
 
     body: BaseModel | None = None
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    etag: int | None = None
 
 
 Result = BaseModel | Reply | web.StreamResponse
@@ -75,6 +80,8 @@ class Route:
     headers: dict[str, tuple[dict[str, Any], str]] | None = None
     responses: dict[int, str] | None = None
     tags: tuple[str, ...] = ()
+    # What the `ETag` of every 2xx answer names (documented on each); None: no ETag.
+    etag: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(ROLES)
@@ -174,13 +181,22 @@ def _render(route: Route, result: Result) -> web.StreamResponse:
         return result
     reply = result if isinstance(result, Reply) else Reply(body=result)
     status = reply.status or route.status
+    headers = dict(reply.headers)
+    # The document promises an ETag on the route's 2xx answers or none: answering otherwise
+    # is our bug, not the client's.
+    if "ETag" in headers or (reply.etag is not None and route.etag is None):
+        raise TypeError(f"{route.method} {route.path}: an ETag the route does not declare")
+    if reply.etag is not None:
+        headers["ETag"] = f'"{reply.etag}"'
+    elif route.etag is not None and status < 300:
+        raise TypeError(f"{route.method} {route.path} answered {status} without its ETag")
     if reply.body is None:
-        return web.Response(status=status, headers=reply.headers)
+        return web.Response(status=status, headers=headers)
     expected = route.response
     if isinstance(expected, type) and not isinstance(reply.body, expected):
         # The document promises `expected`; answering anything else is our bug, not the client's.
         raise TypeError(f"{route.method} {route.path} answered {type(reply.body).__name__}")
-    return json_response(reply.body, status=status, headers=reply.headers)
+    return json_response(reply.body, status=status, headers=headers)
 
 
 def _bind(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

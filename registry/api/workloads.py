@@ -20,6 +20,7 @@ ONE = "/v1/workloads/{namespace}/{name}"
 routes = RouteTable(tags=("workloads",))
 
 _IF_MATCH = {"If-Match": ({"type": "string"}, 'The workload\'s ETag ("<version>"); 412 if stale')}
+_ETAG = 'The workload\'s version ("<version>"), for the next If-Match'
 
 
 def _key(request: web.Request) -> tuple[str, str]:
@@ -30,7 +31,7 @@ def _reply(workload: Workload, status: int | None = None) -> Reply:
     return Reply(
         WorkloadOut.model_validate(service.WorkloadView(workload).view()),
         status=status,
-        headers={"ETag": f'"{workload.version}"'},
+        etag=workload.version,
     )
 
 
@@ -67,6 +68,7 @@ async def list_workloads(request: web.Request) -> WorkloadList:
     response=WorkloadOut,
     status=201,
     responses={409: "Already registered", 422: "Unknown purpose or recipient"},
+    etag=_ETAG,
 )
 async def create_workload(request: web.Request) -> Reply:
     body = request_body(request, WorkloadCreate)
@@ -83,6 +85,7 @@ async def create_workload(request: web.Request) -> Reply:
     roles=READERS,
     response=WorkloadOut,
     responses={404: "Unknown workload"},
+    etag=_ETAG,
 )
 async def get_workload(request: web.Request) -> Reply:
     async with keys.sessions(request)() as session:
@@ -92,7 +95,7 @@ async def get_workload(request: web.Request) -> Reply:
     doc = {**service.WorkloadView(workload).view(), "reviews": reviews}
     if change is not None:
         doc["pending_change"] = change
-    return Reply(WorkloadOut.model_validate(doc), headers={"ETag": f'"{workload.version}"'})
+    return Reply(WorkloadOut.model_validate(doc), etag=workload.version)
 
 
 @routes.patch(
@@ -103,6 +106,7 @@ async def get_workload(request: web.Request) -> Reply:
     response=WorkloadOut,
     headers=_IF_MATCH,
     responses={404: "Unknown workload", 412: "Stale If-Match"},
+    etag=_ETAG,
 )
 async def patch_workload(request: web.Request) -> Reply:
     expected = if_match_version(request)
@@ -140,6 +144,7 @@ _REVIEW = {
     "request": ReviewNote,
     "body": "optional",
     "response": WorkloadOut,
+    "etag": _ETAG,
 }
 
 

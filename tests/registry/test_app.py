@@ -146,3 +146,24 @@ def test_a_route_with_an_unknown_role_is_refused_at_declaration():
         @table.get("/v1/x", summary="x", roles=("secruity",))
         async def handler(request):  # pragma: no cover - never called
             raise AssertionError
+
+
+# Deleting the resource itself leaves no version to name.
+_GONE = {("/v1/recipients/{id}", "delete"), ("/v1/workloads/{namespace}/{name}", "delete")}
+
+
+async def test_every_if_match_write_documents_the_etag_it_answers(client):
+    """A client continuing an If-Match chain finds the new ETag on every success answer."""
+    doc = await (await client.get("/openapi.json")).json()
+    checked = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            names = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
+            if "If-Match" not in names or (path, method) in _GONE:
+                continue
+            for code, response in op["responses"].items():
+                if code.startswith("2"):
+                    assert "ETag" in response.get("headers", {}), (method, path, code)
+                    checked.append((method, path, code))
+    assert ("delete", "/v1/recipients/{id}/grants/{gid}", "204") in checked
+    assert ("delete", "/v1/recipients/{id}/grants/{gid}", "202") in checked

@@ -251,6 +251,53 @@ async def test_grant_revoke_and_delete(client, auth, unique):
     assert resp.status == 404
 
 
+async def test_grant_writes_carry_the_new_etag_for_the_next_if_match(client, auth, unique):
+    """A client chains If-Match through grant writes without reading the recipient again."""
+    rid = unique("chain")
+    await propose(client, auth, rid, grants=[])
+    etag = (await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))).headers["ETag"]
+    resp = await client.post(
+        f"/v1/recipients/{rid}/grants",
+        json={"purpose": "troubleshooting", "categories": ["network.ip_address"]},
+        headers={**auth("engineer"), "If-Match": etag},
+    )
+    assert resp.status == 201
+    gid, etag = (await resp.json())["id"], resp.headers["ETag"]
+    resp = await client.patch(
+        f"/v1/recipients/{rid}/grants/{gid}",
+        json={"categories": ["network.ip_address", "contact.email"]},
+        headers={**auth("engineer"), "If-Match": etag},
+    )
+    assert resp.status == 200
+    etag = resp.headers["ETag"]
+    resp = await client.delete(
+        f"/v1/recipients/{rid}/grants/{gid}", headers={**auth("engineer"), "If-Match": etag}
+    )
+    assert resp.status == 204
+    assert resp.headers["ETag"] != etag  # the recipient's version moved
+    etag = resp.headers["ETag"]
+    current = await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))
+    assert current.headers["ETag"] == etag
+    resp = await client.patch(
+        f"/v1/recipients/{rid}",
+        json={"name": "Chained Inc."},
+        headers={**auth("engineer"), "If-Match": etag},
+    )
+    assert resp.status == 200
+
+
+async def test_staged_grant_removal_carries_the_new_etag(client, auth, unique):
+    rid = unique("stage")
+    gid = (await propose(client, auth, rid))["grants"][0]["id"]
+    assert (await approve(client, auth, rid)).status == 200
+    etag = (await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))).headers["ETag"]
+    resp = await client.delete(
+        f"/v1/recipients/{rid}/grants/{gid}", headers={**auth("engineer"), "If-Match": etag}
+    )
+    assert resp.status == 202
+    assert resp.headers["ETag"] == f'"{(await resp.json())["version"]}"' != etag
+
+
 async def test_add_grant_then_delete_recipient(client, auth, unique):
     rid = unique("del")
     await propose(client, auth, rid, grants=[])
