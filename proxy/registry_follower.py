@@ -133,7 +133,7 @@ class RegistryFollower:
         if cached is None:
             # One quick try, so a proxy started beside a live registry starts ready.
             try:
-                await asyncio.wait_for(self._poll_once(), self.connect_timeout)
+                await self._poll_once(bound=self.connect_timeout)
             except Exception as exc:
                 log.warning("registry.first_fetch_failed", error=type(exc).__name__)
         self._task = asyncio.create_task(self._follow(), name="registry-follower")
@@ -211,8 +211,11 @@ class RegistryFollower:
                 )
                 await asyncio.sleep(delay)
 
-    async def _poll_once(self) -> bool:
-        """One GET (a long poll once we hold a version); True when a new snapshot was taken."""
+    async def _poll_once(self, *, bound: float | None = None) -> bool:
+        """One GET (a long poll once we hold a version); True when a new snapshot was taken.
+
+        `bound` limits the request (not the loading of what it brought, which takes its time
+        in slices: cutting it short would only start it over)."""
         assert self._client is not None
         headers: dict[str, str] = {}
         params: dict[str, str] = {}
@@ -222,7 +225,7 @@ class RegistryFollower:
                 headers["Accept"] = f"{DELTA_MEDIA_TYPE}, application/json;q=0.5"
             if self.wait > 0 and not self._full_next:
                 params["wait"] = str(int(self.wait))
-        async with asyncio.timeout(self.wait + 15.0):
+        async with asyncio.timeout(bound if bound is not None else self.wait + 15.0):
             resp = await self._client.get(SNAPSHOT_PATH, headers=headers, params=params)
         if resp.status == 304:
             return False

@@ -120,6 +120,7 @@ async def split_document(kind: str, data: bytes) -> Any:
 
     feeder = asyncio.create_task(feed())
     doc: Any = None
+    finished = False
     try:
         while True:
             try:
@@ -144,9 +145,12 @@ async def split_document(kind: str, data: bytes) -> Any:
                 doc[frame[1]].extend(frame[2])
             await asyncio.sleep(0)  # a batch at a time: the loop runs between them
         await feeder
+        finished = True
     finally:
         if not feeder.done():
             feeder.cancel()
+        if not finished and proc.returncode is None:
+            proc.kill()  # cancelled or failed: the child's answer is not wanted any more
         if proc.returncode is None:
             try:
                 await asyncio.wait_for(proc.wait(), 5)
