@@ -29,7 +29,6 @@ from sharewall.slices import collector_paused, consumed, each_in_slices
 from sharewall.snapshot import Recipient, Snapshot, Workload
 
 DELTA_MEDIA_TYPE = "application/vnd.sharewall.snapshot-delta+json"
-SNAPSHOT_MEDIA_TYPE = "application/json"
 
 
 class DeltaError(ValueError):

@@ -13,6 +13,9 @@ package sharewall.egress
 
 _taxonomy := data.sharewall.taxonomy
 
+# Read only at input.recipient_id: the embedded engine holds just the recipients decisions
+# have asked about (proxy/engines/embedded.py), which gives the same answers only while no
+# rule looks at other recipients.
 _recipients := data.sharewall.registry.recipients
 
 # Workloads keyed by namespace then name; an empty (or absent, older snapshot) map means the
