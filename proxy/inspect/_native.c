@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 5
+#define NATIVE_VERSION 6
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -159,7 +159,6 @@ static PyObject *prescan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *py_identifier_like; /* keys.any_identifier_like */
 static PyObject *py_keyed_by_ids;     /* walk._walk_object_keyed_by_identifiers */
 static PyObject *py_object_plan;      /* walk._object_plan */
-static PyObject *py_visit_scalar;     /* walk._visit_scalar */
 static PyObject *py_walk_embedded;    /* walk._walk_embedded */
 static PyObject *py_walk_base64;      /* walk._walk_base64 */
 static PyObject *py_inner_context;    /* walk._inner_context */
@@ -194,7 +193,8 @@ static int not_configured(void);
 static PyObject *one; /* 1 */
 
 static PyObject *s_add, *s_checkpoint, *s_too_deep, *s_fields, *s_next_check, *s_memo,
-    *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng, *s_key_content, *s_fullmatch;
+    *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng, *s_key_content, *s_fullmatch,
+    *s_is_negative;
 
 static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *location,
                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list);
@@ -438,16 +438,18 @@ static int str_contains_char(PyObject *value, Py_UCS4 ch)
     return PyUnicode_FindChar(value, ch, 0, PyUnicode_GET_LENGTH(value), 1) >= 0;
 }
 
-/* `location + suffix`, made once per field when first needed. */
+/* `location + suffix`, made once per field when first needed (`location` itself without a
+   suffix: a list element's place). */
 static PyObject *field_location(PyObject *location, PyObject *suffix, PyObject **where)
 {
     if (*where == NULL)
-        *where = PyUnicode_Concat(location, suffix);
+        *where = suffix == NULL ? Py_NewRef(location) : PyUnicode_Concat(location, suffix);
     return *where;
 }
 
 /* One string field of `_walk_fields` past the field count: 0, or -1 on error. `*split_hint` is
-   set by a `+65`-like value. */
+   set by a `+65`-like value. Also a string element of a list (`_visit_str` then `scan_scalar`,
+   the same steps), `suffix` NULL and `location` its place. */
 static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObject *location,
                           PyObject *suffix, PyObject *key_kind, PyObject *rule, PyObject *inner,
                           long long inner_flags, Py_ssize_t depth, int *split_hint)
@@ -805,10 +807,11 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list)
 {
     PyObject *same_keys = NULL, *fields = NULL, *inner = NULL, *result = NULL;
-    PyObject *depth_obj = NULL, *item_depth_obj = NULL;
+    PyObject *depth_obj = NULL, *item_rule = NULL, *memo = NULL;
     Py_ssize_t index;
     long max_depth;
-    int object_depth_ok;
+    long long ctx_flags;
+    int object_depth_ok, item_negative = 0;
 
     if (!PyList_Check(node)) {
         PyErr_SetString(PyExc_TypeError, "walk_array takes a list");
@@ -876,8 +879,29 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
     }
     depth += 1;
     object_depth_ok = depth <= max_depth;
-    if (Py_EnterRecursiveCall(" while walking an array"))
+    /* What `_visit_scalar` reads of `info` for each scalar element, read once. */
+    if (info != Py_None) {
+        PyObject *negative = PyObject_GetAttr(info, s_is_negative);
+        if (negative == NULL)
+            return NULL;
+        item_negative = PyObject_IsTrue(negative);
+        Py_DECREF(negative);
+        if (item_negative < 0)
+            return NULL;
+        if ((item_rule = PyObject_GetAttr(info, s_rule)) == NULL)
+            return NULL;
+    }
+    else
+        item_rule = Py_NewRef(Py_None);
+    ctx_flags = PyLong_AsLongLong(ctx); /* a context is an int of Ctx flags */
+    if (ctx_flags == -1 && PyErr_Occurred()) {
+        Py_DECREF(item_rule);
         return NULL;
+    }
+    if (Py_EnterRecursiveCall(" while walking an array")) {
+        Py_DECREF(item_rule);
+        return NULL;
+    }
     for (index = 0; index < PyList_GET_SIZE(node); index++) {
         PyObject *item = Py_NewRef(PyList_GET_ITEM(node, index));
         PyTypeObject *kind = Py_TYPE(item);
@@ -923,17 +947,33 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
                 goto item_done;
             }
         }
-        if (kind != &PyDict_Type && kind != &PyList_Type) {
-            if (item_depth_obj == NULL && (item_depth_obj = PyLong_FromSsize_t(depth)) == NULL)
-                goto item_error;
-        }
         if (kind == &PyDict_Type)
             done = walk_object_impl(scan, item, where, info, ctx, depth, 1);
         else if (kind == &PyList_Type)
             done = walk_array_impl(scan, item, where, info, ctx, depth, 1);
         else {
-            PyObject *args[6] = {scan, item, where, info, ctx, item_depth_obj};
-            done = call(py_visit_scalar, args, 6);
+            /* `_visit_scalar`: count the field; nothing under a negative key; a string as
+               `_visit_str` + `scan_scalar` judge it (the steps of a field's string in
+               `_walk_fields`, which walk_str_field takes); another scalar by its key's rule. */
+            int status = count_field(scan), unused_hint = 0;
+            if (status == 0 && item != Py_None && !item_negative) {
+                if (kind == &PyUnicode_Type) {
+                    if (memo == NULL && (memo = PyObject_GetAttr(scan, s_memo)) == NULL)
+                        status = -1;
+                    else if (!PyDict_Check(memo)) {
+                        PyErr_SetString(PyExc_TypeError, "scan.memo is a dict");
+                        status = -1;
+                    }
+                    else
+                        status = walk_str_field(scan, memo, item, where, NULL, info, item_rule,
+                                                ctx, ctx_flags, depth, &unused_hint);
+                }
+                else if (item_rule != Py_None) {
+                    PyObject *args[5] = {scan, where, info, item, ctx};
+                    status = call_void(py_scan_scalar, args, 5);
+                }
+            }
+            done = status < 0 ? NULL : Py_NewRef(Py_None);
         }
     item_done:
         Py_DECREF(where);
@@ -953,7 +993,8 @@ leave:
     Py_XDECREF(same_keys);
     Py_XDECREF(fields);
     Py_XDECREF(inner);
-    Py_XDECREF(item_depth_obj);
+    Py_XDECREF(item_rule);
+    Py_XDECREF(memo);
     return result;
 }
 
@@ -1210,7 +1251,6 @@ static PyObject *configure(PyObject *self, PyObject *names)
     if (take(names, "any_identifier_like", &py_identifier_like) < 0
         || take(names, "_walk_object_keyed_by_identifiers", &py_keyed_by_ids) < 0
         || take(names, "_object_plan", &py_object_plan) < 0
-        || take(names, "_visit_scalar", &py_visit_scalar) < 0
         || take(names, "_walk_embedded", &py_walk_embedded) < 0
         || take(names, "_walk_base64", &py_walk_base64) < 0
         || take(names, "_inner_context", &py_inner_context) < 0
@@ -1311,6 +1351,7 @@ PyMODINIT_FUNC PyInit__native(void)
     INTERN(s_latlng, "latlng");
     INTERN(s_key_content, "key:content");
     INTERN(s_fullmatch, "fullmatch");
+    INTERN(s_is_negative, "is_negative");
 #undef INTERN
     if ((one = PyLong_FromLong(1)) == NULL) {
         Py_DECREF(module);

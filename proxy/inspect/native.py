@@ -30,7 +30,7 @@ from proxy.inspect import free_text, phone, walk
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 5
+_VERSION = 6
 # walk.py's own loops, put back by `install(False)`.
 _PYTHON_LOOPS = {
     "_walk_object": walk._walk_object,
@@ -48,7 +48,6 @@ def _callbacks() -> dict[str, object]:
         "any_identifier_like": walk.any_identifier_like,
         "_walk_object_keyed_by_identifiers": walk._walk_object_keyed_by_identifiers,
         "_object_plan": walk._object_plan,
-        "_visit_scalar": walk._visit_scalar,
         "_walk_embedded": walk._walk_embedded,
         "_walk_base64": walk._walk_base64,
         "_inner_context": walk._inner_context,
