@@ -696,10 +696,17 @@ async def delete_grant(
 
 
 async def revoke_grant(
-    session: AsyncSession, recipient_id: str, grant_id: int, actor: Actor, note: str | None = None
+    session: AsyncSession,
+    recipient_id: str,
+    grant_id: int,
+    actor: Actor,
+    note: str | None = None,
+    *,
+    expected_version: int | None = None,
 ) -> Loaded:
     """Revoke one grant at once (a reviewer's action: it only narrows what is shared)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
+    _check_version(loaded, expected_version)
     grant = _find_grant(loaded, grant_id)
     if grant.status == "revoked":
         return loaded

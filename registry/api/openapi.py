@@ -113,6 +113,12 @@ def add_operation(app: web.Application, route: Route) -> None:
         op["description"] = "Roles: " + ", ".join(route.roles) + "."
         op["responses"]["401"] = _problem("No or unknown bearer token")
         op["responses"]["403"] = _problem("Role not allowed")
+    if "If-Match" in (route.headers or {}):
+        bad_if_match = "If-Match names no version (type bad-if-match)"
+        op["responses"]["400"] = _problem(
+            "Malformed JSON, or " + bad_if_match if route.request is not None else bad_if_match
+        )
+        op["responses"]["412"] = _problem("Stale If-Match (type version-mismatch)")
     for code, description in (route.responses or {}).items():
         op["responses"][str(code)] = (
             _problem(description) if code >= 400 else {"description": description}

@@ -133,7 +133,7 @@ async def get_recipient(request: web.Request) -> Reply:
     request=RecipientPatch,
     response=RecipientOut,
     headers=_IF_MATCH,
-    responses={404: "Unknown recipient", 409: "Host taken", 412: "Stale If-Match"},
+    responses={404: "Unknown recipient", 409: "Host taken"},
     etag=_ETAG,
 )
 async def patch_recipient(request: web.Request) -> Reply:
@@ -156,7 +156,7 @@ async def patch_recipient(request: web.Request) -> Reply:
     roles=AUTHORS + REVIEWERS,
     status=204,
     headers=_IF_MATCH,
-    responses={404: "Unknown recipient", 412: "Stale If-Match"},
+    responses={404: "Unknown recipient"},
 )
 async def delete_recipient(request: web.Request) -> Reply:
     expected = if_match_version(request)
@@ -256,14 +256,21 @@ async def delete_grant(request: web.Request) -> Reply:
     request=ReviewNote,
     body="optional",
     response=RecipientOut,
+    headers=_IF_MATCH,
     responses={404: "Unknown recipient or grant"},
     etag=_ETAG,
 )
 async def revoke_grant(request: web.Request) -> Reply:
+    expected = if_match_version(request)
     grant_id = _grant_id(request)
     async with keys.transaction(request) as session:
         loaded = await service.revoke_grant(
-            session, request.match_info["id"], grant_id, _actor(caller(request)), _note(request)
+            session,
+            request.match_info["id"],
+            grant_id,
+            _actor(caller(request)),
+            _note(request),
+            expected_version=expected,
         )
     return _recipient_reply(loaded)
 

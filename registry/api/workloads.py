@@ -105,7 +105,7 @@ async def get_workload(request: web.Request) -> Reply:
     request=WorkloadPatch,
     response=WorkloadOut,
     headers=_IF_MATCH,
-    responses={404: "Unknown workload", 412: "Stale If-Match"},
+    responses={404: "Unknown workload"},
     etag=_ETAG,
 )
 async def patch_workload(request: web.Request) -> Reply:
@@ -157,7 +157,6 @@ _REVIEW = {
     responses={
         403: "Four eyes (type four-eyes)",
         409: "Revoked, or nothing awaiting approval",
-        412: "Stale If-Match",
         428: "No If-Match",
     },
     **_REVIEW,

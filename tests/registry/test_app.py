@@ -153,7 +153,8 @@ _GONE = {("/v1/recipients/{id}", "delete"), ("/v1/workloads/{namespace}/{name}",
 
 
 async def test_every_if_match_write_documents_the_etag_it_answers(client):
-    """A client continuing an If-Match chain finds the new ETag on every success answer."""
+    """A client continuing an If-Match chain finds the new ETag on every success answer, and
+    the document says what a stale (412) or malformed (400) If-Match gets."""
     doc = await (await client.get("/openapi.json")).json()
     checked = []
     for path, ops in doc["paths"].items():
@@ -161,9 +162,11 @@ async def test_every_if_match_write_documents_the_etag_it_answers(client):
             names = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
             if "If-Match" not in names or (path, method) in _GONE:
                 continue
+            assert {"400", "412"} <= set(op["responses"]), (method, path)
             for code, response in op["responses"].items():
                 if code.startswith("2"):
                     assert "ETag" in response.get("headers", {}), (method, path, code)
                     checked.append((method, path, code))
     assert ("delete", "/v1/recipients/{id}/grants/{gid}", "204") in checked
     assert ("delete", "/v1/recipients/{id}/grants/{gid}", "202") in checked
+    assert ("post", "/v1/recipients/{id}/grants/{gid}/revoke", "200") in checked

@@ -298,6 +298,23 @@ async def test_staged_grant_removal_carries_the_new_etag(client, auth, unique):
     assert resp.headers["ETag"] == f'"{(await resp.json())["version"]}"' != etag
 
 
+async def test_revoking_a_grant_honours_if_match(client, auth, unique):
+    rid = unique("grevm")
+    created = await propose(client, auth, rid)
+    gid, stale = created["grants"][0]["id"], f'"{created["version"]}"'
+    resp = await client.patch(
+        f"/v1/recipients/{rid}", json={"name": "Moved Inc."}, headers=auth("engineer")
+    )
+    current = resp.headers["ETag"]
+    url = f"/v1/recipients/{rid}/grants/{gid}/revoke"
+    resp = await client.post(url, headers={**auth("security"), "If-Match": stale})
+    assert resp.status == 412
+    assert (await resp.json())["type"] == P + "version-mismatch"
+    resp = await client.post(url, headers={**auth("security"), "If-Match": current})
+    assert resp.status == 200
+    assert (await resp.json())["grants"][0]["status"] == "revoked"
+
+
 async def test_add_grant_then_delete_recipient(client, auth, unique):
     rid = unique("del")
     await propose(client, auth, rid, grants=[])
