@@ -18,6 +18,7 @@ change to one recipient replays that recipient's facts, not the whole window's.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -301,7 +302,35 @@ def replay(
     reasons that go away; `count` is the number of calls. `only_affected=False` decides every
     fact, even those the change cannot affect (the reference the tests and the bench compare
     against).
+
+    An error (a policy that fails to evaluate: `PolicyError`) leaves without the replay's
+    regorus engines: the frames of its traceback, which hold them, are cleared here, so the
+    engines are released on this thread. A regorus `Engine` is a pyo3 `unsendable` class:
+    released on the thread the error travels to (the event loop's, from `asyncio.to_thread`),
+    or by the cyclic GC on whichever thread it runs, it is leaked with "Engine is unsendable,
+    but is being dropped on another thread" on stderr.
     """
+    try:
+        return _replay(facts, live, candidate, window, day, only_affected=only_affected)
+    except Exception as exc:
+        seen: set[int] = set()
+        error: BaseException | None = exc
+        while error is not None and id(error) not in seen:  # the error and what it chains
+            seen.add(id(error))
+            traceback.clear_frames(error.__traceback__)
+            error = error.__cause__ or error.__context__
+        raise
+
+
+def _replay(
+    facts: list[Fact],
+    live: Snapshot,
+    candidate: Snapshot,
+    window: Window,
+    day: str | None,
+    *,
+    only_affected: bool,
+) -> Impact:
     day = day or datetime.now(UTC).date().isoformat()
     before, after = _Decider(live, day), _Decider(candidate, day)
     difference = _Difference(live, candidate) if only_affected else None
