@@ -21,6 +21,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 IDLE_S = 60 * 60  # an hour without a request ends a session
 MAX_AGE_S = 12 * 60 * 60  # and none lives longer than a working day
 MAX_SESSIONS = 10_000
+MAX_SESSIONS_PER_TOKEN = 20  # a token signing in again and again evicts its own sessions only
 
 
 @dataclass
@@ -48,6 +49,11 @@ class SessionStore:
     def create(self, token_hash: str) -> ConsoleSession:
         now = self._clock()
         self._expire(now)
+        own = [s for s in self._sessions.values() if s.token_hash == token_hash]
+        if len(own) >= MAX_SESSIONS_PER_TOKEN:  # its own least recently used go first
+            own.sort(key=lambda s: s.last_seen)
+            for stale in own[: len(own) - MAX_SESSIONS_PER_TOKEN + 1]:
+                self._sessions.pop(stale.id, None)
         if len(self._sessions) >= MAX_SESSIONS:  # the oldest go first
             oldest = sorted(self._sessions.values(), key=lambda s: s.last_seen)
             for stale in oldest[: len(oldest) - MAX_SESSIONS + 1]:

@@ -82,3 +82,32 @@ async def test_an_engineer_gets_no_security_only_page_actions_but_reads(client, 
     await sign_in(client, tokens["engineer"])
     assert (await client.get("/ui/approvals")).status == 200
     assert (await client.get("/v1/datamap")).status == 200
+
+
+async def _session_of(client, token: str) -> str:
+    resp = await sign_in(client, token)
+    assert resp.status == 303
+    session_id = resp.cookies["sw_session"].value
+    client.session.cookie_jar.clear()
+    return session_id
+
+
+async def _is_signed_in(client, session_id: str) -> bool:
+    resp = await client.get(
+        "/ui/", headers={"Cookie": f"sw_session={session_id}"}, allow_redirects=False
+    )
+    client.session.cookie_jar.clear()
+    return resp.status == 200
+
+
+async def test_one_token_signing_in_again_and_again_drops_only_its_own_oldest(client, tokens):
+    """A script signing in in a loop must not push the other reviewers' sessions out."""
+    from registry.api.sessions import MAX_SESSIONS_PER_TOKEN
+
+    reviewer = await _session_of(client, tokens["security"])
+    first = await _session_of(client, tokens["engineer"])
+    for _ in range(MAX_SESSIONS_PER_TOKEN):
+        latest = await _session_of(client, tokens["engineer"])
+    assert not await _is_signed_in(client, first)
+    assert await _is_signed_in(client, latest)
+    assert await _is_signed_in(client, reviewer)
