@@ -130,14 +130,15 @@ class ClientConnection:
         self._current.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._current is not None
-        self._current.head_size += len(name) + len(value) + 4
-        if self._current.head_size > self.settings.max_header_bytes:
+        # Called per header of every request: the message in a local, no assert.
+        m: _Message = self._current  # type: ignore[assignment]
+        m.head_size += len(name) + len(value) + 4
+        if m.head_size > self.settings.max_header_bytes:
             self._head_too_large = True
             raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
         text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
-        self._current.headers.append((text_name, text_value))
-        self._current.first.setdefault(text_name.lower(), text_value)
+        m.headers.append((text_name, text_value))
+        m.first.setdefault(text_name.lower(), text_value)
 
     def on_headers_complete(self) -> None:
         m = self._current
