@@ -34,14 +34,19 @@ async def each_in_slices(
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """Build a big, long-lived structure without cyclic garbage collections, then freeze it.
+    """Build a big, long-lived structure without garbage collections, then freeze it.
 
     A snapshot of 10,000 recipients is ~300,000 objects: allocating them triggers full
     collections that scan the whole heap in one go (100-250 ms during which no call is served,
     measured). Paused while building; afterwards `gc.freeze()` moves what exists to the
     permanent generation, so later collections skip the snapshot (its objects are still freed
-    by reference counting when a newer one replaces it; only cyclic garbage alive at that
-    moment would stay, which the snapshot's models do not make).
+    by reference counting when a newer one replaces it).
+
+    The trade: cyclic garbage that calls served during the load left behind is frozen too and
+    never collected. Full loads are rare (start, a follower's fallback, a file edit; a delta
+    does not pause the collector) and last seconds. Collecting only the young generations
+    meanwhile was measured too: it keeps that garbage collectable but scans the growing
+    snapshot at every second-generation pass (loop stretches p99 6-7 ms instead of 2.4 ms).
     """
     was_enabled = gc.isenabled()
     gc.disable()
