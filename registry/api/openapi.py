@@ -100,9 +100,16 @@ def add_operation(app: web.Application, route: Route) -> None:
             "required": route.body != "optional",
             "content": {route.request_content_type: {"schema": _schema_ref(doc, route.request)}},
         }
-    ok: dict[str, Any] = {"description": "OK" if route.status < 300 else "Done"}
-    if route.response is not None:
-        ok["content"] = {route.response_content_type: {"schema": _schema_ref(doc, route.response)}}
+    # The response model is the body of the route's 2xx answers; a 204 has none (a route
+    # answering 204 or 202, say, documents its model on the 202).
+    body = (
+        {route.response_content_type: {"schema": _schema_ref(doc, route.response)}}
+        if route.response is not None
+        else None
+    )
+    ok: dict[str, Any] = {"description": "No content" if route.status == 204 else "OK"}
+    if body is not None and route.status != 204:
+        ok["content"] = body
     op["responses"] = {str(route.status): ok}
     if route.request is not None:
         op["responses"]["400"] = _problem("Malformed JSON")
@@ -120,9 +127,12 @@ def add_operation(app: web.Application, route: Route) -> None:
         )
         op["responses"]["412"] = _problem("Stale If-Match (type version-mismatch)")
     for code, description in (route.responses or {}).items():
-        op["responses"][str(code)] = (
-            _problem(description) if code >= 400 else {"description": description}
-        )
+        if code >= 400:
+            op["responses"][str(code)] = _problem(description)
+            continue
+        op["responses"][str(code)] = {"description": description}
+        if body is not None and 200 <= code < 300 and code != 204:
+            op["responses"][str(code)]["content"] = body
     if route.etag is not None:
         for code, response in op["responses"].items():
             if code.startswith("2"):

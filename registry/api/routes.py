@@ -192,6 +192,8 @@ def _render(route: Route, result: Result) -> web.StreamResponse:
         raise TypeError(f"{route.method} {route.path} answered {status} without its ETag")
     if reply.body is None:
         return web.Response(status=status, headers=headers)
+    if status == 204:
+        raise TypeError(f"{route.method} {route.path} answered 204 with a body")
     expected = route.response
     if isinstance(expected, type) and not isinstance(reply.body, expected):
         # The document promises `expected`; answering anything else is our bug, not the client's.
