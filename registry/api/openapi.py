@@ -120,6 +120,15 @@ def add_operation(app: web.Application, route: Route) -> None:
         op["description"] = "Roles: " + ", ".join(route.roles) + "."
         op["responses"]["401"] = _problem("No or unknown bearer token")
         op["responses"]["403"] = _problem("Role not allowed")
+        op["responses"]["429"] = {
+            **_problem(
+                "Too many failed sign-ins from this address and this token is not valid "
+                "(type too-many-sign-in-failures; a valid token still passes)"
+            ),
+            "headers": {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        }
     if "If-Match" in (route.headers or {}):
         bad_if_match = "If-Match names no version (type bad-if-match)"
         op["responses"]["400"] = _problem(

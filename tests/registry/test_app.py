@@ -181,3 +181,11 @@ async def test_a_204_is_documented_without_a_body(client):
     staged = doc["paths"]["/v1/recipients/{id}/grants/{gid}"]["delete"]["responses"]["202"]
     schema = staged["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/RecipientOut"}
+
+
+async def test_authenticated_routes_document_the_sign_in_throttle(client):
+    doc = await (await client.get("/openapi.json")).json()
+    approve = doc["paths"]["/v1/recipients/{id}/approve"]["post"]["responses"]
+    assert approve["429"]["content"]["application/problem+json"]
+    assert "Retry-After" in approve["429"]["headers"]
+    assert "429" not in doc["paths"]["/healthz"]["get"]["responses"]
