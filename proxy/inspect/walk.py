@@ -1,9 +1,10 @@
 """Walk a decoded tree (JSON, or JSON found inside a string) field by field, keeping context.
 
 This is the hot loop of inspection: a 256 KB batch has ~10,000 fields. `_walk_object`,
-`_walk_fields` and `_walk_array` have a compiled twin in `_native.c` (the native fast path,
-`native.py`), which calls this module's other functions: a change to one of the three loops is
-made in both, and tests/proxy/test_inspect_native.py compares the two paths. What a key means (its
+`_walk_fields` and `_walk_array` (with `_visit_scalar`'s steps for a list's scalars) have a
+compiled twin in `_native.c` (the native fast path, `native.py`), which calls this module's other
+functions: a change to one of these is made in both, and tests/proxy/test_inspect_native.py
+compares the two paths. What a key means (its
 `KeyInfo`, its location suffix) and what an object's key set gives its fields (sibling context)
 are worked out once per key set and reused for every object with the same keys (every element of
 a batch); scalars that cannot matter are skipped inline, without a call or a location string.
