@@ -318,3 +318,42 @@ def test_sigterm_drains_in_flight_calls_then_exits_zero(tuned_proxy, upstreams):
     assert any(x["event"] == "proxy.stopped" for x in p.logs())
     # The spool was sealed on the way out: nothing is left half-written.
     assert not list(p.spool_dir.glob("*.open"))
+
+
+@pytest.fixture(scope="module")
+def idle_proxy(tmp_path_factory, certs, upstreams):
+    p = start_proxy(tmp_path_factory.mktemp("idle"), certs, upstreams, "--idle-timeout", "1")
+    yield p
+    p.stop()
+
+
+def _one_response(s: socket.socket) -> int:
+    """Read one Content-Length framed response off a kept-alive connection; its status."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = s.recv(65536)
+        assert chunk, "the proxy closed a connection in use"
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, headers, _ = parse_response(head + b"\r\n\r\n")
+    while len(body) < int(headers["content-length"]):
+        body += s.recv(65536)
+    return status
+
+
+def test_a_kept_alive_connection_is_served_while_used_and_closed_once_idle(idle_proxy, upstreams):
+    """Each pause between requests is under the 1 s idle timeout and all of them together are
+    over it: the one read timer of the connection follows each request. Idle, it is closed."""
+    port = upstreams.http_port
+    with socket.create_connection(("127.0.0.1", idle_proxy.port), timeout=5) as s:
+        for i in range(5):
+            request = (
+                f"GET http://api.vendor.test:{port}/{_marker(f'idle{i}')} HTTP/1.1\r\n"
+                f"Host: api.vendor.test:{port}\r\n\r\n"
+            )
+            s.sendall(request.encode())
+            assert _one_response(s) == 200
+            time.sleep(0.4)
+        started = time.monotonic()
+        assert s.recv(100) == b""  # closed by the proxy, not by us
+        assert time.monotonic() - started < 4
