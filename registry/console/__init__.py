@@ -13,12 +13,14 @@ from __future__ import annotations
 import html
 import secrets
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import orjson
 import structlog
 from aiohttp import web
 
 from registry.api import auth, sessions
+from registry.api.bodies import read_body
 from registry.errors import ApiError
 from registry.models import ROLES, TRIAGE_STATES
 from registry.tokens import hash_token
@@ -28,6 +30,7 @@ log = structlog.get_logger("registry.console")
 
 STATIC = Path(__file__).resolve().parent / "static"
 SIGN_IN_CSRF_COOKIE = "sw_signin"
+SIGN_IN_FORM_MAX_BYTES = 4096
 CONSOLE_ROLES = tuple(r for r in ROLES if r != "proxy")
 
 # The views, in the navigation's order: (path, title, roles that see it).
@@ -102,11 +105,14 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     """Check the token (throttled per address: `auth.sign_in`), open a session, go to the overview."""
-    form = await request.post()
-    submitted, expected = str(form.get("csrf", "")), request.cookies.get(SIGN_IN_CSRF_COOKIE, "")
-    if not expected or not secrets.compare_digest(submitted, expected):
+    # Read before any credential is known (the throttle lets a valid token through), so
+    # bounded: a form of two short fields, not the 32 MiB an upload may have.
+    raw = await read_body(request, SIGN_IN_FORM_MAX_BYTES)
+    form = dict(parse_qsl(raw.decode("utf-8", "replace")))
+    submitted, expected = form.get("csrf", ""), request.cookies.get(SIGN_IN_CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(submitted.encode(), expected.encode()):
         return _sign_in_page(request, "The form expired; please sign in again.", status=403)
-    secret = str(form.get("token", "")).strip()
+    secret = form.get("token", "").strip()
     try:
         principal = await auth.sign_in(request, secret)
     except ApiError as exc:

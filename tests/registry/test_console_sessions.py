@@ -111,3 +111,18 @@ async def test_one_token_signing_in_again_and_again_drops_only_its_own_oldest(cl
     assert not await _is_signed_in(client, first)
     assert await _is_signed_in(client, latest)
     assert await _is_signed_in(client, reviewer)
+
+
+async def test_an_oversized_sign_in_form_is_refused_unread(client):
+    """The form is read before the throttle can tell a valid token: its size is bounded."""
+    resp = await sign_in(client, "sw_" + "x" * 64 * 1024)
+    assert resp.status == 413
+    assert (await resp.json())["type"].endswith("/payload-too-large")
+
+
+async def test_a_sign_in_form_with_a_non_ascii_csrf_field_is_refused_not_a_crash(client, tokens):
+    await client.get("/ui/sign-in")
+    resp = await client.post(
+        "/ui/sign-in", data={"csrf": "é", "token": tokens["security"]}, allow_redirects=False
+    )
+    assert resp.status == 403
