@@ -30,7 +30,7 @@ log = structlog.get_logger("registry.console")
 
 STATIC = Path(__file__).resolve().parent / "static"
 SIGN_IN_CSRF_COOKIE = "sw_signin"
-SIGN_IN_FORM_MAX_BYTES = 4096
+CONSOLE_FORM_MAX_BYTES = 4096
 CONSOLE_ROLES = tuple(r for r in ROLES if r != "proxy")
 
 # The views, in the navigation's order: (path, title, roles that see it).
@@ -103,12 +103,18 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
     return _sign_in_page(request)
 
 
+async def _small_form(request: web.Request) -> dict[str, str]:
+    """A console form (a few short fields, urlencoded), read with a small cap (413 beyond).
+
+    Forms are read before any credential is known, so never up to the 32 MiB of an upload.
+    """
+    raw = await read_body(request, CONSOLE_FORM_MAX_BYTES)
+    return dict(parse_qsl(raw.decode("utf-8", "replace")))
+
+
 async def sign_in(request: web.Request) -> web.StreamResponse:
     """Check the token (throttled per address: `auth.sign_in`), open a session, go to the overview."""
-    # Read before any credential is known (the throttle lets a valid token through), so
-    # bounded: a form of two short fields, not the 32 MiB an upload may have.
-    raw = await read_body(request, SIGN_IN_FORM_MAX_BYTES)
-    form = dict(parse_qsl(raw.decode("utf-8", "replace")))
+    form = await _small_form(request)
     submitted, expected = form.get("csrf", ""), request.cookies.get(SIGN_IN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(submitted.encode(), expected.encode()):
         return _sign_in_page(request, "The form expired; please sign in again.", status=403)
@@ -133,9 +139,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
     session = request.get(sessions.CONSOLE_SESSION)
-    form = await request.post()
+    form = await _small_form(request)
     if session is not None:
-        if not session.csrf_matches(str(form.get("csrf", ""))):
+        if not session.csrf_matches(form.get("csrf", "")):
             raise ApiError(403, "csrf", "Forbidden", "sign-out needs the session's CSRF token")
         request.app[sessions.SESSION_STORE].drop(session.id)
     response = web.HTTPSeeOther("/ui/sign-in")

@@ -126,3 +126,8 @@ async def test_a_sign_in_form_with_a_non_ascii_csrf_field_is_refused_not_a_crash
         "/ui/sign-in", data={"csrf": "é", "token": tokens["security"]}, allow_redirects=False
     )
     assert resp.status == 403
+
+
+async def test_an_oversized_sign_out_form_is_refused_unread(client):
+    resp = await client.post("/ui/sign-out", data={"csrf": "x" * 64 * 1024}, allow_redirects=False)
+    assert resp.status == 413
