@@ -23,9 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
+
+from sharewall.hosts import BadAuthority, format_authority, parse_service_url
 
 MAX_HEAD = 64 * 1024
 DEFAULT_MAX_BODY = 256 * 1024 * 1024
@@ -122,17 +124,18 @@ class ControlClient:
         max_idle: int = 4,
         idle_ttl: float = 30.0,
     ) -> None:
-        parts = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"invalid URL {base_url!r}")
+        try:
+            target = parse_service_url(
+                base_url if "://" in base_url else f"http://{base_url}", default_port=default_port
+            )
+        except BadAuthority as exc:
+            raise ValueError(f"invalid URL {base_url!r}: {exc}") from None
         self.base_url = base_url
-        scheme_port = 443 if parts.scheme == "https" else 80
-        self.host = parts.hostname
-        self.port = parts.port or default_port or scheme_port
-        self.base_path = parts.path.rstrip("/")
-        self._ssl = control_ssl_context(ca_file) if parts.scheme == "https" else None
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        authority = host if self.port == scheme_port else f"{host}:{self.port}"
+        self.host = target.host
+        self.port = target.port
+        self.base_path = target.path.partition("?")[0].rstrip("/")
+        self._ssl = control_ssl_context(ca_file) if target.scheme == "https" else None
+        authority = format_authority(target.host, target.port, target.scheme)
         self._headers = {"Host": authority, "User-Agent": "sharewall-proxy"}
         if headers:
             self._headers.update(headers)

@@ -304,3 +304,39 @@ async def test_tls_from_an_unknown_ca_is_refused(tls_server: tuple[str, Path]) -
             await client.get("/hello")
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "authority", "base_path"),
+    [
+        ("http://Registry.Example:8080/", "registry.example", 8080, "registry.example:8080", ""),
+        ("registry.example", "registry.example", 80, "registry.example", ""),
+        (
+            "https://user:secret@registry.example/sw/",
+            "registry.example",
+            443,
+            "registry.example",
+            "/sw",
+        ),
+        ("http://[::1]:9000", "::1", 9000, "[::1]:9000", ""),
+        ("http://bücher.example", "xn--bcher-kva.example", 80, "xn--bcher-kva.example", ""),
+    ],
+)
+def test_base_url_parsed_by_the_one_url_parser(
+    url: str, host: str, port: int, authority: str, base_path: str
+) -> None:
+    client = ControlClient(url)
+    assert (client.host, client.port, client.base_path) == (host, port, base_path)
+    assert client._headers["Host"] == authority
+    assert "secret" not in repr(client._headers)
+
+
+@pytest.mark.parametrize("url", ["ftp://registry.example", "http://[::1", "http://host:99999"])
+def test_bad_base_url_is_a_value_error(url: str) -> None:
+    with pytest.raises(ValueError, match="invalid URL"):
+        ControlClient(url)
+
+
+def test_opa_default_port_when_the_url_names_none() -> None:
+    assert ControlClient("http://opa.local", default_port=8181).port == 8181
+    assert ControlClient("http://opa.local:9191", default_port=8181).port == 9191
