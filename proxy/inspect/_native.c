@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 6
+#define NATIVE_VERSION 7
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -183,6 +183,8 @@ static PyTypeObject *scan_type;       /* scan.Scan */
 static Py_ssize_t scan_fields_offset, scan_next_check_offset, scan_recording_offset,
     scan_findings_offset;
 static PyObject *py_phone_prefixes;   /* phone._BY_PREFIX (a dict, filled as numbers are seen) */
+static PyTypeObject *finding_type;    /* model.Finding */
+static Py_ssize_t finding_category_offset, finding_location_offset, finding_detector_offset;
 static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
 static long long error_flag;          /* keys.Ctx.ERROR */
 static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
@@ -1124,6 +1126,49 @@ static PyObject *walk_object_impl(PyObject *scan, PyObject *node, PyObject *loca
     return result;
 }
 
+/* `scan._findings(found)`: a `Finding` per ((category, location), detector) of `found`, in its
+   order, made as that function makes them (allocated, then its three slots set). */
+static PyObject *findings(PyObject *self, PyObject *found)
+{
+    PyObject *out, *key, *detector;
+    Py_ssize_t pos = 0, index = 0;
+    if (not_configured())
+        return NULL;
+    if (!PyDict_CheckExact(found)) {
+        PyErr_SetString(PyExc_TypeError, "findings(dict)");
+        return NULL;
+    }
+    out = PyTuple_New(PyDict_GET_SIZE(found));
+    if (out == NULL)
+        return NULL;
+    while (PyDict_Next(found, &pos, &key, &detector)) {
+        PyObject *finding;
+        if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2
+            || index >= PyTuple_GET_SIZE(out)) {
+            PyErr_SetString(PyExc_TypeError, "findings are {(category, location): detector}");
+            Py_DECREF(out);
+            return NULL;
+        }
+        finding = finding_type->tp_alloc(finding_type, 0);
+        if (finding == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        *(PyObject **)((char *)finding + finding_category_offset) =
+            Py_NewRef(PyTuple_GET_ITEM(key, 0));
+        *(PyObject **)((char *)finding + finding_location_offset) =
+            Py_NewRef(PyTuple_GET_ITEM(key, 1));
+        *(PyObject **)((char *)finding + finding_detector_offset) = Py_NewRef(detector);
+        PyTuple_SET_ITEM(out, index++, finding);
+    }
+    if (index != PyTuple_GET_SIZE(out)) {
+        PyErr_SetString(PyExc_RuntimeError, "findings changed while read");
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
 static PyObject *walk_object(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t depth;
@@ -1289,6 +1334,21 @@ static PyObject *configure(PyObject *self, PyObject *names)
         }
         Py_XSETREF(scan_type, (PyTypeObject *)type);
     }
+    {
+        PyObject *type = NULL;
+        if (take(names, "Finding", &type) < 0)
+            return NULL;
+        if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_alloc == NULL
+            || slot_offset(type, "category", &finding_category_offset) < 0
+            || slot_offset(type, "location", &finding_location_offset) < 0
+            || slot_offset(type, "detector", &finding_detector_offset) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "configure: Finding is a slotted class");
+            Py_DECREF(type);
+            return NULL;
+        }
+        Py_XSETREF(finding_type, (PyTypeObject *)type);
+    }
     if (!PyDict_Check(py_object_plans) || !PyFrozenSet_Check(py_key_only_rules)
         || !PyFrozenSet_Check(py_container_rules)) {
         PyErr_SetString(PyExc_TypeError, "configure: plans a dict, rule sets frozensets");
@@ -1317,6 +1377,7 @@ static PyMethodDef native_methods[] = {
      "walk.py's _walk_array, compiled."},
     {"walk_object", (PyCFunction)(void (*)(void))walk_object, METH_FASTCALL,
      "walk.py's _walk_object, compiled."},
+    {"findings", (PyCFunction)findings, METH_O, "scan.py's _findings, compiled."},
     {"configure", (PyCFunction)configure, METH_O,
      "configure(names): the Python functions and constants the walker calls."},
     {"prescan", (PyCFunction)(void (*)(void))prescan, METH_FASTCALL,

@@ -25,13 +25,15 @@ from types import ModuleType
 
 import structlog
 
-from proxy.inspect import free_text, phone, walk
+from proxy.inspect import free_text, phone, scan, walk
+from proxy.inspect.model import Finding
 
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 6
-# walk.py's own loops, put back by `install(False)`.
+_VERSION = 7
+# scan.py's and walk.py's own functions, put back by `install(False)`.
+_PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
     "_walk_object": walk._walk_object,
     "_walk_fields": walk._walk_fields,
@@ -77,6 +79,8 @@ def _callbacks() -> dict[str, object]:
         "Scan": walk.Scan,
         # `is_valid_compact`'s table of country codes by first three digits.
         "PHONE_PREFIXES": phone._BY_PREFIX,
+        # `scan._findings` makes the `Finding`s of a call through their slots.
+        "Finding": Finding,
     }
 
 
@@ -138,5 +142,6 @@ def install(enabled: bool) -> bool:
     free_text.prescan = _MODULE.prescan if use and _MODULE is not None else None
     for name, loop in _PYTHON_LOOPS.items():
         setattr(walk, name, getattr(_MODULE, name.lstrip("_")) if use else loop)
+    scan._findings = _MODULE.findings if use and _MODULE is not None else _PYTHON_FINDINGS
     _active = use
     return use
