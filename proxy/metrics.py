@@ -1,33 +1,44 @@
-"""Prometheus metrics of the proxy (names are constants, in one place), in the text format.
+"""Prometheus metrics of the proxy (names are constants, in one place), through prometheus_client.
 
-Every series is a plain number the event loop moves (its only writer) and the scrape reads;
-`ProxyMetrics.exposition()` writes them in Prometheus' text format 0.0.4, the text
-`prometheus_client.generate_latest` writes (the tests read it back with prometheus_client's
-parser). prometheus_client itself is not imported by the proxy: after aiohttp it was the
-sidecar's largest import left, ~3.3 MB of idle RSS and ~15 ms of start (its exposition
-module loads http.server, wsgiref, urllib.request and email), for a registry and a
-formatter the proxy used beside its own counters.
+Every series is a plain number the event loop moves (its only writer): prometheus_client's
+own `Counter`/`Histogram` take a lock per update, nine a call here. At scrape time one
+collector of ours turns those numbers into prometheus_client's metric families and
+`generate_latest` writes them in the text format 0.0.4.
+
+Importing any part of prometheus_client runs its package `__init__`, which loads its
+exposition module (http.server, wsgiref, urllib.request) and builds its default registry:
+`prometheus_client.registry` alone costs what `prometheus_client` does (bench/README.md).
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 from typing import Any
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 # Latency buckets in seconds: the policy is sub-millisecond, upstreams take up to seconds.
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _SLOW = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+Families = Callable[[], Iterable[Metric]]
 
 
 class ProxyMetrics:
     """The proxy's metrics; one instance per process, exposed by the admin listener."""
 
     def __init__(self) -> None:
-        # The series every call moves are plain numbers kept by the event loop and read at
-        # scrape time (a lock per update, as prometheus_client's types take, is nine a call).
         self._decision_counts: dict[tuple[str, str], int] = {}
         self.inspect_seconds = _Buckets(
             "sharewall_inspection_seconds", "Payload inspection time.", _FAST
@@ -50,90 +61,75 @@ class ProxyMetrics:
             "reason",
         )
         # Families in exposition order: the hot path's, then what `watch_*` adds.
-        self._writers: list[Callable[[list[str]], None]] = [
-            self._write_hot_path,
-            self.snapshot_reloads.write,
-            self.clients_refused.write,
-        ]
+        self._collector = _ScrapeCollector(
+            [self._hot_path, self.snapshot_reloads.families, self.clients_refused.families]
+        )
+        self.registry = CollectorRegistry()
+        self.registry.register(self._collector)
 
     def exposition(self) -> bytes:
         """Every series in Prometheus' text exposition format (version 0.0.4)."""
-        out: list[str] = []
-        for write in self._writers:
-            write(out)
-        return "".join(out).encode("utf-8")
+        return generate_latest(self.registry)
 
-    def _write_hot_path(self, out: list[str]) -> None:
-        _family(
-            out,
+    def _hot_path(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
             "sharewall_decisions",
             "Decisions by effective action and reason code (reason 'none' when allowed).",
-            "counter",
-            [
-                (f'{{action="{_label(a)}",reason="{_label(r)}"}}', n)
-                for (a, r), n in list(self._decision_counts.items())
-            ],
+            labels=("action", "reason"),
         )
+        for (action, reason), count in list(self._decision_counts.items()):
+            decisions.add_metric((action, reason), count)
+        yield decisions
         for histogram in (self.inspect_seconds, self.policy_seconds, self.upstream_seconds):
-            histogram.write(out)
+            yield histogram.family()
         for level in (self.inflight, self.open_tunnels, self.open_connections):
-            _family(out, level.name, level.doc, "gauge", [("", level.value)])
+            yield GaugeMetricFamily(level.name, level.doc, value=level.value)
 
     def watch_decider(self, decider: object) -> None:
         """Expose the decider's cache counters (`cache_hits`, `cache_misses`) if it has them."""
 
-        def write(out: list[str]) -> None:
+        def families() -> Iterator[Metric]:
             for attr, name in (("cache_hits", "hits"), ("cache_misses", "misses")):
                 value = getattr(decider, attr, None)
                 if isinstance(value, int):
-                    _family(
-                        out,
-                        f"sharewall_decision_cache_{name}",
-                        f"Decision cache {name}.",
-                        "counter",
-                        [("", value)],
+                    yield CounterMetricFamily(
+                        f"sharewall_decision_cache_{name}", f"Decision cache {name}.", value=value
                     )
 
-        self._writers.append(write)
+        self._collector.sources.append(families)
 
     def watch_spool(self, spool: Any) -> None:
         """Expose the spool's state and counters (it owns them; read at scrape time)."""
 
-        def write(out: list[str]) -> None:
-            _family(
-                out,
+        def families() -> Iterator[Metric]:
+            yield GaugeMetricFamily(
                 "sharewall_spool_writable",
                 "1 when the spool takes records; 0 while refused calls are answered 503.",
-                "gauge",
-                [("", 0 if spool.problem else 1)],
+                value=0 if spool.problem else 1,
             )
             for name, doc in _SPOOL_COUNTERS:
-                _family(
-                    out, f"sharewall_spool_{name}", doc, "counter", [("", getattr(spool, name))]
+                yield CounterMetricFamily(
+                    f"sharewall_spool_{name}", doc, value=getattr(spool, name)
                 )
 
-        self._writers.append(write)
+        self._collector.sources.append(families)
 
     def watch_shipper(self, shipper: Any) -> None:
         """Expose the shipper's counters, foreign segments included."""
 
-        def write(out: list[str]) -> None:
-            _family(
-                out,
+        def families() -> Iterator[Metric]:
+            yield CounterMetricFamily(
                 "sharewall_shipped_decisions",
                 "Decision records the registry acknowledged.",
-                "counter",
-                [("", shipper.shipped_decisions)],
+                value=shipper.shipped_decisions,
             )
-            _family(
-                out,
+            yield GaugeMetricFamily(
                 "sharewall_spool_foreign_segments",
                 "Spool segments written for another registry (kept, never shipped here).",
-                "gauge",
-                [("", len(shipper.foreign_segments))],
+                value=len(shipper.foreign_segments),
             )
 
-        self._writers.append(write)
+        self._collector.sources.append(families)
 
     def observe_record(self, record: dict[str, Any]) -> None:
         """Count one decision record (a `DecisionLog` sink)."""
@@ -157,6 +153,17 @@ class ProxyMetrics:
 
 
 _NONE = ("none",)
+
+
+class _ScrapeCollector(Collector):
+    """prometheus_client's collector over our numbers: each source's families, in order."""
+
+    def __init__(self, sources: list[Families]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        for families in self.sources:
+            yield from families()
 
 
 class _Level:
@@ -193,14 +200,14 @@ class _Buckets:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def write(self, out: list[str]) -> None:
-        cumulative = list(accumulate(self.counts))
-        _family(out, self.name, self.doc, "histogram", ())
-        name = self.name
-        for bound, count in zip(self.bounds, cumulative, strict=True):
-            out.append(f'{name}_bucket{{le="{_number(bound)}"}} {_number(count)}\n')
-        out.append(f"{name}_count {_number(cumulative[-1])}\n")
-        out.append(f"{name}_sum {_number(self.sum)}\n")
+    def family(self) -> HistogramMetricFamily:
+        cumulative = accumulate(self.counts)
+        return HistogramMetricFamily(
+            self.name,
+            self.doc,
+            buckets=[(floatToGoString(b), c) for b, c in zip(self.bounds, cumulative, strict=True)],
+            sum_value=self.sum,
+        )
 
 
 class _LabelledCounter:
@@ -215,14 +222,11 @@ class _LabelledCounter:
     def labels(self, **value: str) -> _Child:
         return _Child(self, value[self.label])
 
-    def write(self, out: list[str]) -> None:
-        _family(
-            out,
-            self.name,
-            self.doc,
-            "counter",
-            [(f'{{{self.label}="{_label(v)}"}}', n) for v, n in self.counts.items()],
-        )
+    def families(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.doc, labels=(self.label,))
+        for value, count in list(self.counts.items()):
+            family.add_metric((value,), count)
+        yield family
 
 
 class _Child:
@@ -243,42 +247,3 @@ _SPOOL_COUNTERS = (
     ("records_refused", "Refusals answered 503: no record on disk."),
     ("records_dropped", "Unawaited records dropped (backlog full)."),
 )
-
-
-def _family(
-    out: list[str],
-    name: str,
-    doc: str,
-    kind: str,
-    samples: Iterable[tuple[str, float]],
-) -> None:
-    """`# HELP`, `# TYPE` and `name{labels} value` lines (a counter's samples end in `_total`)."""
-    if kind == "counter":
-        name += "_total"
-    help_text = doc.replace("\\", "\\\\").replace("\n", "\\n")
-    out.append(f"# HELP {name} {help_text}\n")
-    out.append(f"# TYPE {name} {kind}\n")
-    for labels, value in samples:
-        out.append(f"{name}{labels} {_number(value)}\n")
-
-
-def _label(value: str) -> str:
-    """A label value escaped for the text format (backslash, double quote, newline)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    """A sample value as Go (and prometheus_client) writes it: 1.0, 0.25, 1.234567e+06, +Inf."""
-    value = float(value)
-    if value == math.inf:
-        return "+Inf"
-    if value == -math.inf:
-        return "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    text = repr(value)
-    dot = text.find(".")
-    if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python's repr
-        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return text

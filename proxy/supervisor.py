@@ -16,8 +16,8 @@
   supervisor stops the others and exits with its code). SIGTERM/SIGINT: every worker drains
   its calls in flight (`--drain-timeout`) and exits; the supervisor exits 0 when all did.
 
-The supervisor imports neither the proxy app nor aiohttp, prometheus_client or the policy
-engine: it only starts processes, reads their admin ports and adds numbers.
+The supervisor imports neither the proxy app nor aiohttp or the policy engine: it only starts
+processes, reads their admin ports and adds numbers (prometheus_client reads and writes the text).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 import structlog
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from proxy import metrics_merge
 from proxy.admin import PROMETHEUS_TEXT, AdminResponse, AdminServer, Route, readiness_response
@@ -432,17 +433,17 @@ class Supervisor:
         return families
 
     def _own_metrics(self) -> metrics_merge.Families:
-        F = metrics_merge.Family
-        up = F("sharewall_worker_up", "1 while the worker process runs and serves.", "gauge")
-        restarts = F(
+        up = GaugeMetricFamily(
+            "sharewall_worker_up", "1 while the worker process runs and serves.", labels=["worker"]
+        )
+        restarts = CounterMetricFamily(
             "sharewall_worker_restarts",
             "Worker processes started again after one exited.",
-            "counter",
+            labels=["worker"],
         )
         for slot in self.slots:
-            label = f'{{worker="{slot.index}"}}'
-            up.samples[f"sharewall_worker_up{label}"] = 1.0 if slot.state == "running" else 0.0
-            restarts.samples[f"sharewall_worker_restarts_total{label}"] = float(slot.restarts)
+            up.add_metric([str(slot.index)], 1.0 if slot.state == "running" else 0.0)
+            restarts.add_metric([str(slot.index)], float(slot.restarts))
         return {up.name: up, restarts.name: restarts}
 
 

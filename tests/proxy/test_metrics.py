@@ -1,6 +1,8 @@
-"""The proxy's /metrics text is what prometheus_client would write for the same series."""
+"""The proxy's /metrics: every series by name, HELP, labels and buckets, readable by Prometheus."""
 
 from __future__ import annotations
+
+import math
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -43,8 +45,12 @@ def _ours() -> ProxyMetrics:
     return metrics
 
 
+_FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_SLOW = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 class _Reference:
-    """The same series through prometheus_client's own families and text writer."""
+    """The series the proxy promises (names, HELP, labels, buckets), with its current values."""
 
     def __init__(self, metrics: ProxyMetrics) -> None:
         self.m = metrics
@@ -59,16 +65,42 @@ class _Reference:
         for (action, reason), count in m._decision_counts.items():
             decisions.add_metric([action, reason], count)
         yield decisions
-        for h in (m.inspect_seconds, m.policy_seconds, m.upstream_seconds):
+        for h, name, doc, bounds in (
+            (m.inspect_seconds, "sharewall_inspection_seconds", "Payload inspection time.", _FAST),
+            (m.policy_seconds, "sharewall_policy_seconds", "Policy decision time.", _FAST),
+            (
+                m.upstream_seconds,
+                "sharewall_upstream_seconds",
+                "Time to the upstream's response head.",
+                _SLOW,
+            ),
+        ):
             total, buckets = 0, []
-            for bound, count in zip(h.bounds, h.counts, strict=True):
+            for bound, count in zip((*bounds, math.inf), h.counts, strict=True):
                 total += count
                 buckets.append((floatToGoString(bound), total))
-            yield HistogramMetricFamily(h.name, h.doc, buckets=buckets, sum_value=h.sum)
-        for level in (m.inflight, m.open_tunnels, m.open_connections):
-            yield GaugeMetricFamily(level.name, level.doc, value=level.value)
-        for counter, label in ((m.snapshot_reloads, "result"), (m.clients_refused, "reason")):
-            family = CounterMetricFamily(counter.name, counter.doc, labels=[label])
+            yield HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+        for level, name, doc in (
+            (m.inflight, "sharewall_inflight_requests", "Calls being decided or streamed."),
+            (m.open_tunnels, "sharewall_open_tunnels", "Spliced CONNECT tunnels open."),
+            (m.open_connections, "sharewall_open_connections", "Client connections open."),
+        ):
+            yield GaugeMetricFamily(name, doc, value=level.value)
+        for counter, name, doc, label in (
+            (
+                m.snapshot_reloads,
+                "sharewall_snapshot_reloads",
+                "Registry snapshot loads by result (ok, failed).",
+                "result",
+            ),
+            (
+                m.clients_refused,
+                "sharewall_clients_refused",
+                "Gateway clients refused (--client-ca) by reason (handshake, no_workload).",
+                "reason",
+            ),
+        ):
+            family = CounterMetricFamily(name, doc, labels=[label])
             for value, count in counter.counts.items():
                 family.add_metric([value], count)
             yield family
@@ -99,7 +131,7 @@ class _Reference:
         )
 
 
-def test_the_exposition_is_prometheus_clients_text_for_the_same_series() -> None:
+def test_the_exposition_carries_every_series_by_name_help_labels_and_buckets() -> None:
     metrics = _ours()
     registry = CollectorRegistry()
     registry.register(_Reference(metrics))

@@ -48,9 +48,30 @@ def test_counters_histograms_and_gauges_add_up_and_writability_is_the_worst():
 
 
 def test_only_what_never_decreases_is_carried_past_a_process():
-    families = metrics_merge.parse(_worker(1, 0.2, None))
-    carried = metrics_merge.cumulative(families)
-    assert "sharewall_decisions_total" in carried
-    assert "sharewall_inspection_seconds" in carried
-    assert "sharewall_inflight_requests" not in carried
-    assert "sharewall_spool_writable" not in carried
+    carried = metrics_merge.cumulative(metrics_merge.parse(_worker(1, 0.2, None)))
+    names = {
+        s.name
+        for family in text_string_to_metric_families(metrics_merge.render(carried).decode())
+        for s in family.samples
+    }
+    assert "sharewall_decisions_total" in names
+    assert "sharewall_inspection_seconds_bucket" in names
+    assert "sharewall_spool_records_written_total" in names
+    assert "sharewall_inflight_requests" not in names
+    assert "sharewall_spool_writable" not in names
+
+
+def test_label_values_with_quotes_backslashes_and_newlines_survive_the_merge():
+    metrics = ProxyMetrics()
+    metrics.observe_record({"action": "block", "reason_codes": ['A"q"\\', "B\nline"]})
+    text = metrics.exposition().decode()
+    merged = metrics_merge.render(
+        metrics_merge.merge([metrics_merge.parse(text), metrics_merge.parse(text)])
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(merged.decode())
+        for s in family.samples
+    }
+    assert samples["sharewall_decisions_total", (("action", "block"), ("reason", 'A"q"\\'))] == 2
+    assert samples["sharewall_decisions_total", (("action", "block"), ("reason", "B\nline"))] == 2

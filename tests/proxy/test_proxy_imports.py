@@ -24,9 +24,7 @@ SAMPLE_REGISTRY = REPO / "examples" / "registry.yaml"
 # Top-level packages the sidecar must never load: the registry service and its database stack.
 FORBIDDEN = ("registry", "sqlalchemy", "sqlmodel", "alembic", "asyncpg", "aiosqlite")
 # Nor an HTTP client stack it never calls with (tldextract used to bring these for ~6 MB), nor
-# aiohttp (~10 MB: the admin server and the control-plane client are the proxy's own), nor
-# prometheus_client and the HTTP servers its exposition module loads (~2-3 MB: the proxy
-# writes the text format itself).
+# aiohttp (~10 MB: the admin server and the control-plane client are the proxy's own).
 UNUSED = (
     "requests",
     "urllib3",
@@ -36,9 +34,6 @@ UNUSED = (
     "multidict",
     "yarl",
     "opa_client",
-    "prometheus_client",
-    "http.server",
-    "wsgiref",
     # structlog would load greenlet (1.2 MB); the proxy runs none. Its refused import still
     # shows in `-X importtime`, its extension module would not.
     "greenlet._greenlet",
@@ -184,6 +179,12 @@ def test_the_running_proxy_imports_no_http_client_stack_it_does_not_use(
 ) -> None:
     assert "sharewall.recipients" in proxy_modules
     assert sorted(m for m in proxy_modules if m in UNUSED or m.split(".")[0] in UNUSED) == []
+
+
+def test_the_running_proxy_writes_its_metrics_with_prometheus_client(
+    proxy_modules: set[str],
+) -> None:
+    assert {"proxy.metrics", "prometheus_client.exposition"} <= proxy_modules
 
 
 def test_a_proxy_without_ca_or_client_ca_loads_no_certificate_library(

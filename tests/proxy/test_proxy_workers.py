@@ -38,7 +38,6 @@ NOT_IN_SUPERVISOR = (
     "proxy.app",
     "proxy.listener",
     "regorus",
-    "prometheus_client",
     "proxy.inspect.",
     "proxy.decision",
     "proxy.exchange",
