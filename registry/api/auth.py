@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -82,12 +83,23 @@ def require_role(request: web.Request, *roles: str) -> Principal:
 
 
 def client_address(request: web.Request) -> str:
-    """The peer address sign-in failures are counted against.
+    """The client sign-in failures are counted against: the TCP peer's address, or its /64.
 
-    The TCP peer, never `X-Forwarded-For`: the registry has no list of proxies it trusts, and
-    a header anyone can set would let a guesser pick a fresh bucket per attempt.
+    Never `X-Forwarded-For`: the registry has no list of proxies it trusts, and a header
+    anyone can set would let a guesser pick a fresh bucket per attempt. An IPv6 peer counts
+    by its /64 (a host has at least that many addresses to rotate through); an IPv4 peer of
+    a dual-stack socket (`::ffff:a.b.c.d`) by its IPv4 address.
     """
-    return request.remote or "unknown"
+    remote = request.remote or "unknown"
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class LiveTokenHashes:

@@ -217,3 +217,18 @@ async def test_ingest_accepts_only_proxy_tokens(client, auth, path, role):
     resp = await client.post(path, json=[], headers=auth(role))
     assert resp.status == 403
     assert (await resp.json())["type"] == P + "forbidden-role"
+
+
+async def test_ipv4_clients_of_a_dual_stack_listener_are_counted_apart(settings):
+    """On `::` an IPv4 peer is `::ffff:a.b.c.d`: counted by its IPv4 address, not one /64."""
+    app = create_app(settings)
+    async with TestClient(RegistryTestServer(app, host="::", port=0)) as client:
+        port = client.server.port
+        bad = {"Authorization": "Bearer sw_guess"}
+        for source, statuses in (("127.0.0.1", [401, 401, 401, 429]), ("127.0.0.2", [401])):
+            connector = aiohttp.TCPConnector(local_addr=(source, 0))
+            async with aiohttp.ClientSession(connector=connector) as session:
+                for status in statuses:
+                    url = f"http://127.0.0.1:{port}/v1/recipients"
+                    async with session.get(url, headers=bad) as resp:
+                        assert resp.status == status, source
