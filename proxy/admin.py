@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from proxy.metrics import ProxyMetrics
 
 JSON = "application/json"
-# Prometheus' text exposition format (`prometheus_client.CONTENT_TYPE_LATEST`).
+# Prometheus' text format 0.0.4, what `generate_latest` writes (`CONTENT_TYPE_PLAIN_0_0_4`;
+# prometheus_client's `CONTENT_TYPE_LATEST` names 1.0.0 in recent releases).
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
