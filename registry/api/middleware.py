@@ -10,7 +10,7 @@ import orjson
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from registry.errors import PROBLEM_CONTENT_TYPE, ApiError
 
@@ -75,6 +75,11 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     return response
 
 
+def _is_busy(exc: Exception) -> bool:
+    """SQLite's writer lock held past the busy timeout: the database is up, only busy."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Translate every failure (ours, aiohttp's, pydantic's, SQLAlchemy's) into problem+json."""
@@ -95,8 +100,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             422, "validation-error", "Request body is not valid", "a value is too large"
         )
     except (DBAPIError, ConnectionError) as exc:
-        log.exception("api.database_error", path=request.path, error=type(exc).__name__)
-        error = ApiError(503, "database-unavailable", "Database unavailable")
+        if _is_busy(exc):
+            log.warning("api.database_busy", path=request.path)
+            error = ApiError(
+                503,
+                "database-busy",
+                "Database busy",
+                "another write held the database too long; retry",
+                headers={"Retry-After": "1"},
+            )
+        else:
+            log.exception("api.database_error", path=request.path, error=type(exc).__name__)
+            error = ApiError(503, "database-unavailable", "Database unavailable")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import gzip
 import re
+import sqlite3
 import zlib
 
 import aiohttp
@@ -232,3 +233,26 @@ async def test_ipv4_clients_of_a_dual_stack_listener_are_counted_apart(settings)
                     url = f"http://127.0.0.1:{port}/v1/recipients"
                     async with session.get(url, headers=bad) as resp:
                         assert resp.status == status, source
+
+
+async def test_a_write_kept_out_by_another_writer_is_503_busy_with_retry_after(
+    client, auth, db_url, unique
+):
+    """SQLite: another connection holds the write lock past the busy timeout (5 s)."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's single writer lock")
+    # Signed in within the minute: the token's last-used write does not wait too.
+    assert (await client.get("/v1/recipients", headers=auth("engineer"))).status == 200
+    holder = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        body = {"id": unique("busy"), "name": "Busy", "kind": "ott_provider"}
+        resp = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert resp.status == 503
+    assert (await resp.json())["type"] == P + "database-busy"
+    assert int(resp.headers["Retry-After"]) >= 1
+    resp = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
+    assert resp.status == 201
