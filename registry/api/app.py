@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         settings.sign_in_failures, settings.sign_in_window_s
     )
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(auth.finish_last_used_writes)
     for table in ROUTE_TABLES:
         install(app, table)
     console.install(app)

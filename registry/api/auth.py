@@ -6,7 +6,7 @@ import asyncio
 import ipaddress
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -219,20 +219,44 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
     )
     last_used = as_utc(token.last_used_at)
     if last_used is None or utcnow() - last_used > _LAST_USED_EVERY:
-        await _mark_used(app, token.id)
+        _mark_used_later(app, token.id)
     cache[token_hash] = (principal, now)
     return principal
 
 
+# Pending last-used writes by token id: at most one each, awaited when the app stops.
+LAST_USED_WRITES = web.AppKey("last_used_writes", dict)
+
+
+def _mark_used_later(app: web.Application, token_id: int) -> None:
+    """Record a token's use in the background: a request never waits for this write (on
+    SQLite it could wait the whole busy timeout behind another caller's long write)."""
+    pending = app[LAST_USED_WRITES]
+    if token_id in pending:
+        return
+    task = asyncio.get_running_loop().create_task(_mark_used(app, token_id))
+    pending[token_id] = task
+    task.add_done_callback(lambda _: pending.pop(token_id, None))
+
+
+async def finish_last_used_writes(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx (after the database's): pending last-used writes end before it closes."""
+    app[LAST_USED_WRITES] = {}
+    yield
+    pending = list(app[LAST_USED_WRITES].values())
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 async def _mark_used(app: web.Application, token_id: int) -> None:
-    # Bookkeeping only: a busy database must not turn a read request into an error.
+    # Bookkeeping only, in the background: a failure is logged, never an error for anyone.
     try:
         async with app[keys.SESSIONS]() as session, session.begin():
             await begin_write(session)
             await session.exec(
                 sa.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow())
             )
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         log.warning("auth.last_used_not_recorded", token_id=token_id, error=type(exc).__name__)
 
 

@@ -256,3 +256,30 @@ async def test_a_write_kept_out_by_another_writer_is_503_busy_with_retry_after(
     assert int(resp.headers["Retry-After"]) >= 1
     resp = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
     assert resp.status == 201
+
+
+async def test_a_read_does_not_wait_for_its_tokens_last_used_write(client, auth, db_url):
+    """SQLite: while another writer holds the lock, a read whose token is due a last-used
+    update is answered without waiting for it; the update lands once the lock is free."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's single writer lock")
+    resp = await client.post(
+        "/v1/tokens", json={"name": "reader-busy", "role": "engineer"}, headers=auth("admin")
+    )
+    created = await resp.json()
+    holder = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        bearer = {"Authorization": f"Bearer {created['secret']}"}
+        resp = await client.get("/v1/recipients", headers=bearer)
+        assert resp.status == 200
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for _ in range(200):  # the write goes in once the lock is free
+        listed = await (await client.get("/v1/tokens", headers=auth("admin"))).json()
+        mine = next(t for t in listed["items"] if t["id"] == created["id"])
+        if mine["last_used_at"] is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert mine["last_used_at"] is not None
