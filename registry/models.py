@@ -54,7 +54,13 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 class Recipient(SQLModel, table=True):
-    """A registered third party; `version` increases on every edit (optimistic concurrency)."""
+    """A registered third party; `version` increases on every edit (optimistic concurrency).
+
+    Every write that changes what the snapshot holds of a recipient (its columns, status,
+    hosts, approved grants, an approved pending change) increases `version` in the same
+    transaction: it is the ETag, and the snapshot hub re-reads only recipients whose
+    `(version, created_at)` moved since its last build.
+    """
 
     __tablename__ = "recipient"
 

@@ -108,6 +108,7 @@ class SnapshotHub:
         self._changed = asyncio.Event()
         self._closing = False
         self.builds = 0
+        self.incremental_builds = 0  # builds that read only the recipients that moved
         self.poll_interval = VERSION_POLL_INTERVAL_S
 
     @property
@@ -147,18 +148,22 @@ class SnapshotHub:
                 return built
             started = time.perf_counter()
             async with self._sessions() as session:
-                rows = await fetch_snapshot_rows(session)
+                # Only the recipients whose stamp moved since the last build are read whole.
+                rows = await fetch_snapshot_rows(session, self._parts)
             fetched = time.perf_counter()
             # Encoding is CPU work: keep the event loop serving long polls.
             built, self._parts = await asyncio.to_thread(_build, rows, self._parts)
             self._built = built
             self._remember(built)
             self.builds += 1
+            self.incremental_builds += rows.present is not None
             log.info(
                 "snapshot.built",
                 version=built.version,
                 recipients=len(built.encoded.recipients),
                 bytes=len(built.body),
+                read=len(rows.recipients),
+                incremental=rows.present is not None,
                 fetch_ms=round((fetched - started) * 1e3, 1),
                 encode_ms=round((time.perf_counter() - fetched) * 1e3, 1),
             )

@@ -51,9 +51,22 @@ async def seed_recipient(sessions, rid: str, *, status: str = "approved", grants
         return version
 
 
+async def touch(session, rid: str) -> None:
+    """What every write to a recipient's hosts or grants does: bump the recipient's version."""
+    await session.exec(
+        sa.update(Recipient).where(Recipient.id == rid).values(version=Recipient.version + 1)
+    )
+
+
 async def set_status(sessions, rid: str, status: str) -> int:
     async with sessions() as session:
-        await session.exec(sa.update(Recipient).where(Recipient.id == rid).values(status=status))
+        # A write to a recipient's snapshot content bumps its version (its ETag; the hub
+        # re-reads only recipients whose version moved).
+        await session.exec(
+            sa.update(Recipient)
+            .where(Recipient.id == rid)
+            .values(status=status, version=Recipient.version + 1)
+        )
         version = await bump_snapshot_version(session)
         await session.commit()
         return version
@@ -168,6 +181,7 @@ async def test_served_document_matches_the_schema_revision_and_policy_data(
         await session.exec(
             sa.update(Grant).where(Grant.recipient_id == rid).values(expires=date(2027, 12, 31))
         )
+        await touch(session, rid)
         await bump_snapshot_version(session)
         await session.commit()
     doc = await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
@@ -219,6 +233,7 @@ async def test_a_follower_applying_deltas_ends_with_the_full_snapshot(
                     .where(Grant.recipient_id == first)
                     .values(categories=["contact.email", "contact.name"])
                 )
+                await touch(session, first)
                 await bump_snapshot_version(session)
                 await session.commit()
         elif change == "remove":
