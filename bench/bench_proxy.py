@@ -654,7 +654,7 @@ def main() -> int:
     parser.add_argument(
         "--latency-duration",
         type=float,
-        default=3.0,
+        default=2.0,
         help="seconds of a one-connection run per contender (added latency without queueing)",
     )
     parser.add_argument(
@@ -663,7 +663,7 @@ def main() -> int:
         default=1000.0,
         help="requests/s of the paced run (p99 added at a steady rate; 0 skips it)",
     )
-    parser.add_argument("--rate-duration", type=float, default=5.0, help="seconds of the paced run")
+    parser.add_argument("--rate-duration", type=float, default=3.0, help="seconds of the paced run")
     parser.add_argument("--idle", type=int, default=500, help="idle connections for RSS")
     parser.add_argument("--inflight", type=int, default=16, help="in-flight 1 MB requests")
     parser.add_argument("--hold", type=float, default=3.0, help="seconds the upstream holds /slow")
