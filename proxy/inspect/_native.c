@@ -933,12 +933,15 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
                         PyErr_SetString(PyExc_TypeError, "an object plan is (siblings, fields)");
                         goto item_error;
                     }
+                    /* Held while used: another thread's inspection may clear the plans. */
+                    Py_INCREF(plan);
                     Py_XSETREF(same_keys, keys);
                     Py_XSETREF(fields, Py_NewRef(PyTuple_GET_ITEM(plan, 1)));
                     args[0] = ctx;
                     args[1] = info;
                     args[2] = PyTuple_GET_ITEM(plan, 0);
                     Py_XSETREF(inner, call(py_inner_context, args, 3));
+                    Py_DECREF(plan);
                     if (inner == NULL)
                         goto item_error;
                     same = 1;
