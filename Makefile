@@ -12,7 +12,8 @@ TEST_SYSTEM_PACKAGES := iptables iproute2 chromium
 # a registry database or a proxy process are shared by the tests of a file).
 PYTEST_ARGS ?= -n 4 --dist loadfile
 
-$(STAMP): pyproject.toml
+# The native inspection module is compiled at install: a changed C source reinstalls.
+$(STAMP): pyproject.toml hatch_build.py proxy/inspect/_native.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -27,6 +27,7 @@ from proxy.decision_log import DecisionLog, DecisionSink, JsonLines
 from proxy.destinations import Resolver
 from proxy.engines import create_engine
 from proxy.exchange import Source, new_exchange
+from proxy.inspect import native as inspect_native
 from proxy.listener import ProxyContext, ProxyServer
 from proxy.metrics import ProxyMetrics
 from proxy.pipeline import decide_exchange, inspect_exchange
@@ -451,6 +452,7 @@ async def run_proxy(
                 engine=settings.engine,
                 event_loop=type(loop).__module__.partition(".")[0],
                 intercepts_tls=settings.intercepts_tls,
+                inspection=inspect_native.status(),
                 **_source_fields(settings, app.decider.snapshot if app.decider else None),
             )
             await stop.wait()

@@ -8,6 +8,8 @@ import pytest
 import requests
 from proxy_harness import PHONE, start_proxy
 
+from proxy.inspect import native
+
 
 @pytest.mark.parametrize("loop", [pytest.param("asyncio"), pytest.param("uvloop")])
 def test_proxy_runs_and_intercepts_tls_on_the_chosen_loop(tmp_path, certs, upstreams, loop):
@@ -26,6 +28,8 @@ def test_proxy_runs_and_intercepts_tls_on_the_chosen_loop(tmp_path, certs, upstr
         assert [line["categories"] for line in lines] == [["contact.phone_number"]] * 2
         listening = next(e for e in proxy.logs() if e.get("event") == "proxy.listening")
         assert listening["event_loop"] == loop
+        # Which inspection path serves (native C loops or pure Python), as this venv built it.
+        assert listening["inspection"] == native.status()
     finally:
         proxy.stop()
 
