@@ -15,7 +15,6 @@ from proxy.decision import (
     Decision,
     Reason,
     build_policy_input,
-    new_decision_id,
     policy_date,
 )
 from proxy.decision_cache import DecisionCache, cache_key
@@ -93,6 +92,7 @@ def destination_denied(call: Call, code: str, detail: str | None) -> Decision:
     """
     log.info(
         "egress.destination_denied",
+        decision_id=call.request_id,
         code=code,
         recipient_id=call.recipient_id,
         host=call.host,
@@ -100,7 +100,7 @@ def destination_denied(call: Call, code: str, detail: str | None) -> Decision:
         detail=detail,
     )
     return Decision(
-        decision_id=new_decision_id(),
+        decision_id=call.request_id,
         action="deny",
         reasons=(Reason(code, load_taxonomy().reason_codes[code]),),
         recipient_id=call.recipient_id,
@@ -174,7 +174,11 @@ class Decider:
     async def decide(
         self, call: Call, inspection: Inspection, *, now: datetime | None = None
     ) -> Decision:
-        """Decide one call; always a `Decision`, a fresh decision id even on a cache hit."""
+        """Decide one call; always a `Decision`, even on a cache hit.
+
+        Its decision id is the call's `request_id` (the exchange's id): the one id of the
+        call in its decision line, the answer the app gets, its spool record and any log.
+        """
         categories = inspection.categories
         if inspection.fault is not None:
             # A bug in an inspector is ours to fix, not the app's data to blame: 503, a fault.
@@ -195,19 +199,19 @@ class Decider:
                     )
                 verdict = parse_verdict(document)
             except TimeoutError:
-                log.warning("engine.fault", fault=ENGINE_TIMEOUT, request_id=call.request_id)
+                log.warning("engine.fault", fault=ENGINE_TIMEOUT, decision_id=call.request_id)
                 return self._fault(call, inspection, categories, ENGINE_TIMEOUT)
             except EngineError as exc:
                 log.warning(
-                    "engine.fault", fault=exc.code, detail=exc.detail, request_id=call.request_id
+                    "engine.fault", fault=exc.code, detail=exc.detail, decision_id=call.request_id
                 )
                 return self._fault(call, inspection, categories, exc.code)
             except MalformedDecision as exc:
-                log.error("engine.malformed_decision", detail=str(exc), request_id=call.request_id)
+                log.error("engine.malformed_decision", detail=str(exc), decision_id=call.request_id)
                 return self._fault(call, inspection, categories, ENGINE_UNDEFINED)
             except Exception:
                 # A bug of ours or of an engine: fail closed, keep the traceback in the log.
-                log.exception("engine.unexpected_error", request_id=call.request_id)
+                log.exception("engine.unexpected_error", decision_id=call.request_id)
                 return self._fault(call, inspection, categories, ENGINE_ERROR)
             allow, reasons = verdict
             action: Action = "allow" if allow else "deny"
@@ -215,7 +219,7 @@ class Decider:
             self.cache.put(key, entry, generation=generation)
         action, reasons, sorted_categories = entry
         return Decision(
-            decision_id=new_decision_id(),
+            decision_id=call.request_id,
             action=action,
             reasons=reasons,
             recipient_id=call.recipient_id,
@@ -243,7 +247,7 @@ class Decider:
         call: Call, inspection: Inspection, categories: frozenset[str], fault: str
     ) -> Decision:
         return Decision(
-            decision_id=new_decision_id(),
+            decision_id=call.request_id,
             action="deny",
             recipient_id=call.recipient_id,
             purpose=call.purpose,

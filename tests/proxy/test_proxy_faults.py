@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import socket
@@ -119,6 +120,67 @@ def test_engine_fault_fails_closed_with_503(faulty_engine_proxy, upstreams):
     assert body["fault"] == line["fault"]  # the app is told which fault, as the log says
     ready = _direct().get(f"{p.admin_url}/readyz", timeout=5)
     assert ready.status_code == 503
+
+
+class _FailingOpa(http.server.BaseHTTPRequestHandler):
+    """A stand-in OPA that takes the registry push and fails every query (HTTP 500)."""
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(204)
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"code": "internal_error", "message": "stand-in failure"}'
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def failing_opa_proxy(tmp_path_factory, certs, upstreams):
+    """A proxy whose OPA holds the snapshot but fails each evaluation (a logged engine fault)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingOpa)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    p = start_proxy(
+        tmp_path_factory.mktemp("opa-failing"),
+        certs,
+        upstreams,
+        "--engine",
+        "opa",
+        "--opa-url",
+        f"http://127.0.0.1:{server.server_address[1]}",
+    )
+    try:
+        yield p
+    finally:
+        p.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_fault_has_one_id_in_its_answer_its_line_and_its_log(failing_opa_proxy, upstreams):
+    """The engine fault is logged under the id the app gets and its decision line carries."""
+    p = failing_opa_proxy
+    m = _marker("one-id")
+    r = _session(p).post(
+        f"http://api.vendor.test:{upstreams.http_port}/{m}", json={"phone": PHONE}, timeout=10
+    )
+    assert r.status_code == 503
+    decision_id = r.json()["decision_id"]
+    assert r.json()["fault"] == "engine_error"
+    assert r.headers["X-Sharewall-Decision-Id"] == decision_id
+    [line] = p.decisions_for(m)
+    assert line["decision_id"] == decision_id and line["fault"] == "engine_error"
+    faults = [e for e in p.logs() if e.get("event") == "engine.fault"]
+    assert faults and decision_id in {e.get("decision_id") for e in faults}
 
 
 def _open_connections(p) -> float:
