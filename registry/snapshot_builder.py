@@ -269,19 +269,23 @@ def _encode(
                 log.warning("snapshot.unversioned_change", recipient=rid)
             part = canonical_json(_recipient_document(columns, hosts, grants))
         fresh[rid] = ((stamp_version, created_at), key, part)
-    if rows.present is None:
-        cache = fresh
-    else:
-        cache = {}
-        for rid, stamp in rows.present.items():
-            entry = fresh.get(rid)
-            if entry is None and (held := reuse.get(rid)) is not None and held[0] == stamp:
-                entry = held
-            if entry is not None:  # None: deleted between reading the stamps and the rows
-                cache[rid] = entry
     # Ordered by id in Python, not by the database's collation: a follower merging a delta
     # orders recipients the same way, and the order decides who keeps a contested host.
-    cache = dict(sorted(cache.items()))
+    if rows.present is None:
+        cache = dict(sorted(fresh.items()))
+    else:
+        # The held cache is in id order: keep it, and sort only when a recipient is new.
+        present, cache = rows.present, {}
+        for rid, held in reuse.items():
+            entry = fresh.get(rid)
+            if entry is None and present.get(rid) == held[0]:
+                entry = held
+            if entry is not None:  # None: gone, or deleted between the stamps and the rows
+                cache[rid] = entry
+        added = [(rid, entry) for rid, entry in fresh.items() if rid not in reuse]
+        if added:
+            cache.update(added)
+            cache = dict(sorted(cache.items()))
     parts = {rid: entry[2] for rid, entry in cache.items()}
     workloads = [
         {
