@@ -7,15 +7,18 @@ from scratch makes of the database.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import date
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 
 from registry.api.app import create_app
 from registry.api.snapshot_hub import hub
 from registry.snapshot_builder import encoded_snapshot, fetch_snapshot_rows
+from sharewall.cli import main
 
 from .conftest import RegistryTestServer
 
@@ -43,9 +46,11 @@ async def served(client: TestClient, auth) -> bytes:
 class Writer:
     """Random real API writes: recipients, grants, reviews, workloads, apply."""
 
-    def __init__(self, rng: random.Random, auth) -> None:
+    def __init__(self, rng: random.Random, auth, db_url: str = "", tmp_path=None) -> None:
         self.rng = rng
         self.auth = auth
+        self.db_url = db_url
+        self.tmp_path = tmp_path
 
     def _hosts(self, rid: str) -> list[str]:
         return [h.format(rid) for h in self.rng.sample(HOSTS, self.rng.randint(0, 3))]
@@ -85,7 +90,9 @@ class Writer:
         gid = rng.choice(grants)["id"] if grants else 0
         base = f"/v1/recipients/{rid}"
         if doc is None:
-            op = rng.choice(("create", "create", "create", "create", "workload", "apply"))
+            op = rng.choice(
+                ("create", "create", "create", "create", "workload", "apply", "apply_db")
+            )
         else:
             op = rng.choice(
                 (
@@ -101,6 +108,7 @@ class Writer:
                     "delete",
                     "workload",
                     "apply",
+                    "apply_db",
                     *(("grant_edit", "grant_delete", "grant_revoke") if grants else ()),
                 )
             )
@@ -139,24 +147,47 @@ class Writer:
                 resp = await client.post(
                     f"{path}/approve", headers={**self.auth(reviewer), "If-Match": tag}
                 )
-        else:  # apply: the registry becomes a file of some of the ids (the others go)
+        elif op == "apply":  # the registry becomes a file of some of the ids (the others go)
             ids = rng.sample(IDS, rng.randint(1, len(IDS)))
             recipients = [{**self._recipient(i), "status": "approved"} for i in ids]
             resp = await client.post(
                 "/v1/apply", json={"recipients": recipients}, headers=self.auth(reviewer)
             )
+        else:  # the operator's bootstrap from another process: statuses written as the file says
+            return f"{op}: {await self._apply_db()}"
         assert resp.status < 500, (op, await resp.text())
         return f"{op} {rid}: {resp.status}"
+
+    async def _apply_db(self) -> int:
+        rng = self.rng
+        ids = rng.sample(IDS, rng.randint(1, len(IDS)))
+        statuses = ("approved", "approved", "suspended", "proposed")
+        doc = {
+            "recipients": [{**self._recipient(i), "status": rng.choice(statuses)} for i in ids],
+            "workloads": [
+                {
+                    "namespace": "ns-file",
+                    "name": "job",
+                    "status": "approved",
+                    "purposes": [rng.choice(PURPOSES)],
+                    "recipients": rng.sample(ids, 1),
+                }
+            ],
+        }
+        path = self.tmp_path / "registry.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        argv = ["registry", "apply", str(path), "--db", self.db_url]
+        return await asyncio.to_thread(main, argv)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_incremental_builds_serve_exactly_the_full_build(
-    client, auth, sessions, settings, seed
+    client, auth, sessions, settings, db_url, tmp_path, seed
 ):
     other = RegistryTestServer(create_app(settings), host="127.0.0.1", port=0)
     async with TestClient(other) as second:
         rng = random.Random(seed)
-        writer = Writer(rng, auth)
+        writer = Writer(rng, auth, db_url, tmp_path)
         apps = (client, second)
         for c in apps:
             assert await served(c, auth) == await full_build(sessions)
