@@ -38,7 +38,7 @@ from proxy.upstream import UpstreamPool
 from sharewall.hosts import parse_host_pattern, parse_pin
 from sharewall.recipients import RecipientIndex, updated_index
 from sharewall.registry_file import RegistryFileError
-from sharewall.slices import release_gradually
+from sharewall.slices import freeze_start_up_heap, release_gradually
 from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger("sharewall.proxy")
@@ -437,6 +437,7 @@ async def run_proxy(
             for ctx in app.cleanup_ctx:
                 await stack.enter_async_context(ctx(app))
             assert app.server is not None and app.listen_address is not None
+            freeze_start_up_heap()  # before the first call: no full collection walks it again
             await app.server.start()
             if settings.port_file is not None:
                 _write_port_file(settings.port_file, app)

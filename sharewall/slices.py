@@ -58,6 +58,21 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def freeze_start_up_heap() -> None:
+    """Collect once, then move every object left to the permanent generation (`gc.freeze()`).
+
+    Called once the proxy is started and warmed up, before it serves: what exists then (modules,
+    functions, classes, the inspector's plans, phonenumbers' metadata, the snapshot, the engine)
+    lives as long as the process. Left in the collected generations, each full collection walks
+    all of it: 22-42 ms with no call served. Frozen, collections see only what calls allocate.
+    The same move `collector_paused` makes after each full snapshot load; as there, frozen
+    objects are still freed by reference counting (a replaced snapshot is), only cyclic garbage
+    among them is never collected, and the collection first leaves none of it behind.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def consumed(items: list[T]) -> Iterator[T]:
     """Each item of `items`, the list letting go of it as it goes (so it is freed once used).
 

@@ -1,0 +1,205 @@
+"""The proxy's garbage-collection pauses under a paced load (issue 10's p99 at 1,000 req/s).
+
+    .venv/bin/python bench/bench_gc_pauses.py [--rate 1000] [--duration 5] [--tree DIR ...]
+
+Runs `bench_footprint.py`'s proxy (report mode, sample registry, 1 KB JSON with a phone
+number, plain upstream) with a `gc.callbacks` hook loaded through `sitecustomize`: each
+collection's generation, wall time and thread CPU time (the CPU time does not grow with the
+machine's load; the wall time does). Prints, for the paced load only (after a 1 s warm-up),
+the collections per generation and the longest pause, the round-trip p50/p99, and, measured
+in the proxy after the load, what one forced full collection costs (`gc.collect()` of the
+heap as it is then, frozen objects excluded). `--tree DIR` (repeatable) runs the proxy from
+another checkout (`PYTHONPATH=DIR`, e.g. `git archive <commit> | tar -x -C DIR`; copy the
+built `proxy/inspect/_native*.so` into it), alternated `--rounds` times: an A/B in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_footprint import HOST, PURPOSE, SAMPLE_REGISTRY, _upstream, paced_load  # noqa: E402
+
+# Loaded by the proxy's interpreter at start (a directory on PYTHONPATH holding it).
+_HOOK = """
+import atexit, gc, json, os, signal, time
+
+_out = os.environ["BENCH_GC_OUT"]
+_started = [0.0, 0]
+_pauses = []
+
+
+def _callback(phase, info):
+    if phase == "start":
+        _started[0], _started[1] = time.perf_counter(), time.thread_time_ns()
+    else:
+        _pauses.append(
+            (
+                info["generation"],
+                (time.perf_counter() - _started[0]) * 1e3,
+                (time.thread_time_ns() - _started[1]) / 1e6,
+                time.monotonic(),
+            )
+        )
+
+
+def _forced(*_args):
+    t0, c0 = time.perf_counter(), time.thread_time_ns()
+    gc.collect()
+    _pauses.append((-1, (time.perf_counter() - t0) * 1e3, (time.thread_time_ns() - c0) / 1e6,
+                    time.monotonic()))
+
+
+def _dump():
+    with open(_out, "w") as f:
+        json.dump({"pauses": _pauses, "frozen": gc.get_freeze_count()}, f)
+
+
+gc.callbacks.append(_callback)
+signal.signal(signal.SIGUSR1, _forced)  # a Python-level handler: runs between bytecodes
+atexit.register(_dump)
+"""
+
+
+def start(work: Path, tree: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    hook = work / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(_HOOK)
+    port_file = work / "ports.json"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(PYTHONPATH=f"{hook}:{tree}", BENCH_GC_OUT=str(work / "gc.json"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharewall.cli",
+        "proxy",
+        "--registry-file",
+        str(SAMPLE_REGISTRY),
+        "--mode",
+        "report",
+        "--default-purpose",
+        PURPOSE,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--port-file",
+        str(port_file),
+        "--spool-dir",
+        str(work / "spool"),
+        "--resolve",
+        f"{HOST}:{upstream_port}:127.0.0.1",
+    ]
+    log = open(work / "proxy.log", "wb")  # noqa: SIM115 - the process's stdout
+    # cwd is the work dir: `-m` puts the cwd first on sys.path, ahead of PYTHONPATH's tree.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"proxy did not start:\n{(work / 'proxy.log').read_text()}")
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            ports = json.loads(port_file.read_text())
+            url = f"http://127.0.0.1:{ports['admin'][1]}/readyz"
+            with opener.open(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, ports["listen"][1]
+        time.sleep(0.01)
+
+
+def measure(tree: Path, upstream_port: int, args: argparse.Namespace) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-gc-") as tmp:
+        work = Path(tmp)
+        proc, port = start(work, tree, upstream_port)
+        try:
+            asyncio.run(
+                paced_load(port, upstream_port, rate=args.rate, duration=1.0, connections=64)
+            )
+            begin = time.monotonic()
+            ok, failed, latencies = asyncio.run(
+                paced_load(
+                    port, upstream_port, rate=args.rate, duration=args.duration, connections=64
+                )
+            )
+            end = time.monotonic()
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        data = json.loads((work / "gc.json").read_text())
+    during = [p for p in data["pauses"] if begin <= p[3] <= end and p[0] >= 0]
+    forced = [p for p in data["pauses"] if p[0] == -1]
+    latencies.sort()
+    out: dict[str, float] = {
+        "calls": ok + failed,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+        "frozen": data["frozen"],
+        "forced_ms": forced[0][1] if forced else float("nan"),
+        "forced_cpu_ms": forced[0][2] if forced else float("nan"),
+    }
+    for gen in (0, 1, 2):
+        mine = [p for p in during if p[0] == gen]
+        out[f"n{gen}"] = len(mine)
+        out[f"max{gen}_ms"] = max((p[1] for p in mine), default=0.0)
+        out[f"max{gen}_cpu_ms"] = max((p[2] for p in mine), default=0.0)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--tree", type=Path, action="append", default=[])
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    trees = args.tree or [ROOT]
+    parent, child = multiprocessing.Pipe()
+    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
+    upstream.start()
+    upstream_port = parent.recv()
+    print(
+        f"paced {args.rate:g} req/s for {args.duration:g} s, 64 connections, after a 1 s warm-up;"
+        " pauses during the load only; ms wall (thread CPU)"
+    )
+    try:
+        for r in range(args.rounds):
+            for tree in trees:
+                m = measure(tree, upstream_port, args)
+                gens = "  ".join(
+                    f"gen{g} {m[f'n{g}']:.0f}x max {m[f'max{g}_ms']:.2f} "
+                    f"({m[f'max{g}_cpu_ms']:.2f})"
+                    for g in (0, 1, 2)
+                )
+                print(
+                    f"round {r + 1} {tree}: {m['calls']:.0f} calls, p50 {m['p50_ms']:.2f} ms, "
+                    f"p99 {m['p99_ms']:.2f} ms; {gens}; forced full collection "
+                    f"{m['forced_ms']:.2f} ({m['forced_cpu_ms']:.2f}) ms, "
+                    f"{m['frozen']:.0f} objects frozen"
+                )
+    finally:
+        upstream.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
