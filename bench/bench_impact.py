@@ -369,7 +369,8 @@ async def bench_database(
                 async with engine.begin() as conn:
                     if stored_rows is None:
                         stored = [
-                            fact_row(FactIn.model_validate(r), "bench-proxy") for r in by_hour(rows)
+                            fact_row(FactIn.model_validate(r), "bench-proxy", 1)
+                            for r in by_hour(rows)
                         ]
                         for i in range(0, len(stored), 5000):
                             await store_facts(conn, stored[i : i + 5000])

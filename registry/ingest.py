@@ -1,13 +1,19 @@
 """Storing what proxies ship: decision records become blocked flows, ledger rows counts.
 
 Idempotent by design: a flow is keyed by its decision id (`ON CONFLICT DO NOTHING`), a ledger
-row by (proxy, minute, source, recipient, purpose, category) and a re-send replaces its count.
-Used by the decision and OPA-log routes alike.
+row by (token, proxy, minute, source, recipient, purpose, category) and a re-send replaces its
+count. Used by the decision and OPA-log routes alike.
+
+The shipping token is the identity, not the `proxy_id` a body names: ledger rows and counted
+facts are keyed by the token too, so one token can never replace or suppress another's; a
+decision id belongs to the first token that shipped it, and the same id from another token is
+reported as a conflict (`StoredFlows.conflicts`), never stored over the first.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
@@ -79,8 +85,8 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
-def flow_row(record: dict[str, Any], proxy_id: str) -> dict[str, Any]:
-    """The `blocked_flow` row of a validated decision record (`check_record`)."""
+def flow_row(record: dict[str, Any], proxy_id: str, token_id: int) -> dict[str, Any]:
+    """The `blocked_flow` row of a validated decision record (`check_record`) and its shipper."""
     return {
         "decision_id": record["decision_id"],
         "time": record["time"],
@@ -102,14 +108,28 @@ def flow_row(record: dict[str, Any], proxy_id: str) -> dict[str, Any]:
         "findings": record["findings"],
         "latency_ms": record["latency_ms"],
         "proxy_id": proxy_id,
+        "token_id": token_id,
         "triage_state": "new",
     }
 
 
-async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
-    """Insert flows (and their reason/category index rows) once; return how many were new."""
+@dataclass
+class StoredFlows:
+    """What `store_flows` did: how many flows were new, which ids another token holds."""
+
+    new: int = 0
+    conflicts: list[str] = field(default_factory=list)
+
+
+async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> StoredFlows:
+    """Insert flows (and their reason/category index rows) once, each id for one token.
+
+    A row whose decision id is already held is a re-send when the same token holds it (skipped,
+    exactly once) and a conflict when another token does (not stored, listed in `conflicts`).
+    All rows of one call carry the same `token_id`.
+    """
     if not rows:
-        return 0
+        return StoredFlows()
     flows = BlockedFlow.__table__
     stmt = (
         _insert(conn, flows)
@@ -117,8 +137,18 @@ async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
         .returning(flows.c.decision_id)
     )
     inserted = set((await conn.execute(stmt, rows)).scalars().all())
+    held = [r["decision_id"] for r in rows if r["decision_id"] not in inserted]
+    conflicts: list[str] = []
+    for start in range(0, len(held), 500):  # bounded IN lists
+        owners = await conn.execute(
+            sa.select(flows.c.decision_id).where(
+                flows.c.decision_id.in_(held[start : start + 500]),
+                sa.or_(flows.c.token_id.is_(None), flows.c.token_id != rows[0]["token_id"]),
+            )
+        )
+        conflicts.extend(owners.scalars().all())
     if not inserted:
-        return 0
+        return StoredFlows(conflicts=sorted(conflicts))
     new = [r for r in rows if r["decision_id"] in inserted]
     reasons = [
         {"decision_id": r["decision_id"], "code": code, "time": r["time"]}
@@ -136,10 +166,11 @@ async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
         await conn.execute(
             _insert(conn, FlowCategory.__table__).on_conflict_do_nothing(), categories
         )
-    return len(inserted)
+    return StoredFlows(new=len(inserted), conflicts=sorted(conflicts))
 
 
 LEDGER_KEY = (
+    "token_id",
     "proxy_id",
     "minute",
     "source_workload",
@@ -151,7 +182,7 @@ LEDGER_KEY = (
 
 
 async def store_ledger(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
-    """Upsert ledger rows: a re-sent (proxy, minute, key) replaces its count, never adds."""
+    """Upsert ledger rows: a re-sent (token, proxy, minute, key) replaces its count, never adds."""
     if not rows:
         return 0
     # One statement may not touch the same key twice (PostgreSQL refuses): last row wins.
@@ -210,19 +241,20 @@ class FactIn(BaseModel):
         return sorted(set(value))
 
 
-def fact_row(fact: FactIn, proxy_id: str) -> dict[str, Any]:
-    """A shipped fact as stored: sets joined, the fact hashed, with its proxy and minute."""
+def fact_row(fact: FactIn, proxy_id: str, token_id: int) -> dict[str, Any]:
+    """A shipped fact as stored: sets joined, the fact hashed, with its shipper and minute."""
     row = fact.model_dump(exclude={"kind"})
     row["categories"] = ",".join(fact.categories)
     row["reason_codes"] = ",".join(fact.reason_codes)
     key = "\x1f".join(str(row[c]) for c in FACT_FIELDS)
     row["fact_key"] = hashlib.sha256(key.encode()).hexdigest()
     row["proxy_id"] = proxy_id
+    row["token_id"] = token_id
     return row
 
 
 async def store_facts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
-    """Count shipped facts into their hour, each (proxy, minute, fact) once; return how many new.
+    """Count shipped facts into their hour, each (token, proxy, minute, fact) once; return new.
 
     The journal insert decides what is new (a re-send is skipped by its primary key, also
     against a concurrent ingest); only new rows add their count to the hourly table.
@@ -230,17 +262,17 @@ async def store_facts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     shipped = DecisionFactShipped.__table__
-    unique = {(r["proxy_id"], r["minute"], r["fact_key"]): r for r in rows}
+    unique = {(r["token_id"], r["proxy_id"], r["minute"], r["fact_key"]): r for r in rows}
     stmt = (
         _insert(conn, shipped)
         .on_conflict_do_nothing()
-        .returning(shipped.c.proxy_id, shipped.c.minute, shipped.c.fact_key)
+        .returning(shipped.c.token_id, shipped.c.proxy_id, shipped.c.minute, shipped.c.fact_key)
     )
-    journal = [{"proxy_id": p, "minute": m, "fact_key": k} for p, m, k in unique]
+    journal = [{"token_id": t, "proxy_id": p, "minute": m, "fact_key": k} for t, p, m, k in unique]
     inserted = (await conn.execute(stmt, journal)).all()
     hours: dict[tuple[datetime, str], dict[str, Any]] = {}
-    for proxy_id, minute, fact_key in inserted:
-        row = unique[(proxy_id, _aware(minute), fact_key)]
+    for token_id, proxy_id, minute, fact_key in inserted:
+        row = unique[(token_id, proxy_id, _aware(minute), fact_key)]
         hour = row["minute"].replace(minute=0)
         held = hours.get((hour, fact_key))
         if held is None:

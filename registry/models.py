@@ -253,6 +253,9 @@ class BlockedFlow(SQLModel, table=True):
     findings: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     latency_ms: float | None = None
     proxy_id: str | None = Field(default=None, max_length=200)
+    # The token that shipped the record (its identity; `proxy_id` is only what it said it
+    # was); None for flows stored before migration 0008. A decision id is held by one token.
+    token_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     # A fault of sharewall (the call failed closed) rather than a policy denial; `status` is
     # what the app got (403, 503); `reasons` keep each code's category ([{code, category?}]).
     fault: str | None = Field(default=None, max_length=64)
@@ -297,11 +300,16 @@ class FlowCategory(SQLModel, table=True):
 
 
 class LedgerEntry(SQLModel, table=True):
-    """Allowed calls counted per minute and key; a re-sent count replaces, never adds."""
+    """Allowed calls counted per minute and key; a re-sent count replaces, never adds.
+
+    The key starts with the shipping token (`token_id`; 0 for rows stored before migration
+    0008): a token replaces only its own counts, whatever `proxy_id` it names.
+    """
 
     __tablename__ = "ledger_entry"
     __table_args__ = (
         sa.UniqueConstraint(
+            "token_id",
             "proxy_id",
             "minute",
             "source_workload",
@@ -323,6 +331,9 @@ class LedgerEntry(SQLModel, table=True):
     purpose: str = Field(default="", max_length=64)
     category: str = Field(default="", max_length=64)
     proxy_id: str = Field(default="", max_length=200)
+    token_id: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     count: int = 0
 
 
@@ -362,15 +373,19 @@ class DecisionFact(SQLModel, table=True):
 
 
 class DecisionFactShipped(SQLModel, table=True):
-    """The (proxy, minute, fact) rows already counted: a re-sent row is not counted twice.
+    """The (token, proxy, minute, fact) rows already counted: a re-sent row is not counted twice.
 
     A proxy ships a minute once it is over, whole, so a re-send (a retry after a lost answer)
-    carries the same count and is simply skipped.
+    carries the same count and is simply skipped. Keyed by the shipping token too (0 for rows
+    of before migration 0008), so another token naming the same proxy cannot mark a row seen.
     """
 
     __tablename__ = "decision_fact_shipped"
     __table_args__ = (sa.Index(None, "minute"),)
 
+    token_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     proxy_id: str = Field(primary_key=True, max_length=200)
     minute: datetime = Field(primary_key=True, sa_type=UtcDateTime)
     fact_key: str = Field(primary_key=True, max_length=64)

@@ -6,6 +6,8 @@ import hashlib
 import secrets
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -106,3 +108,12 @@ async def revoke_token(
             after={**before, "revoked": True},
         )
     return token
+
+
+async def token_names(conn: AsyncConnection, ids: set[int]) -> dict[int, str]:
+    """The names of the tokens `ids` (the shippers of flows and ledger rows), by id."""
+    if not ids:
+        return {}
+    table = ApiToken.__table__
+    found = await conn.execute(sa.select(table.c.id, table.c.name).where(table.c.id.in_(ids)))
+    return {token_id: name for token_id, name in found.all()}

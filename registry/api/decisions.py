@@ -2,6 +2,10 @@
 
 A record that fails validation is reported back and skipped, so one bad record cannot block a
 proxy's spool forever; a malformed envelope is refused as a whole. Storage is `registry.ingest`.
+
+What is stored is keyed by the caller's token, not by the envelope's `proxy_id`: a token
+replaces only its own ledger counts, and a decision id another token already shipped is
+reported back as rejected (`field: decision_id`), never stored over the other token's flow.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from sharewall.decision_record import RecordError, record_schema
 
 from . import keys
 from .bodies import read_upload, validation_problem
-from .routes import RouteTable
+from .routes import RouteTable, caller
 
 __all__ = [
     "LedgerIn",
@@ -90,6 +94,7 @@ def _rejection(index: int, doc: Any, exc: ValidationError) -> dict[str, Any]:
 )
 async def post_decisions(request: web.Request) -> DecisionsAccepted:
     """Store a proxy's batch: flows once each, ledger counts replaced; report rejects."""
+    token_id = caller(request).token_id
     try:
         batch = DecisionBatch.model_validate(await read_upload(request))
     except ValidationError as exc:
@@ -110,7 +115,7 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
                 }
             )
             continue
-        flows.setdefault(record["decision_id"], flow_row(record, batch.proxy_id))
+        flows.setdefault(record["decision_id"], flow_row(record, batch.proxy_id, token_id))
     facts: list[dict[str, Any]] = []
     for index, doc in enumerate(batch.ledger):
         # Ledger rows count allowed calls per category; fact rows (`kind: fact`) count every
@@ -118,20 +123,44 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
         is_fact = isinstance(doc, dict) and doc.get("kind") == "fact"
         try:
             if is_fact:
-                facts.append(fact_row(FactIn.model_validate(doc), batch.proxy_id))
+                facts.append(fact_row(FactIn.model_validate(doc), batch.proxy_id, token_id))
             else:
                 row = LedgerIn.model_validate(doc)
-                ledger.append({**row.model_dump(), "proxy_id": batch.proxy_id})
+                ledger.append(
+                    {**row.model_dump(), "proxy_id": batch.proxy_id, "token_id": token_id}
+                )
         except ValidationError as exc:
             rejected.append({**_rejection(index, doc, exc), "ledger": True})
     async with request.app[keys.ENGINE].begin() as conn:
-        accepted = await store_flows(conn, list(flows.values()))
+        stored = await store_flows(conn, list(flows.values()))
         ledger_rows = await store_ledger(conn, ledger)
         fact_rows = await store_facts(conn, facts)
+    if stored.conflicts:
+        log.warning(
+            "decisions.id_conflict",
+            proxy_id=batch.proxy_id,
+            token_id=token_id,
+            count=len(stored.conflicts),
+            first=stored.conflicts[0],
+        )
+    conflicting = set(stored.conflicts)
+    for index, doc in enumerate(batch.decisions):
+        decision_id = doc.get("decision_id") if isinstance(doc, dict) else None
+        if decision_id in conflicting:
+            rejected.append(
+                {
+                    "index": index,
+                    "decision_id": decision_id,
+                    "field": "decision_id",
+                    "message": "already shipped by another token; not stored",
+                }
+            )
+    accepted = stored.new
     duplicates = len(batch.decisions) - len(rejected_decisions(rejected)) - accepted
     log.info(
         "decisions.ingested",
         proxy_id=batch.proxy_id,
+        token_id=token_id,
         accepted=accepted,
         duplicates=duplicates,
         ledger=ledger_rows,

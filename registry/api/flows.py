@@ -18,9 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from registry import retention
 from registry.audit import record_audit
 from registry.errors import not_found
-from registry.models import TRIAGE_STATES, BlockedFlow, FlowCategory, FlowReason, as_utc, utcnow
+from registry.models import (
+    TRIAGE_STATES,
+    BlockedFlow,
+    FlowCategory,
+    FlowReason,
+    as_utc,
+    utcnow,
+)
 from registry.pagination import MAX_LIMIT, decode_cursor, page, parse_limit
 from registry.query import parse_time, query_error
+from registry.tokens import token_names
 from sharewall.taxonomy import load_taxonomy
 
 from . import keys
@@ -98,8 +106,14 @@ def reasons_out(row: Any) -> list[dict[str, Any]]:
     ]
 
 
-def flow_out(row: Any) -> FlowOut:
-    """The API form of a `blocked_flow` row (with reason messages from the taxonomy)."""
+def flow_out(row: Any, names: dict[int, str]) -> FlowOut:
+    """The API form of a `blocked_flow` row (with reason messages from the taxonomy), `names`
+    the shipping tokens' names (`registry.tokens.token_names`)."""
+    shipped_by = (
+        None
+        if row.token_id is None
+        else {"token_id": row.token_id, "token_name": names.get(row.token_id)}
+    )
     return FlowOut.model_validate(
         {
             "decision_id": row.decision_id,
@@ -121,6 +135,7 @@ def flow_out(row: Any) -> FlowOut:
             "findings": list(row.findings or ()),
             "latency_ms": row.latency_ms,
             "proxy_id": row.proxy_id,
+            "shipped_by": shipped_by,
             "triage": {
                 "state": row.triage_state,
                 "note": row.triage_note,
@@ -205,8 +220,9 @@ async def list_flows(request: web.Request) -> FlowPage:
     stmt, limit = build_flows_query(request.query)
     async with request.app[keys.ENGINE].connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    kept, next_cursor = page(rows, limit, _cursor_key)
-    return FlowPage(flows=[flow_out(r) for r in kept], next_cursor=next_cursor)
+        kept, next_cursor = page(rows, limit, _cursor_key)
+        names = await token_names(conn, {r.token_id for r in kept if r.token_id is not None})
+    return FlowPage(flows=[flow_out(r, names) for r in kept], next_cursor=next_cursor)
 
 
 async def _load_flow(conn: Any, decision_id: str) -> Any:
@@ -227,7 +243,8 @@ async def get_flow(request: web.Request) -> FlowOut:
     """One flow by decision id."""
     async with request.app[keys.ENGINE].connect() as conn:
         row = await _load_flow(conn, request.match_info["decision_id"])
-    return flow_out(row)
+        names = await token_names(conn, {row.token_id} - {None})
+    return flow_out(row, names)
 
 
 class TriageIn(BaseModel):
@@ -275,6 +292,7 @@ async def triage_flow(request: web.Request) -> FlowOut:
             )
         )
         after = await _load_flow(conn, decision_id)
+        names = await token_names(conn, {after.token_id} - {None})
         record_audit(
             session,
             principal.actor(),
@@ -286,4 +304,4 @@ async def triage_flow(request: web.Request) -> FlowOut:
         )
         await session.commit()
     log.info("flow.triaged", decision_id=decision_id, state=body.state)
-    return flow_out(after)
+    return flow_out(after, names)

@@ -1,6 +1,7 @@
 """`GET /v1/ledger`: what categories went to which recipient, for which purpose, from which source.
 
-Sums of the per-minute allowed counts proxies ship, grouped by the dimensions asked for.
+Sums of the per-minute allowed counts proxies ship, grouped by the dimensions asked for;
+`group_by=shipper` names which token (and the proxy id it gave) shipped each sum.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from registry.models import LedgerEntry, as_utc
 from registry.query import parse_time, query_error
+from registry.tokens import token_names
 from sharewall.taxonomy import load_taxonomy
 
 from . import keys
@@ -26,16 +28,19 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "purpose": ("purpose",),
     "category": ("category",),
     "source": ("source_workload", "source_namespace"),
+    # The shipping token (0: rows stored before migration 0008) and the proxy id it gave.
+    "shipper": ("token_id", "proxy_id"),
 }
+DEFAULT_GROUP_BY = ("recipient_id", "purpose", "category", "source")
 MAX_GROUPS = 10_000
 
 routes = RouteTable(tags=("flows",))
 
 
 def parse_group_by(raw: str | None) -> list[str]:
-    """`group_by=recipient_id,category` (default: every dimension); 422 on an unknown one."""
+    """`group_by=recipient_id,category` (default: all but shipper); 422 on an unknown one."""
     if not raw:
-        return list(DIMENSIONS)
+        return list(DEFAULT_GROUP_BY)
     names = [n.strip() for n in raw.split(",") if n.strip()]
     unknown = [n for n in names if n not in DIMENSIONS]
     if unknown or not names:
@@ -74,11 +79,17 @@ def build_ledger_query(query: Any) -> tuple[sa.Select, list[str]]:
     return stmt, group_by
 
 
-def _group(row: Any, group_by: list[str]) -> LedgerGroup:
+def _group(row: Any, group_by: list[str], names: dict[int, str]) -> LedgerGroup:
     out: dict[str, Any] = {}
     for name in group_by:
         if name == "source":
             out["source"] = {"workload": row.source_workload, "namespace": row.source_namespace}
+        elif name == "shipper":
+            out["shipper"] = {
+                "token_id": row.token_id,
+                "token_name": names.get(row.token_id),
+                "proxy_id": row.proxy_id,
+            }
         else:
             out[name] = getattr(row, name)
     return LedgerGroup(
@@ -103,7 +114,8 @@ def _group(row: Any, group_by: list[str]) -> LedgerGroup:
         "category": ({"type": "string"}, "Category id (taxonomy); unknown → 422"),
         "group_by": (
             {"type": "string"},
-            "Comma list of recipient_id, purpose, category, source (default: all)",
+            "Comma list of recipient_id, purpose, category, source, shipper"
+            " (default: all but shipper)",
         ),
     },
     responses={422: "Unknown purpose/category/dimension or bad time"},
@@ -113,5 +125,8 @@ async def get_ledger(request: web.Request) -> LedgerOut:
     stmt, group_by = build_ledger_query(request.query)
     async with request.app[keys.ENGINE].connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    groups = [_group(r, group_by) for r in rows]
+        names = await token_names(
+            conn, {r.token_id for r in rows} if "shipper" in group_by else set()
+        )
+    groups = [_group(r, group_by, names) for r in rows]
     return LedgerOut(group_by=group_by, groups=groups, total=sum(g.count for g in groups))

@@ -21,7 +21,7 @@ from sharewall.decision_record import RecordError
 
 from . import keys
 from .bodies import read_upload
-from .routes import RouteTable
+from .routes import RouteTable, caller
 
 log = structlog.get_logger("sharewall.logs")
 
@@ -32,10 +32,11 @@ routes = RouteTable(tags=("flows",))
 
 
 class LogsAccepted(BaseModel):
-    """What the registry did with an upload."""
+    """What the registry did with an upload; `conflicts`: ids another token already shipped."""
 
     accepted: int
     duplicates: int
+    conflicts: int = 0
     allowed: int
     ignored: int
 
@@ -97,7 +98,8 @@ def _proxy_id(event: dict[str, Any]) -> str:
     response=LogsAccepted,
 )
 async def post_logs(request: web.Request) -> LogsAccepted:
-    """Ingest an OPA decision-log upload."""
+    """Ingest an OPA decision-log upload (flows keyed to the caller's token, as decisions)."""
+    token_id = caller(request).token_id
     events = await read_upload(request)
     if not isinstance(events, list):
         raise ApiError(
@@ -123,12 +125,23 @@ async def post_logs(request: web.Request) -> LogsAccepted:
             ignored += 1
             log.info("logs.event_ignored", field=exc.field, error=exc.message)
             continue
-        flows.setdefault(record["decision_id"], flow_row(record, _proxy_id(event)))
+        flows.setdefault(record["decision_id"], flow_row(record, _proxy_id(event), token_id))
     async with request.app[keys.ENGINE].begin() as conn:
-        accepted = await store_flows(conn, list(flows.values()))
+        stored = await store_flows(conn, list(flows.values()))
     denied = len(events) - allowed - ignored
+    if stored.conflicts:
+        log.warning(
+            "logs.id_conflict",
+            token_id=token_id,
+            count=len(stored.conflicts),
+            first=stored.conflicts[0],
+        )
     result = LogsAccepted(
-        accepted=accepted, duplicates=denied - accepted, allowed=allowed, ignored=ignored
+        accepted=stored.new,
+        duplicates=denied - stored.new - len(stored.conflicts),
+        conflicts=len(stored.conflicts),
+        allowed=allowed,
+        ignored=ignored,
     )
-    log.info("logs.ingested", **result.model_dump())
+    log.info("logs.ingested", token_id=token_id, **result.model_dump())
     return result

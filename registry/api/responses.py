@@ -255,6 +255,14 @@ class FindingOut(_Out):
     detector: str = ""
 
 
+class ShipperOut(_Out):
+    """The token that shipped a record: the registry's identity of the shipper (the `proxy_id`
+    beside it is only what the shipper said it was)."""
+
+    token_id: int
+    token_name: str | None = None
+
+
 class TriageOut(_Out):
     """A reviewer's triage of a flow."""
 
@@ -286,6 +294,8 @@ class FlowOut(_Out):
     findings: list[FindingOut]
     latency_ms: float | None = None
     proxy_id: str
+    # None for flows stored before the registry recorded the shipping token (migration 0008).
+    shipped_by: ShipperOut | None = None
     triage: TriageOut
 
 

@@ -45,7 +45,13 @@ async def test_denials_become_flows_and_allows_are_counted(client, auth):
     other_query = event(True, path="system/health")
     resp = await upload(client, auth, [denied, event(True), event(True), other_query])
     assert resp.status == 200
-    assert await resp.json() == {"accepted": 1, "duplicates": 0, "allowed": 2, "ignored": 1}
+    assert await resp.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "conflicts": 0,
+        "allowed": 2,
+        "ignored": 1,
+    }
     flow = await client.get(f"/v1/flows/{denied['decision_id']}", headers=auth("security"))
     assert flow.status == 200
     body = await flow.json()

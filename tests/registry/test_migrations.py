@@ -102,3 +102,50 @@ async def test_0003_redacts_stored_paths_and_keeps_reason_codes(db_url):
         await db.migrate(engine, "base", downgrade=True)
         await db.migrate(engine, "head")
         await engine.dispose()
+
+
+async def test_0008_keys_shipped_rows_by_token_and_downgrades_to_one_row_per_key(db_url):
+    engine = db.create_engine(db_url)
+    minute = datetime(2026, 11, 20, 12, 5, tzinfo=UTC)
+    key = {
+        "minute": minute,
+        "source_workload": "w",
+        "source_namespace": "ns",
+        "recipient_id": "twilio",
+        "purpose": "service_delivery",
+        "category": "contact.phone_number",
+        "proxy_id": "pod-a",
+    }
+    old_ledger = sa.table(
+        "ledger_entry",
+        sa.column("minute", sa.DateTime(timezone=True)),
+        *(sa.column(c) for c in key if c != "minute"),
+        sa.column("count"),
+    )
+    new_ledger = sa.table(
+        "ledger_entry",
+        sa.column("minute", sa.DateTime(timezone=True)),
+        *(sa.column(c) for c in key if c != "minute"),
+        sa.column("count"),
+        sa.column("token_id"),
+    )
+    select_ledger = sa.text("SELECT token_id, count FROM ledger_entry ORDER BY token_id")
+    try:
+        await db.migrate(engine, "base", downgrade=True)
+        await db.migrate(engine, "0007")
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(old_ledger), [{**key, "count": 7}])
+        await db.migrate(engine, "0008")
+        async with engine.begin() as conn:
+            assert [tuple(r) for r in (await conn.execute(select_ledger)).all()] == [(0, 7)]
+            # Another token's row under the same proxy id and key: stored apart now.
+            await conn.execute(sa.insert(new_ledger), [{**key, "count": 1, "token_id": 9}])
+            assert len((await conn.execute(select_ledger)).all()) == 2
+        await db.migrate(engine, "0007", downgrade=True)
+        async with engine.connect() as conn:
+            counts = await conn.execute(sa.text("SELECT count FROM ledger_entry"))
+            assert counts.scalars().all() == [7]  # the oldest token's row is kept
+    finally:
+        await db.migrate(engine, "base", downgrade=True)
+        await db.migrate(engine, "head")
+        await engine.dispose()

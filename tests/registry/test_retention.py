@@ -61,11 +61,15 @@ async def test_old_flows_and_ledger_rows_are_deleted_in_batches(db_url):
     engine = db.create_engine(db_url)
     try:
         async with engine.begin() as conn:
-            rows = [flow_row(check_record(r), "p-ret") for r in old + young]
+            rows = [flow_row(check_record(r), "p-ret", 1) for r in old + young]
             await store_flows(conn, rows)
             ledger = [ledger_row(40, workload), ledger_row(1, workload)]
             await store_ledger(
-                conn, [{**LedgerIn.model_validate(r).model_dump(), "proxy_id": "p"} for r in ledger]
+                conn,
+                [
+                    {**LedgerIn.model_validate(r).model_dump(), "proxy_id": "p", "token_id": 1}
+                    for r in ledger
+                ],
             )
         purged = await enforce_retention(engine, 30, batch=2)
         ids = [r["decision_id"] for r in old + young]
