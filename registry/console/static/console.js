@@ -258,6 +258,10 @@ async function flowDetail(id) {
       row("Source", source(f.source)), row("Recipient", f.recipient_id || "(unregistered)"),
       row("Host", `${f.method} ${f.host}`), row("Path (redacted)", h("code", {}, f.path)),
       row("Purpose", f.purpose || "-"), row("Categories", f.categories.join(", ") || "-"),
+      // The token is who shipped it; the proxy id is only what that token said it was.
+      row("Shipped by", h("span", { id: "shipped-by" }, f.shipped_by
+        ? `token ${f.shipped_by.token_name || "#" + f.shipped_by.token_id} as proxy ${f.proxy_id}`
+        : `proxy ${f.proxy_id} (token not recorded)`)),
       row("Triage", h("span", { id: "triage-current" }, `${f.triage.state}${f.triage.by ? " by " + f.triage.by : ""}${f.triage.note ? ": " + f.triage.note : ""}`))))),
     h("h2", {}, "Why it was blocked"),
     h("section", { class: "card", id: "reasons" }, f.reasons.length ? f.reasons.map((x) => h("div", {},
