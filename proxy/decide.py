@@ -218,18 +218,21 @@ class Decider:
             entry = (action, reasons, tuple(sorted(categories)))
             self.cache.put(key, entry, generation=generation)
         action, reasons, sorted_categories = entry
+        # By position, in field order (decision_id, action, reasons, recipient_id, purpose,
+        # categories, findings, problems, fault, scheme, tls_upstream, complete): every call.
         return Decision(
-            decision_id=call.request_id,
-            action=action,
-            reasons=reasons,
-            recipient_id=call.recipient_id,
-            purpose=call.purpose,
-            categories=sorted_categories,
-            findings=inspection.findings,
-            problems=inspection.problems,
-            scheme=call.scheme,
-            tls_upstream=call.tls_upstream,
-            complete=complete,
+            call.request_id,
+            action,
+            reasons,
+            call.recipient_id,
+            call.purpose,
+            sorted_categories,
+            inspection.findings,
+            inspection.problems,
+            None,
+            call.scheme,
+            call.tls_upstream,
+            complete,
         )
 
     def _today(self) -> str:

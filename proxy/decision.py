@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from proxy.inspect.model import Finding, Inspection
 
 Action = Literal["allow", "deny"]
+T = TypeVar("T")
 
 
 # Random ids are drawn from the OS 256 at a time: one getrandom() syscall per 256 ids instead of
@@ -34,6 +35,46 @@ def new_decision_id() -> str:
         return _ids.pop()
 
 
+def _fast_frozen_init(cls: type[T]) -> type[T]:
+    """Give a frozen slotted dataclass an `__init__` that sets each slot through its descriptor.
+
+    The generated `__init__` of a frozen dataclass calls `object.__setattr__` per field (~150
+    ns each): a `Call` and a `Decision` are made for every proxied call, ~2 us each. Setting
+    each slot with its member descriptor's `__set__` is what that does without the lookup:
+    same parameters and defaults (a `default_factory` runs when the argument is left out),
+    same frozen, hashable, comparable value. Apply it on top of `@dataclass(frozen=True,
+    slots=True)`.
+    """
+    params, body, scope = [], [], {}
+    for f in fields(cls):
+        setter = f"_set_{f.name}"
+        scope[setter] = cls.__dict__[f.name].__set__
+        if f.default is not MISSING:
+            scope[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+            body.append(f"    {setter}(self, {f.name})")
+        elif f.default_factory is not MISSING:
+            scope[f"_factory_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_UNSET")
+            body.append(
+                f"    {setter}(self, _factory_{f.name}() if {f.name} is _UNSET else {f.name})"
+            )
+        else:
+            params.append(f.name)
+            body.append(f"    {setter}(self, {f.name})")
+    scope["_UNSET"] = _UNSET
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body)
+    exec(source, scope)  # noqa: S102 - our own field names, as dataclasses itself does
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+_UNSET: Any = object()
+
+
+@_fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Call:
     """What the proxy knows about one outbound call before asking the policy."""
@@ -65,6 +106,7 @@ class Reason:
         return out
 
 
+@_fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome for one call. A `fault` (engine down, timeout, no snapshot) is answered 503."""

@@ -100,7 +100,6 @@ _clock = _UtcClock()
 
 
 def decision_record(
-    *,
     decision: Decision,
     mode: str,
     method: str,
@@ -119,6 +118,8 @@ def decision_record(
     blocked: bool | None = None,
 ) -> dict[str, Any]:
     """The record of one call (`sharewall.decision_record`): log line fields plus the rest.
+
+    The proxy passes the arguments by position (a record per call); keywords work too.
 
     `blocked` says whether the proxy refused the call itself; by default a denied decision
     is blocked in enforce mode only (report mode lets it pass, flagged `would_block`). The

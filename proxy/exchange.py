@@ -123,19 +123,20 @@ class Exchange:
 
     def call(self) -> Call:
         """The facts the policy decides on (the path redacted: an OPA sidecar may log its input)."""
+        # By position, in field order: made for every call (keywords cost ~0.5 us more).
         return Call(
-            method=self.method,
-            scheme=self.scheme,
-            host=self.host,
-            port=self.port,
-            path=redact_path(self.path),
-            inspected=self.inspected,
-            tls_upstream=self.tls_upstream,
-            recipient_id=self.recipient.id if self.recipient is not None else None,
-            purpose=self.purpose,
-            source_workload=self.source.workload,
-            source_namespace=self.source.namespace,
-            request_id=self.decision_id,
+            self.method,
+            self.scheme,
+            self.host,
+            self.port,
+            redact_path(self.path),
+            self.inspected,
+            self.tls_upstream,
+            self.recipient.id if self.recipient is not None else None,
+            self.purpose,
+            self.source.workload,
+            self.source.namespace,
+            self.decision_id,
         )
 
 

@@ -191,23 +191,25 @@ async def commit_refusal(
 
 def _record_of(ex: Exchange, mode: str) -> dict[str, Any]:
     assert ex.decision is not None
+    timings, outcome = ex.timings, ex.outcome
+    # By position, in `decision_record`'s parameter order: a record per call.
     return decision_record(
-        decision=ex.decision,
-        mode=mode,
-        status=ex.status,
-        method=ex.method,
-        host=ex.host,
-        port=ex.port,
-        path=ex.path,
-        inspected=ex.inspected,
-        tunnel=ex.tunnel,
-        source_workload=ex.source.workload,
-        source_namespace=ex.source.namespace,
-        latency_ms=ex.timings.elapsed_ms(),
-        inspect_ms=ex.timings.inspect_ms,
-        policy_ms=ex.timings.policy_ms,
-        upstream_ms=ex.timings.upstream_ms,
-        blocked=ex.outcome is not None and ex.outcome.is_refused_by_us,
+        ex.decision,
+        mode,
+        ex.method,
+        ex.host,
+        ex.port,
+        ex.path,
+        ex.inspected,
+        ex.tunnel,
+        ex.status,
+        ex.source.workload,
+        ex.source.namespace,
+        timings.elapsed_ms(),
+        timings.inspect_ms,
+        timings.policy_ms,
+        timings.upstream_ms,
+        outcome is not None and outcome.is_refused_by_us,
     )
 
 

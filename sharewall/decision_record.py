@@ -203,47 +203,54 @@ def record_in_order(
 ) -> dict[str, Any]:
     """`new_record` with its arguments by position, for the proxy's per-call path.
 
-    Twenty-eight keyword arguments make CPython build and unpack a dict per call; a record is
-    made for every proxied call. The values are zipped with `FIELD_NAMES` (the field order).
+    Twenty-eight keyword arguments make CPython match each name per call; a record is made for
+    every proxied call. The dict is one literal in `FIELD_NAMES` order (its constant keys
+    are built in one step; checked against `FIELD_NAMES` when this module is imported).
     """
-    return dict(
-        zip(
-            FIELD_NAMES,
-            (
-                time,
-                decision_id,
-                action,
-                would_block,
-                mode,
-                [r["code"] for r in reasons],
-                recipient_id,
-                host,
-                port,
-                method,
-                redact_path(path, findings),
-                purpose,
-                categories,
-                [f"{f['category']}@{f['location']}" for f in findings],
-                source_workload,
-                source_namespace,
-                inspected,
-                tunnel,
-                status,
-                fault,
-                problems,
-                None if latency_ms is None else round(latency_ms, 3),
-                None if inspect_ms is None else round(inspect_ms, 3),
-                None if policy_ms is None else round(policy_ms, 3),
-                None if upstream_ms is None else round(upstream_ms, 3),
-                reasons,
-                findings,
-                scheme,
-                tls_upstream,
-                complete,
-            ),
-            strict=True,
-        )
-    )
+    return {
+        "time": time,
+        "decision_id": decision_id,
+        "action": action,
+        "would_block": would_block,
+        "mode": mode,
+        "reason_codes": [r["code"] for r in reasons],
+        "recipient_id": recipient_id,
+        "host": host,
+        "port": port,
+        "method": method,
+        "path": redact_path(path, findings),
+        "purpose": purpose,
+        "categories": categories,
+        "finding_locations": [f"{f['category']}@{f['location']}" for f in findings],
+        "source_workload": source_workload,
+        "source_namespace": source_namespace,
+        "inspected": inspected,
+        "tunnel": tunnel,
+        "status": status,
+        "fault": fault,
+        "problems": problems,
+        "latency_ms": None if latency_ms is None else round(latency_ms, 3),
+        "inspect_ms": None if inspect_ms is None else round(inspect_ms, 3),
+        "policy_ms": None if policy_ms is None else round(policy_ms, 3),
+        "upstream_ms": None if upstream_ms is None else round(upstream_ms, 3),
+        "reasons": reasons,
+        "findings": findings,
+        "scheme": scheme,
+        "tls_upstream": tls_upstream,
+        "complete": complete,
+    }
+
+
+def _check_record_order() -> None:
+    """`record_in_order`'s literal has exactly the fields of `FIELDS`, in their order."""
+    keys = tuple(record_in_order("", "", "", False, "", [], None, "", None, "", "", None, [], [],
+                                 None, None, None, None, None, None, [], None, None, None, None,
+                                 None, None, None))  # fmt: skip
+    if keys != FIELD_NAMES:
+        raise RuntimeError(f"record_in_order builds {keys}, FIELDS say {FIELD_NAMES}")
+
+
+_check_record_order()
 
 
 def is_spooled(record: Mapping[str, Any]) -> bool:

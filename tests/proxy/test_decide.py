@@ -10,6 +10,7 @@ import pytest
 from call_facts import make_call
 
 from proxy.decide import DESTINATION_FORBIDDEN, Decider, destination_forbidden
+from proxy.decision import Call
 from proxy.decision_cache import DecisionCache, inspection_key
 from proxy.engines.embedded import EmbeddedEngine
 from proxy.inspect.model import MALFORMED_JSON, TIMED_OUT, Finding, Inspection
@@ -270,3 +271,27 @@ async def test_an_inspector_error_is_a_fault_not_a_policy_denial(decider: Decide
     assert decision.unavailable and not decision.allow
     assert decision.reasons == ()
     assert decision.problems == (INSPECTOR_ERROR,)
+
+
+def test_calls_and_decisions_are_frozen_values_whichever_way_they_are_built() -> None:
+    """Their fast `__init__` keeps the dataclass's contract: defaults, equality, hash, frozen."""
+    import dataclasses
+
+    from proxy.decision import Decision
+
+    call = make_call()
+    same = make_call(request_id=call.request_id)
+    assert call == same and hash(call) == hash(same)
+    assert make_call().request_id != call.request_id  # the default factory runs per call
+    positional = Call(*(getattr(call, f.name) for f in dataclasses.fields(Call)))
+    assert positional == call
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        call.host = "elsewhere.example"  # type: ignore[misc]
+
+    decision = Decision("d1", "deny")
+    assert (decision.reasons, decision.fault, decision.complete) == ((), None, None)
+    faulted = dataclasses.replace(decision, fault="spool_unavailable")
+    assert faulted.decision_id == "d1" and faulted.fault == "spool_unavailable"
+    assert decision.fault is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.action = "allow"  # type: ignore[misc]
