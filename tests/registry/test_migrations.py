@@ -130,21 +130,42 @@ async def test_0008_keys_shipped_rows_by_token_and_downgrades_to_one_row_per_key
         sa.column("token_id"),
     )
     select_ledger = sa.text("SELECT token_id, count FROM ledger_entry ORDER BY token_id")
+    shipped = {"proxy_id": "pod-a", "minute": minute, "fact_key": "f" * 64}
+    old_shipped = sa.table(
+        "decision_fact_shipped",
+        sa.column("proxy_id"),
+        sa.column("minute", sa.DateTime(timezone=True)),
+        sa.column("fact_key"),
+    )
+    new_shipped = sa.table(
+        "decision_fact_shipped",
+        sa.column("proxy_id"),
+        sa.column("minute", sa.DateTime(timezone=True)),
+        sa.column("fact_key"),
+        sa.column("token_id"),
+    )
+    select_shipped = sa.text("SELECT token_id FROM decision_fact_shipped ORDER BY token_id")
     try:
         await db.migrate(engine, "base", downgrade=True)
         await db.migrate(engine, "0007")
         async with engine.begin() as conn:
             await conn.execute(sa.insert(old_ledger), [{**key, "count": 7}])
+            await conn.execute(sa.insert(old_shipped), [shipped])
         await db.migrate(engine, "0008")
         async with engine.begin() as conn:
             assert [tuple(r) for r in (await conn.execute(select_ledger)).all()] == [(0, 7)]
-            # Another token's row under the same proxy id and key: stored apart now.
+            assert (await conn.execute(select_shipped)).scalars().all() == [0]
+            # Another token's rows under the same proxy id and key: stored apart now.
             await conn.execute(sa.insert(new_ledger), [{**key, "count": 1, "token_id": 9}])
+            await conn.execute(sa.insert(new_shipped), [{**shipped, "token_id": 9}])
             assert len((await conn.execute(select_ledger)).all()) == 2
+            assert len((await conn.execute(select_shipped)).all()) == 2
         await db.migrate(engine, "0007", downgrade=True)
         async with engine.connect() as conn:
             counts = await conn.execute(sa.text("SELECT count FROM ledger_entry"))
             assert counts.scalars().all() == [7]  # the oldest token's row is kept
+            journal = await conn.execute(sa.text("SELECT proxy_id FROM decision_fact_shipped"))
+            assert journal.scalars().all() == ["pod-a"]
     finally:
         await db.migrate(engine, "base", downgrade=True)
         await db.migrate(engine, "head")
