@@ -244,31 +244,51 @@ def _recipient_document(row: Any, hosts: list[str], grants: list[Any]) -> dict[s
     }
 
 
-def _encode(
-    rows: SnapshotRows, reuse: PartCache
-) -> tuple[dict[str, Any], EncodedSnapshot, PartCache]:
+def _recipients_of(rows: SnapshotRows) -> Iterator[tuple[str, Stamp, Any, list, list]]:
+    """(id, stamp, content key, hosts, grants) of each recipient row read."""
     hosts_of: dict[str, list[str]] = defaultdict(list)
     for recipient_id, pattern in rows.hosts:
         hosts_of[recipient_id].append(pattern)
     grants_of: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for recipient_id, *grant in rows.grants:
         grants_of[recipient_id].append(tuple(grant))
-    fresh: dict[str, tuple[Stamp, Any, bytes]] = {}
     for row in rows.recipients:
         stamp_version, created_at, *columns = row
         rid = columns[0]
         hosts, grants = hosts_of.get(rid, []), grants_of.get(rid, [])
         key = (tuple(columns), tuple(hosts), tuple(grants))
+        yield rid, (stamp_version, created_at), key, hosts, grants
+
+
+def unversioned_changes(rows: SnapshotRows, held: PartCache) -> set[str]:
+    """Recipients whose content in `rows` (a full read) differs from `held` under the same stamp.
+
+    Each is a write that did not bump the recipient's version (its ETag is stale too): an
+    incremental build would keep serving what it held.
+    """
+    with _gc_paused():
+        return {
+            rid
+            for rid, stamp, key, _, _ in _recipients_of(rows)
+            if (entry := held.get(rid)) is not None and entry[0] == stamp and entry[1] != key
+        }
+
+
+def _encode(
+    rows: SnapshotRows, reuse: PartCache
+) -> tuple[dict[str, Any], EncodedSnapshot, PartCache]:
+    fresh: dict[str, tuple[Stamp, Any, bytes]] = {}
+    for rid, stamp, key, hosts, grants in _recipients_of(rows):
         held = reuse.get(rid)
         if held is not None and held[1] == key:
             part = held[2]
         else:
-            if held is not None and held[0] == (stamp_version, created_at):
+            if held is not None and held[0] == stamp:
                 # Content changed under the same stamp: a write that did not bump the version
                 # (the ETag is stale too). Served right here; an incremental build would not.
                 log.warning("snapshot.unversioned_change", recipient=rid)
-            part = canonical_json(_recipient_document(columns, hosts, grants))
-        fresh[rid] = ((stamp_version, created_at), key, part)
+            part = canonical_json(_recipient_document(key[0], hosts, grants))
+        fresh[rid] = (stamp, key, part)
     # Ordered by id in Python, not by the database's collation: a follower merging a delta
     # orders recipients the same way, and the order decides who keeps a contested host.
     if rows.present is None:

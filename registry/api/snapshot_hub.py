@@ -28,6 +28,7 @@ from registry.snapshot_builder import (
     encoded_snapshot,
     fetch_snapshot_rows,
     read_version,
+    unversioned_changes,
 )
 from sharewall.snapshot_delta import EncodedSnapshot, encode_delta, fingerprint
 
@@ -36,6 +37,9 @@ from . import keys
 log = structlog.get_logger("sharewall.snapshot")
 
 VERSION_POLL_INTERVAL_S = 0.5
+# How often the poller reads every row to find recipients whose content changed without their
+# version (a write path that forgot to bump it): those are re-read by the next build.
+VERIFY_INTERVAL_S = 600.0
 # Versions a delta can start from: a follower further behind gets the full snapshot.
 DELTA_HISTORY = 32
 # A delta that changes more than this share of the recipients is sent as the full snapshot.
@@ -103,6 +107,8 @@ class SnapshotHub:
         self._built: BuiltSnapshot | None = None
         self._history: OrderedDict[int, _Base] = OrderedDict()
         self._parts: PartCache | None = None  # the last build's, reused by the next
+        self._suspect: set[str] = set()  # re-read whole by the next build (see `verify`)
+        self._verified_at = time.monotonic()  # the last read of every row
         self._lock = asyncio.Lock()
         self._known: int | None = None
         self._changed = asyncio.Event()
@@ -110,6 +116,7 @@ class SnapshotHub:
         self.builds = 0
         self.incremental_builds = 0  # builds that read only the recipients that moved
         self.poll_interval = VERSION_POLL_INTERVAL_S
+        self.verify_interval = VERIFY_INTERVAL_S
 
     @property
     def _sessions(self) -> async_sessionmaker:
@@ -147,12 +154,18 @@ class SnapshotHub:
             if built is not None and built.version == version:
                 return built
             started = time.perf_counter()
+            held, suspect = self._parts, self._suspect
+            if held and suspect:
+                held = {rid: entry for rid, entry in held.items() if rid not in suspect}
             async with self._sessions() as session:
                 # Only the recipients whose stamp moved since the last build are read whole.
-                rows = await fetch_snapshot_rows(session, self._parts)
+                rows = await fetch_snapshot_rows(session, held)
             fetched = time.perf_counter()
             # Encoding is CPU work: keep the event loop serving long polls.
-            built, self._parts = await asyncio.to_thread(_build, rows, self._parts)
+            built, self._parts = await asyncio.to_thread(_build, rows, held)
+            self._suspect = self._suspect - suspect
+            if rows.present is None:
+                self._verified_at = time.monotonic()
             self._built = built
             self._remember(built)
             self.builds += 1
@@ -213,12 +226,37 @@ class SnapshotHub:
                 return False
         return self._known != version
 
+    async def verify(self) -> set[str]:
+        """Read every row (as a restart would) and find the recipients whose content changed
+        under an unchanged `(version, created_at)`: each is a write that forgot the version,
+        which incremental builds would not see. They are logged and re-read whole by the next
+        build (the version served now keeps its content: its ETag cannot change)."""
+        held = self._parts
+        if not held:
+            return set()
+        async with self._sessions() as session:
+            rows = await fetch_snapshot_rows(session)
+            after = await read_version(session)
+        self._verified_at = time.monotonic()
+        if after != rows.version:
+            return set()  # a write landed while reading: its rows may be newer than their stamps
+        stale = await asyncio.to_thread(unversioned_changes, rows, held)
+        if stale:
+            log.warning(
+                "snapshot.unversioned_change", count=len(stale), recipients=sorted(stale)[:20]
+            )
+            self._suspect = self._suspect | stale
+        return stale
+
     async def poll_versions(self) -> None:
-        """Fallback for writes made by other processes: notice a new version within `poll_interval`."""
+        """Fallback for writes made by other processes: notice a new version within
+        `poll_interval`; every `verify_interval`, check the held parts against every row."""
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.current_version()
+                if self._parts and time.monotonic() - self._verified_at > self.verify_interval:
+                    await self.verify()
             except Exception as exc:  # a database blip must not end the poller
                 log.warning("snapshot.version_poll_failed", error=type(exc).__name__)
 

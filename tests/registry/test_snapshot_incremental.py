@@ -12,12 +12,15 @@ import random
 from datetime import date
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from aiohttp.test_utils import TestClient
 
 from registry.api.app import create_app
 from registry.api.snapshot_hub import hub
+from registry.models import Recipient
 from registry.snapshot_builder import encoded_snapshot, fetch_snapshot_rows
+from registry.state import bump_snapshot_version
 from sharewall.cli import main
 
 from .conftest import RegistryTestServer
@@ -266,3 +269,28 @@ async def test_builds_racing_writes_end_with_the_full_build(
         for c in apps:
             assert await served(c, auth) == expected
             assert hub(c.app).incremental_builds > 0
+
+
+async def test_a_write_that_forgets_the_version_is_found_and_served_from_the_next_version(
+    client, auth, sessions
+):
+    body = {"id": "golf", "name": "Golf", "kind": "vendor", "hosts": ["api.golf.example"]}
+    assert (await client.post("/v1/recipients", json=body, headers=auth("engineer"))).ok
+    assert b'"name":"Golf"' in await served(client, auth)
+    snapshots = hub(client.app)
+    assert await snapshots.verify() == set()
+    # A direct write that bumps the snapshot version but not the recipient's.
+    async with sessions() as session:
+        await session.exec(sa.update(Recipient).where(Recipient.id == "golf").values(name="Golf 2"))
+        await bump_snapshot_version(session)
+        await session.commit()
+    # What an incremental build cannot see (the stamp did not move)...
+    assert b'"name":"Golf 2"' not in await served(client, auth)
+    # ...the periodic full read finds, and the next version serves.
+    assert await snapshots.verify() == {"golf"}
+    async with sessions() as session:
+        await bump_snapshot_version(session)
+        await session.commit()
+    after = await served(client, auth)
+    assert b'"name":"Golf 2"' in after and after == await full_build(sessions)
+    assert await snapshots.verify() == set()
