@@ -82,6 +82,9 @@ class Shipper:
         self._pending_path = spool.directory / LEDGER_PENDING_FILE
         self._client: ControlClient | None = None
         self._task: asyncio.Task[None] | None = None
+        # One shipment at a time: the background loop, close()'s drain and a caller's
+        # ship_once() would otherwise read the same segment twice and post the same ledger rows.
+        self._shipping = asyncio.Lock()
 
     async def start(self) -> None:
         """Load ledger rows left by the last run, then ship in the background."""
@@ -136,7 +139,15 @@ class Shipper:
                 await asyncio.sleep(delay)
 
     async def ship_once(self) -> int:
-        """Ship every sealed segment and the finished ledger minutes; return decisions shipped."""
+        """Ship every sealed segment and the finished ledger minutes; return decisions shipped.
+
+        Safe to call while the background loop runs: shipments take turns, so what one shipped
+        the next does not find again.
+        """
+        async with self._shipping:
+            return await self._ship_once()
+
+    async def _ship_once(self) -> int:
         if self.ledger is not None:
             self._pending_ledger.extend(self.ledger.take_complete())
         shipped = 0
