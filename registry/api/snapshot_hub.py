@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import time
 from collections import OrderedDict
@@ -166,6 +167,10 @@ class SnapshotHub:
             self._suspect = self._suspect - suspect
             if rows.present is None:
                 self._verified_at = time.monotonic()
+                # What is alive after a full build (the app, the imports, the 10,000 parts)
+                # lives on: out of the collector's generations, a full collection no longer
+                # rescans it (in process at 10k: a build's worst CPU 163-177 -> 65-68 ms).
+                gc.freeze()
             self._built = built
             self._remember(built)
             self.builds += 1
