@@ -57,8 +57,15 @@ def _ensure_sqlite_dir(url: sa.URL) -> None:
 # Execution option naming a transaction that will write: on SQLite it starts with
 # BEGIN IMMEDIATE, taking the write lock before its first read, so a read-modify-write
 # (version checks, four eyes) cannot interleave with another writer's and never fails with
-# "database is locked" on a lock upgrade. PostgreSQL ignores the option.
+# "database is locked" on a lock upgrade. PostgreSQL ignores the option (see begin_write).
 WRITE_TRANSACTION = "sharewall_write"
+
+# PostgreSQL's counterpart of BEGIN IMMEDIATE: every write transaction first locks the one
+# registry_state row, so writers run one at a time in the order they came, and two of them
+# can never hold row locks the other waits for (an apply deleting recipients while an edit
+# bumps the snapshot version was a deadlock, one of them aborted with a 503). Readers never
+# wait for it (MVCC).
+_LOCK_WRITERS = sa.text("SELECT id FROM registry_state WHERE id = 1 FOR UPDATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -99,8 +106,14 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 async def begin_write(session: AsyncSession) -> None:
-    """Mark the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); call it first."""
-    await session.connection(execution_options={WRITE_TRANSACTION: True})
+    """Mark the session's transaction as a writer; call it first, before any read.
+
+    Writers then run one at a time: SQLite starts the transaction with BEGIN IMMEDIATE,
+    PostgreSQL locks the registry_state row, and a second writer waits for the first to end.
+    """
+    conn = await session.connection(execution_options={WRITE_TRANSACTION: True})
+    if conn.dialect.name != "sqlite":
+        await conn.execute(_LOCK_WRITERS)
 
 
 def alembic_config(url: str | None = None) -> Config:
