@@ -291,5 +291,7 @@ async def store_facts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
             index_elements=["hour", "fact_key"],
             set_={"count": facts.c.count + upsert.excluded.count},
         )
-        await conn.execute(upsert, list(hours.values()))
+        # In key order: proxies shipping the same facts at once then lock the shared hourly
+        # rows in one order (in their own orders, two upserts deadlocked on PostgreSQL).
+        await conn.execute(upsert, [hours[key] for key in sorted(hours)])
     return len(inserted)

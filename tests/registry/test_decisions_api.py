@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
+import random
 import uuid
 from datetime import UTC, datetime
 
@@ -11,7 +13,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from registry.models import BlockedFlow, FlowReason, LedgerEntry
+from registry.models import BlockedFlow, DecisionFact, FlowReason, LedgerEntry
 
 URL = "/v1/decisions"
 
@@ -190,3 +192,38 @@ async def test_gzip_bomb_is_413(client, auth, encoded_header):
 async def test_only_proxies_ship_decisions(client, auth, role):
     resp = await post(client, auth, {"proxy_id": "p1", "decisions": [record()]}, role=role)
     assert resp.status == 403
+
+
+async def test_proxies_shipping_the_same_facts_at_once_all_land(client, auth, sessions):
+    """Several proxies count the same facts into the same hours concurrently, each in its
+    own order: every batch is stored (no 503 from two upserts locking rows in opposite
+    orders) and each hour holds the sum of what all proxies counted."""
+    minute = datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
+    facts = [
+        {
+            "kind": "fact",
+            "minute": minute,
+            "host": f"api{i}.racing.example",
+            "port": 443,
+            "recipient_id": "racing",
+            "purpose": "billing",
+            "categories": ["contact.email"],
+            "verdict": "allow",
+            "count": 1,
+        }
+        for i in range(30)
+    ]
+
+    async def ship(proxy: int, round_: int) -> int:
+        rows = random.Random(proxy * 100 + round_).sample(facts, len(facts))
+        doc = {"proxy_id": f"racing-{proxy}-{round_}", "decisions": [], "ledger": rows}
+        resp = await post(client, auth, doc)
+        return resp.status
+
+    statuses = await asyncio.gather(*(ship(p, r) for r in range(4) for p in range(4)))
+    assert statuses == [200] * 16
+    table = DecisionFact.__table__
+    counts = await scalars(
+        sessions, sa.select(table.c.count).where(table.c.recipient_id == "racing")
+    )
+    assert sorted(counts) == [16] * 30
