@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,6 +76,22 @@ class EncodedSnapshot:
     @property
     def revision(self) -> str:
         return revision_of_parts(self.recipients.values(), self.workloads)
+
+    def revision_in_chunks(self, chunk: int = 256) -> str:
+        """`revision`, hashed a few hundred parts at a time (for a worker thread: each join
+        holds the GIL briefly, and hashlib releases it while hashing what was joined)."""
+        digest = hashlib.sha256()
+        wrapped = bool(self.workloads)
+        digest.update(b'{"recipients":[' if wrapped else b"[")
+        values = list(self.recipients.values())
+        for start in range(0, len(values), chunk):
+            if start:
+                digest.update(b",")
+            digest.update(b",".join(values[start : start + chunk]))
+        digest.update(b"]")
+        if wrapped:
+            digest.update(b',"workloads":[' + b",".join(self.workloads) + b"]}")
+        return digest.hexdigest()[:16]
 
     def body(self, version: int, revision: str, generated_at: str) -> bytes:
         """The full snapshot JSON (what `GET /v1/snapshot` serves and the follower caches)."""
@@ -200,10 +216,14 @@ class HeldSnapshot:
         return merged
 
     async def apply_async(self, delta: Any) -> HeldSnapshot:
-        """`apply` with the hash (~4 MB at 10,000 recipients) in a worker thread: hashlib lets
-        the loop run meanwhile, and the merge itself is a few dict copies (on the loop)."""
-        merged = self.merge(delta)
-        merged.check(await asyncio.to_thread(lambda: merged.encoded.revision))
+        """`apply` without holding the event loop: the merge of 10,000 entries in slices
+        (`sharewall.slices`), the ~4 MB hash in a worker thread a chunk at a time (hashlib
+        lets go of the GIL while it hashes, the joins in between are short)."""
+        changes = self._changes(delta)
+        merger = _Merger(self, changes)
+        await each_in_slices(merger.order(), merger.take)
+        merged = merger.result()
+        merged.check(await asyncio.to_thread(merged.encoded.revision_in_chunks))
         return merged
 
     def check(self, revision: str) -> None:
@@ -213,6 +233,13 @@ class HeldSnapshot:
 
     def merge(self, delta: Any) -> HeldSnapshot:
         """The snapshot after `delta`, every entry validated but the whole not yet hashed."""
+        merger = _Merger(self, self._changes(delta))
+        for rid in merger.order():
+            merger.take(rid)
+        return merger.result()
+
+    def _changes(self, delta: Any) -> _Changes:
+        """What `delta` changes, every entry validated; `DeltaError` if it does not fit."""
         if not isinstance(delta, dict):
             raise DeltaError("a delta is an object")
         base = self.snapshot
@@ -223,21 +250,19 @@ class HeldSnapshot:
         removed, upserts = delta.get("removed"), delta.get("recipients")
         if not isinstance(removed, list) or not isinstance(upserts, list):
             raise DeltaError("a delta lists 'removed' and 'recipients'")
-        by_id = dict(self.by_id)
-        parts = dict(self.encoded.recipients)
+        gone: set[str] = set()
+        changed: dict[str, tuple[Recipient, bytes]] = {}
         try:
             for rid in removed:
-                if by_id.pop(rid, None) is None:
+                if rid in gone or rid not in self.by_id:
                     raise DeltaError(f"removed recipient {rid!r} is not held")
-                del parts[rid]
-            seen: set[str] = set()
+                gone.add(rid)
             for item in upserts:
                 recipient = Recipient.model_validate(item)
-                if recipient.id in seen:
+                if recipient.id in changed:
                     raise DeltaError(f"duplicate recipient id {recipient.id!r}")
-                seen.add(recipient.id)
-                by_id[recipient.id] = recipient
-                parts[recipient.id] = canonical_json(recipient.model_dump(mode="json"))
+                part = canonical_json(recipient.model_dump(mode="json"))
+                changed[recipient.id] = (recipient, part)
             workloads, workload_parts = base.workloads, self.encoded.workloads
             if "workloads" in delta:
                 workloads = tuple(Workload.model_validate(w) for w in delta["workloads"] or ())
@@ -249,15 +274,74 @@ class HeldSnapshot:
             )
         except (ValidationError, TypeError) as exc:
             raise DeltaError(f"invalid delta: {exc}") from None
-        if removed or len(by_id) != len(self.by_id):
-            # Ids came or went: order by id, as the registry does.
+        return _Changes(header, gone, changed, workloads, workload_parts)
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """A delta's content, validated: the new header, ids removed, recipients (with their part)
+    added or replaced, and the workloads after it."""
+
+    header: Snapshot
+    removed: set[str]
+    upserts: dict[str, tuple[Recipient, bytes]]
+    workloads: tuple[Workload, ...]
+    workload_parts: tuple[bytes, ...]
+
+
+class _Merger:
+    """Builds the snapshot after a delta one recipient id at a time (`take` each of `order()`),
+    so that the 10,000-entry copies can be done in slices. Unchanged recipients keep their
+    objects and parts; the ids end ordered as the registry orders them (by id)."""
+
+    def __init__(self, held: HeldSnapshot, changes: _Changes) -> None:
+        self.held, self.changes = held, changes
+        self.by_id: dict[str, Recipient] = {}
+        self.parts: dict[str, bytes] = {}
+        self.recipients: list[Recipient] = []
+        self.sorted = True  # the ids came out ascending
+
+    def order(self) -> Iterator[str]:
+        """The ids after the delta: where nothing came or went, each id keeps its place (a
+        replaced entry stays where it was); otherwise the held ids (ordered by id, as the
+        registry serves them) merged with the new ones, sorted."""
+        held, removed = self.held.by_id, self.changes.removed
+        added = sorted(r for r in self.changes.upserts if r in removed or r not in held)
+        if not added and not removed:
+            yield from held
+            return
+        i, previous = 0, ""
+        for rid in held:
+            if rid < previous:
+                self.sorted = False
+            previous = rid
+            while i < len(added) and added[i] < rid:
+                yield added[i]
+                i += 1
+            if rid not in removed:
+                yield rid
+        yield from added[i:]
+
+    def take(self, rid: str) -> None:
+        change = self.changes.upserts.get(rid)
+        if change is None:
+            recipient, part = self.held.by_id[rid], self.held.encoded.recipients[rid]
+        else:
+            recipient, part = change
+        self.by_id[rid], self.parts[rid] = recipient, part
+        self.recipients.append(recipient)
+
+    def result(self) -> HeldSnapshot:
+        by_id, parts, recipients = self.by_id, self.parts, self.recipients
+        if not self.sorted:  # a base not ordered by id (not the registry's): order it
             order = sorted(by_id)
             by_id = {rid: by_id[rid] for rid in order}
             parts = {rid: parts[rid] for rid in order}
-        # (Otherwise every id kept its place: a dict keeps a replaced key where it was.)
-        encoded = EncodedSnapshot(parts, workload_parts)
-        snapshot = header.model_copy(
-            update={"recipients": tuple(by_id.values()), "workloads": workloads}
+            recipients = list(by_id.values())
+        changes = self.changes
+        encoded = EncodedSnapshot(parts, changes.workload_parts)
+        snapshot = changes.header.model_copy(
+            update={"recipients": tuple(recipients), "workloads": changes.workloads}
         )
         return HeldSnapshot(snapshot, encoded, by_id)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import orjson
@@ -83,7 +84,15 @@ def test_parts_hash_to_the_content_revision(with_workloads: bool) -> None:
     assert revision_of_parts(encoded.recipients.values(), encoded.workloads) == expected
 
 
-def test_applied_deltas_equal_full_loads_over_random_changes() -> None:
+def applied(held: HeldSnapshot, delta: dict, how: str) -> HeldSnapshot:
+    """`held` after `delta`, applied at once or as the follower does (in slices, off the loop)."""
+    if how == "apply":
+        return held.apply(delta)
+    return asyncio.run(held.apply_async(delta))
+
+
+@pytest.mark.parametrize("how", ["apply", "apply_async"])
+def test_applied_deltas_equal_full_loads_over_random_changes(how: str) -> None:
     rng = random.Random(10)
     live = {i: recipient(i) for i in range(40)}
     workloads: list[dict] = []
@@ -116,7 +125,7 @@ def test_applied_deltas_equal_full_loads_over_random_changes() -> None:
                     }
                 ]
         previous, full = full, registry_snapshot(version, list(live.values()), workloads)
-        held = held.apply(delta_between(previous, full))
+        held = applied(held, delta_between(previous, full), how)
         loaded = HeldSnapshot.of(full)
         assert held.snapshot == loaded.snapshot
         assert held.snapshot.model_dump(mode="json") == loaded.snapshot.model_dump(mode="json")
@@ -125,14 +134,13 @@ def test_applied_deltas_equal_full_loads_over_random_changes() -> None:
         assert Snapshot.model_validate_json(held.body()) == full
 
 
-def test_unchanged_recipients_keep_their_objects() -> None:
+@pytest.mark.parametrize("how", ["apply", "apply_async"])
+def test_unchanged_recipients_keep_their_objects(how: str) -> None:
     before = registry_snapshot(1, [recipient(i) for i in range(10)], [])
     after = registry_snapshot(2, [recipient(i, 1 if i == 3 else 0) for i in range(10)], [])
     held = HeldSnapshot.of(before)
-    applied = held.apply(delta_between(before, after))
-    kept = [
-        a is b for a, b in zip(held.snapshot.recipients, applied.snapshot.recipients, strict=True)
-    ]
+    new = applied(held, delta_between(before, after), how)
+    kept = [a is b for a, b in zip(held.snapshot.recipients, new.snapshot.recipients, strict=True)]
     assert kept == [i != 3 for i in range(10)]
 
 
@@ -160,14 +168,15 @@ def tampered(delta: dict, **changes) -> dict:
         pytest.param(lambda d: [d], id="not an object"),
     ],
 )
-def test_a_delta_that_does_not_check_out_is_refused(change) -> None:
+@pytest.mark.parametrize("how", ["apply", "apply_async"])
+def test_a_delta_that_does_not_check_out_is_refused(change, how: str) -> None:
     before = registry_snapshot(1, [recipient(i) for i in range(5)], [])
     after = registry_snapshot(2, [recipient(i, 1 if i == 2 else 0) for i in range(5)], [])
     held = HeldSnapshot.of(before)
     delta = delta_between(before, after)
-    held.apply(delta)  # the untampered delta applies
+    applied(held, delta, how)  # the untampered delta applies
     with pytest.raises(DeltaError):
-        held.apply(change(delta))
+        applied(held, change(delta), how)
 
 
 @pytest.fixture(params=["in process", "child process"])

@@ -18,6 +18,7 @@ from proxy.engines.base import (
     EngineError,
 )
 from sharewall.policy import policy_files
+from sharewall.slices import each_in_slices
 from sharewall.snapshot import Recipient, Snapshot, policy_data_of
 from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
 
@@ -140,10 +141,13 @@ class EmbeddedEngine:
         return self._revision
 
     async def set_snapshot(self, snapshot: Snapshot) -> None:
-        _detached(self._set_snapshot, snapshot)
+        # Indexing 10,000 recipients by id is ~5-15 ms on a busy heap: done in slices, the
+        # engine evaluating against the previous snapshot meanwhile (swapped in one go below).
+        by_id: dict[str, Recipient] = {}
+        await each_in_slices(snapshot.recipients, lambda r: by_id.__setitem__(r.id, r))
+        _detached(self._set_snapshot, snapshot, by_id)
 
-    def _set_snapshot(self, snapshot: Snapshot) -> None:
-        by_id = {r.id: r for r in snapshot.recipients}
+    def _set_snapshot(self, snapshot: Snapshot, by_id: dict[str, Recipient]) -> None:
         thread = threading.get_ident()
         _release_stranded()
         if self._base is None or self._base_thread != thread:
