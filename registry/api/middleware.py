@@ -75,8 +75,20 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     return response
 
 
+# PostgreSQL's transient failures of one transaction (deadlock_detected,
+# serialization_failure, lock_not_available): the database is up; the same write may succeed
+# when sent again. The registry's own writers take the registry_state row first and do not
+# deadlock each other; this is for a session outside it (an operator's psql) locking rows.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
 def _is_busy(exc: Exception) -> bool:
-    """SQLite's writer lock held past the busy timeout: the database is up, only busy."""
+    """The database is up, only busy: SQLite's writer lock held past the busy timeout, or a
+    PostgreSQL transaction aborted by a deadlock or a serialization failure."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
     return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
@@ -101,12 +113,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except (DBAPIError, ConnectionError) as exc:
         if _is_busy(exc):
-            log.warning("api.database_busy", path=request.path)
+            log.warning(
+                "api.database_busy",
+                path=request.path,
+                sqlstate=getattr(getattr(exc, "orig", None), "sqlstate", None),
+            )
             error = ApiError(
                 503,
                 "database-busy",
                 "Database busy",
-                "another write held the database too long; retry",
+                "another write held the database too long or deadlocked with it; retry",
                 headers={"Retry-After": "1"},
             )
         else:

@@ -4,6 +4,7 @@ errors are problem+json; failed sign-ins are throttled per address; ingest is pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gzip
 import re
@@ -11,10 +12,12 @@ import sqlite3
 import zlib
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from registry.api.app import create_app
+from registry.api.auth import LAST_USED_WRITES
 from registry.settings import Settings
 
 from .conftest import RegistryTestServer
@@ -243,6 +246,10 @@ async def test_a_write_kept_out_by_another_writer_is_503_busy_with_retry_after(
         pytest.skip("SQLite's single writer lock")
     # Signed in within the minute: the token's last-used write does not wait too.
     assert (await client.get("/v1/recipients", headers=auth("engineer"))).status == 200
+    # That write runs in the background: let it end before the lock is taken below (this
+    # test's sqlite3 connection blocks the event loop while it waits for the lock, so a
+    # last-used write still open then held it for the whole busy timeout).
+    await asyncio.gather(*client.app[LAST_USED_WRITES].values())
     holder = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
@@ -256,6 +263,62 @@ async def test_a_write_kept_out_by_another_writer_is_503_busy_with_retry_after(
     assert int(resp.headers["Retry-After"]) >= 1
     resp = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
     assert resp.status == 201
+
+
+async def test_a_write_deadlocked_by_an_outside_session_is_503_busy_with_retry_after(
+    client, auth, db_url, unique
+):
+    """PostgreSQL: a session outside the registry (an operator's psql) locks a recipient,
+    then the registry_state row an edit of that recipient holds: the database aborts one of
+    the two, and an aborted edit is a retryable 503 busy, not 'database unavailable'."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's deadlock detection")
+    rid = unique("deadlock")
+    body = {"id": rid, "name": "Deadlock", "kind": "ott_provider"}
+    created = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
+    assert created.status == 201
+    etag = created.headers["ETag"]
+    dsn = db_url.replace("postgresql+asyncpg://", "postgresql://")
+    outside = await asyncpg.connect(dsn)
+    try:
+        tx = outside.transaction()
+        await tx.start()
+        await outside.execute("SELECT 1 FROM recipient WHERE id = $1 FOR UPDATE", rid)
+        edit = asyncio.create_task(
+            client.patch(
+                f"/v1/recipients/{rid}",
+                json={"name": "Deadlock 2"},
+                headers={**auth("engineer"), "If-Match": etag},
+            )
+        )
+        # The edit holds registry_state and waits for the recipient; only then does the
+        # outside session ask for registry_state (so the edit's deadlock check runs first).
+        for _ in range(500):
+            waiting = await outside.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting
+        with contextlib.suppress(asyncpg.DeadlockDetectedError):
+            await outside.execute("SELECT 1 FROM registry_state WHERE id = 1 FOR UPDATE")
+        await tx.rollback()
+        resp = await edit
+    finally:
+        await outside.close()
+    if resp.status == 200:
+        pytest.skip("the database aborted the outside session, not the edit")
+    assert resp.status == 503, await resp.text()
+    assert (await resp.json())["type"] == P + "database-busy"
+    assert int(resp.headers["Retry-After"]) >= 1
+    resp = await client.patch(
+        f"/v1/recipients/{rid}",
+        json={"name": "Deadlock 2"},
+        headers={**auth("engineer"), "If-Match": etag},
+    )
+    assert resp.status == 200
 
 
 async def test_a_read_does_not_wait_for_its_tokens_last_used_write(client, auth, db_url):
