@@ -14,7 +14,7 @@ import inspect
 import os
 import random
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import orjson
@@ -42,13 +42,15 @@ def snapshot_etag(snapshot: Snapshot) -> str:
     return f'"{snapshot.version}"'
 
 
-def write_file_atomically(path: Path, body: bytes) -> None:
-    """Write `body` to `path` atomically (temp file in the same folder, fsync, rename)."""
+def write_file_atomically(path: Path, body: bytes | Iterable[bytes]) -> None:
+    """Write `body` (bytes, or pieces of it) to `path` atomically (temp file in the same
+    folder, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
+            for piece in (body,) if isinstance(body, bytes) else body:
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -186,7 +188,9 @@ class RegistryFollower:
         )
         if persist:  # after the line: the snapshot is in force, the cache is for restarts
             await asyncio.to_thread(
-                lambda: write_file_atomically(self.path, body if body is not None else held.body())
+                lambda: write_file_atomically(
+                    self.path, body if body is not None else held.body_chunks()
+                )
             )
 
     async def _follow(self) -> None:

@@ -103,6 +103,23 @@ class EncodedSnapshot:
             out += b',"workloads":[' + b",".join(self.workloads) + b"]"
         return out + b"}"
 
+    def body_chunks(
+        self, version: int, revision: str, generated_at: str, chunk: int = 256
+    ) -> Iterator[bytes]:
+        """`body`'s bytes in pieces of a few hundred recipients, for writing from a worker
+        thread: joining the ~4 MB at once holds the GIL (the event loop) ~5 ms."""
+        values = list(self.recipients.values())
+        head = orjson.dumps(
+            {"version": version, "revision": revision, "generated_at": generated_at}
+        )
+        yield head[:-1] + b',"recipients":['
+        for start in range(0, len(values), chunk):
+            yield (b"," if start else b"") + b",".join(values[start : start + chunk])
+        yield b"]"
+        if self.workloads:
+            yield b',"workloads":[' + b",".join(self.workloads) + b"]"
+        yield b"}"
+
 
 def fingerprint(encoded: EncodedSnapshot) -> dict[str, int]:
     """Recipient id → hash of its part: enough to tell later which recipients changed."""
@@ -208,6 +225,11 @@ class HeldSnapshot:
     def body(self) -> bytes:
         s = self.snapshot
         return self.encoded.body(s.version, s.revision, generated_at_text(s.generated_at))
+
+    def body_chunks(self) -> Iterator[bytes]:
+        """`body()` in pieces (see `EncodedSnapshot.body_chunks`)."""
+        s = self.snapshot
+        return self.encoded.body_chunks(s.version, s.revision, generated_at_text(s.generated_at))
 
     def apply(self, delta: Any) -> HeldSnapshot:
         """The snapshot after `delta` (validated as a full snapshot would be); `DeltaError` if not."""

@@ -82,6 +82,11 @@ def test_parts_hash_to_the_content_revision(with_workloads: bool) -> None:
     encoded = EncodedSnapshot.of_snapshot(snapshot)
     assert encoded.revision == expected == snapshot.revision
     assert revision_of_parts(encoded.recipients.values(), encoded.workloads) == expected
+    # In pieces (as the follower hashes and writes from a worker thread): the same hash and bytes.
+    for chunk in (1, 2, 256):
+        assert encoded.revision_in_chunks(chunk) == expected
+        pieces = encoded.body_chunks(1, expected, GENERATED_AT, chunk)
+        assert b"".join(pieces) == encoded.body(1, expected, GENERATED_AT)
 
 
 def applied(held: HeldSnapshot, delta: dict, how: str) -> HeldSnapshot:
@@ -130,7 +135,7 @@ def test_applied_deltas_equal_full_loads_over_random_changes(how: str) -> None:
         assert held.snapshot == loaded.snapshot
         assert held.snapshot.model_dump(mode="json") == loaded.snapshot.model_dump(mode="json")
         assert held.snapshot.policy_data() == loaded.snapshot.policy_data()
-        assert held.body() == loaded.body()
+        assert held.body() == loaded.body() == b"".join(held.body_chunks())
         assert Snapshot.model_validate_json(held.body()) == full
 
 
