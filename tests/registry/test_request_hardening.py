@@ -330,6 +330,9 @@ async def test_a_read_does_not_wait_for_its_tokens_last_used_write(client, auth,
         "/v1/tokens", json={"name": "reader-busy", "role": "engineer"}, headers=auth("admin")
     )
     created = await resp.json()
+    # The admin token's own last-used write (from the POST above) runs in the background: let
+    # it end first, or it holds the lock while this test's blocking sqlite3 call stalls the loop.
+    await asyncio.gather(*client.app[LAST_USED_WRITES].values())
     holder = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
