@@ -15,8 +15,6 @@ connects only to addresses the destination check approved.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 import time
 import zlib
 from collections.abc import Mapping
@@ -27,6 +25,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from proxy.client_connections import KeptAliveConnection, client_ssl_context
 from sharewall.hosts import BadAuthority, format_authority, parse_service_url
 
 MAX_HEAD = 64 * 1024
@@ -71,34 +70,6 @@ class ControlResponse:
         return self
 
 
-def control_ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
-    """Verify the server against the system's trust store, or only `ca_file` when given."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
-class _Connection:
-    __slots__ = ("idle_since", "reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.idle_since = 0.0
-
-    def is_usable(self, now: float, ttl: float) -> bool:
-        return (
-            not self.writer.is_closing()
-            and not self.reader.at_eof()
-            and not self.reader._buffer  # type: ignore[attr-defined] # stray bytes: unsafe
-            and now - self.idle_since < ttl
-        )
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
 class _StaleConnection(Exception):
     """A reused keep-alive connection was closed by the server before it answered."""
 
@@ -134,7 +105,7 @@ class ControlClient:
         self.host = target.host
         self.port = target.port
         self.base_path = target.path.partition("?")[0].rstrip("/")
-        self._ssl = control_ssl_context(ca_file) if target.scheme == "https" else None
+        self._ssl = client_ssl_context(ca_file) if target.scheme == "https" else None
         authority = format_authority(target.host, target.port, target.scheme)
         self._headers = {"Host": authority, "User-Agent": "sharewall-proxy"}
         if headers:
@@ -145,7 +116,7 @@ class ControlClient:
         self.max_body = max_body
         self.max_idle = max_idle
         self.idle_ttl = idle_ttl
-        self._idle: list[_Connection] = []
+        self._idle: list[KeptAliveConnection] = []
         self._closed = False
 
     async def get(self, path: str, **kwargs: Any) -> ControlResponse:
@@ -211,7 +182,7 @@ class ControlClient:
         for connection in idle:
             connection.close()
 
-    def _take_idle(self) -> _Connection | None:
+    def _take_idle(self) -> KeptAliveConnection | None:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
@@ -220,14 +191,14 @@ class ControlClient:
             connection.close()
         return None
 
-    def _release(self, connection: _Connection) -> None:
+    def _release(self, connection: KeptAliveConnection) -> None:
         if self._closed or len(self._idle) >= self.max_idle:
             connection.close()
             return
         connection.idle_since = time.monotonic()
         self._idle.append(connection)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> KeptAliveConnection:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 reader, writer = await asyncio.open_connection(
@@ -241,10 +212,10 @@ class ControlClient:
             raise ControlClientError(
                 f"connect to {self.host}:{self.port} timed out ({self.connect_timeout:g} s)"
             ) from None
-        return _Connection(reader, writer)
+        return KeptAliveConnection(reader, writer)
 
     async def _exchange(
-        self, connection: _Connection, method: str, message: bytes
+        self, connection: KeptAliveConnection, method: str, message: bytes
     ) -> ControlResponse:
         reusable = False
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from proxy import responses
+from proxy.client_connections import KeptAliveConnection, client_ssl_context
 from proxy.deadlines import StreamDeadline
 from proxy.destinations import Destination
 
@@ -96,25 +97,16 @@ def filter_response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, s
     return _filter(headers, _RESPONSE_DROP)
 
 
-def upstream_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    """The trust store for upstream TLS: the system's, or only `--upstream-ca` when given."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
-class _Conn:
+class _Conn(KeptAliveConnection):
     """One upstream connection to a checked address, reusable while its framing is intact."""
 
-    __slots__ = ("deadline", "idle_since", "key", "reader", "writer")
+    __slots__ = ("deadline", "key")
 
     def __init__(
         self, key: _Key, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(reader, writer)
         self.key = key
-        self.reader = reader
-        self.writer = writer
-        self.idle_since = 0.0
         # The response head's deadline (one lazily re-armed timer per connection, not one per
         # request); past it the connection is aborted, so a write waiting in drain fails too.
         self.deadline = StreamDeadline(
@@ -124,18 +116,9 @@ class _Conn:
             abort=True,
         )
 
-    def is_usable(self, now: float, ttl: float) -> bool:
-        return (
-            not self.writer.is_closing()
-            and not self.reader.at_eof()
-            and not self.reader._buffer  # type: ignore[attr-defined] # stray bytes: unsafe
-            and now - self.idle_since < ttl
-        )
-
     def close(self) -> None:
         self.deadline.close()
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        super().close()
 
 
 # (scheme, host name, checked address, port): a pooled connection only ever serves the
@@ -163,7 +146,7 @@ class UpstreamPool:
         # `--upstream-ca` is read now (a bad file fails the start); the system's trust store
         # on the first TLS upstream, in a thread: ~1 MB and ~20 ms a sidecar whose HTTPS calls
         # are all CONNECT tunnels never spends.
-        self._ssl_context = upstream_ssl_context(upstream_ca) if upstream_ca else None
+        self._ssl_context = client_ssl_context(upstream_ca) if upstream_ca else None
         self._ssl_loading: asyncio.Future[ssl.SSLContext] | None = None
         self.connect_timeout = connect_timeout
         self.head_timeout = head_timeout
@@ -219,7 +202,7 @@ class UpstreamPool:
         if self._ssl_context is None:
             if self._ssl_loading is None:
                 self._ssl_loading = asyncio.ensure_future(
-                    asyncio.to_thread(upstream_ssl_context, None)
+                    asyncio.to_thread(client_ssl_context, None)
                 )
             self._ssl_context = await asyncio.shield(self._ssl_loading)
         return self._ssl_context
