@@ -151,12 +151,16 @@ def start_proxy(
     host: str = HOST,
     extra: tuple[str, ...] = (),
     source: tuple[str, ...] | None = None,
+    env_extra: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> tuple[subprocess.Popen[bytes], int, float]:
     """Start the proxy; (process, listen port, seconds from spawn to the first ready 200).
 
-    `source` replaces `--registry-file REGISTRY` (e.g. `--registry-url URL`)."""
+    `source` replaces `--registry-file REGISTRY` (e.g. `--registry-url URL`); `env_extra` and
+    `cwd` let another bench run a different tree or add a hook (`-m` puts cwd first on sys.path)."""
     port_file = work / "ports.json"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(env_extra or {})
     cmd = [
         sys.executable,
         "-m",
@@ -181,7 +185,7 @@ def start_proxy(
     ]
     log = open(work / "proxy.log", "wb")  # noqa: SIM115 - the process's stdout, like a pod's
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + 60
     ports = None

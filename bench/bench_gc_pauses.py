@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing
-import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_footprint import HOST, PURPOSE, SAMPLE_REGISTRY, _upstream, paced_load  # noqa: E402
+from bench_footprint import _upstream, paced_load, start_proxy  # noqa: E402
 
 # Loaded by the proxy's interpreter at start (a directory on PYTHONPATH holding it).
 _HOOK = """
@@ -76,50 +73,18 @@ atexit.register(_dump)
 
 
 def start(work: Path, tree: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    """bench_footprint's proxy, run from `tree` with the GC hook on its path."""
     hook = work / "hook"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(_HOOK)
-    port_file = work / "ports.json"
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(PYTHONPATH=f"{hook}:{tree}", BENCH_GC_OUT=str(work / "gc.json"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "sharewall.cli",
-        "proxy",
-        "--registry-file",
-        str(SAMPLE_REGISTRY),
-        "--mode",
-        "report",
-        "--default-purpose",
-        PURPOSE,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--port-file",
-        str(port_file),
-        "--spool-dir",
-        str(work / "spool"),
-        "--resolve",
-        f"{HOST}:{upstream_port}:127.0.0.1",
-    ]
-    log = open(work / "proxy.log", "wb")  # noqa: SIM115 - the process's stdout
     # cwd is the work dir: `-m` puts the cwd first on sys.path, ahead of PYTHONPATH's tree.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"proxy did not start:\n{(work / 'proxy.log').read_text()}")
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            ports = json.loads(port_file.read_text())
-            url = f"http://127.0.0.1:{ports['admin'][1]}/readyz"
-            with opener.open(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return proc, ports["listen"][1]
-        time.sleep(0.01)
+    proc, port, _ready_s = start_proxy(
+        work,
+        upstream_port,
+        env_extra={"PYTHONPATH": f"{hook}:{tree}", "BENCH_GC_OUT": str(work / "gc.json")},
+        cwd=work,
+    )
+    return proc, port
 
 
 def measure(tree: Path, upstream_port: int, args: argparse.Namespace) -> dict[str, float]:
