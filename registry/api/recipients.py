@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry import service
-from registry.audit import Actor
 from registry.errors import ApiError, invalid_field
 from registry.models import RECIPIENT_STATUSES
 from registry.pagination import decode_cursor, page, parse_limit
@@ -13,7 +12,6 @@ from registry.payloads import GrantCreate, GrantPatch, RecipientCreate, Recipien
 from sharewall.taxonomy import load_taxonomy
 
 from . import keys
-from .auth import Principal
 from .responses import GrantOut, RecipientOut, RecipientPage
 from .routes import Reply, RouteTable, caller, if_match_version, optional_body, request_body
 
@@ -25,10 +23,6 @@ routes = RouteTable(tags=("recipients",))
 
 _IF_MATCH = {"If-Match": ({"type": "string"}, 'The recipient\'s ETag ("<version>"); 412 if stale')}
 _ETAG = 'The recipient\'s version ("<version>"), for the next If-Match'
-
-
-def _actor(principal: Principal) -> Actor:
-    return principal.actor()
 
 
 def recipient_out(loaded: service.Loaded) -> RecipientOut:
@@ -99,7 +93,7 @@ async def list_recipients(request: web.Request) -> RecipientPage:
 async def create_recipient(request: web.Request) -> Reply:
     body = request_body(request, RecipientCreate)
     async with keys.transaction(request) as session:
-        loaded = await service.create_recipient(session, body, _actor(caller(request)))
+        loaded = await service.create_recipient(session, body, caller(request).actor())
     reply = _recipient_reply(loaded)
     reply.headers["Location"] = f"/v1/recipients/{loaded.recipient.id}"
     return reply
@@ -144,7 +138,7 @@ async def patch_recipient(request: web.Request) -> Reply:
             session,
             request.match_info["id"],
             body,
-            _actor(caller(request)),
+            caller(request).actor(),
             expected_version=expected,
         )
     return _recipient_reply(loaded)
@@ -162,7 +156,7 @@ async def delete_recipient(request: web.Request) -> Reply:
     expected = if_match_version(request)
     async with keys.transaction(request) as session:
         await service.delete_recipient(
-            session, request.match_info["id"], _actor(caller(request)), expected_version=expected
+            session, request.match_info["id"], caller(request).actor(), expected_version=expected
         )
     return Reply()
 
@@ -186,7 +180,7 @@ async def add_grant(request: web.Request) -> Reply:
             session,
             request.match_info["id"],
             body,
-            _actor(caller(request)),
+            caller(request).actor(),
             expected_version=expected,
         )
     return Reply(
@@ -216,7 +210,7 @@ async def patch_grant(request: web.Request) -> Reply:
             request.match_info["id"],
             grant_id,
             body,
-            _actor(caller(request)),
+            caller(request).actor(),
             expected_version=expected,
         )
     return Reply(GrantOut.model_validate(service.grant_view(grant)), etag=loaded.recipient.version)
@@ -241,7 +235,7 @@ async def delete_grant(request: web.Request) -> Reply:
             session,
             request.match_info["id"],
             grant_id,
-            _actor(caller(request)),
+            caller(request).actor(),
             expected_version=expected,
         )
     if staged:  # an approved grant of a live recipient: removed once the change is approved
@@ -268,7 +262,7 @@ async def revoke_grant(request: web.Request) -> Reply:
             session,
             request.match_info["id"],
             grant_id,
-            _actor(caller(request)),
+            caller(request).actor(),
             _note(request),
             expected_version=expected,
         )
@@ -301,7 +295,7 @@ async def approve(request: web.Request) -> Reply:
         loaded = await service.approve_recipient(
             session,
             request.match_info["id"],
-            _actor(caller(request)),
+            caller(request).actor(),
             _note(request),
             expected_version=expected,
         )
@@ -326,7 +320,7 @@ async def reject(request: web.Request) -> Reply:
         loaded = await service.reject_recipient(
             session,
             request.match_info["id"],
-            _actor(caller(request)),
+            caller(request).actor(),
             _note(request),
             expected_version=expected,
         )
@@ -340,7 +334,7 @@ async def _set_status(request: web.Request, action: str) -> Reply:
             session,
             request.match_info["id"],
             action,
-            _actor(caller(request)),
+            caller(request).actor(),
             _note(request),
             expected_version=expected,
         )
