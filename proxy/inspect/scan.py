@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 from proxy.inspect.model import (
     TIMED_OUT,
@@ -13,6 +12,7 @@ from proxy.inspect.model import (
     Inspection,
     InspectionLimits,
 )
+from sharewall.hosts import BadAuthority, split_hostport, split_url
 
 # Check the clock once every this many fields: `perf_counter()` is cheap, not free.
 _CLOCK_MASK = 63
@@ -69,10 +69,13 @@ class Scan:
     def host(self) -> str:
         """The call's host name, lower case (parsed on first use: only credentials need it)."""
         if self._host is None:
+            # The one URL splitter (sharewall.hosts), as the proxy parsed the target with.
+            authority = split_url(self.url).authority or ""
             try:
-                self._host = (urlsplit(self.url).hostname or "").rstrip(".")
-            except ValueError:
-                self._host = ""
+                host, _port = split_hostport(authority.rpartition("@")[2])
+            except BadAuthority:
+                host = ""
+            self._host = host.lower().rstrip(".")
         return self._host
 
     def add(self, category: str, location: str, detector: str) -> None:
