@@ -503,7 +503,7 @@ async def stages_part(args) -> None:
 
     async def apply_delta() -> None:
         new = await held.apply_async(orjson.loads(delta))
-        updated = updated_index(index, base, new.snapshot)
+        updated = await updated_index(index, base, new.snapshot)
         await asyncio.sleep(0)  # as ProxyApp.on_snapshot does between the index and the engine
         await engine.set_snapshot(new.snapshot)
         return new, updated
@@ -512,7 +512,7 @@ async def stages_part(args) -> None:
         # As it was before the merge and the engine's by-id index were sliced (same steps).
         new = held.merge(orjson.loads(delta))
         new.check(await asyncio.to_thread(lambda: new.encoded.revision))
-        updated = updated_index(index, base, new.snapshot)
+        updated = await updated_index(index, base, new.snapshot)
         await asyncio.sleep(0)
         by_id = {r.id: r for r in new.snapshot.recipients}
         engine._set_snapshot(new.snapshot, by_id)

@@ -92,7 +92,7 @@ class ProxyApp:
         assert self.decider is not None and self.context is not None
         before, index = self.decider.snapshot, None
         if before is not None and self.context.index is not None:
-            index = updated_index(self.context.index, before, snapshot)
+            index = await updated_index(self.context.index, before, snapshot)
         if index is None:  # 10,000 recipients: ~0.1 s of work, in slices so no call waits on it
             index = await RecipientIndex.build_sliced(snapshot.recipients)
         else:

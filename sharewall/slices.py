@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -27,6 +27,20 @@ async def each_in_slices(
     deadline = clock() + slice_s
     for item in items:
         work(item)
+        if clock() >= deadline:
+            await asyncio.sleep(0)
+            deadline = clock() + slice_s
+
+
+async def sliced(items: Iterable[T], *, slice_s: float = SLICE_S) -> AsyncIterator[T]:
+    """Each item of `items` (`async for`), letting the event loop run every `slice_s` seconds.
+
+    For a walk that may stop early (`break`); `each_in_slices` when every item is visited.
+    """
+    clock = time.perf_counter
+    deadline = clock() + slice_s
+    for item in items:
+        yield item
         if clock() >= deadline:
             await asyncio.sleep(0)
             deadline = clock() + slice_s

@@ -205,7 +205,7 @@ def _answers(index: RecipientIndex) -> list[str | None]:
         pytest.param({"n": ("api.b.example",)}, False, id="a new claim on a held name"),
     ],
 )
-def test_an_updated_index_answers_as_a_fresh_one(change, updated_in_place: bool) -> None:
+async def test_an_updated_index_answers_as_a_fresh_one(change, updated_in_place: bool) -> None:
     from sharewall.recipients import updated_index
 
     before = Snapshot(
@@ -225,7 +225,7 @@ def test_an_updated_index_answers_as_a_fresh_one(change, updated_in_place: bool)
     after = Snapshot(recipients=tuple(kept[rid] for rid in sorted(kept)))
     old = RecipientIndex(before)
     old_answers = _answers(old)
-    new = updated_index(old, before, after)
+    new = await updated_index(old, before, after)
     assert (new is not None) == updated_in_place
     if new is not None:
         assert _answers(new) == _answers(RecipientIndex(after))
