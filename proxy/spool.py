@@ -4,6 +4,11 @@
   arrive within a few milliseconds share one write and one fsync, done in a worker thread (the
   event loop never blocks), so a 403 leaves only after its record is on disk, and throughput
   holds.
+- **Unawaited records are gathered**: report mode's would-block records (and a 503's own
+  record) wait for no disk. They are written together, up to `flush_interval` (50 ms) after
+  the first, in one write without an fsync of their own (the next refusal's fsync, or sealing
+  the segment, makes them durable): one hop to the worker thread per interval, not per few
+  calls. A refusal arriving meanwhile ends the wait and takes them along.
 - **No torn line, no duplicate**: a failed write (disk full) is cut back to the last whole
   record and its segment sealed. The records of the failed write that a caller waits for are
   refused (`SpoolUnavailable`: their calls are answered 503); those nobody waits for (the 503
@@ -115,6 +120,7 @@ class Spool:
         *,
         registry: str | None = None,
         group_window: float = 0.002,
+        flush_interval: float = 0.05,
         segment_max_records: int = 5000,
         segment_max_age: float = 2.0,
         probe_interval: float = 1.0,
@@ -123,12 +129,13 @@ class Spool:
         self.directory = Path(directory)
         self.registry = registry_identity(registry)
         self.group_window = group_window
+        self.flush_interval = flush_interval
         self.segment_max_records = segment_max_records
         self.segment_max_age = segment_max_age
         self.probe_interval = probe_interval
         self.backlog_limit = backlog_limit
         # Counters read by the metrics collector.
-        self.records_written = 0
+        self.records_written = 0  # written to the segment (fsync'd: see `fsyncs`)
         self.fsyncs = 0
         self.write_failures = 0
         self.records_refused = 0
@@ -137,7 +144,10 @@ class Spool:
         self._backlog: list[tuple[bytes, asyncio.Future[None] | None]] = []
         self._problem: str | None = None
         self._pending: list[tuple[bytes, asyncio.Future[None] | None]] = []
-        self._wakeup = asyncio.Event()
+        self._awaited = 0  # records in `_pending` that a caller waits for (`commit`)
+        self._wakeup = asyncio.Event()  # something is pending
+        self._urgent = asyncio.Event()  # a caller waits, or the spool closes: write soon
+        self._unsynced = False  # the open segment holds bytes written without an fsync
         self._task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._fd: int | None = None
@@ -161,6 +171,7 @@ class Spool:
         if self._closing and self._task is None and self._lock_fd is None:
             return
         self._closing = True
+        self._urgent.set()
         # One last try for the backlog (it goes back there if the disk is still full).
         self._pending[:0], self._backlog = self._backlog, []
         self._wakeup.set()
@@ -187,13 +198,20 @@ class Spool:
             raise SpoolUnavailable("the spool is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((orjson.dumps(record) + b"\n", future))
+        self._awaited += 1
         self._wakeup.set()
+        self._urgent.set()
         await future
 
     def append(self, record: dict[str, Any]) -> None:
-        """Queue one record without waiting for the disk (would-block records of report mode)."""
+        """Queue one record without waiting for the disk (would-block records of report mode).
+
+        Written with the others of the next `flush_interval`, fsync'd with the next refusal's
+        record or when its segment is sealed.
+        """
         self._pending.append((orjson.dumps(record) + b"\n", None))
-        self._wakeup.set()
+        if len(self._pending) == 1:
+            self._wakeup.set()
 
     def sealed_segments(self) -> list[Path]:
         """Closed segment files ready for shipping, oldest first."""
@@ -218,13 +236,20 @@ class Spool:
                     await asyncio.to_thread(self._tick)
                     self._requeue_backlog()
                     continue
-            if self.group_window > 0 and not self._closing:
+            if not self._awaited and self.flush_interval > 0 and not self._closing:
+                # Nobody waits for these: gather what comes in the next `flush_interval` into
+                # one write (a commit, or closing, ends the wait).
+                self._urgent.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
+            if self._awaited and self.group_window > 0 and not self._closing:
                 # Let the calls of the next few milliseconds share this write and fsync.
                 await asyncio.sleep(self.group_window)
             self._wakeup.clear()
             batch, self._pending = self._pending, []
+            sync, self._awaited = self._awaited > 0 or self._closing, 0
             try:
-                await asyncio.to_thread(self._write, [line for line, _ in batch])
+                await asyncio.to_thread(self._write, [line for line, _ in batch], sync)
             except OSError as exc:
                 self._refuse(batch, exc)
             else:
@@ -274,7 +299,8 @@ class Spool:
 
     # -- in the worker thread ----------------------------------------------------------------
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes], sync: bool = True) -> None:
+        """Append `lines` to the open segment; with `sync`, fsync it (what was unsynced too)."""
         if self._fd is None:
             self._open_segment()
         assert self._fd is not None
@@ -284,11 +310,14 @@ class Spool:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         except OSError:
             self._abandon_segment()
             raise
-        self.fsyncs += 1
+        if sync:
+            self.fsyncs += 1
+        self._unsynced = not sync
         self.records_written += len(lines)
         self._offset += len(data)
         self._records += len(lines)
@@ -310,6 +339,7 @@ class Spool:
         self._fd, self._path = fd, path
         self._offset = len(header)
         self._records = 0
+        self._unsynced = False
         self._opened_at = time.monotonic()
 
     def _abandon_segment(self) -> None:
@@ -329,6 +359,11 @@ class Spool:
     def _seal(self) -> None:
         assert self._fd is not None and self._path is not None
         fd, path = self._fd, self._path
+        if self._unsynced:
+            # Records nobody waited for: durable before the segment is offered for shipping.
+            os.fsync(fd)
+            self.fsyncs += 1
+            self._unsynced = False
         self._fd, self._path = None, None
         os.close(fd)
         os.replace(path, path.with_name(path.name.removesuffix(OPEN_SUFFIX) + SEALED_SUFFIX))

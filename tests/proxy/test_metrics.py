@@ -114,7 +114,10 @@ class _Reference:
             value=1,
         )
         for name, doc in (
-            ("records_written", "Records written and fsync'd to the spool."),
+            (
+                "records_written",
+                "Records written to the spool (a refusal's fsync'd before its answer).",
+            ),
             ("fsyncs", "Spool fsyncs (records of a few ms share one)."),
             ("write_failures", "Failed spool writes (disk full, I/O error)."),
             ("records_refused", "Refusals answered 503: no record on disk."),

@@ -187,3 +187,36 @@ async def _until(predicate, timeout: float) -> bool:
             return True
         await asyncio.sleep(0.01)
     return predicate()
+
+
+async def test_unawaited_records_are_written_together_and_synced_by_the_next_refusal(tmp_path):
+    # Report mode's would-block records: nobody waits for them, so they cost no fsync of their
+    # own; the next refusal's fsync (or sealing their segment) makes them durable.
+    spool = Spool(tmp_path, flush_interval=0.05)
+    await spool.start()
+    try:
+        for i in range(20):
+            spool.append({"decision_id": f"w{i}"})
+        assert await _until(lambda: spool.records_written == 20, 5.0)
+        assert spool.fsyncs == 0
+        await spool.commit({"decision_id": "refused"})
+        assert spool.fsyncs == 1
+        assert records_on_disk(tmp_path) == [*(f"w{i}" for i in range(20)), "refused"]
+        spool.append({"decision_id": "last"})
+    finally:
+        await spool.close()
+    assert spool.fsyncs == 2  # the last one, when its segment was sealed
+    assert records_on_disk(tmp_path)[-1] == "last"
+
+
+async def test_a_refusal_does_not_wait_for_the_unawaited_records_interval(tmp_path):
+    spool = Spool(tmp_path, flush_interval=30.0)
+    await spool.start()
+    try:
+        spool.append({"decision_id": "would-block"})
+        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5.0):
+            await spool.commit({"decision_id": "refused"})
+        assert records_on_disk(tmp_path) == ["would-block", "refused"]
+    finally:
+        await spool.close()
