@@ -1,19 +1,20 @@
-"""What a stalled stdout reader does to the proxy: decision lines are written to stdout on the loop.
+"""What a stalled stdout reader does to the proxy (its lines wait in a bounded buffer, then calls are refused).
 
     .venv/bin/python bench/bench_log_stall.py [--rate 1000] [--stall 2]
 
 `bench_footprint.py`'s proxy and paced load (report mode, 1 KB JSON with a phone number, 64
 connections), its stdout a pipe read by this script, which stops reading for `--stall` seconds
-in the middle of a 4 s load (as a log collector that stalls would). Prints the round-trip
-p50/p99/max of the calls, the calls answered during the stall, and how long `/readyz` took
-during it, against a run where the reader never stops.
+in the middle of a load of max(4, stall + 2) s (as a log collector that stalls would). Prints the round-trip
+p50/p99/max of the calls, the calls answered during the stall, how long `/readyz` took 0.5 s
+into it and what it said (and 0.5 s before its end), the calls not answered 200 (refused 503
+`log_unavailable` once the log buffer is full), and the decision lines read back (each id once),
+against a run where the reader never stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,23 +60,33 @@ def run(upstream_port: int, rate: float, stall: float, window_s: float) -> dict[
         proc, port, admin = start(Path(tmp), upstream_port)
         reading = threading.Event()
         reading.set()
-        done = threading.Event()
+
+        out: list[bytes] = []
 
         def reader() -> None:
             assert proc.stdout is not None
-            while not done.is_set():
+            while True:
                 reading.wait()
-                if not proc.stdout.read1(65536):
+                chunk = proc.stdout.read1(65536)
+                if not chunk:
                     return
+                out.append(chunk)
 
-        threading.Thread(target=reader, daemon=True).start()
+        reader_thread = threading.Thread(target=reader, daemon=True)
+        reader_thread.start()
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         ready_ms: list[float] = []
+        ready_status: list[int] = []
 
         def probe() -> None:
             t0 = time.perf_counter()
-            with contextlib.suppress(OSError):
-                opener.open(f"http://127.0.0.1:{admin}/readyz", timeout=30).read()
+            try:
+                with opener.open(f"http://127.0.0.1:{admin}/readyz", timeout=30) as resp:
+                    ready_status.append(resp.status)
+            except urllib.error.HTTPError as exc:
+                ready_status.append(exc.code)
+            except OSError:
+                pass
             ready_ms.append((time.perf_counter() - t0) * 1e3)
 
         def stall_then_resume() -> None:
@@ -82,11 +94,18 @@ def run(upstream_port: int, rate: float, stall: float, window_s: float) -> dict[
             if stall:
                 reading.clear()
             time.sleep(0.5)
-            prober = threading.Thread(target=probe)
-            prober.start()
-            time.sleep(max(0.0, stall - 0.5))
+            probers = [threading.Thread(target=probe)]
+            probers[0].start()
+            if stall > 1.5:  # and once more near the end of the stall
+                time.sleep(stall - 1.0)
+                probers.append(threading.Thread(target=probe))
+                probers[1].start()
+                time.sleep(0.5)
+            else:
+                time.sleep(max(0.0, stall - 0.5))
             reading.set()
-            prober.join()
+            for prober in probers:
+                prober.join()
 
         try:
             asyncio.run(paced_load(port, upstream_port, rate=rate, duration=0.5, connections=64))
@@ -96,18 +115,30 @@ def run(upstream_port: int, rate: float, stall: float, window_s: float) -> dict[
             staller.start()
             ok, failed, lat = asyncio.run(
                 paced_load(
-                    port, upstream_port, rate=rate, duration=4.0, connections=64, sent_at=sent_at
+                    port,
+                    upstream_port,
+                    rate=rate,
+                    duration=max(4.0, stall + 2.0),
+                    connections=64,
+                    sent_at=sent_at,
                 )
             )
             staller.join()
         finally:
-            done.set()
             reading.set()
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            reader_thread.join(10)
+    decisions = [
+        json.loads(line)
+        for line in b"".join(out).splitlines()
+        if line.startswith(b"{") and b'"egress.decision"' in line
+    ]
+    ids = [d["decision_id"] for d in decisions]
+    refused = sum(1 for d in decisions if d.get("fault") == "log_unavailable")
     window = (t_start + 1.0, t_start + 1.0 + window_s)
     answered = sum(1 for s, d in zip(sent_at, lat, strict=True) if window[0] <= s + d <= window[1])
     lat.sort()
@@ -118,6 +149,12 @@ def run(upstream_port: int, rate: float, stall: float, window_s: float) -> dict[
         "max": lat[-1] * 1e3,
         "answered_in_stall": answered,
         "readyz_ms": ready_ms[0] if ready_ms else float("nan"),
+        "readyz_status": ready_status[0] if ready_status else 0,
+        "readyz_late": ready_status[1] if len(ready_status) > 1 else 0,
+        "failed": failed,
+        "lines": len(ids),
+        "unique": len(set(ids)),
+        "refused_lines": refused,
     }
 
 
@@ -139,7 +176,13 @@ def main() -> int:
             print(
                 f"{label:22s} {m['calls']:.0f} calls at {args.rate:g}/s: p50 {m['p50']:.2f} ms, "
                 f"p99 {m['p99']:.1f} ms, max {m['max']:.0f} ms; answered in the {args.stall:g} s window "
-                f"{m['answered_in_stall']:.0f}; /readyz sent 0.5 s in took {m['readyz_ms']:.0f} ms"
+                f"{m['answered_in_stall']:.0f}; /readyz sent 0.5 s in took {m['readyz_ms']:.0f} ms "
+                f"({m['readyz_status']}; 0.5 s before the end: {m['readyz_late']})"
+            )
+            print(
+                f"{'':22s} not 200: {m['failed']:.0f}; decision lines {m['lines']:.0f} "
+                f"({m['unique']:.0f} distinct ids, {m['refused_lines']:.0f} log_unavailable) "
+                f"for {m['calls']:.0f} calls + warm-up"
             )
     finally:
         upstream.kill()

@@ -36,6 +36,7 @@ from proxy.snapshot_source import FileSnapshotSource, SnapshotSource
 from proxy.spool import Spool, SpoolLocked
 from proxy.upstream import UpstreamPool
 from sharewall.hosts import parse_host_pattern, parse_pin
+from sharewall.logs import stdout_lines
 from sharewall.recipients import RecipientIndex, updated_index
 from sharewall.registry_file import RegistryFileError
 from sharewall.slices import freeze_start_up_heap, release_gradually
@@ -85,6 +86,10 @@ class ProxyApp:
         if self.spool is not None and self.spool.problem is not None:
             # Blocked calls are answered 503 while their records cannot be written.
             reasons.append(self.spool.problem)
+        lines = stdout_lines()
+        if lines is not None and lines.problem is not None:
+            # Calls are answered 503 (`log_unavailable`) until the reader catches up.
+            reasons.append(lines.problem)
         return reasons
 
     async def on_snapshot(self, snapshot: Snapshot) -> None:
@@ -378,6 +383,8 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
     """
     app = ProxyApp(settings=settings, decision_log=DecisionLog(lines=decision_lines))
     app.decision_sinks.append(app.metrics.observe_record)
+    if (lines := stdout_lines()) is not None:
+        app.metrics.watch_log_lines(lines)
     app.cleanup_ctx.append(_spool_ctx)
     if settings.registry_url is not None:
         app.cleanup_ctx.extend([_shipper_ctx, _leftovers_ctx])
@@ -463,8 +470,6 @@ async def run_proxy(
         # One line a person reads, beside the JSON event a log pipeline reads.
         print(f"sharewall proxy: {exc}", file=sys.stderr, flush=True)
         return 2
-    finally:
-        if decision_lines is not None:
-            decision_lines.flush()
+    # Lines still queued are written by the stdout writer before the process exits (atexit).
     log.info("proxy.stopped")
     return 0

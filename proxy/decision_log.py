@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 import orjson
 import structlog
 
 from proxy.decision import Decision
 from sharewall.decision_record import RECORD_ONLY_FIELDS, is_spooled, record_in_order
+from sharewall.line_writer import LineWriter
 from sharewall.redaction import REDACTED, SECRET_PARAMS, redact_path
 
 __all__ = [
@@ -58,6 +58,9 @@ COMPLETE = "complete"
 TIME = "time"
 REASONS = "reasons"
 FINDINGS = "findings"
+
+# The fault of a call refused because stdout takes no more log lines (`LineWriter.accepting`).
+LOG_UNAVAILABLE = "log_unavailable"
 
 DecisionSink = Callable[[dict[str, Any]], None]
 
@@ -169,17 +172,18 @@ class JsonLines:
     """Writes `egress.decision` lines as `sharewall.logs` renders them, without structlog's cost.
 
     One line per call is the proxy's hottest log: building it as a plain dict and dumping it
-    with orjson costs a fraction of structlog's processor chain. Lines finished in the same
-    event-loop iteration reach the stream in one write, on the next iteration (our own
-    buffer: with PYTHONUNBUFFERED, common in images, stdout would cost a write per line).
-    The fields, their order, `level` and the ISO UTC `timestamp` are those of
+    with orjson costs a fraction of structlog's processor chain. The line is queued on the
+    process's stdout `LineWriter` (`sharewall.logs.stdout_lines()`), the one ordered writer
+    structlog's lines go through too: a writer thread writes it, so a stalled stdout never
+    blocks the loop. The fields, their order, `level` and the ISO UTC `timestamp` are those of
     `configure_logging(json=True)`; use it only in a process configured that way, at level
     info or below (the CLI decides).
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._pending: list[bytes] = []
+    __slots__ = ("writer",)
+
+    def __init__(self, writer: LineWriter) -> None:
+        self.writer = writer
 
     def write(self, line: dict[str, Any]) -> None:
         """Queue one event line (`line` already holds every field but the three added here)."""
@@ -187,24 +191,10 @@ class JsonLines:
         line["level"] = "info"
         # Exactly structlog's TimeStamper(fmt="iso", utc=True).
         line["timestamp"] = _clock.micros_z()
-        self._pending.append(orjson.dumps(line))
-        if len(self._pending) > 1:
-            return  # a flush is already scheduled
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        """Write out the queued lines, one write and one flush for all of them."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        pending.append(b"")  # the last line's newline
-        self._stream.write(b"\n".join(pending))
-        self._stream.flush()
+        # A call refused because lines cannot be kept: its record is in the fsync'd spool, so
+        # its line is the one that may be shed when the buffer overflows (never a sent call's).
+        sheddable = line.get(FAULT) == LOG_UNAVAILABLE
+        self.writer.write_line(orjson.dumps(line), sheddable=sheddable)
 
 
 class DecisionLog:

@@ -114,6 +114,23 @@ class ProxyMetrics:
 
         self._collector.sources.append(families)
 
+    def watch_log_lines(self, lines: Any) -> None:
+        """Expose the stdout `LineWriter`'s buffer (calls are refused while it is full)."""
+
+        def families() -> Iterator[Metric]:
+            yield GaugeMetricFamily(
+                "sharewall_log_buffered_bytes",
+                "Log line bytes waiting for stdout's reader (calls are refused 503 past the limit).",
+                value=lines.pending_bytes,
+            )
+            yield CounterMetricFamily(
+                "sharewall_log_lines_shed",
+                "Lines of log_unavailable refusals shed past twice the limit (their records are spooled).",
+                value=lines.shed_lines,
+            )
+
+        self._collector.sources.append(families)
+
     def watch_shipper(self, shipper: Any) -> None:
         """Expose the shipper's counters, foreign segments included."""
 

@@ -22,11 +22,12 @@ from proxy.decide import (
     destination_forbidden,
 )
 from proxy.decision import Decision
-from proxy.decision_log import decision_record
+from proxy.decision_log import LOG_UNAVAILABLE, decision_record
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
 from proxy.outcome import REFUSAL_STATUS, Outcome, outcome_of
+from sharewall.logs import stdout_lines
 
 if TYPE_CHECKING:  # annotations only
     from proxy.decide import Decider
@@ -130,9 +131,18 @@ async def decide_exchange(
 
 
 def settle(ex: Exchange, *, mode: str) -> Outcome:
-    """`outcome_of()` for a decided exchange, stored in `ex.outcome`."""
+    """`outcome_of()` for a decided exchange, stored in `ex.outcome`.
+
+    A call that would be sent while stdout takes no more log lines (its reader stalled and the
+    buffer is full, `LineWriter.accepting`) is refused 503 `log_unavailable` instead: no call
+    goes out whose line could not be kept.
+    """
     assert ex.decision is not None
     ex.outcome = outcome_of(ex.decision, mode=mode, has_destination=ex.destination is not None)
+    if ex.outcome.is_sent:
+        lines = stdout_lines()
+        if lines is not None and not lines.accepting:
+            return fail_exchange(ex, LOG_UNAVAILABLE)
     return ex.outcome
 
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proxy.inspection_limits import InspectionLimits
 from proxy.settings import Settings, SettingsError, default_spool_dir, parse_hostport
@@ -268,6 +268,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="on SIGTERM, time given to calls in flight",
     )
     lim.add_argument(
+        "--log-buffer",
+        type=int,
+        default=d["log_buffer_bytes"].default,
+        metavar="BYTES",
+        help="log lines kept while stdout's reader stalls; past it new calls are refused 503",
+    )
+    lim.add_argument(
         "--reload-interval",
         type=float,
         default=d["reload_interval"].default,
@@ -368,6 +375,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         spool_dir=args.spool_dir or default_spool_dir(),
         reload_interval=args.reload_interval,
         log_level=args.log_level,
+        log_buffer_bytes=args.log_buffer,
         loop=args.loop or os.environ.get("SHAREWALL_LOOP") or "auto",
     )
 
@@ -395,7 +403,8 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"sharewall proxy: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    # Every line through one writer thread: a stalled stdout reader never blocks the loop.
+    configure_logging(settings.log_level, writer_thread=settings.log_buffer_bytes)
     if args.workers > 1:
         # The supervisor loads neither the proxy nor its event loop: each worker does.
         from proxy.supervisor import run_supervisor
@@ -408,23 +417,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from proxy.app import run_proxy
 
-    lines = decision_lines_for(settings, sys.stdout.buffer)
+    lines = decision_lines_for(settings)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(run_proxy(settings, decision_lines=lines))
 
 
-def decision_lines_for(settings: Settings, stream: IO[bytes] | Any) -> JsonLines | None:
-    """Where decision lines go: written directly to `stream`, or None for structlog's rendering.
+def decision_lines_for(settings: Settings) -> JsonLines | None:
+    """Where decision lines go: written directly to stdout's `LineWriter`, or None for structlog.
 
-    Directly when the logs are JSON lines at info (the pod's configuration); a terminal or a
-    quieter level keeps structlog's rendering.
+    Directly when the logs are JSON lines at info (the pod's configuration) through the writer
+    `configure_logging(writer_thread=True)` made; a terminal or a quieter level keeps
+    structlog's rendering.
     """
     from proxy.decision_log import JsonLines
+    from sharewall.logs import stdout_lines
 
-    direct = not sys.stdout.isatty() and (
-        logging.getLevelNamesMapping()[settings.log_level.upper()] <= logging.INFO
+    writer = stdout_lines()
+    direct = (
+        writer is not None
+        and not sys.stdout.isatty()
+        and logging.getLevelNamesMapping()[settings.log_level.upper()] <= logging.INFO
     )
-    return JsonLines(stream) if direct else None
+    return JsonLines(writer) if direct and writer is not None else None
 
 
 def workers_count(text: str) -> int:

@@ -78,6 +78,8 @@ class Settings:
     spool_dir: Path = field(default_factory=default_spool_dir)
     reload_interval: float = 1.0
     log_level: str = "info"
+    # Log line bytes kept for a stalled stdout reader; past it new calls are refused 503.
+    log_buffer_bytes: int = 4 * 1024 * 1024
     loop: LoopName = "auto"  # event loop: uvloop when importable (auto), or the one named
     # A worker of `--workers N` (proxy.supervisor): listeners share their port (SO_REUSEPORT).
     reuse_port: bool = False
@@ -89,6 +91,8 @@ class Settings:
     sibling_addresses: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.log_buffer_bytes < 1:
+            raise SettingsError("--log-buffer must be a positive number of bytes")
         if self.mode not in ("enforce", "report"):
             raise SettingsError(f"mode must be enforce or report, not {self.mode!r}")
         if self.engine not in ("embedded", "opa"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
-import select
 import socket
 import struct
 import sys
@@ -48,35 +47,6 @@ def _receive_orders(channel: socket.socket) -> dict[str, Any]:
     return orders
 
 
-class LineWriter:
-    """Writes whole lines to a file descriptor, at most `PIPE_BUF` bytes per write.
-
-    Every worker writes its decision lines to the stdout pipe they share; the kernel keeps a
-    pipe write of up to `PIPE_BUF` bytes whole, so lines of two workers never interleave (a
-    single line longer than that is written alone, as one write).
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def write(self, data: bytes) -> int:
-        start, end = 0, len(data)
-        limit = select.PIPE_BUF
-        while start < end:
-            stop = end
-            if end - start > limit:
-                cut = data.rfind(b"\n", start, start + limit)
-                stop = cut + 1 if cut >= 0 else data.find(b"\n", start + limit) + 1 or end
-            view = memoryview(data)[start:stop]
-            while view:
-                view = view[os.write(self._fd, view) :]
-            start = stop
-        return end
-
-    def flush(self) -> None:
-        """Nothing is buffered here."""
-
-
 def main() -> int:
     """Entry point of a worker: receive the orders, run the proxy until told to stop."""
     from sharewall.cli import keep_greenlet_out
@@ -105,9 +75,11 @@ def main() -> int:
 
     from sharewall.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    # One writer thread per worker, whole lines of at most PIPE_BUF bytes per write: the
+    # workers' lines never cut into each other on the stdout pipe they share.
+    configure_logging(settings.log_level, writer_thread=settings.log_buffer_bytes)
     structlog.contextvars.bind_contextvars(worker=index)
-    lines = decision_lines_for(settings, LineWriter(sys.stdout.fileno()))
+    lines = decision_lines_for(settings)
     try:
         loop_factory = event_loop_factory(settings.loop)
     except SettingsError as exc:

@@ -238,8 +238,15 @@ class ProxyProcess:
     """A running `sharewall proxy` subprocess and its log."""
 
     def __init__(
-        self, workdir: Path, args: list[str], *, python_args: tuple[str, ...] = ()
+        self,
+        workdir: Path,
+        args: list[str],
+        *,
+        python_args: tuple[str, ...] = (),
+        stdout_pipe: bool = False,
     ) -> None:
+        """`stdout_pipe`: the proxy's stdout is `self.proc.stdout`, a pipe the test reads (or
+        stops reading), instead of the log file."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "proxy.log"
@@ -266,7 +273,11 @@ class ProxyProcess:
         env["POD_NAMESPACE"] = "test-ns"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+            cmd,
+            stdout=subprocess.PIPE if stdout_pipe else self._log,
+            stderr=self._log if stdout_pipe else subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
         )
         deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while not port_file.exists():

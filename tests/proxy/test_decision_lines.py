@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -14,6 +17,7 @@ import structlog
 from proxy.decision import Decision, Reason
 from proxy.decision_log import EVENT, DecisionLog, JsonLines, decision_record
 from proxy.inspect.model import Finding
+from sharewall.line_writer import LineWriter
 from sharewall.logs import configure_logging
 
 
@@ -66,12 +70,11 @@ def _record(path: str) -> dict:
         pytest.param("/send?token=abc&to=1", id="redacted query"),
     ],
 )
-def test_direct_line_equals_the_structlog_line(json_structlog, path):
+def test_direct_line_equals_the_structlog_line(json_structlog, path, tmp_path):
     DecisionLog().emit(_record(path))
     via_structlog = orjson.loads(json_structlog.getvalue().splitlines()[-1])
-    out = io.BytesIO()
-    DecisionLog(lines=JsonLines(out)).emit(_record(path))
-    [raw] = out.getvalue().splitlines()
+    out = _written(lambda lines: DecisionLog(lines=lines).emit(_record(path)), tmp_path)
+    [raw] = out.splitlines()
     direct = orjson.loads(raw)
 
     assert list(direct) == list(via_structlog)  # same fields, same order
@@ -82,31 +85,37 @@ def test_direct_line_equals_the_structlog_line(json_structlog, path):
     assert "abc" not in raw.decode() and "reasons" not in direct
 
 
-async def test_lines_of_one_loop_iteration_are_flushed_on_the_next():
-    class Counting(io.BytesIO):
-        flushes = 0
-
-        def flush(self) -> None:
-            Counting.flushes += 1
-            super().flush()
-
-    stream = Counting()
-    lines = JsonLines(stream)
-    log = DecisionLog(lines=lines)
-    for _ in range(3):
-        log.emit(_record("/x"))
-    assert Counting.flushes == 0
-    await asyncio.sleep(0)
-    assert Counting.flushes == 1 and len(stream.getvalue().splitlines()) == 3
+def _written(emit: Callable[[JsonLines], None], tmp_path: Path) -> bytes:
+    """What `emit` writes through a `JsonLines` on its own stdout-like writer, once drained."""
+    with open(tmp_path / "stdout", "wb+") as out:
+        writer = LineWriter(out.fileno())
+        emit(JsonLines(writer))
+        assert writer.close(timeout=10)
+        out.seek(0)
+        return out.read()
 
 
-def test_record_time_and_line_timestamp_are_now_in_the_datetime_iso_formats():
+async def test_lines_of_one_loop_iteration_are_handed_to_the_writer_on_the_next(tmp_path):
+    with open(tmp_path / "stdout", "wb+") as out:
+        writer = LineWriter(out.fileno())
+        log = DecisionLog(lines=JsonLines(writer))
+        for _ in range(3):
+            log.emit(_record("/x"))
+        time.sleep(0.05)  # the writer thread has nothing yet: the batch waits for the loop
+        assert writer.written_lines == 0 and writer.pending_bytes > 0
+        await asyncio.sleep(0)
+        assert writer.close(timeout=10)
+        assert writer.written_lines == 3 and writer.pending_bytes == 0
+        out.seek(0)
+        assert len(out.read().splitlines()) == 3
+
+
+def test_record_time_and_line_timestamp_are_now_in_the_datetime_iso_formats(tmp_path):
     before = datetime.now(UTC)
     record = _record("/x")
-    out = io.BytesIO()
-    DecisionLog(lines=JsonLines(out)).emit(record)
+    out = _written(lambda lines: DecisionLog(lines=lines).emit(record), tmp_path)
     after = datetime.now(UTC)
-    stamp = orjson.loads(out.getvalue())["timestamp"]
+    stamp = orjson.loads(out)["timestamp"]
 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", record["time"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp)

@@ -1,0 +1,193 @@
+"""Log lines to stdout from a writer thread, through a bounded buffer, whole and in order.
+
+A process's log lines (structlog's and the proxy's decision lines alike) are queued here and
+written by one thread, so a stdout whose reader stalls blocks that thread, never the event
+loop. Lines queued in one loop iteration are handed to the thread together, on the next
+iteration (one wake-up per batch, not per line); the thread does nothing but `os.write`
+(which releases the GIL) in chunks of whole lines of at most `PIPE_BUF` bytes, so processes
+sharing one stdout pipe (`proxy --workers N`) never cut into each other's lines.
+
+The buffer is bounded by its owner, not by dropping: `accepting` turns false once `limit`
+bytes wait (or while writes fail, e.g. EPIPE), and the proxy then refuses new calls (503
+`log_unavailable`) rather than lose the line of a call it lets through. Lines queued anyway
+(those of calls already under way, the refusals', structlog's) are all kept, except lines
+queued as `sheddable` (a refusal's, whose record is in the fsync'd spool) once `2 * limit`
+bytes wait: those are shed and counted, and a `log.lines_shed` line says how many once the
+reader is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import threading
+import time
+
+import orjson
+
+# ~10,000 decision lines: seconds of a stalled reader at 1,000 calls/s.
+DEFAULT_LIMIT_BYTES = 4 * 1024 * 1024
+# While a write fails (EPIPE, EIO...), the thread tries the same lines again this often.
+RETRY_SECONDS = 1.0
+
+
+class LineWriter:
+    """Queues lines (bytes without the newline) for a writer thread that writes them to `fd`."""
+
+    def __init__(self, fd: int, *, limit: int = DEFAULT_LIMIT_BYTES) -> None:
+        self.fd = fd
+        self.limit = limit
+        self._cond = threading.Condition(threading.Lock())
+        self._count = threading.Lock()  # pending_bytes is added to and taken from by two threads
+        self._queued: list[bytes] = []  # the loop's current batch, not yet handed off
+        self._batches: list[list[bytes]] = []  # handed off, waiting for the thread
+        self._hand_off_scheduled = False
+        # Bytes queued and not yet written (the batch being written included).
+        self.pending_bytes = 0
+        self.written_lines = 0
+        self.shed_lines = 0
+        self._shed_unreported = 0
+        self.error: str | None = None  # the last write's error, None once a write succeeds
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # The loop's side -------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a new call's line can be kept: fewer than `limit` bytes wait, writes succeed."""
+        return self.pending_bytes < self.limit and self.error is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why new calls are refused (for `/readyz`), or None."""
+        if self.accepting:
+            return None
+        detail = f": {self.error}" if self.error else " (its reader does not read)"
+        return (
+            f"stdout takes no log lines{detail}; {self.pending_bytes} bytes wait "
+            f"(limit {self.limit}), new calls are refused"
+        )
+
+    def write_line(self, line: bytes, *, sheddable: bool = False) -> None:
+        """Queue one line (no newline); it reaches `fd` after every line queued before it."""
+        size = len(line) + 1
+        if sheddable and self.pending_bytes + size > 2 * self.limit:
+            self.shed_lines += 1
+            self._shed_unreported += 1
+            return
+        if self._closed:
+            self._write_now([line])
+            return
+        self._queued.append(line)
+        with self._count:
+            self.pending_bytes += size
+        if self._hand_off_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: hand off at once
+            self._hand_off()
+            return
+        self._hand_off_scheduled = True
+        loop.call_soon(self._hand_off)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Hand off what is queued and wait until the thread has written it all; True if it has.
+
+        Without a timeout, waits while the reader is merely slow or stalled, and gives up only
+        when writes fail (an error such as EPIPE: nobody will read these lines)."""
+        self._hand_off()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self.pending_bytes > 0:
+                if self.error is not None:
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(RETRY_SECONDS if left is None else min(left, RETRY_SECONDS))
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Drain, stop the thread; later lines are written synchronously. True if nothing was lost."""
+        drained = self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if not drained:
+            lost = self.pending_bytes
+            os.write(2, f"log lines lost at exit: {lost} bytes ({self.error})\n".encode())
+        return drained
+
+    def _hand_off(self) -> None:
+        self._hand_off_scheduled = False
+        if not self._queued:
+            return
+        batch, self._queued = self._queued, []
+        with self._cond:
+            self._batches.append(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sharewall-log-writer", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    # The thread's side -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._batches and not self._closed:
+                    self._cond.wait()
+                if not self._batches:
+                    return
+                batches, self._batches = self._batches, []
+            lines = batches[0] if len(batches) == 1 else [x for b in batches for x in b]
+            self._write_all(lines)
+
+    def _write_all(self, lines: list[bytes]) -> None:
+        size = sum(map(len, lines)) + len(lines)
+        if self._shed_unreported:
+            shed, self._shed_unreported = self._shed_unreported, 0
+            lines.append(
+                orjson.dumps({"event": "log.lines_shed", "level": "warning", "count": shed})
+            )
+        data = b"\n".join(lines) + b"\n"
+        view, done = memoryview(data), 0
+        while done < len(data):
+            try:
+                done += os.write(self.fd, view[done : _chunk_end(data, done)])
+            except BlockingIOError:  # a non-blocking stdout: wait until it takes bytes
+                select.select([], [self.fd], [])
+            except OSError as exc:
+                with self._cond:
+                    self.error = f"{type(exc).__name__}: {exc.strerror or exc}"
+                    self._cond.notify_all()
+                time.sleep(RETRY_SECONDS)  # then on from `done`: no byte is written twice
+        with self._count:
+            self.pending_bytes -= size
+        with self._cond:
+            self.error = None
+            self.written_lines += len(lines)
+            self._cond.notify_all()
+
+    def _write_now(self, lines: list[bytes]) -> None:
+        data = b"\n".join(lines) + b"\n"
+        view, done = memoryview(data), 0
+        while done < len(data):
+            done += os.write(self.fd, view[done : _chunk_end(data, done)])
+
+
+def _chunk_end(data: bytes, start: int) -> int:
+    """Where the write from `start` stops: after the last whole line within PIPE_BUF bytes
+    (a pipe keeps a write of up to PIPE_BUF whole), or after one longer line."""
+    end = start + select.PIPE_BUF
+    if end >= len(data):
+        return len(data)
+    cut = data.rfind(b"\n", start, end)
+    if cut < start:
+        cut = data.find(b"\n", end)
+    return cut + 1 if cut >= 0 else len(data)
