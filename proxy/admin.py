@@ -92,8 +92,8 @@ class AdminServer:
     async def start(self) -> tuple[str, int]:
         """Listen; return the bound (host, port)."""
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        self._server = await asyncio.start_server(
-            self._on_client, self._host, self._port, family=family, reuse_address=True
+        self._server = await asyncio.get_running_loop().create_server(
+            self._new_connection, self._host, self._port, family=family, reuse_address=True
         )
         address = self._server.sockets[0].getsockname()
         return address[0], address[1]
@@ -111,11 +111,16 @@ class AdminServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _new_connection(self) -> ClientConnection:
+        return ClientConnection(self._settings, on_connect=self._start_serving)
+
+    def _start_serving(self, conn: ClientConnection) -> None:
+        asyncio.get_running_loop().create_task(self._on_client(conn))
+
+    async def _on_client(self, conn: ClientConnection) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
-        conn = ClientConnection(reader, writer, self._settings)
         try:
             while True:
                 head = await conn.read_head(idle_timeout=self._settings.idle_timeout)
@@ -147,7 +152,7 @@ class AdminServer:
         finally:
             self._clients.discard(task)
             conn.close()
-            writer.close()
+            conn.writer.close()
 
 
 def _render(answer: AdminResponse, head_only: bool, keep_alive: bool) -> bytes:

@@ -19,8 +19,15 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
+from typing import Protocol
 
 NEVER = math.inf
+
+
+class Failable(Protocol):
+    """What a deadline fails: a `StreamReader`, or a protocol that reads (`proxy.http1`)."""
+
+    def set_exception(self, exc: BaseException) -> None: ...
 
 
 class StreamDeadline:
@@ -31,7 +38,7 @@ class StreamDeadline:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
+        reader: Failable,
         transport: asyncio.BaseTransport | None = None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,

@@ -1,24 +1,40 @@
-"""The HTTP/1 server side: reading client requests (head, then body) off one client stream.
+"""The HTTP/1 server side: one client connection as an asyncio protocol, requests read off it.
 
-httptools (llhttp) does the parsing. A request head comes back as a `RequestHead`; its body is
-read up to the inspection limit (`read_body`), the rest streamed on (`body_rest`) or drained
-(`discard_body`). A request we cannot parse or accept is a `BadRequest` (status and code), which
-the listener answers and then closes the connection.
+`ClientConnection` is the connection's `asyncio.Protocol`: `data_received` feeds httptools
+(llhttp) directly, and the serving coroutine is woken only when something it waits for came
+(a head, body bytes, the end), so a small request that arrives in one segment costs one
+wake-up. A request head comes back as a `RequestHead`; its body is read up to the inspection
+limit (`read_body`), the rest streamed on (`body_rest`) or drained (`discard_body`). A request
+we cannot parse or accept is a `BadRequest` (status and code), which the listener answers and
+then closes the connection.
+
+Reading is bounded: while more than `READ_HIGH_WATER` body bytes (or `MAX_QUEUED_MESSAGES`
+pipelined requests) wait unread and no one waits for more, the transport stops reading. Writing
+goes straight to the transport through `conn.writer` (a `StreamWriter`-like facade whose
+`drain()` honours the transport's `pause_writing`/`resume_writing`). After a CONNECT (or for a
+captured connection that is not HTTP) the bytes are raw, read with `read()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_module
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httptools
 
 from proxy import responses
-from proxy.deadlines import StreamDeadline
+from proxy.deadlines import NEVER, StreamDeadline
 from proxy.settings import Settings
+
+# Unread body bytes (or raw bytes) above which the transport stops reading while no one waits.
+READ_HIGH_WATER = 1 << 17
+# Pipelined requests queued (heads are bounded by max_header_bytes each) before reading stops.
+MAX_QUEUED_MESSAGES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,7 @@ class _Message:
         "headers",
         "keep_alive",
         "method",
+        "size",
         "url",
         "version",
     )
@@ -68,6 +85,7 @@ class _Message:
         self.head_done = False
         self.complete = False
         self.body: deque[bytes] = deque()
+        self.size = 0  # bytes queued in `body`
         self.method = ""
         self.version = "1.1"
         self.keep_alive = True
@@ -91,32 +109,206 @@ class RequestHead:
         return self.first.get(name.lower())
 
 
-class ClientConnection:
-    """HTTP/1.x request reader over one client stream (httptools/llhttp does the parsing)."""
+class ClientWriter:
+    """The writing side of a `ClientConnection`, shaped like `asyncio.StreamWriter`.
+
+    `write` goes straight to the transport; `drain` waits only while the transport asked us
+    to pause writing (its buffer is full), and fails once the connection is lost.
+    """
+
+    __slots__ = ("_conn", "transport")
+
+    def __init__(self, conn: ClientConnection, transport: asyncio.Transport) -> None:
+        self._conn = conn
+        self.transport = transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.transport.writelines(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark."""
+        conn = self._conn
+        if self.transport.is_closing() and not conn.lost:
+            # Let connection_lost run, as StreamWriter does, so a write on a dying
+            # connection fails here instead of vanishing.
+            await asyncio.sleep(0)
+        if conn.lost:
+            raise ConnectionResetError("Connection lost")
+        if conn.write_paused:
+            await conn.wait_writable()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def can_write_eof(self) -> bool:
+        return self.transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.transport.write_eof()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._conn.closed)
+
+    async def start_tls(
+        self, sslcontext: ssl_module.SSLContext, *, ssl_handshake_timeout: float | None = None
+    ) -> None:
+        """Upgrade the connection to TLS as its server (an intercepted CONNECT)."""
+        conn = self._conn
+        # No await before loop.start_tls pauses reading: a ClientHello must not reach the
+        # HTTP parser.
+        if conn.write_paused:
+            await self.drain()
+        transport = await conn.loop.start_tls(
+            self.transport,
+            conn,
+            sslcontext,
+            server_side=True,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+        )
+        if transport is None:  # the connection closed during the handshake
+            raise ConnectionResetError("Connection lost during the TLS handshake")
+        self.transport = conn.transport = transport  # type: ignore[assignment]
+        conn.over_ssl = True
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: its protocol, its request reader and (`writer`) its writer.
+
+    `on_connect` (servers made by `loop.create_server`) is called with the connection once the
+    transport is up, to start serving it; `raw`: the bytes are not HTTP (a captured TLS
+    connection), read with `read()`.
+    """
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         settings: Settings,
         source: Source | None = None,
+        *,
+        on_connect: Callable[[ClientConnection], None] | None = None,
+        raw: bool = False,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
         self.settings = settings
         # Who calls on this connection: a gateway client's certificate, else the sidecar's settings.
         self.source = source or Source(settings.source_workload, settings.source_namespace)
+        self.loop = asyncio.get_running_loop()
+        self._on_connect = on_connect
+        self.transport: asyncio.Transport | None = None
+        self.writer: ClientWriter = None  # type: ignore[assignment]  # set in connection_made
         self._parser = httptools.HttpRequestParser(self)
         self._messages: deque[_Message] = deque()
         self._current: _Message | None = None
+        self._max_header_bytes = settings.max_header_bytes
         self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
+        self._raw: deque[bytes] | None = deque() if raw else None  # bytes after an upgrade
+        self._raw_size = 0
+        self._body_bytes = 0  # body bytes queued, all messages
         self._head_too_large = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None  # what every later read raises
+        self._reading_paused = False
+        self.write_paused = False
+        self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        self.lost = False
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.over_ssl = False
         self.tunnel_established = False  # "200 Connection Established" was sent
         self.tls = False  # the client stream was upgraded to TLS by us
         self.served = 0  # requests answered on this stream (TLS upgrade included)
         self.eof = False
-        # Head, body and idle timeouts of this stream's reads (one lazily re-armed timer).
-        self._deadline = StreamDeadline(reader, loop=reader._loop)  # type: ignore[attr-defined]
+        # Head, body and idle timeouts of this connection's reads (one lazily re-armed timer).
+        self._deadline = StreamDeadline(self, loop=self.loop)
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.writer = ClientWriter(self, transport)  # type: ignore[arg-type]
+        self.over_ssl = transport.get_extra_info("sslcontext") is not None
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        raw = self._raw
+        if raw is not None:
+            raw.append(data)
+            self._raw_size += len(data)
+            if self._raw_size > READ_HIGH_WATER and self._waiter is None:
+                self._pause_reading()
+            self._wake()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self.upgrade_rest = bytes(data[offset:])
+            self._raw = deque()  # what follows is the tunnel's, not HTTP
+        except (_HeadTooLarge, httptools.HttpParserError) as exc:
+            if self._head_too_large:
+                self._fail(
+                    BadRequest(
+                        "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
+                    )
+                )
+            else:
+                self._fail(BadRequest(f"malformed request: {exc}"))
+            return
+        m = self._current
+        if m is not None and not m.head_done and m.head_size > self._max_header_bytes:
+            self._fail(
+                BadRequest("request head too large", status=431, code=responses.HEADERS_TOO_LARGE)
+            )
+            return
+        if self._waiter is not None:
+            self._wake()
+        elif self._body_bytes > READ_HIGH_WATER or len(self._messages) > MAX_QUEUED_MESSAGES:
+            self._pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        # Keep the transport open to answer a client that half-closed (not possible over TLS,
+        # where asyncio warns and closes anyway).
+        return not self.over_ssl
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.eof = True
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._wake()
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionResetError("Connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        while self._drain_waiters:
+            waiter = self._drain_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_writable(self) -> None:
+        """Wait until the transport resumes writing (or fail when the connection is lost)."""
+        waiter = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
 
     # -- httptools callbacks ------------------------------------------------------------------
 
@@ -125,15 +317,15 @@ class ClientConnection:
         self._messages.append(self._current)
 
     def on_url(self, url: bytes) -> None:
-        assert self._current is not None
-        self._current.url += url
-        self._current.head_size += len(url)
+        m: _Message = self._current  # type: ignore[assignment]
+        m.url += url
+        m.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Called per header of every request: the message in a local, no assert.
         m: _Message = self._current  # type: ignore[assignment]
         m.head_size += len(name) + len(value) + 4
-        if m.head_size > self.settings.max_header_bytes:
+        if m.head_size > self._max_header_bytes:
             self._head_too_large = True
             raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
         text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
@@ -141,82 +333,94 @@ class ClientConnection:
         m.first.setdefault(text_name.lower(), text_value)
 
     def on_headers_complete(self) -> None:
-        m = self._current
-        assert m is not None
+        m: _Message = self._current  # type: ignore[assignment]
+        parser = self._parser
         m.head_done = True
-        m.method = self._parser.get_method().decode("ascii", "replace")
-        m.version = self._parser.get_http_version()
-        m.keep_alive = self._parser.should_keep_alive()
+        m.method = parser.get_method().decode("ascii", "replace")
+        m.version = parser.get_http_version()
+        m.keep_alive = parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
-        assert self._current is not None
-        self._current.body.append(bytes(body))
+        m: _Message = self._current  # type: ignore[assignment]
+        m.body.append(body)
+        m.size += len(body)
+        self._body_bytes += len(body)
 
     def on_message_complete(self) -> None:
-        assert self._current is not None
-        self._current.complete = True
+        self._current.complete = True  # type: ignore[union-attr]
 
-    # -- reading --------------------------------------------------------------------------------
+    # -- waiting for bytes ----------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
+    def set_exception(self, exc: BaseException) -> None:
+        """Every read fails with `exc` from now on (a read deadline passed)."""
+        if self._error is None:
+            self._error = exc
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._pause_reading()  # nothing more is parsed
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.pause_reading()
+
+    async def _wait(self, deadline: float) -> None:
+        """Wait until more bytes, the end or an error came, or the loop time `deadline` passed."""
+        if self._reading_paused:
+            self._reading_paused = False
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.resume_reading()  # type: ignore[union-attr]
+        waiter = self.loop.create_future()
+        self._waiter = waiter
+        deadline_ = self._deadline
+        deadline_.set(deadline)
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            self.upgrade_rest = bytes(data[offset:])
-        except (_HeadTooLarge, httptools.HttpParserError) as exc:
-            if self._head_too_large:
-                raise BadRequest(
-                    "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
-                ) from None
-            raise BadRequest(f"malformed request: {exc}") from None
-
-    async def _read(self, deadline: float) -> bytes:
-        """The next bytes from the client; `TimeoutError` once the loop time `deadline` passed."""
-        self._deadline.set(deadline)
-        try:
-            data = await self.reader.read(65536)
+            await waiter
         finally:
-            self._deadline.clear()
-        if not data:
-            self.eof = True
-        return data
+            self._waiter = None
+            deadline_.clear()
 
     def close(self) -> None:
         """The connection is done: drop its read timer."""
         self._deadline.close()
 
+    # -- reading --------------------------------------------------------------------------------
+
     async def read_head(self, *, idle_timeout: float) -> RequestHead | None:
         """The next request head; None when the client closed (or idled out) between requests."""
-        clock = self._deadline
+        messages = self._messages
         deadline: float | None = None
-        while not (self._messages and self._messages[0].head_done):
-            if self.eof or self.upgrade_rest is not None:
-                return None
-            started = bool(self._messages) and (self._messages[0].url or self._messages[0].headers)
-            if deadline is None and started:
-                deadline = clock.time() + self.settings.header_timeout
-            if deadline is None:
-                try:
-                    data = await self._read(clock.time() + idle_timeout)
-                except TimeoutError:
-                    return None
-                deadline = clock.time() + self.settings.header_timeout
-            else:
-                if deadline - clock.time() <= 0:
-                    raise TimeoutError
-                data = await self._read(deadline)
-            if not data:
-                if self._messages:
+        while not (messages and messages[0].head_done):
+            error = self._error
+            if error is not None:
+                if deadline is None and isinstance(error, TimeoutError):
+                    return None  # idled out between requests
+                raise error
+            if self._raw is not None:
+                return None  # upgraded (or not HTTP): no more requests on this stream
+            if self.eof:
+                if messages:
                     raise BadRequest("connection closed inside a request head")
                 return None
-            self._feed(data)
-            m = self._messages[0] if self._messages else None
-            if m is not None and not m.head_done and m.head_size > self.settings.max_header_bytes:
-                raise BadRequest(
-                    "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
-                )
-        m = self._messages[0]
+            if deadline is None and messages:
+                # The head has begun: it gets the head timeout from now (slowloris).
+                deadline = self.loop.time() + self.settings.header_timeout
+            if deadline is None:
+                await self._wait(self.loop.time() + idle_timeout)
+            else:
+                await self._wait(deadline)
+        m = messages[0]
         return RequestHead(
             method=m.method,
             target=m.url.decode("latin-1"),
@@ -226,61 +430,66 @@ class ClientConnection:
             first=m.first,
         )
 
+    def _take_body(self, m: _Message) -> bytes:
+        body = m.body.popleft() if len(m.body) == 1 else b"".join(m.body)
+        m.body.clear()
+        self._body_bytes -= m.size
+        m.size = 0
+        return body
+
+    def _keep(self, m: _Message, rest: bytes) -> None:
+        m.body.appendleft(rest)
+        m.size += len(rest)
+        self._body_bytes += len(rest)
+
+    def _body_failure(self, message: str) -> BadRequest:
+        error = self._error
+        if isinstance(error, TimeoutError):
+            return BadRequest(message, status=408, code=responses.REQUEST_TIMEOUT)
+        if isinstance(error, BadRequest):
+            return error
+        if error is not None:
+            raise error
+        return BadRequest("connection closed inside a request body")
+
     async def read_body(self, limit: int) -> tuple[bytes, bool]:
         """Read the current request's body up to `limit` bytes: (prefix, is_truncated)."""
         m = self._messages[0]
-        if m.complete and len(m.body) <= 1:
-            # The whole body came with the head (the usual small API call): no deadline
-            # to arm, no chunks to join.
-            body = m.body.popleft() if m.body else b""
-            if len(body) > limit:
-                m.body.append(body[limit:])
-                return body[:limit], True
-            return body, False
-        size = sum(len(c) for c in m.body)
-        try:
+        if not m.complete and m.size <= limit:
             # One deadline for the whole inspected part: a trickling client cannot hold a
             # call open for long by sending a byte now and then.
-            deadline = self._deadline.time() + self.settings.body_timeout
-            while not m.complete and size <= limit:
-                data = await self._read(deadline)
-                if not data:
-                    raise BadRequest("connection closed inside a request body")
-                self._feed(data)
-                size = sum(len(c) for c in m.body)
-        except TimeoutError:
-            raise BadRequest(
-                "request body not received in time", status=408, code=responses.REQUEST_TIMEOUT
-            ) from None
-        body = b"".join(m.body)
-        m.body.clear()
+            deadline = self.loop.time() + self.settings.body_timeout
+            while not m.complete and m.size <= limit:
+                if self._error is not None or self.eof:
+                    raise self._body_failure("request body not received in time")
+                await self._wait(deadline)
+        # The usual small API call came whole with its head: no deadline, nothing to join.
+        body = self._take_body(m) if m.size else b""
         if len(body) > limit:
             # Keep what is past the limit for forwarding; inspect only the prefix.
-            m.body.append(body[limit:])
+            self._keep(m, body[limit:])
             return body[:limit], True
         return body, False
 
     @property
     def body_complete(self) -> bool:
-        return self._messages[0].complete and not self._messages[0].body
+        m = self._messages[0]
+        return m.complete and not m.body
 
     async def body_rest(self) -> AsyncIterator[bytes]:
         """The rest of the current request's body (after `read_body`), as it arrives."""
         m = self._messages[0]
         while True:
             while m.body:
-                yield m.body.popleft()
+                chunk = m.body.popleft()
+                m.size -= len(chunk)
+                self._body_bytes -= len(chunk)
+                yield chunk
             if m.complete:
                 return
-            try:
-                data = await self._read(self._deadline.time() + self.settings.body_timeout)
-            except TimeoutError:
-                raise BadRequest(
-                    "request body stalled", status=408, code=responses.REQUEST_TIMEOUT
-                ) from None
-            if not data:
-                raise BadRequest("connection closed inside a request body")
-            self._feed(data)
+            if self._error is not None or self.eof:
+                raise self._body_failure("request body stalled")
+            await self._wait(self.loop.time() + self.settings.body_timeout)
 
     async def discard_body(self, max_bytes: int, seconds: float) -> None:
         """Read and drop the rest of the current body, up to `max_bytes` or `seconds`."""
@@ -294,15 +503,38 @@ class ClientConnection:
 
     def finish_message(self) -> None:
         """Forget the current request (its body fully consumed)."""
-        self._messages.popleft()
+        m = self._messages.popleft()
+        self._body_bytes -= m.size
 
     def reset_parser(self) -> None:
-        """A fresh parser for the same stream (after a TLS upgrade inside CONNECT)."""
+        """A fresh parser for the same connection (after a TLS upgrade inside CONNECT)."""
         self._parser = httptools.HttpRequestParser(self)
         self._messages.clear()
         self._current = None
         self.upgrade_rest = None
+        self._raw = None
+        self._raw_size = 0
+        self._body_bytes = 0
+        self._reading_paused = False
         self.eof = False
+
+    async def read(self, n: int = -1) -> bytes:
+        """The next raw bytes (after a CONNECT, or not HTTP); b"" at the end.
+
+        Like `StreamReader.read`, for `proxy.tunnel.splice`: a chunk as it arrived (`n` is a
+        hint; a chunk is at most what the transport reads at once).
+        """
+        raw = self._raw
+        assert raw is not None, "read() is for raw bytes (after an upgrade)"
+        while not raw:
+            if self._error is not None:
+                raise self._error
+            if self.eof:
+                return b""
+            await self._wait(NEVER)
+        data = raw.popleft()
+        self._raw_size -= len(data)
+        return data
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)

@@ -127,15 +127,15 @@ class ProxyServer:
         """Start accepting connections on the bound socket(s)."""
         assert self._sock is not None
         if self.ctx.client_tls is None:
-            # start_server listens again, with its own backlog (100) unless given ours.
-            self._server = await asyncio.start_server(
-                self._on_client, sock=self._sock, backlog=LISTEN_BACKLOG
+            # create_server listens again, with its own backlog (100) unless given ours.
+            self._server = await asyncio.get_running_loop().create_server(
+                self._new_connection, sock=self._sock, backlog=LISTEN_BACKLOG
             )
         else:
             # The gateway accepts by itself and hands each socket to the loop's TLS handshake
-            # (`_streams`), which raises on a refused client certificate: a TLS `start_server`
-            # drops such clients without a word, and `start_tls` after a plain accept can lose
-            # the ClientHello to the stream's buffer (uvloop reads at once).
+            # (`_connection`), which raises on a refused client certificate: a TLS
+            # `create_server` drops such clients without a word, and `start_tls` after a plain
+            # accept can lose the ClientHello to the parser (uvloop reads at once).
             self._sock.setblocking(False)
             self._accepting = asyncio.create_task(self._accept_gateway_clients(self._sock))
         if self._transparent is not None:
@@ -185,8 +185,7 @@ class ProxyServer:
         """
         identity = captured.identity
         if identity.protocol == "http":
-            reader, writer = await _streams(sock)
-            await self._on_client(reader, writer, captured)
+            await self._on_client(await self._connection(sock), captured)
             return
         named = identity.protocol == "tls" and identity.name is not None
         ex = new_exchange(
@@ -211,7 +210,7 @@ class ProxyServer:
                 tunnel = Tunnel(ex.host, ex.port, None, captured.connected_to)
                 try:
                     context = await ca.ssl_context_for_async(ex.host)
-                    reader, writer = await _streams(
+                    conn = await self._connection(
                         sock, ssl=context, handshake_timeout=self.settings.header_timeout
                     )
                 except Exception as exc:
@@ -219,10 +218,10 @@ class ProxyServer:
                     sock.close()
                     self._tunnel_failed(ex, exc)
                     return
-                await self._on_client(reader, writer, tunnel=tunnel)
+                await self._on_client(conn, tunnel=tunnel)
                 return
-        reader, writer = await _streams(sock)
-        await self._on_client(reader, writer, captured, exchange=ex)
+        # Not HTTP (or not intercepted): raw bytes, the app's ClientHello first.
+        await self._on_client(await self._connection(sock, raw=True), captured, exchange=ex)
 
     async def _captured_stream(self, conn: ClientConnection, ex: Exchange) -> None:
         """Decide a captured TLS (or unnamed) connection; splice it, or close it unanswered."""
@@ -249,18 +248,44 @@ class ProxyServer:
             self.ctx.metrics.inflight.dec()
             self._set_busy(False)
 
+    def _new_connection(self) -> ClientConnection:
+        """The protocol of a connection accepted by the plain listener (served by a task)."""
+        return ClientConnection(self.settings, self.ctx.source, on_connect=self._start_serving)
+
+    def _start_serving(self, conn: ClientConnection) -> None:
+        asyncio.get_running_loop().create_task(self._on_client(conn))
+
+    async def _connection(
+        self,
+        sock: socket.socket,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        handshake_timeout: float | None = None,
+        raw: bool = False,
+    ) -> ClientConnection:
+        """A connection over a socket we accepted; with `ssl`, TLS's server side from its first byte.
+
+        The TLS transport reads the ClientHello still queued in the socket, so the handshake is
+        the app's own (a plain transport made first would read it into the parser, out of the
+        handshake's reach). `raw`: the bytes are not HTTP (a captured connection spliced as is).
+        """
+        conn = ClientConnection(self.settings, self.ctx.source, raw=raw)
+        await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: conn, sock, ssl=ssl, ssl_handshake_timeout=handshake_timeout if ssl else None
+        )
+        return conn
+
     async def _on_client(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        conn: ClientConnection,
         captured: Captured | None = None,
         exchange: Exchange | None = None,
         tunnel: Tunnel | None = None,
-        source: Source | None = None,
     ) -> None:
-        """Serve one client; its calls' source is `source` (a gateway client's) or the settings'."""
+        """Serve one client connection (its calls' source is the connection's)."""
         task = asyncio.current_task()
         assert task is not None
+        writer = conn.writer
         if self._closing or self._slots.locked():
             if not self._closing and (captured is None or captured.identity.protocol == "http"):
                 log.warning("proxy.connection_refused", reason="max_connections")
@@ -274,6 +299,7 @@ class ProxyServer:
                         )
                     )
             writer.close()
+            conn.close()
             return
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -285,7 +311,6 @@ class ProxyServer:
         async with self._slots:
             self._busy[task] = False
             self.ctx.metrics.open_connections.inc()
-            conn = ClientConnection(reader, writer, self.settings, source or self.ctx.source)
             try:
                 if tunnel is not None:  # captured TLS, intercepted: the handshake is done
                     conn.tunnel_established = conn.tls = True
@@ -339,7 +364,7 @@ class ProxyServer:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            reader, writer = await _streams(
+            conn = await self._connection(
                 sock, ssl=self.ctx.client_tls, handshake_timeout=self.settings.header_timeout
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
@@ -352,17 +377,19 @@ class ProxyServer:
         task = asyncio.current_task()
         if task is not None:
             self._handshakes.discard(task)
-        ssl_object = writer.get_extra_info("ssl_object")
+        ssl_object = conn.writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         try:
             if not der:
                 raise ClientIdentityError("no client certificate")
             identity = identity_from_certificate(der)
         except ClientIdentityError as exc:
-            writer.close()
+            conn.writer.close()
+            conn.close()
             self._refuse_client("no_workload", str(exc), client)
             return
-        await self._on_client(reader, writer, source=Source(identity.workload, identity.namespace))
+        conn.source = Source(identity.workload, identity.namespace)
+        await self._on_client(conn)
 
     def _refuse_client(self, reason: str, detail: str, client: str | None) -> None:
         log.warning("proxy.client_refused", reason=reason, detail=detail, client=client)
@@ -712,7 +739,7 @@ class ProxyServer:
         self.ctx.metrics.open_tunnels.inc()
         try:
             sent, received = await splice(
-                conn.reader, conn.writer, up_reader, up_writer, idle=self.settings.idle_timeout
+                conn, conn.writer, up_reader, up_writer, idle=self.settings.idle_timeout
             )
             log.info(
                 "tunnel.closed",
@@ -752,33 +779,6 @@ class ProxyServer:
         finally:
             self.ctx.metrics.inflight.inc()
             self._set_busy(True)
-
-
-async def _streams(
-    sock: socket.socket,
-    *,
-    ssl: ssl_module.SSLContext | None = None,
-    handshake_timeout: float | None = None,
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams over an accepted socket; with `ssl`, the server side of TLS from its first byte.
-
-    The TLS transport reads the ClientHello still queued in the socket, so the handshake is
-    the app's own (a stream made first would read it into its buffer, out of the handshake's
-    reach).
-    """
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 16, loop=loop)
-    made: list[asyncio.StreamWriter] = []
-    # A server-side protocol (it has a connected callback, which receives the writer), so that
-    # `StreamWriter.start_tls` answers as the TLS server: an intercepted CONNECT inside a
-    # gateway client's TLS connection needs it.
-    protocol = asyncio.StreamReaderProtocol(reader, lambda _r, w: made.append(w), loop=loop)
-    transport, _ = await loop.connect_accepted_socket(
-        lambda: protocol, sock, ssl=ssl, ssl_handshake_timeout=handshake_timeout if ssl else None
-    )
-    if made:
-        return reader, made[0]
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 def _declared_length(head: RequestHead) -> int | None:

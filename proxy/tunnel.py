@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Protocol
 
 from proxy import responses
 from proxy.destinations import Destination
@@ -32,9 +33,27 @@ async def open_tunnel(
         ) from None
 
 
+class ByteSource(Protocol):
+    """What bytes are read from: a `StreamReader`, or a client connection after its CONNECT."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class ByteSink(Protocol):
+    """What bytes are written to: a `StreamWriter`, or a client connection's writer."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def can_write_eof(self) -> bool: ...
+
+    def write_eof(self) -> None: ...
+
+
 async def splice(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
+    client_reader: ByteSource,
+    client_writer: ByteSink,
     up_reader: asyncio.StreamReader,
     up_writer: asyncio.StreamWriter,
     *,
@@ -52,7 +71,7 @@ async def splice(
     if replay:
         up_writer.write(replay)
 
-    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, i: int) -> None:
+    async def pump(src: ByteSource, dst: ByteSink, i: int) -> None:
         try:
             while True:
                 data = await src.read(65536)
