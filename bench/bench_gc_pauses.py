@@ -61,18 +61,111 @@ def _forced(*_args):
                     time.monotonic()))
 
 
+# The loop-lag probe: a callback every 1 ms on the proxy's loop records how late it ran; a
+# watchdog thread (BENCH_STACKS=1) samples the loop thread's stack while it is 3 ms late.
+_lags = []
+_stalls = {}
+_threads = {}
+_window = [0.0, 1e18]
+
+
+def _thread_cpu():
+    import threading
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), "?")
+        name = "main" if int(tid) == os.getpid() else name.split(" (")[0]
+        out[f"{name}"] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
+def _begin(*_args):
+    _window[0] = time.monotonic()
+    _threads["begin"] = _thread_cpu()
+
+
+def _probe(loop):
+    import sys, threading
+    last = [time.monotonic()]
+    main_id = threading.get_ident()
+
+    cpu = [time.thread_time()]
+
+    def tick(expected):
+        now, now_cpu = time.monotonic(), time.thread_time()
+        last[0] = now
+        if _window[0] <= now <= _window[1]:
+            # How late, and the loop thread's CPU since the last tick (load-independent).
+            _lags.append((now - expected, now_cpu - cpu[0]))
+        cpu[0] = now_cpu
+        loop.call_at(now + 0.001, tick, now + 0.001)
+
+    loop.call_soon(tick, time.monotonic())
+    if os.environ.get("BENCH_STACKS") != "1":
+        return
+
+    def watch():
+        while True:
+            time.sleep(0.001)
+            if time.monotonic() - last[0] > 0.003 and _window[0] <= last[0] <= _window[1]:
+                frame = sys._current_frames().get(main_id)
+                where = []
+                while frame is not None and len(where) < 4:
+                    code = frame.f_code
+                    where.append(f"{code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}:{code.co_name}")
+                    frame = frame.f_back
+                key = " < ".join(where)
+                _stalls[key] = _stalls.get(key, 0) + 1
+
+    threading.Thread(target=watch, daemon=True, name="bench-watchdog").start()
+
+
+def _patch_runner():
+    import asyncio.runners
+    run = asyncio.runners.Runner.run
+
+    def patched(self, coro, **kw):
+        async def probed():
+            _probe(asyncio.get_running_loop())
+            return await coro
+        return run(self, probed(), **kw)
+
+    asyncio.runners.Runner.run = patched
+
+
+def _end():
+    _window[1] = time.monotonic()
+    _threads["end"] = _thread_cpu()
+
+
 def _dump():
     with open(_out, "w") as f:
-        json.dump({"pauses": _pauses, "frozen": gc.get_freeze_count()}, f)
+        json.dump({"pauses": _pauses, "frozen": gc.get_freeze_count(), "lags": _lags,
+                   "stalls": _stalls, "threads": _threads, "ticks": os.sysconf("SC_CLK_TCK")}, f)
+
+
+def _forced_at_end(*args):
+    _end()
+    _forced(*args)
 
 
 gc.callbacks.append(_callback)
-signal.signal(signal.SIGUSR1, _forced)  # a Python-level handler: runs between bytecodes
+signal.signal(signal.SIGUSR1, _forced_at_end)  # a Python-level handler: runs between bytecodes
+signal.signal(signal.SIGUSR2, _begin)
+_patch_runner()
 atexit.register(_dump)
 """
 
 
-def start(work: Path, tree: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def start(
+    work: Path, tree: Path, upstream_port: int, stacks: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
     """bench_footprint's proxy, run from `tree` with the GC hook on its path."""
     hook = work / "hook"
     hook.mkdir(exist_ok=True)
@@ -81,7 +174,11 @@ def start(work: Path, tree: Path, upstream_port: int) -> tuple[subprocess.Popen[
     proc, port, _ready_s = start_proxy(
         work,
         upstream_port,
-        env_extra={"PYTHONPATH": f"{hook}:{tree}", "BENCH_GC_OUT": str(work / "gc.json")},
+        env_extra={
+            "PYTHONPATH": f"{hook}:{tree}",
+            "BENCH_GC_OUT": str(work / "gc.json"),
+            "BENCH_STACKS": "1" if stacks else "0",
+        },
         cwd=work,
     )
     return proc, port
@@ -90,11 +187,12 @@ def start(work: Path, tree: Path, upstream_port: int) -> tuple[subprocess.Popen[
 def measure(tree: Path, upstream_port: int, args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-gc-") as tmp:
         work = Path(tmp)
-        proc, port = start(work, tree, upstream_port)
+        proc, port = start(work, tree, upstream_port, args.stacks)
         try:
             asyncio.run(
                 paced_load(port, upstream_port, rate=args.rate, duration=1.0, connections=64)
             )
+            proc.send_signal(signal.SIGUSR2)
             begin = time.monotonic()
             ok, failed, latencies = asyncio.run(
                 paced_load(
@@ -122,6 +220,24 @@ def measure(tree: Path, upstream_port: int, args: argparse.Namespace) -> dict[st
         "forced_ms": forced[0][1] if forced else float("nan"),
         "forced_cpu_ms": forced[0][2] if forced else float("nan"),
     }
+    stretches = sorted(x[1] for x in data["lags"])
+    out["cpu_stretch_p99_ms"] = stretches[int(len(stretches) * 0.99)] * 1e3 if stretches else 0.0
+    out["cpu_stretch_max_ms"] = stretches[-1] * 1e3 if stretches else 0.0
+    out["cpu_stretches_over_1"] = sum(1 for x in stretches if x > 1e-3)
+    lags = sorted(x[0] for x in data["lags"])
+    out["lag_p99_ms"] = lags[int(len(lags) * 0.99)] * 1e3 if lags else float("nan")
+    out["lag_max_ms"] = lags[-1] * 1e3 if lags else float("nan")
+    for ms in (2, 5, 10):
+        out[f"lags_over_{ms}"] = sum(1 for x in lags if x > ms / 1e3)
+    begin_cpu, end_cpu = data["threads"].get("begin", {}), data["threads"].get("end", {})
+    ticks = data["ticks"]
+    calls = max(1, ok + failed)
+    out["threads"] = {  # type: ignore[assignment]
+        name: (end_cpu[name] - begin_cpu.get(name, 0)) / ticks * 1e6 / calls
+        for name in end_cpu
+        if end_cpu[name] - begin_cpu.get(name, 0) > 0
+    }
+    out["stalls"] = data["stalls"]  # type: ignore[assignment]
     for gen in (0, 1, 2):
         mine = [p for p in during if p[0] == gen]
         out[f"n{gen}"] = len(mine)
@@ -136,6 +252,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--tree", type=Path, action="append", default=[])
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--stacks",
+        action="store_true",
+        help="sample the loop thread's stack while the loop is 3 ms late (a watchdog thread)",
+    )
     args = parser.parse_args()
     trees = args.tree or [ROOT]
     parent, child = multiprocessing.Pipe()
@@ -161,6 +282,16 @@ def main() -> int:
                     f"{m['forced_ms']:.2f} ({m['forced_cpu_ms']:.2f}) ms, "
                     f"{m['frozen']:.0f} objects frozen"
                 )
+                print(
+                    f"  loop lag (1 ms probe): p99 {m['lag_p99_ms']:.2f} ms, max "
+                    f"{m['lag_max_ms']:.1f} ms, late > 2/5/10 ms: {m['lags_over_2']:.0f}/"
+                    f"{m['lags_over_5']:.0f}/{m['lags_over_10']:.0f}; loop thread CPU between "
+                    f"ticks p99 {m['cpu_stretch_p99_ms']:.2f} ms, max {m['cpu_stretch_max_ms']:.2f}"
+                    f" ms, > 1 ms {m['cpu_stretches_over_1']:.0f}x; CPU us per call by thread: "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in sorted(m["threads"].items()))  # type: ignore[attr-defined]
+                )
+                for where, n in sorted(m["stalls"].items(), key=lambda x: -x[1])[:8]:  # type: ignore[attr-defined]
+                    print(f"  stalled {n:4d}x at {where}")
     finally:
         upstream.kill()
     return 0
