@@ -57,6 +57,7 @@ _BASE64_BYTES = re.compile(rb"[A-Za-z0-9+/_\-\r\n]+={0,2}\s*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PEEK = 64  # characters of base64 (48 bytes) looked at before decoding a long value
+LONG_BASE64 = 2 * _PEEK  # longer values are judged by their head first (`binary_head`)
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_\-]{2,}\.(eyJ[A-Za-z0-9_\-]{2,})\.[A-Za-z0-9_\-]*")
 
@@ -145,13 +146,22 @@ def inflate_raw(data: bytes, cap: int) -> bytes | None:
     return out if is_text(out) is not None else None
 
 
+def binary_head(value: str) -> bool:
+    """A long value whose first 48 bytes are no base64 of text or gzip: `decode_base64_text` is None.
+
+    An id or a blob shows it is binary in its first bytes: no need to decode, or even check the
+    alphabet of, the rest. Only asked of values longer than `LONG_BASE64`.
+    """
+    head = base64_bytes(value[:_PEEK])
+    return head is None or (
+        not head.startswith(GZIP_MAGIC) and _CONTROL_BYTES.search(head) is not None
+    )
+
+
 def decode_base64_text(value: str | bytes, cap: int) -> str | None:
     """The text (or JSON) a base64 / base64url string stands for, gzip inside undone; else None."""
-    if isinstance(value, str) and len(value) > 2 * _PEEK:
-        # An id or a blob shows it is binary in its first bytes: no need to decode it all.
-        head = base64_bytes(value[:_PEEK])
-        if head is None or (not head.startswith(GZIP_MAGIC) and _CONTROL_BYTES.search(head)):
-            return None
+    if isinstance(value, str) and len(value) > LONG_BASE64 and binary_head(value):
+        return None
     data = base64_bytes(value)
     if not data:
         return None

@@ -20,7 +20,9 @@ import orjson
 from proxy.inspect import categories as cat
 from proxy.inspect.credentials import AUTH_OBJECTS
 from proxy.inspect.encoded import (
+    LONG_BASE64,
     MIN_BASE64,
+    binary_head,
     decode_base64_text,
     enter_layer,
     jwt_claims,
@@ -176,6 +178,10 @@ def _walk_base64(
 
     Ids, digests and binary blobs never decode to text: they are judged as they are.
     """
+    if len(node) > LONG_BASE64 and binary_head(node):
+        # What `decode_base64_text` would answer after the alphabet test of every character:
+        # a long value is told by its first 48 bytes (a bench's `xxx…` padding, a blob).
+        return False
     if not looks_base64(node):
         return False
     memo_key = ("base64", node)
