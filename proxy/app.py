@@ -103,10 +103,11 @@ class ProxyApp:
         else:
             await asyncio.sleep(0)  # calls waiting since the index update go before the engine's
         if await self.decider.set_snapshot(snapshot):
-            self.context.index = index
+            replaced, self.context.index = self.context.index, index
             if before is not None:
-                # The replaced recipients are freed a few at a time, not all at once.
-                release_gradually(list(before.recipients))
+                # The replaced recipients and index are freed a few at a time, not all at once.
+                tables = replaced.tables() if replaced is not None else ()
+                release_gradually(list(before.recipients), *tables)
             self.metrics.snapshot_reloads.labels(result="ok").inc()
         else:
             self.metrics.snapshot_reloads.labels(result="failed").inc()

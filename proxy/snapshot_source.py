@@ -76,6 +76,7 @@ class FileSnapshotSource:
         except RegistryFileError as exc:
             log.warning("snapshot.reload_failed", path=str(self.path), reason=str(exc))
             return False
+        await asyncio.sleep(0)  # what the load let go of, and calls, before the swap's work
         if self.snapshot is not None and snapshot.revision == self.snapshot.revision:
             return False  # touched, not changed
         await self._accept(snapshot)

@@ -184,6 +184,11 @@ class RecipientIndex:
         table[name] = entry
         return True
 
+    def tables(self) -> tuple[dict[str, _Entry], dict[str, _Entry]]:
+        """Its two big tables, for `release_gradually` once the index is replaced (freeing
+        10,000 recipients' host entries at once is ~3.5 ms)."""
+        return self._exact, self._wildcard
+
     def __len__(self) -> int:
         return sum(len(e) for e in self._exact.values()) + sum(
             len(e) for e in self._wildcard.values()

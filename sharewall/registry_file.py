@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sharewall.document_split import DocumentError, split_document
-from sharewall.slices import collector_paused, consumed, each_in_slices
+from sharewall.slices import collector_paused, consumed, each_in_slices, release_gradually
 from sharewall.snapshot import Recipient, Snapshot, Workload
 from sharewall.snapshot_delta import canonical_json, revision_of_parts
 
@@ -132,8 +132,9 @@ async def parse_registry_document_sliced(doc: Any, source: str = "<registry>") -
         await each_in_slices(enumerate(consumed(check.recipient_items)), recipient)
         await each_in_slices(enumerate(check.workload_items()), check.workload)
     workload_parts = [canonical_json(w.model_dump(mode="json")) for w in check.workloads]
-    # Joining and hashing ~4 MB: hashlib lets the loop run meanwhile.
+    # Joining and hashing ~4 MB a chunk at a time: hashlib lets the loop run meanwhile.
     revision = await asyncio.to_thread(revision_of_parts, parts, workload_parts)
+    release_gradually(parts, after=0.0)  # 10,000 parts freed at once are a stretch too
     # Every entry is validated and the ids are unique (the checks above): constructing the
     # snapshot need not walk 10,000 recipients again in one go.
     return Snapshot.model_construct(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -98,17 +99,52 @@ def consumed(items: list[T]) -> Iterator[T]:
         yield item
 
 
+def _emptied(container: list[Any] | dict[Any, Any]) -> Iterator[object]:
+    """What `container` holds, taken out one at a time (freed once used, if nothing else holds it)."""
+    if isinstance(container, dict):
+        while container:
+            yield container.popitem()
+    else:
+        yield from consumed(container)
+
+
 _releasing: set[asyncio.Task[None]] = set()
+# A container someone still refers to is looked at again every `after` seconds, this many times.
+_RELEASE_TRIES = 30
 
 
-def release_gradually(items: list[object], *, after: float = 1.0) -> None:
-    """Let go of `items` (e.g. a replaced snapshot's recipients) a slice at a time, `after`
-    seconds from now, when whatever else held them (the old index, engine, caches) is gone."""
+def release_gradually(*containers: list[Any] | dict[Any, Any], after: float = 1.0) -> None:
+    """Let go of what `containers` hold (a replaced snapshot's recipients, an old index's
+    tables) a slice at a time, `after` seconds from now, when whatever else held those (the old
+    snapshot, engine, caches) is gone: freeing 10,000 recipients is ~15 ms, an index of 10,000
+    recipients' hosts ~3.5 ms, at once.
 
-    async def release() -> None:
-        await asyncio.sleep(after)
-        await each_in_slices(consumed(items), lambda _: None)
+    A container is emptied only while this is the one reference to it left (no call can be
+    reading it); one still referred to is looked at again later, and let go of as it is if it
+    stays referred to.
+    """
 
-    task = asyncio.get_running_loop().create_task(release(), name="release-old-snapshot")
+    async def release(held: list[list[Any] | dict[Any, Any]]) -> None:
+        tries = 0
+        while held:
+            await asyncio.sleep(after)
+            while held:
+                container = held.pop()
+                # Referred to by `container` and getrefcount's argument only: ours alone.
+                if sys.getrefcount(container) > 2 and tries < _RELEASE_TRIES:
+                    held.insert(0, container)
+                    del container
+                    tries += 1
+                    break
+                await each_in_slices(_emptied(container), _drop)
+                del container
+
+    task = asyncio.get_running_loop().create_task(
+        release(list(containers)), name="release-old-snapshot"
+    )
     _releasing.add(task)
     task.add_done_callback(_releasing.discard)
+
+
+def _drop(_: object) -> None:
+    """Nothing: the item goes when the walk moves on."""

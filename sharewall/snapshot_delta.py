@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,13 +41,28 @@ def canonical_json(document: Mapping[str, Any]) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
-def revision_of_parts(recipients: Iterable[bytes], workloads: Iterable[bytes]) -> str:
-    """`content_revision` of a snapshot from its canonical parts (same bytes, same hash)."""
-    listed = b"[" + b",".join(recipients) + b"]"
+def revision_of_parts(
+    recipients: Iterable[bytes], workloads: Iterable[bytes], *, chunk: int = 256
+) -> str:
+    """`content_revision` of a snapshot from its canonical parts (same bytes, same hash).
+
+    Hashed a few hundred parts at a time: in a worker thread each join holds the GIL briefly
+    (joining all ~4 MB at once held it, so the event loop, 1-3 ms), and hashlib lets go of it
+    while it hashes what was joined."""
+    digest = hashlib.sha256()
     workload_list = list(workloads)
+    digest.update(b'{"recipients":[' if workload_list else b"[")
+    parts = iter(recipients)
+    first = True
+    while batch := list(itertools.islice(parts, chunk)):
+        if not first:
+            digest.update(b",")
+        digest.update(b",".join(batch))
+        first = False
+    digest.update(b"]")
     if workload_list:
-        listed = b'{"recipients":' + listed + b',"workloads":[' + b",".join(workload_list) + b"]}"
-    return hashlib.sha256(listed).hexdigest()[:16]
+        digest.update(b',"workloads":[' + b",".join(workload_list) + b"]}")
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -76,22 +92,6 @@ class EncodedSnapshot:
     @property
     def revision(self) -> str:
         return revision_of_parts(self.recipients.values(), self.workloads)
-
-    def revision_in_chunks(self, chunk: int = 256) -> str:
-        """`revision`, hashed a few hundred parts at a time (for a worker thread: each join
-        holds the GIL briefly, and hashlib releases it while hashing what was joined)."""
-        digest = hashlib.sha256()
-        wrapped = bool(self.workloads)
-        digest.update(b'{"recipients":[' if wrapped else b"[")
-        values = list(self.recipients.values())
-        for start in range(0, len(values), chunk):
-            if start:
-                digest.update(b",")
-            digest.update(b",".join(values[start : start + chunk]))
-        digest.update(b"]")
-        if wrapped:
-            digest.update(b',"workloads":[' + b",".join(self.workloads) + b"]}")
-        return digest.hexdigest()[:16]
 
     def body(self, version: int, revision: str, generated_at: str) -> bytes:
         """The full snapshot JSON (what `GET /v1/snapshot` serves and the follower caches)."""
@@ -245,7 +245,7 @@ class HeldSnapshot:
         merger = _Merger(self, changes)
         await each_in_slices(merger.order(), merger.take)
         merged = merger.result()
-        merged.check(await asyncio.to_thread(merged.encoded.revision_in_chunks))
+        merged.check(await asyncio.to_thread(lambda: merged.encoded.revision))
         return merged
 
     def check(self, revision: str) -> None:

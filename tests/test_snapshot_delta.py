@@ -84,7 +84,9 @@ def test_parts_hash_to_the_content_revision(with_workloads: bool) -> None:
     assert revision_of_parts(encoded.recipients.values(), encoded.workloads) == expected
     # In pieces (as the follower hashes and writes from a worker thread): the same hash and bytes.
     for chunk in (1, 2, 256):
-        assert encoded.revision_in_chunks(chunk) == expected
+        assert revision_of_parts(encoded.recipients.values(), encoded.workloads, chunk=chunk) == (
+            expected
+        )
         pieces = encoded.body_chunks(1, expected, GENERATED_AT, chunk)
         assert b"".join(pieces) == encoded.body(1, expected, GENERATED_AT)
 

@@ -1,0 +1,55 @@
+"""Work in slices on the event loop: every item visited, and a replaced snapshot let go of."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import weakref
+
+from sharewall.slices import each_in_slices, release_gradually, sliced
+
+
+class Thing:
+    """Something that can be watched being freed."""
+
+
+async def test_each_in_slices_and_sliced_visit_every_item_in_order_while_the_loop_runs():
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    seen: list[int] = []
+    await each_in_slices(range(20000), seen.append, slice_s=0.0001)
+    async with contextlib.aclosing(sliced(range(20000), slice_s=0.0001)) as walk:
+        async for item in walk:
+            seen.append(item)
+    task.cancel()
+    assert seen == [*range(20000), *range(20000)]
+    assert ticks > 2  # the loop ran between slices
+
+
+async def test_release_gradually_frees_what_it_was_given_once_no_one_else_holds_it():
+    gc.disable()  # freed by reference counting, not by a collection
+    try:
+        listed = [Thing() for _ in range(50)]
+        mapped = {i: Thing() for i in range(50)}
+        still_read = {i: Thing() for i in range(50)}  # a call still holds this table
+        watched = [weakref.ref(t) for t in (*listed, *mapped.values(), *still_read.values())]
+        reader = still_read
+        release_gradually(listed, mapped, still_read, after=0.05)
+        del listed, mapped, still_read
+        await asyncio.sleep(0.2)
+        alive = [w() is not None for w in watched]
+        assert alive == [False] * 100 + [True] * 50
+        assert len(reader) == 50  # a table someone reads is left whole
+        del reader
+        await asyncio.sleep(0.2)
+        assert all(w() is None for w in watched)
+    finally:
+        gc.enable()
