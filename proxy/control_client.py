@@ -2,8 +2,9 @@
 
 The decision shipper, the registry follower and the OPA engine talk to a few known servers
 with small JSON bodies (a snapshot can be a few MB). This client does what they need and no
-more, on asyncio streams, so the sidecar does not load an HTTP client library (aiohttp's
-client stack cost ~11 MB of RSS and ~0.1 s of start): keep-alive connections to one base
+more, on the upstream client's connections and response parser (`proxy.client_connections`),
+so the sidecar does not load an HTTP client library (aiohttp's client stack cost ~11 MB of
+RSS and ~0.1 s of start): keep-alive connections to one base
 URL, a connect bound (the caller bounds each whole request with `asyncio.timeout`), TLS
 verified against the system's store or one CA file, a bearer token, query parameters (a long
 poll's `wait`), bodies framed by Content-Length, chunked or the end of the connection.
@@ -15,6 +16,7 @@ connects only to addresses the destination check approved.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import zlib
 from collections.abc import Mapping
@@ -25,10 +27,9 @@ from urllib.parse import urlencode
 
 import orjson
 
-from proxy.client_connections import KeptAliveConnection, client_ssl_context
+from proxy.client_connections import KeptAliveConnection, MalformedResponse, client_ssl_context
 from sharewall.hosts import BadAuthority, format_authority, parse_service_url
 
-MAX_HEAD = 64 * 1024
 DEFAULT_MAX_BODY = 256 * 1024 * 1024
 
 
@@ -199,128 +200,69 @@ class ControlClient:
         self._idle.append(connection)
 
     async def _connect(self) -> KeptAliveConnection:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(
+                _, connection = await loop.create_connection(
+                    lambda: KeptAliveConnection(loop),
                     self.host,
                     self.port,
                     ssl=self._ssl,
                     server_hostname=self.host if self._ssl is not None else None,
-                    limit=MAX_HEAD,
                 )
         except TimeoutError:
             raise ControlClientError(
                 f"connect to {self.host}:{self.port} timed out ({self.connect_timeout:g} s)"
             ) from None
-        return KeptAliveConnection(reader, writer)
+        return connection
 
     async def _exchange(
         self, connection: KeptAliveConnection, method: str, message: bytes
     ) -> ControlResponse:
         reusable = False
         try:
-            connection.writer.write(message)
-            await connection.writer.drain()
+            connection.begin(method)
+            connection.write(message)
             try:
-                status, headers, keep_alive = await _read_head(connection.reader)
-            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
-                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                await connection.drain()
+                await connection.head()
+            except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+                if connection.received:
                     raise ControlClientError("truncated response head") from None
                 raise _StaleConnection from None
-            body, framed = await self._read_body(connection.reader, method, status, headers)
+            except MalformedResponse as exc:
+                raise ControlClientError(f"not an HTTP/1.x response ({exc})") from None
+            headers: dict[str, str] = {}
+            for name, value in connection.headers:
+                key = name.lower()
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            body = await self._read_body(connection)
             if headers.get("content-encoding", "").strip().lower() == "gzip":
                 body = _gunzip(body, self.max_body)
-            reusable = keep_alive and framed
-            return ControlResponse(status, headers, body)
-        except BrokenPipeError:
-            raise _StaleConnection from None
+            reusable = connection.reusable
+            return ControlResponse(connection.status, headers, body)
         finally:
+            connection.done()
             if reusable:
                 self._release(connection)
             else:
                 connection.close()
 
-    async def _read_body(
-        self,
-        reader: asyncio.StreamReader,
-        method: str,
-        status: int,
-        headers: Mapping[str, str],
-    ) -> tuple[bytes, bool]:
-        """(body, whether its end was framed so the connection can be reused)."""
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            return b"", True
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return await self._read_chunked(reader), True
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.strip().isdigit():
-                raise ControlClientError(f"bad Content-Length {length[:40]!r}")
-            size = int(length)
-            if size > self.max_body:
-                raise ControlClientError(f"response body over {self.max_body} bytes")
-            try:
-                return await reader.readexactly(size), True
-            except asyncio.IncompleteReadError:
-                raise ControlClientError("truncated response body") from None
-        # Framed by the end of the connection.
+    async def _read_body(self, connection: KeptAliveConnection) -> bytes:
+        """The whole body, however it is framed (the caller's `asyncio.timeout` bounds it)."""
+        if connection.length is not None and connection.length > self.max_body:
+            raise ControlClientError(f"response body over {self.max_body} bytes")
         chunks: list[bytes] = []
         size = 0
-        while chunk := await reader.read(65536):
-            size += len(chunk)
-            if size > self.max_body:
-                raise ControlClientError(f"response body over {self.max_body} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks), False
-
-    async def _read_chunked(self, reader: asyncio.StreamReader) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
         try:
-            while True:
-                line = await reader.readuntil(b"\r\n")
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise ControlClientError("bad chunk size") from None
-                if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass  # trailers: ignored
-                    return b"".join(chunks)
-                total += size
-                if total > self.max_body:
+            while chunk := await connection.read_body(math.inf):
+                size += len(chunk)
+                if size > self.max_body:
                     raise ControlClientError(f"response body over {self.max_body} bytes")
-                chunks.append((await reader.readexactly(size + 2))[:-2])
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            raise ControlClientError("truncated chunked body") from None
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bool]:
-    """(status, headers, keep-alive) of the next final response (1xx answers are skipped)."""
-    while True:
-        try:
-            raw = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise ControlClientError(f"response head over {MAX_HEAD} bytes") from None
-        lines = raw[:-4].decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise ControlClientError(f"not an HTTP/1.x response: {lines[0][:60]!r}")
-        status = int(code)
-        if 100 <= status < 200 and status != 101:
-            continue
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ControlClientError("malformed response header line")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        keep_alive = "close" not in tokens and (version == "HTTP/1.1" or "keep-alive" in tokens)
-        return status, headers, keep_alive
+                chunks.append(chunk)
+        except (asyncio.IncompleteReadError, OSError, MalformedResponse):
+            raise ControlClientError("truncated response body") from None
+        return b"".join(chunks)
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:

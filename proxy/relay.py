@@ -80,29 +80,30 @@ async def _relay(
         keep_alive = False
     lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
     pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    buffered = response.buffered
-    if framing == "none" or not buffered:
-        # Nothing of the body has arrived yet: the app gets the head now, not with the body.
-        writer.write(pending)
-        pending = b""
     if framing == "none":
-        await writer.drain()
+        writer.write(pending)
+        await _drain(writer)
         return status, keep_alive, True
     try:
-        if pending and length is not None and buffered >= length:
-            # The whole body came with the head: head and body in one write, without the
-            # body generator's per-chunk machinery.
-            framed, pending = pending + await response.read_buffered(), b""
+        if length is not None and response.complete:
+            # The whole body came with the head (the usual small API answer): head and body
+            # in one write, without the body generator's per-chunk machinery.
+            writer.write(pending + response.whole_body())
+            await _drain(writer)
+            return status, keep_alive, True
+        if not response.buffered:
+            # Nothing of the body has arrived yet: the app gets the head now, not with the body.
+            writer.write(pending)
+            pending = b""
+        chunked = framing == "chunked"
+        async for chunk in response.body():
+            framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
+            if pending:
+                # Head and first body bytes in one segment: one send, not two.
+                framed, pending = pending + framed, b""
             writer.write(framed)
-        else:
-            async for chunk in response.body():
-                framed = b"%x\r\n%s\r\n" % (len(chunk), chunk) if framing == "chunked" else chunk
-                if pending:
-                    # Head and first body bytes in one segment: one send, not two.
-                    framed, pending = pending + framed, b""
-                writer.write(framed)
-                await writer.drain()
-        tail = b"0\r\n\r\n" if framing == "chunked" else b""
+            await writer.drain()
+        tail = b"0\r\n\r\n" if chunked else b""
         if pending or tail:
             writer.write(pending + tail)
         await writer.drain()
@@ -119,3 +120,9 @@ async def _relay(
         return status, False, False
     # A close-delimited upstream body leaves nothing to reuse.
     return status, keep_alive, response.is_delimited
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """Wait for the client only when the answer did not all go out at once (a slow reader)."""
+    if writer.transport.get_write_buffer_size():
+        await writer.drain()

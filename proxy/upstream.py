@@ -15,14 +15,13 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import structlog
 
 from proxy import responses
 from proxy.client_connections import KeptAliveConnection, client_ssl_context
-from proxy.deadlines import StreamDeadline
 from proxy.destinations import Destination
 
 log = structlog.get_logger("sharewall.proxy.upstream")
@@ -100,25 +99,9 @@ def filter_response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, s
 class _Conn(KeptAliveConnection):
     """One upstream connection to a checked address, reusable while its framing is intact."""
 
-    __slots__ = ("deadline", "key")
-
-    def __init__(
-        self, key: _Key, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        super().__init__(reader, writer)
+    def __init__(self, key: _Key, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
         self.key = key
-        # The response head's deadline (one lazily re-armed timer per connection, not one per
-        # request); past it the connection is aborted, so a write waiting in drain fails too.
-        self.deadline = StreamDeadline(
-            reader,
-            writer.transport,
-            loop=reader._loop,  # type: ignore[attr-defined]
-            abort=True,
-        )
-
-    def close(self) -> None:
-        self.deadline.close()
-        super().close()
 
 
 # (scheme, host name, checked address, port): a pooled connection only ever serves the
@@ -219,7 +202,8 @@ class UpstreamPool:
 
     def release(self, conn: _Conn, *, reusable: bool) -> None:
         """Give a connection back (or close it when its framing is not known to be intact)."""
-        if not reusable or self._closed or conn.writer.is_closing():
+        conn.done()
+        if not reusable or self._closed or conn.lost:
             conn.close()
             return
         conns = self._idle.setdefault(conn.key, [])
@@ -233,15 +217,16 @@ class UpstreamPool:
         """A new connection for `key`; raises `UpstreamError` (502/504)."""
         scheme, host, address, port = key
         tls = scheme == "https"
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 context = await self.tls_context() if tls else None
-                reader, writer = await asyncio.open_connection(
+                transport, conn = await loop.create_connection(
+                    lambda: _Conn(key, loop),
                     address,
                     port,
                     ssl=context,
                     server_hostname=host if tls else None,
-                    limit=_MAX_RESPONSE_HEAD,
                 )
         except TimeoutError:
             raise UpstreamError(
@@ -255,79 +240,17 @@ class UpstreamPool:
             raise UpstreamError(
                 502, responses.UPSTREAM_UNREACHABLE, f"upstream unreachable ({type(exc).__name__})"
             ) from None
-        sock = writer.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Conn(key, reader, writer)
+        return conn
 
 
-_MAX_RESPONSE_HEAD = 64 * 1024
 # Request bodies up to this size go out in the same write as the head; bigger ones in slices.
 _COALESCE_MAX = 64 * 1024
 _WRITE_SLICE = 64 * 1024
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-
-
-class _Head:
-    """A parsed upstream response head."""
-
-    __slots__ = (
-        "headers",
-        "keep_alive",
-        "length",
-        "reason",
-        "status",
-        "transfer_chunked",
-        "version",
-    )
-
-    def __init__(self, raw: bytes) -> None:
-        lines = raw.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        status_text, _, self.reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or not status_text.isdigit():
-            raise ValueError("not an HTTP/1.x status line")
-        self.version = version
-        self.status = int(status_text)
-        headers: list[tuple[str, str]] = []
-        for line in lines[1:]:
-            if not line:
-                continue
-            if line[0] in " \t":  # obsolete line folding (RFC 9112 §5.2): unfold
-                if not headers:
-                    raise ValueError("folded first header")
-                name, value = headers[-1]
-                headers[-1] = (name, f"{value} {line.strip()}")
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise ValueError("malformed header line")
-            headers.append((name, value.strip()))
-        self.headers = headers
-        self.length: int | None = None
-        self.transfer_chunked = False
-        connection = ""
-        for name, value in headers:
-            lname = name.lower()
-            if lname == "content-length":
-                if not value.isdigit() or (self.length is not None and self.length != int(value)):
-                    raise ValueError("invalid Content-Length")
-                self.length = int(value)
-            elif lname == "transfer-encoding":
-                # Only plain chunked is relayed: the app would get other codings' bytes
-                # without the header that names them (TE is hop-by-hop).
-                if value.strip().lower() != "chunked":
-                    raise ValueError("unsupported transfer coding")
-                self.transfer_chunked = True
-            elif lname == "connection":
-                connection += "," + value.lower()
-        if self.transfer_chunked:
-            self.length = None  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
-        if version == "HTTP/1.0":
-            self.keep_alive = "keep-alive" in connection
-        else:
-            self.keep_alive = "close" not in connection
 
 
 def _request_head(
@@ -349,69 +272,58 @@ def _request_head(
     return "".join(parts).encode("latin-1")
 
 
-async def _send_request(
+async def _send_streamed(
     conn: _Conn,
-    method: str,
-    scheme: str,
-    destination: Destination,
-    port: int,
-    path: str,
-    headers: list[tuple[str, str]],
-    data: bytes | AsyncIterator[bytes] | None,
+    request_head: Callable[[str], bytes],
+    data: bytes | AsyncIterator[bytes],
     body_length: int | None,
 ) -> None:
-    writer = conn.writer
-    if data is None or isinstance(data, bytes):
-        body = data or b""
-        framing = f"Content-Length: {len(body)}\r\n" if body or method in _METHODS_WITH_BODY else ""
-        head = _request_head(method, destination.host, port, scheme, path, headers, framing)
-        if len(body) <= _COALESCE_MAX:
-            # One write for head and body: no small-packet stall, no partial request.
-            writer.write(head + body)
-        else:
-            # A big body is not copied once more just to prepend the head, and goes out in
-            # slices of the same buffer (memoryview: no copies), each drained before the next:
-            # a TLS transport encrypts what it is given at once, so one 1 MB write would hold
-            # a second and third megabyte (the TLS buffer and the ciphertext) per call.
-            writer.write(head)
-            view = memoryview(body)
-            for start in range(0, len(view), _WRITE_SLICE):
-                writer.write(view[start : start + _WRITE_SLICE])
-                await writer.drain()
-        await writer.drain()
+    """Send a body too big for one write: slices of it, or the app's body as it comes."""
+    if isinstance(data, bytes):
+        # Not copied once more to prepend the head, and sent in slices of the same buffer
+        # (memoryview: no copies), each drained before the next: a TLS transport encrypts what
+        # it is given at once, so one 1 MB write would hold a second and third megabyte (the
+        # TLS buffer and the ciphertext) per call.
+        conn.write(request_head(f"Content-Length: {len(data)}\r\n"))
+        view = memoryview(data)
+        for start in range(0, len(view), _WRITE_SLICE):
+            conn.write(view[start : start + _WRITE_SLICE])
+            await conn.drain()
         return
     # A streamed body keeps the app's Content-Length when it had one (some APIs refuse
     # chunked uploads); otherwise it goes chunked.
     chunked = body_length is None
     framing = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {body_length}\r\n"
-    writer.write(_request_head(method, destination.host, port, scheme, path, headers, framing))
+    conn.write(request_head(framing))
     async for chunk in data:
         if chunk:
-            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            await writer.drain()
+            conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await conn.drain()
     if chunked:
-        writer.write(b"0\r\n\r\n")
-    await writer.drain()
+        conn.write(b"0\r\n\r\n")
+    await conn.drain()
 
 
 async def _exchange(
     conn: _Conn,
     method: str,
-    scheme: str,
-    destination: Destination,
-    port: int,
-    path: str,
-    headers: list[tuple[str, str]],
+    request_head: Callable[[str], bytes],
     data: bytes | AsyncIterator[bytes] | None,
     body_length: int | None,
-) -> _Head:
-    await _send_request(conn, method, scheme, destination, port, path, headers, data, body_length)
-    while True:
-        raw = await conn.reader.readuntil(b"\r\n\r\n")
-        head = _Head(raw[:-4])
-        if head.status >= 200 or head.status == 101:
-            return head
-        # 1xx interim answers (we never send Expect, but an upstream may still send 103).
+) -> None:
+    conn.begin(method)
+    if data is None or (isinstance(data, bytes) and len(data) <= _COALESCE_MAX):
+        body = data or b""
+        framing = f"Content-Length: {len(body)}\r\n" if body or method in _METHODS_WITH_BODY else ""
+        # One write for head and body: no small-packet stall, no partial request.
+        conn.write(request_head(framing) + body)
+    else:
+        await _send_streamed(conn, request_head, data, body_length)
+    waiter = conn.head_waiter()
+    if waiter is not None:
+        await waiter
+    if not conn.head_done:
+        await conn.head()  # raises what broke the connection
 
 
 class UpstreamResponse:
@@ -422,96 +334,48 @@ class UpstreamResponse:
     must `close()` it exactly once.
     """
 
-    __slots__ = (
-        "_conn",
-        "_head",
-        "_pool",
-        "_read_timeout",
-        "headers",
-        "is_chunked",
-        "is_delimited",
-        "length",
-        "reason",
-        "status",
-    )
+    __slots__ = ("_conn", "_pool", "headers", "is_chunked", "is_delimited", "length", "reason",
+                 "status")  # fmt: skip
 
-    def __init__(self, pool: UpstreamPool, conn: _Conn, head: _Head) -> None:
+    def __init__(self, pool: UpstreamPool, conn: _Conn) -> None:
         self._pool = pool
         self._conn = conn
-        self._head = head
-        self._read_timeout = pool.read_timeout
-        self.status: int = head.status
-        self.reason: str = head.reason
+        self.status: int = conn.status
+        self.reason: str = conn.reason
         # The upstream's header fields as sent (`filter_response_headers` before relaying).
-        self.headers: list[tuple[str, str]] = head.headers
+        self.headers: list[tuple[str, str]] = conn.headers
         # The body's Content-Length; None when chunked or close-delimited.
-        self.length: int | None = head.length
-        self.is_chunked: bool = head.transfer_chunked
+        self.length: int | None = conn.length
+        self.is_chunked: bool = conn.chunked
         # The body's end is known without the connection closing (length or chunked).
-        self.is_delimited: bool = head.length is not None or head.transfer_chunked
+        self.is_delimited: bool = conn.length is not None or conn.chunked
+
+    @property
+    def complete(self) -> bool:
+        """The whole body is here (a small answer that came with its head): `whole_body()`."""
+        return self._conn.complete
 
     @property
     def buffered(self) -> int:
-        """Body bytes already received with the head (nothing to wait for)."""
-        return len(self._conn.reader._buffer)  # type: ignore[attr-defined]
+        """Body bytes already received (nothing to wait for)."""
+        return self._conn.buffered
 
-    async def read_buffered(self) -> bytes:
-        """The whole length-delimited body when it is already here (a small API answer)."""
-        assert self._head.length is not None and self.buffered >= self._head.length
-        return await self._conn.reader.readexactly(self._head.length)
+    def whole_body(self) -> bytes:
+        """The body of a `complete` response, at once."""
+        assert self._conn.complete
+        return self._conn.take_body()
 
     async def body(self) -> AsyncIterator[bytes]:
-        """The decoded body, chunk by chunk, per its framing; `ValueError`/`OSError` if cut."""
-        reader, head, read_timeout = self._conn.reader, self._head, self._read_timeout
-        if head.length is not None:
-            remaining = head.length
-            while remaining:
-                if reader._buffer:  # type: ignore[attr-defined]
-                    # Already received (a small body comes with its head): read() cannot
-                    # wait, so no deadline to arm and cancel.
-                    chunk = await reader.read(min(remaining, 65536))
-                else:
-                    async with asyncio.timeout(read_timeout):
-                        chunk = await reader.read(min(remaining, 65536))
-                if not chunk:
-                    raise asyncio.IncompleteReadError(b"", remaining)
-                remaining -= len(chunk)
-                yield chunk
-            return
-        if head.transfer_chunked:
-            while True:
-                async with asyncio.timeout(read_timeout):
-                    size_line = await reader.readuntil(b"\r\n")
-                size_text = size_line.split(b";", 1)[0].strip()
-                size = int(size_text, 16)  # ValueError on garbage: the response is cut
-                if size == 0:
-                    async with asyncio.timeout(read_timeout):
-                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                            pass  # trailers are hop-by-hop here: dropped
-                    return
-                remaining = size
-                while remaining:
-                    async with asyncio.timeout(read_timeout):
-                        chunk = await reader.read(min(remaining, 65536))
-                    if not chunk:
-                        raise asyncio.IncompleteReadError(b"", remaining)
-                    remaining -= len(chunk)
-                    yield chunk
-                async with asyncio.timeout(read_timeout):
-                    if await reader.readexactly(2) != b"\r\n":
-                        raise ValueError("bad chunk terminator")
-            return
-        while True:  # close-delimited
-            async with asyncio.timeout(read_timeout):
-                chunk = await reader.read(65536)
-            if not chunk:
-                return
+        """The decoded body, piece by piece, per its framing; `ValueError`/`OSError` if cut."""
+        conn, read_timeout = self._conn, self._pool.read_timeout
+        while chunk := await conn.read_body(read_timeout):
             yield chunk
 
     def close(self, *, complete: bool) -> None:
         """Done with the response: pool the connection when `complete` (the framing is intact:
         the body was read to its delimited end, or there was none) and the upstream allows it."""
-        self._pool.release(self._conn, reusable=complete and self._head.keep_alive)
+        conn = self._conn
+        self._pool.release(conn, reusable=complete and conn.reusable)
 
 
 async def send_request(
@@ -531,45 +395,47 @@ async def send_request(
     `data` bytes are sent with a Content-Length; an async iterator is streamed with the app's
     `body_length`, else chunked. Raises `UpstreamError` (502 unreachable or malformed, 504
     timed out). A replayable request that fails on a pooled connection the upstream closed
-    meanwhile is retried once on a fresh one (what browsers and aiohttp do).
+    meanwhile, before a byte of its answer, is retried once on a fresh one (what browsers and
+    aiohttp do).
     """
     key = (scheme, destination.host, destination.address, port)
     replayable = not isinstance(data, AsyncIterator)
     conn = pool._take_idle(key) if replayable else None
+
+    def request_head(framing: str) -> bytes:
+        return _request_head(method, destination.host, port, scheme, path, headers, framing)
+
     for attempt in (0, 1):
         reused = conn is not None
         if conn is None:
             conn = await pool.connect(key)
         deadline = conn.deadline
+        assert deadline is not None
         try:
             if replayable:
                 deadline.start(pool.head_timeout)
-                head = await _exchange(
-                    conn, method, scheme, destination, port, path, headers, data, body_length
-                )
+                await _exchange(conn, method, request_head, data, body_length)
             else:
                 # A streamed body: the deadline also covers reading it from the app.
                 async with asyncio.timeout(pool.head_timeout):
-                    head = await _exchange(
-                        conn, method, scheme, destination, port, path, headers, data, body_length
-                    )
+                    await _exchange(conn, method, request_head, data, body_length)
             deadline.clear()
-            return UpstreamResponse(pool, conn, head)
+            return UpstreamResponse(pool, conn)
         except TimeoutError:
             conn.close()
             raise UpstreamError(
                 504, responses.UPSTREAM_TIMEOUT, "the upstream did not answer in time"
             ) from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             conn.close()
             if deadline.expired:  # aborted at the deadline while writing the request
                 raise UpstreamError(
                     504, responses.UPSTREAM_TIMEOUT, "the upstream did not answer in time"
                 ) from None
-            if reused and attempt == 0 and isinstance(exc, (OSError, asyncio.IncompleteReadError)):
+            if reused and attempt == 0 and not conn.received and not isinstance(exc, ValueError):
                 conn = None
                 continue
-            if isinstance(exc, (ValueError, asyncio.LimitOverrunError)):
+            if isinstance(exc, ValueError):
                 message = "the upstream sent a malformed response"
             else:
                 message = f"upstream unreachable ({type(exc).__name__})"
