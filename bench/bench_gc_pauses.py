@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -29,7 +30,50 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_footprint import _upstream, paced_load, start_proxy  # noqa: E402
+from bench_footprint import (  # noqa: E402
+    HOST,
+    PURPOSE,
+    _read_response,
+    _upstream,
+    paced_load,
+    start_proxy,
+)
+
+
+def big_body(records: int = 2500) -> bytes:
+    """~300 KB of JSON records, a phone number in every 50th: inspected in a worker thread."""
+    items = [
+        {
+            "name": f"user{i}",
+            "note": "lorem ipsum dolor sit amet " * 3,
+            "phone": "+6591234567" if i % 50 == 0 else "n/a",
+        }
+        for i in range(records)
+    ]
+    return json.dumps({"items": items}, separators=(",", ":")).encode()
+
+
+async def big_calls(port: int, upstream_port: int, every: float, duration: float) -> int:
+    """One big inspected POST every `every` s on its own connection; how many were answered."""
+    body = big_body()
+    request = (
+        f"POST http://{HOST}:{upstream_port}/v1/import HTTP/1.1\r\n"
+        f"Host: {HOST}:{upstream_port}\r\nX-Sharewall-Purpose: {PURPOSE}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answered = 0
+    end = time.monotonic() + duration
+    try:
+        while time.monotonic() < end:
+            writer.write(request)
+            await _read_response(reader)
+            answered += 1
+            await asyncio.sleep(every)
+    finally:
+        writer.close()
+    return answered
+
 
 # Loaded by the proxy's interpreter at start (a directory on PYTHONPATH holding it).
 _HOOK = """
@@ -40,7 +84,22 @@ _started = [0.0, 0]
 _pauses = []
 
 
+_young = []
+
+
 def _callback(phase, info):
+    if (phase == "start" and os.environ.get("BENCH_YOUNG") == "1" and info["generation"] == 0
+            and _window[0] <= time.monotonic() and len(_young) < 3):
+        objs = gc.get_objects(0)
+        kinds = {}
+        refs = 0
+        for o in objs:
+            name = type(o).__name__
+            kinds[name] = kinds.get(name, 0) + 1
+            refs += len(gc.get_referents(o))
+        top = sorted(kinds.items(), key=lambda x: -x[1])[:12]
+        _young.append({"objects": len(objs), "referents": refs, "top": top})
+        del objs
     if phase == "start":
         _started[0], _started[1] = time.perf_counter(), time.thread_time_ns()
     else:
@@ -62,11 +121,12 @@ def _forced(*_args):
 
 
 # The loop-lag probe: a callback every 1 ms on the proxy's loop records how late it ran; a
-# watchdog thread (BENCH_STACKS=1) samples the loop thread's stack while it is 3 ms late.
+# watchdog thread (BENCH_STACKS=1) samples the loop thread's stack while it is 3 ms late having
+# run 2 ms of CPU since its last tick (busy, not merely descheduled).
 _lags = []
 _stalls = {}
 _threads = {}
-_window = [0.0, 1e18]
+_window = [1e18, 1e18]  # set by SIGUSR2 (begin) and SIGUSR1 (end)
 
 
 def _thread_cpu():
@@ -96,24 +156,41 @@ def _probe(loop):
     main_id = threading.get_ident()
 
     cpu = [time.thread_time()]
+    # The loop thread's schedstat: CPU ns, run-queue wait ns. Wall time that is neither is time
+    # it was blocked off the CPU: waiting for the GIL, or in a blocking call (a full stdout).
+    sched = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+
+    def schedstat():
+        run, wait = os.pread(sched, 100, 0).split()[:2]
+        return int(run) / 1e9, int(wait) / 1e9
+
+    prev = [time.monotonic(), *schedstat()]
 
     def tick(expected):
         now, now_cpu = time.monotonic(), time.thread_time()
+        run, wait = schedstat()
         last[0] = now
         if _window[0] <= now <= _window[1]:
-            # How late, and the loop thread's CPU since the last tick (load-independent).
-            _lags.append((now - expected, now_cpu - cpu[0]))
+            # How late, the loop thread's CPU since the last tick (load-independent), and the
+            # time it spent blocked (neither on a CPU nor waiting for one).
+            blocked = (now - prev[0]) - (run - prev[1]) - (wait - prev[2])
+            _lags.append((now - expected, now_cpu - cpu[0], max(0.0, blocked - 0.001)))
         cpu[0] = now_cpu
+        prev[:] = [now, run, wait]
         loop.call_at(now + 0.001, tick, now + 0.001)
 
     loop.call_soon(tick, time.monotonic())
     if os.environ.get("BENCH_STACKS") != "1":
         return
 
+    main_clock = time.pthread_getcpuclockid(main_id)
+
     def watch():
         while True:
             time.sleep(0.001)
-            if time.monotonic() - last[0] > 0.003 and _window[0] <= last[0] <= _window[1]:
+            # Late by 3 ms and 2 ms of it on the loop thread's CPU: busy, not just descheduled.
+            busy = time.clock_gettime(main_clock) - cpu[0] > 0.002
+            if busy and time.monotonic() - last[0] > 0.003 and _window[0] <= last[0] <= _window[1]:
                 frame = sys._current_frames().get(main_id)
                 where = []
                 while frame is not None and len(where) < 4:
@@ -147,7 +224,7 @@ def _end():
 def _dump():
     with open(_out, "w") as f:
         json.dump({"pauses": _pauses, "frozen": gc.get_freeze_count(), "lags": _lags,
-                   "stalls": _stalls, "threads": _threads, "ticks": os.sysconf("SC_CLK_TCK")}, f)
+                   "stalls": _stalls, "threads": _threads, "young": _young, "ticks": os.sysconf("SC_CLK_TCK")}, f)
 
 
 def _forced_at_end(*args):
@@ -178,6 +255,7 @@ def start(
             "PYTHONPATH": f"{hook}:{tree}",
             "BENCH_GC_OUT": str(work / "gc.json"),
             "BENCH_STACKS": "1" if stacks else "0",
+            "BENCH_YOUNG": os.environ.get("BENCH_YOUNG", "0"),
         },
         cwd=work,
     )
@@ -194,11 +272,21 @@ def measure(tree: Path, upstream_port: int, args: argparse.Namespace) -> dict[st
             )
             proc.send_signal(signal.SIGUSR2)
             begin = time.monotonic()
-            ok, failed, latencies = asyncio.run(
-                paced_load(
+
+            async def load() -> tuple[int, int, list[float]]:
+                paced = paced_load(
                     port, upstream_port, rate=args.rate, duration=args.duration, connections=64
                 )
-            )
+                if not args.big_every:
+                    return await paced
+                result, big = await asyncio.gather(
+                    paced, big_calls(port, upstream_port, args.big_every, args.duration)
+                )
+                out_big.append(big)
+                return result
+
+            out_big: list[int] = []
+            ok, failed, latencies = asyncio.run(load())
             end = time.monotonic()
             proc.send_signal(signal.SIGUSR1)
             time.sleep(0.5)
@@ -209,6 +297,8 @@ def measure(tree: Path, upstream_port: int, args: argparse.Namespace) -> dict[st
             except subprocess.TimeoutExpired:
                 proc.kill()
         data = json.loads((work / "gc.json").read_text())
+    for young in data.get("young", []):
+        print(f"  young generation at a gen0 collection: {young}")
     during = [p for p in data["pauses"] if begin <= p[3] <= end and p[0] >= 0]
     forced = [p for p in data["pauses"] if p[0] == -1]
     latencies.sort()
@@ -219,11 +309,16 @@ def measure(tree: Path, upstream_port: int, args: argparse.Namespace) -> dict[st
         "frozen": data["frozen"],
         "forced_ms": forced[0][1] if forced else float("nan"),
         "forced_cpu_ms": forced[0][2] if forced else float("nan"),
+        "big_calls": out_big[0] if out_big else 0,
     }
     stretches = sorted(x[1] for x in data["lags"])
     out["cpu_stretch_p99_ms"] = stretches[int(len(stretches) * 0.99)] * 1e3 if stretches else 0.0
     out["cpu_stretch_max_ms"] = stretches[-1] * 1e3 if stretches else 0.0
     out["cpu_stretches_over_1"] = sum(1 for x in stretches if x > 1e-3)
+    blocked = sorted(x[2] for x in data["lags"])
+    out["blocked_p99_ms"] = blocked[int(len(blocked) * 0.99)] * 1e3 if blocked else 0.0
+    out["blocked_max_ms"] = blocked[-1] * 1e3 if blocked else 0.0
+    out["blocked_total_ms"] = sum(blocked) * 1e3
     lags = sorted(x[0] for x in data["lags"])
     out["lag_p99_ms"] = lags[int(len(lags) * 0.99)] * 1e3 if lags else float("nan")
     out["lag_max_ms"] = lags[-1] * 1e3 if lags else float("nan")
@@ -253,6 +348,13 @@ def main() -> int:
     parser.add_argument("--tree", type=Path, action="append", default=[])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
+        "--big-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also send a ~300 KB JSON call (inspected in a worker thread) every SECONDS",
+    )
+    parser.add_argument(
         "--stacks",
         action="store_true",
         help="sample the loop thread's stack while the loop is 3 ms late (a watchdog thread)",
@@ -277,7 +379,7 @@ def main() -> int:
                     for g in (0, 1, 2)
                 )
                 print(
-                    f"round {r + 1} {tree}: {m['calls']:.0f} calls, p50 {m['p50_ms']:.2f} ms, "
+                    f"round {r + 1} {tree}: {m['calls']:.0f} calls (+{m['big_calls']:.0f} big), p50 {m['p50_ms']:.2f} ms, "
                     f"p99 {m['p99_ms']:.2f} ms; {gens}; forced full collection "
                     f"{m['forced_ms']:.2f} ({m['forced_cpu_ms']:.2f}) ms, "
                     f"{m['frozen']:.0f} objects frozen"
@@ -287,7 +389,10 @@ def main() -> int:
                     f"{m['lag_max_ms']:.1f} ms, late > 2/5/10 ms: {m['lags_over_2']:.0f}/"
                     f"{m['lags_over_5']:.0f}/{m['lags_over_10']:.0f}; loop thread CPU between "
                     f"ticks p99 {m['cpu_stretch_p99_ms']:.2f} ms, max {m['cpu_stretch_max_ms']:.2f}"
-                    f" ms, > 1 ms {m['cpu_stretches_over_1']:.0f}x; CPU us per call by thread: "
+                    f" ms, > 1 ms {m['cpu_stretches_over_1']:.0f}x; blocked off the CPU between "
+                    f"ticks (GIL, blocking calls) p99 {m['blocked_p99_ms']:.2f} ms, max "
+                    f"{m['blocked_max_ms']:.1f} ms, total {m['blocked_total_ms']:.0f} ms; "
+                    "CPU us per call by thread: "
                     + ", ".join(f"{k} {v:.0f}" for k, v in sorted(m["threads"].items()))  # type: ignore[attr-defined]
                 )
                 for where, n in sorted(m["stalls"].items(), key=lambda x: -x[1])[:8]:  # type: ignore[attr-defined]

@@ -44,6 +44,11 @@ from sharewall.snapshot import Snapshot
 
 log = structlog.get_logger("sharewall.proxy")
 
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). A
+# worker thread inspecting a big body holds it until asked to let go: each time the loop
+# wakes for a call meanwhile, it waited the whole interval (bench_gc_pauses.py --big-every).
+GIL_SWITCH_SECONDS = 0.001
+
 CleanupContext = Callable[["ProxyApp"], contextlib.AbstractAsyncContextManager[None]]
 
 
@@ -436,6 +441,7 @@ async def run_proxy(
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
