@@ -21,6 +21,7 @@ import orjson
 import structlog
 
 from proxy.control_client import ControlClient
+from sharewall.slices import release_gradually
 from sharewall.snapshot import Snapshot
 from sharewall.snapshot_delta import DELTA_MEDIA_TYPE, DeltaError, HeldSnapshot
 
@@ -177,7 +178,12 @@ class RegistryFollower:
         if inspect.isawaitable(result):
             await result
         # Only a snapshot the proxy took is "last good": persist after on_snapshot succeeded.
-        self.held = held
+        replaced, self.held = self.held, held
+        if replaced is not None:
+            # Its two 10,000-entry tables freed a slice at a time (the parts of a full load are
+            # all its own: ~1-2 ms at once), once the old snapshot is gone everywhere.
+            release_gradually(replaced.by_id, replaced.encoded.recipients)
+            del replaced
         self._etag = etag or snapshot_etag(held.snapshot)
         log.info(
             "snapshot.loaded",
