@@ -42,7 +42,9 @@ class LineWriter:
     def __init__(self, fd: int, *, limit: int = DEFAULT_LIMIT_BYTES) -> None:
         self.fd = fd
         self.limit = limit
-        self._count = threading.Lock()  # pending_bytes is added to and taken from by two threads
+        # Guards the batch being filled and pending_bytes: lines may come from several threads
+        # (structlog in a worker thread), and the writer thread takes bytes off.
+        self._count = threading.Lock()
         self._queued: list[bytes] = []  # the loop's current batch, not yet handed off
         # Batches handed to the thread (C: put/get wake it without Python-level locking);
         # None tells it to stop.
@@ -85,8 +87,8 @@ class LineWriter:
         if self._closed:
             self._write_now([line])
             return
-        self._queued.append(line)
         with self._count:
+            self._queued.append(line)
             self.pending_bytes += size
         if self._hand_off_scheduled:
             return
@@ -125,10 +127,11 @@ class LineWriter:
 
     def _hand_off(self) -> None:
         self._hand_off_scheduled = False
-        if not self._queued:
-            return
-        batch, self._queued = self._queued, []
-        self._batches.put(batch)
+        with self._count:
+            if not self._queued:
+                return
+            batch, self._queued = self._queued, []
+            self._batches.put(batch)  # under the lock: batches reach the thread in order
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="sharewall-log-writer", daemon=True

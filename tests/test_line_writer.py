@@ -70,3 +70,24 @@ def test_closed_pipe_is_an_error_that_refuses_calls_and_gives_up_the_exit_drain(
     assert not writer.accepting
     assert writer.error is not None and "BrokenPipe" in writer.error
     os.close(w)
+
+
+def test_lines_from_several_threads_each_arrive_once_whole_and_in_their_order(tmp_path):
+    with open(tmp_path / "out", "wb+") as out:
+        writer = LineWriter(out.fileno())
+
+        def emit(k: int) -> None:
+            for n in range(500):
+                writer.write_line(json.dumps({"thread": k, "n": n, "pad": "q" * 300}).encode())
+
+        threads = [threading.Thread(target=emit, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert writer.close(timeout=10)
+        out.seek(0)
+        lines = [json.loads(x) for x in out.read().splitlines()]
+    assert len(lines) == 2000
+    for k in range(4):
+        assert [x["n"] for x in lines if x["thread"] == k] == list(range(500))
