@@ -145,6 +145,11 @@ class EmbeddedEngine:
         # engine evaluating against the previous snapshot meanwhile (swapped in one go below).
         by_id: dict[str, Recipient] = {}
         await each_in_slices(snapshot.recipients, lambda r: by_id.__setitem__(r.id, r))
+        # The working set's Rego forms too (up to 256 `model_dump`s, ~20-50 us each: every
+        # recipient of a reloaded file is a new object), so that the swap only loads them.
+        if len(self._working) <= WORKING_SET_LIMIT:
+            wanted = [by_id[rid] for rid in self._working if rid in by_id]
+            await each_in_slices(wanted, self._form)
         _detached(self._set_snapshot, snapshot, by_id)
 
     def _set_snapshot(self, snapshot: Snapshot, by_id: dict[str, Recipient]) -> None:
