@@ -392,7 +392,7 @@ async def bench_database(
                 )
                 window = Window.last_days(args.days + 1)
                 day = datetime.now(UTC).date().isoformat()
-                live = Snapshot.model_validate(
+                live = Snapshot.from_data(
                     {**dump_registry_document(parse_registry_document(live_doc)), "version": 1}
                 )
                 for name, make in (
@@ -436,7 +436,7 @@ async def bench_database(
 
 def per_call_baseline(facts: list[dict], calls: int, post_median: float) -> None:
     """What replaying each recorded call would cost: regorus per call, on a sample."""
-    live = Snapshot.model_validate(
+    live = Snapshot.from_data(
         {**dump_registry_document(parse_registry_document(registry_document())), "version": 1}
     )
     evaluator = PolicyEvaluator(live)

@@ -247,7 +247,7 @@ async def bench_proxy_reload(body: bytes) -> None:
     from sharewall.snapshot import Snapshot
 
     t = time.perf_counter()
-    snapshot = Snapshot.model_validate_json(body)
+    snapshot = Snapshot.from_json(body)
     validated = time.perf_counter() - t
     t = time.perf_counter()
     RecipientIndex(snapshot)

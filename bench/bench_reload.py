@@ -479,10 +479,10 @@ async def stages_part(args) -> None:
         snapshot = load_registry_file(path)
     # As the registry serves it (ordered by id), and the next version with one recipient changed.
     ordered = tuple(sorted(snapshot.recipients, key=lambda r: r.id))
-    base = snapshot.model_copy(update={"recipients": ordered}).with_revision()
+    base = snapshot.replace(recipients=ordered).with_revision()
     changed = list(ordered)
-    changed[1] = changed[1].model_copy(update={"status": "suspended"})
-    after = base.model_copy(update={"version": 2, "recipients": tuple(changed)}).with_revision()
+    changed[1] = changed[1].replace(status="suspended")
+    after = base.replace(version=2, recipients=tuple(changed)).with_revision()
     stamp = "2026-11-30T00:00:00Z"
     body = EncodedSnapshot.of_snapshot(base).body(base.version, base.revision, stamp)
     held = HeldSnapshot.of(base)
@@ -537,7 +537,7 @@ async def stages_part(args) -> None:
             ),
             (
                 "full snapshot JSON, validate",
-                lambda: asyncio.to_thread(Snapshot.model_validate_json, body),
+                lambda: asyncio.to_thread(Snapshot.from_json, body),
                 lambda: HeldSnapshot.load(body),
             ),
             (

@@ -63,7 +63,7 @@ def _grant_doc(values: dict[str, Any], status: str) -> dict[str, Any]:
 
 
 def _file_grant(g: schema.Grant) -> dict[str, Any]:
-    return changes.values_json(g.model_dump())
+    return changes.values_json(g.to_data())
 
 
 def _grant_differences(have: dict[str, Any], wanted: dict[str, Any]) -> dict[str, list[Any]]:
@@ -627,7 +627,7 @@ async def _apply_workloads(
         spec, row = by_key[key], current[key]
         if change.has_content():
             await workloads.stage_workload(
-                session, row, spec.model_dump(include={"purposes", "recipients"}), actor
+                session, row, {"purposes": spec.purposes, "recipients": spec.recipients}, actor
             )
         if change.status in NARROWING_STATUSES:
             action = "suspend" if change.status == "suspended" else "revoke"

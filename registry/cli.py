@@ -373,7 +373,7 @@ async def _impact_via_db(url: str, document: Any, days: int) -> dict[str, Any]:
     engine = db.create_engine(url)
     try:
         async with db.create_sessionmaker(engine)() as session:
-            live = Snapshot.model_validate(snapshot_document(await fetch_snapshot_rows(session)))
+            live = Snapshot.from_data(snapshot_document(await fetch_snapshot_rows(session)))
         candidate = candidate_snapshot(live, document)
         return (await replay_window(engine, live, candidate, days)).to_json()
     finally:

@@ -33,7 +33,7 @@ from registry.models import DecisionFact
 from sharewall.decision_record import FACT_KEY_FIELDS
 from sharewall.policy import PolicyEvaluator
 from sharewall.recipients import RecipientIndex
-from sharewall.registry_file import RegistryFileError, parse_registry_document
+from sharewall.registry_file import RegistryFileError, entry_as_written, parse_registry_document
 from sharewall.snapshot import Recipient, Snapshot, Workload
 
 MAX_DAYS = 90
@@ -144,7 +144,7 @@ def _live_recipients_named(live: Snapshot, recipients: Any, workloads: Any) -> l
         for rid in w["recipients"]
         if isinstance(rid, str) and rid not in carried
     }
-    return [r.model_dump(mode="json", exclude_none=True) for r in live.recipients if r.id in named]
+    return [entry_as_written(r.to_data()) for r in live.recipients if r.id in named]
 
 
 def merge(

@@ -1,7 +1,9 @@
-"""Request bodies of the management API (pydantic, unknown fields rejected).
+"""Request bodies of the management API (unknown fields rejected).
 
-Recipient and grant bodies reuse the validators of `sharewall.snapshot` (taxonomy ids, slugs,
-host patterns, regions), so the API, the YAML file and the proxy accept exactly the same data.
+The bodies that create a recipient, a grant or a workload are entries of the shared schema
+(`sharewall.snapshot`, msgspec Structs), with its checks (taxonomy ids, slugs, host patterns,
+regions), so the API, the YAML file and the proxy accept exactly the same data. The others
+(patches, notes, tokens) are the API's own, in pydantic.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class GrantCreate(snapshot.Grant):
+class GrantCreate(snapshot.Grant, frozen=True, kw_only=True):
     """A grant to propose: purpose, categories, legal basis, optional expiry (last valid day)."""
 
 
-class RecipientCreate(snapshot.Recipient):
+class RecipientCreate(snapshot.Recipient, frozen=True, kw_only=True):
     """A recipient to propose; it starts `proposed` whatever the caller wishes."""
 
     status: Literal["proposed"] = "proposed"
@@ -43,7 +45,7 @@ class RecipientPatch(_Body):
     notes: str | None = None
 
 
-class WorkloadCreate(snapshot.Workload):
+class WorkloadCreate(snapshot.Workload, frozen=True, kw_only=True):
     """A workload to propose; it starts `proposed` whatever the caller wishes."""
 
     status: Literal["proposed"] = "proposed"

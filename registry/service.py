@@ -288,13 +288,13 @@ def check_storable(recipient: schema.Recipient, where: str = "") -> None:
 
 def _validated_recipient(values: dict[str, Any]) -> schema.Recipient:
     """Validate merged recipient fields with the shared schema (422 naming the field)."""
-    recipient = schema.Recipient.model_validate(values)
+    recipient = schema.Recipient.from_data(values)
     check_storable(recipient)
     return recipient
 
 
 def _validated_grant(values: dict[str, Any]) -> schema.Grant:
-    return schema.Grant.model_validate(values)
+    return schema.Grant.from_data(values)
 
 
 def _touch(recipient: Recipient, actor: Actor) -> None:

@@ -182,7 +182,7 @@ async def _content_rows(
 
 
 def snapshot_document(rows: SnapshotRows) -> dict[str, Any]:
-    """The snapshot's JSON form (`Snapshot.model_dump(mode="json")`) built straight from rows.
+    """The snapshot's JSON form (`Snapshot.to_data()`) built straight from rows.
 
     Plain dicts, no pydantic objects: the rows were validated against the snapshot schema when
     they were written, and building 60,000 model objects on every change would cost seconds
@@ -331,7 +331,7 @@ def _encode(
 
 def assemble_snapshot(rows: SnapshotRows) -> Snapshot:
     """The validated `Snapshot` of fetched rows (CPU only)."""
-    return Snapshot.model_validate(snapshot_document(rows))
+    return Snapshot.from_data(snapshot_document(rows))
 
 
 async def build_snapshot(session: AsyncSession) -> Snapshot:

@@ -250,7 +250,7 @@ async def _check_recipients(session: AsyncSession, recipients: list[str] | None)
 
 
 def _validated(namespace: str, name: str, values: dict[str, Any]) -> dict[str, Any]:
-    workload = schema.Workload.model_validate({"namespace": namespace, "name": name, **values})
+    workload = schema.Workload.from_data({"namespace": namespace, "name": name, **values})
     return {
         "purposes": list(workload.purposes),
         "recipients": None if workload.recipients is None else list(workload.recipients),
@@ -267,7 +267,7 @@ async def create_workload(
     """Propose a workload (`status` other than proposed: `registry apply --db` only)."""
     if await session.get(Workload, (spec.namespace, spec.name)) is not None:
         raise conflict(f"workload {workload_id(spec.namespace, spec.name)} already exists")
-    values = _validated(spec.namespace, spec.name, spec.model_dump(include=set(VALUE_FIELDS)))
+    values = _validated(spec.namespace, spec.name, {f: getattr(spec, f) for f in VALUE_FIELDS})
     await _check_recipients(session, values["recipients"])
     now = utcnow()
     workload = Workload(

@@ -6,11 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from sharewall.document_split import DocumentError, split_document
 from sharewall.slices import collector_paused, consumed, each_in_slices, release_gradually
-from sharewall.snapshot import Recipient, Snapshot, Workload
+from sharewall.snapshot import Recipient, SchemaError, Snapshot, Workload
 from sharewall.snapshot_delta import canonical_json, revision_of_parts
 
 
@@ -18,19 +16,15 @@ class RegistryFileError(ValueError):
     """A registry file that cannot be used; the message names the file, entry and field."""
 
 
-def _field_path(loc: tuple[Any, ...], whole: str) -> str:
+def _field_path(loc: tuple[str | int, ...], whole: str) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or whole
 
 
-def _validation_error(
-    source: str, where: str, exc: ValidationError, whole: str
-) -> RegistryFileError:
-    err = exc.errors()[0]
-    message = err["msg"].removeprefix("Value error, ")
-    return RegistryFileError(f"{source}: {where}: {_field_path(err['loc'], whole)}: {message}")
+def _validation_error(source: str, where: str, exc: SchemaError, whole: str) -> RegistryFileError:
+    return RegistryFileError(f"{source}: {where}: {_field_path(exc.loc, whole)}: {exc.message}")
 
 
 class _DocumentCheck:
@@ -55,8 +49,8 @@ class _DocumentCheck:
         label = item.get("id") if isinstance(item, dict) else None
         where = f"recipient {label!r}" if label else f"recipients[{index}]"
         try:
-            recipient = Recipient.model_validate(item)
-        except ValidationError as exc:
+            recipient = Recipient.from_data(item)
+        except SchemaError as exc:
             raise _validation_error(self.source, where, exc, "(recipient)") from None
         if recipient.id in self._ids:
             raise RegistryFileError(f"{self.source}: {where}: id: duplicate recipient id")
@@ -84,8 +78,8 @@ class _DocumentCheck:
                 else (f"workload '{namespace}/{item['name']}'")
             )
         try:
-            workload = Workload.model_validate(item)
-        except ValidationError as exc:
+            workload = Workload.from_data(item)
+        except SchemaError as exc:
             raise _validation_error(self.source, where, exc, "(workload)") from None
         if workload.key in self._keys:
             raise RegistryFileError(
@@ -125,19 +119,19 @@ async def parse_registry_document_sliced(doc: Any, source: str = "<registry>") -
     parts: list[bytes] = []
 
     def recipient(numbered: tuple[int, Any]) -> None:
-        parts.append(canonical_json(check.recipient(numbered).model_dump(mode="json")))
+        parts.append(canonical_json(check.recipient(numbered).to_data()))
 
     with collector_paused():
         # Our own decoded copy: each entry is let go of once validated.
         await each_in_slices(enumerate(consumed(check.recipient_items)), recipient)
         await each_in_slices(enumerate(check.workload_items()), check.workload)
-    workload_parts = [canonical_json(w.model_dump(mode="json")) for w in check.workloads]
+    workload_parts = [canonical_json(w.to_data()) for w in check.workloads]
     # Joining and hashing ~4 MB a chunk at a time: hashlib lets the loop run meanwhile.
     revision = await asyncio.to_thread(revision_of_parts, parts, workload_parts)
     release_gradually(parts, after=0.0)  # 10,000 parts freed at once are a stretch too
     # Every entry is validated and the ids are unique (the checks above): constructing the
-    # snapshot need not walk 10,000 recipients again in one go.
-    return Snapshot.model_construct(
+    # snapshot does not walk 10,000 recipients again in one go.
+    return Snapshot(
         version=1,
         revision=revision,
         recipients=tuple(check.recipients),
@@ -195,13 +189,16 @@ def load_registry_file(path: str | Path) -> Snapshot:
 def dump_registry_document(snapshot: Snapshot) -> dict[str, Any]:
     """The inverse of `parse_registry_document`: a document `registry apply` accepts."""
     doc: dict[str, Any] = {
-        "recipients": [
-            r.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
-            for r in snapshot.recipients
-        ]
+        "recipients": [entry_as_written(r.to_data()) for r in snapshot.recipients]
     }
     if snapshot.workloads:
-        doc["workloads"] = [
-            w.model_dump(mode="json", exclude_none=True) for w in snapshot.workloads
-        ]
+        doc["workloads"] = [entry_as_written(w.to_data()) for w in snapshot.workloads]
     return doc
+
+
+def entry_as_written(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's fields that are set (a grant's too): what a person would write in the file."""
+    out = {k: v for k, v in entry.items() if v is not None}
+    if "grants" in out:
+        out["grants"] = [{k: v for k, v in g.items() if v is not None} for g in out["grants"]]
+    return out

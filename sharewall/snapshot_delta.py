@@ -23,11 +23,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from sharewall.document_split import split_document
 from sharewall.slices import collector_paused, consumed, each_in_slices
-from sharewall.snapshot import Recipient, Snapshot, Workload
+from sharewall.snapshot import Recipient, SchemaError, Snapshot, Workload
 
 DELTA_MEDIA_TYPE = "application/vnd.sharewall.snapshot-delta+json"
 
@@ -76,7 +75,7 @@ class EncodedSnapshot:
     def of_documents(
         cls, recipients: Iterable[Mapping[str, Any]], workloads: Iterable[Mapping[str, Any]] = ()
     ) -> EncodedSnapshot:
-        """The parts of a snapshot's JSON form (dicts as `model_dump(mode="json")` gives them)."""
+        """The parts of a snapshot's JSON form (dicts as `to_data()` gives them)."""
         return cls(
             {r["id"]: canonical_json(r) for r in recipients},
             tuple(canonical_json(w) for w in workloads),
@@ -85,8 +84,8 @@ class EncodedSnapshot:
     @classmethod
     def of_snapshot(cls, snapshot: Snapshot) -> EncodedSnapshot:
         return cls.of_documents(
-            (r.model_dump(mode="json") for r in snapshot.recipients),
-            (w.model_dump(mode="json") for w in snapshot.workloads),
+            (r.to_data() for r in snapshot.recipients),
+            (w.to_data() for w in snapshot.workloads),
         )
 
     @property
@@ -173,11 +172,11 @@ class HeldSnapshot:
 
     @classmethod
     async def load(cls, body: bytes) -> HeldSnapshot:
-        """A full snapshot's JSON, validated as `Snapshot.model_validate_json` would, without
+        """A full snapshot's JSON, validated as `Snapshot.from_json` would, without
         holding the event loop: decoded in a child process (`sharewall.document_split`), each
         recipient validated and serialised on the loop in slices (`sharewall.slices`).
 
-        Raises `ValueError` (a pydantic `ValidationError` among them) when it is not valid.
+        Raises `ValueError` (a `SchemaError` among them) when it is not valid.
         """
         with collector_paused():
             return await cls._load(body)
@@ -193,29 +192,25 @@ class HeldSnapshot:
         recipients, workloads = doc.get("recipients", []), doc.get("workloads", [])
         if not isinstance(recipients, list) or not isinstance(workloads, list):
             raise ValueError("a snapshot lists its recipients and workloads")
-        header = Snapshot.model_validate(
+        header = Snapshot.from_data(
             {k: v for k, v in doc.items() if k not in ("recipients", "workloads")}
         )
         by_id: dict[str, Recipient] = {}
         parts: dict[str, bytes] = {}
 
         def take(item: Any) -> None:
-            recipient = Recipient.model_validate(item)
+            recipient = Recipient.from_data(item)
             if recipient.id in by_id:
                 raise ValueError(f"duplicate recipient id {recipient.id!r}")
             by_id[recipient.id] = recipient
-            parts[recipient.id] = canonical_json(recipient.model_dump(mode="json"))
+            parts[recipient.id] = canonical_json(recipient.to_data())
 
         await each_in_slices(consumed(recipients), take)
-        taken = tuple(Workload.model_validate(w) for w in workloads)
+        taken = tuple(Workload.from_data(w) for w in workloads)
         if len({w.key for w in taken}) != len(taken):
             raise ValueError("duplicate workload")
-        encoded = EncodedSnapshot(
-            parts, tuple(canonical_json(w.model_dump(mode="json")) for w in taken)
-        )
-        snapshot = header.model_copy(
-            update={"recipients": tuple(by_id.values()), "workloads": taken}
-        )
+        encoded = EncodedSnapshot(parts, tuple(canonical_json(w.to_data()) for w in taken))
+        snapshot = header.replace(recipients=tuple(by_id.values()), workloads=taken)
         return cls(snapshot, encoded, by_id)
 
     async def content_revision(self) -> str:
@@ -280,21 +275,21 @@ class HeldSnapshot:
                     raise DeltaError(f"removed recipient {rid!r} is not held")
                 gone.add(rid)
             for item in upserts:
-                recipient = Recipient.model_validate(item)
+                recipient = Recipient.from_data(item)
                 if recipient.id in changed:
                     raise DeltaError(f"duplicate recipient id {recipient.id!r}")
-                part = canonical_json(recipient.model_dump(mode="json"))
+                part = canonical_json(recipient.to_data())
                 changed[recipient.id] = (recipient, part)
             workloads, workload_parts = base.workloads, self.encoded.workloads
             if "workloads" in delta:
-                workloads = tuple(Workload.model_validate(w) for w in delta["workloads"] or ())
+                workloads = tuple(Workload.from_data(w) for w in delta["workloads"] or ())
                 if len({w.key for w in workloads}) != len(workloads):
                     raise DeltaError("duplicate workload")
-                workload_parts = tuple(canonical_json(w.model_dump(mode="json")) for w in workloads)
-            header = Snapshot.model_validate(
+                workload_parts = tuple(canonical_json(w.to_data()) for w in workloads)
+            header = Snapshot.from_data(
                 {k: delta.get(k) for k in ("version", "revision", "generated_at")}
             )
-        except (ValidationError, TypeError) as exc:
+        except (SchemaError, TypeError) as exc:
             raise DeltaError(f"invalid delta: {exc}") from None
         return _Changes(header, gone, changed, workloads, workload_parts)
 
@@ -362,9 +357,7 @@ class _Merger:
             recipients = list(by_id.values())
         changes = self.changes
         encoded = EncodedSnapshot(parts, changes.workload_parts)
-        snapshot = changes.header.model_copy(
-            update={"recipients": tuple(recipients), "workloads": changes.workloads}
-        )
+        snapshot = changes.header.replace(recipients=tuple(recipients), workloads=changes.workloads)
         return HeldSnapshot(snapshot, encoded, by_id)
 
 

@@ -102,14 +102,14 @@ def test_dump_round_trips(tmp_path: Path):
 def test_snapshot_json_form_round_trips_with_workloads(tmp_path: Path):
     # The proxy receives the registry service's snapshot as JSON and validates it.
     snapshot = load_registry_file(_write(tmp_path, RECIPIENTS + WORKLOADS))
-    again = Snapshot.model_validate_json(snapshot.model_dump_json())
+    again = Snapshot.from_json(snapshot.to_json())
     assert again.workloads == snapshot.workloads
 
 
 def test_snapshot_refuses_duplicate_workloads():
     workload = {"namespace": "a", "name": "b", "status": "approved", "purposes": ["billing"]}
     with pytest.raises(ValueError, match="duplicate workload a/b"):
-        Snapshot.model_validate({"workloads": [workload, workload]})
+        Snapshot.from_data({"workloads": [workload, workload]})
 
 
 @pytest.mark.parametrize(

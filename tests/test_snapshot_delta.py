@@ -42,7 +42,7 @@ def recipient(i: int, rev: int = 0, *, status: str = "approved") -> dict:
 def registry_snapshot(version: int, recipients: list[dict], workloads: list[dict]) -> Snapshot:
     """What the registry serves: recipients ordered by id, revision = content hash."""
     ordered = sorted(recipients, key=lambda r: r["id"])
-    draft = Snapshot.model_validate(
+    draft = Snapshot.from_data(
         {
             "version": version,
             "generated_at": GENERATED_AT,
@@ -77,7 +77,7 @@ def test_parts_hash_to_the_content_revision(with_workloads: bool) -> None:
         else []
     )
     snapshot = registry_snapshot(1, [recipient(i) for i in range(5)], workloads)
-    dumped = snapshot.model_dump(mode="json")
+    dumped = snapshot.to_data()
     expected = content_revision(dumped["recipients"], dumped["workloads"])
     encoded = EncodedSnapshot.of_snapshot(snapshot)
     assert encoded.revision == expected == snapshot.revision
@@ -135,10 +135,10 @@ def test_applied_deltas_equal_full_loads_over_random_changes(how: str) -> None:
         held = applied(held, delta_between(previous, full), how)
         loaded = HeldSnapshot.of(full)
         assert held.snapshot == loaded.snapshot
-        assert held.snapshot.model_dump(mode="json") == loaded.snapshot.model_dump(mode="json")
+        assert held.snapshot.to_data() == loaded.snapshot.to_data()
         assert held.snapshot.policy_data() == loaded.snapshot.policy_data()
         assert held.body() == loaded.body() == b"".join(held.body_chunks())
-        assert Snapshot.model_validate_json(held.body()) == full
+        assert Snapshot.from_json(held.body()) == full
 
 
 @pytest.mark.parametrize("how", ["apply", "apply_async"])
@@ -202,13 +202,13 @@ async def test_a_full_snapshot_loaded_in_slices_is_the_validated_one(workloads, 
     snapshot = registry_snapshot(7, [recipient(i) for i in range(300)], workloads)
     body = HeldSnapshot.of(snapshot).body()
     held = await HeldSnapshot.load(body)
-    assert held.snapshot == Snapshot.model_validate_json(body) == snapshot
+    assert held.snapshot == Snapshot.from_json(body) == snapshot
     assert held.encoded == HeldSnapshot.of(snapshot).encoded
     assert await held.content_revision() == snapshot.revision
 
 
 def _body(**changes) -> bytes:
-    document = registry_snapshot(1, [recipient(i) for i in range(3)], []).model_dump(mode="json")
+    document = registry_snapshot(1, [recipient(i) for i in range(3)], []).to_data()
     return orjson.dumps({**document, **changes})
 
 
@@ -227,6 +227,6 @@ def _body(**changes) -> bytes:
 )
 async def test_a_snapshot_the_schema_refuses_is_refused_in_slices_too(body: bytes, decoder) -> None:
     with pytest.raises(ValueError):
-        Snapshot.model_validate_json(body)
+        Snapshot.from_json(body)
     with pytest.raises(ValueError):
         await HeldSnapshot.load(body)

@@ -177,7 +177,7 @@ class EmbeddedEngine:
         held = self._forms.get(recipient.id)
         if held is not None and held[0] is recipient:
             return held[1]
-        form = recipient.model_dump(mode="json")
+        form = recipient.to_data()
         self._forms[recipient.id] = (recipient, form)
         return form
 
@@ -192,7 +192,7 @@ class EmbeddedEngine:
                 "version": snapshot.version,
                 "revision": snapshot.revision,
                 "recipients": [self._form(r) for r in chosen],
-                "workloads": [w.model_dump(mode="json") for w in snapshot.workloads],
+                "workloads": [w.to_data() for w in snapshot.workloads],
             }
         )
         # regorus cannot merge two documents under one key, so taxonomy and registry go together.

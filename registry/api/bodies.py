@@ -10,10 +10,13 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from registry.errors import ApiError
+from sharewall.snapshot import SchemaError, SchemaModel
 
 from . import keys
 
-M = TypeVar("M", bound=BaseModel)
+# A request body: a pydantic model of the API's own, or an entry of the shared schema
+# (`sharewall.snapshot`, msgspec), whose checks the YAML file and the proxy run too.
+M = TypeVar("M", bound=BaseModel | SchemaModel)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -90,14 +93,16 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def validation_problem(exc: ValidationError) -> ApiError:
+def validation_problem(exc: ValidationError | SchemaError) -> ApiError:
     """422 listing each invalid field by its dotted path."""
+    found = (
+        [(exc.loc, exc.message)]
+        if isinstance(exc, SchemaError)
+        else [(err["loc"], err["msg"].removeprefix("Value error, ")) for err in exc.errors()]
+    )
     errors = [
-        {
-            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
-            "message": err["msg"].removeprefix("Value error, "),
-        }
-        for err in exc.errors()
+        {"field": ".".join(str(p) for p in loc) or "(body)", "message": message}
+        for loc, message in found
     ]
     first = errors[0]
     return ApiError(
@@ -114,10 +119,16 @@ async def read_json(request: web.Request, model: type[M], *, max_bytes: int | No
     raw = await read_body(request, max_bytes)
     if not raw.strip():
         raise ApiError(400, "malformed-json", "Request body is not valid JSON", "empty body")
-    doc = parse_json(raw)
+    return validated(model, parse_json(raw))
+
+
+def validated(model: type[M], doc: Any) -> M:
+    """`doc` validated into `model` (a 422 problem naming the field)."""
     try:
+        if issubclass(model, SchemaModel):
+            return model.from_data(doc)
         return model.model_validate(doc)
-    except ValidationError as exc:
+    except (ValidationError, SchemaError) as exc:
         raise validation_problem(exc) from None
 
 

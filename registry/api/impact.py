@@ -70,7 +70,7 @@ class ImpactOut(BaseModel):
 async def live_snapshot(app: web.Application) -> Snapshot:
     """The registry the proxies enforce now."""
     built = await hub(app).get()
-    return Snapshot.model_validate(built.document)
+    return Snapshot.from_data(built.document)
 
 
 async def compute_impact(app: web.Application, document: Any, days: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from registry.errors import PROBLEM_CONTENT_TYPE, ApiError
+from sharewall.snapshot import SchemaError
 
 from .bodies import validation_problem
 
@@ -99,7 +100,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         error = exc
-    except ValidationError as exc:
+    except (ValidationError, SchemaError) as exc:
         error = validation_problem(exc)
     except IntegrityError:
         # A constraint the service did not pre-check (a concurrent insert won the race).

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from registry.errors import PROBLEM_CONTENT_TYPE
+from sharewall.snapshot import SchemaModel
 
 from . import keys
 
@@ -44,7 +45,7 @@ _PROBLEM_SCHEMA = {
     "required": ["type", "title", "status"],
 }
 
-Schema = type[BaseModel] | dict[str, Any]
+Schema = type[BaseModel] | type[SchemaModel] | dict[str, Any]
 
 
 def new_document(title: str = "sharewall registry", version: str = "1") -> dict[str, Any]:
@@ -64,8 +65,12 @@ def _schema_ref(doc: dict[str, Any], schema: Schema) -> dict[str, Any]:
     if isinstance(schema, dict):
         return schema
     components = doc["components"]["schemas"]
-    full = schema.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, sub in full.pop("$defs", {}).items():
+    if issubclass(schema, SchemaModel):
+        full, defs = schema.json_schema("#/components/schemas/{name}")
+    else:
+        full = schema.model_json_schema(ref_template="#/components/schemas/{model}")
+        defs = full.pop("$defs", {})
+    for name, sub in defs.items():
         components.setdefault(name, sub)
     components.setdefault(schema.__name__, full)
     return {"$ref": f"#/components/schemas/{schema.__name__}"}

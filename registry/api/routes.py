@@ -20,19 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from registry.errors import ApiError
 from registry.models import ROLES
+from sharewall.snapshot import SchemaModel
 
 from . import keys, openapi
 from .auth import PRINCIPAL, Principal, require_role
-from .bodies import json_response, parse_json, read_body, read_json, validation_problem
-
-M = TypeVar("M", bound=BaseModel)
+from .bodies import M, json_response, parse_json, read_body, read_json, validated
 
 # `json`: a required JSON body validated by `request`; `optional`: same, but an empty body is
 # None; `raw`: the handler reads the body itself (gzip uploads), `request` only documents it.
@@ -160,7 +159,9 @@ def optional_body(request: web.Request, model: type[M]) -> M | None:
 
 async def _read(request: web.Request, route: Route) -> None:
     model = route.request
-    if route.body == "raw" or not (isinstance(model, type) and issubclass(model, BaseModel)):
+    if route.body == "raw" or not (
+        isinstance(model, type) and issubclass(model, BaseModel | SchemaModel)
+    ):
         return
     limit = route.max_body_bytes
     if limit == "upload":
@@ -170,10 +171,7 @@ async def _read(request: web.Request, route: Route) -> None:
         return
     raw = await read_body(request, limit)
     if raw.strip():
-        try:
-            request[_BODY] = model.model_validate(parse_json(raw))
-        except ValidationError as exc:
-            raise validation_problem(exc) from None
+        request[_BODY] = validated(model, parse_json(raw))
 
 
 def _render(route: Route, result: Result) -> web.StreamResponse:

@@ -82,9 +82,7 @@ def make_snapshot(*, twilio_status: str = "approved", revision: str = "") -> Sna
         ),
     )
     snapshot = Snapshot(version=3, recipients=recipients)
-    return (
-        snapshot.model_copy(update={"revision": revision}) if revision else snapshot.with_revision()
-    )
+    return snapshot.replace(revision=revision) if revision else snapshot.with_revision()
 
 
 def make_inspection(*categories: str, problems: tuple[str, ...] = ()) -> Inspection:
@@ -500,11 +498,9 @@ def _snapshot_from_policy_data(data: dict[str, Any]) -> Snapshot:
     return Snapshot(
         version=data["version"],
         revision=data["revision"],
-        recipients=tuple(Recipient.model_validate(r) for r in data["recipients"].values()),
+        recipients=tuple(Recipient.from_data(r) for r in data["recipients"].values()),
         workloads=tuple(
-            Workload.model_validate(w)
-            for names in data["workloads"].values()
-            for w in names.values()
+            Workload.from_data(w) for names in data["workloads"].values() for w in names.values()
         ),
     )
 
@@ -738,7 +734,7 @@ def _bound_snapshot() -> Snapshot:
         purposes=("service_delivery",),
         recipients=("twilio",),
     )
-    return make_snapshot().model_copy(update={"workloads": (workload,)}).with_revision()
+    return make_snapshot().replace(workloads=(workload,)).with_revision()
 
 
 SOURCE_TABLE = [
@@ -825,7 +821,7 @@ def _many(statuses: dict[int, str]) -> Snapshot:
         for i in range(300)
     )
     base = make_snapshot()
-    return base.model_copy(update={"recipients": base.recipients + vendors}).with_revision()
+    return base.replace(recipients=base.recipients + vendors).with_revision()
 
 
 async def test_the_engine_decides_as_with_the_whole_registry_loaded() -> None:

@@ -37,6 +37,11 @@ UNUSED = (
     # structlog would load greenlet (1.2 MB); the proxy runs none. Its refused import still
     # shows in `-X importtime`, its extension module would not.
     "greenlet._greenlet",
+    # The shared schema is msgspec: pydantic with the models built (~12 MB, with
+    # importlib.metadata for its plugin loader) belongs to the registry service.
+    "pydantic",
+    "pydantic_core",
+    "importlib.metadata",
 )
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
 # interception CA or a gateway's client certificates.
@@ -150,7 +155,7 @@ def following_proxy_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str
     handler = type(
         "Registry",
         (_StandInRegistry,),
-        {"snapshot": load_registry_file(SAMPLE_REGISTRY).model_dump_json().encode()},
+        {"snapshot": load_registry_file(SAMPLE_REGISTRY).to_json()},
     )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

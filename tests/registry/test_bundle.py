@@ -95,7 +95,7 @@ def test_bundle_has_manifest_registry_data_taxonomy_and_policies_without_tests(p
 def test_same_snapshot_gives_same_bytes_and_etag(policy_tree):
     snap = _snapshot()
     first = build_bundle(snap, revision="r1", root=policy_tree)
-    second = build_bundle(snap.model_copy(), revision="r1", root=policy_tree)
+    second = build_bundle(snap.replace(), revision="r1", root=policy_tree)
     assert first == second
     assert bundle_etag(first) == bundle_etag(second)
 

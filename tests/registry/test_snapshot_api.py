@@ -86,7 +86,7 @@ async def test_snapshot_has_recipients_hosts_and_only_approved_grants(
     )
     resp = await client.get("/v1/snapshot", headers=auth("proxy"))
     assert resp.status == 200
-    snapshot = Snapshot.model_validate(await resp.json())
+    snapshot = Snapshot.from_data(await resp.json())
     assert snapshot.version == version
     assert resp.headers["ETag"] == f'"{version}"'
     recipient = snapshot.recipient(rid)
@@ -147,7 +147,7 @@ async def test_long_poll_wakes_within_a_second_of_a_change(client, auth, session
     # Woken by the change, not by the 30 s wait running out (the 1 s figure is bench/'s).
     assert time.monotonic() - changed_at < 10
     assert resp.status == 200
-    snapshot = Snapshot.model_validate(await resp.json())
+    snapshot = Snapshot.from_data(await resp.json())
     assert snapshot.version == version
     assert snapshot.recipient(rid).status == "suspended"
 
@@ -165,7 +165,7 @@ async def test_gzip_is_served_to_clients_that_accept_it(client, auth):
     resp = await client.get("/v1/snapshot", headers={**auth("proxy"), "Accept-Encoding": "gzip"})
     assert resp.status == 200
     assert resp.headers["Content-Encoding"] == "gzip"
-    Snapshot.model_validate(await resp.json())  # the client decompresses transparently
+    Snapshot.from_data(await resp.json())  # the client decompresses transparently
 
 
 async def test_served_document_matches_the_schema_revision_and_policy_data(
@@ -185,9 +185,9 @@ async def test_served_document_matches_the_schema_revision_and_policy_data(
         await bump_snapshot_version(session)
         await session.commit()
     doc = await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
-    snapshot = Snapshot.model_validate(doc)
-    # The fast path (dicts from rows) agrees with the pydantic schema on every derived value.
-    assert snapshot.model_copy(update={"revision": ""}).with_revision().revision == doc["revision"]
+    snapshot = Snapshot.from_data(doc)
+    # The fast path (dicts from rows) agrees with the shared schema on every derived value.
+    assert snapshot.replace(revision="").with_revision().revision == doc["revision"]
     assert orjson.loads(orjson.dumps(policy_data_of(doc))) == orjson.loads(
         orjson.dumps(snapshot.policy_data())
     )
@@ -201,7 +201,7 @@ async def test_served_document_matches_the_schema_revision_and_policy_data(
 async def full_snapshot(client, auth) -> HeldSnapshot:
     resp = await client.get("/v1/snapshot", headers=auth("proxy"))
     assert resp.status == 200 and resp.content_type == "application/json"
-    return HeldSnapshot.of(Snapshot.model_validate_json(await resp.read()))
+    return HeldSnapshot.of(Snapshot.from_json(await resp.read()))
 
 
 async def delta_since(client, auth, version: int):
@@ -271,7 +271,7 @@ async def test_a_version_the_registry_does_not_know_gets_the_full_snapshot(
         resp = await delta_since(client, auth, version)
         assert resp.status == 200
         assert resp.content_type == "application/json"
-        assert Snapshot.model_validate_json(await resp.read()) == held.snapshot
+        assert Snapshot.from_json(await resp.read()) == held.snapshot
 
 
 async def test_a_following_proxy_takes_deltas_and_falls_back_to_the_full_snapshot(
@@ -286,9 +286,9 @@ async def test_a_following_proxy_takes_deltas_and_falls_back_to_the_full_snapsho
     await seed_recipient(sessions, first)
     current = await full_snapshot(client, auth)
     # A cache left by another registry: the same version number, other content.
-    renamed = current.snapshot.recipients[0].model_copy(update={"name": "Someone else"})
-    foreign = current.snapshot.model_copy(update={"recipients": (renamed,)}).with_revision()
-    (tmp_path / "snapshot.json").write_bytes(foreign.model_dump_json().encode())
+    renamed = current.snapshot.recipients[0].replace(name="Someone else")
+    foreign = current.snapshot.replace(recipients=(renamed,)).with_revision()
+    (tmp_path / "snapshot.json").write_bytes(foreign.to_json())
     taken: list[Snapshot] = []
     follower = RegistryFollower(str(client.make_url("")), tokens["proxy"], tmp_path, wait=5)
 
@@ -313,7 +313,7 @@ async def test_a_following_proxy_takes_deltas_and_falls_back_to_the_full_snapsho
     rejected = [e for e in logs if e["event"] == "registry.delta_rejected"]
     assert len(rejected) == 1  # the delta for the foreign base
     assert [e["delta"] for e in received] == [False, True]  # then a full fetch, then a delta
-    assert Snapshot.model_validate_json((tmp_path / "snapshot.json").read_bytes()) == taken[-1]
+    assert Snapshot.from_json((tmp_path / "snapshot.json").read_bytes()) == taken[-1]
 
 
 async def test_api_write_wakes_long_polls_in_process(client, auth, sessions, unique):
@@ -333,7 +333,7 @@ async def test_api_write_wakes_long_polls_in_process(client, auth, sessions, uni
     resp = await asyncio.wait_for(poll, 5)
     # Woken by the change, not by the 30 s wait running out (the 1 s figure is bench/'s).
     assert time.monotonic() - changed_at < 10
-    assert Snapshot.model_validate(await resp.json()).recipient(rid).status == "suspended"
+    assert Snapshot.from_data(await resp.json()).recipient(rid).status == "suspended"
 
 
 async def test_shutdown_releases_long_polls(settings, auth):

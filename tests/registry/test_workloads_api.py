@@ -26,7 +26,7 @@ async def approve(client, path: str, headers):
 
 
 async def snapshot(client, auth) -> Snapshot:
-    return Snapshot.model_validate(
+    return Snapshot.from_data(
         await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
     )
 
