@@ -64,7 +64,8 @@ _DIGIT_OR_AT = re.compile(r"[\d@]")
 def split_url(url: str) -> tuple[str, list[str]]:
     """The query string and the decoded, non-empty path segments of a URL (parsed once a call)."""
     parts = hosts.split_url(url)
-    return parts.query or "", [unquote(s) for s in parts.path.split("/") if s]
+    # `unquote` is a Python call: most segments (`v1`, `messages`) have nothing to decode.
+    return parts.query or "", [unquote(s) if "%" in s else s for s in parts.path.split("/") if s]
 
 
 def _word(segment: str) -> str:
@@ -75,7 +76,7 @@ def _word(segment: str) -> str:
 
 def is_mobile_path(segments: list[str]) -> bool:
     """True for an HLR / number-lookup endpoint (its query and body speak about a handset)."""
-    return any(_word(s) in _MOBILE_PATH_WORDS for s in segments)
+    return not _MOBILE_PATH_WORDS.isdisjoint(map(_word, segments))  # no generator: every call
 
 
 def scan_url(scan: Scan, query: str, segments: list[str], ctx: int) -> None:
@@ -91,10 +92,13 @@ def scan_url(scan: Scan, query: str, segments: list[str], ctx: int) -> None:
         if not _DIGIT_OR_AT.search(segment):
             previous = segment  # `sms`, `text`, `advanced`: names, not data
             continue
-        keyed = _word(previous) in _PHONE_PATH_PARENTS
-        if is_phone_value(segment, scan.regions, keyed=keyed):
+        # A phone number has 6 digits or more, an e-mail address an `@`: a version segment
+        # (`v1`) is not judged.
+        if len(segment) >= 6 and is_phone_value(
+            segment, scan.regions, keyed=_word(previous) in _PHONE_PATH_PARENTS
+        ):
             scan.add(cat.PHONE, f"path:{position}", "phone")
-        elif is_email(segment):
+        elif "@" in segment and is_email(segment):
             scan.add(cat.EMAIL, f"path:{position}", "email")
         elif (segment[:1].isdigit() or ":" in segment) and is_public_ip(segment):
             scan.add(cat.IP_ADDRESS, f"path:{position}", "ip")
