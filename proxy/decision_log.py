@@ -91,7 +91,7 @@ class _UtcClock:
     def millis(self) -> str:
         """`datetime.now(UTC).isoformat(timespec="milliseconds")`."""
         prefix, micro = self._split()
-        return f"{prefix}.{micro // 1000:03d}+00:00"
+        return prefix + _MILLIS[micro // 1000]
 
     def micros_z(self) -> str:
         """`datetime.now(UTC).isoformat().replace("+00:00", "Z")` (structlog's TimeStamper)."""
@@ -99,6 +99,8 @@ class _UtcClock:
         return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
 
+# `.000+00:00` ... `.999+00:00`: a lookup instead of formatting a number every call.
+_MILLIS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
 _clock = _UtcClock()
 
 
@@ -129,7 +131,7 @@ def decision_record(
     path is redacted from the decision's findings (query values and path segments where
     personal data was found are replaced by its category).
     """
-    denied = not decision.allow
+    denied = decision.action != "allow" or decision.fault is not None  # `not decision.allow`
     if blocked is None:
         blocked = denied and mode != "report"
     return record_in_order(

@@ -46,11 +46,16 @@ def outcome_of(decision: Decision, *, mode: str, has_destination: bool) -> Outco
     A fault fails closed in every mode (report mode relaxes the policy, never the proxy); a
     destination denial (`DESTINATION_CODES`) stays a block in report mode.
     """
-    if decision.unavailable:
+    # Fields, not `Decision`'s properties, and no `reason_codes` tuple: this runs every call.
+    if decision.fault is not None:
         return Outcome.UNAVAILABLE
-    denied = not decision.allow
-    if denied and (mode != "report" or not DESTINATION_CODES.isdisjoint(decision.reason_codes)):
-        return Outcome.BLOCK
+    denied = decision.action != "allow"
+    if denied:
+        if mode != "report":
+            return Outcome.BLOCK
+        for reason in decision.reasons:
+            if reason.code in DESTINATION_CODES:
+                return Outcome.BLOCK
     if not has_destination:
         return Outcome.UNREACHABLE
     return Outcome.WOULD_BLOCK if denied else Outcome.FORWARD

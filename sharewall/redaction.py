@@ -44,6 +44,7 @@ _IDENTIFIER_LIKE = re.compile(r"@|\d(?:[ ().\-]?\d){5}")
 # Characters a query key's location may continue with when it points inside the value.
 _KEY_CHARS = re.compile(r"[A-Za-z0-9_\-]")
 MASKED_KEY = "*"
+_TARGET_PARTS = ("query", "path")  # where in a call a finding's location may point
 
 
 def placeholder(categories: Iterable[str]) -> str:
@@ -54,13 +55,16 @@ def placeholder(categories: Iterable[str]) -> str:
 def _locations(findings: Iterable[Mapping[str, str] | object]) -> list[tuple[str, str]]:
     out = []
     for f in findings:
-        if isinstance(f, (dict, Mapping)):  # dict first: the Mapping (ABC) check is slow
-            location, category = f.get("location") or "", f.get("category") or ""
+        # A record's dicts first (every call's), without the Mapping (ABC) check; the category
+        # is read only for a finding in the query or the path (a body's are most).
+        if type(f) is dict or isinstance(f, Mapping):
+            location = f.get("location") or ""
+            if location.startswith(_TARGET_PARTS):
+                out.append((location, f.get("category") or ""))
         else:  # a Finding-like object (category, location attributes)
             location = getattr(f, "location", "") or ""
-            category = getattr(f, "category", "") or ""
-        if location.startswith(("query", "path")):
-            out.append((location, category))
+            if location.startswith(_TARGET_PARTS):
+                out.append((location, getattr(f, "category", "") or ""))
     return out
 
 
