@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import structlog
 from publicsuffixlist import PSLFILE, PublicSuffixList
@@ -39,14 +39,25 @@ def load_public_suffixes() -> PublicSuffixList:
     proxy's start); only the ~460 non-ASCII ones change, and those are already lower case, so
     plain punycode per label gives the same A-labels (a test compares both sets).
     """
-    with open(PSLFILE, "rb") as handle:
-        lines = handle.read().decode("utf-8").splitlines()
-    for line in [line for line in lines if not line.isascii()]:
-        rule = line.lower().split(" ")[0].rstrip()
-        if rule and not rule.startswith("//"):
-            exception = rule.startswith("!")
-            lines.append(("!" if exception else "") + _punycode(rule.lstrip("!")))
-    return PublicSuffixList(lines, accept_unknown=False, accept_encoded_idn=False)
+    return PublicSuffixList(_rule_lines(), accept_unknown=False, accept_encoded_idn=False)
+
+
+def _rule_lines() -> Iterator[str]:
+    """The file's lines, then the punycode form of its non-ASCII rules, read as they are parsed.
+
+    Streamed rather than read whole and split: the ~15,000 lines of a list would be freed
+    between the ~11,000 rules the parser keeps, and their pages stay with the process (~1.7 MB
+    of the sidecar's idle RSS, bench_footprint)."""
+    encoded: list[str] = []
+    with open(PSLFILE, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.isascii():
+                rule = line.lower().split(" ")[0].rstrip()
+                if rule and not rule.startswith("//"):
+                    exception = rule.startswith("!")
+                    encoded.append(("!" if exception else "") + _punycode(rule.lstrip("!")))
+            yield line
+    yield from encoded
 
 
 _psl = load_public_suffixes()
