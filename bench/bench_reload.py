@@ -464,6 +464,12 @@ async def stalls(work, keep: list) -> tuple[float, float, float]:
 async def stages_part(args) -> None:
     import gc
 
+    from sharewall.logs import configure_logging
+
+    # JSON as the proxy logs (structlog's console renderer costs ~1-2 ms a line), and only
+    # warnings: the info lines would mix with the table.
+    configure_logging("warning", json=True)
+
     import orjson
 
     from proxy.engines.embedded import EmbeddedEngine
@@ -526,9 +532,46 @@ async def stages_part(args) -> None:
     async def on_loop(function, *args):
         return function(*args)
 
+    # The proxy's own swap (ProxyApp.on_snapshot: index, engine, decision cache, what the old
+    # snapshot is freed by) behind its two sources; a sidecar's engine knows a few recipients.
+    import types
+
+    from proxy.app import ProxyApp
+    from proxy.decide import Decider
+    from proxy.registry_follower import SNAPSHOT_FILE, RegistryFollower
+    from proxy.snapshot_source import FileSnapshotSource
+    from sharewall.slices import freeze_start_up_heap
+
+    app = ProxyApp(settings=None)  # type: ignore[arg-type] - only on_snapshot is used
+    app.decider = Decider(EmbeddedEngine())
+    app.context = types.SimpleNamespace(index=None)  # type: ignore[assignment]
+    next_text = registry_yaml(args.recipients, 1)  # made beforehand: not the proxy's work
+
+    async def file_reload() -> None:
+        await asyncio.to_thread(source_path.write_text, next_text)
+        assert await source.reload()
+        await asyncio.sleep(1.5)  # the replaced snapshot is freed a slice at a time from 1 s on
+
+    async def full_snapshot() -> None:
+        # A follower's full load (here its cached snapshot: the same steps as a full GET's
+        # body), replacing the file's; its first fetch finds no registry and is left.
+        follower = RegistryFollower("http://127.0.0.1:9", None, state, connect_timeout=0.2)
+        await follower.start(app.on_snapshot)
+        await follower.close()
+        await asyncio.sleep(1.5)
+
     with tempfile.TemporaryDirectory(prefix="bench-reload-stages-") as tmp:
         path = Path(tmp) / "registry.yaml"
         path.write_text(registry_yaml(args.recipients, 0))
+        source_path, state = Path(tmp) / "watched.yaml", Path(tmp) / "state"
+        source_path.write_text(registry_yaml(args.recipients, 0))
+        state.mkdir()
+        (state / SNAPSHOT_FILE).write_bytes(body)
+        source = FileSnapshotSource(source_path, interval=3600)
+        await source.start(app.on_snapshot)
+        for i in range(1, 6):
+            app.decider.engine._include(f"vendor-{i}")  # calls asked about these
+        freeze_start_up_heap()  # as the proxy does before it serves
         rows = [
             (
                 "registry file, parse + validate",
@@ -547,6 +590,8 @@ async def stages_part(args) -> None:
             ),
             ("engine data load", load_engine_whole, lambda: engine.set_snapshot(base)),
             ("one change: delta + index + engine", apply_delta_at_once, apply_delta),
+            ("proxy: file reload + swap + free", None, file_reload),
+            ("proxy: full snapshot + swap + free", None, full_snapshot),
         ]
         print(
             f"  {'stage':36s}{'':8s}{'took ms':>9s}{'stall ms':>10s}{'loop CPU ms':>13s}"
@@ -563,6 +608,7 @@ async def stages_part(args) -> None:
                     f"  {label:36s}{name:8s}{took * 1e3:>9.0f}{wall * 1e3:>10.1f}{cpu * 1e3:>13.1f}"
                 )
         await engine.close()
+        await app.decider.engine.close()
 
 
 def main() -> int:
