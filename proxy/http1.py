@@ -22,7 +22,7 @@ import contextlib
 import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -59,29 +59,35 @@ class BadRequest(Exception):
         self.code = code
 
 
-class _Message:
-    """One request as the parser delivers it: head fields, then body chunks."""
+class RequestHead:
+    """One request as the parser delivers it: its head (what the listener reads), then its body.
 
-    # A plain slotted class: one is made per request (a dataclass with default factories
-    # costs twice as much to build).
+    A plain slotted class, the parser's record and the head handed out in one: one is made
+    per request.
+    """
+
     __slots__ = (
         "body",
         "complete",
+        "counted",
         "first",
+        "head_bytes",
         "head_done",
-        "head_size",
         "headers",
         "keep_alive",
         "method",
         "size",
+        "split",
+        "target",
         "url",
         "version",
     )
 
     def __init__(self) -> None:
         self.url = bytearray()
+        self.target = ""
         self.headers: list[tuple[str, str]] = []
-        self.first: dict[str, str] = {}  # lower-case name -> first value
+        self.first: dict[str, str] = {}  # lower-case name -> first value (~6 are asked for)
         self.head_done = False
         self.complete = False
         self.body: deque[bytes] = deque()
@@ -89,24 +95,21 @@ class _Message:
         self.method = ""
         self.version = "1.1"
         self.keep_alive = True
-        self.head_size = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    """The parsed head of one request."""
-
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    keep_alive: bool
-    # Lower-case name -> first value, built while parsing: a request asks for ~6 headers.
-    first: dict[str, str] = field(default_factory=dict)
+        self.split = False  # the head came in more than one segment
+        self.counted = 0  # headers counted in `head_bytes`
+        self.head_bytes = 0
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive)."""
         return self.first.get(name.lower())
+
+    def head_size(self) -> int:
+        """The head's size as counted against `max_header_bytes` (URL, names and values)."""
+        headers = self.headers
+        for name, value in headers[self.counted :]:
+            self.head_bytes += len(name) + len(value) + 4
+        self.counted = len(headers)
+        return len(self.url) + self.head_bytes
 
 
 class ClientWriter:
@@ -204,9 +207,10 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writer: ClientWriter = None  # type: ignore[assignment]  # set in connection_made
         self._parser = httptools.HttpRequestParser(self)
-        self._messages: deque[_Message] = deque()
-        self._current: _Message | None = None
+        self._messages: deque[RequestHead] = deque()
+        self._current: RequestHead | None = None
         self._max_header_bytes = settings.max_header_bytes
+        self._segment = 0  # bytes of the segment being parsed
         self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
         self._raw: deque[bytes] | None = deque() if raw else None  # bytes after an upgrade
         self._raw_size = 0
@@ -247,6 +251,7 @@ class ClientConnection(asyncio.Protocol):
                 self._pause_reading()
             self._wake()
             return
+        self._segment = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -264,11 +269,17 @@ class ClientConnection(asyncio.Protocol):
                 self._fail(BadRequest(f"malformed request: {exc}"))
             return
         m = self._current
-        if m is not None and not m.head_done and m.head_size > self._max_header_bytes:
-            self._fail(
-                BadRequest("request head too large", status=431, code=responses.HEADERS_TOO_LARGE)
-            )
-            return
+        if m is not None and not m.head_done:
+            # A head split across segments: counted as it grows (a head that comes whole
+            # is counted in on_headers_complete, only if its segment could hold too much).
+            m.split = True
+            if m.head_size() > self._max_header_bytes:
+                self._fail(
+                    BadRequest(
+                        "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
+                    )
+                )
+                return
         if self._waiter is not None:
             self._wake()
         elif self._body_bytes > READ_HIGH_WATER or len(self._messages) > MAX_QUEUED_MESSAGES:
@@ -313,35 +324,36 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._current = _Message()
+        self._current = RequestHead()
         self._messages.append(self._current)
 
     def on_url(self, url: bytes) -> None:
-        m: _Message = self._current  # type: ignore[assignment]
-        m.url += url
-        m.head_size += len(url)
+        self._current.url += url  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Called per header of every request: the message in a local, no assert.
-        m: _Message = self._current  # type: ignore[assignment]
-        m.head_size += len(name) + len(value) + 4
-        if m.head_size > self._max_header_bytes:
-            self._head_too_large = True
-            raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
+        # Called per header of every request: kept to the least (the size is counted once).
         text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
+        m: RequestHead = self._current  # type: ignore[assignment]
         m.headers.append((text_name, text_value))
         m.first.setdefault(text_name.lower(), text_value)
 
     def on_headers_complete(self) -> None:
-        m: _Message = self._current  # type: ignore[assignment]
+        m: RequestHead = self._current  # type: ignore[assignment]
+        # A head no larger than its segment is within the limit when the segment is.
+        if (m.split or self._segment > self._max_header_bytes) and (
+            m.head_size() > self._max_header_bytes
+        ):
+            self._head_too_large = True
+            raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
         parser = self._parser
         m.head_done = True
+        m.target = m.url.decode("latin-1")
         m.method = parser.get_method().decode("ascii", "replace")
         m.version = parser.get_http_version()
         m.keep_alive = parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
-        m: _Message = self._current  # type: ignore[assignment]
+        m: RequestHead = self._current  # type: ignore[assignment]
         m.body.append(body)
         m.size += len(body)
         self._body_bytes += len(body)
@@ -358,8 +370,9 @@ class ClientConnection(asyncio.Protocol):
         self._wake()
 
     def _fail(self, exc: BaseException) -> None:
+        # What follows is dropped unparsed (data_received), but still read: closing on
+        # unread bytes resets the connection before the client reads our 400.
         self._error = exc
-        self._pause_reading()  # nothing more is parsed
         self._wake()
 
     def _wake(self) -> None:
@@ -420,24 +433,16 @@ class ClientConnection(asyncio.Protocol):
                 await self._wait(self.loop.time() + idle_timeout)
             else:
                 await self._wait(deadline)
-        m = messages[0]
-        return RequestHead(
-            method=m.method,
-            target=m.url.decode("latin-1"),
-            version=m.version,
-            headers=m.headers,
-            keep_alive=m.keep_alive,
-            first=m.first,
-        )
+        return messages[0]
 
-    def _take_body(self, m: _Message) -> bytes:
+    def _take_body(self, m: RequestHead) -> bytes:
         body = m.body.popleft() if len(m.body) == 1 else b"".join(m.body)
         m.body.clear()
         self._body_bytes -= m.size
         m.size = 0
         return body
 
-    def _keep(self, m: _Message, rest: bytes) -> None:
+    def _keep(self, m: RequestHead, rest: bytes) -> None:
         m.body.appendleft(rest)
         m.size += len(rest)
         self._body_bytes += len(rest)
