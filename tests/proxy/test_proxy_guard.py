@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
+import socket
 import uuid
 
 import pytest
@@ -127,3 +130,21 @@ def test_malformed_requests_get_a_json_error(proxy, request_bytes, status):
     doc = json.loads(body)
     assert doc["error"] == ("headers_too_large" if status == 431 else "bad_request")
     assert doc["message"]
+
+
+def test_a_head_over_the_limit_that_trickles_in_is_refused_431(proxy):
+    """Each piece is far under the head limit; the head they add up to is not."""
+    header = b"X-Piece: " + b"a" * 1000 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n")
+        for _ in range(40):  # 40 KB of headers against the 32 KB limit
+            s.sendall(header)
+            if select.select([s], [], [], 0.01)[0]:
+                break  # answered: stop sending (bytes sent to a closed socket reset it)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                answer += chunk
+    status, _headers, body = parse_response(answer)
+    assert status == 431
+    assert json.loads(body)["error"] == "headers_too_large"
