@@ -67,28 +67,28 @@ class KeptAliveConnection(asyncio.Protocol):
         self._busy = False
         self._head_request = False
         self._reading_paused = False
+        self._interim = False  # (back to False when the interim answer ends)
+        self._broken = False  # (a broken connection is never reused)
+        self._skip_body = False  # (back to False once data_received replaced the parser)
+        self._body: list[bytes] = []  # (empty again once taken: a reused connection's is)
+        self._buffered = 0
+        self.status = 0
+        self.reason = ""
+        self.keep_alive = False
         self._reset()
 
     def _reset(self) -> None:
-        self.status = 0
-        self.reason = ""
+        """Forget the last answer (what `on_headers_complete` does not set anew)."""
         self.headers: list[tuple[str, str]] = []
         # The body's Content-Length; None when chunked or delimited by the end of the connection.
         self.length: int | None = None
         self.chunked = False
-        self.keep_alive = False
         self.head_done = False
         # The whole response is here (its body in `take_body()`): the framing ended.
         self.complete = False
         self.received = 0  # bytes of the answer received (0: the server said nothing yet)
         self._reason = b""
         self._connection = ""
-        self._coding_ok = True
-        self._interim = False
-        self._broken = False
-        self._skip_body = False
-        self._body: list[bytes] = []
-        self._buffered = 0
 
     # -- the request side ------------------------------------------------------------------
 
@@ -324,7 +324,7 @@ class KeptAliveConnection(asyncio.Protocol):
                 # Only plain chunked is relayed: the app would get other codings' bytes
                 # without the header that names them (Transfer-Encoding is hop-by-hop).
                 if value.strip().lower() != b"chunked":
-                    self._coding_ok = False
+                    raise MalformedResponse("unsupported transfer coding")
                 self.chunked = True
             elif lname == b"connection":
                 self._connection += "," + text.lower()
@@ -336,14 +336,10 @@ class KeptAliveConnection(asyncio.Protocol):
         if status < 200 and status != 101:
             # An interim answer (103 Early Hints; we never send Expect): the final one follows.
             self._interim = True
-            self.headers = []
-            self._reason = b""
-            self.length = None
-            self.chunked = False
-            self._connection = ""
+            received = self.received
+            self._reset()
+            self.received = received
             return
-        if not self._coding_ok:
-            raise MalformedResponse("unsupported transfer coding")
         self.status = status
         self.reason = self._reason.decode("latin-1")
         if self.chunked:
@@ -367,11 +363,13 @@ class KeptAliveConnection(asyncio.Protocol):
             return
         self._body.append(body)
         self._buffered += len(body)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
             return
         self.complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()

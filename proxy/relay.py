@@ -20,7 +20,7 @@ log = structlog.get_logger("sharewall.proxy.relay")
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Relayed:
     """What the client got: the status, and whether its connection can serve another request."""
 
@@ -42,55 +42,57 @@ async def relay_response(
     client can still get a proper 502/504); once the head was sent, a cut body ends the
     client connection instead (`keep_alive=False`).
     """
-    complete = False
-    try:
-        status, keep_alive, complete = await _relay(
-            response, writer, method, client_version, keep_alive
-        )
-    finally:
-        response.close(complete=complete)
-    return Relayed(status, keep_alive)
-
-
-async def _relay(
-    response: UpstreamResponse,
-    writer: asyncio.StreamWriter,
-    method: str,
-    client_version: str,
-    keep_alive: bool,
-) -> tuple[int, bool, bool]:
-    """(status sent, client keep-alive, upstream body complete)."""
     status = response.status
-    no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
-    lines = [f"HTTP/{client_version} {status} {response.reason}".rstrip()]
-    lines += [f"{k}: {v}" for k, v in filter_response_headers(response.headers)]
     length = response.length
-    if no_body:
-        framing = "none"
-        if length is not None:
-            lines.append(f"Content-Length: {length}")
-    elif length is not None:
+    no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
+    reason = response.reason
+    parts = [
+        f"HTTP/{client_version} {status} {reason}\r\n"
+        if reason
+        else f"HTTP/{client_version} {status}\r\n"
+    ]
+    parts += [f"{k}: {v}\r\n" for k, v in filter_response_headers(response.headers)]
+    if length is not None:
         framing = "length"
-        lines.append(f"Content-Length: {length}")
+        parts.append(f"Content-Length: {length}\r\n")
+    elif no_body:
+        framing = "length"
     elif client_version == "1.1":
         framing = "chunked"
-        lines.append("Transfer-Encoding: chunked")
+        parts.append("Transfer-Encoding: chunked\r\n")
     else:
         framing = "close"  # HTTP/1.0 client: the end of the body is the end of the connection
         keep_alive = False
-    lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
-    pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    if framing == "none":
-        writer.write(pending)
-        await _drain(writer)
-        return status, keep_alive, True
+    parts.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
+    head = "".join(parts).encode("latin-1")
+    complete = False
     try:
-        if length is not None and response.complete:
-            # The whole body came with the head (the usual small API answer): head and body
-            # in one write, without the body generator's per-chunk machinery.
-            writer.write(pending + response.whole_body())
-            await _drain(writer)
-            return status, keep_alive, True
+        if no_body or (length is not None and response.complete):
+            # No body, or all of it came with the head (the usual small API answer): head
+            # and body in one write, without the body generator's per-chunk machinery.
+            writer.write(head + response.whole_body() if not no_body else head)
+            complete = True
+            if writer.transport.get_write_buffer_size():
+                await writer.drain()  # only a slow client: the answer did not all go out
+            return Relayed(status, keep_alive)
+        keep_alive, complete = await _relay_streamed(
+            response, writer, head, status, framing, keep_alive
+        )
+        return Relayed(status, keep_alive)
+    finally:
+        response.close(complete=complete)
+
+
+async def _relay_streamed(
+    response: UpstreamResponse,
+    writer: asyncio.StreamWriter,
+    pending: bytes,
+    status: int,
+    framing: str,
+    keep_alive: bool,
+) -> tuple[bool, bool]:
+    """Relay a body still arriving; (client keep-alive, upstream body complete)."""
+    try:
         if not response.buffered:
             # Nothing of the body has arrived yet: the app gets the head now, not with the body.
             writer.write(pending)
@@ -117,12 +119,6 @@ async def _relay(
             raise UpstreamError(
                 502, responses.UPSTREAM_UNREACHABLE, "the upstream broke off its body"
             ) from None
-        return status, False, False
+        return False, False
     # A close-delimited upstream body leaves nothing to reuse.
-    return status, keep_alive, response.is_delimited
-
-
-async def _drain(writer: asyncio.StreamWriter) -> None:
-    """Wait for the client only when the answer did not all go out at once (a slow reader)."""
-    if writer.transport.get_write_buffer_size():
-        await writer.drain()
+    return keep_alive, response.is_delimited

@@ -71,19 +71,19 @@ def _filter(headers: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[
     One pass, each name lower-cased once (it runs twice per proxied call); a second pass only
     when a `Connection:` header names fields, which may come before it.
     """
-    kept: list[tuple[str, str, str]] = []
+    kept: list[tuple[str, str]] = []
     named: set[str] | None = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "connection":
-            tokens = {t.strip().lower() for t in value.split(",")} - {""}
-            named = tokens if named is None else named | tokens
+    for header in headers:
+        lname = header[0].lower()
         if lname in drop or lname.startswith(SHAREWALL_PREFIX):
+            if lname == "connection":  # (in every `drop`)
+                tokens = {t.strip().lower() for t in header[1].split(",")} - {""}
+                named = tokens if named is None else named | tokens
             continue
-        kept.append((lname, name, value))
+        kept.append(header)
     if named:
-        return [(name, value) for lname, name, value in kept if lname not in named]
-    return [(name, value) for _, name, value in kept]
+        return [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
 
 
 def filter_request_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -304,28 +304,6 @@ async def _send_streamed(
     await conn.drain()
 
 
-async def _exchange(
-    conn: _Conn,
-    method: str,
-    request_head: Callable[[str], bytes],
-    data: bytes | AsyncIterator[bytes] | None,
-    body_length: int | None,
-) -> None:
-    conn.begin(method)
-    if data is None or (isinstance(data, bytes) and len(data) <= _COALESCE_MAX):
-        body = data or b""
-        framing = f"Content-Length: {len(body)}\r\n" if body or method in _METHODS_WITH_BODY else ""
-        # One write for head and body: no small-packet stall, no partial request.
-        conn.write(request_head(framing) + body)
-    else:
-        await _send_streamed(conn, request_head, data, body_length)
-    waiter = conn.head_waiter()
-    if waiter is not None:
-        await waiter
-    if not conn.head_done:
-        await conn.head()  # raises what broke the connection
-
-
 class UpstreamResponse:
     """An upstream answer whose head has arrived; the body is read with `body()` (httpcore's way).
 
@@ -398,13 +376,10 @@ async def send_request(
     meanwhile, before a byte of its answer, is retried once on a fresh one (what browsers and
     aiohttp do).
     """
-    key = (scheme, destination.host, destination.address, port)
-    replayable = not isinstance(data, AsyncIterator)
+    host = destination.host
+    key = (scheme, host, destination.address, port)
+    replayable = data is None or isinstance(data, bytes)
     conn = pool._take_idle(key) if replayable else None
-
-    def request_head(framing: str) -> bytes:
-        return _request_head(method, destination.host, port, scheme, path, headers, framing)
-
     for attempt in (0, 1):
         reused = conn is not None
         if conn is None:
@@ -412,13 +387,36 @@ async def send_request(
         deadline = conn.deadline
         assert deadline is not None
         try:
-            if replayable:
+            conn.begin(method)
+            if data is None or (isinstance(data, bytes) and len(data) <= _COALESCE_MAX):
                 deadline.start(pool.head_timeout)
-                await _exchange(conn, method, request_head, data, body_length)
+                body = data or b""
+                framing = (
+                    f"Content-Length: {len(body)}\r\n"
+                    if body or method in _METHODS_WITH_BODY
+                    else ""
+                )
+                # One write for head and body: no small-packet stall, no partial request.
+                conn.write(_request_head(method, host, port, scheme, path, headers, framing) + body)
+                waiter = conn.head_waiter()
+                if waiter is not None:
+                    await waiter  # woken once the head is here, with what came of the body
+                if not conn.head_done:
+                    await conn.head()  # raises what broke the connection
             else:
-                # A streamed body: the deadline also covers reading it from the app.
-                async with asyncio.timeout(pool.head_timeout):
-                    await _exchange(conn, method, request_head, data, body_length)
+
+                def request_head(framing: str) -> bytes:
+                    return _request_head(method, host, port, scheme, path, headers, framing)
+
+                if replayable:
+                    deadline.start(pool.head_timeout)
+                    await _send_streamed(conn, request_head, data, body_length)
+                    await conn.head()
+                else:
+                    # A streamed body: the deadline also covers reading it from the app.
+                    async with asyncio.timeout(pool.head_timeout):
+                        await _send_streamed(conn, request_head, data, body_length)
+                        await conn.head()
             deadline.clear()
             return UpstreamResponse(pool, conn)
         except TimeoutError:
