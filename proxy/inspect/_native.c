@@ -35,6 +35,55 @@ static inline int is_alpha(unsigned char c) { return is_upper(c) || (c >= 'a' &&
      ICCID: >= 12 digits. In text, a national number: >= 7 digits;
    - outside text, a whole-value IBAN: 15..42 characters, two letters then two digits;
    - in text, an IBAN `[A-Z][A-Z][0-9][0-9]`, an address gate '#', "/F", ", [A-Z]". */
+/* What a character is to `ascii_may_match`: most characters of a value (lower-case letters,
+   quotes, braces) only end a run of a numeric token, and are skipped in a tight loop; the few
+   a detector may start with have a class of their own (one jump, one test). */
+enum {
+    C_OTHER = 0,
+    C_DIGIT,
+    C_GAP, /* ' ', '(', ')' */
+    C_DOT,
+    C_DASH,
+    C_HIT, /* '@', ':', '+' */
+    C_UPPER,
+    C_E,
+    C_X,
+    C_G,
+    C_UNDERSCORE,
+    C_HASH,
+    C_SLASH,
+    C_COMMA,
+};
+static unsigned char char_class[256];
+/* The character after 'e', 'x', 'g' that a secret prefix needs ("eyJ", "xox", "gh"). */
+static unsigned char follower[256];
+
+static void init_char_class(void)
+{
+    const char *c;
+    int i;
+    for (i = '0'; i <= '9'; i++)
+        char_class[i] = C_DIGIT;
+    for (i = 'A'; i <= 'Z'; i++)
+        char_class[i] = C_UPPER;
+    for (c = " ()"; *c; c++)
+        char_class[(unsigned char)*c] = C_GAP;
+    for (c = "@:+"; *c; c++)
+        char_class[(unsigned char)*c] = C_HIT;
+    char_class['.'] = C_DOT;
+    char_class['-'] = C_DASH;
+    char_class['e'] = C_E;
+    char_class['x'] = C_X;
+    char_class['g'] = C_G;
+    char_class['_'] = C_UNDERSCORE;
+    char_class['#'] = C_HASH;
+    char_class['/'] = C_SLASH;
+    char_class[','] = C_COMMA;
+    follower['e'] = 'y';
+    follower['x'] = 'o';
+    follower['g'] = 'h';
+}
+
 static int ascii_may_match(const unsigned char *s, Py_ssize_t n, int is_text)
 {
     Py_ssize_t digits = 0, dots = 0, dashes = 0; /* in the current run of [0-9 ().-] */
@@ -47,78 +96,89 @@ static int ascii_may_match(const unsigned char *s, Py_ssize_t n, int is_text)
     for (i = 0; i < n; i++) {
         unsigned char c = s[i];
         Py_ssize_t left = n - i - 1; /* characters after c */
-        if (is_digit(c)) {
+        int cls = char_class[c];
+        switch (cls) {
+        case C_DIGIT:
             digits++;
             if (digits >= enough_digits || (dots >= 3 && digits >= 4)
                 || (dashes >= 2 && digits >= 9))
                 return 1;
             continue;
-        }
-        switch (c) {
-        case ' ':
-        case '(':
-        case ')':
+        case C_GAP:
             continue;
-        case '.':
+        case C_DOT:
             dots++;
             if (dots >= 3 && digits >= 4)
                 return 1;
             continue;
-        case '-':
+        case C_DASH:
             dashes++;
             if (dashes >= 2 && digits >= 9)
                 return 1;
             if (left >= 4 && memcmp(s + i + 1, "----", 4) == 0)
                 return 1; /* -----BEGIN */
             continue;
+        case C_HIT:
+            return 1;
         default:
             break;
         }
         /* Not a character of a numeric token: the run ends. */
         digits = dots = dashes = 0;
-        switch (c) {
-        case '@':
-        case ':':
-        case '+':
-            return 1;
-        case '#':
+        switch (cls) {
+        case C_E:
+            if (left >= 2 && s[i + 1] == 'y' && s[i + 2] == 'J')
+                return 1;
+            goto skip;
+        case C_X:
+            if (left >= 2 && s[i + 1] == 'o' && s[i + 2] == 'x')
+                return 1;
+            goto skip;
+        case C_G:
+            if (left >= 1 && s[i + 1] == 'h')
+                return 1;
+            goto skip;
+        case C_OTHER:
+        skip:
+            /* Skip what ends a run and starts nothing: other characters, and an 'e', 'x' or 'g'
+               without the character its prefix needs next. */
+            while (i + 1 < n) {
+                unsigned char d = s[i + 1];
+                int k = char_class[d];
+                if (k != C_OTHER
+                    && (k < C_E || k > C_G || (i + 2 < n && s[i + 2] == follower[d])))
+                    break;
+                i++;
+            }
+            break;
+        case C_UPPER:
+            if (c == 'A' && left >= 3
+                && (memcmp(s + i + 1, "KIA", 3) == 0 || memcmp(s + i + 1, "SIA", 3) == 0
+                    || memcmp(s + i + 1, "Iza", 3) == 0))
+                return 1;
+            if (is_text && left >= 3 && is_upper(s[i + 1]) && is_digit(s[i + 2])
+                && is_digit(s[i + 3]))
+                return 1;
+            break;
+        case C_UNDERSCORE:
+            if (left >= 5 && memcmp(s + i + 1, "live_", 5) == 0)
+                return 1;
+            break;
+        case C_HASH:
             if (is_text)
                 return 1;
             break;
-        case '/':
+        case C_SLASH:
             if (is_text && left >= 1 && s[i + 1] == 'F')
                 return 1;
             break;
-        case ',':
+        case C_COMMA:
             if (is_text && left >= 2 && s[i + 1] == ' ' && is_upper(s[i + 2]))
-                return 1;
-            break;
-        case 'e':
-            if (left >= 2 && s[i + 1] == 'y' && s[i + 2] == 'J')
-                return 1;
-            break;
-        case 'x':
-            if (left >= 2 && s[i + 1] == 'o' && s[i + 2] == 'x')
-                return 1;
-            break;
-        case 'g':
-            if (left >= 1 && s[i + 1] == 'h')
-                return 1;
-            break;
-        case '_':
-            if (left >= 5 && memcmp(s + i + 1, "live_", 5) == 0)
                 return 1;
             break;
         default:
             break;
         }
-        if (c == 'A' && left >= 3
-            && (memcmp(s + i + 1, "KIA", 3) == 0 || memcmp(s + i + 1, "SIA", 3) == 0
-                || memcmp(s + i + 1, "Iza", 3) == 0))
-            return 1;
-        if (is_text && is_upper(c) && left >= 3 && is_upper(s[i + 1]) && is_digit(s[i + 2])
-            && is_digit(s[i + 3]))
-            return 1;
     }
     return 0;
 }
@@ -1397,6 +1457,7 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
+    init_char_class();
 #define INTERN(var, text)                                                                           \
     if ((var = PyUnicode_InternFromString(text)) == NULL) {                                        \
         Py_DECREF(module);                                                                         \
