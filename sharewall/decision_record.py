@@ -204,45 +204,54 @@ def record_in_order(
     """`new_record` with its arguments by position, for the proxy's per-call path.
 
     Twenty-eight keyword arguments make CPython match each name per call; a record is made for
-    every proxied call. The dict is one literal in `FIELD_NAMES` order (its constant keys
-    are built in one step; checked against `FIELD_NAMES` when this module is imported).
+    every proxied call. The dict is a copy of `_RECORD_TEMPLATE` (its keys in `FIELD_NAMES`
+    order, copied in one step) filled in by key: a 30-key literal inserts every key anew, about
+    half again the cost. Checked against `FIELD_NAMES` when this module is imported (a
+    misspelled key would be added at the end).
     """
-    return {
-        "time": time,
-        "decision_id": decision_id,
-        "action": action,
-        "would_block": would_block,
-        "mode": mode,
-        "reason_codes": [r["code"] for r in reasons],
-        "recipient_id": recipient_id,
-        "host": host,
-        "port": port,
-        "method": method,
-        "path": redact_path(path, findings),
-        "purpose": purpose,
-        "categories": categories,
-        "finding_locations": [f"{f['category']}@{f['location']}" for f in findings],
-        "source_workload": source_workload,
-        "source_namespace": source_namespace,
-        "inspected": inspected,
-        "tunnel": tunnel,
-        "status": status,
-        "fault": fault,
-        "problems": problems,
-        "latency_ms": None if latency_ms is None else round(latency_ms, 3),
-        "inspect_ms": None if inspect_ms is None else round(inspect_ms, 3),
-        "policy_ms": None if policy_ms is None else round(policy_ms, 3),
-        "upstream_ms": None if upstream_ms is None else round(upstream_ms, 3),
-        "reasons": reasons,
-        "findings": findings,
-        "scheme": scheme,
-        "tls_upstream": tls_upstream,
-        "complete": complete,
-    }
+    record = _RECORD_TEMPLATE.copy()
+    record["time"] = time
+    record["decision_id"] = decision_id
+    record["action"] = action
+    record["would_block"] = would_block
+    record["mode"] = mode
+    record["reason_codes"] = [r["code"] for r in reasons]
+    record["recipient_id"] = recipient_id
+    record["host"] = host
+    record["port"] = port
+    record["method"] = method
+    record["path"] = redact_path(path, findings)
+    record["purpose"] = purpose
+    record["categories"] = categories
+    record["finding_locations"] = [f"{f['category']}@{f['location']}" for f in findings]
+    record["source_workload"] = source_workload
+    record["source_namespace"] = source_namespace
+    record["inspected"] = inspected
+    record["tunnel"] = tunnel
+    record["status"] = status
+    record["fault"] = fault
+    record["problems"] = problems
+    if latency_ms is not None:
+        record["latency_ms"] = round(latency_ms, 3)
+    if inspect_ms is not None:
+        record["inspect_ms"] = round(inspect_ms, 3)
+    if policy_ms is not None:
+        record["policy_ms"] = round(policy_ms, 3)
+    if upstream_ms is not None:
+        record["upstream_ms"] = round(upstream_ms, 3)
+    record["reasons"] = reasons
+    record["findings"] = findings
+    record["scheme"] = scheme
+    record["tls_upstream"] = tls_upstream
+    record["complete"] = complete
+    return record
+
+
+_RECORD_TEMPLATE: dict[str, Any] = dict.fromkeys(FIELD_NAMES)  # every value None
 
 
 def _check_record_order() -> None:
-    """`record_in_order`'s literal has exactly the fields of `FIELDS`, in their order."""
+    """`record_in_order` fills exactly the fields of `FIELDS`, in their order."""
     keys = tuple(record_in_order("", "", "", False, "", [], None, "", None, "", "", None, [], [],
                                  None, None, None, None, None, None, [], None, None, None, None,
                                  None, None, None))  # fmt: skip
