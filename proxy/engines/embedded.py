@@ -145,7 +145,7 @@ class EmbeddedEngine:
         # engine evaluating against the previous snapshot meanwhile (swapped in one go below).
         by_id: dict[str, Recipient] = {}
         await each_in_slices(snapshot.recipients, lambda r: by_id.__setitem__(r.id, r))
-        # The working set's Rego forms too (up to 256 `model_dump`s, ~20-50 us each: every
+        # The working set's Rego forms too (up to 256 `to_data()`s, ~10-25 us each: every
         # recipient of a reloaded file is a new object), so that the swap only loads them.
         if len(self._working) <= WORKING_SET_LIMIT:
             wanted = [by_id[rid] for rid in self._working if rid in by_id]
