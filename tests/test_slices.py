@@ -7,7 +7,13 @@ import contextlib
 import gc
 import weakref
 
-from sharewall.slices import each_in_slices, release_gradually, sliced
+from sharewall.slices import (
+    collector_paused,
+    each_in_slices,
+    freeze_start_up_heap,
+    release_gradually,
+    sliced,
+)
 
 
 class Thing:
@@ -53,3 +59,24 @@ async def test_release_gradually_frees_what_it_was_given_once_no_one_else_holds_
         assert all(w() is None for w in watched)
     finally:
         gc.enable()
+
+
+class _Node:
+    """A cycle's member that a weak reference can follow."""
+
+    other: _Node | None = None
+
+
+def test_freezing_the_start_up_heap_collects_the_garbage_a_paused_load_froze() -> None:
+    try:
+        with collector_paused():
+            a, b = _Node(), _Node()
+            a.other, b.other = b, a
+            gone = weakref.ref(a)
+            del a, b  # a cycle: only the collector frees it, and the load's freeze hides it
+        gc.collect()
+        assert gone() is not None
+        freeze_start_up_heap()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
