@@ -73,13 +73,13 @@ class KeptAliveConnection(asyncio.Protocol):
         self._body: list[bytes] = []  # (empty again once taken: a reused connection's is)
         self._buffered = 0
         self.status = 0
-        self.reason = ""
+        self.reason = b""
         self.keep_alive = False
         self._reset()
 
     def _reset(self) -> None:
         """Forget the last answer (what `on_headers_complete` does not set anew)."""
-        self.headers: list[tuple[str, str]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # as received
         # The body's Content-Length; None when chunked or delimited by the end of the connection.
         self.length: int | None = None
         self.chunked = False
@@ -88,7 +88,7 @@ class KeptAliveConnection(asyncio.Protocol):
         self.complete = False
         self.received = 0  # bytes of the answer received (0: the server said nothing yet)
         self._reason = b""
-        self._connection = ""
+        self._connection = b""
 
     # -- the request side ------------------------------------------------------------------
 
@@ -314,9 +314,7 @@ class KeptAliveConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:
             return  # trailers: hop-by-hop, dropped
-        n = len(name)
-        text = value.decode("latin-1")
-        if n in (10, 14, 17):  # only these lengths can be the framing fields read here
+        if len(name) in (10, 14, 17):  # only these lengths can be the framing fields read here
             lname = name.lower()
             if lname == b"content-length":
                 self.length = int(value)  # llhttp has checked the digits and duplicates
@@ -327,8 +325,8 @@ class KeptAliveConnection(asyncio.Protocol):
                     raise MalformedResponse("unsupported transfer coding")
                 self.chunked = True
             elif lname == b"connection":
-                self._connection += "," + text.lower()
-        self.headers.append((name.decode("latin-1"), text))
+                self._connection += b"," + value.lower()
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -341,14 +339,14 @@ class KeptAliveConnection(asyncio.Protocol):
             self.received = received
             return
         self.status = status
-        self.reason = self._reason.decode("latin-1")
+        self.reason = self._reason
         if self.chunked:
             self.length = None  # (llhttp refuses Content-Length beside it anyway)
         connection = self._connection
         if parser.get_http_version() == "1.1":
-            keep_alive = "close" not in connection
+            keep_alive = b"close" not in connection
         else:
-            keep_alive = "keep-alive" in connection
+            keep_alive = b"keep-alive" in connection
         no_body = self._head_request or status in _NO_BODY_STATUSES or status == 101
         self.keep_alive = keep_alive and (no_body or not self._until_close) and status != 101
         self.head_done = True

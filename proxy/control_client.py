@@ -233,8 +233,8 @@ class ControlClient:
             except MalformedResponse as exc:
                 raise ControlClientError(f"not an HTTP/1.x response ({exc})") from None
             headers: dict[str, str] = {}
-            for name, value in connection.headers:
-                key = name.lower()
+            for raw_name, raw_value in connection.headers:
+                key, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
             body = await self._read_body(connection)
             if headers.get("content-encoding", "").strip().lower() == "gzip":

@@ -18,6 +18,7 @@ from proxy.upstream import UpstreamError, UpstreamResponse, filter_response_head
 log = structlog.get_logger("sharewall.proxy.relay")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+_STATUS_LINE_START = {"1.1": b"HTTP/1.1 ", "1.0": b"HTTP/1.0 "}
 
 
 @dataclass(slots=True)
@@ -45,26 +46,24 @@ async def relay_response(
     status = response.status
     length = response.length
     no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
-    reason = response.reason
     parts = [
-        f"HTTP/{client_version} {status} {reason}\r\n"
-        if reason
-        else f"HTTP/{client_version} {status}\r\n"
+        _STATUS_LINE_START.get(client_version) or f"HTTP/{client_version} ".encode(),
+        b"%d %s\r\n" % (status, response.reason) if response.reason else b"%d\r\n" % status,
     ]
-    parts += [f"{k}: {v}\r\n" for k, v in filter_response_headers(response.headers)]
+    parts += [b"%s: %s\r\n" % header for header in filter_response_headers(response.headers)]
     if length is not None:
         framing = "length"
-        parts.append(f"Content-Length: {length}\r\n")
+        parts.append(b"Content-Length: %d\r\n" % length)
     elif no_body:
         framing = "length"
     elif client_version == "1.1":
         framing = "chunked"
-        parts.append("Transfer-Encoding: chunked\r\n")
+        parts.append(b"Transfer-Encoding: chunked\r\n")
     else:
         framing = "close"  # HTTP/1.0 client: the end of the body is the end of the connection
         keep_alive = False
-    parts.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
-    head = "".join(parts).encode("latin-1")
+    parts.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    head = b"".join(parts)
     complete = False
     try:
         if no_body or (length is not None and response.complete):

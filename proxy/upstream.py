@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import AnyStr
 
 import structlog
 
@@ -51,8 +52,9 @@ _REQUEST_DROP = HOP_BY_HOP | {
     "x-forwarded-host",
     "x-forwarded-proto",
 }
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
 SHAREWALL_PREFIX = "x-sharewall-"
+_RESPONSE_DROP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP | {"content-length"})
+_PREFIX_BYTES = SHAREWALL_PREFIX.encode()
 
 
 class UpstreamError(Exception):
@@ -65,19 +67,26 @@ class UpstreamError(Exception):
         self.message = message
 
 
-def _filter(headers: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
-    """`headers` without `drop`, `X-Sharewall-*` and the names `Connection:` lists (hop-by-hop).
+def _filter(
+    headers: list[tuple[AnyStr, AnyStr]],
+    drop: frozenset[AnyStr],
+    prefix: AnyStr,
+    connection: AnyStr,
+    comma: AnyStr,
+) -> list[tuple[AnyStr, AnyStr]]:
+    """`headers` without `drop`, `prefix`-ed names and the names `Connection:` lists
+    (hop-by-hop); the same for `str` fields (a request's) and `bytes` (a response's, as received).
 
     One pass, each name lower-cased once (it runs twice per proxied call); a second pass only
     when a `Connection:` header names fields, which may come before it.
     """
-    kept: list[tuple[str, str]] = []
-    named: set[str] | None = None
+    kept: list[tuple[AnyStr, AnyStr]] = []
+    named: set[AnyStr] | None = None
     for header in headers:
         lname = header[0].lower()
-        if lname in drop or lname.startswith(SHAREWALL_PREFIX):
-            if lname == "connection":  # (in every `drop`)
-                tokens = {t.strip().lower() for t in header[1].split(",")} - {""}
+        if lname in drop or lname.startswith(prefix):
+            if lname == connection:  # (in every `drop`)
+                tokens = {t.strip().lower() for t in header[1].split(comma)} - {comma[:0]}
                 named = tokens if named is None else named | tokens
             continue
         kept.append(header)
@@ -88,12 +97,12 @@ def _filter(headers: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[
 
 def filter_request_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers to send upstream: no hop-by-hop, nothing revealing the pod, no `X-Sharewall-*`."""
-    return _filter(headers, _REQUEST_DROP)
+    return _filter(headers, _REQUEST_DROP, SHAREWALL_PREFIX, "connection", ",")
 
 
-def filter_response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Headers to send the app: no hop-by-hop, no upstream `X-Sharewall-*`."""
-    return _filter(headers, _RESPONSE_DROP)
+def filter_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers to send the app (bytes, as received): no hop-by-hop, no upstream `X-Sharewall-*`."""
+    return _filter(headers, _RESPONSE_DROP_BYTES, _PREFIX_BYTES, b"connection", b",")
 
 
 class _Conn(KeptAliveConnection):
@@ -312,21 +321,26 @@ class UpstreamResponse:
     must `close()` it exactly once.
     """
 
-    __slots__ = ("_conn", "_pool", "headers", "is_chunked", "is_delimited", "length", "reason",
-                 "status")  # fmt: skip
+    __slots__ = ("_conn", "_pool", "headers", "length", "reason", "status")
 
     def __init__(self, pool: UpstreamPool, conn: _Conn) -> None:
         self._pool = pool
         self._conn = conn
         self.status: int = conn.status
-        self.reason: str = conn.reason
-        # The upstream's header fields as sent (`filter_response_headers` before relaying).
-        self.headers: list[tuple[str, str]] = conn.headers
+        self.reason: bytes = conn.reason
+        # The upstream's header fields as sent, bytes (`filter_response_headers` before relaying).
+        self.headers: list[tuple[bytes, bytes]] = conn.headers
         # The body's Content-Length; None when chunked or close-delimited.
         self.length: int | None = conn.length
-        self.is_chunked: bool = conn.chunked
-        # The body's end is known without the connection closing (length or chunked).
-        self.is_delimited: bool = conn.length is not None or conn.chunked
+
+    @property
+    def is_chunked(self) -> bool:
+        return self._conn.chunked
+
+    @property
+    def is_delimited(self) -> bool:
+        """The body's end is known without the connection closing (length or chunked)."""
+        return self.length is not None or self._conn.chunked
 
     @property
     def complete(self) -> bool:
