@@ -90,7 +90,7 @@ class RequestHead:
         self.first: dict[str, str] = {}  # lower-case name -> first value (~6 are asked for)
         self.head_done = False
         self.complete = False
-        self.body: deque[bytes] = deque()
+        self.body: list[bytes] = []  # few chunks: consumed as they come
         self.size = 0  # bytes queued in `body`
         self.method = ""
         self.version = "1.1"
@@ -348,7 +348,8 @@ class ClientConnection(asyncio.Protocol):
         parser = self._parser
         m.head_done = True
         m.target = m.url.decode("latin-1")
-        m.method = parser.get_method().decode("ascii", "replace")
+        raw_method = parser.get_method()
+        m.method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
         m.version = parser.get_http_version()
         m.keep_alive = parser.should_keep_alive()
 
@@ -436,14 +437,14 @@ class ClientConnection(asyncio.Protocol):
         return messages[0]
 
     def _take_body(self, m: RequestHead) -> bytes:
-        body = m.body.popleft() if len(m.body) == 1 else b"".join(m.body)
+        body = m.body[0] if len(m.body) == 1 else b"".join(m.body)
         m.body.clear()
         self._body_bytes -= m.size
         m.size = 0
         return body
 
     def _keep(self, m: RequestHead, rest: bytes) -> None:
-        m.body.appendleft(rest)
+        m.body.insert(0, rest)
         m.size += len(rest)
         self._body_bytes += len(rest)
 
@@ -486,7 +487,7 @@ class ClientConnection(asyncio.Protocol):
         m = self._messages[0]
         while True:
             while m.body:
-                chunk = m.body.popleft()
+                chunk = m.body.pop(0)
                 m.size -= len(chunk)
                 self._body_bytes -= len(chunk)
                 yield chunk
@@ -544,6 +545,13 @@ class ClientConnection(asyncio.Protocol):
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
+
+
+# The methods' names as str without a decode per request.
+_METHODS = {
+    name.encode(): name
+    for name in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT")
+}
 
 
 class _HeadTooLarge(Exception):
