@@ -46,6 +46,18 @@ UNUSED = (
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
 # interception CA or a gateway's client certificates.
 ON_DEMAND = ("cryptography", "proxy.certs")
+# Imported by the first call that needs them, not at start (~1.2 MB of an idle proxy): the IBAN
+# check (python-stdnum reads its country table through importlib.resources, with zipfile) and
+# the XML body parser (ElementTree, expat, defusedxml).
+FIRST_USE = (
+    "stdnum.iban",
+    "stdnum.numdb",
+    "importlib.resources",
+    "zipfile",
+    "xml.etree.ElementTree",
+    "pyexpat",
+    "defusedxml",
+)
 
 
 def imported_modules(importtime_stderr: str) -> set[str]:
@@ -197,6 +209,15 @@ def test_a_proxy_without_ca_or_client_ca_loads_no_certificate_library(
 ) -> None:
     assert "proxy.listener" in proxy_modules
     loaded = sorted(m for m in proxy_modules if m in ON_DEMAND or m.split(".")[0] in ON_DEMAND)
+    assert loaded == []
+
+
+def test_an_idle_proxy_has_not_loaded_the_iban_check_nor_the_xml_parser(
+    proxy_modules: set[str],
+) -> None:
+    assert "proxy.inspect.identifiers" in proxy_modules
+    assert "proxy.inspect.xml_body" in proxy_modules
+    loaded = sorted(m for m in proxy_modules if m in FIRST_USE or m.split(".")[0] in FIRST_USE)
     assert loaded == []
 
 
