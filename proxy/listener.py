@@ -40,7 +40,6 @@ from proxy.pipeline import (
 )
 from proxy.relay import relay_response
 from proxy.settings import LISTEN_BACKLOG, Settings
-from proxy.transparent import Captured, TransparentListener
 from proxy.tunnel import open_tunnel, splice
 from proxy.upstream import UpstreamError, UpstreamPool, send_request
 from sharewall.hosts import BadAuthority, Target, parse_authority_cached, parse_url
@@ -49,6 +48,7 @@ from sharewall.recipients import RecipientIndex
 if TYPE_CHECKING:  # annotations only: the app builds these
     from proxy.certs import CertificateAuthority
     from proxy.decide import Decider
+    from proxy.transparent import Captured, TransparentListener
 
 log = structlog.get_logger("sharewall.proxy")
 
@@ -120,6 +120,10 @@ class ProxyServer:
 
     def bind_transparent(self, address: tuple[str, int]) -> tuple[str, int]:
         """Bind the transparent listener (`--transparent-listen`); its bound address."""
+        # Imported here: a proxy without `--transparent-listen` never loads the first-bytes
+        # naming (ClientHello, SO_ORIGINAL_DST).
+        from proxy.transparent import TransparentListener
+
         self._transparent = TransparentListener(self, address)
         return self._transparent.bind()
 

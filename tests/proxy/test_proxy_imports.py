@@ -46,7 +46,7 @@ UNUSED = (
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
 # interception CA or a gateway's client certificates.
 ON_DEMAND = ("cryptography", "proxy.certs")
-# Imported by the first call that needs them, not at start (~1.2 MB of an idle proxy): the IBAN
+# Imported by the first call that needs them, not at start (~1.5 MB of an idle proxy): the IBAN
 # check (python-stdnum reads its country table through importlib.resources, with zipfile) and
 # the XML body parser (ElementTree, expat, defusedxml).
 FIRST_USE = (
@@ -57,6 +57,11 @@ FIRST_USE = (
     "xml.etree.ElementTree",
     "pyexpat",
     "defusedxml",
+    # Naming a connection the kernel redirected: only with `--transparent-listen`.
+    "proxy.transparent",
+    "proxy.first_bytes",
+    "proxy.client_hello",
+    "proxy.original_dst",
 )
 
 
@@ -212,7 +217,7 @@ def test_a_proxy_without_ca_or_client_ca_loads_no_certificate_library(
     assert loaded == []
 
 
-def test_an_idle_proxy_has_not_loaded_the_iban_check_nor_the_xml_parser(
+def test_an_idle_proxy_has_not_loaded_the_iban_check_the_xml_parser_nor_transparent_capture(
     proxy_modules: set[str],
 ) -> None:
     assert "proxy.inspect.identifiers" in proxy_modules
