@@ -17,6 +17,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 DEFAULT_DB_URL = "sqlite+aiosqlite:///./var/registry.sqlite"
 
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL's counterpart of the busy timeout: how long a statement waits for a lock (the
+# writers' registry_state row, a row another session holds) before it fails with
+# lock_not_available (55P03, answered 503 database-busy with Retry-After). Without it one
+# stuck writer (an operator's open psql transaction) made every write wait forever.
+DEFAULT_LOCK_TIMEOUT_S = 5.0
 
 
 class DatabaseUrlError(ValueError):
@@ -87,8 +92,14 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str = DEFAULT_DB_URL, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine for `url` (`sqlite+aiosqlite:///…` or `postgresql://…`)."""
+def create_engine(
+    url: str = DEFAULT_DB_URL, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, **kwargs: Any
+) -> AsyncEngine:
+    """Create the async engine for `url` (`sqlite+aiosqlite:///…` or `postgresql://…`).
+
+    On PostgreSQL every session waits at most `lock_timeout_s` for a lock (0: forever);
+    SQLite's writers wait its fixed busy timeout.
+    """
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         _ensure_sqlite_dir(parsed)
@@ -97,6 +108,9 @@ def create_engine(url: str = DEFAULT_DB_URL, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # Readers take no row locks (MVCC), so in practice this bounds the writers' waits.
+    server_settings = {"lock_timeout": str(round(lock_timeout_s * 1000))}
+    kwargs.setdefault("connect_args", {}).setdefault("server_settings", server_settings)
     return create_async_engine(parsed, **kwargs)
 
 
@@ -138,6 +152,9 @@ async def migrate(engine: AsyncEngine, revision: str = "head", *, downgrade: boo
     async with engine.connect() as conn:
         conn = await conn.execution_options(**{WRITE_TRANSACTION: True})
         async with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # A migration waits for the registry's transactions to end, as it always did.
+                await conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
             await conn.run_sync(_run_alembic, cfg, verb, revision)
 
 

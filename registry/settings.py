@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.db import DEFAULT_DB_URL
+from registry.db import DEFAULT_DB_URL, DEFAULT_LOCK_TIMEOUT_S
 
 MiB = 1024 * 1024
 
@@ -14,6 +14,8 @@ class Settings:
     """Everything `create_app` needs; defaults are the embedded single-node setup."""
 
     db_url: str = DEFAULT_DB_URL
+    # PostgreSQL: the longest a write waits for a lock before it is 503 database-busy.
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     host: str = "127.0.0.1"
     port: int = 8700
     # Request bodies of the management API (recipients, grants, apply).

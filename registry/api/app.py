@@ -60,7 +60,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
 async def _database(app: web.Application) -> AsyncIterator[None]:
     """Own the database engine for the app's lifetime."""
     settings = app[keys.SETTINGS]
-    engine = db.create_engine(settings.db_url)
+    engine = db.create_engine(settings.db_url, lock_timeout_s=settings.lock_timeout_s)
     app[keys.ENGINE] = engine
     app[keys.SESSIONS] = db.create_sessionmaker(engine)
     log.info("registry.database_open", dialect=engine.dialect.name)

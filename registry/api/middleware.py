@@ -77,15 +77,18 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
 
 
 # PostgreSQL's transient failures of one transaction (deadlock_detected,
-# serialization_failure, lock_not_available): the database is up; the same write may succeed
-# when sent again. The registry's own writers take the registry_state row first and do not
-# deadlock each other; this is for a session outside it (an operator's psql) locking rows.
-_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+# serialization_failure, lock_not_available: a lock not granted within `lock_timeout`,
+# query_canceled: a `statement_timeout` an operator set): the database is up; the same
+# write may succeed when sent again. The registry's own writers take the registry_state row
+# first and do not deadlock each other; this is for a session outside it (an operator's
+# psql) locking rows, or a writer stuck while holding the registry_state row.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57014"})
 
 
 def _is_busy(exc: Exception) -> bool:
     """The database is up, only busy: SQLite's writer lock held past the busy timeout, or a
-    PostgreSQL transaction aborted by a deadlock or a serialization failure."""
+    PostgreSQL transaction aborted by a deadlock, a serialization failure or a lock wait
+    past `lock_timeout`."""
     if not isinstance(exc, DBAPIError):
         return False
     if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:

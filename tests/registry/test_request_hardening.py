@@ -265,6 +265,35 @@ async def test_a_write_kept_out_by_another_writer_is_503_busy_with_retry_after(
     assert resp.status == 201
 
 
+async def test_a_write_behind_a_stuck_writer_is_503_busy_after_the_lock_timeout(
+    settings, auth, db_url, unique
+):
+    """PostgreSQL: a session outside the registry holds the writers' registry_state row and
+    never ends; a write gives up after `lock_timeout_s` with a retryable 503, not a hang."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's lock_timeout")
+    app = create_app(dataclasses.replace(settings, lock_timeout_s=0.3))
+    dsn = db_url.replace("postgresql+asyncpg://", "postgresql://")
+    body = {"id": unique("stuck"), "name": "Stuck", "kind": "ott_provider"}
+    async with TestClient(RegistryTestServer(app, host="127.0.0.1", port=0)) as client:
+        outside = await asyncpg.connect(dsn)
+        try:
+            tx = outside.transaction()
+            await tx.start()
+            await outside.execute("SELECT 1 FROM registry_state WHERE id = 1 FOR UPDATE")
+            resp = await asyncio.wait_for(
+                client.post("/v1/recipients", json=body, headers=auth("engineer")), 10
+            )
+            await tx.rollback()
+        finally:
+            await outside.close()
+        assert resp.status == 503, await resp.text()
+        assert (await resp.json())["type"] == P + "database-busy"
+        assert int(resp.headers["Retry-After"]) >= 1
+        resp = await client.post("/v1/recipients", json=body, headers=auth("engineer"))
+        assert resp.status == 201
+
+
 async def test_a_write_deadlocked_by_an_outside_session_is_503_busy_with_retry_after(
     client, auth, db_url, unique
 ):
