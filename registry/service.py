@@ -26,10 +26,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from registry import changes
 from registry.audit import Actor, record_audit
 from registry.changes import EDITABLE_FIELDS, is_live
-from registry.errors import ApiError, conflict, invalid_field, not_found
+from registry.errors import conflict, invalid_field, not_found
 from registry.four_eyes import authored_since_approval, authors_of, check_four_eyes
 from registry.models import Approval, Grant, Recipient, RecipientHost, as_utc, utcnow
 from registry.payloads import GrantCreate, GrantPatch, RecipientCreate, RecipientPatch
+from registry.preconditions import IfMatch, check_version, require_version
 from registry.state import bump_snapshot_version
 from sharewall import snapshot as schema
 
@@ -236,16 +237,8 @@ def forget(session: AsyncSession, rows: Iterable[Any]) -> None:
             session.expunge(row)
 
 
-def _check_version(loaded: Loaded, expected_version: int | None) -> None:
-    if expected_version is not None and expected_version != loaded.recipient.version:
-        raise ApiError(
-            412,
-            "version-mismatch",
-            "Precondition failed",
-            f"recipient {loaded.recipient.id} is at version {loaded.recipient.version}, "
-            f"not {expected_version}; reload and retry",
-            {"current_version": loaded.recipient.version},
-        )
+def _check_version(loaded: Loaded, expected_version: IfMatch | None) -> None:
+    check_version(expected_version, loaded.recipient.version, f"recipient {loaded.recipient.id}")
 
 
 async def _check_hosts_free(
@@ -464,7 +457,7 @@ async def update_recipient(
     patch: RecipientPatch,
     actor: Actor,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Loaded:
     """Edit a recipient's fields and hosts: staged as a pending change when it is live."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
@@ -539,7 +532,11 @@ async def _replace_hosts(session: AsyncSession, loaded: Loaded, patterns: set[st
 
 
 async def delete_recipient(
-    session: AsyncSession, recipient_id: str, actor: Actor, *, expected_version: int | None = None
+    session: AsyncSession,
+    recipient_id: str,
+    actor: Actor,
+    *,
+    expected_version: IfMatch | None = None,
 ) -> None:
     """Delete a recipient with its hosts and grants (the audit event keeps the last image)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
@@ -575,7 +572,7 @@ async def add_grant(
     body: GrantCreate,
     actor: Actor,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> tuple[Loaded, Grant]:
     """Propose a grant on a recipient (always `proposed`: a pending addition when live)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
@@ -600,7 +597,7 @@ async def update_grant(
     patch: GrantPatch,
     actor: Actor,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> tuple[Loaded, Grant]:
     """Edit a grant: staged as a pending change on a live recipient's approved grant."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
@@ -662,7 +659,7 @@ async def delete_grant(
     grant_id: int,
     actor: Actor,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> tuple[Loaded, bool]:
     """Delete a grant; on a live recipient an approved grant's removal is staged (True)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
@@ -702,7 +699,7 @@ async def revoke_grant(
     actor: Actor,
     note: str | None = None,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Loaded:
     """Revoke one grant at once (a reviewer's action: it only narrows what is shared)."""
     loaded = await load_recipient(session, recipient_id, for_update=True)
@@ -747,19 +744,6 @@ def _approval(entity_type: str, entity_id: str, action: str, actor: Actor, note:
         time=utcnow(),
         note=note,
     )
-
-
-def require_version(expected_version: int | None, what: str) -> int:
-    """428 when a review names no version: a reviewer approves the version they looked at."""
-    if expected_version is None:
-        raise ApiError(
-            428,
-            "precondition-required",
-            "Precondition required",
-            f"approving {what} needs If-Match with the ETag of the version you reviewed "
-            '(GET it, then send If-Match: "<version>")',
-        )
-    return expected_version
 
 
 async def _fold_pending(session: AsyncSession, loaded: Loaded, actor: Actor | None) -> None:
@@ -810,7 +794,7 @@ async def approve_recipient(
     actor: Actor,
     note: str | None = None,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Loaded:
     """Approve a recipient's pending change (a proposal, an edit, a reinstatement).
 
@@ -854,7 +838,7 @@ async def reject_recipient(
     actor: Actor,
     note: str | None = None,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Loaded:
     """Reject a pending change: a live recipient's staged edit is discarded (live stays);
     a proposal becomes `revoked` (an edit proposes it again). The note is kept."""
@@ -914,7 +898,7 @@ async def set_recipient_status(
     actor: Actor,
     note: str | None = None,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Loaded:
     """Suspend (approved → suspended) or revoke (any → revoked) a recipient, at once.
 

@@ -20,10 +20,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry.audit import Actor, record_audit
 from registry.changes import LIVE_STATUSES
-from registry.errors import ApiError, conflict, invalid_field, not_found
+from registry.errors import conflict, invalid_field, not_found
 from registry.four_eyes import authored_since_approval, authors_of, check_four_eyes
 from registry.models import Approval, Recipient, Workload, as_utc, utcnow
-from registry.service import require_version
+from registry.preconditions import IfMatch, check_version, require_version
 from registry.state import bump_snapshot_version
 from sharewall import snapshot as schema
 
@@ -326,7 +326,7 @@ async def update_workload(
     changes: dict[str, Any],
     actor: Actor,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Workload:
     """Edit purposes and/or recipients (`recipients: null` = any recipient)."""
     workload = await load_workload(session, namespace, name, for_update=True)
@@ -341,7 +341,7 @@ async def delete_workload(
     name: str,
     actor: Actor,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> None:
     """Delete a workload that is not live (a live one is revoked by a reviewer first)."""
     workload = await load_workload(session, namespace, name, for_update=True)
@@ -360,16 +360,10 @@ async def delete_workload(
     _audit_workload(session, actor, "delete", workload, before=before)
 
 
-def _check_version(workload: Workload, expected: int | None) -> None:
-    if expected is not None and expected != workload.version:
-        raise ApiError(
-            412,
-            "version-mismatch",
-            "Precondition failed",
-            f"workload {workload_id(workload.namespace, workload.name)} is at version "
-            f"{workload.version}, not {expected}; reload and retry",
-            {"current_version": workload.version},
-        )
+def _check_version(workload: Workload, expected: IfMatch | None) -> None:
+    check_version(
+        expected, workload.version, f"workload {workload_id(workload.namespace, workload.name)}"
+    )
 
 
 async def approve_workload(
@@ -379,7 +373,7 @@ async def approve_workload(
     actor: Actor,
     note: str | None = None,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
     four_eyes: bool = True,
 ) -> Workload:
     """Approve a workload's pending change (If-Match required; four eyes)."""
@@ -422,7 +416,7 @@ async def reject_workload(
     actor: Actor,
     note: str | None = None,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Workload:
     """Discard a live workload's pending change, or turn a proposal into `revoked`."""
     workload = await load_workload(session, namespace, name, for_update=True)
@@ -458,7 +452,7 @@ async def set_workload_status(
     actor: Actor,
     note: str | None = None,
     *,
-    expected_version: int | None = None,
+    expected_version: IfMatch | None = None,
 ) -> Workload:
     """Suspend (approved → suspended) or revoke (any → revoked) a workload, at once."""
     target = {"suspend": "suspended", "revoke": "revoked"}[action]

@@ -135,11 +135,14 @@ def add_operation(app: web.Application, route: Route) -> None:
             },
         }
     if "If-Match" in (route.headers or {}):
-        bad_if_match = "If-Match names no version (type bad-if-match)"
+        bad_if_match = "If-Match is not * nor a list of entity-tags (type bad-if-match)"
         op["responses"]["400"] = _problem(
             "Malformed JSON, or " + bad_if_match if route.request is not None else bad_if_match
         )
-        op["responses"]["412"] = _problem("Stale If-Match (type version-mismatch)")
+        op["responses"]["412"] = _problem(
+            "If-Match names no current ETag: stale, or weak (W/ never matches; RFC 9110 "
+            "§13.1.1 strong comparison) (type version-mismatch)"
+        )
     for code, description in (route.responses or {}).items():
         if code >= 400:
             op["responses"][str(code)] = _problem(description)

@@ -13,7 +13,7 @@ from sharewall.taxonomy import load_taxonomy
 
 from . import keys
 from .responses import GrantOut, RecipientOut, RecipientPage
-from .routes import Reply, RouteTable, caller, if_match_version, optional_body, request_body
+from .routes import Reply, RouteTable, caller, if_match, optional_body, request_body
 
 READERS = ("engineer", "security", "admin")
 AUTHORS = ("engineer",)
@@ -131,7 +131,7 @@ async def get_recipient(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def patch_recipient(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     body = request_body(request, RecipientPatch)
     async with keys.transaction(request) as session:
         loaded = await service.update_recipient(
@@ -153,7 +153,7 @@ async def patch_recipient(request: web.Request) -> Reply:
     responses={404: "Unknown recipient"},
 )
 async def delete_recipient(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     async with keys.transaction(request) as session:
         await service.delete_recipient(
             session, request.match_info["id"], caller(request).actor(), expected_version=expected
@@ -173,7 +173,7 @@ async def delete_recipient(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def add_grant(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     body = request_body(request, GrantCreate)
     async with keys.transaction(request) as session:
         loaded, grant = await service.add_grant(
@@ -201,7 +201,7 @@ async def add_grant(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def patch_grant(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     grant_id = _grant_id(request)
     body = request_body(request, GrantPatch)
     async with keys.transaction(request) as session:
@@ -228,7 +228,7 @@ async def patch_grant(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def delete_grant(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     grant_id = _grant_id(request)
     async with keys.transaction(request) as session:
         loaded, staged = await service.delete_grant(
@@ -255,7 +255,7 @@ async def delete_grant(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def revoke_grant(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     grant_id = _grant_id(request)
     async with keys.transaction(request) as session:
         loaded = await service.revoke_grant(
@@ -290,7 +290,7 @@ async def revoke_grant(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def approve(request: web.Request) -> Reply:
-    expected = if_match_version(request)  # required: the service answers 428 without it
+    expected = if_match(request)  # required: the service answers 428 without it
     async with keys.transaction(request) as session:
         loaded = await service.approve_recipient(
             session,
@@ -315,7 +315,7 @@ async def approve(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def reject(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     async with keys.transaction(request) as session:
         loaded = await service.reject_recipient(
             session,
@@ -328,7 +328,7 @@ async def reject(request: web.Request) -> Reply:
 
 
 async def _set_status(request: web.Request, action: str) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     async with keys.transaction(request) as session:
         loaded = await service.set_recipient_status(
             session,

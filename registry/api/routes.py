@@ -25,8 +25,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from registry.errors import ApiError
 from registry.models import ROLES
+from registry.preconditions import IfMatch, parse_if_match
 from sharewall.snapshot import SchemaModel
 
 from . import keys, openapi
@@ -140,15 +140,10 @@ def request_body(request: web.Request, model: type[M]) -> M:
     return body
 
 
-def if_match_version(request: web.Request) -> int | None:
-    """The version named by `If-Match` (`"3"`, `W/"3"` or `3`), or None when absent."""
-    raw = request.headers.get("If-Match")
-    if raw is None or raw.strip() == "*":
-        return None
-    value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
-        raise ApiError(400, "bad-if-match", "Invalid If-Match", 'expected an ETag like "3"')
-    return int(value)
+def if_match(request: web.Request) -> IfMatch | None:
+    """The request's `If-Match` (`registry.preconditions`), None when absent; 400 if malformed."""
+    lines = request.headers.getall("If-Match", None)
+    return parse_if_match(", ".join(lines) if lines else None)
 
 
 def optional_body(request: web.Request, model: type[M]) -> M | None:

@@ -10,7 +10,7 @@ from registry.payloads import ReviewNote, WorkloadCreate, WorkloadPatch
 
 from . import keys
 from .responses import WorkloadList, WorkloadOut
-from .routes import Reply, RouteTable, caller, if_match_version, optional_body, request_body
+from .routes import Reply, RouteTable, caller, if_match, optional_body, request_body
 
 READERS = ("engineer", "security", "admin")
 AUTHORS = ("engineer",)
@@ -109,7 +109,7 @@ async def get_workload(request: web.Request) -> Reply:
     etag=_ETAG,
 )
 async def patch_workload(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     body = request_body(request, WorkloadPatch)
     async with keys.transaction(request) as session:
         workload = await service.update_workload(
@@ -131,7 +131,7 @@ async def patch_workload(request: web.Request) -> Reply:
     responses={404: "Unknown workload", 409: "Live: revoke it first"},
 )
 async def delete_workload(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     async with keys.transaction(request) as session:
         await service.delete_workload(
             session, *_key(request), caller(request).actor(), expected_version=expected
@@ -162,7 +162,7 @@ _REVIEW = {
     **_REVIEW,
 )
 async def approve(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     async with keys.transaction(request) as session:
         workload = await service.approve_workload(
             session,
@@ -183,7 +183,7 @@ async def approve(request: web.Request) -> Reply:
     **_REVIEW,
 )
 async def reject(request: web.Request) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     async with keys.transaction(request) as session:
         workload = await service.reject_workload(
             session,
@@ -196,7 +196,7 @@ async def reject(request: web.Request) -> Reply:
 
 
 async def _set_status(request: web.Request, action: str) -> Reply:
-    expected = if_match_version(request)
+    expected = if_match(request)
     async with keys.transaction(request) as session:
         workload = await service.set_workload_status(
             session,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict
 
 PROBLEM = "application/problem+json"
 P = "https://sharewall.dev/problems/"
@@ -507,3 +508,45 @@ async def test_huge_chunked_body_without_length_is_413(client, auth):
         headers={**auth("engineer"), "Content-Type": "application/json"},
     )
     assert resp.status == 413
+
+
+async def test_if_match_is_a_list_of_strong_tags_or_star(client, auth, unique):
+    """RFC 9110 §13.1.1: a list matches when one strong tag is current; a weak tag never
+    matches; `*` matches any version (but names none for an approval); junk is 400."""
+    rid = unique("ifm")
+    created = await propose(client, auth, rid)
+    url, version = f"/v1/recipients/{rid}", created["version"]
+
+    async def patch(if_match, notes):
+        headers = {**auth("engineer"), "If-Match": if_match}
+        return await client.patch(url, json={"notes": notes}, headers=headers)
+
+    weak = await patch(f'W/"{version}"', "weak")
+    assert weak.status == 412
+    assert (await weak.json())["current_version"] == version
+    listed = await patch(f'"{version + 7}", "abc", "{version}"', "listed")
+    assert listed.status == 200, await listed.text()
+    version = (await listed.json())["version"]
+    assert (await patch(f'"{version - 1}", W/"{version}"', "stale")).status == 412
+    assert (await patch("*", "any")).status == 200
+    for junk in (str(version + 1), f'"{version + 1}', f'"{version + 1}" x', ",", "W/*"):
+        resp = await patch(junk, "junk")
+        assert resp.status == 400, junk
+        assert (await resp.json())["type"] == P + "bad-if-match"
+    # Two field lines are one list.
+    current = (await (await client.get(url, headers=auth("engineer"))).json())["version"]
+    resp = await client.patch(
+        url,
+        json={"notes": "two lines"},
+        headers=CIMultiDict(
+            [*auth("engineer").items(), ("If-Match", '"0"'), ("If-Match", f'"{current}"')]
+        ),
+    )
+    assert resp.status == 200
+    review = f"/v1/recipients/{rid}/approve"
+    star = await client.post(review, headers={**auth("security"), "If-Match": "*"})
+    assert star.status == 428
+    assert (await star.json())["type"] == P + "precondition-required"
+    current = (await (await client.get(url, headers=auth("security"))).json())["version"]
+    weak = await client.post(review, headers={**auth("security"), "If-Match": f'W/"{current}"'})
+    assert weak.status == 412
