@@ -243,7 +243,9 @@ async def _attempted(
     flow, cat = BlockedFlow.__table__, FlowCategory.__table__
     stmt = (
         sa.select(flow.c.recipient_id, flow.c.purpose, cat.c.category, sa.func.count())
-        .join(cat, cat.c.decision_id == flow.c.decision_id)
+        .join(
+            cat, sa.and_(cat.c.token_id == flow.c.token_id, cat.c.decision_id == flow.c.decision_id)
+        )
         .where(
             cat.c.time >= since,
             cat.c.time < until,

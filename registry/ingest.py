@@ -1,19 +1,19 @@
 """Storing what proxies ship: decision records become blocked flows, ledger rows counts.
 
-Idempotent by design: a flow is keyed by its decision id (`ON CONFLICT DO NOTHING`), a ledger
-row by (token, proxy, minute, source, recipient, purpose, category) and a re-send replaces its
-count. Used by the decision and OPA-log routes alike.
+Idempotent by design: a flow is keyed by (shipper, decision id) (`ON CONFLICT DO NOTHING`), a
+ledger row by (shipper, proxy, minute, source, recipient, purpose, category) and a re-send
+replaces its count. Used by the decision and OPA-log routes alike.
 
-The shipping token is the identity, not the `proxy_id` a body names: ledger rows and counted
-facts are keyed by the token too, so one token can never replace or suppress another's; a
-decision id belongs to the first token that shipped it, and the same id from another token is
-reported as a conflict (`StoredFlows.conflicts`), never stored over the first.
+The shipper is the identity, not the `proxy_id` a body names: a token's rotation lineage
+(`ApiToken.shipper_id`: the lineage's first token, the `token_id` column of every shipped
+row), so a rotated token re-sending a minute replaces its predecessor's counts. One shipper can
+never replace, suppress, shadow or block another's rows: a decision id shipped by two is two
+flows. A proxy id is bound to the shipper that first shipped as it (`bind_proxy_ids`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.errors import forbidden
 from registry.models import (
     BlockedFlow,
     DecisionFact,
@@ -30,6 +31,8 @@ from registry.models import (
     FlowCategory,
     FlowReason,
     LedgerEntry,
+    ProxyBinding,
+    utcnow,
 )
 from sharewall.decision_record import FACT_FIELDS, Vocabulary, validate_record
 from sharewall.taxonomy import load_taxonomy
@@ -85,8 +88,9 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
-def flow_row(record: dict[str, Any], proxy_id: str, token_id: int) -> dict[str, Any]:
-    """The `blocked_flow` row of a validated decision record (`check_record`) and its shipper."""
+def flow_row(record: dict[str, Any], proxy_id: str, shipper_id: int) -> dict[str, Any]:
+    """The `blocked_flow` row of a validated decision record (`check_record`) and its shipper
+    (`ApiToken.shipper_id`)."""
     return {
         "decision_id": record["decision_id"],
         "time": record["time"],
@@ -108,55 +112,73 @@ def flow_row(record: dict[str, Any], proxy_id: str, token_id: int) -> dict[str, 
         "findings": record["findings"],
         "latency_ms": record["latency_ms"],
         "proxy_id": proxy_id,
-        "token_id": token_id,
+        "token_id": shipper_id,
         "triage_state": "new",
     }
 
 
-@dataclass
-class StoredFlows:
-    """What `store_flows` did: how many flows were new, which ids another token holds."""
+async def bind_proxy_ids(conn: AsyncConnection, proxy_ids: set[str], shipper_id: int) -> None:
+    """Bind each unbound proxy id to `shipper_id`; 403 `proxy-id-bound` when one is bound to
+    another shipper (nothing of the upload is then stored: the caller's transaction ends)."""
+    if not proxy_ids:
+        return
+    table = ProxyBinding.__table__
+    now = utcnow()
+    await conn.execute(
+        _insert(conn, table).on_conflict_do_nothing(),
+        [{"proxy_id": p, "token_id": shipper_id, "bound_at": now} for p in sorted(proxy_ids)],
+    )
+    taken = (
+        (
+            await conn.execute(
+                sa.select(table.c.proxy_id)
+                .where(table.c.proxy_id.in_(sorted(proxy_ids)), table.c.token_id != shipper_id)
+                .order_by(table.c.proxy_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if taken:
+        error = forbidden(
+            f"proxy id {taken[0]!r} is bound to another proxy token (GET /v1/proxy-ids); "
+            "give each pod its own proxy id, or have an admin release it",
+            "proxy-id-bound",
+        )
+        error.extra["proxy_ids"] = list(taken[:20])
+        raise error
 
-    new: int = 0
-    conflicts: list[str] = field(default_factory=list)
 
-
-async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> StoredFlows:
-    """Insert flows (and their reason/category index rows) once, each id for one token.
-
-    A row whose decision id is already held is a re-send when the same token holds it (skipped,
-    exactly once) and a conflict when another token does (not stored, listed in `conflicts`).
-    All rows of one call carry the same `token_id`.
-    """
+async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    """Insert flows (and their reason/category index rows) once per (shipper, decision id);
+    return how many were new. A re-sent one is skipped (exactly once)."""
     if not rows:
-        return StoredFlows()
+        return 0
     flows = BlockedFlow.__table__
     stmt = (
         _insert(conn, flows)
-        .on_conflict_do_nothing(index_elements=["decision_id"])
-        .returning(flows.c.decision_id)
+        .on_conflict_do_nothing(index_elements=["token_id", "decision_id"])
+        .returning(flows.c.token_id, flows.c.decision_id)
     )
-    inserted = set((await conn.execute(stmt, rows)).scalars().all())
-    held = [r["decision_id"] for r in rows if r["decision_id"] not in inserted]
-    conflicts: list[str] = []
-    for start in range(0, len(held), 500):  # bounded IN lists
-        owners = await conn.execute(
-            sa.select(flows.c.decision_id).where(
-                flows.c.decision_id.in_(held[start : start + 500]),
-                sa.or_(flows.c.token_id.is_(None), flows.c.token_id != rows[0]["token_id"]),
-            )
-        )
-        conflicts.extend(owners.scalars().all())
-    if not inserted:
-        return StoredFlows(conflicts=sorted(conflicts))
-    new = [r for r in rows if r["decision_id"] in inserted]
+    inserted = {tuple(r) for r in (await conn.execute(stmt, rows)).all()}
+    new = [r for r in rows if (r["token_id"], r["decision_id"]) in inserted]
     reasons = [
-        {"decision_id": r["decision_id"], "code": code, "time": r["time"]}
+        {
+            "token_id": r["token_id"],
+            "decision_id": r["decision_id"],
+            "code": code,
+            "time": r["time"],
+        }
         for r in new
         for code in r["reason_codes"]
     ]
     categories = [
-        {"decision_id": r["decision_id"], "category": cat, "time": r["time"]}
+        {
+            "token_id": r["token_id"],
+            "decision_id": r["decision_id"],
+            "category": cat,
+            "time": r["time"],
+        }
         for r in new
         for cat in r["categories"]
     ]
@@ -166,7 +188,7 @@ async def store_flows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> Stor
         await conn.execute(
             _insert(conn, FlowCategory.__table__).on_conflict_do_nothing(), categories
         )
-    return StoredFlows(new=len(inserted), conflicts=sorted(conflicts))
+    return len(new)
 
 
 LEDGER_KEY = (
@@ -182,7 +204,8 @@ LEDGER_KEY = (
 
 
 async def store_ledger(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
-    """Upsert ledger rows: a re-sent (token, proxy, minute, key) replaces its count, never adds."""
+    """Upsert ledger rows: a re-sent (shipper, proxy, minute, key) replaces its count, never
+    adds, whichever token of the shipper's rotation lineage sends it."""
     if not rows:
         return 0
     # One statement may not touch the same key twice (PostgreSQL refuses): last row wins.
@@ -241,7 +264,7 @@ class FactIn(BaseModel):
         return sorted(set(value))
 
 
-def fact_row(fact: FactIn, proxy_id: str, token_id: int) -> dict[str, Any]:
+def fact_row(fact: FactIn, proxy_id: str, shipper_id: int) -> dict[str, Any]:
     """A shipped fact as stored: sets joined, the fact hashed, with its shipper and minute."""
     row = fact.model_dump(exclude={"kind"})
     row["categories"] = ",".join(fact.categories)
@@ -249,12 +272,12 @@ def fact_row(fact: FactIn, proxy_id: str, token_id: int) -> dict[str, Any]:
     key = "\x1f".join(str(row[c]) for c in FACT_FIELDS)
     row["fact_key"] = hashlib.sha256(key.encode()).hexdigest()
     row["proxy_id"] = proxy_id
-    row["token_id"] = token_id
+    row["token_id"] = shipper_id
     return row
 
 
 async def store_facts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
-    """Count shipped facts into their hour, each (token, proxy, minute, fact) once; return new.
+    """Count shipped facts into their hour, each (shipper, proxy, minute, fact) once; return new.
 
     The journal insert decides what is new (a re-send is skipped by its primary key, also
     against a concurrent ingest); only new rows add their count to the hourly table.

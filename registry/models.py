@@ -181,9 +181,18 @@ class ApiToken(SQLModel, table=True):
     owner: str = Field(max_length=200, index=True)
     role: str = Field(max_length=16)
     token_hash: str = Field(max_length=64, unique=True)
+    # The first token of its rotation lineage (None: this token is the first). A rotated
+    # token ships as its lineage (`shipper_id`), so what it re-sends is the same proxy's.
+    lineage_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+    @property
+    def shipper_id(self) -> int:
+        """The identity what this token ships is stored under: its lineage's first token."""
+        assert self.id is not None
+        return self.lineage_id or self.id
 
 
 class AuditEvent(SQLModel, table=True):
@@ -236,6 +245,12 @@ class BlockedFlow(SQLModel, table=True):
         sa.Index(None, "source_workload", "time"),
     )
 
+    # Keyed by (shipper, decision id): one proxy can never shadow or block another's record.
+    # `token_id` is the shipping identity (`ApiToken.shipper_id`); 0 for flows stored before
+    # migration 0008.
+    token_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
     decision_id: str = Field(primary_key=True, max_length=64)
     time: datetime = Field(sa_type=UtcDateTime)
     action: str = Field(max_length=16)
@@ -253,9 +268,6 @@ class BlockedFlow(SQLModel, table=True):
     findings: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     latency_ms: float | None = None
     proxy_id: str | None = Field(default=None, max_length=200)
-    # The token that shipped the record (its identity; `proxy_id` is only what it said it
-    # was); None for flows stored before migration 0008. A decision id is held by one token.
-    token_id: int | None = Field(default=None, sa_type=sa.BigInteger)
     # A fault of sharewall (the call failed closed) rather than a policy denial; `status` is
     # what the app got (403, 503); `reasons` keep each code's category ([{code, category?}]).
     fault: str | None = Field(default=None, max_length=64)
@@ -265,20 +277,31 @@ class BlockedFlow(SQLModel, table=True):
     triage_note: str | None = Field(default=None, sa_type=sa.Text)
     triaged_by: str | None = Field(default=None, max_length=200)
     triaged_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # Goes up with each triage: the flow's ETag, what a triage's If-Match names.
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+
+
+def _flow_key(table: str) -> tuple[sa.ForeignKeyConstraint]:
+    return (
+        sa.ForeignKeyConstraint(
+            ["token_id", "decision_id"],
+            ["blocked_flow.token_id", "blocked_flow.decision_id"],
+            ondelete="CASCADE",
+            name=f"fk_{table}_token_id_blocked_flow",
+        ),
+    )
 
 
 class FlowReason(SQLModel, table=True):
     """One reason code of a blocked flow (normalised for indexed filtering)."""
 
     __tablename__ = "flow_reason"
-    __table_args__ = (sa.Index(None, "code", "time"),)
+    __table_args__ = (sa.Index(None, "code", "time"), *_flow_key("flow_reason"))
 
-    decision_id: str = Field(
-        primary_key=True,
-        max_length=64,
-        foreign_key="blocked_flow.decision_id",
-        ondelete="CASCADE",
+    token_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
     )
+    decision_id: str = Field(primary_key=True, max_length=64)
     code: str = Field(primary_key=True, max_length=64)
     time: datetime = Field(sa_type=UtcDateTime)
 
@@ -287,14 +310,12 @@ class FlowCategory(SQLModel, table=True):
     """One data category of a blocked flow (normalised for indexed filtering)."""
 
     __tablename__ = "flow_category"
-    __table_args__ = (sa.Index(None, "category", "time"),)
+    __table_args__ = (sa.Index(None, "category", "time"), *_flow_key("flow_category"))
 
-    decision_id: str = Field(
-        primary_key=True,
-        max_length=64,
-        foreign_key="blocked_flow.decision_id",
-        ondelete="CASCADE",
+    token_id: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
     )
+    decision_id: str = Field(primary_key=True, max_length=64)
     category: str = Field(primary_key=True, max_length=64)
     time: datetime = Field(sa_type=UtcDateTime)
 
@@ -389,6 +410,17 @@ class DecisionFactShipped(SQLModel, table=True):
     proxy_id: str = Field(primary_key=True, max_length=200)
     minute: datetime = Field(primary_key=True, sa_type=UtcDateTime)
     fact_key: str = Field(primary_key=True, max_length=64)
+
+
+class ProxyBinding(SQLModel, table=True):
+    """A proxy id and the shipping identity (`ApiToken.shipper_id`) that first shipped as it:
+    only that identity (any token of its rotation lineage) may ship as the proxy id."""
+
+    __tablename__ = "proxy_binding"
+
+    proxy_id: str = Field(primary_key=True, max_length=200)
+    token_id: int = Field(sa_type=sa.BigInteger, index=True)
+    bound_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 metadata = SQLModel.metadata

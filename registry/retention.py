@@ -44,7 +44,8 @@ async def _delete_in_batches(engine: AsyncEngine, select_ids: sa.Select, delete_
     total = 0
     while True:
         async with engine.begin() as conn:
-            ids = (await conn.execute(select_ids)).scalars().all()
+            # One column: its values; several (a flow's key): tuples of them.
+            ids = [r[0] if len(r) == 1 else tuple(r) for r in await conn.execute(select_ids)]
             if not ids:
                 return total
             for stmt in delete_ids(ids):
@@ -65,12 +66,11 @@ async def enforce_retention(
     flow = BlockedFlow.__table__
     flows = await _delete_in_batches(
         engine,
-        sa.select(flow.c.decision_id).where(flow.c.time < cutoff).limit(batch),
-        lambda ids: (
+        sa.select(flow.c.token_id, flow.c.decision_id).where(flow.c.time < cutoff).limit(batch),
+        lambda keys: tuple(
             # Explicit child deletes: SQLite enforces ON DELETE CASCADE only with the pragma on.
-            sa.delete(FlowReason.__table__).where(FlowReason.__table__.c.decision_id.in_(ids)),
-            sa.delete(FlowCategory.__table__).where(FlowCategory.__table__.c.decision_id.in_(ids)),
-            sa.delete(flow).where(flow.c.decision_id.in_(ids)),
+            sa.delete(table).where(sa.tuple_(table.c.token_id, table.c.decision_id).in_(keys))
+            for table in (FlowReason.__table__, FlowCategory.__table__, flow)
         ),
     )
     ledger = LedgerEntry.__table__

@@ -12,7 +12,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from registry.audit import CLI_ACTOR, Actor, record_audit
-from registry.errors import invalid_field, not_found
+from registry.errors import conflict, invalid_field, not_found
 from registry.models import ROLES, ApiToken, as_utc, utcnow
 
 TOKEN_PREFIX = "sw_"  # noqa: S105 - a marker for secret scanners, not a secret
@@ -35,6 +35,7 @@ def token_view(token: ApiToken) -> dict[str, Any]:
         "name": token.name,
         "owner": token.owner,
         "role": token.role,
+        "shipper_id": token.shipper_id,
         "created_at": as_utc(token.created_at),
         "last_used_at": as_utc(token.last_used_at),
         "revoked_at": as_utc(token.revoked_at),
@@ -77,6 +78,42 @@ async def create_token(
         after={"name": name, "owner": owner, "role": role},
     )
     return token, secret
+
+
+async def rotate_token(
+    session: AsyncSession, token_id: int, *, actor: Actor = CLI_ACTOR
+) -> tuple[ApiToken, ApiToken, str]:
+    """Replace a live token by a new secret of the same name, owner, role and lineage, and
+    revoke the old one; returns the old token, the new one and its secret. The caller drops any cached
+    lookup of the old one. What the new token ships is stored under the lineage's identity
+    (`ApiToken.shipper_id`), so a proxy re-sending a minute after rotation counts it once."""
+    old = await session.get(ApiToken, token_id, with_for_update=True)
+    if old is None:
+        raise not_found("token", token_id)
+    if old.revoked_at is not None:
+        raise conflict(f"token {token_id} is revoked; only a live token can be rotated")
+    secret = new_token_secret()
+    token = ApiToken(
+        name=old.name,
+        owner=old.owner,
+        role=old.role,
+        token_hash=hash_token(secret),
+        lineage_id=old.shipper_id,
+        created_at=utcnow(),
+    )
+    old.revoked_at = utcnow()
+    session.add_all([old, token])
+    await session.flush()
+    record_audit(
+        session,
+        actor,
+        "token.rotate",
+        "token",
+        str(old.id),
+        before={"id": old.id, "revoked": False},
+        after={"id": token.id, "revoked_id": old.id, "shipper_id": token.shipper_id},
+    )
+    return old, token, secret
 
 
 async def list_tokens(session: AsyncSession, *, include_revoked: bool = True) -> list[ApiToken]:

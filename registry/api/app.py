@@ -26,6 +26,7 @@ from . import (
     logs,
     meta,
     openapi,
+    proxy_ids,
     recipients,
     snapshot,
     tokens,
@@ -52,6 +53,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     flows.routes,
     ledger.routes,
     logs.routes,
+    proxy_ids.routes,
     impact.routes,
     datamap.routes,
 )

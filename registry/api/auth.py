@@ -34,12 +34,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: a token's id, name and role, and its owner (the person: the audit actor)."""
+    """The caller: a token's id, name and role, and its owner (the person: the audit actor);
+    `shipper_id` is the identity what it ships is stored under (`ApiToken.shipper_id`)."""
 
     token_id: int
     name: str
     role: str
     owner: str = ""
+    shipper_id: int = 0
 
     def actor(self) -> Actor:
         """The caller as the service layer records it (person, role, token name)."""
@@ -215,7 +217,11 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
         cache.pop(token_hash, None)
         return None
     principal = Principal(
-        token_id=token.id, name=token.name, role=token.role, owner=token.owner or token.name
+        token_id=token.id,
+        name=token.name,
+        role=token.role,
+        owner=token.owner or token.name,
+        shipper_id=token.shipper_id,
     )
     last_used = as_utc(token.last_used_at)
     if last_used is None or utcnow() - last_used > _LAST_USED_EVERY:

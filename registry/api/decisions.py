@@ -3,9 +3,10 @@
 A record that fails validation is reported back and skipped, so one bad record cannot block a
 proxy's spool forever; a malformed envelope is refused as a whole. Storage is `registry.ingest`.
 
-What is stored is keyed by the caller's token, not by the envelope's `proxy_id`: a token
-replaces only its own ledger counts, and a decision id another token already shipped is
-reported back as rejected (`field: decision_id`), never stored over the other token's flow.
+What is stored is keyed by the caller's shipping identity (its token's rotation lineage), not
+by the envelope's `proxy_id`: a proxy replaces only its own ledger counts, and a decision id
+another proxy shipped too is a flow of its own. The `proxy_id` must be bound to the caller
+(`registry.ingest.bind_proxy_ids`): another's is `403 proxy-id-bound`, nothing stored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from registry.ingest import (
     FactIn,
     LedgerIn,
+    bind_proxy_ids,
     check_record,
     fact_row,
     flow_row,
@@ -91,10 +93,12 @@ def _rejection(index: int, doc: Any, exc: ValidationError) -> dict[str, Any]:
     body="raw",
     response=DecisionsAccepted,
     headers={"Content-Encoding": ({"type": "string", "enum": ["gzip"]}, "gzip body")},
+    responses={403: "Not a proxy token, or `proxy_id` is bound to another (proxy-id-bound)"},
 )
 async def post_decisions(request: web.Request) -> DecisionsAccepted:
     """Store a proxy's batch: flows once each, ledger counts replaced; report rejects."""
-    token_id = caller(request).token_id
+    principal = caller(request)
+    token_id, shipper_id = principal.token_id, principal.shipper_id
     try:
         batch = DecisionBatch.model_validate(await read_upload(request))
     except ValidationError as exc:
@@ -115,7 +119,7 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
                 }
             )
             continue
-        flows.setdefault(record["decision_id"], flow_row(record, batch.proxy_id, token_id))
+        flows.setdefault(record["decision_id"], flow_row(record, batch.proxy_id, shipper_id))
     facts: list[dict[str, Any]] = []
     for index, doc in enumerate(batch.ledger):
         # Ledger rows count allowed calls per category; fact rows (`kind: fact`) count every
@@ -123,44 +127,25 @@ async def post_decisions(request: web.Request) -> DecisionsAccepted:
         is_fact = isinstance(doc, dict) and doc.get("kind") == "fact"
         try:
             if is_fact:
-                facts.append(fact_row(FactIn.model_validate(doc), batch.proxy_id, token_id))
+                facts.append(fact_row(FactIn.model_validate(doc), batch.proxy_id, shipper_id))
             else:
                 row = LedgerIn.model_validate(doc)
                 ledger.append(
-                    {**row.model_dump(), "proxy_id": batch.proxy_id, "token_id": token_id}
+                    {**row.model_dump(), "proxy_id": batch.proxy_id, "token_id": shipper_id}
                 )
         except ValidationError as exc:
             rejected.append({**_rejection(index, doc, exc), "ledger": True})
     async with request.app[keys.ENGINE].begin() as conn:
-        stored = await store_flows(conn, list(flows.values()))
+        await bind_proxy_ids(conn, {batch.proxy_id}, shipper_id)
+        accepted = await store_flows(conn, list(flows.values()))
         ledger_rows = await store_ledger(conn, ledger)
         fact_rows = await store_facts(conn, facts)
-    if stored.conflicts:
-        log.warning(
-            "decisions.id_conflict",
-            proxy_id=batch.proxy_id,
-            token_id=token_id,
-            count=len(stored.conflicts),
-            first=stored.conflicts[0],
-        )
-    conflicting = set(stored.conflicts)
-    for index, doc in enumerate(batch.decisions):
-        decision_id = doc.get("decision_id") if isinstance(doc, dict) else None
-        if decision_id in conflicting:
-            rejected.append(
-                {
-                    "index": index,
-                    "decision_id": decision_id,
-                    "field": "decision_id",
-                    "message": "already shipped by another token; not stored",
-                }
-            )
-    accepted = stored.new
     duplicates = len(batch.decisions) - len(rejected_decisions(rejected)) - accepted
     log.info(
         "decisions.ingested",
         proxy_id=batch.proxy_id,
         token_id=token_id,
+        shipper_id=shipper_id,
         accepted=accepted,
         duplicates=duplicates,
         ledger=ledger_rows,

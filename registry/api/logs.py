@@ -2,8 +2,10 @@
 
 OPA's decision-log plugin POSTs a gzip JSON array of events (`decision_id`, `path`, `input`,
 `result`, `timestamp`, `labels`...). A denying `sharewall/egress/decision` result is stored
-as a blocked flow (idempotent by OPA's decision id); an allowing one is counted; any other
-event (another query, a malformed one) is counted as ignored.
+as a blocked flow (idempotent by the caller's shipping identity and OPA's decision id); an
+allowing one is counted; any other event (another query, a malformed one) is counted as
+ignored. Flows are stored under the proxy id `opa:<labels.id>`, bound to the caller like a
+proxy's (`registry.ingest.bind_proxy_ids`; an event without `labels.id` binds nothing).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from registry.errors import ApiError
-from registry.ingest import check_record, flow_row, store_flows
+from registry.ingest import bind_proxy_ids, check_record, flow_row, store_flows
 from sharewall.decision_record import RecordError
 
 from . import keys
@@ -32,11 +34,10 @@ routes = RouteTable(tags=("flows",))
 
 
 class LogsAccepted(BaseModel):
-    """What the registry did with an upload; `conflicts`: ids another token already shipped."""
+    """What the registry did with an upload."""
 
     accepted: int
     duplicates: int
-    conflicts: int = 0
     allowed: int
     ignored: int
 
@@ -84,6 +85,9 @@ def event_record(event: dict[str, Any], decision: dict[str, Any]) -> dict[str, A
     )
 
 
+_UNKNOWN_OPA = "opa:unknown"
+
+
 def _proxy_id(event: dict[str, Any]) -> str:
     labels = event.get("labels") if isinstance(event.get("labels"), dict) else {}
     return f"opa:{labels.get('id', 'unknown')}"[:200]
@@ -96,10 +100,11 @@ def _proxy_id(event: dict[str, Any]) -> str:
     request={"type": "array", "items": {"type": "object"}},
     body="raw",
     response=LogsAccepted,
+    responses={403: "Not a proxy token, or an event's `opa:<labels.id>` is bound to another"},
 )
 async def post_logs(request: web.Request) -> LogsAccepted:
-    """Ingest an OPA decision-log upload (flows keyed to the caller's token, as decisions)."""
-    token_id = caller(request).token_id
+    """Ingest an OPA decision-log upload (flows keyed to the caller's identity, as decisions)."""
+    shipper_id = caller(request).shipper_id
     events = await read_upload(request)
     if not isinstance(events, list):
         raise ApiError(
@@ -125,23 +130,14 @@ async def post_logs(request: web.Request) -> LogsAccepted:
             ignored += 1
             log.info("logs.event_ignored", field=exc.field, error=exc.message)
             continue
-        flows.setdefault(record["decision_id"], flow_row(record, _proxy_id(event), token_id))
+        flows.setdefault(record["decision_id"], flow_row(record, _proxy_id(event), shipper_id))
+    proxy_ids = {row["proxy_id"] for row in flows.values()} - {_UNKNOWN_OPA}
     async with request.app[keys.ENGINE].begin() as conn:
-        stored = await store_flows(conn, list(flows.values()))
+        await bind_proxy_ids(conn, proxy_ids, shipper_id)
+        accepted = await store_flows(conn, list(flows.values()))
     denied = len(events) - allowed - ignored
-    if stored.conflicts:
-        log.warning(
-            "logs.id_conflict",
-            token_id=token_id,
-            count=len(stored.conflicts),
-            first=stored.conflicts[0],
-        )
     result = LogsAccepted(
-        accepted=stored.new,
-        duplicates=denied - stored.new - len(stored.conflicts),
-        conflicts=len(stored.conflicts),
-        allowed=allowed,
-        ignored=ignored,
+        accepted=accepted, duplicates=denied - accepted, allowed=allowed, ignored=ignored
     )
-    log.info("logs.ingested", token_id=token_id, **result.model_dump())
+    log.info("logs.ingested", token_id=caller(request).token_id, **result.model_dump())
     return result

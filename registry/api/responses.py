@@ -166,6 +166,10 @@ class TokenOut(_Out):
     name: str
     owner: str = Field(description="The person holding it: the audit actor, what four eyes compare")
     role: Literal[ROLES]  # type: ignore[valid-type]
+    shipper_id: int = Field(
+        description="What the token ships is stored under this identity: the id of the first "
+        "token of its rotation lineage (its own id unless it was made by a rotation)"
+    )
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
@@ -256,11 +260,27 @@ class FindingOut(_Out):
 
 
 class ShipperOut(_Out):
-    """The token that shipped a record: the registry's identity of the shipper (the `proxy_id`
-    beside it is only what the shipper said it was)."""
+    """Who shipped a record: the registry's identity of the shipper (the `proxy_id` beside it
+    is only what the shipper said it was). `token_id` is the shipping identity: the first
+    token of a rotation lineage, whose name rotated tokens keep."""
 
     token_id: int
     token_name: str | None = None
+
+
+class ProxyIdOut(_Out):
+    """A proxy id and the shipper bound to it: only that shipper may ship as it."""
+
+    proxy_id: str
+    shipped_by: ShipperOut
+    bound_at: datetime
+
+
+class ProxyIdList(_Out):
+    """Proxy id bindings, by proxy id."""
+
+    items: list[ProxyIdOut]
+    next_cursor: str | None = None
 
 
 class TriageOut(_Out):
@@ -297,6 +317,7 @@ class FlowOut(_Out):
     # None for flows stored before the registry recorded the shipping token (migration 0008).
     shipped_by: ShipperOut | None = None
     triage: TriageOut
+    version: int = Field(description="Goes up with each triage; the flow's ETag")
 
 
 class FlowPage(_Out):

@@ -15,6 +15,14 @@ from .routes import Reply, RouteTable, caller, request_body
 
 ADMINS = ("admin",)
 
+
+def _token_id(request: web.Request) -> int:
+    raw = request.match_info["token_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not-found", "Not found", f"no token {raw[:40]}")
+    return int(raw)
+
+
 routes = RouteTable(tags=("tokens",))
 
 
@@ -41,6 +49,24 @@ async def create_token(request: web.Request) -> TokenCreated:
     return TokenCreated(**tokens.token_view(token), secret=secret)
 
 
+@routes.post(
+    "/v1/tokens/{token_id}/rotate",
+    summary="Rotate a token: a new secret of the same name, role and shipping identity; the "
+    "old secret is revoked at once (the new one is in this response only)",
+    roles=ADMINS,
+    response=TokenCreated,
+    status=201,
+    responses={404: "Unknown token", 409: "The token is revoked"},
+)
+async def rotate_token(request: web.Request) -> TokenCreated:
+    old_id = _token_id(request)
+    async with keys.transaction(request) as session:
+        principal = caller(request)
+        old, token, secret = await tokens.rotate_token(session, old_id, actor=principal.actor())
+    forget_token(request.app, old.token_hash)
+    return TokenCreated(**tokens.token_view(token), secret=secret)
+
+
 @routes.get(
     "/v1/tokens", summary="List tokens (never their secrets)", roles=ADMINS, response=TokenList
 )
@@ -58,11 +84,8 @@ async def list_tokens(request: web.Request) -> TokenList:
     responses={404: "Unknown token"},
 )
 async def revoke_token(request: web.Request) -> Reply:
-    raw = request.match_info["token_id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(404, "not-found", "Not found", f"no token {raw[:40]}")
     async with keys.transaction(request) as session:
         principal = caller(request)
-        token = await tokens.revoke_token(session, int(raw), actor=principal.actor())
+        token = await tokens.revoke_token(session, _token_id(request), actor=principal.actor())
     forget_token(request.app, token.token_hash)
     return Reply()

@@ -191,6 +191,52 @@ async def test_security_triages_with_an_audit_event(client, auth, seeded, sessio
     assert events[0].after["state"] == "false_positive"
 
 
+async def test_triage_carries_the_flows_etag_and_honours_if_match(client, auth, seeded):
+    """Triage is a reviewer's write like the others: ETag = the flow's version, If-Match
+    optional, a stale or weak tag is 412 and changes nothing."""
+    _, ids = seeded
+    url = f"/v1/flows/{ids[2]}"
+    read = await client.get(url, headers=auth("security"))
+    etag = read.headers["ETag"]
+    assert etag == f'"{(await read.json())["version"]}"'
+    triage = f"{url}/triage"
+    done = await client.post(
+        triage,
+        json={"state": "acknowledged"},
+        headers={**auth("security"), "If-Match": etag},
+    )
+    assert done.status == 200
+    fresh = done.headers["ETag"]
+    assert fresh != etag and fresh == f'"{(await done.json())["version"]}"'
+    for stale in (etag, f"W/{fresh}"):
+        refused = await client.post(
+            triage,
+            json={"state": "escalated"},
+            headers={**auth("security"), "If-Match": stale},
+        )
+        assert refused.status == 412, stale
+        assert (await refused.json())["type"] == "https://sharewall.dev/problems/version-mismatch"
+    assert (await (await client.get(url, headers=auth("security"))).json())["triage"][
+        "state"
+    ] == "acknowledged"
+    bad = await client.post(
+        triage, json={"state": "escalated"}, headers={**auth("security"), "If-Match": "2"}
+    )
+    assert bad.status == 400
+    listed = await client.post(
+        triage,
+        json={"state": "escalated"},
+        headers={**auth("security"), "If-Match": f'"999", {fresh}'},
+    )
+    assert listed.status == 200
+    unconditional = await client.post(triage, json={"state": "new"}, headers=auth("security"))
+    assert unconditional.status == 200
+    doc = await (await client.get("/openapi.json")).json()
+    op = doc["paths"]["/v1/flows/{decision_id}/triage"]["post"]
+    assert {"400", "409", "412"} <= set(op["responses"])
+    assert "ETag" in op["responses"]["200"]["headers"]
+
+
 @pytest.mark.parametrize(
     ("role", "body", "status"),
     [

@@ -48,7 +48,6 @@ async def test_denials_become_flows_and_allows_are_counted(client, auth):
     assert await resp.json() == {
         "accepted": 1,
         "duplicates": 0,
-        "conflicts": 0,
         "allowed": 2,
         "ignored": 1,
     }

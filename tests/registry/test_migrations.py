@@ -170,3 +170,79 @@ async def test_0008_keys_shipped_rows_by_token_and_downgrades_to_one_row_per_key
         await db.migrate(engine, "base", downgrade=True)
         await db.migrate(engine, "head")
         await engine.dispose()
+
+
+async def test_0009_keys_flows_by_shipper_and_binds_the_proxy_ids_seen(db_url):
+    """A flow of 0008 (token 3) and one of before 0008 (no token) keep their reasons; the
+    proxy ids seen are bound to their lowest token; downgrading keeps one flow per id."""
+    engine = db.create_engine(db_url)
+    when = datetime(2026, 11, 20, 12, 5, tzinfo=UTC)
+    flow = sa.table(
+        "blocked_flow",
+        *(sa.column(c) for c in ("decision_id", "action", "mode", "host", "method", "path")),
+        *(sa.column(c) for c in ("triage_state", "would_block", "proxy_id", "token_id")),
+        sa.column("time", sa.DateTime(timezone=True)),
+        *(sa.column(c, sa.JSON) for c in ("categories", "reason_codes", "findings", "reasons")),
+    )
+    reason = sa.table(
+        "flow_reason",
+        sa.column("decision_id"),
+        sa.column("code"),
+        sa.column("time", sa.DateTime(timezone=True)),
+    )
+    base = {
+        "action": "deny",
+        "mode": "enforce",
+        "host": "h.example",
+        "method": "GET",
+        "path": "/",
+        "triage_state": "new",
+        "would_block": False,
+        "time": when,
+        "categories": [],
+        "reason_codes": ["UNKNOWN_RECIPIENT"],
+        "findings": [],
+        "reasons": [],
+    }
+    try:
+        await db.migrate(engine, "base", downgrade=True)
+        await db.migrate(engine, "0008")
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(flow),
+                [
+                    {**base, "decision_id": "d-old", "proxy_id": "pod-a", "token_id": None},
+                    {**base, "decision_id": "d-new", "proxy_id": "pod-b", "token_id": 3},
+                ],
+            )
+            await conn.execute(
+                sa.insert(reason),
+                [
+                    {"decision_id": d, "code": "UNKNOWN_RECIPIENT", "time": when}
+                    for d in ("d-old", "d-new")
+                ],
+            )
+        await db.migrate(engine, "0009")
+        async with engine.begin() as conn:
+            flows = await conn.execute(
+                sa.text("SELECT token_id, decision_id, version FROM blocked_flow ORDER BY 2")
+            )
+            assert [tuple(r) for r in flows] == [(3, "d-new", 1), (0, "d-old", 1)]
+            reasons = await conn.execute(
+                sa.text("SELECT token_id, decision_id FROM flow_reason ORDER BY 2")
+            )
+            assert [tuple(r) for r in reasons] == [(3, "d-new"), (0, "d-old")]
+            bound = await conn.execute(sa.text("SELECT proxy_id, token_id FROM proxy_binding"))
+            assert [tuple(r) for r in bound] == [("pod-b", 3)]
+            # Another shipper's flow of the same decision id is a row of its own now.
+            await conn.execute(sa.insert(flow), [{**base, "decision_id": "d-new", "token_id": 5}])
+        await db.migrate(engine, "0008", downgrade=True)
+        async with engine.connect() as conn:
+            kept = await conn.execute(sa.text("SELECT decision_id, token_id FROM blocked_flow"))
+            assert sorted(tuple(r) for r in kept) == [("d-new", 3), ("d-old", None)]
+            reasons = await conn.execute(sa.text("SELECT decision_id FROM flow_reason"))
+            assert sorted(reasons.scalars().all()) == ["d-new", "d-old"]
+    finally:
+        await db.migrate(engine, "base", downgrade=True)
+        await db.migrate(engine, "head")
+        await engine.dispose()
