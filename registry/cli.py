@@ -530,7 +530,10 @@ def cmd_triage(args: argparse.Namespace) -> int:
     if args.note:
         body["note"] = args.note
     try:
-        flow = _api(args, "POST", f"/v1/flows/{args.decision_id}/triage", body=body)
+        path = f"/v1/flows/{args.decision_id}/triage"
+        if args.shipped_by is not None:
+            path += f"?shipped_by={args.shipped_by}"
+        flow = _api(args, "POST", path, body=body)
     except _Usage as exc:
         return _fail(str(exc), 2)
     except ApiError as exc:
@@ -658,4 +661,9 @@ def add_parser(subparsers: Any) -> None:
     triage.add_argument("decision_id")
     triage.add_argument("state", help="new, acknowledged, false_positive or escalated")
     triage.add_argument("--note", help="why (kept with the flow and in the audit trail)")
+    triage.add_argument(
+        "--shipped-by",
+        type=int,
+        help="the flow's shipped_by token id, when two proxies shipped the decision id",
+    )
     triage.set_defaults(handler=_guard(cmd_triage))

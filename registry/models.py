@@ -323,8 +323,9 @@ class FlowCategory(SQLModel, table=True):
 class LedgerEntry(SQLModel, table=True):
     """Allowed calls counted per minute and key; a re-sent count replaces, never adds.
 
-    The key starts with the shipping token (`token_id`; 0 for rows stored before migration
-    0008): a token replaces only its own counts, whatever `proxy_id` it names.
+    The key starts with the shipping identity (`token_id`: `ApiToken.shipper_id`, the same
+    across a rotation; 0 for rows stored before migration 0008): a proxy replaces only its own
+    counts, whatever `proxy_id` it names.
     """
 
     __tablename__ = "ledger_entry"
@@ -397,8 +398,9 @@ class DecisionFactShipped(SQLModel, table=True):
     """The (token, proxy, minute, fact) rows already counted: a re-sent row is not counted twice.
 
     A proxy ships a minute once it is over, whole, so a re-send (a retry after a lost answer)
-    carries the same count and is simply skipped. Keyed by the shipping token too (0 for rows
-    of before migration 0008), so another token naming the same proxy cannot mark a row seen.
+    carries the same count and is simply skipped. Keyed by the shipping identity too
+    (`ApiToken.shipper_id`; 0 for rows of before migration 0008), so another proxy's token
+    cannot mark a row seen, and a rotated token's re-send is skipped.
     """
 
     __tablename__ = "decision_fact_shipped"

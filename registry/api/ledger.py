@@ -28,7 +28,8 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "purpose": ("purpose",),
     "category": ("category",),
     "source": ("source_workload", "source_namespace"),
-    # The shipping token (0: rows stored before migration 0008) and the proxy id it gave.
+    # The shipping identity (a token's rotation lineage; 0: rows stored before migration 0008)
+    # and the proxy id it gave.
     "shipper": ("token_id", "proxy_id"),
 }
 DEFAULT_GROUP_BY = ("recipient_id", "purpose", "category", "source")

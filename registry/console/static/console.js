@@ -166,6 +166,9 @@ function select(name, label, options, value) {
     options.map((o) => h("option", { value: o, selected: o === value }, o))));
 }
 
+// A flow is (decision id, shipper): two proxies may ship one decision id (0: no token recorded).
+const shipperOf = (f) => String(f.shipped_by ? f.shipped_by.token_id : 0);
+
 function triageBar(getIds, onDone) {
   if (!IS_SECURITY) return h("p", { class: "muted" }, "Triage is for security reviewers.");
   const state = h("select", { id: "triage-state" }, BOOT.triage_states.map((s) => h("option", { value: s }, s)));
@@ -174,7 +177,8 @@ function triageBar(getIds, onDone) {
   const go = async () => {
     const ids = getIds();
     if (!ids.length) { msg.textContent = "select flows first"; return; }
-    const results = await Promise.all(ids.map((id) => api("POST", `/v1/flows/${encodeURIComponent(id)}/triage`,
+    const results = await Promise.all(ids.map(({ id, shipper }) => api("POST",
+      `/v1/flows/${encodeURIComponent(id)}/triage?shipped_by=${encodeURIComponent(shipper)}`,
       { state: state.value, note: note.value || null })));
     const bad = results.filter((r) => !r.ok);
     msg.className = bad.length ? "error" : "notice";
@@ -200,7 +204,8 @@ async function flows() {
   const body = h("tbody", {});
   const more = h("button", { type: "button", class: "secondary", id: "more", hidden: true }, "Next page");
   const info = h("p", { class: "muted", id: "flow-count" });
-  const checked = () => [...body.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.value);
+  const checked = () => [...body.querySelectorAll("input[type=checkbox]:checked")]
+    .map((c) => ({ id: c.value, shipper: c.dataset.shipper }));
   const query = { since: since(Number(params.get("hours") || 24)), limit: "50" };
   for (const k of ["recipient_id", "source", "reason", "category", "triage_state"]) if (params.get(k)) query[k] = params.get(k);
   let cursor = null, shown = 0;
@@ -211,10 +216,10 @@ async function flows() {
     if (!r.ok) { info.className = "error"; info.textContent = problem(r); return; }
     for (const f of r.data.flows) {
       shown += 1;
-      body.append(h("tr", { "data-decision": f.decision_id },
-        h("td", {}, IS_SECURITY ? h("input", { type: "checkbox", value: f.decision_id, "aria-label": "select" }) : ""),
+      body.append(h("tr", { "data-decision": f.decision_id, "data-shipper": shipperOf(f) },
+        h("td", {}, IS_SECURITY ? h("input", { type: "checkbox", value: f.decision_id, "data-shipper": shipperOf(f), "aria-label": "select" }) : ""),
         h("td", {}, fmtTime(f.time)),
-        h("td", {}, h("a", { href: `/ui/flows/${encodeURIComponent(f.decision_id)}`, class: "mono" }, f.decision_id.slice(0, 12))),
+        h("td", {}, h("a", { href: `/ui/flows/${encodeURIComponent(f.decision_id)}?shipped_by=${shipperOf(f)}`, class: "mono" }, f.decision_id.slice(0, 12))),
         h("td", {}, badge(f.kind, f.kind)),
         h("td", {}, source(f.source)), h("td", {}, f.recipient_id || f.host),
         h("td", {}, f.purpose || "-"),
@@ -236,7 +241,8 @@ async function flows() {
   APP.replaceChildren(h("h1", {}, "Flows"), filters,
     triageBar(checked, (updated) => {
       for (const f of updated) {
-        const cell = body.querySelector(`tr[data-decision="${CSS.escape(f.decision_id)}"] td.state`);
+        const cell = body.querySelector(
+          `tr[data-decision="${CSS.escape(f.decision_id)}"][data-shipper="${shipperOf(f)}"] td.state`);
         if (cell) cell.textContent = f.triage.state;
       }
     }), info,
@@ -246,7 +252,8 @@ async function flows() {
 }
 
 async function flowDetail(id) {
-  const r = await api("GET", `/v1/flows/${encodeURIComponent(id)}`);
+  const shipper = new URLSearchParams(window.location.search).get("shipped_by");
+  const r = await api("GET", `/v1/flows/${encodeURIComponent(id)}${shipper ? `?shipped_by=${encodeURIComponent(shipper)}` : ""}`);
   if (!r.ok) { APP.replaceChildren(h("h1", {}, "Flow"), h("p", { class: "error" }, problem(r))); return; }
   const f = r.data;
   const row = (k, ...v) => h("tr", {}, h("th", {}, k), h("td", {}, ...v));
@@ -272,7 +279,7 @@ async function flowDetail(id) {
       h("th", {}, "Category"), h("th", {}, "Location"), h("th", {}, "Detector"))),
       h("tbody", {}, f.findings.map((x) => h("tr", {}, h("td", {}, x.category), h("td", { class: "mono" }, x.location), h("td", {}, x.detector)))))
       : h("p", { class: "muted" }, "no findings")),
-    triageBar(() => [f.decision_id], ([g]) => {
+    triageBar(() => [{ id: f.decision_id, shipper: shipperOf(f) }], ([g]) => {
       const t = g.triage;
       document.getElementById("triage-current").textContent =
         `${t.state}${t.by ? " by " + t.by : ""}${t.note ? ": " + t.note : ""}`;
