@@ -246,6 +246,7 @@ _SHIPPED_BY = {
     )
 }
 _ETAG = "The flow's version (\"<version>\"), for a triage's If-Match"
+_AMBIGUOUS = "Several shippers shipped this decision id: name one with shipped_by (ambiguous-flow)"
 
 
 def _shipped_by(request: web.Request) -> int | None:
@@ -295,8 +296,7 @@ async def _load_flow(
     response=FlowOut,
     responses={
         404: "No such flow",
-        409: "Several shippers shipped this decision id: name one with shipped_by "
-        "(type ambiguous-flow)",
+        409: _AMBIGUOUS,
         422: "Bad shipped_by",
     },
     etag=_ETAG,
@@ -338,8 +338,7 @@ def _triage_image(row: Any) -> dict[str, Any]:
     response=FlowOut,
     responses={
         404: "No such flow",
-        409: "Several shippers shipped this decision id: name one with shipped_by "
-        "(type ambiguous-flow)",
+        409: _AMBIGUOUS,
         422: "Bad body or shipped_by",
     },
     etag=_ETAG,
