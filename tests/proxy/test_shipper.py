@@ -21,9 +21,9 @@ from proxy.shipper import LEDGER_PENDING_FILE, Shipper
 from proxy.spool import Spool
 from registry import db
 from registry.api.app import create_app
-from registry.models import BlockedFlow, LedgerEntry
+from registry.models import ApiToken, BlockedFlow, LedgerEntry
 from registry.settings import Settings
-from registry.tokens import create_token
+from registry.tokens import create_token, rotate_token
 
 # -- the ledger sink ---------------------------------------------------------------------------
 
@@ -281,3 +281,61 @@ async def test_a_minute_split_by_a_restart_is_shipped_whole(registry, tmp_path):
     await shipper.ship_once()
     await shipper.close()
     assert [c for _, c in ledger_counts(registry, workload)] == [7]
+
+
+async def _in_registry_db(registry: Registry, work):
+    engine = db.create_engine(registry.db_url)
+    try:
+        async with db.create_sessionmaker(engine)() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+async def test_a_rotated_token_resends_a_minute_once_and_keeps_its_proxy_id(registry, tmp_path):
+    """The old token shipped a minute but the answer was lost; after a rotation the proxy
+    re-sends it with the new token: counted once. Another proxy token naming the same proxy
+    id is refused (403) and keeps its spool."""
+    spool = await spooled(tmp_path / "spool", [], registry=registry.url)
+    workload = f"w-{uuid.uuid4().hex[:6]}"
+    ledger = Ledger(Clock(MINUTE + 5))
+    for _ in range(4):
+        ledger.record(allowed(source_workload=workload))
+    down = Shipper(f"http://127.0.0.1:{free_port()}", registry.token, spool, ledger, proxy_id="p2")
+    await down.start()
+    await down.close(drain_timeout=0.5)
+    pending = (spool.directory / LEDGER_PENDING_FILE).read_bytes()
+    old = Shipper(registry.url, registry.token, spool, Ledger(Clock(MINUTE + 65)), proxy_id="p2")
+    await old.start()
+    await old.ship_once()
+    await old.close()
+    assert [c for _, c in ledger_counts(registry, workload)] == [4]
+
+    old_id = next(iter(await _in_registry_db(registry, _proxy_token_ids)))
+    _, _, secret = await _in_registry_db(registry, lambda s: rotate_token(s, old_id))
+    (spool.directory / LEDGER_PENDING_FILE).write_bytes(pending)  # the answer was lost
+    new = Shipper(registry.url, secret, spool, Ledger(Clock(MINUTE + 65)), proxy_id="p2")
+    await new.start()
+    await new.ship_once()
+    await new.close()
+    assert [c for _, c in ledger_counts(registry, workload)] == [4]
+
+    _, other = await _in_registry_db(
+        registry, lambda s: create_token(s, name="proxy-other", role="proxy")
+    )
+    theirs = await spooled(tmp_path / "theirs", [blocked_record()], registry=registry.url)
+    intruder = Shipper(registry.url, other, theirs, proxy_id="p2")
+    await intruder.start()
+    with pytest.raises(Exception, match="403"):
+        await intruder.ship_once()
+    await intruder.close(drain_timeout=0.5)
+    assert len(theirs.sealed_segments()) == 1
+
+
+async def _proxy_token_ids(session) -> list[int]:
+    rows = await session.exec(
+        sa.select(ApiToken.id).where(ApiToken.role == "proxy", ApiToken.revoked_at.is_(None))
+    )
+    return [r[0] for r in rows.all()]
