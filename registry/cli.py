@@ -259,6 +259,25 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens_rotate(args: argparse.Namespace) -> int:
+    from registry import tokens
+
+    async def work(session):
+        return await tokens.rotate_token(session, args.token_id, actor=_cli_actor())
+
+    try:
+        old, token, secret = asyncio.run(_with_session(args.db, work))
+    except ApiError as exc:
+        return _fail(exc.detail or exc.title, 2)
+    print(secret)
+    print(
+        f"rotated token {old.id} ({old.name}) into token {token.id}, shipping as "
+        f"{token.shipper_id}; {old.id} is revoked; store the secret now: it is not shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- apply
 
 
@@ -594,6 +613,15 @@ def add_parser(subparsers: Any) -> None:
     revoke = with_db(tsub.add_parser("revoke", help="revoke a token by id"))
     revoke.add_argument("token_id", type=int)
     revoke.set_defaults(handler=_guard(cmd_tokens_revoke))
+    rotate = with_db(
+        tsub.add_parser(
+            "rotate",
+            help="replace a token by a new secret of the same name, role and shipping identity "
+            "(the old one is revoked)",
+        )
+    )
+    rotate.add_argument("token_id", type=int)
+    rotate.set_defaults(handler=_guard(cmd_tokens_rotate))
 
     apply = with_db(
         sub.add_parser(

@@ -102,6 +102,25 @@ def test_tokens_create_prints_the_secret_once_and_it_authenticates(db_url, capsy
         time.sleep(0.5)
 
 
+def test_tokens_rotate_keeps_the_shipping_identity(db_url, capsys):
+    assert (
+        main(
+            ["registry", "tokens", "create", "--role", "proxy", "--name", "pod-rot", "--db", db_url]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["registry", "tokens", "list", "--db", db_url]) == 0
+    listing = capsys.readouterr().out
+    old_id = next(line.split("\t")[0] for line in listing.splitlines() if "\tpod-rot\t" in line)
+    assert main(["registry", "tokens", "rotate", old_id, "--db", db_url]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip().startswith("sw_")
+    assert f"shipping as {old_id}" in out.err
+    assert main(["registry", "tokens", "rotate", old_id, "--db", db_url]) == 2  # revoked now
+    assert "revoked" in capsys.readouterr().err
+
+
 def test_tokens_create_rejects_an_unknown_role(db_url, capsys):
     with pytest.raises(SystemExit):
         main(["registry", "tokens", "create", "--role", "root", "--name", "x", "--db", db_url])
