@@ -289,6 +289,7 @@ async def paired_load(
     duration: float,
     connections: int,
     host: str = HOST,
+    direct_port: int | None = None,
 ) -> tuple[tuple[int, int, list[float]], tuple[int, int, list[float]]]:
     """The paced load through the proxy and the same load straight to the upstream, at once.
 
@@ -297,14 +298,17 @@ async def paired_load(
     round trip, they add to both in the same moments, so p99(through) - p99(direct) of one run
     is what the proxy adds. (Measured in two runs one after the other, the difference swung by
     milliseconds with the machine's load.) The upstream answers twice the rate.
+    `direct_port`: where the direct load goes when `upstream_port` is the upstream's TLS port
+    (the proxy originates TLS there; the direct load speaks plain HTTP to the same server).
     """
+    direct_port = direct_port or upstream_port
     through, direct = await asyncio.gather(
         paced_load(
             port, upstream_port, rate=rate, duration=duration, connections=connections, host=host
         ),
         paced_load(
-            upstream_port,
-            upstream_port,
+            direct_port,
+            direct_port,
             rate=rate,
             duration=duration,
             connections=connections,

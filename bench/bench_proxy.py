@@ -256,6 +256,9 @@ class Contender:
     process: subprocess.Popen | None = None
     notes: list[str] = field(default_factory=list)
     log_file: Path | None = None  # sharewall's JSON log (decision lines)
+    # The upstream's plain port for the direct load paired with this one, when the contender's
+    # target is its TLS port (enforce+TLS): a plain client cannot pace against a TLS port.
+    direct_port: int | None = None
 
 
 @dataclass
@@ -460,7 +463,13 @@ def paced(result: Result, contender: Contender, args: argparse.Namespace) -> Non
     try:
         if contender.proxy_port:
             (ok, failed, latencies), (_, _, direct) = asyncio.run(
-                paired_load(contender.proxy_port, int(target_port), host=host, **kw)
+                paired_load(
+                    contender.proxy_port,
+                    int(target_port),
+                    host=host,
+                    direct_port=contender.direct_port,
+                    **kw,
+                )
             )
         else:
             ok, failed, latencies = asyncio.run(
@@ -637,6 +646,7 @@ def start_sharewall(
         f"{UPSTREAM_HOST}:{upstream_port}",
         process,
         log_file=work / f"sharewall-{mode}.log",
+        direct_port=ports["plain"],
     )
 
 
