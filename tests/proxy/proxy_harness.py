@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import trustme
 from aiohttp import web
 
@@ -296,6 +297,13 @@ class ProxyProcess:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
+
+    def session(self) -> requests.Session:
+        """A requests session whose plain-HTTP calls go through this proxy (no proxy env)."""
+        session = requests.Session()
+        session.trust_env = False
+        session.proxies = {"http": self.url}
+        return session
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

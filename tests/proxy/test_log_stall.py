@@ -75,20 +75,13 @@ def stalled(tmp_path: Path, upstreams: Upstreams) -> Iterator[tuple[ProxyProcess
     proxy.stop()
 
 
-def _session(proxy: ProxyProcess) -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False
-    s.proxies = {"http": proxy.url}
-    return s
-
-
 def _readyz(proxy: ProxyProcess) -> requests.Response:
     return requests.get(f"{proxy.admin_url}/readyz", timeout=5, proxies={"http": ""})
 
 
 def test_full_buffer_refuses_calls_then_recovers_with_every_line_in_order(stalled, upstreams):
     proxy, reader = stalled
-    session = _session(proxy)
+    session = proxy.session()
     base = f"http://api.vendor.test:{upstreams.http_port}"
     run = uuid.uuid4().hex[:8]
     sent: list[tuple[str, int]] = []  # (path, status) in the order the calls were made

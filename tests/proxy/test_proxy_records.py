@@ -43,13 +43,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
     reg.stop()
 
 
-def session_for(proxy: ProxyProcess) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies = {"http": proxy.url}
-    return session
-
-
 def blocked_call(session: requests.Session, upstreams: Upstreams, marker: str) -> requests.Response:
     """A call to a host no recipient has: 403 UNKNOWN_RECIPIENT (or 503 if unrecordable)."""
     return session.post(
@@ -107,7 +100,7 @@ def test_kill_9_right_after_50_blocked_answers_loses_no_record(registry, upstrea
     )  # fmt: skip
     try:
         wait_ready(first)
-        session = session_for(first)
+        session = first.session()
         # Ten at a time: records of one instant share an fsync, and each waits for it.
         with ThreadPoolExecutor(10) as pool:
             answers = list(pool.map(lambda i: blocked_call(session, upstreams, "k9"), range(50)))
@@ -164,7 +157,7 @@ def test_a_successor_ships_segments_only_to_the_registry_they_were_written_for(
     )  # fmt: skip
     try:
         wait_ready(proxy)
-        session = session_for(proxy)
+        session = proxy.session()
         ids = sorted(blocked_call(session, upstreams, "fr").json()["decision_id"] for _ in range(5))
     finally:
         proxy.stop(signal.SIGKILL)
@@ -215,7 +208,7 @@ def test_personal_data_in_urls_is_replaced_by_its_category_in_every_record(
             f"http://api.vendor.test:{upstreams.http_port}/lookup/%2B{digits}"
             f"?phone=%2B{digits}&country=SG"
         )
-        resp = session_for(proxy).get(url, timeout=10)
+        resp = proxy.session().get(url, timeout=10)
         assert resp.status_code == 403  # a phone number over plain HTTP
         decision_id = resp.json()["decision_id"]
         line = proxy.decision(decision_id)
@@ -246,7 +239,7 @@ def test_a_full_spool_disk_fails_closed_says_why_and_loses_or_doubles_nothing(
         )  # fmt: skip
         try:
             wait_ready(proxy)
-            session = session_for(proxy)
+            session = proxy.session()
             before = [blocked_call(session, upstreams, "before") for _ in range(5)]
             assert [r.status_code for r in before] == [403] * 5
             filler = fill(disk)
