@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,6 +235,26 @@ def run_upstreams(certs: Certs) -> Iterator[Upstreams]:
 # -- the proxy process ---------------------------------------------------------------------------
 
 
+def wait_for_lines(
+    read: Callable[[], list[dict[str, Any]]],
+    match: Callable[[dict[str, Any]], bool],
+    *,
+    count: int = 1,
+    timeout: float = 5.0,
+) -> list[dict[str, Any]]:
+    """The log lines (`read()`) that `match` accepts, once there are `count` or `timeout` passed.
+
+    A proxy's lines reach stdout through its writer thread, in batches a few ms after the call
+    that made them: a test reads them by waiting, never right after the answer.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [line for line in read() if match(line)]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 class ProxyProcess:
     """A running `sharewall proxy` subprocess and its log."""
 
@@ -316,6 +336,12 @@ class ProxyProcess:
             except ValueError:
                 continue
         return out
+
+    def lines_where(
+        self, match: Callable[[dict[str, Any]], bool], *, count: int = 1, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """This proxy's log lines `match` accepts (`wait_for_lines`)."""
+        return wait_for_lines(self.logs, match, count=count, timeout=timeout)
 
     def decision(self, decision_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The `egress.decision` line of one decision id (waits for the log to be written)."""

@@ -38,6 +38,8 @@ def test_warm_up_runs_before_readiness_and_decides_nothing(tmp_path, certs, upst
     proxy = start_proxy(tmp_path, certs, upstreams)
     try:
         assert requests.get(f"{proxy.admin_url}/readyz", timeout=5).status_code == 200
+        # Ready may answer before the writer thread has written the start-up lines.
+        proxy.lines_where(lambda e: e.get("event") == "proxy.listening")
         events = [e.get("event") for e in proxy.logs()]
         assert "proxy.warm_up_failed" not in events
         # Warmed before the listener serves and before the admin port (and /readyz) exists.

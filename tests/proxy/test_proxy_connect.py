@@ -7,7 +7,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 import uuid
 
 import httpx
@@ -76,13 +75,13 @@ def test_spliced_tunnel_is_decided_on_recipient_and_purpose(proxy, upstreams, ce
     r = s.get(f"https://tunnel.vendor.test:{upstreams.https_port}/{m}", timeout=10)
     assert r.status_code == 200
     assert upstreams.find(m)
-    connects = [
-        x
-        for x in proxy.logs()
-        if x.get("event") == "egress.decision"
-        and x["method"] == "CONNECT"
-        and x["host"] == "tunnel.vendor.test"
-    ]
+    connects = proxy.lines_where(
+        lambda x: (
+            x.get("event") == "egress.decision"
+            and x["method"] == "CONNECT"
+            and x["host"] == "tunnel.vendor.test"
+        )
+    )
     assert connects and connects[-1]["inspected"] is False
     assert connects[-1]["action"] == "allow" and connects[-1]["status"] == 200
 
@@ -174,16 +173,9 @@ def test_intercepted_connect_whose_tls_handshake_fails_has_a_decision_line(proxy
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a ClientHello
         sock.recv(4096)  # a TLS alert or nothing, then the close
-    [line] = _lines_when(proxy, lambda x: x.get("purpose") == purpose)
+    [line] = proxy.lines_where(
+        lambda x: x.get("event") == "egress.decision" and x.get("purpose") == purpose
+    )
     assert line["method"] == "CONNECT" and line["host"] == "api.vendor.test"
     assert line["action"] == "deny" and line["fault"] == "tls_handshake_failed"
     assert line["status"] == 200 and line["recipient_id"] == "vendor" and line["tunnel"] is True
-
-
-def _lines_when(proxy, match, timeout: float = 5.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [x for x in proxy.logs() if x.get("event") == "egress.decision" and match(x)]
-        if lines or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)

@@ -20,6 +20,7 @@ from netns_harness import (
     missing_requirement,
     transparent_pod,
 )
+from proxy_harness import wait_for_lines
 
 pytestmark = pytest.mark.skipif(
     missing_requirement() is not None, reason=str(missing_requirement())
@@ -171,9 +172,9 @@ def test_the_proxys_own_connections_are_not_redirected(pod: Pod) -> None:
 def test_a_connection_aimed_at_the_transparent_port_itself_is_refused(pod: Pod) -> None:
     answer = pod.app("raw", "127.0.0.1", str(TRANSPARENT_PORT), "--send", "GET / HTTP/1.1\r\n")
     assert answer["received"] == ""
-    assert any(
-        r.get("event") == "transparent.refused" and r.get("reason") == "proxy_self"
-        for r in pod.logs()
+    assert wait_for_lines(
+        pod.logs,
+        lambda r: r.get("event") == "transparent.refused" and r.get("reason") == "proxy_self",
     )
 
 
