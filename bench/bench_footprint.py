@@ -72,6 +72,14 @@ def _upstream(conn: multiprocessing.connection.Connection) -> None:
         asyncio.run(serve())
 
 
+def start_upstream() -> tuple[multiprocessing.Process, int]:
+    """Start `_upstream` in its own process; (the process, its port). The caller kills it."""
+    parent, child = multiprocessing.Pipe()
+    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
+    upstream.start()
+    return upstream, parent.recv()
+
+
 def rss_mib(pid: int) -> float:
     """VmRSS of one process, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -380,10 +388,7 @@ def main() -> int:
     args = parser.parse_args()
 
     compile_bytecode()
-    parent, child = multiprocessing.Pipe()
-    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
-    upstream.start()
-    upstream_port = parent.recv()
+    upstream, upstream_port = start_upstream()
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
         proc, port, ready = start_proxy(Path(tmp), upstream_port)
         # The CPU the start took: what start to ready would be with a core to itself (the

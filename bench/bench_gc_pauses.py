@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -34,9 +33,9 @@ from bench_footprint import (  # noqa: E402
     HOST,
     PURPOSE,
     _read_response,
-    _upstream,
     paced_load,
     start_proxy,
+    start_upstream,
 )
 
 
@@ -361,10 +360,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     trees = args.tree or [ROOT]
-    parent, child = multiprocessing.Pipe()
-    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
-    upstream.start()
-    upstream_port = parent.recv()
+    upstream, upstream_port = start_upstream()
     print(
         f"paced {args.rate:g} req/s for {args.duration:g} s, 64 connections, after a 1 s warm-up;"
         " pauses during the load only; ms wall (thread CPU)"

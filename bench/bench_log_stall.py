@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_footprint import HOST, PURPOSE, ROOT, SAMPLE_REGISTRY, _upstream, paced_load
+from bench_footprint import HOST, PURPOSE, ROOT, SAMPLE_REGISTRY, paced_load, start_upstream
 
 
 def start(work: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int, int]:
@@ -163,10 +162,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--stall", type=float, default=2.0)
     args = parser.parse_args()
-    parent, child = multiprocessing.Pipe()
-    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
-    upstream.start()
-    upstream_port = parent.recv()
+    upstream, upstream_port = start_upstream()
     try:
         for label, stall in (
             ("reader never stops", 0.0),

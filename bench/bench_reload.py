@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import re
 import signal
@@ -50,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_footprint import ROOT, _upstream, paced_load, start_proxy
+from bench_footprint import ROOT, paced_load, start_proxy, start_upstream
 
 HOST = "upstream.bench"
 GOAL_MS = 10.0
@@ -630,10 +629,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="keep the logs here (a new folder)")
     args = parser.parse_args()
 
-    parent, child = multiprocessing.Pipe()
-    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
-    upstream.start()
-    upstream_port = parent.recv()
+    upstream, upstream_port = start_upstream()
     print(
         f"{args.recipients} recipients, {args.rate:g} req/s paced over {args.connections} "
         "connections through `sharewall proxy --mode report`"

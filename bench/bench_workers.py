@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import shutil
 import signal
 import subprocess
@@ -37,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_footprint import HOST, _upstream, paced_load, start_proxy
+from bench_footprint import HOST, paced_load, start_proxy, start_upstream
 from bench_proxy import (
     Contender,
     payload,
@@ -119,10 +118,7 @@ def main() -> int:
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
 
-    parent, child = multiprocessing.Pipe()
-    upstream = multiprocessing.Process(target=_upstream, args=(child,), daemon=True)
-    upstream.start()
-    upstream_port = parent.recv()
+    upstream, upstream_port = start_upstream()
     figures = {n: Figures(n) for n in counts}
     procs: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
