@@ -1,6 +1,6 @@
 """The decision record: one call as the proxy wrote it down, shipped, and stored by the registry.
 
-One definition for both sides. The proxy builds a record with `new_record()` (a plain dict:
+One definition for both sides. The proxy builds a record with `record_in_order()` (a plain dict:
 cheap to build and to dump with orjson, it is made for every call), writes it to its
 `egress.decision` line (the `LINE_FIELDS`) and, when blocked or would-block, to its spool, and
 ships it. The registry's `POST /v1/decisions` checks each record with `validate_record()` and
@@ -127,50 +127,6 @@ FACT_KEY_FIELDS = (
 FACT_FIELDS = (*FACT_KEY_FIELDS, "verdict", "reason_codes")
 
 
-def new_record(
-    *,
-    time: str,
-    decision_id: str,
-    action: str,
-    would_block: bool,
-    mode: str,
-    reasons: list[dict[str, str]],
-    recipient_id: str | None,
-    host: str,
-    port: int | None,
-    method: str,
-    path: str,
-    purpose: str | None,
-    categories: list[str],
-    findings: list[dict[str, str]],
-    source_workload: str | None,
-    source_namespace: str | None,
-    inspected: bool | None,
-    tunnel: bool | None,
-    status: int | None,
-    fault: str | None,
-    problems: list[str],
-    latency_ms: float | None,
-    inspect_ms: float | None = None,
-    policy_ms: float | None = None,
-    upstream_ms: float | None = None,
-    scheme: str | None = None,
-    tls_upstream: bool | None = None,
-    complete: bool | None = None,
-) -> dict[str, Any]:
-    """A record in field order; `path` is redacted here (the one place every output gets it from).
-
-    `reasons` are `{"code", "message", "category"?}` dicts and `findings` are
-    `{"category", "location", "detector"}` dicts, as the proxy's decision renders them.
-    """
-    return record_in_order(
-        time, decision_id, action, would_block, mode, reasons, recipient_id, host, port, method,
-        path, purpose, categories, findings, source_workload, source_namespace, inspected, tunnel,
-        status, fault, problems, latency_ms, inspect_ms, policy_ms, upstream_ms, scheme,
-        tls_upstream, complete,
-    )  # fmt: skip
-
-
 def record_in_order(
     time: str,
     decision_id: str,
@@ -201,10 +157,12 @@ def record_in_order(
     tls_upstream: bool | None,
     complete: bool | None,
 ) -> dict[str, Any]:
-    """`new_record` with its arguments by position, for the proxy's per-call path.
+    """A record in field order; `path` is redacted here (the one place every output gets it from).
 
-    Twenty-eight keyword arguments make CPython match each name per call; a record is made for
-    every proxied call. The dict is a copy of `_RECORD_TEMPLATE` (its keys in `FIELD_NAMES`
+    `reasons` are `{"code", "message", "category"?}` dicts and `findings` are
+    `{"category", "location", "detector"}` dicts, as the proxy's decision renders them. Its
+    arguments go by position on the proxy's per-call path: twenty-eight keyword arguments make
+    CPython match each name per call, and a record is made for every proxied call. The dict is a copy of `_RECORD_TEMPLATE` (its keys in `FIELD_NAMES`
     order, copied in one step) filled in by key: a 30-key literal inserts every key anew, about
     half again the cost. Checked against `FIELD_NAMES` when this module is imported (a
     misspelled key would be added at the end).
