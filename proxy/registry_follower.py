@@ -106,6 +106,7 @@ class RegistryFollower:
         self._full_next = False  # the last delta failed: fetch the full snapshot once
         self._on_snapshot: OnSnapshot | None = None
         self._task: asyncio.Task[None] | None = None
+        self._persisting: asyncio.Future[None] | None = None
         self._client: ControlClient | None = None
 
     @property
@@ -148,6 +149,10 @@ class RegistryFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._persisting is not None:
+            with contextlib.suppress(Exception):
+                await self._persisting
+            self._persisting = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -193,11 +198,16 @@ class RegistryFollower:
             recipients=len(held.snapshot.recipients),
         )
         if persist:  # after the line: the snapshot is in force, the cache is for restarts
-            await asyncio.to_thread(
-                lambda: write_file_atomically(
-                    self.path, body if body is not None else held.body_chunks()
+            # Shielded and kept: a close() mid-write waits for it, so the cache on disk is the
+            # snapshot last taken (a cancelled await would leave the thread writing after close).
+            self._persisting = asyncio.ensure_future(
+                asyncio.to_thread(
+                    write_file_atomically,
+                    self.path,
+                    body if body is not None else held.body_chunks(),
                 )
             )
+            await asyncio.shield(self._persisting)
 
     async def _follow(self) -> None:
         attempt = 0
