@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from registry import db
 from registry.errors import ApiError
 from registry.models import ROLES
 from registry.settings import Settings
+from registry.tokens import DEFAULT_GRACE_S, MAX_GRACE_S
 from sharewall.logs import configure_logging
 
 DB_ENV = "SHAREWALL_REGISTRY_DB"
@@ -238,8 +240,16 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     async def work(session):
         return [tokens.token_view(t) for t in await tokens.list_tokens(session)]
 
+    now = datetime.now(UTC)
     for t in asyncio.run(_with_session(args.db, work)):
-        state = "revoked" if t["revoked_at"] else "active"
+        if t["revoked_at"]:
+            state = "revoked"
+        elif t["expires_at"] is None:
+            state = "active"
+        elif t["expires_at"] <= now:
+            state = "expired"
+        else:
+            state = f"expires {t['expires_at']:%Y-%m-%dT%H:%M:%SZ}"
         last = t["last_used_at"].isoformat() if t["last_used_at"] else "never"
         print(f"{t['id']}\t{t['role']}\t{t['name']}\t{t['owner']}\t{state}\tlast used {last}")
     return 0
@@ -263,16 +273,22 @@ def cmd_tokens_rotate(args: argparse.Namespace) -> int:
     from registry import tokens
 
     async def work(session):
-        return await tokens.rotate_token(session, args.token_id, actor=_cli_actor())
+        return await tokens.rotate_token(
+            session, args.token_id, grace_seconds=args.grace, actor=_cli_actor()
+        )
 
     try:
         old, token, secret = asyncio.run(_with_session(args.db, work))
     except ApiError as exc:
         return _fail(exc.detail or exc.title, 2)
     print(secret)
+    if old.revoked_at is not None:
+        fate = f"{old.id} is revoked"
+    else:
+        fate = f"{old.id}'s secret works until {old.expires_at:%Y-%m-%dT%H:%M:%SZ}"
     print(
         f"rotated token {old.id} ({old.name}) into token {token.id}, shipping as "
-        f"{token.shipper_id}; {old.id} is revoked; store the secret now: it is not shown again",
+        f"{token.shipper_id}; {fate}; store the secret now: it is not shown again",
         file=sys.stderr,
     )
     return 0
@@ -455,15 +471,36 @@ class _Usage(Exception):
     """A command-line mistake: one line on stderr, exit 2."""
 
 
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration(value: str) -> timedelta | None:
+    """`90s`, `30m`, `24h`, `7d`, `2w` (or `0`) as a timedelta; None if it is not one."""
+    text = value.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    if text[:-1].isdigit() and len(text) <= 12 and text[-1:] in _DURATION_UNITS:
+        return timedelta(**{_DURATION_UNITS[text[-1]]: int(text[:-1])})
+    return None
+
+
+def parse_grace(value: str) -> int:
+    """`--grace`: a duration (`0`, `90s`, `30m`, `1h`, `7d`) → whole seconds."""
+    grace = _duration(value)
+    if grace is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration (0, 90s, 30m, 1h, 7d), got {value!r}"
+        )
+    if grace.total_seconds() > MAX_GRACE_S:
+        raise argparse.ArgumentTypeError(f"at most 7d ({MAX_GRACE_S} s), got {value!r}")
+    return int(grace.total_seconds())
+
+
 def parse_since(value: str) -> str:
     """`24h`, `30m`, `7d`, `2w` back from now, or an ISO 8601 time → ISO 8601 (UTC)."""
-    from datetime import UTC, datetime, timedelta
-
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    text = value.strip().lower()
-    if text[:-1].isdigit() and text[-1:] in units:
-        then = datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
-        return then.isoformat(timespec="seconds")
+    back = _duration(value)
+    if back is not None:
+        return (datetime.now(UTC) - back).isoformat(timespec="seconds")
     try:
         then = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -617,10 +654,17 @@ def add_parser(subparsers: Any) -> None:
         tsub.add_parser(
             "rotate",
             help="replace a token by a new secret of the same name, role and shipping identity "
-            "(the old one is revoked)",
+            "(the old secret works on for --grace)",
         )
     )
     rotate.add_argument("token_id", type=int)
+    rotate.add_argument(
+        "--grace",
+        type=parse_grace,
+        default=DEFAULT_GRACE_S,
+        help="how long the old secret still authenticates: 0 (revoked at once), 90s, 30m, 1h "
+        "(the default), 7d (the most)",
+    )
     rotate.set_defaults(handler=_guard(cmd_tokens_rotate))
 
     apply = with_db(

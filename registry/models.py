@@ -187,6 +187,9 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # When the token stops authenticating (None: never): set on a rotated token, the end of
+    # its grace. A token with an expiry was rotated and cannot be rotated again.
+    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
     @property
     def shipper_id(self) -> int:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from registry.tokens import DEFAULT_GRACE_S, MAX_GRACE_S
 from sharewall import snapshot
 
 
@@ -79,6 +80,19 @@ class TokenCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     owner: str | None = Field(default=None, min_length=1, max_length=200)
     role: Literal["engineer", "security", "proxy", "admin"]
+
+
+class TokenRotate(_Body):
+    """How long the rotated token's old secret keeps authenticating (0: not at all)."""
+
+    grace_seconds: int = Field(
+        default=DEFAULT_GRACE_S,
+        ge=0,
+        le=MAX_GRACE_S,
+        strict=True,
+        description=f"Seconds the old secret still authenticates (default {DEFAULT_GRACE_S}, "
+        f"at most {MAX_GRACE_S}); 0 revokes it at once",
+    )
 
 
 class ApplyRequest(_Body):

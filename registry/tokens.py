@@ -1,9 +1,10 @@
-"""API tokens: create (the secret is shown once, only its hash is kept), list, revoke."""
+"""API tokens: create (the secret is shown once, only its hash is kept), list, rotate, revoke."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +17,21 @@ from registry.errors import conflict, invalid_field, not_found
 from registry.models import ROLES, ApiToken, as_utc, utcnow
 
 TOKEN_PREFIX = "sw_"  # noqa: S105 - a marker for secret scanners, not a secret
+
+# How long a rotated token's old secret keeps authenticating unless the caller says otherwise:
+# long enough for a rollout to hand every sidecar the new secret (an environment variable
+# is read at start), short enough that an old secret does not outlive the day. A suspected
+# leak is rotated with a grace of 0 (or the token revoked).
+DEFAULT_GRACE_S = 3600
+MAX_GRACE_S = 7 * 24 * 3600
+
+
+def is_live(now: datetime) -> sa.ColumnElement[bool]:
+    """The SQL condition of a token that authenticates at `now`: not revoked, not expired."""
+    return sa.and_(
+        ApiToken.revoked_at.is_(None),
+        sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+    )
 
 
 def new_token_secret() -> str:
@@ -39,6 +55,7 @@ def token_view(token: ApiToken) -> dict[str, Any]:
         "created_at": as_utc(token.created_at),
         "last_used_at": as_utc(token.last_used_at),
         "revoked_at": as_utc(token.revoked_at),
+        "expires_at": as_utc(token.expires_at),
     }
 
 
@@ -81,17 +98,35 @@ async def create_token(
 
 
 async def rotate_token(
-    session: AsyncSession, token_id: int, *, actor: Actor = CLI_ACTOR
+    session: AsyncSession,
+    token_id: int,
+    *,
+    grace_seconds: int = DEFAULT_GRACE_S,
+    actor: Actor = CLI_ACTOR,
 ) -> tuple[ApiToken, ApiToken, str]:
-    """Replace a live token by a new secret of the same name, owner, role and lineage, and
-    revoke the old one; returns the old token, the new one and its secret. The caller drops any cached
-    lookup of the old one. What the new token ships is stored under the lineage's identity
-    (`ApiToken.shipper_id`), so a proxy re-sending a minute after rotation counts it once."""
+    """Replace a live token by a new secret of the same name, owner, role and lineage; returns
+    the old token, the new one and its secret.
+
+    The old secret keeps authenticating, as the same identity and role, for `grace_seconds`
+    (0 to MAX_GRACE_S; 0 ends it at once), so sidecars are not refused while they are handed
+    the new one; its `expires_at` says until when. What the new token ships is stored under
+    the lineage's identity (`ApiToken.shipper_id`), so a proxy re-sending a minute after the
+    rotation counts it once. A token already rotated (it has an expiry) is refused: rotate
+    its successor. The caller drops any cached lookup of the old one.
+    """
+    if isinstance(grace_seconds, bool) or not 0 <= grace_seconds <= MAX_GRACE_S:
+        raise invalid_field("grace_seconds", f"must be 0 to {MAX_GRACE_S} seconds")
     old = await session.get(ApiToken, token_id, with_for_update=True)
     if old is None:
         raise not_found("token", token_id)
+    now = utcnow()
     if old.revoked_at is not None:
         raise conflict(f"token {token_id} is revoked; only a live token can be rotated")
+    if old.expires_at is not None:
+        raise conflict(
+            f"token {token_id} was rotated already (its secret expires at "
+            f"{as_utc(old.expires_at).isoformat()}); rotate its successor"
+        )
     secret = new_token_secret()
     token = ApiToken(
         name=old.name,
@@ -99,9 +134,11 @@ async def rotate_token(
         role=old.role,
         token_hash=hash_token(secret),
         lineage_id=old.shipper_id,
-        created_at=utcnow(),
+        created_at=now,
     )
-    old.revoked_at = utcnow()
+    old.expires_at = now + timedelta(seconds=grace_seconds)
+    if grace_seconds == 0:
+        old.revoked_at = now
     session.add_all([old, token])
     await session.flush()
     record_audit(
@@ -111,23 +148,27 @@ async def rotate_token(
         "token",
         str(old.id),
         before={"id": old.id, "revoked": False},
-        after={"id": token.id, "revoked_id": old.id, "shipper_id": token.shipper_id},
+        after={
+            "id": token.id,
+            "rotated_id": old.id,
+            "rotated_expires_at": old.expires_at.isoformat(),
+            "grace_seconds": grace_seconds,
+            "shipper_id": token.shipper_id,
+        },
     )
     return old, token, secret
 
 
-async def list_tokens(session: AsyncSession, *, include_revoked: bool = True) -> list[ApiToken]:
-    """Every token, oldest first."""
-    query = select(ApiToken).order_by(ApiToken.id)
-    if not include_revoked:
-        query = query.where(ApiToken.revoked_at.is_(None))
-    return list((await session.exec(query)).all())
+async def list_tokens(session: AsyncSession) -> list[ApiToken]:
+    """Every token, oldest first (revoked and expired ones too)."""
+    return list((await session.exec(select(ApiToken).order_by(ApiToken.id))).all())
 
 
 async def revoke_token(
     session: AsyncSession, token_id: int, *, actor: Actor = CLI_ACTOR
 ) -> ApiToken:
-    """Revoke a token (idempotent); returns it. The caller drops any cached lookup."""
+    """Revoke a token (idempotent; a rotated token's grace ends at once); returns it. The
+    caller drops any cached lookup."""
     token = await session.get(ApiToken, token_id)
     if token is None:
         raise not_found("token", token_id)

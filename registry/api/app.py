@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[keys.SNAPSHOT_LISTENERS] = []
     app[keys.TOKEN_CACHE] = {}
     app[auth.LIVE_TOKENS] = auth.LiveTokenHashes(settings.token_cache_ttl_s)
+    app[auth.DEPRECATED_USE_LOGGED] = {}
+    app.on_response_prepare.append(auth.announce_expiry)
     app[keys.SIGN_IN_THROTTLE] = FailureThrottle(
         settings.sign_in_failures, settings.sign_in_window_s
     )

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 import structlog
@@ -20,7 +20,7 @@ from registry.audit import Actor
 from registry.db import begin_write
 from registry.errors import ApiError
 from registry.models import ROLES, ApiToken, as_utc, utcnow
-from registry.tokens import hash_token
+from registry.tokens import hash_token, is_live
 
 from . import keys, sessions
 
@@ -28,6 +28,12 @@ log = structlog.get_logger("registry.auth")
 
 # last_used_at is a write; at most one per token per interval keeps reads read-only.
 _LAST_USED_EVERY = timedelta(minutes=1)
+# A rotated token's old secret in use is logged at most once per token per interval: a
+# sidecar calls every second or so, and one line a minute says as much.
+_DEPRECATED_LOG_EVERY_S = 60.0
+# Sent on every answer to a request authenticated by a token that expires (a rotated token's
+# old secret): when it stops authenticating, RFC 3339 UTC, so its holder can notice in time.
+TOKEN_EXPIRES_HEADER = "Sharewall-Token-Expires"  # noqa: S105 - a header name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,13 +41,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass(frozen=True)
 class Principal:
     """The caller: a token's id, name and role, and its owner (the person: the audit actor);
-    `shipper_id` is the identity what it ships is stored under (`ApiToken.shipper_id`)."""
+    `shipper_id` is the identity what it ships is stored under (`ApiToken.shipper_id`);
+    `expires_at` is when the token stops authenticating (a rotated token's old secret)."""
 
     token_id: int
     name: str
     role: str
     owner: str = ""
     shipper_id: int = 0
+    expires_at: datetime | None = None
 
     def actor(self) -> Actor:
         """The caller as the service layer records it (person, role, token name)."""
@@ -133,7 +141,7 @@ class LiveTokenHashes:
                     started = time.monotonic()
                     async with app[keys.SESSIONS]() as session:
                         rows = await session.exec(
-                            select(ApiToken.token_hash).where(ApiToken.revoked_at.is_(None))
+                            select(ApiToken.token_hash).where(is_live(utcnow()))
                         )
                         self._hashes = frozenset(rows.all())
                     self._loaded_at = started
@@ -203,14 +211,14 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
     cache = app[keys.TOKEN_CACHE]
     hit = cache.get(token_hash)
     now = time.monotonic()
-    if hit is not None and now - hit[1] < ttl:
+    # A cached principal past its expiry is looked up again (and found expired): the cache
+    # never stretches a rotated token's grace.
+    if hit is not None and now - hit[1] < ttl and not _has_expired(hit[0]):
         return hit[0]
     async with app[keys.SESSIONS]() as session:
         token = (
             await session.exec(
-                select(ApiToken).where(
-                    ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None)
-                )
+                select(ApiToken).where(ApiToken.token_hash == token_hash, is_live(utcnow()))
             )
         ).first()
     if token is None:
@@ -222,12 +230,49 @@ async def _lookup(app: web.Application, token_hash: str) -> Principal | None:
         role=token.role,
         owner=token.owner or token.name,
         shipper_id=token.shipper_id,
+        expires_at=as_utc(token.expires_at),
     )
     last_used = as_utc(token.last_used_at)
     if last_used is None or utcnow() - last_used > _LAST_USED_EVERY:
         _mark_used_later(app, token.id)
     cache[token_hash] = (principal, now)
     return principal
+
+
+def _has_expired(principal: Principal) -> bool:
+    return principal.expires_at is not None and principal.expires_at <= utcnow()
+
+
+# When each rotated token's old secret was last logged in use (monotonic), by token id.
+DEPRECATED_USE_LOGGED = web.AppKey("deprecated_use_logged", dict)
+
+
+def _note_deprecated_secret(request: web.Request, principal: Principal) -> None:
+    """Log (at most once a minute per token) that a rotated token's old secret was used."""
+    logged = request.app[DEPRECATED_USE_LOGGED]
+    now = time.monotonic()
+    if now - logged.get(principal.token_id, -math.inf) < _DEPRECATED_LOG_EVERY_S:
+        return
+    logged[principal.token_id] = now
+    assert principal.expires_at is not None
+    log.warning(
+        "token.deprecated_secret_used",
+        token_id=principal.token_id,
+        expires_at=principal.expires_at.isoformat(),
+        path=request.path,
+    )
+
+
+async def announce_expiry(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare: an answer to an expiring token's request says when it expires."""
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.expires_at is not None:
+        response.headers[TOKEN_EXPIRES_HEADER] = format_expiry(principal.expires_at)
+
+
+def format_expiry(when: datetime) -> str:
+    """`Sharewall-Token-Expires`'s value: RFC 3339 UTC to the second (`2026-11-30T09:00:00Z`)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Pending last-used writes by token id: at most one each, awaited when the app stops.
@@ -308,10 +353,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if header is None:
         principal = await _session_principal(request)
         if principal is not None:
-            request[PRINCIPAL] = principal
-            structlog.contextvars.bind_contextvars(
-                actor=principal.owner, token=principal.name, role=principal.role
-            )
+            _authenticated(request, principal)
     if header is not None:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer":
@@ -321,9 +363,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             log.info("auth.rejected", path=request.path)
             if not secret.strip():
                 raise unauthorized("expected 'Authorization: Bearer <token>'")
-            raise unauthorized("unknown or revoked token")
-        request[PRINCIPAL] = principal
-        structlog.contextvars.bind_contextvars(
-            actor=principal.owner, token=principal.name, role=principal.role
-        )
+            raise unauthorized("unknown, revoked or expired token")
+        _authenticated(request, principal)
     return await handler(request)
+
+
+def _authenticated(request: web.Request, principal: Principal) -> None:
+    request[PRINCIPAL] = principal
+    structlog.contextvars.bind_contextvars(
+        actor=principal.owner, token=principal.name, role=principal.role
+    )
+    if principal.expires_at is not None:
+        _note_deprecated_secret(request, principal)

@@ -19,6 +19,7 @@ from registry.errors import PROBLEM_CONTENT_TYPE
 from sharewall.snapshot import SchemaModel
 
 from . import keys
+from .auth import TOKEN_EXPIRES_HEADER
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -47,6 +48,14 @@ _PROBLEM_SCHEMA = {
 
 Schema = type[BaseModel] | type[SchemaModel] | dict[str, Any]
 
+# On every answer to a request authenticated by a token that expires (`api.auth`).
+_TOKEN_EXPIRES = {
+    "description": "Only when the bearer token expires (a rotated token's old secret, in its "
+    "grace): when it stops authenticating, RFC 3339 UTC (2026-11-30T09:00:00Z). Switch to "
+    "the new secret before then.",
+    "schema": {"type": "string", "format": "date-time"},
+}
+
 
 def new_document(title: str = "sharewall registry", version: str = "1") -> dict[str, Any]:
     """An empty document with the shared components (problem schema, bearer auth)."""
@@ -57,6 +66,7 @@ def new_document(title: str = "sharewall registry", version: str = "1") -> dict[
         "components": {
             "schemas": {"Problem": _PROBLEM_SCHEMA},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "headers": {TOKEN_EXPIRES_HEADER: _TOKEN_EXPIRES},
         },
     }
 
@@ -123,7 +133,7 @@ def add_operation(app: web.Application, route: Route) -> None:
     if route.roles:
         op["security"] = [{"bearer": []}]
         op["description"] = "Roles: " + ", ".join(route.roles) + "."
-        op["responses"]["401"] = _problem("No or unknown bearer token")
+        op["responses"]["401"] = _problem("No bearer token, or an unknown, revoked or expired one")
         op["responses"]["403"] = _problem("Role not allowed")
         op["responses"]["429"] = {
             **_problem(
@@ -153,9 +163,15 @@ def add_operation(app: web.Application, route: Route) -> None:
     if route.etag is not None:
         for code, response in op["responses"].items():
             if code.startswith("2"):
-                response["headers"] = {
-                    "ETag": {"description": route.etag, "schema": {"type": "string"}}
+                response.setdefault("headers", {})["ETag"] = {
+                    "description": route.etag,
+                    "schema": {"type": "string"},
                 }
+    if route.roles:
+        expires = {"$ref": f"#/components/headers/{TOKEN_EXPIRES_HEADER}"}
+        for code, response in op["responses"].items():
+            if code != "401":
+                response.setdefault("headers", {})[TOKEN_EXPIRES_HEADER] = expires
     openapi_path = _PATH_PARAM.sub(r"{\1}", path)
     doc["paths"].setdefault(openapi_path, {})[method] = op
 

@@ -173,12 +173,25 @@ class TokenOut(_Out):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None,
+        description="When it stops authenticating (a rotated token's old secret: the end of "
+        "its grace); null: never",
+    )
 
 
 class TokenCreated(TokenOut):
     """A new token with its secret, shown this once."""
 
     secret: str = Field(description="Shown once; only its hash is kept")
+
+
+class TokenRotated(TokenCreated):
+    """The rotated token's successor with its secret (shown this once), and the old token."""
+
+    previous: TokenOut = Field(
+        description="The old token: its `expires_at` is when its secret stops authenticating"
+    )
 
 
 class TokenList(_Out):

@@ -6,12 +6,12 @@ from aiohttp import web
 
 from registry import tokens
 from registry.errors import ApiError
-from registry.payloads import TokenCreate
+from registry.payloads import TokenCreate, TokenRotate
 
 from . import keys
 from .auth import forget_token, tokens_changed
-from .responses import TokenCreated, TokenList, TokenOut
-from .routes import Reply, RouteTable, caller, request_body
+from .responses import TokenCreated, TokenList, TokenOut, TokenRotated
+from .routes import Reply, RouteTable, caller, optional_body, request_body
 
 ADMINS = ("admin",)
 
@@ -51,20 +51,30 @@ async def create_token(request: web.Request) -> TokenCreated:
 
 @routes.post(
     "/v1/tokens/{token_id}/rotate",
-    summary="Rotate a token: a new secret of the same name, role and shipping identity; the "
-    "old secret is revoked at once (the new one is in this response only)",
+    summary="Rotate a token: a new secret of the same name, role and shipping identity (in "
+    "this response only); the old secret keeps authenticating until `previous.expires_at` "
+    "(`grace_seconds`, default 3600; 0 revokes it at once), and answers to it carry "
+    "`Sharewall-Token-Expires`",
     roles=ADMINS,
-    response=TokenCreated,
+    request=TokenRotate,
+    body="optional",
+    response=TokenRotated,
     status=201,
-    responses={404: "Unknown token", 409: "The token is revoked"},
+    responses={404: "Unknown token", 409: "The token is revoked or was rotated already"},
 )
-async def rotate_token(request: web.Request) -> TokenCreated:
+async def rotate_token(request: web.Request) -> TokenRotated:
     old_id = _token_id(request)
+    body = optional_body(request, TokenRotate) or TokenRotate()
     async with keys.transaction(request) as session:
         principal = caller(request)
-        old, token, secret = await tokens.rotate_token(session, old_id, actor=principal.actor())
+        old, token, secret = await tokens.rotate_token(
+            session, old_id, grace_seconds=body.grace_seconds, actor=principal.actor()
+        )
+    # The old token's cached lookup carries no expiry yet.
     forget_token(request.app, old.token_hash)
-    return TokenCreated(**tokens.token_view(token), secret=secret)
+    return TokenRotated(
+        **tokens.token_view(token), secret=secret, previous=TokenOut(**tokens.token_view(old))
+    )
 
 
 @routes.get(
@@ -78,7 +88,7 @@ async def list_tokens(request: web.Request) -> TokenList:
 
 @routes.delete(
     "/v1/tokens/{token_id}",
-    summary="Revoke a token (effective immediately)",
+    summary="Revoke a token (effective immediately; a rotated token's grace ends)",
     roles=ADMINS,
     status=204,
     responses={404: "Unknown token"},

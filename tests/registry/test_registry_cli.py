@@ -117,8 +117,39 @@ def test_tokens_rotate_keeps_the_shipping_identity(db_url, capsys):
     out = capsys.readouterr()
     assert out.out.strip().startswith("sw_")
     assert f"shipping as {old_id}" in out.err
-    assert main(["registry", "tokens", "rotate", old_id, "--db", db_url]) == 2  # revoked now
-    assert "revoked" in capsys.readouterr().err
+    assert f"{old_id}'s secret works until " in out.err  # the default grace: an hour
+    assert main(["registry", "tokens", "list", "--db", db_url]) == 0
+    [state] = [
+        line.split("\t")[4]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(f"{old_id}\t")
+    ]
+    assert state.startswith("expires 20")
+    assert main(["registry", "tokens", "rotate", old_id, "--db", db_url]) == 2
+    assert "rotated already" in capsys.readouterr().err
+
+
+def test_tokens_rotate_with_no_grace_revokes_the_old_token(db_url, capsys):
+    assert (
+        main(
+            ["registry", "tokens", "create", "--role", "proxy", "--name", "pod-now", "--db", db_url]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["registry", "tokens", "list", "--db", db_url]) == 0
+    listing = capsys.readouterr().out
+    old_id = next(line.split("\t")[0] for line in listing.splitlines() if "\tpod-now\t" in line)
+    rotate = ["registry", "tokens", "rotate", old_id, "--db", db_url]
+    with pytest.raises(SystemExit) as exited:
+        main([*rotate, "--grace", "8d"])  # past the week allowed
+    assert exited.value.code == 2
+    assert "--grace" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*rotate, "--grace", "soon"])
+    assert "expected a duration" in capsys.readouterr().err
+    assert main([*rotate, "--grace", "0"]) == 0
+    assert f"{old_id} is revoked" in capsys.readouterr().err
 
 
 def test_tokens_create_rejects_an_unknown_role(db_url, capsys):
