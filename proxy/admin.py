@@ -18,16 +18,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from proxy.http1 import BadRequest, ClientConnection
+from proxy.http1 import BadRequest, ClientConnection, RequestHead
 from proxy.settings import Settings
 
 if TYPE_CHECKING:
     from proxy.metrics import ProxyMetrics
 
 JSON = "application/json"
-# Prometheus' text format 0.0.4, what `generate_latest` writes (`CONTENT_TYPE_PLAIN_0_0_4`;
-# prometheus_client's `CONTENT_TYPE_LATEST` names 1.0.0 in recent releases).
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +40,8 @@ class AdminResponse:
         return cls(status, JSON, orjson.dumps(doc))
 
 
-Route = Callable[[], Awaitable[AdminResponse]]
+# A route gets the request's head (`/metrics` reads its Accept).
+Route = Callable[[RequestHead], Awaitable[AdminResponse]]
 
 
 def readiness_response(reasons: list[str]) -> AdminResponse:
@@ -58,14 +56,14 @@ def create_admin_app(
 ) -> dict[str, Route]:
     """The admin routes of one proxy process; `not_ready_reasons` is empty when it is ready."""
 
-    async def healthz() -> AdminResponse:
+    async def healthz(_head: RequestHead) -> AdminResponse:
         return AdminResponse.json({"status": "ok"})
 
-    async def readyz() -> AdminResponse:
+    async def readyz(_head: RequestHead) -> AdminResponse:
         return readiness_response(not_ready_reasons())
 
-    async def metrics_view() -> AdminResponse:
-        return AdminResponse(200, PROMETHEUS_TEXT, metrics.exposition())
+    async def metrics_view(head: RequestHead) -> AdminResponse:
+        return AdminResponse(200, *metrics.exposition(head.header("accept")))
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_view}
 
@@ -133,7 +131,7 @@ class AdminServer:
                 elif head.method not in ("GET", "HEAD"):
                     answer = AdminResponse.json({"error": "method_not_allowed"}, status=405)
                 else:
-                    answer = await route()
+                    answer = await route(head)
                 has_body = head.header("content-length") not in (None, "0") or (
                     head.header("transfer-encoding") is not None
                 )

@@ -2,12 +2,12 @@
 
 Every series is a plain number the event loop moves (its only writer): prometheus_client's
 own `Counter`/`Histogram` take a lock per update, nine a call here. At scrape time one
-collector of ours turns those numbers into prometheus_client's metric families and
-`generate_latest` writes them in the text format 0.0.4.
+collector of ours turns those numbers into prometheus_client's metric families, written in
+the format the scrape asks for (`proxy.prometheus.expose`: OpenMetrics for Prometheus,
+the text format 0.0.4 for curl).
 
-Importing any part of prometheus_client runs its package `__init__`, which loads its
-exposition module (http.server, wsgiref, urllib.request) and builds its default registry:
-`prometheus_client.registry` alone costs what `prometheus_client` does (bench/README.md).
+prometheus_client comes through `proxy.prometheus`, which imports its parts without the
+package's `__init__` (http.server, wsgiref, urllib.request, email: ~4.5 MB; bench/README.md).
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 from typing import Any
 
-from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import (
+from proxy.prometheus import (
+    Collector,
+    CollectorRegistry,
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    expose,
+    floatToGoString,
 )
-from prometheus_client.registry import Collector, CollectorRegistry
-from prometheus_client.utils import floatToGoString
 
 # Latency buckets in seconds: the policy is sub-millisecond, upstreams take up to seconds.
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -67,9 +68,9 @@ class ProxyMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(self._collector)
 
-    def exposition(self) -> bytes:
-        """Every series in Prometheus' text exposition format (version 0.0.4)."""
-        return generate_latest(self.registry)
+    def exposition(self, accept: str | None = None) -> tuple[str, bytes]:
+        """(Content-Type, body): every series, in the format `accept` asks for (none: text 0.0.4)."""
+        return expose(self.registry, accept)
 
     def _hot_path(self) -> Iterator[Metric]:
         decisions = CounterMetricFamily(

@@ -1,19 +1,23 @@
-"""Several processes' Prometheus text turned into one exposition (`--workers N`'s admin port).
+"""Several processes' metrics turned into one exposition (`--workers N`'s admin port).
 
-Each worker's text is read by prometheus_client's parser; samples with the same name and
-labels are summed (counters, histograms and gauges such as calls in flight add up over
-processes), except the gauges in `LEAST_OF`, which say whether something works and take the
-worst worker's value. The sums are written back by `generate_latest`.
+Each worker is asked for OpenMetrics (`proxy.prometheus.OPENMETRICS_ACCEPT`), read by prometheus_client's
+OpenMetrics parser; samples with the same name and labels are summed (counters, histograms and
+gauges such as calls in flight add up over processes), except the gauges in `LEAST_OF`, which
+say whether something works and take the worst worker's value. The sums are written back in
+the format the supervisor's scrape asks for (`proxy.prometheus.expose`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector, CollectorRegistry
+from proxy.prometheus import (
+    Collector,
+    CollectorRegistry,
+    Metric,
+    expose,
+    text_string_to_metric_families,
+)
 
 # 1/0 gauges: the merged value is the least (0 as soon as one worker's spool is unwritable).
 LEAST_OF = frozenset({"sharewall_spool_writable"})
@@ -25,7 +29,7 @@ Families = dict[str, Metric]
 
 
 def parse(text: str) -> Families:
-    """The families of one exposition, in their order."""
+    """The families of one OpenMetrics exposition, in their order."""
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
@@ -58,11 +62,11 @@ def merge(parts: list[Families]) -> Families:
     return merged
 
 
-def render(families: Families) -> bytes:
-    """The text exposition of `families`."""
+def render(families: Families, accept: str | None) -> tuple[str, bytes]:
+    """(Content-Type, body): `families` in the format `accept` asks for."""
     registry = CollectorRegistry()
     registry.register(_Families(families))
-    return generate_latest(registry)
+    return expose(registry, accept)
 
 
 class _Families(Collector):

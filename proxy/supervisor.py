@@ -17,7 +17,8 @@
   its calls in flight (`--drain-timeout`) and exits; the supervisor exits 0 when all did.
 
 The supervisor imports neither the proxy app nor aiohttp or the policy engine: it only starts
-processes, reads their admin ports and adds numbers (prometheus_client reads and writes the text).
+processes, reads their admin ports and adds numbers (prometheus_client reads and writes the
+expositions).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 import structlog
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from proxy import metrics_merge
-from proxy.admin import PROMETHEUS_TEXT, AdminResponse, AdminServer, Route, readiness_response
+from proxy.admin import AdminResponse, AdminServer, Route, readiness_response
 from proxy.control_client import ControlClient, ControlClientError, ControlResponse
+from proxy.http1 import RequestHead
+from proxy.prometheus import OPENMETRICS_ACCEPT, CounterMetricFamily, GaugeMetricFamily
 from proxy.settings import Settings
 from proxy.spool_leftovers import worker_spool_dir
 from proxy.worker import ENV_FD, send_orders
@@ -368,14 +370,14 @@ class Supervisor:
     # -- the admin port ----------------------------------------------------------------------
 
     def _routes(self) -> dict[str, Route]:
-        async def healthz() -> AdminResponse:
+        async def healthz(_head: RequestHead) -> AdminResponse:
             return AdminResponse.json({"status": "ok"})
 
-        async def readyz() -> AdminResponse:
+        async def readyz(_head: RequestHead) -> AdminResponse:
             return readiness_response(await self.not_ready_reasons())
 
-        async def metrics() -> AdminResponse:
-            return AdminResponse(200, PROMETHEUS_TEXT, await self.metrics_text())
+        async def metrics(head: RequestHead) -> AdminResponse:
+            return AdminResponse(200, *await self.metrics_text(head.header("accept")))
 
         return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
 
@@ -406,8 +408,9 @@ class Supervisor:
             reasons = [f"status {answer.status}"]
         return [f"{name}: {reason}" for reason in reasons]
 
-    async def metrics_text(self) -> bytes:
-        """Every worker's metrics summed (exited workers' counters included), then our own."""
+    async def metrics_text(self, accept: str | None = None) -> tuple[str, bytes]:
+        """(Content-Type, body): every worker's metrics summed (exited workers' counters
+        included), then our own, in the format `accept` asks for."""
         scraped = await asyncio.gather(*(self._scrape(slot) for slot in self.slots))
         parts: list[metrics_merge.Families] = []
         for slot, families in zip(self.slots, scraped, strict=True):
@@ -416,13 +419,13 @@ class Supervisor:
                 parts.append(families)
         merged = metrics_merge.merge(parts)
         merged.update(self._own_metrics())
-        return metrics_merge.render(merged)
+        return metrics_merge.render(merged, accept)
 
     async def _scrape(self, slot: WorkerSlot) -> metrics_merge.Families | None:
         if slot.state != "running" or slot.admin is None:
             return None
         try:
-            answer = await _get(slot.admin, "/metrics")
+            answer = await _get(slot.admin, "/metrics", headers={"Accept": OPENMETRICS_ACCEPT})
         except (OSError, TimeoutError, ControlClientError):
             return None
         if not answer.ok:
@@ -464,10 +467,13 @@ def _tcp_socket(family: int, *, reuse_port: bool, dualstack: bool) -> socket.soc
 
 
 async def _get(
-    client: ControlClient, path: str, seconds: float = SCRAPE_TIMEOUT
+    client: ControlClient,
+    path: str,
+    seconds: float = SCRAPE_TIMEOUT,
+    headers: dict[str, str] | None = None,
 ) -> ControlResponse:
     async with asyncio.timeout(seconds):
-        return await client.get(path)
+        return await client.get(path, headers=headers)
 
 
 def run_supervisor(settings: Settings, workers: int) -> int:

@@ -57,6 +57,23 @@ async def test_readiness_metrics_and_health_on_one_kept_alive_connection(admin):
     assert answers[2].endswith(b'{"status":"ok"}')
 
 
+async def test_a_prometheus_scrape_gets_openmetrics(admin):
+    server, metrics, _ = admin
+    metrics.observe_record({"action": "deny", "reason_codes": ["CATEGORY_NOT_APPROVED"]})
+    raw = await _exchange(
+        server.port,
+        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n"
+        b"Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n",
+    )
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert (
+        b"Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8;"
+        b" escaping=underscores\r\n"
+    ) in raw
+    assert b'sharewall_decisions_total{action="deny",reason="CATEGORY_NOT_APPROVED"} 1.0' in raw
+    assert raw.endswith(b"# EOF\n")
+
+
 async def test_head_gets_the_head_only(admin):
     server, _, _ = admin
     raw = await _exchange(server.port, b"HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")

@@ -138,11 +138,13 @@ def test_the_exposition_carries_every_series_by_name_help_labels_and_buckets() -
     metrics = _ours()
     registry = CollectorRegistry()
     registry.register(_Reference(metrics))
-    assert metrics.exposition().decode() == generate_latest(registry).decode()
+    content_type, body = metrics.exposition()
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert body.decode() == generate_latest(registry).decode()
 
 
 def test_prometheus_reads_the_exposition_back() -> None:
-    text = _ours().exposition().decode()
+    text = _ours().exposition()[1].decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

@@ -1,0 +1,120 @@
+"""prometheus_client for the proxy: its parts imported without the package's `__init__`.
+
+Importing any submodule of prometheus_client runs the package's `__init__` first, and that
+imports its `exposition` module: http.server, wsgiref, urllib.request, email, gzip, and the
+default registry with its process and platform collectors (~4.5 MB of an idle sidecar,
+bench/README.md). The proxy needs the metric families, a registry and the OpenMetrics writer
+and parser, none of which import those. So `prometheus_client` is registered here as its
+package without running its `__init__`: its submodules import on their own, and the
+`__init__` runs at the first attribute asked of the package itself (`from prometheus_client
+import Counter`), so any other code in the process sees the whole library. The text format
+(prometheus_client's `exposition`, where `choose_encoder` is) is imported at the first scrape
+that does not ask for OpenMetrics; Prometheus asks for OpenMetrics first.
+
+The proxy imports prometheus_client only through this module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from typing import Any
+
+
+def _package_without_init(name: str) -> None:
+    """Register package `name` without running its `__init__` (until an attribute needs it)."""
+    if name in sys.modules:
+        return  # imported already, whole: nothing to save
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    package = importlib.util.module_from_spec(spec)
+    lock = threading.Lock()
+
+    def __getattr__(attr: str) -> Any:  # a module's attribute hook (PEP 562)
+        with lock:
+            if package.__dict__.get("__getattr__") is __getattr__:
+                # Removed first: the `__init__`'s own `from . import x` must not come back here.
+                del package.__dict__["__getattr__"]
+                spec.loader.exec_module(package)
+        return getattr(package, attr)
+
+    package.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[name] = package
+
+
+_package_without_init("prometheus_client")
+
+# The parts the proxy uses; none imports the package's `__init__` nor its `exposition`.
+from prometheus_client.metrics_core import (  # noqa: E402
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.openmetrics import exposition as openmetrics  # noqa: E402
+from prometheus_client.openmetrics.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.registry import Collector, CollectorRegistry  # noqa: E402
+from prometheus_client.utils import floatToGoString, parse_version  # noqa: E402
+
+__all__ = [
+    "OPENMETRICS_ACCEPT",
+    "Collector",
+    "CollectorRegistry",
+    "CounterMetricFamily",
+    "GaugeMetricFamily",
+    "HistogramMetricFamily",
+    "Metric",
+    "expose",
+    "floatToGoString",
+    "text_string_to_metric_families",
+]
+
+# What the supervisor of `--workers N` asks its workers for (and parses back).
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
+_ESCAPINGS = frozenset(
+    {openmetrics.ALLOWUTF8, openmetrics.UNDERSCORES, openmetrics.DOTS, openmetrics.VALUES}
+)
+
+
+def expose(registry: Collector, accept: str | None) -> tuple[str, bytes]:
+    """(Content-Type, body) of `registry` in the format the scrape's `Accept` asks for.
+
+    prometheus_client's `choose_encoder` decides; OpenMetrics, which a Prometheus server asks
+    for first, is answered here as `choose_encoder` answers it, so that the module holding
+    `choose_encoder` and the text format is imported only for a client that wants text (curl,
+    a browser, no Accept: the text format 0.0.4).
+    """
+    for accepted in (accept or "").split(","):
+        media, *params = accepted.split(";")
+        media = media.strip()
+        if media == "text/plain":
+            break  # `choose_encoder` may pick the text format 1.0.0 here
+        if media != "application/openmetrics-text":
+            continue
+        version = _param(params, "version")
+        if not version:
+            return openmetrics.CONTENT_TYPE_LATEST, openmetrics.generate_latest(registry)
+        if parse_version(version) >= (1, 0, 0):
+            escaping = _param(params, "escaping")
+            if escaping not in _ESCAPINGS:
+                escaping = openmetrics.UNDERSCORES
+            body = openmetrics.generate_latest(registry, escaping=escaping, version=version)
+            content_type = (
+                f"application/openmetrics-text; version={version}; charset=utf-8;"
+                f" escaping={escaping}"
+            )
+            return content_type, body
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept or "")
+    return content_type, encoder(registry)
+
+
+def _param(params: list[str], key: str) -> str:
+    """A media type parameter's value ("" when absent), read as `choose_encoder` reads it."""
+    for param in params:
+        name, sep, value = param.strip().partition("=")
+        if sep and name == key:
+            return value
+    return ""
