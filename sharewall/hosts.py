@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import idna
-
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # Real hostnames break IDNA 2008 rules that DNS does not care about ("r3---sn-x.googlevideo.com",
@@ -53,6 +51,10 @@ def normalise_host(host: str) -> str:
     if name.isascii():
         name = name.lower()
     else:
+        # Imported at the first non-ASCII name: `idna` and its tables (~0.4 MB) are not
+        # needed by a proxy whose hosts are all ASCII, as most are.
+        import idna
+
         try:
             name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
         except idna.IDNAError as exc:

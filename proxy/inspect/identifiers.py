@@ -6,10 +6,10 @@ import base64
 import binascii
 import re
 
-from stdnum import imei as std_imei
-from stdnum import imsi as std_imsi
-from stdnum import luhn
-from stdnum.us import ssn as std_ssn
+# python-stdnum's validators are imported by the first value shaped like what they check, not
+# at start: `stdnum.util`, which every one of them imports, loads pydoc, pkgutil and sysconfig
+# and looks up ~250 characters by Unicode name (~1.3 MB of an idle proxy's memory,
+# bench/README.md). The first such value pays the import (~15-25 ms here) once.
 
 # Group 1 is the top-level domain (to tell `icon@2x.png` from an address).
 EMAIL_RE = re.compile(
@@ -52,6 +52,8 @@ def is_card_number(value: str) -> bool:
     digits = _digits(value)
     if not digits.isdecimal() or not 13 <= len(digits) <= 19 or not _is_issuer_range(digits):
         return False
+    from stdnum import luhn
+
     return luhn.is_valid(digits)
 
 
@@ -83,9 +85,8 @@ def is_iban(value: str) -> bool:
     """A valid IBAN (country format and mod-97 check)."""
     if len(value) < 15 or not value[:2].isalpha():
         return False
-    # Imported at the first IBAN-shaped value, not at start: `stdnum.iban` reads its country
-    # table through importlib.resources (which loads tempfile, zipfile, random): ~1 MB of an
-    # idle proxy's memory. The first such value pays the import (~5-20 ms) once.
+    # `stdnum.iban` reads its country table through importlib.resources (which loads tempfile,
+    # zipfile, random): ~1 MB more.
     from stdnum import iban
 
     return iban.is_valid(value)
@@ -96,25 +97,30 @@ def is_us_ssn(value: str, *, formatted_only: bool) -> bool:
     value = value.strip()
     if formatted_only and not _SSN_FORMATTED.fullmatch(value):
         return False
-    return std_ssn.is_valid(value)
+    from stdnum.us import ssn
+
+    return ssn.is_valid(value)
 
 
 def is_imei(value: str) -> bool:
     """An IMEI (15 digits with Luhn) or IMEISV (16 digits)."""
-    return std_imei.is_valid(value)
+    from stdnum import imei
+
+    return imei.is_valid(value)
 
 
 def is_imsi(value: str) -> bool:
     """An IMSI (MCC + MNC + MSIN, 14-15 digits, known MCC)."""
-    return std_imsi.is_valid(value)
+    from stdnum import imsi
+
+    return imsi.is_valid(value)
 
 
 def is_iccid(value: str) -> bool:
     """A SIM ICCID: `89` (telecom) prefix, 19-20 digits, Luhn check digit."""
     digits = _digits(value)
-    return (
-        digits.isdecimal()
-        and len(digits) in (19, 20)
-        and digits[:2] == "89"
-        and luhn.is_valid(digits)
-    )
+    if not (digits.isdecimal() and len(digits) in (19, 20) and digits[:2] == "89"):
+        return False
+    from stdnum import luhn
+
+    return luhn.is_valid(digits)

@@ -50,8 +50,13 @@ ON_DEMAND = ("cryptography", "proxy.certs")
 # check (python-stdnum reads its country table through importlib.resources, with zipfile) and
 # the XML body parser (ElementTree, expat, defusedxml).
 FIRST_USE = (
-    "stdnum.iban",
-    "stdnum.numdb",
+    # Every python-stdnum check (its `stdnum.util` loads pydoc and sysconfig): at the first
+    # value shaped like a card number, SSN, IMEI, IMSI, ICCID or IBAN.
+    "stdnum",
+    "pydoc",
+    "sysconfig",
+    # UTS 46 / IDNA 2008 for a non-ASCII host name.
+    "idna",
     "importlib.resources",
     "zipfile",
     "xml.etree.ElementTree",
