@@ -23,7 +23,7 @@ import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import httptools
 
@@ -215,7 +215,7 @@ class ClientConnection(asyncio.Protocol):
         self._raw: deque[bytes] | None = deque() if raw else None  # bytes after an upgrade
         self._raw_size = 0
         self._body_bytes = 0  # body bytes queued, all messages
-        self._head_too_large = False
+        self._refusal: BadRequest | None = None  # why a head was refused inside a callback
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None  # what every later read raises
         self._reading_paused = False
@@ -258,15 +258,8 @@ class ClientConnection(asyncio.Protocol):
             offset = exc.args[0] if exc.args else len(data)
             self.upgrade_rest = bytes(data[offset:])
             self._raw = deque()  # what follows is the tunnel's, not HTTP
-        except (_HeadTooLarge, httptools.HttpParserError) as exc:
-            if self._head_too_large:
-                self._fail(
-                    BadRequest(
-                        "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
-                    )
-                )
-            else:
-                self._fail(BadRequest(f"malformed request: {exc}"))
+        except (_Refused, httptools.HttpParserError) as exc:
+            self._fail(self._refusal or BadRequest(f"malformed request: {exc}"))
             return
         m = self._current
         if m is not None and not m.head_done:
@@ -274,11 +267,7 @@ class ClientConnection(asyncio.Protocol):
             # is counted in on_headers_complete, only if its segment could hold too much).
             m.split = True
             if m.head_size() > self._max_header_bytes:
-                self._fail(
-                    BadRequest(
-                        "request head too large", status=431, code=responses.HEADERS_TOO_LARGE
-                    )
-                )
+                self._fail(_too_large(m, self._max_header_bytes))
                 return
         if self._waiter is not None:
             self._wake()
@@ -332,10 +321,17 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Called per header of every request: kept to the least (the size is counted once).
-        text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
         m: RequestHead = self._current  # type: ignore[assignment]
+        if m.head_done:
+            # A chunked body's trailer fields: dropped (RFC 9110 §6.5.1: never merged into the
+            # head, which is what is inspected and sent; the body goes on with a length).
+            return
+        text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
         m.headers.append((text_name, text_value))
-        m.first.setdefault(text_name.lower(), text_value)
+        lname = text_name.lower()
+        if m.first.setdefault(lname, text_value) is not text_value and lname == "host":
+            # RFC 9112 §3.2: which Host names the call would be ambiguous.
+            self._refuse(BadRequest("more than one Host header"))
 
     def on_headers_complete(self) -> None:
         m: RequestHead = self._current  # type: ignore[assignment]
@@ -343,14 +339,24 @@ class ClientConnection(asyncio.Protocol):
         if (m.split or self._segment > self._max_header_bytes) and (
             m.head_size() > self._max_header_bytes
         ):
-            self._head_too_large = True
-            raise _HeadTooLarge  # httptools re-raises it wrapped, as a parser error
+            self._refuse(_too_large(m, self._max_header_bytes))
         parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._refuse(
+                BadRequest(
+                    f"HTTP/{version} is not spoken here", status=505, code=responses.UNSUPPORTED
+                )
+            )
+        if "transfer-encoding" in m.first:
+            refusal = _transfer_coding_refusal(m, version)
+            if refusal is not None:
+                self._refuse(refusal)
         m.head_done = True
         m.target = m.url.decode("latin-1")
         raw_method = parser.get_method()
         m.method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
-        m.version = parser.get_http_version()
+        m.version = version
         m.keep_alive = parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
@@ -369,6 +375,11 @@ class ClientConnection(asyncio.Protocol):
         if self._error is None:
             self._error = exc
         self._wake()
+
+    def _refuse(self, refusal: BadRequest) -> NoReturn:
+        """Stop parsing inside a parser callback: the head is answered with `refusal`."""
+        self._refusal = refusal
+        raise _Refused  # httptools re-raises it wrapped, as a parser error
 
     def _fail(self, exc: BaseException) -> None:
         # What follows is dropped unparsed (data_received), but still read: closing on
@@ -554,5 +565,38 @@ _METHODS = {
 }
 
 
-class _HeadTooLarge(Exception):
+class _Refused(Exception):
     pass
+
+
+def _too_large(m: RequestHead, limit: int) -> BadRequest:
+    """431, or 414 when the request target alone is over the head limit."""
+    if len(m.url) > limit:
+        return BadRequest("request target too long", status=414, code=responses.URI_TOO_LONG)
+    return BadRequest("request head too large", status=431, code=responses.HEADERS_TOO_LARGE)
+
+
+def _transfer_coding_refusal(m: RequestHead, version: str) -> BadRequest | None:
+    """Why a body framed other than by plain `chunked` is refused (llhttp checked that chunked
+    comes last), or None.
+
+    Another coding (gzip, deflate, identity) would be dropped with the hop-by-hop field and
+    its bytes sent on as if they were the content (RFC 9112 §6.1: 501); an HTTP/1.0 message
+    with Transfer-Encoding has a faulty framing (RFC 9112 §6.1).
+    """
+    if version == "1.0":
+        return BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+    codings = [
+        coding.strip().lower()
+        for name, value in m.headers
+        if name.lower() == "transfer-encoding"
+        for coding in value.split(",")
+        if coding.strip()
+    ]
+    if codings != ["chunked"]:
+        return BadRequest(
+            "transfer codings other than chunked are not supported",
+            status=501,
+            code=responses.UNSUPPORTED,
+        )
+    return None

@@ -487,7 +487,8 @@ class ProxyServer:
         On a captured plain-HTTP connection an origin-form request is named by its Host (host
         None: it has none, the destination is unidentified); absolute-form is read as always.
         """
-        if head.header("upgrade") is not None:
+        upgrade = head.header("upgrade")
+        if upgrade is not None and not _ignorable_upgrade(upgrade, head.version):
             raise BadRequest("protocol upgrades are not supported through the proxy")
         try:
             if captured is not None and head.target.startswith("/"):
@@ -529,7 +530,12 @@ class ProxyServer:
         entry: Entry = "intercepted" if tunnel is not None else "forward"
         if connected_to is not None:
             entry = "transparent"
-        if (head.header("expect") or "").lower() == "100-continue" and not conn.body_complete:
+        if (
+            (head.header("expect") or "").lower() == "100-continue"
+            and head.version == "1.1"  # never to HTTP/1.0 (RFC 9110 §10.1.1)
+            and not conn.body_complete
+        ):
+            # The body is inspected before anything goes upstream: ask for it ourselves.
             await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         timings = Timings()
         decision_id = new_decision_id()
@@ -783,6 +789,18 @@ class ProxyServer:
         finally:
             self.ctx.metrics.inflight.inc()
             self._set_busy(True)
+
+
+def _ignorable_upgrade(upgrade: str, version: str) -> bool:
+    """An `Upgrade` the call can go on without: any in HTTP/1.0, or only to HTTP/2 (`h2c`).
+
+    A server may answer as if Upgrade were absent (RFC 9110 §7.8; for h2c RFC 7540 §3.2, which
+    RFC 9113 §3.1 deprecates); `curl --http2` asks for h2c on every plain-HTTP call. The field is hop-by-hop: never forwarded.
+    Other protocols (WebSocket) would carry what inspection cannot read, so they are refused.
+    """
+    if version == "1.0":
+        return True
+    return all(token.strip().lower() in ("h2c", "") for token in upgrade.split(","))
 
 
 def _declared_length(head: RequestHead) -> int | None:

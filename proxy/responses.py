@@ -1,4 +1,4 @@
-"""The proxy's own answers (403/503/502/504/400/431) as complete HTTP/1.1 responses in bytes."""
+"""The proxy's own answers (403/503/502/504/400/414/431/501/505) as complete HTTP/1.1 responses in bytes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ UPSTREAM_UNREACHABLE = "upstream_unreachable"
 UPSTREAM_TIMEOUT = "upstream_timeout"
 BAD_REQUEST = "bad_request"
 HEADERS_TOO_LARGE = "headers_too_large"
+URI_TOO_LONG = "uri_too_long"
 REQUEST_TIMEOUT = "request_timeout"
 TOO_MANY_TUNNELS = "too_many_tunnels"
 TOO_MANY_CONNECTIONS = "too_many_connections"
@@ -78,7 +79,7 @@ def unavailable(
 
 
 def error(status: int, code: str, message: str, **kw: object) -> bytes:
-    """Any other proxy error (400, 431, 502, 504) as `{"error": code, "message": ...}`."""
+    """Any other proxy error (400, 414, 431, 501, 502, 504, 505) as `{"error": code, "message": ...}`."""
     return render(status, {"error": code, "message": message}, **kw)  # type: ignore[arg-type]
 
 

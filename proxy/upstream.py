@@ -43,6 +43,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 _REQUEST_DROP = HOP_BY_HOP | {
+    "http2-settings",  # of an h2c upgrade, which the proxy declines: hop-by-hop
     "host",
     "content-length",
     "expect",

@@ -112,6 +112,41 @@ def test_the_proxy_itself_is_a_forbidden_destination(proxy):
             400,
             id="unsupported scheme",
         ),
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n"
+            b"Host: evil.example\r\n\r\n",
+            400,
+            id="two Host headers",
+        ),
+        pytest.param(
+            b"POST http://api.vendor.test/ HTTP/1.0\r\nHost: api.vendor.test\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            id="chunked in HTTP/1.0",
+        ),
+        pytest.param(
+            b"POST http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n"
+            b"Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            id="transfer coding other than chunked",
+        ),
+        pytest.param(
+            b"POST http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n"
+            b"Transfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            501,
+            id="transfer coding other than chunked, in a field of its own",
+        ),
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/2.0\r\nHost: api.vendor.test\r\n\r\n",
+            505,
+            id="HTTP/2.0 request line",
+        ),
+        pytest.param(
+            b"GET http://api.vendor.test/" + b"a" * (40 * 1024) + b" HTTP/1.1\r\n"
+            b"Host: api.vendor.test\r\n\r\n",
+            414,
+            id="request target over the head limit",
+        ),
         pytest.param(b"CONNECT [::1:443 HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="unbalanced bracket"),
         pytest.param(b"CONNECT :443 HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="empty host"),
         pytest.param(
@@ -128,7 +163,8 @@ def test_malformed_requests_get_a_json_error(proxy, request_bytes, status):
     assert got == status
     assert headers["content-type"] == "application/json"
     doc = json.loads(body)
-    assert doc["error"] == ("headers_too_large" if status == 431 else "bad_request")
+    errors = {414: "uri_too_long", 431: "headers_too_large", 501: "unsupported", 505: "unsupported"}
+    assert doc["error"] == errors.get(status, "bad_request")
     assert doc["message"]
 
 

@@ -1,0 +1,246 @@
+"""End-to-end: HTTP/1.1 as real clients speak it through the proxy (RFC 9110, RFC 9112).
+
+Framings, upgrades and trailers, on raw sockets where the exact bytes matter,
+and the requests of curl, Node's `http` and Java's `HttpClient` as they send them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from proxy_harness import PHONE, parse_response, raw_exchange
+
+
+def _marker(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _post_head(port: int, path: str, extra: str, version: str = "1.1") -> bytes:
+    return (
+        f"POST http://api.vendor.test:{port}{path} HTTP/{version}\r\n"
+        f"Host: api.vendor.test:{port}\r\n{extra}\r\n"
+    ).encode()
+
+
+# -- request framing -----------------------------------------------------------------------------
+
+
+def test_trailer_fields_are_neither_merged_into_the_head_nor_forwarded(proxy, upstreams):
+    # RFC 9110 §6.5.1: a trailer is never merged into the header section; a purpose declared
+    # there (after the body) is no declaration, and nothing in it leaves the pod.
+    m = _marker("trailers")
+    head = _post_head(
+        upstreams.http_port,
+        f"/{m}",
+        "Transfer-Encoding: chunked\r\nTrailer: X-Trail\r\nConnection: close\r\n",
+    )
+    body = (
+        b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\n"
+        b"X-Trail: t\r\nX-Sharewall-Purpose: marketing\r\n\r\n"
+    )
+    status, _, answer = parse_response(raw_exchange(proxy.port, head + body))
+    assert status == 200, answer
+    [seen] = upstreams.find(m)
+    assert seen.body == b"hello world"
+    assert seen.header("X-Trail") is None
+    [line] = proxy.decisions_for(m)
+    assert line["purpose"] == "service_delivery"  # the default: the trailer declared nothing
+
+
+def test_a_transfer_coding_other_than_chunked_is_refused_and_never_forwarded(proxy, upstreams):
+    # Transfer-Encoding is hop-by-hop: forwarded, the gzip bytes would reach the vendor as
+    # the content itself (RFC 9112 §6.1: 501 for a coding the server does not handle).
+    m = _marker("te-gzip")
+    head = _post_head(upstreams.http_port, f"/{m}", "Transfer-Encoding: gzip, chunked\r\n")
+    status, _, body = parse_response(raw_exchange(proxy.port, head + b"3\r\nabc\r\n0\r\n\r\n"))
+    assert status == 501
+    assert json.loads(body)["error"] == "unsupported"
+    assert upstreams.find(m) == []
+
+
+def test_an_http10_client_is_never_sent_100_continue(proxy, upstreams):
+    # RFC 9110 §10.1.1: an HTTP/1.0 client does not wait for it and cannot read it.
+    m = _marker("h10-expect")
+    head = _post_head(
+        upstreams.http_port, f"/{m}", "Content-Length: 5\r\nExpect: 100-continue\r\n", "1.0"
+    )
+    raw = raw_exchange(proxy.port, head + b"hello")
+    assert raw.startswith(b"HTTP/1.0 200 "), raw[:80]
+    [seen] = upstreams.find(m)
+    assert seen.body == b"hello"
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_inspected(proxy, upstreams):
+    # The proxy asks for the body itself (it must inspect it before anything goes upstream)
+    # and the refusal comes once the body is read, on a connection that serves the next call.
+    m = _marker("expect")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        form = f"To={PHONE}".encode()
+        s.sendall(
+            _post_head(
+                upstreams.http_port,
+                f"/{m}",
+                f"Content-Length: {len(form)}\r\nExpect: 100-continue\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                "X-Sharewall-Purpose: marketing\r\n",
+            )
+        )
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(
+            form
+            + f"GET http://api.vendor.test:{upstreams.http_port}/{m}-next HTTP/1.1\r\n"
+            f"Host: api.vendor.test:{upstreams.http_port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status, headers, rest = parse_response(raw)
+    assert (status, headers["connection"]) == (403, "keep-alive")
+    refusal, after = rest[: int(headers["content-length"])], rest[int(headers["content-length"]) :]
+    assert json.loads(refusal)["error"] == "egress_blocked"
+    assert after.startswith(b"HTTP/1.1 200 OK")
+    assert [seen.path for seen in upstreams.find(m)] == [f"/{m}-next"]
+
+
+# -- upgrades ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_http2_on_plain_http_is_served_as_http11(proxy, upstreams):
+    # `curl --http2` asks for h2c on a plain-HTTP call (Upgrade, HTTP2-Settings); a server may
+    # answer as if it had not (RFC 9110 §7.8), and neither field is forwarded.
+    m = _marker("h2c")
+    url = f"http://api.vendor.test:{upstreams.http_port}/{m}"
+    done = subprocess.run(
+        ["curl", "-s", "--http2", "-x", proxy.url, "--noproxy", "", "-w", "\n%{http_version}", url],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+    body, _, version = done.stdout.decode().rpartition("\n")
+    assert version == "1.1"
+    assert json.loads(body)["path"] == f"/{m}"
+    [seen] = upstreams.find(m)
+    assert seen.header("Upgrade") is None and seen.header("HTTP2-Settings") is None
+
+
+def test_a_websocket_upgrade_is_refused_and_never_forwarded(proxy, upstreams):
+    # WebSocket frames are nothing the inspection reads: the call is refused, not relayed.
+    m = _marker("websocket")
+    request = (
+        f"GET http://api.vendor.test:{upstreams.http_port}/{m} HTTP/1.1\r\n"
+        f"Host: api.vendor.test:{upstreams.http_port}\r\nConnection: Upgrade\r\n"
+        "Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    status, _, body = parse_response(raw_exchange(proxy.port, request))
+    assert status == 400
+    assert json.loads(body)["error"] == "bad_request"
+    assert upstreams.find(m) == []
+
+
+# -- real clients --------------------------------------------------------------------------------
+
+_NODE_POST = """
+const http = require("http");
+const [proxyPort, url, purpose, body] = process.argv.slice(1);
+const target = new URL(url);
+const req = http.request(
+  {host: "127.0.0.1", port: Number(proxyPort), method: "POST", path: url,
+   headers: {Host: target.host, "Content-Type": "application/x-www-form-urlencoded",
+             "X-Sharewall-Purpose": purpose}},
+  (res) => {
+    let data = "";
+    res.on("data", (c) => (data += c));
+    res.on("end", () => console.log(JSON.stringify({status: res.statusCode, body: data})));
+  });
+req.write(body);  // no Content-Length: Node sends the body chunked
+req.end();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+@pytest.mark.parametrize(
+    ("purpose", "status"),
+    [
+        pytest.param("service_delivery", 200, id="allowed"),
+        pytest.param("marketing", 403, id="blocked"),
+    ],
+)
+def test_node_http_chunked_post(proxy, upstreams, purpose, status):
+    m = _marker("node")
+    # TLS origination: personal data may go there for service delivery, not for marketing.
+    url = f"http://origin.vendor.test:{upstreams.https_port}/{m}"
+    done = subprocess.run(
+        ["node", "-e", _NODE_POST, str(proxy.port), url, purpose, f"To={PHONE}"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    answer = json.loads(done.stdout)
+    assert answer["status"] == status, answer
+    if status == 200:
+        [seen] = upstreams.find(m)
+        assert seen.body == f"To={PHONE}".encode()
+    else:
+        codes = [r["code"] for r in json.loads(answer["body"])["reasons"]]
+        assert "MOBILE_INFO_FOR_MARKETING" in codes
+        assert upstreams.find(m) == []
+
+
+_JAVA_POST = """
+import java.net.InetSocketAddress;
+import java.net.ProxySelector;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+
+public class Post {
+    public static void main(String[] args) throws Exception {
+        HttpClient client = HttpClient.newBuilder()
+            .proxy(ProxySelector.of(new InetSocketAddress("127.0.0.1", Integer.parseInt(args[0]))))
+            .build();
+        HttpRequest request = HttpRequest.newBuilder(URI.create(args[1]))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Sharewall-Purpose", args[2])
+            .POST(HttpRequest.BodyPublishers.ofString(args[3]))
+            .build();
+        for (int i = 0; i < 2; i++) {  // the second on the kept-alive connection
+            HttpResponse<String> r = client.send(request, HttpResponse.BodyHandlers.ofString());
+            System.out.println(r.statusCode());
+        }
+    }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="java not installed")
+@pytest.mark.parametrize(
+    ("purpose", "status"),
+    [
+        pytest.param("service_delivery", "200", id="allowed"),
+        pytest.param("marketing", "403", id="blocked"),
+    ],
+)
+def test_java_httpclient_post(proxy, upstreams, tmp_path: Path, purpose, status):
+    # java.net.http.HttpClient defaults to HTTP/2; through a proxy, plain HTTP goes as 1.1.
+    m = _marker("java")
+    source = tmp_path / "Post.java"
+    source.write_text(_JAVA_POST)
+    # TLS origination: personal data may go there for service delivery, not for marketing.
+    url = f"http://origin.vendor.test:{upstreams.https_port}/{m}"
+    done = subprocess.run(
+        ["java", str(source), str(proxy.port), url, purpose, f"To={PHONE}"],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.decode().split() == [status, status]
+    assert len(upstreams.find(m)) == (2 if status == "200" else 0)
