@@ -100,8 +100,13 @@ class KeptAliveConnection(asyncio.Protocol):
         self._head_request = method == "HEAD"
 
     def write(self, data: bytes | memoryview) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        """Queue request bytes; `ConnectionResetError` once the connection is closing (uvloop's
+        transports would raise RuntimeError, asyncio's drop them silently)."""
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        transport.write(data)
 
     async def drain(self) -> None:
         """Wait while the kernel and transport buffers are full (big request bodies)."""
@@ -239,10 +244,8 @@ class KeptAliveConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade:
-            # 101: what follows is another protocol, which this client does not speak.
-            self.complete = True
-            self.keep_alive = False
-            self._wake()
+            # 101 (or a 2xx to CONNECT): another protocol follows, which was never asked for.
+            self._fail(MalformedResponse("switched protocols unasked"))
             return
         except HttpParserError as exc:
             cause = exc.__context__
@@ -331,8 +334,14 @@ class KeptAliveConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
-        if status < 200 and status != 101:
+        if status == 101:
+            # Never asked for (no Upgrade is ever sent): relayed, it would leave the app
+            # waiting on a connection that switched to nothing (RFC 9110 §15.2.2).
+            raise MalformedResponse("101 Switching Protocols without an Upgrade request")
+        if status < 200:
             # An interim answer (103 Early Hints; we never send Expect): the final one follows.
+            # Not relayed: http.client (requests, urllib3) reads any 1xx but 100 as the final
+            # answer, and what a 103 hints at is for browsers.
             self._interim = True
             received = self.received
             self._reset()
@@ -347,8 +356,8 @@ class KeptAliveConnection(asyncio.Protocol):
             keep_alive = b"close" not in connection
         else:
             keep_alive = b"keep-alive" in connection
-        no_body = self._head_request or status in _NO_BODY_STATUSES or status == 101
-        self.keep_alive = keep_alive and (no_body or not self._until_close) and status != 101
+        no_body = self._head_request or status in _NO_BODY_STATUSES
+        self.keep_alive = keep_alive and (no_body or not self._until_close)
         self.head_done = True
         if no_body:
             self.complete = True

@@ -126,10 +126,19 @@ class ClientWriter:
         self.transport = transport
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.transport.write(data)
+        """Queue `data`; dropped once the connection is closing (`drain` says so).
+
+        As asyncio's own transports do: uvloop's raise RuntimeError instead, which would turn
+        an app gone mid-answer into a fault of ours.
+        """
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(data)
 
     def writelines(self, data: list[bytes]) -> None:
-        self.transport.writelines(data)
+        transport = self.transport
+        if not transport.is_closing():
+            transport.writelines(data)
 
     async def drain(self) -> None:
         """Wait until the transport's buffer is below its high-water mark."""

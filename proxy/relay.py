@@ -51,7 +51,7 @@ async def relay_response(
         b"%d %s\r\n" % (status, response.reason) if response.reason else b"%d\r\n" % status,
     ]
     parts += [b"%s: %s\r\n" % header for header in filter_response_headers(response.headers)]
-    if length is not None:
+    if length is not None and status != 204:  # never on a 204 (RFC 9110 §8.6)
         framing = "length"
         parts.append(b"Content-Length: %d\r\n" % length)
     elif no_body:
@@ -91,6 +91,7 @@ async def _relay_streamed(
     keep_alive: bool,
 ) -> tuple[bool, bool]:
     """Relay a body still arriving; (client keep-alive, upstream body complete)."""
+    client_side = False  # what failed: writing to the app, or reading the upstream
     try:
         if not response.buffered:
             # Nothing of the body has arrived yet: the app gets the head now, not with the body.
@@ -103,12 +104,20 @@ async def _relay_streamed(
                 # Head and first body bytes in one segment: one send, not two.
                 framed, pending = pending + framed, b""
             writer.write(framed)
+            client_side = True
             await writer.drain()
+            client_side = False
         tail = b"0\r\n\r\n" if chunked else b""
         if pending or tail:
             writer.write(pending + tail)
+        client_side = True
         await writer.drain()
     except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        if client_side:
+            # The app went away mid-answer: nothing to tell it; the upstream connection,
+            # its body unread, is closed.
+            log.info("client.response_cut", status=status, error=type(exc).__name__)
+            return False, False
         log.info("upstream.response_cut", status=status, error=type(exc).__name__)
         if pending:  # the app has seen nothing yet: it still gets a proper answer
             if isinstance(exc, TimeoutError):

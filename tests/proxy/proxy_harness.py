@@ -133,7 +133,10 @@ class _RawHandler(socketserver.BaseRequestHandler):
     after 10 of the 100 bytes its Content-Length promised; `/trailers`: a chunked
     body with a trailer; `/garbage`: not HTTP at all; `/drop-second`: answers the first request
     of a connection with keep-alive, then closes the connection on the second one unanswered
-    (an upstream that timed the idle connection out just as it was reused).
+    (an upstream that timed the idle connection out just as it was reused); `/no-content`: a
+    204 with a Content-Length (which a 204 must not carry); `/early-hints`: a 103 before the
+    answer; `/switch`: a 101 nobody asked for; `/stall`: half its body, the rest half a second
+    later.
     """
 
     def handle(self) -> None:
@@ -167,6 +170,24 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 sock.sendall(b"SPDY/9 what\r\n\r\n")
                 return
             if path.startswith("/drop-second") and served > 1:
+                return
+            if path.startswith("/no-content"):
+                sock.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+                continue
+            if path.startswith("/early-hints"):
+                sock.sendall(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+                )
+                continue
+            if path.startswith("/switch"):
+                sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+                return
+            if path.startswith("/stall"):
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")
+                time.sleep(0.5)
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"0123456789")
                 return
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 

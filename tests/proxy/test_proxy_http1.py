@@ -1,19 +1,22 @@
 """End-to-end: HTTP/1.1 as real clients speak it through the proxy (RFC 9110, RFC 9112).
 
-Framings, upgrades and trailers, on raw sockets where the exact bytes matter,
+Framings, interim answers, upgrades and trailers, on raw sockets where the exact bytes matter,
 and the requests of curl, Node's `http` and Java's `HttpClient` as they send them.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import socket
+import struct
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from proxy_harness import PHONE, parse_response, raw_exchange
 
 
@@ -143,6 +146,76 @@ def test_a_websocket_upgrade_is_refused_and_never_forwarded(proxy, upstreams):
     assert status == 400
     assert json.loads(body)["error"] == "bad_request"
     assert upstreams.find(m) == []
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+def _get_on(conn: http.client.HTTPConnection, url: str) -> tuple[int, dict[str, str], bytes]:
+    conn.request("GET", url)
+    r = conn.getresponse()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+
+
+def test_a_204_reaches_the_app_without_a_content_length(proxy, upstreams):
+    # RFC 9110 §8.6: never on a 204, though the upstream sent one; the connection serves on.
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        status, headers, body = _get_on(
+            conn, f"http://api.vendor.test:{upstreams.raw_port}/no-content"
+        )
+        assert (status, body) == (204, b"")
+        assert "content-length" not in headers
+        sock = conn.sock
+        assert _get_on(conn, f"http://api.vendor.test:{upstreams.raw_port}/ok")[0] == 200
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
+def test_early_hints_are_not_relayed_and_the_final_answer_is(proxy, upstreams):
+    # http.client (requests, urllib3) takes any 1xx but 100 for the final answer.
+    r = requests.get(
+        f"http://api.vendor.test:{upstreams.raw_port}/early-hints",
+        proxies={"http": proxy.url},
+        timeout=10,
+    )
+    assert (r.status_code, r.content) == (200, b"final")
+
+
+def test_a_101_nobody_asked_for_is_a_502(proxy, upstreams):
+    # No Upgrade is ever sent upstream: relayed, the 101 would leave the app on a connection
+    # switched to nothing.
+    status, _, body = parse_response(
+        raw_exchange(
+            proxy.port,
+            f"GET http://api.vendor.test:{upstreams.raw_port}/switch HTTP/1.1\r\n"
+            f"Host: api.vendor.test:{upstreams.raw_port}\r\n\r\n".encode(),
+        )
+    )
+    assert status == 502
+    assert json.loads(body)["error"] == "upstream_unreachable"
+
+
+def test_an_app_gone_mid_answer_is_neither_a_fault_nor_the_upstreams(proxy, upstreams):
+    # The app resets its connection while the upstream pauses in its body; the rest then
+    # comes and has nowhere to go. The call went out allowed, and its line says so (uvloop's
+    # transports raise on a write after the reset: that was a 503 internal_error line).
+    m = _marker("gone")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(
+            f"GET http://api.vendor.test:{upstreams.raw_port}/stall/{m} HTTP/1.1\r\n"
+            f"Host: api.vendor.test:{upstreams.raw_port}\r\n\r\n".encode()
+        )
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # Closed with SO_LINGER 0: a reset.
+    [line] = proxy.decisions_for(m)
+    assert (line["action"], line["status"], line.get("fault")) == ("allow", 200, None)
+    [cut] = proxy.lines_where(lambda line: line.get("event") == "client.response_cut")
+    assert cut["status"] == 200
+    events = {line.get("event") for line in proxy.logs()}
+    assert "upstream.response_cut" not in events and "egress.internal_error" not in events
 
 
 # -- real clients --------------------------------------------------------------------------------
