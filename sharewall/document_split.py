@@ -1,12 +1,16 @@
-"""Decode a big YAML/JSON document in a child process and hand it back in pieces.
+"""Decode a YAML document, or a big JSON one, in a child process and hand it back in pieces.
 
 Decoding 10,000 recipients (PyYAML's C loader ~2.5 s, orjson ~50 ms for the 4 MB snapshot) is
 one long call that holds the GIL, so a worker thread would stall the proxy's event loop as much
-as the loop itself doing it. The child (`python -m sharewall.document_split yaml|json`, which
-imports nothing but PyYAML and orjson) reads the text on stdin and writes the decoded document
+as the loop itself doing it. The child (`python -m sharewall.document_decode yaml|json`, which
+imports nothing but PyYAML or orjson) reads the text on stdin and writes the decoded document
 back as pickled frames, list values of the top-level mapping in batches; `split_document`
 reassembles exactly what `yaml.load`/`orjson.loads` returned, unpickling a batch at a time so
 the loop runs between batches. Validation stays with the caller (the same models as always).
+
+YAML goes to the child whatever its size, so the proxy never holds PyYAML (~1.2 MB of an idle
+sidecar with the sample registry, bench/README.md); a small JSON document is decoded in
+process by orjson, which the proxy has loaded anyway.
 """
 
 from __future__ import annotations
@@ -15,86 +19,25 @@ import asyncio
 import contextlib
 import os
 import pickle
-import struct
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-# Unpickling 100 decoded recipients is ~1.5-3 ms on the loop; 20 keep a batch under a slice.
-BATCH = 20
-# Below these sizes the text is decoded in process (a few ms at most): a child costs ~50 ms to
-# start, which a small registry (the sample's is ~10 KB) would pay on every start and reload.
-INLINE_BYTES = {"yaml": 16 * 1024, "json": 256 * 1024}
+from sharewall.document_decode import LENGTH, DocumentError, decode
+
+# Below these sizes the text is decoded in process (a few ms at most): a child costs ~40 ms of
+# CPU to start. Not YAML: in process it would bring PyYAML into the proxy for good.
+INLINE_BYTES = {"json": 256 * 1024}
 # The folder holding this `sharewall` package: first on the child's path, so it runs this code.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-_LENGTH = struct.Struct(">I")
-
-
-class DocumentError(ValueError):
-    """The text does not decode (the message says where, never what)."""
-
-
-def _decode(kind: str, data: bytes) -> Any:
-    if kind == "json":
-        import orjson
-
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise DocumentError("invalid JSON") from None
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return yaml.load(data.decode("utf-8"), Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DocumentError(f"invalid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
-
-
-def _frames(doc: Any):
-    """("value", key, v) / ("list", key, batch) frames of a mapping; ("whole", doc) otherwise."""
-    if not isinstance(doc, dict):
-        yield ("whole", doc)
-        return
-    yield ("map",)
-    for key, value in doc.items():
-        if isinstance(value, list):
-            yield ("list", key, [])
-            for start in range(0, len(value), BATCH):
-                yield ("more", key, value[start : start + BATCH])
-        else:
-            yield ("value", key, value)
-
-
-def main(argv: list[str]) -> int:
-    """The child: decode stdin as `argv[0]` (yaml|json), write the frames to stdout."""
-    kind = argv[0] if argv else "yaml"
-    # Background work: the proxy's calls come first for the CPU (a pod's cores, its quota).
-    with contextlib.suppress(OSError):
-        os.nice(10)
-    out = sys.stdout.buffer
-    try:
-        frames = _frames(_decode(kind, sys.stdin.buffer.read()))
-        for frame in frames:
-            data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-            out.write(_LENGTH.pack(len(data)) + data)
-    except DocumentError as exc:
-        data = pickle.dumps(("error", str(exc)))
-        out.write(_LENGTH.pack(len(data)) + data)
-    except Exception as exc:  # anything PyYAML decodes that pickle cannot carry
-        data = pickle.dumps(("error", f"cannot decode: {type(exc).__name__}"))
-        out.write(_LENGTH.pack(len(data)) + data)
-    out.flush()
-    return 0
 
 
 def _spawn(kind: str) -> subprocess.Popen[bytes]:
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
     return subprocess.Popen(  # noqa: S603 - this interpreter, our own module
-        [sys.executable, "-m", "sharewall.document_split", kind],
+        [sys.executable, "-m", "sharewall.document_decode", kind],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -155,7 +98,7 @@ async def split_document(kind: str, data: bytes) -> Any:
     Raises `OSError` when no child can be started (the caller decodes in process instead).
     """
     if len(data) <= INLINE_BYTES.get(kind, 0):
-        return _decode(kind, data)
+        return decode(kind, data)
     # Started from a worker thread: subprocess spawns with vfork/posix_spawn, while the event
     # loop's own spawn (uvloop, libuv) forks, copying the page tables of the whole proxy (~3-8
     # ms of the loop's CPU, 20-30 ms stalls measured at ~150 MB); the pipes are read on the loop.
@@ -176,12 +119,12 @@ async def split_document(kind: str, data: bytes) -> Any:
     try:
         while True:
             try:
-                head = await reader.readexactly(_LENGTH.size)
+                head = await reader.readexactly(LENGTH.size)
             except asyncio.IncompleteReadError as exc:
                 if exc.partial:
                     raise DocumentError("the decoder stopped mid-frame") from None
                 break
-            frame = pickle.loads(await reader.readexactly(_LENGTH.unpack(head)[0]))  # noqa: S301 - our own child's output
+            frame = pickle.loads(await reader.readexactly(LENGTH.unpack(head)[0]))  # noqa: S301 - our own child's output
             tag = frame[0]
             if tag == "error":
                 raise DocumentError(frame[1])
@@ -206,7 +149,3 @@ async def split_document(kind: str, data: bytes) -> Any:
     if proc.returncode != 0:
         raise DocumentError(f"the decoder exited with {proc.returncode}")
     return doc
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

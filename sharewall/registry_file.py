@@ -141,8 +141,8 @@ async def parse_registry_document_sliced(doc: Any, source: str = "<registry>") -
 
 def decode_registry_text(text: str, source: str = "<registry>") -> Any:
     """Decode the YAML (or JSON, a subset of YAML) text of a registry document, unvalidated."""
-    # Imported here: a proxy following the registry service, or decoding a large file in a
-    # child process (`sharewall.document_split`), carries no PyYAML (~0.5-0.9 MB).
+    # Imported here: the proxy decodes its registry file in a child process
+    # (`sharewall.document_split`) and carries no PyYAML (~1.2 MB).
     import yaml
 
     # libyaml's safe loader parses a 10,000-recipient file about 10x faster than the pure one.

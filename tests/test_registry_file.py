@@ -136,11 +136,12 @@ def test_expired_grant_grants_nothing_after_its_last_day():
     assert not grant.is_active_on(date(2026, 2, 1))
 
 
-@pytest.fixture(params=["in process", "child process"])
+@pytest.fixture(params=["child process", "in process"])
 def decoder(request, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with small files decoded in process (as they are) and in the child process."""
-    if request.param == "child process":
-        monkeypatch.setattr("sharewall.document_split.INLINE_BYTES", {})
+    """Run a test with the file decoded in the child process (as YAML always is) and in process
+    (`split_document`'s path for a small JSON document)."""
+    if request.param == "in process":
+        monkeypatch.setattr("sharewall.document_split.INLINE_BYTES", {"yaml": 1 << 30})
     return request.param
 
 

@@ -80,6 +80,11 @@ FIRST_USE = (
 )
 
 
+# The registry file is decoded in a child process (`sharewall.document_decode`), whatever its
+# size: the proxy never holds PyYAML (~1.2 MB).
+IN_A_CHILD = ("yaml", "_yaml")
+
+
 def imported_modules(importtime_stderr: str) -> set[str]:
     """Module names from `-X importtime` output ("import time: self | cumulative | name")."""
     names = set()
@@ -238,6 +243,12 @@ def test_an_idle_proxy_has_not_loaded_what_only_some_calls_scrapes_or_listeners_
     assert "proxy.inspect.identifiers" in proxy_modules
     assert "proxy.inspect.xml_body" in proxy_modules
     loaded = sorted(m for m in proxy_modules if m in FIRST_USE or m.split(".")[0] in FIRST_USE)
+    assert loaded == []
+
+
+def test_a_proxy_on_a_registry_file_loads_no_yaml_parser(proxy_modules: set[str]) -> None:
+    assert "sharewall.document_split" in proxy_modules
+    loaded = sorted(m for m in proxy_modules if m.split(".")[0] in IN_A_CHILD)
     assert loaded == []
 
 
