@@ -44,15 +44,25 @@ class AdminResponse:
 Route = Callable[[RequestHead], Awaitable[AdminResponse]]
 
 
-def readiness_response(reasons: list[str]) -> AdminResponse:
-    """`/readyz`: 200 `{"status": "ready"}`, else 503 with the reasons."""
-    if not reasons:
-        return AdminResponse.json({"status": "ready"})
-    return AdminResponse.json({"status": "not_ready", "reasons": reasons}, status=503)
+def readiness_response(reasons: list[str], notices: list[str] | None = None) -> AdminResponse:
+    """`/readyz`: 200 `{"status": "ready"}`, else 503 with the reasons; `notices` (what an
+    operator should know but does not stop the proxy serving: shipping refused, a token about
+    to expire) are listed either way."""
+    doc: dict[str, object] = {"status": "not_ready", "reasons": reasons} if reasons else {}
+    doc = doc or {"status": "ready"}
+    if notices:
+        doc["notices"] = notices
+    return AdminResponse.json(doc, status=503 if reasons else 200)
+
+
+def _no_notices() -> list[str]:
+    return []
 
 
 def create_admin_app(
-    metrics: ProxyMetrics, not_ready_reasons: Callable[[], list[str]]
+    metrics: ProxyMetrics,
+    not_ready_reasons: Callable[[], list[str]],
+    notices: Callable[[], list[str]] = _no_notices,
 ) -> dict[str, Route]:
     """The admin routes of one proxy process; `not_ready_reasons` is empty when it is ready."""
 
@@ -60,7 +70,7 @@ def create_admin_app(
         return AdminResponse.json({"status": "ok"})
 
     async def readyz(_head: RequestHead) -> AdminResponse:
-        return readiness_response(not_ready_reasons())
+        return readiness_response(not_ready_reasons(), notices())
 
     async def metrics_view(head: RequestHead) -> AdminResponse:
         return AdminResponse(200, *metrics.exposition(head.header("accept")))

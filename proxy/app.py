@@ -73,6 +73,8 @@ class ProxyApp:
     transparent_address: tuple[str, int] | None = None
     admin_address: tuple[str, int] | None = None
     cleanup_ctx: list[CleanupContext] = field(default_factory=list)
+    # What `/readyz` lists as notices (the shipper's: a refusal, an expiring token).
+    notice_sources: list[Callable[[], list[str]]] = field(default_factory=list)
 
     @property
     def decision_sinks(self) -> list[DecisionSink]:
@@ -96,6 +98,17 @@ class ProxyApp:
             # Calls are answered 503 (`log_unavailable`) until the reader catches up.
             reasons.append(lines.problem)
         return reasons
+
+    def readiness_notices(self) -> list[str]:
+        """What `/readyz` reports without answering 503.
+
+        Shipping refused by the registry (a revoked or expired token, a proxy id bound to
+        another token) is one: the proxy still decides every call and keeps the records in
+        its spool, so taking the pod out of service would stop the app's traffic for a
+        bookkeeping fault an admin fixes in the registry. A spool that can no longer take
+        records is a reason (it makes calls fail), and says so by itself.
+        """
+        return [notice for source in self.notice_sources for notice in source()]
 
     async def on_snapshot(self, snapshot: Snapshot) -> None:
         """Swap in a new snapshot: the engine first, then the host index (only if the engine took it)."""
@@ -256,6 +269,7 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
     app.decision_sinks.append(ledger.record)
     shipper = Shipper(app.settings.registry_url or "", app.settings.token, app.spool, ledger)
     app.metrics.watch_shipper(shipper)
+    app.notice_sources.append(shipper.notices)
     await shipper.start()
     try:
         yield
@@ -358,7 +372,9 @@ async def _admin_ctx(app: ProxyApp) -> AsyncIterator[None]:
         yield
         return
     admin = AdminServer(
-        create_admin_app(app.metrics, app.not_ready_reasons), *s.admin_listen, settings=s
+        create_admin_app(app.metrics, app.not_ready_reasons, app.readiness_notices),
+        *s.admin_listen,
+        settings=s,
     )
     try:
         app.admin_address = await admin.start()

@@ -133,7 +133,7 @@ class ProxyMetrics:
         self._collector.sources.append(families)
 
     def watch_shipper(self, shipper: Any) -> None:
-        """Expose the shipper's counters, foreign segments included."""
+        """Expose the shipper's counters, foreign segments and refusals included."""
 
         def families() -> Iterator[Metric]:
             yield CounterMetricFamily(
@@ -146,6 +146,30 @@ class ProxyMetrics:
                 "Spool segments written for another registry (kept, never shipped here).",
                 value=len(shipper.foreign_segments),
             )
+            refusals = CounterMetricFamily(
+                "sharewall_shipper_refusals",
+                "Shipments the registry refused (401, 403) by its reason code.",
+                labels=("reason",),
+            )
+            refused = GaugeMetricFamily(
+                "sharewall_shipping_refused",
+                "1 while the registry refuses this proxy's shipments, on its reason code (0 on "
+                "the reasons of refusals past).",
+                labels=("reason",),
+            )
+            current = shipper.refusal.reason if shipper.refusal is not None else None
+            for reason, count in list(shipper.refusals.items()):
+                refusals.add_metric((reason,), count)
+                refused.add_metric((reason,), 1 if reason == current else 0)
+            yield refusals
+            yield refused
+            if shipper.token_expires is not None:
+                yield GaugeMetricFamily(
+                    "sharewall_registry_token_expiry_timestamp_seconds",
+                    "When the registry says this proxy's token stops authenticating (it was "
+                    "rotated), Unix seconds; absent when it does not expire.",
+                    value=shipper.token_expires.timestamp(),
+                )
 
         self._collector.sources.append(families)
 

@@ -19,8 +19,11 @@ from proxy.prometheus import (
     text_string_to_metric_families,
 )
 
-# 1/0 gauges: the merged value is the least (0 as soon as one worker's spool is unwritable).
-LEAST_OF = frozenset({"sharewall_spool_writable"})
+# Gauges whose merged value is the least: 1/0 ones (0 as soon as one worker's spool is
+# unwritable) and the token expiry (the earliest any worker was told of).
+LEAST_OF = frozenset(
+    {"sharewall_spool_writable", "sharewall_registry_token_expiry_timestamp_seconds"}
+)
 # Families whose samples only grow over a process's life.
 CUMULATIVE = frozenset({"counter", "histogram", "summary"})
 

@@ -5,6 +5,12 @@ is retried (backoff with jitter) from the start of its segment. The registry key
 id and ledger rows by (proxy, minute, key), so a retry never duplicates and a registry restart
 loses nothing. A segment written for another registry (its header says which) is never sent
 here: it is kept, logged once and counted (`sharewall_spool_foreign_segments`).
+
+A refusal (401: the token is unknown, revoked or expired; 403: e.g. `proxy-id-bound`) is retried
+like any failure, since an admin can fix it without restarting the proxy, but it is logged as
+`shipper.refused` with the registry's reason code, counted, and shown on `/readyz` as a notice
+(the proxy stays ready: see `ProxyApp.readiness_notices`). An answer carrying `Sharewall-Token-Expires` (the token was rotated and its grace
+runs out) is logged once as `shipper.token_expiring` and shown the same way.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ import asyncio
 import contextlib
 import gzip
 import os
+import re
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,6 +33,7 @@ from proxy.control_client import ControlClient
 from proxy.ledger import Ledger
 from proxy.registry_follower import RegistryHTTPError, backoff_delay, write_file_atomically
 from proxy.spool import Spool, read_segment, registry_identity
+from sharewall.token_expiry import TOKEN_EXPIRES_HEADER, parse_expiry
 
 log = structlog.get_logger("sharewall.proxy.shipper")
 
@@ -31,6 +41,49 @@ log = structlog.get_logger("sharewall.proxy.shipper")
 LEDGER_PENDING_FILE = "ledger-pending.json"
 DECISIONS_PATH = "/v1/decisions"
 _POST_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+_EXPIRES = TOKEN_EXPIRES_HEADER.lower()  # the control client's header names are lower-case
+# Answers that refuse the shipper itself rather than fail: its token, its proxy id.
+REFUSED_STATUSES = frozenset({401, 403})
+# A reason code as the registry writes it (the last segment of a problem's `type`); anything
+# else is counted as `other`, so a label never carries free text.
+_REASON_CODE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The registry's refusal of this proxy's shipments: status, reason code, since when."""
+
+    status: int
+    reason: str
+    detail: str
+    since: datetime
+
+    def notice(self) -> str:
+        """How `/readyz` words it."""
+        return (
+            f"the registry refuses this proxy's shipments since {self.since:%Y-%m-%dT%H:%M:%SZ} "
+            f"(HTTP {self.status} {self.reason}: {self.detail}); decisions are kept in the "
+            "spool and retried"
+        )
+
+
+class ShippingRefused(RegistryHTTPError):
+    """The registry answered 401 or 403 to a shipment; `reason` is its problem code."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(status, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def refusal_reason(status: int, problem: Any) -> str:
+    """The registry's reason code of a refusal (`proxy-id-bound`, `unauthorized`...), from
+    its problem document's `type`; `http-<status>` when the answer is not one."""
+    kind = problem.get("type") if isinstance(problem, dict) else None
+    if not isinstance(kind, str) or not kind:
+        return f"http-{status}"
+    code = kind.rstrip("/").rsplit("/", 1)[-1]
+    return code if _REASON_CODE.fullmatch(code) else "other"
 
 
 def default_proxy_id() -> str:
@@ -38,6 +91,13 @@ def default_proxy_id() -> str:
     return (
         os.environ.get("SHAREWALL_PROXY_ID") or os.environ.get("HOSTNAME") or socket.gethostname()
     )
+
+
+def _problem(resp: Any) -> Any:
+    try:
+        return resp.json()
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -78,6 +138,11 @@ class Shipper:
         self.registry = registry_identity(registry_url)
         # Segments of another registry (a predecessor's on this directory): kept, not sent.
         self.foreign_segments: set[str] = set()
+        # The registry's current refusal of our shipments (None: the last answer was not one),
+        # refusals so far by reason code, and when our token stops authenticating if it does.
+        self.refusal: Refusal | None = None
+        self.refusals: dict[str, int] = {}
+        self.token_expires: datetime | None = None
         self._pending_ledger: list[dict[str, Any]] = []
         self._pending_path = spool.directory / LEDGER_PENDING_FILE
         self._client: ControlClient | None = None
@@ -129,13 +194,24 @@ class Shipper:
             except Exception as exc:
                 delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
                 attempt += 1
-                log.warning(
-                    "shipper.ship_failed",
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                    attempt=attempt,
-                    retry_in=round(delay, 2),
-                )
+                if isinstance(exc, ShippingRefused):
+                    log.error(
+                        "shipper.refused",
+                        status=exc.status,
+                        reason=exc.reason,
+                        detail=exc.detail,
+                        proxy_id=self.proxy_id,
+                        attempt=attempt,
+                        retry_in=round(delay, 2),
+                    )
+                else:
+                    log.warning(
+                        "shipper.ship_failed",
+                        error=type(exc).__name__,
+                        detail=str(exc)[:200],
+                        attempt=attempt,
+                        retry_in=round(delay, 2),
+                    )
                 await asyncio.sleep(delay)
 
     async def ship_once(self) -> int:
@@ -188,8 +264,15 @@ class Shipper:
         body = gzip.compress(orjson.dumps(payload), compresslevel=5)
         async with asyncio.timeout(self.request_timeout):
             resp = await self._client.post(DECISIONS_PATH, body=body, headers=_POST_HEADERS)
+        # Whether our token expires is as each answer says (a 401's: it no longer matters).
+        self._note_token_expiry(resp.headers.get(_EXPIRES))
+        if resp.status in REFUSED_STATUSES:
+            raise self._refused(resp.status, _problem(resp))
         if not resp.ok:
             raise RegistryHTTPError(resp.status, resp.text()[:200])
+        if self.refusal is not None:
+            log.info("shipper.refusal_over", reason=self.refusal.reason, proxy_id=self.proxy_id)
+            self.refusal = None
         answer = resp.json()
         # Records the registry refused (unknown ids...) are not retried: they never would pass.
         rejected = answer.get("rejected") if isinstance(answer, dict) else None
@@ -199,6 +282,39 @@ class Shipper:
                 count=len(rejected),
                 first=rejected[0] if isinstance(rejected, list) else None,
             )
+
+    def _refused(self, status: int, problem: Any) -> ShippingRefused:
+        """Record a refusal (counted by reason, the current one kept) and return its error."""
+        reason = refusal_reason(status, problem)
+        detail = problem.get("detail") if isinstance(problem, dict) else None
+        detail = detail[:200] if isinstance(detail, str) else f"HTTP {status}"
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        if self.refusal is None or (self.refusal.status, self.refusal.reason) != (status, reason):
+            self.refusal = Refusal(status, reason, detail, datetime.now(UTC))
+        return ShippingRefused(status, reason, detail)
+
+    def _note_token_expiry(self, value: str | None) -> None:
+        """Keep when our token expires (the header's time; absent: never); log a change."""
+        when = parse_expiry(value) if value else None
+        if value and when is None:
+            log.warning("shipper.token_expiry_unreadable", value=value[:40])
+            return
+        if when != self.token_expires:
+            self.token_expires = when
+            if when is not None:
+                log.warning(
+                    "shipper.token_expiring", expires_at=when.isoformat(), proxy_id=self.proxy_id
+                )
+
+    def notices(self) -> list[str]:
+        """What `/readyz` reports about shipping while the proxy stays ready (empty: nothing)."""
+        notes = [self.refusal.notice()] if self.refusal is not None else []
+        if self.token_expires is not None:
+            notes.append(
+                f"the registry token expires at {self.token_expires:%Y-%m-%dT%H:%M:%SZ} (it "
+                "was rotated): give the proxy the new secret before then"
+            )
+        return notes
 
     def _load_pending(self) -> list[dict[str, Any]]:
         try:

@@ -374,39 +374,47 @@ class Supervisor:
             return AdminResponse.json({"status": "ok"})
 
         async def readyz(_head: RequestHead) -> AdminResponse:
-            return readiness_response(await self.not_ready_reasons())
+            return readiness_response(*await self.readiness())
 
         async def metrics(head: RequestHead) -> AdminResponse:
             return AdminResponse(200, *await self.metrics_text(head.header("accept")))
 
         return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
 
-    async def not_ready_reasons(self) -> list[str]:
-        """Why the proxy is not ready: every worker's reasons, named by worker (empty: ready)."""
+    async def readiness(self) -> tuple[list[str], list[str]]:
+        """Why the proxy is not ready (empty: ready) and its notices: every worker's, each
+        named by worker."""
         if self._stopping:
-            return ["stopping: the workers drain their calls in flight"]
-        answers = await asyncio.gather(*(self._slot_reasons(slot) for slot in self.slots))
-        return [reason for reasons in answers for reason in reasons]
+            return ["stopping: the workers drain their calls in flight"], []
+        answers = await asyncio.gather(*(self._slot_readiness(slot) for slot in self.slots))
+        return (
+            [reason for reasons, _ in answers for reason in reasons],
+            [notice for _, notices in answers for notice in notices],
+        )
 
-    async def _slot_reasons(self, slot: WorkerSlot) -> list[str]:
+    async def _slot_readiness(self, slot: WorkerSlot) -> tuple[list[str], list[str]]:
         name = f"worker {slot.index}"
         if slot.state == "down":
             wait = max(0.0, slot.restart_at - time.monotonic())
             exit_text = describe_exit(slot.last_exit or 0)
-            return [f"{name} is down ({exit_text}), restarting in {wait:.1f} s"]
+            return [f"{name} is down ({exit_text}), restarting in {wait:.1f} s"], []
         if slot.state != "running" or slot.admin is None:
-            return [f"{name} is starting (pid {slot.pid})"]
+            return [f"{name} is starting (pid {slot.pid})"], []
         try:
             answer = await _get(slot.admin, "/readyz")
         except (OSError, TimeoutError, ControlClientError) as exc:
-            return [f"{name} (pid {slot.pid}) does not answer on its admin port ({exc!r})"]
-        if answer.ok:
-            return []
+            return [f"{name} (pid {slot.pid}) does not answer on its admin port ({exc!r})"], []
         try:
-            reasons = answer.json().get("reasons") or [f"status {answer.status}"]
+            doc = answer.json()
+            reasons = doc.get("reasons") or []
+            notices = doc.get("notices") or []
         except (orjson.JSONDecodeError, AttributeError):
+            reasons, notices = [], []
+        if not answer.ok and not reasons:
             reasons = [f"status {answer.status}"]
-        return [f"{name}: {reason}" for reason in reasons]
+        if answer.ok:
+            reasons = []
+        return [f"{name}: {r}" for r in reasons], [f"{name}: {n}" for n in notices]
 
     async def metrics_text(self, accept: str | None = None) -> tuple[str, bytes]:
         """(Content-Type, body): every worker's metrics summed (exited workers' counters

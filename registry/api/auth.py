@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 import structlog
@@ -21,6 +21,7 @@ from registry.db import begin_write
 from registry.errors import ApiError
 from registry.models import ROLES, ApiToken, as_utc, utcnow
 from registry.tokens import hash_token, is_live
+from sharewall.token_expiry import TOKEN_EXPIRES_HEADER, format_expiry
 
 from . import keys, sessions
 
@@ -31,9 +32,6 @@ _LAST_USED_EVERY = timedelta(minutes=1)
 # A rotated token's old secret in use is logged at most once per token per interval: a
 # sidecar calls every second or so, and one line a minute says as much.
 _DEPRECATED_LOG_EVERY_S = 60.0
-# Sent on every answer to a request authenticated by a token that expires (a rotated token's
-# old secret): when it stops authenticating, RFC 3339 UTC, so its holder can notice in time.
-TOKEN_EXPIRES_HEADER = "Sharewall-Token-Expires"  # noqa: S105 - a header name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -268,11 +266,6 @@ async def announce_expiry(request: web.BaseRequest, response: web.StreamResponse
     principal = request.get(PRINCIPAL)
     if principal is not None and principal.expires_at is not None:
         response.headers[TOKEN_EXPIRES_HEADER] = format_expiry(principal.expires_at)
-
-
-def format_expiry(when: datetime) -> str:
-    """`Sharewall-Token-Expires`'s value: RFC 3339 UTC to the second (`2026-11-30T09:00:00Z`)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Pending last-used writes by token id: at most one each, awaited when the app stops.

@@ -17,9 +17,9 @@ from pydantic import BaseModel
 
 from registry.errors import PROBLEM_CONTENT_TYPE
 from sharewall.snapshot import SchemaModel
+from sharewall.token_expiry import TOKEN_EXPIRES_HEADER
 
 from . import keys
-from .auth import TOKEN_EXPIRES_HEADER
 
 if TYPE_CHECKING:
     from .routes import Route

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -21,9 +22,16 @@ class _Decider:
     cache_hits, cache_misses = 1_234_567, 2
 
 
+class _Refusal:
+    reason = "unauthorized"
+
+
 class _Shipper:
     shipped_decisions = 4
     foreign_segments = {"a", "b"}
+    refusal = _Refusal()
+    refusals = {"proxy-id-bound": 3, "unauthorized": 1}
+    token_expires = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
 def _ours() -> ProxyMetrics:
@@ -131,6 +139,29 @@ class _Reference:
             "sharewall_spool_foreign_segments",
             "Spool segments written for another registry (kept, never shipped here).",
             value=2,
+        )
+        refusals = CounterMetricFamily(
+            "sharewall_shipper_refusals",
+            "Shipments the registry refused (401, 403) by its reason code.",
+            labels=["reason"],
+        )
+        refusals.add_metric(["proxy-id-bound"], 3)
+        refusals.add_metric(["unauthorized"], 1)
+        yield refusals
+        refused = GaugeMetricFamily(
+            "sharewall_shipping_refused",
+            "1 while the registry refuses this proxy's shipments, on its reason code (0 on "
+            "the reasons of refusals past).",
+            labels=["reason"],
+        )
+        refused.add_metric(["proxy-id-bound"], 0)
+        refused.add_metric(["unauthorized"], 1)
+        yield refused
+        yield GaugeMetricFamily(
+            "sharewall_registry_token_expiry_timestamp_seconds",
+            "When the registry says this proxy's token stops authenticating (it was "
+            "rotated), Unix seconds; absent when it does not expire.",
+            value=1_796_029_200,
         )
 
 
