@@ -261,6 +261,8 @@ class UpstreamPool:
 _COALESCE_MAX = 64 * 1024
 _WRITE_SLICE = 64 * 1024
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# RFC 9110 §9.2.2: what may be sent again when a connection fails before the answer.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 def _request_head(
@@ -312,6 +314,13 @@ async def _send_streamed(
     if chunked:
         conn.write(b"0\r\n\r\n")
     await conn.drain()
+
+
+def _is_idempotent(method: str, headers: list[tuple[str, str]]) -> bool:
+    """The request may be sent twice: its method says so, or its `Idempotency-Key` does."""
+    return method in _IDEMPOTENT_METHODS or any(
+        name.lower() == "idempotency-key" for name, _ in headers
+    )
 
 
 class UpstreamResponse:
@@ -387,9 +396,11 @@ async def send_request(
 
     `data` bytes are sent with a Content-Length; an async iterator is streamed with the app's
     `body_length`, else chunked. Raises `UpstreamError` (502 unreachable or malformed, 504
-    timed out). A replayable request that fails on a pooled connection the upstream closed
-    meanwhile, before a byte of its answer, is retried once on a fresh one (what browsers and
-    aiohttp do).
+    timed out). An idempotent request (or one with an `Idempotency-Key`) that fails on a
+    pooled connection the upstream closed meanwhile, before a byte of its answer, is retried
+    once on a fresh one; any other is a 502, as Go's http.Transport does: the upstream may have
+    acted on it before closing (RFC 9110 §9.2.2), and sending an SMS or a payment twice is the
+    app's call to make, not the proxy's.
     """
     host = destination.host
     key = (scheme, host, destination.address, port)
@@ -445,7 +456,13 @@ async def send_request(
                 raise UpstreamError(
                     504, responses.UPSTREAM_TIMEOUT, "the upstream did not answer in time"
                 ) from None
-            if reused and attempt == 0 and not conn.received and not isinstance(exc, ValueError):
+            if (
+                reused
+                and attempt == 0
+                and not conn.received
+                and not isinstance(exc, ValueError)
+                and _is_idempotent(method, headers)
+            ):
                 conn = None
                 continue
             if isinstance(exc, ValueError):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -131,9 +132,10 @@ class _RawHandler(socketserver.BaseRequestHandler):
 
     `/close-delimited`: an HTTP/1.0 body ended by closing the connection; `/short-body`: closes
     after 10 of the 100 bytes its Content-Length promised; `/trailers`: a chunked
-    body with a trailer; `/garbage`: not HTTP at all; `/drop-second`: answers the first request
-    of a connection with keep-alive, then closes the connection on the second one unanswered
-    (an upstream that timed the idle connection out just as it was reused); `/no-content`: a
+    body with a trailer; `/garbage`: not HTTP at all; `/drop-second/{marker}/...`: answers the first
+    request of a marker on a connection with keep-alive, then closes the connection on the
+    marker's second one unanswered (an upstream that timed the idle connection out just as it
+    was reused); `/no-content`: a
     204 with a Content-Length (which a 204 must not carry); `/early-hints`: a 103 before the
     answer; `/switch`: a 101 nobody asked for; `/stall`: half its body, the rest half a second
     later.
@@ -143,7 +145,7 @@ class _RawHandler(socketserver.BaseRequestHandler):
         sock = self.request
         sock.settimeout(10)
         buf = b""
-        served = 0
+        dropping: set[str] = set()  # the /drop-second/{marker} this connection answered
         while True:
             while b"\r\n\r\n" not in buf:
                 data = sock.recv(65536)
@@ -151,9 +153,17 @@ class _RawHandler(socketserver.BaseRequestHandler):
                     return
                 buf += data
             head, _, buf = buf.partition(b"\r\n\r\n")
-            path = head.split(b" ", 2)[1].decode()
-            self.server.seen.append(Seen("raw", "GET", path, [], b""))  # type: ignore[attr-defined]
-            served += 1
+            method, path, _ = head.decode("latin-1").split(" ", 2)
+            # The proxy frames what it sends upstream with a Content-Length (or nothing).
+            length = re.search(r"\r\ncontent-length: *(\d+)", head.decode("latin-1"), re.I)
+            while length and len(buf) < int(length[1]):
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buf += data
+            size = int(length[1]) if length else 0
+            body, buf = buf[:size], buf[size:]
+            self.server.seen.append(Seen("raw", method, path, [], body))  # type: ignore[attr-defined]
             if path.startswith("/close-delimited"):
                 sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 5000)
                 return
@@ -169,8 +179,11 @@ class _RawHandler(socketserver.BaseRequestHandler):
             if path.startswith("/garbage"):
                 sock.sendall(b"SPDY/9 what\r\n\r\n")
                 return
-            if path.startswith("/drop-second") and served > 1:
-                return
+            if path.startswith("/drop-second"):
+                marker = path.split("/")[2]
+                if marker in dropping:
+                    return
+                dropping.add(marker)
             if path.startswith("/no-content"):
                 sock.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
                 continue

@@ -48,6 +48,41 @@ def test_a_pooled_connection_dropped_by_the_upstream_is_retried_once(proxy, upst
         assert len(upstreams.find(f"/drop-second/{m}/{i}")) == 2
 
 
+@pytest.mark.parametrize(
+    ("headers", "sent", "status"),
+    [
+        pytest.param({}, 1, 502, id="POST: never sent twice"),
+        pytest.param({"Idempotency-Key": "k-1"}, 2, 200, id="POST with an Idempotency-Key"),
+    ],
+)
+def test_a_post_on_a_dropped_pooled_connection_is_retried_only_if_idempotent(
+    proxy, upstreams, headers, sent, status
+):
+    # The upstream may have acted on the request before closing (RFC 9110 §9.2.2): an SMS or
+    # a payment sent twice is the app's call to make, not the proxy's.
+    m = uuid.uuid4().hex[:8]
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        statuses = []
+        for i in range(2):
+            conn.request(
+                "POST",
+                f"http://api.vendor.test:{upstreams.raw_port}/drop-second/{m}/{i}",
+                body=b"page=2",
+                headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+            )
+            r = conn.getresponse()
+            r.read()
+            statuses.append(r.status)
+            if r.will_close:
+                conn.close()
+    finally:
+        conn.close()
+    assert statuses == [200, status]
+    seen = upstreams.find(f"/drop-second/{m}/1")
+    assert [(s.method, s.body) for s in seen] == [("POST", b"page=2")] * sent
+
+
 def test_an_upstream_that_is_not_http_is_a_502(proxy, upstreams):
     r = _session(proxy).get(f"http://api.vendor.test:{upstreams.raw_port}/garbage", timeout=10)
     assert r.status_code == 502
