@@ -7,7 +7,7 @@ the format the scrape asks for (`proxy.prometheus.expose`: OpenMetrics for Prome
 the text format 0.0.4 for curl).
 
 prometheus_client comes through `proxy.prometheus`, which imports its parts without the
-package's `__init__` (http.server, wsgiref, urllib.request, email: ~4.5 MB; bench/README.md).
+package's `__init__` (http.server, wsgiref, urllib.request, email: ~3 MB; bench/README.md).
 """
 
 from __future__ import annotations

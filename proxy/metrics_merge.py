@@ -16,7 +16,7 @@ from proxy.prometheus import (
     CollectorRegistry,
     Metric,
     expose,
-    text_string_to_metric_families,
+    parse_openmetrics,
 )
 
 # Gauges whose merged value is the least: 1/0 ones (0 as soon as one worker's spool is
@@ -33,7 +33,7 @@ Families = dict[str, Metric]
 
 def parse(text: str) -> Families:
     """The families of one OpenMetrics exposition, in their order."""
-    return {family.name: family for family in text_string_to_metric_families(text)}
+    return {family.name: family for family in parse_openmetrics(text)}
 
 
 def cumulative(families: Families) -> Families:

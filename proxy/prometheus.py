@@ -2,9 +2,9 @@
 
 Importing any submodule of prometheus_client runs the package's `__init__` first, and that
 imports its `exposition` module: http.server, wsgiref, urllib.request, email, gzip, and the
-default registry with its process and platform collectors (~4.5 MB of an idle sidecar,
+default registry with its process and platform collectors (~3 MB of an idle sidecar,
 bench/README.md). The proxy needs the metric families, a registry and the OpenMetrics writer
-and parser, none of which import those. So `prometheus_client` is registered here as its
+(and the supervisor of `--workers N` the OpenMetrics parser), none of which import those. So `prometheus_client` is registered here as its
 package without running its `__init__`: its submodules import on their own, and the
 `__init__` runs at the first attribute asked of the package itself (`from prometheus_client
 import Counter`), so any other code in the process sees the whole library. The text format
@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -53,7 +54,6 @@ from prometheus_client.metrics_core import (  # noqa: E402
     Metric,
 )
 from prometheus_client.openmetrics import exposition as openmetrics  # noqa: E402
-from prometheus_client.openmetrics.parser import text_string_to_metric_families  # noqa: E402
 from prometheus_client.registry import Collector, CollectorRegistry  # noqa: E402
 from prometheus_client.utils import floatToGoString, parse_version  # noqa: E402
 
@@ -67,7 +67,7 @@ __all__ = [
     "Metric",
     "expose",
     "floatToGoString",
-    "text_string_to_metric_families",
+    "parse_openmetrics",
 ]
 
 # What the supervisor of `--workers N` asks its workers for (and parses back).
@@ -109,6 +109,16 @@ def expose(registry: Collector, accept: str | None) -> tuple[str, bytes]:
 
     encoder, content_type = choose_encoder(accept or "")
     return content_type, encoder(registry)
+
+
+def parse_openmetrics(text: str) -> Iterator[Metric]:
+    """The families of an OpenMetrics exposition, by prometheus_client's parser.
+
+    Only the supervisor of `--workers N` reads expositions (its workers'): the parser is
+    imported at its first scrape, not by every proxy process."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    return text_string_to_metric_families(text)
 
 
 def _param(params: list[str], key: str) -> str:

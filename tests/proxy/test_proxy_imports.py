@@ -77,6 +77,9 @@ FIRST_USE = (
     "wsgiref",
     "urllib.request",
     "email",
+    # The OpenMetrics parser: only the supervisor of `--workers N` reads expositions.
+    "prometheus_client.parser",
+    "prometheus_client.openmetrics.parser",
 )
 
 
