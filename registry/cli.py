@@ -174,7 +174,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = args.listen
     _check_listen(host, port)
     configure_logging(args.log_level)
-    settings = Settings(db_url=args.db, host=host, port=port, retention_days=args.retention_days)
+    settings = Settings(
+        db_url=args.db,
+        host=host,
+        port=port,
+        retention_days=args.retention_days,
+        proxy_id_idle_days=args.proxy_id_idle_days,
+    )
     asyncio.run(_serve(settings))
     return 0
 
@@ -627,6 +633,13 @@ def add_parser(subparsers: Any) -> None:
         help="HOST:PORT (port 0: any free port, logged as registry.listening)",
     )
     serve.add_argument("--retention-days", type=int, default=Settings.retention_days)
+    serve.add_argument(
+        "--proxy-id-idle-days",
+        type=int,
+        default=Settings.proxy_id_idle_days,
+        help="release proxy id bindings no shipment used for this many days "
+        f"(default {Settings.proxy_id_idle_days}; 0: never)",
+    )
     serve.set_defaults(handler=_guard(cmd_serve))
 
     migrate = with_db(sub.add_parser("migrate", help="bring the database schema up to date"))

@@ -14,7 +14,7 @@ flows. A proxy id is bound to the shipper that first shipped as it (`bind_proxy_
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
@@ -82,6 +82,11 @@ class LedgerIn(BaseModel):
         return value
 
 
+# How stale a binding's `used_at` may get before an upload rewrites it: bindings are released
+# after days unused (`Settings.proxy_id_idle_days`), so an hour's precision is plenty.
+BINDING_USE_EVERY = timedelta(hours=1)
+
+
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     """The dialect's INSERT, which has `on_conflict_do_nothing`/`_update` on both databases."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -118,15 +123,28 @@ def flow_row(record: dict[str, Any], proxy_id: str, shipper_id: int) -> dict[str
 
 
 async def bind_proxy_ids(conn: AsyncConnection, proxy_ids: set[str], shipper_id: int) -> None:
-    """Bind each unbound proxy id to `shipper_id`; 403 `proxy-id-bound` when one is bound to
-    another shipper (nothing of the upload is then stored: the caller's transaction ends)."""
+    """Bind each unbound proxy id to `shipper_id` and mark its own bindings used; 403
+    `proxy-id-bound` when one is bound to another shipper (nothing of the upload is then
+    stored: the caller's transaction ends)."""
     if not proxy_ids:
         return
     table = ProxyBinding.__table__
     now = utcnow()
+    insert = _insert(conn, table)
     await conn.execute(
-        _insert(conn, table).on_conflict_do_nothing(),
-        [{"proxy_id": p, "token_id": shipper_id, "bound_at": now} for p in sorted(proxy_ids)],
+        insert.on_conflict_do_update(
+            index_elements=[table.c.proxy_id],
+            set_={"used_at": insert.excluded.used_at},
+            # Another shipper's binding is left alone (refused below); our own is written
+            # at most once per BINDING_USE_EVERY, not on every upload.
+            where=sa.and_(
+                table.c.token_id == shipper_id, table.c.used_at < now - BINDING_USE_EVERY
+            ),
+        ),
+        [
+            {"proxy_id": p, "token_id": shipper_id, "bound_at": now, "used_at": now}
+            for p in sorted(proxy_ids)
+        ],
     )
     taken = (
         (

@@ -419,13 +419,17 @@ class DecisionFactShipped(SQLModel, table=True):
 
 class ProxyBinding(SQLModel, table=True):
     """A proxy id and the shipping identity (`ApiToken.shipper_id`) that first shipped as it:
-    only that identity (any token of its rotation lineage) may ship as the proxy id."""
+    only that identity (any token of its rotation lineage) may ship as the proxy id.
+
+    `used_at` is when it last shipped as it (to within `ingest.BINDING_USE_EVERY`); the
+    retention job releases a binding unused for `Settings.proxy_id_idle_days`."""
 
     __tablename__ = "proxy_binding"
 
     proxy_id: str = Field(primary_key=True, max_length=200)
     token_id: int = Field(sa_type=sa.BigInteger, index=True)
     bound_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    used_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, index=True)
 
 
 metadata = SQLModel.metadata

@@ -1,7 +1,10 @@
-"""Retention: delete blocked flows and ledger rows older than `retention_days`, in batches.
+"""Retention: delete blocked flows and ledger rows older than `retention_days`, and release
+proxy id bindings unused for `proxy_id_idle_days`, in batches.
 
 Batches keep each transaction short, so ingest and queries never wait long behind a purge,
-and a purge interrupted midway simply resumes at the next run.
+and a purge interrupted midway simply resumes at the next run. A Deployment's pods bind a
+proxy id each (their pod name), so without the release the bindings of pods long gone would
+pile up; a released id is bound again by the next shipper that ships as it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry.models import (
+    AuditEvent,
     BlockedFlow,
     DecisionFact,
     DecisionFactShipped,
     FlowCategory,
     FlowReason,
     LedgerEntry,
+    ProxyBinding,
+    as_utc,
     utcnow,
 )
 
@@ -38,6 +44,7 @@ class Purged:
 
     flows: int
     ledger_rows: int
+    proxy_ids: int = 0
 
 
 async def _delete_in_batches(engine: AsyncEngine, select_ids: sa.Select, delete_ids) -> int:
@@ -58,11 +65,20 @@ async def enforce_retention(
     engine: AsyncEngine,
     retention_days: int,
     *,
+    proxy_id_idle_days: int = 0,
     now: datetime | None = None,
     batch: int = DEFAULT_BATCH,
 ) -> Purged:
-    """Delete flows (with their reason/category rows) and ledger rows older than the cutoff."""
-    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    """Delete flows (with their reason/category rows) and ledger rows older than
+    `retention_days`, and release the proxy id bindings unused for `proxy_id_idle_days`
+    (either 0: not that part)."""
+    now = now or utcnow()
+    proxy_ids = 0
+    if proxy_id_idle_days > 0:
+        proxy_ids = await release_idle_proxy_ids(engine, proxy_id_idle_days, now=now, batch=batch)
+    if retention_days <= 0:
+        return Purged(0, 0, proxy_ids)
+    cutoff = now - timedelta(days=retention_days)
     flow = BlockedFlow.__table__
     flows = await _delete_in_batches(
         engine,
@@ -97,14 +113,86 @@ async def enforce_retention(
             fact_rows=fact_rows,
             cutoff=cutoff.isoformat(),
         )
-    return Purged(flows, ledger_rows)
+    return Purged(flows, ledger_rows, proxy_ids)
 
 
-async def run_periodically(engine: AsyncEngine, retention_days: int, interval_s: float) -> None:
+RETENTION_ACTOR = "retention"
+
+
+async def release_idle_proxy_ids(
+    engine: AsyncEngine, idle_days: int, *, now: datetime, batch: int = DEFAULT_BATCH
+) -> int:
+    """Release (delete) the proxy id bindings not used for `idle_days`, each audited as
+    `proxy_id.release` by `retention`; return how many.
+
+    The delete checks `used_at` again, so a binding its shipper used since it was selected
+    stays.
+    """
+    cutoff = now - timedelta(days=idle_days)
+    binding = ProxyBinding.__table__
+    idle = binding.c.used_at < cutoff
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        sa.select(binding.c.proxy_id)
+                        .where(idle)
+                        .order_by(binding.c.proxy_id)
+                        .limit(batch)
+                    )
+                ).scalars()
+            )
+            if not ids:
+                break
+            released = (
+                await conn.execute(
+                    sa.delete(binding)
+                    .where(binding.c.proxy_id.in_(ids), idle)
+                    .returning(
+                        binding.c.proxy_id,
+                        binding.c.token_id,
+                        binding.c.bound_at,
+                        binding.c.used_at,
+                    )
+                )
+            ).all()
+            if released:
+                note = f"unused for {idle_days} days"
+                await conn.execute(
+                    sa.insert(AuditEvent.__table__),
+                    [
+                        {
+                            "time": now,
+                            "actor": RETENTION_ACTOR,
+                            "action": "proxy_id.release",
+                            "entity_type": "proxy_id",
+                            "entity_id": row.proxy_id,
+                            "before": {
+                                "token_id": row.token_id,
+                                "bound_at": as_utc(row.bound_at).isoformat(),
+                                "used_at": as_utc(row.used_at).isoformat(),
+                            },
+                            "note": note,
+                        }
+                        for row in released
+                    ],
+                )
+        total += len(released)
+        await asyncio.sleep(0)  # let requests run between batches
+    if total:
+        log.info("retention.proxy_ids_released", proxy_ids=total, cutoff=cutoff.isoformat())
+    return total
+
+
+async def run_periodically(
+    engine: AsyncEngine, retention_days: int, interval_s: float, proxy_id_idle_days: int = 0
+) -> None:
     """Enforce retention now and then every `interval_s`; a failed run is logged and retried."""
     while True:
         try:
-            await enforce_retention(engine, retention_days)
+            await enforce_retention(engine, retention_days, proxy_id_idle_days=proxy_id_idle_days)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -118,10 +206,13 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
 
     settings = app[keys.SETTINGS]
     task = None
-    if settings.retention_days > 0:
+    if settings.retention_days > 0 or settings.proxy_id_idle_days > 0:
         task = asyncio.create_task(
             run_periodically(
-                app[keys.ENGINE], settings.retention_days, settings.retention_interval_s
+                app[keys.ENGINE],
+                settings.retention_days,
+                settings.retention_interval_s,
+                settings.proxy_id_idle_days,
             ),
             name="retention",
         )

@@ -27,6 +27,9 @@ class Settings:
     # Flows and ledger rows older than this are deleted by the retention job.
     retention_days: int = 90
     retention_interval_s: float = 3600.0
+    # Proxy id bindings no shipment used for this long are released by the retention job (a
+    # Deployment's pods bind one each, by pod name); 0 keeps them until an admin releases them.
+    proxy_id_idle_days: int = 30
     # Failed sign-ins (bad bearer tokens, console sign-ins) allowed per client address in a
     # burst, refilled over the window; beyond them the address gets 429 with Retry-After.
     sign_in_failures: int = 10

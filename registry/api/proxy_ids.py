@@ -3,7 +3,8 @@
 A proxy id is bound to the shipping identity that first shipped as it
 (`registry.ingest.bind_proxy_ids`); any other proxy token naming it is refused with
 `403 proxy-id-bound`. A pod that gets a new (not rotated) token keeps its proxy id only once
-an admin releases the old binding; the next shipper to use it is then bound.
+an admin releases the old binding; the next shipper to use it is then bound. The retention job
+releases bindings unused for `Settings.proxy_id_idle_days` (`registry.retention`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def _binding_out(row: object, names: dict[int, str]) -> ProxyIdOut:
         proxy_id=row.proxy_id,  # type: ignore[attr-defined]
         shipped_by=ShipperOut(token_id=token_id, token_name=names.get(token_id)),
         bound_at=as_utc(row.bound_at),  # type: ignore[attr-defined]
+        used_at=as_utc(row.used_at),  # type: ignore[attr-defined]
     )
 
 
@@ -92,6 +94,10 @@ async def release_proxy_id(request: web.Request) -> Reply:
             "proxy_id.release",
             "proxy_id",
             proxy_id,
-            before={"token_id": row.token_id, "bound_at": as_utc(row.bound_at).isoformat()},
+            before={
+                "token_id": row.token_id,
+                "bound_at": as_utc(row.bound_at).isoformat(),
+                "used_at": as_utc(row.used_at).isoformat(),
+            },
         )
     return Reply()

@@ -287,6 +287,10 @@ class ProxyIdOut(_Out):
     proxy_id: str
     shipped_by: ShipperOut
     bound_at: datetime
+    used_at: datetime = Field(
+        description="When its shipper last shipped as it (to within an hour); the retention "
+        "job releases a binding unused for `proxy_id_idle_days` (30 by default)"
+    )
 
 
 class ProxyIdList(_Out):

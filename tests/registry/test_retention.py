@@ -1,4 +1,5 @@
-"""Retention: flows and ledger rows older than the setting are deleted, newer ones kept."""
+"""Retention: flows and ledger rows older than the setting are deleted, newer ones kept; proxy
+id bindings unused for `proxy_id_idle_days` are released."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import sqlalchemy as sa
 
 from registry import db
 from registry.api.decisions import LedgerIn, check_record, flow_row, store_flows, store_ledger
-from registry.models import BlockedFlow, FlowCategory, FlowReason, LedgerEntry
+from registry.ingest import bind_proxy_ids
+from registry.models import (
+    AuditEvent,
+    BlockedFlow,
+    FlowCategory,
+    FlowReason,
+    LedgerEntry,
+    ProxyBinding,
+    as_utc,
+)
 from registry.retention import enforce_retention
 
 NOW = datetime.now(UTC)
@@ -114,3 +124,121 @@ async def test_the_app_runs_retention_periodically(client, auth, db_url):
             pytest.fail("the retention job did not delete the old flow")
     finally:
         await engine.dispose()
+
+
+# -- proxy id bindings -------------------------------------------------------------------------
+
+
+async def set_used_at(engine, proxy_id: str, when: datetime) -> None:
+    async with engine.begin() as conn:
+        binding = ProxyBinding.__table__
+        await conn.execute(
+            sa.update(binding).where(binding.c.proxy_id == proxy_id).values(used_at=when)
+        )
+
+
+async def used_at(engine, proxy_id: str) -> datetime | None:
+    binding = ProxyBinding.__table__
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            sa.select(binding.c.used_at).where(binding.c.proxy_id == proxy_id)
+        )
+        return as_utc(found.scalar_one_or_none())
+
+
+async def test_bindings_unused_for_the_idle_days_are_released_and_audited(db_url):
+    # Bound through the ingest code, without an app (whose own job would race this one).
+    stale, gone, fresh = (f"pod-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    engine = db.create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await bind_proxy_ids(conn, {stale, fresh}, 7)
+            await bind_proxy_ids(conn, {gone}, 8)
+        await set_used_at(engine, stale, NOW - timedelta(days=31))
+        await set_used_at(engine, gone, NOW - timedelta(days=90))
+        await set_used_at(engine, fresh, NOW - timedelta(days=29))
+        purged = await enforce_retention(engine, 0, proxy_id_idle_days=30, now=NOW, batch=1)
+        assert purged.proxy_ids >= 2 and (purged.flows, purged.ledger_rows) == (0, 0)
+        binding = ProxyBinding.__table__
+        assert await existing(engine, binding.c.proxy_id, [stale, gone, fresh]) == {fresh}
+        audit = AuditEvent.__table__
+        async with engine.connect() as conn:
+            events = (
+                await conn.execute(
+                    sa.select(audit).where(audit.c.entity_id.in_([stale, gone, fresh]))
+                )
+            ).all()
+        assert {(e.entity_id, e.action, e.actor, e.entity_type) for e in events} == {
+            (stale, "proxy_id.release", "retention", "proxy_id"),
+            (gone, "proxy_id.release", "retention", "proxy_id"),
+        }
+        assert {e.entity_id: e.before["token_id"] for e in events} == {stale: 7, gone: 8}
+        # 0 idle days releases nothing, however old.
+        await set_used_at(engine, fresh, NOW - timedelta(days=400))
+        assert (await enforce_retention(engine, 0, now=NOW)).proxy_ids == 0
+        assert await existing(engine, binding.c.proxy_id, [fresh]) == {fresh}
+    finally:
+        await engine.dispose()
+
+
+async def test_shipping_marks_its_own_binding_used_at_most_hourly(client, auth, db_url, tokens):
+    pod = f"pod-{uuid.uuid4().hex[:8]}"
+    await ship_as(client, auth("proxy"), pod)
+    engine = db.create_engine(db_url)
+    try:
+        assert datetime.now(UTC) - await used_at(engine, pod) < timedelta(minutes=1)
+        two_days = datetime.now(UTC) - timedelta(days=2)
+        await set_used_at(engine, pod, two_days)
+        await ship_as(client, auth("proxy"), pod)
+        assert datetime.now(UTC) - await used_at(engine, pod) < timedelta(minutes=1)
+        # Within the hour an upload writes nothing to the binding.
+        half_an_hour = datetime.now(UTC) - timedelta(minutes=30)
+        await set_used_at(engine, pod, half_an_hour)
+        await ship_as(client, auth("proxy"), pod)
+        assert await used_at(engine, pod) == half_an_hour
+        # Another token naming the proxy id is refused and does not keep the binding alive.
+        await set_used_at(engine, pod, two_days)
+        other = await client.post(
+            "/v1/tokens", json={"name": f"o-{pod}", "role": "proxy"}, headers=auth("admin")
+        )
+        intruder = {"Authorization": f"Bearer {(await other.json())['secret']}"}
+        assert (await ship_as(client, intruder, pod, expect=403)) == 403
+        assert await used_at(engine, pod) == two_days
+    finally:
+        await engine.dispose()
+
+
+async def test_the_app_releases_idle_bindings_so_the_id_can_be_bound_again(client, auth, db_url):
+    pod = f"pod-{uuid.uuid4().hex[:8]}"
+    await ship_as(client, auth("proxy"), pod)
+    other = await client.post(
+        "/v1/tokens", json={"name": f"next-{pod}", "role": "proxy"}, headers=auth("admin")
+    )
+    successor = {"Authorization": f"Bearer {(await other.json())['secret']}"}
+    assert await ship_as(client, successor, pod, expect=403) == 403
+    engine = db.create_engine(db_url)
+    try:
+        await set_used_at(engine, pod, datetime.now(UTC) - timedelta(days=31))
+        for _ in range(50):  # the module's app runs retention every 0.2 s
+            if await used_at(engine, pod) is None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the retention job did not release the idle binding")
+    finally:
+        await engine.dispose()
+    assert await ship_as(client, successor, pod) == 200
+    listed = await client.get("/v1/proxy-ids", headers=auth("admin"))
+    [mine] = [b for b in (await listed.json())["items"] if b["proxy_id"] == pod]
+    assert mine["shipped_by"]["token_name"] == f"next-{pod}"
+    assert datetime.now(UTC) - datetime.fromisoformat(mine["used_at"]) < timedelta(minutes=1)
+
+
+async def ship_as(client, headers, proxy_id: str, *, expect: int = 200) -> int:
+    resp = await client.post(
+        "/v1/decisions",
+        data=gzip.compress(orjson.dumps({"proxy_id": proxy_id, "decisions": [], "ledger": []})),
+        headers={**headers, "Content-Encoding": "gzip"},
+    )
+    assert resp.status == expect, await resp.text()
+    return resp.status
