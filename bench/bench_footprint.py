@@ -1,14 +1,16 @@
 """Footprint of one `sharewall proxy` sidecar: idle RSS, start to ready, RSS and CPU under load.
 
     .venv/bin/python bench/bench_footprint.py [--rate 1000] [--duration 5] [--connections 64]
+                                              [--tree DIR]
 
 Starts `sharewall proxy --mode report` on the sample registry (`examples/registry.yaml`) with
 the recipient `api.singtel.com` pinned (`--resolve`) to a plain HTTP upstream on loopback (its
 own process). Measures, on the proxy process only:
 
 - start to ready: from spawning the process to the first 200 from `/readyz`, and the CPU time
-  (`utime + stime`) the process had used by then: on a busy machine the wall time is mostly
-  waiting for a core, the CPU time is what the start costs;
+  (`utime + stime`, with the children it waited for: the registry file's decoding child) the
+  process had used by then: on a busy machine the wall time is mostly waiting for a core, the
+  CPU time is what the start costs;
 - idle RSS: `VmRSS` from `/proc/PID/status`, one second after ready;
 - RSS under load: the highest `VmRSS` sampled every 100 ms while a paced load of `--rate`
   requests/s (1 KB JSON POST carrying a phone number, purpose `service_delivery`, keep-alive,
@@ -137,19 +139,22 @@ def floor_mib(code: str) -> dict[str, float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process so far, in seconds."""
+    """utime + stime of one process so far, with the children it has waited for, in seconds.
+
+    The children count: the proxy decodes its registry file in a child process at start."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def compile_bytecode() -> None:
+def compile_bytecode(root: Path = ROOT) -> None:
     """Write the project's `.pyc` files, as `pip install` does in the image.
 
     A checkout run with `PYTHONDONTWRITEBYTECODE=1` (this machine's setting, and the image's at
     run time) would otherwise compile every module of ours from source at each start: ~0.1 s of
     CPU and ~1 MB of RSS a pod never pays. `__pycache__/` is ignored by git."""
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "proxy", "sharewall"], cwd=ROOT, check=True
+        [sys.executable, "-m", "compileall", "-q", "proxy", "sharewall"], cwd=root, check=True
     )
 
 
@@ -385,12 +390,21 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="requests/s (default 1000)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load (default 5)")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        help="run the proxy of another checkout (PYTHONPATH=DIR, e.g. a `git archive` of main"
+        " with its native module built), for an A/B: alternate runs with and without it",
+    )
     args = parser.parse_args()
 
-    compile_bytecode()
+    tree = args.tree.resolve() if args.tree else ROOT
+    compile_bytecode(tree)
     upstream, upstream_port = start_upstream()
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
-        proc, port, ready = start_proxy(Path(tmp), upstream_port)
+        proc, port, ready = start_proxy(
+            Path(tmp), upstream_port, env_extra={"PYTHONPATH": str(tree)}, cwd=tree
+        )
         # The CPU the start took: what start to ready would be with a core to itself (the
         # start is one thread), whatever else the machine runs.
         ready_cpu = cpu_seconds(proc.pid)
@@ -418,7 +432,7 @@ def main() -> int:
     rate = int(args.rate)
     print(
         f"sharewall proxy --mode report on {SAMPLE_REGISTRY.relative_to(ROOT)}, {HOST} pinned"
-        " (bytecode compiled first, as in the image)"
+        f" (bytecode compiled first, as in the image; tree {tree})"
     )
     print(
         f"load: {load['ok']} ok + {load['failed']} not ok in {args.duration:g} s at "
