@@ -10,7 +10,13 @@ import orjson
 import structlog
 
 from proxy.decision import Decision
-from sharewall.decision_record import RECORD_ONLY_FIELDS, is_spooled, record_in_order
+from sharewall.decision_record import (
+    FIELD_NAMES,
+    LINE_FIELDS,
+    RECORD_ONLY_FIELDS,
+    is_spooled,
+    record_in_order,
+)
 from sharewall.line_writer import LineWriter
 from sharewall.redaction import REDACTED, SECRET_PARAMS, redact_path
 
@@ -96,11 +102,16 @@ class _UtcClock:
     def micros_z(self) -> str:
         """`datetime.now(UTC).isoformat().replace("+00:00", "Z")` (structlog's TimeStamper)."""
         prefix, micro = self._split()
-        return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
+        if not micro:
+            return f"{prefix}Z"
+        millis, rest = divmod(micro, 1000)
+        return prefix + _DOT_DIGITS[millis] + _DIGITS[rest] + "Z"
 
 
-# `.000+00:00` ... `.999+00:00`: a lookup instead of formatting a number every call.
+# `.000+00:00` ... `.999+00:00`, `000` ... `999`: lookups instead of formatting numbers per call.
 _MILLIS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
+_DIGITS = tuple(f"{n:03d}" for n in range(1000))
+_DOT_DIGITS = tuple(f".{n:03d}" for n in range(1000))
 _clock = _UtcClock()
 
 
@@ -169,13 +180,26 @@ def decision_record(
 # Record keys that stay out of the log line (they are in the spool; the line stays short).
 _RECORD_ONLY = RECORD_ONLY_FIELDS
 
+# A record's fields in order are `time`, the line's fields, then the record-only rest from
+# `reasons` on: its JSON holds the line's fields as one run of bytes, which `JsonLines` cuts
+# out instead of encoding them a second time.
+if (
+    FIELD_NAMES[0] != TIME
+    or FIELD_NAMES[1 : 1 + len(LINE_FIELDS)] != LINE_FIELDS
+    or FIELD_NAMES[1 + len(LINE_FIELDS)] != REASONS
+):
+    raise RuntimeError("the record's line fields are not one run between `time` and `reasons`")
+_TIME_KEY = b'{"time":"'  # the record's JSON starts with its time, a string without escapes
+_REASONS_KEY = b',"reasons":'  # the first record-only field after the line's
+_LINE_END = b',"event":"' + EVENT.encode() + b'","level":"info","timestamp":"'
+
 
 class JsonLines:
     """Writes `egress.decision` lines as `sharewall.logs` renders them, without structlog's cost.
 
-    One line per call is the proxy's hottest log: building it as a plain dict and dumping it
-    with orjson costs a fraction of structlog's processor chain. The line is queued on the
-    process's stdout `LineWriter` (`sharewall.logs.stdout_lines()`), the one ordered writer
+    One line per call is the proxy's hottest log: it is cut from the record's JSON (which the
+    spool keeps too), not built as a dict of its own and encoded again. The line is queued on
+    the process's stdout `LineWriter` (`sharewall.logs.stdout_lines()`), the one ordered writer
     structlog's lines go through too: a writer thread writes it, so a stalled stdout never
     blocks the loop. The fields, their order, `level` and the ISO UTC `timestamp` are those of
     `configure_logging(json=True)`; use it only in a process configured that way, at level
@@ -187,16 +211,23 @@ class JsonLines:
     def __init__(self, writer: LineWriter) -> None:
         self.writer = writer
 
-    def write(self, line: dict[str, Any]) -> None:
-        """Queue one event line (`line` already holds every field but the three added here)."""
-        line["event"] = EVENT
-        line["level"] = "info"
-        # Exactly structlog's TimeStamper(fmt="iso", utc=True).
-        line["timestamp"] = _clock.micros_z()
+    def write(self, record: dict[str, Any], encoded: bytes) -> None:
+        """Queue the line of `record`, whose JSON (`orjson.dumps(record)`) is `encoded`.
+
+        The line is the record's line fields, in order (the bytes between `time` and
+        `reasons`: within them a `,"reasons":` can only be a key, since a quote inside a
+        string is escaped), then `event`, `level` and the timestamp, exactly structlog's
+        TimeStamper(fmt="iso", utc=True).
+        """
+        start = len(_TIME_KEY) + len(record[TIME]) + 2  # past `{"time":"...",`
+        end = encoded.index(_REASONS_KEY, start)
+        stamp = _clock.micros_z().encode()
         # A call refused because lines cannot be kept: its record is in the fsync'd spool, so
         # its line is the one that may be shed when the buffer overflows (never a sent call's).
-        sheddable = line.get(FAULT) == LOG_UNAVAILABLE
-        self.writer.write_line(orjson.dumps(line), sheddable=sheddable)
+        sheddable = record[FAULT] == LOG_UNAVAILABLE
+        self.writer.write_line(
+            b"".join((b"{", encoded[start:end], _LINE_END, stamp, b'"}')), sheddable=sheddable
+        )
 
 
 class DecisionLog:
@@ -216,25 +247,31 @@ class DecisionLog:
         `SpoolUnavailable` when it cannot be written, having logged nothing: the caller answers
         503 instead of the refusal and records that fault (`emit`).
         """
+        encoded = orjson.dumps(record)  # once, for the spool and the line
         if self.spool is not None:
-            await self.spool.commit(record)
-        self.emit(record, spool=False)
+            await self.spool.commit(record, encoded)
+        self._emit(record, encoded, spool=False)
 
     def emit(self, record: dict[str, Any], *, spool: bool = True) -> None:
         """Log, queue for the spool (if blocked or would-block) and fan the record out; never raises."""
-        line = dict(record)  # a copy in C, then six keys out: cheaper than a filtering loop
-        for key in _RECORD_ONLY:
-            line.pop(key, None)
+        self._emit(record, None, spool=spool)
+
+    def _emit(self, record: dict[str, Any], encoded: bytes | None, *, spool: bool) -> None:
         if self.lines is None:
+            line = dict(record)  # a copy in C, then six keys out: cheaper than a filtering loop
+            for key in _RECORD_ONLY:
+                line.pop(key, None)
             log.info(EVENT, **line)
         else:
             try:
-                self.lines.write(line)
+                if encoded is None:
+                    encoded = orjson.dumps(record)
+                self.lines.write(record, encoded)
             except Exception:
                 log.exception("decision_log.write_failed", decision_id=record[DECISION_ID])
         if spool and self.spool is not None and is_spooled(record):
             try:
-                self.spool.append(record)
+                self.spool.append(record, encoded)
             except Exception:
                 log.exception("spool.append_failed", decision_id=record[DECISION_ID])
         for sink in self.sinks:

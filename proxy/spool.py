@@ -192,24 +192,27 @@ class Spool:
         """Why the spool cannot take records now (None: it can)."""
         return self._problem
 
-    async def commit(self, record: dict[str, Any]) -> None:
-        """Write one record and return once it is on disk; raise `SpoolUnavailable` if it is not."""
+    async def commit(self, record: dict[str, Any], encoded: bytes | None = None) -> None:
+        """Write one record and return once it is on disk; raise `SpoolUnavailable` if it is not.
+
+        `encoded`: the record's `orjson.dumps`, when the caller has it already.
+        """
         if self._closing:
             raise SpoolUnavailable("the spool is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((orjson.dumps(record) + b"\n", future))
+        self._pending.append(((encoded or orjson.dumps(record)) + b"\n", future))
         self._awaited += 1
         self._wakeup.set()
         self._urgent.set()
         await future
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any], encoded: bytes | None = None) -> None:
         """Queue one record without waiting for the disk (would-block records of report mode).
 
         Written with the others of the next `flush_interval`, fsync'd with the next refusal's
-        record or when its segment is sealed.
+        record or when its segment is sealed. `encoded`: as for `commit`.
         """
-        self._pending.append((orjson.dumps(record) + b"\n", None))
+        self._pending.append(((encoded or orjson.dumps(record)) + b"\n", None))
         if len(self._pending) == 1:
             self._wakeup.set()
 

@@ -15,8 +15,10 @@ import pytest
 import structlog
 
 from proxy.decision import Decision, Reason
-from proxy.decision_log import EVENT, DecisionLog, JsonLines, decision_record
+from proxy.decision_log import EVENT, DecisionLog, JsonLines, _clock, decision_record
 from proxy.inspect.model import Finding
+from proxy.spool import Spool
+from sharewall.decision_record import RECORD_ONLY_FIELDS
 from sharewall.line_writer import LineWriter
 from sharewall.logs import configure_logging
 
@@ -127,3 +129,50 @@ def test_record_time_and_line_timestamp_are_now_in_the_datetime_iso_formats(tmp_
     for text, precision in ((record["time"], timedelta(milliseconds=1)), (stamp, timedelta(0))):
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         assert before - precision <= parsed <= after
+
+
+def _line_as_a_dict(record: dict, timestamp: str) -> bytes:
+    """The line as it was built before it was cut from the record's JSON: a dict, encoded."""
+    line = {k: v for k, v in record.items() if k not in RECORD_ONLY_FIELDS}
+    line.update(event=EVENT, level="info", timestamp=timestamp)
+    return orjson.dumps(line)
+
+
+@pytest.mark.parametrize(
+    ("path", "message", "fault"),
+    [
+        pytest.param("/2010-04-01/Messages.json", "cleartext", None, id="plain"),
+        pytest.param(
+            '/q?a=,"reasons":[1]&b="x"', ',"reasons":["no"]', None, id="key text in values"
+        ),
+        pytest.param('/ünï/cödé/\\"/\x01', 'say "hi"\n', None, id="escapes and non-ASCII"),
+        pytest.param("/x", "m", "log_unavailable", id="a sheddable refusal"),
+    ],
+)
+async def test_the_line_is_the_records_fields_and_the_spool_gets_the_record(
+    path, message, fault, tmp_path
+):
+    record = _record(path)
+    record["reasons"][0]["message"] = message
+    record.update(fault=fault, tls_upstream=True, scheme="https", complete=False)
+    spool = Spool(tmp_path / "spool")
+    await spool.start()
+    with open(tmp_path / "stdout", "wb+") as out:
+        writer = LineWriter(out.fileno())
+        DecisionLog(spool, lines=JsonLines(writer)).emit(record)
+        assert writer.close(timeout=10)
+        out.seek(0)
+        [raw] = out.read().splitlines()
+    await spool.close()
+    [segment] = spool.sealed_segments()
+
+    assert raw == _line_as_a_dict(record, orjson.loads(raw)["timestamp"])
+    assert segment.read_bytes().splitlines()[1] == orjson.dumps(record)
+
+
+@pytest.mark.parametrize("micro", [0, 1, 999, 1000, 123_456, 999_999])
+def test_the_line_timestamp_is_datetimes_isoformat(monkeypatch, micro):
+    second = 1_764_489_600
+    monkeypatch.setattr(time, "time_ns", lambda: (second * 1_000_000 + micro) * 1000)
+    expected = datetime.fromtimestamp(second, UTC).replace(microsecond=micro).isoformat()
+    assert _clock.micros_z() == expected.replace("+00:00", "Z")

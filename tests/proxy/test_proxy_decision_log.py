@@ -60,7 +60,7 @@ class _ListSpool:
     def __init__(self) -> None:
         self.records: list[dict] = []
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict, encoded: bytes | None = None) -> None:
         self.records.append(record)
 
 
