@@ -5,8 +5,6 @@ from __future__ import annotations
 import codecs
 import zlib
 
-import brotli
-
 from proxy.inspect.model import DECOMPRESSED_TOO_LARGE, UNDECODABLE, UNSUPPORTED_ENCODING
 from proxy.inspect.scan import Scan
 
@@ -111,6 +109,9 @@ def _inflate(data: bytes, wbits: int, cap: int, *, truncated: bool) -> bytes:
 
 
 def _unbrotli(data: bytes, cap: int, *, truncated: bool) -> bytes:
+    # Imported by the first brotli body (~0.2 MB with its library; most bodies are not).
+    import brotli
+
     decoder = brotli.Decompressor()
     out = bytearray()
     try:

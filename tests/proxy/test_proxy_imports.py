@@ -57,6 +57,9 @@ FIRST_USE = (
     "sysconfig",
     # UTS 46 / IDNA 2008 for a non-ASCII host name.
     "idna",
+    # The brotli decoder, for a body that is brotli-compressed.
+    "brotli",
+    "_brotli",
     "importlib.resources",
     "zipfile",
     "xml.etree.ElementTree",
