@@ -49,9 +49,9 @@ def _receive_orders(channel: socket.socket) -> dict[str, Any]:
 
 def main() -> int:
     """Entry point of a worker: receive the orders, run the proxy until told to stop."""
-    from sharewall.cli import keep_greenlet_out
+    from sharewall.cli import keep_unused_modules_out
 
-    keep_greenlet_out()
+    keep_unused_modules_out()
     from proxy.proxy_cli import decision_lines_for, event_loop_factory
     from proxy.settings import SettingsError
 
