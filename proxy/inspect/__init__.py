@@ -54,7 +54,7 @@ from proxy.inspect.model import (
 from proxy.inspect.multipart import scan_multipart
 from proxy.inspect.native import enabled_by_environment, install
 from proxy.inspect.protobuf import is_protobuf_media, scan_protobuf
-from proxy.inspect.query import is_mobile_path, scan_url, split_url
+from proxy.inspect.query import UrlPlan, scan_url, url_plan
 from proxy.inspect.scan import Scan, ScanStopped
 from proxy.inspect.text import scan_text
 from proxy.inspect.xml_body import scan_xml
@@ -83,11 +83,12 @@ def inspect_call(
     """
     scan: Scan | None = None
     try:
-        query, segments = split_url(url)
-        scan = Scan(limits, mobile_call=is_mobile_path(segments), url=url)
+        scan = Scan(limits, url=url)
+        plan = url_plan(url, scan.regions)
+        scan.mobile_call = plan.mobile
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         try:
-            _inspect(scan, query, segments, pairs, body, body_truncated=body_truncated)
+            _inspect(scan, plan, pairs, body, body_truncated=body_truncated)
         except ScanStopped:
             pass  # the limit that stopped the scan is already a problem
         except RecursionError:
@@ -108,15 +109,14 @@ def inspect_call(
 
 def _inspect(
     scan: Scan,
-    query: str,
-    segments: list[str],
+    plan: UrlPlan,
     headers: list[tuple[str, str]],
     body: bytes,
     *,
     body_truncated: bool,
 ) -> None:
     root = Ctx.MOBILE if scan.mobile_call else Ctx.NONE
-    scan_url(scan, query, segments, root)
+    scan_url(scan, plan, root)
     scan_headers(scan, headers, root)
     if not body:
         if body_truncated:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from proxy.inspect import categories as cat
@@ -59,6 +62,40 @@ _MOBILE_PATH_WORDS = frozenset(
 
 
 _DIGIT_OR_AT = re.compile(r"[\d@]")
+# A URL without a query or fragment up to this long is planned once (`url_plan`): an app calls
+# the same few endpoints, and a query may carry values (credentials) not worth keeping around.
+_PLANNED_URL_MAX = 256
+_PLANNED_URLS = 1024
+
+
+class UrlPlan(NamedTuple):
+    """What inspecting a URL starts from: its query, its path segments and what they are."""
+
+    query: str
+    segments: Sequence[str]  # decoded, non-empty path segments
+    mobile: bool  # an HLR / number-lookup endpoint (`is_mobile_path`)
+    # Per segment, what it holds (`path_verdicts`); None: judged as the scan reaches them.
+    verdicts: Sequence[tuple[str, str, str] | None] | None
+
+
+def url_plan(url: str, regions: tuple[str, ...]) -> UrlPlan:
+    """`split_url`, `is_mobile_path` and, for a plain URL, its path judged: once per URL.
+
+    Pure functions of the URL (and of the phone regions): a URL without a query or fragment
+    of up to `_PLANNED_URL_MAX` characters is answered from a bounded cache; any other is
+    worked out each time, its path judged segment by segment as the scan counts them.
+    """
+    if len(url) <= _PLANNED_URL_MAX and "?" not in url and "#" not in url:
+        return _plain_url_plan(url, regions)
+    query, segments = split_url(url)
+    return UrlPlan(query, segments, is_mobile_path(segments), None)
+
+
+@functools.lru_cache(maxsize=_PLANNED_URLS)
+def _plain_url_plan(url: str, regions: tuple[str, ...]) -> UrlPlan:
+    query, segments = split_url(url)
+    judged = tuple(path_verdicts(segments, regions))
+    return UrlPlan(query, tuple(segments), is_mobile_path(segments), judged)
 
 
 def split_url(url: str) -> tuple[str, list[str]]:
@@ -74,32 +111,46 @@ def _word(segment: str) -> str:
     return lower if lower.isalnum() else "".join(ch for ch in lower if ch.isalnum())
 
 
-def is_mobile_path(segments: list[str]) -> bool:
+def is_mobile_path(segments: Sequence[str]) -> bool:
     """True for an HLR / number-lookup endpoint (its query and body speak about a handset)."""
     return not _MOBILE_PATH_WORDS.isdisjoint(map(_word, segments))  # no generator: every call
 
 
-def scan_url(scan: Scan, query: str, segments: list[str], ctx: int) -> None:
-    """Scan the query string (`query:<key>`) and the path segments (`path:<n>`) of `split_url()`."""
-    if query:
+def path_verdicts(
+    segments: Sequence[str], regions: tuple[str, ...]
+) -> Iterator[tuple[str, str, str] | None]:
+    """Per path segment, in order: the finding it is (category, `path:<n>`, detector), or None.
+
+    `path:<n>`: the n-th non-empty segment (1-based), so that the logs can replace it.
+    """
+    previous = ""
+    for position, segment in enumerate(segments, start=1):
+        verdict = None
+        # `sms`, `text`, `advanced`: names, not data. A phone number has 6 digits or more, an
+        # e-mail address an `@`: a version segment (`v1`) is not judged.
+        if _DIGIT_OR_AT.search(segment):
+            if len(segment) >= 6 and is_phone_value(
+                segment, regions, keyed=_word(previous) in _PHONE_PATH_PARENTS
+            ):
+                verdict = (cat.PHONE, f"path:{position}", "phone")
+            elif "@" in segment and is_email(segment):
+                verdict = (cat.EMAIL, f"path:{position}", "email")
+            elif (segment[:1].isdigit() or ":" in segment) and is_public_ip(segment):
+                verdict = (cat.IP_ADDRESS, f"path:{position}", "ip")
+        yield verdict
+        previous = segment
+
+
+def scan_url(scan: Scan, plan: UrlPlan, ctx: int) -> None:
+    """Scan the query string (`query:<key>`) and the path segments (`path:<n>`) of a `url_plan()`."""
+    if plan.query:
         # Credentials the recipient's API takes in the query (`api_key`, `access_token`) are
         # judged like any field: authentication at the top level (see credentials.py).
-        scan_pairs(scan, parse_pairs(query, scan), "query", ctx)
-    previous = ""
-    # `path:<n>`: the n-th non-empty segment (1-based), so that the logs can replace it.
-    for position, segment in enumerate(segments, start=1):
-        scan.count_field()
-        if not _DIGIT_OR_AT.search(segment):
-            previous = segment  # `sms`, `text`, `advanced`: names, not data
-            continue
-        # A phone number has 6 digits or more, an e-mail address an `@`: a version segment
-        # (`v1`) is not judged.
-        if len(segment) >= 6 and is_phone_value(
-            segment, scan.regions, keyed=_word(previous) in _PHONE_PATH_PARENTS
-        ):
-            scan.add(cat.PHONE, f"path:{position}", "phone")
-        elif "@" in segment and is_email(segment):
-            scan.add(cat.EMAIL, f"path:{position}", "email")
-        elif (segment[:1].isdigit() or ":" in segment) and is_public_ip(segment):
-            scan.add(cat.IP_ADDRESS, f"path:{position}", "ip")
-        previous = segment
+        scan_pairs(scan, parse_pairs(plan.query, scan), "query", ctx)
+    verdicts = plan.verdicts
+    if verdicts is None:
+        verdicts = path_verdicts(plan.segments, scan.regions)
+    for verdict in verdicts:
+        scan.count_field()  # a segment is a field of the budget
+        if verdict is not None:
+            scan.add(*verdict)

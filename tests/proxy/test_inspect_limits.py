@@ -253,3 +253,22 @@ def test_mutated_payloads_never_break_the_inspector(seed, content_type):
                 body[position:position] = seed[rng.randrange(len(seed)) :][:8]
         inspection = inspect_call("POST", URL, [("Content-Type", content_type)], bytes(body))
         assert INSPECTOR_ERROR not in inspection.problems, bytes(body)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("", id="a plain URL: its path judged once"),
+        pytest.param("?page=1", id="with a query: judged as scanned"),
+    ],
+)
+def test_path_segments_are_fields_of_the_budget(query):
+    url = "https://hlr.example.com/" + "a/" * 5 + "hlr/447911123456" + query
+    for _again in range(2):  # the second time from what the first worked out
+        stopped = inspect_call("GET", url, {}, b"", limits=InspectionLimits(max_fields=6))
+        assert stopped.problems == (TOO_MANY_FIELDS,) and stopped.findings == ()
+        whole = inspect_call("GET", url, {}, b"", limits=InspectionLimits(max_fields=8))
+        assert whole.problems == ()
+        assert [(f.category, f.location) for f in whole.findings] == [
+            ("contact.phone_number", "path:7")
+        ]
