@@ -218,13 +218,13 @@ class ClientConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._messages: deque[RequestHead] = deque()
         self._current: RequestHead | None = None
+        self._fields_to: RequestHead | _Trailers = _TRAILERS  # where on_header puts a field
         self._max_header_bytes = settings.max_header_bytes
         self._segment = 0  # bytes of the segment being parsed
         self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
         self._raw: deque[bytes] | None = deque() if raw else None  # bytes after an upgrade
         self._raw_size = 0
         self._body_bytes = 0  # body bytes queued, all messages
-        self._refusal: BadRequest | None = None  # why a head was refused inside a callback
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None  # what every later read raises
         self._reading_paused = False
@@ -268,7 +268,8 @@ class ClientConnection(asyncio.Protocol):
             self.upgrade_rest = bytes(data[offset:])
             self._raw = deque()  # what follows is the tunnel's, not HTTP
         except (_Refused, httptools.HttpParserError) as exc:
-            self._fail(self._refusal or BadRequest(f"malformed request: {exc}"))
+            # (A head refused in a callback left its BadRequest in `_error`.)
+            self._fail(self._error or BadRequest(f"malformed request: {exc}"))
             return
         m = self._current
         if m is not None and not m.head_done:
@@ -322,25 +323,19 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._current = RequestHead()
+        self._current = self._fields_to = RequestHead()
         self._messages.append(self._current)
 
     def on_url(self, url: bytes) -> None:
         self._current.url += url  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Called per header of every request: kept to the least (the size is counted once).
-        m: RequestHead = self._current  # type: ignore[assignment]
-        if m.head_done:
-            # A chunked body's trailer fields: dropped (RFC 9110 §6.5.1: never merged into the
-            # head, which is what is inspected and sent; the body goes on with a length).
-            return
+        # Called per header of every request: kept to the least (the size is counted once; a
+        # duplicate Host is looked for once per head). Trailer fields go to `_TRAILERS`.
         text_name, text_value = name.decode("latin-1"), value.decode("latin-1")
+        m = self._fields_to
         m.headers.append((text_name, text_value))
-        lname = text_name.lower()
-        if m.first.setdefault(lname, text_value) is not text_value and lname == "host":
-            # RFC 9112 §3.2: which Host names the call would be ambiguous.
-            self._refuse(BadRequest("more than one Host header"))
+        m.first.setdefault(text_name.lower(), text_value)
 
     def on_headers_complete(self) -> None:
         m: RequestHead = self._current  # type: ignore[assignment]
@@ -357,10 +352,17 @@ class ClientConnection(asyncio.Protocol):
                     f"HTTP/{version} is not spoken here", status=505, code=responses.UNSUPPORTED
                 )
             )
-        if "transfer-encoding" in m.first:
+        first = m.first
+        if len(first) != len(m.headers) and _has_two_hosts(m):  # (a name came twice: rarely)
+            # RFC 9112 §3.2: which Host names the call would be ambiguous.
+            self._refuse(BadRequest("more than one Host header"))
+        if "transfer-encoding" in first:
             refusal = _transfer_coding_refusal(m, version)
             if refusal is not None:
                 self._refuse(refusal)
+        # A chunked body's trailer fields are dropped (RFC 9110 §6.5.1): never merged into the
+        # head, which is what is inspected and forwarded (the body goes on with a length).
+        self._fields_to = _TRAILERS
         m.head_done = True
         m.target = m.url.decode("latin-1")
         raw_method = parser.get_method()
@@ -387,7 +389,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _refuse(self, refusal: BadRequest) -> NoReturn:
         """Stop parsing inside a parser callback: the head is answered with `refusal`."""
-        self._refusal = refusal
+        self._error = refusal  # (not read before data_received's `_fail` sets it again)
         raise _Refused  # httptools re-raises it wrapped, as a parser error
 
     def _fail(self, exc: BaseException) -> None:
@@ -578,11 +580,38 @@ class _Refused(Exception):
     pass
 
 
+class _Dropped(list):  # type: ignore[type-arg]
+    def append(self, item: object) -> None:
+        pass
+
+
+class _DroppedFirst(dict):  # type: ignore[type-arg]
+    def setdefault(self, key: object, default: object = None) -> object:
+        return default
+
+
+class _Trailers:
+    """Where `on_header` puts the fields after a head: nowhere."""
+
+    __slots__ = ("first", "headers")
+
+    def __init__(self) -> None:
+        self.headers = _Dropped()
+        self.first = _DroppedFirst()
+
+
+_TRAILERS = _Trailers()
+
+
 def _too_large(m: RequestHead, limit: int) -> BadRequest:
     """431, or 414 when the request target alone is over the head limit."""
     if len(m.url) > limit:
         return BadRequest("request target too long", status=414, code=responses.URI_TOO_LONG)
     return BadRequest("request head too large", status=431, code=responses.HEADERS_TOO_LARGE)
+
+
+def _has_two_hosts(m: RequestHead) -> bool:
+    return sum(1 for name, _ in m.headers if name.lower() == "host") > 1
 
 
 def _transfer_coding_refusal(m: RequestHead, version: str) -> BadRequest | None:
