@@ -46,18 +46,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def keep_unused_modules_out() -> None:
-    """Make `import greenlet` and `import typing_extensions` fail in a proxy process (call
-    before structlog and msgspec are imported).
+    """Make `import greenlet` fail in a proxy process (call before structlog is imported).
 
     structlog imports greenlet whenever it is installed (its deprecated `threadlocal` module
     picks greenlet-local storage), and the image has it for the registry's SQLAlchemy asyncio.
     The proxy runs no greenlets and keeps its log context in contextvars: 1.2 MB of a
-    sidecar's RSS for nothing. msgspec imports typing_extensions when it is installed (the
-    registry's libraries bring it), for the type hints of TypedDicts, and otherwise takes
-    Python 3.11's `typing` (the proxy's schema has no TypedDict): ~0.4 MB. Not for processes
-    that run the registry."""
-    for name in ("greenlet", "typing_extensions"):
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type] # None: import fails
+    sidecar's RSS for nothing. Not for processes that run the registry.
+
+    typing_extensions is not kept out, though msgspec loads it for nothing (~0.4 MB): aiohttp,
+    which `--engine opa` loads, needs it (keeping it out made that proxy fail to start)."""
+    sys.modules.setdefault("greenlet", None)  # type: ignore[arg-type] # None: import fails
 
 
 def main(argv: list[str] | None = None) -> int:

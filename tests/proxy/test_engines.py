@@ -636,6 +636,8 @@ def test_the_opa_engine_is_opa_python_clients_and_loaded_only_when_chosen() -> N
     loads: building an embedded engine imports neither it nor aiohttp; building the opa one does."""
     script = (
         "import sys\n"
+        "from sharewall.cli import keep_unused_modules_out\n"
+        "keep_unused_modules_out()\n"  # as `sharewall proxy` does first
         "from proxy.engines import create_engine\n"
         "create_engine('embedded')\n"
         "before = sorted(m for m in ('opa_client', 'aiohttp') if m in sys.modules)\n"
@@ -648,6 +650,41 @@ def test_the_opa_engine_is_opa_python_clients_and_loaded_only_when_chosen() -> N
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     assert out == ["[]", "1", "http://127.0.0.1:8181/v1"]
+
+
+def test_a_proxy_process_on_an_unreachable_opa_starts_and_refuses_calls_503(tmp_path) -> None:
+    """`sharewall proxy --engine opa` (the real process, with what it keeps out of itself):
+    it starts, is not ready and refuses every call 503 while OPA cannot take the snapshot."""
+    import requests
+    from proxy_harness import REGISTRY_YAML, ProxyProcess, free_port
+
+    proxy = ProxyProcess(
+        tmp_path,
+        [
+            "--registry-file",
+            str(REGISTRY_YAML),
+            "--engine",
+            "opa",
+            "--opa-url",
+            f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        ],
+    )
+    try:
+        with proxy.session() as http:
+            answer = http.post(
+                "http://api.twilio.com/2010-04-01/Messages.json",
+                json={"To": "+6591234567"},
+                timeout=10,
+            )
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["fault"] in {"snapshot_not_loaded", "engine_error"}
+        with requests.Session() as admin:
+            admin.trust_env = False  # the admin port directly, not through the proxy
+            ready = admin.get(f"{proxy.admin_url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert proxy.lines_where(lambda line: line.get("event") == "engine.snapshot_rejected")
+    finally:
+        assert proxy.stop() == 0
 
 
 # ---- the real OPA binary, when there is one: same table, same answers ----
