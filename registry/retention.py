@@ -2,7 +2,10 @@
 proxy id bindings unused for `proxy_id_idle_days`, in batches.
 
 Batches keep each transaction short, so ingest and queries never wait long behind a purge,
-and a purge interrupted midway simply resumes at the next run. A Deployment's pods bind a
+and a purge interrupted midway simply resumes at the next run. The app stops the job between
+batches, never inside one: a task cancelled while aiosqlite's thread runs its query left that
+thread to answer a loop already closed ("Event loop is closed" in tests that stop an app
+right after it started, whose first run was still going). A Deployment's pods bind a
 proxy id each (their pod name), so without the release the bindings of pods long gone would
 pile up; a released id is bound again by the next shipper that ships as it.
 """
@@ -36,6 +39,8 @@ from registry.models import (
 log = structlog.get_logger("registry.retention")
 
 DEFAULT_BATCH = 5000
+# How long a stopping app waits for the batch in progress before it cancels the job.
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,15 @@ class Purged:
     proxy_ids: int = 0
 
 
-async def _delete_in_batches(engine: AsyncEngine, select_ids: sa.Select, delete_ids) -> int:
+def _stopping(stop: asyncio.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+async def _delete_in_batches(
+    engine: AsyncEngine, select_ids: sa.Select, delete_ids, stop: asyncio.Event | None
+) -> int:
     total = 0
-    while True:
+    while not _stopping(stop):
         async with engine.begin() as conn:
             # One column: its values; several (a flow's key): tuples of them.
             ids = [r[0] if len(r) == 1 else tuple(r) for r in await conn.execute(select_ids)]
@@ -59,6 +70,7 @@ async def _delete_in_batches(engine: AsyncEngine, select_ids: sa.Select, delete_
                 await conn.execute(stmt)
         total += len(ids)
         await asyncio.sleep(0)  # let requests run between batches
+    return total
 
 
 async def enforce_retention(
@@ -68,14 +80,17 @@ async def enforce_retention(
     proxy_id_idle_days: int = 0,
     now: datetime | None = None,
     batch: int = DEFAULT_BATCH,
+    stop: asyncio.Event | None = None,
 ) -> Purged:
     """Delete flows (with their reason/category rows) and ledger rows older than
     `retention_days`, and release the proxy id bindings unused for `proxy_id_idle_days`
-    (either 0: not that part)."""
+    (either 0: not that part). Once `stop` is set, no further batch starts."""
     now = now or utcnow()
     proxy_ids = 0
     if proxy_id_idle_days > 0:
-        proxy_ids = await release_idle_proxy_ids(engine, proxy_id_idle_days, now=now, batch=batch)
+        proxy_ids = await release_idle_proxy_ids(
+            engine, proxy_id_idle_days, now=now, batch=batch, stop=stop
+        )
     if retention_days <= 0:
         return Purged(0, 0, proxy_ids)
     cutoff = now - timedelta(days=retention_days)
@@ -88,23 +103,27 @@ async def enforce_retention(
             sa.delete(table).where(sa.tuple_(table.c.token_id, table.c.decision_id).in_(keys))
             for table in (FlowReason.__table__, FlowCategory.__table__, flow)
         ),
+        stop,
     )
     ledger = LedgerEntry.__table__
     ledger_rows = await _delete_in_batches(
         engine,
         sa.select(ledger.c.id).where(ledger.c.minute < cutoff).limit(batch),
         lambda ids: (sa.delete(ledger).where(ledger.c.id.in_(ids)),),
+        stop,
     )
     facts = DecisionFact.__table__
     fact_rows = await _delete_in_batches(
         engine,
         sa.select(facts.c.id).where(facts.c.hour < cutoff).limit(batch),
         lambda ids: (sa.delete(facts).where(facts.c.id.in_(ids)),),
+        stop,
     )
-    # The journal of counted rows: by time range, no ids needed.
-    async with engine.begin() as conn:
-        shipped = DecisionFactShipped.__table__
-        await conn.execute(sa.delete(shipped).where(shipped.c.minute < cutoff))
+    if not _stopping(stop):
+        # The journal of counted rows: by time range, no ids needed.
+        async with engine.begin() as conn:
+            shipped = DecisionFactShipped.__table__
+            await conn.execute(sa.delete(shipped).where(shipped.c.minute < cutoff))
     if flows or ledger_rows or fact_rows:
         log.info(
             "retention.purged",
@@ -120,7 +139,12 @@ RETENTION_ACTOR = "retention"
 
 
 async def release_idle_proxy_ids(
-    engine: AsyncEngine, idle_days: int, *, now: datetime, batch: int = DEFAULT_BATCH
+    engine: AsyncEngine,
+    idle_days: int,
+    *,
+    now: datetime,
+    batch: int = DEFAULT_BATCH,
+    stop: asyncio.Event | None = None,
 ) -> int:
     """Release (delete) the proxy id bindings not used for `idle_days`, each audited as
     `proxy_id.release` by `retention`; return how many.
@@ -132,7 +156,7 @@ async def release_idle_proxy_ids(
     binding = ProxyBinding.__table__
     idle = binding.c.used_at < cutoff
     total = 0
-    while True:
+    while not _stopping(stop):
         async with engine.begin() as conn:
             ids = list(
                 (
@@ -187,17 +211,23 @@ async def release_idle_proxy_ids(
 
 
 async def run_periodically(
-    engine: AsyncEngine, retention_days: int, interval_s: float, proxy_id_idle_days: int = 0
+    engine: AsyncEngine,
+    retention_days: int,
+    interval_s: float,
+    proxy_id_idle_days: int,
+    stop: asyncio.Event,
 ) -> None:
-    """Enforce retention now and then every `interval_s`; a failed run is logged and retried."""
-    while True:
+    """Enforce retention now and then every `interval_s` until `stop` is set (a run stops
+    between two batches); a failed run is logged and retried."""
+    while not stop.is_set():
         try:
-            await enforce_retention(engine, retention_days, proxy_id_idle_days=proxy_id_idle_days)
-        except asyncio.CancelledError:
-            raise
+            await enforce_retention(
+                engine, retention_days, proxy_id_idle_days=proxy_id_idle_days, stop=stop
+            )
         except Exception:
             log.exception("retention.failed")
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -206,6 +236,7 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
 
     settings = app[keys.SETTINGS]
     task = None
+    stop = asyncio.Event()
     if settings.retention_days > 0 or settings.proxy_id_idle_days > 0:
         task = asyncio.create_task(
             run_periodically(
@@ -213,11 +244,16 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
                 settings.retention_days,
                 settings.retention_interval_s,
                 settings.proxy_id_idle_days,
+                stop,
             ),
             name="retention",
         )
     yield
     if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()  # ends the run after its batch in progress, before the database closes
+        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        if not done:  # a batch stuck on the database: cancelled, as a last resort
+            log.warning("retention.stop_timeout", timeout_s=STOP_TIMEOUT_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
