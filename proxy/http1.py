@@ -75,6 +75,7 @@ class RequestHead:
         "head_done",
         "headers",
         "keep_alive",
+        "left",
         "method",
         "size",
         "split",
@@ -254,6 +255,10 @@ class ClientConnection(asyncio.Protocol):
             return
         raw = self._raw
         if raw is not None:
+            m = self._current
+            if m is not None and not m.complete:  # the body of a request with an Upgrade
+                self._upgrade_body(m, data)
+                return
             raw.append(data)
             self._raw_size += len(data)
             if self._raw_size > READ_HIGH_WATER and self._waiter is None:
@@ -265,8 +270,13 @@ class ClientConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
-            self.upgrade_rest = bytes(data[offset:])
             self._raw = deque()  # what follows is the tunnel's, not HTTP
+            m = self._current
+            if m is None or m.method == "CONNECT":
+                self.upgrade_rest = bytes(data[offset:])
+            else:
+                self._upgraded_request(m, data[offset:])
+                return
         except (_Refused, httptools.HttpParserError) as exc:
             # (A head refused in a callback left its BadRequest in `_error`.)
             self._fail(self._error or BadRequest(f"malformed request: {exc}"))
@@ -378,6 +388,39 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._current.complete = True  # type: ignore[union-attr]
+
+    def _upgraded_request(self, m: RequestHead, rest: bytes | memoryview) -> None:
+        """A request (not CONNECT) with `Connection: upgrade`: its body, and nothing after it.
+
+        httptools reads no body after such a head (what follows is handed over as another
+        protocol's), so a POST's bytes would be lost: its Content-Length body is read here
+        (the listener serves the request as HTTP/1.1 when the upgrade is h2c, and refuses any
+        other). A pipelined request after it is not read: the connection ends with the answer.
+        """
+        m.keep_alive = False
+        if "transfer-encoding" in m.first:
+            m.complete = False  # (reading its body fails with the refusal)
+            self._fail(BadRequest("a chunked body with an Upgrade header"))
+            return
+        left = int(m.first.get("content-length") or 0)  # llhttp checked it is digits
+        if left:
+            m.complete = False
+            m.left = left
+            self._upgrade_body(m, rest)
+        else:
+            self._wake()  # (the head is here)
+
+    def _upgrade_body(self, m: RequestHead, data: bytes | memoryview) -> None:
+        left = m.left
+        if len(data) >= left:
+            data, m.complete = data[:left], True  # (anything after it is dropped)
+        if data:
+            self.on_body(bytes(data))
+            m.left = left - len(data)
+        if self._waiter is not None:
+            self._wake()
+        elif self._body_bytes > READ_HIGH_WATER:
+            self._pause_reading()
 
     # -- waiting for bytes ----------------------------------------------------------------------
 

@@ -137,6 +137,13 @@ def test_the_proxy_itself_is_a_forbidden_destination(proxy):
             id="transfer coding other than chunked, in a field of its own",
         ),
         pytest.param(
+            b"POST http://api.vendor.test/ HTTP/1.1\r\nHost: api.vendor.test\r\n"
+            b"Connection: Upgrade\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            400,
+            id="chunked body with an Upgrade (httptools reads none)",
+        ),
+        pytest.param(
             b"GET http://api.vendor.test/ HTTP/2.0\r\nHost: api.vendor.test\r\n\r\n",
             505,
             id="HTTP/2.0 request line",

@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -118,19 +119,49 @@ def test_expect_100_continue_is_answered_before_the_body_is_inspected(proxy, ups
 def test_curl_http2_on_plain_http_is_served_as_http11(proxy, upstreams):
     # `curl --http2` asks for h2c on a plain-HTTP call (Upgrade, HTTP2-Settings); a server may
     # answer as if it had not (RFC 9110 §7.8), and neither field is forwarded.
+    # httptools hands what follows an Upgrade head over as another protocol's: a POST's body
+    # is read by its Content-Length all the same, inspected and forwarded.
     m = _marker("h2c")
+    base = ["curl", "-s", "--http2", "-x", proxy.url, "--noproxy", "", "-w", "\n%{http_version}"]
     url = f"http://api.vendor.test:{upstreams.http_port}/{m}"
-    done = subprocess.run(
-        ["curl", "-s", "--http2", "-x", proxy.url, "--noproxy", "", "-w", "\n%{http_version}", url],
+    for extra in ([], ["-d", "ref=h2c-1"]):
+        done = subprocess.run([*base, *extra, url], capture_output=True, timeout=20, check=True)
+        body, _, version = done.stdout.decode().rpartition("\n")
+        assert version == "1.1"
+        assert json.loads(body)["path"] == f"/{m}"
+    got, posted = upstreams.find(m)
+    assert (got.method, got.body, posted.method, posted.body) == ("GET", b"", "POST", b"ref=h2c-1")
+    for seen in (got, posted):
+        assert seen.header("Upgrade") is None and seen.header("HTTP2-Settings") is None
+    blocked = subprocess.run(
+        [*base, "-H", "X-Sharewall-Purpose: marketing", "-d", f"To={PHONE}", url + "-b"],
         capture_output=True,
         timeout=20,
         check=True,
     )
-    body, _, version = done.stdout.decode().rpartition("\n")
-    assert version == "1.1"
-    assert json.loads(body)["path"] == f"/{m}"
+    body, _, _ = blocked.stdout.decode().rpartition("\n")
+    assert "MOBILE_INFO_FOR_MARKETING" in [r["code"] for r in json.loads(body)["reasons"]]
+
+
+def test_an_h2c_upgrade_body_that_comes_after_its_head_is_read_whole(proxy, upstreams):
+    m = _marker("h2c-split")
+    head = _post_head(
+        upstreams.http_port,
+        f"/{m}",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 10\r\n",
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(head + b"ref=")
+        time.sleep(0.2)  # (the rest in a segment of its own)
+        s.sendall(b"h2c-2!")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status, headers, _ = parse_response(raw)
+    assert (status, headers["connection"]) == (200, "close")  # nothing is read after it
     [seen] = upstreams.find(m)
-    assert seen.header("Upgrade") is None and seen.header("HTTP2-Settings") is None
+    assert seen.body == b"ref=h2c-2!"
 
 
 def test_a_websocket_upgrade_is_refused_and_never_forwarded(proxy, upstreams):

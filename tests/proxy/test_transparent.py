@@ -52,6 +52,23 @@ def test_approved_plain_http_call_passes_with_its_body_intact(pod: Pod) -> None:
     assert line["recipient_id"] == "vendor" and line["inspected"] is True
 
 
+def test_java_httpclients_h2c_upgrade_is_served_as_http11(pod: Pod) -> None:
+    # java.net.http.HttpClient (HTTP/2 by default) asks every direct plain-HTTP call to upgrade
+    # to h2c, in these bytes (Java 17; "close" added so the raw app reads to the end). Captured,
+    # the call is served as HTTP/1.1; it was refused 400 as a protocol upgrade.
+    send = (
+        "POST /tp-h2c HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+        "Content-Length: 3\r\nHost: api.vendor.test\r\n"
+        "HTTP2-Settings: AAEAAEAAAAIAAAAAAAMAAAAAAAQBAAAAAAUAAEAAAAYABgAA\r\nUpgrade: h2c\r\n"
+        "User-Agent: Java-http-client/17.0.15\r\n\r\na=b"
+    )
+    answer = pod.app("raw", SERVER_ADDR, "80", "--send", send)
+    assert answer["received"].startswith("HTTP/1.1 200 ")
+    [seen] = pod.seen("/tp-h2c")
+    assert seen["body"] == "a=b"
+    assert "upgrade" not in seen["headers"] and "http2-settings" not in seen["headers"]
+
+
 def test_approved_https_call_is_spliced_with_the_client_hello_replayed(pod: Pod) -> None:
     answer = pod.https(SERVER_ADDR, "tunnel.vendor.test", path="/tp-splice-1", body="ref=1")
     # The app completed TLS with the server's own certificate: sharewall only relayed bytes.
