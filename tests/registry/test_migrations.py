@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from registry import db
-from registry.models import metadata
+from registry.models import as_utc, metadata
 
 
 def revisions() -> list[str]:
@@ -242,6 +242,64 @@ async def test_0009_keys_flows_by_shipper_and_binds_the_proxy_ids_seen(db_url):
             assert sorted(tuple(r) for r in kept) == [("d-new", 3), ("d-old", None)]
             reasons = await conn.execute(sa.text("SELECT decision_id FROM flow_reason"))
             assert sorted(reasons.scalars().all()) == ["d-new", "d-old"]
+    finally:
+        await db.migrate(engine, "base", downgrade=True)
+        await db.migrate(engine, "head")
+        await engine.dispose()
+
+
+async def test_0010_and_0011_keep_bindings_used_and_end_a_grace_on_the_way_down(db_url):
+    """0011 counts a binding as used when it was bound; going below 0010 revokes a token in
+    its grace (without `expires_at` it would authenticate for ever) and leaves others alone."""
+    engine = db.create_engine(db_url)
+    bound = datetime(2026, 11, 20, 12, 5, tzinfo=UTC)
+    later = datetime(2099, 1, 1, tzinfo=UTC)
+    token = sa.table(
+        "api_token",
+        *(sa.column(c) for c in ("id", "name", "owner", "role", "token_hash")),
+        *(sa.column(c, sa.DateTime(timezone=True)) for c in ("created_at", "expires_at")),
+    )
+    binding = sa.table(
+        "proxy_binding",
+        sa.column("proxy_id"),
+        sa.column("token_id"),
+        sa.column("bound_at", sa.DateTime(timezone=True)),
+    )
+    try:
+        await db.migrate(engine, "base", downgrade=True)
+        await db.migrate(engine, "0010")
+        async with engine.begin() as conn:
+            base = {"owner": "o", "role": "proxy", "created_at": bound}
+            await conn.execute(
+                sa.insert(token),
+                [
+                    {
+                        **base,
+                        "id": 1,
+                        "name": "rotated",
+                        "token_hash": "a" * 64,
+                        "expires_at": later,
+                    },
+                    {**base, "id": 2, "name": "plain", "token_hash": "b" * 64, "expires_at": None},
+                ],
+            )
+            await conn.execute(
+                sa.insert(binding), [{"proxy_id": "pod-a", "token_id": 1, "bound_at": bound}]
+            )
+        await db.migrate(engine, "0011")
+        async with engine.connect() as conn:
+            used = await conn.execute(sa.text("SELECT proxy_id, used_at FROM proxy_binding"))
+            [(proxy_id, used_at)] = used.all()
+            assert proxy_id == "pod-a"
+            if isinstance(used_at, str):  # SQLite through text(): the stored string
+                used_at = datetime.fromisoformat(used_at)
+            assert as_utc(used_at) == bound
+        await db.migrate(engine, "0009", downgrade=True)
+        async with engine.connect() as conn:
+            revoked = await conn.execute(
+                sa.text("SELECT name FROM api_token WHERE revoked_at IS NOT NULL")
+            )
+            assert revoked.scalars().all() == ["rotated"]
     finally:
         await db.migrate(engine, "base", downgrade=True)
         await db.migrate(engine, "head")

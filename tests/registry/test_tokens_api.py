@@ -201,3 +201,20 @@ async def test_a_cached_lookup_does_not_stretch_the_grace(db_url, tokens, unique
             await asyncio.sleep(0.05)
         # ... and refused once it ended, though the cache would trust it for an hour.
         assert (await client.get("/v1/snapshot", headers=bearer(old["secret"]))).status == 401
+
+
+async def test_the_openapi_document_describes_the_grace_and_the_expiry_header(client):
+    doc = await (await client.get("/openapi.json")).json()
+    rotate = doc["paths"]["/v1/tokens/{token_id}/rotate"]["post"]
+    assert rotate["requestBody"]["required"] is False
+    body = doc["components"]["schemas"]["TokenRotate"]["properties"]["grace_seconds"]
+    assert (body["default"], body["minimum"], body["maximum"]) == (3600, 0, 7 * 24 * 3600)
+    created = rotate["responses"]["201"]
+    assert created["content"]["application/json"]["schema"]["$ref"].endswith("/TokenRotated")
+    header = {"$ref": "#/components/headers/Sharewall-Token-Expires"}
+    assert created["headers"]["Sharewall-Token-Expires"] == header
+    assert "Sharewall-Token-Expires" in doc["components"]["headers"]
+    # Every authenticated operation may answer an expiring token, errors included (not 401).
+    snapshot = doc["paths"]["/v1/snapshot"]["get"]["responses"]
+    assert snapshot["403"]["headers"]["Sharewall-Token-Expires"] == header
+    assert "headers" not in snapshot["401"]
