@@ -48,7 +48,8 @@ async def relay_response(
     no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
     parts = [
         _STATUS_LINE_START.get(client_version) or f"HTTP/{client_version} ".encode(),
-        b"%d %s\r\n" % (status, response.reason) if response.reason else b"%d\r\n" % status,
+        # The space stays when there is no reason phrase (RFC 9112 §4).
+        b"%d %s\r\n" % (status, response.reason) if response.reason else b"%d \r\n" % status,
     ]
     parts += [b"%s: %s\r\n" % header for header in filter_response_headers(response.headers)]
     if length is not None and status != 204:  # never on a 204 (RFC 9110 §8.6)

@@ -131,12 +131,12 @@ class _RawHandler(socketserver.BaseRequestHandler):
     """Answers by path with framings aiohttp's server never produces.
 
     `/close-delimited`: an HTTP/1.0 body ended by closing the connection; `/short-body`: closes
-    after 10 of the 100 bytes its Content-Length promised; `/trailers`: a chunked
-    body with a trailer; `/garbage`: not HTTP at all; `/drop-second/{marker}/...`: answers the first
+    after 10 of the 100 bytes its Content-Length promised; `/trailers`: a chunked body with a
+    trailer; `/garbage`: not HTTP at all; `/drop-second/{marker}/...`: answers the first
     request of a marker on a connection with keep-alive, then closes the connection on the
     marker's second one unanswered (an upstream that timed the idle connection out just as it
-    was reused); `/no-content`: a
-    204 with a Content-Length (which a 204 must not carry); `/early-hints`: a 103 before the
+    was reused); `/no-reason`: a status line without a reason phrase; `/no-content`: a 204
+    with a Content-Length (which a 204 must not carry); `/early-hints`: a 103 before the
     answer; `/switch`: a 101 nobody asked for; `/stall`: half its body, the rest half a second
     later.
     """
@@ -184,6 +184,9 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 if marker in dropping:
                     return
                 dropping.add(marker)
+            if path.startswith("/no-reason"):
+                sock.sendall(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok")
+                continue
             if path.startswith("/no-content"):
                 sock.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
                 continue

@@ -204,6 +204,16 @@ def test_a_204_reaches_the_app_without_a_content_length(proxy, upstreams):
         conn.close()
 
 
+def test_a_status_line_without_a_reason_keeps_its_space(proxy, upstreams):
+    # status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4).
+    raw = raw_exchange(
+        proxy.port,
+        f"GET http://api.vendor.test:{upstreams.raw_port}/no-reason HTTP/1.1\r\n"
+        f"Host: api.vendor.test:{upstreams.raw_port}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert raw.startswith(b"HTTP/1.1 200 \r\n") and raw.endswith(b"\r\n\r\nok")
+
+
 def test_early_hints_are_not_relayed_and_the_final_answer_is(proxy, upstreams):
     # http.client (requests, urllib3) takes any 1xx but 100 for the final answer.
     r = requests.get(
