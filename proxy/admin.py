@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from proxy.http1 import BadRequest, ClientConnection, RequestHead
+from proxy.prometheus import load_text_format_for
 from proxy.settings import Settings
 
 if TYPE_CHECKING:
@@ -73,7 +74,9 @@ def create_admin_app(
         return readiness_response(not_ready_reasons(), notices())
 
     async def metrics_view(head: RequestHead) -> AdminResponse:
-        return AdminResponse(200, *metrics.exposition(head.header("accept")))
+        accept = head.header("accept")
+        await load_text_format_for(accept)
+        return AdminResponse(200, *metrics.exposition(accept))
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_view}
 

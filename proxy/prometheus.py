@@ -16,6 +16,8 @@ The proxy imports prometheus_client only through this module.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import importlib.util
 import sys
 import threading
@@ -67,11 +69,14 @@ __all__ = [
     "Metric",
     "expose",
     "floatToGoString",
+    "load_text_format_for",
     "parse_openmetrics",
 ]
 
 # What the supervisor of `--workers N` asks its workers for (and parses back).
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
+# prometheus_client's module of the text format and `choose_encoder`.
+_TEXT_FORMAT = "prometheus_client.exposition"
 _ESCAPINGS = frozenset(
     {openmetrics.ALLOWUTF8, openmetrics.UNDERSCORES, openmetrics.DOTS, openmetrics.VALUES}
 )
@@ -83,32 +88,51 @@ def expose(registry: Collector, accept: str | None) -> tuple[str, bytes]:
     prometheus_client's `choose_encoder` decides; OpenMetrics, which a Prometheus server asks
     for first, is answered here as `choose_encoder` answers it, so that the module holding
     `choose_encoder` and the text format is imported only for a client that wants text (curl,
-    a browser, no Accept: the text format 0.0.4).
+    a browser, no Accept: the text format 0.0.4). On an event loop, `await
+    load_text_format_for(accept)` first.
     """
-    for accepted in (accept or "").split(","):
-        media, *params = accepted.split(";")
-        media = media.strip()
-        if media == "text/plain":
-            break  # `choose_encoder` may pick the text format 1.0.0 here
-        if media != "application/openmetrics-text":
-            continue
-        version = _param(params, "version")
+    asked = _openmetrics_asked(accept)
+    if asked is not None:
+        version, escaping = asked
         if not version:
             return openmetrics.CONTENT_TYPE_LATEST, openmetrics.generate_latest(registry)
-        if parse_version(version) >= (1, 0, 0):
-            escaping = _param(params, "escaping")
-            if escaping not in _ESCAPINGS:
-                escaping = openmetrics.UNDERSCORES
-            body = openmetrics.generate_latest(registry, escaping=escaping, version=version)
-            content_type = (
-                f"application/openmetrics-text; version={version}; charset=utf-8;"
-                f" escaping={escaping}"
-            )
-            return content_type, body
+        body = openmetrics.generate_latest(registry, escaping=escaping, version=version)
+        content_type = (
+            f"application/openmetrics-text; version={version}; charset=utf-8; escaping={escaping}"
+        )
+        return content_type, body
     from prometheus_client.exposition import choose_encoder
 
     encoder, content_type = choose_encoder(accept or "")
     return content_type, encoder(registry)
+
+
+async def load_text_format_for(accept: str | None) -> None:
+    """Import the text format's module in a worker thread, the first time a scrape wants it.
+
+    Its ~45 modules (http.server, email, urllib.request) take 30-160 ms to import: on the
+    event loop, every call in flight would wait that long for one curl."""
+    if _TEXT_FORMAT not in sys.modules and _openmetrics_asked(accept) is None:
+        await asyncio.to_thread(importlib.import_module, _TEXT_FORMAT)
+
+
+def _openmetrics_asked(accept: str | None) -> tuple[str, str] | None:
+    """(version, "" when none; escaping) when `choose_encoder` would answer OpenMetrics before
+    reaching a text/plain range; None otherwise (then `choose_encoder` itself decides)."""
+    for accepted in (accept or "").split(","):
+        media, *params = accepted.split(";")
+        media = media.strip()
+        if media == "text/plain":
+            return None  # `choose_encoder` may pick the text format 1.0.0 here
+        if media != "application/openmetrics-text":
+            continue
+        version = _param(params, "version")
+        if not version:
+            return "", openmetrics.UNDERSCORES
+        if parse_version(version) >= (1, 0, 0):
+            escaping = _param(params, "escaping")
+            return version, escaping if escaping in _ESCAPINGS else openmetrics.UNDERSCORES
+    return None
 
 
 def parse_openmetrics(text: str) -> Iterator[Metric]:

@@ -39,7 +39,12 @@ from proxy import metrics_merge
 from proxy.admin import AdminResponse, AdminServer, Route, readiness_response
 from proxy.control_client import ControlClient, ControlClientError, ControlResponse
 from proxy.http1 import RequestHead
-from proxy.prometheus import OPENMETRICS_ACCEPT, CounterMetricFamily, GaugeMetricFamily
+from proxy.prometheus import (
+    OPENMETRICS_ACCEPT,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    load_text_format_for,
+)
 from proxy.settings import Settings
 from proxy.spool_leftovers import worker_spool_dir
 from proxy.worker import ENV_FD, send_orders
@@ -427,6 +432,7 @@ class Supervisor:
                 parts.append(families)
         merged = metrics_merge.merge(parts)
         merged.update(self._own_metrics())
+        await load_text_format_for(accept)
         return metrics_merge.render(merged, accept)
 
     async def _scrape(self, slot: WorkerSlot) -> metrics_merge.Families | None:
