@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -41,6 +41,9 @@ from sharewall.recipients import RecipientIndex, updated_index
 from sharewall.registry_file import RegistryFileError
 from sharewall.slices import freeze_start_up_heap, release_gradually
 from sharewall.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from proxy.registry_token import TokenExpiry
 
 log = structlog.get_logger("sharewall.proxy")
 
@@ -73,8 +76,9 @@ class ProxyApp:
     transparent_address: tuple[str, int] | None = None
     admin_address: tuple[str, int] | None = None
     cleanup_ctx: list[CleanupContext] = field(default_factory=list)
-    # What `/readyz` lists as notices (the shipper's: a refusal, an expiring token).
+    # What `/readyz` lists as notices (the shipper's refusal, the token's expiry).
     notice_sources: list[Callable[[], list[str]]] = field(default_factory=list)
+    token_expiry: TokenExpiry | None = None
 
     @property
     def decision_sinks(self) -> list[DecisionSink]:
@@ -244,7 +248,9 @@ async def _snapshot_ctx(app: ProxyApp) -> AsyncIterator[None]:
         from proxy.registry_follower import RegistryFollower
 
         # The last good snapshot is kept beside the spool: the proxy's one state directory.
-        source = RegistryFollower(s.registry_url or "", s.token, s.spool_dir)
+        source = RegistryFollower(
+            s.registry_url or "", s.token, s.spool_dir, token_expiry=app.token_expiry
+        )
     else:
         source = FileSnapshotSource(s.registry_file, interval=s.reload_interval)
     try:
@@ -267,7 +273,13 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
     assert app.spool is not None
     ledger = Ledger()
     app.decision_sinks.append(ledger.record)
-    shipper = Shipper(app.settings.registry_url or "", app.settings.token, app.spool, ledger)
+    shipper = Shipper(
+        app.settings.registry_url or "",
+        app.settings.token,
+        app.spool,
+        ledger,
+        token_expiry=app.token_expiry,
+    )
     app.metrics.watch_shipper(shipper)
     app.notice_sources.append(shipper.notices)
     await shipper.start()
@@ -409,6 +421,12 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
         app.metrics.watch_log_lines(lines)
     app.cleanup_ctx.append(_spool_ctx)
     if settings.registry_url is not None:
+        from proxy.registry_token import TokenExpiry
+
+        # What the registry says of our token, from the follower's and the shipper's answers.
+        app.token_expiry = TokenExpiry()
+        app.notice_sources.append(app.token_expiry.notices)
+        app.metrics.watch_token_expiry(app.token_expiry)
         app.cleanup_ctx.extend([_shipper_ctx, _leftovers_ctx])
     app.cleanup_ctx.extend(
         [_engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _warmup_ctx, _admin_ctx]

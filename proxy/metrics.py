@@ -163,12 +163,19 @@ class ProxyMetrics:
                 refused.add_metric((reason,), 1 if reason == current else 0)
             yield refusals
             yield refused
-            if shipper.token_expires is not None:
+
+        self._collector.sources.append(families)
+
+    def watch_token_expiry(self, expiry: Any) -> None:
+        """Expose when the registry token expires (`proxy.registry_token`), if it does."""
+
+        def families() -> Iterator[Metric]:
+            if expiry.expires_at is not None:
                 yield GaugeMetricFamily(
                     "sharewall_registry_token_expiry_timestamp_seconds",
                     "When the registry says this proxy's token stops authenticating (it was "
                     "rotated), Unix seconds; absent when it does not expire.",
-                    value=shipper.token_expires.timestamp(),
+                    value=expiry.expires_at.timestamp(),
                 )
 
         self._collector.sources.append(families)

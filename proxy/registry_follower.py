@@ -21,6 +21,7 @@ import orjson
 import structlog
 
 from proxy.control_client import ControlClient
+from proxy.registry_token import TokenExpiry
 from sharewall.slices import release_gradually
 from sharewall.snapshot import Snapshot
 from sharewall.snapshot_delta import DELTA_MEDIA_TYPE, DeltaError, HeldSnapshot
@@ -89,6 +90,7 @@ class RegistryFollower:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         connect_timeout: float = 5.0,
+        token_expiry: TokenExpiry | None = None,
     ) -> None:
         self.registry_url = registry_url
         self.url = registry_url.rstrip("/") + SNAPSHOT_PATH
@@ -98,6 +100,7 @@ class RegistryFollower:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.connect_timeout = connect_timeout
+        self.token_expiry = token_expiry or TokenExpiry()
         self.held: HeldSnapshot | None = None
         self._etag: str | None = None
         # Off when the registry's revision is not the hash of its own content (an older
@@ -247,6 +250,7 @@ class RegistryFollower:
                 params["wait"] = str(int(self.wait))
         async with asyncio.timeout(bound if bound is not None else self.wait + 15.0):
             resp = await self._client.get(SNAPSHOT_PATH, headers=headers, params=params)
+        self.token_expiry.note(resp.headers)
         if resp.status == 304:
             return False
         if resp.status != 200:

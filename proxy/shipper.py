@@ -9,8 +9,8 @@ here: it is kept, logged once and counted (`sharewall_spool_foreign_segments`).
 A refusal (401: the token is unknown, revoked or expired; 403: e.g. `proxy-id-bound`) is retried
 like any failure, since an admin can fix it without restarting the proxy, but it is logged as
 `shipper.refused` with the registry's reason code, counted, and shown on `/readyz` as a notice
-(the proxy stays ready: see `ProxyApp.readiness_notices`). An answer carrying `Sharewall-Token-Expires` (the token was rotated and its grace
-runs out) is logged once as `shipper.token_expiring` and shown the same way.
+(the proxy stays ready: see `ProxyApp.readiness_notices`). Each answer's
+`Sharewall-Token-Expires` goes to the `TokenExpiry` shared with the follower.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import structlog
 from proxy.control_client import ControlClient
 from proxy.ledger import Ledger
 from proxy.registry_follower import RegistryHTTPError, backoff_delay, write_file_atomically
+from proxy.registry_token import TokenExpiry
 from proxy.spool import Spool, read_segment, registry_identity
-from sharewall.token_expiry import TOKEN_EXPIRES_HEADER, parse_expiry
 
 log = structlog.get_logger("sharewall.proxy.shipper")
 
@@ -41,7 +41,6 @@ log = structlog.get_logger("sharewall.proxy.shipper")
 LEDGER_PENDING_FILE = "ledger-pending.json"
 DECISIONS_PATH = "/v1/decisions"
 _POST_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-_EXPIRES = TOKEN_EXPIRES_HEADER.lower()  # the control client's header names are lower-case
 # Answers that refuse the shipper itself rather than fail: its token, its proxy id.
 REFUSED_STATUSES = frozenset({401, 403})
 # A reason code as the registry writes it (the last segment of a problem's `type`); anything
@@ -121,6 +120,7 @@ class Shipper:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         request_timeout: float = 30.0,
+        token_expiry: TokenExpiry | None = None,
     ) -> None:
         self.url = registry_url.rstrip("/") + DECISIONS_PATH
         self.registry_url = registry_url
@@ -138,11 +138,11 @@ class Shipper:
         self.registry = registry_identity(registry_url)
         # Segments of another registry (a predecessor's on this directory): kept, not sent.
         self.foreign_segments: set[str] = set()
-        # The registry's current refusal of our shipments (None: the last answer was not one),
-        # refusals so far by reason code, and when our token stops authenticating if it does.
+        # The registry's current refusal of our shipments (None: the last answer was not one)
+        # and refusals so far by reason code.
         self.refusal: Refusal | None = None
         self.refusals: dict[str, int] = {}
-        self.token_expires: datetime | None = None
+        self.token_expiry = token_expiry or TokenExpiry()
         self._pending_ledger: list[dict[str, Any]] = []
         self._pending_path = spool.directory / LEDGER_PENDING_FILE
         self._client: ControlClient | None = None
@@ -264,8 +264,7 @@ class Shipper:
         body = gzip.compress(orjson.dumps(payload), compresslevel=5)
         async with asyncio.timeout(self.request_timeout):
             resp = await self._client.post(DECISIONS_PATH, body=body, headers=_POST_HEADERS)
-        # Whether our token expires is as each answer says (a 401's: it no longer matters).
-        self._note_token_expiry(resp.headers.get(_EXPIRES))
+        self.token_expiry.note(resp.headers)
         if resp.status in REFUSED_STATUSES:
             raise self._refused(resp.status, _problem(resp))
         if not resp.ok:
@@ -293,28 +292,9 @@ class Shipper:
             self.refusal = Refusal(status, reason, detail, datetime.now(UTC))
         return ShippingRefused(status, reason, detail)
 
-    def _note_token_expiry(self, value: str | None) -> None:
-        """Keep when our token expires (the header's time; absent: never); log a change."""
-        when = parse_expiry(value) if value else None
-        if value and when is None:
-            log.warning("shipper.token_expiry_unreadable", value=value[:40])
-            return
-        if when != self.token_expires:
-            self.token_expires = when
-            if when is not None:
-                log.warning(
-                    "shipper.token_expiring", expires_at=when.isoformat(), proxy_id=self.proxy_id
-                )
-
     def notices(self) -> list[str]:
         """What `/readyz` reports about shipping while the proxy stays ready (empty: nothing)."""
-        notes = [self.refusal.notice()] if self.refusal is not None else []
-        if self.token_expires is not None:
-            notes.append(
-                f"the registry token expires at {self.token_expires:%Y-%m-%dT%H:%M:%SZ} (it "
-                "was rotated): give the proxy the new secret before then"
-            )
-        return notes
+        return [self.refusal.notice()] if self.refusal is not None else []
 
     def _load_pending(self) -> list[dict[str, Any]]:
         try:

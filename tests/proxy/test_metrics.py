@@ -31,7 +31,10 @@ class _Shipper:
     foreign_segments = {"a", "b"}
     refusal = _Refusal()
     refusals = {"proxy-id-bound": 3, "unauthorized": 1}
-    token_expires = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+class _Expiry:
+    expires_at = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
 def _ours() -> ProxyMetrics:
@@ -50,6 +53,7 @@ def _ours() -> ProxyMetrics:
     metrics.watch_decider(_Decider())
     metrics.watch_spool(_Spool())
     metrics.watch_shipper(_Shipper())
+    metrics.watch_token_expiry(_Expiry())
     return metrics
 
 

@@ -17,6 +17,8 @@ from aiohttp import web
 from proxy_harness import free_port
 
 from proxy.ledger import Ledger
+from proxy.registry_follower import RegistryFollower
+from proxy.registry_token import TokenExpiry
 from proxy.shipper import LEDGER_PENDING_FILE, Shipper
 from proxy.spool import Spool
 from registry import db
@@ -339,3 +341,28 @@ async def _proxy_token_ids(session) -> list[int]:
         sa.select(ApiToken.id).where(ApiToken.role == "proxy", ApiToken.revoked_at.is_(None))
     )
     return [r[0] for r in rows.all()]
+
+
+async def test_the_follower_notices_a_rotated_token_with_nothing_to_ship(registry, tmp_path):
+    """The snapshot follower's long polls carry the token's expiry too: a proxy with nothing
+    to ship learns of a rotation all the same (`Sharewall-Token-Expires`)."""
+    expiry = TokenExpiry()
+    follower = RegistryFollower(
+        registry.url, registry.token, tmp_path / "state", wait=1, token_expiry=expiry
+    )
+    (tmp_path / "state").mkdir()
+    await follower.start(lambda snapshot: None)
+    try:
+        assert expiry.expires_at is None and expiry.notices() == []
+        old_id = next(iter(await _in_registry_db(registry, _proxy_token_ids)))
+        old, _, _ = await _in_registry_db(
+            registry, lambda s: rotate_token(s, old_id, grace_seconds=600)
+        )
+        for _ in range(400):  # the registry's token cache, then the next long poll
+            if expiry.expires_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert expiry.expires_at == old.expires_at.replace(microsecond=0)
+        assert expiry.notices()[0].startswith("the registry token expires at ")
+    finally:
+        await follower.close()
