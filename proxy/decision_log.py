@@ -86,22 +86,23 @@ class _UtcClock:
         self._second = -1
         self._prefix = ""
 
-    def _split(self) -> tuple[str, int]:
-        micros = time.time_ns() // 1000  # floored, like datetime.now()
-        second, micro = divmod(micros, 1_000_000)
+    def _prefix_of(self, second: int) -> str:
+        """The date-and-seconds part of a stamp of `second` (made once a second)."""
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return self._prefix, micro
+        return self._prefix
 
     def millis(self) -> str:
         """`datetime.now(UTC).isoformat(timespec="milliseconds")`."""
-        prefix, micro = self._split()
-        return prefix + _MILLIS[micro // 1000]
+        second, millis = divmod(time.time_ns() // 1_000_000, 1000)  # floored, like datetime.now()
+        prefix = self._prefix if second == self._second else self._prefix_of(second)
+        return prefix + _MILLIS[millis]
 
     def micros_z(self) -> str:
         """`datetime.now(UTC).isoformat().replace("+00:00", "Z")` (structlog's TimeStamper)."""
-        prefix, micro = self._split()
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        prefix = self._prefix if second == self._second else self._prefix_of(second)
         if not micro:
             return f"{prefix}Z"
         millis, rest = divmod(micro, 1000)

@@ -545,16 +545,17 @@ class ProxyServer:
         try:
             body, truncated = await conn.read_body(self.settings.limits.max_body_bytes)
             keep_alive = keep_alive and not truncated
+            # The naming facts by position: fifteen keyword arguments at most (see new_exchange).
             ex = new_exchange(
-                entry=entry,
-                method=head.method,
-                scheme=scheme,
+                entry,
+                head.method,
+                scheme,
                 # Unnamed (captured, no Host): the address it connected to stands for the host.
-                host=host if host is not None else connected_to[0],  # type: ignore[index]
+                host if host is not None else connected_to[0],  # type: ignore[index]
+                port,
+                path,
                 connected_to=connected_to,
                 unidentified="no_host" if host is None else None,
-                port=port,
-                path=path,
                 raw_headers=head.headers,
                 body=body,
                 body_truncated=truncated,
