@@ -136,9 +136,9 @@ class _RawHandler(socketserver.BaseRequestHandler):
     request of a marker on a connection with keep-alive, then closes the connection on the
     marker's second one unanswered (an upstream that timed the idle connection out just as it
     was reused); `/no-reason`: a status line without a reason phrase; `/no-content`: a 204
-    with a Content-Length (which a 204 must not carry); `/early-hints`: a 103 before the
-    answer; `/switch`: a 101 nobody asked for; `/stall`: half its body, the rest half a second
-    later.
+    with a Content-Length (which a 204 must not carry); `/not-modified`: a 304 with one;
+    `/early-hints`: a 103 before the answer; `/switch`: a 101 nobody asked for; `/stall`: half
+    its body, the rest half a second later.
     """
 
     def handle(self) -> None:
@@ -186,6 +186,11 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 dropping.add(marker)
             if path.startswith("/no-reason"):
                 sock.sendall(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            if path.startswith("/not-modified"):
+                sock.sendall(
+                    b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n'
+                )
                 continue
             if path.startswith("/no-content"):
                 sock.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")

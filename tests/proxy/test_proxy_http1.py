@@ -188,15 +188,22 @@ def _get_on(conn: http.client.HTTPConnection, url: str) -> tuple[int, dict[str, 
     return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
 
 
-def test_a_204_reaches_the_app_without_a_content_length(proxy, upstreams):
-    # RFC 9110 §8.6: never on a 204, though the upstream sent one; the connection serves on.
+@pytest.mark.parametrize(
+    ("path", "status", "length"),
+    [
+        # RFC 9110 §8.6: never on a 204, though the upstream sent one.
+        pytest.param("/no-content", 204, None, id="204 with a Content-Length"),
+        # On a 304 it is the representation's size (RFC 9110 §8.6): kept, and no body follows.
+        pytest.param("/not-modified", 304, "5", id="304 with a Content-Length"),
+    ],
+)
+def test_204_and_304_carry_no_body_and_the_connection_serves_on(
+    proxy, upstreams, path, status, length
+):
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
     try:
-        status, headers, body = _get_on(
-            conn, f"http://api.vendor.test:{upstreams.raw_port}/no-content"
-        )
-        assert (status, body) == (204, b"")
-        assert "content-length" not in headers
+        got, headers, body = _get_on(conn, f"http://api.vendor.test:{upstreams.raw_port}{path}")
+        assert (got, body, headers.get("content-length")) == (status, b"", length)
         sock = conn.sock
         assert _get_on(conn, f"http://api.vendor.test:{upstreams.raw_port}/ok")[0] == 200
         assert conn.sock is sock
