@@ -498,9 +498,16 @@ class ProxyServer:
                 host, port = parse_authority_cached(host_header, default_port=80)
                 return "http", host, port, head.target
             if tunnel is not None:
-                if not head.target.startswith("/"):
-                    raise BadAuthority("requests inside a tunnel must be in origin-form")
                 scheme, host, port, path = "https", tunnel.host, tunnel.port, head.target
+                if not path.startswith("/"):
+                    # A server accepts the absolute-form too (RFC 9112 §3.2.2): naming the
+                    # tunnel's own origin, and no other.
+                    target = _parse_target(path)
+                    if (target.scheme, target.host, target.port) != (scheme, host, port):
+                        raise BadAuthority(
+                            "the request target names another origin than the tunnel"
+                        )
+                    path = target.path
             else:
                 target = _parse_target(head.target)
                 scheme, host, port, path = target.scheme, target.host, target.port, target.path

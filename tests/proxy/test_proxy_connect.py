@@ -179,3 +179,40 @@ def test_intercepted_connect_whose_tls_handshake_fails_has_a_decision_line(proxy
     assert line["method"] == "CONNECT" and line["host"] == "api.vendor.test"
     assert line["action"] == "deny" and line["fault"] == "tls_handshake_failed"
     assert line["status"] == 200 and line["recipient_id"] == "vendor" and line["tunnel"] is True
+
+
+def _inside_intercepted_tunnel(proxy, certs, target: str, request: bytes) -> bytes:
+    """`request` sent inside an intercepted CONNECT to `target`; the answer, read to the end."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        context = ssl.create_default_context(cafile=str(certs.proxy_ca_cert))
+        with context.wrap_socket(sock, server_hostname=target.split(":")[0]) as tls:
+            tls.sendall(request)
+            raw = b""
+            while chunk := tls.recv(65536):
+                raw += chunk
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        pytest.param("https://api.vendor.test:{port}", 200, id="the tunnel's origin"),
+        pytest.param("https://origin.vendor.test:{port}", 400, id="another host"),
+        pytest.param("http://api.vendor.test:{port}", 400, id="another scheme"),
+    ],
+)
+def test_absolute_form_inside_a_tunnel_names_only_its_origin(
+    proxy, upstreams, certs, origin, status
+):
+    # RFC 9112 §3.2.2: a server accepts the absolute-form, though clients send it to proxies.
+    m = _marker("absolute-in-tunnel")
+    target = f"api.vendor.test:{upstreams.https_port}"
+    url = origin.format(port=upstreams.https_port) + f"/{m}"
+    request = f"GET {url} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    got, _, body = parse_response(
+        _inside_intercepted_tunnel(proxy, certs, target, request.encode())
+    )
+    assert got == status, body
+    assert [seen.path for seen in upstreams.find(m)] == ([f"/{m}"] if status == 200 else [])
