@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 import requests
 from proxy_harness import PHONE, parse_response, raw_exchange
@@ -110,6 +111,47 @@ def test_expect_100_continue_is_answered_before_the_body_is_inspected(proxy, ups
     assert json.loads(refusal)["error"] == "egress_blocked"
     assert after.startswith(b"HTTP/1.1 200 OK")
     assert [seen.path for seen in upstreams.find(m)] == [f"/{m}-next"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_upload_with_expect_100_continue(proxy, upstreams, tmp_path: Path):
+    # curl -T sends `Expect: 100-continue` and waits for it (a second, else it sends anyway):
+    # the proxy's own 100 brings the body, which is inspected like any other.
+    m = _marker("curl-expect")
+    upload = tmp_path / "upload.txt"
+    upload.write_text(f"To={PHONE}\n")
+    url = f"http://origin.vendor.test:{upstreams.https_port}/{m}"
+    base = ["curl", "-s", "-x", proxy.url, "--noproxy", "", "-T", str(upload)]
+    for purpose in ("service_delivery", "marketing"):
+        done = subprocess.run(
+            [*base, "-H", f"X-Sharewall-Purpose: {purpose}", "-w", "\n%{http_code}", url],
+            capture_output=True,
+            timeout=20,
+            check=True,
+        )
+        body, _, status = done.stdout.decode().rpartition("\n")
+        if purpose == "service_delivery":
+            assert status == "200" and json.loads(body)["method"] == "PUT"
+        else:
+            assert status == "403" and json.loads(body)["error"] == "egress_blocked"
+    [seen] = upstreams.find(m)
+    assert seen.body == f"To={PHONE}\n".encode()
+    assert seen.header("Expect") is None
+
+
+async def test_aiohttp_expect100_through_the_proxy(proxy, upstreams):
+    m = _marker("aiohttp-expect")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://api.vendor.test:{upstreams.http_port}/{m}",
+            data=b"x" * 2000,
+            proxy=proxy.url,
+            expect100=True,
+        ) as r,
+    ):
+        assert r.status == 200
+        assert (await r.json())["body_len"] == 2000
 
 
 # -- upgrades ------------------------------------------------------------------------------------
