@@ -22,7 +22,7 @@ import orjson
 import structlog
 
 from proxy.admin import AdminServer, create_admin_app
-from proxy.decide import Decider
+from proxy.decide import Decider, backstop_for
 from proxy.decision_log import DecisionLog, DecisionSink, JsonLines
 from proxy.destinations import Resolver
 from proxy.engines import create_engine
@@ -158,7 +158,7 @@ async def _spool_ctx(app: ProxyApp) -> AsyncIterator[None]:
 async def _engine_ctx(app: ProxyApp) -> AsyncIterator[None]:
     s = app.settings
     engine = create_engine(s.engine, opa_url=s.opa_url, timeout=s.engine_timeout)
-    app.decider = Decider(engine)
+    app.decider = Decider(engine, timeout=backstop_for(s.engine_timeout))
     app.metrics.watch_decider(app.decider)
     try:
         yield

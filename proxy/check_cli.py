@@ -116,7 +116,7 @@ def run_check(args: argparse.Namespace) -> int:
 async def _check(args: argparse.Namespace) -> int:
     # Imported here so that `sharewall --help` does not load regorus and the inspector.
     from proxy.check import CheckInputError, check_call, is_token, parse_target
-    from proxy.decide import Decider
+    from proxy.decide import Decider, backstop_for
     from proxy.engines import create_engine
     from sharewall.recipients import RecipientIndex
     from sharewall.registry_file import RegistryFileError, load_registry_file
@@ -145,7 +145,7 @@ async def _check(args: argparse.Namespace) -> int:
 
     engine = create_engine(args.engine, opa_url=args.opa_url, timeout=args.timeout)
     try:
-        decider = Decider(engine)
+        decider = Decider(engine, timeout=backstop_for(args.timeout))
         # A snapshot the engine refused leaves the decider without one: decide() then answers
         # a fault decision (exit 4), as the proxy would answer 503.
         await decider.set_snapshot(snapshot)

@@ -32,6 +32,16 @@ from sharewall.taxonomy import load_taxonomy
 
 log = structlog.get_logger(__name__)
 
+# decide()'s own bound when an engine's is shorter (the embedded engine has none of its own).
+BACKSTOP_SECONDS = 2.0
+
+
+def backstop_for(engine_timeout: float) -> float:
+    """decide()'s bound over an engine bounded by `engine_timeout` seconds: above it, so the
+    engine's own timeout is what answers (a longer --engine-timeout is not cut to 2 s)."""
+    return max(BACKSTOP_SECONDS, engine_timeout + 1.0)
+
+
 DESTINATION_FORBIDDEN = "DESTINATION_FORBIDDEN"
 DESTINATION_MISMATCH = "DESTINATION_MISMATCH"
 DESTINATION_UNIDENTIFIED = "DESTINATION_UNIDENTIFIED"
@@ -116,7 +126,7 @@ class Decider:
     """
 
     def __init__(
-        self, engine: PolicyEngine, *, cache_size: int = 4096, timeout: float = 2.0
+        self, engine: PolicyEngine, *, cache_size: int = 4096, timeout: float = BACKSTOP_SECONDS
     ) -> None:
         self.engine = engine
         # A backstop over the engine's own bound: whatever an engine does, decide() answers.
