@@ -157,6 +157,11 @@ def failing_opa_proxy(tmp_path_factory, certs, upstreams):
         "opa",
         "--opa-url",
         f"http://127.0.0.1:{server.server_address[1]}",
+        # The stand-in answers from a thread of this test process: on a loaded 2-core machine
+        # its 500 can take longer than the default 0.5 s, and the fault would be engine_timeout
+        # instead of the engine_error under test (timeouts are test_engines' concern).
+        "--engine-timeout",
+        "10",
     )
     try:
         yield p
