@@ -41,6 +41,8 @@ VERSION_POLL_INTERVAL_S = 0.5
 # How often the poller reads every row to find recipients whose content changed without their
 # version (a write path that forgot to bump it): those are re-read by the next build.
 VERIFY_INTERVAL_S = 600.0
+# How long shutdown waits for the version poller's read in progress before cancelling it.
+POLLER_STOP_TIMEOUT_S = 10.0
 # Versions a delta can start from: a follower further behind gets the full snapshot.
 DELTA_HISTORY = 32
 # A delta that changes more than this share of the recipients is sent as the full snapshot.
@@ -113,7 +115,7 @@ class SnapshotHub:
         self._lock = asyncio.Lock()
         self._known: int | None = None
         self._changed = asyncio.Event()
-        self._closing = False
+        self._closed = asyncio.Event()  # set at shutdown: long polls answer, the poller ends
         self.builds = 0
         self.incremental_builds = 0  # builds that read only the recipients that moved
         self.poll_interval = VERSION_POLL_INTERVAL_S
@@ -134,7 +136,7 @@ class SnapshotHub:
 
     def close(self) -> None:
         """Release every long poll now (they answer 304): shutdown must not wait out a `wait`."""
-        self._closing = True
+        self._closed.set()
         self._changed.set()
 
     async def current_version(self) -> int:
@@ -220,7 +222,7 @@ class SnapshotHub:
         """Wait until a version other than `version` is known, or `seconds`; True if it changed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._known == version and not self._closing:
+        while self._known == version and not self._closed.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
@@ -255,9 +257,13 @@ class SnapshotHub:
 
     async def poll_versions(self) -> None:
         """Fallback for writes made by other processes: notice a new version within
-        `poll_interval`; every `verify_interval`, check the held parts against every row."""
+        `poll_interval`; every `verify_interval`, check the held parts against every row.
+        Returns once the hub is closed, between reads (see `_version_poller`)."""
         while True:
-            await asyncio.sleep(self.poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.poll_interval)
+            if self._closed.is_set():
+                return
             try:
                 await self.current_version()
                 if self._parts and time.monotonic() - self._verified_at > self.verify_interval:
@@ -321,8 +327,15 @@ async def _release_long_polls(app: web.Application) -> None:
 
 
 async def _version_poller(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(hub(app).poll_versions(), name="snapshot-version-poller")
+    snapshots = hub(app)
+    task = asyncio.create_task(snapshots.poll_versions(), name="snapshot-version-poller")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # Stopped, not cancelled: a read cancelled midway leaves the database driver's thread
+    # working after the engine is disposed and the loop closed (aiosqlite then raises
+    # "Event loop is closed" from that thread).
+    snapshots.close()
+    done, _ = await asyncio.wait({task}, timeout=POLLER_STOP_TIMEOUT_S)
+    if not done:  # a read stuck on the database: cancelled, as a last resort
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
