@@ -320,24 +320,25 @@ async def test_a_following_proxy_takes_deltas_and_falls_back_to_the_full_snapsho
     assert Snapshot.from_json((tmp_path / "snapshot.json").read_bytes()) == taken[-1]
 
 
-async def test_api_write_wakes_long_polls_in_process(client, auth, sessions, unique):
-    snapshots = client.server.app[SNAPSHOT_HUB]
-    snapshots.poll_interval = 60.0  # the fallback poll must not be what wakes us
-    await asyncio.sleep(0.6)  # let the poller's current 0.5 s sleep run out
-    rid = unique("sinch")
-    await seed_recipient(sessions, rid)
-    etag = (await client.get("/v1/snapshot", headers=auth("proxy"))).headers["ETag"]
-    poll = asyncio.create_task(
-        client.get("/v1/snapshot?wait=30", headers={**auth("proxy"), "If-None-Match": etag})
-    )
-    await asyncio.sleep(0.2)
-    changed_at = time.monotonic()
-    suspended = await client.post(f"/v1/recipients/{rid}/suspend", headers=auth("security"))
-    assert suspended.status == 200, await suspended.text()
-    resp = await asyncio.wait_for(poll, 5)
-    # Woken by the change, not by the 30 s wait running out (the 1 s figure is bench/'s).
-    assert time.monotonic() - changed_at < 10
-    assert Snapshot.from_data(await resp.json()).recipient(rid).status == "suspended"
+async def test_api_write_wakes_long_polls_in_process(settings, auth, sessions, unique):
+    app = create_app(settings)
+    # Set before the app starts: the fallback poll never runs, so it cannot be what wakes us.
+    app[SNAPSHOT_HUB].poll_interval = 60.0
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        rid = unique("sinch")
+        await seed_recipient(sessions, rid)
+        etag = (await client.get("/v1/snapshot", headers=auth("proxy"))).headers["ETag"]
+        poll = asyncio.create_task(
+            client.get("/v1/snapshot?wait=30", headers={**auth("proxy"), "If-None-Match": etag})
+        )
+        await asyncio.sleep(0.2)
+        changed_at = time.monotonic()
+        suspended = await client.post(f"/v1/recipients/{rid}/suspend", headers=auth("security"))
+        assert suspended.status == 200, await suspended.text()
+        resp = await asyncio.wait_for(poll, 5)
+        # Woken by the change, not by the 30 s wait running out (the 1 s figure is bench/'s).
+        assert time.monotonic() - changed_at < 10
+        assert Snapshot.from_data(await resp.json()).recipient(rid).status == "suspended"
 
 
 async def test_shutdown_releases_long_polls(settings, auth):
