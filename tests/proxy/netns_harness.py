@@ -209,14 +209,15 @@ def transparent_pod(extra_proxy_args: tuple[str, ...] = (), *, ipv6: bool = Fals
         _run("ip", "-n", inet_ns, "link", "set", veth_inet, "up")
 
         pod = Pod(workdir=workdir, pod_ns=pod_ns, inet_ns=inet_ns, ca_file=ca_file)
-        servers = subprocess.Popen(
-            ["ip", "netns", "exec", inet_ns, sys.executable, str(HERE / "servers.py"),
-             "--addr", SERVER_ADDR, "--addr", OTHER_ADDR,
-             *(["--addr", SERVER_ADDR6, "--addr", OTHER_ADDR6] if ipv6 else []),
-             "--cert", str(certs / "leaf.pem"),
-             "--seen", str(pod.seen_path)],
-            stdout=subprocess.PIPE, stderr=open(workdir / "servers.err", "wb"),  # noqa: SIM115
-        )  # fmt: skip
+        with open(workdir / "servers.err", "wb") as err:  # the child keeps its own copy
+            servers = subprocess.Popen(
+                ["ip", "netns", "exec", inet_ns, sys.executable, str(HERE / "servers.py"),
+                 "--addr", SERVER_ADDR, "--addr", OTHER_ADDR,
+                 *(["--addr", SERVER_ADDR6, "--addr", OTHER_ADDR6] if ipv6 else []),
+                 "--cert", str(certs / "leaf.pem"),
+                 "--seen", str(pod.seen_path)],
+                stdout=subprocess.PIPE, stderr=err,
+            )  # fmt: skip
         pod.procs.append(servers)
         assert servers.stdout is not None
         ready = servers.stdout.readline()
@@ -246,13 +247,10 @@ def transparent_pod(extra_proxy_args: tuple[str, ...] = (), *, ipv6: bool = Fals
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env["HOME"] = str(workdir)
-        proxy = subprocess.Popen(
-            proxy_cmd,
-            stdout=open(pod.proxy_log, "wb"),  # noqa: SIM115 - lives as long as the process
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=env,
-        )
+        with open(pod.proxy_log, "wb") as log:  # the child keeps its own copy
+            proxy = subprocess.Popen(
+                proxy_cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env
+            )
         pod.procs.append(proxy)
         deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while not port_file.exists():
@@ -279,6 +277,8 @@ def transparent_pod(extra_proxy_args: tuple[str, ...] = (), *, ipv6: bool = Fals
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
+                if proc.stdout is not None:
+                    proc.stdout.close()
         for ns in created:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -73,6 +73,8 @@ def stalled(tmp_path: Path, upstreams: Upstreams) -> Iterator[tuple[ProxyProcess
     yield proxy, reader
     reader.reading.set()
     proxy.stop()
+    reader.join()  # it read to the end: the pipe is ours to close
+    proxy.proc.stdout.close()
 
 
 def _readyz(proxy: ProxyProcess) -> requests.Response:

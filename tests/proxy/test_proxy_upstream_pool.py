@@ -19,6 +19,7 @@ async def _server(close_after_accept: bool):
             writer.close()
             return
         await reader.read()  # hold the connection until the client goes
+        writer.close()
 
     server = await asyncio.start_server(on_client, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
@@ -67,6 +68,7 @@ async def _tls_server(tmp_path):
 
     async def on_client(reader, writer):
         await reader.read()
+        writer.close()
 
     server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=context)
     return server, server.sockets[0].getsockname()[1], ca_file

@@ -51,6 +51,7 @@ def served(db_url) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        proc.stdout.close()
 
 
 def get(url: str, secret: str | None = None) -> int:

@@ -81,6 +81,7 @@ def served(namespace: str, db_url: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        proc.stdout.close()
 
 
 def _status(namespace: str, url: str, source: str, secret: str) -> int:
