@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from proxy.inspection_limits import InspectionLimits
 from proxy.settings import Settings, SettingsError, default_spool_dir, parse_hostport
+from sharewall.cli import HelpFormatter
 
 if TYPE_CHECKING:
     from proxy.decision_log import JsonLines
 
 
-class _HelpFormatter(argparse.HelpFormatter):
+class _HelpFormatter(HelpFormatter):
     """Every flag's help ends with its default (when it has one that is not "unset")."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:

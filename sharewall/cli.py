@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -19,6 +20,39 @@ COMMANDS: dict[str, str] = {
     "inject": "injector.cli",
     "injector": "injector.cli",
 }
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, its width found as `shutil.get_terminal_size` finds it.
+
+    argparse imports shutil for the width in every formatter it builds, which `add_argument`
+    and `add_subparsers` do while the parser is built; shutil loads bz2 and lzma: 0.35 MB of
+    every sidecar, for a help text it never prints."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2  # argparse's own margin
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    """$COLUMNS, else the terminal's width, else 80 (`shutil.get_terminal_size`'s order)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +71,7 @@ def _command_of(argv: list[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The root parser: with `command`, only that subcommand's module; else every subcommand."""
-    parser = _Parser(prog="sharewall", description=__doc__)
+    parser = _Parser(prog="sharewall", description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     modules = [COMMANDS[command]] if command else list(dict.fromkeys(COMMANDS.values()))
     for name in modules:

@@ -42,6 +42,11 @@ UNUSED = (
     "pydantic",
     "pydantic_core",
     "importlib.metadata",
+    # argparse imports shutil for the help's width (sharewall.cli.HelpFormatter finds it as
+    # shutil does), and shutil brings bz2 and lzma (~0.35 MB).
+    "shutil",
+    "bz2",
+    "lzma",
 )
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
 # interception CA or a gateway's client certificates.
