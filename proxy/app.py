@@ -325,7 +325,9 @@ async def warm_up(app: ProxyApp) -> None:
     (`decide_exchange`), without DNS, and is not logged as a decision. A failure here only
     costs the first call that time again: logged, not fatal.
     """
-    import phonenumbers
+    # phonenumberutil, not the package: the proxy imports phonenumbers without its `__init__`
+    # (proxy/inspect/phone.py), which asking the package for a name would run.
+    import phonenumbers.phonenumberutil as numbers
 
     s = app.settings
     t0 = time.perf_counter()
@@ -333,11 +335,11 @@ async def warm_up(app: ProxyApp) -> None:
         # The default region's own number, nationally and in E.164: the metadata and patterns
         # this deployment's calls need (a fixed +1 number loaded the 25 regions of +1, ~1 MB).
         region = s.limits.default_region
-        example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+        example = numbers.example_number_for_type(region, numbers.PhoneNumberType.MOBILE)
         national, international = (
             (
-                phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL),
-                phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164),
+                numbers.format_number(example, numbers.PhoneNumberFormat.NATIONAL),
+                numbers.format_number(example, numbers.PhoneNumberFormat.E164),
             )
             if example is not None
             else ("+14155550123", "+14155550123")

@@ -5,9 +5,8 @@ imports its `exposition` module: http.server, wsgiref, urllib.request, email, gz
 default registry with its process and platform collectors (~3 MB of an idle sidecar,
 bench/README.md). The proxy needs the metric families, a registry and the OpenMetrics writer
 (and the supervisor of `--workers N` the OpenMetrics parser), none of which import those. So `prometheus_client` is registered here as its
-package without running its `__init__`: its submodules import on their own, and the
-`__init__` runs at the first attribute asked of the package itself (`from prometheus_client
-import Counter`), so any other code in the process sees the whole library. The text format
+package without running its `__init__` (`proxy.package_init`), so any other code in the
+process still sees the whole library. The text format
 (prometheus_client's `exposition`, where `choose_encoder` is) is imported at the first scrape
 that does not ask for OpenMetrics; Prometheus asks for OpenMetrics first.
 
@@ -20,33 +19,11 @@ import asyncio
 import importlib
 import importlib.util
 import sys
-import threading
 from collections.abc import Iterator
-from typing import Any
 
+from proxy.package_init import register_without_init
 
-def _package_without_init(name: str) -> None:
-    """Register package `name` without running its `__init__` (until an attribute needs it)."""
-    if name in sys.modules:
-        return  # imported already, whole: nothing to save
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.loader is not None, name
-    package = importlib.util.module_from_spec(spec)
-    lock = threading.Lock()
-
-    def __getattr__(attr: str) -> Any:  # a module's attribute hook (PEP 562)
-        with lock:
-            if package.__dict__.get("__getattr__") is __getattr__:
-                # Removed first: the `__init__`'s own `from . import x` must not come back here.
-                del package.__dict__["__getattr__"]
-                spec.loader.exec_module(package)
-        return getattr(package, attr)
-
-    package.__getattr__ = __getattr__  # type: ignore[method-assign]
-    sys.modules[name] = package
-
-
-_package_without_init("prometheus_client")
+register_without_init("prometheus_client")
 
 # The parts the proxy uses; none imports the package's `__init__` nor its `exposition`.
 from prometheus_client.metrics_core import (  # noqa: E402

@@ -14,10 +14,15 @@ import unicodedata
 from collections.abc import Sequence
 from functools import cache
 
-from phonenumbers import PhoneMetadata
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+from proxy.package_init import register_without_init
 
-from proxy.inspect.encoded import strip_invisible
+# The metadata and its util only: not the formatter, matcher and short-number tables its
+# package `__init__` imports (~0.4 MB of an idle sidecar).
+register_without_init("phonenumbers")
+from phonenumbers.phonemetadata import PhoneMetadata  # noqa: E402
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE  # noqa: E402
+
+from proxy.inspect.encoded import strip_invisible  # noqa: E402
 
 # The number types `is_valid_number` accepts (anything but UNKNOWN).
 _TYPE_DESCS = (

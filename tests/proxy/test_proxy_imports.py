@@ -47,6 +47,11 @@ UNUSED = (
     "shutil",
     "bz2",
     "lzma",
+    # phonenumbers' package `__init__` (proxy/package_init.py): the inspector checks numbers
+    # against the metadata and never formats as you type, matches or reads short numbers.
+    "phonenumbers.asyoutypeformatter",
+    "phonenumbers.phonenumbermatcher",
+    "phonenumbers.shortnumberinfo",
 )
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
 # interception CA or a gateway's client certificates.
