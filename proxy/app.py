@@ -248,9 +248,17 @@ async def _snapshot_ctx(app: ProxyApp) -> AsyncIterator[None]:
         from proxy.registry_follower import RegistryFollower
 
         # The last good snapshot is kept beside the spool: the proxy's one state directory.
-        source = RegistryFollower(
+        follower = RegistryFollower(
             s.registry_url or "", s.token, s.spool_dir, token_expiry=app.token_expiry
         )
+        app.notice_sources.append(follower.notices)
+        app.metrics.watch_refusals(
+            follower.refusals,
+            "sharewall_snapshot_refusals",
+            "sharewall_snapshot_refused",
+            "snapshot requests",
+        )
+        source = follower
     else:
         source = FileSnapshotSource(s.registry_file, interval=s.reload_interval)
     try:

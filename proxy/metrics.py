@@ -146,23 +146,37 @@ class ProxyMetrics:
                 "Spool segments written for another registry (kept, never shipped here).",
                 value=len(shipper.foreign_segments),
             )
-            refusals = CounterMetricFamily(
-                "sharewall_shipper_refusals",
-                "Shipments the registry refused (401, 403) by its reason code.",
+
+        self._collector.sources.append(families)
+        self.watch_refusals(
+            shipper.refusals,
+            "sharewall_shipper_refusals",
+            "sharewall_shipping_refused",
+            "shipments",
+        )
+
+    def watch_refusals(self, refusals: Any, counter: str, gauge: str, what: str) -> None:
+        """Expose a `proxy.registry_token.Refusals`: `counter` (refusals by reason) and
+        `gauge` (1 on the current refusal's reason, 0 on those of refusals past)."""
+
+        def families() -> Iterator[Metric]:
+            counts = CounterMetricFamily(
+                counter,
+                f"Registry refusals (401, 403) of this proxy's {what}, by reason code.",
                 labels=("reason",),
             )
-            refused = GaugeMetricFamily(
-                "sharewall_shipping_refused",
-                "1 while the registry refuses this proxy's shipments, on its reason code (0 on "
+            now = GaugeMetricFamily(
+                gauge,
+                f"1 while the registry refuses this proxy's {what}, on its reason code (0 on "
                 "the reasons of refusals past).",
                 labels=("reason",),
             )
-            current = shipper.refusal.reason if shipper.refusal is not None else None
-            for reason, count in list(shipper.refusals.items()):
-                refusals.add_metric((reason,), count)
-                refused.add_metric((reason,), 1 if reason == current else 0)
-            yield refusals
-            yield refused
+            current = refusals.current.reason if refusals.current is not None else None
+            for reason, count in list(refusals.counts.items()):
+                counts.add_metric((reason,), count)
+                now.add_metric((reason,), 1 if reason == current else 0)
+            yield counts
+            yield now
 
         self._collector.sources.append(families)
 

@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from proxy.control_client import ControlClient
-from proxy.registry_token import TokenExpiry
+from proxy.registry_token import REFUSED_STATUSES, Refusals, TokenExpiry
 from sharewall.slices import release_gradually
 from sharewall.snapshot import Snapshot
 from sharewall.snapshot_delta import DELTA_MEDIA_TYPE, DeltaError, HeldSnapshot
@@ -103,6 +103,9 @@ class RegistryFollower:
         self.backoff_cap = backoff_cap
         self.connect_timeout = connect_timeout
         self.token_expiry = token_expiry or TokenExpiry()
+        # The registry's refusals of our snapshot requests (a revoked or expired token): the
+        # proxy goes on enforcing what it holds, which no longer follows the registry.
+        self.refusals = Refusals()
         self.held: HeldSnapshot | None = None
         self._etag: str | None = None
         # Off when the registry's revision is not the hash of its own content (an older
@@ -121,6 +124,20 @@ class RegistryFollower:
     @property
     def has_snapshot(self) -> bool:
         return self.held is not None
+
+    def notices(self) -> list[str]:
+        """`/readyz` notices: the registry refusing our snapshot requests (empty: it is not)."""
+        refusal = self.refusals.current
+        if refusal is None:
+            return []
+        version = self.held.snapshot.version if self.held is not None else None
+        return [
+            refusal.notice(
+                "snapshot requests",
+                f"the proxy enforces the snapshot it holds (version {version}), which no "
+                "longer follows the registry",
+            )
+        ]
 
     async def start(self, on_snapshot: OnSnapshot) -> None:
         """Load the cached snapshot (if any) into `on_snapshot`, then follow the registry in the background."""
@@ -227,6 +244,18 @@ class RegistryFollower:
             except Exception as exc:  # any failure is retried: the cache keeps enforcing meanwhile
                 delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
                 attempt += 1
+                refusal = self.refusals.current
+                if isinstance(exc, RegistryHTTPError) and refusal is not None:
+                    log.error(
+                        "registry.follow_refused",
+                        status=refusal.status,
+                        reason=refusal.reason,
+                        detail=refusal.detail,
+                        attempt=attempt,
+                        retry_in=round(delay, 2),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 log.warning(
                     "registry.follow_failed",
                     error=type(exc).__name__,
@@ -253,6 +282,11 @@ class RegistryFollower:
         async with asyncio.timeout(bound if bound is not None else self.wait + 15.0):
             resp = await self._client.get(SNAPSHOT_PATH, headers=headers, params=params)
         self.token_expiry.note(resp.headers)
+        if resp.status in REFUSED_STATUSES:
+            self.refusals.refused(resp.status, resp.body)
+            raise RegistryHTTPError(resp.status, resp.text()[:200])
+        if resp.status in (200, 304) and (ended := self.refusals.accepted()) is not None:
+            log.info("registry.follow_refusal_over", reason=ended.reason)
         if resp.status == 304:
             return False
         if resp.status != 200:

@@ -1,4 +1,8 @@
-"""What the registry says about the proxy's own token: when it expires.
+"""What the registry says about the proxy's own token: when it expires, and its refusals.
+
+A refusal (401: the token is unknown, revoked or expired; 403: e.g. `proxy-id-bound`) of the
+shipper's uploads or of the follower's snapshot requests is kept (`Refusals`: the current one
+and counts by the registry's reason code) for `/readyz` notices and metrics.
 
 A rotated token's old secret keeps working for a grace, and every answer to it carries
 `Sharewall-Token-Expires` (`sharewall.token_expiry`). The follower (a long poll at least every
@@ -9,9 +13,13 @@ minute of a rotation whether or not it has anything to ship: a `registry.token_e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 import structlog
 
 from sharewall.token_expiry import TOKEN_EXPIRES_HEADER, parse_expiry
@@ -19,6 +27,11 @@ from sharewall.token_expiry import TOKEN_EXPIRES_HEADER, parse_expiry
 log = structlog.get_logger("sharewall.proxy.registry_token")
 
 _HEADER = TOKEN_EXPIRES_HEADER.lower()  # the control client's header names are lower-case
+# Answers that refuse the proxy itself rather than fail: its token, its proxy id.
+REFUSED_STATUSES = frozenset({401, 403})
+# A reason code as the registry writes it (the last segment of a problem's `type`); anything
+# else is counted as `other`, so a label never carries free text.
+_REASON_CODE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
 class TokenExpiry:
@@ -49,3 +62,60 @@ class TokenExpiry:
             f"the registry token expires at {self.expires_at:%Y-%m-%dT%H:%M:%SZ} (it was "
             "rotated): give the proxy the new secret before then"
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One refusal by the registry: status, its reason code and detail, since when."""
+
+    status: int
+    reason: str
+    detail: str
+    since: datetime
+
+    def notice(self, what: str, meanwhile: str) -> str:
+        """How `/readyz` words it: the registry refuses `what`; `meanwhile` says what the
+        proxy does about it."""
+        return (
+            f"the registry refuses this proxy's {what} since {self.since:%Y-%m-%dT%H:%M:%SZ} "
+            f"(HTTP {self.status} {self.reason}: {self.detail}); {meanwhile}"
+        )
+
+
+def refusal_reason(status: int, problem: Any) -> str:
+    """The registry's reason code of a refusal (`proxy-id-bound`, `unauthorized`...), from
+    its problem document's `type`; `http-<status>` when the answer is not one."""
+    kind = problem.get("type") if isinstance(problem, dict) else None
+    if not isinstance(kind, str) or not kind:
+        return f"http-{status}"
+    code = kind.rstrip("/").rsplit("/", 1)[-1]
+    return code if _REASON_CODE.fullmatch(code) else "other"
+
+
+class Refusals:
+    """The registry's current refusal of one kind of request (None: the last answer was not
+    one) and the refusals so far by reason code."""
+
+    def __init__(self) -> None:
+        self.current: Refusal | None = None
+        self.counts: dict[str, int] = {}
+
+    def refused(self, status: int, body: bytes) -> Refusal:
+        """Count a 401/403 answer (its problem document's reason) and return the refusal."""
+        try:
+            problem = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            problem = None
+        reason = refusal_reason(status, problem)
+        detail = problem.get("detail") if isinstance(problem, dict) else None
+        detail = detail[:200] if isinstance(detail, str) else f"HTTP {status}"
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        current = self.current
+        if current is None or (current.status, current.reason) != (status, reason):
+            self.current = Refusal(status, reason, detail, datetime.now(UTC))
+        return self.current  # type: ignore[return-value]
+
+    def accepted(self) -> Refusal | None:
+        """An answer that was no refusal: the refusal it ended, if any."""
+        ended, self.current = self.current, None
+        return ended

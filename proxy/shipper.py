@@ -19,11 +19,8 @@ import asyncio
 import contextlib
 import gzip
 import os
-import re
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,7 +29,7 @@ import structlog
 from proxy.control_client import ControlClient
 from proxy.ledger import Ledger
 from proxy.registry_follower import RegistryHTTPError, backoff_delay, write_file_atomically
-from proxy.registry_token import TokenExpiry
+from proxy.registry_token import REFUSED_STATUSES, Refusals, TokenExpiry
 from proxy.spool import Spool, read_segment, registry_identity
 
 log = structlog.get_logger("sharewall.proxy.shipper")
@@ -41,29 +38,6 @@ log = structlog.get_logger("sharewall.proxy.shipper")
 LEDGER_PENDING_FILE = "ledger-pending.json"
 DECISIONS_PATH = "/v1/decisions"
 _POST_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-# Answers that refuse the shipper itself rather than fail: its token, its proxy id.
-REFUSED_STATUSES = frozenset({401, 403})
-# A reason code as the registry writes it (the last segment of a problem's `type`); anything
-# else is counted as `other`, so a label never carries free text.
-_REASON_CODE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """The registry's refusal of this proxy's shipments: status, reason code, since when."""
-
-    status: int
-    reason: str
-    detail: str
-    since: datetime
-
-    def notice(self) -> str:
-        """How `/readyz` words it."""
-        return (
-            f"the registry refuses this proxy's shipments since {self.since:%Y-%m-%dT%H:%M:%SZ} "
-            f"(HTTP {self.status} {self.reason}: {self.detail}); decisions are kept in the "
-            "spool and retried"
-        )
 
 
 class ShippingRefused(RegistryHTTPError):
@@ -75,28 +49,11 @@ class ShippingRefused(RegistryHTTPError):
         self.detail = detail
 
 
-def refusal_reason(status: int, problem: Any) -> str:
-    """The registry's reason code of a refusal (`proxy-id-bound`, `unauthorized`...), from
-    its problem document's `type`; `http-<status>` when the answer is not one."""
-    kind = problem.get("type") if isinstance(problem, dict) else None
-    if not isinstance(kind, str) or not kind:
-        return f"http-{status}"
-    code = kind.rstrip("/").rsplit("/", 1)[-1]
-    return code if _REASON_CODE.fullmatch(code) else "other"
-
-
 def default_proxy_id() -> str:
     """`$SHAREWALL_PROXY_ID`, else `$HOSTNAME` (the pod name), else the host name."""
     return (
         os.environ.get("SHAREWALL_PROXY_ID") or os.environ.get("HOSTNAME") or socket.gethostname()
     )
-
-
-def _problem(resp: Any) -> Any:
-    try:
-        return resp.json()
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -138,10 +95,7 @@ class Shipper:
         self.registry = registry_identity(registry_url)
         # Segments of another registry (a predecessor's on this directory): kept, not sent.
         self.foreign_segments: set[str] = set()
-        # The registry's current refusal of our shipments (None: the last answer was not one)
-        # and refusals so far by reason code.
-        self.refusal: Refusal | None = None
-        self.refusals: dict[str, int] = {}
+        self.refusals = Refusals()  # of our uploads: the current one, counts by reason
         self.token_expiry = token_expiry or TokenExpiry()
         self._pending_ledger: list[dict[str, Any]] = []
         self._pending_path = spool.directory / LEDGER_PENDING_FILE
@@ -266,12 +220,12 @@ class Shipper:
             resp = await self._client.post(DECISIONS_PATH, body=body, headers=_POST_HEADERS)
         self.token_expiry.note(resp.headers)
         if resp.status in REFUSED_STATUSES:
-            raise self._refused(resp.status, _problem(resp))
+            refusal = self.refusals.refused(resp.status, resp.body)
+            raise ShippingRefused(refusal.status, refusal.reason, refusal.detail)
         if not resp.ok:
             raise RegistryHTTPError(resp.status, resp.text()[:200])
-        if self.refusal is not None:
-            log.info("shipper.refusal_over", reason=self.refusal.reason, proxy_id=self.proxy_id)
-            self.refusal = None
+        if (ended := self.refusals.accepted()) is not None:
+            log.info("shipper.refusal_over", reason=ended.reason, proxy_id=self.proxy_id)
         answer = resp.json()
         # Records the registry refused (unknown ids...) are not retried: they never would pass.
         rejected = answer.get("rejected") if isinstance(answer, dict) else None
@@ -282,19 +236,12 @@ class Shipper:
                 first=rejected[0] if isinstance(rejected, list) else None,
             )
 
-    def _refused(self, status: int, problem: Any) -> ShippingRefused:
-        """Record a refusal (counted by reason, the current one kept) and return its error."""
-        reason = refusal_reason(status, problem)
-        detail = problem.get("detail") if isinstance(problem, dict) else None
-        detail = detail[:200] if isinstance(detail, str) else f"HTTP {status}"
-        self.refusals[reason] = self.refusals.get(reason, 0) + 1
-        if self.refusal is None or (self.refusal.status, self.refusal.reason) != (status, reason):
-            self.refusal = Refusal(status, reason, detail, datetime.now(UTC))
-        return ShippingRefused(status, reason, detail)
-
     def notices(self) -> list[str]:
         """What `/readyz` reports about shipping while the proxy stays ready (empty: nothing)."""
-        return [self.refusal.notice()] if self.refusal is not None else []
+        refusal = self.refusals.current
+        if refusal is None:
+            return []
+        return [refusal.notice("shipments", "decisions are kept in the spool and retried")]
 
     def _load_pending(self) -> list[dict[str, Any]]:
         try:

@@ -26,11 +26,15 @@ class _Refusal:
     reason = "unauthorized"
 
 
+class _Refusals:
+    current = _Refusal()
+    counts = {"proxy-id-bound": 3, "unauthorized": 1}
+
+
 class _Shipper:
     shipped_decisions = 4
     foreign_segments = {"a", "b"}
-    refusal = _Refusal()
-    refusals = {"proxy-id-bound": 3, "unauthorized": 1}
+    refusals = _Refusals()
 
 
 class _Expiry:
@@ -146,7 +150,7 @@ class _Reference:
         )
         refusals = CounterMetricFamily(
             "sharewall_shipper_refusals",
-            "Shipments the registry refused (401, 403) by its reason code.",
+            "Registry refusals (401, 403) of this proxy's shipments, by reason code.",
             labels=["reason"],
         )
         refusals.add_metric(["proxy-id-bound"], 3)

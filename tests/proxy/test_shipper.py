@@ -25,7 +25,7 @@ from registry import db
 from registry.api.app import create_app
 from registry.models import ApiToken, BlockedFlow, LedgerEntry
 from registry.settings import Settings
-from registry.tokens import create_token, rotate_token
+from registry.tokens import create_token, revoke_token, rotate_token
 
 # -- the ledger sink ---------------------------------------------------------------------------
 
@@ -364,5 +364,35 @@ async def test_the_follower_notices_a_rotated_token_with_nothing_to_ship(registr
             await asyncio.sleep(0.05)
         assert expiry.expires_at == old.expires_at.replace(microsecond=0)
         assert expiry.notices()[0].startswith("the registry token expires at ")
+    finally:
+        await follower.close()
+
+
+async def test_the_follower_says_the_registry_refuses_it_and_keeps_its_snapshot(registry, tmp_path):
+    """A revoked token: the follower's requests are 401, retried, and reported as a refusal
+    (its reason code, the snapshot version it still enforces), not only as failures."""
+    _, secret = await _in_registry_db(
+        registry, lambda s: create_token(s, name="proxy-revoked", role="proxy")
+    )
+    follower = RegistryFollower(registry.url, secret, tmp_path / "state", wait=1, backoff_cap=1)
+    (tmp_path / "state").mkdir()
+    await follower.start(lambda snapshot: None)
+    try:
+        assert follower.has_snapshot and follower.notices() == []
+        version = follower.snapshot.version
+        token_id = await _in_registry_db(
+            registry,
+            lambda s: s.exec(sa.select(ApiToken.id).where(ApiToken.name == "proxy-revoked")),
+        )
+        await _in_registry_db(registry, lambda s: revoke_token(s, token_id.scalar_one()))
+        for _ in range(400):  # the registry's token cache, then the next long poll
+            if follower.refusals.current is not None:
+                break
+            await asyncio.sleep(0.05)
+        refusal = follower.refusals.current
+        assert (refusal.status, refusal.reason) == (401, "unauthorized")
+        [notice] = follower.notices()
+        assert "snapshot requests" in notice and "HTTP 401 unauthorized" in notice
+        assert f"(version {version})" in notice and follower.snapshot.version == version
     finally:
         await follower.close()
