@@ -274,6 +274,18 @@ class Resolver:
                 return True
         return False
 
+    def cached(self, host: str, port: int) -> Destination | None:
+        """What `resolve()` answers when its outcome is cached and fresh (raising as it would);
+        None when it is not (then await `resolve()`). Most calls go to a name resolved moments
+        ago: this answers them without the two coroutines of `resolve()`."""
+        cached = self._cache.get((host, port))
+        if cached is None or not self._is_fresh(cached):
+            return None
+        return _replay(cached)
+
+    def _is_fresh(self, outcome: _Outcome) -> bool:
+        return outcome.expires == math.inf or outcome.expires > asyncio.get_running_loop().time()
+
     async def resolve(self, host: str, port: int) -> Destination:
         """Resolve `host:port` to one checked address.
 
@@ -310,7 +322,7 @@ class Resolver:
         key = (host, port)
         cached = self._cache.get(key)
         if cached is not None:
-            if cached.expires == math.inf or cached.expires > asyncio.get_running_loop().time():
+            if self._is_fresh(cached):
                 return cached, False
             del self._cache[key]
         try:

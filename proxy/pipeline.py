@@ -63,7 +63,11 @@ async def check_destination(ex: Exchange, resolver: Resolver | None) -> Decision
         return None
     try:
         if ex.connected_to is None:
-            ex.destination = await resolver.resolve(ex.host, ex.upstream_port)
+            port = ex.upstream_port
+            destination = resolver.cached(ex.host, port)  # no coroutines when cached
+            if destination is None:
+                destination = await resolver.resolve(ex.host, port)
+            ex.destination = destination
         else:
             # Transparent capture: the app chose the address; its name must lead there.
             ex.destination = await resolver.resolve_at(
@@ -89,13 +93,21 @@ async def inspect_exchange(ex: Exchange, limits: InspectionLimits = DEFAULT_LIMI
     if not ex.inspected:
         return Inspection()
     # The inspector sees the real path (query included); the policy input a redacted one.
-    args = (ex.method, ex.url, ex.headers, ex.body)
     if len(ex.body) > INSPECT_IN_THREAD_BYTES:
         inspection = await asyncio.to_thread(
-            inspect_call, *args, limits=limits, body_truncated=ex.body_truncated
+            inspect_call,
+            ex.method,
+            ex.url,
+            ex.headers,
+            ex.body,
+            limits=limits,
+            body_truncated=ex.body_truncated,
         )
     else:
-        inspection = inspect_call(*args, limits=limits, body_truncated=ex.body_truncated)
+        # Arguments spelled out, not `*args`: a starred call builds a tuple and a dict.
+        inspection = inspect_call(
+            ex.method, ex.url, ex.headers, ex.body, limits=limits, body_truncated=ex.body_truncated
+        )
     if ex.body_truncated and BODY_TOO_LARGE not in inspection.problems:
         # Belt and braces: the policy must see that it did not get every byte.
         inspection = Inspection(

@@ -334,6 +334,22 @@ async def test_expired_outcome_is_resolved_and_every_address_checked_again() -> 
     assert len(dns.lookups) == 2
 
 
+async def test_cached_answers_what_resolve_would_without_a_lookup() -> None:
+    dns = FakeDns([PUBLIC_A], [PUBLIC_A, "169.254.169.254"])
+    resolver = Resolver(getaddrinfo=dns, dns_ttl=0.05)
+    assert resolver.cached("rebind.example.com", 443) is None  # not resolved yet
+    first = await resolver.resolve("rebind.example.com", 443)
+    assert resolver.cached("rebind.example.com", 443) == first
+    await asyncio.sleep(0.1)
+    assert resolver.cached("rebind.example.com", 443) is None  # stale: resolve() looks it up
+    with pytest.raises(DestinationForbidden):
+        await resolver.resolve("rebind.example.com", 443)
+    with pytest.raises(DestinationForbidden) as caught:
+        resolver.cached("rebind.example.com", 443)  # a forbidden outcome, as resolve() raises it
+    assert caught.value.detail == "metadata"
+    assert len(dns.lookups) == 2
+
+
 @pytest.mark.parametrize(
     ("dns_ttl", "answers", "lookups"),
     [
