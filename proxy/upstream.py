@@ -109,6 +109,8 @@ def filter_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[by
 class _Conn(KeptAliveConnection):
     """One upstream connection to a checked address, reusable while its framing is intact."""
 
+    __slots__ = ("key",)
+
     def __init__(self, key: _Key, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.key = key
