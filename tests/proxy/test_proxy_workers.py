@@ -232,11 +232,12 @@ def test_a_second_supervisor_cannot_take_a_share_of_the_port(supervised, tmp_pat
 
 def test_sigterm_lets_calls_in_flight_finish_on_every_worker(supervised, upstreams):
     marker = f"drain-{uuid.uuid4().hex[:6]}"
+    workers = _ports(supervised)["workers"]
 
     def slow_call(i: int) -> int:
         with socket.create_connection(("127.0.0.1", supervised.port), timeout=30) as sock:
             sock.sendall(
-                f"GET http://api.vendor.test:{upstreams.http_port}/slow/2?{marker}={i} HTTP/1.1\r\n"
+                f"GET http://api.vendor.test:{upstreams.http_port}/slow/5?{marker}={i} HTTP/1.1\r\n"
                 f"Host: api.vendor.test:{upstreams.http_port}\r\nConnection: close\r\n\r\n".encode()
             )
             data = b""
@@ -244,23 +245,34 @@ def test_sigterm_lets_calls_in_flight_finish_on_every_worker(supervised, upstrea
                 data += chunk
         return int(data.split(b" ", 2)[1])
 
-    with ThreadPoolExecutor(12) as pool:
-        calls = [pool.submit(slow_call, i) for i in range(12)]
-        deadline = time.monotonic() + 30
-        while len(upstreams.find(marker)) < 12 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(upstreams.find(marker)) == 12  # every call is upstream now
-        in_flight = [
+    def in_flight() -> list[float]:
+        return [
             _counter(
                 _direct().get(f"http://127.0.0.1:{w['admin'][1]}/metrics", timeout=5).text,
                 "sharewall_inflight_requests",
             )
-            for w in _ports(supervised)["workers"]
+            for w in workers
         ]
+
+    with ThreadPoolExecutor(24) as pool:
+        # The kernel picks a worker per connection by a hash of its ports: calls are added 6 at
+        # a time until every worker has some in flight (12 calls all went to one worker once).
+        # Each is held 5 s upstream: still in flight when the counts are read and at SIGTERM.
+        calls: list = []
+        while True:
+            calls += [pool.submit(slow_call, len(calls) + i) for i in range(6)]
+            deadline = time.monotonic() + 30
+            while len(upstreams.find(marker)) < len(calls) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(upstreams.find(marker)) == len(calls)  # every call is upstream now
+            busy = in_flight()
+            if all(n > 0 for n in busy) or len(calls) >= 24:
+                break
+        assert [w["pid"] for w in _ports(supervised)["workers"]] == [w["pid"] for w in workers]
         code = supervised.stop(signal.SIGTERM, timeout=60)
         statuses = [c.result() for c in calls]
-    assert all(n > 0 for n in in_flight), in_flight  # both workers were draining
-    assert statuses == [200] * 12
+    assert all(n > 0 for n in busy), busy  # both workers were draining
+    assert statuses == [200] * len(calls)
     assert code == 0
     stopped = [line for line in supervised.logs() if line.get("event") == "proxy.stopped"]
     assert len(stopped) == 3  # both workers, then the supervisor
