@@ -111,7 +111,9 @@ def base64_bytes(value: str | bytes) -> bytes | None:
             if "+" in padded or "/" in padded:
                 return None
             return base64.urlsafe_b64decode(padded)
-        return base64.b64decode(padded, validate=True)
+        # What base64.b64decode(padded, validate=True) does, without its Python wrapper: a str
+        # with a character outside ASCII is a ValueError either way.
+        return binascii.a2b_base64(padded, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
 import zlib
 
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from proxy.inspect import inspect_call
-from proxy.inspect.encoded import MAX_LAYERS
+from proxy.inspect.encoded import MAX_LAYERS, base64_bytes
 from proxy.inspect.model import DECOMPRESSED_TOO_LARGE, TOO_DEEP, UNDECODABLE, InspectionLimits
 
 URL = "https://api.partner.example/v1/events"
@@ -521,3 +522,28 @@ def test_split_protobuf_and_graphql_traps_stay_clean(headers, body):
 def test_a_body_declared_protobuf_that_does_not_parse_is_undecodable():
     inspection = inspect_call("POST", URL, PB, b"\xff\xff\xff\xff")
     assert inspection.problems == (UNDECODABLE,)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "eyJhIjoxfQ==",
+        "eyJhIjoxfQ",
+        "x" * 48,
+        "aGVsbG8gd29ybGQ=",
+        "aGVs bG8=",  # whitespace inside is dropped first
+        "aGVsbG8*",  # outside the alphabet
+        "aGVsbG8=x",  # data after the padding
+        "aGVsbG8é",  # not ASCII
+        "a",  # no base64 has this length
+        "",
+    ],
+)
+def test_base64_bytes_decodes_as_b64decode_validating_does(value):
+    stripped = "".join(value.split()).rstrip("=")
+    padded = stripped + "=" * (-len(stripped) % 4)
+    try:
+        expected = None if len(stripped) % 4 == 1 else base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        expected = None
+    assert base64_bytes(value) == expected
