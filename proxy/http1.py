@@ -201,6 +201,40 @@ class ClientConnection(asyncio.Protocol):
     connection), read with `read()`.
     """
 
+    # Slotted (asyncio's protocols declare empty slots): no instance dict, whose keys CPython
+    # 3.11 stops sharing past 29 attributes (slower lookups on every request, 1.5 KB more).
+    __slots__ = (
+        "_body_bytes",
+        "_current",
+        "_deadline",
+        "_drain_waiters",
+        "_error",
+        "_fields_to",
+        "_max_header_bytes",
+        "_messages",
+        "_on_connect",
+        "_parser",
+        "_raw",
+        "_raw_size",
+        "_reading_paused",
+        "_segment",
+        "_waiter",
+        "closed",
+        "eof",
+        "loop",
+        "lost",
+        "over_ssl",
+        "served",
+        "settings",
+        "source",
+        "tls",
+        "transport",
+        "tunnel_established",
+        "upgrade_rest",
+        "write_paused",
+        "writer",
+    )
+
     def __init__(
         self,
         settings: Settings,
