@@ -28,10 +28,12 @@ SPOOL_DIR = "/var/spool/sharewall"
 TRUST_DIR = "/etc/sharewall/trust"
 REGISTRY_FILE_DIR = "/etc/sharewall/registry"
 CA_DIR = "/etc/sharewall/ca"
+TOKEN_DIR = "/var/run/secrets/sharewall"  # noqa: S105 (a directory, not a secret)
 VOLUMES = (
     "sharewall-spool",
     "sharewall-tmp",
     "sharewall-registry-file",
+    "sharewall-token",
     "sharewall-ca",
     "sharewall-trust",
 )
@@ -255,15 +257,12 @@ def _proxy_container(config: InjectorConfig, source: dict[str, Any]) -> dict[str
             {"name": "sharewall-registry-file", "mountPath": REGISTRY_FILE_DIR, "readOnly": True}
         )
     else:
-        # The token comes from $SHAREWALL_TOKEN (the Secret), never from argv.
+        # The token is read from the mounted Secret ($SHAREWALL_TOKEN_FILE), never from argv:
+        # kubelet updates the file in place, and the proxy takes a rotated secret without a
+        # restart. The whole volume is mounted: kubelet does not update a subPath mount.
         args.append(f"--registry-url={config.registry.url}")
-        secret = config.registry.token_secret
-        env.append(
-            {
-                "name": "SHAREWALL_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
-            }
-        )
+        env.append({"name": "SHAREWALL_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"})
+        mounts.append({"name": "sharewall-token", "mountPath": TOKEN_DIR, "readOnly": True})
     args += [
         f"--listen=127.0.0.1:{p.port}",
         f"--admin-listen=0.0.0.0:{p.admin_port}",
@@ -405,6 +404,19 @@ def _volumes(config: InjectorConfig) -> list[dict[str, Any]]:
             {
                 "name": "sharewall-registry-file",
                 "configMap": {"name": config.registry.file_config_map},
+            }
+        )
+    else:
+        # The proxy's token as a file (0444: read by 1337; only the proxy mounts it).
+        secret = config.registry.token_secret
+        volumes.append(
+            {
+                "name": "sharewall-token",
+                "secret": {
+                    "secretName": secret.name,
+                    "items": [{"key": secret.key, "path": "token"}],
+                    "defaultMode": 0o444,
+                },
             }
         )
     if config.tls.ca_secret:

@@ -43,7 +43,7 @@ from sharewall.slices import freeze_start_up_heap, release_gradually
 from sharewall.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from proxy.registry_token import TokenExpiry
+    from proxy.registry_token import RegistryToken, TokenExpiry
 
 log = structlog.get_logger("sharewall.proxy")
 
@@ -79,6 +79,8 @@ class ProxyApp:
     # What `/readyz` lists as notices (the shipper's refusal, the token's expiry).
     notice_sources: list[Callable[[], list[str]]] = field(default_factory=list)
     token_expiry: TokenExpiry | None = None
+    # The secret sent to the registry: `--token`, or `--token-file` read again when it changes.
+    registry_token: RegistryToken | None = None
 
     @property
     def decision_sinks(self) -> list[DecisionSink]:
@@ -249,7 +251,7 @@ async def _snapshot_ctx(app: ProxyApp) -> AsyncIterator[None]:
 
         # The last good snapshot is kept beside the spool: the proxy's one state directory.
         follower = RegistryFollower(
-            s.registry_url or "", s.token, s.spool_dir, token_expiry=app.token_expiry
+            s.registry_url or "", app.registry_token, s.spool_dir, token_expiry=app.token_expiry
         )
         app.notice_sources.append(follower.notices)
         app.metrics.watch_refusals(
@@ -273,6 +275,19 @@ async def _snapshot_ctx(app: ProxyApp) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def _registry_token_ctx(app: ProxyApp) -> AsyncIterator[None]:
+    """The secret the shipper and the follower send: `--token`, or `--token-file`'s content."""
+    from proxy.registry_token import RegistryToken, TokenFileError
+
+    s = app.settings
+    try:
+        app.registry_token = RegistryToken(s.token, path=s.token_file, expiry=app.token_expiry)
+    except TokenFileError as exc:  # checked at start too: the file went since
+        raise StartupError(str(exc)) from None
+    yield
+
+
+@contextlib.asynccontextmanager
 async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
     """Ship spooled blocked decisions and per-minute allowed counts to the registry."""
     from proxy.ledger import Ledger
@@ -283,7 +298,7 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
     app.decision_sinks.append(ledger.record)
     shipper = Shipper(
         app.settings.registry_url or "",
-        app.settings.token,
+        app.registry_token,
         app.spool,
         ledger,
         token_expiry=app.token_expiry,
@@ -307,7 +322,7 @@ async def _leftovers_ctx(app: ProxyApp) -> AsyncIterator[None]:
     s = app.settings
     task = None
     if await asyncio.to_thread(leftover_dirs, s.spool_dir, s.workers):
-        task = asyncio.create_task(ship_leftovers(s), name="spool-leftovers")
+        task = asyncio.create_task(ship_leftovers(s, app.registry_token), name="spool-leftovers")
     try:
         yield
     finally:
@@ -437,7 +452,7 @@ def create_app(settings: Settings, *, decision_lines: JsonLines | None = None) -
         app.token_expiry = TokenExpiry()
         app.notice_sources.append(app.token_expiry.notices)
         app.metrics.watch_token_expiry(app.token_expiry)
-        app.cleanup_ctx.extend([_shipper_ctx, _leftovers_ctx])
+        app.cleanup_ctx.extend([_registry_token_ctx, _shipper_ctx, _leftovers_ctx])
     app.cleanup_ctx.extend(
         [_engine_ctx, _upstream_ctx, _listener_ctx, _snapshot_ctx, _warmup_ctx, _admin_ctx]
     )

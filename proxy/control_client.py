@@ -78,7 +78,7 @@ class _StaleConnection(Exception):
 class ControlClient:
     """Requests to one server (`base_url`, `http://` or `https://`), over kept-alive connections.
 
-    `token` is sent as `Authorization: Bearer`; `headers` go with every request;
+    `token` is sent as `Authorization: Bearer` (`use_token` changes it); `headers` go with every request;
     `default_port` is used when the URL names none (else 80 or 443). Use
     `request()` (or `get`/`post`/`put`) inside `asyncio.timeout()`, then `close()`.
     """
@@ -111,14 +111,20 @@ class ControlClient:
         self._headers = {"Host": authority, "User-Agent": "sharewall-proxy"}
         if headers:
             self._headers.update(headers)
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        self.use_token(token)
         self.connect_timeout = connect_timeout
         self.max_body = max_body
         self.max_idle = max_idle
         self.idle_ttl = idle_ttl
         self._idle: list[KeptAliveConnection] = []
         self._closed = False
+
+    def use_token(self, token: str | None) -> None:
+        """Send `token` as `Authorization: Bearer` from the next request on (None: none)."""
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._headers.pop("Authorization", None)
 
     async def get(self, path: str, **kwargs: Any) -> ControlResponse:
         return await self.request("GET", path, **kwargs)

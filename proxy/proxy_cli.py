@@ -61,6 +61,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="proxy token for --registry-url (default: $SHAREWALL_TOKEN; keep tokens off the "
         "command line)",
     )
+    src.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the proxy token (a mounted Secret), read again when it changes, so "
+        "a rotated token is taken without a restart; not with --token (default: "
+        "$SHAREWALL_TOKEN_FILE)",
+    )
     net = p.add_argument_group("listeners")
     net.add_argument(
         "--listen",
@@ -336,10 +344,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_fields=args.max_fields,
         max_seconds=args.inspect_timeout,
     )
-    return Settings(
+    token_file = args.token_file or os.environ.get("SHAREWALL_TOKEN_FILE") or None
+    settings = Settings(
         registry_file=args.registry_file,
         registry_url=args.registry_url,
-        token=args.token or os.environ.get("SHAREWALL_TOKEN"),
+        token=args.token or os.environ.get("SHAREWALL_TOKEN") or None,
+        token_file=Path(token_file) if token_file is not None else None,
         listen=parse_hostport(args.listen, what="listen"),
         admin_listen=admin,
         port_file=args.port_file,
@@ -379,6 +389,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         log_buffer_bytes=args.log_buffer,
         loop=args.loop or os.environ.get("SHAREWALL_LOOP") or "auto",
     )
+    if settings.token_file is not None:
+        # Read once here, so an unusable file stops the start (exit 2) before any worker runs;
+        # the proxy reads it again itself (`RegistryToken`).
+        from proxy.registry_token import TokenFileError, read_token_file
+
+        try:
+            read_token_file(settings.token_file)
+        except TokenFileError as exc:
+            raise SettingsError(str(exc)) from None
+    return settings
 
 
 def _source_settings(args: argparse.Namespace) -> dict[str, str | None]:

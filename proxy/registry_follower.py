@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from proxy.control_client import ControlClient
-from proxy.registry_token import REFUSED_STATUSES, Refusals, TokenExpiry
+from proxy.registry_token import REFUSED_STATUSES, Refusals, RegistryToken, TokenExpiry
 from sharewall.slices import release_gradually
 from sharewall.snapshot import Snapshot
 from sharewall.snapshot_delta import DELTA_MEDIA_TYPE, DeltaError, HeldSnapshot
@@ -85,7 +85,7 @@ class RegistryFollower:
     def __init__(
         self,
         registry_url: str,
-        token: str | None,
+        token: str | RegistryToken | None,
         state_dir: Path,
         *,
         wait: float = 30.0,
@@ -96,7 +96,8 @@ class RegistryFollower:
     ) -> None:
         self.registry_url = registry_url
         self.url = registry_url.rstrip("/") + SNAPSHOT_PATH
-        self.token = token
+        # A fixed secret, or a token file read again when it changes (`RegistryToken`).
+        self.token = token if isinstance(token, RegistryToken) else RegistryToken(token)
         self.path = Path(state_dir) / SNAPSHOT_FILE
         self.wait = wait
         self.backoff_base = backoff_base
@@ -152,7 +153,7 @@ class RegistryFollower:
         # loop (~4 MB at 10,000 recipients), and a delta is small anyway.
         self._client = ControlClient(
             self.registry_url,
-            token=self.token,
+            token=self.token.current(),
             headers={"Accept": "application/json"},
             connect_timeout=self.connect_timeout,
         )
@@ -279,9 +280,14 @@ class RegistryFollower:
                 headers["Accept"] = f"{DELTA_MEDIA_TYPE}, application/json;q=0.5"
             if self.wait > 0 and not self._full_next:
                 params["wait"] = str(int(self.wait))
+        secret = self.token.current()
+        self._client.use_token(secret)
         async with asyncio.timeout(bound if bound is not None else self.wait + 15.0):
             resp = await self._client.get(SNAPSHOT_PATH, headers=headers, params=params)
-        self.token_expiry.note(resp.headers)
+        if secret == self.token.secret:  # else the expiry is of a secret replaced meanwhile
+            self.token_expiry.note(resp.headers)
+        if resp.status == 401:
+            self.token.refused()  # a rotated secret in the file is used by the retry
         if resp.status in REFUSED_STATUSES:
             self.refusals.refused(resp.status, resp.body)
             raise RegistryHTTPError(resp.status, resp.text()[:200])

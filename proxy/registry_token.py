@@ -9,14 +9,22 @@ A rotated token's old secret keeps working for a grace, and every answer to it c
 minute) and the shipper both report each answer's header here, so the proxy notices within a
 minute of a rotation whether or not it has anything to ship: a `registry.token_expiring` line,
 `sharewall_registry_token_expiry_timestamp_seconds`, and a `/readyz` notice.
+
+The secret itself is a `RegistryToken`: fixed (`--token`), or read from a file
+(`--token-file`, a mounted Kubernetes Secret) and read again when the file changes, so a
+rotated secret is taken without a restart. The file is checked (one `stat`, following the
+symlinks kubelet swaps) before each request to the registry, and read again whatever its
+`stat` says after a 401.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -53,6 +61,11 @@ class TokenExpiry:
         elif when != self.expires_at:
             self.expires_at = when
             log.warning("registry.token_expiring", expires_at=when.isoformat())
+
+    def renewed(self) -> None:
+        """The proxy took a new secret (`RegistryToken`): the old one's expiry is no longer its
+        own (the new secret's answers carry no header until it is rotated in turn)."""
+        self.expires_at = None
 
     def notices(self) -> list[str]:
         """The `/readyz` notice once the token expires (empty otherwise)."""
@@ -119,3 +132,96 @@ class Refusals:
         """An answer that was no refusal: the refusal it ended, if any."""
         ended, self.current = self.current, None
         return ended
+
+
+class TokenFileError(Exception):
+    """The token file cannot be read, or holds no token."""
+
+
+def read_token_file(path: Path) -> str:
+    """The token in `path`, surrounding whitespace stripped; `TokenFileError` when the file
+    cannot be read or holds nothing else."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"cannot read the token file {str(path)!r}: {exc}") from None
+    token = text.strip()
+    if not token:
+        raise TokenFileError(f"the token file {str(path)!r} is empty")
+    return token
+
+
+_Identity = tuple[int, int, int, int, int]
+
+
+def _file_identity(path: Path) -> _Identity | None:
+    """(inode, device, size, mtime_ns, ctime_ns) of the file `path` leads to: kubelet's swap
+    of a Secret volume's `..data` symlink changes the target, and so its inode; an edit in
+    place changes the times (ctime also a chmod that makes an unreadable file readable)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class RegistryToken:
+    """The secret the proxy sends the registry: fixed, or the content of a token file.
+
+    `current()` is what to send now: with a file, it is checked first (one `stat`, off the
+    hot path: only the follower's polls and the shipper's uploads ask) and read again when it
+    changed. `refused()` reads it again after a 401 whatever its `stat` says. A file that
+    becomes unreadable or empty keeps the secret last read (logged), so a Secret being
+    rewritten never leaves the proxy without one. A new secret is logged as
+    `registry.token_reloaded` (with the file's path, never the secret), and ends what
+    `expiry` knew of the old one (`TokenExpiry.renewed`).
+    """
+
+    def __init__(
+        self,
+        secret: str | None = None,
+        *,
+        path: Path | None = None,
+        expiry: TokenExpiry | None = None,
+    ) -> None:
+        self.path = path
+        self.expiry = expiry
+        self.reloads = 0
+        self._identity: _Identity | None = None
+        if path is not None:
+            self._identity = _file_identity(path)
+            secret = read_token_file(path)
+        self._secret = secret
+
+    @property
+    def secret(self) -> str | None:
+        """The secret last read (no check of the file)."""
+        return self._secret
+
+    def current(self) -> str | None:
+        """The secret to send now (a changed file is read first)."""
+        if self.path is not None:
+            identity = _file_identity(self.path)
+            if identity != self._identity:
+                self._reload(identity)
+        return self._secret
+
+    def refused(self) -> None:
+        """The registry answered 401: read the file again (it may have changed unseen)."""
+        if self.path is not None:
+            self._reload(_file_identity(self.path))
+
+    def _reload(self, identity: _Identity | None) -> None:
+        assert self.path is not None
+        self._identity = identity
+        try:
+            secret = read_token_file(self.path)
+        except TokenFileError as exc:
+            log.warning("registry.token_file_unusable", path=str(self.path), detail=str(exc))
+            return
+        if secret != self._secret:
+            self._secret = secret
+            self.reloads += 1
+            if self.expiry is not None:
+                self.expiry.renewed()
+            log.info("registry.token_reloaded", path=str(self.path))

@@ -42,6 +42,8 @@ class Settings:
     registry_file: Path | None = None
     registry_url: str | None = None
     token: str | None = None
+    # A file holding the token (a mounted Secret), read again when it changes; not with token.
+    token_file: Path | None = None
     listen: tuple[str, int] = ("127.0.0.1", 15080)
     admin_listen: tuple[str, int] | None = ("127.0.0.1", 15081)
     port_file: Path | None = None  # written with the bound listen/admin ports (tests, port 0)
@@ -121,6 +123,11 @@ class Settings:
             raise SettingsError("--dns-ttl must be 0 (off) or more seconds")
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise SettingsError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
+        if self.token is not None and self.token_file is not None:
+            raise SettingsError(
+                "--token ($SHAREWALL_TOKEN) and --token-file ($SHAREWALL_TOKEN_FILE) do not go "
+                "together"
+            )
         if self.registry_file is None and self.registry_url is None:
             raise SettingsError("one of --registry-file or --registry-url is required")
 

@@ -29,7 +29,7 @@ import structlog
 from proxy.control_client import ControlClient
 from proxy.ledger import Ledger
 from proxy.registry_follower import RegistryHTTPError, backoff_delay, write_file_atomically
-from proxy.registry_token import REFUSED_STATUSES, Refusals, TokenExpiry
+from proxy.registry_token import REFUSED_STATUSES, Refusals, RegistryToken, TokenExpiry
 from proxy.spool import Spool, read_segment, registry_identity
 
 log = structlog.get_logger("sharewall.proxy.shipper")
@@ -67,7 +67,7 @@ class Shipper:
     def __init__(
         self,
         registry_url: str,
-        token: str | None,
+        token: str | RegistryToken | None,
         spool: Spool,
         ledger: Ledger | None = None,
         *,
@@ -81,7 +81,8 @@ class Shipper:
     ) -> None:
         self.url = registry_url.rstrip("/") + DECISIONS_PATH
         self.registry_url = registry_url
-        self.token = token
+        # A fixed secret, or a token file read again when it changes (`RegistryToken`).
+        self.token = token if isinstance(token, RegistryToken) else RegistryToken(token)
         self.spool = spool
         self.ledger = ledger
         self.proxy_id = proxy_id or default_proxy_id()
@@ -114,7 +115,7 @@ class Shipper:
             self.ledger.restore(saved)
         else:
             self._pending_ledger = saved
-        self._client = ControlClient(self.registry_url, token=self.token)
+        self._client = ControlClient(self.registry_url, token=self.token.current())
         self._task = asyncio.create_task(self._run(), name="decision-shipper")
 
     async def close(self, *, drain_timeout: float = 2.0) -> None:
@@ -216,9 +217,14 @@ class Shipper:
         assert self._client is not None
         payload = {"proxy_id": self.proxy_id, "decisions": decisions, "ledger": ledger}
         body = gzip.compress(orjson.dumps(payload), compresslevel=5)
+        secret = self.token.current()
+        self._client.use_token(secret)
         async with asyncio.timeout(self.request_timeout):
             resp = await self._client.post(DECISIONS_PATH, body=body, headers=_POST_HEADERS)
-        self.token_expiry.note(resp.headers)
+        if secret == self.token.secret:  # else the expiry is of a secret replaced meanwhile
+            self.token_expiry.note(resp.headers)
+        if resp.status == 401:
+            self.token.refused()  # a rotated secret in the file is used by the retry
         if resp.status in REFUSED_STATUSES:
             refusal = self.refusals.refused(resp.status, resp.body)
             raise ShippingRefused(refusal.status, refusal.reason, refusal.detail)

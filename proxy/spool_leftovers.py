@@ -15,11 +15,15 @@ import asyncio
 import contextlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from proxy.settings import Settings
 from proxy.spool import SEALED_SUFFIX, Spool, SpoolLocked
+
+if TYPE_CHECKING:
+    from proxy.registry_token import RegistryToken
 
 log = structlog.get_logger("sharewall.proxy.spool_leftovers")
 
@@ -47,16 +51,24 @@ def leftover_dirs(spool_dir: Path, workers: int) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-async def ship_leftovers(settings: Settings, *, retry_cap: float = 60.0) -> None:
+async def ship_leftovers(
+    settings: Settings, token: RegistryToken | None = None, *, retry_cap: float = 60.0
+) -> None:
     """Ship and remove every leftover worker directory (a background task; cancel to stop)."""
     for index, directory in leftover_dirs(settings.spool_dir, settings.workers):
         try:
-            await _ship_one(settings, index, directory, retry_cap)
+            await _ship_one(settings, token, index, directory, retry_cap)
         except Exception:  # one damaged directory must stop neither the proxy nor the others
             log.exception("spool.leftover_failed", directory=str(directory))
 
 
-async def _ship_one(settings: Settings, index: int, directory: Path, retry_cap: float) -> None:
+async def _ship_one(
+    settings: Settings,
+    token: RegistryToken | None,
+    index: int,
+    directory: Path,
+    retry_cap: float,
+) -> None:
     from proxy.registry_follower import backoff_delay
     from proxy.shipper import LEDGER_PENDING_FILE, Shipper, default_proxy_id
 
@@ -72,7 +84,9 @@ async def _ship_one(settings: Settings, index: int, directory: Path, retry_cap: 
     attempt = 0
     try:
         while True:
-            shipper = Shipper(settings.registry_url, settings.token, spool, proxy_id=proxy_id)
+            shipper = Shipper(
+                settings.registry_url, token or settings.token, spool, proxy_id=proxy_id
+            )
             await shipper.start()
             await shipper.close(drain_timeout=30.0)
             segments, ledger = await asyncio.to_thread(

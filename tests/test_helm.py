@@ -516,3 +516,23 @@ def test_the_workers_value_reaches_the_proxy_command_line() -> None:
     assert "--workers=auto" in gateway
     assert "--workers=2" in app
     assert _accepts(gateway) and _accepts(app)
+
+
+def test_the_sidecar_reads_its_token_from_the_mounted_secret_file() -> None:
+    pod = _pod(_render("sharewall-sidecar", "example, native, proxy-env, tls"), "example")
+    spec = pod["spec"]
+    [proxy] = [c for c in spec["initContainers"] if c["name"] == "sharewall-proxy"]
+    env = {e["name"]: e for e in proxy["env"]}
+    # Not an env var (fixed at start) but the Secret's file, which kubelet keeps current.
+    assert "SHAREWALL_TOKEN" not in env and not any("token" in a for a in proxy["args"])
+    token_file = env["SHAREWALL_TOKEN_FILE"]["value"]
+    [mount] = [m for m in proxy["volumeMounts"] if m["name"] == "sharewall-token"]
+    assert "subPath" not in mount and mount["readOnly"] is True  # a subPath is never updated
+    assert token_file == f"{mount['mountPath']}/token"
+    [volume] = [v for v in spec["volumes"] if v["name"] == "sharewall-token"]
+    values = _values("sharewall-sidecar")["registry"]["tokenSecret"]
+    assert volume["secret"]["secretName"] == values["name"]
+    assert volume["secret"]["items"] == [{"key": values["key"], "path": "token"}]
+    # The registry-file mode has no token at all.
+    plain = _pod(_render("sharewall-sidecar", "gateway, registry file"), "sharewall-gateway")
+    assert not [v for v in plain["spec"]["volumes"] if v["name"] == "sharewall-token"]

@@ -280,8 +280,21 @@ def test_proxy_reads_its_token_from_the_secret_and_follows_the_registry() -> Non
     proxy = _containers(inject_pod(_template(), InjectorConfig()).pod)["sharewall-proxy"]
     assert "--registry-url=http://sharewall-registry.sharewall.svc:8700" in proxy["args"]
     assert not any("token" in a for a in proxy["args"])
-    assert _env(proxy)["SHAREWALL_TOKEN"] == {
-        "secretKeyRef": {"name": "sharewall-registry-tokens", "key": "proxy"}
+    # A file from the Secret, mounted whole (not a subPath): kubelet updates it on rotation.
+    assert "SHAREWALL_TOKEN" not in _env(proxy)
+    assert _env(proxy)["SHAREWALL_TOKEN_FILE"] == "/var/run/secrets/sharewall/token"
+    assert {
+        "name": "sharewall-token",
+        "mountPath": "/var/run/secrets/sharewall",
+        "readOnly": True,
+    } in proxy["volumeMounts"]
+    volumes = {
+        v["name"]: v for v in inject_pod(_template(), InjectorConfig()).pod["spec"]["volumes"]
+    }
+    assert volumes["sharewall-token"]["secret"] == {
+        "secretName": "sharewall-registry-tokens",
+        "items": [{"key": "proxy", "path": "token"}],
+        "defaultMode": 0o444,
     }
     assert _env(proxy)["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     mounts = {m["mountPath"] for m in proxy["volumeMounts"]}

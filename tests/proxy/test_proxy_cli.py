@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -88,6 +89,35 @@ from proxy_harness import REPO
             "--source/--namespace do not apply",
             id="gateway with a fixed source",
         ),
+        pytest.param(
+            [
+                "--registry-url",
+                "http://127.0.0.1:9",
+                "--token",
+                "t",
+                "--token-file",
+                "tests/data/proxy/registry.yaml",
+            ],
+            "--token ($SHAREWALL_TOKEN) and --token-file ($SHAREWALL_TOKEN_FILE) do not go",
+            id="token and token file",
+        ),
+        pytest.param(
+            ["--registry-url", "http://127.0.0.1:9", "--token-file", "tests/data/proxy/gone"],
+            "cannot read the token file 'tests/data/proxy/gone'",
+            id="missing token file",
+        ),
+        pytest.param(
+            [
+                "--registry-url",
+                "http://127.0.0.1:9",
+                "--token-file",
+                "tests/data/proxy/gone",
+                "--workers",
+                "2",
+            ],
+            "cannot read the token file 'tests/data/proxy/gone'",
+            id="missing token file, workers",
+        ),
     ],
 )
 def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
@@ -112,6 +142,32 @@ def test_unusable_settings_exit_2_with_the_reason(tmp_path, args, reason):
     )
     assert out.returncode == 2
     assert reason in out.stdout + out.stderr
+
+
+def test_an_empty_token_file_exits_2(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(" \n")  # a Secret written without its value
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sharewall.cli",
+            "proxy",
+            "--admin-listen",
+            "off",
+            "--spool-dir",
+            str(tmp_path),
+            "--registry-url",
+            "http://127.0.0.1:9",
+        ],
+        cwd=REPO,
+        env={**os.environ, "SHAREWALL_TOKEN_FILE": str(token_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"the token file {str(token_file)!r} is empty" in out.stderr
 
 
 def test_proxy_help_gives_every_flag_its_help_and_default():

@@ -24,7 +24,8 @@ sharewall.io/egress-proxy: "true"
     {{- if .Values.registry.file }}
     - --registry-file=/etc/sharewall/registry/registry.yaml
     {{- else }}
-    # The token comes from $SHAREWALL_TOKEN (env, from the Secret), never from argv.
+    # The token is read from the mounted Secret ($SHAREWALL_TOKEN_FILE), never from argv;
+    # kubelet updates the file in place and the proxy takes a rotated secret without a restart.
     - --registry-url={{ .Values.registry.url }}
     {{- end }}
     - --listen={{ .listenHost | default "127.0.0.1" }}:{{ $p.port }}
@@ -69,11 +70,8 @@ sharewall.io/egress-proxy: "true"
     {{- end }}
   env:
     {{- if not .Values.registry.file }}
-    - name: SHAREWALL_TOKEN
-      valueFrom:
-        secretKeyRef:
-          name: {{ .Values.registry.tokenSecret.name }}
-          key: {{ .Values.registry.tokenSecret.key }}
+    - name: SHAREWALL_TOKEN_FILE
+      value: /var/run/secrets/sharewall/token
     {{- end }}
     - name: SHAREWALL_SOURCE
       {{- if .Values.sidecar.source.workload }}
@@ -128,6 +126,11 @@ sharewall.io/egress-proxy: "true"
     {{- if .Values.registry.file }}
     - name: sharewall-registry-file
       mountPath: /etc/sharewall/registry
+      readOnly: true
+    {{- else }}
+    # The whole volume, not a subPath: kubelet does not update subPath mounts.
+    - name: sharewall-token
+      mountPath: /var/run/secrets/sharewall
       readOnly: true
     {{- end }}
     {{- if .Values.sidecar.tls.caSecret }}
@@ -315,6 +318,16 @@ sharewall.io/egress-proxy: "true"
 - name: sharewall-registry-file
   configMap:
     name: {{ .release }}-sharewall-registry-file
+{{- else }}
+# The proxy's registry token as a file, kept current by kubelet when the Secret changes.
+- name: sharewall-token
+  secret:
+    secretName: {{ .Values.registry.tokenSecret.name }}
+    items:
+      - key: {{ .Values.registry.tokenSecret.key }}
+        path: token
+    # Read by the proxy, UID 1337, as the CA volume below; only the proxy mounts it.
+    defaultMode: 0444
 {{- end }}
 {{- if .Values.sidecar.tls.caSecret }}
 - name: sharewall-ca
