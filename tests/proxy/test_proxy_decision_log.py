@@ -8,6 +8,7 @@ from structlog.testing import capture_logs
 from proxy.decision import Decision, Reason
 from proxy.decision_log import EVENT, DecisionLog, decision_record, redact_path
 from proxy.inspect.model import Finding
+from proxy.spool import Spool, read_segment
 
 
 @pytest.mark.parametrize(
@@ -56,12 +57,10 @@ def _record(mode: str, action: str = "deny") -> dict:
     )
 
 
-class _ListSpool:
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def append(self, record: dict, encoded: bytes | None = None) -> None:
-        self.records.append(record)
+async def _spooled(spool: Spool) -> list[dict]:
+    """The records `spool` holds once closed (its segments sealed), read as the shipper reads."""
+    await spool.close()
+    return [r for path in spool.sealed_segments() for r in read_segment(path).records]
 
 
 @pytest.mark.parametrize(
@@ -71,31 +70,36 @@ class _ListSpool:
         pytest.param("report", "allow", True, True, id="report: would-block is spooled"),
     ],
 )
-def test_one_line_per_decision_and_blocked_ones_are_spooled(mode, action, would_block, spooled):
-    spool = _ListSpool()
+async def test_one_line_per_decision_and_blocked_ones_are_spooled(
+    tmp_path, mode, action, would_block, spooled
+):
+    spool = Spool(tmp_path)
+    await spool.start()
     seen: list[dict] = []
     log = DecisionLog(spool)
     log.sinks.append(seen.append)
+    record = _record(mode)
     with capture_logs() as logs:
-        log.emit(_record(mode))
+        log.emit(record)
     [line] = [x for x in logs if x["event"] == EVENT]
     assert line["action"] == action and line["would_block"] is would_block
     assert line["finding_locations"] == ["contact.phone_number@form:To"]
     assert line["path"] == "/send?token=REDACTED"
     assert "reasons" not in line and "findings" not in line  # record-only fields
-    assert bool(spool.records) is spooled
+    assert (await _spooled(spool) == [record]) is spooled
     assert seen and seen[0]["reasons"][0]["code"] == "MOBILE_INFO_FOR_MARKETING"
 
 
-def test_allowed_decisions_reach_the_sinks_but_not_the_spool():
-    spool = _ListSpool()
+async def test_allowed_decisions_reach_the_sinks_but_not_the_spool(tmp_path):
+    spool = Spool(tmp_path)
+    await spool.start()
     seen: list[dict] = []
     log = DecisionLog(spool)
     log.sinks.append(seen.append)
     record = _record("enforce")
     record.update(action="allow", reason_codes=[], reasons=[])
     log.emit(record)
-    assert spool.records == [] and len(seen) == 1
+    assert await _spooled(spool) == [] and len(seen) == 1
 
 
 def test_a_failing_sink_does_not_stop_the_others():
