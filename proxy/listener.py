@@ -604,6 +604,10 @@ class ProxyServer:
             raise
         except Exception:
             log.exception("egress.internal_error", decision_id=decision_id)
+            if ex is not None and ex.status is not None:
+                # The call went out and its answer had begun: its record stays what happened
+                # (a 503 written now would land inside that answer); the connection ends.
+                return False
             if ex is not None:
                 ex.decision = Decision(
                     decision_id=decision_id, action="deny", fault="internal_error"
@@ -649,6 +653,9 @@ class ProxyServer:
                 body_length=_declared_length(head) if ex.body_truncated else None,
             )
             ex.timings.upstream_ms = (time.perf_counter() - t0) * 1000.0
+            # The relay writes this head first: from here the app has (part of) its answer,
+            # which a fault must not overwrite (see `_request`'s last resort).
+            ex.status = response.status
             relayed = await relay_response(
                 response,
                 conn.writer,
