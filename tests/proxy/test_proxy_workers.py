@@ -382,7 +382,7 @@ def test_a_hung_worker_is_killed_and_restarted(watched):
         with contextlib.suppress(ProcessLookupError):
             os.kill(hung["pid"], signal.SIGKILL)
     assert _ports(watched)["workers"][1]["pid"] != hung["pid"]
-    [event] = [e for e in watched.logs() if e.get("event") == "supervisor.worker_unresponsive"]
+    [event] = watched.lines_where(lambda e: e.get("event") == "supervisor.worker_unresponsive")
     assert (event["worker"], event["pid"], event["missed_probes"]) == (1, hung["pid"], 3)
 
 
