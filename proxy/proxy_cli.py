@@ -118,7 +118,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=d["engine_timeout"].default,
         metavar="SECONDS",
-        help="time allowed per policy decision (then 503)",
+        help="time allowed per decision of the opa engine (then 503 engine_timeout); the embedded "
+        "engine decides in process, in microseconds, and is not timed",
     )
     pol.add_argument(
         "--default-purpose",
