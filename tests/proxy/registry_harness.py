@@ -107,15 +107,18 @@ def wait_ready(proxy: ProxyProcess, timeout: float = 60) -> None:
     raise AssertionError(f"proxy not ready:\n{proxy.log_text()[-3000:]}")
 
 
-def new_registry(workdir: Path) -> tuple[RegistryProcess, dict[str, str]]:
-    """A started registry on SQLite, loaded with the proxy tests' registry file, with role tokens."""
+def new_registry(
+    workdir: Path, roles: tuple[str, ...] = ("proxy", "security", "engineer")
+) -> tuple[RegistryProcess, dict[str, str]]:
+    """A started registry on SQLite, loaded with the proxy tests' registry file, with a token
+    per role in `roles` (named t-ROLE)."""
     db_url = f"sqlite+aiosqlite:///{workdir / 'registry.sqlite'}"
     run_cli("registry", "apply", str(REGISTRY_YAML), "--db", db_url)
     tokens = {
         role: run_cli(
             "registry", "tokens", "create", "--role", role, "--name", f"t-{role}", "--db", db_url
         )
-        for role in ("proxy", "security", "engineer")
+        for role in roles
     }
     reg = RegistryProcess(workdir, db_url, free_port())
     reg.start()

@@ -22,7 +22,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from proxy_harness import ProxyProcess, Upstreams
-from registry_harness import RegistryProcess, api, new_registry, run_cli, start_following_proxy
+from registry_harness import RegistryProcess, api, new_registry, start_following_proxy
 from registry_harness import wait_ready as wait_until_ready
 
 pytestmark = pytest.mark.timeout(300)
@@ -30,9 +30,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryProcess, dict]]:
-    reg, tokens = new_registry(tmp_path_factory.mktemp("registry"))
-    tokens["admin"] = run_cli(
-        "registry", "tokens", "create", "--role", "admin", "--name", "t-admin", "--db", reg.db_url
+    reg, tokens = new_registry(
+        tmp_path_factory.mktemp("registry"), roles=("proxy", "security", "engineer", "admin")
     )
     yield reg, tokens
     reg.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from proxy_harness import ProxyProcess, Upstreams, pins
-from registry_harness import RegistryProcess, api, new_registry, run_cli, wait_ready
+from registry_harness import RegistryProcess, api, new_registry, wait_ready
 from test_shipping_refused import blocked_call, readiness, samples
 
 pytestmark = pytest.mark.timeout(300)
@@ -24,9 +24,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryProcess, dict]]:
-    reg, tokens = new_registry(tmp_path_factory.mktemp("registry"))
-    tokens["admin"] = run_cli(
-        "registry", "tokens", "create", "--role", "admin", "--name", "t-admin", "--db", reg.db_url
+    reg, tokens = new_registry(
+        tmp_path_factory.mktemp("registry"), roles=("proxy", "security", "engineer", "admin")
     )
     yield reg, tokens
     reg.stop()
