@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +26,7 @@ import structlog
 from proxy.admin import AdminServer, create_admin_app
 from proxy.decide import Decider, backstop_for
 from proxy.decision_log import DecisionLog, DecisionSink, JsonLines
-from proxy.destinations import Resolver
+from proxy.destinations import Resolver, system_getaddrinfo
 from proxy.engines import create_engine
 from proxy.exchange import Source, new_exchange
 from proxy.inspect import native as inspect_native
@@ -231,7 +233,7 @@ async def _listener_ctx(app: ProxyApp) -> AsyncIterator[None]:
     own = [a for a in (app.listen_address, app.transparent_address) if a]
     own.extend(s.sibling_addresses)
     if s.admin_listen is not None:
-        own.append(s.admin_listen)
+        own.extend(await _addresses_of(s.admin_listen))
     context.resolver = Resolver(
         pins, self_addresses=own, timeout=s.upstream_connect_timeout, dns_ttl=s.dns_ttl
     )
@@ -312,6 +314,19 @@ async def _shipper_ctx(app: ProxyApp) -> AsyncIterator[None]:
         # Listeners are closed by now: seal the last segment so the final drain can send it.
         await app.spool.close()
         await shipper.close()
+
+
+async def _addresses_of(address: tuple[str, int]) -> list[tuple[str, int]]:
+    """The IP addresses a listen address (`--admin-listen localhost:15081`) stands for."""
+    host, port = address
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return [address]
+    try:
+        infos = await system_getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc}") from None
+    return list(dict.fromkeys((str(info[4][0]), port) for info in infos))
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 import orjson
 
 from proxy.client_connections import KeptAliveConnection, MalformedResponse, client_ssl_context
+from proxy.destinations import ascii_name
 from sharewall.hosts import BadAuthority, format_authority, parse_service_url
 
 DEFAULT_MAX_BODY = 256 * 1024 * 1024
@@ -211,7 +212,7 @@ class ControlClient:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await loop.create_connection(
                     lambda: KeptAliveConnection(loop),
-                    self.host,
+                    ascii_name(self.host),  # resolved without the idna codec
                     self.port,
                     ssl=self._ssl,
                     server_hostname=self.host if self._ssl is not None else None,

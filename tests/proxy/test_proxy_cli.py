@@ -186,3 +186,24 @@ def test_proxy_help_gives_every_flag_its_help_and_default():
         if action.default not in (None, False, []):
             assert f"default: {action.default}" in " ".join(text.split()), action.option_strings
     assert "SHAREWALL_TOKEN" in text  # the token comes from the environment, never printed
+
+
+def test_an_admin_port_on_a_name_serves_and_is_refused_as_a_destination(tmp_path):
+    """`--admin-listen localhost:0`: the name is resolved for the proxy's own-address check
+    (it was parsed as an IP and the proxy died at start with a ValueError)."""
+    import requests
+    from proxy_harness import REGISTRY_YAML, ProxyProcess
+
+    proxy = ProxyProcess(
+        tmp_path, ["--registry-file", str(REGISTRY_YAML), "--admin-listen", "localhost:0"]
+    )
+    try:
+        with requests.Session() as direct:
+            direct.trust_env = False
+            ready = direct.get(f"http://localhost:{proxy.admin_port}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        with proxy.session() as http:
+            looped = http.get(f"http://localhost:{proxy.admin_port}/metrics", timeout=10)
+        assert looped.status_code == 403  # its own admin port is no destination
+    finally:
+        assert proxy.stop() == 0

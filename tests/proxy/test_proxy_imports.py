@@ -49,6 +49,10 @@ UNUSED = (
     "lzma",
     # phonenumbers' package `__init__` (proxy/package_init.py): the inspector checks numbers
     # against the metadata and never formats as you type, matches or reads short numbers.
+    # Python's idna codec (nameprep in Python, with stringprep): names are resolved and
+    # listeners bound as ASCII, which sharewall.hosts has made them already.
+    "encodings.idna",
+    "stringprep",
     "phonenumbers.asyoutypeformatter",
     "phonenumbers.phonenumbermatcher",
     "phonenumbers.shortnumberinfo",
