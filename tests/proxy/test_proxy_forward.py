@@ -233,7 +233,8 @@ def test_keep_alive_serves_several_requests_on_one_connection(proxy, upstreams):
 
 def test_keep_alive_responses_are_not_held_back_by_nagle(proxy, upstreams):
     # Without TCP_NODELAY on the client socket each keep-alive response waited ~40 ms for the
-    # client's delayed ACK; the median stays far below that when it is set.
+    # client's delayed ACK, every one of them: the fastest of the kept-alive calls shows it
+    # (a median could cross 30 ms on a loaded machine; all six of them hardly).
     m = _marker("nagle")
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
     times = []
@@ -245,7 +246,7 @@ def test_keep_alive_responses_are_not_held_back_by_nagle(proxy, upstreams):
             times.append(time.perf_counter() - started)
     finally:
         conn.close()
-    assert sorted(times)[3] < 0.030
+    assert min(times[1:]) < 0.030
 
 
 def test_pipelined_requests_are_answered_in_order(proxy, upstreams):
