@@ -80,16 +80,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def keep_unused_modules_out() -> None:
-    """Make `import greenlet` fail in a proxy process (call before structlog is imported).
+    """Keep greenlet and typing_extensions out of a proxy process (call first, before
+    structlog and msgspec are imported). Not for processes that run the registry.
 
     structlog imports greenlet whenever it is installed (its deprecated `threadlocal` module
     picks greenlet-local storage), and the image has it for the registry's SQLAlchemy asyncio.
     The proxy runs no greenlets and keeps its log context in contextvars: 1.2 MB of a
-    sidecar's RSS for nothing. Not for processes that run the registry.
+    sidecar's RSS for nothing; `import greenlet` fails here.
 
-    typing_extensions is not kept out, though msgspec loads it for nothing (~0.4 MB): aiohttp,
-    which `--engine opa` loads, needs it (keeping it out made that proxy fail to start)."""
+    msgspec takes typing_extensions when it is installed (the registry's libraries bring it)
+    for its `get_type_hints` and `Required`, and Python 3.11's `typing` otherwise, which the
+    proxy's schema (no TypedDict, no typing_extensions type) reads the same: ~0.35 MB. It is
+    kept out only while msgspec is imported, since aiohttp (`--engine opa`) needs it later.
+    """
     sys.modules.setdefault("greenlet", None)  # type: ignore[arg-type] # None: import fails
+    if "typing_extensions" in sys.modules or "msgspec" in sys.modules:
+        return  # too late to make a difference
+    sys.modules["typing_extensions"] = None  # type: ignore[assignment] # None: import fails
+    try:
+        import msgspec  # noqa: F401
+    finally:
+        del sys.modules["typing_extensions"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -272,6 +272,34 @@ def test_a_proxy_on_a_registry_file_loads_no_yaml_parser(proxy_modules: set[str]
     assert loaded == []
 
 
+_SCHEMA_WITHOUT_TYPING_EXTENSIONS = """
+import sys
+from sharewall.cli import keep_unused_modules_out
+
+keep_unused_modules_out()  # as `sharewall proxy` does first
+from sharewall.registry_file import load_registry_file
+
+snapshot = load_registry_file(sys.argv[1])
+assert "typing_extensions" not in sys.modules
+sys.stdout.buffer.write(snapshot.replace(generated_at=None).to_json())
+import aiohttp  # what `--engine opa` loads, after msgspec: typing_extensions is there for it
+"""
+
+
+def test_msgspec_without_typing_extensions_reads_the_registry_the_same() -> None:
+    # The proxy imports msgspec with typing_extensions kept out: it takes Python 3.11's typing.
+    from sharewall.registry_file import load_registry_file
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SCHEMA_WITHOUT_TYPING_EXTENSIONS, str(SAMPLE_REGISTRY)],
+        capture_output=True,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    assert "typing_extensions" in sys.modules  # this process has it: a real comparison
+    assert out == load_registry_file(SAMPLE_REGISTRY).replace(generated_at=None).to_json()
+
+
 def test_the_root_help_still_lists_every_command() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "sharewall.cli", "--help"],
