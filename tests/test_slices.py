@@ -40,6 +40,14 @@ async def test_each_in_slices_and_sliced_visit_every_item_in_order_while_the_loo
     assert ticks > 2  # the loop ran between slices
 
 
+async def _until(condition, timeout: float = 10.0) -> None:
+    """Return once `condition()` holds, or after `timeout` seconds (the asserts then say why)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
 async def test_release_gradually_frees_what_it_was_given_once_no_one_else_holds_it():
     gc.disable()  # freed by reference counting, not by a collection
     try:
@@ -50,12 +58,13 @@ async def test_release_gradually_frees_what_it_was_given_once_no_one_else_holds_
         reader = still_read
         release_gradually(listed, mapped, still_read, after=0.05)
         del listed, mapped, still_read
-        await asyncio.sleep(0.2)
+        # Waited for, not slept on: on a loaded machine the release may run later than 0.2 s.
+        await _until(lambda: not any(w() for w in watched[:100]))
         alive = [w() is not None for w in watched]
         assert alive == [False] * 100 + [True] * 50
         assert len(reader) == 50  # a table someone reads is left whole
         del reader
-        await asyncio.sleep(0.2)
+        await _until(lambda: not any(w() for w in watched))
         assert all(w() is None for w in watched)
     finally:
         gc.enable()
