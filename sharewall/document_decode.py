@@ -31,8 +31,10 @@ class DocumentError(ValueError):
     """The text does not decode (the message says where, never what)."""
 
 
-def decode(kind: str, data: bytes) -> Any:
-    """`data` decoded as `kind` (yaml|json); `DocumentError` when it does not decode."""
+def decode(kind: str, data: bytes | str) -> Any:
+    """`data` decoded as `kind` (yaml|json); `DocumentError` when it does not decode.
+
+    The one decoder of registry documents, in the child and in process alike."""
     if kind == "json":
         import orjson
 
@@ -44,7 +46,8 @@ def decode(kind: str, data: bytes) -> Any:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(data.decode("utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+        text = data if isinstance(data, str) else data.decode("utf-8")
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise DocumentError(f"invalid YAML{f' at line {mark.line + 1}' if mark else ''}") from None

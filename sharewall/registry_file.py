@@ -6,7 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sharewall.document_split import DocumentError, split_document
+from sharewall.document_decode import DocumentError, decode
+from sharewall.document_split import split_document
 from sharewall.slices import collector_paused, consumed, each_in_slices, release_gradually
 from sharewall.snapshot import Recipient, SchemaError, Snapshot, Workload
 from sharewall.snapshot_delta import canonical_json, revision_of_parts
@@ -141,18 +142,12 @@ async def parse_registry_document_sliced(doc: Any, source: str = "<registry>") -
 
 def decode_registry_text(text: str, source: str = "<registry>") -> Any:
     """Decode the YAML (or JSON, a subset of YAML) text of a registry document, unvalidated."""
-    # Imported here: the proxy decodes its registry file in a child process
+    # PyYAML is imported by `decode`: the proxy decodes its registry file in a child process
     # (`sharewall.document_split`) and carries no PyYAML (~1.2 MB).
-    import yaml
-
-    # libyaml's safe loader parses a 10,000-recipient file about 10x faster than the pure one.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RegistryFileError(f"{source}: invalid YAML{where}") from None
+        return decode("yaml", text)
+    except DocumentError as exc:
+        raise RegistryFileError(f"{source}: {exc}") from None
 
 
 def read_registry_text(path: str | Path) -> str:
