@@ -19,6 +19,7 @@ from proxy_harness import (
     run_upstreams,
     start_proxy,
 )
+from registry_harness import RegistryProcess, new_registry
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,15 @@ def proxy(
     p = start_proxy(tmp_path_factory.mktemp("proxy"), certs, upstreams)
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="module")
+def admin_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RegistryProcess, dict[str, str]]]:
+    """A `sharewall registry serve` per test module, with a token per role, admin included."""
+    reg, tokens = new_registry(
+        tmp_path_factory.mktemp("registry"), roles=("proxy", "security", "engineer", "admin")
+    )
+    yield reg, tokens
+    reg.stop()

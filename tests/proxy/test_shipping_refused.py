@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -22,19 +21,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from proxy_harness import ProxyProcess, Upstreams
-from registry_harness import RegistryProcess, api, new_registry, start_following_proxy
+from registry_harness import RegistryProcess, api, start_following_proxy
 from registry_harness import wait_ready as wait_until_ready
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryProcess, dict]]:
-    reg, tokens = new_registry(
-        tmp_path_factory.mktemp("registry"), roles=("proxy", "security", "engineer", "admin")
-    )
-    yield reg, tokens
-    reg.stop()
 
 
 def samples(proxy: ProxyProcess, name: str) -> dict[str, float]:
@@ -89,9 +79,9 @@ def bind(reg: RegistryProcess, token: str, *proxy_ids: str) -> None:
 
 
 def test_refusals_and_an_expiring_token_are_logged_counted_and_noticed(
-    registry, upstreams, tmp_path, monkeypatch
+    admin_registry, upstreams, tmp_path, monkeypatch
 ):
-    reg, tokens = registry
+    reg, tokens = admin_registry
     admin = tokens["admin"]
     pod = f"pod-{uuid.uuid4().hex[:8]}"
     bind(reg, tokens["proxy"], pod)
@@ -159,9 +149,9 @@ def test_refusals_and_an_expiring_token_are_logged_counted_and_noticed(
 
 
 def test_the_workers_refusals_reach_the_supervisors_readyz_and_metrics(
-    registry, upstreams, tmp_path, monkeypatch
+    admin_registry, upstreams, tmp_path, monkeypatch
 ):
-    reg, tokens = registry
+    reg, tokens = admin_registry
     pod = f"pod-{uuid.uuid4().hex[:8]}"
     bind(reg, tokens["proxy"], pod, f"{pod}-w1")  # worker 0 ships as the pod, worker 1 as -w1
     created = api(

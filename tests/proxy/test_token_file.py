@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from proxy_harness import ProxyProcess, Upstreams, pins
-from registry_harness import RegistryProcess, api, new_registry, wait_ready
+from registry_harness import RegistryProcess, api, wait_ready
 from test_shipping_refused import blocked_call, readiness, samples
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryProcess, dict]]:
-    reg, tokens = new_registry(
-        tmp_path_factory.mktemp("registry"), roles=("proxy", "security", "engineer", "admin")
-    )
-    yield reg, tokens
-    reg.stop()
 
 
 def mount_secret(directory: Path, secret: str, generation: int) -> Path:
@@ -90,9 +80,9 @@ def revoke_grant(reg: RegistryProcess, tokens: dict, recipient: str) -> None:
     ids=["one process", "two workers"],
 )
 def test_a_rotated_secret_in_the_token_file_is_used_without_a_restart(
-    registry, upstreams, tmp_path, monkeypatch, workers, changes
+    admin_registry, upstreams, tmp_path, monkeypatch, workers, changes
 ):
-    reg, tokens = registry
+    reg, tokens = admin_registry
     admin = tokens["admin"]
     pod = f"pod-{uuid.uuid4().hex[:8]}"
     created = api(reg, admin, "POST", "/v1/tokens", json={"name": pod, "role": "proxy"}).json()
