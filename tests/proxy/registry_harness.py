@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import requests
 from proxy_harness import REGISTRY_YAML, REPO, ProxyProcess, Upstreams, free_port, pins
 
@@ -123,6 +125,23 @@ def new_registry(
     reg = RegistryProcess(workdir, db_url, free_port())
     reg.start()
     return reg, tokens
+
+
+def ship(reg: RegistryProcess, token: str, shipment: dict) -> dict:
+    """POST `shipment` to `/v1/decisions` gzipped, as the proxy's shipper does; its answer
+    (asserted 200)."""
+    resp = requests.post(
+        f"{reg.url}/v1/decisions",
+        data=gzip.compress(orjson.dumps(shipment)),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        },
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()
 
 
 def api(reg: RegistryProcess, token: str, method: str, path: str, **kw) -> requests.Response:

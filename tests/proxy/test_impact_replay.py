@@ -7,7 +7,6 @@ file is sent the very same calls. The flips the registry predicts are the flips 
 
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 from collections import Counter
@@ -17,7 +16,7 @@ import orjson
 import pytest
 import requests
 from proxy_harness import PHONE, REGISTRY_YAML, ProxyProcess, Upstreams, pins
-from registry_harness import RegistryProcess, api, wait_ready
+from registry_harness import RegistryProcess, api, ship, wait_ready
 from registry_harness import run_cli as _run
 
 from sharewall.registry_file import decode_registry_text
@@ -144,19 +143,8 @@ def ship_pending_facts(reg: RegistryProcess, token: str, spool: Path) -> None:
         return
     rows = orjson.loads(pending.read_bytes())
     assert any(r.get("kind") == "fact" for r in rows)
-    body = gzip.compress(orjson.dumps({"proxy_id": "impact-test", "decisions": [], "ledger": rows}))
-    resp = requests.post(
-        f"{reg.url}/v1/decisions",
-        data=body,
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-        },
-        timeout=10,
-    )
-    assert resp.status_code == 200, resp.text
-    assert resp.json()["rejected"] == []
+    answer = ship(reg, token, {"proxy_id": "impact-test", "decisions": [], "ledger": rows})
+    assert answer["rejected"] == []
 
 
 def proxy_flips(before: list[dict], after: list[dict]) -> tuple[Counter, dict[str, int]]:

@@ -11,17 +11,15 @@ logged and shown the same way.
 
 from __future__ import annotations
 
-import gzip
 import time
 import uuid
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from proxy_harness import ProxyProcess, Upstreams
-from registry_harness import RegistryProcess, api, start_following_proxy
+from registry_harness import RegistryProcess, api, ship, start_following_proxy
 from registry_harness import wait_ready as wait_until_ready
 
 pytestmark = pytest.mark.timeout(300)
@@ -65,17 +63,7 @@ def event(proxy: ProxyProcess, name: str, timeout: float = 60, **fields) -> dict
 def bind(reg: RegistryProcess, token: str, *proxy_ids: str) -> None:
     """Ship nothing as each proxy id with `token` (another pod's): they are bound to it."""
     for proxy_id in proxy_ids:
-        resp = requests.post(
-            f"{reg.url}/v1/decisions",
-            data=gzip.compress(orjson.dumps({"proxy_id": proxy_id, "decisions": []})),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Content-Encoding": "gzip",
-            },
-            timeout=10,
-        )
-        assert resp.status_code == 200, resp.text
+        ship(reg, token, {"proxy_id": proxy_id, "decisions": []})
 
 
 def test_refusals_and_an_expiring_token_are_logged_counted_and_noticed(
