@@ -143,7 +143,7 @@ def decision_record(
     path is redacted from the decision's findings (query values and path segments where
     personal data was found are replaced by its category).
     """
-    denied = decision.action != "allow" or decision.fault is not None  # `not decision.allow`
+    denied = not decision.allow
     if blocked is None:
         blocked = denied and mode != "report"
     return record_in_order(
