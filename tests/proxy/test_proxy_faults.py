@@ -362,8 +362,16 @@ def test_registry_file_reload_applies_to_the_next_call_and_a_broken_file_is_igno
     assert _wait_for(lambda: s.get(url, timeout=10).status_code == 200)
 
 
-def test_sigterm_drains_in_flight_calls_then_exits_zero(tuned_proxy, upstreams):
-    p = tuned_proxy
+@pytest.fixture
+def draining_proxy(tmp_path, certs, upstreams):
+    """A proxy for a test that stops it (the module's shared ones must outlive it)."""
+    p = start_proxy(tmp_path, certs, upstreams, "--drain-timeout", "5")
+    yield p
+    p.stop()
+
+
+def test_sigterm_drains_in_flight_calls_then_exits_zero(draining_proxy, upstreams):
+    p = draining_proxy
     m = _marker("drain")
     result: dict[str, object] = {}
 

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -53,14 +54,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
     reg.stop()
 
 
-@pytest.fixture(scope="module")
-def supervised(
-    tmp_path_factory: pytest.TempPathFactory, registry, upstreams: Upstreams
-) -> Iterator[ProxyProcess]:
+def _start_supervised(
+    workdir: Path, registry: tuple[RegistryProcess, dict], upstreams: Upstreams
+) -> ProxyProcess:
+    """`proxy --workers 2` on the registry, with its admin port on a known port."""
     reg, tokens = registry
     admin = free_port()
     proxy = ProxyProcess(
-        tmp_path_factory.mktemp("workers"),
+        workdir,
         [
             "--workers", "2", "--registry-url", reg.url, "--token", tokens["proxy"],
             "--default-purpose", "service_delivery", "--source", SOURCE, *pins(upstreams),
@@ -70,6 +71,14 @@ def supervised(
         python_args=("-X", "importtime"),  # the supervisor's imports (workers run without)
     )  # fmt: skip
     wait_ready(proxy)
+    return proxy
+
+
+@pytest.fixture(scope="module")
+def supervised(
+    tmp_path_factory: pytest.TempPathFactory, registry, upstreams: Upstreams
+) -> Iterator[ProxyProcess]:
+    proxy = _start_supervised(tmp_path_factory.mktemp("workers"), registry, upstreams)
     yield proxy
     proxy.stop()
 
@@ -230,7 +239,16 @@ def test_a_second_supervisor_cannot_take_a_share_of_the_port(supervised, tmp_pat
     assert "supervisor.worker_started" not in out.stdout  # refused before any worker
 
 
-def test_sigterm_lets_calls_in_flight_finish_on_every_worker(supervised, upstreams):
+@pytest.fixture
+def own_supervised(tmp_path: Path, registry, upstreams: Upstreams) -> Iterator[ProxyProcess]:
+    """A supervisor for a test that stops it (the module's shared one must outlive it)."""
+    proxy = _start_supervised(tmp_path, registry, upstreams)
+    yield proxy
+    proxy.stop()
+
+
+def test_sigterm_lets_calls_in_flight_finish_on_every_worker(own_supervised, upstreams):
+    supervised = own_supervised
     marker = f"drain-{uuid.uuid4().hex[:6]}"
     workers = _ports(supervised)["workers"]
 
