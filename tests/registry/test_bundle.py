@@ -251,11 +251,10 @@ async def test_opa_long_poll_returns_the_new_bundle_within_a_second(client, auth
     )
     await asyncio.sleep(0.3)
     assert not poll.done()
-    changed_at = time.monotonic()
     version = await _bump_version(sessions)
+    # Woken by the change: the 30 s wait running out would fail this 5 s bound (the 1 s
+    # figure is bench/'s).
     resp = await asyncio.wait_for(poll, 5)
-    # Woken by the change, not by the 30 s wait running out (the 1 s figure is bench/'s).
-    assert time.monotonic() - changed_at < 10
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "application/vnd.openpolicyagent.bundles"
     assert resp.headers["ETag"] != etag

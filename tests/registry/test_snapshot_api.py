@@ -141,11 +141,10 @@ async def test_long_poll_wakes_within_a_second_of_a_change(client, auth, session
     await asyncio.sleep(0.3)
     assert not poll.done()
     # A write by another process: only the version poller can see it.
-    changed_at = time.monotonic()
     version = await set_status(sessions, rid, "suspended")
+    # Woken by the change: the 30 s wait running out would fail this 5 s bound (the 1 s
+    # figure is bench/'s).
     resp = await asyncio.wait_for(poll, 5)
-    # Woken by the change, not by the 30 s wait running out (the 1 s figure is bench/'s).
-    assert time.monotonic() - changed_at < 10
     assert resp.status == 200
     snapshot = Snapshot.from_data(await resp.json())
     assert snapshot.version == version
@@ -332,12 +331,11 @@ async def test_api_write_wakes_long_polls_in_process(settings, auth, sessions, u
             client.get("/v1/snapshot?wait=30", headers={**auth("proxy"), "If-None-Match": etag})
         )
         await asyncio.sleep(0.2)
-        changed_at = time.monotonic()
         suspended = await client.post(f"/v1/recipients/{rid}/suspend", headers=auth("security"))
         assert suspended.status == 200, await suspended.text()
+        # Woken by the change: the 30 s wait running out would fail this 5 s bound (the 1 s
+        # figure is bench/'s).
         resp = await asyncio.wait_for(poll, 5)
-        # Woken by the change, not by the 30 s wait running out (the 1 s figure is bench/'s).
-        assert time.monotonic() - changed_at < 10
         assert Snapshot.from_data(await resp.json()).recipient(rid).status == "suspended"
 
 
