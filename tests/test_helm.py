@@ -536,3 +536,17 @@ def test_the_sidecar_reads_its_token_from_the_mounted_secret_file() -> None:
     # The registry-file mode has no token at all.
     plain = _pod(_render("sharewall-sidecar", "gateway, registry file"), "sharewall-gateway")
     assert not [v for v in plain["spec"]["volumes"] if v["name"] == "sharewall-token"]
+
+
+def test_opa_reads_its_token_from_the_mounted_secret_file_at_each_request() -> None:
+    manifests = _render("sharewall-sidecar", "example, classic, transparent, opa")
+    spec = _pod(manifests, "example")["spec"]
+    [opa] = [c for c in spec["containers"] if c["name"] == "sharewall-opa"]
+    # No env var (fixed at start, a rotation would need a restart): the file kubelet updates.
+    assert not [e for e in opa.get("env", []) if "TOKEN" in e["name"]]
+    [mount] = [m for m in opa["volumeMounts"] if m["name"] == "sharewall-token"]
+    assert "subPath" not in mount and mount["readOnly"] is True
+    [config_map] = [m for m in manifests if m["metadata"]["name"] == "sharewall-sharewall-opa"]
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    bearer = config["services"]["registry"]["credentials"]["bearer"]
+    assert bearer == {"token_path": f"{mount['mountPath']}/token"}

@@ -157,12 +157,6 @@ sharewall.io/egress-proxy: "true"
     - --addr=127.0.0.1:{{ $o.port }}
     - --diagnostic-addr=0.0.0.0:{{ $o.diagnosticPort }}
     - --config-file=/etc/opa/config.yaml
-  env:
-    - name: SHAREWALL_TOKEN
-      valueFrom:
-        secretKeyRef:
-          name: {{ .Values.registry.tokenSecret.name }}
-          key: {{ .Values.registry.tokenSecret.key }}
   ports:
     - name: opa-diag
       containerPort: {{ $o.diagnosticPort }}
@@ -186,6 +180,12 @@ sharewall.io/egress-proxy: "true"
     - name: sharewall-opa-config
       mountPath: /etc/opa
       readOnly: true
+    {{- if not .Values.registry.file }}
+    # The token's Secret as the proxy mounts it: the whole volume, which kubelet keeps current.
+    - name: sharewall-token
+      mountPath: /var/run/secrets/sharewall
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{/* Transparent capture: installs the pod's iptables rules, then exits. Root with NET_ADMIN and
@@ -326,7 +326,7 @@ sharewall.io/egress-proxy: "true"
     items:
       - key: {{ .Values.registry.tokenSecret.key }}
         path: token
-    # Read by the proxy, UID 1337, as the CA volume below; only the proxy mounts it.
+    # Read by the proxy, UID 1337, as the CA volume below (and by OPA, when it runs).
     defaultMode: 0444
 {{- end }}
 {{- if .Values.sidecar.tls.caSecret }}
