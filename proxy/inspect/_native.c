@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 7
+#define NATIVE_VERSION 8
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -212,6 +212,69 @@ static PyObject *prescan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 
+/* `encoded.binary_head(value)` where the walker can answer it without Python: the first 64
+   characters of an ASCII value all of one base64 alphabet (what `base64_bytes` decodes without
+   its whitespace, padding and alphabet fixes). 1: binary (`_walk_base64` answers False), 0: text
+   or gzip (`_walk_base64` decides), -1: another head (`_walk_base64` decides). */
+static signed char b64_value[256];
+
+static void init_b64_value(void)
+{
+    int i;
+    memset(b64_value, -1, sizeof b64_value);
+    for (i = 0; i < 26; i++) {
+        b64_value['A' + i] = (signed char)i;
+        b64_value['a' + i] = (signed char)(26 + i);
+    }
+    for (i = 0; i < 10; i++)
+        b64_value['0' + i] = (signed char)(52 + i);
+    b64_value['+'] = b64_value['-'] = 62;
+    b64_value['/'] = b64_value['_'] = 63;
+}
+
+static int ascii_binary_head(const unsigned char *s, Py_ssize_t n)
+{
+    unsigned char head[48];
+    int standard = 0, urlsafe = 0, i, j;
+    if (n < 64)
+        return -1;
+    for (i = 0; i < 16; i++) {
+        unsigned int quad = 0;
+        for (j = 0; j < 4; j++) {
+            unsigned char c = s[4 * i + j];
+            int v = b64_value[c];
+            if (v < 0)
+                return -1;
+            standard |= c == '+' || c == '/';
+            urlsafe |= c == '-' || c == '_';
+            quad = (quad << 6) | (unsigned int)v;
+        }
+        head[3 * i] = (unsigned char)(quad >> 16);
+        head[3 * i + 1] = (unsigned char)(quad >> 8);
+        head[3 * i + 2] = (unsigned char)quad;
+    }
+    if (standard && urlsafe)
+        return 1; /* both alphabets: `base64_bytes` is None */
+    if (head[0] == 0x1f && head[1] == 0x8b && head[2] == 0x08)
+        return 0; /* GZIP_MAGIC */
+    for (i = 0; i < 48; i++) {
+        unsigned char b = head[i];
+        if (b <= 0x08 || b == 0x0b || b == 0x0c || (b >= 0x0e && b <= 0x1f) || b == 0x7f)
+            return 1; /* `_CONTROL_BYTES` */
+    }
+    return 0;
+}
+
+static int ascii_has_digit(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; i++)
+        if (is_digit(s[i]))
+            return 1;
+    return 0;
+}
+
+
 /* ---------------------------------------------------------------------------------------------
    The walker. Names are those of walk.py; each step says which line of `_walk_fields` or
    `_walk_array` it is. */
@@ -233,6 +296,7 @@ static PyObject *py_object_plans;     /* walk._OBJECT_PLANS (a dict, cleared in 
 static PyObject *py_key_only_rules;   /* fields.KEY_ONLY_RULES (frozenset) */
 static PyObject *py_container_rules;  /* fields.CONTAINER_RULES (frozenset) */
 static PyObject *py_phone_rule;       /* keys.Rule.PHONE */
+static PyObject *py_phone_generic_rule; /* keys.Rule.PHONE_GENERIC */
 static PyObject *py_coordinates_rule; /* keys.Rule.COORDINATES */
 static PyObject *py_phone_category;   /* categories.PHONE */
 static PyObject *py_location_precise; /* categories.LOCATION_PRECISE */
@@ -249,6 +313,7 @@ static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
 static long long error_flag;          /* keys.Ctx.ERROR */
 static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
 static Py_ssize_t min_base64;         /* encoded.MIN_BASE64 */
+static Py_ssize_t long_base64;        /* encoded.LONG_BASE64 */
 static Py_ssize_t memo_max_length;    /* fields.MEMO_MAX_LENGTH */
 static int configured;
 static int not_configured(void);
@@ -554,7 +619,11 @@ static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObj
             goto out;
         }
     }
-    if (length >= min_base64 && !str_contains_char(value, ' ') && !str_contains_char(value, '.')) {
+    if (length >= min_base64 && !str_contains_char(value, ' ') && !str_contains_char(value, '.')
+        && !(length > long_base64 && PyUnicode_IS_ASCII(value)
+             && ascii_binary_head(PyUnicode_1BYTE_DATA(value), length) == 1)) {
+        /* (A long value whose head decodes to binary is what `_walk_base64` tells first, by
+           `binary_head`: answered here, without the call.) */
         PyObject *depth_obj;
         if (field_location(location, suffix, &where) == NULL)
             goto out;
@@ -588,6 +657,23 @@ static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObj
                 goto out;
             }
         }
+        if (is_phone_rule
+            || rule == py_phone_generic_rule
+            || PyObject_RichCompareBool(rule, py_phone_generic_rule, Py_EQ) > 0) {
+            /* `fields._phone` (or, for a reference's `number`, nothing) on an ASCII value
+               without a digit: no number, and no digest (`is_sha256`: 44 or 64 characters), so
+               no finding; what is left is `_scan_generic`, which the pre-scan rules out. */
+            const unsigned char *chars = PyUnicode_1BYTE_DATA(value);
+            if (PyUnicode_IS_ASCII(value) && length <= 16 * 1024 && length != 44 && length != 64
+                && !ascii_has_digit(chars, length)
+                && ((length < 7 && !memchr(chars, '@', length))
+                    || !ascii_may_match(chars, length, 0))) {
+                status = 0;
+                goto out;
+            }
+        }
+        if (PyErr_Occurred())
+            goto out;
         done = PySet_Contains(py_key_only_rules, rule);
         if (done < 0)
             goto out;
@@ -1373,6 +1459,7 @@ static PyObject *configure(PyObject *self, PyObject *names)
         || take(names, "KEY_ONLY_RULES", &py_key_only_rules) < 0
         || take(names, "CONTAINER_RULES", &py_container_rules) < 0
         || take(names, "PHONE_RULE", &py_phone_rule) < 0
+        || take(names, "PHONE_GENERIC_RULE", &py_phone_generic_rule) < 0
         || take(names, "COORDINATES_RULE", &py_coordinates_rule) < 0
         || take(names, "PHONE_CATEGORY", &py_phone_category) < 0
         || take(names, "LOCATION_PRECISE", &py_location_precise) < 0
@@ -1426,6 +1513,9 @@ static PyObject *configure(PyObject *self, PyObject *names)
     if (take_int(names, "MIN_BASE64", &number) < 0)
         return NULL;
     min_base64 = (Py_ssize_t)number;
+    if (take_int(names, "LONG_BASE64", &number) < 0)
+        return NULL;
+    long_base64 = (Py_ssize_t)number;
     if (take_int(names, "MEMO_MAX_LENGTH", &number) < 0)
         return NULL;
     memo_max_length = (Py_ssize_t)number;
@@ -1458,6 +1548,7 @@ PyMODINIT_FUNC PyInit__native(void)
     if (module == NULL)
         return NULL;
     init_char_class();
+    init_b64_value();
 #define INTERN(var, text)                                                                           \
     if ((var = PyUnicode_InternFromString(text)) == NULL) {                                        \
         Py_DECREF(module);                                                                         \

@@ -31,7 +31,7 @@ from proxy.inspect.model import Finding
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 7
+_VERSION = 8
 # scan.py's and walk.py's own functions, put back by `install(False)`.
 _PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
@@ -65,12 +65,14 @@ def _callbacks() -> dict[str, object]:
         "CONTAINER_RULES": walk.CONTAINER_RULES,
         "MEMO_MAX_LENGTH": walk.MEMO_MAX_LENGTH,
         "PHONE_RULE": walk._PHONE_RULE,
+        "PHONE_GENERIC_RULE": walk.Rule.PHONE_GENERIC,
         "COORDINATES_RULE": walk.Rule.COORDINATES,
         "PHONE_CATEGORY": walk._PHONE,
         "LOCATION_PRECISE": walk.cat.LOCATION_PRECISE,
         "DIAL_CODE": walk._DIAL_CODE,
         "MAX_CODE_LENGTH": walk.MAX_CODE_LENGTH,
         "MIN_BASE64": walk.MIN_BASE64,
+        "LONG_BASE64": walk.LONG_BASE64,
         # The content rule's finding, inlined when the pre-scan rules the text out.
         "CONTENT_RULE": walk.Rule.CONTENT,
         "CONTENT_CATEGORY": walk.cat.CONTENT,

@@ -310,6 +310,63 @@ def test_limits_and_edges_give_identical_results_both_ways() -> None:
                 assert_same(fallback, fast, f"document {number}, {limits}")
 
 
+# Values the compiled walker judges without calling back into Python: phone-keyed values without
+# a digit (`fields._phone` cannot find a number or a digest in them), and long values whose first
+# 64 characters decode to binary (`encoded.binary_head`). Near misses on each side.
+_LONG_TEXT = "Hello Mei, your parcel 4411 is on its way to 1 Raffles Place. " * 4
+PRECHECK_VALUES = [
+    "QWIQI",
+    "ACME",
+    "InfoSMS",
+    "Acme Corp",
+    "a@b.co",
+    "tan.ah.kow@example.com",
+    "sip:alice",
+    "tel:+65",
+    "+",
+    "  ",
+    "abcdef" * 7 + "ab",  # 44 characters: a base64 digest's length
+    "abcdef" * 10 + "abcd",  # 64: a hex digest's length
+    "a" * 44,
+    "A" * 64,
+    "eyJhbGciOiJIUzI1NiJ9",
+    "xoxb-abc-def",
+    "Köln Hbf",
+    "\uff31\uff19",  # full-width letter and digit
+    "x" * 850,
+    "x" * 129,
+    "x" * 128,
+    "AAAA" * 40,
+    "////" * 40,
+    "-_-_" * 40,
+    "+/-_" * 40,
+    base64.b64encode(_LONG_TEXT.encode()).decode(),
+    base64.urlsafe_b64encode(b"\xfb\xff" + _LONG_TEXT.encode()).decode(),
+    base64.b64encode(gzip.compress(_LONG_TEXT.encode(), mtime=0)).decode(),
+    base64.b64encode(bytes(range(256))).decode(),
+    base64.b64encode(orjson.dumps({"phone": "+6591234567", "note": _LONG_TEXT})).decode(),
+    "A" * 60 + "==" + "A" * 80,
+    "A" * 60 + "\t" + "A" * 80,
+    "A" * 60 + "@" + "A" * 80,
+]
+
+
+@needs_native
+def test_values_judged_without_python_give_identical_results_both_ways() -> None:
+    for key in ("from", "to", "phone", "number", "sender", "data", "note", "body"):
+        for value in PRECHECK_VALUES:
+            for document in (
+                {key: value},
+                {"order": {key: value}},  # `number` of a reference: no phone rule
+                {key: [value, value]},
+                {"ctx": "+65", key: value},
+            ):
+                fallback, fast = inspect_both("POST", URL, JSON, orjson.dumps(document))
+                assert_same(fallback, fast, f"{document}"[:200])
+    form = urlencode([("From", v) for v in PRECHECK_VALUES]).encode()
+    assert_same(*inspect_both("POST", URL, FORM, form), "form")
+
+
 @needs_native
 def test_prescan_never_rules_out_a_string_the_full_scan_finds_something_in() -> None:
     from proxy.inspect import _native  # type: ignore[attr-defined]
