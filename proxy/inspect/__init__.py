@@ -83,7 +83,7 @@ def inspect_call(
     """
     scan: Scan | None = None
     try:
-        scan = Scan(limits, url=url)
+        scan = Scan(limits, url)
         plan = url_plan(url, scan.regions)
         scan.mobile_call = plan.mobile
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)

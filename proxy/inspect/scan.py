@@ -44,26 +44,28 @@ class Scan:
         "url",
     )
 
-    def __init__(
-        self, limits: InspectionLimits, *, mobile_call: bool = False, url: str = ""
-    ) -> None:
+    def __init__(self, limits: InspectionLimits, url: str = "") -> None:
         self.limits = limits
         self.url = url
         self._host: str | None = None
         self.grpc_encoding = ""  # the call's `grpc-encoding` (compressed gRPC frames)
         self.layers = 0  # encodings being undone around the current field (see encoded.py)
-        self.regions = (limits.default_region, *limits.extra_phone_regions)
-        self.mobile_call = mobile_call  # the URL is an HLR / number-lookup endpoint
-        self._deadline = time.perf_counter() + limits.max_seconds
+        self.mobile_call = False  # the URL is an HLR / number-lookup endpoint (set by the caller)
         # Fields spent so far; the walker's hot loop counts inline and calls `checkpoint()` when
         # `fields` reaches `next_check` (the next clock check or the field limit, whichever first).
         self.fields = 0
-        self.next_check = min(_CLOCK_MASK + 1, limits.max_fields + 1)
         self._findings: dict[tuple[str, str], str] = {}  # (category, location) → detector
         self._problems: list[str] = []
         # (rule, context, value) → findings, for this call only (see fields.scan_scalar).
         self.memo: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
         self.recording: list[tuple[str, str]] | None = None
+        # What the limits give every scan (the phone regions, the first check), worked out once
+        # per limits object: one per configuration.
+        start = _start
+        if start[0] is not limits:
+            start = _start_of(limits)
+        _, self.regions, self.next_check, max_seconds = start
+        self._deadline = time.perf_counter() + max_seconds
 
     @property
     def host(self) -> str:
@@ -122,7 +124,27 @@ class Scan:
 
     def result(self) -> Inspection:
         """The findings (in the order found) and problems as an `Inspection`."""
-        return Inspection(findings=_findings(self._findings), problems=tuple(self._problems))
+        # Built as `_findings` builds a `Finding` (the slots set directly): one per call.
+        inspection = _new_finding(Inspection)
+        _set_findings(inspection, _findings(self._findings))
+        _set_problems(inspection, tuple(self._problems))
+        return inspection
+
+
+def _start_of(limits: InspectionLimits) -> tuple[InspectionLimits, tuple[str, ...], int, float]:
+    """What a `Scan` starts from under `limits`, kept for the next scan (the limits held, so its
+    identity is not reused)."""
+    global _start
+    _start = (
+        limits,
+        (limits.default_region, *limits.extra_phone_regions),
+        min(_CLOCK_MASK + 1, limits.max_fields + 1),
+        limits.max_seconds,
+    )
+    return _start
+
+
+_start: tuple[InspectionLimits | None, tuple[str, ...], int, float] = (None, (), 0, 0.0)
 
 
 # A frozen dataclass's `__init__` sets each field through `object.__setattr__` from Python code;
@@ -132,6 +154,8 @@ _new_finding = object.__new__
 _set_category = Finding.category.__set__  # type: ignore[attr-defined]
 _set_location = Finding.location.__set__  # type: ignore[attr-defined]
 _set_detector = Finding.detector.__set__  # type: ignore[attr-defined]
+_set_findings = Inspection.findings.__set__  # type: ignore[attr-defined]
+_set_problems = Inspection.problems.__set__  # type: ignore[attr-defined]
 
 
 def _findings(found: dict[tuple[str, str], str]) -> tuple[Finding, ...]:
