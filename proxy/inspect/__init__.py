@@ -86,7 +86,11 @@ def inspect_call(
         scan = Scan(limits, url)
         plan = url_plan(url, scan.regions)
         scan.mobile_call = plan.mobile
-        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        # The proxy's list as it is (nothing changes it); a mapping's or another iterable's pairs.
+        if type(headers) is list:
+            pairs = headers
+        else:
+            pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         try:
             _inspect(scan, plan, pairs, body, body_truncated=body_truncated)
         except ScanStopped:
@@ -117,7 +121,7 @@ def _inspect(
 ) -> None:
     root = Ctx.MOBILE if scan.mobile_call else Ctx.NONE
     scan_url(scan, plan, root)
-    scan_headers(scan, headers, root)
+    content_type, content_encoding, scan.grpc_encoding = scan_headers(scan, headers, root)
     if not body:
         if body_truncated:
             scan.problem(BODY_TOO_LARGE)
@@ -125,18 +129,6 @@ def _inspect(
     if body_truncated or len(body) > scan.limits.max_body_bytes:
         scan.problem(BODY_TOO_LARGE)
         body = body[: scan.limits.max_body_bytes]
-    content_type = ""
-    content_encoding = ""
-    grpc_encoding = ""
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "content-type":
-            content_type = value
-        elif lower == "content-encoding":
-            content_encoding = f"{content_encoding},{value}" if content_encoding else value
-        elif lower == "grpc-encoding":
-            grpc_encoding = value
-    scan.grpc_encoding = grpc_encoding
     if content_encoding:
         try:
             body = decompress(

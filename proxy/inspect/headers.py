@@ -87,15 +87,47 @@ def parse_cookie(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: int) -> None:
+# Header name as sent → (its lower case, whether it is a protocol header, skipped): the same
+# few names every call. Bounded: a client sending random names must not grow it forever.
+_NAMES: dict[str, tuple[str, bool]] = {}
+_NAMES_MAX = 1024
+
+
+def header_name(name: str) -> tuple[str, bool]:
+    """`name` in lower case, and True when the header is protocol (never scanned)."""
+    known = _NAMES.get(name)
+    if known is None:
+        lower = name.lower()
+        known = (
+            lower,
+            lower in _PROTOCOL_HEADERS or lower.startswith(("x-sharewall-", "sec-ch-")),
+        )
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[name] = known
+    return known
+
+
+def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: int) -> tuple[str, str, str]:
     """Scan header values; each finding is located as `header:<lowercase name>`.
 
     Cookies are scanned one by one, as `cookie:<name>`: a cookie is data the recipient gets.
+    Returns what the body is read with, from the same pass: its Content-Type, its
+    Content-Encoding (repeated headers joined with commas) and its `grpc-encoding`.
     """
+    content_type = content_encoding = grpc_encoding = ""
+    names = _NAMES
     for name, value in headers:
-        lower = name.lower()
-        if lower in _PROTOCOL_HEADERS or lower.startswith(("x-sharewall-", "sec-ch-")):
+        known = names.get(name)
+        lower, protocol = known if known is not None else header_name(name)
+        if protocol:
+            if lower == "content-type":
+                content_type = value
+            elif lower == "content-encoding":
+                content_encoding = f"{content_encoding},{value}" if content_encoding else value
             continue
+        if lower == "grpc-encoding":
+            grpc_encoding = value
         if lower == "cookie":
             scan_pairs(scan, parse_cookie(value), "cookie", ctx)
             continue
@@ -104,6 +136,7 @@ def scan_headers(scan: Scan, headers: Iterable[tuple[str, str]], ctx: int) -> No
             _scan_auth_header(scan, f"header:{lower}", value, ctx)
             continue
         walk(scan, value, f"header:{lower}", info, ctx, 1)
+    return content_type, content_encoding, grpc_encoding
 
 
 def _scan_auth_header(scan: Scan, location: str, value: str, ctx: int) -> None:
