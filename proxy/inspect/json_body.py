@@ -25,7 +25,7 @@ def scan_json(
 
     Declared JSON that does not parse is scanned as text and reported `malformed_json`.
     """
-    if isinstance(data, bytes) and data.startswith(_BOM):
+    if data[:3] == _BOM:  # (a str's first three characters are never equal to bytes)
         data = data[len(_BOM) :]
     try:
         document = orjson.loads(data)
