@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 8
+#define NATIVE_VERSION 9
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -1342,6 +1342,80 @@ static PyObject *walk_object(PyObject *self, PyObject *const *args, Py_ssize_t n
     return walk_object_impl(args[0], args[1], args[2], args[3], args[4], depth, in_list);
 }
 
+/* `_visit_scalar(scan, node, location, info, ctx, depth)`: a scalar walked on its own (a form or
+   query value, a header's value, a JSON document that is one string), the steps `walk_array`
+   takes for a scalar element: count the field; nothing for None or under a negative key; a
+   string as walk_str_field judges it; another scalar by its key's rule (`scan_scalar`). */
+static PyObject *visit_scalar(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *scan, *node, *location, *info, *ctx, *rule, *memo;
+    Py_ssize_t depth;
+    int status, unused_hint = 0;
+
+    if (not_configured())
+        return NULL;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "visit_scalar(scan, node, location, info, ctx, depth)");
+        return NULL;
+    }
+    scan = args[0];
+    node = args[1];
+    location = args[2];
+    info = args[3];
+    ctx = args[4];
+    if (!PyUnicode_Check(location) || !PyLong_Check(ctx)) {
+        PyErr_SetString(PyExc_TypeError, "visit_scalar: location is a str, ctx an int");
+        return NULL;
+    }
+    depth = PyLong_AsSsize_t(args[5]);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    if (count_field(scan) < 0)
+        return NULL;
+    if (node == Py_None)
+        Py_RETURN_NONE;
+    if (info != Py_None) {
+        PyObject *negative = PyObject_GetAttr(info, s_is_negative);
+        int is_negative;
+        if (negative == NULL)
+            return NULL;
+        is_negative = PyObject_IsTrue(negative);
+        Py_DECREF(negative);
+        if (is_negative < 0)
+            return NULL;
+        if (is_negative)
+            Py_RETURN_NONE;
+        if ((rule = PyObject_GetAttr(info, s_rule)) == NULL)
+            return NULL;
+    }
+    else
+        rule = Py_NewRef(Py_None);
+    if (Py_IS_TYPE(node, &PyUnicode_Type)) {
+        long long ctx_flags = PyLong_AsLongLong(ctx);
+        status = -1;
+        if (ctx_flags == -1 && PyErr_Occurred())
+            memo = NULL;
+        else if ((memo = PyObject_GetAttr(scan, s_memo)) != NULL) {
+            if (!PyDict_Check(memo))
+                PyErr_SetString(PyExc_TypeError, "scan.memo is a dict");
+            else
+                status = walk_str_field(scan, memo, node, location, NULL, info, rule, ctx,
+                                        ctx_flags, depth, &unused_hint);
+        }
+        Py_XDECREF(memo);
+    }
+    else if (rule != Py_None) {
+        PyObject *call_args[5] = {scan, location, info, node, ctx};
+        status = call_void(py_scan_scalar, call_args, 5);
+    }
+    else
+        status = 0;
+    Py_DECREF(rule);
+    if (status < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static int not_configured(void)
 {
     if (!configured) {
@@ -1530,6 +1604,8 @@ static PyMethodDef native_methods[] = {
      "walk.py's _walk_array, compiled."},
     {"walk_object", (PyCFunction)(void (*)(void))walk_object, METH_FASTCALL,
      "walk.py's _walk_object, compiled."},
+    {"visit_scalar", (PyCFunction)(void (*)(void))visit_scalar, METH_FASTCALL,
+     "walk.py's _visit_scalar, compiled."},
     {"findings", (PyCFunction)findings, METH_O, "scan.py's _findings, compiled."},
     {"configure", (PyCFunction)configure, METH_O,
      "configure(names): the Python functions and constants the walker calls."},

@@ -3,7 +3,7 @@
 `proxy/inspect/_native.c` is compiled at install by `hatch_build.py` (gcc; skipped with a warning
 when there is none). It has two parts:
 
-- the walker's hot loops (`walk._walk_object`, `_walk_fields`, `_walk_array`) in C: the same steps in
+- the walker's hot loops (`walk._walk_object`, `_walk_fields`, `_walk_array`, `_visit_scalar`) in C: the same steps in
   the same order, calling walk.py's own functions for everything the loops do not inline, so
   the rules stay in one place (Python);
 - a pre-scan over a string's characters that tells `free_text.scan_string` (and the walker,
@@ -31,13 +31,14 @@ from proxy.inspect.model import Finding
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 8
+_VERSION = 9
 # scan.py's and walk.py's own functions, put back by `install(False)`.
 _PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
     "_walk_object": walk._walk_object,
     "_walk_fields": walk._walk_fields,
     "_walk_array": walk._walk_array,
+    "_visit_scalar": walk._visit_scalar,
 }
 
 

@@ -1,7 +1,7 @@
 """Walk a decoded tree (JSON, or JSON found inside a string) field by field, keeping context.
 
 This is the hot loop of inspection: a 256 KB batch has ~10,000 fields. `_walk_object`,
-`_walk_fields` and `_walk_array` (with `_visit_scalar`'s steps for a list's scalars) have a
+`_walk_fields`, `_walk_array` and `_visit_scalar` (a form's, a query's or a header's value) have a
 compiled twin in `_native.c` (the native fast path, `native.py`), which calls this module's other
 functions: a change to one of these is made in both, and tests/proxy/test_inspect_native.py
 compares the two paths. What a key means (its

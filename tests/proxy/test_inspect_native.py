@@ -365,6 +365,11 @@ def test_values_judged_without_python_give_identical_results_both_ways() -> None
                 assert_same(fallback, fast, f"{document}"[:200])
     form = urlencode([("From", v) for v in PRECHECK_VALUES]).encode()
     assert_same(*inspect_both("POST", URL, FORM, form), "form")
+    # Scalars walked on their own (`_visit_scalar`): query values and header values.
+    for value in PRECHECK_VALUES + FRAGMENTS:
+        url = f"{URL}?{urlencode([('to', value), ('note', value), ('order_number', value)])}"
+        headers = [*JSON, ("X-Msisdn", value), ("X-Note", value), ("X-Sender-Name", value)]
+        assert_same(*inspect_both("GET", url, headers, b""), f"{value!r} in a query and headers")
 
 
 @needs_native
