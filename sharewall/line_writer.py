@@ -4,8 +4,11 @@ A process's log lines (structlog's and the proxy's decision lines alike) are que
 written by one thread, so a stdout whose reader stalls blocks that thread, never the event
 loop. Lines queued on the loop are handed to the thread together, 10 ms after the first of
 them (one wake-up per batch, not per line); the thread does nothing but `os.write` (which
-releases the GIL) in chunks of whole lines of at most `PIPE_BUF` bytes, so processes
-sharing one stdout pipe (`proxy --workers N`) never cut into each other's lines.
+releases the GIL). To a pipe, a socket or a terminal it writes chunks of whole lines of at most
+`PIPE_BUF` bytes, so processes sharing one stdout pipe (`proxy --workers N`) never cut into
+each other's lines; to a regular file, each batch in one write (POSIX makes writes to a regular
+file atomic with respect to each other), as each write costs the thread a wait for the GIL and
+the loop's thread a forced hand-over of it.
 
 The buffer is bounded by its owner, not by dropping: `accepting` turns false once `limit`
 bytes wait (or while writes fail, e.g. EPIPE), and the proxy then refuses new calls (503
@@ -22,6 +25,7 @@ import asyncio
 import os
 import queue
 import select
+import stat
 import threading
 import time
 
@@ -42,6 +46,13 @@ class LineWriter:
     def __init__(self, fd: int, *, limit: int = DEFAULT_LIMIT_BYTES) -> None:
         self.fd = fd
         self.limit = limit
+        # Bytes per write at most (whole lines, one longer line alone); None: the whole batch.
+        self._chunk: int | None = select.PIPE_BUF
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                self._chunk = None
+        except OSError:
+            pass
         # Guards the batch being filled and pending_bytes: lines may come from several threads
         # (structlog in a worker thread), and the writer thread takes bytes off.
         self._count = threading.Lock()
@@ -165,7 +176,7 @@ class LineWriter:
         view, done = memoryview(data), 0
         while done < len(data):
             try:
-                done += os.write(self.fd, view[done : _chunk_end(data, done)])
+                done += os.write(self.fd, view[done : _chunk_end(data, done, self._chunk)])
             except BlockingIOError:  # a non-blocking stdout: wait until it takes bytes
                 select.select([], [self.fd], [])
             except OSError as exc:
@@ -180,13 +191,16 @@ class LineWriter:
         data = b"\n".join(lines) + b"\n"
         view, done = memoryview(data), 0
         while done < len(data):
-            done += os.write(self.fd, view[done : _chunk_end(data, done)])
+            done += os.write(self.fd, view[done : _chunk_end(data, done, self._chunk)])
 
 
-def _chunk_end(data: bytes, start: int) -> int:
-    """Where the write from `start` stops: after the last whole line within PIPE_BUF bytes
-    (a pipe keeps a write of up to PIPE_BUF whole), or after one longer line."""
-    end = start + select.PIPE_BUF
+def _chunk_end(data: bytes, start: int, chunk: int | None) -> int:
+    """Where the write from `start` stops: after the last whole line within `chunk` bytes
+    (PIPE_BUF: a pipe keeps a write of up to PIPE_BUF whole), or after one longer line; at the
+    end with no `chunk`."""
+    if chunk is None:
+        return len(data)
+    end = start + chunk
     if end >= len(data):
         return len(data)
     cut = data.rfind(b"\n", start, end)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import threading
 
 from sharewall.line_writer import LineWriter
@@ -91,3 +93,35 @@ def test_lines_from_several_threads_each_arrive_once_whole_and_in_their_order(tm
     assert len(lines) == 2000
     for k in range(4):
         assert [x["n"] for x in lines if x["thread"] == k] == list(range(500))
+
+
+_WORKER = """
+import asyncio, json, sys
+from sharewall.line_writer import LineWriter
+
+async def main(k):
+    writer = LineWriter(1)
+    for n in range(3000):
+        writer.write_line(json.dumps({"worker": k, "n": n, "pad": "w" * 400}).encode())
+        if n % 100 == 0:
+            await asyncio.sleep(0.002)  # batches of ~100 lines, each one write to a file
+    await asyncio.sleep(0)
+    assert writer.close(timeout=30)
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def test_processes_sharing_a_regular_file_as_stdout_never_cut_into_each_others_lines(tmp_path):
+    # As `proxy --workers N` with stdout redirected to a file: one open file, several writers.
+    with open(tmp_path / "out", "wb+") as out:
+        workers = [
+            subprocess.Popen([sys.executable, "-c", _WORKER, str(k)], stdout=out) for k in range(3)
+        ]
+        for worker in workers:
+            assert worker.wait(timeout=60) == 0
+        out.seek(0)
+        lines = [json.loads(x) for x in out.read().splitlines()]
+    assert len(lines) == 9000
+    for k in range(3):
+        assert [x["n"] for x in lines if x["worker"] == k] == list(range(3000))
