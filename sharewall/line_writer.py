@@ -2,7 +2,7 @@
 
 A process's log lines (structlog's and the proxy's decision lines alike) are queued here and
 written by one thread, so a stdout whose reader stalls blocks that thread, never the event
-loop. Lines queued on the loop are handed to the thread together, 10 ms after the first of
+loop. Lines queued on the loop are handed to the thread together, 50 ms after the first of
 them (one wake-up per batch, not per line); the thread does nothing but `os.write` (which
 releases the GIL). To a pipe, a socket or a terminal it writes chunks of whole lines of at most
 `PIPE_BUF` bytes, so processes sharing one stdout pipe (`proxy --workers N`) never cut into
@@ -34,8 +34,11 @@ import orjson
 # ~10,000 decision lines: seconds of a stalled reader at 1,000 calls/s.
 DEFAULT_LIMIT_BYTES = 4 * 1024 * 1024
 # Lines queued on the loop wait this long to be handed off together: one thread wake-up per
-# ~10 calls at 1,000 calls/s instead of one per call (the thread's CPU, ~30 us a wake-up).
-HAND_OFF_SECONDS = 0.01
+# ~50 calls at 1,000 calls/s instead of one per call. Each wake-up costs the thread its CPU
+# (~30 us) and, under load, two waits for the GIL that the busy loop's thread must hand over
+# (one on waking, one after the write); at 10 ms the writer cost ~2.5x the CPU per call.
+# A line reaches stdout up to this much later (the spool gathers its records as long).
+HAND_OFF_SECONDS = 0.05
 # While a write fails (EPIPE, EIO...), the thread tries the same lines again this often.
 RETRY_SECONDS = 1.0
 
