@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 9
+#define NATIVE_VERSION 10
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -311,6 +311,11 @@ static PyTypeObject *finding_type;    /* model.Finding */
 static Py_ssize_t finding_category_offset, finding_location_offset, finding_detector_offset;
 static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
 static long long error_flag;          /* keys.Ctx.ERROR */
+/* What `_inner_context` combines: keys.STICKY, walk._TOP_OR_ROOT, Ctx.ROOT, Ctx.TOP,
+   walk._NOT_PERSON_OR_EMPLOYER, Ctx.PERSON, and credentials.AUTH_OBJECTS (a frozenset). */
+static long long sticky_flags, top_or_root_flags, root_flag, top_flag, not_person_flags,
+    person_flag;
+static PyObject *py_auth_objects;
 static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
 static Py_ssize_t min_base64;         /* encoded.MIN_BASE64 */
 static Py_ssize_t long_base64;        /* encoded.LONG_BASE64 */
@@ -321,7 +326,7 @@ static PyObject *one; /* 1 */
 
 static PyObject *s_add, *s_checkpoint, *s_too_deep, *s_fields, *s_next_check, *s_memo,
     *s_limits, *s_max_depth, *s_rule, *s_phone, *s_latlng, *s_key_content, *s_fullmatch,
-    *s_is_negative;
+    *s_is_negative, *s_squashed, *s_parent_flags;
 
 static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *location,
                                  PyObject *info, PyObject *ctx, Py_ssize_t depth, int in_list);
@@ -572,6 +577,55 @@ static PyObject *field_location(PyObject *location, PyObject *suffix, PyObject *
     if (*where == NULL)
         *where = suffix == NULL ? Py_NewRef(location) : PyUnicode_Concat(location, suffix);
     return *where;
+}
+
+/* `walk._inner_context(ctx, info, siblings)`: the context of an object's fields. Flags that do
+   not fit a long long go to the Python function. */
+static PyObject *inner_context(PyObject *ctx, PyObject *info, PyObject *siblings)
+{
+    int overflow = 0, top;
+    long long flags, outer, parent;
+    outer = PyLong_AsLongLongAndOverflow(ctx, &overflow);
+    if (overflow || (outer == -1 && PyErr_Occurred()))
+        goto python;
+    flags = PyLong_AsLongLongAndOverflow(siblings, &overflow);
+    if (overflow || (flags == -1 && PyErr_Occurred()))
+        goto python;
+    flags |= outer & sticky_flags;
+    if (outer & top_or_root_flags) {
+        /* The body's top level, or its `auth`/`credentials` object. */
+        top = (outer & root_flag) != 0;
+        if (!top && info != Py_None) {
+            PyObject *squashed = PyObject_GetAttr(info, s_squashed);
+            if (squashed == NULL)
+                return NULL;
+            top = PySet_Contains(py_auth_objects, squashed);
+            Py_DECREF(squashed);
+            if (top < 0)
+                return NULL;
+        }
+        if (top)
+            flags |= top_flag;
+    }
+    if (info != Py_None) {
+        PyObject *value = PyObject_GetAttr(info, s_parent_flags);
+        if (value == NULL)
+            return NULL;
+        parent = PyLong_AsLongLongAndOverflow(value, &overflow);
+        Py_DECREF(value);
+        if (overflow || (parent == -1 && PyErr_Occurred()))
+            goto python;
+        flags |= parent;
+        if (parent & not_person_flags)
+            flags &= ~person_flag; /* `product.name`, `company.name` are not a person's name */
+    }
+    return PyLong_FromLongLong(flags);
+python:
+    PyErr_Clear();
+    {
+        PyObject *args[3] = {ctx, info, siblings};
+        return call(py_inner_context, args, 3);
+    }
 }
 
 /* One string field of `_walk_fields` past the field count: 0, or -1 on error. `*split_hint` is
@@ -1073,7 +1127,6 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
                         goto item_error;
                 }
                 else {
-                    PyObject *args[3];
                     if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 2) {
                         Py_DECREF(keys);
                         PyErr_SetString(PyExc_TypeError, "an object plan is (siblings, fields)");
@@ -1083,10 +1136,7 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
                     Py_INCREF(plan);
                     Py_XSETREF(same_keys, keys);
                     Py_XSETREF(fields, Py_NewRef(PyTuple_GET_ITEM(plan, 1)));
-                    args[0] = ctx;
-                    args[1] = info;
-                    args[2] = PyTuple_GET_ITEM(plan, 0);
-                    Py_XSETREF(inner, call(py_inner_context, args, 3));
+                    Py_XSETREF(inner, inner_context(ctx, info, PyTuple_GET_ITEM(plan, 0)));
                     Py_DECREF(plan);
                     if (inner == NULL)
                         goto item_error;
@@ -1249,10 +1299,7 @@ static PyObject *walk_object_impl(PyObject *scan, PyObject *node, PyObject *loca
         return NULL;
     }
     fields = PyTuple_GET_ITEM(plan, 1);
-    args[0] = ctx;
-    args[1] = info;
-    args[2] = PyTuple_GET_ITEM(plan, 0);
-    inner = call(py_inner_context, args, 3);
+    inner = inner_context(ctx, info, PyTuple_GET_ITEM(plan, 0));
     if (inner == NULL) {
         Py_DECREF(plan);
         return NULL;
@@ -1579,8 +1626,19 @@ static PyObject *configure(PyObject *self, PyObject *names)
         return NULL;
     }
     if (take_int(names, "DIAL_CODE", &dial_code_flag) < 0
-        || take_int(names, "ERROR", &error_flag) < 0)
+        || take_int(names, "ERROR", &error_flag) < 0
+        || take_int(names, "STICKY", &sticky_flags) < 0
+        || take_int(names, "TOP_OR_ROOT", &top_or_root_flags) < 0
+        || take_int(names, "ROOT", &root_flag) < 0 || take_int(names, "TOP", &top_flag) < 0
+        || take_int(names, "NOT_PERSON_OR_EMPLOYER", &not_person_flags) < 0
+        || take_int(names, "PERSON", &person_flag) < 0)
         return NULL;
+    if (take(names, "AUTH_OBJECTS", &py_auth_objects) < 0)
+        return NULL;
+    if (!PyFrozenSet_Check(py_auth_objects)) {
+        PyErr_SetString(PyExc_TypeError, "configure: AUTH_OBJECTS is a frozenset");
+        return NULL;
+    }
     if (take_int(names, "MAX_CODE_LENGTH", &number) < 0)
         return NULL;
     max_code_length = (Py_ssize_t)number;
@@ -1644,6 +1702,8 @@ PyMODINIT_FUNC PyInit__native(void)
     INTERN(s_key_content, "key:content");
     INTERN(s_fullmatch, "fullmatch");
     INTERN(s_is_negative, "is_negative");
+    INTERN(s_squashed, "squashed");
+    INTERN(s_parent_flags, "parent_flags");
 #undef INTERN
     if ((one = PyLong_FromLong(1)) == NULL) {
         Py_DECREF(module);

@@ -31,7 +31,7 @@ from proxy.inspect.model import Finding
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 9
+_VERSION = 10
 # scan.py's and walk.py's own functions, put back by `install(False)`.
 _PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
@@ -78,6 +78,14 @@ def _callbacks() -> dict[str, object]:
         "CONTENT_RULE": walk.Rule.CONTENT,
         "CONTENT_CATEGORY": walk.cat.CONTENT,
         "ERROR": walk.Ctx.ERROR,
+        # What `_inner_context` combines (compiled too; the Python function for odd flags).
+        "STICKY": walk.STICKY,
+        "TOP_OR_ROOT": walk._TOP_OR_ROOT,
+        "ROOT": walk.Ctx.ROOT,
+        "TOP": walk.Ctx.TOP,
+        "NOT_PERSON_OR_EMPLOYER": walk._NOT_PERSON_OR_EMPLOYER,
+        "PERSON": walk.Ctx.PERSON,
+        "AUTH_OBJECTS": walk.AUTH_OBJECTS,
         # The field count and the findings live in slots of `Scan`, used in place.
         "Scan": walk.Scan,
         # `is_valid_compact`'s table of country codes by first three digits.

@@ -88,6 +88,7 @@ def child_context(ctx: int, info: KeyInfo | None, keys: tuple[str, ...]) -> int:
 
 
 def _inner_context(ctx: int, info: KeyInfo | None, siblings: int) -> int:
+    # `_native.c` has its twin (`inner_context`): a change here is made there too.
     flags = (ctx & STICKY) | siblings
     if ctx & _TOP_OR_ROOT and (
         ctx & Ctx.ROOT or (info is not None and info.squashed in AUTH_OBJECTS)

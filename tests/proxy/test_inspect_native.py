@@ -296,11 +296,24 @@ MEMO_DOCS = [
 ]
 
 
+# Contexts an object passes to its fields (`_inner_context`, compiled): the body's top level and
+# its `auth` object, the same object deeper, sticky flags, not-a-person and employer parents.
+_CARD = {"name": "Tan Ah Kow", "phone": "+6591234567", "api_key": "sk_live_" + "x9Y8" * 5}
+CONTEXT_DOCS = [
+    {"auth": _CARD, "credentials": [_CARD], "data": {"auth": _CARD}},
+    {"user": {"profile": _CARD, "company": _CARD, "product": {"name": "Plan 5G", "user": _CARD}}},
+    {"hlr": {"status": "BUSY", "carrier": "Singtel"}, "items": [{"hlr": _CARD}, {"auth": _CARD}]},
+    [{"auth": _CARD}, {"employer": {"name": "Acme Pte Ltd", "title": "CEO"}}],
+    # A person's flag is sticky, and taken away below a product (whose own flag is not).
+    {"user": {"product": {"details": {"name": "Tan Ah Kow", "title": "Dr"}}, "info": _CARD}},
+]
+
+
 @needs_native
 def test_limits_and_edges_give_identical_results_both_ways() -> None:
     assert _JWT.startswith("eyJ")
     documents = [_nested(depth) for depth in range(9)] + SPLIT_DOCS + [{"batch": SPLIT_DOCS}]
-    documents += [*CONTENT_DOCS, CONTENT_DOCS, *MEMO_DOCS]
+    documents += [*CONTENT_DOCS, CONTENT_DOCS, *MEMO_DOCS, *CONTEXT_DOCS]
     for max_depth in range(9):
         for max_fields in (1, 3, 10, 50, 20_000):
             limits = InspectionLimits(max_seconds=120.0, max_depth=max_depth, max_fields=max_fields)
