@@ -194,7 +194,12 @@ def secret_kind(value: str, *, host: str = "", expected: bool = False) -> str | 
     secret shaped for the API at `host` is then authentication, not a leak.
     """
     for kind in SECRET_KINDS:
-        if any(gate in value for gate in kind.gates) and kind.pattern.search(value):
+        for gate in kind.gates:  # a loop, not `any()` over a generator: every credential
+            if gate in value:
+                break
+        else:
+            continue
+        if kind.pattern.search(value):
             if expected and _is_issuer(host, kind.issuers):
                 continue
             return kind.detector

@@ -106,7 +106,7 @@ def _looks_like_name(value: str) -> bool:
         return False
     if not _HAS_LETTER.search(value) or value.count(" ") > 5:
         return False
-    digits = sum(ch.isdigit() for ch in value)
+    digits = sum(map(str.isdigit, value))
     return digits * 3 < len(value)
 
 
@@ -351,13 +351,13 @@ def _card(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
 def _bank(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     if is_iban(value):
         scan.add(cat.PAYMENT, location, "iban")
-    elif sum(ch.isdigit() for ch in value) >= 6:
+    elif sum(map(str.isdigit, value)) >= 6:
         scan.add(cat.PAYMENT, location, "key:bank")
     return True
 
 
 def _ssn(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
-    if is_us_ssn(value, formatted_only=False) or sum(ch.isdigit() for ch in value) >= 4:
+    if is_us_ssn(value, formatted_only=False) or sum(map(str.isdigit, value)) >= 4:
         scan.add(cat.GOVERNMENT_ID, location, "ssn")
     return True
 
@@ -435,7 +435,11 @@ def scan_credential(scan: Scan, location: str, value: str, ctx: int, *, expected
     where its API expects it), and the claims of a JWT (data about its subject)."""
     if not value or not may_hold_secret(value):
         return
-    kind = secret_kind(value, host=scan.host, expected=expected)
+    # Where the API expects a credential, a kind shaped for this call's host is authentication:
+    # the host (parsed from the URL) is only needed when some kind is found at all.
+    kind = secret_kind(value)
+    if kind and expected:
+        kind = secret_kind(value, host=scan.host, expected=True)
     if kind:
         scan.add(cat.SECRET, location, kind)
     if "eyJ" in value:
