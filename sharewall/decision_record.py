@@ -189,14 +189,18 @@ def record_in_order(
     record["status"] = status
     record["fault"] = fault
     record["problems"] = problems
+    # Timings in ms rounded half-up to the microsecond: the floor of the scaled value is an exact
+    # integer n, and n / 1000 is the double nearest the decimal n/1000, so its JSON (the
+    # shortest float) has at most three decimals. `round(x, 3)`, which differs only on
+    # halfway cases (to even), costs ~3k instructions a field (a decimal string and back).
     if latency_ms is not None:
-        record["latency_ms"] = round(latency_ms, 3)
+        record["latency_ms"] = (latency_ms * 1000.0 + 0.5) // 1.0 / 1000.0
     if inspect_ms is not None:
-        record["inspect_ms"] = round(inspect_ms, 3)
+        record["inspect_ms"] = (inspect_ms * 1000.0 + 0.5) // 1.0 / 1000.0
     if policy_ms is not None:
-        record["policy_ms"] = round(policy_ms, 3)
+        record["policy_ms"] = (policy_ms * 1000.0 + 0.5) // 1.0 / 1000.0
     if upstream_ms is not None:
-        record["upstream_ms"] = round(upstream_ms, 3)
+        record["upstream_ms"] = (upstream_ms * 1000.0 + 0.5) // 1.0 / 1000.0
     record["reasons"] = reasons
     record["findings"] = findings
     record["scheme"] = scheme

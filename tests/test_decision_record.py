@@ -190,3 +190,52 @@ def found(*pairs: tuple[str, str]) -> list[dict[str, str]]:
 def test_redact_path(path, findings, expected):
     assert redact_path(path, findings) == expected
     assert redact_path(expected, findings) == expected  # idempotent (the registry redacts again)
+
+
+@pytest.mark.parametrize(
+    ("ms", "expected"),
+    [
+        (0.0, "0.0"),
+        (1.0, "1.0"),
+        (0.0004999, "0.0"),
+        (0.0625, "0.063"),  # exactly 62.5 µs: half-up (round(x, 3) gives 0.062, to even)
+        (2.0625, "2.063"),
+        (0.1875, "0.188"),
+        (0.0123456, "0.012"),
+        (12.3456789, "12.346"),
+        (0.1, "0.1"),
+        (0.30000000000000004, "0.3"),
+        (999.9996, "1000.0"),
+        (86_400_000.0004, "86400000.0"),
+    ],
+)
+def test_timings_are_rounded_half_up_to_the_microsecond(ms, expected):
+    record = decision_record(
+        DENIAL, "enforce", "POST", "h", 443, "/", True, False, 403, None, None, ms, ms, ms, ms
+    )
+    line = orjson.dumps(record).decode()
+    for name in ("latency_ms", "inspect_ms", "policy_ms", "upstream_ms"):
+        assert f'"{name}":{expected},' in line
+
+
+def test_timings_print_as_the_shortest_float_with_at_most_three_decimals():
+    import random
+    from decimal import ROUND_HALF_UP, Decimal
+
+    rng = random.Random(10)
+    values = [rng.uniform(0, 10) for _ in range(3000)]
+    values += [rng.uniform(0, 200_000) for _ in range(3000)]
+    values += [n / 1000 + 0.0005 for n in range(3000)]  # near halfway (not exactly: binary)
+    for ms in values:
+        record = decision_record(
+            DENIAL, "enforce", "POST", "h", 443, "/", True, False, 403, None, None, ms
+        )
+        text = orjson.dumps(record["latency_ms"]).decode()
+        assert text == repr(record["latency_ms"])
+        whole, _, decimals = text.partition(".")
+        assert whole.isdigit() and decimals.isdigit() and 1 <= len(decimals) <= 3, text
+        # The decimal half-up rounding of the exact value, but where the scaled value is so
+        # near a halfway point that its float product lands on it (either side is correct).
+        exact = Decimal(ms).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
+        if Decimal(text) != exact:
+            assert abs(Decimal(ms) * 1000 % 1 - Decimal("0.5")) < Decimal("1e-9"), (ms, text)
