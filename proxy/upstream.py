@@ -68,8 +68,32 @@ class UpstreamError(Exception):
         self.message = message
 
 
+# A field name's verdict: kept, dropped, or dropped and read (`Connection`, which names more
+# hop-by-hop fields).
+_KEEP, _DROP, _CONNECTION = 0, 1, 2
+# Verdicts cached per name as it came (its case included): a pure function of the name, and an
+# app or vendor sends the same few names on every call. Bounded: past it, names are judged anew.
+_VERDICTS_MAX = 512
+
+
+def _judge(
+    name: AnyStr, drop: frozenset[AnyStr], prefix: AnyStr, connection: AnyStr, cache: dict
+) -> int:
+    lname = name.lower()
+    if lname == connection:
+        verdict = _CONNECTION
+    elif lname in drop or lname.startswith(prefix):
+        verdict = _DROP
+    else:
+        verdict = _KEEP
+    if len(cache) < _VERDICTS_MAX:
+        cache[name] = verdict
+    return verdict
+
+
 def _filter(
     headers: list[tuple[AnyStr, AnyStr]],
+    verdicts: dict[AnyStr, int],
     drop: frozenset[AnyStr],
     prefix: AnyStr,
     connection: AnyStr,
@@ -78,32 +102,39 @@ def _filter(
     """`headers` without `drop`, `prefix`-ed names and the names `Connection:` lists
     (hop-by-hop); the same for `str` fields (a request's) and `bytes` (a response's, as received).
 
-    One pass, each name lower-cased once (it runs twice per proxied call); a second pass only
+    One pass, each name's verdict looked up (it runs twice per proxied call); a second pass only
     when a `Connection:` header names fields, which may come before it.
     """
     kept: list[tuple[AnyStr, AnyStr]] = []
     named: set[AnyStr] | None = None
     for header in headers:
-        lname = header[0].lower()
-        if lname in drop or lname.startswith(prefix):
-            if lname == connection:  # (in every `drop`)
-                tokens = {t.strip().lower() for t in header[1].split(comma)} - {comma[:0]}
-                named = tokens if named is None else named | tokens
-            continue
-        kept.append(header)
+        verdict = verdicts.get(header[0])
+        if verdict is None:
+            verdict = _judge(header[0], drop, prefix, connection, verdicts)
+        if verdict == _KEEP:
+            kept.append(header)
+        elif verdict == _CONNECTION:
+            tokens = {t.strip().lower() for t in header[1].split(comma)} - {comma[:0]}
+            named = tokens if named is None else named | tokens
     if named:
         return [(name, value) for name, value in kept if name.lower() not in named]
     return kept
 
 
+_REQUEST_VERDICTS: dict[str, int] = {}
+_RESPONSE_VERDICTS: dict[bytes, int] = {}
+
+
 def filter_request_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers to send upstream: no hop-by-hop, nothing revealing the pod, no `X-Sharewall-*`."""
-    return _filter(headers, _REQUEST_DROP, SHAREWALL_PREFIX, "connection", ",")
+    return _filter(headers, _REQUEST_VERDICTS, _REQUEST_DROP, SHAREWALL_PREFIX, "connection", ",")
 
 
 def filter_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Headers to send the app (bytes, as received): no hop-by-hop, no upstream `X-Sharewall-*`."""
-    return _filter(headers, _RESPONSE_DROP_BYTES, _PREFIX_BYTES, b"connection", b",")
+    return _filter(
+        headers, _RESPONSE_VERDICTS, _RESPONSE_DROP_BYTES, _PREFIX_BYTES, b"connection", b","
+    )
 
 
 class _Conn(KeptAliveConnection):
@@ -263,6 +294,7 @@ class UpstreamPool:
 _COALESCE_MAX = 64 * 1024
 _WRITE_SLICE = 64 * 1024
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_CRLF = "\r\n"
 # RFC 9110 §9.2.2: what may be sent again when a connection fails before the answer.
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -279,11 +311,12 @@ def _request_head(
     default = 443 if scheme == "https" else 80
     h = f"[{host}]" if ":" in host else host
     authority = h if port == default else f"{h}:{port}"
-    parts = [f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n"]
-    parts += [f"{k}: {v}\r\n" for k, v in headers]
-    parts.append(framing)
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
+    # The fields joined by C loops (`map` of `str.join`): no bytecode per field.
+    fields = "\r\n".join(map(": ".join, headers))
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n"
+        f"{fields}{_CRLF if fields else ''}{framing}\r\n"
+    ).encode("latin-1")
 
 
 async def _send_streamed(
