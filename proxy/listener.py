@@ -656,7 +656,7 @@ class ProxyServer:
             # The relay writes this head first: from here the app has (part of) its answer,
             # which a fault must not overwrite (see `_request`'s last resort).
             ex.status = response.status
-            relayed = await relay_response(
+            keep_alive = await relay_response(
                 response,
                 conn.writer,
                 method=ex.method,
@@ -676,8 +676,7 @@ class ProxyServer:
                 )
             )
             return False
-        ex.status = relayed.status
-        return relayed.keep_alive
+        return keep_alive
 
     # -- CONNECT -------------------------------------------------------------------------------
 
