@@ -51,8 +51,12 @@ def _key_plan(key: str) -> _KeyPlan:
 def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) -> None:
     """Scan decoded (key, value) pairs; a key's context is its bracket parents and all sibling keys."""
     plans = [_key_plan(key) for key, _ in pairs]
-    siblings = sibling_context(tuple(names[-1] for names, _, _ in plans))
+    # List comprehensions and a flag, not generators: this runs for every form and query.
+    siblings = sibling_context(tuple([names[-1] for names, _, _ in plans]))
+    split_hint = siblings & Ctx.DIAL_CODE
     for (key, value), (names, parent_flags, not_person) in zip(pairs, plans, strict=True):
+        if value[:1] == "+" and len(value) <= MAX_CODE_LENGTH:
+            split_hint = True  # `+65` alone: the rest of the number may be a sibling
         if key not in _KEY_PLANS and is_identifier_like(key):
             scan_string(scan, f"{prefix}:{MASK}", key, is_text=False)
             key = MASK
@@ -62,9 +66,7 @@ def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) 
         if not_person:
             field_ctx &= ~Ctx.PERSON
         walk(scan, value, f"{prefix}:{key}", key_info(names[-1]), field_ctx, len(names))
-    if siblings & Ctx.DIAL_CODE or any(
-        v[:1] == "+" and len(v) <= MAX_CODE_LENGTH for _, v in pairs
-    ):
+    if split_hint:
         scan_split_numbers(
             scan,
             [
