@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 10
+#define NATIVE_VERSION 11
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -211,6 +211,51 @@ static PyObject *prescan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyBool_FromLong(result);
 }
 
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* `urllib.parse.unquote_to_bytes(text)` for an ASCII str (form.py's `_unquote` of a form or
+   query field): each `%` followed by two hex digits is that byte, any other `%` stays. */
+static PyObject *percent_decode(PyObject *self, PyObject *text)
+{
+    const unsigned char *s;
+    char *out;
+    Py_ssize_t n, i, j;
+    PyObject *result;
+    if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0 || !PyUnicode_IS_ASCII(text)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "percent_decode takes an ASCII str");
+        return NULL;
+    }
+    s = PyUnicode_1BYTE_DATA(text);
+    n = PyUnicode_GET_LENGTH(text);
+    result = PyBytes_FromStringAndSize(NULL, n);
+    if (result == NULL)
+        return NULL;
+    out = PyBytes_AS_STRING(result);
+    for (i = 0, j = 0; i < n; j++) {
+        int high, low;
+        if (s[i] == '%' && i + 2 < n && (high = hex_value(s[i + 1])) >= 0
+            && (low = hex_value(s[i + 2])) >= 0) {
+            out[j] = (char)(high << 4 | low);
+            i += 3;
+        }
+        else
+            out[j] = (char)s[i++];
+    }
+    if (j < n && _PyBytes_Resize(&result, j) < 0)
+        return NULL;
+    return result;
+}
 
 /* `encoded.binary_head(value)` where the walker can answer it without Python: the first 64
    characters of an ASCII value all of one base64 alphabet (what `base64_bytes` decodes without
@@ -1665,6 +1710,8 @@ static PyMethodDef native_methods[] = {
     {"visit_scalar", (PyCFunction)(void (*)(void))visit_scalar, METH_FASTCALL,
      "walk.py's _visit_scalar, compiled."},
     {"findings", (PyCFunction)findings, METH_O, "scan.py's _findings, compiled."},
+    {"percent_decode", (PyCFunction)percent_decode, METH_O,
+     "percent_decode(ascii_text) -> bytes: urllib.parse.unquote_to_bytes, compiled."},
     {"configure", (PyCFunction)configure, METH_O,
      "configure(names): the Python functions and constants the walker calls."},
     {"prescan", (PyCFunction)(void (*)(void))prescan, METH_FASTCALL,

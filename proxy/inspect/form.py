@@ -109,9 +109,14 @@ def _parse_qsl(text: str, encoding: str) -> list[tuple[str, str]]:
     return pairs
 
 
+# `unquote_to_bytes` of an ASCII str; the native fast path puts its compiled twin here
+# (`native.install`): a Python call per `%` of every form and query field otherwise.
+unquote_ascii = unquote_to_bytes
+
+
 def _unquote(text: str, encoding: str) -> str:
     if text.isascii():
-        text = unquote_to_bytes(text).decode(encoding, "replace")
+        text = unquote_ascii(text).decode(encoding, "replace")
     else:
         text = unquote(text, encoding=encoding, errors="replace")
     # Encoded twice (`%252B65…`): a value is what it says after every layer is undone.

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from urllib.parse import unquote_to_bytes
 
 import structlog
 
-from proxy.inspect import free_text, phone, scan, walk
+from proxy.inspect import form, free_text, phone, scan, walk
 from proxy.inspect.model import Finding
 
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 10
+_VERSION = 11
 # scan.py's and walk.py's own functions, put back by `install(False)`.
 _PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
@@ -154,5 +155,6 @@ def install(enabled: bool) -> bool:
     for name, loop in _PYTHON_LOOPS.items():
         setattr(walk, name, getattr(_MODULE, name.lstrip("_")) if use else loop)
     scan._findings = _MODULE.findings if use and _MODULE is not None else _PYTHON_FINDINGS
+    form.unquote_ascii = _MODULE.percent_decode if use and _MODULE is not None else unquote_to_bytes
     _active = use
     return use

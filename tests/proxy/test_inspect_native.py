@@ -386,6 +386,32 @@ def test_values_judged_without_python_give_identical_results_both_ways() -> None
 
 
 @needs_native
+def test_percent_decoding_is_unquote_to_bytes() -> None:
+    from urllib.parse import unquote_to_bytes
+
+    from proxy.inspect import _native  # type: ignore[attr-defined]
+
+    rng = random.Random(12)
+    texts = ["", "%", "%2", "%2B", "%%41", "%4%41", "100%", "a%zzb", "%2b%2F", "%g1", "%41%4"]
+    texts += [
+        "".join(rng.choice("%%0123456789abcdefABCDEFgz+ ") for _ in range(12)) for _ in range(5000)
+    ]
+    for text in texts:
+        assert _native.percent_decode(text) == unquote_to_bytes(text), text
+    # And in forms and queries, where it is used: broken escapes, escapes of escapes, UTF-8.
+    fields = [
+        ("To", "%2B6591234567"),
+        ("From", "%252B6591234568"),
+        ("Body", "100%+sure%"),
+        ("x", "%zz"),
+    ]
+    fields += [("name", "M%C3%A9i+Tan"), ("bad", "%C3%28"), ("to[0]", "%2b65%209123%204567")]
+    body = "&".join(f"{k}={v}" for k, v in fields).encode()
+    assert_same(*inspect_both("POST", URL, FORM, body), "form with escapes")
+    assert_same(*inspect_both("GET", f"{URL}?{body.decode()}", JSON, b""), "query with escapes")
+
+
+@needs_native
 def test_prescan_never_rules_out_a_string_the_full_scan_finds_something_in() -> None:
     from proxy.inspect import _native  # type: ignore[attr-defined]
 
