@@ -28,6 +28,8 @@ MAX_RESPONSE_HEAD = 64 * 1024
 # Body bytes received but not yet taken by the reader above which the socket is not read.
 _HIGH_WATER = 256 * 1024
 _NO_BODY_STATUSES = (204, 304)
+# The versions a status line may begin with, as its first 9 bytes.
+_VERSIONS = {b"HTTP/1.1 ": "1.1", b"HTTP/1.0 ": "1.0"}
 
 
 def client_ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
@@ -67,6 +69,7 @@ class KeptAliveConnection(asyncio.Protocol):
         "_parser",
         "_reading_paused",
         "_skip_body",
+        "_version",
         "_waiter",
         "_write_paused",
         "chunked",
@@ -121,6 +124,7 @@ class KeptAliveConnection(asyncio.Protocol):
         self.received = 0  # bytes of the answer received (0: the server said nothing yet)
         self.reason = b""  # (as it comes; an interim answer's is forgotten with it)
         self._connection = b""
+        self._version: str | None = None  # the status line's, when read off the first segment
 
     # -- the request side ------------------------------------------------------------------
 
@@ -273,6 +277,10 @@ class KeptAliveConnection(asyncio.Protocol):
             return
         received = self.received
         self.received = received + len(data)
+        if not received:
+            # The answer's status line starts its first segment: its version is read here, not
+            # formatted by httptools' get_http_version() (llhttp checks the line all the same).
+            self._version = _VERSIONS.get(data[:9])
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade:
@@ -376,19 +384,21 @@ class KeptAliveConnection(asyncio.Protocol):
             # answer, and what a 103 hints at is for browsers.
             self._interim = True
             received = self.received
-            self._reset()
+            self._reset()  # (the final answer's version is asked of the parser)
             self.received = received
             return
         self.status = status
         if self.chunked:
             self.length = None  # (llhttp refuses Content-Length beside it anyway)
         connection = self._connection
-        if parser.get_http_version() == "1.1":
+        if (self._version or parser.get_http_version()) == "1.1":
             keep_alive = b"close" not in connection
         else:
             keep_alive = b"keep-alive" in connection
         no_body = self._head_request or status in _NO_BODY_STATUSES
-        self.keep_alive = keep_alive and (no_body or not self._until_close)
+        # (`_until_close` inline: a property call per answer)
+        until_close = self.length is None and not self.chunked
+        self.keep_alive = keep_alive and (no_body or not until_close)
         self.head_done = True
         if no_body:
             self.complete = True
