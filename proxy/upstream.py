@@ -249,8 +249,10 @@ class UpstreamPool:
         if not reusable or self._closed or conn.lost:
             conn.close()
             return
-        conns = self._idle.setdefault(conn.key, [])
-        if len(conns) >= self.max_idle_per_key:
+        conns = self._idle.get(conn.key)
+        if conns is None:  # (not setdefault: no list made per call to be thrown away)
+            conns = self._idle[conn.key] = []
+        elif len(conns) >= self.max_idle_per_key:
             conn.close()
             return
         conn.idle_since = time.monotonic()
