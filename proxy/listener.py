@@ -487,12 +487,15 @@ class ProxyServer:
         On a captured plain-HTTP connection an origin-form request is named by its Host (host
         None: it has none, the destination is unidentified); absolute-form is read as always.
         """
-        upgrade = head.header("upgrade")
+        # The fields by lower-case name, read directly: `head.header()` lower-cases its argument,
+        # and the names asked for here are lower-case already (a call and a string per lookup).
+        first = head.first
+        upgrade = first.get("upgrade")
         if upgrade is not None and not _ignorable_upgrade(upgrade, head.version):
             raise BadRequest("protocol upgrades are not supported through the proxy")
         try:
             if captured is not None and head.target.startswith("/"):
-                host_header = head.header("host")
+                host_header = first.get("host")
                 if host_header is None:
                     return "http", None, captured.port, head.target
                 host, port = parse_authority_cached(host_header, default_port=80)
@@ -511,7 +514,7 @@ class ProxyServer:
             else:
                 target = _parse_target(head.target)
                 scheme, host, port, path = target.scheme, target.host, target.port, target.path
-            host_header = head.header("host")
+            host_header = first.get("host")
             if host_header is not None:
                 default = 443 if scheme == "https" else 80
                 if parse_authority_cached(host_header, default_port=default) != (host, port):
@@ -537,8 +540,9 @@ class ProxyServer:
         entry: Entry = "intercepted" if tunnel is not None else "forward"
         if connected_to is not None:
             entry = "transparent"
+        first = head.first  # (lower-case names, as in `_name`)
         if (
-            (head.header("expect") or "").lower() == "100-continue"
+            (first.get("expect") or "").lower() == "100-continue"
             and head.version == "1.1"  # never to HTTP/1.0 (RFC 9110 §10.1.1)
             and not conn.body_complete
         ):
@@ -569,7 +573,7 @@ class ProxyServer:
                 index=self.ctx.index,
                 source=conn.source,
                 default_purpose=self.settings.default_purpose,
-                purpose_header=head.header(PURPOSE_HEADER),
+                purpose_header=first.get(PURPOSE_HEADER),
                 tunnel_purpose=tunnel.purpose if tunnel is not None else None,
                 decision_id=decision_id,
                 timings=timings,
