@@ -507,9 +507,20 @@ static int count_field(PyObject *scan)
 /* `f"{location}[{index}]"` */
 static PyObject *item_location(PyObject *location, Py_ssize_t index)
 {
-    if (PyUnicode_KIND(location) == PyUnicode_1BYTE_KIND) {
+    if (PyUnicode_KIND(location) == PyUnicode_1BYTE_KIND && index >= 0) {
+        /* The index's digits written here: snprintf costs more than the rest of the string. */
         char digits[32];
-        int count = snprintf(digits, sizeof digits, "%zd", index);
+        int count = 0, k;
+        size_t rest = (size_t)index;
+        do {
+            digits[count++] = (char)('0' + rest % 10);
+            rest /= 10;
+        } while (rest);
+        for (k = 0; k < count / 2; k++) {
+            char swap = digits[k];
+            digits[k] = digits[count - 1 - k];
+            digits[count - 1 - k] = swap;
+        }
         Py_ssize_t length = PyUnicode_GET_LENGTH(location);
         PyObject *out = PyUnicode_New(length + count + 2, PyUnicode_MAX_CHAR_VALUE(location));
         Py_UCS1 *data;
