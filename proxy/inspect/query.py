@@ -150,6 +150,13 @@ def scan_url(scan: Scan, plan: UrlPlan, ctx: int) -> None:
     verdicts = plan.verdicts
     if verdicts is None:
         verdicts = path_verdicts(plan.segments, scan.regions)
+    elif verdicts.count(None) == len(verdicts):
+        # A planned path without data (most calls): its segments spent at once, unless the
+        # budget's next check falls among them (then one by one, as below).
+        counted = scan.fields + len(verdicts)
+        if counted < scan.next_check:
+            scan.fields = counted
+            return
     for verdict in verdicts:
         scan.count_field()  # a segment is a field of the budget
         if verdict is not None:
