@@ -37,7 +37,9 @@ static inline int is_alpha(unsigned char c) { return is_upper(c) || (c >= 'a' &&
    - in text, an IBAN `[A-Z][A-Z][0-9][0-9]`, an address gate '#', "/F", ", [A-Z]". */
 /* What a character is to `ascii_may_match`: most characters of a value (lower-case letters,
    quotes, braces) only end a run of a numeric token, and are skipped in a tight loop; the few
-   a detector may start with have a class of their own (one jump, one test). */
+   a detector may start with have a class of their own (one jump, one test). The secret prefixes
+   "eyJ", "xox" and "gh" are recognised at their second character ('y', 'o', 'h', looking back
+   and ahead), so that 'e', 'x' and 'g' are skipped like any letter. */
 enum {
     C_OTHER = 0,
     C_DIGIT,
@@ -46,17 +48,16 @@ enum {
     C_DASH,
     C_HIT, /* '@', ':', '+' */
     C_UPPER,
-    C_E,
-    C_X,
-    C_G,
+    C_Y,
+    C_O,
+    C_H,
     C_UNDERSCORE,
     C_HASH,
     C_SLASH,
     C_COMMA,
+    C_NUL, /* ends the tight loop: the NUL after a str's last character (or one inside it) */
 };
 static unsigned char char_class[256];
-/* The character after 'e', 'x', 'g' that a secret prefix needs ("eyJ", "xox", "gh"). */
-static unsigned char follower[256];
 
 static void init_char_class(void)
 {
@@ -72,18 +73,18 @@ static void init_char_class(void)
         char_class[(unsigned char)*c] = C_HIT;
     char_class['.'] = C_DOT;
     char_class['-'] = C_DASH;
-    char_class['e'] = C_E;
-    char_class['x'] = C_X;
-    char_class['g'] = C_G;
+    char_class['y'] = C_Y;
+    char_class['o'] = C_O;
+    char_class['h'] = C_H;
     char_class['_'] = C_UNDERSCORE;
     char_class['#'] = C_HASH;
     char_class['/'] = C_SLASH;
     char_class[','] = C_COMMA;
-    follower['e'] = 'y';
-    follower['x'] = 'o';
-    follower['g'] = 'h';
+    char_class[0] = C_NUL;
 }
 
+/* `s` is a str's 1-byte data: `s[n]` is its terminating NUL (what PyUnicode_AsUTF8 relies on for
+   an ASCII str), which stops the tight loop without a bound check. */
 static int ascii_may_match(const unsigned char *s, Py_ssize_t n, int is_text)
 {
     Py_ssize_t digits = 0, dots = 0, dashes = 0; /* in the current run of [0-9 ().-] */
@@ -126,30 +127,17 @@ static int ascii_may_match(const unsigned char *s, Py_ssize_t n, int is_text)
         /* Not a character of a numeric token: the run ends. */
         digits = dots = dashes = 0;
         switch (cls) {
-        case C_E:
-            if (left >= 2 && s[i + 1] == 'y' && s[i + 2] == 'J')
-                return 1;
-            goto skip;
-        case C_X:
-            if (left >= 2 && s[i + 1] == 'o' && s[i + 2] == 'x')
-                return 1;
-            goto skip;
-        case C_G:
-            if (left >= 1 && s[i + 1] == 'h')
-                return 1;
-            goto skip;
-        case C_OTHER:
-        skip:
-            /* Skip what ends a run and starts nothing: other characters, and an 'e', 'x' or 'g'
-               without the character its prefix needs next. */
-            while (i + 1 < n) {
-                unsigned char d = s[i + 1];
-                int k = char_class[d];
-                if (k != C_OTHER
-                    && (k < C_E || k > C_G || (i + 2 < n && s[i + 2] == follower[d])))
-                    break;
-                i++;
-            }
+        case C_Y:
+            if (i >= 1 && s[i - 1] == 'e' && left >= 1 && s[i + 1] == 'J')
+                return 1; /* "eyJ" */
+            break;
+        case C_O:
+            if (i >= 1 && s[i - 1] == 'x' && left >= 1 && s[i + 1] == 'x')
+                return 1; /* "xox" */
+            break;
+        case C_H:
+            if (i >= 1 && s[i - 1] == 'g')
+                return 1; /* "gh" */
             break;
         case C_UPPER:
             if (c == 'A' && left >= 3
@@ -176,9 +164,12 @@ static int ascii_may_match(const unsigned char *s, Py_ssize_t n, int is_text)
             if (is_text && left >= 2 && s[i + 1] == ' ' && is_upper(s[i + 2]))
                 return 1;
             break;
-        default:
+        default: /* C_OTHER, C_NUL */
             break;
         }
+        /* Skip what ends a run and starts nothing; the NUL at s[n] stops it at the end. */
+        while (char_class[s[i + 1]] == C_OTHER)
+            i++;
     }
     return 0;
 }
