@@ -146,13 +146,22 @@ def decision_record(
     denied = not decision.allow
     if blocked is None:
         blocked = denied and mode != "report"
+    # Each list and its derived one in one loop (no comprehension: ~1.5k instructions each).
+    reasons, reason_codes = [], []
+    for reason in decision.reasons:
+        reasons.append(reason.as_dict())
+        reason_codes.append(reason.code)
+    findings, finding_locations = [], []
+    for finding in decision.findings:
+        findings.append(finding.as_dict())
+        finding_locations.append(f"{finding.category}@{finding.location}")
     return record_in_order(
         _clock.millis(),
         decision.decision_id,
         "deny" if blocked else "allow",
         denied and not blocked,
         mode,
-        [r.as_dict() for r in decision.reasons],
+        reason_codes,
         decision.recipient_id,
         host,
         port,
@@ -160,7 +169,7 @@ def decision_record(
         path,
         decision.purpose,
         sorted(decision.categories),
-        [f.as_dict() for f in decision.findings],
+        finding_locations,
         source_workload,
         source_namespace,
         inspected,
@@ -172,6 +181,8 @@ def decision_record(
         inspect_ms,
         policy_ms,
         upstream_ms,
+        reasons,
+        findings,
         decision.scheme,
         decision.tls_upstream,
         decision.complete,

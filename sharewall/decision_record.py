@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sharewall.redaction import redact_path
+from sharewall.redaction import redact_path, redact_record_path
 
 Kind = Literal["str", "int", "float", "bool", "time", "strs", "reasons", "findings"]
 
@@ -133,7 +133,7 @@ def record_in_order(
     action: str,
     would_block: bool,
     mode: str,
-    reasons: list[dict[str, str]],
+    reason_codes: list[str],
     recipient_id: str | None,
     host: str,
     port: int | None,
@@ -141,7 +141,7 @@ def record_in_order(
     path: str,
     purpose: str | None,
     categories: list[str],
-    findings: list[dict[str, str]],
+    finding_locations: list[str],
     source_workload: str | None,
     source_namespace: str | None,
     inspected: bool | None,
@@ -153,19 +153,25 @@ def record_in_order(
     inspect_ms: float | None,
     policy_ms: float | None,
     upstream_ms: float | None,
+    reasons: list[dict[str, str]],
+    findings: list[dict[str, str]],
     scheme: str | None,
     tls_upstream: bool | None,
     complete: bool | None,
 ) -> dict[str, Any]:
-    """A record in field order; `path` is redacted here (the one place every output gets it from).
+    """A record of the fields in `FIELD_NAMES` order; `path` is redacted here (the one place
+    every output gets it from).
 
     `reasons` are `{"code", "message", "category"?}` dicts and `findings` are
-    `{"category", "location", "detector"}` dicts, as the proxy's decision renders them. Its
-    arguments go by position on the proxy's per-call path: twenty-eight keyword arguments make
-    CPython match each name per call, and a record is made for every proxied call. The dict is a copy of `_RECORD_TEMPLATE` (its keys in `FIELD_NAMES`
-    order, copied in one step) filled in by key: a 30-key literal inserts every key anew, about
-    half again the cost. Checked against `FIELD_NAMES` when this module is imported (a
-    misspelled key would be added at the end).
+    `{"category", "location", "detector"}` dicts, as the proxy's decision renders them;
+    `reason_codes` are the reasons' codes and `finding_locations` the findings'
+    `category@location`, which the proxy renders in the same loop (a comprehension each here
+    costs ~1.5k instructions before its first item). The arguments go by position on the
+    proxy's per-call path: thirty keyword arguments make CPython match each name per call, and
+    a record is made for every proxied call. The dict is a copy of `_RECORD_TEMPLATE` (its keys
+    in `FIELD_NAMES` order, copied in one step) filled in by key: a 30-key literal inserts every
+    key anew, about half again the cost. Checked against `FIELD_NAMES` when this module is
+    imported (a misspelled key would be added at the end).
     """
     record = _RECORD_TEMPLATE.copy()
     record["time"] = time
@@ -173,15 +179,15 @@ def record_in_order(
     record["action"] = action
     record["would_block"] = would_block
     record["mode"] = mode
-    record["reason_codes"] = [r["code"] for r in reasons]
+    record["reason_codes"] = reason_codes
     record["recipient_id"] = recipient_id
     record["host"] = host
     record["port"] = port
     record["method"] = method
-    record["path"] = redact_path(path, findings)
+    record["path"] = redact_record_path(path, findings, finding_locations)
     record["purpose"] = purpose
     record["categories"] = categories
-    record["finding_locations"] = [f"{f['category']}@{f['location']}" for f in findings]
+    record["finding_locations"] = finding_locations
     record["source_workload"] = source_workload
     record["source_namespace"] = source_namespace
     record["inspected"] = inspected
@@ -216,7 +222,7 @@ def _check_record_order() -> None:
     """`record_in_order` fills exactly the fields of `FIELDS`, in their order."""
     keys = tuple(record_in_order("", "", "", False, "", [], None, "", None, "", "", None, [], [],
                                  None, None, None, None, None, None, [], None, None, None, None,
-                                 None, None, None))  # fmt: skip
+                                 [], [], None, None, None))  # fmt: skip
     if keys != FIELD_NAMES:
         raise RuntimeError(f"record_in_order builds {keys}, FIELDS say {FIELD_NAMES}")
 

@@ -87,6 +87,28 @@ def redact_path(path: str, findings: Iterable[Mapping[str, str] | object] = ()) 
     return f"{base}?{_redact_query(query, located)}" if query else f"{base}?"
 
 
+def redact_record_path(
+    path: str, findings: Iterable[Mapping[str, str] | object], finding_locations: list[str]
+) -> str:
+    """`redact_path(path, findings)` for a record, whose `finding_locations` are its findings'
+    `category@location` strings.
+
+    Every call pays this, and most redact nothing: no finding in the query or the path, and
+    nothing in the path to strip. Those strings say so without a Python step per finding: a
+    category holds no `@`, so a location that starts with `query` or `path` puts `@query` or
+    `@path` in the joined strings (one inside a location only costs the full check).
+    """
+    if "?" in path or "@" in path or "#" in path:
+        return redact_path(path, findings)
+    joined = "\n".join(finding_locations)
+    if _QUERY_MARK in joined or _PATH_MARK in joined:
+        return redact_path(path, findings)
+    return path
+
+
+_QUERY_MARK, _PATH_MARK = (f"@{part}" for part in _TARGET_PARTS)
+
+
 def _redact_segments(base: str, located: list[tuple[str, str]]) -> str:
     by_index: dict[int, set[str]] = {}
     anywhere: set[str] = set()

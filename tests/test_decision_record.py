@@ -16,7 +16,7 @@ from sharewall.decision_record import (
     record_schema,
     validate_record,
 )
-from sharewall.redaction import redact_path
+from sharewall.redaction import redact_path, redact_record_path
 from sharewall.taxonomy import load_taxonomy
 
 
@@ -190,6 +190,16 @@ def found(*pairs: tuple[str, str]) -> list[dict[str, str]]:
 def test_redact_path(path, findings, expected):
     assert redact_path(path, findings) == expected
     assert redact_path(expected, findings) == expected  # idempotent (the registry redacts again)
+    # The record's shortcut (a finding in the target told by its `category@location`) agrees.
+    locations = [f"{f['category']}@{f['location']}" for f in findings]
+    assert redact_record_path(path, findings, locations) == expected
+    # Findings elsewhere (the body, a header) leave the path to what the target itself needs.
+    elsewhere = found(
+        (PHONE, "json:$.to"), ("contact.email", "header:x-mail"), (PHONE, "json:$['@path']")
+    )
+    elsewhere_locations = [f"{f['category']}@{f['location']}" for f in elsewhere]
+    alone = redact_path(path)
+    assert redact_record_path(path, elsewhere, elsewhere_locations) == alone
 
 
 @pytest.mark.parametrize(
