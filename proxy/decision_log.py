@@ -262,13 +262,15 @@ class DecisionLog:
         encoded = orjson.dumps(record)  # once, for the spool and the line
         if self.spool is not None:
             await self.spool.commit(record, encoded)
-        self._emit(record, encoded, spool=False)
+        self.emit(record, spool=False, encoded=encoded)
 
-    def emit(self, record: dict[str, Any], *, spool: bool = True) -> None:
-        """Log, queue for the spool (if blocked or would-block) and fan the record out; never raises."""
-        self._emit(record, None, spool=spool)
+    def emit(
+        self, record: dict[str, Any], *, spool: bool = True, encoded: bytes | None = None
+    ) -> None:
+        """Log, queue for the spool (if blocked or would-block) and fan the record out; never raises.
 
-    def _emit(self, record: dict[str, Any], encoded: bytes | None, *, spool: bool) -> None:
+        `encoded`: the record's `orjson.dumps`, when the caller has it already.
+        """
         if self.lines is None:
             line = dict(record)  # a copy in C, then six keys out: cheaper than a filtering loop
             for key in _RECORD_ONLY:
