@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,6 +29,9 @@ from proxy.engines.base import (
 from proxy.inspect.model import Inspection
 from sharewall.snapshot import Snapshot
 from sharewall.taxonomy import load_taxonomy
+
+if TYPE_CHECKING:  # annotations only
+    from proxy.exchange import Exchange
 
 log = structlog.get_logger(__name__)
 
@@ -180,6 +183,52 @@ class Decider:
         self.cache.reset(snapshot.revision)
         self._snapshot = snapshot
         return True
+
+    def cached(self, ex: Exchange, inspection: Inspection) -> Decision | None:
+        """`decide(ex.call(), inspection)`'s answer when it is a cache hit, else None.
+
+        The hot path (most calls are hits): no `Call` is built and no coroutine run. The key is
+        `cache_key`'s, read from the exchange's own fields (the ones `Exchange.call()` copies),
+        and the `Decision` is the one `decide()` builds on a hit. None, and nothing counted,
+        for a miss and for what `decide()` treats apart (inspection problems, no snapshot):
+        the caller then awaits `decide()`, which counts the miss.
+        """
+        if inspection.problems or self._snapshot is None:
+            return None
+        recipient, source = ex.recipient, ex.source
+        recipient_id = recipient.id if recipient is not None else None
+        scheme, tls_upstream = ex.scheme, ex.tls_upstream
+        # cache_key(ex.call(), categories, complete=True, day), field for field.
+        key = (
+            recipient_id,
+            ex.purpose,
+            inspection.categories,
+            source.workload,
+            source.namespace,
+            scheme,
+            ex.inspected,
+            tls_upstream,
+            True,
+            self._today(),
+        )
+        entry = self.cache.hit(key)
+        if entry is None:
+            return None
+        # decide()'s Decision on a hit, by position (complete: no problems).
+        return Decision(
+            ex.decision_id,
+            entry[0],
+            entry[1],
+            recipient_id,
+            ex.purpose,
+            entry[2],
+            inspection.findings,
+            (),
+            None,
+            scheme,
+            tls_upstream,
+            True,
+        )
 
     async def decide(
         self, call: Call, inspection: Inspection, *, now: datetime | None = None

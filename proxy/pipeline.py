@@ -133,7 +133,10 @@ async def decide_exchange(
         t0 = time.perf_counter()
         inspection = await inspect_exchange(ex, limits)
         t1 = time.perf_counter()
-        decision = await decider.decide(ex.call(), inspection)
+        # A cache hit is answered without a Call or a coroutine; a miss awaits the engine.
+        decision = decider.cached(ex, inspection)
+        if decision is None:
+            decision = await decider.decide(ex.call(), inspection)
         ex.inspection = inspection
         if ex.inspected:
             ex.timings.inspect_ms = (t1 - t0) * 1000.0

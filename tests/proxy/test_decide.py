@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from proxy.decide import DESTINATION_FORBIDDEN, Decider, destination_forbidden
 from proxy.decision import Call
 from proxy.decision_cache import DecisionCache, inspection_key
 from proxy.engines.embedded import EmbeddedEngine
+from proxy.http1 import Source
 from proxy.inspect.model import MALFORMED_JSON, TIMED_OUT, Finding, Inspection
 from sharewall.snapshot import Grant, Recipient, Snapshot
 from sharewall.taxonomy import load_taxonomy
@@ -295,3 +297,64 @@ def test_calls_and_decisions_are_frozen_values_whichever_way_they_are_built() ->
     assert decision.fault is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         decision.action = "allow"  # type: ignore[misc]
+
+
+def _exchange(**overrides: Any) -> Any:
+    """An exchange of the Twilio call (absolute-form, resolved against the test snapshot)."""
+    from proxy.exchange import Source, new_exchange
+    from sharewall.recipients import RecipientIndex
+
+    facts: dict[str, Any] = {
+        "entry": "forward",
+        "method": "POST",
+        "scheme": "https",
+        "host": "api.twilio.com",
+        "port": 443,
+        "path": "/2010-04-01/Accounts/AC1/Messages.json?To=%2B6591234567",
+        "raw_headers": [("Content-Type", "application/json")],
+        "index": RecipientIndex(make_snapshot()),
+        "source": Source("sms-gateway", "messaging"),
+        "default_purpose": "service_delivery",
+    }
+    facts.update(overrides)
+    return new_exchange(**facts)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="allowed"),
+        pytest.param({"scheme": "http", "port": 80}, id="cleartext"),
+        pytest.param({"host": "example.com"}, id="no recipient"),
+        pytest.param({"default_purpose": "marketing"}, id="other purpose"),
+        pytest.param({"source": Source(None, None)}, id="no source"),
+        pytest.param({"entry": "connect", "method": "CONNECT", "path": ""}, id="spliced"),
+    ],
+)
+@pytest.mark.parametrize("categories", [(), ("contact.phone_number", "comms.content")])
+async def test_a_cached_answer_is_what_decide_answers_on_a_hit(
+    decider: Decider, overrides: dict[str, Any], categories: tuple[str, ...]
+) -> None:
+    """`Decider.cached(ex, ...)` reads the key of `decide(ex.call(), ...)` from the exchange."""
+    ex, inspection = _exchange(**overrides), make_inspection(*categories)
+    assert decider.cached(ex, inspection) is None  # nothing cached yet, no miss counted
+    assert (decider.cache_hits, decider.cache_misses) == (0, 0)
+    first = await decider.decide(ex.call(), inspection)  # the miss: the engine's answer
+    on_hit = await decider.decide(ex.call(), inspection)
+    cached = decider.cached(ex, inspection)
+
+    assert (decider.cache_hits, decider.cache_misses) == (2, 1)
+    assert cached == on_hit == first
+    other = _exchange(**overrides)  # another call, the same facts: its own decision id
+    assert decider.cached(other, inspection) == replace(first, decision_id=other.decision_id)
+
+
+async def test_cached_leaves_problems_and_a_missing_snapshot_to_decide(decider: Decider) -> None:
+    ex = _exchange()
+    incomplete = make_inspection("contact.phone_number", problems=[TIMED_OUT])
+    await decider.decide(ex.call(), incomplete)
+    await decider.decide(ex.call(), incomplete)
+    assert decider.cache_hits == 1
+    assert decider.cached(ex, incomplete) is None  # decide() answers, from its cache
+
+    assert Decider(EmbeddedEngine()).cached(ex, make_inspection()) is None
