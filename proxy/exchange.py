@@ -84,6 +84,11 @@ class Exchange:
     recipient: Recipient | None
     inspected: bool  # False for a spliced tunnel (the payload is never seen)
     tls_upstream: bool  # the bytes leave the pod over TLS
+    # Derived by new_exchange from the fields above (fields, not properties: each is read once
+    # or twice a call, a property read costing ~0.6k instructions):
+    upstream_scheme: str  # "https" when the bytes leave over TLS, else "http"
+    upstream_port: int  # the port connected to: TLS origination moves a default-port call to 443
+    tunnel: bool  # a CONNECT (spliced or intercepted), or captured TLS
     decision_id: str = field(default_factory=new_decision_id)
     connected_to: tuple[str, int] | None = None  # transparent: the kernel's original destination
     unidentified: str | None = None  # transparent: why nothing names the destination ("no_sni")
@@ -97,24 +102,6 @@ class Exchange:
     status: int | None = None  # the status the client got (None: nothing was sent)
     recorded: bool = False  # its record is written (a refusal's, before the refusal left)
     timings: Timings = field(default_factory=Timings)
-
-    @property
-    def tunnel(self) -> bool:
-        """The call came through a tunnel: a CONNECT (spliced or intercepted), or captured TLS."""
-        if self.entry == "transparent":
-            return self.scheme != "http"
-        return self.entry in ("connect", "intercepted")
-
-    @property
-    def upstream_scheme(self) -> str:
-        return "https" if self.tls_upstream else "http"
-
-    @property
-    def upstream_port(self) -> int:
-        """The port connected to: TLS origination moves a default-port call to 443."""
-        if self.scheme == "http" and self.tls_upstream and self.port == 80:
-            return 443
-        return self.port
 
     @property
     def url(self) -> str:
@@ -143,7 +130,8 @@ class Exchange:
 # The order `new_exchange` passes an exchange's fields in (by position): checked on import.
 _FIELD_ORDER = (
     "entry", "method", "scheme", "host", "port", "path", "headers", "body", "body_truncated",
-    "purpose", "source", "recipient", "inspected", "tls_upstream", "decision_id", "connected_to",
+    "purpose", "source", "recipient", "inspected", "tls_upstream", "upstream_scheme",
+    "upstream_port", "tunnel", "decision_id", "connected_to",
     "unidentified", "inspection", "decision", "destination_checked", "destination", "unresolved",
     "outcome", "status", "recorded", "timings",
 )  # fmt: skip
@@ -209,6 +197,12 @@ def new_exchange(
     tls_upstream = (
         spliced or scheme == "https" or (recipient is not None and recipient.tls_origination)
     )
+    # TLS origination moves a default-port call to 443.
+    upstream_port = 443 if port == 80 and tls_upstream and scheme == "http" else port
+    if entry == "transparent":
+        tunnel = scheme != "http"  # captured TLS (or not HTTP at all)
+    else:
+        tunnel = entry == "connect" or entry == "intercepted"
     # By position, in field order (entry ... unidentified, then the pipeline's fields, timings
     # last): made for every call, and eighteen keywords cost about as much as the rest.
     return Exchange(
@@ -226,6 +220,9 @@ def new_exchange(
         recipient,
         not spliced,
         tls_upstream,
+        "https" if tls_upstream else "http",
+        upstream_port,
+        tunnel,
         decision_id or new_decision_id(),
         connected_to,
         unidentified,
