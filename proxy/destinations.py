@@ -241,6 +241,7 @@ def ascii_name(host: str) -> str | bytes:
 
 
 DEFAULT_DNS_TTL = 30.0
+_INF = math.inf
 _CACHE_SIZE = 1024
 
 
@@ -299,9 +300,14 @@ class Resolver:
         None when it is not (then await `resolve()`). Most calls go to a name resolved moments
         ago: this answers them without the two coroutines of `resolve()`."""
         cached = self._cache.get((host, port))
-        if cached is None or not self._is_fresh(cached):
+        if cached is None:
             return None
-        return _replay(cached)
+        # `_is_fresh` and `_replay` inline (~0.8k instructions less): paid by nearly every call.
+        expires = cached.expires
+        if expires != _INF and expires <= asyncio.get_running_loop().time():
+            return None
+        destination = cached.destination
+        return destination if destination is not None else _replay(cached)
 
     def _is_fresh(self, outcome: _Outcome) -> bool:
         return outcome.expires == math.inf or outcome.expires > asyncio.get_running_loop().time()
