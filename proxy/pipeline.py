@@ -26,7 +26,7 @@ from proxy.decision_log import LOG_UNAVAILABLE, decision_record
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
-from proxy.outcome import REFUSAL_STATUS, Outcome, outcome_of
+from proxy.outcome import REFUSAL_STATUS, SENT, Outcome, outcome_of
 from sharewall.logs import stdout_lines
 
 if TYPE_CHECKING:  # annotations only
@@ -153,12 +153,13 @@ def settle(ex: Exchange, *, mode: str) -> Outcome:
     goes out whose line could not be kept.
     """
     assert ex.decision is not None
-    ex.outcome = outcome_of(ex.decision, mode=mode, has_destination=ex.destination is not None)
-    if ex.outcome.is_sent:
+    outcome = outcome_of(ex.decision, mode=mode, has_destination=ex.destination is not None)
+    ex.outcome = outcome
+    if outcome in SENT:  # `outcome.is_sent` without the property call (~0.7k instructions)
         lines = stdout_lines()
         if lines is not None and not lines.accepting:
             return fail_exchange(ex, LOG_UNAVAILABLE)
-    return ex.outcome
+    return outcome
 
 
 def record_exchange(ex: Exchange, decision_log: DecisionLog, *, mode: str) -> None:
