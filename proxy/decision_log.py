@@ -80,16 +80,18 @@ class _UtcClock:
     `datetime.now(UTC).isoformat()`; the date-and-seconds part only changes once a second.
     """
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_ascii_prefix", "_prefix", "_second")
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._ascii_prefix = b""
 
     def _prefix_of(self, second: int) -> str:
         """The date-and-seconds part of a stamp of `second` (made once a second)."""
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._ascii_prefix = self._prefix.encode()
             self._second = second
         return self._prefix
 
@@ -99,20 +101,23 @@ class _UtcClock:
         prefix = self._prefix if second == self._second else self._prefix_of(second)
         return prefix + _MILLIS[millis]
 
-    def micros_z(self) -> str:
-        """`datetime.now(UTC).isoformat().replace("+00:00", "Z")` (structlog's TimeStamper)."""
+    def micros_z(self) -> bytes:
+        """`datetime.now(UTC).isoformat().replace("+00:00", "Z")` (structlog's TimeStamper), as
+        the ASCII bytes the line is joined from (no str built and encoded per line)."""
         second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-        prefix = self._prefix if second == self._second else self._prefix_of(second)
+        if second != self._second:
+            self._prefix_of(second)
         if not micro:
-            return f"{prefix}Z"
+            return self._ascii_prefix + b"Z"
         millis, rest = divmod(micro, 1000)
-        return prefix + _DOT_DIGITS[millis] + _DIGITS[rest] + "Z"
+        return self._ascii_prefix + _DOT_DIGITS[millis] + _DIGITS_Z[rest]
 
 
-# `.000+00:00` ... `.999+00:00`, `000` ... `999`: lookups instead of formatting numbers per call.
+# `.000+00:00` ... `.999+00:00`; `.000` ... `.999`, `000Z` ... `999Z`: lookups instead of
+# formatting numbers per call.
 _MILLIS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
-_DIGITS = tuple(f"{n:03d}" for n in range(1000))
-_DOT_DIGITS = tuple(f".{n:03d}" for n in range(1000))
+_DOT_DIGITS = tuple(f".{n:03d}".encode() for n in range(1000))
+_DIGITS_Z = tuple(f"{n:03d}Z".encode() for n in range(1000))
 _clock = _UtcClock()
 
 
@@ -233,7 +238,7 @@ class JsonLines:
         """
         start = len(_TIME_KEY) + len(record[TIME]) + 2  # past `{"time":"...",`
         end = encoded.index(_REASONS_KEY, start)
-        stamp = _clock.micros_z().encode()
+        stamp = _clock.micros_z()
         # A call refused because lines cannot be kept: its record is in the fsync'd spool, so
         # its line is the one that may be shed when the buffer overflows (never a sent call's).
         sheddable = record[FAULT] == LOG_UNAVAILABLE

@@ -175,4 +175,4 @@ def test_the_line_timestamp_is_datetimes_isoformat(monkeypatch, micro):
     second = 1_764_489_600
     monkeypatch.setattr(time, "time_ns", lambda: (second * 1_000_000 + micro) * 1000)
     expected = datetime.fromtimestamp(second, UTC).replace(microsecond=micro).isoformat()
-    assert _clock.micros_z() == expected.replace("+00:00", "Z")
+    assert _clock.micros_z() == expected.replace("+00:00", "Z").encode()
