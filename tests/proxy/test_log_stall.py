@@ -8,6 +8,7 @@ reads in a thread that it pauses and resumes.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -81,6 +82,15 @@ def _readyz(proxy: ProxyProcess) -> requests.Response:
     return requests.get(f"{proxy.admin_url}/readyz", timeout=5, proxies={"http": ""})
 
 
+def _buffered_bytes(proxy: ProxyProcess) -> float:
+    """Log bytes the proxy holds, read once a hand-off to its writer thread has passed."""
+    time.sleep(0.2)
+    metrics = requests.get(f"{proxy.admin_url}/metrics", timeout=5, proxies={"http": ""}).text
+    match = re.search(r"^sharewall_log_buffered_bytes (\S+)$", metrics, re.MULTILINE)
+    assert match, "no sharewall_log_buffered_bytes on /metrics"
+    return float(match.group(1))
+
+
 def test_full_buffer_refuses_calls_then_recovers_with_every_line_in_order(stalled, upstreams):
     proxy, reader = stalled
     session = proxy.session()
@@ -123,10 +133,16 @@ def test_full_buffer_refuses_calls_then_recovers_with_every_line_in_order(stalle
     assert call(10_000).status_code == 200
 
     # A drain on SIGTERM while the reader is stalled again: every line reaches stdout after.
-    # Enough lines to fill the pipe and part of the buffer (what filled both, less 30%).
+    # Enough lines to fill the pipe and part of the buffer (what filled both, less 30%), and
+    # more until some stay buffered past a hand-off to the writer (the reader's read under way
+    # when it stalled may have taken a batch more than the first time).
     reader.reading.clear()
-    for k in range(10_001, 10_001 + len(forwarded_while_stalled) * 7 // 10):
-        assert call(k).status_code == 200
+    numbers = iter(range(10_001, 20_000))
+    for _ in range(len(forwarded_while_stalled) * 7 // 10):
+        assert call(next(numbers)).status_code == 200
+    while _buffered_bytes(proxy) == 0:
+        for _ in range(10):
+            assert call(next(numbers)).status_code == 200
     proxy.proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert proxy.proc.poll() is None  # still holding lines nobody read
