@@ -67,6 +67,41 @@ recipients:
 """
 
 
+def proxy_args(registry: Path, port_file: Path, spool: Path, mode: str) -> list[str]:
+    """`sharewall proxy`'s arguments common to the benches: `mode` on `registry`, any free
+    ports (written to `port_file`), the bench's purpose by default."""
+    return [
+        "proxy",
+        "--registry-file",
+        str(registry),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--port-file",
+        str(port_file),
+        "--mode",
+        mode,
+        "--default-purpose",
+        PURPOSE,
+        "--spool-dir",
+        str(spool),
+    ]
+
+
+def report_proxy_args(run: Path, upstream_port: int) -> list[str]:
+    """`sharewall proxy`'s arguments as the instruction and per-thread benches run it: report
+    mode on the bench registry, the plain upstream pinned, its ports written to
+    `run/ports.json` and its spool in `run`."""
+    registry = run / "registry.yaml"
+    registry.write_text(BENCH_REGISTRY.format(tls_origination="false"))
+    return [
+        *proxy_args(registry, run / "ports.json", run / "spool", "report"),
+        "--resolve",
+        f"{UPSTREAM_HOST}:{upstream_port}:127.0.0.1",
+    ]
+
+
 def payload(size: int = 1024) -> bytes:
     """A JSON message-send body of exactly `size` bytes carrying one E.164 phone number."""
     body = {
@@ -599,19 +634,7 @@ def start_sharewall(
     log_file = open(work / f"sharewall-{mode}.log", "wb")  # noqa: SIM115 - lives with the process
     cmd = [
         str(exe),
-        "proxy",
-        "--registry-file",
-        str(registry),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--port-file",
-        str(port_file),
-        "--mode",
-        mode,
-        "--default-purpose",
-        PURPOSE,
+        *proxy_args(registry, port_file, work / f"spool-{mode}", mode),
         "--upstream-ca",
         str(cert_dir / "ca.pem"),
         "--resolve",
@@ -620,8 +643,6 @@ def start_sharewall(
         f"{UPSTREAM_HOST}:{ports['tls']}:127.0.0.1",
         "--max-body-bytes",
         str(2 << 20),  # the in-flight measurement sends 1 MB bodies that must go upstream
-        "--spool-dir",
-        str(work / f"spool-{mode}"),
     ]
     process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
     try:

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_proxy import (  # noqa: E402
-    BENCH_REGISTRY,
     PURPOSE,
     UPSTREAM_HOST,
     payload,
+    report_proxy_args,
     wait_for,
 )
 
@@ -85,8 +85,6 @@ def measure(tree: Path | None, work: Path, upstream_port: int, args: argparse.Na
     """Instructions per call of one proxy run (k instructions)."""
     tag = tree.name if tree else "current"
     run = Path(tempfile.mkdtemp(prefix=f"cg-{tag}-", dir=work))
-    registry = run / "registry.yaml"
-    registry.write_text(BENCH_REGISTRY.format(tls_origination="false"))
     port_file = run / "ports.json"
     # `-c` puts the working directory first on sys.path: run in the run's directory, with the
     # tree measured on PYTHONPATH (ahead of the venv's editable install of this checkout).
@@ -99,23 +97,7 @@ def measure(tree: Path | None, work: Path, upstream_port: int, args: argparse.Na
         sys.executable,
         "-c",
         _LAUNCH,
-        "proxy",
-        "--registry-file",
-        str(registry),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--port-file",
-        str(port_file),
-        "--mode",
-        "report",
-        "--default-purpose",
-        PURPOSE,
-        "--resolve",
-        f"{UPSTREAM_HOST}:{upstream_port}:127.0.0.1",
-        "--spool-dir",
-        str(run / "spool"),
+        *report_proxy_args(run, upstream_port),
         *args.proxy_arg,
     ]
     log = open(run / "proxy.log", "wb")  # noqa: SIM115 - lives with the process

@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_proxy import (  # noqa: E402
-    BENCH_REGISTRY,
     PURPOSE,
     UPSTREAM_HOST,
     payload,
+    report_proxy_args,
     wait_for,
 )
 
@@ -107,31 +107,13 @@ def measure(
     """Per thread group: [user us, sys us, run us, voluntary, involuntary] per call."""
     tag = tree.name if tree else "current"
     run = Path(tempfile.mkdtemp(prefix=f"threads-{tag}-", dir=work))
-    registry = run / "registry.yaml"
-    registry.write_text(BENCH_REGISTRY.format(tls_origination="false"))
     port_file = run / "ports.json"
     env = dict(os.environ, PYTHONPATH=str(tree or ROOT))
     cmd = [
         sys.executable,
         "-c",
         _LAUNCH,
-        "proxy",
-        "--registry-file",
-        str(registry),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--port-file",
-        str(port_file),
-        "--mode",
-        "report",
-        "--default-purpose",
-        PURPOSE,
-        "--resolve",
-        f"{UPSTREAM_HOST}:{upstream_port}:127.0.0.1",
-        "--spool-dir",
-        str(run / "spool"),
+        *report_proxy_args(run, upstream_port),
     ]
     reader = None
     if args.stdout == "pipe":
