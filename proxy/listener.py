@@ -432,7 +432,7 @@ class ProxyServer:
                     return
                 keep_alive = await self._request(conn, head, tunnel, captured)
             except BadRequest as exc:
-                await self._bad_request(conn, exc)
+                await self._bad_request(conn, exc, head)
                 return
             finally:
                 self.ctx.metrics.inflight.dec()
@@ -441,10 +441,22 @@ class ProxyServer:
             if not keep_alive:
                 return
 
-    async def _bad_request(self, conn: ClientConnection, exc: BadRequest) -> None:
+    async def _bad_request(
+        self, conn: ClientConnection, exc: BadRequest, head: RequestHead | None = None
+    ) -> None:
+        """Answer a request that cannot be served and close; the answer to a HEAD has no body
+        (RFC 9110 §9.3.2), `head` being the request when its head was read."""
         log.info("proxy.bad_request", status=exc.status, error=exc.code, reason=str(exc))
         if not conn.tunnel_established or conn.tls:
-            await conn.send(responses.error(exc.status, exc.code, str(exc), keep_alive=False))
+            await conn.send(
+                responses.error(
+                    exc.status,
+                    exc.code,
+                    str(exc),
+                    keep_alive=False,
+                    head=head is not None and head.method == "HEAD",
+                )
+            )
 
     async def _connect_failing_closed(self, conn: ClientConnection, head: RequestHead) -> None:
         """`_connect`, where a bug of ours before the tunnel exists is a 503, never a tunnel.

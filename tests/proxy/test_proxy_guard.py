@@ -175,6 +175,18 @@ def test_malformed_requests_get_a_json_error(proxy, request_bytes, status):
     assert doc["message"]
 
 
+def test_a_refused_head_request_gets_its_error_without_a_body(proxy):
+    """RFC 9110 §9.3.2: the answer to HEAD has no content, even an error (its length is said)."""
+    raw = raw_exchange(
+        proxy.port, b"HEAD http://api.vendor.test/ HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+    )
+    status, headers, body = parse_response(raw)
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) > 0  # what a GET's error would carry
+    assert body == b""
+
+
 def test_a_head_over_the_limit_that_trickles_in_is_refused_431(proxy):
     """Each piece is far under the head limit; the head they add up to is not."""
     header = b"X-Piece: " + b"a" * 1000 + b"\r\n"
