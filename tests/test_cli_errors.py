@@ -17,7 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = str(REPO / "examples" / "registry.yaml")
 CHECK = ["check", "--registry-file", REGISTRY, "--purpose", "service_delivery"]
-PROXY = ["proxy", "--registry-file", REGISTRY, "--listen", "127.0.0.1:0", "--admin-listen", "off"]
+# Any free port, no admin port: a start error is the one under test, never a port held elsewhere.
+ANY_PORT = ["--listen", "127.0.0.1:0", "--admin-listen", "off"]
+PROXY = ["proxy", "--registry-file", REGISTRY, *ANY_PORT]
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +81,12 @@ CASES = [
     # proxy
     pytest.param(["proxy"], "--registry-file or --registry-url", id="proxy: no registry"),
     pytest.param(
-        ["proxy", "--registry-file", "{tmp}/missing.yaml", "--admin-listen", "off"],
+        ["proxy", "--registry-file", "{tmp}/missing.yaml", *ANY_PORT],
         "missing.yaml",
         id="proxy: registry file missing",
     ),
     pytest.param(
-        ["proxy", "--registry-file", "{tmp}/bad.yaml", "--admin-listen", "off"],
+        ["proxy", "--registry-file", "{tmp}/bad.yaml", *ANY_PORT],
         "bad.yaml",
         id="proxy: registry file malformed",
     ),
