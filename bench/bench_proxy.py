@@ -102,6 +102,44 @@ def report_proxy_args(run: Path, upstream_port: int) -> list[str]:
     ]
 
 
+def start_upstream(work: Path, hold: float | None = None) -> tuple[subprocess.Popen, dict]:
+    """The bench's upstream in its own process (certificates under `work/certs`), once it
+    listens: the process and its ports (`plain`, `tls`)."""
+    up_ports = work / "upstream.ports"
+    (work / "certs").mkdir(exist_ok=True)
+    hold_args = ["--hold", str(hold)] if hold is not None else []
+    upstream = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve-upstream",
+            str(up_ports),
+            "--cert-dir",
+            str(work / "certs"),
+            *hold_args,
+        ]
+    )
+    try:
+        wait_for(up_ports.exists, 30, "upstream")
+    except Exception:
+        upstream.kill()
+        raise
+    return upstream, json.loads(up_ports.read_text())
+
+
+def wait_proxy_ready(port_file: Path, timeout: float) -> dict:
+    """Wait for a starting proxy's port file, then for its `/readyz` 200; its bound ports."""
+    wait_for(port_file.exists, timeout, "proxy port file")
+    bound = json.loads(port_file.read_text())
+    admin = bound["admin"][1]
+    wait_for(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5).status == 200,
+        timeout,
+        "proxy /readyz",
+    )
+    return bound
+
+
 def payload(size: int = 1024) -> bytes:
     """A JSON message-send body of exactly `size` bytes carrying one E.164 phone number."""
     body = {
@@ -646,16 +684,7 @@ def start_sharewall(
     ]
     process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        wait_for(port_file.exists, 30, "sharewall port file")
-        bound = json.loads(port_file.read_text())
-        admin = bound["admin"][1]
-        wait_for(
-            lambda: (
-                urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1).status == 200
-            ),
-            30,
-            "sharewall /readyz",
-        )
+        bound = wait_proxy_ready(port_file, 30)
     except Exception:
         process.terminate()
         tail = (work / f"sharewall-{mode}.log").read_text(errors="replace")[-800:]
@@ -728,24 +757,9 @@ def main() -> int:
     body = payload()
     work = Path(tempfile.mkdtemp(prefix="sharewall-bench-"))
     cert_dir = work / "certs"
-    cert_dir.mkdir()
-    up_ports = work / "upstream.ports"
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--serve-upstream",
-            str(up_ports),
-            "--cert-dir",
-            str(cert_dir),
-            "--hold",
-            str(args.hold),
-        ]
-    )
+    upstream, ports = start_upstream(work, args.hold)
     results: list[Result] = []
     try:
-        wait_for(up_ports.exists, 15, "upstream")
-        ports = json.loads(up_ports.read_text())
         plain = ports["plain"]
         print(
             f"load: wrk -t{args.threads} -c{args.connections} -d{round(args.duration)}s, "

@@ -18,7 +18,6 @@ an A/B in one run. Without it, the current tree. Needs valgrind (skipped otherwi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +37,8 @@ from bench_proxy import (  # noqa: E402
     UPSTREAM_HOST,
     payload,
     report_proxy_args,
-    wait_for,
+    start_upstream,
+    wait_proxy_ready,
 )
 
 _LAUNCH = "import sys; from sharewall.cli import main; sys.argv[0] = 'sharewall'; sys.exit(main())"
@@ -103,16 +102,7 @@ def measure(tree: Path | None, work: Path, upstream_port: int, args: argparse.Na
     log = open(run / "proxy.log", "wb")  # noqa: SIM115 - lives with the process
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=run)
     try:
-        wait_for(port_file.exists, args.start_timeout, "proxy port file")
-        bound = json.loads(port_file.read_text())
-        admin = bound["admin"][1]
-        wait_for(
-            lambda: (
-                urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5).status == 200
-            ),
-            args.start_timeout,
-            "proxy /readyz",
-        )
+        bound = wait_proxy_ready(port_file, args.start_timeout)
         request = _request(upstream_port, payload(args.size))
         with socket.create_connection(("127.0.0.1", bound["listen"][1]), timeout=60) as sock:
             for _ in range(args.warmup):
@@ -153,23 +143,11 @@ def main() -> int:
         print("skip callgrind_proxy: valgrind is not installed (apt-get install -y valgrind)")
         return 0
     work = Path(tempfile.mkdtemp(prefix="sharewall-callgrind-"))
-    up_ports = work / "upstream.ports"
-    (work / "certs").mkdir()
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "bench_proxy.py"),
-            "--serve-upstream",
-            str(up_ports),
-            "--cert-dir",
-            str(work / "certs"),
-        ]
-    )
+    upstream, ports = start_upstream(work)
     trees: list[Path | None] = list(args.tree) or [None]
     figures: dict[str, list[float]] = {}
     try:
-        wait_for(up_ports.exists, 30, "upstream")
-        plain = json.loads(up_ports.read_text())["plain"]
+        plain = ports["plain"]
         print(
             f"{args.calls} calls after {args.warmup} warm-up, {args.size} B JSON POST with a "
             f"phone number, report mode, plain upstream; work dir {work}",

@@ -20,7 +20,6 @@ the end. The machine's load moves these figures (wall clock and scheduling): alt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -30,18 +29,20 @@ import subprocess
 import sys
 import tempfile
 import threading
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_proxy import (  # noqa: E402
-    PURPOSE,
+    REPORT,
     UPSTREAM_HOST,
+    Contender,
     payload,
     report_proxy_args,
-    wait_for,
+    start_upstream,
+    wait_proxy_ready,
+    wrk_script,
 )
 
 # Names each Python thread's OS thread after it (15 bytes), then runs the proxy's CLI.
@@ -136,30 +137,11 @@ def measure(
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=run)
         log.close()
     script = run / "load.lua"
-    script.write_text(
-        "\n".join(
-            [
-                'wrk.method = "POST"',
-                f'wrk.path = "http://{UPSTREAM_HOST}:{upstream_port}/v1/messages"',
-                f'wrk.headers["Host"] = "{UPSTREAM_HOST}:{upstream_port}"',
-                'wrk.headers["Content-Type"] = "application/json"',
-                f'wrk.headers["X-Sharewall-Purpose"] = "{PURPOSE}"',
-                f"wrk.body = [[{payload().decode()}]]",
-                "",
-            ]
-        )
-    )
+    target = f"{UPSTREAM_HOST}:{upstream_port}"
+    load = Contender(REPORT, None, f"http://{target}/v1/messages", target)
+    script.write_text(wrk_script(load, payload()))
     try:
-        wait_for(port_file.exists, 60, "proxy port file")
-        bound = json.loads(port_file.read_text())
-        admin = bound["admin"][1]
-        wait_for(
-            lambda: (
-                urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5).status == 200
-            ),
-            60,
-            "proxy /readyz",
-        )
+        bound = wait_proxy_ready(port_file, 60)
         port = bound["listen"][1]
         run_wrk(port, script, args.warmup)
         before = thread_stats(process.pid)
@@ -230,23 +212,11 @@ def main() -> int:
         print("skip threads_cpu: wrk is not installed (apt-get install -y wrk)")
         return 0
     work = Path(tempfile.mkdtemp(prefix="sharewall-threads-"))
-    up_ports = work / "upstream.ports"
-    (work / "certs").mkdir()
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "bench_proxy.py"),
-            "--serve-upstream",
-            str(up_ports),
-            "--cert-dir",
-            str(work / "certs"),
-        ]
-    )
+    upstream, ports = start_upstream(work)
     trees: list[Path | None] = list(args.tree) or [None]
     runs: dict[str, list[dict[str, list[float]]]] = {}
     try:
-        wait_for(up_ports.exists, 30, "upstream")
-        plain = json.loads(up_ports.read_text())["plain"]
+        plain = ports["plain"]
         print(f"wrk -t2 -c16 -d{args.duration}s, report mode, stdout a {args.stdout}; work {work}")
         for round_no in range(args.rounds):
             for tree in trees:
