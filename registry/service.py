@@ -605,6 +605,9 @@ async def update_grant(
     grant = _find_grant(loaded, grant_id)
     before = _grant_image(recipient_id, grant)
     staged = loaded.is_live and grant.status == "approved"
+    # Read before the edit below turns an unstaged approved grant back into a proposal: the
+    # snapshot holds it until then, so its version must move.
+    was_visible = grant.status == "approved" and not staged
     current = (
         changes.proposed_grant_values(grant)
         if staged
@@ -633,7 +636,6 @@ async def update_grant(
         grant.status = "proposed"
         grant.proposed_by = actor.name
         grant.approved_by = None
-    was_visible = grant.status == "approved" and not staged
     grant.updated_at = utcnow()
     session.add(grant)
     _touch(loaded.recipient, actor)

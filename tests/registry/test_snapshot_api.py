@@ -96,6 +96,37 @@ async def test_snapshot_has_recipients_hosts_and_only_approved_grants(
     assert snapshot.revision
 
 
+async def test_editing_an_approved_grant_of_a_revoked_recipient_moves_the_snapshot(
+    client, auth, sessions, unique
+):
+    """A revoked recipient's approved grant, edited, goes back to proposed: it leaves the
+    snapshot, so the snapshot's version moves and the new version no longer holds it."""
+    rid = unique("revoked")
+    await seed_recipient(
+        sessions,
+        rid,
+        status="revoked",
+        grants=[("customer_support", ["contact.email"], "approved")],
+    )
+    before = Snapshot.from_data(
+        await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
+    )
+    assert [g.purpose for g in before.recipient(rid).grants] == ["customer_support"]
+    recipient = await client.get(f"/v1/recipients/{rid}", headers=auth("engineer"))
+    gid = (await recipient.json())["grants"][0]["id"]
+    resp = await client.patch(
+        f"/v1/recipients/{rid}/grants/{gid}",
+        json={"categories": ["contact.email", "contact.name"]},
+        headers=auth("engineer"),
+    )
+    assert resp.status == 200, await resp.text()
+    after = Snapshot.from_data(
+        await (await client.get("/v1/snapshot", headers=auth("proxy"))).json()
+    )
+    assert after.version > before.version
+    assert after.recipient(rid).grants == ()
+
+
 async def test_unchanged_snapshot_is_304_on_if_none_match(client, auth):
     first = await client.get("/v1/snapshot", headers=auth("proxy"))
     etag = first.headers["ETag"]
