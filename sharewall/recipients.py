@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import structlog
-from publicsuffixlist import PSLFILE, PublicSuffixList
 
 from sharewall.hosts import (
     BadAuthority,
@@ -15,49 +14,11 @@ from sharewall.hosts import (
     normalise_host_cached,
     parse_host_pattern,
 )
+from sharewall.public_suffixes import load_public_suffixes
 from sharewall.slices import collector_paused, each_in_slices, sliced
 from sharewall.snapshot import Recipient, Snapshot
 
 log = structlog.get_logger("sharewall.recipients")
-
-
-# The Public Suffix List bundled with publicsuffixlist, read offline. Private suffixes (github.io,
-# s3.amazonaws.com) count too: a wildcard over them spans other people's names. (tldextract did
-# the same at ~12 MB of the sidecar's memory, importing `requests` to fetch lists it never did.)
-def _punycode(rule: str) -> str:
-    """A lower-case rule's A-label form: `xn--` + punycode of each non-ASCII label."""
-    return ".".join(
-        label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
-        for label in rule.split(".")
-    )
-
-
-def load_public_suffixes() -> PublicSuffixList:
-    """The bundled list with each IDN rule also in punycode, as publicsuffixlist's default.
-
-    publicsuffixlist runs the `idna` codec over every one of its ~10,000 rules (~25 ms of the
-    proxy's start); only the ~460 non-ASCII ones change, and those are already lower case, so
-    plain punycode per label gives the same A-labels (a test compares both sets).
-    """
-    return PublicSuffixList(_rule_lines(), accept_unknown=False, accept_encoded_idn=False)
-
-
-def _rule_lines() -> Iterator[str]:
-    """The file's lines, then the punycode form of its non-ASCII rules, read as they are parsed.
-
-    Streamed rather than read whole and split: the ~15,000 lines of a list would be freed
-    between the ~11,000 rules the parser keeps, and their pages stay with the process (~1.7 MB
-    of the sidecar's idle RSS, bench_footprint)."""
-    encoded: list[str] = []
-    with open(PSLFILE, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.isascii():
-                rule = line.lower().split(" ")[0].rstrip()
-                if rule and not rule.startswith("//"):
-                    exception = rule.startswith("!")
-                    encoded.append(("!" if exception else "") + _punycode(rule.lstrip("!")))
-            yield line
-    yield from encoded
 
 
 _psl = load_public_suffixes()

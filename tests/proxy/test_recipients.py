@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from structlog.testing import capture_logs
 
 from sharewall.hosts import normalise_host
-from sharewall.recipients import RecipientIndex, load_public_suffixes
+from sharewall.recipients import RecipientIndex
 from sharewall.snapshot import Recipient, Snapshot
 
 
@@ -230,20 +228,3 @@ async def test_an_updated_index_answers_as_a_fresh_one(change, updated_in_place:
     if new is not None:
         assert _answers(new) == _answers(RecipientIndex(after))
     assert _answers(old) == old_answers  # the old index, still serving calls, is untouched
-
-
-def test_the_public_suffixes_we_load_answer_as_publicsuffixlist_own_parse() -> None:
-    # Every rule of the bundled list, under a name and in both Unicode and punycode (IDNA)
-    # spellings: our faster load must give the same public suffix as the library's default.
-    from publicsuffixlist import PSLFILE, PublicSuffixList
-
-    ours, reference = load_public_suffixes(), PublicSuffixList(accept_unknown=False)
-    names = []
-    for line in Path(PSLFILE).read_text(encoding="utf-8").splitlines():
-        rule = line.lower().split(" ")[0].rstrip()
-        if rule and not rule.startswith("//"):
-            name = "host." + rule.lstrip("!").replace("*", "any")
-            names += [name, name.encode("idna").decode("ascii")]
-    assert len(names) > 20_000
-    assert any(n.startswith("host.xn--") or ".xn--" in n for n in names)
-    assert [ours.publicsuffix(n) for n in names] == [reference.publicsuffix(n) for n in names]
