@@ -30,6 +30,7 @@ from proxy.destinations import Resolver, system_getaddrinfo
 from proxy.engines import create_engine
 from proxy.exchange import Source, new_exchange
 from proxy.inspect import native as inspect_native
+from proxy.inspect.phone import example_numbers
 from proxy.listener import ProxyContext, ProxyServer
 from proxy.metrics import ProxyMetrics
 from proxy.pipeline import decide_exchange, inspect_exchange
@@ -363,24 +364,14 @@ async def warm_up(app: ProxyApp) -> None:
     (`decide_exchange`), without DNS, and is not logged as a decision. A failure here only
     costs the first call that time again: logged, not fatal.
     """
-    # phonenumberutil, not the package: the proxy imports phonenumbers without its `__init__`
-    # (proxy/inspect/phone.py), which asking the package for a name would run.
-    import phonenumbers.phonenumberutil as numbers
-
     s = app.settings
     t0 = time.perf_counter()
     try:
         # The default region's own number, nationally and in E.164: the metadata and patterns
         # this deployment's calls need (a fixed +1 number loaded the 25 regions of +1, ~1 MB).
-        region = s.limits.default_region
-        example = numbers.example_number_for_type(region, numbers.PhoneNumberType.MOBILE)
-        national, international = (
-            (
-                numbers.format_number(example, numbers.PhoneNumberFormat.NATIONAL),
-                numbers.format_number(example, numbers.PhoneNumberFormat.E164),
-            )
-            if example is not None
-            else ("+14155550123", "+14155550123")
+        national, international = example_numbers(s.limits.default_region) or (
+            "+14155550123",
+            "+14155550123",
         )
         body = orjson.dumps({"to": international, "body": f"warm-up, call {national}"})
         decider = app.decider

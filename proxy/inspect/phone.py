@@ -16,11 +16,13 @@ from functools import cache
 
 from proxy.package_init import register_without_init
 
-# The metadata and its util only: not the formatter, matcher and short-number tables its
-# package `__init__` imports (~0.4 MB of an idle sidecar).
+# The metadata and its data only: not the formatter, matcher and short-number tables its
+# package `__init__` imports (~0.4 MB of an idle sidecar), nor `phonenumberutil` (parsing and
+# formatting we do not call, ~0.5 MB), whose public `COUNTRY_CODE_TO_REGION_CODE` is this very
+# map of the generated data (a test checks it is).
 register_without_init("phonenumbers")
+from phonenumbers.data import _COUNTRY_CODE_TO_REGION_CODE as COUNTRY_CODE_TO_REGION_CODE  # noqa: E402
 from phonenumbers.phonemetadata import PhoneMetadata  # noqa: E402
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE  # noqa: E402
 
 from proxy.inspect.encoded import strip_invisible  # noqa: E402
 
@@ -83,6 +85,18 @@ def _region_plan(region: str) -> _RegionPlan | None:
 
 
 @cache
+def example_numbers(region: str) -> tuple[str, str] | None:
+    """A mobile example number of `region` from its metadata, (national, E.164); None if none.
+
+    National is the national significant number alone: where a national prefix is dialled
+    differs by number type (Colombia's mobiles take none), and the inspector takes both."""
+    meta = PhoneMetadata.metadata_for_region(region)
+    number = meta.mobile.example_number if meta is not None and meta.mobile else None
+    if number is None:
+        return None
+    return number, f"+{meta.country_code}{number}"
+
+
 def _country_plans(code: int) -> tuple[_RegionPlan, ...]:
     if code in _NON_GEO_CODES:
         meta = PhoneMetadata.metadata_for_nongeo_region(code)

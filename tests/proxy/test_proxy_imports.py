@@ -56,6 +56,8 @@ UNUSED = (
     "phonenumbers.asyoutypeformatter",
     "phonenumbers.phonenumbermatcher",
     "phonenumbers.shortnumberinfo",
+    # nor its parsing and formatting util (proxy/inspect/phone.py: the metadata is enough).
+    "phonenumbers.phonenumberutil",
 )
 # Loaded only when a feature needs them: cryptography (its own OpenSSL, ~8 MB) for an
 # interception CA or a gateway's client certificates.
