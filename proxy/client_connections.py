@@ -390,11 +390,14 @@ class KeptAliveConnection(asyncio.Protocol):
         self.status = status
         if self.chunked:
             self.length = None  # (llhttp refuses Content-Length beside it anyway)
+        # The `Connection:` tokens, usually none. `find`, not `in`: CPython 3.11's `bytes in
+        # bytes` first tries the operand as an integer and formats the TypeError it gets (~2k
+        # instructions).
         connection = self._connection
         if (self._version or parser.get_http_version()) == "1.1":
-            keep_alive = b"close" not in connection
+            keep_alive = not connection or connection.find(b"close") < 0
         else:
-            keep_alive = b"keep-alive" in connection
+            keep_alive = connection.find(b"keep-alive") >= 0
         no_body = self._head_request or status in _NO_BODY_STATUSES
         # (`_until_close` inline: a property call per answer)
         until_close = self.length is None and not self.chunked
