@@ -18,6 +18,23 @@ log = structlog.get_logger("sharewall.proxy.relay")
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 _STATUS_LINE_START = {"1.1": b"HTTP/1.1 ", "1.0": b"HTTP/1.0 "}
+# Status lines as relayed, by (client version, status, reason as received): a vendor answers
+# with the same few. Bounded: past it, lines are formatted anew.
+_STATUS_LINES: dict[tuple[str, int, bytes], bytes] = {}
+_STATUS_LINES_MAX = 256
+
+
+def status_line(client_version: str, status: int, reason: bytes) -> bytes:
+    """The status line the client gets (`HTTP/1.x 200 OK\\r\\n`), the upstream's reason kept."""
+    key = (client_version, status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        start = _STATUS_LINE_START.get(client_version) or f"HTTP/{client_version} ".encode()
+        # The space stays when there is no reason phrase (RFC 9112 §4).
+        line = b"%s%d %s\r\n" % (start, status, reason)
+        if len(_STATUS_LINES) < _STATUS_LINES_MAX:
+            _STATUS_LINES[key] = line
+    return line
 
 
 async def relay_response(
@@ -40,10 +57,10 @@ async def relay_response(
     no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
     # The fields joined by C loops (`map` of `bytes.join`): no bytecode per field.
     fields = b"\r\n".join(map(b": ".join, filter_response_headers(response.headers)))
+    reason = response.reason
     parts = [
-        _STATUS_LINE_START.get(client_version) or f"HTTP/{client_version} ".encode(),
-        # The space stays when there is no reason phrase (RFC 9112 §4).
-        b"%d %s\r\n" % (status, response.reason) if response.reason else b"%d \r\n" % status,
+        _STATUS_LINES.get((client_version, status, reason))
+        or status_line(client_version, status, reason),
         fields,
         b"\r\n" if fields else b"",
     ]

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,8 @@ class _RawHandler(socketserver.BaseRequestHandler):
     trailer; `/garbage`: not HTTP at all; `/drop-second/{marker}/...`: answers the first
     request of a marker on a connection with keep-alive, then closes the connection on the
     marker's second one unanswered (an upstream that timed the idle connection out just as it
-    was reused); `/no-reason`: a status line without a reason phrase; `/no-content`: a 204
+    was reused); `/no-reason`: a status line without a reason phrase; `/reason/{code}/{reason}`:
+    that status line (the reason percent-decoded); `/no-content`: a 204
     with a Content-Length (which a 204 must not carry); `/not-modified`: a 304 with one;
     `/early-hints`: a 103 before the answer; `/switch`: a 101 nobody asked for; `/stall`: half
     its body, the rest half a second later.
@@ -186,6 +188,11 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 dropping.add(marker)
             if path.startswith("/no-reason"):
                 sock.sendall(b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            if path.startswith("/reason/"):
+                _, _, code, reason = path.split("/", 3)
+                line = f"HTTP/1.1 {code} {urllib.parse.unquote(reason)}\r\n".encode("latin-1")
+                sock.sendall(line + b"Content-Length: 2\r\n\r\nok")
                 continue
             if path.startswith("/not-modified"):
                 sock.sendall(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import socket
 import struct
@@ -261,6 +262,28 @@ def test_a_status_line_without_a_reason_keeps_its_space(proxy, upstreams):
         f"Host: api.vendor.test:{upstreams.raw_port}\r\nConnection: close\r\n\r\n".encode(),
     )
     assert raw.startswith(b"HTTP/1.1 200 \r\n") and raw.endswith(b"\r\n\r\nok")
+
+
+def test_each_answer_keeps_its_own_status_line(proxy, upstreams):
+    # The relayed status lines are kept by client version, status and reason: the same status
+    # with another reason, or to an HTTP/1.0 client, is a line of its own.
+    target = f"http://api.vendor.test:{upstreams.raw_port}"
+    host = f"Host: api.vendor.test:{upstreams.raw_port}\r\n"
+    paths = ["200/OK", "200/All%20fine", "200/OK", "201/Created", "200/OK", "404/Not%20Found"]
+    pipelined = "".join(f"GET {target}/reason/{p} HTTP/1.1\r\n{host}\r\n" for p in paths)
+    last = f"GET {target}/no-reason HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+    raw = raw_exchange(proxy.port, (pipelined + last).encode())
+    assert re.findall(rb"HTTP/1\.[01] [^\r\n]*\r\n", raw) == [
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 All fine\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 201 Created\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 404 Not Found\r\n",
+        b"HTTP/1.1 200 \r\n",
+    ]
+    raw = raw_exchange(proxy.port, f"GET {target}/reason/200/OK HTTP/1.0\r\n{host}\r\n".encode())
+    assert raw.startswith(b"HTTP/1.0 200 OK\r\n") and raw.endswith(b"\r\n\r\nok")
 
 
 def test_early_hints_are_not_relayed_and_the_final_answer_is(proxy, upstreams):
