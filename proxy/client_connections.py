@@ -60,7 +60,6 @@ class KeptAliveConnection(asyncio.Protocol):
         "_broken",
         "_buffered",
         "_busy",
-        "_connection",
         "_drain_waiter",
         "_exc",
         "_head_request",
@@ -74,6 +73,7 @@ class KeptAliveConnection(asyncio.Protocol):
         "_write_paused",
         "chunked",
         "complete",
+        "connection_values",
         "deadline",
         "head_done",
         "headers",
@@ -123,7 +123,8 @@ class KeptAliveConnection(asyncio.Protocol):
         self.complete = False
         self.received = 0  # bytes of the answer received (0: the server said nothing yet)
         self.reason = b""  # (as it comes; an interim answer's is forgotten with it)
-        self._connection = b""
+        # The answer's `Connection:` values, lower-cased, each after a comma (b"": none).
+        self.connection_values = b""
         self._version: str | None = None  # the status line's, when read off the first segment
 
     # -- the request side ------------------------------------------------------------------
@@ -358,18 +359,23 @@ class KeptAliveConnection(asyncio.Protocol):
         if self.head_done:
             return  # trailers: hop-by-hop, dropped
         if len(name) in (10, 14, 17):  # only these lengths can be the framing fields read here
-            lname = name.lower()
-            if lname == b"content-length":
-                self.length = int(value)  # llhttp has checked the digits and duplicates
-            elif lname == b"transfer-encoding":
-                # Only plain chunked is relayed: the app would get other codings' bytes
-                # without the header that names them (Transfer-Encoding is hop-by-hop).
-                if value.strip().lower() != b"chunked":
-                    raise MalformedResponse("unsupported transfer coding")
-                self.chunked = True
-            elif lname == b"connection":
-                self._connection += b"," + value.lower()
+            self._framing_field(name, value)
         self.headers.append((name, value))
+
+    def _framing_field(self, name: bytes, value: bytes) -> None:
+        """Read a head field that may frame the answer (`Content-Length`, `Transfer-Encoding`)
+        or say whether the connection stays open (`Connection`)."""
+        lname = name.lower()
+        if lname == b"content-length":
+            self.length = int(value)  # llhttp has checked the digits and duplicates
+        elif lname == b"transfer-encoding":
+            # Only plain chunked is relayed: the app would get other codings' bytes
+            # without the header that names them (Transfer-Encoding is hop-by-hop).
+            if value.strip().lower() != b"chunked":
+                raise MalformedResponse("unsupported transfer coding")
+            self.chunked = True
+        elif lname == b"connection":
+            self.connection_values += b"," + value.lower()
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -393,7 +399,7 @@ class KeptAliveConnection(asyncio.Protocol):
         # The `Connection:` tokens, usually none. `find`, not `in`: CPython 3.11's `bytes in
         # bytes` first tries the operand as an integer and formats the TypeError it gets (~2k
         # instructions).
-        connection = self._connection
+        connection = self.connection_values
         if (self._version or parser.get_http_version()) == "1.1":
             keep_alive = not connection or connection.find(b"close") < 0
         else:

@@ -12,7 +12,7 @@ import asyncio
 import structlog
 
 from proxy import responses
-from proxy.upstream import UpstreamError, UpstreamResponse, filter_response_headers
+from proxy.upstream import UpstreamError, UpstreamResponse
 
 log = structlog.get_logger("sharewall.proxy.relay")
 
@@ -56,7 +56,7 @@ async def relay_response(
     length = response.length
     no_body = method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
     # The fields joined by C loops (`map` of `bytes.join`): no bytecode per field.
-    fields = b"\r\n".join(map(b": ".join, filter_response_headers(response.headers)))
+    fields = b"\r\n".join(map(b": ".join, response.headers))
     reason = response.reason
     parts = [
         _STATUS_LINES.get((client_version, status, reason))

@@ -91,50 +91,47 @@ def _judge(
     return verdict
 
 
-def _filter(
-    headers: list[tuple[AnyStr, AnyStr]],
-    verdicts: dict[AnyStr, int],
-    drop: frozenset[AnyStr],
-    prefix: AnyStr,
-    connection: AnyStr,
-    comma: AnyStr,
-) -> list[tuple[AnyStr, AnyStr]]:
-    """`headers` without `drop`, `prefix`-ed names and the names `Connection:` lists
-    (hop-by-hop); the same for `str` fields (a request's) and `bytes` (a response's, as received).
-
-    One pass, each name's verdict looked up (it runs twice per proxied call); a second pass only
-    when a `Connection:` header names fields, which may come before it.
-    """
-    kept: list[tuple[AnyStr, AnyStr]] = []
-    named: set[AnyStr] | None = None
-    for header in headers:
-        verdict = verdicts.get(header[0])
-        if verdict is None:
-            verdict = _judge(header[0], drop, prefix, connection, verdicts)
-        if verdict == _KEEP:
-            kept.append(header)
-        elif verdict == _CONNECTION:
-            tokens = {t.strip().lower() for t in header[1].split(comma)} - {comma[:0]}
-            named = tokens if named is None else named | tokens
-    if named:
-        return [(name, value) for name, value in kept if name.lower() not in named]
-    return kept
-
-
 _REQUEST_VERDICTS: dict[str, int] = {}
 _RESPONSE_VERDICTS: dict[bytes, int] = {}
+# `Connection:` tokens that name no field left to remove: the empty one, and the names dropped
+# anyway (`keep-alive`, which many clients and servers send on every message).
+_REQUEST_UNNAMED = _REQUEST_DROP | {""}
+_RESPONSE_UNNAMED = _RESPONSE_DROP_BYTES | {b""}
 
 
 def filter_request_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Headers to send upstream: no hop-by-hop, nothing revealing the pod, no `X-Sharewall-*`."""
-    return _filter(headers, _REQUEST_VERDICTS, _REQUEST_DROP, SHAREWALL_PREFIX, "connection", ",")
+    """Headers to send upstream: no hop-by-hop (nor what `Connection:` names), nothing
+    revealing the pod, no `X-Sharewall-*`.
+
+    One pass, each name's verdict looked up (a name's first time, judged); a second pass only
+    when a `Connection:` header names fields still kept, which may come before it.
+    """
+    verdicts = _REQUEST_VERDICTS
+    kept: list[tuple[str, str]] = []
+    named: set[str] | None = None
+    for header in headers:
+        verdict = verdicts.get(header[0])
+        if verdict is None:
+            verdict = _judge(header[0], _REQUEST_DROP, SHAREWALL_PREFIX, "connection", verdicts)
+        if verdict == _KEEP:
+            kept.append(header)
+        elif verdict == _CONNECTION:
+            tokens = {t.strip().lower() for t in header[1].split(",")}
+            named = tokens if named is None else named | tokens
+    if named is not None:
+        named -= _REQUEST_UNNAMED
+        if named:
+            return [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
 
 
-def filter_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Headers to send the app (bytes, as received): no hop-by-hop, no upstream `X-Sharewall-*`."""
-    return _filter(
-        headers, _RESPONSE_VERDICTS, _RESPONSE_DROP_BYTES, _PREFIX_BYTES, b"connection", b","
-    )
+def _without_named(headers: list[tuple[bytes, bytes]], values: bytes) -> list[tuple[bytes, bytes]]:
+    """`headers` without the fields that `Connection:` `values` (lower-cased, each after a
+    comma) name: hop-by-hop (RFC 9110 §7.6.1)."""
+    named = {t.strip() for t in values.split(b",")} - _RESPONSE_UNNAMED
+    if not named:
+        return headers
+    return [(name, value) for name, value in headers if name.lower() not in named]
 
 
 class _Conn(KeptAliveConnection):
@@ -145,6 +142,22 @@ class _Conn(KeptAliveConnection):
     def __init__(self, key: _Key, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.key = key
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Keep in `headers` only the fields the app gets (no hop-by-hop, no framing, no
+        upstream `X-Sharewall-*`), judged as they come: the callback runs per field anyway,
+        a second pass over them per answer would not."""
+        if self.head_done:
+            return  # trailers: hop-by-hop, dropped
+        verdict = _RESPONSE_VERDICTS.get(name)
+        if verdict is None:
+            verdict = _judge(
+                name, _RESPONSE_DROP_BYTES, _PREFIX_BYTES, b"connection", _RESPONSE_VERDICTS
+            )
+        if verdict == _KEEP:
+            self.headers.append((name, value))
+        else:
+            self._framing_field(name, value)
 
 
 # (scheme, host name, checked address, port): a pooled connection only ever serves the
@@ -375,8 +388,12 @@ class UpstreamResponse:
         self._conn = conn
         self.status: int = conn.status
         self.reason: bytes = conn.reason
-        # The upstream's header fields as sent, bytes (`filter_response_headers` before relaying).
-        self.headers: list[tuple[bytes, bytes]] = conn.headers
+        # The upstream's header fields for the app, bytes as received: without hop-by-hop and
+        # framing fields, `X-Sharewall-*` and what `Connection:` names.
+        values = conn.connection_values
+        self.headers: list[tuple[bytes, bytes]] = (
+            _without_named(conn.headers, values) if values else conn.headers
+        )
         # The body's Content-Length; None when chunked or close-delimited.
         self.length: int | None = conn.length
 

@@ -294,6 +294,7 @@ def test_early_hints_are_not_relayed_and_the_final_answer_is(proxy, upstreams):
         timeout=10,
     )
     assert (r.status_code, r.content) == (200, b"final")
+    assert "Link" not in r.headers  # the hint's own field goes with it
 
 
 def test_a_101_nobody_asked_for_is_a_502(proxy, upstreams):
