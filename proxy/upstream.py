@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import time
@@ -137,11 +138,12 @@ def _without_named(headers: list[tuple[bytes, bytes]], values: bytes) -> list[tu
 class _Conn(KeptAliveConnection):
     """One upstream connection to a checked address, reusable while its framing is intact."""
 
-    __slots__ = ("key",)
+    __slots__ = ("host_line", "key")
 
     def __init__(self, key: _Key, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.key = key
+        self.host_line = _host_line(key)  # (the same for every request it sends)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Keep in `headers` only the fields the app gets (no hop-by-hop, no framing, no
@@ -314,23 +316,21 @@ _CRLF = "\r\n"
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
-def _request_head(
-    method: str,
-    host: str,
-    port: int,
-    scheme: str,
-    path: str,
-    headers: list[tuple[str, str]],
-    framing: str,
-) -> bytes:
-    default = 443 if scheme == "https" else 80
+def _host_line(key: _Key) -> str:
+    """The `Host:` field line of every request to `key`'s destination."""
+    scheme, host, _, port = key
     h = f"[{host}]" if ":" in host else host
-    authority = h if port == default else f"{h}:{port}"
+    authority = h if port == (443 if scheme == "https" else 80) else f"{h}:{port}"
+    return f"Host: {authority}\r\n"
+
+
+def _request_head(
+    method: str, path: str, host_line: str, headers: list[tuple[str, str]], framing: str
+) -> bytes:
     # The fields joined by C loops (`map` of `str.join`): no bytecode per field.
     fields = "\r\n".join(map(": ".join, headers))
     return (
-        f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n"
-        f"{fields}{_CRLF if fields else ''}{framing}\r\n"
+        f"{method} {path} HTTP/1.1\r\n{host_line}{fields}{_CRLF if fields else ''}{framing}\r\n"
     ).encode("latin-1")
 
 
@@ -477,17 +477,16 @@ async def send_request(
                     else ""
                 )
                 # One write for head and body: no small-packet stall, no partial request.
-                conn.write(_request_head(method, host, port, scheme, path, headers, framing) + body)
+                conn.write(_request_head(method, path, conn.host_line, headers, framing) + body)
                 waiter = conn.head_waiter()
                 if waiter is not None:
                     await waiter  # woken once the head is here, with what came of the body
                 if not conn.head_done:
                     await conn.head()  # raises what broke the connection
             else:
-
-                def request_head(framing: str) -> bytes:
-                    return _request_head(method, host, port, scheme, path, headers, framing)
-
+                request_head = functools.partial(
+                    _request_head, method, path, conn.host_line, headers
+                )
                 if replayable:
                     deadline.start(pool.head_timeout)
                     await _send_streamed(conn, request_head, data, body_length)

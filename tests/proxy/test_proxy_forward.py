@@ -109,6 +109,22 @@ def test_tls_origination_sends_plain_http_calls_upstream_over_https(proxy, upstr
     assert seen.scheme == "https" and PHONE.encode() in seen.body.replace(b"%2B", b"+")
 
 
+def test_each_request_names_its_destination_in_host(proxy, upstreams):
+    # The Host line is worked out once per upstream connection: calls to two names on pooled
+    # connections, alternated, each carry their own (with the port, not a default one).
+    m = _marker("host")
+    s = _session(proxy)
+    for i in range(2):
+        for name, port in (
+            ("api.vendor.test", upstreams.http_port),
+            ("origin.vendor.test", upstreams.https_port),  # TLS origination: 443 stays named
+        ):
+            r = s.get(f"http://{name}:{port}/{m}/{name}/{i}", timeout=10)
+            assert r.status_code == 200
+            [seen] = upstreams.find(f"{m}/{name}/{i}")
+            assert seen.header("Host") == f"{name}:{port}"
+
+
 def test_hop_by_hop_and_sharewall_headers_are_stripped_both_ways(proxy, upstreams):
     m = _marker("headers")
     url = f"http://api.vendor.test:{upstreams.http_port}/{m}"
