@@ -50,6 +50,8 @@ LOCK_FILE = "spool.lock"
 PROBE_FILE = ".spool-probe"
 HEADER_KEY = "spool_segment"  # the first line of a segment: {"spool_segment": 1, "registry": …}
 _PROBE_BYTES = b"\0" * 4096
+# A record as a segment line: orjson appends the newline (no copy of the record to add it).
+_LINE = orjson.OPT_APPEND_NEWLINE
 
 
 class SpoolUnavailable(Exception):
@@ -192,27 +194,28 @@ class Spool:
         """Why the spool cannot take records now (None: it can)."""
         return self._problem
 
-    async def commit(self, record: dict[str, Any], encoded: bytes | None = None) -> None:
+    async def commit(self, record: dict[str, Any], line: bytes | None = None) -> None:
         """Write one record and return once it is on disk; raise `SpoolUnavailable` if it is not.
 
-        `encoded`: the record's `orjson.dumps`, when the caller has it already.
+        `line`: the record's JSON line (`orjson.dumps` with `OPT_APPEND_NEWLINE`), when the
+        caller has it already.
         """
         if self._closing:
             raise SpoolUnavailable("the spool is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(((encoded or orjson.dumps(record)) + b"\n", future))
+        self._pending.append((line or orjson.dumps(record, option=_LINE), future))
         self._awaited += 1
         self._wakeup.set()
         self._urgent.set()
         await future
 
-    def append(self, record: dict[str, Any], encoded: bytes | None = None) -> None:
+    def append(self, record: dict[str, Any], line: bytes | None = None) -> None:
         """Queue one record without waiting for the disk (would-block records of report mode).
 
         Written with the others of the next `flush_interval`, fsync'd with the next refusal's
-        record or when its segment is sealed. `encoded`: as for `commit`.
+        record or when its segment is sealed. `line`: as for `commit`.
         """
-        self._pending.append(((encoded or orjson.dumps(record)) + b"\n", None))
+        self._pending.append((line or orjson.dumps(record, option=_LINE), None))
         if len(self._pending) == 1:
             self._wakeup.set()
 

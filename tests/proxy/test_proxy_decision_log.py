@@ -112,3 +112,20 @@ def test_a_failing_sink_does_not_stop_the_others():
     log.sinks.extend([broken, seen.append])
     log.emit(_record("enforce"))
     assert len(seen) == 1
+
+
+def test_the_records_reasons_and_findings_are_the_decisions_as_dicts_in_order():
+    findings = (
+        Finding("contact.phone_number", "json:$.To", "phone"),
+        Finding("comms.content", "json:$.Body", "key:content"),
+        Finding("contact.email", "header:x-mail", "email"),
+    )
+    reasons = (Reason("MOBILE_INFO_FOR_MARKETING", "no", "contact.phone_number"), Reason("X", "m"))
+    decision = Decision("d1", "deny", reasons=reasons, findings=findings)
+    record = decision_record(decision, "enforce", "POST", "h.test", 443, "/", True, False, 403,
+                             None, None, 1.0)  # fmt: skip
+    assert record["findings"] == [f.as_dict() for f in findings]
+    assert record["finding_locations"] == [f"{f.category}@{f.location}" for f in findings]
+    assert record["reasons"] == [r.as_dict() for r in reasons]
+    assert record["reason_codes"] == ["MOBILE_INFO_FOR_MARKETING", "X"]
+    assert list(record["findings"][0]) == ["category", "location", "detector"]  # the JSON order
