@@ -99,9 +99,10 @@ class _UtcClock:
 
     def millis(self) -> str:
         """`datetime.now(UTC).isoformat(timespec="milliseconds")`."""
-        second, millis = divmod(time.time_ns() // 1_000_000, 1000)  # floored, like datetime.now()
+        # Floored, like datetime.now(); one division of the large count (the rest is small).
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
         prefix = self._prefix if second == self._second else self._prefix_of(second)
-        return prefix + _MILLIS[millis]
+        return prefix + _MILLIS[nanos // 1_000_000]
 
     def micros_z(self) -> bytes:
         """`datetime.now(UTC).isoformat().replace("+00:00", "Z")` (structlog's TimeStamper), as
@@ -111,12 +112,12 @@ class _UtcClock:
     def micros_z_parts(self) -> tuple[bytes, bytes, bytes]:
         """`micros_z()` in three parts (date and seconds, `.mmm` or `Z`, `uuuZ` or nothing),
         which the line joins with its own parts: no stamp is concatenated first per line."""
-        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
         if second != self._second:
             self._prefix_of(second)
-        if not micro:
+        if nanos < 1000:  # no microsecond: isoformat() writes no fraction
             return self._ascii_prefix, b"Z", b""
-        millis, rest = divmod(micro, 1000)
+        millis, rest = divmod(nanos // 1000, 1000)
         return self._ascii_prefix, _DOT_DIGITS[millis], _DIGITS_Z[rest]
 
 

@@ -170,9 +170,19 @@ async def test_the_line_is_the_records_fields_and_the_spool_gets_the_record(
     assert segment.read_bytes().splitlines()[1] == orjson.dumps(record)
 
 
+@pytest.mark.parametrize("nanos", [0, 1, 999])  # below the microsecond: floored
 @pytest.mark.parametrize("micro", [0, 1, 999, 1000, 123_456, 999_999])
-def test_the_line_timestamp_is_datetimes_isoformat(monkeypatch, micro):
+def test_the_line_timestamp_is_datetimes_isoformat(monkeypatch, micro, nanos):
     second = 1_764_489_600
-    monkeypatch.setattr(time, "time_ns", lambda: (second * 1_000_000 + micro) * 1000)
+    monkeypatch.setattr(time, "time_ns", lambda: (second * 1_000_000 + micro) * 1000 + nanos)
     expected = datetime.fromtimestamp(second, UTC).replace(microsecond=micro).isoformat()
     assert _clock.micros_z() == expected.replace("+00:00", "Z").encode()
+
+
+@pytest.mark.parametrize("nanos", [0, 1, 999, 999_999])  # below the millisecond: floored
+@pytest.mark.parametrize("micro", [0, 1_000, 999_000, 123_000])
+def test_the_record_time_is_datetimes_isoformat_in_milliseconds(monkeypatch, micro, nanos):
+    second = 1_764_489_601
+    monkeypatch.setattr(time, "time_ns", lambda: (second * 1_000_000 + micro) * 1000 + nanos)
+    expected = datetime.fromtimestamp(second, UTC).replace(microsecond=micro)
+    assert _clock.millis() == expected.isoformat(timespec="milliseconds")
