@@ -50,6 +50,8 @@ _UNREACHABLE = Outcome.UNREACHABLE
 # The outcomes that go upstream (`is_sent`), for a hot caller that tests `in SENT` itself.
 SENT = (_FORWARD, _WOULD_BLOCK)  # a tuple: `in` compares identities (an Enum's hash is Python)
 _REFUSED_BY_US = (_BLOCK, _UNAVAILABLE)
+# The outcomes sharewall refuses itself (`is_refused_by_us`), for a hot caller, as `SENT`.
+REFUSED_BY_US = _REFUSED_BY_US
 
 
 def outcome_of(decision: Decision, *, mode: str, has_destination: bool) -> Outcome:

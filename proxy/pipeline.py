@@ -26,7 +26,7 @@ from proxy.decision_log import LOG_UNAVAILABLE, decision_record
 from proxy.destinations import DestinationForbidden, DestinationMismatch, Resolver
 from proxy.inspect import inspect_call
 from proxy.inspect.model import BODY_TOO_LARGE, DEFAULT_LIMITS, Inspection, InspectionLimits
-from proxy.outcome import REFUSAL_STATUS, SENT, Outcome, outcome_of
+from proxy.outcome import REFUSAL_STATUS, REFUSED_BY_US, SENT, Outcome, outcome_of
 from sharewall.logs import stdout_lines
 
 if TYPE_CHECKING:  # annotations only
@@ -235,7 +235,7 @@ def _record_of(ex: Exchange, mode: str) -> dict[str, Any]:
         timings.inspect_ms,
         timings.policy_ms,
         timings.upstream_ms,
-        outcome is not None and outcome.is_refused_by_us,
+        outcome in REFUSED_BY_US,  # `is_refused_by_us` (None is not in it), without a property
     )
 
 
