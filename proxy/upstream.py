@@ -70,8 +70,9 @@ class UpstreamError(Exception):
 
 
 # A field name's verdict: kept, dropped, or dropped and read (`Connection`, which names more
-# hop-by-hop fields).
-_KEEP, _DROP, _CONNECTION = 0, 1, 2
+# hop-by-hop fields; `Content-Length`, which frames an answer).
+_KEEP, _DROP, _CONNECTION, _LENGTH = 0, 1, 2, 3
+_LENGTH_NAMES = frozenset({"content-length", b"content-length"})
 # Verdicts cached per name as it came (its case included): a pure function of the name, and an
 # app or vendor sends the same few names on every call. Bounded: past it, names are judged anew.
 _VERDICTS_MAX = 512
@@ -84,7 +85,7 @@ def _judge(
     if lname == connection:
         verdict = _CONNECTION
     elif lname in drop or lname.startswith(prefix):
-        verdict = _DROP
+        verdict = _LENGTH if lname in _LENGTH_NAMES else _DROP
     else:
         verdict = _KEEP
     if len(cache) < _VERDICTS_MAX:
@@ -158,6 +159,8 @@ class _Conn(KeptAliveConnection):
             )
         if verdict == _KEEP:
             self.headers.append((name, value))
+        elif verdict == _LENGTH:  # (nearly every answer's: without a call)
+            self.length = int(value)  # llhttp has checked the digits and duplicates
         else:
             self._framing_field(name, value)
 
