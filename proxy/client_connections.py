@@ -412,7 +412,11 @@ class KeptAliveConnection(asyncio.Protocol):
         if no_body:
             self.complete = True
             self._skip_body = self._head_request
-        self._wake()
+        waiter = self._waiter  # (`_wake()` inline: once per answer)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         if self.complete:

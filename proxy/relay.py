@@ -76,19 +76,21 @@ async def relay_response(
         framing = "close"  # HTTP/1.0 client: the end of the body is the end of the connection
         keep_alive = False
     parts.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    head = b"".join(parts)
     complete = False
     try:
         if no_body or (length is not None and response.complete):
             # No body, or all of it came with the head (the usual small API answer): head
-            # and body in one write, without the body generator's per-chunk machinery.
-            writer.write(head + response.whole_body() if not no_body else head)
+            # and body joined once, in one write, without the body generator's per-chunk
+            # machinery.
+            if not no_body:
+                parts.append(response.whole_body())
+            writer.write(b"".join(parts))
             complete = True
             if writer.transport.get_write_buffer_size():
                 await writer.drain()  # only a slow client: the answer did not all go out
             return keep_alive
         keep_alive, complete = await _relay_streamed(
-            response, writer, head, status, framing, keep_alive
+            response, writer, b"".join(parts), status, framing, keep_alive
         )
         return keep_alive
     finally:
