@@ -59,7 +59,10 @@ class StreamDeadline:
     def start(self, seconds: float) -> float:
         """Reads fail once `seconds` from now have passed; the deadline (loop time)."""
         deadline = self._loop.time() + seconds
-        self.set(deadline)
+        if self.expired or deadline < self._armed_at:
+            self.set(deadline)
+        else:
+            self.deadline = deadline  # (`set()`'s usual case inline: once or twice per call)
         return deadline
 
     def set(self, deadline: float) -> None:
