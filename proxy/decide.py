@@ -15,6 +15,7 @@ from proxy.decision import (
     Decision,
     Reason,
     build_policy_input,
+    decision_of_fields,
     policy_date,
 )
 from proxy.decision_cache import DecisionCache, cache_key
@@ -215,7 +216,7 @@ class Decider:
         if entry is None:
             return None
         # decide()'s Decision on a hit, by position (complete: no problems).
-        return Decision(
+        return decision_of_fields(
             ex.decision_id,
             entry[0],
             entry[1],
@@ -278,8 +279,8 @@ class Decider:
             self.cache.put(key, entry, generation=generation)
         action, reasons, sorted_categories = entry
         # By position, in field order (decision_id, action, reasons, recipient_id, purpose,
-        # categories, findings, problems, fault, scheme, tls_upstream, complete): every call.
-        return Decision(
+        # categories, findings, problems, fault, scheme, tls_upstream, complete).
+        return decision_of_fields(
             call.request_id,
             action,
             reasons,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -36,6 +37,10 @@ def new_decision_id() -> str:
         return _ids.pop()
 
 
+# Per class given a fast `__init__`: a function taking every field by position (no defaults).
+_OF_FIELDS: dict[type, Callable[..., Any]] = {}
+
+
 def _fast_frozen_init(cls: type[T]) -> type[T]:
     """Give a frozen slotted dataclass an `__init__` that stores its fields as plain slots do.
 
@@ -47,7 +52,8 @@ def _fast_frozen_init(cls: type[T]) -> type[T]:
     instructions instead of 10.6k. Same parameters and defaults (a `default_factory` runs
     when the argument is left out), same frozen, hashable, comparable value. Apply it on top
     of `@dataclass(frozen=True, slots=True)`; the twin's layout is checked here (CPython
-    refuses the class change unless both have the same slots).
+    refuses the class change unless both have the same slots). `_OF_FIELDS[cls]` gets a
+    function making the same value from every field by position, for the hottest caller.
     """
     twin = type(f"_{cls.__name__}Fields", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
     probe = object.__new__(cls)
@@ -69,16 +75,26 @@ def _fast_frozen_init(cls: type[T]) -> type[T]:
             params.append(f.name)
             body.append(f"    self.{f.name} = {f.name}")
     scope["_UNSET"] = _UNSET
+    scope["_new"] = object.__new__
+    names = [f.name for f in fields(cls)]
     source = (
         f"def __init__(self, {', '.join(params)}):\n"
         "    _set_class(self, '__class__', _twin)\n"
         + "\n".join(body)
-        + "\n    self.__class__ = _cls"
+        + "\n    self.__class__ = _cls\n"
+        # A twin from the start: no class call (its dispatch to a Python `__init__` costs
+        # ~1.5k instructions) and one class change instead of two.
+        + f"def _of_fields({', '.join(names)}):\n"
+        "    self = _new(_twin)\n"
+        + "".join(f"    self.{name} = {name}\n" for name in names)
+        + "    self.__class__ = _cls\n"
+        "    return self\n"
     )
     exec(source, scope)  # noqa: S102 - our own field names, as dataclasses itself does
     init = scope["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[misc]
+    _OF_FIELDS[cls] = scope["_of_fields"]
     return cls
 
 
@@ -169,6 +185,11 @@ class Decision:
     @property
     def problems_incomplete(self) -> bool:
         return not Inspection(problems=self.problems).complete
+
+
+# `Decision(...)` with all twelve fields by position, ~2k instructions cheaper: the decision
+# cache's hit makes one for nearly every proxied call.
+decision_of_fields: Callable[..., Decision] = _OF_FIELDS[Decision]
 
 
 def policy_date(now: datetime | None = None) -> str:

@@ -279,7 +279,7 @@ def test_calls_and_decisions_are_frozen_values_whichever_way_they_are_built() ->
     """Their fast `__init__` keeps the dataclass's contract: defaults, equality, hash, frozen."""
     import dataclasses
 
-    from proxy.decision import Decision
+    from proxy.decision import Decision, decision_of_fields
 
     call = make_call()
     same = make_call(request_id=call.request_id)
@@ -297,6 +297,16 @@ def test_calls_and_decisions_are_frozen_values_whichever_way_they_are_built() ->
     assert decision.fault is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         decision.action = "allow"  # type: ignore[misc]
+
+    # The cache hit's maker: every field by position, the same frozen value as the class's.
+    every = ("d2", "deny", (), "twilio", "marketing", ("contact.phone_number",), (), (), None,
+             "https", True, True)  # fmt: skip
+    made = decision_of_fields(*every)
+    assert type(made) is Decision
+    assert made == Decision(*every) and hash(made) == hash(Decision(*every))
+    assert tuple(getattr(made, f.name) for f in dataclasses.fields(Decision)) == every
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.action = "allow"  # type: ignore[misc]
 
 
 def _exchange(**overrides: Any) -> Any:
