@@ -90,10 +90,8 @@ async def check_destination(ex: Exchange, resolver: Resolver | None) -> Decision
 
 async def inspect_exchange(ex: Exchange, limits: InspectionLimits = DEFAULT_LIMITS) -> Inspection:
     """Inspect what the exchange sends (URL, filtered headers, body prefix); `Inspection()` when spliced."""
-    if not ex.inspected:
-        return Inspection()
-    # The inspector sees the real path (query included); the policy input a redacted one.
-    if len(ex.body) > INSPECT_IN_THREAD_BYTES:
+    if ex.inspected and len(ex.body) > INSPECT_IN_THREAD_BYTES:
+        # The inspector sees the real path (query included); the policy input a redacted one.
         inspection = await asyncio.to_thread(
             inspect_call,
             ex.method,
@@ -103,11 +101,23 @@ async def inspect_exchange(ex: Exchange, limits: InspectionLimits = DEFAULT_LIMI
             limits=limits,
             body_truncated=ex.body_truncated,
         )
-    else:
-        # Arguments spelled out, not `*args`: a starred call builds a tuple and a dict.
-        inspection = inspect_call(
-            ex.method, ex.url, ex.headers, ex.body, limits=limits, body_truncated=ex.body_truncated
-        )
+        return _with_truncation(ex, inspection)
+    return _inspect_on_loop(ex, limits)
+
+
+def _inspect_on_loop(ex: Exchange, limits: InspectionLimits) -> Inspection:
+    """`inspect_exchange` for a body inspected on the event loop (up to INSPECT_IN_THREAD_BYTES):
+    a plain call, which `decide_exchange` makes without awaiting a coroutine (~0.7k instructions)."""
+    if not ex.inspected:
+        return Inspection()
+    # Arguments spelled out, not `*args`: a starred call builds a tuple and a dict.
+    inspection = inspect_call(
+        ex.method, ex.url, ex.headers, ex.body, limits=limits, body_truncated=ex.body_truncated
+    )
+    return _with_truncation(ex, inspection) if ex.body_truncated else inspection
+
+
+def _with_truncation(ex: Exchange, inspection: Inspection) -> Inspection:
     if ex.body_truncated and BODY_TOO_LARGE not in inspection.problems:
         # Belt and braces: the policy must see that it did not get every byte.
         inspection = Inspection(
@@ -131,7 +141,10 @@ async def decide_exchange(
     decision = await check_destination(ex, resolver)
     if decision is None:
         t0 = time.perf_counter()
-        inspection = await inspect_exchange(ex, limits)
+        if len(ex.body) > INSPECT_IN_THREAD_BYTES:
+            inspection = await inspect_exchange(ex, limits)
+        else:
+            inspection = _inspect_on_loop(ex, limits)
         t1 = time.perf_counter()
         # A cache hit is answered without a Call or a coroutine; a miss awaits the engine.
         decision = decider.cached(ex, inspection)
