@@ -263,6 +263,30 @@ def test_cache_reset_with_an_empty_revision_always_clears() -> None:
     assert cache.get(key) == "verdict"
 
 
+def test_the_most_recently_used_entry_answers_as_any_other() -> None:
+    """A hit on the newest entry (kept apart: nothing to move) answers its current value,
+    counts as a hit, and leaves the least recently used order as a plain LRU has it."""
+    cache: DecisionCache[str] = DecisionCache(2)
+    a, b, c = (
+        inspection_key(make_call(), make_inspection(*categories), "2026-06-01")
+        for categories in (("contact.phone_number",), ("comms.content",), ("contact.email",))
+    )
+    cache.put(a, "a1")
+    assert cache.get(a) == cache.get(a) == "a1"
+    cache.put(a, "a2")  # stored again: the newest's value is the new one
+    assert cache.get(a) == "a2"
+    cache.put(b, "b")
+    assert cache.get(a) == "a2"  # a moves back to the end: b is now the least recently used
+    assert cache.get(a) == "a2"
+    cache.put(c, "c")  # evicts b
+    assert (cache.get(b), cache.get(a), cache.get(c)) == (None, "a2", "c")
+    assert (cache.hits, cache.misses) == (7, 1)
+    cache.put(a, "stale", generation=cache.generation - 1)  # dropped: c stays the newest
+    assert cache.get(c) == "c" and cache.get(a) == "a2"
+    cache.reset("next")
+    assert cache.get(a) is None and cache.get(c) is None
+
+
 async def test_an_inspector_error_is_a_fault_not_a_policy_denial(decider: Decider) -> None:
     from proxy.inspect.model import INSPECTOR_ERROR
 
