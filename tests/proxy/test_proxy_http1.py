@@ -82,6 +82,104 @@ def test_an_http10_client_is_never_sent_100_continue(proxy, upstreams):
     assert seen.body == b"hello"
 
 
+def _answers(port: int, data: bytes) -> list[tuple[bytes, dict[str, str]]]:
+    """(status line, lower-cased headers) of each answer to pipelined requests, the last of
+    which closes the connection."""
+    raw = raw_exchange(port, data)
+    answers = []
+    while raw:
+        _status, headers, rest = parse_response(raw)
+        answers.append((raw.split(b"\r\n", 1)[0], headers))
+        raw = rest[int(headers.get("content-length", "0")) :]
+    return answers
+
+
+@pytest.mark.parametrize(
+    ("first", "answer"),
+    [
+        pytest.param("HTTP/1.1", b"HTTP/1.1 200 OK", id="1.1 without a Connection field"),
+        pytest.param("HTTP/1.1\r\nConnection: keep-alive", b"HTTP/1.1 200 OK", id="1.1 keep-alive"),
+        pytest.param("HTTP/1.0\r\nConnection: keep-alive", b"HTTP/1.0 200 OK", id="1.0 keep-alive"),
+        pytest.param(
+            "HTTP/1.0\r\nProxy-Connection: Keep-Alive",
+            b"HTTP/1.0 200 OK",
+            id="1.0 proxy keep-alive",
+        ),
+    ],
+)
+def test_a_kept_alive_request_is_answered_in_its_own_version(proxy, upstreams, first, answer):
+    # llhttp keeps HTTP/1.1 alive by default and HTTP/1.0 when a Connection (or
+    # Proxy-Connection) field asks: either way the version the app spoke is the one answered.
+    m = _marker("version")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    request = (
+        f"GET http://{authority}/{m}-1 {first}\r\nHost: {authority}\r\n\r\n"
+        f"GET http://{authority}/{m}-2 HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    answers = _answers(proxy.port, request.encode())
+    assert [status for status, _ in answers] == [answer, b"HTTP/1.1 200 OK"]
+    assert answers[0][1]["connection"] == "keep-alive"
+    assert [seen.path for seen in upstreams.find(m)] == [f"/{m}-1", f"/{m}-2"]
+
+
+def test_an_http10_request_without_a_connection_field_is_answered_and_closed(proxy, upstreams):
+    m = _marker("h10")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    request = f"GET http://{authority}/{m} HTTP/1.0\r\nHost: {authority}\r\n\r\n"
+    [(status, headers)] = _answers(proxy.port, request.encode())
+    assert (status, headers["connection"]) == (b"HTTP/1.0 200 OK", "close")
+
+
+def test_field_names_are_forwarded_as_spelled_and_read_in_any_case(proxy, upstreams):
+    # Names are remembered by their bytes (a bounded table): each spelling is its own, the
+    # purpose is found in any case, and names past the table's bound are read all the same.
+    m = _marker("names")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    # 600 names past the table's bound (a refused call: the upstream takes 100 at most), then
+    # 100 that go upstream.
+    many = "".join(f"X-Many-{m}-{i}: {i}\r\n" for i in range(600))
+    fillers = "".join(f"X-Filler-{m}-{i}: {i}\r\n" for i in range(100))
+    fields = [
+        "X-Sharewall-Purpose: marketing\r\n",  # (not approved for this vendor: refused)
+        "x-sharewall-purpose: marketing\r\n" + many,
+        fillers,
+        "X-SHAREWALL-PURPOSE: marketing\r\n",
+        f"X-Spelled-{m}: a\r\nx-spelled-{m}: b\r\n",
+        "x-ShareWall-Purpose: marketing\r\nConnection: close\r\n",
+    ]
+    requests_ = "".join(
+        f"GET http://{authority}/{m}-{n} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n"
+        for n, extra in enumerate(fields)
+    )
+    answers = _answers(proxy.port, requests_.encode())
+    assert [status.split(b" ")[1] for status, _ in answers] == [
+        b"403",
+        b"403",
+        b"200",
+        b"403",
+        b"200",
+        b"403",
+    ]
+    lines = sorted(proxy.decisions_for(m, count=6), key=lambda line: line["path"])
+    assert [line["purpose"] for line in lines] == [
+        "marketing",
+        "marketing",
+        "service_delivery",
+        "marketing",
+        "service_delivery",
+        "marketing",
+    ]
+    [fillers] = upstreams.find(f"/{m}-2")
+    assert [(k, v) for k, v in fillers.headers if k.startswith("X-Filler-")] == [
+        (f"X-Filler-{m}-{i}", str(i)) for i in range(100)
+    ]
+    [spelled] = upstreams.find(f"/{m}-4")
+    assert [(k, v) for k, v in spelled.headers if k.lower() == f"x-spelled-{m}"] == [
+        (f"X-Spelled-{m}", "a"),
+        (f"x-spelled-{m}", "b"),
+    ]
+
+
 def test_expect_100_continue_is_answered_before_the_body_is_inspected(proxy, upstreams):
     # The proxy asks for the body itself (it must inspect it before anything goes upstream)
     # and the refusal comes once the body is read, on a connection that serves the next call.
