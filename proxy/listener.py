@@ -411,6 +411,9 @@ class ProxyServer:
         plain-HTTP connection redirected by the kernel.
         """
         task = asyncio.current_task()  # once per connection, not twice per request
+        busy = self._busy
+        # `_set_busy` inline: the task is in `_busy` while `_on_client` serves the connection.
+        tracked = task is not None and task in busy
         while not self._closing:
             try:
                 # A new connection gets the head timeout to say anything at all (slowloris);
@@ -422,7 +425,8 @@ class ProxyServer:
                 return
             if head is None:
                 return
-            self._set_busy(True, task)
+            if tracked:
+                busy[task] = True  # type: ignore[index]
             self.ctx.metrics.inflight.inc()
             try:
                 if head.method == "CONNECT":
@@ -436,7 +440,8 @@ class ProxyServer:
                 return
             finally:
                 self.ctx.metrics.inflight.dec()
-                self._set_busy(False, task)
+                if tracked:
+                    busy[task] = False  # type: ignore[index]
             conn.served += 1
             if not keep_alive:
                 return
@@ -524,8 +529,13 @@ class ProxyServer:
                         )
                     path = target.path
             else:
-                target = _parse_target(head.target)
-                scheme, host, port, path = target.scheme, target.host, target.port, target.path
+                # Absolute-form: the target and its Host field are checked together, once per
+                # spelling of both (what `_absolute_name` returns depends on nothing else).
+                target_text = head.target
+                host_required = head.version == "1.1"
+                if len(target_text) <= _CACHED_TARGET_MAX:
+                    return _absolute_name_cached(target_text, first.get("host"), host_required)
+                return _absolute_name(target_text, first.get("host"), host_required)
             host_header = first.get("host")
             if host_header is not None:
                 default = 443 if scheme == "https" else 80
@@ -553,8 +563,10 @@ class ProxyServer:
         if connected_to is not None:
             entry = "transparent"
         first = head.first  # (lower-case names, as in `_name`)
+        expect = first.get("expect")
         if (
-            (first.get("expect") or "").lower() == "100-continue"
+            expect is not None
+            and expect.lower() == "100-continue"
             and head.version == "1.1"  # never to HTTP/1.0 (RFC 9110 §10.1.1)
             and not conn.body_complete
         ):
@@ -566,7 +578,9 @@ class ProxyServer:
         version = "1.0" if head.version == "1.0" else "1.1"
         ex: Exchange | None = None
         try:
-            body, truncated = await conn.read_body(self.settings.limits.max_body_bytes)
+            limit = self.settings.limits.max_body_bytes
+            read = conn.body_here(limit)  # (the usual call came whole: no coroutine)
+            body, truncated = read if read is not None else await conn.read_body(limit)
             keep_alive = keep_alive and not truncated
             # The naming facts by position: fifteen keyword arguments at most (see new_exchange).
             ex = new_exchange(
@@ -853,6 +867,26 @@ def _parse_target(target: str) -> Target:
     if len(target) <= _CACHED_TARGET_MAX:
         return _parse_url_cached(target)
     return parse_url(target)
+
+
+def _absolute_name(
+    target: str, host_header: str | None, host_required: bool
+) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of an absolute-form request target, which its Host field
+    (`host_header`; None: it has none, refused when `host_required`) must agree with."""
+    scheme, host, port, path = parse_url(target)
+    if host_header is not None:
+        default = 443 if scheme == "https" else 80
+        if parse_authority_cached(host_header, default_port=default) != (host, port):
+            raise BadAuthority("Host header disagrees with the request target")
+    elif host_required:
+        raise BadAuthority("HTTP/1.1 request without a Host header")
+    return scheme, host, port, path
+
+
+# An app calls the same few URLs with the same Host: named once per spelling (bounded like
+# `_parse_url_cached`; a refused pair raises each time, lru_cache keeps no errors).
+_absolute_name_cached = functools.lru_cache(maxsize=1024)(_absolute_name)
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

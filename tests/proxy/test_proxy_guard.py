@@ -148,6 +148,25 @@ def test_the_proxy_itself_is_a_forbidden_destination(proxy):
             505,
             id="HTTP/2.0 request line",
         ),
+        # llhttp keeps these alive (a Connection field asks for it), as it does HTTP/1.1: the
+        # version is still read, never taken for 1.1.
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/2.0\r\nHost: api.vendor.test\r\n"
+            b"Connection: keep-alive\r\n\r\n",
+            505,
+            id="HTTP/2.0 request line, keep-alive",
+        ),
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/0.9\r\nHost: api.vendor.test\r\n\r\n",
+            505,
+            id="HTTP/0.9 request line",
+        ),
+        pytest.param(
+            b"GET http://api.vendor.test/ HTTP/0.9\r\nHost: api.vendor.test\r\n"
+            b"Proxy-Connection: keep-alive\r\n\r\n",
+            505,
+            id="HTTP/0.9 request line, proxy keep-alive",
+        ),
         pytest.param(
             b"GET http://api.vendor.test/" + b"a" * (40 * 1024) + b" HTTP/1.1\r\n"
             b"Host: api.vendor.test\r\n\r\n",
@@ -203,3 +222,39 @@ def test_a_head_over_the_limit_that_trickles_in_is_refused_431(proxy):
     status, _headers, body = parse_response(answer)
     assert status == 431
     assert json.loads(body)["error"] == "headers_too_large"
+
+
+def test_a_target_named_before_is_checked_against_each_requests_host(proxy, upstreams):
+    """The naming of an absolute-form target is remembered with its Host: a Host that
+    disagrees, or none on HTTP/1.1, is refused each time after the same target was served."""
+    m = f"named-{uuid.uuid4().hex[:8]}"
+    target = f"http://api.vendor.test:{upstreams.http_port}/{m}"
+    authority = f"api.vendor.test:{upstreams.http_port}"
+
+    def status_of(request: str) -> int:
+        return parse_response(raw_exchange(proxy.port, request.encode()))[0]
+
+    for _ in range(2):
+        assert (
+            status_of(f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+            == 200
+        )
+        assert (
+            status_of(
+                f"GET {target} HTTP/1.1\r\nHost: API.Vendor.TEST:{upstreams.http_port}\r\nConnection: close\r\n\r\n"
+            )
+            == 200
+        )
+        assert (
+            status_of(f"GET {target} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            == 400
+        )
+        assert (
+            status_of(
+                f"GET {target} HTTP/1.1\r\nHost: api.vendor.test\r\nConnection: close\r\n\r\n"
+            )
+            == 400
+        )
+        assert status_of(f"GET {target} HTTP/1.1\r\nConnection: close\r\n\r\n") == 400
+        assert status_of(f"GET {target} HTTP/1.0\r\n\r\n") == 200
+    assert len(upstreams.find(m)) == 6
