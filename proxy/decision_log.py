@@ -14,6 +14,7 @@ from sharewall.decision_record import (
     FIELD_NAMES,
     LINE_FIELDS,
     RECORD_ONLY_FIELDS,
+    is_spooled,
     record_in_order,
 )
 from sharewall.line_writer import LineWriter
@@ -320,8 +321,7 @@ class DecisionLog:
                 self.lines.write(record, encoded)
             except Exception:
                 log.exception("decision_log.write_failed", decision_id=record[DECISION_ID])
-        # `is_spooled(record)`, inline: a call less on every call's path.
-        if spool and self.spool is not None and (record[ACTION] == "deny" or record[WOULD_BLOCK]):
+        if spool and self.spool is not None and is_spooled(record):
             try:
                 self.spool.append(record, encoded)
             except Exception:

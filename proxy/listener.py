@@ -536,13 +536,7 @@ class ProxyServer:
                 if len(target_text) <= _CACHED_TARGET_MAX:
                     return _absolute_name_cached(target_text, first.get("host"), host_required)
                 return _absolute_name(target_text, first.get("host"), host_required)
-            host_header = first.get("host")
-            if host_header is not None:
-                default = 443 if scheme == "https" else 80
-                if parse_authority_cached(host_header, default_port=default) != (host, port):
-                    raise BadAuthority("Host header disagrees with the request target")
-            elif head.version == "1.1":
-                raise BadAuthority("HTTP/1.1 request without a Host header")
+            _check_host_field(scheme, host, port, first.get("host"), head.version == "1.1")
         except BadAuthority as exc:
             raise BadRequest(str(exc)) from None
         return scheme, host, port, path
@@ -875,13 +869,21 @@ def _absolute_name(
     """(scheme, host, port, path) of an absolute-form request target, which its Host field
     (`host_header`; None: it has none, refused when `host_required`) must agree with."""
     scheme, host, port, path = parse_url(target)
+    _check_host_field(scheme, host, port, host_header, host_required)
+    return scheme, host, port, path
+
+
+def _check_host_field(
+    scheme: str, host: str, port: int, host_header: str | None, host_required: bool
+) -> None:
+    """`BadAuthority` unless the Host field (None: absent) names the request's origin, or is
+    absent where allowed (RFC 9112 §3.2)."""
     if host_header is not None:
         default = 443 if scheme == "https" else 80
         if parse_authority_cached(host_header, default_port=default) != (host, port):
             raise BadAuthority("Host header disagrees with the request target")
     elif host_required:
         raise BadAuthority("HTTP/1.1 request without a Host header")
-    return scheme, host, port, path
 
 
 # An app calls the same few URLs with the same Host: named once per spelling (bounded like

@@ -25,6 +25,7 @@ import structlog
 from proxy import responses
 from proxy.client_connections import KeptAliveConnection, client_ssl_context
 from proxy.destinations import Destination
+from sharewall.hosts import format_authority
 
 log = structlog.get_logger("sharewall.proxy.upstream")
 
@@ -322,9 +323,7 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELE
 def _host_line(key: _Key) -> str:
     """The `Host:` field line of every request to `key`'s destination."""
     scheme, host, _, port = key
-    h = f"[{host}]" if ":" in host else host
-    authority = h if port == (443 if scheme == "https" else 80) else f"{h}:{port}"
-    return f"Host: {authority}\r\n"
+    return f"Host: {format_authority(host, port, scheme)}\r\n"
 
 
 def _request_head(
