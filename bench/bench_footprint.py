@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy import _UpstreamProtocol, payload  # noqa: E402
+from bench_proxy import _UpstreamProtocol, payload, proxy_args  # noqa: E402
 
 SAMPLE_REGISTRY = ROOT / "examples" / "registry.yaml"
 HOST = "api.singtel.com"  # approved for service_delivery with contact.phone_number
@@ -180,20 +180,7 @@ def start_proxy(
         sys.executable,
         "-m",
         "sharewall.cli",
-        "proxy",
-        *(source if source is not None else ("--registry-file", str(registry))),
-        "--mode",
-        "report",
-        "--default-purpose",
-        PURPOSE,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--port-file",
-        str(port_file),
-        "--spool-dir",
-        str(work / "spool"),
+        *proxy_args(registry, port_file, work / "spool", "report", source=source),
         "--resolve",
         f"{host}:{upstream_port}:127.0.0.1",
         *extra,

@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +68,15 @@ recipients:
 """
 
 
-def proxy_args(registry: Path, port_file: Path, spool: Path, mode: str) -> list[str]:
-    """`sharewall proxy`'s arguments common to the benches: `mode` on `registry`, any free
-    ports (written to `port_file`), the bench's purpose by default."""
+def proxy_args(
+    registry: Path, port_file: Path, spool: Path, mode: str, *, source: Sequence[str] | None = None
+) -> list[str]:
+    """`sharewall proxy`'s arguments common to the benches: `mode` on `registry` (or on
+    `source`, e.g. `--registry-url URL`), any free ports (written to `port_file`), the bench's
+    purpose by default."""
     return [
         "proxy",
-        "--registry-file",
-        str(registry),
+        *(source if source is not None else ("--registry-file", str(registry))),
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",
