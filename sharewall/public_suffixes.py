@@ -13,6 +13,7 @@ library's default parse).
 
 from __future__ import annotations
 
+import functools
 from array import array
 from collections.abc import Iterable, Iterator
 
@@ -42,16 +43,6 @@ class CompactRules:
         self._starts = array("I", bytes(4 * size))
         self._mask = size - 1
 
-    def _slot(self, key: int, encoded: bytes) -> tuple[int, bool]:
-        """(the slot of `encoded` or the empty one where it would go, whether it is there)."""
-        hashes, mask = self._hashes, self._mask
-        slot = key & mask
-        while (found := hashes[slot]) != 0:
-            if found == key and self._rule(self._starts[slot]) == encoded:
-                return slot, True
-            slot = (slot + 1) & mask
-        return slot, False
-
     def _rule(self, start: int) -> bytes:
         end = self._text.find(b"\n", start)
         return bytes(self._text[start:end])
@@ -59,14 +50,18 @@ class CompactRules:
     def add(self, rule: str) -> None:
         """Add `rule` (while the set is being built)."""
         key, encoded = hash(rule) or 1, rule.encode("utf-8")
-        slot, present = self._slot(key, encoded)
-        if present:
-            return
-        self._hashes[slot] = key
-        self._starts[slot] = len(self._text)
-        self._text += encoded + b"\n"
+        hashes, mask = self._hashes, self._mask
+        slot = key & mask
+        while (found := hashes[slot]) != 0:
+            if found == key and self._rule(self._starts[slot]) == encoded:
+                return
+            slot = (slot + 1) & mask
+        text = self._text
+        hashes[slot], self._starts[slot] = key, len(text)
+        text += encoded
+        text.append(10)  # b"\n" ends each rule
         self._count += 1
-        if self._count * 4 > len(self._hashes) * 3:  # past 3/4 full, linear probes grow long
+        if self._count * 4 > len(hashes) * 3:  # past 3/4 full, linear probes grow long
             self._grow()
 
     def _grow(self) -> None:
@@ -95,8 +90,27 @@ class CompactRules:
         return False
 
 
+class SuffixRules(CompactRules):
+    """The list's rules as written (IDN rules in Unicode), asked also in A-label spelling.
+
+    publicsuffixlist's default parse adds every rule's IDNA form too, which costs the start
+    punycode-encoding ~460 rules in pure Python (~15 ms, most of reading the list). Here a name
+    spelled with A-labels ("xn--p1ai") is turned to its U-labels when asked, and only when it
+    is the canonical spelling of a non-ASCII label: the set answers as the default one does."""
+
+    __slots__ = ()
+
+    def __contains__(self, rule: object) -> bool:
+        if CompactRules.__contains__(self, rule):
+            return True
+        if type(rule) is not str or "xn--" not in rule:
+            return False
+        unicode = _unicode_spelling(rule)
+        return unicode is not None and CompactRules.__contains__(self, unicode)
+
+
 class PublicSuffixes(PublicSuffixList):
-    """publicsuffixlist's lookup over `CompactRules` instead of its frozenset.
+    """publicsuffixlist's lookup over `SuffixRules` instead of its frozenset.
 
     Overrides the library's parser core (`_parse`), which fills `_publicsuffix` (only ever
     asked `in`) and `_maxlabel`."""
@@ -110,45 +124,46 @@ class PublicSuffixes(PublicSuffixList):
         def rules() -> Iterator[str]:
             nonlocal maxlabel
             for line in source:
+                if line.startswith("//"):  # a third of the list: comments
+                    continue
                 rule = line.lower().split(" ")[0].rstrip()
                 if rule and not rule.startswith("//"):
                     maxlabel = max(maxlabel, rule.count(".") + 1)
                     yield rule
 
-        self._publicsuffix = CompactRules(rules())
+        self._publicsuffix = SuffixRules(rules())
         self._maxlabel = maxlabel
 
 
-def _punycode(rule: str) -> str:
-    """A lower-case rule's A-label form: `xn--` + punycode of each non-ASCII label."""
-    return ".".join(
-        label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
-        for label in rule.split(".")
-    )
+@functools.lru_cache(maxsize=1024)
+def _unicode_spelling(rule: str) -> str | None:
+    """`rule` ("!" and "*" kept) with each A-label as its U-label; None when an "xn--" label is
+    not the canonical A-label of a non-ASCII label, a spelling the default parse never adds."""
+    exception = rule.startswith("!")
+    labels = rule.removeprefix("!").split(".")
+    for k, label in enumerate(labels):
+        if label.startswith("xn--"):
+            try:
+                unicode = label[4:].encode("ascii").decode("punycode")
+            except (UnicodeError, ValueError):
+                return None
+            # "xn--com-" decodes to "com", and upper case can be encoded: neither is how the
+            # default parse spells a rule, so only the exact round trip counts.
+            if unicode.isascii() or _a_label(unicode) != label:
+                return None
+            labels[k] = unicode
+    return "!" * exception + ".".join(labels)
+
+
+def _a_label(label: str) -> str:
+    """A non-ASCII, lower-case label's A-label: "xn--" + its punycode (IDNA for these rules)."""
+    return "xn--" + label.encode("punycode").decode("ascii")
 
 
 def load_public_suffixes() -> PublicSuffixList:
-    """The bundled list with each IDN rule also in punycode, as publicsuffixlist's default.
+    """The bundled list, answering A-label names as publicsuffixlist's default parse does.
 
-    publicsuffixlist runs the `idna` codec over every one of its ~10,000 rules (~25 ms of the
-    proxy's start); only the ~460 non-ASCII ones change, and those are already lower case, so
-    plain punycode per label gives the same A-labels (a test compares both sets).
-    """
-    return PublicSuffixes(_rule_lines(), accept_unknown=False, accept_encoded_idn=False)
-
-
-def _rule_lines() -> Iterator[str]:
-    """The file's lines, then the punycode form of its non-ASCII rules, read as they are parsed.
-
-    Streamed rather than read whole and split: the ~15,000 lines of a list would be freed
+    Read line by line rather than whole and split: the ~15,000 lines of a list would be freed
     between the rules the parser keeps, and their pages stay with the process."""
-    encoded: list[str] = []
     with open(PSLFILE, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.isascii():
-                rule = line.lower().split(" ")[0].rstrip()
-                if rule and not rule.startswith("//"):
-                    exception = rule.startswith("!")
-                    encoded.append(("!" if exception else "") + _punycode(rule.lstrip("!")))
-            yield line
-    yield from encoded
+        return PublicSuffixes(handle, accept_unknown=False, accept_encoded_idn=False)

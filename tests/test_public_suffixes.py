@@ -24,6 +24,11 @@ def test_the_public_suffixes_we_load_answer_as_publicsuffixlist_own_parse() -> N
                 if name:
                     names += [name, name.encode("idna").decode("ascii")]
     names += ["unknown-tld", "host.unknown-tld", "a..b.com", "com.", "HOST.Example.COM"]
+    # A-label spellings no rule has: an ASCII label in punycode ("xn--com-" decodes to "com"),
+    # an upper-case U-label's encoding, broken punycode, and an A-label beside a U-label.
+    rf_upper = "xn--" + "РФ".encode("punycode").decode("ascii")
+    for spelling in ("xn--com-", "xn--uk-", rf_upper, "xn--", "xn--zz--9", "xn--ü", "xn--p1ai"):
+        names += [spelling, "host." + spelling, "host.xn--co-.uk", "a.xn--p1ai.рф"]
     assert len(names) > 80_000
     assert any(n.startswith("host.xn--") or ".xn--" in n for n in names)
     assert [ours.publicsuffix(n) for n in names] == [reference.publicsuffix(n) for n in names]
