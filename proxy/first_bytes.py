@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from dataclasses import dataclass
 from typing import Literal
@@ -169,6 +170,22 @@ async def peek_identity(sock: socket.socket, *, seconds: float, limit: int) -> I
     finally:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+
+async def peek_waiting(fd: int, n: int) -> bytes:
+    """Up to `n` bytes waiting in the socket `fd` once there are some, not read; b"" at its end.
+
+    For a socket a transport owns (its reading paused, so the bytes stay queued): the wait is
+    on a duplicate of the descriptor, as a loop refuses to watch one of its transports' own.
+    """
+    loop = asyncio.get_running_loop()
+    with socket.socket(fileno=os.dup(fd)) as dup:
+        dup.setblocking(False)
+        while True:
+            try:
+                return dup.recv(n, socket.MSG_PEEK)
+            except BlockingIOError:
+                await _readable(loop, dup)
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

@@ -221,13 +221,13 @@ class ClientConnection(asyncio.Protocol):
         "_waiter",
         "closed",
         "eof",
+        "http_in_tunnel",
         "loop",
         "lost",
         "over_ssl",
         "served",
         "settings",
         "source",
-        "tls",
         "transport",
         "tunnel_established",
         "upgrade_rest",
@@ -269,7 +269,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.over_ssl = False
         self.tunnel_established = False  # "200 Connection Established" was sent
-        self.tls = False  # the client stream was upgraded to TLS by us
+        # Requests are read inside a CONNECT we answered (over our TLS, or plain HTTP).
+        self.http_in_tunnel = False
         self.served = 0  # requests answered on this stream (TLS upgrade included)
         self.eof = False
         # Head, body and idle timeouts of this connection's reads (one lazily re-armed timer).
@@ -635,6 +636,18 @@ class ClientConnection(asyncio.Protocol):
         """Forget the current request (its body fully consumed)."""
         m = self._messages.popleft()
         self._body_bytes -= m.size
+
+    def hold_reading(self) -> None:
+        """Stop reading the socket (after a CONNECT, before its answer): what the client sends
+        next stays queued there, to be peeked at, then read by TLS (`writer.start_tls`) or,
+        with `read_http_again`, by a fresh parser."""
+        self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def read_http_again(self) -> None:
+        """Read requests again from the socket held by `hold_reading` (plain HTTP inside a
+        CONNECT), with a fresh parser."""
+        self.reset_parser()
+        self.transport.resume_reading()  # type: ignore[union-attr]
 
     def reset_parser(self) -> None:
         """A fresh parser for the same connection (after a TLS upgrade inside CONNECT)."""

@@ -16,7 +16,7 @@ import socket
 import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -66,6 +66,7 @@ class Tunnel:
     port: int
     purpose: str | None  # X-Sharewall-Purpose on the CONNECT (e.g. curl --proxy-header)
     connected_to: tuple[str, int] | None = None  # captured TLS: the kernel's original destination
+    scheme: str = "https"  # "http": the app sent plain HTTP inside its CONNECT
 
 
 @dataclass
@@ -317,7 +318,7 @@ class ProxyServer:
             self.ctx.metrics.open_connections.inc()
             try:
                 if tunnel is not None:  # captured TLS, intercepted: the handshake is done
-                    conn.tunnel_established = conn.tls = True
+                    conn.tunnel_established = conn.http_in_tunnel = True
                     await self._serve(conn, tunnel=tunnel)
                 elif captured is None:
                     await self._serve(conn)
@@ -452,7 +453,7 @@ class ProxyServer:
         """Answer a request that cannot be served and close; the answer to a HEAD has no body
         (RFC 9110 §9.3.2), `head` being the request when its head was read."""
         log.info("proxy.bad_request", status=exc.status, error=exc.code, reason=str(exc))
-        if not conn.tunnel_established or conn.tls:
+        if not conn.tunnel_established or conn.http_in_tunnel:
             await conn.send(
                 responses.error(
                     exc.status,
@@ -518,7 +519,7 @@ class ProxyServer:
                 host, port = parse_authority_cached(host_header, default_port=80)
                 return "http", host, port, head.target
             if tunnel is not None:
-                scheme, host, port, path = "https", tunnel.host, tunnel.port, head.target
+                scheme, host, port, path = tunnel.scheme, tunnel.host, tunnel.port, head.target
                 if not path.startswith("/"):
                     # A server accepts the absolute-form too (RFC 9112 §3.2.2): naming the
                     # tunnel's own origin, and no other.
@@ -806,19 +807,33 @@ class ProxyServer:
     ) -> None:
         """Terminate the client's TLS with a minted leaf, then serve requests inside it.
 
+        An app may send plain HTTP through its CONNECT instead (undici's ProxyAgent tunnels
+        http:// URLs too): what it sends first says which, and plain requests are served as
+        http:// calls to the tunnel's origin, as a forwarded absolute-form request would be.
         `ex` is the CONNECT's: it gets a decision line only if the tunnel cannot be set up.
         """
         context = await ca.ssl_context_for_async(tunnel.host)
+        # The app's first bytes stay in the socket until we know what they are; unless the
+        # socket carries our TLS with a gateway client, whose records say nothing of them.
+        peek = not conn.over_ssl
+        if peek:
+            conn.hold_reading()
         await conn.send(CONNECT_OK)
         conn.tunnel_established = True
         ex.status = 200
         try:
-            await conn.writer.start_tls(context, ssl_handshake_timeout=self.settings.header_timeout)
+            if peek and await _sends_plain_http(conn, self.settings.header_timeout):
+                conn.read_http_again()
+                tunnel = replace(tunnel, scheme="http")
+            else:
+                await conn.writer.start_tls(
+                    context, ssl_handshake_timeout=self.settings.header_timeout
+                )
+                conn.reset_parser()
         except (OSError, TimeoutError) as exc:
             self._tunnel_failed(ex, exc)  # the CONNECT was answered 200, then TLS failed
             return
-        conn.reset_parser()
-        conn.tls = True
+        conn.http_in_tunnel = True
         conn.served += 1  # the CONNECT was a request: the tunnel may idle like a kept-alive one
         self.ctx.metrics.inflight.dec()
         self._set_busy(False)
@@ -827,6 +842,20 @@ class ProxyServer:
         finally:
             self.ctx.metrics.inflight.inc()
             self._set_busy(True)
+
+
+async def _sends_plain_http(conn: ClientConnection, seconds: float) -> bool:
+    """Whether the first bytes waiting on `conn` (held unread) begin an HTTP request: a method
+    is a token of letters (RFC 9110 §9.1), a TLS record begins with byte 22.
+
+    False when the app closed without sending any, or sent something else (which TLS then
+    refuses, as before); TimeoutError when it sends nothing in time.
+    """
+    from proxy.first_bytes import peek_waiting  # (at first use, as transparent capture's)
+
+    async with asyncio.timeout(seconds):
+        first = await peek_waiting(conn.writer.get_extra_info("socket").fileno(), 1)
+    return first.isalpha()
 
 
 def _ignorable_upgrade(upgrade: str, version: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import socket
@@ -171,7 +172,7 @@ def test_intercepted_connect_whose_tls_handshake_fails_has_a_decision_line(proxy
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         sock.sendall(connect.encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a ClientHello
+        sock.sendall(b"\x00\x01 neither a ClientHello nor HTTP\r\n\r\n")
         sock.recv(4096)  # a TLS alert or nothing, then the close
     [line] = proxy.lines_where(
         lambda x: x.get("event") == "egress.decision" and x.get("purpose") == purpose
@@ -216,3 +217,70 @@ def test_absolute_form_inside_a_tunnel_names_only_its_origin(
     )
     assert got == status, body
     assert [seen.path for seen in upstreams.find(m)] == ([f"/{m}"] if status == 200 else [])
+
+
+def test_plain_http_inside_an_intercepted_connect_is_an_inspected_http_call(proxy, upstreams):
+    # Clients may tunnel http:// URLs too (http.client's set_tunnel, undici's ProxyAgent):
+    # plain requests inside the CONNECT are decided as http:// calls to its origin, kept alive.
+    m = _marker("plain-in-tunnel")
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.set_tunnel(f"api.vendor.test:{upstreams.http_port}")
+    try:
+        conn.request("GET", f"/{m}/first")
+        first = conn.getresponse()
+        assert first.status == 200 and json.loads(first.read())["scheme"] == "http"
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        conn.request("POST", f"/{m}/cleartext", body=f"To={PHONE}", headers=form)
+        blocked = conn.getresponse()
+        reasons = json.loads(blocked.read())["reasons"]
+    finally:
+        conn.close()
+    assert blocked.status == 403
+    assert [x["code"] for x in reasons] == ["PERSONAL_DATA_IN_CLEARTEXT"]
+    assert [x.path for x in upstreams.find(m)] == [f"/{m}/first"]
+    lines = proxy.decisions_for(m, count=2)
+    assert sorted((x["method"], x["action"], x["tunnel"], x["inspected"]) for x in lines) == [
+        ("GET", "allow", True, True),
+        ("POST", "deny", True, True),
+    ]
+
+
+# Node's http module through a CONNECT tunnel, as proxy agents for it (https-proxy-agent,
+# global-agent) and undici's ProxyAgent do for http:// URLs: the request rides the tunnel's socket.
+_NODE_TUNNELED = r"""
+const http = require('http');
+const [proxyPort, authority, path] = process.argv.slice(1);
+const connect = http.request({host: '127.0.0.1', port: +proxyPort, method: 'CONNECT', path: authority});
+connect.on('connect', (res, socket) => {
+  const [host, port] = authority.split(':');
+  const req = http.request({host, port: +port, path, createConnection: () => socket}, (answer) => {
+    let body = '';
+    answer.on('data', (d) => (body += d));
+    answer.on('end', () => { console.log(JSON.stringify({status: answer.statusCode, body})); socket.destroy(); });
+  });
+  req.end();
+});
+connect.end();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_node_http_through_an_intercepted_connect(proxy, upstreams):
+    m = _marker("node-tunnel")
+    out = subprocess.run(
+        [
+            "node",
+            "-e",
+            _NODE_TUNNELED,
+            str(proxy.port),
+            f"api.vendor.test:{upstreams.http_port}",
+            f"/{m}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    answer = json.loads(out.stdout)
+    assert answer["status"] == 200 and json.loads(answer["body"])["path"] == f"/{m}"
+    assert [line["action"] for line in proxy.decisions_for(m)] == ["allow"]

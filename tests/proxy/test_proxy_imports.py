@@ -81,7 +81,8 @@ FIRST_USE = (
     "xml.etree.ElementTree",
     "pyexpat",
     "defusedxml",
-    # Naming a connection the kernel redirected: only with `--transparent-listen`.
+    # Naming a connection the kernel redirected: only with `--transparent-listen`; and
+    # peeking at what an intercepted CONNECT carries, at the first one.
     "proxy.transparent",
     "proxy.first_bytes",
     "proxy.client_hello",
