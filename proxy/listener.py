@@ -695,6 +695,7 @@ class ProxyServer:
                     exc.status,
                     exc.code,
                     exc.message,
+                    decision_id=ex.decision_id,
                     keep_alive=False,
                     head=head.method == "HEAD",
                     version=version,
@@ -760,7 +761,11 @@ class ProxyServer:
             if announce:
                 await conn.send(
                     responses.error(
-                        503, responses.TOO_MANY_TUNNELS, "too many open tunnels", keep_alive=False
+                        503,
+                        responses.TOO_MANY_TUNNELS,
+                        "too many open tunnels",
+                        decision_id=ex.decision_id,
+                        keep_alive=False,
                     )
                 )
             record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
@@ -774,7 +779,13 @@ class ProxyServer:
             ex.status = exc.status if announce else None
             if announce:
                 await conn.send(
-                    responses.error(exc.status, exc.code, exc.message, keep_alive=False)
+                    responses.error(
+                        exc.status,
+                        exc.code,
+                        exc.message,
+                        decision_id=ex.decision_id,
+                        keep_alive=False,
+                    )
                 )
             record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
             return

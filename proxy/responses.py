@@ -78,9 +78,19 @@ def unavailable(
     return render(503, body, decision_id=decision_id, **kw)  # type: ignore[arg-type]
 
 
-def error(status: int, code: str, message: str, **kw: object) -> bytes:
-    """Any other proxy error (400, 414, 431, 501, 502, 504, 505) as `{"error": code, "message": ...}`."""
-    return render(status, {"error": code, "message": message}, **kw)  # type: ignore[arg-type]
+def error(
+    status: int, code: str, message: str, *, decision_id: str | None = None, **kw: object
+) -> bytes:
+    """Any other proxy error (400, 414, 431, 501, 502, 504, 505) as `{"error": code, "message": ...}`.
+
+    `decision_id`: the call was decided (an allowed call the upstream failed, 502/504): the
+    answer names its decision line, in the body and the header, as a refusal does.
+    """
+    body: dict[str, object] = {"error": code}
+    if decision_id:
+        body["decision_id"] = decision_id
+    body["message"] = message
+    return render(status, body, decision_id=decision_id, **kw)  # type: ignore[arg-type]
 
 
 def rejection(outcome: Outcome, decision: Decision, **kw: object) -> bytes:
@@ -91,6 +101,10 @@ def rejection(outcome: Outcome, decision: Decision, **kw: object) -> bytes:
         return unavailable(decision.decision_id, fault=decision.fault, **kw)
     if outcome is Outcome.UNREACHABLE:
         return error(
-            REFUSAL_STATUS[outcome], UPSTREAM_UNREACHABLE, "cannot resolve the destination", **kw
+            REFUSAL_STATUS[outcome],
+            UPSTREAM_UNREACHABLE,
+            "cannot resolve the destination",
+            decision_id=decision.decision_id,
+            **kw,
         )
     raise ValueError(f"{outcome} is not a refusal")

@@ -215,6 +215,18 @@ def test_upstream_refusing_connections_is_502(proxy, upstreams):
     assert r.json()["error"] == "upstream_unreachable"
     [line] = proxy.decisions_for(m)
     assert line["status"] == 502 and line["action"] == "allow"
+    # The answer names the call's decision line, as a refusal does.
+    assert r.headers["X-Sharewall-Decision-Id"] == r.json()["decision_id"] == line["decision_id"]
+
+
+def test_a_spliced_tunnel_whose_upstream_refuses_is_a_502_naming_its_decision(proxy, upstreams):
+    target = f"tunnel.vendor.test:{upstreams.closed_port}"
+    connect = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    status, headers, body = parse_response(raw_exchange(proxy.port, connect.encode()))
+    assert status == 502 and json.loads(body)["error"] == "upstream_unreachable"
+    assert headers["x-sharewall-decision-id"] == json.loads(body)["decision_id"]
+    line = proxy.decision(headers["x-sharewall-decision-id"])
+    assert (line["method"], line["host"], line["status"]) == ("CONNECT", "tunnel.vendor.test", 502)
 
 
 def test_upstream_too_slow_is_504(tuned_proxy, upstreams):
