@@ -284,3 +284,20 @@ def test_node_http_through_an_intercepted_connect(proxy, upstreams):
     answer = json.loads(out.stdout)
     assert answer["status"] == 200 and json.loads(answer["body"])["path"] == f"/{m}"
     assert [line["action"] for line in proxy.decisions_for(m)] == ["allow"]
+
+
+def test_a_spliced_tunnel_half_closed_by_the_app_still_carries_the_answer(proxy, upstreams):
+    # The app shuts its side down after its request (Go's CloseWrite, `nc -N`): the upstream
+    # is told (its read ends) and its answer still comes back before the tunnel closes.
+    m = _marker("tunnel-half-close")
+    target = f"tunnel.vendor.test:{upstreams.raw_port}"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(f"GET /{m} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        sock.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert [seen.path for seen in upstreams.find(m)] == [f"/{m}"]

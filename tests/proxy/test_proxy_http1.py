@@ -430,6 +430,29 @@ def test_an_app_gone_mid_answer_is_neither_a_fault_nor_the_upstreams(proxy, upst
     assert "upstream.response_cut" not in events and "egress.internal_error" not in events
 
 
+def _read_to_the_end(sock: socket.socket) -> bytes:
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    return raw
+
+
+def test_an_app_that_half_closes_after_its_request_gets_the_whole_answer(proxy, upstreams):
+    # Scripts (`nc -N`, HTTP/1.0 tools) shut their side down once the request is sent: the
+    # request is still decided and forwarded, and its answer still comes before the close.
+    m = _marker("half-close")
+    body = b"ref=half-close&batch=42"
+    form = "Content-Type: application/x-www-form-urlencoded\r\n"
+    head = _post_head(upstreams.http_port, f"/{m}", f"{form}Content-Length: {len(body)}\r\n")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall(head + body)
+        s.shutdown(socket.SHUT_WR)
+        status, _, answer = parse_response(_read_to_the_end(s))
+    assert status == 200 and json.loads(answer)["body_len"] == len(body)
+    [line] = proxy.decisions_for(m)
+    assert (line["action"], line["status"]) == ("allow", 200)
+
+
 # -- real clients --------------------------------------------------------------------------------
 
 _NODE_POSTS = """
