@@ -42,7 +42,13 @@ from proxy.relay import relay_response
 from proxy.settings import LISTEN_BACKLOG, Settings
 from proxy.tunnel import open_tunnel, splice
 from proxy.upstream import UpstreamError, UpstreamPool, send_request
-from sharewall.hosts import BadAuthority, Target, parse_authority_cached, parse_url
+from sharewall.hosts import (
+    DEFAULT_PORTS,
+    BadAuthority,
+    Target,
+    parse_authority_cached,
+    parse_url,
+)
 from sharewall.recipients import RecipientIndex
 
 if TYPE_CHECKING:  # annotations only: the app builds these
@@ -530,8 +536,8 @@ class ProxyServer:
                         )
                     path = target.path
             else:
-                # Absolute-form: the target and its Host field are checked together, once per
-                # spelling of both (what `_absolute_name` returns depends on nothing else).
+                # Absolute-form: the target named and its Host field checked, once per spelling
+                # of both (what `_absolute_name` returns depends on nothing else).
                 target_text = head.target
                 host_required = head.version == "1.1"
                 if len(target_text) <= _CACHED_TARGET_MAX:
@@ -906,10 +912,15 @@ def _parse_target(target: str) -> Target:
 def _absolute_name(
     target: str, host_header: str | None, host_required: bool
 ) -> tuple[str, str, int, str]:
-    """(scheme, host, port, path) of an absolute-form request target, which its Host field
-    (`host_header`; None: it has none, refused when `host_required`) must agree with."""
+    """(scheme, host, port, path) of an absolute-form request target.
+
+    The target names the call. Its Host field (`host_header`; None: it has none, refused when
+    `host_required`) must be well-formed but need not agree: a proxy ignores it and sends the
+    target's own (RFC 9112 §3.2.2). Node's `http.request` with an absolute-form path and no
+    Host of the app's sends the proxy's address there.
+    """
     scheme, host, port, path = parse_url(target)
-    _check_host_field(scheme, host, port, host_header, host_required)
+    _host_field(host_header, host_required, DEFAULT_PORTS[scheme])
     return scheme, host, port, path
 
 
@@ -917,13 +928,23 @@ def _check_host_field(
     scheme: str, host: str, port: int, host_header: str | None, host_required: bool
 ) -> None:
     """`BadAuthority` unless the Host field (None: absent) names the request's origin, or is
-    absent where allowed (RFC 9112 §3.2)."""
-    if host_header is not None:
-        default = 443 if scheme == "https" else 80
-        if parse_authority_cached(host_header, default_port=default) != (host, port):
-            raise BadAuthority("Host header disagrees with the request target")
-    elif host_required:
-        raise BadAuthority("HTTP/1.1 request without a Host header")
+    absent where allowed: inside a tunnel, whose origin the CONNECT named, a Host naming another
+    would have the upstream serve that one instead (domain fronting)."""
+    named = _host_field(host_header, host_required, DEFAULT_PORTS[scheme])
+    if named is not None and named != (host, port):
+        raise BadAuthority("Host header disagrees with the request target")
+
+
+def _host_field(
+    host_header: str | None, host_required: bool, default_port: int
+) -> tuple[str, int] | None:
+    """(host, port) of a Host field (None: absent); `BadAuthority` when it is malformed, or
+    absent where required (RFC 9112 §3.2)."""
+    if host_header is None:
+        if host_required:
+            raise BadAuthority("HTTP/1.1 request without a Host header")
+        return None
+    return parse_authority_cached(host_header, default_port=default_port)
 
 
 # An app calls the same few URLs with the same Host: named once per spelling (bounded like

@@ -455,6 +455,40 @@ def test_an_app_that_half_closes_after_its_request_gets_the_whole_answer(proxy, 
 
 # -- real clients --------------------------------------------------------------------------------
 
+_NODE_PROXY_AS_HOST = """
+// The plainest way through a proxy with Node's http: the absolute URL as the path, and no Host
+// of the app's (Node then sends the proxy's own address as Host).
+const http = require("http");
+const [proxyPort, url] = process.argv.slice(1);
+http.request({host: "127.0.0.1", port: Number(proxyPort), path: url}, (res) => {
+  let data = "";
+  res.on("data", (c) => (data += c));
+  res.on("end", () => console.log(JSON.stringify({status: res.statusCode, body: data})));
+}).end();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_node_http_absolute_form_with_the_proxy_as_host_names_the_target(proxy, upstreams):
+    # RFC 9112 §3.2.2: a proxy ignores the Host of an absolute-form request and sends the
+    # target's; it was refused 400 (Host disagrees), where Squid, Envoy or tinyproxy serve it.
+    m = _marker("node-proxy-host")
+    url = f"http://api.vendor.test:{upstreams.http_port}/{m}"
+    out = subprocess.run(
+        ["node", "-e", _NODE_PROXY_AS_HOST, str(proxy.port), url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    answer = json.loads(out.stdout)
+    assert answer["status"] == 200, answer["body"]
+    [seen] = upstreams.find(m)
+    assert seen.header("Host") == f"api.vendor.test:{upstreams.http_port}"
+    [line] = proxy.decisions_for(m)
+    assert (line["host"], line["action"]) == ("api.vendor.test", "allow")
+
+
 _NODE_POSTS = """
 // POSTs one after another on one kept-alive connection (a keep-alive agent with one socket),
 // each body without a Content-Length: Node sends it chunked.
