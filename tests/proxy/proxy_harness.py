@@ -87,6 +87,11 @@ class Upstreams:
         return [s for s in list(self.seen) if marker in s.path]
 
 
+def counting_bytes(size: int) -> bytes:
+    """`size` bytes counting 0..255 over and over (what `/bytes/{n}` answers)."""
+    return bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+
+
 def _echo_app(upstreams: Upstreams, scheme: str) -> web.Application:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -97,6 +102,16 @@ def _echo_app(upstreams: Upstreams, scheme: str) -> web.Application:
             await asyncio.sleep(float(request.path.rsplit("/", 1)[1]))
         if request.path.startswith("/nocontent"):
             return web.Response(status=204)
+        if request.path.startswith("/bytes/"):
+            # `/bytes/{n}/...`: n bytes counting 0..255 over and over, with a Content-Length,
+            # written in 64 KiB pieces.
+            size = int(request.path.split("/")[2])
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            resp.content_length = size
+            await resp.prepare(request)
+            for start in range(0, size, 1 << 16):
+                await resp.write(counting_bytes(min(1 << 16, size - start)))
+            return resp
         if request.path.startswith("/stream"):
             resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
             resp.enable_chunked_encoding()

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import requests
-from proxy_harness import PHONE, parse_response, raw_exchange
+from proxy_harness import PHONE, counting_bytes, parse_response, raw_exchange
 
 
 def _marker(name: str) -> str:
@@ -254,6 +254,38 @@ async def test_aiohttp_expect100_through_the_proxy(proxy, upstreams):
 
 
 # -- upgrades ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_curl_downloads_a_large_answer_whole(proxy, upstreams, certs, tmp_path: Path, scheme):
+    # 24 MiB streamed back (plain, and re-encrypted inside an intercepted tunnel) faster than
+    # it is written out: every byte in order, none lost while the app's side is full.
+    m = _marker(f"large-{scheme}")
+    size = 24 << 20
+    port = upstreams.http_port if scheme == "http" else upstreams.https_port
+    out = tmp_path / "answer"
+    subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "-x",
+            proxy.url,
+            "--noproxy",
+            "",
+            "--cacert",
+            str(certs.proxy_ca_cert),
+            "-o",
+            str(out),
+            f"{scheme}://api.vendor.test:{port}/bytes/{size}/{m}",
+        ],
+        check=True,
+        timeout=60,
+    )
+    assert out.read_bytes() == counting_bytes(size)
+    [line] = proxy.decisions_for(m)
+    assert (line["action"], line["status"]) == ("allow", 200)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
