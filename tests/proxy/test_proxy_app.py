@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import uuid
 
 import pytest
@@ -26,6 +27,14 @@ def test_proxy_runs_and_intercepts_tls_on_the_chosen_loop(tmp_path, certs, upstr
         assert s.post(url, data={"To": PHONE}, timeout=10).status_code == 200
         lines = proxy.decisions_for(marker, count=2)
         assert [line["categories"] for line in lines] == [["contact.phone_number"]] * 2
+        # Plain HTTP inside a CONNECT: told from TLS by a peek that waits on the loop.
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        conn.set_tunnel(f"api.vendor.test:{upstreams.http_port}")
+        try:
+            conn.request("GET", f"/{marker}-plain")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
         listening = next(e for e in proxy.logs() if e.get("event") == "proxy.listening")
         assert listening["event_loop"] == loop
         # Which inspection path serves (native C loops or pure Python), as this venv built it.
