@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from itertools import pairwise
 
 from proxy.inspect import categories as cat
 from proxy.inspect.credentials import may_hold_secret, secret_kind
 from proxy.inspect.encoded import JWT_SHAPE
 from proxy.inspect.free_text import scan_string
 from proxy.inspect.identifiers import (
+    is_advertising_id,
     is_card_number,
     is_email,
     is_iban,
@@ -19,7 +21,7 @@ from proxy.inspect.identifiers import (
     is_sha256,
     is_us_ssn,
 )
-from proxy.inspect.keys import HANDSET_STATES, OPT_KEYWORDS, Ctx, KeyInfo, Rule
+from proxy.inspect.keys import HANDSET_STATES, OPT_KEYWORDS, Ctx, KeyInfo, Rule, normalise_key
 from proxy.inspect.network import is_public_ip, public_ips_in
 from proxy.inspect.phone import is_phone_int, is_phone_value
 from proxy.inspect.scan import Scan
@@ -142,6 +144,8 @@ def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, 
         _scan_number(scan, location, rule, value, ctx)
     elif rule == Rule.DEVICE_STATUS_CTX and (ctx & (Ctx.MOBILE | Ctx.PHONE) or scan.mobile_call):
         _device_status(scan, location, ctx)
+    elif rule == Rule.CONSENT_PHONE:
+        scan.add(cat.SMS_CONSENT, location, "key:consent")  # `whatsapp_opt_in: true`
 
 
 def judge_str(
@@ -160,15 +164,18 @@ def judge_str(
     if memo_key is not None:
         recording: list[tuple[str, str]] = []
         scan.recording = recording
-    checked = False
-    if rule is not None:
-        judge = _STR_RULES.get(rule)
-        if judge is not None:
-            checked = judge(scan, location, rule, value, ctx)
-        elif rule == Rule.PHONE_GENERIC and not ctx & Ctx.REFERENCE:
-            checked = _phone(scan, location, Rule.PHONE, value, ctx)
-    if not checked and (len(value) >= 7 or "@" in value):
-        _scan_generic(scan, location, value, is_text=rule == Rule.CONTENT)
+    if ctx & Ctx.INFRA:
+        pass  # a DNS record's or a CDN origin's address and data: a server's, not a person's
+    else:
+        checked = False
+        if rule is not None:
+            judge = _STR_RULES.get(rule)
+            if judge is not None:
+                checked = judge(scan, location, rule, value, ctx)
+            elif rule == Rule.PHONE_GENERIC and not ctx & Ctx.REFERENCE:
+                checked = _phone(scan, location, Rule.PHONE, value, ctx)
+        if not checked and (len(value) >= 7 or "@" in value):
+            _scan_generic(scan, location, value, is_text=rule == Rule.CONTENT)
     if memo_key is not None:
         scan.recording = None
         memo = scan.memo
@@ -185,6 +192,9 @@ def _scan_number(scan: Scan, location: str, rule: str | None, value: int | float
         return
     if rule == Rule.PHONE_GENERIC:
         rule = None if ctx & Ctx.REFERENCE else Rule.PHONE
+    if rule == Rule.CONSENT_PHONE:
+        scan.add(cat.SMS_CONSENT, location, "key:consent")
+        rule = Rule.PHONE
     if rule == Rule.PHONE:
         if is_phone_int(value, scan.regions):
             scan.add(cat.PHONE, location, "phone")
@@ -463,6 +473,64 @@ def _secret(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     return True
 
 
+def _ad_id(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    # A campaign's or an account's id under a look-alike key is no UUID; an all-zero one names
+    # no device (limited ad tracking). Pinterest's `hashed_maids`, Snap's hashed id: SHA-256.
+    if is_advertising_id(value):
+        scan.add(cat.DEVICE_ID, location, "ad_id")
+    elif is_sha256(value):
+        scan.add(cat.DEVICE_ID, location, "sha256")
+    return True
+
+
+# What an identifier-type name (`EMAIL_SHA256`, `SHA256_EMAIL`, `PHONE`, `FN`, `MADID`) says the
+# values beside it are, once its hashing words are set aside (Meta Custom Audiences' `schema`
+# columns, LinkedIn's `idType`). Dates of birth, gender and external ids have no category.
+_ID_TYPE_WORDS = frozenset({"sha256", "sha", "256", "hashed", "hash", "md5", "normalized"})
+_ID_TYPE_CATEGORIES = {
+    **dict.fromkeys(("email", "em", "emailaddress", "mail"), cat.EMAIL),
+    **dict.fromkeys(("phone", "ph", "phonenumber", "msisdn", "mobile"), cat.PHONE),
+    **dict.fromkeys(("fn", "ln", "fi", "firstname", "lastname", "fullname"), cat.NAME),
+    **dict.fromkeys(
+        ("ct", "st", "zip", "zp", "city", "state", "postalcode", "country", "address"),
+        cat.POSTAL_ADDRESS,
+    ),
+    **dict.fromkeys(("madid", "maid", "idfa", "gaid", "aaid", "mobileadid"), cat.DEVICE_ID),
+}
+
+
+def _id_type(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    if len(value) <= 40:
+        words = "".join(t for t in normalise_key(value) if t not in _ID_TYPE_WORDS)
+        category = _ID_TYPE_CATEGORIES.get(words)
+        if category is not None:
+            scan.add(category, location, "key:id_type")
+    return True
+
+
+def _consent_phone(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    # An opted-out (or -in) number is an opt-in record whatever its shape, and a number.
+    scan.add(cat.SMS_CONSENT, location, "key:consent")
+    return _phone(scan, location, Rule.PHONE, value, ctx)
+
+
+def _action(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    # An API operation that opts a number in or out (SNS `Action=OptInPhoneNumber`): a consent
+    # record about the number it names. Not an e-mail list's opt-in: it needs a phone word.
+    if len(value) > 64 or not value.isascii():
+        return False
+    tokens = normalise_key(value)
+    opt = (
+        "optin" in tokens
+        or "optout" in tokens
+        or any(a == "opt" and b in ("in", "out") for a, b in pairwise(tokens))
+    )
+    if opt and (ctx & Ctx.PHONE or {"phone", "number", "sms", "msisdn"} & set(tokens)):
+        scan.add(cat.SMS_CONSENT, location, "key:action")
+        return True
+    return False
+
+
 _STR_RULES: dict[str, Callable[[Scan, str, str, str, int], bool]] = {
     Rule.PHONE: _phone,
     Rule.EMAIL: _email,
@@ -492,6 +560,10 @@ _STR_RULES: dict[str, Callable[[Scan, str, str, str, int], bool]] = {
     Rule.GRAPHQL: _graphql,
     Rule.VENDOR_CREDENTIAL: _credential,
     Rule.API_SECRET: _credential,
+    Rule.AD_ID: _ad_id,
+    Rule.ID_TYPE: _id_type,
+    Rule.CONSENT_PHONE: _consent_phone,
+    Rule.ACTION: _action,
 }
 
 

@@ -1,4 +1,5 @@
-"""Identifier detectors with check digits or fixed shapes: e-mail, SHA-256, cards, IBAN, SSN, IMEI/IMSI/ICCID."""
+"""Identifier detectors with check digits or fixed shapes: e-mail, SHA-256, cards, IBAN, SSN,
+IMEI/IMSI/ICCID, mobile advertising ids."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ _EMAIL_FULL = re.compile(
 )
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _B64_32 = re.compile(r"[A-Za-z0-9+/]{43}=")
+# A mobile advertising id (IDFA, GAID/AAID, OAID) is a UUID in its 8-4-4-4-12 form.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SSN_FORMATTED = re.compile(r"\d{3}-\d{2}-\d{4}")
 _DIGIT_SEPARATORS = str.maketrans("", "", " -")
 
@@ -124,3 +127,11 @@ def is_iccid(value: str) -> bool:
     from stdnum import luhn
 
     return luhn.is_valid(digits)
+
+
+def is_advertising_id(value: str) -> bool:
+    """A mobile advertising id: a UUID, but not the all-zero one a device sends when its user
+    limited ad tracking (it names no device)."""
+    value = value.strip()
+    is_uuid = len(value) == 36 and _UUID.fullmatch(value) is not None
+    return is_uuid and value.strip("0-") != ""

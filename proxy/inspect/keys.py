@@ -59,6 +59,10 @@ class Rule:
     VENDOR_CREDENTIAL = "vendor_credential"  # a credential name: authentication at the top
     API_SECRET = "api_secret"  # noqa: S105 - a secret credential name: authentication at the top, else a leak
     GRAPHQL = "graphql"  # `query`: a GraphQL document when it looks like one
+    AD_ID = "ad_id"  # IDFA, GAID/AAID, Meta's `madid`: a mobile advertising id (a UUID) or its hash
+    ID_TYPE = "id_type"  # `schema`, `idType`: names the kind of the identifiers sent beside it
+    CONSENT_PHONE = "consent_phone"  # `OptedOutNumber`: a number that is an opt-in/out record
+    ACTION = "action"  # `Action=OptInPhoneNumber`: an operation that records SMS consent
 
 
 def _table(*groups: tuple[str, str]) -> dict[str, str]:
@@ -97,7 +101,7 @@ EXACT_RULES: dict[str, str] = _table(
         "first_name last_name full_name customer_name given_name family_name surname middle_name "
         "contact_name recipient_name display_name nickname maiden_name legal_name cardholder_name "
         "account_holder_name billing_name shipping_name patient_name owner_name beneficiary_name payee_name shopper_name holder_name fn ln "
-        "hashed_first_name hashed_last_name sha256_first_name sha256_last_name firstname lastname",
+        "hashed_first_name hashed_last_name sha256_first_name sha256_last_name firstname lastname fname lname",
     ),
     (Rule.PHONE_GENERIC, "number numbers"),
     (Rule.NAME_CTX, "name names"),
@@ -179,6 +183,20 @@ EXACT_RULES: dict[str, str] = _table(
     ),
     (Rule.KEYWORD, "keyword opt_in_keyword sms_keyword"),
     (
+        Rule.CONSENT_PHONE,
+        "opted_out_number opted_in_number opt_out_number opt_in_number opted_out_phone_number "
+        "opted_in_phone_number opted_out_numbers",
+    ),
+    (Rule.ACTION, "action"),
+    (
+        Rule.AD_ID,
+        "idfa gaid aaid oaid adid gps_adid advertising_id advertising_identifier mobile_ad_id "
+        "mobile_advertising_id google_advertising_id android_advertising_id madid maid maids ifa "
+        "aifa amazon_aid fire_adid hashed_maids hashed_maid hashed_mobile_ad_id",
+    ),
+    # Meta Custom Audiences' `schema` (`EMAIL_SHA256`, ...), LinkedIn's `idType` (`SHA256_EMAIL`).
+    (Rule.ID_TYPE, "schema id_type identifier_type user_id_type"),
+    (
         Rule.DEVICE_STATUS,
         "reachable is_reachable reachability device_status handset_status handset_state "
         "subscriber_status presence device_state",
@@ -206,7 +224,7 @@ EXACT_RULES: dict[str, str] = _table(
         Rule.CONTENT,
         "body text message content msg sms_text sms_body message_body message_text transcript "
         "transcription voicemail caption html html_body text_body plain_text html_content "
-        "text_content short_message message_payload",
+        "text_content short_message message_payload contents",
     ),
     (Rule.GRAPHQL, "query"),
     (
@@ -398,6 +416,19 @@ _VALIDITY_TOKENS = frozenset({"type", "status", "valid", "validity"})
 _HASH_TOKENS = frozenset({"hashed", "sha256", "hash"})
 _SECRET_TOKENS = frozenset({"password", "passwd", "secret", "passphrase"})
 _SECRET_VETO = frozenset({"at", "expires", "expiry", "name", "id", "type", "hint", "policy"})
+# Tokens of a mobile advertising id (`device_idfa`, `hashedMaids`, `advertisingId`).
+AD_ID_TOKENS = frozenset({"idfa", "gaid", "aaid", "oaid", "madid", "maid", "maids", "ifa", "aifa"})
+# All the words of an advertising id's key (`googleAdvertisingId`, not `advertising_campaign_id`).
+_AD_ID_WORDS = frozenset(
+    {"advertising", "id", "identifier", "google", "android", "apple", "ios", "mobile", "device"}
+)
+# Tokens of an opt-in / opt-out (with a number: `OptedOutNumber` is an opt-out record).
+_OPT_TOKENS = frozenset({"opt", "opted", "optin", "optout", "unsubscribed"})
+_NUMBER_TOKENS = frozenset({"number", "numbers"})
+# `text_opt_in`, `texting_consent`: SMS consent, with words that say consent (`marketing_text`
+# is a message). TCPA consent (US) is consent to calls and texts, whatever else the key says.
+_TEXT_TOKENS = frozenset({"text", "texts", "texting"})
+_TEXT_CONSENT_TOKENS = frozenset({"consent", "consented", "opt", "opted", "optin", "optout"})
 _CONSENT_TOKENS = frozenset(
     [
         "consent",
@@ -434,7 +465,7 @@ class Ctx:
     LNG = 128  # a longitude key is among the siblings
     NOT_PERSON = 256  # the object is a product, campaign, template...: `name` is not a person's
     EMPLOYER = 512  # the object is a company: its `name` is employment data
-    ERROR = 1024  # an error/status object: its `message` is not a message body
+    ERROR = 1024  # an error/status object, a DNS record: its `message` is not a message body
     PHONE = 2048  # a phone-number key is among the siblings (weaker than MOBILE)
     HANDSET = 4096  # a carrier / MCC-MNC key is among the siblings (with PHONE: an HLR record)
     REFERENCE = 8192  # the object is an order, invoice, card...: its `number` is not a phone
@@ -442,6 +473,7 @@ class Ctx:
     DIAL_CODE = 32768  # a country-calling-code key is among the siblings (a split number?)
     TOP = 65536  # a top-level field of a body, form or query: where APIs take credentials
     ROOT = 131072  # the body's own top-level object (its fields get TOP)
+    INFRA = 262144  # a DNS record, a CDN origin, a backend: its values are a server's, not judged
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -488,6 +520,10 @@ for _words, _flag in (
     ),
     ("error errors status meta metadata exception fault result", Ctx.ERROR),
     ("sender senders sender_info", Ctx.SENDER),
+    (
+        "origins origin_server origin_servers backends dns_record dns_records",
+        Ctx.INFRA | Ctx.NOT_PERSON,
+    ),
 ):
     for _w in _words.split():
         PARENT_FLAGS[_w.replace("_", "")] = PARENT_FLAGS.get(_w.replace("_", ""), Ctx.NONE) | _flag
@@ -617,11 +653,23 @@ def _token_rule(tokens: tuple[str, ...], squashed: str) -> str | None:
             return Rule.EMAIL
         if "name" in token_set:
             return Rule.NAME
+        if token_set & AD_ID_TOKENS or "advertising" in token_set:
+            return Rule.AD_ID
         return Rule.NEGATIVE
     if token_set & _SECRET_TOKENS and not token_set & _SECRET_VETO:
         return Rule.SECRET
+    if token_set & _OPT_TOKENS and token_set & (_PHONE_TOKENS | _NUMBER_TOKENS):
+        return Rule.CONSENT_PHONE
     if "sms" in token_set and token_set & _CONSENT_TOKENS:
         return Rule.CONSENT
+    if "tcpa" in token_set or (token_set & _TEXT_TOKENS and token_set & _TEXT_CONSENT_TOKENS):
+        return Rule.CONSENT
+    if token_set & AD_ID_TOKENS or (
+        "advertising" in token_set
+        and token_set & {"id", "identifier"}
+        and token_set <= _AD_ID_WORDS
+    ):
+        return Rule.AD_ID
     if token_set & _PHONE_TOKENS:
         if token_set & _VALIDITY_TOKENS:
             return Rule.VALIDITY
@@ -703,9 +751,20 @@ def header_key_info(name: str) -> KeyInfo:
 def sibling_context(keys: tuple[str, ...]) -> int:
     """Context flags an object gets from its own keys (cached on the key tuple)."""
     flags = Ctx.NONE
+    squashed = set()
     for key in keys:
-        flags |= key_info(key).sibling_flags
+        info = key_info(key)
+        flags |= info.sibling_flags
+        squashed.add(info.squashed)
+    if squashed >= _DNS_RECORD_KEYS and squashed & _DNS_RECORD_DATA:
+        # `{"type": "A", "name": ..., "content": "118.200.45.17", "ttl": 300}`: its address is
+        # a server's, and its `content` (a TXT record's text) no message (what ERROR says).
+        flags |= Ctx.INFRA | Ctx.ERROR
     return flags
+
+
+_DNS_RECORD_KEYS = frozenset({"type", "ttl"})
+_DNS_RECORD_DATA = frozenset({"content", "data", "rdata", "value", "values", "address"})
 
 
 # Sticky flags flow from an ancestor to every descendant; the others apply one level down.

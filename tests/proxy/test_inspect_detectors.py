@@ -11,6 +11,9 @@ from proxy.inspect.categories import EMITTED
 from sharewall.taxonomy import load_taxonomy
 
 ICCID = "896501234567890123" + luhn.calc_check_digit("896501234567890123")
+AD_ID = "9c9a82fb-d5de-4cd1-90c3-527441c11828"
+ZERO_AD_ID = "00000000-0000-0000-0000-000000000000"
+SHA = "fd38d3edfeb70b7fb09e74e269d27f6fb24d5c75799b7e3d85604a5965a6623f"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 
 
@@ -305,6 +308,97 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
         ),
         pytest.param(
             {"token_type": "bearer", "expires_in": 3600}, set(), id="trap: oauth metadata"
+        ),
+        # mobile advertising ids (IDFA, GAID/AAID, Meta's madid): mobile.device_id
+        pytest.param({"advertising_id": AD_ID}, {"mobile.device_id"}, id="ad id: GAID"),
+        pytest.param({"idfa": AD_ID.upper()}, {"mobile.device_id"}, id="ad id: IDFA"),
+        pytest.param(
+            {"context": {"device": {"advertisingId": AD_ID, "id": AD_ID}}},
+            {"mobile.device_id"},
+            id="ad id: Segment advertisingId, not device.id",
+        ),
+        pytest.param({"user_data": {"madid": AD_ID}}, {"mobile.device_id"}, id="ad id: madid"),
+        pytest.param({"hashed_maids": [SHA]}, {"mobile.device_id"}, id="ad id: hashed"),
+        pytest.param({"idfa": ZERO_AD_ID}, set(), id="trap: all-zero IDFA (limited tracking)"),
+        pytest.param({"adid": "2f7c5e1d0b9a48f7a6c5d4e3f2a1b0c9"}, set(), id="trap: Adjust adid"),
+        pytest.param(
+            {"advertising_campaign_id": AD_ID}, set(), id="trap: a campaign's id, not a device's"
+        ),
+        # identifier types named beside the identifiers (hashes carry no shape of their own)
+        pytest.param(
+            {
+                "payload": {
+                    "schema": ["EMAIL_SHA256", "PHONE_SHA256", "DOBY"],
+                    "data": [[SHA, SHA, SHA]],
+                }
+            },
+            {"contact.email", "contact.phone_number"},
+            id="id type: Custom Audience schema columns",
+        ),
+        pytest.param(
+            {"idType": "SHA256_EMAIL", "idValue": SHA}, {"contact.email"}, id="id type: LinkedIn"
+        ),
+        pytest.param({"idType": "ACXIOM_ID", "idValue": "A1B2C3"}, set(), id="trap: id type"),
+        pytest.param(
+            {"schema": {"type": "object", "properties": {"email": {"type": "string"}}}},
+            set(),
+            id="trap: a JSON schema",
+        ),
+        # SMS consent: TCPA consent, texting opt-ins, opted-out numbers, opt-in operations
+        pytest.param({"tcpa_consent": True}, {"mobile.sms_consent"}, id="consent: tcpa flag"),
+        pytest.param({"text_opt_in": False}, {"mobile.sms_consent"}, id="consent: text opt-in"),
+        pytest.param({"marketing_text": "50% off all plans"}, set(), id="trap: marketing text"),
+        pytest.param(
+            {"OptedOutNumber": "+6591234567"},
+            {"contact.phone_number", "mobile.sms_consent"},
+            id="consent: an opted-out number",
+        ),
+        pytest.param({"whatsapp_opt_in": True}, {"mobile.sms_consent"}, id="consent: bool opt-in"),
+        pytest.param(
+            {"Action": "OptInPhoneNumber", "phoneNumber": "+6591234567"},
+            {"contact.phone_number", "mobile.sms_consent"},
+            id="consent: an opt-in operation on a number",
+        ),
+        pytest.param(
+            {"action": "opt_in", "email": "mei@example.com"},
+            {"contact.email"},
+            id="trap: an e-mail list's opt-in",
+        ),
+        pytest.param({"action": "send_sms"}, set(), id="trap: another operation"),
+        # Mailchimp merge tags, OneSignal's contents by language
+        pytest.param(
+            {"merge_fields": {"FNAME": "Mei", "LNAME": "Tan"}},
+            {"contact.name"},
+            id="name: Mailchimp merge tags",
+        ),
+        pytest.param(
+            {"contents": {"en": "Your parcel arrives today"}}, {"comms.content"}, id="contents"
+        ),
+        # servers' addresses: DNS records, CDN origins
+        pytest.param(
+            {"type": "A", "name": "api.qwiqi.example", "content": "93.184.216.34", "ttl": 300},
+            set(),
+            id="trap: a DNS record's address",
+        ),
+        pytest.param(
+            {
+                "type": "TXT",
+                "name": "qwiqi.example",
+                "content": "v=spf1 ip4:93.184.216.0/24 ~all",
+                "ttl": 300,
+            },
+            set(),
+            id="trap: a DNS TXT record",
+        ),
+        pytest.param(
+            {"origins": [{"name": "sg-1", "address": "93.184.216.34"}], "monitor": "m1"},
+            set(),
+            id="trap: CDN origin servers",
+        ),
+        pytest.param(
+            {"mode": "block", "configuration": {"target": "ip", "value": "93.184.216.34"}},
+            {"network.ip_address"},
+            id="ip: a firewall rule's address is a client's",
         ),
     ],
 )
