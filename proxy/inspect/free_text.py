@@ -12,7 +12,13 @@ from proxy.inspect.credentials import may_hold_secret, secret_kind
 from proxy.inspect.encoded import JWT_SHAPE, strip_invisible
 from proxy.inspect.identifiers import EMAIL_RE, is_card_number, is_iban, is_iccid, is_us_ssn
 from proxy.inspect.network import IPV4_RE, is_public_ip
-from proxy.inspect.phone import ascii_digits, compact, is_valid_international, is_valid_national
+from proxy.inspect.phone import (
+    ascii_digits,
+    compact,
+    is_possible_international,
+    is_valid_international,
+    is_valid_national,
+)
 from proxy.inspect.scan import Scan
 
 # One cheap pass finds "numeric tokens" (digits with separators, maybe a leading plus); each is
@@ -102,8 +108,9 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
             continue  # inside a word or an id (`INV-2024…`, `a1b2…`)
         token = match.group()
         if token[0] in "+\uff0b":
+            # A `+` says it is a number: a possible one counts (`+1 555 867 5310`).
             number = compact(token)
-            if is_valid_international(number[1:]):
+            if is_valid_international(number[1:]) or is_possible_international(number[1:]):
                 scan.add(cat.PHONE, location, "phone")
             continue
         if token[:2] == "00" and token[2:3] != "0" and _is_dialled_international(value, match):

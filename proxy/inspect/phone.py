@@ -183,6 +183,31 @@ def is_valid_international(digits: str) -> bool:
     return pattern is not None and pattern.fullmatch(digits[size:]) is not None
 
 
+@cache
+def _possible_lengths(code: int) -> frozenset[int]:
+    return frozenset().union(*(plan.lengths for plan in _country_plans(code)))
+
+
+def is_possible_international(digits: str) -> bool:
+    """True when `digits` has the shape of a number of its country code: a national number of a
+    length the country's plan allows, valid or not.
+
+    For a number that says it is one (`+…`, or under a phone key): reserved and fictional
+    ranges are still numbers, and they are the ones API documentation uses (`+1 555 867 5310`,
+    Ofcom's drama range `+44 7700 900000`). In the North American plan the area code and the
+    exchange cannot start with 0 or 1.
+    """
+    if not 8 <= len(digits) <= 15 or not digits.isdecimal():
+        return False
+    size, _ = _prefix_entry(digits[:3])
+    if not size:
+        return False
+    code, national = int(digits[:size]), digits[size:]
+    if len(national) not in _possible_lengths(code):
+        return False
+    return code != 1 or (national[0] not in "01" and national[3] not in "01")
+
+
 def is_valid_compact(value: str) -> bool:
     """A valid number written `+` and ASCII digits (how APIs send them): the walker's fast path.
 
@@ -214,7 +239,9 @@ def is_phone_value(value: str, regions: Sequence[str], *, keyed: bool) -> bool:
 
     `keyed=False` (a value under an unrelated key) accepts only explicit international numbers
     (`+…`, `00…`, `tel:+…`). `keyed=True` (under a phone-like key) also accepts national numbers in
-    `regions` and international numbers written without their `+` (MessageBird, Vonage).
+    `regions` and international numbers written without their `+` (MessageBird, Vonage), and
+    numbers that are possible but not valid (documentation's `+1 555` numbers): of 11 digits at
+    least without a `+`.
     """
     if not value or len(value) > 40:
         return False
@@ -223,12 +250,17 @@ def is_phone_value(value: str, regions: Sequence[str], *, keyed: bool) -> bool:
     else:
         number = compact(value)
     if number.startswith("+"):
-        return is_valid_international(number[1:])
+        digits = number[1:]
+        return is_valid_international(digits) or (keyed and is_possible_international(digits))
     if not keyed or not number.isdecimal() or len(number) < 6:
         return False
     if any(is_valid_national(number, region) for region in regions):
         return True
-    return len(number) >= 10 and is_valid_international(number)
+    if len(number) < 10:
+        return False
+    return is_valid_international(number) or (
+        len(number) >= 11 and is_possible_international(number)
+    )
 
 
 def is_phone_int(value: int, regions: Sequence[str]) -> bool:

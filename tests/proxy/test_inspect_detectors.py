@@ -58,6 +58,16 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             {"note": "91234567"}, set(), id="trap: national digits under an unrelated key"
         ),
         pytest.param({"to": "+1234567890"}, set(), id="trap: plus but not a valid number"),
+        # documentation's numbers: reserved or fictional, but numbers (possible, not valid)
+        pytest.param({"to": "+15558675310"}, {"contact.phone_number"}, id="phone: +1 555 (docs)"),
+        pytest.param({"to": "447700900000"}, {"contact.phone_number"}, id="phone: Ofcom drama"),
+        pytest.param(
+            {"comment": "Customer at +1 555 867 5310 reports no OTP"},
+            {"contact.phone_number"},
+            id="phone: a possible number with its + in text",
+        ),
+        pytest.param({"to": "+11234567890"}, set(), id="trap: NANP area code starting 1"),
+        pytest.param({"ref": "15558675310"}, set(), id="trap: possible digits, no key, no +"),
         pytest.param({"to": "InfoSMS"}, set(), id="trap: alphanumeric sender id"),
         pytest.param(
             {"text": "Meeting on 2024-01-15 at 10:30, order 20240115"},
@@ -404,6 +414,15 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
 )
 def test_detectors(doc, expected):
     assert categories_of(doc) == expected
+
+
+def test_a_documentation_number_in_a_lookup_path_is_a_phone_number():
+    # `+1 555 867 5310` is no valid number, but a lookup path's segment says it is one.
+    url = "https://lookups.twilio.com/v2/PhoneNumbers/+15558675310?Fields=line_type_intelligence"
+    inspection = inspect_call("GET", url, {}, b"")
+    assert {(f.category, f.location) for f in inspection.findings} == {
+        ("contact.phone_number", "path:3")
+    }
 
 
 def test_hlr_endpoint_makes_status_a_device_status():
