@@ -211,6 +211,8 @@ def _scan_str(scan: Scan, location: str, rule: str | None, value: str, ctx: int)
 def _scan_generic(scan: Scan, location: str, value: str, *, is_text: bool) -> None:
     # Any value the key's rule did not settle: identifiers anywhere in it, or a bare IPv6.
     _scan_long_or_short(scan, location, value, is_text=is_text)
+    if "<" in value and "@" in value and not is_text and len(value) <= 1024:
+        _display_names(scan, location, value)
     if value.count(":") >= 2 and "/" not in value and len(value) <= 45 and is_public_ip(value):
         scan.add(cat.IP_ADDRESS, location, "ip")
 
@@ -268,6 +270,53 @@ def _name(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     elif _looks_like_name(value):
         scan.add(cat.NAME, location, "key:name")
     return True
+
+
+# `Mei Tan <mei.tan@example.com>`, `"Tan, Mei" <…>`: an e-mail address with its display name.
+_NAMED_ADDRESS = re.compile(r'\s*"?([^"<>@]{1,64}?)"?\s*<([^<>\s]+@[^<>\s]+)>\s*')
+# Words of a mailbox's, not a person's, display name (`QWIQI Billing`, `Acme Support`).
+_ROLE_WORDS = frozenset(
+    [
+        "alerts",
+        "billing",
+        "care",
+        "customer",
+        "help",
+        "helpdesk",
+        "info",
+        "invoices",
+        "marketing",
+        "news",
+        "newsletter",
+        "noc",
+        "no-reply",
+        "noreply",
+        "notifications",
+        "ops",
+        "orders",
+        "sales",
+        "security",
+        "service",
+        "support",
+        "team",
+    ]
+)
+
+
+def _display_names(scan: Scan, location: str, value: str) -> None:
+    # The e-mail itself was found by the text scan; the name beside it is a person's when it
+    # reads as one (`_looks_like_person_name`) and names no mailbox's role.
+    for part in value.split(">"):
+        match = _NAMED_ADDRESS.fullmatch(part.lstrip(", ;") + ">") if "<" in part else None
+        if match is None or not is_email(match[2]):
+            continue
+        name = match[1].strip()
+        words = name.replace(",", " ").split()
+        if _looks_like_person_name(" ".join(words)) and not any(
+            w.lower() in _ROLE_WORDS or w.isupper() for w in words
+        ):
+            scan.add(cat.NAME, location, "key:name")
+            return
 
 
 def _looks_like_sender_id(value: str) -> bool:

@@ -13,11 +13,16 @@ from proxy.inspect.scan import Scan
 from proxy.inspect.split import MAX_CODE_LENGTH, scan_split_numbers
 from proxy.inspect.walk import walk
 
-_SEGMENTS = re.compile(r"[^\[\]]+")
+_SEGMENTS = re.compile(r"[^\[\].]+")
+# Segments of the AWS query protocol that name no data, only the shape around it: its meaning
+# is the segment before (`Message.Body.Text.Data` is a message text, `Destination.ToAddresses.
+# member.1` a list of addresses, `MessageAttributes.entry.1.Value.StringValue` an attribute).
+_STRUCTURAL = frozenset({"member", "entry", "data", "value", "stringvalue"})
 
 
 def _segments(key: str) -> list[str]:
-    # `user[phone]` → ["user", "phone"]; `to[0]` → ["to", "0"]; `to[]` → ["to"].
+    # `user[phone]` → ["user", "phone"]; `to[0]` → ["to", "0"]; `to[]` → ["to"];
+    # `Message.Body.Text.Data` → ["Message", "Body", "Text", "Data"].
     return _SEGMENTS.findall(key) or [key]
 
 
@@ -34,6 +39,8 @@ def _key_plan(key: str) -> _KeyPlan:
     if plan is not None:
         return plan
     named = [s for s in _segments(key) if not s.isdigit()]
+    while len(named) > 1 and named[-1].lower() in _STRUCTURAL:
+        named.pop()
     # A key that is itself an identifier is shown and classified as `*` (see keys.MASK).
     names = tuple(MASK if is_identifier_like(s) else s for s in named) or (MASK,)
     parent_flags = Ctx.NONE

@@ -384,6 +384,20 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
         pytest.param(
             {"contents": {"en": "Your parcel arrives today"}}, {"comms.content"}, id="contents"
         ),
+        # e-mail addresses with a display name
+        pytest.param(
+            {"To": '"Mei Tan" <mei.tan@example.com>'},
+            {"contact.email", "contact.name"},
+            id="name: an e-mail's display name",
+        ),
+        pytest.param(
+            {
+                "from": "QWIQI Billing <billing@qwiqi.example>",
+                "reply_to": "Acme Support <s@acme.example>",
+            },
+            {"contact.email"},
+            id="trap: a mailbox's display name",
+        ),
         # servers' addresses: DNS records, CDN origins
         pytest.param(
             {"type": "A", "name": "api.qwiqi.example", "content": "93.184.216.34", "ttl": 300},

@@ -65,6 +65,23 @@ def found(url: str, headers=(), body: bytes = b"", method: str = "POST") -> set:
             set(),
             id="trap: order id, amount, timestamp",
         ),
+        pytest.param(
+            b"Action=SendEmail&Destination.ToAddresses.member.1=Mei+Tan+%3Cmei.tan%40example.com%3E"
+            b"&Message.Subject.Data=Invoice&Message.Body.Text.Data=Hi+Mei%2C+your+invoice+is+ready.",
+            {
+                ("contact.email", "form:Destination.ToAddresses.member.1"),
+                ("contact.name", "form:Destination.ToAddresses.member.1"),
+                ("comms.content", "form:Message.Body.Text.Data"),
+            },
+            id="aws query protocol: dotted keys mean their segment before Data/member/N",
+        ),
+        pytest.param(
+            b"Action=SetSMSAttributes&attributes.entry.1.key=DefaultSenderID"
+            b"&attributes.entry.1.value=QWIQI&attributes.entry.2.key=MonthlySpendLimit"
+            b"&attributes.entry.2.value=500",
+            set(),
+            id="trap: aws query protocol attributes",
+        ),
     ],
 )
 def test_form_bodies(body, expected):
