@@ -161,6 +161,9 @@ def judge_str(
     The caller has applied the key-only rules; `memo_key` is None for a value too long to keep.
     This is `_scan_str` with its rule lookup inlined: it runs for every new value of a batch.
     """
+    # A value judged inside another's judgement (a URL's query, a JWT's claims) records into
+    # its own memo entry and into the enclosing one, which it puts back.
+    enclosing = scan.recording
     if memo_key is not None:
         recording: list[tuple[str, str]] = []
         scan.recording = recording
@@ -177,7 +180,9 @@ def judge_str(
         if not checked and (len(value) >= 7 or "@" in value):
             _scan_generic(scan, location, value, is_text=rule == Rule.CONTENT)
     if memo_key is not None:
-        scan.recording = None
+        scan.recording = enclosing
+        if enclosing is not None:
+            enclosing.extend(recording)
         memo = scan.memo
         if len(memo) < _MEMO_MAX_ENTRIES:
             memo[memo_key] = tuple(recording)
@@ -522,6 +527,18 @@ def _secret(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     return True
 
 
+def _url(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
+    # A callback or a link: its host is a server, its query and path may name a customer
+    # (`…/status?msisdn=6591234567`), percent-encoded where a text scan cannot read them.
+    head = value[:8].lower()
+    if not (head.startswith("http://") or head == "https://"):
+        return False
+    from proxy.inspect.query import scan_url_value  # query → form → walk → here
+
+    scan_url_value(scan, location, value, ctx)
+    return True
+
+
 def _ad_id(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
     # A campaign's or an account's id under a look-alike key is no UUID; an all-zero one names
     # no device (limited ad tracking). Pinterest's `hashed_maids`, Snap's hashed id: SHA-256.
@@ -613,6 +630,7 @@ _STR_RULES: dict[str, Callable[[Scan, str, str, str, int], bool]] = {
     Rule.ID_TYPE: _id_type,
     Rule.CONSENT_PHONE: _consent_phone,
     Rule.ACTION: _action,
+    Rule.URL: _url,
 }
 
 

@@ -68,7 +68,7 @@ _WORD_BEFORE = re.compile(r"(#|\w+)\W{0,3}$")
 _DATE_LIKE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _MAX_NATIONAL = 32
 # `icon@2x.png` is an image, not an address.
-_FILE_SUFFIXES = frozenset(
+FILE_SUFFIXES = frozenset(
     ["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "pdf", "mp3", "mp4", "wav"]
 )
 _KEEP_DIGITS = str.maketrans("", "", " \u00a0().-\u2010\u2011\u2012\u2013\u2014")
@@ -90,7 +90,7 @@ def scan_string(scan: Scan, location: str, value: str, *, is_text: bool) -> None
         return
     if not value.isascii():
         value = strip_invisible(value)
-    if "@" in value and any(m[1].lower() not in _FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):
+    if "@" in value and any(m[1].lower() not in FILE_SUFFIXES for m in EMAIL_RE.finditer(value)):
         scan.add(cat.EMAIL, location, "email")
     if may_hold_secret(value):
         kind = secret_kind(value)

@@ -63,6 +63,7 @@ class Rule:
     ID_TYPE = "id_type"  # `schema`, `idType`: names the kind of the identifiers sent beside it
     CONSENT_PHONE = "consent_phone"  # `OptedOutNumber`: a number that is an opt-in/out record
     ACTION = "action"  # `Action=OptInPhoneNumber`: an operation that records SMS consent
+    URL = "url"  # `StatusCallback`, `VoiceUrl`, `link`: a URL whose query and path are judged
 
 
 def _table(*groups: tuple[str, str]) -> dict[str, str]:
@@ -416,6 +417,8 @@ _VALIDITY_TOKENS = frozenset({"type", "status", "valid", "validity"})
 _HASH_TOKENS = frozenset({"hashed", "sha256", "hash"})
 _SECRET_TOKENS = frozenset({"password", "passwd", "secret", "passphrase"})
 _SECRET_VETO = frozenset({"at", "expires", "expiry", "name", "id", "type", "hint", "policy"})
+# The last word of a key whose value is a URL (`StatusCallback`, `VoiceUrl`, `redirect_uri`).
+_URL_WORDS = frozenset({"url", "urls", "uri", "link", "href", "callback", "webhook"})
 # Tokens of a mobile advertising id (`device_idfa`, `hashedMaids`, `advertisingId`).
 AD_ID_TOKENS = frozenset({"idfa", "gaid", "aaid", "oaid", "madid", "maid", "maids", "ifa", "aifa"})
 # All the words of an advertising id's key (`googleAdvertisingId`, not `advertising_campaign_id`).
@@ -644,6 +647,8 @@ def normalise_key(key: str) -> tuple[str, ...]:
 
 def _token_rule(tokens: tuple[str, ...], squashed: str) -> str | None:
     token_set = frozenset(tokens)
+    if tokens and tokens[-1] in _URL_WORDS:
+        return Rule.URL  # our webhook's address, but its query may name a customer
     if token_set & INFRASTRUCTURE_TOKENS:
         return Rule.NEGATIVE
     if token_set & _HASH_TOKENS:

@@ -9,8 +9,11 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from proxy.inspect import categories as cat
+from proxy.inspect.encoded import enter_layer
 from proxy.inspect.form import parse_pairs, scan_pairs
+from proxy.inspect.free_text import FILE_SUFFIXES
 from proxy.inspect.identifiers import is_email
+from proxy.inspect.keys import Ctx
 from proxy.inspect.network import is_public_ip
 from proxy.inspect.phone import is_phone_value
 from proxy.inspect.scan import Scan
@@ -133,12 +136,35 @@ def path_verdicts(
                 segment, regions, keyed=_word(previous) in _PHONE_PATH_PARENTS
             ):
                 verdict = (cat.PHONE, f"path:{position}", "phone")
-            elif "@" in segment and is_email(segment):
+            elif (
+                "@" in segment
+                and is_email(segment)
+                and segment.rpartition(".")[2].lower() not in FILE_SUFFIXES  # `icon@2x.png`
+            ):
                 verdict = (cat.EMAIL, f"path:{position}", "email")
             elif (segment[:1].isdigit() or ":" in segment) and is_public_ip(segment):
                 verdict = (cat.IP_ADDRESS, f"path:{position}", "ip")
         yield verdict
         previous = segment
+
+
+def scan_url_value(scan: Scan, location: str, url: str, ctx: int) -> None:
+    """A URL sent as a field's value (a status callback, a link): its query fields and path
+    segments, located under the field (`form:StatusCallback>query:msisdn`, `…>path:3`)."""
+    if not enter_layer(scan):
+        return
+    try:
+        query, segments = split_url(url)
+        if query:
+            # Undone by the field's own encoding, a `+` here is a number's, not a space.
+            pairs = parse_pairs(query.replace("+", "%2B"), scan)
+            scan_pairs(scan, pairs, f"{location}>query", ctx & ~Ctx.TOP)
+        for verdict in path_verdicts(segments, scan.regions):
+            if verdict is not None:
+                category, where, detector = verdict
+                scan.add(category, f"{location}>{where}", detector)
+    finally:
+        scan.layers -= 1
 
 
 def scan_url(scan: Scan, plan: UrlPlan, ctx: int) -> None:

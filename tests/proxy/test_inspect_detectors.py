@@ -384,6 +384,22 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
         pytest.param(
             {"contents": {"en": "Your parcel arrives today"}}, {"comms.content"}, id="contents"
         ),
+        # URLs sent as values: their query and path are read (the host is a server)
+        pytest.param(
+            {"StatusCallback": "https://hooks.qwiqi.example/sms/status?msisdn=6591234567"},
+            {"contact.phone_number"},
+            id="url: a number in a callback's query",
+        ),
+        pytest.param(
+            {"notifyUrl": "https://hooks.qwiqi.example/dlr?to=%2B6591234567&e=mei%40example.com"},
+            {"contact.phone_number", "contact.email"},
+            id="url: percent-encoded number and e-mail in a link's query",
+        ),
+        pytest.param(
+            {"webhook": "https://93.184.216.34:8443/hooks/sms?tenant=sg-1&id=4402918833"},
+            set(),
+            id="trap: a webhook on our server's address, ids in its query",
+        ),
         # e-mail addresses with a display name
         pytest.param(
             {"To": '"Mei Tan" <mei.tan@example.com>'},
@@ -437,6 +453,24 @@ def test_a_documentation_number_in_a_lookup_path_is_a_phone_number():
     assert {(f.category, f.location) for f in inspection.findings} == {
         ("contact.phone_number", "path:3")
     }
+
+
+def test_a_callback_repeated_in_a_batch_is_found_at_each_element():
+    # The second element's callback is answered from the call's memo of the first: what was
+    # found inside the URL (its query) must be remembered with it.
+    callback = "https://hooks.qwiqi.example/sms/status?msisdn=6591234567"
+    batch = [{"text": "Hi", "callback": callback}, {"text": "Hi", "callback": callback}]
+    inspection = inspect_call(
+        "POST",
+        "https://api.example.com/v1/x",
+        {"Content-Type": "application/json"},
+        orjson.dumps(batch),
+    )
+    phones = [f.location for f in inspection.findings if f.category == "contact.phone_number"]
+    assert [any(loc.startswith(f"json:$[{i}].callback") for loc in phones) for i in (0, 1)] == [
+        True,
+        True,
+    ]
 
 
 def test_hlr_endpoint_makes_status_a_device_status():
