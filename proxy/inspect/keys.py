@@ -182,7 +182,7 @@ EXACT_RULES: dict[str, str] = _table(
         "consent_source consent_status subscribed subscription_status subscription_state "
         "subscription_groups unsubscribed marketing_consent",
     ),
-    (Rule.KEYWORD, "keyword opt_in_keyword sms_keyword"),
+    (Rule.KEYWORD, "keyword opt_in_keyword sms_keyword opt_out_type"),  # Twilio `OptOutType`
     (
         Rule.CONSENT_PHONE,
         "opted_out_number opted_in_number opt_out_number opt_in_number opted_out_phone_number "

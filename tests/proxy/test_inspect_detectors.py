@@ -375,6 +375,12 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             id="trap: an e-mail list's opt-in",
         ),
         pytest.param({"action": "send_sms"}, set(), id="trap: another operation"),
+        pytest.param(
+            {"From": "+6591234567", "Body": "STOP", "OptOutType": "STOP"},
+            {"contact.phone_number", "comms.content", "mobile.sms_consent"},
+            id="consent: a forwarded inbound STOP (Twilio OptOutType)",
+        ),
+        pytest.param({"OptOutType": "HELP"}, set(), id="trap: HELP is no opt-out"),
         # Mailchimp merge tags, OneSignal's contents by language
         pytest.param(
             {"merge_fields": {"FNAME": "Mei", "LNAME": "Tan"}},
