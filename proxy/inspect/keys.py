@@ -193,7 +193,7 @@ EXACT_RULES: dict[str, str] = _table(
         Rule.AD_ID,
         "idfa gaid aaid oaid adid gps_adid advertising_id advertising_identifier mobile_ad_id "
         "mobile_advertising_id google_advertising_id android_advertising_id madid maid maids ifa "
-        "aifa amazon_aid fire_adid hashed_maids hashed_maid hashed_mobile_ad_id",
+        "aifa amazon_aid fire_adid hashed_maids hashed_maid hashed_mobile_ad_id mobile_id",
     ),
     # Meta Custom Audiences' `schema` (`EMAIL_SHA256`, ...), LinkedIn's `idType` (`SHA256_EMAIL`).
     (Rule.ID_TYPE, "schema id_type identifier_type user_id_type"),

@@ -328,6 +328,11 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             id="ad id: Segment advertisingId, not device.id",
         ),
         pytest.param({"user_data": {"madid": AD_ID}}, {"mobile.device_id"}, id="ad id: madid"),
+        pytest.param(
+            {"userIdentifiers": [{"mobileId": AD_ID}]},
+            {"mobile.device_id"},
+            id="ad id: Google Ads customer match mobileId",
+        ),
         pytest.param({"hashed_maids": [SHA]}, {"mobile.device_id"}, id="ad id: hashed"),
         pytest.param({"idfa": ZERO_AD_ID}, set(), id="trap: all-zero IDFA (limited tracking)"),
         pytest.param({"adid": "2f7c5e1d0b9a48f7a6c5d4e3f2a1b0c9"}, set(), id="trap: Adjust adid"),
