@@ -52,6 +52,7 @@ CONTAINER_RULES = KEY_ONLY_RULES | {Rule.CONTENT}
 # Per-call memo of judged string values (it dies with the call's Scan).
 MEMO_MAX_LENGTH = 512
 _MEMO_MAX_ENTRIES = 4096
+_INFRA = Ctx.INFRA  # read by judge_str for every value it judges
 _COORD_PAIR = re.compile(r"\s*(-?\d{1,3}\.\d+)\s*[,; ]\s*(-?\d{1,3}\.\d+)\s*")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 
@@ -167,7 +168,7 @@ def judge_str(
     if memo_key is not None:
         recording: list[tuple[str, str]] = []
         scan.recording = recording
-    if ctx & Ctx.INFRA:
+    if ctx & _INFRA:
         pass  # a DNS record's or a CDN origin's address and data: a server's, not a person's
     else:
         checked = False
