@@ -225,7 +225,7 @@ EXACT_RULES: dict[str, str] = _table(
         Rule.CONTENT,
         "body text message content msg sms_text sms_body message_body message_text transcript "
         "transcription voicemail caption html html_body text_body plain_text html_content "
-        "text_content short_message message_payload contents",
+        "text_content short_message message_payload contents twiml ssml",
     ),
     (Rule.GRAPHQL, "query"),
     (

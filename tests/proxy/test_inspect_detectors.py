@@ -395,6 +395,11 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
         pytest.param(
             {"contents": {"en": "Your parcel arrives today"}}, {"comms.content"}, id="contents"
         ),
+        pytest.param(
+            {"Twiml": "<Response><Say>Your code is 4 8 2 9 1 3</Say></Response>"},
+            {"comms.content"},
+            id="content: TwiML a call speaks",
+        ),
         # URLs sent as values: their query and path are read (the host is a server)
         pytest.param(
             {"StatusCallback": "https://hooks.qwiqi.example/sms/status?msisdn=6591234567"},
