@@ -84,7 +84,7 @@ EXACT_RULES: dict[str, str] = _table(
         "called_number calling_number originator source_addr destination_addr dest_addr a_number "
         "b_number contact_number whatsapp_number to_number from_number msisdns phones phone_numbers "
         "ani dnis home_phone work_phone landline fax customer_phone user_phone sms_number mdn "
-        "subscriber_number ph",
+        "subscriber_number ph wa_id",  # WhatsApp's wa_id is the number
     ),
     (
         Rule.EMAIL,

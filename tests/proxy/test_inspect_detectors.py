@@ -67,6 +67,11 @@ def categories_of(doc: dict, url: str = "https://api.example.com/v1/x") -> set[s
             id="phone: a possible number with its + in text",
         ),
         pytest.param({"to": "+11234567890"}, set(), id="trap: NANP area code starting 1"),
+        pytest.param(
+            {"contacts": [{"profile": {"name": "Mei Tan"}, "wa_id": "6591234567"}]},
+            {"contact.phone_number", "contact.name"},
+            id="phone: WhatsApp wa_id",
+        ),
         pytest.param({"ref": "15558675310"}, set(), id="trap: possible digits, no key, no +"),
         pytest.param({"to": "InfoSMS"}, set(), id="trap: alphanumeric sender id"),
         pytest.param(
