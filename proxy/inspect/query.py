@@ -150,16 +150,24 @@ def path_verdicts(
 
 def scan_url_value(scan: Scan, location: str, url: str, ctx: int) -> None:
     """A URL sent as a field's value (a status callback, a link): its query fields and path
-    segments, located under the field (`form:StatusCallback>query:msisdn`, `…>path:3`)."""
+    segments, located under the field (`form:StatusCallback>query:msisdn`, `…>path:3`).
+
+    Its path is judged through `url_plan` (a callback's path, the same call after call, is
+    judged once); its query, which may hold anything, every time.
+    """
     if not enter_layer(scan):
         return
     try:
-        query, segments = split_url(url)
+        base, _, query = url.partition("#")[0].partition("?")
         if query:
             # Undone by the field's own encoding, a `+` here is a number's, not a space.
             pairs = parse_pairs(query.replace("+", "%2B"), scan)
             scan_pairs(scan, pairs, f"{location}>query", ctx & ~Ctx.TOP)
-        for verdict in path_verdicts(segments, scan.regions):
+        plan = url_plan(base, scan.regions)
+        verdicts = plan.verdicts
+        for verdict in (
+            verdicts if verdicts is not None else path_verdicts(plan.segments, scan.regions)
+        ):
             if verdict is not None:
                 category, where, detector = verdict
                 scan.add(category, f"{location}>{where}", detector)
