@@ -32,10 +32,13 @@ import contextlib
 import errno
 import fcntl
 import os
+import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -113,6 +116,96 @@ def read_segment(path: Path) -> Segment:
     return segment
 
 
+T = TypeVar("T")
+
+
+class _Wakeup:
+    """What the writer task waits for (an `asyncio.Event` for one waiter), with a timeout.
+
+    `asyncio.wait_for(event.wait(), timeout)` makes a task and a waiter and, when it times
+    out, a cancellation and its exception: ~80k instructions, once or twice per batch. Here
+    one future and one timer (~16k), and a timeout is no exception.
+    """
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._waiter is not None:
+            _release(self._waiter)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self, seconds: float | None) -> None:
+        """Return once set, or after `seconds` (None: no limit), whichever comes first."""
+        if self._set:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _release, waiter) if seconds is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _FileThread:
+    """The one thread that does the spool's file work, in order: `await run(fn, *args)`.
+
+    `asyncio.to_thread` per batch costs ~128k instructions (a context copy, the executor's
+    `concurrent.futures.Future` chained to an asyncio one); a queue to a thread of the spool's
+    own and the answer posted back to the loop, ~17k.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="sharewall-spool", daemon=True)
+        self._thread.start()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the thread; its result, or what it raised."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, answer, fn, args))
+        return await answer
+
+    def stop(self) -> None:
+        """The thread ends after the jobs queued before (it is never waited for)."""
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while (job := jobs.get()) is not None:  # blocks without the GIL
+            loop, answer, fn, args = job
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the caller, whatever it is
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_answer, answer, result, error)
+
+
+def _answer(answer: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if answer.done():  # the caller was cancelled
+        return
+    if error is None:
+        answer.set_result(result)
+    else:
+        answer.set_exception(error)
+
+
 class Spool:
     """Append-only decision spool owned by one proxy; nothing here blocks the event loop."""
 
@@ -147,8 +240,9 @@ class Spool:
         self._problem: str | None = None
         self._pending: list[tuple[bytes, asyncio.Future[None] | None]] = []
         self._awaited = 0  # records in `_pending` that a caller waits for (`commit`)
-        self._wakeup = asyncio.Event()  # something is pending
-        self._urgent = asyncio.Event()  # a caller waits, or the spool closes: write soon
+        self._wakeup = _Wakeup()  # something is pending
+        self._urgent = _Wakeup()  # a caller waits, or the spool closes: write soon
+        self._files: _FileThread | None = None  # from start() to close()
         self._unsynced = False  # the open segment holds bytes written without an fsync
         self._task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
@@ -165,7 +259,13 @@ class Spool:
 
     async def start(self) -> None:
         """Lock the directory (`SpoolLocked` if taken), seal what a crash left open, start writing."""
-        await asyncio.to_thread(self._lock_and_recover)
+        self._files = _FileThread()
+        try:
+            await self._files.run(self._lock_and_recover)
+        except BaseException:
+            self._files.stop()
+            self._files = None
+            raise
         self._task = asyncio.create_task(self._run(), name="spool-writer")
 
     async def close(self) -> None:
@@ -181,7 +281,12 @@ class Spool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await asyncio.to_thread(self._close_files)
+        if self._files is not None:
+            try:
+                await self._files.run(self._close_files)
+            finally:
+                self._files.stop()
+                self._files = None
         if self._backlog:
             log.error(
                 "spool.backlog_lost", directory=str(self.directory), records=len(self._backlog)
@@ -231,23 +336,23 @@ class Spool:
     # -- the writer task ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        assert self._files is not None
+        files = self._files
         while True:
             if not self._pending:
                 if self._closing:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._idle_timeout())
+                await self._wakeup.wait(self._idle_timeout())
                 self._wakeup.clear()
                 if not self._pending:
-                    await asyncio.to_thread(self._tick)
+                    await files.run(self._tick)
                     self._requeue_backlog()
                     continue
             if not self._awaited and self.flush_interval > 0 and not self._closing:
                 # Nobody waits for these: gather what comes in the next `flush_interval` into
                 # one write (a commit, or closing, ends the wait).
                 self._urgent.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
+                await self._urgent.wait(self.flush_interval)
             if self._awaited and self.group_window > 0 and not self._closing:
                 # Let the calls of the next few milliseconds share this write and fsync.
                 await asyncio.sleep(self.group_window)
@@ -255,7 +360,7 @@ class Spool:
             batch, self._pending = self._pending, []
             sync, self._awaited = self._awaited > 0 or self._closing, 0
             try:
-                await asyncio.to_thread(self._write, [line for line, _ in batch], sync)
+                await files.run(self._write, [line for line, _ in batch], sync)
             except OSError as exc:
                 self._refuse(batch, exc)
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import orjson
 import pytest
@@ -146,6 +147,25 @@ async def test_a_second_spool_on_the_same_directory_is_refused(tmp_path):
     third = Spool(tmp_path)  # released on close (and by the kernel when a process dies)
     await third.start()
     await third.close()
+
+
+def _spool_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "sharewall-spool")
+
+
+async def test_the_spool_thread_lives_from_start_to_close(tmp_path):
+    # The spool writes in a thread of its own: none is left behind by a spool that closed or
+    # that could not start.
+    before = _spool_threads()
+    first = Spool(tmp_path)
+    await first.start()
+    assert _spool_threads() == before + 1
+    with pytest.raises(SpoolLocked):
+        await Spool(tmp_path).start()
+    first.append({"decision_id": "one"})
+    await first.close()
+    assert await _until(lambda: _spool_threads() == before, 5.0)
+    assert records_on_disk(tmp_path) == ["one"]
 
 
 async def test_a_full_disk_refuses_records_whole_and_recovers_when_space_returns(tmp_path):
