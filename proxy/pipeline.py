@@ -109,12 +109,16 @@ def _inspect_on_loop(ex: Exchange, limits: InspectionLimits) -> Inspection:
     """`inspect_exchange` for a body inspected on the event loop (up to INSPECT_IN_THREAD_BYTES):
     a plain call, which `decide_exchange` makes without awaiting a coroutine (~0.7k instructions)."""
     if not ex.inspected:
-        return Inspection()
+        return _NOT_INSPECTED
     # Arguments spelled out, not `*args`: a starred call builds a tuple and a dict.
     inspection = inspect_call(
         ex.method, ex.url, ex.headers, ex.body, limits=limits, body_truncated=ex.body_truncated
     )
     return _with_truncation(ex, inspection) if ex.body_truncated else inspection
+
+
+# What a spliced call's inspection is (an immutable value: one for all).
+_NOT_INSPECTED = Inspection()
 
 
 def _with_truncation(ex: Exchange, inspection: Inspection) -> Inspection:

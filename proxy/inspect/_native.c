@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 11
+#define NATIVE_VERSION 12
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -1369,11 +1369,12 @@ static PyObject *walk_object_impl(PyObject *scan, PyObject *node, PyObject *loca
     return result;
 }
 
-/* `scan._findings(found)`: a `Finding` per ((category, location), detector) of `found`, in its
-   order, made as that function makes them (allocated, then its three slots set). */
+/* `scan._findings(found)`: (a `Finding` per ((category, location), detector) of `found`, in its
+   order, made as that function makes them (allocated, then its three slots set); the frozenset
+   of their categories). */
 static PyObject *findings(PyObject *self, PyObject *found)
 {
-    PyObject *out, *key, *detector;
+    PyObject *out, *categories, *key, *detector, *result;
     Py_ssize_t pos = 0, index = 0;
     if (not_configured())
         return NULL;
@@ -1384,19 +1385,24 @@ static PyObject *findings(PyObject *self, PyObject *found)
     out = PyTuple_New(PyDict_GET_SIZE(found));
     if (out == NULL)
         return NULL;
+    categories = PyFrozenSet_New(NULL);
+    if (categories == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
     while (PyDict_Next(found, &pos, &key, &detector)) {
         PyObject *finding;
         if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2
             || index >= PyTuple_GET_SIZE(out)) {
             PyErr_SetString(PyExc_TypeError, "findings are {(category, location): detector}");
-            Py_DECREF(out);
-            return NULL;
+            goto fail;
         }
+        /* (filling a frozenset nobody else holds yet, as PySet_Add allows) */
+        if (PySet_Add(categories, PyTuple_GET_ITEM(key, 0)) < 0)
+            goto fail;
         finding = finding_type->tp_alloc(finding_type, 0);
-        if (finding == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
+        if (finding == NULL)
+            goto fail;
         *(PyObject **)((char *)finding + finding_category_offset) =
             Py_NewRef(PyTuple_GET_ITEM(key, 0));
         *(PyObject **)((char *)finding + finding_location_offset) =
@@ -1406,10 +1412,16 @@ static PyObject *findings(PyObject *self, PyObject *found)
     }
     if (index != PyTuple_GET_SIZE(out)) {
         PyErr_SetString(PyExc_RuntimeError, "findings changed while read");
-        Py_DECREF(out);
-        return NULL;
+        goto fail;
     }
-    return out;
+    result = PyTuple_Pack(2, out, categories);
+    Py_DECREF(out);
+    Py_DECREF(categories);
+    return result;
+fail:
+    Py_DECREF(out);
+    Py_DECREF(categories);
+    return NULL;
 }
 
 static PyObject *walk_object(PyObject *self, PyObject *const *args, Py_ssize_t nargs)

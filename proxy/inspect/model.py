@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 
 # The limits live with the settings (proxy/inspection_limits.py); importable from here too.
@@ -59,6 +59,12 @@ class Inspection:
 
     findings: tuple[Finding, ...] = ()
     problems: tuple[str, ...] = ()
+    # The findings' categories (the decision cache's key, the policy's input), read on every
+    # call: worked out when the inspection is made (`Scan.result` sets it with the findings).
+    categories: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "categories", frozenset(map(_CATEGORY, self.findings)))
 
     @property
     def complete(self) -> bool:
@@ -68,10 +74,6 @@ class Inspection:
     def fault(self) -> str | None:
         """`inspector_error` when a detector failed: a fault of ours (503), not a policy denial."""
         return INSPECTOR_ERROR if INSPECTOR_ERROR in self.problems else None
-
-    @property
-    def categories(self) -> frozenset[str]:
-        return frozenset(map(_CATEGORY, self.findings))  # no generator: ~1.6k instructions less
 
     def as_policy_input(self) -> dict[str, object]:
         return {"complete": self.complete, "problems": sorted(set(self.problems))}

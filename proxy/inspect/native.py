@@ -32,7 +32,7 @@ from proxy.inspect.model import Finding
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 11
+_VERSION = 12
 # scan.py's and walk.py's own functions, put back by `install(False)`.
 _PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
@@ -91,7 +91,7 @@ def _callbacks() -> dict[str, object]:
         "Scan": walk.Scan,
         # `is_valid_compact`'s table of country codes by first three digits.
         "PHONE_PREFIXES": phone._BY_PREFIX,
-        # `scan._findings` makes the `Finding`s of a call through their slots.
+        # `scan._findings` makes the `Finding`s of a call through their slots (and their categories).
         "Finding": Finding,
     }
 

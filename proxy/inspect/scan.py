@@ -126,7 +126,9 @@ class Scan:
         """The findings (in the order found) and problems as an `Inspection`."""
         # Built as `_findings` builds a `Finding` (the slots set directly): one per call.
         inspection = _new_finding(Inspection)
-        _set_findings(inspection, _findings(self._findings))
+        findings, categories = _findings(self._findings)
+        _set_findings(inspection, findings)
+        _set_categories(inspection, categories)
         _set_problems(inspection, tuple(self._problems))
         return inspection
 
@@ -156,9 +158,11 @@ _set_location = Finding.location.__set__  # type: ignore[attr-defined]
 _set_detector = Finding.detector.__set__  # type: ignore[attr-defined]
 _set_findings = Inspection.findings.__set__  # type: ignore[attr-defined]
 _set_problems = Inspection.problems.__set__  # type: ignore[attr-defined]
+_set_categories = Inspection.categories.__set__  # type: ignore[attr-defined]
 
 
-def _findings(found: dict[tuple[str, str], str]) -> tuple[Finding, ...]:
+def _findings(found: dict[tuple[str, str], str]) -> tuple[tuple[Finding, ...], frozenset[str]]:
+    """The `Finding`s of `found`, in its order, and their categories."""
     out = []
     append = out.append
     for (category, location), detector in found.items():
@@ -167,4 +171,4 @@ def _findings(found: dict[tuple[str, str], str]) -> tuple[Finding, ...]:
         _set_location(finding, location)
         _set_detector(finding, detector)
         append(finding)
-    return tuple(out)
+    return tuple(out), frozenset(category for category, _ in found)

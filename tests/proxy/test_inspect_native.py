@@ -202,6 +202,8 @@ def assert_same(fallback: Inspection, fast: Inspection, what: str) -> None:
     assert fast.findings == fallback.findings, what
     assert fast.problems == fallback.problems, what
     assert fast.complete == fallback.complete, what
+    # Gathered with the findings, in C or in Python: the categories of the findings.
+    assert fast.categories == fallback.categories == {f.category for f in fast.findings}, what
 
 
 @needs_native
