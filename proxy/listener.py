@@ -843,10 +843,13 @@ class ProxyServer:
                 conn.read_http_again()
                 tunnel = replace(tunnel, scheme="http")
             else:
+                # The parser is fresh before the handshake: asyncio's loop hands the app's first
+                # request, which may come with the handshake's end, to the protocol before
+                # start_tls returns (it went to the raw bytes after the CONNECT, and was lost).
+                conn.reset_parser()
                 await conn.writer.start_tls(
                     context, ssl_handshake_timeout=self.settings.header_timeout
                 )
-                conn.reset_parser()
         except (OSError, TimeoutError) as exc:
             self._tunnel_failed(ex, exc)  # the CONNECT was answered 200, then TLS failed
             return

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -35,12 +38,54 @@ def test_proxy_runs_and_intercepts_tls_on_the_chosen_loop(tmp_path, certs, upstr
             assert conn.getresponse().status == 200
         finally:
             conn.close()
+        # A request sent with the client's last handshake message, in one segment (as a TLS
+        # 1.3 client may): asyncio's loop hands it over before start_tls returns.
+        target = f"api.vendor.test:{upstreams.https_port}"
+        request = f"GET /{marker}-early HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+        answer = _request_with_the_handshakes_end(proxy.port, certs.proxy_ca_cert, target, request)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         listening = next(e for e in proxy.logs() if e.get("event") == "proxy.listening")
         assert listening["event_loop"] == loop
         # Which inspection path serves (native C loops or pure Python), as this venv built it.
         assert listening["inspection"] == native.status()
     finally:
         proxy.stop()
+
+
+def _request_with_the_handshakes_end(port: int, ca: Path, target: str, request: str) -> bytes:
+    """`request` inside an intercepted CONNECT to `target`, written in the same segment as the
+    client's Finished (TLS over memory BIOs); the answer, read to the end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        context = ssl.create_default_context(cafile=str(ca))
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        tls = context.wrap_bio(incoming, outgoing, server_hostname=target.split(":")[0])
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(request.encode())  # after the Finished still waiting in `outgoing`
+        sock.sendall(outgoing.read())
+        answer = b""
+        while True:
+            try:
+                chunk = tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = sock.recv(65536)
+                if not data:
+                    return answer
+                incoming.write(data)
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return answer
+            if not chunk:
+                return answer
+            answer += chunk
 
 
 def test_warm_up_runs_before_readiness_and_decides_nothing(tmp_path, certs, upstreams):
