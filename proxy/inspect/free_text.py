@@ -10,7 +10,14 @@ from proxy.inspect.address import GATE as ADDRESS_GATE
 from proxy.inspect.address import has_postal_address
 from proxy.inspect.credentials import may_hold_secret, secret_kind
 from proxy.inspect.encoded import JWT_SHAPE, strip_invisible
-from proxy.inspect.identifiers import EMAIL_RE, is_card_number, is_iban, is_iccid, is_us_ssn
+from proxy.inspect.identifiers import (
+    EMAIL_RE,
+    FILE_SUFFIXES,
+    is_card_number,
+    is_iban,
+    is_iccid,
+    is_us_ssn,
+)
 from proxy.inspect.network import IPV4_RE, is_public_ip
 from proxy.inspect.phone import (
     ascii_digits,
@@ -67,10 +74,6 @@ _REFERENCE_WORDS = frozenset(
 _WORD_BEFORE = re.compile(r"(#|\w+)\W{0,3}$")
 _DATE_LIKE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _MAX_NATIONAL = 32
-# `icon@2x.png` is an image, not an address.
-FILE_SUFFIXES = frozenset(
-    ["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "pdf", "mp3", "mp4", "wav"]
-)
 _KEEP_DIGITS = str.maketrans("", "", " \u00a0().-\u2010\u2011\u2012\u2013\u2014")
 # The native pre-scan (`native.install`): `prescan(value, is_text)` is False when no detector of
 # `scan_string` can fire on `value`. None: the pure-Python path, every string scanned in full.

@@ -16,6 +16,10 @@ import re
 EMAIL_RE = re.compile(
     r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.([A-Za-z]{2,24})(?![A-Za-z0-9\-])"
 )
+# An address whose top-level domain is one of these is a file's name: `icon@2x.png` is an image.
+FILE_SUFFIXES = frozenset(
+    ["png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "pdf", "mp3", "mp4", "wav"]
+)
 _EMAIL_FULL = re.compile(
     r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}"
 )

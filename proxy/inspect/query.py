@@ -11,8 +11,7 @@ from urllib.parse import unquote
 from proxy.inspect import categories as cat
 from proxy.inspect.encoded import enter_layer
 from proxy.inspect.form import parse_pairs, scan_pairs
-from proxy.inspect.free_text import FILE_SUFFIXES
-from proxy.inspect.identifiers import is_email
+from proxy.inspect.identifiers import FILE_SUFFIXES, is_email
 from proxy.inspect.keys import Ctx
 from proxy.inspect.network import is_public_ip
 from proxy.inspect.phone import is_phone_value
