@@ -41,6 +41,13 @@ RUN groupadd --system --gid 1337 sharewall \
        --shell /usr/sbin/nologin sharewall \
     && install -d -o 1337 -g 1337 -m 0750 /var/spool/sharewall /var/lib/sharewall
 COPY --from=build /opt/sharewall /opt/sharewall
+# Bytecode of the standard library and of every package, at levels 0 and 2: python-slim ships
+# none for the standard library and nothing is written at run time, so each process would
+# otherwise compile the stdlib modules it imports at every start (~0.4 s of a sidecar's start
+# and ~1.5 MB of its idle RSS). Level 2 (`-OO`, no docstrings nor asserts) is the sidecar's: the
+# injector and the chart run it with PYTHONOPTIMIZE=2; the other commands run at level 0.
+RUN python -m compileall -q -j 0 -o 0 -o 2 -x '/(tests?|idle_test)/' \
+        "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" /opt/sharewall/lib
 # A read-only root filesystem works: nothing is written but the spool (blocked decisions and
 # the cached snapshot), the registry's SQLite file and /tmp (leaf certificates while they are
 # loaded), each a volume. No bytecode is written at run time (pip compiled it at install).

@@ -1,11 +1,13 @@
 """Footprint of one `sharewall proxy` sidecar: idle RSS, start to ready, RSS and CPU under load.
 
     .venv/bin/python bench/bench_footprint.py [--rate 1000] [--duration 5] [--connections 64]
-                                              [--tree DIR]
+                                              [--optimize 2] [--tree DIR]
 
 Starts `sharewall proxy --mode report` on the sample registry (`examples/registry.yaml`) with
 the recipient `api.singtel.com` pinned (`--resolve`) to a plain HTTP upstream on loopback (its
-own process). Measures, on the proxy process only:
+own process), as a pod runs it: PYTHONOPTIMIZE=2 (the injector and the chart set it) with the
+bytecode of both levels written first (the image holds it); `--optimize 0` as `make run` does.
+Measures, on the proxy process only:
 
 - start to ready: from spawning the process to the first 200 from `/readyz`, and the CPU time
   (`utime + stime`, with the children it waited for: the registry file's decoding child) the
@@ -38,6 +40,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -121,14 +124,16 @@ engine.eval_rule_as_json("data.sharewall.egress.decision")
 """
 
 
-def floor_mib(code: str) -> dict[str, float]:
-    """The memory of a child interpreter (with this one's flags) after running `code`."""
+def floor_mib(code: str, env_extra: dict[str, str] | None = None) -> dict[str, float]:
+    """The memory of a child interpreter (this one's flags, `env_extra` added to its
+    environment: the proxy's PYTHONOPTIMIZE) after running `code`."""
     report = "\nimport os; print(os.getpid(), flush=True); input()"
     child = subprocess.Popen(
         [sys.executable, "-c", code + report],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=ROOT,
+        env={**os.environ, **(env_extra or {})},
         text=True,
     )
     try:
@@ -147,15 +152,29 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def compile_bytecode(root: Path = ROOT) -> None:
-    """Write the project's `.pyc` files, as `pip install` does in the image.
+def compile_bytecode(root: Path = ROOT, *, optimize: int = 0) -> None:
+    """Write the `.pyc` files the image holds: the project's, and at level `optimize` (the
+    sidecar's PYTHONOPTIMIZE) the standard library's and the installed packages' too.
 
     A checkout run with `PYTHONDONTWRITEBYTECODE=1` (this machine's setting, and the image's at
     run time) would otherwise compile every module of ours from source at each start: ~0.1 s of
-    CPU and ~1 MB of RSS a pod never pays. `__pycache__/` is ignored by git."""
+    CPU and ~1 MB of RSS a pod never pays. `__pycache__/` is ignored by git. Interpreters
+    install level 0 of their stdlib; the image compiles level 2 as well (Dockerfile): written
+    here where it can be (once; later runs only compare times), else the start compiles it."""
+    levels = sorted({0, optimize})
+    flags = [arg for level in levels for arg in ("-o", str(level))]
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "proxy", "sharewall"], cwd=root, check=True
+        [sys.executable, "-m", "compileall", "-q", *flags, "proxy", "sharewall"],
+        cwd=root,
+        check=True,
     )
+    if optimize:
+        paths = sysconfig.get_paths()
+        trees = sorted({paths["stdlib"], paths["purelib"], paths["platlib"]})
+        command = [sys.executable, "-m", "compileall", "-q", "-j", "0", "-o", str(optimize)]
+        done = subprocess.run([*command, "-x", "/(tests?|idle_test)/", *trees], capture_output=True)
+        if done.returncode:
+            print(f"note: the stdlib's or the packages' level-{optimize} bytecode is incomplete")
 
 
 def start_proxy(
@@ -395,6 +414,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load (default 5)")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     parser.add_argument(
+        "--optimize",
+        type=int,
+        choices=(0, 2),
+        default=2,
+        help="the proxy's PYTHONOPTIMIZE: 2 as the injector and the chart run the sidecar"
+        " (default), 0 as `make run` does",
+    )
+    parser.add_argument(
         "--tree",
         type=Path,
         help="run the proxy of another checkout (PYTHONPATH=DIR, e.g. a `git archive` of main"
@@ -403,11 +430,12 @@ def main() -> int:
     args = parser.parse_args()
 
     tree = args.tree.resolve() if args.tree else ROOT
-    compile_bytecode(tree)
+    compile_bytecode(tree, optimize=args.optimize)
+    optimized = {"PYTHONOPTIMIZE": str(args.optimize)} if args.optimize else {}
     upstream, upstream_port = start_upstream()
     with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
         proc, port, ready = start_proxy(
-            Path(tmp), upstream_port, env_extra={"PYTHONPATH": str(tree)}, cwd=tree
+            Path(tmp), upstream_port, env_extra={"PYTHONPATH": str(tree), **optimized}, cwd=tree
         )
         # The CPU the start took: what start to ready would be with a core to itself (the
         # start is one thread), whatever else the machine runs.
@@ -428,16 +456,16 @@ def main() -> int:
     from sharewall.taxonomy import TAXONOMY_RELPATH, policy_dir
 
     floors = {
-        "python + asyncio + ssl": floor_mib(_FLOOR_ASYNCIO),
+        "python + asyncio + ssl": floor_mib(_FLOOR_ASYNCIO, optimized),
         "  + regorus, policy, 1 eval": floor_mib(
-            _FLOOR_REGO.format(root=str(policy_dir()), taxonomy=str(TAXONOMY_RELPATH))
+            _FLOOR_REGO.format(root=str(policy_dir()), taxonomy=str(TAXONOMY_RELPATH)), optimized
         ),
     }
 
     rate = int(args.rate)
     print(
         f"sharewall proxy --mode report on {SAMPLE_REGISTRY.relative_to(ROOT)}, {HOST} pinned"
-        f" (bytecode compiled first, as in the image; tree {tree})"
+        f" (PYTHONOPTIMIZE={args.optimize}, bytecode compiled first, as in the image; tree {tree})"
     )
     print(
         f"load: {load['ok']} ok + {load['failed']} not ok in {args.duration:g} s at "

@@ -80,6 +80,22 @@ def test_the_writable_paths_are_volumes_and_the_defaults_point_at_them() -> None
     assert "/var/spool/sharewall" in volumes and "/var/lib/sharewall" in volumes
 
 
+def test_the_final_stage_holds_bytecode_of_both_levels_for_the_stdlib_and_the_packages() -> None:
+    # python-slim ships no stdlib bytecode and PYTHONDONTWRITEBYTECODE=1: without this step
+    # every start compiles the stdlib modules it imports; level 2 is the sidecar's
+    # (PYTHONOPTIMIZE=2 from the injector and the chart), level 0 every other command's.
+    final = _stages()[-1]
+    copied_at = next(i for i, (w, a) in enumerate(final) if w == "COPY" and "/opt/sharewall" in a)
+    runs = [a for w, a in final[copied_at:] if w == "RUN" and "compileall" in a]
+    assert len(runs) == 1
+    command = shlex.split(runs[0])
+    assert command[:3] == ["python", "-m", "compileall"]
+    levels = {command[i + 1] for i, word in enumerate(command) if word == "-o"}
+    assert levels == {"0", "2"}
+    assert command[-1] == "/opt/sharewall/lib"
+    assert "sysconfig.get_path(" in runs[0] and "stdlib" in runs[0]  # the image's own stdlib
+
+
 def test_every_package_of_the_wheel_is_copied_and_not_ignored() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]

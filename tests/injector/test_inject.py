@@ -276,6 +276,14 @@ def test_trust_bundle_and_ca_only_when_interception_is_on() -> None:
     assert not any(m["name"] == "sharewall-ca" for m in containers["app"].get("volumeMounts", []))
 
 
+def test_the_proxy_alone_runs_optimized() -> None:
+    # -OO: the sidecar's docstrings and asserts stay unloaded (its idle RSS); the app's
+    # interpreter, if it is Python, is the app's business.
+    containers = _containers(inject_pod(_template(), InjectorConfig()).pod)
+    assert _env(containers["sharewall-proxy"])["PYTHONOPTIMIZE"] == "2"
+    assert "PYTHONOPTIMIZE" not in _env(containers["app"])
+
+
 def test_proxy_reads_its_token_from_the_secret_and_follows_the_registry() -> None:
     proxy = _containers(inject_pod(_template(), InjectorConfig()).pod)["sharewall-proxy"]
     assert "--registry-url=http://sharewall-registry.sharewall.svc:8700" in proxy["args"]

@@ -329,9 +329,10 @@ class ProxyProcess:
         *,
         python_args: tuple[str, ...] = (),
         stdout_pipe: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         """`stdout_pipe`: the proxy's stdout is `self.proc.stdout`, a pipe the test reads (or
-        stops reading), instead of the log file."""
+        stops reading), instead of the log file. `env`: variables added to the process's."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "proxy.log"
@@ -353,16 +354,17 @@ class ProxyProcess:
             str(self.spool_dir),
             *args,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env["SHAREWALL_SOURCE"] = "test-workload"
-        env["POD_NAMESPACE"] = "test-ns"
+        environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        environ["SHAREWALL_SOURCE"] = "test-workload"
+        environ["POD_NAMESPACE"] = "test-ns"
+        environ.update(env or {})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE if stdout_pipe else self._log,
             stderr=self._log if stdout_pipe else subprocess.STDOUT,
             cwd=REPO,
-            env=env,
+            env=environ,
         )
         deadline = time.monotonic() + 120  # start-up on a loaded 2-core machine
         while not port_file.exists():
@@ -467,7 +469,12 @@ def pins(upstreams: Upstreams) -> list[str]:
 
 
 def start_proxy(
-    workdir: Path, certs: Certs, upstreams: Upstreams, *extra: str, registry: Path | None = None
+    workdir: Path,
+    certs: Certs,
+    upstreams: Upstreams,
+    *extra: str,
+    registry: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> ProxyProcess:
     """Start a proxy on the test registry with interception, the upstream CA and the pins."""
     return ProxyProcess(
@@ -486,6 +493,7 @@ def start_proxy(
             *pins(upstreams),
             *extra,
         ],
+        env=env,
     )
 
 

@@ -11,12 +11,24 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 import httpx
 import pytest
 import requests
-from proxy_harness import PHONE, SECRET_TOKEN, parse_response, raw_exchange
+from proxy_harness import PHONE, SECRET_TOKEN, parse_response, raw_exchange, start_proxy
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, certs, upstreams):
+    """The proxy as a pod runs it: the injector and the chart set PYTHONOPTIMIZE=2 (`-OO`, no
+    docstrings nor asserts loaded), so this module's calls run without them."""
+    p = start_proxy(tmp_path_factory.mktemp("proxy"), certs, upstreams, env={"PYTHONOPTIMIZE": "2"})
+    environ = Path(f"/proc/{p.proc.pid}/environ").read_bytes().split(b"\0")
+    assert b"PYTHONOPTIMIZE=2" in environ
+    yield p
+    p.stop()
 
 
 def _marker(name: str) -> str:
