@@ -112,10 +112,10 @@ class EmbeddedEngine:
         if not self._policies:
             raise EngineError(ENGINE_ERROR, f"no policy files under {root}")
         self._root = root
-        # Parse once now so a broken policy fails at start-up, not on the first call.
-        _detached(self._compile)
-        self._base: regorus.Engine | None = None
-        self._base_thread: int | None = None
+        # Compiled now so a broken policy fails at start-up, not on the first call; kept as the
+        # base of the first snapshot when that is set on this thread (the proxy's loop).
+        self._base: regorus.Engine | None = _detached(self._compile)
+        self._base_thread: int | None = threading.get_ident()
         self._engine: regorus.Engine | None = None
         self._revision: str | None = None
         self._taxonomy = orjson.loads((root / TAXONOMY_RELPATH).read_bytes())
