@@ -239,7 +239,8 @@ def is_phone_value(value: str, regions: Sequence[str], *, keyed: bool) -> bool:
 
     `keyed=False` (a value under an unrelated key) accepts only explicit international numbers
     (`+…`, `00…`, `tel:+…`). `keyed=True` (under a phone-like key) also accepts national numbers in
-    `regions` and international numbers written without their `+` (MessageBird, Vonage), and
+    `regions` and of the North American plan (ten digits, +1 implied), international numbers
+    written without their `+` (MessageBird, Vonage), and
     numbers that are possible but not valid (documentation's `+1 555` numbers): of 11 digits at
     least without a `+`.
     """
@@ -254,6 +255,11 @@ def is_phone_value(value: str, regions: Sequence[str], *, keyed: bool) -> bool:
         return is_valid_international(digits) or (keyed and is_possible_international(digits))
     if not keyed or not number.isdecimal() or len(number) < 6:
         return False
+    if len(number) == 10 and is_possible_international("1" + number):
+        # Ten digits shaped as a North American number (`"to": "4165550123"`, how apps in the
+        # US and Canada write one): +1 is one plan of 25 regions, not the `US` region alone,
+        # whose metadata leaves out Toronto and Jamaica (read as nothing, or as Malaysia's +60).
+        return True
     if any(is_valid_national(number, region) for region in regions):
         return True
     if len(number) < 10:
