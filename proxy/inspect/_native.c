@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 12
+#define NATIVE_VERSION 13
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -338,6 +338,8 @@ static PyObject *py_phone_category;   /* categories.PHONE */
 static PyObject *py_location_precise; /* categories.LOCATION_PRECISE */
 static PyObject *py_content_rule;     /* keys.Rule.CONTENT */
 static PyObject *py_content_category; /* categories.CONTENT */
+static PyObject *py_scan_id_value;    /* fields.scan_id_value */
+static PyObject *py_channel_context;  /* walk.channel_context */
 static PyTypeObject *scan_type;       /* scan.Scan */
 /* Offsets of its slots `fields`, `next_check`, `recording`, `_findings`. */
 static Py_ssize_t scan_fields_offset, scan_next_check_offset, scan_recording_offset,
@@ -347,6 +349,8 @@ static PyTypeObject *finding_type;    /* model.Finding */
 static Py_ssize_t finding_category_offset, finding_location_offset, finding_detector_offset;
 static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
 static long long error_flag;          /* keys.Ctx.ERROR */
+static long long channel_flag;        /* keys.Ctx.CHANNEL */
+static long long sms_flag;            /* keys.Ctx.SMS */
 /* What `_inner_context` combines: keys.STICKY, walk._TOP_OR_ROOT, Ctx.ROOT, Ctx.TOP,
    walk._NOT_PERSON_OR_EMPLOYER, Ctx.PERSON, and credentials.AUTH_OBJECTS (a frozenset). */
 static long long sticky_flags, top_or_root_flags, root_flag, top_flag, not_person_flags,
@@ -356,6 +360,7 @@ static Py_ssize_t max_code_length;    /* split.MAX_CODE_LENGTH */
 static Py_ssize_t min_base64;         /* encoded.MIN_BASE64 */
 static Py_ssize_t long_base64;        /* encoded.LONG_BASE64 */
 static Py_ssize_t memo_max_length;    /* fields.MEMO_MAX_LENGTH */
+static Py_ssize_t opt_keyword_max;    /* keys.OPT_KEYWORD_MAX */
 static int configured;
 static int not_configured(void);
 static PyObject *one; /* 1 */
@@ -626,6 +631,30 @@ static PyObject *field_location(PyObject *location, PyObject *suffix, PyObject *
     return *where;
 }
 
+/* A string under a key whose values are never read (an id, an amount): what `_walk_fields` and
+   `_visit_scalar` do with it. One that starts with '+' or holds an '@' goes to
+   `fields.scan_id_value` (a number or an address used as an id); any other is skipped. `where`
+   is `location + suffix` (`suffix` NULL: `location` itself). 0, or -1 on error. */
+static int negative_str(PyObject *scan, PyObject *value, PyObject *location, PyObject *suffix,
+                        PyObject *info)
+{
+    PyObject *where = NULL;
+    int status;
+    if (PyUnicode_READY(value) < 0)
+        return -1;
+    if (PyUnicode_GET_LENGTH(value) == 0
+        || (PyUnicode_READ_CHAR(value, 0) != '+' && !str_contains_char(value, '@')))
+        return 0;
+    if (field_location(location, suffix, &where) == NULL)
+        return -1;
+    {
+        PyObject *args[4] = {scan, where, info, value};
+        status = call_void(py_scan_id_value, args, 4);
+    }
+    Py_DECREF(where);
+    return status;
+}
+
 /* `walk._inner_context(ctx, info, siblings)`: the context of an object's fields. Flags that do
    not fit a long long go to the Python function. */
 static PyObject *inner_context(PyObject *ctx, PyObject *info, PyObject *siblings)
@@ -789,12 +818,13 @@ static int walk_str_field(PyObject *scan, PyObject *memo, PyObject *value, PyObj
             status = call_void(py_key_only, args, 4);
             goto out;
         }
-        if (length <= 16 * 1024 && PyUnicode_IS_ASCII(value)
+        if (length <= 16 * 1024 && length > opt_keyword_max && PyUnicode_IS_ASCII(value)
             && (rule == py_content_rule
                 || PyObject_RichCompareBool(rule, py_content_rule, Py_EQ) > 0)) {
             /* A message body: what `judge_str` → `fields._content` does, when the pre-scan rules
                out every detector of `scan_string(value, is_text=True)`: the content finding
-               alone (an ASCII letter is what `_HAS_LETTER` finds in ASCII). */
+               alone (an ASCII letter is what `_HAS_LETTER` finds in ASCII). A body as short as
+               an SMS keyword (`STOP`) is left to `_content`, which reads it as one. */
             const unsigned char *chars = PyUnicode_1BYTE_DATA(value);
             if (!ascii_may_match(chars, length, 1)) {
                 status = 0;
@@ -881,7 +911,7 @@ out:
 static PyObject *walk_fields_impl(PyObject *scan, PyObject *node, PyObject *location,
                                   PyObject *fields, PyObject *inner, Py_ssize_t depth)
 {
-    PyObject *memo = NULL, *key, *value, *result = NULL, *depth_obj = NULL;
+    PyObject *memo = NULL, *key, *value, *result = NULL, *depth_obj = NULL, *owned_inner = NULL;
     Py_ssize_t pos = 0, index = 0, count;
     long long inner_flags;
     int split_hint;
@@ -905,6 +935,17 @@ static PyObject *walk_fields_impl(PyObject *scan, PyObject *node, PyObject *loca
     if (!PyDict_Check(memo)) {
         PyErr_SetString(PyExc_TypeError, "scan.memo is a dict");
         goto out;
+    }
+    if ((inner_flags & channel_flag) && !(inner_flags & sms_flag)) {
+        /* `ChannelType: SMS` beside the fields: `walk.channel_context` says whether the object
+           is a text message's. */
+        PyObject *args[3] = {node, fields, inner};
+        if ((owned_inner = call(py_channel_context, args, 3)) == NULL)
+            goto out;
+        inner = owned_inner;
+        inner_flags = PyLong_AsLongLong(inner);
+        if (inner_flags == -1 && PyErr_Occurred())
+            goto out;
     }
     if (Py_EnterRecursiveCall(" while walking fields"))
         goto out;
@@ -948,8 +989,16 @@ static PyObject *walk_fields_impl(PyObject *scan, PyObject *node, PyObject *loca
             Py_DECREF(value);
             goto leave;
         }
-        if (value == Py_None || is_negative) {
+        if (value == Py_None) {
             Py_DECREF(value);
+            continue;
+        }
+        if (is_negative) {
+            int status = kind == &PyUnicode_Type
+                ? negative_str(scan, value, location, suffix, key_kind) : 0;
+            Py_DECREF(value);
+            if (status < 0)
+                goto leave;
             continue;
         }
         if (kind == &PyUnicode_Type) {
@@ -1014,6 +1063,7 @@ leave:
     Py_LeaveRecursiveCall();
 out:
     Py_XDECREF(depth_obj);
+    Py_XDECREF(owned_inner);
     Py_DECREF(memo);
     return result;
 }
@@ -1200,11 +1250,14 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
         else if (kind == &PyList_Type)
             done = walk_array_impl(scan, item, where, info, ctx, depth, 1);
         else {
-            /* `_visit_scalar`: count the field; nothing under a negative key; a string as
+            /* `_visit_scalar`: count the field; under a negative key, only a string that may be
+               an id's number or address (`negative_str`); a string as
                `_visit_str` + `scan_scalar` judge it (the steps of a field's string in
                `_walk_fields`, which walk_str_field takes); another scalar by its key's rule. */
             int status = count_field(scan), unused_hint = 0;
-            if (status == 0 && item != Py_None && !item_negative) {
+            if (status == 0 && item_negative && kind == &PyUnicode_Type)
+                status = negative_str(scan, item, where, NULL, info);
+            else if (status == 0 && item != Py_None && !item_negative) {
                 if (kind == &PyUnicode_Type) {
                     if (memo == NULL && (memo = PyObject_GetAttr(scan, s_memo)) == NULL)
                         status = -1;
@@ -1450,7 +1503,8 @@ static PyObject *walk_object(PyObject *self, PyObject *const *args, Py_ssize_t n
 
 /* `_visit_scalar(scan, node, location, info, ctx, depth)`: a scalar walked on its own (a form or
    query value, a header's value, a JSON document that is one string), the steps `walk_array`
-   takes for a scalar element: count the field; nothing for None or under a negative key; a
+   takes for a scalar element: count the field; nothing for None; under a negative key only
+   `negative_str`; a
    string as walk_str_field judges it; another scalar by its key's rule (`scan_scalar`). */
 static PyObject *visit_scalar(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1489,8 +1543,12 @@ static PyObject *visit_scalar(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_DECREF(negative);
         if (is_negative < 0)
             return NULL;
-        if (is_negative)
+        if (is_negative) {
+            if (Py_IS_TYPE(node, &PyUnicode_Type)
+                && negative_str(scan, node, location, NULL, info) < 0)
+                return NULL;
             Py_RETURN_NONE;
+        }
         if ((rule = PyObject_GetAttr(info, s_rule)) == NULL)
             return NULL;
     }
@@ -1645,6 +1703,8 @@ static PyObject *configure(PyObject *self, PyObject *names)
         || take(names, "LOCATION_PRECISE", &py_location_precise) < 0
         || take(names, "CONTENT_RULE", &py_content_rule) < 0
         || take(names, "CONTENT_CATEGORY", &py_content_category) < 0
+        || take(names, "scan_id_value", &py_scan_id_value) < 0
+        || take(names, "channel_context", &py_channel_context) < 0
         || take(names, "PHONE_PREFIXES", &py_phone_prefixes) < 0)
         return NULL;
     if (!PyDict_CheckExact(py_phone_prefixes)) {
@@ -1686,6 +1746,8 @@ static PyObject *configure(PyObject *self, PyObject *names)
     }
     if (take_int(names, "DIAL_CODE", &dial_code_flag) < 0
         || take_int(names, "ERROR", &error_flag) < 0
+        || take_int(names, "CHANNEL", &channel_flag) < 0
+        || take_int(names, "SMS", &sms_flag) < 0
         || take_int(names, "STICKY", &sticky_flags) < 0
         || take_int(names, "TOP_OR_ROOT", &top_or_root_flags) < 0
         || take_int(names, "ROOT", &root_flag) < 0 || take_int(names, "TOP", &top_flag) < 0
@@ -1710,6 +1772,9 @@ static PyObject *configure(PyObject *self, PyObject *names)
     if (take_int(names, "MEMO_MAX_LENGTH", &number) < 0)
         return NULL;
     memo_max_length = (Py_ssize_t)number;
+    if (take_int(names, "OPT_KEYWORD_MAX", &number) < 0)
+        return NULL;
+    opt_keyword_max = (Py_ssize_t)number;
     configured = 1;
     Py_RETURN_NONE;
 }

@@ -11,6 +11,7 @@ from proxy.inspect.credentials import may_hold_secret, secret_kind
 from proxy.inspect.encoded import JWT_SHAPE
 from proxy.inspect.free_text import scan_string
 from proxy.inspect.identifiers import (
+    FILE_SUFFIXES,
     is_advertising_id,
     is_card_number,
     is_email,
@@ -21,9 +22,25 @@ from proxy.inspect.identifiers import (
     is_sha256,
     is_us_ssn,
 )
-from proxy.inspect.keys import HANDSET_STATES, OPT_KEYWORDS, Ctx, KeyInfo, Rule, normalise_key
+from proxy.inspect.keys import (
+    HANDSET_STATES,
+    OPT_KEYWORD_MAX,
+    OPT_KEYWORDS,
+    SMS_ONLY_KEYWORDS,
+    Ctx,
+    KeyInfo,
+    Rule,
+    normalise_key,
+    opt_keyword,
+)
 from proxy.inspect.network import is_public_ip, public_ips_in
-from proxy.inspect.phone import is_phone_int, is_phone_value
+from proxy.inspect.phone import (
+    compact,
+    is_phone_int,
+    is_phone_value,
+    is_possible_international,
+    is_valid_international,
+)
 from proxy.inspect.scan import Scan
 from proxy.inspect.text import scan_text
 
@@ -147,6 +164,35 @@ def scan_scalar(scan: Scan, location: str, info: KeyInfo | None, value: Scalar, 
         _device_status(scan, location, ctx)
     elif rule == Rule.CONSENT_PHONE:
         scan.add(cat.SMS_CONSENT, location, "key:consent")  # `whatsapp_opt_in: true`
+
+
+# An id key's tokens, and those of ids of a message, not a person (`Message-Id` is `…@domain`).
+_ID_TOKENS = frozenset({"id", "ids"})
+_MESSAGE_ID_TOKENS = frozenset({"message", "msg", "thread", "smtp", "mime"})
+
+
+def scan_id_value(scan: Scan, location: str, info: KeyInfo, value: str) -> None:
+    """A string under a key never read (an id, an amount) that starts with `+` or holds an `@`.
+
+    Apps key users by their number or address (`external_id: "+14155550123"`, Segment's
+    `userId: "mei.tan@example.com"`): under an id key, a value that is one whole E.164 number or
+    e-mail address is that personal data. Both walkers call this only for such values.
+    """
+    if _ID_TOKENS.isdisjoint(info.tokens):
+        return  # an amount, a time, a digest: never a person's identifier
+    text = value.strip()
+    if text[:1] == "+":
+        digits = compact(text)[1:]
+        if digits.isdigit() and (
+            is_valid_international(digits) or is_possible_international(digits)
+        ):
+            scan.add(cat.PHONE, location, "phone")
+    elif (
+        _MESSAGE_ID_TOKENS.isdisjoint(info.tokens)
+        and is_email(text)
+        and text.rpartition(".")[2].lower() not in FILE_SUFFIXES  # `icon@2x.png`
+    ):
+        scan.add(cat.EMAIL, location, "email")
 
 
 def judge_str(
@@ -461,9 +507,19 @@ def _country_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> 
 
 
 def _keyword(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
-    if value.strip().upper() in OPT_KEYWORDS:
+    if len(value) <= OPT_KEYWORD_MAX and opt_keyword(value) in OPT_KEYWORDS:
         scan.add(cat.SMS_CONSENT, location, "key:keyword")
     return True
+
+
+def _opt_keyword_message(scan: Scan, location: str, value: str, ctx: int) -> None:
+    # A message that is only a keyword (`Body=STOP` of an inbound SMS, relayed) is the
+    # subscriber's opt-out or opt-in: carriers and CPaaS act on the whole body, so do we.
+    keyword = opt_keyword(value)
+    if keyword in SMS_ONLY_KEYWORDS or (
+        keyword in OPT_KEYWORDS and (ctx & Ctx.SMS or scan.mobile_call)
+    ):
+        scan.add(cat.SMS_CONSENT, location, "keyword")
 
 
 def _device_status_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
@@ -475,9 +531,12 @@ def _device_status_ctx(scan: Scan, location: str, rule: str, value: str, ctx: in
 
 
 def _content(scan: Scan, location: str, rule: str, value: str, ctx: int) -> bool:
-    # `_native.c` (walk_str_field) does this for an ASCII body its pre-scan rules out: keep both.
+    # `_native.c` (walk_str_field) does this for an ASCII body its pre-scan rules out, longer
+    # than `OPT_KEYWORD_MAX`: keep both.
     if not ctx & Ctx.ERROR and _HAS_LETTER.search(value):
         scan.add(cat.CONTENT, location, "key:content")
+        if len(value) <= OPT_KEYWORD_MAX:
+            _opt_keyword_message(scan, location, value, ctx)
     if len(value) > 16 * 1024:  # `_scan_long_or_short`, inlined: every message body comes here
         scan_text(scan, value, location=location, is_text=True)
     else:

@@ -7,7 +7,15 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from proxy.inspect.encoded import unquote_repeated
 from proxy.inspect.free_text import scan_string
-from proxy.inspect.keys import MASK, Ctx, is_identifier_like, key_info, sibling_context
+from proxy.inspect.keys import (
+    CHANNEL_KEYS,
+    MASK,
+    Ctx,
+    is_identifier_like,
+    is_sms_channel,
+    key_info,
+    sibling_context,
+)
 from proxy.inspect.model import TOO_MANY_FIELDS
 from proxy.inspect.scan import Scan
 from proxy.inspect.split import MAX_CODE_LENGTH, scan_split_numbers
@@ -61,6 +69,11 @@ def scan_pairs(scan: Scan, pairs: list[tuple[str, str]], prefix: str, ctx: int) 
     # List comprehensions and a flag, not generators: this runs for every form and query.
     siblings = sibling_context(tuple([names[-1] for names, _, _ in plans]))
     split_hint = siblings & Ctx.DIAL_CODE
+    if siblings & Ctx.CHANNEL and any(
+        key_info(names[-1]).squashed in CHANNEL_KEYS and is_sms_channel(value)
+        for (_, value), (names, _, _) in zip(pairs, plans, strict=True)
+    ):
+        siblings |= Ctx.SMS  # `Channel=sms`: the form is a text message's (see keys.CHANNEL_KEYS)
     for (key, value), (names, parent_flags, not_person) in zip(pairs, plans, strict=True):
         if value[:1] == "+" and len(value) <= MAX_CODE_LENGTH:
             split_hint = True  # `+65` alone: the rest of the number may be a sibling

@@ -272,7 +272,9 @@ HANDSET_STATES = frozenset(
         "NOT_REACHABLE",
     ]
 )
-# SMS keywords that are opt-in / opt-out records (CTIA and carrier conventions).
+# SMS keywords that are opt-in / opt-out records (CTIA's and carriers' conventions, the FCC's
+# 2024 revocation words), as `opt_keyword` writes them (no case, spaces, hyphens or final `.`/`!`).
+# HELP and INFO ask for help: no consent.
 OPT_KEYWORDS = frozenset(
     [
         "START",
@@ -288,11 +290,22 @@ OPT_KEYWORDS = frozenset(
         "STOPALL",
         "OPTOUT",
         "OPTIN",
-        "OPT-OUT",
-        "OPT-IN",
         "REVOKE",
     ]
 )
+# The keywords that mean nothing but an SMS opt-out or opt-in: an inbound message of just one of
+# them is consent wherever it is relayed. The others (a button's `Cancel`, a link's
+# `Unsubscribe`, a reply's `Yes`) are consent only in a text message's context.
+SMS_ONLY_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSTOP"})
+# The longest message read as a keyword (`" Opt-Out! "`); `_native.c` leaves shorter message
+# bodies to `fields._content` (it is handed this number).
+OPT_KEYWORD_MAX = 16
+
+
+def opt_keyword(value: str) -> str:
+    """A message as a keyword: `" Stop. "` → `STOP`, `"opt-out"` → `OPTOUT`."""
+    return value.strip().rstrip(".!").upper().replace("-", "").replace(" ", "")
+
 
 # A key containing one of these tokens is an identifier, amount, time or digest: values under it
 # are never read as phone numbers, card numbers or ids (a 10-digit `order_id` is not a phone).
@@ -477,6 +490,19 @@ class Ctx:
     TOP = 65536  # a top-level field of a body, form or query: where APIs take credentials
     ROOT = 131072  # the body's own top-level object (its fields get TOP)
     INFRA = 262144  # a DNS record, a CDN origin, a backend: its values are a server's, not judged
+    CHANNEL = 524288  # a key naming the channel is among the siblings: its value may say SMS
+
+
+# Keys whose value names an object's channel (Pinpoint's `ChannelType`, Vonage's `channel`), and
+# the values that make it a text message's: `{"ChannelType": "SMS", "OptOut": "ALL"}` is an SMS
+# opt-out, though no key says SMS. Squashed, as keys are looked up.
+CHANNEL_KEYS = frozenset({"channel", "channeltype", "messagechannel", "deliverychannel"})
+_SMS_CHANNELS = frozenset({"sms", "mms", "text", "whatsapp", "rcs"})
+
+
+def is_sms_channel(value: object) -> bool:
+    """True for a channel key's value that names SMS (or MMS, WhatsApp, RCS), in any case."""
+    return type(value) is str and len(value) <= 16 and value.strip().lower() in _SMS_CHANNELS
 
 
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
@@ -725,6 +751,8 @@ def key_info(key: str) -> KeyInfo:
     # Ignored keys: ids, amounts, digests.
     is_negative = rule == Rule.NEGATIVE or (rule is None and bool(set(tokens) & NEGATIVE_TOKENS))
     sibling = _SIBLING_FLAGS_BY_RULE.get(rule or "", Ctx.NONE)
+    if squashed in CHANNEL_KEYS:
+        sibling |= Ctx.CHANNEL
     if squashed in _CALL_SIBLINGS:
         sibling |= Ctx.CALL
     if squashed in _PERSON_SIBLINGS:

@@ -26,13 +26,13 @@ from urllib.parse import unquote_to_bytes
 
 import structlog
 
-from proxy.inspect import form, free_text, phone, scan, walk
+from proxy.inspect import form, free_text, keys, phone, scan, walk
 from proxy.inspect.model import Finding
 
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 12
+_VERSION = 13
 # scan.py's and walk.py's own functions, put back by `install(False)`.
 _PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
@@ -79,6 +79,14 @@ def _callbacks() -> dict[str, object]:
         "CONTENT_RULE": walk.Rule.CONTENT,
         "CONTENT_CATEGORY": walk.cat.CONTENT,
         "ERROR": walk.Ctx.ERROR,
+        # A body as short as an SMS keyword is judged by `fields._content` (`STOP` is consent).
+        "OPT_KEYWORD_MAX": keys.OPT_KEYWORD_MAX,
+        # A string under a never-read key that may be an id's number or address.
+        "scan_id_value": walk.scan_id_value,
+        # `ChannelType: SMS` beside an object's fields makes it a text message's.
+        "channel_context": walk.channel_context,
+        "CHANNEL": walk.Ctx.CHANNEL,
+        "SMS": walk.Ctx.SMS,
         # What `_inner_context` combines (compiled too; the Python function for odd flags).
         "STICKY": walk.STICKY,
         "TOP_OR_ROOT": walk._TOP_OR_ROOT,

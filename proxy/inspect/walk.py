@@ -36,10 +36,12 @@ from proxy.inspect.fields import (
     judge_str,
     key_only,
     scan_container_key,
+    scan_id_value,
     scan_scalar,
 )
 from proxy.inspect.free_text import scan_string
 from proxy.inspect.keys import (
+    CHANNEL_KEYS,
     MASK,
     STICKY,
     Ctx,
@@ -47,6 +49,7 @@ from proxy.inspect.keys import (
     Rule,
     any_identifier_like,
     is_identifier_like,
+    is_sms_channel,
     key_info,
     sibling_context,
 )
@@ -62,6 +65,8 @@ _PHONE_RULE = Rule.PHONE
 _PHONE = cat.PHONE
 _DIAL_CODE = Ctx.DIAL_CODE
 _TOP_OR_ROOT = Ctx.TOP | Ctx.ROOT
+_CHANNEL = Ctx.CHANNEL
+_SMS = Ctx.SMS
 
 # One field's plan: (location suffix, key info, rule, values never read).
 _FieldPlan = tuple[str, KeyInfo, "str | None", bool]
@@ -140,7 +145,11 @@ def _visit_scalar(
     scan: Scan, node: object, location: str, info: KeyInfo | None, ctx: int, depth: int
 ) -> None:
     scan.count_field()
-    if node is None or (info is not None and info.is_negative):
+    if node is None:
+        return
+    if info is not None and info.is_negative:
+        if type(node) is str and node and (node[0] == "+" or "@" in node):
+            scan_id_value(scan, location, info, node)
         return
     if type(node) is not str:
         if info is not None and info.rule is not None:
@@ -257,6 +266,8 @@ def _walk_fields(
     """The fields of one object, `fields` being the plan of its key set, `inner` its context."""
     memo = scan.memo
     split_hint = inner & _DIAL_CODE
+    if inner & _CHANNEL and not inner & _SMS:
+        inner = channel_context(node, fields, inner)
     # Scalars are handled inline (no call, no location string) when they cannot matter: this
     # loop runs for every field of every batch. The field count is `Scan.count_field()` inlined.
     for (suffix, key_kind, rule, negative), value in zip(fields, node.values(), strict=True):
@@ -270,7 +281,11 @@ def _walk_fields(
         counted = scan.fields = scan.fields + 1
         if counted >= scan.next_check:
             scan.checkpoint()
-        if value is None or negative:
+        if value is None:
+            continue
+        if negative:
+            if kind is str and value and (value[0] == "+" or "@" in value):
+                scan_id_value(scan, location + suffix, key_kind, value)
             continue
         if kind is str:
             if not value:
@@ -321,6 +336,17 @@ def _walk_fields(
                 for (suffix, key_kind, _, _), value in zip(fields, node.values(), strict=True)
             ],
         )
+
+
+def channel_context(node: dict, fields: tuple[_FieldPlan, ...], inner: int) -> int:
+    """`inner` with SMS when a channel key of the object says SMS (`"ChannelType": "SMS"`).
+
+    Called by both walkers for an object with a channel key (`Ctx.CHANNEL`) not yet an SMS's.
+    """
+    for (_, key_kind, _, _), value in zip(fields, node.values(), strict=True):
+        if key_kind.squashed in CHANNEL_KEYS and is_sms_channel(value):
+            return inner | _SMS
+    return inner
 
 
 def _walk_object_keyed_by_identifiers(

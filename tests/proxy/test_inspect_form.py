@@ -212,3 +212,37 @@ def test_form_keys_that_are_identifiers_are_masked():
         ("contact.email", "form:*"),
         ("contact.phone_number", "form:*"),
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            b"Body=STOP&From=%2B14155550123&To=%2B15005550006",
+            {
+                ("comms.content", "form:Body"),
+                ("mobile.sms_consent", "form:Body"),
+                ("contact.phone_number", "form:From"),
+                ("contact.phone_number", "form:To"),
+            },
+            id="an inbound STOP",
+        ),
+        pytest.param(
+            b"Channel=sms&OptOut=true&Address=%2B6591234567",
+            {("mobile.sms_consent", "form:OptOut"), ("contact.phone_number", "form:Address")},
+            id="a channel field that says sms",
+        ),
+        pytest.param(
+            b"user_id=%2B6591234567&external_id=mei%40example.com",
+            {("contact.phone_number", "form:user_id"), ("contact.email", "form:external_id")},
+            id="a number and an address as ids",
+        ),
+    ],
+)
+def test_form_bodies_second_round(body, expected):
+    assert found("https://api.example.com/send", FORM, body) == expected
+
+
+def test_a_query_id_holding_a_number_is_found():
+    url = "https://api.example.com/v1/users?user_id=%2B6591234567&page=2"
+    assert found(url, method="GET") == {("contact.phone_number", "query:user_id")}

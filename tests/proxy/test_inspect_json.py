@@ -486,3 +486,109 @@ def pathlib_data():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1] / "data" / "inspect"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            {"ChannelType": "SMS", "Address": "+6591234567", "OptOut": "ALL"},
+            {
+                ("contact.phone_number", "json:$.Address"),
+                ("mobile.sms_consent", "json:$.OptOut"),
+            },
+            id="pinpoint endpoint: the channel says SMS, so its opt-out is SMS consent",
+        ),
+        pytest.param(
+            {
+                "Item": [
+                    {"ChannelType": "EMAIL", "Address": "mei@example.com", "OptOut": "ALL"},
+                    {"ChannelType": "sms", "Address": "+6591234567", "OptOut": "NONE"},
+                ]
+            },
+            {
+                ("contact.email", "json:$.Item[0].Address"),
+                ("contact.phone_number", "json:$.Item[1].Address"),
+                ("mobile.sms_consent", "json:$.Item[1].OptOut"),
+            },
+            id="a batch of one key set: each element's own channel decides",
+        ),
+        pytest.param(
+            {"channel": "whatsapp", "opted_in": True, "user": {"opt_in_source": "web"}},
+            {
+                ("mobile.sms_consent", "json:$.opted_in"),
+                ("mobile.sms_consent", "json:$.user.opt_in_source"),
+            },
+            id="a whatsapp channel, and the objects below it",
+        ),
+        pytest.param(
+            {"channel": "C024BE91L", "opted_in": True, "text": "deploy done"},
+            {("comms.content", "json:$.text")},
+            id="trap: a chat channel's id says nothing",
+        ),
+    ],
+)
+def test_a_channel_value_makes_an_object_a_text_messages(body, expected):
+    assert found(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param({"text": "STOP"}, True, id="STOP anywhere"),
+        pytest.param({"body": " stop. "}, True, id="case, spaces and a full stop aside"),
+        pytest.param({"message": "StopAll"}, True, id="STOPALL"),
+        pytest.param({"text": "UNSTOP"}, True, id="UNSTOP opts back in"),
+        pytest.param(
+            {"from": "+6591234567", "text": "Unsubscribe"}, True, id="UNSUBSCRIBE in an sms"
+        ),
+        pytest.param({"from": "+6591234567", "text": "opt-out"}, True, id="OPT-OUT in an sms"),
+        pytest.param({"from": "+6591234567", "text": "Yes"}, True, id="YES in an sms opts in"),
+        pytest.param({"channel": "sms", "text": "cancel"}, True, id="CANCEL in an sms channel"),
+        pytest.param({"from": "+6591234567", "text": "HELP"}, False, id="HELP is no consent"),
+        pytest.param({"text": "Unsubscribe", "url": "https://x.example/u"}, False, id="a link"),
+        pytest.param({"type": "button", "text": "Cancel"}, False, id="a button"),
+        pytest.param({"text": "Reply STOP to opt out"}, False, id="a message that names STOP"),
+        pytest.param({"error": {"message": "STOP"}}, False, id="an error's message"),
+    ],
+)
+def test_a_message_that_is_only_an_opt_keyword_is_sms_consent(body, expected):
+    categories = {category for category, _ in found(body)}
+    assert ("mobile.sms_consent" in categories) is expected
+    assert "comms.content" in categories or "error" in body
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            {"external_id": "+14155550123", "user_id": "+65 9123 4567"},
+            {
+                ("contact.phone_number", "json:$.external_id"),
+                ("contact.phone_number", "json:$.user_id"),
+            },
+            id="E.164 numbers as ids",
+        ),
+        pytest.param(
+            {"userId": "mei.tan@example.com", "distinct_ids": ["+6591234567", "u_88213"]},
+            {
+                ("contact.email", "json:$.userId"),
+                ("contact.phone_number", "json:$.distinct_ids[0]"),
+            },
+            id="an e-mail as a user id, a number in a list of ids",
+        ),
+        pytest.param(
+            {
+                "message_id": "20261130081245.1.8F2B@mg.qwiqi.example",
+                "avatar_id": "icon@2x.png",
+                "amount": "+6591234567",
+                "user_id": "6591234567",
+                "order_id": "+44",
+            },
+            set(),
+            id="trap: a Message-Id, a file, an amount, digits without +, a code",
+        ),
+    ],
+)
+def test_a_number_or_address_used_as_an_id_is_found(body, expected):
+    assert found(body) == expected

@@ -118,6 +118,10 @@ FRAGMENTS = [
     "",
     '{"phone": "+6591234567"}',
     "[1, 2]",
+    "SMS",
+    "Stop",
+    "Unsubscribe",
+    "+14155550123",
 ]
 ALPHABET = "0123456789 ().-+@:#/F,AKISzeyJxogh_lv\u200bAB12 ab"
 
@@ -138,6 +142,7 @@ def random_string(rng: random.Random) -> str:
 KEYS = [*sorted(EXACT_RULES)[::3], "id", "data", "payload", "meta", "items", "type", "value"]
 KEYS += ["callbackData", "notifyUrl", "messageId", "text", "body", "attributes", "+6591234567"]
 KEYS += [*sorted(DIAL_CODE_KEYS)[:4], "lat", "lng", "coordinates", "cdrs", "opt_in", "to", "name"]
+KEYS += ["ChannelType", "OptOut", "external_id", "user_ids"]
 
 
 def random_value(rng: random.Random, depth: int) -> object:
@@ -323,6 +328,36 @@ def test_limits_and_edges_give_identical_results_both_ways() -> None:
                 body = orjson.dumps(document)
                 fallback, fast = inspect_both("POST", URL, JSON, body, limits)
                 assert_same(fallback, fast, f"document {number}, {limits}")
+
+
+# What the second round of real formats taught (channels, keywords, identifiers used as ids), in
+# the places the compiled walker has its own steps: an object's fields, a batch of one key set
+# (the channel differs element by element), a list's scalars, a form's and a query's values.
+_ID_VALUES = ["+6591234567", "+1 415 555 0123", "mei@example.com", "icon@2x.png", "+44", "@", "+"]
+SECOND_ROUND_DOCS = [
+    {"ChannelType": "SMS", "Address": "+6591234567", "OptOut": "ALL", "User": {"opt_in": True}},
+    {"Item": [{"ChannelType": c, "OptOut": "ALL", "text": "STOP"} for c in ("EMAIL", "SMS", 5)]},
+    [{"channel": c, "opted_in": True} for c in ("sms", "push", "sms", "SMS ", None)],
+    {"channel": "sms", "channelType": "email", "consent": "yes", "text": "Yes"},
+    dict(zip(("user_id", "external_id", "message_id", "amount"), _ID_VALUES[:4], strict=True)),
+    {"ids": _ID_VALUES, "user": [{"userId": v} for v in _ID_VALUES]},
+    {"text": ["STOP", "Cancel", "stop all", "x" * 17, " UNSTOP!", ""], "from": "+6591234567"},
+    [{"body": w} for w in ("STOP", "yes", "Help", "Opt-Out", "START.", "Unsubscribe now")],
+    {"error": {"message": "STOP"}, "items": [{"message": "stop", "channel": "sms"}]},
+]
+
+
+@needs_native
+def test_second_round_formats_give_identical_results_both_ways() -> None:
+    for number, document in enumerate(SECOND_ROUND_DOCS):
+        fallback, fast = inspect_both("POST", URL, JSON, orjson.dumps(document))
+        assert fallback.findings, f"document {number} has findings to compare"
+        assert_same(fallback, fast, f"document {number}")
+    for value in [*_ID_VALUES, "STOP", "sms", "Yes"]:
+        pairs = [("user_id", value), ("Channel", "sms"), ("OptOut", "true"), ("Body", value)]
+        assert_same(*inspect_both("POST", URL, FORM, urlencode(pairs).encode()), value)
+        url = f"{URL}?{urlencode([('external_id', value), ('text', value)])}"
+        assert_same(*inspect_both("GET", url, JSON, b""), f"{value!r} in a query")
 
 
 # Values the compiled walker judges without calling back into Python: phone-keyed values without
