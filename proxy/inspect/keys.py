@@ -505,6 +505,30 @@ def is_sms_channel(value: object) -> bool:
     return type(value) is str and len(value) <= 16 and value.strip().lower() in _SMS_CHANNELS
 
 
+# Words of a mailbox's role in an e-mail key (`notification_email`, `alert_email`): the address is
+# found, but its siblings are no person's record (a load balancer pool's `name` is the pool's).
+_MAILBOX_ROLE_TOKENS = frozenset(
+    {
+        "notification",
+        "notifications",
+        "notify",
+        "alert",
+        "alerts",
+        "alerting",
+        "report",
+        "reports",
+        "reporting",
+        "monitoring",
+        "escalation",
+        "abuse",
+        "noc",
+        "ops",
+        "postmaster",
+        "webmaster",
+        "hostmaster",
+    }
+)
+
 # Flags a key gives the object it names (`"address": {...}` makes an address context).
 PARENT_FLAGS: dict[str, int] = {}
 for _words, _flag in (
@@ -751,6 +775,8 @@ def key_info(key: str) -> KeyInfo:
     # Ignored keys: ids, amounts, digests.
     is_negative = rule == Rule.NEGATIVE or (rule is None and bool(set(tokens) & NEGATIVE_TOKENS))
     sibling = _SIBLING_FLAGS_BY_RULE.get(rule or "", Ctx.NONE)
+    if rule == Rule.EMAIL and not _MAILBOX_ROLE_TOKENS.isdisjoint(tokens):
+        sibling &= ~Ctx.PERSON
     if squashed in CHANNEL_KEYS:
         sibling |= Ctx.CHANNEL
     if squashed in _CALL_SIBLINGS:

@@ -592,3 +592,10 @@ def test_a_message_that_is_only_an_opt_keyword_is_sms_consent(body, expected):
 )
 def test_a_number_or_address_used_as_an_id_is_found(body, expected):
     assert found(body) == expected
+
+
+def test_a_pool_name_beside_a_notification_address_is_no_persons_name():
+    body = {"name": "Primary Pool", "notification_email": "noc@qwiqi.example", "enabled": True}
+    assert found(body) == {("contact.email", "json:$.notification_email")}
+    person = {"name": "Mei Tan", "email": "mei@example.com"}
+    assert ("contact.name", "json:$.name") in found(person)
