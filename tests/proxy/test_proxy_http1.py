@@ -253,6 +253,118 @@ async def test_aiohttp_expect100_through_the_proxy(proxy, upstreams):
         assert (await r.json())["body_len"] == 2000
 
 
+# -- methods and versions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["PURGE", "PROPFIND", "REPORT", "LINK", "QUERY", "M-SEARCH"])
+def test_a_method_llhttp_reads_is_inspected_decided_and_forwarded(proxy, upstreams, method):
+    # RFC 9110 §9.1: a proxy forwards the methods it has no use for itself (a CDN API's PURGE,
+    # WebDAV's, the QUERY draft's), each inspected and decided like any call.
+    m = _marker(method.lower())
+    authority = f"origin.vendor.test:{upstreams.https_port}"  # (TLS origination: allowed)
+    form = f"To={PHONE}".encode()
+    request = (
+        f"{method} http://{authority}/{m} HTTP/1.1\r\nHost: {authority}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n"
+    ).encode() + form
+    status, _, body = parse_response(raw_exchange(proxy.port, request))
+    assert status == 200, body
+    [seen] = upstreams.find(m)
+    assert (seen.method, seen.body) == (method, form)
+    [line] = proxy.decisions_for(m)
+    assert (line["method"], line["action"]) == (method, "allow")
+    assert line["categories"] == ["contact.phone_number"]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param("BREW", id="unknown to llhttp"),
+        pytest.param("PATCHED", id="a known method's prefix"),
+        pytest.param("get", id="lower case (methods are case-sensitive)"),
+        pytest.param("DESCRIBE", id="RTSP's"),
+    ],
+)
+def test_a_method_llhttp_cannot_read_is_501_and_never_forwarded(proxy, upstreams, method):
+    m = _marker("method")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    request = f"{method} http://{authority}/{m} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+    status, headers, body = parse_response(raw_exchange(proxy.port, request.encode()))
+    assert (status, headers["connection"]) == (501, "close")
+    assert json.loads(body) == {"error": "unsupported", "message": "request method not implemented"}
+    assert upstreams.find(m) == []
+
+
+def _get(authority: str, path: str, version: str = "1.1", extra: str = "") -> str:
+    return f"GET http://{authority}{path} HTTP/{version}\r\nHost: {authority}\r\n{extra}\r\n"
+
+
+@pytest.mark.parametrize("minor", ["2", "9"])
+def test_a_higher_minor_version_is_served_as_http11(proxy, upstreams, minor):
+    # RFC 9110 §2.5: read as the highest minor version the proxy speaks, and answered in it; a
+    # POST's body by its Content-Length, and the connection serves on.
+    m = _marker("minor")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    request = (
+        f"POST http://{authority}/{m}-1 HTTP/1.{minor}\r\nHost: {authority}\r\n"
+        "Content-Length: 5\r\n\r\nhello" + _get(authority, f"/{m}-2", extra="Connection: close\r\n")
+    )
+    answers = _answers(proxy.port, request.encode())
+    assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
+    assert answers[0][1]["connection"] == "keep-alive"
+    seen = upstreams.find(m)
+    assert [(x.method, x.path, x.body) for x in seen] == [
+        ("POST", f"/{m}-1", b"hello"),
+        ("GET", f"/{m}-2", b""),
+    ]
+
+
+def test_a_higher_minor_version_behind_another_request_is_served(proxy, upstreams):
+    # llhttp reads HTTP/1.1 only: the read that carried HTTP/1.2 is read again, from its first
+    # request, by a parser that accepts it; on that connection another major version than 1
+    # is still refused.
+    m = _marker("minor-behind")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        s.sendall((_get(authority, f"/{m}-1") + _get(authority, f"/{m}-2", "1.2")).encode())
+        got = b""
+        while got.count(b"HTTP/1.1 200 OK") < 2:
+            got += s.recv(65536)
+        s.sendall(_get(authority, f"/{m}-3", "9.1").encode())
+        status, headers, _ = parse_response(_read_to_the_end(s))
+    assert (status, headers["connection"]) == (505, "close")
+    assert [x.path for x in upstreams.find(m)] == [f"/{m}-1", f"/{m}-2"]
+
+
+def test_a_higher_minor_version_split_across_reads_is_served(proxy, upstreams):
+    # The head's reads are kept until it is whole, to be read again from its first.
+    m = _marker("minor-split")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    request = _get(authority, f"/{m}", "1.2", "Connection: close\r\n").encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+        for piece in (request[:30], request[30:-10], request[-10:]):
+            s.sendall(piece)
+            time.sleep(0.1)  # (a read of its own)
+        status, _, _ = parse_response(_read_to_the_end(s))
+    assert status == 200
+    assert [x.path for x in upstreams.find(m)] == [f"/{m}"]
+
+
+@pytest.mark.parametrize("version", ["0.8", "2.1", "3.0", "9.9"])
+def test_a_major_version_other_than_1_is_505(proxy, upstreams, version):
+    m = _marker("major")
+    authority = f"api.vendor.test:{upstreams.http_port}"
+    raw = raw_exchange(proxy.port, _get(authority, f"/{m}", version).encode())
+    status, _, body = parse_response(raw)
+    assert status == 505
+    assert json.loads(body) == {
+        "error": "unsupported",
+        "message": f"HTTP/{version} is not spoken here",
+    }
+    assert upstreams.find(m) == []
+
+
 # -- upgrades ------------------------------------------------------------------------------------
 
 
