@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from typing import NamedTuple
 from urllib.parse import unquote
 
@@ -12,7 +13,7 @@ from proxy.inspect import categories as cat
 from proxy.inspect.encoded import enter_layer
 from proxy.inspect.form import parse_pairs, scan_pairs
 from proxy.inspect.identifiers import FILE_SUFFIXES, is_email
-from proxy.inspect.keys import Ctx
+from proxy.inspect.keys import Ctx, normalise_key
 from proxy.inspect.network import is_public_ip
 from proxy.inspect.phone import is_phone_value
 from proxy.inspect.scan import Scan
@@ -63,6 +64,16 @@ _MOBILE_PATH_WORDS = frozenset(
 )
 
 
+# An endpoint that records SMS opt-outs or opt-ins (Airship's `/channels/sms/opt-out`, Azure
+# Communication Services' `/sms/optouts:add`): a path word of the text channel, then one of an
+# opt-out or opt-in (as `normalise_key` splits it). Asking for a status is no record of one.
+_SMS_PATH_WORDS = frozenset({"sms", "mms"})
+_OPT_PATH_TOKENS = frozenset(
+    {"optout", "optouts", "optin", "optins", "unsubscribe", "unsubscribes", "unstop"}
+)
+_OPT_PATH_PAIRS = frozenset({("opt", "out"), ("opt", "in"), ("opt", "outs"), ("opt", "ins")})
+_QUERY_PATH_TOKENS = frozenset({"check", "list", "get", "lookup", "search", "status"})
+
 _DIGIT_OR_AT = re.compile(r"[\d@]")
 # A URL without a query or fragment up to this long is planned once (`url_plan`): an app calls
 # the same few endpoints, and a query may carry values (credentials) not worth keeping around.
@@ -76,6 +87,7 @@ class UrlPlan(NamedTuple):
     query: str
     segments: Sequence[str]  # decoded, non-empty path segments
     mobile: bool  # an HLR / number-lookup endpoint (`is_mobile_path`)
+    records_consent: bool  # an SMS opt-out / opt-in endpoint (`is_sms_consent_path`)
     # Per segment, what it holds (`path_verdicts`); None: judged as the scan reaches them.
     verdicts: Sequence[tuple[str, str, str] | None] | None
 
@@ -90,14 +102,16 @@ def url_plan(url: str, regions: tuple[str, ...]) -> UrlPlan:
     if len(url) <= _PLANNED_URL_MAX and "?" not in url and "#" not in url:
         return _plain_url_plan(url, regions)
     query, segments = split_url(url)
-    return UrlPlan(query, segments, is_mobile_path(segments), None)
+    return UrlPlan(query, segments, is_mobile_path(segments), is_sms_consent_path(segments), None)
 
 
 @functools.lru_cache(maxsize=_PLANNED_URLS)
 def _plain_url_plan(url: str, regions: tuple[str, ...]) -> UrlPlan:
     query, segments = split_url(url)
     judged = tuple(path_verdicts(segments, regions))
-    return UrlPlan(query, tuple(segments), is_mobile_path(segments), judged)
+    return UrlPlan(
+        query, tuple(segments), is_mobile_path(segments), is_sms_consent_path(segments), judged
+    )
 
 
 def split_url(url: str) -> tuple[str, list[str]]:
@@ -116,6 +130,24 @@ def _word(segment: str) -> str:
 def is_mobile_path(segments: Sequence[str]) -> bool:
     """True for an HLR / number-lookup endpoint (its query and body speak about a handset)."""
     return not _MOBILE_PATH_WORDS.isdisjoint(map(_word, segments))  # no generator: every call
+
+
+def is_sms_consent_path(segments: Sequence[str]) -> bool:
+    """True for an endpoint that records SMS consent: an opt-out or opt-in segment after an SMS
+    one (`/api/channels/sms/opt-out`, `/sms/optouts:add`). Whatever numbers it is sent, the call
+    says they opted out (or in): an SMS consent record, as the policy means it."""
+    sms = False
+    for segment in segments:
+        if not sms:
+            sms = _word(segment) in _SMS_PATH_WORDS
+            continue
+        tokens = normalise_key(segment)
+        if (
+            not _OPT_PATH_TOKENS.isdisjoint(tokens)
+            or not _OPT_PATH_PAIRS.isdisjoint(pairwise(tokens))
+        ) and _QUERY_PATH_TOKENS.isdisjoint(tokens):
+            return True
+    return False
 
 
 def path_verdicts(
@@ -176,6 +208,8 @@ def scan_url_value(scan: Scan, location: str, url: str, ctx: int) -> None:
 
 def scan_url(scan: Scan, plan: UrlPlan, ctx: int) -> None:
     """Scan the query string (`query:<key>`) and the path segments (`path:<n>`) of a `url_plan()`."""
+    if plan.records_consent:
+        scan.add(cat.SMS_CONSENT, "endpoint", "endpoint:opt_out")
     if plan.query:
         # Credentials the recipient's API takes in the query (`api_key`, `access_token`) are
         # judged like any field: authentication at the top level (see credentials.py).

@@ -246,3 +246,30 @@ def test_form_bodies_second_round(body, expected):
 def test_a_query_id_holding_a_number_is_found():
     url = "https://api.example.com/v1/users?user_id=%2B6591234567&page=2"
     assert found(url, method="GET") == {("contact.phone_number", "query:user_id")}
+
+
+@pytest.mark.parametrize(
+    ("url", "records_consent"),
+    [
+        pytest.param("https://go.urbanairship.com/api/channels/sms/opt-out", True, id="airship"),
+        pytest.param(
+            "https://acs.example/sms/optouts:add?api-version=2024-12-10", True, id="azure"
+        ),
+        pytest.param("https://acs.example/sms/optouts:remove", True, id="an opt back in"),
+        pytest.param("https://acs.example/sms/optouts:check", False, id="asking is no record"),
+        pytest.param("https://api.mailgun.net/v3/mg.example/unsubscribes", False, id="e-mail"),
+        pytest.param("https://api.example.com/opt-out/sms", False, id="sms after the opt-out"),
+    ],
+)
+def test_an_sms_opt_out_endpoint_records_consent(url, records_consent):
+    body = b'{"msisdn": "+6591234567"}'
+    categories = {c for c, _ in found(url, {"Content-Type": "application/json"}, body)}
+    assert ("mobile.sms_consent" in categories) is records_consent
+    assert "contact.phone_number" in categories
+
+
+def test_an_opt_out_endpoint_sent_as_a_callback_is_no_consent():
+    body = b"To=%2B6591234567&OptOutCallback=https%3A%2F%2Fhooks.example%2Fsms%2Fopt-out"
+    assert found("https://api.example.com/send", FORM, body) == {
+        ("contact.phone_number", "form:To")
+    }
