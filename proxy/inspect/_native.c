@@ -21,7 +21,7 @@
 
 /* Bump with any change of behaviour; native.py refuses a module of another version (a stale
    build left in the tree). */
-#define NATIVE_VERSION 13
+#define NATIVE_VERSION 14
 
 static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -331,6 +331,7 @@ static PyObject *py_is_lat_lng_pair;  /* fields.is_lat_lng_pair */
 static PyObject *py_object_plans;     /* walk._OBJECT_PLANS (a dict, cleared in place) */
 static PyObject *py_key_only_rules;   /* fields.KEY_ONLY_RULES (frozenset) */
 static PyObject *py_container_rules;  /* fields.CONTAINER_RULES (frozenset) */
+static PyObject *py_list_container_rules; /* fields.LIST_CONTAINER_RULES (frozenset) */
 static PyObject *py_phone_rule;       /* keys.Rule.PHONE */
 static PyObject *py_phone_generic_rule; /* keys.Rule.PHONE_GENERIC */
 static PyObject *py_coordinates_rule; /* keys.Rule.COORDINATES */
@@ -340,6 +341,7 @@ static PyObject *py_content_rule;     /* keys.Rule.CONTENT */
 static PyObject *py_content_category; /* categories.CONTENT */
 static PyObject *py_scan_id_value;    /* fields.scan_id_value */
 static PyObject *py_channel_context;  /* walk.channel_context */
+static PyObject *py_walk_pair;        /* walk.walk_pair */
 static PyTypeObject *scan_type;       /* scan.Scan */
 /* Offsets of its slots `fields`, `next_check`, `recording`, `_findings`. */
 static Py_ssize_t scan_fields_offset, scan_next_check_offset, scan_recording_offset,
@@ -351,6 +353,7 @@ static long long dial_code_flag;      /* keys.Ctx.DIAL_CODE */
 static long long error_flag;          /* keys.Ctx.ERROR */
 static long long channel_flag;        /* keys.Ctx.CHANNEL */
 static long long sms_flag;            /* keys.Ctx.SMS */
+static long long pair_flag;           /* keys.Ctx.PAIR */
 /* What `_inner_context` combines: keys.STICKY, walk._TOP_OR_ROOT, Ctx.ROOT, Ctx.TOP,
    walk._NOT_PERSON_OR_EMPLOYER, Ctx.PERSON, and credentials.AUTH_OBJECTS (a frozenset). */
 static long long sticky_flags, top_or_root_flags, root_flag, top_flag, not_person_flags,
@@ -947,6 +950,15 @@ static PyObject *walk_fields_impl(PyObject *scan, PyObject *node, PyObject *loca
         if (inner_flags == -1 && PyErr_Occurred())
             goto out;
     }
+    if (inner_flags & pair_flag) {
+        /* A label and a `value` beside it: `walk.walk_pair` walks the object. */
+        PyObject *args[6] = {scan, node, location, fields, inner, NULL};
+        if ((depth_obj = PyLong_FromSsize_t(depth)) == NULL)
+            goto out;
+        args[5] = depth_obj;
+        result = call(py_walk_pair, args, 6);
+        goto out;
+    }
     if (Py_EnterRecursiveCall(" while walking fields"))
         goto out;
     while (PyDict_Next(node, &pos, &key, &value)) {
@@ -1145,7 +1157,7 @@ static PyObject *walk_array_impl(PyObject *scan, PyObject *node, PyObject *locat
         int contained, status = 0;
         if (rule == NULL)
             return NULL;
-        contained = in_list ? 0 : PySet_Contains(py_container_rules, rule);
+        contained = in_list ? 0 : PySet_Contains(py_list_container_rules, rule);
         if (contained < 0) {
             Py_DECREF(rule);
             return NULL;
@@ -1696,6 +1708,7 @@ static PyObject *configure(PyObject *self, PyObject *names)
         || take(names, "_OBJECT_PLANS", &py_object_plans) < 0
         || take(names, "KEY_ONLY_RULES", &py_key_only_rules) < 0
         || take(names, "CONTAINER_RULES", &py_container_rules) < 0
+        || take(names, "LIST_CONTAINER_RULES", &py_list_container_rules) < 0
         || take(names, "PHONE_RULE", &py_phone_rule) < 0
         || take(names, "PHONE_GENERIC_RULE", &py_phone_generic_rule) < 0
         || take(names, "COORDINATES_RULE", &py_coordinates_rule) < 0
@@ -1705,6 +1718,7 @@ static PyObject *configure(PyObject *self, PyObject *names)
         || take(names, "CONTENT_CATEGORY", &py_content_category) < 0
         || take(names, "scan_id_value", &py_scan_id_value) < 0
         || take(names, "channel_context", &py_channel_context) < 0
+        || take(names, "walk_pair", &py_walk_pair) < 0
         || take(names, "PHONE_PREFIXES", &py_phone_prefixes) < 0)
         return NULL;
     if (!PyDict_CheckExact(py_phone_prefixes)) {
@@ -1740,7 +1754,7 @@ static PyObject *configure(PyObject *self, PyObject *names)
         Py_XSETREF(finding_type, (PyTypeObject *)type);
     }
     if (!PyDict_Check(py_object_plans) || !PyFrozenSet_Check(py_key_only_rules)
-        || !PyFrozenSet_Check(py_container_rules)) {
+        || !PyFrozenSet_Check(py_container_rules) || !PyFrozenSet_Check(py_list_container_rules)) {
         PyErr_SetString(PyExc_TypeError, "configure: plans a dict, rule sets frozensets");
         return NULL;
     }
@@ -1748,6 +1762,7 @@ static PyObject *configure(PyObject *self, PyObject *names)
         || take_int(names, "ERROR", &error_flag) < 0
         || take_int(names, "CHANNEL", &channel_flag) < 0
         || take_int(names, "SMS", &sms_flag) < 0
+        || take_int(names, "PAIR", &pair_flag) < 0
         || take_int(names, "STICKY", &sticky_flags) < 0
         || take_int(names, "TOP_OR_ROOT", &top_or_root_flags) < 0
         || take_int(names, "ROOT", &root_flag) < 0 || take_int(names, "TOP", &top_flag) < 0

@@ -53,9 +53,10 @@ _KEY_ONLY: dict[str, tuple[str, int]] = {
     Rule.CONSENT_CTX: (cat.SMS_CONSENT, Ctx.SMS),
     Rule.DEVICE_STATUS: (cat.DEVICE_STATUS, Ctx.NONE),
     Rule.ROAMING: (cat.ROAMING, Ctx.NONE),
-    # Carrier data is personal when it is a subscriber's (an MCC-MNC rate table is not).
-    Rule.CARRIER: (cat.CARRIER, Ctx.MOBILE | Ctx.PHONE),
-    Rule.CARRIER_CTX: (cat.CARRIER, Ctx.MOBILE | Ctx.PHONE),
+    # Carrier data is personal when it is a subscriber's or a handset's (an MCC-MNC rate table
+    # is not): beside a number, or in a record of a device named by its advertising id.
+    Rule.CARRIER: (cat.CARRIER, Ctx.MOBILE | Ctx.PHONE | Ctx.DEVICE),
+    Rule.CARRIER_CTX: (cat.CARRIER, Ctx.MOBILE | Ctx.PHONE | Ctx.DEVICE),
     Rule.VALIDITY: (cat.NUMBER_VALIDITY, Ctx.NONE),
     Rule.VALIDITY_CTX: (cat.NUMBER_VALIDITY, Ctx.MOBILE),
     Rule.CDR: (cat.USAGE, Ctx.NONE),
@@ -64,8 +65,10 @@ _KEY_ONLY: dict[str, tuple[str, int]] = {
     Rule.COUNTRY: (cat.LOCATION_COUNTRY, Ctx.NONE),
 }
 KEY_ONLY_RULES = frozenset(_KEY_ONLY)
-# The rules `scan_container_key` acts on (the others say nothing about an object or an array).
-CONTAINER_RULES = KEY_ONLY_RULES | {Rule.CONTENT}
+# The rules `scan_container_key` acts on (the others say nothing about an object or an array),
+# for an object and for an array.
+CONTAINER_RULES = KEY_ONLY_RULES | {Rule.CONTENT, Rule.CONTENT_MAP}
+LIST_CONTAINER_RULES = KEY_ONLY_RULES | {Rule.CONTENT}
 # Per-call memo of judged string values (it dies with the call's Scan).
 MEMO_MAX_LENGTH = 512
 _MEMO_MAX_ENTRIES = 4096
@@ -91,13 +94,14 @@ def key_only(scan: Scan, location: str, rule: str | None, ctx: int) -> bool:
 def scan_container_key(scan: Scan, location: str, info: KeyInfo | None, ctx: int) -> None:
     """Key-only rules on an object or array value (`"subscription_groups": [...]`, `"cdrs": {...}`).
 
-    Only keys whose rule is in `CONTAINER_RULES` can add anything here.
+    Only keys whose rule is in `CONTAINER_RULES` (an object) or `LIST_CONTAINER_RULES` (an
+    array) can add anything here.
     """
     if info is None:
         return
     if info.rule in _KEY_ONLY:
         key_only(scan, location, info.rule, ctx)
-    elif info.rule == Rule.CONTENT and not ctx & Ctx.ERROR:
+    elif (info.rule == Rule.CONTENT or info.rule == Rule.CONTENT_MAP) and not ctx & Ctx.ERROR:
         # A structured message (WhatsApp template with placeholders, rich card) is a message.
         scan.add(cat.CONTENT, location, "key:content")
 
@@ -371,6 +375,42 @@ def _display_names(scan: Scan, location: str, value: str) -> None:
             return
 
 
+# The last word of a company's name: its legal form (`Pte Ltd`, `Inc.`, `GmbH`).
+_COMPANY_FORMS = frozenset(
+    {
+        "ltd",
+        "limited",
+        "inc",
+        "incorporated",
+        "llc",
+        "llp",
+        "plc",
+        "gmbh",
+        "ag",
+        "bv",
+        "nv",
+        "corp",
+        "corporation",
+        "pte",
+        "pty",
+        "bhd",
+        "srl",
+        "sarl",
+        "spa",
+    }
+)
+
+
+def _looks_like_company(value: str) -> bool:
+    words = value.split()
+    return len(words) >= 2 and words[-1].strip(".,()").lower() in _COMPANY_FORMS
+
+
+def _names_a_mailbox(value: str) -> bool:
+    # A sender's display name that is a brand's or a role's (`QWIQI Billing`, `Acme Support`).
+    return any(w.lower() in _ROLE_WORDS or (len(w) > 1 and w.isupper()) for w in value.split())
+
+
 def _looks_like_sender_id(value: str) -> bool:
     # An SMS alphanumeric sender id: one token of at most 11 characters (`QWIQI`, `InfoSMS`).
     return len(value) <= 11 and " " not in value.strip()
@@ -395,7 +435,10 @@ def _name_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> boo
     elif ctx & Ctx.NOT_PERSON:
         pass  # a product's, campaign's, template's name
     elif ctx & Ctx.PERSON and _looks_like_name(value):
-        if not (ctx & Ctx.SENDER and _looks_like_sender_id(value)):
+        if _looks_like_company(value):
+            # `{"name": "Tan Logistics Pte Ltd"}`: a customer's company (Segment's group traits).
+            scan.add(cat.EMPLOYMENT, location, "key:employment")
+        elif not (ctx & Ctx.SENDER and (_looks_like_sender_id(value) or _names_a_mailbox(value))):
             scan.add(cat.NAME, location, "key:name")
     elif ctx & Ctx.PHONE and _looks_like_person_name(value):
         # `{"name": "Tan Ah Kow", "phone": "+65…"}`: a contact card without a person key.
@@ -501,7 +544,8 @@ def _country_ctx(scan: Scan, location: str, rule: str, value: str, ctx: int) -> 
         return True
     in_context = ctx & (Ctx.LOCATION | Ctx.PERSON) and not ctx & Ctx.NOT_PERSON
     is_hlr_record = ctx & Ctx.PHONE and ctx & Ctx.HANDSET
-    if in_context or ctx & Ctx.MOBILE or is_hlr_record or scan.mobile_call:
+    # A handset's record (an advertising id beside it) says where the device is.
+    if in_context or ctx & (Ctx.MOBILE | Ctx.DEVICE) or is_hlr_record or scan.mobile_call:
         scan.add(cat.LOCATION_COUNTRY, location, "key:country")
     return True
 
@@ -682,6 +726,8 @@ _STR_RULES: dict[str, Callable[[Scan, str, str, str, int], bool]] = {
     Rule.KEYWORD: _keyword,
     Rule.DEVICE_STATUS_CTX: _device_status_ctx,
     Rule.CONTENT: _content,
+    Rule.CONTENT_MAP: _content,
+    Rule.CONTENT_TEXT: _content,
     Rule.SECRET: _secret,
     Rule.GRAPHQL: _graphql,
     Rule.VENDOR_CREDENTIAL: _credential,

@@ -52,6 +52,11 @@ class Rule:
     VALIDITY = "validity"
     VALIDITY_CTX = "validity_ctx"
     CONTENT = "content"
+    # `contents`: a message's texts by language (OneSignal) as an object; as a list, the items
+    # an ad event counts (Meta's and TikTok's `contents`), whose texts are judged on their own.
+    CONTENT_MAP = "content_map"
+    # `alert`: a notification's text as a string (APNs, Airship); as an object, a monitor's settings.
+    CONTENT_TEXT = "content_text"
     CDR = "cdr"
     CDR_CTX = "cdr_ctx"
     SECRET = "secret"  # noqa: S105 - a rule name, not a password
@@ -152,7 +157,8 @@ EXACT_RULES: dict[str, str] = _table(
         "nric fin national_id national_id_number passport passport_number passport_no "
         "driver_license drivers_license driving_licence driver_license_number tax_id tin "
         "taxpayer_id nid hkid id_card id_card_number identity_number identity_card "
-        "national_identity_number aadhaar nino personal_number citizen_id voter_id government_id",
+        "national_identity_number aadhaar nino personal_number citizen_id voter_id government_id "
+        "id_document id_document_number identity_document identity_document_number",
     ),
     (Rule.LAT_LNG, "lat lng lon latitude longitude"),
     (Rule.COORDINATES, "coordinates coords latlng lat_lng lat_long geo geolocation location"),
@@ -173,7 +179,9 @@ EXACT_RULES: dict[str, str] = _table(
     (
         Rule.CONSENT,
         "sms_opt_in sms_optin sms_consent sms_subscribed sms_subscription sms_subscription_status "
-        "sms_marketing_consent sms_opted_in sms_opt_out sms_unsubscribed",
+        "sms_marketing_consent sms_opted_in sms_opt_out sms_unsubscribed "
+        # CleverTap's `MSG-sms`, `MSG-whatsapp`: whether the user may be messaged that way.
+        "msg_sms msg_whatsapp msg_mms",
     ),
     (
         Rule.CONSENT_CTX,
@@ -225,8 +233,10 @@ EXACT_RULES: dict[str, str] = _table(
         Rule.CONTENT,
         "body text message content msg sms_text sms_body message_body message_text transcript "
         "transcription voicemail caption html html_body text_body plain_text html_content "
-        "text_content short_message message_payload contents twiml ssml",
+        "text_content short_message message_payload twiml ssml",
     ),
+    (Rule.CONTENT_MAP, "contents"),
+    (Rule.CONTENT_TEXT, "alert"),
     (Rule.GRAPHQL, "query"),
     (
         Rule.CDR,
@@ -427,6 +437,8 @@ _PERSON_NAME_PREFIXES = frozenset(
     ]
 )
 _VALIDITY_TOKENS = frozenset({"type", "status", "valid", "validity"})
+_LAT_WORDS = frozenset({"lat", "latitude"})
+_LNG_WORDS = frozenset({"lng", "lon", "longitude"})
 _HASH_TOKENS = frozenset({"hashed", "sha256", "hash"})
 _SECRET_TOKENS = frozenset({"password", "passwd", "secret", "passphrase"})
 _SECRET_VETO = frozenset({"at", "expires", "expiry", "name", "id", "type", "hint", "policy"})
@@ -491,6 +503,8 @@ class Ctx:
     ROOT = 131072  # the body's own top-level object (its fields get TOP)
     INFRA = 262144  # a DNS record, a CDN origin, a backend: its values are a server's, not judged
     CHANNEL = 524288  # a key naming the channel is among the siblings: its value may say SMS
+    DEVICE = 1048576  # a mobile advertising id is among the siblings: the record is a handset's
+    PAIR = 2097152  # a label key and a `value` key are siblings: `{"name": "Email", "value": …}`
 
 
 # Keys whose value names an object's channel (Pinpoint's `ChannelType`, Vonage's `channel`), and
@@ -537,7 +551,9 @@ for _words, _flag in (
         "subscriber subscribers recipient recipients member members patient client traits "
         "user_data identity identities owner account_holder cardholder "
         "billing_details shipping_details customer_information personal_info sender requester "
-        "requesters shopper payer lead leads",
+        "requesters shopper payer lead leads "
+        # A message's personalisation: the values are its recipient's (Postmark's `TemplateModel`).
+        "template_model dynamic_template_data template_data merge_vars",
         Ctx.PERSON,
     ),
     (
@@ -572,9 +588,10 @@ for _words, _flag in (
         Ctx.REFERENCE,
     ),
     ("error errors status meta metadata exception fault result", Ctx.ERROR),
-    ("sender senders sender_info", Ctx.SENDER),
+    ("sender senders sender_info from reply_to from_address reply_to_address", Ctx.SENDER),
     (
-        "origins origin_server origin_servers backends dns_record dns_records",
+        "origins origin_server origin_servers backends dns_record dns_records server servers "
+        "application_server app_server",
         Ctx.INFRA | Ctx.NOT_PERSON,
     ),
 ):
@@ -601,6 +618,7 @@ _SIBLING_FLAGS_BY_RULE: dict[str, int] = {
     Rule.GOV_ID: Ctx.PERSON,
     Rule.SSN: Ctx.PERSON,
     Rule.CELL: Ctx.LOCATION,
+    Rule.AD_ID: Ctx.DEVICE,
 }
 _CALL_SIBLINGS = frozenset(
     w.replace("_", "")
@@ -751,8 +769,8 @@ def _token_rule(tokens: tuple[str, ...], squashed: str) -> str | None:
         return Rule.NAME
     if tokens and tokens[-1] == "address" and not token_set & _ADDRESS_VETO:
         return Rule.ADDRESS
-    if token_set & {"latitude", "longitude"}:
-        return Rule.LAT_LNG
+    if token_set & {"latitude", "longitude"} or (tokens and tokens[-1] in _LAT_WORDS | _LNG_WORDS):
+        return Rule.LAT_LNG  # `location_lat`, `geo_longitude`
     if "roaming" in token_set:
         return Rule.ROAMING
     if "carrier" in token_set:
@@ -787,9 +805,11 @@ def key_info(key: str) -> KeyInfo:
         sibling |= Ctx.SMS
     if squashed in DIAL_CODE_KEYS:
         sibling |= Ctx.DIAL_CODE
-    if squashed in ("lat", "latitude"):
+    if squashed in ("lat", "latitude") or (rule == Rule.LAT_LNG and tokens[-1] in _LAT_WORDS):
         sibling |= Ctx.LAT
-    if squashed in ("lng", "lon", "long", "longitude"):
+    if squashed in ("lng", "lon", "long", "longitude") or (
+        rule == Rule.LAT_LNG and tokens[-1] in _LNG_WORDS
+    ):
         sibling |= Ctx.LNG
     parent = PARENT_FLAGS.get(squashed, Ctx.NONE)
     if parent == Ctx.NONE and len(tokens) > 1:
@@ -815,6 +835,8 @@ def sibling_context(keys: tuple[str, ...]) -> int:
         info = key_info(key)
         flags |= info.sibling_flags
         squashed.add(info.squashed)
+    if "value" in squashed and not squashed.isdisjoint(PAIR_LABELS):
+        flags |= Ctx.PAIR  # see walk.walk_pair
     if squashed >= _DNS_RECORD_KEYS and squashed & _DNS_RECORD_DATA:
         # `{"type": "A", "name": ..., "content": "118.200.45.17", "ttl": 300}`: its address is
         # a server's, and its `content` (a TXT record's text) no message (what ERROR says).
@@ -823,6 +845,11 @@ def sibling_context(keys: tuple[str, ...]) -> int:
 
 
 _DNS_RECORD_KEYS = frozenset({"type", "ttl"})
+# Keys whose value names a field when a `value` key is beside them (HubSpot's `property`,
+# Marketing Cloud's and Cognito's `name`, AWS tags' `key`). Squashed.
+PAIR_LABELS = frozenset(
+    {"name", "property", "key", "field", "attribute", "fieldname", "propertyname", "attributename"}
+)
 _DNS_RECORD_DATA = frozenset({"content", "data", "rdata", "value", "values", "address"})
 
 

@@ -32,7 +32,7 @@ from proxy.inspect.model import Finding
 ENV_SWITCH = "SHAREWALL_INSPECT_NATIVE"
 # The `VERSION` of `_native.c` this Python code was written against: a stale build left in the
 # tree (another version of the C source) is not used.
-_VERSION = 13
+_VERSION = 14
 # scan.py's and walk.py's own functions, put back by `install(False)`.
 _PYTHON_FINDINGS = scan._findings
 _PYTHON_LOOPS = {
@@ -65,6 +65,7 @@ def _callbacks() -> dict[str, object]:
         "scan_split_numbers": walk.scan_split_numbers,
         "KEY_ONLY_RULES": walk.KEY_ONLY_RULES,
         "CONTAINER_RULES": walk.CONTAINER_RULES,
+        "LIST_CONTAINER_RULES": walk.LIST_CONTAINER_RULES,
         "MEMO_MAX_LENGTH": walk.MEMO_MAX_LENGTH,
         "PHONE_RULE": walk._PHONE_RULE,
         "PHONE_GENERIC_RULE": walk.Rule.PHONE_GENERIC,
@@ -86,6 +87,9 @@ def _callbacks() -> dict[str, object]:
         # `ChannelType: SMS` beside an object's fields makes it a text message's.
         "channel_context": walk.channel_context,
         "CHANNEL": walk.Ctx.CHANNEL,
+        # A label and a `value` beside it: the object is walked by `walk.walk_pair`.
+        "walk_pair": walk.walk_pair,
+        "PAIR": walk.Ctx.PAIR,
         "SMS": walk.Ctx.SMS,
         # What `_inner_context` combines (compiled too; the Python function for odd flags).
         "STICKY": walk.STICKY,

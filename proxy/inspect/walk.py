@@ -31,6 +31,7 @@ from proxy.inspect.encoded import (
 from proxy.inspect.fields import (
     CONTAINER_RULES,
     KEY_ONLY_RULES,
+    LIST_CONTAINER_RULES,
     MEMO_MAX_LENGTH,
     is_lat_lng_pair,
     judge_str,
@@ -43,6 +44,7 @@ from proxy.inspect.free_text import scan_string
 from proxy.inspect.keys import (
     CHANNEL_KEYS,
     MASK,
+    PAIR_LABELS,
     STICKY,
     Ctx,
     KeyInfo,
@@ -67,6 +69,7 @@ _DIAL_CODE = Ctx.DIAL_CODE
 _TOP_OR_ROOT = Ctx.TOP | Ctx.ROOT
 _CHANNEL = Ctx.CHANNEL
 _SMS = Ctx.SMS
+_PAIR = Ctx.PAIR
 
 # One field's plan: (location suffix, key info, rule, values never read).
 _FieldPlan = tuple[str, KeyInfo, "str | None", bool]
@@ -264,10 +267,13 @@ def _walk_fields(
     depth: int,
 ) -> None:
     """The fields of one object, `fields` being the plan of its key set, `inner` its context."""
-    memo = scan.memo
-    split_hint = inner & _DIAL_CODE
     if inner & _CHANNEL and not inner & _SMS:
         inner = channel_context(node, fields, inner)
+    if inner & _PAIR:
+        walk_pair(scan, node, location, fields, inner, depth)
+        return
+    memo = scan.memo
+    split_hint = inner & _DIAL_CODE
     # Scalars are handled inline (no call, no location string) when they cannot matter: this
     # loop runs for every field of every batch. The field count is `Scan.count_field()` inlined.
     for (suffix, key_kind, rule, negative), value in zip(fields, node.values(), strict=True):
@@ -338,6 +344,45 @@ def _walk_fields(
         )
 
 
+def walk_pair(
+    scan: Scan,
+    node: dict,
+    location: str,
+    fields: tuple[_FieldPlan, ...],
+    inner: int,
+    depth: int,
+) -> None:
+    """An object whose label names the field its `value` holds: HubSpot's `{"property":
+    "mobilephone", "value": "6591234567"}`, Marketing Cloud's and Cognito's `{"name": "Email
+    Address", "value": …}`. The value is judged as that field's; the label, a field's name, is
+    not judged. A label naming no field we know (`{"name": "Jan", "value": 12}`, a chart's
+    point) leaves the object an ordinary one. Both walkers call this for `Ctx.PAIR` objects.
+    """
+    label: tuple[str, KeyInfo] | None = None
+    for (suffix, key_kind, _, _), value in zip(fields, node.values(), strict=True):
+        if (
+            key_kind.squashed in PAIR_LABELS
+            and type(value) is str
+            and len(value) <= 64
+            and not is_identifier_like(value)
+        ):
+            named = key_info(value)
+            if named.rule is not None:
+                label = (suffix, named)
+                break
+    if label is None:
+        _walk_fields(scan, node, location, fields, inner & ~_PAIR, depth)
+        return
+    label_suffix, named = label
+    for (suffix, key_kind, _, _), value in zip(fields, node.values(), strict=True):
+        if suffix == label_suffix:
+            scan.count_field()  # the field's name, not data
+        elif key_kind.squashed == "value":
+            walk(scan, value, location + suffix, named, inner, depth)
+        else:
+            walk(scan, value, location + suffix, key_kind, inner, depth)
+
+
 def channel_context(node: dict, fields: tuple[_FieldPlan, ...], inner: int) -> int:
     """`inner` with SMS when a channel key of the object says SMS (`"ChannelType": "SMS"`).
 
@@ -376,7 +421,7 @@ def _walk_array(
         return
     if info is not None:
         rule = info.rule
-        if not in_list and rule in CONTAINER_RULES:
+        if not in_list and rule in LIST_CONTAINER_RULES:
             scan_container_key(scan, location, info, ctx)
         elif rule == Rule.COORDINATES and len(node) == 2 and is_lat_lng_pair(node[0], node[1]):
             scan.add(cat.LOCATION_PRECISE, location, "latlng")  # GeoJSON [lng, lat]

@@ -599,3 +599,154 @@ def test_a_pool_name_beside_a_notification_address_is_no_persons_name():
     assert found(body) == {("contact.email", "json:$.notification_email")}
     person = {"name": "Mei Tan", "email": "mei@example.com"}
     assert ("contact.name", "json:$.name") in found(person)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            {
+                "properties": [
+                    {"property": "firstname", "value": "Mei"},
+                    {"property": "mobilephone", "value": "6591234567"},
+                    {"property": "lifecyclestage", "value": "lead"},
+                ]
+            },
+            {
+                ("contact.name", "json:$.properties[0].value"),
+                ("contact.phone_number", "json:$.properties[1].value"),
+            },
+            id="hubspot v1 property/value pairs",
+        ),
+        pytest.param(
+            {
+                "UserAttributes": [
+                    {"Name": "given_name", "Value": "Mei"},
+                    {"Name": "phone_number", "Value": "+6591234567"},
+                ]
+            },
+            {
+                ("contact.name", "json:$.UserAttributes[0].Value"),
+                ("contact.phone_number", "json:$.UserAttributes[1].Value"),
+            },
+            id="cognito attribute Name/Value",
+        ),
+        pytest.param(
+            {"values": [{"name": "Email Address", "value": "mei@example.com"}]},
+            {("contact.email", "json:$.values[0].value")},
+            id="a label in words",
+        ),
+        pytest.param(
+            {
+                "series": [{"name": "Jan", "value": 12}, {"name": "Mei Tan", "value": 4}],
+                "Tags": [
+                    {"Key": "Name", "Value": "sms-api-sg"},
+                    {"Key": "order_id", "Value": "4155550123"},
+                ],
+                "fields": [{"name": "Customer ID", "value": "6591234567"}],
+            },
+            set(),
+            id="trap: a chart's points, tags, an id's field",
+        ),
+        pytest.param(
+            {"contact": {"name": "Mei Tan", "value": 1200}},
+            {("contact.name", "json:$.contact.name")},
+            id="a person's name beside a value is still a name",
+        ),
+    ],
+)
+def test_a_label_and_a_value_are_one_field(body, expected):
+    assert found(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            {"notification": {"alert": "Your parcel arrives today"}},
+            {("comms.content", "json:$.notification.alert")},
+            id="a push alert's text",
+        ),
+        pytest.param(
+            {"alert": {"enabled": True, "threshold": 5}}, set(), id="trap: alert settings"
+        ),
+        pytest.param(
+            {"contents": {"en": "Your parcel arrives today"}},
+            {("comms.content", "json:$.contents")},
+            id="onesignal contents by language",
+        ),
+        pytest.param(
+            {"custom_data": {"contents": [{"id": "plan-5g", "quantity": 1}], "value": 12.9}},
+            set(),
+            id="trap: meta and tiktok contents are the items bought",
+        ),
+        pytest.param(
+            {"profileData": {"Phone": "+6591234567", "MSG-sms": True, "MSG-email": False}},
+            {
+                ("contact.phone_number", "json:$.profileData.Phone"),
+                ("mobile.sms_consent", "json:$.profileData.MSG-sms"),
+            },
+            id="clevertap MSG-sms is an sms permission",
+        ),
+        pytest.param(
+            {"traits": {"name": "Tan Logistics Pte Ltd", "industry": "Logistics"}},
+            {("account.employment", "json:$.traits.name")},
+            id="a company's name in a person's record",
+        ),
+        pytest.param(
+            {"idDocument": "S1234567D", "phoneNumber": "+6591234567"},
+            {
+                ("government_id", "json:$.idDocument"),
+                ("contact.phone_number", "json:$.phoneNumber"),
+            },
+            id="camara kyc idDocument",
+        ),
+        pytest.param(
+            {"TemplateModel": {"name": "Mei Tan", "product_name": "QWIQI"}},
+            {("contact.name", "json:$.TemplateModel.name")},
+            id="a template model's name is the recipient's",
+        ),
+    ],
+)
+def test_second_round_formats(body, expected):
+    assert found(body) == expected
+
+
+def test_a_senders_company_mailbox_name_is_no_persons_name():
+    body = {
+        "from": {"email": "billing@qwiqi.example", "name": "QWIQI Billing"},
+        "reply_to": {"email": "care@qwiqi.example", "name": "Acme Support"},
+        "to": [{"email": "mei@example.com", "name": "Mei Tan"}],
+    }
+    assert {location for category, location in found(body) if category == "contact.name"} == {
+        "json:$.to[0].name"
+    }
+    person = {"from": {"email": "mei@example.com", "name": "Mei Tan"}}
+    assert ("contact.name", "json:$.from.name") in found(person)
+
+
+def test_an_application_servers_address_is_no_persons():
+    body = {
+        "device": {"ipv4Address": {"publicAddress": "118.200.45.17"}},
+        "applicationServer": {"ipv4Address": "52.74.23.10"},
+    }
+    assert found(body) == {("network.ip_address", "json:$.device.ipv4Address.publicAddress")}
+
+
+def test_a_handsets_event_carries_its_carrier_country_and_location():
+    event = {
+        "idfa": "EA7583CD-A667-48BC-B806-42ECB2B48606",
+        "carrier": "Singtel",
+        "country": "Singapore",
+        "location_lat": 1.2834,
+        "location_lng": 103.8607,
+    }
+    assert found(event) == {
+        ("mobile.device_id", "json:$.idfa"),
+        ("mobile.carrier", "json:$.carrier"),
+        ("location.country", "json:$.country"),
+        ("location.precise", "json:$.location_lat"),
+        ("location.precise", "json:$.location_lng"),
+    }
+    shipment = {"carrier": "DHL", "country": "SG", "location_lat": 1.2834}
+    assert found(shipment) == set()

@@ -142,7 +142,7 @@ def random_string(rng: random.Random) -> str:
 KEYS = [*sorted(EXACT_RULES)[::3], "id", "data", "payload", "meta", "items", "type", "value"]
 KEYS += ["callbackData", "notifyUrl", "messageId", "text", "body", "attributes", "+6591234567"]
 KEYS += [*sorted(DIAL_CODE_KEYS)[:4], "lat", "lng", "coordinates", "cdrs", "opt_in", "to", "name"]
-KEYS += ["ChannelType", "OptOut", "external_id", "user_ids"]
+KEYS += ["ChannelType", "OptOut", "external_id", "user_ids", "property", "contents", "alert"]
 
 
 def random_value(rng: random.Random, depth: int) -> object:
@@ -344,6 +344,19 @@ SECOND_ROUND_DOCS = [
     {"text": ["STOP", "Cancel", "stop all", "x" * 17, " UNSTOP!", ""], "from": "+6591234567"},
     [{"body": w} for w in ("STOP", "yes", "Help", "Opt-Out", "START.", "Unsubscribe now")],
     {"error": {"message": "STOP"}, "items": [{"message": "stop", "channel": "sms"}]},
+    # Label/value pairs: a batch of one key set whose labels differ, values of every kind.
+    [
+        {"property": p, "value": v}
+        for p, v in zip(
+            ("phone", "Jan", "firstname", "order_id", "email"),
+            ("6591234567", 12, "Mei", "4155550123", {"x": "a@b.co"}),
+            strict=True,
+        )
+    ],
+    {"name": "Mobile Number", "value": ["6591234567", "+6591234568"], "note": "+65 9123 4569"},
+    {"Key": "Name", "Value": "Mei Tan", "channel": "sms", "OptOut": "ALL"},
+    {"contents": [{"id": "plan-5g", "text": "Hi +6591234567"}], "alert": {"text": "x"}},
+    {"contents": {"en": "Call +65 9123 4567"}, "alert": "STOP", "notification": {"alert": "Hi"}},
 ]
 
 
