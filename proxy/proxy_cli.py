@@ -289,7 +289,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=d["reload_interval"].default,
         metavar="SECONDS",
-        help="how often --registry-file is checked for changes",
+        help="how often --registry-file is checked for changes (a change is loaded once it "
+        "has stayed for one interval)",
     )
     run_group = p.add_argument_group("process")
     run_group.add_argument(

@@ -69,12 +69,22 @@ class FileSnapshotSource:
             self._task = None
 
     async def reload(self) -> bool:
-        """Load the file now; True if a new snapshot was accepted, False if it failed to load."""
+        """Load the file now; True if a new snapshot was accepted, False if it failed to load,
+        did not change, or changed while it was read (then it is loaded again once settled)."""
+        identity = _file_identity(self.path)
+        snapshot: Snapshot | None = None
+        problem = ""
         try:
             # Decoded in a child process, validated in slices: calls keep being served.
             snapshot = await load_registry_file_sliced(self.path)
         except RegistryFileError as exc:
-            log.warning("snapshot.reload_failed", path=str(self.path), reason=str(exc))
+            problem = str(exc)
+        if _file_identity(self.path) != identity:
+            # Written to while it was read: what was read may be a file half written.
+            log.info("snapshot.reload_deferred", path=str(self.path), reason="changed_while_read")
+            return False
+        if snapshot is None:
+            log.warning("snapshot.reload_failed", path=str(self.path), reason=problem)
             return False
         await asyncio.sleep(0)  # what the load let go of, and calls, before the swap's work
         if self.snapshot is not None and snapshot.revision == self.snapshot.revision:
@@ -97,9 +107,17 @@ class FileSnapshotSource:
         )
 
     async def _watch(self) -> None:
+        seen = self._identity
         while True:
             await asyncio.sleep(self.interval)
             identity = _file_identity(self.path)
+            if identity != seen:
+                # Changed since the last look: loaded once it has stayed so for an interval.
+                # A file saved in place (truncated, then written) can be seen half written,
+                # and its first half may parse: a registry without its workloads section yet
+                # binds no source, and calls it would refuse went through until the next look.
+                seen = identity
+                continue
             if identity == self._identity:
                 continue
             self._identity = identity

@@ -93,3 +93,65 @@ async def test_a_broken_edit_keeps_the_last_good_snapshot_until_fixed(registry):
         assert seen[1].recipient("vendor").status == "revoked"
     finally:
         await source.close()
+
+
+WORKLOADS = """
+workloads:
+  - namespace: test-ns
+    name: test-workload
+    status: approved
+    purposes: [service_delivery]
+"""
+
+
+async def test_a_file_saved_in_place_is_loaded_whole_never_half_written(registry):
+    """An in-place save (truncated, then written) can be seen half written, and the first half
+    of a registry may parse: without its workloads section yet, it would bind no source. A
+    change is loaded once the file has stayed the same for an interval."""
+    registry.write_text(registry.read_text() + WORKLOADS)
+    seen = []
+    source = FileSnapshotSource(registry, interval=1.0)
+    await source.start(seen.append)
+    try:
+        assert seen[0].workloads
+        edited = registry.read_text().replace("status: approved", "status: suspended", 1)
+        cut = edited.index("\nworkloads:") + 1
+        with registry.open("w") as f:
+            f.write(edited[:cut])  # the recipients, a registry on their own
+            f.flush()
+            # Still being written: each pause shorter than the interval, two of them longer
+            # (a file looked at twice an interval apart is looked at mid-write).
+            for i in range(2):
+                await asyncio.sleep(0.9)
+                f.write(f"# {i}\n")
+                f.flush()
+            f.write(edited[cut:])
+        assert await _until(lambda: len(seen) >= 2)
+        assert [bool(s.workloads) for s in seen] == [True, True]
+        assert seen[1].recipient("vendor").status == "suspended"
+    finally:
+        await source.close()
+
+
+async def test_a_file_written_to_while_it_is_read_is_not_taken(registry):
+    """Whatever part of the writing the read saw, the snapshot waits for the file to settle."""
+    whole = registry.read_text() + WORKLOADS
+    registry.write_text(whole)
+    seen = []
+    source = FileSnapshotSource(registry, interval=3600)
+    await source.start(seen.append)
+    try:
+        cut = whole.index("\nworkloads:") + 1
+        registry.write_text(whole[:cut].replace("status: approved", "status: suspended", 1))
+        with capture_logs() as logs:
+            reloading = asyncio.create_task(source.reload())
+            await asyncio.sleep(0)  # the reload has looked at the file
+            with registry.open("a") as f:
+                f.write(whole[cut:])
+            assert await reloading is False
+        assert "snapshot.reload_deferred" in [e["event"] for e in logs]
+        assert seen == [source.snapshot]
+        assert await source.reload() is True  # settled
+        assert seen[1].workloads and seen[1].recipient("vendor").status == "suspended"
+    finally:
+        await source.close()
