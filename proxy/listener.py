@@ -59,7 +59,6 @@ if TYPE_CHECKING:  # annotations only: the app builds these
 log = structlog.get_logger("sharewall.proxy")
 
 CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # How much of a refused request's body is read and dropped before closing (lingering close).
 DISCARD_MAX_BYTES = 16 << 20
 DISCARD_SECONDS = 5.0
@@ -572,13 +571,23 @@ class ProxyServer:
         version = "1.0" if head.version == "1.0" else "1.1"
         if raw_headers is None:
             return await self._answer_options(conn, head, keep_alive, version)
+        expect = first.get("expect")
+        if (
+            expect is not None
+            and expect.lower() == "100-continue"
+            and head.version == "1.1"  # never to HTTP/1.0 (RFC 9110 §10.1.1)
+            and not conn.body_complete
+        ):
+            # The body is inspected before anything goes upstream: ask for it ourselves.
+            await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         timings = Timings()
         decision_id = new_decision_id()
         ex: Exchange | None = None
         try:
             limit = self.settings.limits.max_body_bytes
             read = conn.body_here(limit)  # (the usual call came whole: no coroutine)
-            body, truncated = read if read is not None else _NO_BODY_YET
+            body, truncated = read if read is not None else await conn.read_body(limit)
+            keep_alive = keep_alive and not truncated
             # The naming facts by position: fifteen keyword arguments at most (see new_exchange).
             ex = new_exchange(
                 entry,
@@ -601,20 +610,10 @@ class ProxyServer:
                 decision_id=decision_id,
                 timings=timings,
             )
-            outcome: Outcome | None = None
-            if read is None:  # the body is still on its way
-                # (Never 100 Continue to HTTP/1.0, which does not wait for it: RFC 9110 §10.1.1.)
-                if head.version == "1.1" and _expects_continue(first):
-                    outcome = await self._decide_on_head(conn, ex)
-                if outcome is None:
-                    body, truncated = await conn.read_body(limit)
-                    ex.body, ex.body_truncated = body, truncated
-            if outcome is None:
-                keep_alive = keep_alive and not truncated
-                await decide_exchange(
-                    ex, self.ctx.decider, resolver=self.ctx.resolver, limits=self.settings.limits
-                )
-                outcome = settle(ex, mode=self.settings.mode)
+            await decide_exchange(
+                ex, self.ctx.decider, resolver=self.ctx.resolver, limits=self.settings.limits
+            )
+            outcome = settle(ex, mode=self.settings.mode)
             if outcome.is_sent:
                 keep_alive = await self._forward(conn, head, ex, keep_alive, version)
             else:
@@ -660,26 +659,6 @@ class ProxyServer:
         finally:
             if ex is not None and ex.decision is not None:
                 record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
-
-    async def _decide_on_head(self, conn: ClientConnection, ex: Exchange) -> Outcome | None:
-        """Decide a call that waits for `100 Continue` on its head; its refusal, or None once it
-        was asked for its body.
-
-        The same decision as any call's, on the URL and fields without the body: the policy's
-        reasons only add up as findings do (none fires on the absence of a category), so a
-        refusal here is the call's whatever its body holds, and it is answered at once without
-        reading the body (RFC 9110 §10.1.1). Otherwise the call is decided again with its body.
-        """
-        await decide_exchange(
-            ex, self.ctx.decider, resolver=self.ctx.resolver, limits=self.settings.limits
-        )
-        outcome = settle(ex, mode=self.settings.mode)
-        if not outcome.is_sent:
-            return outcome
-        ex.decision = ex.outcome = None  # (the head's: never recorded as the call's)
-        # The body is inspected before anything goes upstream: ask for it ourselves.
-        await conn.send(CONTINUE)
-        return None
 
     async def _answer_options(
         self, conn: ClientConnection, head: RequestHead, keep_alive: bool, version: str
@@ -931,18 +910,11 @@ def _ignorable_upgrade(upgrade: str, version: str) -> bool:
     return all(token.strip().lower() in ("h2c", "") for token in upgrade.split(","))
 
 
-# (body, is_truncated) of a call whose body is still to come when its exchange is made.
-_NO_BODY_YET = (b"", False)
 # What Max-Forwards limits (RFC 9110 §7.6.2); TRACE is refused (see `_hop_limited_fields`).
 _HOP_LIMITED = frozenset({"OPTIONS", "TRACE"})
 # The highest Max-Forwards sent on (RFC 9110 §7.6.2 lets an intermediary cap it): what a
 # longer number of digits is counted down to.
 _MAX_FORWARDS_CAP = 999_999_999
-
-
-def _expects_continue(first: dict[str, str]) -> bool:
-    expect = first.get("expect")
-    return expect is not None and expect.lower() == "100-continue"
 
 
 def _hop_limited_fields(head: RequestHead) -> list[tuple[str, str]] | None:

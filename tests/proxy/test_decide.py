@@ -16,7 +16,7 @@ from proxy.decision_cache import DecisionCache, inspection_key
 from proxy.engines.embedded import EmbeddedEngine
 from proxy.http1 import Source
 from proxy.inspect.model import MALFORMED_JSON, TIMED_OUT, Finding, Inspection
-from sharewall.snapshot import Grant, Recipient, Snapshot, Workload
+from sharewall.snapshot import Grant, Recipient, Snapshot
 from sharewall.taxonomy import load_taxonomy
 
 
@@ -392,90 +392,3 @@ async def test_cached_leaves_problems_and_a_missing_snapshot_to_decide(decider: 
     assert decider.cached(ex, incomplete) is None  # decide() answers, from its cache
 
     assert Decider(EmbeddedEngine()).cached(ex, make_inspection()) is None
-
-
-async def test_a_body_only_adds_reasons_so_a_refusal_on_its_head_stands() -> None:
-    """What answering `Expect: 100-continue` from the head relies on (listener
-    `_decide_on_head`): whatever findings and problems a body adds, every reason the head's
-    call had (no findings) is still there. A rule firing on a category's absence would break it.
-    """
-    recipients = (
-        Recipient(
-            id="twilio",
-            name="Twilio",
-            kind="ott_provider",
-            status="approved",
-            regions=("SG",),
-            grants=(
-                Grant(purpose="service_delivery", categories=("contact.phone_number",)),
-                Grant(purpose="marketing", categories=("contact.email",)),
-            ),
-        ),
-        Recipient(
-            id="abroad",
-            name="Abroad",
-            kind="vendor",
-            status="approved",
-            regions=("US",),
-            grants=(Grant(purpose="marketing", categories=("contact.phone_number",)),),
-        ),
-        Recipient(
-            id="partner",
-            name="Partner",
-            kind="affiliate",
-            status="approved",
-            regions=("SG",),
-            grants=(Grant(purpose="service_delivery", categories=("contact.phone_number",)),),
-        ),
-        Recipient(
-            id="dormant",
-            name="Dormant",
-            kind="vendor",
-            status="suspended",
-            regions=("SG",),
-            grants=(Grant(purpose="service_delivery", categories=("contact.phone_number",)),),
-        ),
-    )
-    bound = Workload(
-        namespace="messaging",
-        name="sms-gateway",
-        status="approved",
-        purposes=("service_delivery",),
-        recipients=("twilio",),
-    )
-    bodies = [
-        make_inspection("contact.phone_number"),
-        make_inspection("mobile.sms_consent"),
-        make_inspection("contact.email", "location.precise", "payment.account_number"),
-        make_inspection(*load_taxonomy().categories),
-        make_inspection(problems=[TIMED_OUT]),
-    ]
-    head = make_inspection()
-    checked = refused = 0
-    for workloads in ((), (bound,)):
-        decider = Decider(EmbeddedEngine())
-        snapshot = Snapshot(version=1, recipients=recipients, workloads=workloads)
-        assert await decider.set_snapshot(snapshot.with_revision())
-        for recipient_id in ("twilio", "abroad", "partner", "dormant", None):
-            for purpose in ("service_delivery", "marketing", "customer_support", "astrology", None):
-                for scheme, tls, inspected in (
-                    ("https", True, True),
-                    ("http", False, True),
-                    ("https", True, False),
-                ):
-                    call = make_call(
-                        recipient_id=recipient_id,
-                        purpose=purpose,
-                        scheme=scheme,
-                        tls_upstream=tls,
-                        inspected=inspected,
-                    )
-                    on_head = await decider.decide(call, head)
-                    reasons = {(r.code, r.category) for r in on_head.reasons}
-                    refused += not on_head.allow
-                    for body in bodies:
-                        decided = await decider.decide(call, body)
-                        got = {(r.code, r.category) for r in decided.reasons}
-                        assert reasons <= got, (call, body, reasons - got)
-                        checked += 1
-    assert checked == 750 and 0 < refused < 150
