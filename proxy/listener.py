@@ -556,9 +556,6 @@ class ProxyServer:
         captured: Captured | None = None,
     ) -> bool:
         """Decide and carry out one request; True when the connection may serve another one."""
-        raw_headers: list[tuple[str, str]] | None = head.headers
-        if head.method in _HOP_LIMITED:
-            raw_headers = _hop_limited_fields(head)  # (None: the proxy answers it itself)
         scheme, host, port, path = self._name(head, tunnel, captured)
         connected_to = captured.connected_to if captured is not None else None
         if tunnel is not None:
@@ -567,10 +564,6 @@ class ProxyServer:
         if connected_to is not None:
             entry = "transparent"
         first = head.first  # (lower-case names, as in `_name`)
-        keep_alive = head.keep_alive and not self._closing
-        version = "1.0" if head.version == "1.0" else "1.1"
-        if raw_headers is None:
-            return await self._answer_options(conn, head, keep_alive, version)
         expect = first.get("expect")
         if (
             expect is not None
@@ -582,6 +575,8 @@ class ProxyServer:
             await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         timings = Timings()
         decision_id = new_decision_id()
+        keep_alive = head.keep_alive and not self._closing
+        version = "1.0" if head.version == "1.0" else "1.1"
         ex: Exchange | None = None
         try:
             limit = self.settings.limits.max_body_bytes
@@ -599,7 +594,7 @@ class ProxyServer:
                 path,
                 connected_to=connected_to,
                 unidentified="no_host" if host is None else None,
-                raw_headers=raw_headers,
+                raw_headers=head.headers,
                 body=body,
                 body_truncated=truncated,
                 index=self.ctx.index,
@@ -659,21 +654,6 @@ class ProxyServer:
         finally:
             if ex is not None and ex.decision is not None:
                 record_exchange(ex, self.ctx.decision_log, mode=self.settings.mode)
-
-    async def _answer_options(
-        self, conn: ClientConnection, head: RequestHead, keep_alive: bool, version: str
-    ) -> bool:
-        """Answer an OPTIONS with `Max-Forwards: 0` as its final recipient (RFC 9110 §7.6.2):
-        nothing is sent on, so nothing is decided. True to keep the connection."""
-        log.info("proxy.options_answered", max_forwards=0)
-        complete = conn.body_complete
-        await conn.send(responses.options(keep_alive=keep_alive and complete, version=version))
-        if not complete:
-            await conn.discard_body(DISCARD_MAX_BYTES, DISCARD_SECONDS)
-            return False
-        if keep_alive:
-            conn.finish_message()
-        return keep_alive
 
     async def _forward(
         self,
@@ -908,45 +888,6 @@ def _ignorable_upgrade(upgrade: str, version: str) -> bool:
     if version == "1.0":
         return True
     return all(token.strip().lower() in ("h2c", "") for token in upgrade.split(","))
-
-
-# What Max-Forwards limits (RFC 9110 §7.6.2); TRACE is refused (see `_hop_limited_fields`).
-_HOP_LIMITED = frozenset({"OPTIONS", "TRACE"})
-# The highest Max-Forwards sent on (RFC 9110 §7.6.2 lets an intermediary cap it): what a
-# longer number of digits is counted down to.
-_MAX_FORWARDS_CAP = 999_999_999
-
-
-def _hop_limited_fields(head: RequestHead) -> list[tuple[str, str]] | None:
-    """The fields to send an OPTIONS on with: its Max-Forwards counted down (RFC 9110 §7.6.2);
-    None when it is 0, the proxy being its final recipient.
-
-    TRACE is never forwarded (501): the final recipient echoes the request it got, fields
-    included, which is how cross-site tracing reads credentials; no API needs it.
-    """
-    if head.method == "TRACE":
-        raise BadRequest(
-            "TRACE is not forwarded by this proxy", status=501, code=responses.UNSUPPORTED
-        )
-    value = head.first.get("max-forwards")
-    if value is None:
-        return head.headers
-    value = value.strip()
-    if not (value.isascii() and value.isdigit()):
-        raise BadRequest("Max-Forwards is not a number")
-    digits = value.lstrip("0")
-    if not digits:
-        return None
-    hops = int(digits) - 1 if len(digits) <= 9 else _MAX_FORWARDS_CAP
-    fields: list[tuple[str, str]] = []
-    counted = False
-    for name, field_value in head.headers:
-        if name.lower() != "max-forwards":
-            fields.append((name, field_value))
-        elif not counted:  # (one field: a second one would be a list, which it may not be)
-            fields.append((name, str(hops)))
-            counted = True
-    return fields
 
 
 def _declared_length(head: RequestHead) -> int | None:

@@ -1,5 +1,4 @@
-"""The proxy's own answers (403/503/502/504/400/414/431/501/505, and 200 to OPTIONS with
-`Max-Forwards: 0`) as complete HTTP/1.1 responses in bytes."""
+"""The proxy's own answers (403/503/502/504/400/414/431/501/505) as complete HTTP/1.1 responses in bytes."""
 
 from __future__ import annotations
 
@@ -109,11 +108,3 @@ def rejection(outcome: Outcome, decision: Decision, **kw: object) -> bytes:
             **kw,
         )
     raise ValueError(f"{outcome} is not a refusal")
-
-
-def options(*, keep_alive: bool = True, version: str = "1.1") -> bytes:
-    """200 to an OPTIONS the proxy answers as its final recipient (`Max-Forwards: 0`): no content."""
-    return (
-        f"HTTP/{version} 200 OK\r\nContent-Length: 0\r\nCache-Control: no-store\r\n"
-        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    ).encode("latin-1")

@@ -253,7 +253,7 @@ async def test_aiohttp_expect100_through_the_proxy(proxy, upstreams):
         assert (await r.json())["body_len"] == 2000
 
 
-# -- methods, versions, Max-Forwards -----------------------------------------------------------
+# -- methods and versions ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["PURGE", "PROPFIND", "REPORT", "LINK", "QUERY", "M-SEARCH"])
@@ -293,71 +293,6 @@ def test_a_method_llhttp_cannot_read_is_501_and_never_forwarded(proxy, upstreams
     status, headers, body = parse_response(raw_exchange(proxy.port, request.encode()))
     assert (status, headers["connection"]) == (501, "close")
     assert json.loads(body) == {"error": "unsupported", "message": "request method not implemented"}
-    assert upstreams.find(m) == []
-
-
-@pytest.mark.parametrize(
-    "max_forwards",
-    [pytest.param(None, id="no Max-Forwards"), pytest.param("0", id="Max-Forwards 0")],
-)
-def test_trace_is_refused_and_never_forwarded(proxy, upstreams, max_forwards):
-    # Its final recipient would echo the request, fields included (cross-site tracing).
-    m = _marker("trace")
-    extra = f"Max-Forwards: {max_forwards}\r\n" if max_forwards else ""
-    authority = f"api.vendor.test:{upstreams.http_port}"
-    request = f"TRACE http://{authority}/{m} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n"
-    status, _, body = parse_response(raw_exchange(proxy.port, request.encode()))
-    assert status == 501
-    assert json.loads(body)["error"] == "unsupported"
-    assert upstreams.find(m) == []
-
-
-def test_options_with_max_forwards_0_is_answered_by_the_proxy(proxy, upstreams):
-    # RFC 9110 §7.6.2: the proxy is its final recipient; the connection serves on.
-    m = _marker("options")
-    authority = f"api.vendor.test:{upstreams.http_port}"
-    request = (
-        f"OPTIONS http://{authority}/{m}-0 HTTP/1.1\r\nHost: {authority}\r\n"
-        "Max-Forwards: 0\r\n\r\n"
-        f"GET http://{authority}/{m}-next HTTP/1.1\r\nHost: {authority}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    answers = _answers(proxy.port, request.encode())
-    assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
-    assert (answers[0][1]["content-length"], answers[0][1]["connection"]) == ("0", "keep-alive")
-    assert [seen.path for seen in upstreams.find(m)] == [f"/{m}-next"]
-
-
-@pytest.mark.parametrize(
-    ("method", "sent", "forwarded"),
-    [
-        pytest.param("OPTIONS", "5", "4", id="OPTIONS: counted down"),
-        pytest.param("OPTIONS", "007", "6", id="OPTIONS: leading zeros"),
-        pytest.param("OPTIONS", "1" * 12, "999999999", id="OPTIONS: capped"),
-        pytest.param("GET", "0", "0", id="GET: left as it is"),
-    ],
-)
-def test_max_forwards_is_counted_down_on_options(proxy, upstreams, method, sent, forwarded):
-    m = _marker("max-forwards")
-    authority = f"api.vendor.test:{upstreams.http_port}"
-    request = (
-        f"{method} http://{authority}/{m} HTTP/1.1\r\nHost: {authority}\r\n"
-        f"max-forwards: {sent}\r\nConnection: close\r\n\r\n"
-    )
-    status, _, _ = parse_response(raw_exchange(proxy.port, request.encode()))
-    assert status == 200
-    [seen] = upstreams.find(m)
-    assert [v for k, v in seen.headers if k.lower() == "max-forwards"] == [forwarded]
-
-
-def test_a_malformed_max_forwards_on_options_is_400(proxy, upstreams):
-    m = _marker("max-forwards-bad")
-    authority = f"api.vendor.test:{upstreams.http_port}"
-    request = (
-        f"OPTIONS http://{authority}/{m} HTTP/1.1\r\nHost: {authority}\r\nMax-Forwards: -1\r\n\r\n"
-    )
-    status, _, _ = parse_response(raw_exchange(proxy.port, request.encode()))
-    assert status == 400
     assert upstreams.find(m) == []
 
 
