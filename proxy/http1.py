@@ -210,7 +210,6 @@ class ClientConnection(asyncio.Protocol):
         "_drain_waiters",
         "_error",
         "_fields_to",
-        "_head_reads",
         "_max_header_bytes",
         "_messages",
         "_on_connect",
@@ -257,9 +256,6 @@ class ClientConnection(asyncio.Protocol):
         self._fields_to: RequestHead | _Trailers = _TRAILERS  # where on_header puts a field
         self._max_header_bytes = settings.max_header_bytes
         self._segment = 0  # bytes of the segment being parsed
-        # A head split across reads that began one (see `_read_again`): (the head, the message
-        # before it, its reads so far).
-        self._head_reads: tuple[RequestHead, RequestHead | None, list[bytes]] | None = None
         self.upgrade_rest: bytes | None = None  # bytes after a CONNECT head
         self._raw: deque[bytes] | None = deque() if raw else None  # bytes after an upgrade
         self._raw_size = 0
@@ -305,7 +301,6 @@ class ClientConnection(asyncio.Protocol):
             self._wake()
             return
         self._segment = len(data)
-        before = self._current  # the message being read when `data` came (None: none yet)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -319,9 +314,7 @@ class ClientConnection(asyncio.Protocol):
                 return
         except (_Refused, httptools.HttpParserError) as exc:
             # (A head refused in a callback left its BadRequest in `_error`.)
-            refusal = self._error or self._parse_failure(exc, data, before)
-            if refusal is not None:  # (None: `data` was read again, see `_read_again`)
-                self._fail(refusal)
+            self._fail(self._error or BadRequest(f"malformed request: {exc}"))
             return
         m = self._current
         if m is not None and not m.head_done:
@@ -331,7 +324,6 @@ class ClientConnection(asyncio.Protocol):
             if m.head_size() > self._max_header_bytes:
                 self._fail(_too_large(m, self._max_header_bytes))
                 return
-            self._keep_head_read(m, before, data)
         if self._waiter is not None:
             self._wake()
         elif self._body_bytes > READ_HIGH_WATER or len(self._messages) > MAX_QUEUED_MESSAGES:
@@ -396,28 +388,29 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         m: RequestHead = self._current  # type: ignore[assignment]
         # A head no larger than its segment is within the limit when the segment is.
-        if m.split or self._segment > self._max_header_bytes:
-            self._head_reads = None  # (kept only while a split head may have to be read again)
-            if m.head_size() > self._max_header_bytes:
-                self._refuse(_too_large(m, self._max_header_bytes))
+        if (m.split or self._segment > self._max_header_bytes) and (
+            m.head_size() > self._max_header_bytes
+        ):
+            self._refuse(_too_large(m, self._max_header_bytes))
         parser = self._parser
         first = m.first
         keep_alive = parser.should_keep_alive()
         # llhttp keeps an HTTP/1.1 request alive unless a Connection (or Proxy-Connection)
         # field says close, and one of any other version it accepts (1.0, 0.9, 2.0) only when
         # such a field asks for it: alive without either field, it is HTTP/1.1, known without
-        # get_http_version()'s string formatting (~3k instructions). (A parser reading any
-        # version, `_read_again`'s, refused other majors than 1 before: see `_AnyVersion`.)
+        # get_http_version()'s string formatting (~3k instructions).
         if keep_alive and "connection" not in first and "proxy-connection" not in first:
             version = "1.1"
         else:
             version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
-                if version[0] != "1":
-                    self._refuse(_unsupported_version(version))
-                # A higher minor version is served as the highest this side speaks (RFC 9110
-                # §2.5): what is read, and answered, is HTTP/1.1.
-                version = "1.1"
+                self._refuse(
+                    BadRequest(
+                        f"HTTP/{version} is not spoken here",
+                        status=505,
+                        code=responses.UNSUPPORTED,
+                    )
+                )
         if len(first) != len(m.headers) and _has_two_hosts(m):  # (a name came twice: rarely)
             # RFC 9112 §3.2: which Host names the call would be ambiguous.
             self._refuse(BadRequest("more than one Host header"))
@@ -476,86 +469,6 @@ class ClientConnection(asyncio.Protocol):
             self._wake()
         elif self._body_bytes > READ_HIGH_WATER:
             self._pause_reading()
-
-    # -- what llhttp cannot read ------------------------------------------------------------------
-
-    def _parse_failure(
-        self, exc: Exception, data: bytes, before: RequestHead | None
-    ) -> BadRequest | None:
-        """The refusal of a request llhttp stopped reading in `data`; None when `data` was read
-        again (`_read_again`, an HTTP/1.x request line with x > 1).
-
-        A method llhttp does not know cannot be forwarded, as RFC 9110 §9.1 would have a proxy
-        do: its request is not read past the method (501, RFC 9110 §15.6.2), unless what came
-        is no method token at all (a TLS ClientHello sent to the plain port: 400). A major
-        version other than 1 is 505 (RFC 9110 §15.6.6), HTTP/2's connection preface included.
-        """
-        reason = str(exc)
-        if isinstance(exc, httptools.HttpParserInvalidMethodError) or reason == _NOT_AN_HTTP_METHOD:
-            if self._begins_read(before):
-                first = data.lstrip(b"\r\n")[:1]
-                if not (first.isalnum() or (first and first in _TOKEN_SYMBOLS)):
-                    return BadRequest(f"malformed request: {exc}")
-            return BadRequest(
-                "request method not implemented", status=501, code=responses.UNSUPPORTED
-            )
-        if reason in (_INVALID_VERSION, _HTTP2_PREFACE):
-            version = self._parser.get_http_version()
-            if version[0] != "1":
-                return _unsupported_version(version)
-            if self._read_again(data, before):
-                return None
-            return BadRequest(f"an HTTP/{version} request pipelined behind another, not read")
-        return BadRequest(f"malformed request: {exc}")
-
-    def _begins_read(self, before: RequestHead | None) -> bool:
-        """The request llhttp is reading began the segment it is reading (`before`: the message
-        being read when that segment came)."""
-        messages = self._messages
-        return (before is None or before.complete) and (
-            len(messages) == 1 or messages[-2] is before
-        )
-
-    def _read_again(self, data: bytes, before: RequestHead | None) -> bool:
-        """Read `data` again with a parser that accepts any HTTP version; False when it cannot be.
-
-        llhttp refuses an HTTP/1.x request line with x > 1 unless told to accept any version,
-        and then it no longer tells HTTP/1.1 from the others without get_http_version()
-        (~3k instructions a request): the strict parser reads every request, and this one
-        alone, with the messages begun in it, is read again by a parser that does, for the
-        rest of the connection (`_AnyVersion`). Only from where a read began a request: a
-        parser that failed cannot tell where, nor go on.
-        """
-        messages = self._messages
-        m = self._current
-        if before is None or before.complete:
-            reads = [data]
-            # Messages begun in `data` are not read yet (the reader runs after data_received).
-            while messages and messages[-1] is not before:
-                self._body_bytes -= messages.pop().size
-        elif self._head_reads is not None and self._head_reads[0] is m:
-            # A head split across reads, the first of which began it (`_keep_head_read`).
-            _, before, reads = self._head_reads
-            reads.append(data)
-            messages.pop()
-        else:
-            return False
-        self._head_reads = None
-        self._current = before
-        self._fields_to = _TRAILERS
-        self._parser = httptools.HttpRequestParser(_AnyVersion(self))
-        self._parser.set_dangerous_leniencies(lenient_version=True)
-        self.data_received(b"".join(reads))
-        return True
-
-    def _keep_head_read(self, m: RequestHead, before: RequestHead | None, data: bytes) -> None:
-        """Keep the reads of a head split across them, from one that began it, while it could
-        have to be read again (`_read_again`)."""
-        kept = self._head_reads
-        if kept is not None and kept[0] is m:
-            kept[2].append(data)
-        elif m is not before and self._begins_read(before):
-            self._head_reads = (m, before, [data])
 
     # -- waiting for bytes ----------------------------------------------------------------------
 
@@ -741,7 +654,6 @@ class ClientConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._messages.clear()
         self._current = None
-        self._head_reads = None
         self.upgrade_rest = None
         self._raw = None
         self._raw_size = 0
@@ -798,48 +710,6 @@ def _name_texts(name: bytes) -> tuple[str, str]:
 
 class _Refused(Exception):
     pass
-
-
-# llhttp's reasons (httptools gives no code for them): a method of RTSP's, an HTTP version it
-# does not accept, and HTTP/2's connection preface ("PRI * HTTP/2.0").
-_NOT_AN_HTTP_METHOD = "Invalid method for HTTP/x.x request"
-_INVALID_VERSION = "Invalid HTTP version"
-_HTTP2_PREFACE = "Pause on PRI/Upgrade"
-# A token's characters other than letters and digits (RFC 9110 §5.6.2).
-_TOKEN_SYMBOLS = b"!#$%&'*+-.^_`|~"
-
-
-def _unsupported_version(version: str) -> BadRequest:
-    return BadRequest(f"HTTP/{version} is not spoken here", status=505, code=responses.UNSUPPORTED)
-
-
-class _AnyVersion:
-    """The callbacks of a parser that reads any HTTP version (`ClientConnection._read_again`):
-    the connection's own, a head of another major version than 1 refused first (505)."""
-
-    __slots__ = (
-        "_conn",
-        "on_body",
-        "on_header",
-        "on_message_begin",
-        "on_message_complete",
-        "on_url",
-    )
-
-    def __init__(self, conn: ClientConnection) -> None:
-        self._conn = conn
-        self.on_message_begin = conn.on_message_begin
-        self.on_url = conn.on_url
-        self.on_header = conn.on_header
-        self.on_body = conn.on_body
-        self.on_message_complete = conn.on_message_complete
-
-    def on_headers_complete(self) -> None:
-        conn = self._conn
-        version = conn._parser.get_http_version()
-        if version[0] != "1":
-            conn._refuse(_unsupported_version(version))
-        conn.on_headers_complete()
 
 
 class _Dropped(list):  # type: ignore[type-arg]
