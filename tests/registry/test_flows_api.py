@@ -319,4 +319,5 @@ async def test_personal_data_in_a_stored_path_is_replaced_by_its_category(client
     assert stored["path"] == (
         "/lookup/[contact.phone_number]?phone=[contact.phone_number]&country=SG&token=REDACTED"
     )
-    assert "6591234567" not in text and "abc" not in text
+    # ("token=abc", not "abc": a record's random hex decision id contains "abc" now and then.)
+    assert "6591234567" not in text and "token=abc" not in text
